@@ -1,0 +1,39 @@
+# dtx-trials — the two commands a new user needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+
+.PHONY: run test lint typecheck pytest setup bench demo reliability clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## setup: virtualenv, packages, database migrations, example protocols and demo accounts
+setup: $(STAMP)
+	$(BIN)/dtx bootstrap
+
+## run: set everything up and serve on http://$(HOST):$(PORT)
+run: setup
+	$(BIN)/dtx serve --host $(HOST) --port $(PORT)
+
+## test: lint, type-check the cores, then the whole suite (SQLite, and PostgreSQL when TEST_DATABASE_URL is set)
+test: $(STAMP) lint pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy ecrf randomization protocols analysis
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

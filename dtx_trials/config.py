@@ -1,0 +1,58 @@
+"""Configuration defaults; the environment is read in the factory, never at import time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+class DefaultConfig:
+    """Settings a development instance runs with; each may be overridden by `DTX_*` variables."""
+
+    SECRET_KEY: str | None = None
+    SQLALCHEMY_DATABASE_URI: str | None = None
+    SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
+    FIELD_KEY: str | None = None
+    QUEUE_URL: str | None = None
+    ENV_NAME = "development"
+    SESSION_COOKIE_NAME = "dtx_session"
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = False
+    SESSION_IDLE_MINUTES = 30
+    SESSION_MAX_HOURS = 12
+    TOKEN_HOURS = 12
+    LOCKOUT_THRESHOLD = 5
+    LOCKOUT_MINUTES = 15
+    PASSWORD_MIN_LENGTH = 12
+    MAX_CONTENT_LENGTH = 32 * 1024 * 1024
+    API_TITLE = "dtx-trials"
+    API_VERSION = "v1"
+    OPENAPI_VERSION = "3.0.3"
+    OPENAPI_URL_PREFIX = "/api/v1"
+    OPENAPI_JSON_PATH = "openapi.json"
+    OPENAPI_REDOC_PATH = "docs"
+    OPENAPI_REDOC_URL = "/static/redoc.standalone.js"
+    API_SPEC_OPTIONS: dict[str, Any] = {
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def database_url_from_env(instance_path: str) -> str:
+    """Return the SQLAlchemy URL: `DATABASE_URL` if set, else SQLite under instance/."""
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        return f"sqlite:///{Path(instance_path) / 'dtx.sqlite'}"
+    return normalise_database_url(url)
+
+
+def normalise_database_url(url: str) -> str:
+    """Use psycopg 3 for plain `postgres://` / `postgresql://` URLs."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url

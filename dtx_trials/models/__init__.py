@@ -1,0 +1,34 @@
+"""ORM models, one module per aggregate. Importing this package registers every table."""
+
+from dtx_trials.models.allocations import Allocation, RandomizationState
+from dtx_trials.models.analyses import AnalysisRun
+from dtx_trials.models.audit import AuditChainHead, AuditEvent
+from dtx_trials.models.devices import DeviceObservation
+from dtx_trials.models.forms import DataQuery, FormRecord, Signature
+from dtx_trials.models.participants import Consent, EproLink, Participant, Visit
+from dtx_trials.models.trials import ProtocolVersion, Site, Trial
+from dtx_trials.models.users import ApiToken, Membership, Role, User, WebSession
+
+__all__ = [
+    "Allocation",
+    "AnalysisRun",
+    "ApiToken",
+    "AuditChainHead",
+    "AuditEvent",
+    "Consent",
+    "DataQuery",
+    "DeviceObservation",
+    "EproLink",
+    "FormRecord",
+    "Membership",
+    "Participant",
+    "ProtocolVersion",
+    "RandomizationState",
+    "Role",
+    "Signature",
+    "Site",
+    "Trial",
+    "User",
+    "Visit",
+    "WebSession",
+]

@@ -1,0 +1,61 @@
+"""The randomization state (row-locked counter) and the unblinded allocation store.
+
+Only code reached through an unblinded permission reads `Allocation.arm_code`; blinded roles see
+`randomization_number` / `activation_code` only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dtx_trials.crypto import EncryptedText
+from dtx_trials.db import Base, UTCDateTime, intpk, utcnow
+
+
+class RandomizationState(Base):
+    """One row per trial, locked FOR UPDATE by every allocation: the gap-free sequence counter."""
+
+    __tablename__ = "randomization_state"
+
+    id: Mapped[intpk]
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id"), unique=True)
+    next_seq: Mapped[int] = mapped_column(default=1)
+    rng_algorithm: Mapped[str] = mapped_column(String(30), default="hmac-sha256-v1")
+    secret: Mapped[str] = mapped_column(EncryptedText("randomization_state.secret"))
+    model_version: Mapped[int | None] = mapped_column(ForeignKey("protocol_version.id"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Allocation(Base):
+    __tablename__ = "allocation"
+    __table_args__ = (
+        UniqueConstraint("trial_id", "seq_no"),
+        UniqueConstraint("trial_id", "participant_id"),
+        UniqueConstraint("trial_id", "randomization_number"),
+        UniqueConstraint("trial_id", "request_id"),
+    )
+    __audited__ = ("trial_id", "participant_id", "seq_no", "stratum_key", "arm_code",
+                   "randomization_number", "status")
+    __sealed__ = ("arm_code",)
+
+    id: Mapped[intpk]
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id"), index=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"))
+    protocol_version_id: Mapped[int] = mapped_column(ForeignKey("protocol_version.id"))
+    seq_no: Mapped[int]
+    stratum_key: Mapped[str] = mapped_column(String(300))
+    factors: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    method: Mapped[str] = mapped_column(String(30))
+    arm_code: Mapped[str] = mapped_column(String(40))
+    randomization_number: Mapped[str] = mapped_column(String(40))
+    activation_code: Mapped[str | None] = mapped_column(String(40))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    request_id: Mapped[str | None] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(20), default="active")  # active|voided
+    void_reason: Mapped[str | None] = mapped_column(Text)
+    allocated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    allocated_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))

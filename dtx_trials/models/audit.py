@@ -1,0 +1,44 @@
+"""The audit trail: append-only, hash-chained per trial (plus one global chain)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dtx_trials.db import Base, UTCDateTime, intpk
+
+
+class AuditChainHead(Base):
+    """The last (seq, hash) of one chain; locked FOR UPDATE by every append to that chain."""
+
+    __tablename__ = "audit_chain_head"
+
+    chain: Mapped[str] = mapped_column(String(40), primary_key=True)
+    seq: Mapped[int] = mapped_column(default=0)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_event"
+    __table_args__ = (UniqueConstraint("chain", "seq"),)
+
+    id: Mapped[intpk]
+    chain: Mapped[str] = mapped_column(String(40))
+    seq: Mapped[int]
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    trial_id: Mapped[int | None] = mapped_column(index=True)
+    site_id: Mapped[int | None]
+    actor_id: Mapped[int | None]
+    actor_name: Mapped[str] = mapped_column(String(200))
+    actor_role: Mapped[str | None] = mapped_column(String(30))
+    action: Mapped[str] = mapped_column(String(60))
+    entity_type: Mapped[str] = mapped_column(String(40))
+    entity_id: Mapped[int | None]
+    changes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    reason: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(80))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,106 @@
+"""Participants, their consents, visits and ePRO links."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Date, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dtx_trials.crypto import EncryptedText
+from dtx_trials.db import Base, UTCDateTime, intpk, utcnow
+
+# Direct identifiers: encrypted at rest, sealed (HMAC) in the audit trail, never exported.
+IDENTIFIER_COLUMNS = ("full_name", "phone", "email", "national_id", "address")
+
+
+class Participant(Base):
+    """A person screened for a trial, known everywhere by a pseudonymous subject code."""
+
+    __tablename__ = "participant"
+    __table_args__ = (UniqueConstraint("trial_id", "subject_code"),)
+    __audited__ = (
+        "trial_id", "site_id", "subject_code", "status", "protocol_version_id",
+        "screened_at", "consented_at", "enrolled_at", "randomized_at", "withdrawn_at",
+        "withdrawal_reason", "is_emergency_unblinded", *IDENTIFIER_COLUMNS,
+    )
+    __sealed__ = IDENTIFIER_COLUMNS
+
+    id: Mapped[intpk]
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    subject_code: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(20), default="screening")
+    protocol_version_id: Mapped[int | None] = mapped_column(ForeignKey("protocol_version.id"))
+    screened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    consented_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    randomized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    withdrawal_reason: Mapped[str | None] = mapped_column(Text)
+    is_emergency_unblinded: Mapped[bool] = mapped_column(default=False)
+    full_name: Mapped[str | None] = mapped_column(EncryptedText("participant.full_name"))
+    phone: Mapped[str | None] = mapped_column(EncryptedText("participant.phone"))
+    email: Mapped[str | None] = mapped_column(EncryptedText("participant.email"))
+    national_id: Mapped[str | None] = mapped_column(EncryptedText("participant.national_id"))
+    address: Mapped[str | None] = mapped_column(EncryptedText("participant.address"))
+
+
+class Consent(Base):
+    """A signed consent of one consent-form version, by the participant or a witness/guardian."""
+
+    __tablename__ = "consent"
+    __audited__ = ("participant_id", "consent_version", "language", "signer_role", "signed_at",
+                   "withdrawn_at")
+
+    id: Mapped[intpk]
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
+    consent_version: Mapped[str] = mapped_column(String(40))
+    language: Mapped[str] = mapped_column(String(5), default="en")
+    signer_role: Mapped[str] = mapped_column(String(20), default="participant")
+    signer_name: Mapped[str | None] = mapped_column(EncryptedText("consent.signer_name"))
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Visit(Base):
+    __tablename__ = "visit"
+    __table_args__ = (UniqueConstraint("participant_id", "visit_code", "occurrence"),)
+    __audited__ = ("participant_id", "visit_code", "occurrence", "planned_on", "actual_on",
+                   "status")
+
+    id: Mapped[intpk]
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
+    visit_code: Mapped[str] = mapped_column(String(40))
+    occurrence: Mapped[int] = mapped_column(default=1)
+    is_unscheduled: Mapped[bool] = mapped_column(default=False)
+    planned_on: Mapped[date | None] = mapped_column(Date)
+    window_start_on: Mapped[date | None] = mapped_column(Date)
+    window_end_on: Mapped[date | None] = mapped_column(Date)
+    actual_on: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(20), default="planned")
+
+
+class EproLink(Base):
+    """A personal link for one participant and visit; only the token's SHA-256 is stored."""
+
+    __tablename__ = "epro_link"
+    __audited__ = ("participant_id", "visit_id", "form_code", "expires_at", "completed_at",
+                   "revoked_at")
+
+    id: Mapped[intpk]
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
+    visit_id: Mapped[int | None] = mapped_column(ForeignKey("visit.id"))
+    form_code: Mapped[str] = mapped_column(String(60))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    otp_hash: Mapped[str | None] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,126 @@
+"""Form definitions as plain frozen data: the contract between protocols/ (which builds them
+from YAML) and the form engine (which validates, derives and renders with them).
+
+Conventions fixed here:
+- Stored values are JSON scalars: integers and decimals as numbers, text as str, dates as
+  ``YYYY-MM-DD``, datetimes as ISO 8601 with offset, times as ``HH:MM[:SS]``, yes/no as
+  ``"1"``/``"0"``, single choice as the choice code (str), multiple choice as a sorted list of
+  codes, slider as a number.
+- A missing-data code is stored as ``{"missing": code}`` with code in ``MISSING_CODES``; it is
+  distinct from an absent key ("not asked") and from an unchecked multiple choice (``[]``).
+- ``EditCheck.condition`` must evaluate true; when it evaluates false the message is raised
+  (error blocks submission, warning needs an acknowledgement or becomes a query). A condition that
+  evaluates to blank (inputs missing) does not fire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+FieldType = Literal[
+    "integer",
+    "decimal",
+    "text",
+    "date",
+    "datetime",
+    "time",
+    "yesno",
+    "single_choice",
+    "multiple_choice",
+    "slider",
+    "calculated",
+    "file",
+    "signature",
+    "descriptive",
+]
+FIELD_TYPES: tuple[str, ...] = FieldType.__args__  # type: ignore[attr-defined]
+
+Severity = Literal["error", "warning"]
+Respondent = Literal["site", "participant"]
+Anchor = Literal["screening", "enrollment", "randomization"]
+
+MISSING_CODES: dict[str, str] = {
+    "not_done": "Not done",
+    "unknown": "Unknown",
+    "not_applicable": "Not applicable",
+}
+
+
+@dataclass(frozen=True)
+class Label:
+    """Bilingual text: English is required, Simplified Chinese optional (falls back to English)."""
+
+    en: str
+    zh: str | None = None
+
+    def get(self, language: str) -> str:
+        return self.zh if language.startswith("zh") and self.zh else self.en
+
+
+@dataclass(frozen=True)
+class Choice:
+    code: str
+    label: Label
+
+
+@dataclass(frozen=True)
+class EditCheck:
+    id: str
+    condition: str
+    severity: Severity
+    message: Label
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    id: str
+    type: FieldType
+    label: Label
+    help: Label | None = None
+    unit: str | None = None
+    required: bool = False
+    min: float | str | None = None  # number, or ISO date/time for date-like fields
+    max: float | str | None = None
+    decimals: int | None = None
+    max_length: int | None = None
+    choices: tuple[Choice, ...] = ()
+    show_if: str | None = None
+    calculation: str | None = None  # for type "calculated"
+    checks: tuple[EditCheck, ...] = ()
+    allow_missing_codes: tuple[str, ...] = ()
+    identifier: bool = False  # a direct identifier: encrypted at rest, never exported
+    slider_labels: tuple[Label, ...] = ()  # left, (middle), right
+
+
+@dataclass(frozen=True)
+class FormDef:
+    id: str
+    title: Label
+    fields: tuple[FieldDef, ...]
+    respondent: Respondent = "site"
+    repeating: bool = False  # e.g. adverse events, concomitant medications
+    checks: tuple[EditCheck, ...] = ()  # form-level checks over several fields
+
+    def field(self, field_id: str) -> FieldDef:
+        for f in self.fields:
+            if f.id == field_id:
+                return f
+        raise KeyError(field_id)
+
+
+@dataclass(frozen=True)
+class VisitDef:
+    id: str
+    label: Label
+    day: int  # planned day offset from the anchor date
+    window_before: int = 0
+    window_after: int = 0
+    forms: tuple[str, ...] = ()
+    anchor: Anchor = "randomization"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    visits: tuple[VisitDef, ...] = field(default_factory=tuple)
+    unscheduled_forms: tuple[str, ...] = ()  # forms allowed at an unscheduled visit
