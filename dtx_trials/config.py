@@ -32,8 +32,6 @@ class DefaultConfig:
     OPENAPI_VERSION = "3.0.3"
     OPENAPI_URL_PREFIX = "/api/v1"
     OPENAPI_JSON_PATH = "openapi.json"
-    OPENAPI_REDOC_PATH = "docs"
-    OPENAPI_REDOC_URL = "/static/redoc.standalone.js"
     API_SPEC_OPTIONS: dict[str, Any] = {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}

@@ -34,6 +34,7 @@ class AuditEvent(Base):
     actor_id: Mapped[int | None]
     actor_name: Mapped[str] = mapped_column(String(200))
     actor_role: Mapped[str | None] = mapped_column(String(30))
+    op: Mapped[str] = mapped_column(String(10))  # create|update|delete|event
     action: Mapped[str] = mapped_column(String(60))
     entity_type: Mapped[str] = mapped_column(String(40))
     entity_id: Mapped[int | None]

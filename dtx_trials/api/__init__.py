@@ -1,0 +1,49 @@
+"""REST API under /api/v1 (flask-smorest): HTTP <-> services only."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from flask import Flask, Response, g, request
+
+from dtx_trials.api import audit, auth, trials, users
+from dtx_trials.api.errors import register_error_handlers
+from dtx_trials.extensions import api, db
+from dtx_trials.services import accounts
+
+PUBLIC_API_PATHS = {"/api/v1/auth/tokens", "/api/v1/openapi.json", "/api/v1/docs"}
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,80}$")
+
+BLUEPRINTS = [auth.blp, trials.blp, users.blp, audit.blp]
+
+
+def register_api(app: Flask) -> None:
+    api.init_app(app)
+    for blueprint in BLUEPRINTS:
+        api.register_blueprint(blueprint)
+    register_error_handlers(app)
+
+    @app.before_request
+    def _request_id() -> None:
+        supplied = request.headers.get("X-Request-ID", "")
+        g.request_id = supplied if _REQUEST_ID_RE.match(supplied) else uuid.uuid4().hex
+
+    @app.before_request
+    def _bearer_actor() -> None:
+        if not request.path.startswith("/api/"):
+            return
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            user = accounts.user_for_token(db.session, header[7:].strip())
+            if user is not None:
+                g.actor = accounts.actor_for(db.session, user, via="api",
+                                             request_id=g.request_id)
+        db.session.rollback()  # end the read transaction before the view opens its own
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        if request.path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response

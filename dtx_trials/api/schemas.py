@@ -1,0 +1,178 @@
+"""Marshmallow schemas for the REST API (request bodies in, response shapes out)."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from dtx_trials.models.users import Role
+
+
+class StrictSchema(Schema):
+    """Unknown keys in a request body are an error (422 with the field path)."""
+
+
+class TokenRequestSchema(StrictSchema):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=80))
+    password = fields.String(required=True, load_only=True, validate=validate.Length(max=128))
+    name = fields.String(load_default="api", validate=validate.Length(max=100))
+    hours = fields.Integer(load_default=None, allow_none=True,
+                           validate=validate.Range(min=1, max=24 * 90))
+
+
+class TokenSchema(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    created_at = fields.DateTime()
+    expires_at = fields.DateTime()
+    revoked_at = fields.DateTime(allow_none=True)
+
+
+class IssuedTokenSchema(TokenSchema):
+    token = fields.String(metadata={"description": "shown once; store it safely"})
+
+
+class GrantSchema(Schema):
+    trial_id = fields.Integer()
+    site_id = fields.Integer(allow_none=True)
+    role = fields.String()
+
+
+class MeSchema(Schema):
+    id = fields.Integer(attribute="user_id")
+    username = fields.String()
+    printed_name = fields.String()
+    is_superuser = fields.Boolean()
+    grants = fields.List(fields.Nested(GrantSchema))
+
+
+class TrialCreateSchema(StrictSchema):
+    code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$"))
+    title = fields.String(required=True, validate=validate.Length(min=1, max=300))
+
+
+class TrialSchema(Schema):
+    id = fields.Integer()
+    code = fields.String()
+    title = fields.String()
+    status = fields.String()
+    blinding = fields.String()
+    active_protocol_version_id = fields.Integer(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class SiteCreateSchema(StrictSchema):
+    code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$"))
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    name_zh = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    country = fields.String(load_default=None, allow_none=True, validate=validate.Length(equal=2))
+    timezone = fields.String(load_default="UTC", validate=validate.Length(max=60))
+
+
+class SiteUpdateSchema(StrictSchema):
+    name = fields.String(validate=validate.Length(min=1, max=200))
+    name_zh = fields.String(allow_none=True, validate=validate.Length(max=200))
+    country = fields.String(allow_none=True, validate=validate.Length(equal=2))
+    timezone = fields.String(validate=validate.Length(max=60))
+    is_active = fields.Boolean()
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+
+
+class SiteSchema(Schema):
+    id = fields.Integer()
+    code = fields.String()
+    name = fields.String()
+    name_zh = fields.String(allow_none=True)
+    country = fields.String(allow_none=True)
+    timezone = fields.String()
+    is_active = fields.Boolean()
+
+
+class UserCreateSchema(StrictSchema):
+    username = fields.String(required=True, validate=validate.Length(min=2, max=80))
+    printed_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    email = fields.Email(load_default=None, allow_none=True)
+    password = fields.String(required=True, load_only=True, validate=validate.Length(max=128))
+
+
+class UserSchema(Schema):
+    id = fields.Integer()
+    username = fields.String()
+    printed_name = fields.String()
+    email = fields.String(allow_none=True)
+    is_active = fields.Boolean()
+    created_at = fields.DateTime()
+
+
+class MembershipCreateSchema(StrictSchema):
+    user_id = fields.Integer(required=True)
+    role = fields.String(required=True, validate=validate.OneOf([r.value for r in Role]))
+    site = fields.String(load_default=None, allow_none=True,
+                         metadata={"description": "site code; required for site-bound roles"})
+
+
+class MembershipSchema(Schema):
+    id = fields.Integer()
+    user_id = fields.Integer()
+    site_id = fields.Integer(allow_none=True)
+    role = fields.String()
+    is_active = fields.Boolean()
+
+
+class PageArgsSchema(StrictSchema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+
+
+class AuditQuerySchema(PageArgsSchema):
+    entity_type = fields.String(load_default=None)
+    entity_id = fields.Integer(load_default=None)
+    action = fields.String(load_default=None)
+    actor_id = fields.Integer(load_default=None)
+    since = fields.DateTime(load_default=None)
+    until = fields.DateTime(load_default=None)
+
+
+class AuditChangeSchema(Schema):
+    field = fields.String()
+    old = fields.Raw(allow_none=True)
+    new = fields.Raw(allow_none=True)
+
+
+class AuditEventSchema(Schema):
+    id = fields.Integer()
+    seq = fields.Integer()
+    at = fields.DateTime()
+    op = fields.String()
+    actor_id = fields.Integer(allow_none=True)
+    actor_name = fields.String()
+    actor_role = fields.String(allow_none=True)
+    action = fields.String()
+    entity_type = fields.String()
+    entity_id = fields.Integer(allow_none=True)
+    site_id = fields.Integer(allow_none=True)
+    changes = fields.List(fields.Nested(AuditChangeSchema))
+    reason = fields.String(allow_none=True)
+    request_id = fields.String(allow_none=True)
+    prev_hash = fields.String()
+    hash = fields.String()
+
+
+class AuditPageSchema(Schema):
+    page = fields.Integer()
+    per_page = fields.Integer()
+    total = fields.Integer()
+    items = fields.List(fields.Nested(AuditEventSchema))
+
+
+class ProblemSchema(Schema):
+    kind = fields.String()
+    where = fields.String()
+    message = fields.String()
+
+
+class VerifyReportSchema(Schema):
+    ok = fields.Boolean()
+    chains = fields.Integer()
+    events = fields.Integer()
+    rows_checked = fields.Integer()
+    problems = fields.List(fields.Nested(ProblemSchema))

@@ -1,0 +1,138 @@
+"""Who may do what: one permission function, `can(actor, action, trial_id, site_id)`.
+
+Permissions are granted by role within a trial, optionally limited to one site. A route calls
+`require(...)` (or `visible_sites(...)` for lists) before touching data. To avoid revealing that
+a record exists, an actor with no role at all in the trial — or with a site-bound role at a
+different site — gets 404; an actor who can see the trial but lacks the action gets 403.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dtx_trials.models.users import Role
+from dtx_trials.services.errors import NotFound, PermissionDenied
+
+R = Role
+
+# Action -> roles that hold it. One table, read by every route (through `can`).
+ACTION_ROLES: dict[str, frozenset[Role]] = {
+    "trial.read": frozenset(R),
+    "trial.manage": frozenset({R.SPONSOR_ADMIN}),
+    "protocol.manage": frozenset({R.SPONSOR_ADMIN}),
+    "site.manage": frozenset({R.SPONSOR_ADMIN}),
+    "membership.manage": frozenset({R.SPONSOR_ADMIN}),
+    "user.manage": frozenset({R.SPONSOR_ADMIN}),
+    "audit.read": frozenset({R.AUDITOR}),
+    "participant.read": frozenset(
+        {R.INVESTIGATOR, R.COORDINATOR, R.MONITOR, R.DATA_MANAGER, R.SPONSOR_ADMIN, R.AUDITOR}
+    ),
+    "participant.identify": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
+    "participant.write": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
+    "randomize": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
+    "allocation.read": frozenset({R.UNBLINDED_STATISTICIAN}),
+    "allocation.upload": frozenset({R.UNBLINDED_STATISTICIAN}),
+    "unblind.emergency": frozenset({R.INVESTIGATOR}),
+    "unblinding.read": frozenset({R.SPONSOR_ADMIN, R.MONITOR, R.INVESTIGATOR, R.AUDITOR}),
+    "form.read": frozenset(
+        {R.INVESTIGATOR, R.COORDINATOR, R.MONITOR, R.DATA_MANAGER, R.AUDITOR}
+    ),
+    "form.write": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
+    "form.sign": frozenset({R.INVESTIGATOR}),
+    "form.verify": frozenset({R.MONITOR}),
+    "form.lock": frozenset({R.DATA_MANAGER}),
+    "query.raise": frozenset({R.MONITOR, R.DATA_MANAGER}),
+    "query.answer": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
+    "query.close": frozenset({R.MONITOR, R.DATA_MANAGER}),
+    "epro.issue": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
+    "device.ingest": frozenset({R.DATA_MANAGER, R.COORDINATOR}),
+    "analysis.run": frozenset({R.STATISTICIAN, R.UNBLINDED_STATISTICIAN}),
+    "analysis.unblinded": frozenset({R.UNBLINDED_STATISTICIAN}),
+    "export.run": frozenset({R.STATISTICIAN, R.UNBLINDED_STATISTICIAN, R.DATA_MANAGER}),
+}
+
+# Roles allowed to see real arm codes of a blinded trial.
+UNBLINDED_ROLES = frozenset({R.UNBLINDED_STATISTICIAN})
+
+
+@dataclass(frozen=True)
+class Grant:
+    trial_id: int
+    site_id: int | None
+    role: Role
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The authenticated caller of a use case, with its grants loaded once per request."""
+
+    user_id: int | None
+    username: str
+    printed_name: str
+    grants: tuple[Grant, ...] = ()
+    is_superuser: bool = False
+    request_id: str | None = None
+    via: str = "api"  # api | web | cli | epro | system
+    extra: dict[str, object] = field(default_factory=dict, compare=False)
+
+    def roles_in(self, trial_id: int) -> frozenset[Role]:
+        return frozenset(g.role for g in self.grants if g.trial_id == trial_id)
+
+    def primary_role(self, trial_id: int | None) -> str | None:
+        if trial_id is None:
+            return "superuser" if self.is_superuser else None
+        roles = sorted(self.roles_in(trial_id))
+        return roles[0] if roles else None
+
+
+SYSTEM = Actor(user_id=None, username="system", printed_name="System", via="system")
+
+
+def can(actor: Actor, action: str, trial_id: int | None, site_id: int | None = None) -> bool:
+    """Return whether the actor may perform `action` on a resource of this trial (and site)."""
+    roles = ACTION_ROLES[action]
+    if trial_id is None:
+        return actor.is_superuser
+    for grant in actor.grants:
+        if grant.trial_id != trial_id or grant.role not in roles:
+            continue
+        if grant.site_id is None or site_id is None or grant.site_id == site_id:
+            return True
+    return False
+
+
+def require(actor: Actor, action: str, trial_id: int, site_id: int | None = None) -> None:
+    """Raise 404 if the resource is invisible to the actor, 403 if visible but not allowed."""
+    if can(actor, action, trial_id, site_id):
+        return
+    if not _sees(actor, trial_id, site_id):
+        raise NotFound("not found")
+    raise PermissionDenied(f"your role does not allow '{action}' here")
+
+
+def _sees(actor: Actor, trial_id: int, site_id: int | None) -> bool:
+    return any(
+        g.trial_id == trial_id and (g.site_id is None or site_id is None or g.site_id == site_id)
+        for g in actor.grants
+    )
+
+
+def visible_sites(actor: Actor, action: str, trial_id: int) -> frozenset[int] | None:
+    """Return the sites the actor may act on for `action` (None = every site), or raise."""
+    roles = ACTION_ROLES[action]
+    sites: set[int] = set()
+    for grant in actor.grants:
+        if grant.trial_id == trial_id and grant.role in roles:
+            if grant.site_id is None:
+                return None
+            sites.add(grant.site_id)
+    if not sites:
+        require(actor, action, trial_id)
+    return frozenset(sites)
+
+
+def sees_arms(actor: Actor, trial_id: int, is_blinded: bool) -> bool:
+    """Return whether responses for this actor may carry real arm codes."""
+    if not is_blinded:
+        return bool(actor.roles_in(trial_id)) or actor.is_superuser
+    return bool(actor.roles_in(trial_id) & UNBLINDED_ROLES)

@@ -1,0 +1,327 @@
+"""Accounts: users, passwords (argon2id), lockout, API tokens, web sessions, role grants."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dtx_trials.db import lock_row, transaction, utcnow
+from dtx_trials.models import ApiToken, Membership, Site, Trial, User, WebSession
+from dtx_trials.models.users import SITE_BOUND_ROLES, Role
+from dtx_trials.services import audit
+from dtx_trials.services.access import SYSTEM, Actor, Grant, require
+from dtx_trials.services.errors import (
+    AccountLocked,
+    AuthenticationError,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    ValidationError,
+)
+
+_hasher = PasswordHasher()
+# A hash of a random password, verified when the username is unknown so that a login for a
+# non-existent account costs the same time as one for a real account.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@dataclass(frozen=True)
+class Policy:
+    lockout_threshold: int = 5
+    lockout_minutes: int = 15
+    password_min_length: int = 12
+    token_hours: int = 12
+    session_idle_minutes: int = 30
+    session_max_hours: int = 12
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_password_policy(password: str, policy: Policy, username: str = "") -> None:
+    """Raise ValidationError unless the password is 12–128 characters and not the username."""
+    problems = []
+    if len(password) < policy.password_min_length:
+        problems.append(f"must have at least {policy.password_min_length} characters")
+    if len(password) > 128:
+        problems.append("must have at most 128 characters")
+    if username and password.lower() == username.lower():
+        problems.append("must differ from the username")
+    if problems:
+        raise ValidationError("password rejected", {"password": problems})
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def actor_for(session: Session, user: User, *, via: str, request_id: str | None = None) -> Actor:
+    """Load the user's active grants into an Actor."""
+    grants = tuple(
+        Grant(m.trial_id, m.site_id, Role(m.role))
+        for m in session.scalars(
+            select(Membership).where(Membership.user_id == user.id, Membership.is_active)
+        )
+    )
+    return Actor(
+        user_id=user.id, username=user.username, printed_name=user.printed_name, grants=grants,
+        is_superuser=user.is_superuser, request_id=request_id, via=via,
+    )
+
+
+def create_user(
+    session: Session,
+    actor: Actor,
+    *,
+    username: str,
+    printed_name: str,
+    password: str,
+    email: str | None = None,
+    is_superuser: bool = False,
+    policy: Policy = Policy(),
+) -> User:
+    """Create an account. Only a superuser, or a sponsor admin of some trial, may do so."""
+    if not (actor.is_superuser or actor.via == "cli" or any(
+            g.role == Role.SPONSOR_ADMIN for g in actor.grants)):
+        raise PermissionDenied("only administrators create accounts")
+    if is_superuser and not (actor.is_superuser or actor.via == "cli"):
+        raise PermissionDenied("only a superuser creates superusers")
+    username = username.strip().lower()
+    if not username or not username.replace("_", "").replace(".", "").replace("-", "").isalnum():
+        raise ValidationError("invalid username", {"username": ["letters, digits, . _ - only"]})
+    check_password_policy(password, policy, username)
+    with transaction(session):
+        if session.scalars(select(User).where(User.username == username)).first():
+            raise Conflict(f"username '{username}' is taken (usernames are never reused)")
+        user = User(username=username, printed_name=printed_name.strip(), email=email,
+                    password_hash=hash_password(password), is_superuser=is_superuser)
+        session.add(user)
+        audit.record_create(session, actor, "user.create", user, trial_id=None)
+    return user
+
+
+def set_password(session: Session, actor: Actor, user_id: int, new_password: str,
+                 *, current_password: str | None = None, policy: Policy = Policy()) -> None:
+    """Change a password: the user gives the current one; a superuser/CLI may reset it."""
+    with transaction(session):
+        user = lock_row(session, User, user_id)
+        if user is None:
+            raise NotFound("user not found")
+        if actor.user_id == user_id and actor.via != "cli":
+            if current_password is None or not _verify(user.password_hash, current_password):
+                raise PermissionDenied("current password is wrong")
+        elif not (actor.is_superuser or actor.via == "cli"):
+            raise PermissionDenied("only the user or a superuser changes a password")
+        check_password_policy(new_password, policy, user.username)
+        user.password_hash = hash_password(new_password)
+        user.password_changed_at = utcnow()
+        user.failed_logins = 0
+        user.locked_until = None
+        for token in session.scalars(select(ApiToken).where(
+                ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))):
+            token.revoked_at = utcnow()
+        audit.record_event(session, actor, "user.password_changed", entity_type="user",
+                           entity_id=user_id, trial_id=None)
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def authenticate(session: Session, username: str, password: str, *, policy: Policy = Policy(),
+                 request_id: str | None = None, purpose: str = "login") -> User:
+    """Check a username and password, counting failures and locking the account.
+
+    Commits on its own: a failed attempt must be recorded even though the caller gets an error.
+    """
+    now = utcnow()
+    username = (username or "").strip().lower()
+    with transaction(session):
+        user = session.scalars(select(User).where(User.username == username)).first()
+        if user is not None:
+            user = lock_row(session, User, user.id)
+        if user is None or not user.is_active:
+            _verify(_DUMMY_HASH, password)
+            audit.record_event(session, _system_actor(request_id), f"{purpose}.failed",
+                               entity_type="user", entity_id=None, trial_id=None,
+                               details={"reason": "unknown or inactive account"})
+            failure: Exception = AuthenticationError("invalid username or password")
+        elif user.locked_until is not None and user.locked_until > now:
+            audit.record_event(session, _system_actor(request_id), f"{purpose}.refused_locked",
+                               entity_type="user", entity_id=user.id, trial_id=None)
+            failure = AccountLocked(
+                "account locked after repeated failures; try again later",
+                locked_until=user.locked_until.isoformat())
+        elif not _verify(user.password_hash, password):
+            user.failed_logins += 1
+            details: dict[str, object] = {"failed_logins": user.failed_logins}
+            failure = AuthenticationError("invalid username or password")
+            if user.failed_logins >= policy.lockout_threshold:
+                user.locked_until = now + timedelta(minutes=policy.lockout_minutes)
+                user.failed_logins = 0
+                details["locked_until"] = user.locked_until
+                failure = AccountLocked(
+                    "account locked after repeated failures; try again later",
+                    locked_until=user.locked_until.isoformat())
+            audit.record_event(session, _system_actor(request_id), f"{purpose}.failed",
+                               entity_type="user", entity_id=user.id, trial_id=None,
+                               details=details)
+        else:
+            user.failed_logins = 0
+            user.locked_until = None
+            audit.record_event(session, _system_actor(request_id), f"{purpose}.succeeded",
+                               entity_type="user", entity_id=user.id, trial_id=None)
+            return user
+    raise failure
+
+
+def _system_actor(request_id: str | None) -> Actor:
+    return Actor(user_id=None, username="system", printed_name="System", via="system",
+                 request_id=request_id)
+
+
+def reauthenticate(session: Session, actor: Actor, password: str, *, purpose: str,
+                   policy: Policy = Policy()) -> User:
+    """Check the signed-in user's password again (signatures, unblinding, exports)."""
+    if actor.user_id is None:
+        raise PermissionDenied("re-authentication needs a user")
+    user = session.get(User, actor.user_id)
+    if user is None:
+        raise PermissionDenied("re-authentication failed")
+    try:
+        return authenticate(session, user.username, password, policy=policy,
+                            request_id=actor.request_id, purpose=purpose)
+    except AuthenticationError as exc:
+        raise PermissionDenied(f"{purpose}: password check failed") from exc
+
+
+def issue_token(session: Session, user: User, *, name: str = "api", hours: int | None = None,
+                policy: Policy = Policy(), request_id: str | None = None) -> tuple[ApiToken, str]:
+    """Create a bearer token; return the row and the token text (shown once, stored hashed)."""
+    hours = min(hours or policy.token_hours, 24 * 90)
+    token_text = "dtx_" + secrets.token_urlsafe(32)
+    with transaction(session):
+        token = ApiToken(user_id=user.id, token_hash=sha256_hex(token_text), name=name[:100],
+                         expires_at=utcnow() + timedelta(hours=hours))
+        session.add(token)
+        session.flush()
+        audit.record_event(session, actor_for(session, user, via="api", request_id=request_id),
+                           "token.issued", entity_type="api_token", entity_id=token.id,
+                           trial_id=None, details={"name": token.name, "expires_at": token.expires_at})
+    return token, token_text
+
+
+def revoke_token(session: Session, actor: Actor, token_id: int) -> None:
+    with transaction(session):
+        token = lock_row(session, ApiToken, token_id)
+        if token is None or (token.user_id != actor.user_id and not actor.is_superuser):
+            raise NotFound("token not found")
+        if token.revoked_at is None:
+            token.revoked_at = utcnow()
+            audit.record_event(session, actor, "token.revoked", entity_type="api_token",
+                               entity_id=token.id, trial_id=None)
+
+
+def user_for_token(session: Session, token_text: str) -> User | None:
+    """Return the active user owning an unexpired, unrevoked token (None otherwise)."""
+    token = session.scalars(
+        select(ApiToken).where(ApiToken.token_hash == sha256_hex(token_text))
+    ).first()
+    now = utcnow()
+    if token is None or token.revoked_at is not None or token.expires_at <= now:
+        return None
+    user = session.get(User, token.user_id)
+    return user if user is not None and user.is_active else None
+
+
+def open_session(session: Session, user: User | None, *, policy: Policy = Policy(),
+                 epro_link_id: int | None = None) -> tuple[WebSession, str]:
+    """Start a browser session (always a new token: no fixation); return row and cookie value."""
+    token_text = secrets.token_urlsafe(32)
+    now = utcnow()
+    hours = policy.session_max_hours
+    row = WebSession(user_id=user.id if user else None, token_hash=sha256_hex(token_text),
+                     csrf_token=secrets.token_urlsafe(32), epro_link_id=epro_link_id,
+                     created_at=now, last_seen_at=now, expires_at=now + timedelta(hours=hours))
+    session.add(row)
+    session.flush()
+    return row, token_text
+
+
+def session_for_cookie(session: Session, token_text: str, *, policy: Policy = Policy(),
+                       now: datetime | None = None) -> WebSession | None:
+    """Return the live session for a cookie, enforcing idle and absolute expiry."""
+    now = now or utcnow()
+    row = session.scalars(
+        select(WebSession).where(WebSession.token_hash == sha256_hex(token_text))
+    ).first()
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        return None
+    if row.last_seen_at + timedelta(minutes=policy.session_idle_minutes) <= now:
+        return None
+    return row
+
+
+def grant_role(session: Session, actor: Actor, *, trial_id: int, user_id: int, role: str,
+               site_id: int | None = None) -> Membership:
+    """Give a user a role in a trial (site-bound roles need a site of that trial)."""
+    try:
+        role_enum = Role(role)
+    except ValueError as exc:
+        raise ValidationError("unknown role", {"role": [f"one of {', '.join(Role)}"]}) from exc
+    if actor.via != "cli" and not actor.is_superuser:
+        require(actor, "membership.manage", trial_id)
+    with transaction(session):
+        if session.get(Trial, trial_id) is None:
+            raise NotFound("trial not found")
+        if session.get(User, user_id) is None:
+            raise NotFound("user not found", {"user_id": ["no such user"]})
+        if role_enum in SITE_BOUND_ROLES and site_id is None:
+            raise ValidationError(f"role {role} needs a site", {"site": ["required for this role"]})
+        if site_id is not None:
+            site = session.get(Site, site_id)
+            if site is None or site.trial_id != trial_id:
+                raise ValidationError("unknown site", {"site": ["not a site of this trial"]})
+        existing = session.scalars(select(Membership).where(
+            Membership.user_id == user_id, Membership.trial_id == trial_id,
+            Membership.role == role_enum.value,
+            Membership.site_id.is_(None) if site_id is None else Membership.site_id == site_id,
+        )).first()
+        if existing is not None:
+            if existing.is_active:
+                raise Conflict("the user already holds this role")
+            before = audit.snapshot(existing)
+            existing.is_active = True
+            audit.record_update(session, actor, "membership.reactivate", existing, before)
+            return existing
+        membership = Membership(user_id=user_id, trial_id=trial_id, site_id=site_id,
+                                role=role_enum.value)
+        session.add(membership)
+        audit.record_create(session, actor, "membership.grant", membership)
+    return membership
+
+
+def revoke_role(session: Session, actor: Actor, *, trial_id: int, membership_id: int) -> None:
+    if actor.via != "cli" and not actor.is_superuser:
+        require(actor, "membership.manage", trial_id)
+    with transaction(session):
+        membership = lock_row(session, Membership, membership_id)
+        if membership is None or membership.trial_id != trial_id:
+            raise NotFound("membership not found")
+        before = audit.snapshot(membership)
+        membership.is_active = False
+        audit.record_update(session, actor, "membership.revoke", membership, before)
+
+
+__all__ = ["SYSTEM", "Policy"]

@@ -1,0 +1,81 @@
+"""Server-rendered pages, health probes, browser sessions, CSRF and security headers."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Flask, Response, abort, g, request
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from dtx_trials.api.context import account_policy
+from dtx_trials.extensions import db
+from dtx_trials.models import User
+from dtx_trials.services import accounts
+from dtx_trials.web import pages
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def register_web(app: Flask) -> None:
+    app.register_blueprint(pages.bp)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> tuple[dict[str, str], int]:
+        """The database answers."""
+        try:
+            db.session.execute(text("SELECT 1"))
+            db.session.rollback()
+        except SQLAlchemyError:
+            db.session.rollback()
+            return {"status": "unavailable", "database": "unreachable"}, 503
+        return {"status": "ready", "database": "ok"}, 200
+
+    @app.before_request
+    def _browser_session() -> None:
+        if request.path.startswith(("/api/", "/static/")) or request.path in (
+                "/healthz", "/readyz"):
+            return
+        cookie = request.cookies.get(app.config["SESSION_COOKIE_NAME"])
+        g.web_session = None
+        if cookie:
+            row = accounts.session_for_cookie(db.session, cookie, policy=account_policy())
+            if row is not None:
+                g.web_session = row
+                if row.user_id is not None:
+                    user = db.session.get(User, row.user_id)
+                    if user is not None and user.is_active:
+                        g.actor = accounts.actor_for(db.session, user, via="web",
+                                                     request_id=g.get("request_id"))
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            _check_csrf()
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        if app.config["SESSION_COOKIE_SECURE"]:
+            response.headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+        if not request.path.startswith("/static/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+def _check_csrf() -> None:
+    """Every state-changing page request carries the session's CSRF token (form or header)."""
+    sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
+    expected = g.web_session.csrf_token if g.get("web_session") is not None else None
+    if request.endpoint == "pages.login" and expected is None:
+        expected = request.cookies.get("dtx_login_csrf")
+    if not expected or not sent or not secrets.compare_digest(sent, expected):
+        abort(400, description="missing or invalid CSRF token; reload the page and try again")

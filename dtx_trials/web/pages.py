@@ -1,0 +1,90 @@
+"""Sign-in, sign-out and the home page (the role pages build on these)."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from dtx_trials.api.context import account_policy
+from dtx_trials.db import transaction, utcnow
+from dtx_trials.extensions import db
+from dtx_trials.services import accounts, trials
+from dtx_trials.services.errors import AccountLocked, AuthenticationError
+
+bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/static/web")
+
+
+def _cookie_args() -> dict[str, object]:
+    c = current_app.config
+    return {"httponly": True, "samesite": c["SESSION_COOKIE_SAMESITE"],
+            "secure": c["SESSION_COOKIE_SECURE"], "path": "/"}
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Response | tuple[str, int] | str:
+    """Show the sign-in form; on POST check the password and start a new session."""
+    if request.method == "GET":
+        token = secrets.token_urlsafe(32)
+        response = current_app.make_response(render_template("login.html", csrf_token=token))
+        response.set_cookie("dtx_login_csrf", token, max_age=3600, **_cookie_args())  # type: ignore[arg-type]
+        return response
+    try:
+        user = accounts.authenticate(db.session, request.form.get("username", ""),
+                                     request.form.get("password", ""), policy=account_policy(),
+                                     request_id=g.get("request_id"))
+    except AccountLocked:
+        message = "This account is locked after repeated failed sign-ins. Try again later."
+        return render_template("login.html", error=message,
+                               csrf_token=request.cookies.get("dtx_login_csrf", "")), 429
+    except AuthenticationError:
+        return render_template("login.html", error="Invalid username or password.",
+                               csrf_token=request.cookies.get("dtx_login_csrf", "")), 401
+    with transaction(db.session):
+        previous = g.get("web_session")
+        if previous is not None:
+            previous.revoked_at = utcnow()  # a new session on every sign-in: no fixation
+        _, cookie = accounts.open_session(db.session, user, policy=account_policy())
+    response = redirect(url_for("pages.home"))
+    response.set_cookie(current_app.config["SESSION_COOKIE_NAME"], cookie, **_cookie_args())  # type: ignore[arg-type]
+    response.delete_cookie("dtx_login_csrf", path="/")
+    return response
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    """End the session on the server, not only in the browser."""
+    session_row = g.get("web_session")
+    if session_row is not None:
+        with transaction(db.session):
+            session_row.revoked_at = utcnow()
+    response = redirect(url_for("pages.login"))
+    response.delete_cookie(current_app.config["SESSION_COOKIE_NAME"], path="/")
+    return response
+
+
+@bp.get("/")
+def home() -> Response | str:
+    """List my trials, or send me to sign in."""
+    actor = g.get("actor")
+    if actor is None:
+        return redirect(url_for("pages.login"))
+    return render_template("home.html", trials=trials.list_trials(db.session, actor),
+                           csrf_token=g.web_session.csrf_token)
+
+
+@bp.get("/api/v1/docs")
+def api_docs() -> str:
+    """Browsable API reference rendered from the OpenAPI document (no external scripts)."""
+    from dtx_trials.extensions import api
+
+    spec = api.spec.to_dict()
+    operations = [
+        (path, method.upper(), op)
+        for path, item in sorted(spec.get("paths", {}).items())
+        for method, op in item.items()
+        if method in ("get", "post", "put", "patch", "delete")
+    ]
+    return render_template("api_docs.html", spec=spec, operations=operations)

@@ -1,0 +1,129 @@
+"""Shared fixtures. Database tests run once per backend: SQLite always, PostgreSQL when
+TEST_DATABASE_URL is set (under CI=true a missing PostgreSQL is a failure, not a skip).
+
+Each backend gets a fresh database migrated with Alembic once per session; every test then
+starts from empty tables (rows are deleted after each test, audit trigger bypassed), so services
+run with their real commits and real locks.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from dtx_trials import create_app
+from dtx_trials.db import Base
+from dtx_trials.extensions import db
+
+FIELD_KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _require_postgres() -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        if IN_CI:
+            pytest.fail("TEST_DATABASE_URL must be set under CI=true")
+        pytest.skip("PostgreSQL tests need TEST_DATABASE_URL")
+    return url
+
+
+def create_postgres_database(base_url: str) -> tuple[str, str]:
+    """Create an empty database beside TEST_DATABASE_URL's; return (url, name)."""
+    name = f"dtx_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        if IN_CI:
+            raise
+        pytest.skip(f"PostgreSQL unreachable: {type(exc).__name__}")
+    finally:
+        admin.dispose()
+    url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    return url, name
+
+
+def drop_postgres_database(base_url: str, name: str) -> None:
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def make_test_app(url: str, **extra: Any) -> Flask:
+    return create_app({
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": url,
+        "FIELD_KEY": FIELD_KEY,
+        "SECRET_KEY": "test-secret",
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        **extra,
+    })
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A freshly created, empty database for one backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite'}"
+        return
+    base = _require_postgres()
+    url, name = create_postgres_database(base)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(base, name)
+
+
+@pytest.fixture(scope="session")
+def migrated_app(database_url: str) -> Flask:
+    from flask_migrate import upgrade
+
+    app = make_test_app(database_url)
+    with app.app_context():
+        upgrade()
+    return app
+
+
+def _clean(app: Flask) -> None:
+    with app.app_context():
+        db.session.remove()
+        with db.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SET LOCAL session_replication_role = replica"))
+            else:
+                conn.execute(text("PRAGMA defer_foreign_keys = ON"))
+            conn.execute(text("UPDATE trial SET active_protocol_version_id = NULL"))
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+
+
+@pytest.fixture
+def app(migrated_app: Flask) -> Iterator[Flask]:
+    """The application on a migrated database with empty tables."""
+    with migrated_app.app_context():
+        yield migrated_app
+        db.session.remove()
+    _clean(migrated_app)
+
+
+@pytest.fixture
+def backend(app: Flask) -> str:
+    return db.engine.dialect.name
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
