@@ -88,13 +88,15 @@ def database_url(request: pytest.FixtureRequest,
 
 
 @pytest.fixture(scope="session")
-def migrated_app(database_url: str) -> Flask:
+def migrated_app(database_url: str) -> Iterator[Flask]:
     from flask_migrate import upgrade
 
     app = make_test_app(database_url)
     with app.app_context():
         upgrade()
-    return app
+    yield app
+    with app.app_context():
+        db.engine.dispose()
 
 
 def _clean(app: Flask) -> None:

@@ -26,6 +26,8 @@ def register_api(app: Flask) -> None:
 
     @app.before_request
     def _request_id() -> None:
+        g.actor = None  # never inherit an identity (tests may reuse one app context)
+        g.web_session = None
         supplied = request.headers.get("X-Request-ID", "")
         g.request_id = supplied if _REQUEST_ID_RE.match(supplied) else uuid.uuid4().hex
 

@@ -294,11 +294,19 @@ def _verify_chain(chain: str, events: list[AuditEvent], head: AuditChainHead | N
                 "(row inserted or reordered)"))
         prev_hash = event.hash
         expected_seq = event.seq + 1
-    if head is not None and (head.seq != expected_seq - 1 or head.hash != prev_hash):
+    last_seq = expected_seq - 1
+    if head is not None and last_seq > head.seq:
+        for event in events:
+            if event.seq > head.seq:
+                where = f"audit_event id={event.id} ({chain} seq {event.seq})"
+                problems.append(Problem(
+                    "inserted", where,
+                    f"{where}: lies beyond the chain head at seq {head.seq} (row inserted)"))
+    elif head is not None and (last_seq < head.seq or head.hash != prev_hash):
         problems.append(Problem(
             "deleted", f"{chain} head",
             f"{chain}: chain head is at seq {head.seq} but the last event is seq "
-            f"{expected_seq - 1} (trailing rows deleted or head altered)"))
+            f"{last_seq} (trailing rows deleted or head altered)"))
     return problems
 
 
