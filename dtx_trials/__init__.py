@@ -11,7 +11,7 @@ from flask import Flask
 
 from dtx_trials import crypto
 from dtx_trials.config import DefaultConfig, database_url_from_env, normalise_database_url
-from dtx_trials.extensions import api, db, migrate
+from dtx_trials.extensions import db, migrate
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 
@@ -60,6 +60,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
             "run `dtx bootstrap` or set DTX_FIELD_KEY"
         )
     crypto.configure(app.config["FIELD_KEY"])
+    from dtx_trials.services.accounts import configure_hasher
+
+    configure_hasher(int(app.config["ARGON2_TIME_COST"]), int(app.config["ARGON2_MEMORY_KIB"]))
 
     from dtx_trials import models  # noqa: F401  (register tables)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
 class DefaultConfig:
@@ -12,7 +12,7 @@ class DefaultConfig:
 
     SECRET_KEY: str | None = None
     SQLALCHEMY_DATABASE_URI: str | None = None
-    SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
+    SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict[str, Any]] = {"pool_pre_ping": True}
     FIELD_KEY: str | None = None
     QUEUE_URL: str | None = None
     ENV_NAME = "development"
@@ -26,16 +26,16 @@ class DefaultConfig:
     LOCKOUT_THRESHOLD = 5
     LOCKOUT_MINUTES = 15
     PASSWORD_MIN_LENGTH = 12
+    ARGON2_TIME_COST = 3  # argon2id, OWASP's 64 MiB / t=3 profile
+    ARGON2_MEMORY_KIB = 65536
     MAX_CONTENT_LENGTH = 32 * 1024 * 1024
     API_TITLE = "dtx-trials"
     API_VERSION = "v1"
     OPENAPI_VERSION = "3.0.3"
     OPENAPI_URL_PREFIX = "/api/v1"
     OPENAPI_JSON_PATH = "openapi.json"
-    API_SPEC_OPTIONS: dict[str, Any] = {
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
-        },
+    API_SPEC_OPTIONS: ClassVar[dict[str, Any]] = {
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
     }
 
@@ -52,5 +52,5 @@ def normalise_database_url(url: str) -> str:
     """Use psycopg 3 for plain `postgres://` / `postgresql://` URLs."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url

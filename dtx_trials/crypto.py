@@ -1,4 +1,4 @@
-"""Encryption of direct identifiers at rest (AES-256-GCM) and keyed fingerprints for the audit trail.
+"""Encryption of direct identifiers at rest (AES-256-GCM) and keyed fingerprints for the trail.
 
 The key comes from ``DTX_FIELD_KEY`` (urlsafe base64 of 32 bytes). Ciphertext layout:
 ``b"\\x01" + nonce(12) + AES-GCM(ciphertext || tag)``, with the column name as associated data

@@ -62,19 +62,25 @@ def drop_postgres_database(base_url: str, name: str) -> None:
 
 
 def make_test_app(url: str, **extra: Any) -> Flask:
-    return create_app({
-        "TESTING": True,
-        "SQLALCHEMY_DATABASE_URI": url,
-        "FIELD_KEY": FIELD_KEY,
-        "SECRET_KEY": "test-secret",
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
-        **extra,
-    })
+    return create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": url,
+            "FIELD_KEY": FIELD_KEY,
+            "SECRET_KEY": "test-secret",
+            "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+            # still argon2id, at a cost that keeps hundreds of logins in the suite fast
+            "ARGON2_TIME_COST": 1,
+            "ARGON2_MEMORY_KIB": 1024,
+            **extra,
+        }
+    )
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A freshly created, empty database for one backend."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite'}"

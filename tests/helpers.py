@@ -11,8 +11,7 @@ from dtx_trials.models import Site, Trial, User
 from dtx_trials.services import accounts, trials
 from dtx_trials.services.access import Actor
 
-CLI = Actor(user_id=None, username="cli", printed_name="Command line", via="cli",
-            is_superuser=True)
+CLI = Actor(user_id=None, username="cli", printed_name="Command line", via="cli", is_superuser=True)
 PASSWORD = "correct horse battery"
 
 
@@ -33,28 +32,52 @@ def make_trial(code: str = "T1", title: str = "Test trial") -> Trial:
 
 
 def make_site(trial: Trial, code: str = "S1", name: str = "Site one") -> Site:
-    actor = Actor(user_id=None, username="cli", printed_name="Command line", via="cli",
-                  is_superuser=True, grants=(accounts.Grant(trial.id, None,
-                                                            accounts.Role.SPONSOR_ADMIN),))
+    actor = Actor(
+        user_id=None,
+        username="cli",
+        printed_name="Command line",
+        via="cli",
+        is_superuser=True,
+        grants=(accounts.Grant(trial.id, None, accounts.Role.SPONSOR_ADMIN),),
+    )
     return trials.create_site(db.session, actor, trial, {"code": code, "name": name})
 
 
-def make_user(username: str, *, role: str | None = None, trial: Trial | None = None,
-              site: Site | None = None, superuser: bool = False,
-              password: str = PASSWORD) -> Account:
-    user = accounts.create_user(db.session, CLI, username=username,
-                                printed_name=username.title(), password=password,
-                                is_superuser=superuser)
+def make_user(
+    username: str,
+    *,
+    role: str | None = None,
+    trial: Trial | None = None,
+    site: Site | None = None,
+    superuser: bool = False,
+    password: str = PASSWORD,
+) -> Account:
+    user = accounts.create_user(
+        db.session,
+        CLI,
+        username=username,
+        printed_name=username.title(),
+        password=password,
+        is_superuser=superuser,
+    )
     if role is not None:
         assert trial is not None
-        accounts.grant_role(db.session, CLI, trial_id=trial.id, user_id=user.id, role=role,
-                            site_id=site.id if site else None)
+        accounts.grant_role(
+            db.session,
+            CLI,
+            trial_id=trial.id,
+            user_id=user.id,
+            role=role,
+            site_id=site.id if site else None,
+        )
     return Account(user, password)
 
 
 def login(client: FlaskClient, account: Account) -> Account:
-    response = client.post("/api/v1/auth/tokens",
-                           json={"username": account.user.username, "password": account.password})
+    response = client.post(
+        "/api/v1/auth/tokens",
+        json={"username": account.user.username, "password": account.password},
+    )
     assert response.status_code == 201, response.get_json()
     account.token = response.get_json()["token"]
     return account

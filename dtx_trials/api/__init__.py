@@ -39,8 +39,7 @@ def register_api(app: Flask) -> None:
         if header.startswith("Bearer "):
             user = accounts.user_for_token(db.session, header[7:].strip())
             if user is not None:
-                g.actor = accounts.actor_for(db.session, user, via="api",
-                                             request_id=g.request_id)
+                g.actor = accounts.actor_for(db.session, user, via="api", request_id=g.request_id)
         db.session.rollback()  # end the read transaction before the view opens its own
 
     @app.after_request

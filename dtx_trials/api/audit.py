@@ -37,7 +37,8 @@ class AuditTrail(MethodView):
         total = db.session.scalar(select(func.count()).select_from(stmt.subquery()))
         page, per_page = args["page"], args["per_page"]
         items = db.session.scalars(
-            stmt.order_by(AuditEvent.seq).offset((page - 1) * per_page).limit(per_page))
+            stmt.order_by(AuditEvent.seq).offset((page - 1) * per_page).limit(per_page)
+        )
         return {"page": page, "per_page": per_page, "total": total, "items": list(items)}
 
 

@@ -27,11 +27,17 @@ class Tokens(MethodView):
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Exchange a username and password for a bearer token (shown once)."""
         policy = account_policy()
-        user = accounts.authenticate(db.session, body["username"], body["password"],
-                                     policy=policy, request_id=g.request_id)
-        token, text = accounts.issue_token(db.session, user, name=body["name"],
-                                           hours=body["hours"], policy=policy,
-                                           request_id=g.request_id)
+        user = accounts.authenticate(
+            db.session, body["username"], body["password"], policy=policy, request_id=g.request_id
+        )
+        token, text = accounts.issue_token(
+            db.session,
+            user,
+            name=body["name"],
+            hours=body["hours"],
+            policy=policy,
+            request_id=g.request_id,
+        )
         fields = ("id", "name", "created_at", "expires_at", "revoked_at")
         return {**{name: getattr(token, name) for name in fields}, "token": text}
 
@@ -39,8 +45,11 @@ class Tokens(MethodView):
     def get(self) -> list[ApiToken]:
         """List my tokens (never their values)."""
         actor = current_actor()
-        return list(db.session.scalars(
-            select(ApiToken).where(ApiToken.user_id == actor.user_id).order_by(ApiToken.id)))
+        return list(
+            db.session.scalars(
+                select(ApiToken).where(ApiToken.user_id == actor.user_id).order_by(ApiToken.id)
+            )
+        )
 
 
 @blp.route("/auth/tokens/<int:token_id>")

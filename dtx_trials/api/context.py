@@ -19,7 +19,10 @@ def current_actor() -> Actor:
 def account_policy() -> Policy:
     c = current_app.config
     return Policy(
-        lockout_threshold=c["LOCKOUT_THRESHOLD"], lockout_minutes=c["LOCKOUT_MINUTES"],
-        password_min_length=c["PASSWORD_MIN_LENGTH"], token_hours=c["TOKEN_HOURS"],
-        session_idle_minutes=c["SESSION_IDLE_MINUTES"], session_max_hours=c["SESSION_MAX_HOURS"],
+        lockout_threshold=c["LOCKOUT_THRESHOLD"],
+        lockout_minutes=c["LOCKOUT_MINUTES"],
+        password_min_length=c["PASSWORD_MIN_LENGTH"],
+        token_hours=c["TOKEN_HOURS"],
+        session_idle_minutes=c["SESSION_IDLE_MINUTES"],
+        session_max_hours=c["SESSION_MAX_HOURS"],
     )

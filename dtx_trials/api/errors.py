@@ -16,14 +16,16 @@ from dtx_trials.services.errors import DomainError
 
 log = logging.getLogger("dtx_trials.errors")
 
-_HTML = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{{ code }} {{ status }}</title>
+_HTML = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>{{ code }} {{ status }}</title>
 <link rel="stylesheet" href="{{ url_for('pages.static', filename='app.css') }}"></head>
 <body><main class="container"><h1>{{ code }} {{ status }}</h1><p role="alert">{{ message }}</p>
 <p><a href="/">Home</a></p></main></body></html>"""
 
 
-def error_payload(code: int, message: str, errors: dict[str, Any] | None = None,
-                  **extra: Any) -> dict[str, Any]:
+def error_payload(
+    code: int, message: str, errors: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
     payload: dict[str, Any] = {"code": code, "status": HTTPStatus(code).phrase, "message": message}
     if errors:
         payload["errors"] = errors
@@ -35,12 +37,14 @@ def wants_json() -> bool:
     return request.path.startswith("/api/") or request.path in ("/healthz", "/readyz")
 
 
-def render_error(code: int, message: str, errors: dict[str, Any] | None = None,
-                 **extra: Any) -> tuple[Response | str, int]:
+def render_error(
+    code: int, message: str, errors: dict[str, Any] | None = None, **extra: Any
+) -> tuple[Response | str, int]:
     if wants_json():
         return jsonify(error_payload(code, message, errors, **extra)), code
-    return render_template_string(_HTML, code=code, status=HTTPStatus(code).phrase,
-                                  message=message), code
+    return render_template_string(
+        _HTML, code=code, status=HTTPStatus(code).phrase, message=message
+    ), code
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -76,6 +80,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(500)
     def _server_error(exc: Exception) -> tuple[Response | str, int]:
-        log.error("unhandled error request_id=%s type=%s", g.get("request_id"),
-                  type(getattr(exc, "original_exception", exc)).__name__)
+        log.error(
+            "unhandled error request_id=%s type=%s",
+            g.get("request_id"),
+            type(getattr(exc, "original_exception", exc)).__name__,
+        )
         return render_error(500, "server error", request_id=g.get("request_id"))

@@ -15,8 +15,9 @@ class TokenRequestSchema(StrictSchema):
     username = fields.String(required=True, validate=validate.Length(min=1, max=80))
     password = fields.String(required=True, load_only=True, validate=validate.Length(max=128))
     name = fields.String(load_default="api", validate=validate.Length(max=100))
-    hours = fields.Integer(load_default=None, allow_none=True,
-                           validate=validate.Range(min=1, max=24 * 90))
+    hours = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(min=1, max=24 * 90)
+    )
 
 
 class TokenSchema(Schema):
@@ -46,7 +47,9 @@ class MeSchema(Schema):
 
 
 class TrialCreateSchema(StrictSchema):
-    code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$"))
+    code = fields.String(
+        required=True, validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+    )
     title = fields.String(required=True, validate=validate.Length(min=1, max=300))
 
 
@@ -61,7 +64,9 @@ class TrialSchema(Schema):
 
 
 class SiteCreateSchema(StrictSchema):
-    code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$"))
+    code = fields.String(
+        required=True, validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+    )
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     name_zh = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
     country = fields.String(load_default=None, allow_none=True, validate=validate.Length(equal=2))
@@ -106,8 +111,11 @@ class UserSchema(Schema):
 class MembershipCreateSchema(StrictSchema):
     user_id = fields.Integer(required=True)
     role = fields.String(required=True, validate=validate.OneOf([r.value for r in Role]))
-    site = fields.String(load_default=None, allow_none=True,
-                         metadata={"description": "site code; required for site-bound roles"})
+    site = fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "site code; required for site-bound roles"},
+    )
 
 
 class MembershipSchema(Schema):

@@ -59,7 +59,9 @@ class Sites(MethodView):
     def post(self, body: dict[str, Any], code: str) -> Site:
         """Add a site (sponsor admin)."""
         actor = current_actor()
-        return trials.create_site(db.session, actor, trials.get_trial(db.session, actor, code), body)
+        return trials.create_site(
+            db.session, actor, trials.get_trial(db.session, actor, code), body
+        )
 
 
 @blp.route("/<code>/sites/<site_code>")
@@ -68,8 +70,9 @@ class SiteItem(MethodView):
     def get(self, code: str, site_code: str) -> Site:
         """Get one site."""
         actor = current_actor()
-        return trials.get_site(db.session, actor, trials.get_trial(db.session, actor, code),
-                               site_code)
+        return trials.get_site(
+            db.session, actor, trials.get_trial(db.session, actor, code), site_code
+        )
 
     @blp.arguments(SiteUpdateSchema)
     @blp.response(200, SiteSchema)
@@ -77,8 +80,9 @@ class SiteItem(MethodView):
         """Change a site's name, country, time zone or active flag (sponsor admin)."""
         actor = current_actor()
         reason = body.pop("reason", None)
-        return trials.update_site(db.session, actor, trials.get_trial(db.session, actor, code),
-                                  site_code, body, reason)
+        return trials.update_site(
+            db.session, actor, trials.get_trial(db.session, actor, code), site_code, body, reason
+        )
 
 
 @blp.route("/<code>/memberships")
@@ -98,8 +102,14 @@ class Memberships(MethodView):
         site_id = None
         if body["site"]:
             site_id = trials.get_site(db.session, actor, trial, body["site"]).id
-        return accounts.grant_role(db.session, actor, trial_id=trial.id, user_id=body["user_id"],
-                                   role=body["role"], site_id=site_id)
+        return accounts.grant_role(
+            db.session,
+            actor,
+            trial_id=trial.id,
+            user_id=body["user_id"],
+            role=body["role"],
+            site_id=site_id,
+        )
 
 
 @blp.route("/<code>/memberships/<int:membership_id>")

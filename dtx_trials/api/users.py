@@ -35,8 +35,9 @@ class Users(MethodView):
         stmt = select(User).order_by(User.username)
         if not actor.is_superuser:
             trial_ids = {g.trial_id for g in actor.grants if g.role == Role.SPONSOR_ADMIN}
-            stmt = stmt.where(User.id.in_(
-                select(Membership.user_id).where(Membership.trial_id.in_(trial_ids))))
+            stmt = stmt.where(
+                User.id.in_(select(Membership.user_id).where(Membership.trial_id.in_(trial_ids)))
+            )
         return list(db.session.scalars(stmt))
 
     @blp.arguments(UserCreateSchema)

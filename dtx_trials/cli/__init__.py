@@ -35,8 +35,9 @@ def with_app(func: F) -> F:
 def cli_actor() -> Any:
     from dtx_trials.services.access import Actor
 
-    return Actor(user_id=None, username="cli", printed_name="Command line", via="cli",
-                 is_superuser=True)
+    return Actor(
+        user_id=None, username="cli", printed_name="Command line", via="cli", is_superuser=True
+    )
 
 
 @click.group()
@@ -87,8 +88,9 @@ def bootstrap(demo_accounts: bool) -> None:
         if demo_accounts:
             created = demo.create_demo_accounts(cli_actor())
             if created:
-                console.print("[bold]Demo accounts (shown once; reset with "
-                              "`dtx users set-password`):[/bold]")
+                console.print(
+                    "[bold]Demo accounts (shown once; reset with `dtx users set-password`):[/bold]"
+                )
                 for username, password, roles in created:
                     console.print(f"  {username:<22} {password}  {roles}")
     console.print(f"ready: {_safe_url(app)}")
@@ -117,17 +119,31 @@ def users() -> None:
 @click.option("--password", default=None, help="Omit to generate one (printed once).")
 @click.option("--superuser", is_flag=True, default=False)
 @with_app
-def users_create(app: Flask, username: str, printed_name: str, email: str | None,
-                 password: str | None, superuser: bool) -> None:
+def users_create(
+    app: Flask,
+    username: str,
+    printed_name: str,
+    email: str | None,
+    password: str | None,
+    superuser: bool,
+) -> None:
     """Create an account."""
     from dtx_trials.extensions import db as sa
     from dtx_trials.services import accounts
 
     generated = password is None
     password = password or secrets.token_urlsafe(12)
-    _run(lambda: accounts.create_user(sa.session, cli_actor(), username=username,
-                                      printed_name=printed_name, email=email, password=password,
-                                      is_superuser=superuser))
+    _run(
+        lambda: accounts.create_user(
+            sa.session,
+            cli_actor(),
+            username=username,
+            printed_name=printed_name,
+            email=email,
+            password=password,
+            is_superuser=superuser,
+        )
+    )
     console.print(f"created {username}" + (f" with password {password}" if generated else ""))
 
 
@@ -137,8 +153,9 @@ def users_create(app: Flask, username: str, printed_name: str, email: str | None
 @click.argument("role")
 @click.option("--site", "site_code", default=None, help="Site code (required for site roles).")
 @with_app
-def users_grant(app: Flask, username: str, trial_code: str, role: str,
-                site_code: str | None) -> None:
+def users_grant(
+    app: Flask, username: str, trial_code: str, role: str, site_code: str | None
+) -> None:
     """Give USERNAME the ROLE in TRIAL_CODE."""
     from sqlalchemy import select
 
@@ -153,13 +170,19 @@ def users_grant(app: Flask, username: str, trial_code: str, role: str,
     site_id = None
     if site_code:
         site = sa.session.scalars(
-            select(Site).where(Site.trial_id == trial.id, Site.code == site_code)).first()
+            select(Site).where(Site.trial_id == trial.id, Site.code == site_code)
+        ).first()
         if site is None:
             _fail(f"unknown site {site_code} in {trial_code}")
         site_id = site.id
-    _run(lambda: accounts.grant_role(sa.session, cli_actor(), trial_id=trial.id,
-                                     user_id=user.id, role=role, site_id=site_id))
-    console.print(f"{username} is {role} in {trial_code}" + (f" at {site_code}" if site_code else ""))
+    _run(
+        lambda: accounts.grant_role(
+            sa.session, cli_actor(), trial_id=trial.id, user_id=user.id, role=role, site_id=site_id
+        )
+    )
+    console.print(
+        f"{username} is {role} in {trial_code}" + (f" at {site_code}" if site_code else "")
+    )
 
 
 @users.command("set-password")
@@ -206,8 +229,10 @@ def audit_verify(app: Flask, trial_code: str | None) -> None:
     report = audit_service.verify(sa.session, trial_id)
     for problem in report.problems:
         console.print(f"[red]FAIL[/red] {problem.kind:<14} {problem.message}", highlight=False)
-    summary = (f"{report.chains} chain(s), {report.events} events, "
-               f"{report.rows_checked} rows checked, {len(report.problems)} problem(s)")
+    summary = (
+        f"{report.chains} chain(s), {report.events} events, "
+        f"{report.rows_checked} rows checked, {len(report.problems)} problem(s)"
+    )
     if report.ok:
         console.print(f"[green]OK[/green] {summary}")
         return
@@ -236,6 +261,8 @@ def _run(call: Callable[[], Any]) -> Any:
     try:
         return call()
     except DomainError as exc:
-        details = "; ".join(f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
-                            for k, v in exc.errors.items())
+        details = "; ".join(
+            f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in exc.errors.items()
+        )
         _fail(exc.message + (f" ({details})" if details else ""))

@@ -38,8 +38,15 @@ class Allocation(Base):
         UniqueConstraint("trial_id", "randomization_number"),
         UniqueConstraint("trial_id", "request_id"),
     )
-    __audited__ = ("trial_id", "participant_id", "seq_no", "stratum_key", "arm_code",
-                   "randomization_number", "status")
+    __audited__ = (
+        "trial_id",
+        "participant_id",
+        "seq_no",
+        "stratum_key",
+        "arm_code",
+        "randomization_number",
+        "status",
+    )
     __sealed__ = ("arm_code",)
 
     id: Mapped[intpk]

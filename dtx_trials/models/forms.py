@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -13,9 +13,7 @@ from dtx_trials.db import Base, UTCDateTime, intpk, utcnow
 
 class FormRecord(Base):
     __tablename__ = "form_record"
-    __table_args__ = (
-        UniqueConstraint("participant_id", "visit_id", "form_code", "repeat_index"),
-    )
+    __table_args__ = (UniqueConstraint("participant_id", "visit_id", "form_code", "repeat_index"),)
     __audited__ = ("participant_id", "visit_id", "form_code", "repeat_index", "status", "data")
 
     id: Mapped[intpk]
@@ -32,7 +30,7 @@ class FormRecord(Base):
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     device_time: Mapped[str | None] = mapped_column(String(40))
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
 
 
 class DataQuery(Base):
@@ -58,8 +56,14 @@ class Signature(Base):
 
     __tablename__ = "signature"
     __table_args__ = (UniqueConstraint("form_record_id", "record_version", "user_id", "meaning"),)
-    __audited__ = ("form_record_id", "user_id", "meaning", "content_sha256", "record_version",
-                   "status")
+    __audited__ = (
+        "form_record_id",
+        "user_id",
+        "meaning",
+        "content_sha256",
+        "record_version",
+        "status",
+    )
 
     id: Mapped[intpk]
     form_record_id: Mapped[int] = mapped_column(ForeignKey("form_record.id"), index=True)

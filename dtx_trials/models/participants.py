@@ -21,9 +21,19 @@ class Participant(Base):
     __tablename__ = "participant"
     __table_args__ = (UniqueConstraint("trial_id", "subject_code"),)
     __audited__ = (
-        "trial_id", "site_id", "subject_code", "status", "protocol_version_id",
-        "screened_at", "consented_at", "enrolled_at", "randomized_at", "withdrawn_at",
-        "withdrawal_reason", "is_emergency_unblinded", *IDENTIFIER_COLUMNS,
+        "trial_id",
+        "site_id",
+        "subject_code",
+        "status",
+        "protocol_version_id",
+        "screened_at",
+        "consented_at",
+        "enrolled_at",
+        "randomized_at",
+        "withdrawn_at",
+        "withdrawal_reason",
+        "is_emergency_unblinded",
+        *IDENTIFIER_COLUMNS,
     )
     __sealed__ = IDENTIFIER_COLUMNS
 
@@ -51,8 +61,14 @@ class Consent(Base):
     """A signed consent of one consent-form version, by the participant or a witness/guardian."""
 
     __tablename__ = "consent"
-    __audited__ = ("participant_id", "consent_version", "language", "signer_role", "signed_at",
-                   "withdrawn_at")
+    __audited__ = (
+        "participant_id",
+        "consent_version",
+        "language",
+        "signer_role",
+        "signed_at",
+        "withdrawn_at",
+    )
 
     id: Mapped[intpk]
     participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
@@ -68,8 +84,14 @@ class Consent(Base):
 class Visit(Base):
     __tablename__ = "visit"
     __table_args__ = (UniqueConstraint("participant_id", "visit_code", "occurrence"),)
-    __audited__ = ("participant_id", "visit_code", "occurrence", "planned_on", "actual_on",
-                   "status")
+    __audited__ = (
+        "participant_id",
+        "visit_code",
+        "occurrence",
+        "planned_on",
+        "actual_on",
+        "status",
+    )
 
     id: Mapped[intpk]
     participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
@@ -87,8 +109,14 @@ class EproLink(Base):
     """A personal link for one participant and visit; only the token's SHA-256 is stored."""
 
     __tablename__ = "epro_link"
-    __audited__ = ("participant_id", "visit_id", "form_code", "expires_at", "completed_at",
-                   "revoked_at")
+    __audited__ = (
+        "participant_id",
+        "visit_id",
+        "form_code",
+        "expires_at",
+        "completed_at",
+        "revoked_at",
+    )
 
     id: Mapped[intpk]
     participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)

@@ -34,9 +34,7 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
     "allocation.upload": frozenset({R.UNBLINDED_STATISTICIAN}),
     "unblind.emergency": frozenset({R.INVESTIGATOR}),
     "unblinding.read": frozenset({R.SPONSOR_ADMIN, R.MONITOR, R.INVESTIGATOR, R.AUDITOR}),
-    "form.read": frozenset(
-        {R.INVESTIGATOR, R.COORDINATOR, R.MONITOR, R.DATA_MANAGER, R.AUDITOR}
-    ),
+    "form.read": frozenset({R.INVESTIGATOR, R.COORDINATOR, R.MONITOR, R.DATA_MANAGER, R.AUDITOR}),
     "form.write": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
     "form.sign": frozenset({R.INVESTIGATOR}),
     "form.verify": frozenset({R.MONITOR}),

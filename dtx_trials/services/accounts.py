@@ -29,7 +29,22 @@ from dtx_trials.services.errors import (
 _hasher = PasswordHasher()
 # A hash of a random password, verified when the username is unknown so that a login for a
 # non-existent account costs the same time as one for a real account.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+_dummy_hash = ""
+
+
+def configure_hasher(time_cost: int, memory_kib: int) -> None:
+    """Set the argon2id cost (the factory calls this from config; tests use a cheap setting)."""
+    global _hasher, _dummy_hash
+    if (_hasher.time_cost, _hasher.memory_cost) != (time_cost, memory_kib):
+        _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+        _dummy_hash = ""
+
+
+def _dummy() -> str:
+    global _dummy_hash
+    if not _dummy_hash:
+        _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
+    return _dummy_hash
 
 
 @dataclass(frozen=True)
@@ -72,8 +87,13 @@ def actor_for(session: Session, user: User, *, via: str, request_id: str | None 
         )
     )
     return Actor(
-        user_id=user.id, username=user.username, printed_name=user.printed_name, grants=grants,
-        is_superuser=user.is_superuser, request_id=request_id, via=via,
+        user_id=user.id,
+        username=user.username,
+        printed_name=user.printed_name,
+        grants=grants,
+        is_superuser=user.is_superuser,
+        request_id=request_id,
+        via=via,
     )
 
 
@@ -89,8 +109,11 @@ def create_user(
     policy: Policy = Policy(),
 ) -> User:
     """Create an account. Only a superuser, or a sponsor admin of some trial, may do so."""
-    if not (actor.is_superuser or actor.via == "cli" or any(
-            g.role == Role.SPONSOR_ADMIN for g in actor.grants)):
+    if not (
+        actor.is_superuser
+        or actor.via == "cli"
+        or any(g.role == Role.SPONSOR_ADMIN for g in actor.grants)
+    ):
         raise PermissionDenied("only administrators create accounts")
     if is_superuser and not (actor.is_superuser or actor.via == "cli"):
         raise PermissionDenied("only a superuser creates superusers")
@@ -101,15 +124,27 @@ def create_user(
     with transaction(session):
         if session.scalars(select(User).where(User.username == username)).first():
             raise Conflict(f"username '{username}' is taken (usernames are never reused)")
-        user = User(username=username, printed_name=printed_name.strip(), email=email,
-                    password_hash=hash_password(password), is_superuser=is_superuser)
+        user = User(
+            username=username,
+            printed_name=printed_name.strip(),
+            email=email,
+            password_hash=hash_password(password),
+            is_superuser=is_superuser,
+        )
         session.add(user)
         audit.record_create(session, actor, "user.create", user, trial_id=None)
     return user
 
 
-def set_password(session: Session, actor: Actor, user_id: int, new_password: str,
-                 *, current_password: str | None = None, policy: Policy = Policy()) -> None:
+def set_password(
+    session: Session,
+    actor: Actor,
+    user_id: int,
+    new_password: str,
+    *,
+    current_password: str | None = None,
+    policy: Policy = Policy(),
+) -> None:
     """Change a password: the user gives the current one; a superuser/CLI may reset it."""
     with transaction(session):
         user = lock_row(session, User, user_id)
@@ -125,11 +160,18 @@ def set_password(session: Session, actor: Actor, user_id: int, new_password: str
         user.password_changed_at = utcnow()
         user.failed_logins = 0
         user.locked_until = None
-        for token in session.scalars(select(ApiToken).where(
-                ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))):
+        for token in session.scalars(
+            select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        ):
             token.revoked_at = utcnow()
-        audit.record_event(session, actor, "user.password_changed", entity_type="user",
-                           entity_id=user_id, trial_id=None)
+        audit.record_event(
+            session,
+            actor,
+            "user.password_changed",
+            entity_type="user",
+            entity_id=user_id,
+            trial_id=None,
+        )
 
 
 def _verify(password_hash: str, password: str) -> bool:
@@ -139,8 +181,15 @@ def _verify(password_hash: str, password: str) -> bool:
         return False
 
 
-def authenticate(session: Session, username: str, password: str, *, policy: Policy = Policy(),
-                 request_id: str | None = None, purpose: str = "login") -> User:
+def authenticate(
+    session: Session,
+    username: str,
+    password: str,
+    *,
+    policy: Policy = Policy(),
+    request_id: str | None = None,
+    purpose: str = "login",
+) -> User:
     """Check a username and password, counting failures and locking the account.
 
     Commits on its own: a failed attempt must be recorded even though the caller gets an error.
@@ -152,17 +201,30 @@ def authenticate(session: Session, username: str, password: str, *, policy: Poli
         if user is not None:
             user = lock_row(session, User, user.id)
         if user is None or not user.is_active:
-            _verify(_DUMMY_HASH, password)
-            audit.record_event(session, _system_actor(request_id), f"{purpose}.failed",
-                               entity_type="user", entity_id=None, trial_id=None,
-                               details={"reason": "unknown or inactive account"})
+            _verify(_dummy(), password)
+            audit.record_event(
+                session,
+                _system_actor(request_id),
+                f"{purpose}.failed",
+                entity_type="user",
+                entity_id=None,
+                trial_id=None,
+                details={"reason": "unknown or inactive account"},
+            )
             failure: Exception = AuthenticationError("invalid username or password")
         elif user.locked_until is not None and user.locked_until > now:
-            audit.record_event(session, _system_actor(request_id), f"{purpose}.refused_locked",
-                               entity_type="user", entity_id=user.id, trial_id=None)
+            audit.record_event(
+                session,
+                _system_actor(request_id),
+                f"{purpose}.refused_locked",
+                entity_type="user",
+                entity_id=user.id,
+                trial_id=None,
+            )
             failure = AccountLocked(
                 "account locked after repeated failures; try again later",
-                locked_until=user.locked_until.isoformat())
+                locked_until=user.locked_until.isoformat(),
+            )
         elif not _verify(user.password_hash, password):
             user.failed_logins += 1
             details: dict[str, object] = {"failed_logins": user.failed_logins}
@@ -173,26 +235,41 @@ def authenticate(session: Session, username: str, password: str, *, policy: Poli
                 details["locked_until"] = user.locked_until
                 failure = AccountLocked(
                     "account locked after repeated failures; try again later",
-                    locked_until=user.locked_until.isoformat())
-            audit.record_event(session, _system_actor(request_id), f"{purpose}.failed",
-                               entity_type="user", entity_id=user.id, trial_id=None,
-                               details=details)
+                    locked_until=user.locked_until.isoformat(),
+                )
+            audit.record_event(
+                session,
+                _system_actor(request_id),
+                f"{purpose}.failed",
+                entity_type="user",
+                entity_id=user.id,
+                trial_id=None,
+                details=details,
+            )
         else:
             user.failed_logins = 0
             user.locked_until = None
-            audit.record_event(session, _system_actor(request_id), f"{purpose}.succeeded",
-                               entity_type="user", entity_id=user.id, trial_id=None)
+            audit.record_event(
+                session,
+                _system_actor(request_id),
+                f"{purpose}.succeeded",
+                entity_type="user",
+                entity_id=user.id,
+                trial_id=None,
+            )
             return user
     raise failure
 
 
 def _system_actor(request_id: str | None) -> Actor:
-    return Actor(user_id=None, username="system", printed_name="System", via="system",
-                 request_id=request_id)
+    return Actor(
+        user_id=None, username="system", printed_name="System", via="system", request_id=request_id
+    )
 
 
-def reauthenticate(session: Session, actor: Actor, password: str, *, purpose: str,
-                   policy: Policy = Policy()) -> User:
+def reauthenticate(
+    session: Session, actor: Actor, password: str, *, purpose: str, policy: Policy = Policy()
+) -> User:
     """Check the signed-in user's password again (signatures, unblinding, exports)."""
     if actor.user_id is None:
         raise PermissionDenied("re-authentication needs a user")
@@ -200,25 +277,48 @@ def reauthenticate(session: Session, actor: Actor, password: str, *, purpose: st
     if user is None:
         raise PermissionDenied("re-authentication failed")
     try:
-        return authenticate(session, user.username, password, policy=policy,
-                            request_id=actor.request_id, purpose=purpose)
+        return authenticate(
+            session,
+            user.username,
+            password,
+            policy=policy,
+            request_id=actor.request_id,
+            purpose=purpose,
+        )
     except AuthenticationError as exc:
         raise PermissionDenied(f"{purpose}: password check failed") from exc
 
 
-def issue_token(session: Session, user: User, *, name: str = "api", hours: int | None = None,
-                policy: Policy = Policy(), request_id: str | None = None) -> tuple[ApiToken, str]:
+def issue_token(
+    session: Session,
+    user: User,
+    *,
+    name: str = "api",
+    hours: int | None = None,
+    policy: Policy = Policy(),
+    request_id: str | None = None,
+) -> tuple[ApiToken, str]:
     """Create a bearer token; return the row and the token text (shown once, stored hashed)."""
     hours = min(hours or policy.token_hours, 24 * 90)
     token_text = "dtx_" + secrets.token_urlsafe(32)
     with transaction(session):
-        token = ApiToken(user_id=user.id, token_hash=sha256_hex(token_text), name=name[:100],
-                         expires_at=utcnow() + timedelta(hours=hours))
+        token = ApiToken(
+            user_id=user.id,
+            token_hash=sha256_hex(token_text),
+            name=name[:100],
+            expires_at=utcnow() + timedelta(hours=hours),
+        )
         session.add(token)
         session.flush()
-        audit.record_event(session, actor_for(session, user, via="api", request_id=request_id),
-                           "token.issued", entity_type="api_token", entity_id=token.id,
-                           trial_id=None, details={"name": token.name, "expires_at": token.expires_at})
+        audit.record_event(
+            session,
+            actor_for(session, user, via="api", request_id=request_id),
+            "token.issued",
+            entity_type="api_token",
+            entity_id=token.id,
+            trial_id=None,
+            details={"name": token.name, "expires_at": token.expires_at},
+        )
     return token, token_text
 
 
@@ -229,8 +329,14 @@ def revoke_token(session: Session, actor: Actor, token_id: int) -> None:
             raise NotFound("token not found")
         if token.revoked_at is None:
             token.revoked_at = utcnow()
-            audit.record_event(session, actor, "token.revoked", entity_type="api_token",
-                               entity_id=token.id, trial_id=None)
+            audit.record_event(
+                session,
+                actor,
+                "token.revoked",
+                entity_type="api_token",
+                entity_id=token.id,
+                trial_id=None,
+            )
 
 
 def user_for_token(session: Session, token_text: str) -> User | None:
@@ -245,22 +351,34 @@ def user_for_token(session: Session, token_text: str) -> User | None:
     return user if user is not None and user.is_active else None
 
 
-def open_session(session: Session, user: User | None, *, policy: Policy = Policy(),
-                 epro_link_id: int | None = None) -> tuple[WebSession, str]:
+def open_session(
+    session: Session,
+    user: User | None,
+    *,
+    policy: Policy = Policy(),
+    epro_link_id: int | None = None,
+) -> tuple[WebSession, str]:
     """Start a browser session (always a new token: no fixation); return row and cookie value."""
     token_text = secrets.token_urlsafe(32)
     now = utcnow()
     hours = policy.session_max_hours
-    row = WebSession(user_id=user.id if user else None, token_hash=sha256_hex(token_text),
-                     csrf_token=secrets.token_urlsafe(32), epro_link_id=epro_link_id,
-                     created_at=now, last_seen_at=now, expires_at=now + timedelta(hours=hours))
+    row = WebSession(
+        user_id=user.id if user else None,
+        token_hash=sha256_hex(token_text),
+        csrf_token=secrets.token_urlsafe(32),
+        epro_link_id=epro_link_id,
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + timedelta(hours=hours),
+    )
     session.add(row)
     session.flush()
     return row, token_text
 
 
-def session_for_cookie(session: Session, token_text: str, *, policy: Policy = Policy(),
-                       now: datetime | None = None) -> WebSession | None:
+def session_for_cookie(
+    session: Session, token_text: str, *, policy: Policy = Policy(), now: datetime | None = None
+) -> WebSession | None:
     """Return the live session for a cookie, enforcing idle and absolute expiry."""
     now = now or utcnow()
     row = session.scalars(
@@ -273,8 +391,15 @@ def session_for_cookie(session: Session, token_text: str, *, policy: Policy = Po
     return row
 
 
-def grant_role(session: Session, actor: Actor, *, trial_id: int, user_id: int, role: str,
-               site_id: int | None = None) -> Membership:
+def grant_role(
+    session: Session,
+    actor: Actor,
+    *,
+    trial_id: int,
+    user_id: int,
+    role: str,
+    site_id: int | None = None,
+) -> Membership:
     """Give a user a role in a trial (site-bound roles need a site of that trial)."""
     try:
         role_enum = Role(role)
@@ -293,11 +418,14 @@ def grant_role(session: Session, actor: Actor, *, trial_id: int, user_id: int, r
             site = session.get(Site, site_id)
             if site is None or site.trial_id != trial_id:
                 raise ValidationError("unknown site", {"site": ["not a site of this trial"]})
-        existing = session.scalars(select(Membership).where(
-            Membership.user_id == user_id, Membership.trial_id == trial_id,
-            Membership.role == role_enum.value,
-            Membership.site_id.is_(None) if site_id is None else Membership.site_id == site_id,
-        )).first()
+        existing = session.scalars(
+            select(Membership).where(
+                Membership.user_id == user_id,
+                Membership.trial_id == trial_id,
+                Membership.role == role_enum.value,
+                Membership.site_id.is_(None) if site_id is None else Membership.site_id == site_id,
+            )
+        ).first()
         if existing is not None:
             if existing.is_active:
                 raise Conflict("the user already holds this role")
@@ -305,8 +433,9 @@ def grant_role(session: Session, actor: Actor, *, trial_id: int, user_id: int, r
             existing.is_active = True
             audit.record_update(session, actor, "membership.reactivate", existing, before)
             return existing
-        membership = Membership(user_id=user_id, trial_id=trial_id, site_id=site_id,
-                                role=role_enum.value)
+        membership = Membership(
+            user_id=user_id, trial_id=trial_id, site_id=site_id, role=role_enum.value
+        )
         session.add(membership)
         audit.record_create(session, actor, "membership.grant", membership)
     return membership

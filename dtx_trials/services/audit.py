@@ -124,8 +124,22 @@ def event_hash(fields: Mapping[str, Any]) -> str:
 
 
 HASHED_FIELDS = (
-    "chain", "seq", "op", "at", "trial_id", "site_id", "actor_id", "actor_name", "actor_role",
-    "action", "entity_type", "entity_id", "changes", "reason", "request_id", "prev_hash",
+    "chain",
+    "seq",
+    "op",
+    "at",
+    "trial_id",
+    "site_id",
+    "actor_id",
+    "actor_name",
+    "actor_role",
+    "action",
+    "entity_type",
+    "entity_id",
+    "changes",
+    "reason",
+    "request_id",
+    "prev_hash",
 )
 
 
@@ -189,9 +203,16 @@ def record_create(
     session.flush()
     changes = [{"field": k, "old": None, "new": v} for k, v in snapshot(obj).items()]
     return append(
-        session, actor, op="create", action=action, entity_type=obj.__tablename__,
-        entity_id=obj.id, changes=changes, trial_id=_trial_of(obj, trial_id),  # type: ignore[attr-defined]
-        site_id=site_id if site_id is not None else getattr(obj, "site_id", None), reason=reason,
+        session,
+        actor,
+        op="create",
+        action=action,
+        entity_type=obj.__tablename__,
+        entity_id=obj.id,
+        changes=changes,
+        trial_id=_trial_of(obj, trial_id),  # type: ignore[attr-defined]
+        site_id=site_id if site_id is not None else getattr(obj, "site_id", None),
+        reason=reason,
     )
 
 
@@ -215,9 +236,16 @@ def record_update(
     if not changes:
         return None
     return append(
-        session, actor, op="update", action=action, entity_type=obj.__tablename__,
-        entity_id=obj.id, changes=changes, trial_id=_trial_of(obj, trial_id),  # type: ignore[attr-defined]
-        site_id=site_id if site_id is not None else getattr(obj, "site_id", None), reason=reason,
+        session,
+        actor,
+        op="update",
+        action=action,
+        entity_type=obj.__tablename__,
+        entity_id=obj.id,
+        changes=changes,
+        trial_id=_trial_of(obj, trial_id),  # type: ignore[attr-defined]
+        site_id=site_id if site_id is not None else getattr(obj, "site_id", None),
+        reason=reason,
     )
 
 
@@ -236,8 +264,16 @@ def record_event(
     """Audit something that happened without changing a covered row (login, export, unblinding)."""
     changes = [{"field": k, "new": to_jsonable(v)} for k, v in sorted((details or {}).items())]
     return append(
-        session, actor, op="event", action=action, entity_type=entity_type, entity_id=entity_id,
-        changes=changes, trial_id=trial_id, site_id=site_id, reason=reason,
+        session,
+        actor,
+        op="event",
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        changes=changes,
+        trial_id=trial_id,
+        site_id=site_id,
+        reason=reason,
     )
 
 
@@ -246,7 +282,7 @@ def record_event(
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # edited | deleted | inserted | reordered | data_changed | data_inserted | data_deleted
+    kind: str  # edited|deleted|inserted (trail); data_changed|data_inserted|data_deleted (rows)
     where: str
     message: str
 
@@ -270,7 +306,9 @@ def audited_models() -> list[type[Base]]:
     )
 
 
-def _verify_chain(chain: str, events: list[AuditEvent], head: AuditChainHead | None) -> list[Problem]:
+def _verify_chain(
+    chain: str, events: list[AuditEvent], head: AuditChainHead | None
+) -> list[Problem]:
     problems: list[Problem] = []
     prev_hash = GENESIS
     expected_seq = 1
@@ -278,20 +316,31 @@ def _verify_chain(chain: str, events: list[AuditEvent], head: AuditChainHead | N
         where = f"audit_event id={event.id} ({chain} seq {event.seq})"
         if event.seq != expected_seq:
             missing = (
-                f"seq {expected_seq}" if event.seq == expected_seq + 1
+                f"seq {expected_seq}"
+                if event.seq == expected_seq + 1
                 else f"seq {expected_seq}..{event.seq - 1}"
             )
-            problems.append(Problem("deleted", f"{chain} {missing}",
-                                    f"{chain}: {missing} missing before {where} (row deleted)"))
+            problems.append(
+                Problem(
+                    "deleted",
+                    f"{chain} {missing}",
+                    f"{chain}: {missing} missing before {where} (row deleted)",
+                )
+            )
         recomputed = event_hash(hashed_fields(event))
         if recomputed != event.hash:
-            problems.append(Problem("edited", where,
-                                    f"{where}: content does not match its hash (row edited)"))
+            problems.append(
+                Problem("edited", where, f"{where}: content does not match its hash (row edited)")
+            )
         elif event.prev_hash != prev_hash:
-            problems.append(Problem(
-                "inserted", where,
-                f"{where}: prev_hash does not match the preceding event "
-                "(row inserted or reordered)"))
+            problems.append(
+                Problem(
+                    "inserted",
+                    where,
+                    f"{where}: prev_hash does not match the preceding event "
+                    "(row inserted or reordered)",
+                )
+            )
         prev_hash = event.hash
         expected_seq = event.seq + 1
     last_seq = expected_seq - 1
@@ -299,14 +348,22 @@ def _verify_chain(chain: str, events: list[AuditEvent], head: AuditChainHead | N
         for event in events:
             if event.seq > head.seq:
                 where = f"audit_event id={event.id} ({chain} seq {event.seq})"
-                problems.append(Problem(
-                    "inserted", where,
-                    f"{where}: lies beyond the chain head at seq {head.seq} (row inserted)"))
+                problems.append(
+                    Problem(
+                        "inserted",
+                        where,
+                        f"{where}: lies beyond the chain head at seq {head.seq} (row inserted)",
+                    )
+                )
     elif head is not None and (last_seq < head.seq or head.hash != prev_hash):
-        problems.append(Problem(
-            "deleted", f"{chain} head",
-            f"{chain}: chain head is at seq {head.seq} but the last event is seq "
-            f"{last_seq} (trailing rows deleted or head altered)"))
+        problems.append(
+            Problem(
+                "deleted",
+                f"{chain} head",
+                f"{chain}: chain head is at seq {head.seq} but the last event is seq "
+                f"{last_seq} (trailing rows deleted or head altered)",
+            )
+        )
     return problems
 
 
@@ -337,11 +394,14 @@ def _rows_in_scope(session: Session, model: type[Base], trial_id: int | None) ->
             stmt = stmt.where(model.trial_id == trial_id)  # type: ignore[attr-defined]
         elif hasattr(model, "participant_id"):
             stmt = stmt.join(Participant, Participant.id == model.participant_id).where(  # type: ignore[attr-defined]
-                Participant.trial_id == trial_id)
+                Participant.trial_id == trial_id
+            )
         elif hasattr(model, "form_record_id"):
-            stmt = (stmt.join(FormRecord, FormRecord.id == model.form_record_id)  # type: ignore[attr-defined]
-                    .join(Participant, Participant.id == FormRecord.participant_id)
-                    .where(Participant.trial_id == trial_id))
+            stmt = (
+                stmt.join(FormRecord, FormRecord.id == model.form_record_id)  # type: ignore[attr-defined]
+                .join(Participant, Participant.id == FormRecord.participant_id)
+                .where(Participant.trial_id == trial_id)
+            )
         else:
             return []
     return list(session.scalars(stmt))
@@ -380,21 +440,35 @@ def verify(session: Session, trial_id: int | None = None) -> VerifyReport:
             where = f"{key[0]} id={key[1]}"
             want = expected.get(key)
             if want is None:
-                problems.append(Problem("data_inserted", where,
-                                        f"{where}: row has no audit trail (inserted behind the app)"))
+                problems.append(
+                    Problem(
+                        "data_inserted",
+                        where,
+                        f"{where}: row has no audit trail (inserted behind the app)",
+                    )
+                )
                 continue
             have = snapshot(row)
             for name, value in have.items():
                 if want.get(name) != value:
-                    problems.append(Problem(
-                        "data_changed", f"{where}.{name}",
-                        f"{where}: {name} is {_show(value)} but the trail says {_show(want.get(name))}"
-                    ))
+                    problems.append(
+                        Problem(
+                            "data_changed",
+                            f"{where}.{name}",
+                            f"{where}: {name} is {_show(value)} "
+                            f"but the trail says {_show(want.get(name))}",
+                        )
+                    )
     for key, want in expected.items():
         if want is not None and key not in seen and not (trial_id is not None and key[0] == "user"):
             where = f"{key[0]} id={key[1]}"
-            problems.append(Problem("data_deleted", where,
-                                    f"{where}: row is in the trail but missing from the database"))
+            problems.append(
+                Problem(
+                    "data_deleted",
+                    where,
+                    f"{where}: row is in the trail but missing from the database",
+                )
+            )
     n_events = sum(len(v) for v in by_chain.values())
     return VerifyReport(len(set(heads) | set(by_chain)), n_events, rows_checked, tuple(problems))
 

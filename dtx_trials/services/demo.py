@@ -50,21 +50,38 @@ def create_demo_accounts(actor: Actor) -> list[tuple[str, str, str]]:
     created: list[tuple[str, str, str]] = []
     session = db.session
     trials = list(session.scalars(select(Trial).order_by(Trial.code)))
-    for username, name, role, site_bound in [("admin", "Ada Admin", "superuser", False),
-                                             *DEMO_ROLES]:
+    for username, name, role, site_bound in [
+        ("admin", "Ada Admin", "superuser", False),
+        *DEMO_ROLES,
+    ]:
         if session.scalars(select(User).where(User.username == username)).first():
             continue
         password = secrets.token_urlsafe(12)
-        user = accounts.create_user(session, actor, username=username, printed_name=name,
-                                    password=password, is_superuser=role == "superuser")
+        user = accounts.create_user(
+            session,
+            actor,
+            username=username,
+            printed_name=name,
+            password=password,
+            is_superuser=role == "superuser",
+        )
         granted = []
         for trial in trials if role != "superuser" else []:
             site = session.scalars(
-                select(Site).where(Site.trial_id == trial.id).order_by(Site.code)).first()
+                select(Site).where(Site.trial_id == trial.id).order_by(Site.code)
+            ).first()
             if site_bound and site is None:
                 continue
-            accounts.grant_role(session, actor, trial_id=trial.id, user_id=user.id, role=role,
-                                site_id=site.id if site_bound and site else None)
-            granted.append(f"{role}@{trial.code}" + (f"/{site.code}" if site_bound and site else ""))
+            accounts.grant_role(
+                session,
+                actor,
+                trial_id=trial.id,
+                user_id=user.id,
+                role=role,
+                site_id=site.id if site_bound and site else None,
+            )
+            granted.append(
+                f"{role}@{trial.code}" + (f"/{site.code}" if site_bound and site else "")
+            )
         created.append((username, password, ", ".join(granted) or role))
     return created

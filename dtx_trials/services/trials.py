@@ -27,8 +27,11 @@ def _check_code(code: str, field: str = "code") -> str:
 
 def create_trial(session: Session, actor: Actor, *, code: str, title: str) -> Trial:
     """Create a draft trial; its creator becomes its sponsor admin."""
-    if not (actor.is_superuser or actor.via == "cli"
-            or any(g.role == Role.SPONSOR_ADMIN for g in actor.grants)):
+    if not (
+        actor.is_superuser
+        or actor.via == "cli"
+        or any(g.role == Role.SPONSOR_ADMIN for g in actor.grants)
+    ):
         raise PermissionDenied("only sponsor administrators create trials")
     _check_code(code)
     if not title.strip():
@@ -40,8 +43,9 @@ def create_trial(session: Session, actor: Actor, *, code: str, title: str) -> Tr
         session.add(trial)
         audit.record_create(session, actor, "trial.create", trial)
         if actor.user_id is not None:
-            membership = Membership(user_id=actor.user_id, trial_id=trial.id,
-                                    role=Role.SPONSOR_ADMIN.value)
+            membership = Membership(
+                user_id=actor.user_id, trial_id=trial.id, role=Role.SPONSOR_ADMIN.value
+            )
             session.add(membership)
             audit.record_create(session, actor, "membership.grant", membership)
     return trial
@@ -69,20 +73,34 @@ def create_site(session: Session, actor: Actor, trial: Trial, data: Mapping[str,
     require(actor, "site.manage", trial.id)
     code = _check_code(str(data.get("code", "")))
     with transaction(session):
-        if session.scalars(select(Site).where(Site.trial_id == trial.id, Site.code == code)).first():
+        if session.scalars(
+            select(Site).where(Site.trial_id == trial.id, Site.code == code)
+        ).first():
             raise Conflict(f"site '{code}' exists in {trial.code}")
-        site = Site(trial_id=trial.id, code=code, name=data["name"], name_zh=data.get("name_zh"),
-                    country=data.get("country"), timezone=data.get("timezone") or "UTC")
+        site = Site(
+            trial_id=trial.id,
+            code=code,
+            name=data["name"],
+            name_zh=data.get("name_zh"),
+            country=data.get("country"),
+            timezone=data.get("timezone") or "UTC",
+        )
         session.add(site)
         audit.record_create(session, actor, "site.create", site, site_id=None)
     return site
 
 
-def update_site(session: Session, actor: Actor, trial: Trial, site_code: str,
-                changes: Mapping[str, Any], reason: str | None = None) -> Site:
-    require(actor, "site.manage", trial.id)
+def update_site(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    site_code: str,
+    changes: Mapping[str, Any],
+    reason: str | None = None,
+) -> Site:
     with transaction(session):
         site = get_site(session, actor, trial, site_code, lock=True)
+        require(actor, "site.manage", trial.id, site.id)
         before = audit.snapshot(site)
         for name in ("name", "name_zh", "country", "timezone", "is_active"):
             if name in changes:
@@ -91,10 +109,12 @@ def update_site(session: Session, actor: Actor, trial: Trial, site_code: str,
     return site
 
 
-def get_site(session: Session, actor: Actor, trial: Trial, site_code: str,
-             *, lock: bool = False) -> Site:
+def get_site(
+    session: Session, actor: Actor, trial: Trial, site_code: str, *, lock: bool = False
+) -> Site:
     site = session.scalars(
-        select(Site).where(Site.trial_id == trial.id, Site.code == site_code)).first()
+        select(Site).where(Site.trial_id == trial.id, Site.code == site_code)
+    ).first()
     if site is None:
         raise NotFound("site not found")
     require(actor, "trial.read", trial.id, site.id)
@@ -112,5 +132,8 @@ def list_sites(session: Session, actor: Actor, trial: Trial) -> list[Site]:
 
 def list_memberships(session: Session, actor: Actor, trial: Trial) -> list[Membership]:
     require(actor, "membership.manage", trial.id)
-    return list(session.scalars(
-        select(Membership).where(Membership.trial_id == trial.id).order_by(Membership.id)))
+    return list(
+        session.scalars(
+            select(Membership).where(Membership.trial_id == trial.id).order_by(Membership.id)
+        )
+    )

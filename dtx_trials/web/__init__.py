@@ -42,7 +42,9 @@ def register_web(app: Flask) -> None:
     @app.before_request
     def _browser_session() -> None:
         if request.path.startswith(("/api/", "/static/")) or request.path in (
-                "/healthz", "/readyz"):
+            "/healthz",
+            "/readyz",
+        ):
             return
         cookie = request.cookies.get(app.config["SESSION_COOKIE_NAME"])
         g.web_session = None
@@ -53,8 +55,9 @@ def register_web(app: Flask) -> None:
                 if row.user_id is not None:
                     user = db.session.get(User, row.user_id)
                     if user is not None and user.is_active:
-                        g.actor = accounts.actor_for(db.session, user, via="web",
-                                                     request_id=g.get("request_id"))
+                        g.actor = accounts.actor_for(
+                            db.session, user, via="web", request_id=g.get("request_id")
+                        )
         if request.method in ("POST", "PUT", "PATCH", "DELETE"):
             _check_csrf()
 

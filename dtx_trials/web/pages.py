@@ -13,14 +13,23 @@ from dtx_trials.extensions import db
 from dtx_trials.services import accounts, trials
 from dtx_trials.services.errors import AccountLocked, AuthenticationError
 
-bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
-               static_url_path="/static/web")
+bp = Blueprint(
+    "pages",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static/web",
+)
 
 
 def _cookie_args() -> dict[str, object]:
     c = current_app.config
-    return {"httponly": True, "samesite": c["SESSION_COOKIE_SAMESITE"],
-            "secure": c["SESSION_COOKIE_SECURE"], "path": "/"}
+    return {
+        "httponly": True,
+        "samesite": c["SESSION_COOKIE_SAMESITE"],
+        "secure": c["SESSION_COOKIE_SECURE"],
+        "path": "/",
+    }
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -32,16 +41,24 @@ def login() -> Response | tuple[str, int] | str:
         response.set_cookie("dtx_login_csrf", token, max_age=3600, **_cookie_args())  # type: ignore[arg-type]
         return response
     try:
-        user = accounts.authenticate(db.session, request.form.get("username", ""),
-                                     request.form.get("password", ""), policy=account_policy(),
-                                     request_id=g.get("request_id"))
+        user = accounts.authenticate(
+            db.session,
+            request.form.get("username", ""),
+            request.form.get("password", ""),
+            policy=account_policy(),
+            request_id=g.get("request_id"),
+        )
     except AccountLocked:
         message = "This account is locked after repeated failed sign-ins. Try again later."
-        return render_template("login.html", error=message,
-                               csrf_token=request.cookies.get("dtx_login_csrf", "")), 429
+        return render_template(
+            "login.html", error=message, csrf_token=request.cookies.get("dtx_login_csrf", "")
+        ), 429
     except AuthenticationError:
-        return render_template("login.html", error="Invalid username or password.",
-                               csrf_token=request.cookies.get("dtx_login_csrf", "")), 401
+        return render_template(
+            "login.html",
+            error="Invalid username or password.",
+            csrf_token=request.cookies.get("dtx_login_csrf", ""),
+        ), 401
     with transaction(db.session):
         previous = g.get("web_session")
         if previous is not None:
@@ -71,8 +88,11 @@ def home() -> Response | str:
     actor = g.get("actor")
     if actor is None:
         return redirect(url_for("pages.login"))
-    return render_template("home.html", trials=trials.list_trials(db.session, actor),
-                           csrf_token=g.web_session.csrf_token)
+    return render_template(
+        "home.html",
+        trials=trials.list_trials(db.session, actor),
+        csrf_token=g.web_session.csrf_token,
+    )
 
 
 @bp.get("/api/v1/docs")

@@ -17,9 +17,14 @@ def test_healthz_and_readyz(client: FlaskClient) -> None:
 def test_openapi_document_lists_the_resources(client: FlaskClient) -> None:
     spec = client.get("/api/v1/openapi.json").get_json()
     assert spec["info"]["title"] == "dtx-trials"
-    for path in ("/api/v1/auth/tokens", "/api/v1/trials", "/api/v1/trials/{code}/sites",
-                 "/api/v1/users", "/api/v1/trials/{code}/memberships",
-                 "/api/v1/trials/{code}/audit"):
+    for path in (
+        "/api/v1/auth/tokens",
+        "/api/v1/trials",
+        "/api/v1/trials/{code}/sites",
+        "/api/v1/users",
+        "/api/v1/trials/{code}/memberships",
+        "/api/v1/trials/{code}/audit",
+    ):
         assert path in spec["paths"], path
     docs = client.get("/api/v1/docs")
     assert docs.status_code == 200
@@ -27,8 +32,10 @@ def test_openapi_document_lists_the_resources(client: FlaskClient) -> None:
 
 
 def test_error_shape_on_unknown_route_and_unauthenticated(client: FlaskClient) -> None:
-    for response, code in ((client.get("/api/v1/nowhere"), 404),
-                           (client.get("/api/v1/trials"), 401)):
+    for response, code in (
+        (client.get("/api/v1/nowhere"), 404),
+        (client.get("/api/v1/trials"), 401),
+    ):
         body = response.get_json()
         assert response.status_code == code
         assert body["code"] == code
@@ -37,8 +44,9 @@ def test_error_shape_on_unknown_route_and_unauthenticated(client: FlaskClient) -
 
 def test_invalid_body_gives_422_with_field_paths(client: FlaskClient) -> None:
     admin = login(client, make_user("root", superuser=True))
-    response = client.post("/api/v1/trials", json={"code": "bad code!", "extra": 1},
-                           headers=admin.headers)
+    response = client.post(
+        "/api/v1/trials", json={"code": "bad code!", "extra": 1}, headers=admin.headers
+    )
     body = response.get_json()
     assert response.status_code == 422
     assert body["status"] == "Unprocessable Entity"

@@ -3,6 +3,7 @@ names every row edited, deleted or inserted behind the app's back (AUD-01..05)."
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
@@ -40,6 +41,7 @@ def _verify_cli(app: Flask, *args: str) -> tuple[int, str]:
         def wrapper(*a, **k):  # type: ignore[no-untyped-def]
             with app.app_context():
                 return func(app, *a, **k)
+
         return wrapper
 
     command = cli.commands["audit"].commands["verify"]  # type: ignore[attr-defined]
@@ -62,11 +64,16 @@ def _trial_with_sites() -> Trial:
 
 def test_aud_01_event_fields_and_chain(app: Flask) -> None:
     trial = _trial_with_sites()
-    events = list(db.session.scalars(
-        select(AuditEvent).where(AuditEvent.chain == f"trial:{trial.id}").order_by(AuditEvent.seq)))
+    events = list(
+        db.session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.chain == f"trial:{trial.id}")
+            .order_by(AuditEvent.seq)
+        )
+    )
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert events[0].prev_hash == audit.GENESIS
-    for prev, event in zip(events, events[1:], strict=False):
+    for prev, event in itertools.pairwise(events):
         assert event.prev_hash == prev.hash
     site_event = next(e for e in events if e.action == "site.create")
     assert site_event.op == "create"
@@ -85,8 +92,9 @@ def test_verify_passes_on_untouched_data(app: Flask) -> None:
 
 def test_aud_05_edited_audit_row_is_named(app: Flask) -> None:
     trial = _trial_with_sites()
-    target = db.session.scalars(select(AuditEvent).where(
-        AuditEvent.chain == f"trial:{trial.id}", AuditEvent.seq == 2)).one()
+    target = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.chain == f"trial:{trial.id}", AuditEvent.seq == 2)
+    ).one()
     _raw("UPDATE audit_event SET reason = 'forged' WHERE id = :id", id=target.id)
     code, output = _verify_cli(app, "T1")
     assert code == 1
@@ -96,8 +104,9 @@ def test_aud_05_edited_audit_row_is_named(app: Flask) -> None:
 
 def test_aud_05_deleted_audit_row_is_named(app: Flask) -> None:
     trial = _trial_with_sites()
-    target = db.session.scalars(select(AuditEvent).where(
-        AuditEvent.chain == f"trial:{trial.id}", AuditEvent.seq == 2)).one()
+    target = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.chain == f"trial:{trial.id}", AuditEvent.seq == 2)
+    ).one()
     _raw("DELETE FROM audit_event WHERE id = :id", id=target.id)
     report = audit.verify(db.session, trial.id)
     kinds = {p.kind for p in report.problems}
@@ -107,8 +116,11 @@ def test_aud_05_deleted_audit_row_is_named(app: Flask) -> None:
 
 def test_aud_05_deleted_last_audit_row_is_named(app: Flask) -> None:
     trial = _trial_with_sites()
-    last = db.session.scalars(select(AuditEvent).where(
-        AuditEvent.chain == f"trial:{trial.id}").order_by(AuditEvent.seq.desc())).first()
+    last = db.session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.chain == f"trial:{trial.id}")
+        .order_by(AuditEvent.seq.desc())
+    ).first()
     assert last is not None
     _raw("DELETE FROM audit_event WHERE id = :id", id=last.id)
     report = audit.verify(db.session, trial.id)
@@ -117,26 +129,41 @@ def test_aud_05_deleted_last_audit_row_is_named(app: Flask) -> None:
 
 def _forge_after(source: AuditEvent, seq: int, prev_hash: str) -> str:
     """Insert a self-consistent copy of `source` at `seq`; return its hash."""
-    forged = {**audit.hashed_fields(source), "seq": seq, "action": "site.forged",
-              "prev_hash": prev_hash}
+    forged = {
+        **audit.hashed_fields(source),
+        "seq": seq,
+        "action": "site.forged",
+        "prev_hash": prev_hash,
+    }
     forged_hash = audit.event_hash(forged)
-    _raw("INSERT INTO audit_event (chain, seq, op, at, trial_id, site_id, actor_id, actor_name, "
-         "actor_role, action, entity_type, entity_id, changes, reason, request_id, prev_hash, "
-         "hash) SELECT chain, :seq, op, at, trial_id, site_id, actor_id, actor_name, actor_role, "
-         "'site.forged', entity_type, entity_id, changes, reason, request_id, :prev, :h "
-         "FROM audit_event WHERE id = :id",
-         seq=seq, prev=prev_hash, h=forged_hash, id=source.id)
+    _raw(
+        "INSERT INTO audit_event (chain, seq, op, at, trial_id, site_id, actor_id, actor_name, "
+        "actor_role, action, entity_type, entity_id, changes, reason, request_id, prev_hash, "
+        "hash) SELECT chain, :seq, op, at, trial_id, site_id, actor_id, actor_name, actor_role, "
+        "'site.forged', entity_type, entity_id, changes, reason, request_id, :prev, :h "
+        "FROM audit_event WHERE id = :id",
+        seq=seq,
+        prev=prev_hash,
+        h=forged_hash,
+        id=source.id,
+    )
     return forged_hash
 
 
 def test_aud_05_appended_audit_row_is_named(app: Flask) -> None:
     trial = _trial_with_sites()
-    events = list(db.session.scalars(select(AuditEvent).where(
-        AuditEvent.chain == f"trial:{trial.id}").order_by(AuditEvent.seq)))
+    events = list(
+        db.session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.chain == f"trial:{trial.id}")
+            .order_by(AuditEvent.seq)
+        )
+    )
     last = events[-1]
     _forge_after(last, last.seq + 1, last.hash)
-    forged_id = db.session.scalars(select(AuditEvent.id).where(
-        AuditEvent.action == "site.forged")).one()
+    forged_id = db.session.scalars(
+        select(AuditEvent.id).where(AuditEvent.action == "site.forged")
+    ).one()
     report = audit.verify(db.session, trial.id)
     assert [p.kind for p in report.problems] == ["inserted"]
     assert f"audit_event id={forged_id}" in report.problems[0].message
@@ -144,8 +171,13 @@ def test_aud_05_appended_audit_row_is_named(app: Flask) -> None:
 
 def test_aud_05_row_inserted_mid_chain_is_named(app: Flask) -> None:
     trial = _trial_with_sites()
-    events = list(db.session.scalars(select(AuditEvent).where(
-        AuditEvent.chain == f"trial:{trial.id}").order_by(AuditEvent.seq)))
+    events = list(
+        db.session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.chain == f"trial:{trial.id}")
+            .order_by(AuditEvent.seq)
+        )
+    )
     chain = events[0].chain
     # renumber the later rows to make room, then slip a forged row in at seq 2
     _raw("UPDATE audit_event SET seq = seq + 100 WHERE chain = :c AND seq >= 2", c=chain)
@@ -164,15 +196,18 @@ def test_aud_05_data_changed_behind_the_app(app: Flask) -> None:
     _raw("UPDATE site SET name = 'Renamed' WHERE id = :id", id=site_id)
     code, output = _verify_cli(app, "T1")
     assert code == 1
-    assert f"site id={site_id}: name is \"Renamed\" but the trail says \"Second\"" in output
+    assert f'site id={site_id}: name is "Renamed" but the trail says "Second"' in output
 
 
 def test_aud_05_data_inserted_and_deleted_behind_the_app(app: Flask) -> None:
     trial_id = _trial_with_sites().id
     s1_id = db.session.scalars(select(Site.id).where(Site.code == "S1")).one()
     _raw("DELETE FROM site WHERE id = :id", id=s1_id)
-    _raw("INSERT INTO site (trial_id, code, name, timezone, is_active, created_at) "
-         "VALUES (:t, 'S9', 'Ghost', 'UTC', true, CURRENT_TIMESTAMP)", t=trial_id)
+    _raw(
+        "INSERT INTO site (trial_id, code, name, timezone, is_active, created_at) "
+        "VALUES (:t, 'S9', 'Ghost', 'UTC', true, CURRENT_TIMESTAMP)",
+        t=trial_id,
+    )
     report = audit.verify(db.session, trial_id)
     messages = " | ".join(p.message for p in report.problems)
     assert f"site id={s1_id}: row is in the trail but missing" in messages
@@ -203,16 +238,20 @@ def test_aud_02_rollback_leaves_no_event(app: Flask) -> None:
 
 def test_aud_04_api_has_no_write_path_to_the_trail(client: FlaskClient) -> None:
     spec = client.get("/api/v1/openapi.json").get_json()
-    methods = {m for p, item in spec["paths"].items() if "/audit" in p for m in item
-               if m != "parameters"}
+    methods = {
+        m for p, item in spec["paths"].items() if "/audit" in p for m in item if m != "parameters"
+    }
     assert methods == {"get"}
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_aud_04_postgres_refuses_update_delete_truncate(app: Flask) -> None:
     _trial_with_sites()
-    for statement in ("UPDATE audit_event SET reason = 'x'", "DELETE FROM audit_event",
-                      "TRUNCATE audit_event"):
+    for statement in (
+        "UPDATE audit_event SET reason = 'x'",
+        "DELETE FROM audit_event",
+        "TRUNCATE audit_event",
+    ):
         db.session.remove()
         with pytest.raises(DBAPIError, match="append-only"), db.engine.begin() as conn:
             conn.execute(text(statement))
@@ -247,7 +286,7 @@ def test_concurrent_writers_leave_a_valid_chain(app: Flask, backend: str) -> Non
                 assert t is not None
                 for i in range(per_thread):
                     make_site(t, f"W{k}-{i}", f"Worker {k} site {i}")
-            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            except BaseException as exc:
                 errors.append(exc)
             finally:
                 db.session.remove()
@@ -259,8 +298,13 @@ def test_concurrent_writers_leave_a_valid_chain(app: Flask, backend: str) -> Non
         t.join()
     assert not errors, errors
     db.session.remove()
-    seqs = list(db.session.scalars(select(AuditEvent.seq).where(
-        AuditEvent.chain == f"trial:{trial_id}").order_by(AuditEvent.seq)))
+    seqs = list(
+        db.session.scalars(
+            select(AuditEvent.seq)
+            .where(AuditEvent.chain == f"trial:{trial_id}")
+            .order_by(AuditEvent.seq)
+        )
+    )
     assert seqs == list(range(1, len(seqs) + 1))
     assert len(seqs) >= n_threads * per_thread
     assert audit.verify(db.session, trial_id).ok

@@ -19,8 +19,11 @@ def test_sec_01_passwords_hashed_with_argon2_and_min_length(client: FlaskClient)
     admin = login(client, make_user("root", superuser=True))
     user = db.session.scalars(select(User).where(User.username == "root")).one()
     assert user.password_hash.startswith("$argon2id$")
-    short = client.post("/api/v1/users", headers=admin.headers,
-                        json={"username": "bob", "printed_name": "Bob", "password": "elevenchars"})
+    short = client.post(
+        "/api/v1/users",
+        headers=admin.headers,
+        json={"username": "bob", "printed_name": "Bob", "password": "elevenchars"},
+    )
     assert short.status_code == 422
     assert "password" in short.get_json()["errors"]
 
@@ -76,8 +79,9 @@ def test_expired_token_is_refused(client: FlaskClient) -> None:
 def test_revoked_token_is_refused(client: FlaskClient) -> None:
     account = login(client, make_user("alice"))
     token_id = client.get("/api/v1/auth/tokens", headers=account.headers).get_json()[0]["id"]
-    assert client.delete(f"/api/v1/auth/tokens/{token_id}",
-                         headers=account.headers).status_code == 204
+    assert (
+        client.delete(f"/api/v1/auth/tokens/{token_id}", headers=account.headers).status_code == 204
+    )
     assert client.get("/api/v1/me", headers=account.headers).status_code == 401
 
 
@@ -85,8 +89,9 @@ def test_cannot_revoke_someone_elses_token(client: FlaskClient) -> None:
     alice = login(client, make_user("alice"))
     bob = login(client, make_user("bob"))
     alice_token = client.get("/api/v1/auth/tokens", headers=alice.headers).get_json()[0]["id"]
-    assert client.delete(f"/api/v1/auth/tokens/{alice_token}",
-                         headers=bob.headers).status_code == 404
+    assert (
+        client.delete(f"/api/v1/auth/tokens/{alice_token}", headers=bob.headers).status_code == 404
+    )
     assert client.get("/api/v1/me", headers=alice.headers).status_code == 200
 
 
@@ -100,8 +105,9 @@ def _login_page(client: FlaskClient) -> str:
 def test_sec_04_06_web_login_new_session_cookie_flags(client: FlaskClient) -> None:
     make_user("alice")
     csrf = _login_page(client)
-    response = client.post("/login", data={"username": "alice", "password": PASSWORD,
-                                           "csrf_token": csrf})
+    response = client.post(
+        "/login", data={"username": "alice", "password": PASSWORD, "csrf_token": csrf}
+    )
     assert response.status_code == 302
     cookie = response.headers.getlist("Set-Cookie")
     session_cookie = next(c for c in cookie if c.startswith("dtx_session="))
@@ -111,10 +117,12 @@ def test_sec_04_06_web_login_new_session_cookie_flags(client: FlaskClient) -> No
     first = session_cookie.split(";")[0]
     # signing in again yields a different session and revokes the old one
     csrf2 = _login_page(client)
-    again = client.post("/login", data={"username": "alice", "password": PASSWORD,
-                                        "csrf_token": csrf2})
-    second = next(c for c in again.headers.getlist("Set-Cookie")
-                  if c.startswith("dtx_session=")).split(";")[0]
+    again = client.post(
+        "/login", data={"username": "alice", "password": PASSWORD, "csrf_token": csrf2}
+    )
+    second = next(
+        c for c in again.headers.getlist("Set-Cookie") if c.startswith("dtx_session=")
+    ).split(";")[0]
     assert first != second
     assert db.session.scalars(select(WebSession).where(WebSession.revoked_at.is_not(None))).all()
 

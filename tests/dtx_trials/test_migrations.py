@@ -21,8 +21,9 @@ def test_every_model_table_exists(app: Flask) -> None:
     assert set(Base.metadata.tables) <= tables
 
 
-def test_downgrade_to_base_and_upgrade_again(database_url: str,
-                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_downgrade_to_base_and_upgrade_again(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Every revision has a working downgrade()."""
     from tests.conftest import create_postgres_database, drop_postgres_database
 

@@ -1,0 +1,118 @@
+"""The `dtx` command as a new user runs it: bootstrap, accounts, audit verify, serve + readyz."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+def _dtx(
+    tmp: Path, *args: str, check: bool = True, input_text: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "DTX_INSTANCE_PATH": str(tmp),
+        "DTX_ARGON2_TIME_COST": "1",
+        "DTX_ARGON2_MEMORY_KIB": "1024",
+    }
+    env.pop("DATABASE_URL", None)
+    env.pop("DTX_FIELD_KEY", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "dtx_trials", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        input=input_text,
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def instance(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    tmp = tmp_path_factory.mktemp("instance")
+    result = _dtx(tmp, "bootstrap")
+    return tmp, result.stdout
+
+
+def test_bootstrap_creates_keys_database_and_demo_accounts(instance: tuple[Path, str]) -> None:
+    tmp, output = instance
+    assert (tmp / "field.key").exists() and (tmp / "dtx.sqlite").exists()
+    assert oct((tmp / "field.key").stat().st_mode)[-3:] == "600"
+    for username in ("admin", "sponsor", "investigator", "monitor", "auditor"):
+        assert re.search(rf"^\s+{username}\s+\S{{12,}}", output, re.MULTILINE), output
+    again = _dtx(tmp, "bootstrap").stdout  # idempotent; passwords are printed only once
+    assert "Demo accounts" not in again
+
+
+def test_users_create_grant_and_errors(instance: tuple[Path, str]) -> None:
+    tmp, _ = instance
+    created = _dtx(tmp, "users", "create", "carol", "--name", "Carol C")
+    assert re.search(r"created carol with password \S{12,}", created.stdout)
+    duplicate = _dtx(tmp, "users", "create", "carol", "--name", "Carol C", check=False)
+    assert duplicate.returncode == 2
+    assert "taken" in duplicate.stderr
+    weak = _dtx(tmp, "users", "create", "dave", "--name", "D", "--password", "short", check=False)
+    assert weak.returncode == 2 and "at least 12 characters" in weak.stderr
+    missing = _dtx(tmp, "users", "grant", "carol", "NOPE", "monitor", check=False)
+    assert missing.returncode == 2 and "unknown trial NOPE" in missing.stderr
+
+
+def test_audit_verify_exit_codes(instance: tuple[Path, str]) -> None:
+    tmp, _ = instance
+    ok = _dtx(tmp, "audit", "verify")
+    assert "OK" in ok.stdout and "0 problem(s)" in ok.stdout
+    import sqlite3
+
+    with sqlite3.connect(tmp / "dtx.sqlite") as conn:
+        conn.execute("UPDATE user SET printed_name = 'Mallory' WHERE username = 'auditor'")
+    bad = _dtx(tmp, "audit", "verify", check=False)
+    assert bad.returncode == 1
+    assert 'printed_name is "Mallory"' in bad.stdout
+    with sqlite3.connect(tmp / "dtx.sqlite") as conn:
+        conn.execute("UPDATE user SET printed_name = 'Otto Auditor' WHERE username = 'auditor'")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_answers_readyz(instance: tuple[Path, str]) -> None:
+    tmp, _ = instance
+    port = _free_port()
+    env = {**os.environ, "DTX_INSTANCE_PATH": str(tmp)}
+    env.pop("DATABASE_URL", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dtx_trials", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    body = json.loads(r.read())
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert body == {"status": "ready", "database": "ok"}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
