@@ -82,10 +82,35 @@ class Reporter:
 
     sources: SourceMap
     issues: list[Issue] = field(default_factory=list)
+    #: Objects holding an invalid or missing value, and the invalid values themselves: checks of
+    #: a later phase stay silent about them, since a placeholder stands in for the real value.
+    tainted_objects: set[Path] = field(default_factory=set)
+    bad_values: set[Path] = field(default_factory=set)
+    is_cross_checking: bool = False
 
     def error(self, path: Path, message: str, *, key: bool = False,
               column_offset: int | None = None) -> None:
+        if self.is_cross_checking and self._is_tainted(path):
+            return
         self._add(path, message, "error", key=key, column_offset=column_offset)
+
+    def value_error(self, path: Path, message: str) -> None:
+        """Report an invalid value; cross-checks of its object are then suppressed."""
+        self.bad_values.add(path)
+        if path:
+            self.tainted_objects.add(path[:-1])
+        self._add(path, message, "error", key=False, column_offset=None)
+
+    def missing_error(self, path: Path, message: str) -> None:
+        """Report a missing required key of the object at ``path``."""
+        self.tainted_objects.add(path)
+        self._add(path, message, "error", key=False, column_offset=None)
+
+    def _is_tainted(self, path: Path) -> bool:
+        if any(path[: len(bad)] == bad for bad in self.bad_values):
+            return True
+        return any(path[: len(obj)] == obj and len(path) <= len(obj) + 1
+                   for obj in self.tainted_objects)
 
     def warning(self, path: Path, message: str) -> None:
         self._add(path, message, "warning", key=False, column_offset=None)
@@ -179,10 +204,10 @@ class DocumentReader:
             if not isinstance(value, str):
                 return self._wrong(path, "a string", node, value, kind)
             if len(value) < kind.min_length:
-                self._reporter.error(path, "must not be empty")
+                self._reporter.value_error(path, "must not be empty")
                 return placeholder(kind)
             if kind.pattern and not _matches(kind.pattern, value):
-                self._reporter.error(
+                self._reporter.value_error(
                     path, f"'{value}' is not a valid identifier (pattern {kind.pattern})"
                 )
             return value
@@ -194,9 +219,9 @@ class DocumentReader:
             if not isinstance(value, int) or isinstance(value, bool):
                 return self._wrong(path, "an integer", node, value, kind)
             if kind.minimum is not None and value < kind.minimum:
-                self._reporter.error(path, f"must be at least {kind.minimum}, got {value}")
+                self._reporter.value_error(path, f"must be at least {kind.minimum}, got {value}")
             if kind.maximum is not None and value > kind.maximum:
-                self._reporter.error(path, f"must be at most {kind.maximum}, got {value}")
+                self._reporter.value_error(path, f"must be at most {kind.maximum}, got {value}")
             return value
         if isinstance(kind, Num):
             if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -212,7 +237,7 @@ class DocumentReader:
         if not isinstance(value, str) or not is_scalar:
             return self._wrong(path, f"one of {', '.join(kind.values)}", node, value, kind)
         if value not in kind.values:
-            self._reporter.error(
+            self._reporter.value_error(
                 path,
                 f"'{value}' is not one of {', '.join(kind.values)}{suggest(value, kind.values)}",
             )
@@ -223,14 +248,14 @@ class DocumentReader:
         low, high = kind.minimum, kind.maximum
         if low is not None and (value <= low if kind.exclusive_minimum else value < low):
             bound = f"greater than {low:g}" if kind.exclusive_minimum else f"at least {low:g}"
-            self._reporter.error(path, f"must be {bound}, got {value:g}")
+            self._reporter.value_error(path, f"must be {bound}, got {value:g}")
         elif high is not None and value > high:
-            self._reporter.error(path, f"must be at most {high:g}, got {value:g}")
+            self._reporter.value_error(path, f"must be at most {high:g}, got {value:g}")
         return value
 
     def _wrong(self, path: Path, expected: str, node: yaml.Node, value: object,
                kind: Kind) -> Any:
-        self._reporter.error(path, f"expected {expected}, got {_describe(node, value)}")
+        self._reporter.value_error(path, f"expected {expected}, got {_describe(node, value)}")
         return placeholder(kind)
 
     def _read_list(self, node: yaml.Node, kind: ListOf, path: Path) -> list[Any]:
@@ -239,7 +264,7 @@ class DocumentReader:
         items = [self.read(child, kind.item, (*path, i)) for i, child in enumerate(node.value)]
         if len(items) < kind.min_items:
             noun = "item" if kind.min_items == 1 else "items"
-            self._reporter.error(path, f"needs at least {kind.min_items} {noun}")
+            self._reporter.value_error(path, f"needs at least {kind.min_items} {noun}")
         return items
 
     def _read_object(self, node: yaml.Node, kind: Obj, path: Path) -> dict[str, Any]:
@@ -275,7 +300,9 @@ class DocumentReader:
             result[key] = self.read(value_node, prop.kind, key_path)
         for prop in kind.props:
             if prop.required and prop.name not in result and prop.name not in first_seen:
-                self._reporter.error(path, f"missing required key '{prop.name}' in {kind.name}")
+                self._reporter.missing_error(
+                    path, f"missing required key '{prop.name}' in {kind.name}"
+                )
                 result[prop.name] = placeholder(prop.kind)
             elif prop.required and prop.name not in result:
                 result[prop.name] = placeholder(prop.kind)
