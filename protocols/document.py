@@ -297,6 +297,8 @@ class DocumentReader:
                     key_path, f"unknown key '{key}' in {kind.name}{suggest(key, names)}", key=True
                 )
                 continue
+            if not prop.required and _is_null(value_node):
+                continue  # an empty optional value means the same as leaving the key out
             result[key] = self.read(value_node, prop.kind, key_path)
         for prop in kind.props:
             if prop.required and prop.name not in result and prop.name not in first_seen:
@@ -307,6 +309,10 @@ class DocumentReader:
             elif prop.required and prop.name not in result:
                 result[prop.name] = placeholder(prop.kind)
         return result
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
 
 
 def _matches(pattern: str, value: str) -> bool:
