@@ -241,7 +241,7 @@ class AnalysisSpec:
     model: AnalysisModel
     outcome_fields: tuple[str, ...]
     visits: tuple[str, ...] = ()
-    baseline_field: str | None = None
+    baseline_field: str | None = None  # default: the outcome field itself at baseline_visit
     baseline_visit: str | None = None
     change_from_baseline: bool = False
     responder_if: str | None = None  # binary models: when is a participant a responder

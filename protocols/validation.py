@@ -591,10 +591,13 @@ def _check_model(ctx: _Context, endpoint: Endpoint, base: Path) -> None:
     elif a.event_if or a.event_date_field:
         key = "event_if" if a.event_if else "event_date_field"
         r.error((*base, key), f"{key} is only used by survival models, not {model}")
-    if a.change_from_baseline and not a.baseline_field:
-        r.error((*base, "change_from_baseline"), "change_from_baseline needs baseline_field")
-    if (a.baseline_field is None) != (a.baseline_visit is None) and a.change_from_baseline:
-        r.error((*base, "baseline_visit"), "give both baseline_field and baseline_visit")
+    if a.change_from_baseline and not a.baseline_visit:
+        r.error((*base, "change_from_baseline"), "change_from_baseline needs baseline_visit")
+    if a.baseline_field and not a.baseline_visit:
+        r.error((*base, "baseline_field"), "baseline_field needs baseline_visit")
+    if model == "gee_per_eye" and a.baseline_field:
+        r.error((*base, "baseline_field"), "gee_per_eye takes each eye's baseline from its own "
+                "outcome field at baseline_visit; remove baseline_field")
 
 
 def _check_consents(ctx: _Context) -> None:

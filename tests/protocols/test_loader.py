@@ -54,7 +54,7 @@ def test_minimal_protocol_is_clean() -> None:
     assert protocol.visits_of_form("screening") == ("screening",)
 
 
-@pytest.mark.parametrize("name", ["cognitive_impairment"])
+@pytest.mark.parametrize("name", ["cognitive_impairment", "pediatric_myopia", "type2_diabetes"])
 def test_library_protocols_load_without_errors(name: str) -> None:
     path = LIBRARY / f"{name}.yaml"
     report = load_protocol_report(path.read_text(encoding="utf-8"), str(path))
@@ -362,3 +362,32 @@ def test_sparse_strata_warning() -> None:
     assert issues[0].message.startswith("20 strata for a planned n of 100 leave 5.0 participants")
     assert str(issues[0]).split(": ", 2)[2].startswith("warning: ")
     assert load_protocol_text(text).code == "TEST-01"
+
+
+def test_decimal_factor_coverage_finds_a_boundary_gap() -> None:
+    text = (LIBRARY / "pediatric_myopia.yaml").read_text(encoding="utf-8")
+    text = replace(text, 'when: "[se_mean] >= -3"', 'when: "[se_mean] > -3"')
+    issue = only_error(text)
+    assert issue.path == "randomization.factors[1].levels"
+    assert issue.message.startswith(
+        "levels of factor 'se_band' do not cover values of 'se_mean': -3.0 ")
+
+
+def test_library_models_expose_the_design() -> None:
+    myopia = load_protocol(LIBRARY / "pediatric_myopia.yaml")
+    assert myopia.randomization.method == "minimization"
+    assert myopia.randomization.p == 0.8
+    assert [f.id for f in myopia.randomization.factors] == ["age_group", "se_band"]
+    primary = myopia.primary_endpoints[0].analysis
+    assert (primary.model, primary.outcome_fields) == ("gee_per_eye", ("se_right", "se_left"))
+    assert {c.signer for c in myopia.consents} == {"guardian", "participant"}
+    diabetes = load_protocol(LIBRARY / "type2_diabetes.yaml")
+    assert diabetes.reduced_ratio == (2, 1)
+    assert diabetes.control_arm is not None and diabetes.control_arm.code == "usual_care"
+    per_protocol = [s for s in diabetes.device_streams
+                    if s.adherence is not None and s.adherence.defines_per_protocol]
+    assert [s.id for s in per_protocol] == ["app_usage"]
+    mci = load_protocol(LIBRARY / "cognitive_impairment.yaml")
+    mmrm = mci.endpoint("adas_change_w24").analysis
+    assert (mmrm.covariance, mmrm.visits) == ("unstructured", ("week_4", "week_12", "week_24"))
+    assert mci.randomization.block_sizes == (4, 6)
