@@ -171,6 +171,14 @@ class Reference:
     option: str | None = None
     instance: int | None = None
 
+    @property
+    def text(self) -> str:
+        """Return the reference in expression syntax, e.g. ``[visit][field(code)][2]``."""
+        visit = f"[{self.visit}]" if self.visit is not None else ""
+        option = f"({self.option})" if self.option is not None else ""
+        instance = f"[{self.instance}]" if self.instance is not None else ""
+        return f"{visit}[{self.field}{option}]{instance}"
+
 
 @dataclass(frozen=True, slots=True)
 class LiteralNode:
