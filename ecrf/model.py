@@ -110,6 +110,17 @@ class FormDef:
 
 
 @dataclass(frozen=True)
+class Criterion:
+    """An eligibility criterion: an expression over screening values (inclusion must be true,
+    exclusion must be false for the participant to be eligible)."""
+
+    id: str
+    kind: Literal["inclusion", "exclusion"]
+    text: Label
+    expression: str
+
+
+@dataclass(frozen=True)
 class VisitDef:
     id: str
     label: Label

@@ -1,0 +1,90 @@
+"""Visit schedule: planned dates and windows from anchor dates, window status, the next visit due.
+
+A visit is planned ``day`` days after its anchor date (screening, enrollment or randomization);
+its window runs from ``window_before`` days before to ``window_after`` days after that date, both
+ends included. Visits whose anchor date is not known yet (e.g. before randomization) are not
+planned.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from ecrf.model import Schedule
+
+__all__ = ["DueVisit", "PlannedVisit", "WindowStatus", "next_due", "plan_visits", "window_status"]
+
+WindowStatus = Literal["early", "in_window", "late"]
+
+
+@dataclass(frozen=True)
+class PlannedVisit:
+    """A visit's planned date and its window (inclusive)."""
+
+    visit_id: str
+    planned_on: datetime.date
+    window_start_on: datetime.date
+    window_end_on: datetime.date
+
+
+@dataclass(frozen=True)
+class DueVisit(PlannedVisit):
+    """The next visit due; overdue once its window has closed without it being done."""
+
+    is_overdue: bool = False
+
+
+def plan_visits(
+    schedule: Schedule, anchors: Mapping[str, datetime.date]
+) -> tuple[PlannedVisit, ...]:
+    """Return the planned visits whose anchor date is known, in schedule order."""
+    planned: list[PlannedVisit] = []
+    for visit in schedule.visits:
+        anchor_on = anchors.get(visit.anchor)
+        if anchor_on is None:
+            continue
+        planned_on = anchor_on + datetime.timedelta(days=visit.day)
+        planned.append(
+            PlannedVisit(
+                visit_id=visit.id,
+                planned_on=planned_on,
+                window_start_on=planned_on - datetime.timedelta(days=visit.window_before),
+                window_end_on=planned_on + datetime.timedelta(days=visit.window_after),
+            )
+        )
+    return tuple(planned)
+
+
+def window_status(planned: PlannedVisit, actual_on: datetime.date) -> WindowStatus:
+    """Classify an actual visit date against the planned window."""
+    if actual_on < planned.window_start_on:
+        return "early"
+    if actual_on > planned.window_end_on:
+        return "late"
+    return "in_window"
+
+
+def next_due(
+    planned: Iterable[PlannedVisit], done: Collection[str], today: datetime.date
+) -> DueVisit | None:
+    """Return the earliest planned visit not yet done (flagged overdue after its window), or None.
+
+    ``done`` holds the ids of visits that took place or were recorded as missed.
+    """
+    pending = sorted(
+        (visit for visit in planned if visit.visit_id not in done),
+        key=lambda visit: visit.planned_on,
+    )
+    if not pending:
+        return None
+    first = pending[0]
+    return DueVisit(
+        visit_id=first.visit_id,
+        planned_on=first.planned_on,
+        window_start_on=first.window_start_on,
+        window_end_on=first.window_end_on,
+        is_overdue=today > first.window_end_on,
+    )

@@ -1,0 +1,292 @@
+"""Build the typed model from plain data already checked against ``structure``.
+
+The input has every required key (placeholders stand in for invalid values), so building never
+fails; cross-reference problems are found afterwards by ``protocols.validation``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ecrf.model import Choice, EditCheck, FieldDef, FormDef, Label, Schedule, VisitDef
+
+from .model import (
+    AdherenceRule,
+    AllocationCaps,
+    AnalysisSpec,
+    Arm,
+    Blinding,
+    ConsentDocument,
+    Criterion,
+    DeviceStream,
+    Endpoint,
+    Estimand,
+    IntercurrentEvent,
+    Protocol,
+    RandomizationSpec,
+    SampleSize,
+    SensitivityAnalysis,
+    Site,
+    SitePolicy,
+    StratificationFactor,
+    StratumLevel,
+    Subgroup,
+)
+
+Data = dict[str, Any]
+
+
+def build_label(data: Data) -> Label:
+    return Label(en=data.get("en", ""), zh=data.get("zh"))
+
+
+def _label_or_none(data: Data | None) -> Label | None:
+    return build_label(data) if data is not None else None
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if value is not None else None
+
+
+def _check(data: Data) -> EditCheck:
+    return EditCheck(
+        id=data["id"],
+        condition=data["condition"],
+        severity=data.get("severity", "error"),
+        message=build_label(data["message"]),
+    )
+
+
+def _bound(value: Any) -> float | str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return float(value)
+
+
+def build_field(data: Data) -> FieldDef:
+    return FieldDef(
+        id=data["id"],
+        type=data["type"],
+        label=build_label(data["label"]),
+        help=_label_or_none(data.get("help")),
+        unit=data.get("unit"),
+        required=data.get("required", False),
+        min=_bound(data.get("min")),
+        max=_bound(data.get("max")),
+        decimals=data.get("decimals"),
+        max_length=data.get("max_length"),
+        choices=tuple(
+            Choice(code=c["code"], label=build_label(c["label"])) for c in data.get("choices", [])
+        ),
+        show_if=data.get("show_if"),
+        calculation=data.get("calculation"),
+        checks=tuple(_check(c) for c in data.get("checks", [])),
+        allow_missing_codes=tuple(data.get("allow_missing_codes", [])),
+        identifier=data.get("identifier", False),
+        slider_labels=tuple(build_label(x) for x in data.get("slider_labels", [])),
+    )
+
+
+def build_form(data: Data) -> FormDef:
+    return FormDef(
+        id=data["id"],
+        title=build_label(data["title"]),
+        fields=tuple(build_field(f) for f in data["fields"]),
+        respondent=data.get("respondent", "site"),
+        repeating=data.get("repeating", False),
+        checks=tuple(_check(c) for c in data.get("checks", [])),
+    )
+
+
+def _visit(data: Data) -> VisitDef:
+    return VisitDef(
+        id=data["id"],
+        label=build_label(data["label"]),
+        day=data["day"],
+        window_before=data.get("window_before", 0),
+        window_after=data.get("window_after", 0),
+        forms=tuple(data.get("forms", [])),
+        anchor=data.get("anchor", "randomization"),
+    )
+
+
+def _level(data: Data) -> StratumLevel:
+    return StratumLevel(
+        code=data["code"],
+        label=build_label(data["label"]),
+        when=data.get("when"),
+        is_otherwise=data.get("otherwise", False),
+    )
+
+
+def _randomization(data: Data) -> RandomizationSpec:
+    caps = data.get("caps", {})
+    return RandomizationSpec(
+        method=data["method"],
+        block_sizes=tuple(data.get("block_sizes", [])),
+        factors=tuple(
+            StratificationFactor(
+                id=f["id"],
+                label=build_label(f["label"]),
+                field=f["field"],
+                levels=tuple(_level(x) for x in f["levels"]),
+                weight=float(f.get("weight", 1.0)),
+            )
+            for f in data.get("factors", [])
+        ),
+        stratify_by_site=data.get("stratify_by_site", False),
+        site_weight=float(data.get("site_weight", 1.0)),
+        imbalance=data.get("imbalance", "range"),
+        p=_float_or_none(data.get("p")),
+        burn_in=data.get("burn_in", 0),
+        efron_p=_float_or_none(data.get("efron_p")),
+        bsd_b=data.get("bsd_b"),
+        bud_lambda=data.get("bud_lambda"),
+        caps=AllocationCaps(
+            trial=caps.get("trial"), per_site=caps.get("per_site"),
+            per_stratum=caps.get("per_stratum"),
+        ),
+    )
+
+
+def _stream(data: Data) -> DeviceStream:
+    rule = data.get("adherence")
+    adherence = None
+    if rule is not None:
+        adherence = AdherenceRule(
+            metric=rule["metric"],
+            threshold=float(rule["threshold"]),
+            daily_minimum=_float_or_none(rule.get("daily_minimum")),
+            window_start_visit=rule.get("window_start_visit"),
+            window_end_visit=rule.get("window_end_visit"),
+            condition=rule.get("condition"),
+            defines_per_protocol=rule.get("defines_per_protocol", False),
+        )
+    return DeviceStream(
+        id=data["id"],
+        kind=data["kind"],
+        label=build_label(data["label"]),
+        unit=data["unit"],
+        cadence=data["cadence"],
+        min=_float_or_none(data.get("min")),
+        max=_float_or_none(data.get("max")),
+        adherence=adherence,
+    )
+
+
+def _endpoint(data: Data) -> Endpoint:
+    est = data["estimand"]
+    ana = data["analysis"]
+    return Endpoint(
+        id=data["id"],
+        name=build_label(data["name"]),
+        role=data["role"],
+        estimand=Estimand(
+            population=build_label(est["population"]),
+            analysis_set=est["analysis_set"],
+            variable=build_label(est["variable"]),
+            intercurrent_events=tuple(
+                IntercurrentEvent(
+                    id=e["id"], description=build_label(e["description"]), strategy=e["strategy"]
+                )
+                for e in est.get("intercurrent_events", [])
+            ),
+            summary=build_label(est["summary"]),
+        ),
+        analysis=AnalysisSpec(
+            model=ana["model"],
+            outcome_fields=tuple(ana["outcome_fields"]),
+            visits=tuple(ana.get("visits", [])),
+            baseline_field=ana.get("baseline_field"),
+            baseline_visit=ana.get("baseline_visit"),
+            change_from_baseline=ana.get("change_from_baseline", False),
+            responder_if=ana.get("responder_if"),
+            event_if=ana.get("event_if"),
+            event_date_field=ana.get("event_date_field"),
+            covariates=tuple(ana.get("covariates", [])),
+            strata=tuple(ana.get("strata", [])),
+            reference_arm=ana.get("reference_arm"),
+            alpha=float(ana.get("alpha", 0.05)),
+            sidedness=ana.get("sidedness", "two_sided"),
+            multiplicity_order=ana.get("multiplicity_order"),
+            covariance=ana.get("covariance"),
+            sensitivity=tuple(
+                SensitivityAnalysis(
+                    id=s["id"], method=s["method"], description=build_label(s["description"])
+                )
+                for s in ana.get("sensitivity", [])
+            ),
+            subgroups=tuple(
+                Subgroup(
+                    id=s["id"], label=build_label(s["label"]),
+                    levels=tuple(_level(x) for x in s["levels"]),
+                )
+                for s in ana.get("subgroups", [])
+            ),
+        ),
+    )
+
+
+def build_protocol(data: Data) -> Protocol:
+    """Return the Protocol described by structurally valid plain data."""
+    blinding = data.get("blinding", {"level": "open"})
+    sites = data.get("sites", {})
+    sample = data.get("sample_size")
+    schedule = data["schedule"]
+    return Protocol(
+        code=data["code"],
+        title=build_label(data["title"]),
+        phase=data["phase"],
+        therapeutic_area=data["therapeutic_area"],
+        version=data["version"],
+        registry_id=data.get("registry_id"),
+        description=_label_or_none(data.get("description")),
+        arms=tuple(
+            Arm(
+                code=a["code"],
+                name=build_label(a["name"]),
+                ratio=a.get("ratio", 1),
+                description=_label_or_none(a.get("description")),
+                is_control=a.get("is_control", False),
+            )
+            for a in data["arms"]
+        ),
+        blinding=Blinding(
+            level=blinding["level"],
+            blinded_roles=tuple(blinding.get("blinded_roles", [])),
+            activation_code_prefix=blinding.get("activation_code_prefix"),
+        ),
+        randomization=_randomization(data["randomization"]),
+        sites=SitePolicy(
+            allow_runtime_sites=sites.get("allow_runtime_sites", True),
+            initial_sites=tuple(
+                Site(code=s["code"], name=s["name"], country=s.get("country"),
+                     timezone=s.get("timezone"))
+                for s in sites.get("initial", [])
+            ),
+        ),
+        eligibility=tuple(
+            Criterion(id=c["id"], kind=c["kind"], text=build_label(c["text"]),
+                      expression=c["expression"])
+            for c in data.get("eligibility", [])
+        ),
+        schedule=Schedule(
+            visits=tuple(_visit(v) for v in schedule["visits"]),
+            unscheduled_forms=tuple(schedule.get("unscheduled_forms", [])),
+        ),
+        forms=tuple(build_form(f) for f in data["forms"]),
+        device_streams=tuple(_stream(s) for s in data.get("device_streams", [])),
+        endpoints=tuple(_endpoint(e) for e in data.get("endpoints", [])),
+        sample_size=None if sample is None else SampleSize(
+            n=sample["n"],
+            power=_float_or_none(sample.get("power")),
+            alpha=_float_or_none(sample.get("alpha")),
+            dropout=_float_or_none(sample.get("dropout")),
+            assumptions=_label_or_none(sample.get("assumptions")),
+        ),
+        consents=tuple(
+            ConsentDocument(id=c["id"], version=c["version"], language=c["language"],
+                            signer=c.get("signer", "participant"), title=build_label(c["title"]))
+            for c in data.get("consents", [])
+        ),
+    )

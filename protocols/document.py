@@ -1,0 +1,347 @@
+"""Read a YAML protocol document into plain data, checking it against ``structure``.
+
+Every problem is collected (never the first only) together with the 1-based line and column of
+the offending key or value. Invalid or missing values are replaced by placeholders so that the
+rest of the document can still be built and cross-checked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .structure import Bool, Enum, Int, Kind, ListOf, Num, NumOrStr, Obj, Str
+
+PathPart = str | int
+Path = tuple[PathPart, ...]
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem found in a protocol document (``line``/``column`` are 1-based)."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        prefix = "" if self.severity == "error" else "warning: "
+        location = f"{self.file}:{self.line}:{self.column}"
+        return f"{location}: {self.path or '<document>'}: {prefix}{self.message}"
+
+
+def format_path(path: Path) -> str:
+    """Render ``("forms", 2, "fields", 0, "type")`` as ``forms[2].fields[0].type``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def suggest(word: str, candidates: list[str] | tuple[str, ...] | set[str]) -> str:
+    """Return ``' (did you mean 'x'?)'`` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+@dataclass
+class SourceMap:
+    """Where each value (and each mapping key) of the document sits in the text."""
+
+    file: str
+    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    scalar_styles: dict[Path, str | None] = field(default_factory=dict)
+
+    def locate(self, path: Path, *, key: bool = False) -> tuple[int, int]:
+        """Return the mark of the value at ``path`` (or its key), else of the nearest parent."""
+        probe = path
+        while True:
+            table = self.keys if key and probe in self.keys else self.values
+            if probe in table:
+                return table[probe]
+            if not probe:
+                return (1, 1)
+            probe = probe[:-1]
+
+
+@dataclass
+class Reporter:
+    """Collects issues against a source map."""
+
+    sources: SourceMap
+    issues: list[Issue] = field(default_factory=list)
+    #: Objects holding an invalid or missing value, and the invalid values themselves: checks of
+    #: a later phase stay silent about them, since a placeholder stands in for the real value.
+    tainted_objects: set[Path] = field(default_factory=set)
+    bad_values: set[Path] = field(default_factory=set)
+    is_cross_checking: bool = False
+
+    def error(self, path: Path, message: str, *, key: bool = False,
+              column_offset: int | None = None) -> None:
+        if self.is_cross_checking and self._is_tainted(path):
+            return
+        self._add(path, message, "error", key=key, column_offset=column_offset)
+
+    def value_error(self, path: Path, message: str) -> None:
+        """Report an invalid value; cross-checks of its object are then suppressed."""
+        self.bad_values.add(path)
+        if path:
+            self.tainted_objects.add(path[:-1])
+        self._add(path, message, "error", key=False, column_offset=None)
+
+    def missing_error(self, path: Path, message: str) -> None:
+        """Report a missing required key of the object at ``path``."""
+        self.tainted_objects.add(path)
+        self._add(path, message, "error", key=False, column_offset=None)
+
+    def _is_tainted(self, path: Path) -> bool:
+        if any(path[: len(bad)] == bad for bad in self.bad_values):
+            return True
+        return any(path[: len(obj)] == obj and len(path) <= len(obj) + 1
+                   for obj in self.tainted_objects)
+
+    def warning(self, path: Path, message: str) -> None:
+        self._add(path, message, "warning", key=False, column_offset=None)
+
+    def _add(self, path: Path, message: str, severity: str, *, key: bool,
+             column_offset: int | None) -> None:
+        line, column = self.sources.locate(path, key=key)
+        if column_offset is not None:
+            column += column_offset
+        self.issues.append(
+            Issue(self.sources.file, line, column, format_path(path), message, severity)
+        )
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def placeholder(kind: Kind) -> Any:
+    """Return the stand-in value used where a value is missing or invalid."""
+    if isinstance(kind, Str):
+        return ""
+    if isinstance(kind, Int):
+        return 0
+    if isinstance(kind, Num):
+        return 0.0
+    if isinstance(kind, Bool):
+        return False
+    if isinstance(kind, Enum):
+        return kind.values[0]
+    if isinstance(kind, NumOrStr):
+        return None
+    if isinstance(kind, ListOf):
+        return []
+    return {p.name: placeholder(p.kind) for p in kind.props if p.required}
+
+
+_TYPE_NAMES = {
+    bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+    type(None): "null", dt.date: "a date", dt.datetime: "a datetime",
+}
+
+
+def _describe(node: yaml.Node, value: object) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+class DocumentReader:
+    """Turns a composed YAML node tree into plain data, reporting structural problems."""
+
+    def __init__(self, loader: yaml.SafeLoader, reporter: Reporter) -> None:
+        self._loader = loader
+        self._reporter = reporter
+        self._sources = reporter.sources
+
+    def read(self, node: yaml.Node, kind: Kind, path: Path) -> Any:
+        """Return the plain value of ``node`` checked against ``kind``."""
+        self._sources.values[path] = _mark(node)
+        if isinstance(kind, Obj):
+            return self._read_object(node, kind, path)
+        if isinstance(kind, ListOf):
+            return self._read_list(node, kind, path)
+        return self._read_scalar(node, kind, path)
+
+    def _scalar(self, node: yaml.Node) -> object:
+        if not isinstance(node, yaml.ScalarNode):
+            return None
+        try:
+            return self._loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError):
+            return node.value  # e.g. 2024-13-45 looks like a date but is none
+
+    def _read_scalar(self, node: yaml.Node, kind: Kind, path: Path) -> Any:
+        value = self._scalar(node)
+        if isinstance(node, yaml.ScalarNode):
+            self._sources.scalar_styles[path] = node.style
+        is_scalar = isinstance(node, yaml.ScalarNode)
+        if isinstance(kind, Str):
+            if is_scalar and isinstance(value, (int, float, dt.date)) and not isinstance(
+                value, bool
+            ):
+                value = node.value  # an unquoted 1.0 or 2024-01-01 is meant as text here
+            if not isinstance(value, str):
+                return self._wrong(path, "a string", node, value, kind)
+            if len(value) < kind.min_length:
+                self._reporter.value_error(path, "must not be empty")
+                return placeholder(kind)
+            if kind.pattern and not _matches(kind.pattern, value):
+                self._reporter.value_error(
+                    path, f"'{value}' is not a valid identifier (pattern {kind.pattern})"
+                )
+            return value
+        if isinstance(kind, Bool):
+            if not isinstance(value, bool):
+                return self._wrong(path, "true or false", node, value, kind)
+            return value
+        if isinstance(kind, Int):
+            if not isinstance(value, int) or isinstance(value, bool):
+                return self._wrong(path, "an integer", node, value, kind)
+            if kind.minimum is not None and value < kind.minimum:
+                self._reporter.value_error(path, f"must be at least {kind.minimum}, got {value}")
+            if kind.maximum is not None and value > kind.maximum:
+                self._reporter.value_error(path, f"must be at most {kind.maximum}, got {value}")
+            return value
+        if isinstance(kind, Num):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                return self._wrong(path, "a number", node, value, kind)
+            return self._check_range(path, float(value), kind)
+        if isinstance(kind, NumOrStr):
+            if isinstance(value, (dt.date, dt.datetime)):
+                return value.isoformat()
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                return self._wrong(path, "a number or an ISO date/time", node, value, kind)
+            return value
+        assert isinstance(kind, Enum)
+        if not isinstance(value, str) or not is_scalar:
+            return self._wrong(path, f"one of {', '.join(kind.values)}", node, value, kind)
+        if value not in kind.values:
+            self._reporter.value_error(
+                path,
+                f"'{value}' is not one of {', '.join(kind.values)}{suggest(value, kind.values)}",
+            )
+            return placeholder(kind)
+        return value
+
+    def _check_range(self, path: Path, value: float, kind: Num) -> float:
+        low, high = kind.minimum, kind.maximum
+        if low is not None and (value <= low if kind.exclusive_minimum else value < low):
+            bound = f"greater than {low:g}" if kind.exclusive_minimum else f"at least {low:g}"
+            self._reporter.value_error(path, f"must be {bound}, got {value:g}")
+        elif high is not None and value > high:
+            self._reporter.value_error(path, f"must be at most {high:g}, got {value:g}")
+        return value
+
+    def _wrong(self, path: Path, expected: str, node: yaml.Node, value: object,
+               kind: Kind) -> Any:
+        self._reporter.value_error(path, f"expected {expected}, got {_describe(node, value)}")
+        return placeholder(kind)
+
+    def _read_list(self, node: yaml.Node, kind: ListOf, path: Path) -> list[Any]:
+        if not isinstance(node, yaml.SequenceNode):
+            return list(self._wrong(path, "a list", node, self._scalar(node), kind))
+        items = [self.read(child, kind.item, (*path, i)) for i, child in enumerate(node.value)]
+        if len(items) < kind.min_items:
+            noun = "item" if kind.min_items == 1 else "items"
+            self._reporter.value_error(path, f"needs at least {kind.min_items} {noun}")
+        return items
+
+    def _read_object(self, node: yaml.Node, kind: Obj, path: Path) -> dict[str, Any]:
+        if not isinstance(node, yaml.MappingNode):
+            return dict(self._wrong(path, "a mapping", node, self._scalar(node), kind))
+        result: dict[str, Any] = {}
+        first_seen: dict[str, int] = {}
+        names = [p.name for p in kind.props]
+        for key_node, value_node in node.value:
+            key = self._scalar(key_node)
+            if not isinstance(key, str):
+                self._sources.values[(*path, str(key))] = _mark(key_node)
+                self._reporter.error((*path, str(key)), "keys must be strings")
+                continue
+            key_path = (*path, key)
+            if key in first_seen:
+                self._sources.keys.setdefault(key_path, _mark(key_node))
+                line, column = _mark(key_node)
+                self._reporter.issues.append(
+                    Issue(self._sources.file, line, column, format_path(key_path),
+                          f"duplicate key '{key}' (first defined at line {first_seen[key]})")
+                )
+                continue
+            first_seen[key] = _mark(key_node)[0]
+            self._sources.keys[key_path] = _mark(key_node)
+            prop = kind.prop(key)
+            if prop is None:
+                self._sources.values[key_path] = _mark(key_node)
+                self._reporter.error(
+                    key_path, f"unknown key '{key}' in {kind.name}{suggest(key, names)}", key=True
+                )
+                continue
+            if not prop.required and _is_null(value_node):
+                continue  # an empty optional value means the same as leaving the key out
+            result[key] = self.read(value_node, prop.kind, key_path)
+        for prop in kind.props:
+            if prop.required and prop.name not in result and prop.name not in first_seen:
+                self._reporter.missing_error(
+                    path, f"missing required key '{prop.name}' in {kind.name}"
+                )
+                result[prop.name] = placeholder(prop.kind)
+            elif prop.required and prop.name not in result:
+                result[prop.name] = placeholder(prop.kind)
+        return result
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+
+
+def _matches(pattern: str, value: str) -> bool:
+    return re.fullmatch(pattern.removeprefix("^").removesuffix("$"), value) is not None
+
+
+def read_document(text: str, kind: Obj, reporter: Reporter) -> dict[str, Any] | None:
+    """Compose ``text`` and read it against ``kind``; None when the YAML itself is broken."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        reporter.issues.append(
+            Issue(reporter.sources.file, line, column, "", f"YAML syntax error: {problem}")
+        )
+        return None
+    except yaml.YAMLError as exc:
+        reporter.issues.append(
+            Issue(reporter.sources.file, 1, 1, "", f"YAML syntax error: {exc}")
+        )
+        return None
+    finally:
+        loader.dispose()
+    if root is None:
+        reporter.issues.append(Issue(reporter.sources.file, 1, 1, "", "the document is empty"))
+        return None
+    reader = DocumentReader(loader, reporter)
+    data = reader.read(root, kind, ())
+    return data if isinstance(data, dict) else None

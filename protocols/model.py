@@ -1,0 +1,367 @@
+"""The typed protocol model: frozen dataclasses built by the loader from a YAML protocol document.
+
+Forms and the visit schedule reuse the eCRF contract of ``ecrf.model`` unchanged; everything else
+(arms, blinding, randomization, eligibility, device streams, endpoints and the statistical analysis
+plan) lives here. Objects are plain data: no I/O, no evaluation.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Criterion"]  # re-exported: eligibility criteria use the eCRF contract
+
+from dataclasses import dataclass, field
+from math import gcd
+from typing import Literal
+
+from ecrf.model import Criterion, FieldDef, FormDef, Label, Schedule, VisitDef
+
+Phase = Literal["pilot", "feasibility", "pivotal", "phase_1", "phase_2", "phase_3", "phase_4", "na"]
+BlindingLevel = Literal["open", "single", "double"]
+BlindedRole = Literal[
+    "participant", "investigator", "outcome_assessor", "coordinator", "statistician", "sponsor"
+]
+RandomizationMethod = Literal[
+    "simple", "permuted_block", "minimization", "efron", "big_stick", "block_urn", "list"
+]
+ImbalanceMeasure = Literal["range", "variance"]
+CriterionKind = Literal["inclusion", "exclusion"]
+StreamKind = Literal[
+    "app_usage", "training_minutes", "step_count", "outdoor_time", "screen_time", "glucose",
+    "heart_rate", "sleep", "custom",
+]
+Cadence = Literal["continuous", "hourly", "daily", "weekly", "per_session"]
+AdherenceMetric = Literal["fraction_of_days_meeting_minimum", "mean_per_day", "total"]
+EndpointRole = Literal["primary", "key_secondary", "secondary", "exploratory", "safety"]
+AnalysisSet = Literal["itt", "fas", "per_protocol", "safety", "completers"]
+IntercurrentStrategy = Literal[
+    "treatment_policy", "hypothetical", "composite", "while_on_treatment", "principal_stratum"
+]
+AnalysisModel = Literal[
+    "ancova", "mmrm", "logistic", "risk_difference", "cmh", "km_logrank", "cox", "gee_per_eye"
+]
+Sidedness = Literal["two_sided", "one_sided"]
+CovarianceStructure = Literal["unstructured", "compound_symmetry", "ar1", "toeplitz"]
+SensitivityMethod = Literal[
+    "complete_case", "multiple_imputation_mar", "reference_based_mi", "tipping_point",
+    "per_protocol", "alternative_model", "other",
+]
+Signer = Literal["participant", "guardian", "legally_authorized_representative"]
+
+PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
+BLINDING_LEVELS: tuple[str, ...] = BlindingLevel.__args__  # type: ignore[attr-defined]
+BLINDED_ROLES: tuple[str, ...] = BlindedRole.__args__  # type: ignore[attr-defined]
+RANDOMIZATION_METHODS: tuple[str, ...] = RandomizationMethod.__args__  # type: ignore[attr-defined]
+IMBALANCE_MEASURES: tuple[str, ...] = ImbalanceMeasure.__args__  # type: ignore[attr-defined]
+CRITERION_KINDS: tuple[str, ...] = CriterionKind.__args__  # type: ignore[attr-defined]
+STREAM_KINDS: tuple[str, ...] = StreamKind.__args__  # type: ignore[attr-defined]
+CADENCES: tuple[str, ...] = Cadence.__args__  # type: ignore[attr-defined]
+ADHERENCE_METRICS: tuple[str, ...] = AdherenceMetric.__args__  # type: ignore[attr-defined]
+ENDPOINT_ROLES: tuple[str, ...] = EndpointRole.__args__  # type: ignore[attr-defined]
+ANALYSIS_SETS: tuple[str, ...] = AnalysisSet.__args__  # type: ignore[attr-defined]
+INTERCURRENT_STRATEGIES: tuple[str, ...] = IntercurrentStrategy.__args__  # type: ignore[attr-defined]
+ANALYSIS_MODELS: tuple[str, ...] = AnalysisModel.__args__  # type: ignore[attr-defined]
+SIDEDNESS: tuple[str, ...] = Sidedness.__args__  # type: ignore[attr-defined]
+COVARIANCE_STRUCTURES: tuple[str, ...] = CovarianceStructure.__args__  # type: ignore[attr-defined]
+SENSITIVITY_METHODS: tuple[str, ...] = SensitivityMethod.__args__  # type: ignore[attr-defined]
+SIGNERS: tuple[str, ...] = Signer.__args__  # type: ignore[attr-defined]
+
+#: Models whose outcome is binary (a responder rule turns the outcome into yes/no).
+BINARY_MODELS = frozenset({"logistic", "risk_difference", "cmh"})
+#: Models whose outcome is a time to event.
+SURVIVAL_MODELS = frozenset({"km_logrank", "cox"})
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A treatment arm; ``ratio`` is its integer allocation weight."""
+
+    code: str
+    name: Label
+    ratio: int = 1
+    description: Label | None = None
+    is_control: bool = False
+
+
+@dataclass(frozen=True)
+class Blinding:
+    """Who does not know the allocation; blinded roles see an activation code, never the arm."""
+
+    level: BlindingLevel = "open"
+    blinded_roles: tuple[BlindedRole, ...] = ()
+    activation_code_prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class StratumLevel:
+    """One level of a factor: taken when ``when`` is true, or by default when ``is_otherwise``.
+
+    Levels are tried in declaration order; the first match wins.
+    """
+
+    code: str
+    label: Label
+    when: str | None = None
+    is_otherwise: bool = False
+
+
+@dataclass(frozen=True)
+class StratificationFactor:
+    """A stratification or minimization factor derived from the screening value of ``field``."""
+
+    id: str
+    label: Label
+    field: str
+    levels: tuple[StratumLevel, ...]
+    weight: float = 1.0  # minimization weight v_f; ignored by stratified designs
+
+    @property
+    def level_codes(self) -> tuple[str, ...]:
+        return tuple(level.code for level in self.levels)
+
+
+@dataclass(frozen=True)
+class AllocationCaps:
+    """Optional ceilings on allocations, checked inside the randomization transaction."""
+
+    trial: int | None = None
+    per_site: int | None = None
+    per_stratum: int | None = None
+
+
+@dataclass(frozen=True)
+class RandomizationSpec:
+    """The randomization model of a protocol version (randomization-methods.md §1)."""
+
+    method: RandomizationMethod
+    block_sizes: tuple[int, ...] = ()
+    factors: tuple[StratificationFactor, ...] = ()
+    stratify_by_site: bool = False
+    site_weight: float = 1.0  # minimization weight of the site factor when stratify_by_site
+    imbalance: ImbalanceMeasure = "range"
+    p: float | None = None  # minimization: probability of the preferred set
+    burn_in: int = 0  # minimization: first n participants by permuted blocks
+    efron_p: float | None = None
+    bsd_b: int | None = None  # big stick: maximum tolerated imbalance
+    bud_lambda: int | None = None  # block urn: lambda
+    caps: AllocationCaps = field(default_factory=AllocationCaps)
+
+    def factor(self, factor_id: str) -> StratificationFactor:
+        for factor in self.factors:
+            if factor.id == factor_id:
+                return factor
+        raise KeyError(factor_id)
+
+
+@dataclass(frozen=True)
+class Site:
+    code: str
+    name: str
+    country: str | None = None
+    timezone: str | None = None
+
+
+@dataclass(frozen=True)
+class SitePolicy:
+    """Sites known at activation, and whether more may be added while the trial runs."""
+
+    allow_runtime_sites: bool = True
+    initial_sites: tuple[Site, ...] = ()
+
+
+@dataclass(frozen=True)
+class AdherenceRule:
+    """A participant is adherent when ``metric`` over the window reaches ``threshold``.
+
+    For ``fraction_of_days_meeting_minimum`` the metric is (days with value ≥ ``daily_minimum``)
+    / (expected days between the window visits), so ``threshold`` is a fraction in (0, 1].
+    ``condition`` is an optional extra requirement over form fields.
+    """
+
+    metric: AdherenceMetric
+    threshold: float
+    daily_minimum: float | None = None
+    window_start_visit: str | None = None
+    window_end_visit: str | None = None
+    condition: str | None = None
+    defines_per_protocol: bool = False
+
+
+@dataclass(frozen=True)
+class DeviceStream:
+    """Data the DTx app or a wearable sends, with the expected cadence and plausible range."""
+
+    id: str
+    kind: StreamKind
+    label: Label
+    unit: str
+    cadence: Cadence
+    min: float | None = None
+    max: float | None = None
+    adherence: AdherenceRule | None = None
+
+
+@dataclass(frozen=True)
+class IntercurrentEvent:
+    id: str
+    description: Label
+    strategy: IntercurrentStrategy
+
+
+@dataclass(frozen=True)
+class Estimand:
+    """The five attributes of ICH E9(R1) §A.3.2; the treatment attribute is the arm contrast."""
+
+    population: Label
+    analysis_set: AnalysisSet
+    variable: Label
+    intercurrent_events: tuple[IntercurrentEvent, ...]
+    summary: Label
+
+
+@dataclass(frozen=True)
+class SensitivityAnalysis:
+    id: str
+    method: SensitivityMethod
+    description: Label
+
+
+@dataclass(frozen=True)
+class Subgroup:
+    """A pre-specified subgroup: participants fall in the first level whose rule holds."""
+
+    id: str
+    label: Label
+    levels: tuple[StratumLevel, ...]
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """How an endpoint is analysed (the statistical analysis plan entry)."""
+
+    model: AnalysisModel
+    outcome_fields: tuple[str, ...]
+    visits: tuple[str, ...] = ()
+    baseline_field: str | None = None  # default: the outcome field itself at baseline_visit
+    baseline_visit: str | None = None
+    change_from_baseline: bool = False
+    responder_if: str | None = None  # binary models: when is a participant a responder
+    event_if: str | None = None  # survival models: when did the event happen
+    event_date_field: str | None = None
+    covariates: tuple[str, ...] = ()
+    strata: tuple[str, ...] = ()  # stratification factor ids
+    reference_arm: str | None = None
+    alpha: float = 0.05
+    sidedness: Sidedness = "two_sided"
+    multiplicity_order: int | None = None
+    covariance: CovarianceStructure | None = None  # mmrm only
+    sensitivity: tuple[SensitivityAnalysis, ...] = ()
+    subgroups: tuple[Subgroup, ...] = ()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str
+    name: Label
+    role: EndpointRole
+    estimand: Estimand
+    analysis: AnalysisSpec
+
+
+@dataclass(frozen=True)
+class SampleSize:
+    n: int
+    power: float | None = None
+    alpha: float | None = None
+    dropout: float | None = None
+    assumptions: Label | None = None
+
+
+@dataclass(frozen=True)
+class ConsentDocument:
+    """One approved consent (or assent) text version in one language."""
+
+    id: str
+    version: str
+    language: str
+    signer: Signer
+    title: Label
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A complete, validated protocol version."""
+
+    code: str
+    title: Label
+    phase: Phase
+    therapeutic_area: str
+    version: str
+    arms: tuple[Arm, ...]
+    randomization: RandomizationSpec
+    schedule: Schedule
+    forms: tuple[FormDef, ...]
+    registry_id: str | None = None
+    description: Label | None = None
+    blinding: Blinding = field(default_factory=Blinding)
+    sites: SitePolicy = field(default_factory=SitePolicy)
+    eligibility: tuple[Criterion, ...] = ()
+    device_streams: tuple[DeviceStream, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+    sample_size: SampleSize | None = None
+    consents: tuple[ConsentDocument, ...] = ()
+
+    def form(self, form_id: str) -> FormDef:
+        """Return the form with this id; raise KeyError when there is none."""
+        for form in self.forms:
+            if form.id == form_id:
+                return form
+        raise KeyError(form_id)
+
+    def arm(self, code: str) -> Arm:
+        """Return the arm with this code; raise KeyError when there is none."""
+        for arm in self.arms:
+            if arm.code == code:
+                return arm
+        raise KeyError(code)
+
+    def visit(self, visit_id: str) -> VisitDef:
+        """Return the visit with this id; raise KeyError when there is none."""
+        for visit in self.schedule.visits:
+            if visit.id == visit_id:
+                return visit
+        raise KeyError(visit_id)
+
+    def endpoint(self, endpoint_id: str) -> Endpoint:
+        """Return the endpoint with this id; raise KeyError when there is none."""
+        for endpoint in self.endpoints:
+            if endpoint.id == endpoint_id:
+                return endpoint
+        raise KeyError(endpoint_id)
+
+    def field_index(self) -> dict[str, tuple[FormDef, FieldDef]]:
+        """Map every field id (unique protocol-wide) to its form and definition."""
+        return {f.id: (form, f) for form in self.forms for f in form.fields}
+
+    def field(self, field_id: str) -> FieldDef:
+        """Return the field with this id, from whichever form holds it; raise KeyError if none."""
+        return self.field_index()[field_id][1]
+
+    def visits_of_form(self, form_id: str) -> tuple[str, ...]:
+        """Return the ids of the visits at which this form is scheduled, in schedule order."""
+        return tuple(v.id for v in self.schedule.visits if form_id in v.forms)
+
+    @property
+    def reduced_ratio(self) -> tuple[int, ...]:
+        """Arm ratios divided by their greatest common divisor (4:2 behaves as 2:1)."""
+        divisor = 0
+        for arm in self.arms:
+            divisor = gcd(divisor, arm.ratio)
+        return tuple(arm.ratio // divisor for arm in self.arms) if divisor else ()
+
+    @property
+    def primary_endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(e for e in self.endpoints if e.role == "primary")
+
+    @property
+    def control_arm(self) -> Arm | None:
+        return next((arm for arm in self.arms if arm.is_control), None)

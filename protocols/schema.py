@@ -1,0 +1,95 @@
+"""JSON Schema (draft 2020-12) of the protocol YAML format, generated from ``structure``.
+
+Editors use it for completion and inline checks (e.g. the YAML language server's
+``# yaml-language-server: $schema=...`` comment). It covers shape, types, enums and ranges;
+cross-references (ids, expressions, coverage) are only checked by the loader.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .structure import PROTOCOL, Bool, Enum, Int, Kind, Num, NumOrStr, Obj, Str
+
+SCHEMA_ID = "https://dtx-trials.org/schemas/protocol.schema.json"
+
+
+def _describe(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def _kind_schema(kind: Kind, definitions: dict[str, Any], description: str = "") -> dict[str, Any]:
+    if isinstance(kind, Obj):
+        if kind.name not in definitions:
+            definitions[kind.name] = {}  # reserve the name first: objects may recur
+            definitions[kind.name] = _object_schema(kind, definitions)
+        return _describe({"$ref": f"#/$defs/{kind.name}"}, description)
+    text = description or getattr(kind, "description", "")
+    if isinstance(kind, Str):
+        schema: dict[str, Any] = {"type": "string"}
+        if kind.min_length:
+            schema["minLength"] = kind.min_length
+        if kind.pattern:
+            schema["pattern"] = kind.pattern
+        if kind.is_expression:
+            text = f"{text} (expression language: [field], [visit][field], [field(code)])"
+        return _describe(schema, text)
+    if isinstance(kind, Int):
+        schema = {"type": "integer"}
+        if kind.minimum is not None:
+            schema["minimum"] = kind.minimum
+        if kind.maximum is not None:
+            schema["maximum"] = kind.maximum
+        return _describe(schema, text)
+    if isinstance(kind, Num):
+        schema = {"type": "number"}
+        if kind.minimum is not None:
+            schema["exclusiveMinimum" if kind.exclusive_minimum else "minimum"] = kind.minimum
+        if kind.maximum is not None:
+            schema["maximum"] = kind.maximum
+        return _describe(schema, text)
+    if isinstance(kind, Bool):
+        return _describe({"type": "boolean"}, text)
+    if isinstance(kind, Enum):
+        return _describe({"type": "string", "enum": list(kind.values)}, text)
+    if isinstance(kind, NumOrStr):
+        return _describe({"type": ["number", "string"]}, text)
+    schema = {"type": "array", "items": _kind_schema(kind.item, definitions)}
+    if kind.min_items:
+        schema["minItems"] = kind.min_items
+    return _describe(schema, text)
+
+
+def _object_schema(kind: Obj, definitions: dict[str, Any]) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            p.name: _kind_schema(p.kind, definitions, p.description) for p in kind.props
+        },
+        "additionalProperties": False,
+    }
+    required = [p.name for p in kind.props if p.required]
+    if required:
+        schema["required"] = required
+    return _describe(schema, kind.description)
+
+
+def json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of a protocol document (a fresh dict on every call)."""
+    definitions: dict[str, Any] = {}
+    root = _object_schema(PROTOCOL, definitions)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "dtx-trials protocol",
+        **root,
+        "$defs": dict(sorted(definitions.items())),
+    }
+
+
+def json_schema_text() -> str:
+    """Return the JSON Schema as indented JSON text, ready to write to a file."""
+    return json.dumps(json_schema(), indent=2, ensure_ascii=False, sort_keys=False) + "\n"

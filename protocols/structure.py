@@ -1,0 +1,432 @@
+"""The shape of the protocol YAML document, declared once.
+
+The loader checks documents against these declarations (keys, types, enums, ranges) and
+``schema.json_schema()`` turns the same declarations into a JSON Schema, so the two never drift.
+Cross-references (ids, expressions, coverage) are checked by the loader afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ecrf.model import FIELD_TYPES, MISSING_CODES
+
+from . import model as m
+
+ID_PATTERN = r"^[a-z][a-z0-9_]*$"
+CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+@dataclass(frozen=True)
+class Str:
+    description: str = ""
+    pattern: str | None = None
+    min_length: int = 0
+    is_expression: bool = False
+
+
+@dataclass(frozen=True)
+class Int:
+    description: str = ""
+    minimum: int | None = None
+    maximum: int | None = None
+
+
+@dataclass(frozen=True)
+class Num:
+    description: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+
+
+@dataclass(frozen=True)
+class Bool:
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Enum:
+    values: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class NumOrStr:
+    """A number, or an ISO date/time string (field min/max)."""
+
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: Kind
+    description: str = ""
+    min_items: int = 0
+
+
+@dataclass(frozen=True)
+class Prop:
+    name: str
+    kind: Kind
+    required: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Obj:
+    name: str
+    props: tuple[Prop, ...]
+    description: str = ""
+
+    def prop(self, name: str) -> Prop | None:
+        return next((p for p in self.props if p.name == name), None)
+
+
+Kind = Str | Int | Num | Bool | Enum | NumOrStr | ListOf | Obj
+
+
+def _id(description: str) -> Str:
+    return Str(description, pattern=ID_PATTERN, min_length=1)
+
+
+def _expr(description: str) -> Str:
+    return Str(description, min_length=1, is_expression=True)
+
+
+LABEL = Obj(
+    "Label",
+    (
+        Prop("en", Str("English text", min_length=1), required=True),
+        Prop("zh", Str("Simplified Chinese text (falls back to English)")),
+    ),
+    "Bilingual text; English is required.",
+)
+
+CHOICE = Obj(
+    "Choice",
+    (
+        Prop("code", Str("Stored code", pattern=CODE_PATTERN, min_length=1), required=True),
+        Prop("label", LABEL, required=True),
+    ),
+)
+
+EDIT_CHECK = Obj(
+    "EditCheck",
+    (
+        Prop("id", _id("Check id, unique within the form"), required=True),
+        Prop("condition", _expr("Expression that must hold; the message fires when false"),
+             required=True),
+        Prop("severity", Enum(("error", "warning"), "error blocks submission")),
+        Prop("message", LABEL, required=True),
+    ),
+)
+
+FIELD = Obj(
+    "Field",
+    (
+        Prop("id", _id("Field id, unique across the whole protocol"), required=True),
+        Prop("type", Enum(FIELD_TYPES, "Field type"), required=True),
+        Prop("label", LABEL, required=True),
+        Prop("help", LABEL),
+        Prop("unit", Str("Unit shown after the input, e.g. mmol/mol")),
+        Prop("required", Bool("Must be answered (or given a missing code) to submit")),
+        Prop("min", NumOrStr("Minimum value (number, or ISO date/time)")),
+        Prop("max", NumOrStr("Maximum value (number, or ISO date/time)")),
+        Prop("decimals", Int("Decimal places kept for decimal fields", minimum=0, maximum=10)),
+        Prop("max_length", Int("Maximum text length", minimum=1)),
+        Prop("choices", ListOf(CHOICE, "Choices of single/multiple choice fields")),
+        Prop("show_if", _expr("Branching: show the field only when this expression holds")),
+        Prop("calculation", _expr("Derivation of a calculated field")),
+        Prop("checks", ListOf(EDIT_CHECK, "Edit checks on this field")),
+        Prop("allow_missing_codes",
+             ListOf(Enum(tuple(MISSING_CODES), "Missing-data code"), "Missing codes allowed")),
+        Prop("identifier", Bool("Direct identifier: encrypted at rest, never exported")),
+        Prop("slider_labels", ListOf(LABEL, "Slider anchors: left, (middle), right")),
+    ),
+)
+
+FORM = Obj(
+    "Form",
+    (
+        Prop("id", _id("Form id"), required=True),
+        Prop("title", LABEL, required=True),
+        Prop("respondent", Enum(("site", "participant"), "Who fills the form in")),
+        Prop("repeating", Bool("Log form with any number of entries (AEs, con-meds)")),
+        Prop("fields", ListOf(FIELD, "Fields in display order", min_items=1), required=True),
+        Prop("checks", ListOf(EDIT_CHECK, "Form-level checks over several fields")),
+    ),
+)
+
+VISIT = Obj(
+    "Visit",
+    (
+        Prop("id", _id("Visit id"), required=True),
+        Prop("label", LABEL, required=True),
+        Prop("day", Int("Planned day offset from the anchor date"), required=True),
+        Prop("window_before", Int("Days allowed before the planned day", minimum=0)),
+        Prop("window_after", Int("Days allowed after the planned day", minimum=0)),
+        Prop("anchor", Enum(("screening", "enrollment", "randomization"), "Day 0 of the offset")),
+        Prop("forms", ListOf(_id("Form id"), "Forms collected at this visit")),
+    ),
+)
+
+SCHEDULE = Obj(
+    "Schedule",
+    (
+        Prop("visits", ListOf(VISIT, "Visits in chronological order", min_items=1),
+             required=True),
+        Prop("unscheduled_forms", ListOf(_id("Form id"), "Forms allowed at unscheduled visits")),
+    ),
+)
+
+ARM = Obj(
+    "Arm",
+    (
+        Prop("code", Str("Arm code", pattern=ID_PATTERN, min_length=1), required=True),
+        Prop("name", LABEL, required=True),
+        Prop("ratio", Int("Allocation weight", minimum=1)),
+        Prop("description", LABEL),
+        Prop("is_control", Bool("Comparator arm (sham, usual care)")),
+    ),
+)
+
+BLINDING = Obj(
+    "Blinding",
+    (
+        Prop("level", Enum(m.BLINDING_LEVELS, "Masking level"), required=True),
+        Prop("blinded_roles", ListOf(Enum(m.BLINDED_ROLES, "Role"), "Who is blinded")),
+        Prop("activation_code_prefix",
+             Str("Prefix of the app activation codes blinded roles see", pattern=CODE_PATTERN)),
+    ),
+)
+
+LEVEL = Obj(
+    "Level",
+    (
+        Prop("code", Str("Level code", pattern=CODE_PATTERN, min_length=1), required=True),
+        Prop("label", LABEL, required=True),
+        Prop("when", _expr("Rule selecting this level (first match wins)")),
+        Prop("otherwise", Bool("Catch-all level; must be last")),
+    ),
+)
+
+FACTOR = Obj(
+    "Factor",
+    (
+        Prop("id", _id("Factor id"), required=True),
+        Prop("label", LABEL, required=True),
+        Prop("field", _id("Screening field the level is derived from"), required=True),
+        Prop("levels", ListOf(LEVEL, "Levels with their rules", min_items=2), required=True),
+        Prop("weight", Num("Minimization weight", minimum=0)),
+    ),
+)
+
+CAPS = Obj(
+    "Caps",
+    (
+        Prop("trial", Int("Maximum allocations in the trial", minimum=1)),
+        Prop("per_site", Int("Maximum allocations per site", minimum=1)),
+        Prop("per_stratum", Int("Maximum allocations per stratum", minimum=1)),
+    ),
+)
+
+RANDOMIZATION = Obj(
+    "Randomization",
+    (
+        Prop("method", Enum(m.RANDOMIZATION_METHODS, "Allocation method"), required=True),
+        Prop("block_sizes",
+             ListOf(Int("Block size in participants", minimum=1), "Sizes drawn at random")),
+        Prop("factors", ListOf(FACTOR, "Stratification / minimization factors")),
+        Prop("stratify_by_site", Bool("Site is a stratification (or minimization) factor")),
+        Prop("site_weight", Num("Minimization weight of the site factor", minimum=0)),
+        Prop("imbalance", Enum(m.IMBALANCE_MEASURES, "Minimization imbalance measure")),
+        Prop("p", Num("Minimization: probability of the preferred arm(s)", minimum=0,
+                      maximum=1, exclusive_minimum=True)),
+        Prop("burn_in", Int("Minimization: first n allocations by permuted blocks", minimum=0)),
+        Prop("efron_p", Num("Efron biased coin p, in (0.5, 1]", minimum=0.5, maximum=1,
+                            exclusive_minimum=True)),
+        Prop("bsd_b", Int("Big stick: maximum tolerated imbalance", minimum=1)),
+        Prop("bud_lambda", Int("Block urn: lambda", minimum=1)),
+        Prop("caps", CAPS),
+    ),
+)
+
+SITE = Obj(
+    "Site",
+    (
+        Prop("code", Str("Site code", pattern=CODE_PATTERN, min_length=1), required=True),
+        Prop("name", Str("Site name", min_length=1), required=True),
+        Prop("country", Str("ISO 3166 country code")),
+        Prop("timezone", Str("IANA time zone")),
+    ),
+)
+
+SITES = Obj(
+    "Sites",
+    (
+        Prop("allow_runtime_sites", Bool("Sites may be added while the trial runs")),
+        Prop("initial", ListOf(SITE, "Sites created at activation")),
+    ),
+)
+
+CRITERION = Obj(
+    "Criterion",
+    (
+        Prop("id", _id("Criterion id"), required=True),
+        Prop("kind", Enum(m.CRITERION_KINDS, "inclusion must hold, exclusion must not"),
+             required=True),
+        Prop("text", LABEL, required=True),
+        Prop("expression", _expr("Expression over screening fields"), required=True),
+    ),
+)
+
+ADHERENCE = Obj(
+    "Adherence",
+    (
+        Prop("metric", Enum(m.ADHERENCE_METRICS, "What is measured"), required=True),
+        Prop("threshold", Num("Value the metric must reach"), required=True),
+        Prop("daily_minimum", Num("Per-day minimum for a day to count", minimum=0)),
+        Prop("window_start_visit", _id("Visit opening the window")),
+        Prop("window_end_visit", _id("Visit closing the window")),
+        Prop("condition", _expr("Extra condition over form fields")),
+        Prop("defines_per_protocol", Bool("Adherent participants form the per-protocol set")),
+    ),
+)
+
+STREAM = Obj(
+    "DeviceStream",
+    (
+        Prop("id", _id("Stream id"), required=True),
+        Prop("kind", Enum(m.STREAM_KINDS, "Kind of data"), required=True),
+        Prop("label", LABEL, required=True),
+        Prop("unit", Str("Unit of each value", min_length=1), required=True),
+        Prop("cadence", Enum(m.CADENCES, "Expected frequency"), required=True),
+        Prop("min", Num("Smallest plausible value")),
+        Prop("max", Num("Largest plausible value")),
+        Prop("adherence", ADHERENCE),
+    ),
+)
+
+INTERCURRENT = Obj(
+    "IntercurrentEvent",
+    (
+        Prop("id", _id("Event id"), required=True),
+        Prop("description", LABEL, required=True),
+        Prop("strategy", Enum(m.INTERCURRENT_STRATEGIES, "ICH E9(R1) strategy"), required=True),
+    ),
+)
+
+ESTIMAND = Obj(
+    "Estimand",
+    (
+        Prop("population", LABEL, required=True),
+        Prop("analysis_set", Enum(m.ANALYSIS_SETS, "Analysis set"), required=True),
+        Prop("variable", LABEL, required=True),
+        Prop("intercurrent_events", ListOf(INTERCURRENT, "Intercurrent events and strategies")),
+        Prop("summary", LABEL, required=True),
+    ),
+    "ICH E9(R1) estimand attributes",
+)
+
+SENSITIVITY = Obj(
+    "Sensitivity",
+    (
+        Prop("id", _id("Sensitivity analysis id"), required=True),
+        Prop("method", Enum(m.SENSITIVITY_METHODS, "Method"), required=True),
+        Prop("description", LABEL, required=True),
+    ),
+)
+
+SUBGROUP = Obj(
+    "Subgroup",
+    (
+        Prop("id", _id("Subgroup id"), required=True),
+        Prop("label", LABEL, required=True),
+        Prop("levels", ListOf(LEVEL, "Levels", min_items=2), required=True),
+    ),
+)
+
+ANALYSIS = Obj(
+    "Analysis",
+    (
+        Prop("model", Enum(m.ANALYSIS_MODELS, "Statistical model"), required=True),
+        Prop("outcome_fields", ListOf(_id("Field id"), "Outcome field(s); per eye: right, left",
+                                      min_items=1), required=True),
+        Prop("visits", ListOf(_id("Visit id"), "Visit(s) analysed")),
+        Prop("baseline_field", _id("Baseline covariate field")),
+        Prop("baseline_visit", _id("Visit of the baseline value")),
+        Prop("change_from_baseline", Bool("Analyse the change from baseline")),
+        Prop("responder_if", _expr("Binary models: responder rule")),
+        Prop("event_if", _expr("Survival models: the event happened")),
+        Prop("event_date_field", _id("Survival models: date of the event")),
+        Prop("covariates", ListOf(_id("Field id"), "Adjustment covariates")),
+        Prop("strata", ListOf(_id("Factor id"), "Stratification factors in the model")),
+        Prop("reference_arm", _id("Arm code of the comparator")),
+        Prop("alpha", Num("Significance level", minimum=0, maximum=0.5, exclusive_minimum=True)),
+        Prop("sidedness", Enum(m.SIDEDNESS, "Test sidedness")),
+        Prop("multiplicity_order", Int("Position in the fixed testing sequence", minimum=1)),
+        Prop("covariance", Enum(m.COVARIANCE_STRUCTURES, "MMRM covariance structure")),
+        Prop("sensitivity", ListOf(SENSITIVITY, "Sensitivity analyses of the same estimand")),
+        Prop("subgroups", ListOf(SUBGROUP, "Pre-specified subgroups")),
+    ),
+)
+
+ENDPOINT = Obj(
+    "Endpoint",
+    (
+        Prop("id", _id("Endpoint id"), required=True),
+        Prop("name", LABEL, required=True),
+        Prop("role", Enum(m.ENDPOINT_ROLES, "Role in the analysis plan"), required=True),
+        Prop("estimand", ESTIMAND, required=True),
+        Prop("analysis", ANALYSIS, required=True),
+    ),
+)
+
+SAMPLE_SIZE = Obj(
+    "SampleSize",
+    (
+        Prop("n", Int("Planned number randomized", minimum=1), required=True),
+        Prop("power", Num("Power", minimum=0, maximum=1, exclusive_minimum=True)),
+        Prop("alpha", Num("Significance level", minimum=0, maximum=0.5, exclusive_minimum=True)),
+        Prop("dropout", Num("Expected dropout fraction", minimum=0, maximum=1)),
+        Prop("assumptions", LABEL),
+    ),
+)
+
+CONSENT = Obj(
+    "Consent",
+    (
+        Prop("id", _id("Consent document id"), required=True),
+        Prop("version", Str("Approved version label", min_length=1), required=True),
+        Prop("language", Str("BCP 47 language tag, e.g. en, zh-CN", min_length=2),
+             required=True),
+        Prop("signer", Enum(m.SIGNERS, "Who signs")),
+        Prop("title", LABEL, required=True),
+    ),
+)
+
+PROTOCOL = Obj(
+    "Protocol",
+    (
+        Prop("code", Str("Trial code", pattern=CODE_PATTERN, min_length=1), required=True),
+        Prop("title", LABEL, required=True),
+        Prop("phase", Enum(m.PHASES, "Development phase"), required=True),
+        Prop("therapeutic_area", Str("Therapeutic area", min_length=1), required=True),
+        Prop("registry_id", Str("Trial registry id, e.g. NCT01234567")),
+        Prop("version", Str("Protocol version label", min_length=1), required=True),
+        Prop("description", LABEL),
+        Prop("arms", ListOf(ARM, "Treatment arms", min_items=2), required=True),
+        Prop("blinding", BLINDING),
+        Prop("randomization", RANDOMIZATION, required=True),
+        Prop("sites", SITES),
+        Prop("eligibility", ListOf(CRITERION, "Inclusion and exclusion criteria")),
+        Prop("schedule", SCHEDULE, required=True),
+        Prop("forms", ListOf(FORM, "Case report forms", min_items=1), required=True),
+        Prop("device_streams", ListOf(STREAM, "Device / app data streams")),
+        Prop("endpoints", ListOf(ENDPOINT, "Endpoints and their analyses")),
+        Prop("sample_size", SAMPLE_SIZE),
+        Prop("consents", ListOf(CONSENT, "Consent and assent documents per language")),
+    ),
+    "A dtx-trials protocol version.",
+)

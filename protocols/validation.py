@@ -1,0 +1,646 @@
+"""Cross-reference checks of a built Protocol: ids, expressions, schedule, randomization, SAP.
+
+Each check reports through a ``Reporter`` with the document path of the offending value, so the
+loader can print ``file:line:col: path: message`` for every problem at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache, reduce
+
+from ecrf.expressions import (
+    BinaryNode,
+    CallNode,
+    Expression,
+    ExpressionError,
+    Node,
+    Reference,
+    RefNode,
+    UnaryNode,
+    evaluate,
+    parse,
+    truthy,
+)
+from ecrf.model import FieldDef
+
+from .document import Path, Reporter, suggest
+from .model import (
+    BINARY_MODELS,
+    SURVIVAL_MODELS,
+    Endpoint,
+    Protocol,
+    RandomizationSpec,
+    StratificationFactor,
+    StratumLevel,
+)
+
+CHOICE_TYPES = frozenset({"single_choice", "multiple_choice"})
+NUMERIC_TYPES = frozenset({"integer", "decimal", "slider", "calculated"})
+#: Coverage of a numeric factor is checked on a grid; wider ranges are sampled at this many points.
+MAX_GRID_POINTS = 20_000
+
+
+@dataclass(frozen=True)
+class _Context:
+    protocol: Protocol
+    fields: dict[str, FieldDef]
+    visits: frozenset[str]
+    reporter: Reporter
+
+
+def validate_protocol(protocol: Protocol, reporter: Reporter) -> None:
+    """Report every cross-reference problem of ``protocol`` (errors and warnings)."""
+    fields: dict[str, FieldDef] = {}
+    for form in protocol.forms:
+        for f in form.fields:
+            fields.setdefault(f.id, f)
+    ctx = _Context(protocol, fields, frozenset(v.id for v in protocol.schedule.visits), reporter)
+    _check_unique_ids(ctx)
+    _check_forms(ctx)
+    _check_schedule(ctx)
+    _check_arms(ctx)
+    _check_randomization(ctx)
+    _check_eligibility(ctx)
+    _check_streams(ctx)
+    _check_endpoints(ctx)
+    _check_consents(ctx)
+    _warn_sparse_strata(ctx)
+
+
+def _duplicates(reporter: Reporter, what: str, items: Iterable[tuple[str, Path]]) -> None:
+    seen: dict[str, Path] = {}
+    for ident, path in items:
+        if not ident:
+            continue
+        if ident in seen:
+            line = reporter.sources.locate(seen[ident])[0]
+            reporter.error(path, f"duplicate {what} '{ident}' (first defined at line {line})")
+        else:
+            seen[ident] = path
+
+
+def _check_unique_ids(ctx: _Context) -> None:
+    p, r = ctx.protocol, ctx.reporter
+    _duplicates(r, "arm code", ((a.code, ("arms", i, "code")) for i, a in enumerate(p.arms)))
+    _duplicates(r, "form id", ((f.id, ("forms", i, "id")) for i, f in enumerate(p.forms)))
+    _duplicates(r, "field id", (
+        (f.id, ("forms", i, "fields", j, "id"))
+        for i, form in enumerate(p.forms) for j, f in enumerate(form.fields)
+    ))
+    _duplicates(r, "visit id", (
+        (v.id, ("schedule", "visits", i, "id")) for i, v in enumerate(p.schedule.visits)
+    ))
+    _duplicates(r, "endpoint id", (
+        (e.id, ("endpoints", i, "id")) for i, e in enumerate(p.endpoints)
+    ))
+    _duplicates(r, "criterion id", (
+        (c.id, ("eligibility", i, "id")) for i, c in enumerate(p.eligibility)
+    ))
+    _duplicates(r, "factor id", (
+        (f.id, ("randomization", "factors", i, "id"))
+        for i, f in enumerate(p.randomization.factors)
+    ))
+    _duplicates(r, "stream id", (
+        (s.id, ("device_streams", i, "id")) for i, s in enumerate(p.device_streams)
+    ))
+    _duplicates(r, "site code", (
+        (s.code, ("sites", "initial", i, "code")) for i, s in enumerate(p.sites.initial_sites)
+    ))
+    for i, form in enumerate(p.forms):
+        _duplicates(r, "check id", (
+            (c.id, ("forms", i, "checks", j, "id")) for j, c in enumerate(form.checks)
+        ))
+        for j, f in enumerate(form.fields):
+            base: Path = ("forms", i, "fields", j)
+            _duplicates(r, "choice code", (
+                (c.code, (*base, "choices", k, "code")) for k, c in enumerate(f.choices)
+            ))
+            _duplicates(r, "check id", (
+                (c.id, (*base, "checks", k, "id")) for k, c in enumerate(f.checks)
+            ))
+    for i, factor in enumerate(p.randomization.factors):
+        _duplicates(r, "level code", (
+            (lv.code, ("randomization", "factors", i, "levels", k, "code"))
+            for k, lv in enumerate(factor.levels)
+        ))
+
+
+def check_expression(ctx: _Context, text: str | None, path: Path) -> None:
+    """Parse ``text`` and report syntax errors and references to unknown fields/visits/codes."""
+    if not text:
+        return
+    reporter = ctx.reporter
+    offset = _expression_offset(reporter, path)
+    try:
+        expression = parse(text)
+    except ExpressionError as exc:
+        reporter.error(path, f"expression syntax error at column {exc.position + 1}: "
+                       f"{exc.message}", column_offset=_column(offset, exc.position))
+        return
+    for ref, position in _references_with_positions(expression.ast):
+        if ref.field not in ctx.fields:
+            reporter.error(
+                path,
+                f"undefined field '{ref.field}' in expression (column {position + 1})"
+                f"{suggest(ref.field, set(ctx.fields))}",
+                column_offset=_column(offset, position),
+            )
+            continue
+        if ref.visit is not None and ref.visit not in ctx.visits:
+            reporter.error(path, f"undefined visit '{ref.visit}' in expression"
+                           f"{suggest(ref.visit, set(ctx.visits))}",
+                           column_offset=_column(offset, position))
+        field = ctx.fields[ref.field]
+        if ref.option is not None and field.type in CHOICE_TYPES | {"yesno"}:
+            codes = {c.code for c in field.choices} if field.choices else {"0", "1"}
+            if ref.option not in codes:
+                reporter.error(path, f"'{ref.option}' is not a choice code of field "
+                               f"'{ref.field}' (codes: {', '.join(sorted(codes))})",
+                               column_offset=_column(offset, position))
+
+
+def _references_with_positions(node: Node) -> list[tuple[Reference, int]]:
+    """Return every field reference of the tree with its 0-based offset, in text order."""
+    found: list[tuple[Reference, int]] = []
+    stack: list[Node] = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, RefNode):
+            found.append((current.reference, current.position))
+        elif isinstance(current, UnaryNode):
+            stack.append(current.operand)
+        elif isinstance(current, BinaryNode):
+            stack.extend((current.left, current.right))
+        elif isinstance(current, CallNode):
+            stack.extend(current.args)
+    return sorted(found, key=lambda item: item[1])
+
+
+def _expression_offset(reporter: Reporter, path: Path) -> int | None:
+    """Column shift from the YAML value's start to the expression's first character, if exact."""
+    style = reporter.sources.scalar_styles.get(path, "")
+    if style is None:
+        return 0
+    if style in ("'", '"'):
+        return 1
+    return None  # block scalars: point at the value start
+
+
+def _column(offset: int | None, position: int) -> int | None:
+    return None if offset is None else offset + position
+
+
+def _check_forms(ctx: _Context) -> None:
+    for i, form in enumerate(ctx.protocol.forms):
+        for j, f in enumerate(form.fields):
+            base: Path = ("forms", i, "fields", j)
+            _check_field(ctx, f, base)
+        for k, check in enumerate(form.checks):
+            check_expression(ctx, check.condition, ("forms", i, "checks", k, "condition"))
+
+
+def _check_field(ctx: _Context, f: FieldDef, base: Path) -> None:
+    r = ctx.reporter
+    if f.type in CHOICE_TYPES and not f.choices:
+        r.error((*base, "type"), f"field '{f.id}' of type {f.type} has no choices")
+    if f.choices and f.type not in CHOICE_TYPES:
+        r.error((*base, "choices"), f"choices are only allowed on single_choice/multiple_choice "
+                f"fields, not on {f.type}")
+    if f.type == "calculated" and not f.calculation:
+        r.error((*base, "type"), f"calculated field '{f.id}' has no calculation")
+    if f.calculation and f.type != "calculated":
+        r.error((*base, "calculation"), f"calculation is only allowed on calculated fields, "
+                f"not on {f.type}")
+    if f.slider_labels and f.type != "slider":
+        r.error((*base, "slider_labels"), "slider_labels are only allowed on slider fields")
+    if f.type == "slider" and (f.min is None or f.max is None):
+        r.error((*base, "type"), f"slider field '{f.id}' needs min and max")
+    if isinstance(f.min, (int, float)) and isinstance(f.max, (int, float)) and f.min > f.max:
+        r.error((*base, "min"), f"min {f.min:g} is greater than max {f.max:g}")
+    if isinstance(f.min, str) and isinstance(f.max, str) and f.min > f.max:
+        r.error((*base, "min"), f"min {f.min} is after max {f.max}")
+    if f.decimals is not None and f.type not in ("decimal", "calculated", "slider"):
+        r.error((*base, "decimals"), f"decimals only apply to decimal fields, not {f.type}")
+    if f.max_length is not None and f.type != "text":
+        r.error((*base, "max_length"), f"max_length only applies to text fields, not {f.type}")
+    check_expression(ctx, f.show_if, (*base, "show_if"))
+    check_expression(ctx, f.calculation, (*base, "calculation"))
+    for k, check in enumerate(f.checks):
+        check_expression(ctx, check.condition, (*base, "checks", k, "condition"))
+
+
+def _check_schedule(ctx: _Context) -> None:
+    p, r = ctx.protocol, ctx.reporter
+    form_ids = {f.id for f in p.forms}
+    scheduled: set[str] = set()
+    for i, visit in enumerate(p.schedule.visits):
+        if visit.window_before > abs(visit.day) + visit.window_after and visit.day < 0:
+            r.error(("schedule", "visits", i, "window_before"), "window is wider than the offset")
+        for k, form_id in enumerate(visit.forms):
+            scheduled.add(form_id)
+            if form_id and form_id not in form_ids:
+                r.error(("schedule", "visits", i, "forms", k),
+                        f"visit '{visit.id}' references unknown form '{form_id}'"
+                        f"{suggest(form_id, form_ids)}")
+        _duplicates(r, f"form in visit '{visit.id}'", (
+            (form_id, ("schedule", "visits", i, "forms", k))
+            for k, form_id in enumerate(visit.forms)
+        ))
+    days = [v.day for v in p.schedule.visits if v.anchor == "randomization"]
+    if days != sorted(days):
+        r.error(("schedule", "visits"), "visits anchored at randomization must be in day order")
+    for k, form_id in enumerate(p.schedule.unscheduled_forms):
+        if form_id not in form_ids:
+            r.error(("schedule", "unscheduled_forms", k),
+                    f"unknown form '{form_id}'{suggest(form_id, form_ids)}")
+    unscheduled = set(p.schedule.unscheduled_forms)
+    for i, form in enumerate(p.forms):
+        if form.id and form.id not in scheduled and form.id not in unscheduled \
+                and not form.repeating:
+            r.error(("forms", i, "id"),
+                    f"form '{form.id}' is not scheduled at any visit (schedule it, list it in "
+                    "schedule.unscheduled_forms, or declare it repeating: true for a log form)")
+
+
+def _check_arms(ctx: _Context) -> None:
+    p, r = ctx.protocol, ctx.reporter
+    if sum(1 for a in p.arms if a.is_control) > 1:
+        r.error(("arms",), "at most one arm may be the control (is_control: true)")
+    if p.blinding.level == "open" and p.blinding.blinded_roles:
+        r.error(("blinding", "blinded_roles"), "an open-label trial has no blinded roles")
+    if p.blinding.level != "open" and not p.blinding.blinded_roles:
+        r.error(("blinding", "level"),
+                f"a {p.blinding.level}-blind trial must list its blinded_roles")
+    if p.blinding.level == "double" and p.blinding.activation_code_prefix is None:
+        r.warning(("blinding",), "double-blind DTx trials usually dispense activation codes: "
+                  "set activation_code_prefix")
+
+
+def _ratio_sum(protocol: Protocol) -> int:
+    return sum(protocol.reduced_ratio)
+
+
+def _check_randomization(ctx: _Context) -> None:
+    p, r = ctx.protocol, ctx.reporter
+    spec = p.randomization
+    base: Path = ("randomization",)
+    method = spec.method
+    ratio_sum = _ratio_sum(p)
+    uses_blocks = method == "permuted_block" or (method == "minimization" and spec.burn_in > 0)
+    if method == "permuted_block" and not spec.block_sizes:
+        r.error((*base, "method"), "permuted_block needs block_sizes")
+    if spec.block_sizes and not uses_blocks:
+        r.error((*base, "block_sizes"), f"block_sizes are not used by method {method}"
+                + (" (give burn_in > 0 to use blocks for the burn-in)"
+                   if method == "minimization" else ""))
+    if method == "minimization" and spec.burn_in > 0 and not spec.block_sizes:
+        r.error((*base, "burn_in"), "a burn-in is allocated in permuted blocks: give block_sizes")
+    for k, size in enumerate(spec.block_sizes):
+        if ratio_sum and size % ratio_sum:
+            r.error((*base, "block_sizes", k),
+                    f"block size {size} is not a multiple of ratio sum {ratio_sum}")
+    _duplicates(r, "block size", (
+        (str(size), (*base, "block_sizes", k)) for k, size in enumerate(spec.block_sizes)
+    ))
+    _check_method_parameters(ctx, spec, base)
+    for i, factor in enumerate(spec.factors):
+        _check_factor(ctx, factor, (*base, "factors", i))
+
+
+def _check_method_parameters(ctx: _Context, spec: RandomizationSpec, base: Path) -> None:
+    p, r = ctx.protocol, ctx.reporter
+    method = spec.method
+    two_arm = len(p.arms) == 2
+    equal = len(set(p.reduced_ratio)) <= 1
+    own = {
+        "p": method == "minimization",
+        "efron_p": method == "efron",
+        "bsd_b": method == "big_stick",
+        "bud_lambda": method == "block_urn",
+    }
+    values = {"p": spec.p, "efron_p": spec.efron_p, "bsd_b": spec.bsd_b,
+              "bud_lambda": spec.bud_lambda}
+    for name, is_own in own.items():
+        if is_own and values[name] is None:
+            r.error((*base, "method"), f"method {method} needs {name}")
+        if not is_own and values[name] is not None:
+            r.error((*base, name), f"{name} is not used by method {method}")
+    if method == "minimization":
+        if not spec.factors and not spec.stratify_by_site:
+            r.error((*base, "method"), "minimization needs at least one factor (or "
+                    "stratify_by_site: true)")
+        weights = [f.weight for f in spec.factors] + (
+            [spec.site_weight] if spec.stratify_by_site else [])
+        if weights and not any(w > 0 for w in weights):
+            r.error((*base, "factors"), "at least one minimization weight must be positive")
+        if spec.p is not None and spec.p >= 1:
+            r.error((*base, "p"), "p = 1 makes minimization deterministic; ICH E9 requires a "
+                    "random element (use e.g. 0.8)")
+        elif spec.p is not None and spec.p <= 0.5 and two_arm:
+            r.error((*base, "p"), f"p must exceed 0.5 to favour the preferred arm, got {spec.p:g}")
+    else:
+        if spec.imbalance != "range":
+            r.error((*base, "imbalance"), f"imbalance is not used by method {method}")
+        for i, factor in enumerate(spec.factors):
+            if factor.weight != 1.0:
+                r.error((*base, "factors", i, "weight"),
+                        f"weights are only used by minimization, not {method}")
+    if method in ("efron", "big_stick") and not (two_arm and equal):
+        r.error((*base, "method"), f"{method} is defined for two arms with a 1:1 ratio")
+    if method == "efron" and spec.efron_p is not None and spec.efron_p <= 0.5:
+        r.error((*base, "efron_p"), "efron_p must be in (0.5, 1]")
+    if method == "list" and spec.factors:
+        r.warning((*base, "factors"), "an uploaded list must hold one sequence per stratum")
+
+
+def _check_factor(ctx: _Context, factor: StratificationFactor, base: Path) -> None:
+    r = ctx.reporter
+    source = ctx.fields.get(factor.field)
+    if factor.field and source is None:
+        r.error((*base, "field"), f"unknown field '{factor.field}'"
+                f"{suggest(factor.field, set(ctx.fields))}")
+    _check_levels(ctx, factor.levels, base, require_rules=True)
+    if source is not None:
+        _check_coverage(ctx, factor, source, base)
+
+
+def _check_levels(ctx: _Context, levels: Sequence[StratumLevel], base: Path, *,
+                  require_rules: bool) -> None:
+    r = ctx.reporter
+    for k, level in enumerate(levels):
+        path: Path = (*base, "levels", k)
+        if level.is_otherwise and level.when:
+            r.error((*path, "when"), "an otherwise level takes no rule")
+        if level.is_otherwise and k != len(levels) - 1:
+            r.error((*path, "otherwise"), "the otherwise level must be the last level")
+        if require_rules and not level.is_otherwise and not level.when:
+            r.error(path, f"level '{level.code}' needs a rule (when: ...) or otherwise: true")
+        check_expression(ctx, level.when, (*path, "when"))
+
+
+def _candidate_values(source: FieldDef) -> tuple[list[object], str] | None:
+    """Return the value space of ``source`` to test coverage on, with a noun; None if unbounded."""
+    if source.type in ("single_choice", "multiple_choice") and source.choices:
+        return [c.code for c in source.choices], "codes"
+    if source.type == "yesno":
+        return ["1", "0"], "codes"
+    if source.type in NUMERIC_TYPES and isinstance(source.min, (int, float)) \
+            and isinstance(source.max, (int, float)):
+        low, high = float(source.min), float(source.max)
+        if source.type == "integer" or (source.decimals == 0):
+            step = 1.0
+        else:
+            step = 10.0 ** -(source.decimals if source.decimals is not None else 2)
+        n_points = round((high - low) / step) + 1
+        if n_points > MAX_GRID_POINTS:
+            step = (high - low) / (MAX_GRID_POINTS - 1)
+            n_points = MAX_GRID_POINTS
+        values: list[object] = [
+            _tidy(low + i * step, step) for i in range(n_points)
+        ]
+        return values, "values"
+    return None
+
+
+def _tidy(value: float, step: float) -> float | int:
+    if step >= 1 and value.is_integer():
+        return int(value)
+    digits = max(0, -math.floor(math.log10(step))) if step < 1 else 0
+    return round(value, digits + 2)
+
+
+@lru_cache(maxsize=512)
+def _parsed(text: str) -> Expression:
+    return parse(text)
+
+
+def _level_matches(level: StratumLevel, field_id: str, value: object) -> bool:
+    if level.is_otherwise:
+        return True
+    if not level.when:
+        return False
+    try:
+        return truthy(evaluate(_parsed(level.when), {field_id: value}))
+    except ExpressionError:
+        return False
+
+
+def _check_coverage(ctx: _Context, factor: StratificationFactor, source: FieldDef,
+                    base: Path) -> None:
+    r = ctx.reporter
+    if any(level.is_otherwise for level in factor.levels):
+        return
+    space = _candidate_values(source)
+    if space is None:
+        r.error((*base, "levels"),
+                f"field '{source.id}' ({source.type}) has no bounded value space: add a final "
+                "level with otherwise: true (or give the field min and max)")
+        return
+    values, noun = space
+    if source.type == "multiple_choice":
+        r.error((*base, "field"), "a factor cannot be derived from a multiple_choice field")
+        return
+    uncovered = [v for v in values
+                 if not any(_level_matches(lv, source.id, v) for lv in factor.levels)]
+    if uncovered:
+        shown = _summarize(uncovered, values) if noun == "values" else ", ".join(
+            str(v) for v in uncovered)
+        r.error((*base, "levels"),
+                f"levels of factor '{factor.id}' do not cover {noun} of '{source.id}': {shown} "
+                "(add a level or a final otherwise: true)")
+
+
+def _summarize(uncovered: list[object], values: list[object]) -> str:
+    """Render uncovered grid values as ranges, e.g. ``18–20, 26``."""
+    index = {id(v): i for i, v in enumerate(values)}
+    runs: list[tuple[object, object]] = []
+    previous = -2
+    for v in uncovered:
+        i = index[id(v)]
+        if i == previous + 1 and runs:
+            runs[-1] = (runs[-1][0], v)
+        else:
+            runs.append((v, v))
+        previous = i
+    return ", ".join(str(a) if a == b else f"{a}–{b}" for a, b in runs[:10]) + (
+        ", …" if len(runs) > 10 else "")
+
+
+def _check_eligibility(ctx: _Context) -> None:
+    for i, criterion in enumerate(ctx.protocol.eligibility):
+        check_expression(ctx, criterion.expression, ("eligibility", i, "expression"))
+
+
+def _check_visit_ref(ctx: _Context, visit_id: str | None, path: Path) -> None:
+    if visit_id and visit_id not in ctx.visits:
+        ctx.reporter.error(path, f"unknown visit '{visit_id}'{suggest(visit_id, set(ctx.visits))}")
+
+
+def _check_field_ref(ctx: _Context, field_id: str | None, path: Path) -> None:
+    if field_id and field_id not in ctx.fields:
+        ctx.reporter.error(path, f"unknown field '{field_id}'{suggest(field_id, set(ctx.fields))}")
+
+
+def _check_streams(ctx: _Context) -> None:
+    r = ctx.reporter
+    per_protocol = 0
+    for i, stream in enumerate(ctx.protocol.device_streams):
+        base: Path = ("device_streams", i)
+        if stream.min is not None and stream.max is not None and stream.min > stream.max:
+            r.error((*base, "min"), f"min {stream.min:g} is greater than max {stream.max:g}")
+        rule = stream.adherence
+        if rule is None:
+            continue
+        path: Path = (*base, "adherence")
+        per_protocol += rule.defines_per_protocol
+        if rule.metric == "fraction_of_days_meeting_minimum":
+            if rule.daily_minimum is None:
+                r.error((*path, "metric"), "fraction_of_days_meeting_minimum needs daily_minimum")
+            if not 0 < rule.threshold <= 1:
+                r.error((*path, "threshold"),
+                        f"a fraction of days must be in (0, 1], got {rule.threshold:g}")
+        elif rule.daily_minimum is not None:
+            r.error((*path, "daily_minimum"), f"daily_minimum is not used by metric {rule.metric}")
+        _check_visit_ref(ctx, rule.window_start_visit, (*path, "window_start_visit"))
+        _check_visit_ref(ctx, rule.window_end_visit, (*path, "window_end_visit"))
+        if rule.window_start_visit in ctx.visits and rule.window_end_visit in ctx.visits:
+            start = ctx.protocol.visit(rule.window_start_visit or "").day
+            end = ctx.protocol.visit(rule.window_end_visit or "").day
+            if end <= start:
+                r.error((*path, "window_end_visit"), "the window must end after it starts")
+        check_expression(ctx, rule.condition, (*path, "condition"))
+    if per_protocol > 1:
+        r.error(("device_streams",), "only one adherence rule may define the per-protocol set")
+
+
+def _check_endpoints(ctx: _Context) -> None:
+    p, r = ctx.protocol, ctx.reporter
+    factor_ids = {f.id for f in p.randomization.factors}
+    arm_codes = {a.code for a in p.arms}
+    orders: list[tuple[str, Path]] = []
+    if p.endpoints and not p.primary_endpoints:
+        r.error(("endpoints",), "at least one endpoint must have role primary")
+    for i, endpoint in enumerate(p.endpoints):
+        base: Path = ("endpoints", i, "analysis")
+        a = endpoint.analysis
+        for k, field_id in enumerate(a.outcome_fields):
+            _check_field_ref(ctx, field_id, (*base, "outcome_fields", k))
+        for k, visit_id in enumerate(a.visits):
+            _check_visit_ref(ctx, visit_id, (*base, "visits", k))
+        for k, field_id in enumerate(a.covariates):
+            _check_field_ref(ctx, field_id, (*base, "covariates", k))
+        for k, factor_id in enumerate(a.strata):
+            if factor_id not in factor_ids and factor_id != "site":
+                r.error((*base, "strata", k), f"unknown stratification factor '{factor_id}'"
+                        f"{suggest(factor_id, factor_ids | {'site'})}")
+        _check_field_ref(ctx, a.baseline_field, (*base, "baseline_field"))
+        _check_visit_ref(ctx, a.baseline_visit, (*base, "baseline_visit"))
+        _check_field_ref(ctx, a.event_date_field, (*base, "event_date_field"))
+        if a.reference_arm and a.reference_arm not in arm_codes:
+            r.error((*base, "reference_arm"), f"unknown reference arm '{a.reference_arm}'"
+                    f"{suggest(a.reference_arm, arm_codes)}")
+        check_expression(ctx, a.responder_if, (*base, "responder_if"))
+        check_expression(ctx, a.event_if, (*base, "event_if"))
+        if a.multiplicity_order is not None:
+            orders.append((str(a.multiplicity_order), (*base, "multiplicity_order")))
+        _check_model(ctx, endpoint, base)
+        for k, subgroup in enumerate(a.subgroups):
+            _check_levels(ctx, subgroup.levels, (*base, "subgroups", k), require_rules=True)
+        _duplicates(r, "sensitivity analysis id", (
+            (s.id, (*base, "sensitivity", k, "id")) for k, s in enumerate(a.sensitivity)
+        ))
+        _duplicates(r, "subgroup id", (
+            (s.id, (*base, "subgroups", k, "id")) for k, s in enumerate(a.subgroups)
+        ))
+        _duplicates(r, "intercurrent event id", (
+            (e.id, ("endpoints", i, "estimand", "intercurrent_events", k, "id"))
+            for k, e in enumerate(endpoint.estimand.intercurrent_events)
+        ))
+    _duplicates(r, "multiplicity_order", orders)
+
+
+def _check_model(ctx: _Context, endpoint: Endpoint, base: Path) -> None:
+    r = ctx.reporter
+    a = endpoint.analysis
+    model = a.model
+    if model == "mmrm":
+        if a.covariance is None:
+            r.error((*base, "model"), "mmrm needs a covariance structure (covariance: ...)")
+        if len(a.visits) < 2:
+            r.error((*base, "visits"), "mmrm needs at least two post-baseline visits")
+    elif a.covariance is not None:
+        r.error((*base, "covariance"), f"covariance is only used by mmrm, not {model}")
+    if model == "gee_per_eye" and len(a.outcome_fields) != 2:
+        r.error((*base, "outcome_fields"),
+                "gee_per_eye needs two outcome fields: right eye, then left eye")
+    if model in BINARY_MODELS and not a.responder_if:
+        outcome = ctx.fields.get(a.outcome_fields[0]) if a.outcome_fields else None
+        if outcome is not None and outcome.type != "yesno":
+            r.error((*base, "model"), f"{model} needs a binary outcome: give responder_if or "
+                    "a yesno outcome field")
+    if a.responder_if and model not in BINARY_MODELS:
+        r.error((*base, "responder_if"), f"responder_if is not used by model {model}")
+    if model in SURVIVAL_MODELS:
+        if not a.event_if:
+            r.error((*base, "model"), f"{model} needs event_if")
+        if not a.event_date_field:
+            r.error((*base, "model"), f"{model} needs event_date_field")
+    elif a.event_if or a.event_date_field:
+        key = "event_if" if a.event_if else "event_date_field"
+        r.error((*base, key), f"{key} is only used by survival models, not {model}")
+    if a.change_from_baseline and not a.baseline_visit:
+        r.error((*base, "change_from_baseline"), "change_from_baseline needs baseline_visit")
+    if a.baseline_field and not a.baseline_visit:
+        r.error((*base, "baseline_field"), "baseline_field needs baseline_visit")
+    if model == "gee_per_eye" and a.baseline_field:
+        r.error((*base, "baseline_field"), "gee_per_eye takes each eye's baseline from its own "
+                "outcome field at baseline_visit; remove baseline_field")
+
+
+def _check_consents(ctx: _Context) -> None:
+    _duplicates(ctx.reporter, "consent document", (
+        (f"{c.id}/{c.language}", ("consents", i, "language"))
+        for i, c in enumerate(ctx.protocol.consents)
+    ))
+
+
+def count_strata(protocol: Protocol) -> int | None:
+    """Return the number of randomization strata, or None when sites are unknown in advance."""
+    spec = protocol.randomization
+    levels = [len(f.levels) for f in spec.factors]
+    if spec.stratify_by_site:
+        if not protocol.sites.initial_sites:
+            return None
+        levels.append(len(protocol.sites.initial_sites))
+    return reduce(lambda a, b: a * b, levels, 1)
+
+
+def strata_warning(protocol: Protocol) -> str | None:
+    """Return a warning when strata are too many for the planned n (spec §6.6), else None.
+
+    Blocks only balance within a stratum; below two full blocks per stratum on average the
+    design degrades towards simple randomization and minimization is the better choice.
+    """
+    spec = protocol.randomization
+    if spec.method != "permuted_block" or protocol.sample_size is None or not spec.block_sizes:
+        return None
+    n_strata = count_strata(protocol)
+    if n_strata is None or n_strata <= 1:
+        return None
+    per_stratum = protocol.sample_size.n / n_strata
+    limit = 2 * max(spec.block_sizes)
+    if per_stratum >= limit:
+        return None
+    return (f"{n_strata} strata for a planned n of {protocol.sample_size.n} leave "
+            f"{per_stratum:.1f} participants per stratum, fewer than two blocks of the largest "
+            f"size ({limit}); stratified blocks will balance poorly — consider fewer factors "
+            "or minimization")
+
+
+def _warn_sparse_strata(ctx: _Context) -> None:
+    message = strata_warning(ctx.protocol)
+    if message:
+        ctx.reporter.warning(("randomization", "factors"), message)

@@ -1,0 +1,393 @@
+"""The loader reports every problem at once as file:line:col: path: message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from protocols.loader import (
+    Issue,
+    ProtocolError,
+    load_protocol,
+    load_protocol_report,
+    load_protocol_text,
+    validate_protocol_text,
+)
+from tests.protocols.minimal import MINIMAL
+
+LIBRARY = Path(__file__).resolve().parents[2] / "protocols" / "library"
+
+
+def replace(text: str, old: str, new: str) -> str:
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+def line_of(text: str, needle: str) -> int:
+    """Return the 1-based line of the first occurrence of needle."""
+    index = text.index(needle)
+    return text.count("\n", 0, index) + 1
+
+
+def column_of(text: str, needle: str) -> int:
+    index = text.index(needle)
+    return index - text.rfind("\n", 0, index)
+
+
+def errors(text: str) -> list[Issue]:
+    return [i for i in validate_protocol_text(text) if i.severity == "error"]
+
+
+def only_error(text: str) -> Issue:
+    found = errors(text)
+    assert len(found) == 1, [str(i) for i in found]
+    return found[0]
+
+
+def test_minimal_protocol_is_clean() -> None:
+    assert validate_protocol_text(MINIMAL) == []
+    protocol = load_protocol_text(MINIMAL)
+    assert protocol.code == "TEST-01"
+    assert protocol.form("outcome").fields[0].decimals == 1
+    assert set(protocol.field_index()) == {"age", "sex", "score"}
+    assert protocol.visits_of_form("screening") == ("screening",)
+
+
+@pytest.mark.parametrize("name", ["cognitive_impairment", "pediatric_myopia", "type2_diabetes"])
+def test_library_protocols_load_without_errors(name: str) -> None:
+    path = LIBRARY / f"{name}.yaml"
+    report = load_protocol_report(path.read_text(encoding="utf-8"), str(path))
+    assert report.errors == (), "\n".join(str(i) for i in report.errors)
+    protocol = load_protocol(path)
+    assert protocol.primary_endpoints
+    for form in protocol.forms:
+        assert form.title.zh, form.id
+        for field in form.fields:
+            assert field.label.zh, field.id
+    for arm in protocol.arms:
+        assert arm.name.zh
+    for visit in protocol.schedule.visits:
+        assert visit.label.zh
+
+
+def test_unknown_key_with_suggestion_points_at_the_key() -> None:
+    text = replace(MINIMAL, "ratio: 1, is_control", "ratoi: 1, is_control")
+    issue = only_error(text)
+    assert issue.message == "unknown key 'ratoi' in Arm (did you mean 'ratio'?)"
+    assert issue.path == "arms[1].ratoi"
+    assert (issue.line, issue.column) == (line_of(text, "ratoi"), column_of(text, "ratoi"))
+    assert str(issue).startswith(f"protocol.yaml:{issue.line}:{issue.column}: arms[1].ratoi: ")
+
+
+def test_wrong_type_is_reported_at_the_value() -> None:
+    text = replace(MINIMAL, "day: 28", "day: four weeks")
+    issue = only_error(text)
+    assert issue.path == "schedule.visits[1].day"
+    assert issue.message == "expected an integer, got a string"
+    assert (issue.line, issue.column) == (line_of(text, "four weeks"), column_of(text, "four"))
+
+
+def test_enum_value_with_suggestion() -> None:
+    text = replace(MINIMAL, "type: decimal", "type: decimel")
+    issue = only_error(text)
+    assert issue.path == "forms[1].fields[0].type"
+    assert "'decimel' is not one of" in issue.message
+    assert issue.message.endswith("(did you mean 'decimal'?)")
+    assert issue.line == line_of(text, "decimel")
+
+
+def test_missing_required_key_points_at_the_mapping() -> None:
+    text = replace(MINIMAL, "      day: -7\n", "")
+    issue = only_error(text)
+    assert issue.path == "schedule.visits[0]"
+    assert issue.message == "missing required key 'day' in Visit"
+    assert issue.line == line_of(text, "- id: screening")
+
+
+def test_duplicate_yaml_key() -> None:
+    text = replace(MINIMAL, "phase: pilot\n", "phase: pilot\nphase: pivotal\n")
+    issue = only_error(text)
+    assert issue.message == "duplicate key 'phase' (first defined at line 3)"
+    assert (issue.line, issue.column) == (4, 1)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle", "message"),
+    [
+        ("code: control, name", "code: active, name", "code: active, name: {en: Control",
+         "duplicate arm code 'active' (first defined at line 7)"),
+        ("- id: outcome\n", "- id: screening\n", "- id: screening\n    title: {en: Outcome",
+         "duplicate form id 'screening'"),
+        ("{id: score, type", "{id: age, type", "{id: age, type: decimal",
+         "duplicate field id 'age'"),
+        ("- id: week_4", "- id: screening", "- id: screening\n      label: {en: Week 4",
+         "duplicate visit id 'screening'"),
+    ],
+)
+def test_duplicate_ids(old: str, new: str, needle: str, message: str) -> None:
+    text = replace(MINIMAL, old, new)
+    found = [i for i in errors(text) if i.message.startswith(message)]
+    assert found, [str(i) for i in errors(text)]
+    assert found[0].line == line_of(text, needle)
+
+
+def test_duplicate_endpoint_and_criterion_ids() -> None:
+    endpoint = MINIMAL[MINIMAL.index("  - id: score_w4"):MINIMAL.index("sample_size")]
+    criterion = "  - id: inc_age\n    kind: exclusion\n    text: {en: Old}\n" \
+                "    expression: \"[age] > 90\"\n"
+    text = replace(MINIMAL, "sample_size", endpoint.replace("multiplicity", "x") + "sample_size")
+    text = replace(text, "schedule:\n", criterion + "schedule:\n")
+    messages = {i.message: i.line for i in errors(text)}
+    second_endpoint = text.index("- id: score_w4", text.index("- id: score_w4") + 1)
+    second_line = text.count("\n", 0, second_endpoint) + 1
+    assert messages["duplicate endpoint id 'score_w4' (first defined at line "
+                    f"{line_of(text, '- id: score_w4')})"] == second_line
+    assert messages["duplicate criterion id 'inc_age' (first defined at line "
+                    f"{line_of(text, '- id: inc_age')})"] == line_of(text, "kind: exclusion") - 1
+
+
+def test_undefined_field_in_expression_has_expression_column() -> None:
+    text = replace(MINIMAL, '"[age] >= 18"', '"[age] >= 18 and [weight] > 40"')
+    issue = only_error(text)
+    assert issue.path == "eligibility[0].expression"
+    assert issue.message == "undefined field 'weight' in expression (column 17)"
+    assert issue.line == line_of(text, "[weight]")
+    assert issue.column == column_of(text, "[weight]")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        ("min: 0, max: 120}", "min: 0, max: 120, show_if: \"[sexx] = '1'\"}",
+         "forms[0].fields[0].show_if"),
+        ("{id: score, type: decimal, label: {en: Score}, min: 0, max: 100, decimals: 1}",
+         "{id: score, type: calculated, label: {en: Score}, calculation: \"[age] * [bmi]\"}",
+         "forms[1].fields[0].calculation"),
+        ("decimals: 1}", "decimals: 1, checks: [{id: c1, condition: \"[scor] < 90\", "
+         "message: {en: High}}]}", "forms[1].fields[0].checks[0].condition"),
+        ("when: \"[sex] = '1'\"", "when: \"[gender] = '1'\"",
+         "randomization.factors[0].levels[0].when"),
+    ],
+)
+def test_undefined_fields_everywhere(old: str, new: str, path: str) -> None:
+    text = replace(MINIMAL, old, new)
+    found = [i for i in errors(text) if i.message.startswith("undefined field")]
+    assert [i.path for i in found] == [path]
+
+
+def test_undefined_field_in_adherence_condition() -> None:
+    stream = (
+        "device_streams:\n  - id: usage\n    kind: app_usage\n    label: {en: Usage}\n"
+        "    unit: min\n    cadence: daily\n    adherence:\n      metric: total\n"
+        "      threshold: 100\n      condition: \"[completed] = '1'\"\n"
+    )
+    text = replace(MINIMAL, "endpoints:\n", stream + "endpoints:\n")
+    issue = only_error(text)
+    assert issue.path == "device_streams[0].adherence.condition"
+    assert issue.line == line_of(text, "[completed]")
+    assert issue.column == column_of(text, "[completed]")
+
+
+def test_expression_syntax_error_column() -> None:
+    text = replace(MINIMAL, '"[age] >= 18"', '"[age] >= >= 18"')
+    issue = only_error(text)
+    assert issue.message.startswith("expression syntax error at column 10")
+    assert issue.column == column_of(text, "[age] >= >=") + 9
+
+
+def test_unknown_choice_code_in_expression() -> None:
+    text = replace(MINIMAL, '"[age] >= 18"', '"[age] >= 18 and [sex(3)] = \'1\'"')
+    issue = only_error(text)
+    assert issue.message == "'3' is not a choice code of field 'sex' (codes: 1, 2)"
+
+
+def test_form_not_scheduled_unless_repeating_or_unscheduled() -> None:
+    extra = "  - id: notes\n    title: {en: Notes}\n    fields:\n" \
+            "      - {id: note, type: text, label: {en: Note}}\n"
+    text = replace(MINIMAL, "endpoints:\n", extra + "endpoints:\n")
+    issue = only_error(text)
+    assert issue.path == "forms[2].id"
+    assert issue.message.startswith("form 'notes' is not scheduled at any visit")
+    assert issue.line == line_of(text, "- id: notes")
+    assert errors(replace(text, "title: {en: Notes}", "title: {en: Notes}\n    repeating: true")) \
+        == []
+    assert errors(replace(text, "forms:\n  - id: screening",
+                          "forms:\n  - id: screening")) != []
+    unscheduled = replace(text, "      forms: [outcome]\n",
+                          "      forms: [outcome]\n  unscheduled_forms: [notes]\n")
+    assert errors(unscheduled) == []
+
+
+def test_visit_references_unknown_form() -> None:
+    text = replace(MINIMAL, "forms: [outcome]", "forms: [outcome, outcomes]")
+    issue = only_error(text)
+    assert issue.path == "schedule.visits[1].forms[1]"
+    assert issue.message == "visit 'week_4' references unknown form 'outcomes' " \
+                            "(did you mean 'outcome'?)"
+    assert issue.column == column_of(text, "outcomes]")
+
+
+def test_endpoint_on_unknown_field_and_reference_arm() -> None:
+    text = replace(MINIMAL, "outcome_fields: [score]", "outcome_fields: [scores]")
+    text = replace(text, "reference_arm: control", "reference_arm: placebo")
+    found = {i.path: i for i in errors(text)}
+    assert found["endpoints[0].analysis.outcome_fields[0]"].message == \
+        "unknown field 'scores' (did you mean 'score'?)"
+    assert found["endpoints[0].analysis.reference_arm"].message == \
+        "unknown reference arm 'placebo'"
+    assert found["endpoints[0].analysis.reference_arm"].line == line_of(text, "placebo")
+
+
+def test_block_size_not_multiple_of_reduced_ratio_sum() -> None:
+    text = replace(MINIMAL, "name: {en: Active, zh: 试验组}, ratio: 1",
+                   "name: {en: Active, zh: 试验组}, ratio: 4")
+    text = replace(text, "ratio: 1, is_control", "ratio: 2, is_control")
+    text = replace(text, "block_sizes: [2, 4]", "block_sizes: [3, 4]")
+    issue = only_error(text)
+    assert issue.message == "block size 4 is not a multiple of ratio sum 3"
+    assert issue.path == "randomization.block_sizes[1]"
+    assert issue.line == line_of(text, "block_sizes")
+
+
+def test_stratification_levels_must_cover_choice_codes() -> None:
+    text = replace(MINIMAL, "when: \"[sex] = '2'\"", "when: \"[sex] = '9'\"")
+    issue = only_error(text)
+    assert issue.path == "randomization.factors[0].levels"
+    assert issue.message.startswith(
+        "levels of factor 'sex_factor' do not cover codes of 'sex': 2")
+    assert errors(replace(text, "when: \"[sex] = '9'\"", "otherwise: true")) == []
+
+
+def test_stratification_levels_must_cover_numeric_range() -> None:
+    factor = (
+        "    - id: age_band\n      label: {en: Age band}\n      field: age\n      levels:\n"
+        "        - {code: young, label: {en: Young}, when: \"[age] < 40\"}\n"
+        "        - {code: old, label: {en: Old}, when: \"[age] >= 65\"}\n"
+    )
+    text = replace(MINIMAL, "eligibility:\n", factor + "eligibility:\n")
+    issue = only_error(text)
+    assert issue.message.startswith(
+        "levels of factor 'age_band' do not cover values of 'age': 40–64")
+
+
+def test_otherwise_must_be_last() -> None:
+    text = replace(MINIMAL, "when: \"[sex] = '1'\"", "otherwise: true")
+    issue = only_error(text)
+    assert issue.message == "the otherwise level must be the last level"
+
+
+def test_minimization_parameters() -> None:
+    text = replace(MINIMAL, "method: permuted_block\n  block_sizes: [2, 4]",
+                   "method: minimization\n  p: 1.5")
+    issue = only_error(text)
+    assert issue.path == "randomization.p"
+    assert issue.message == "must be at most 1, got 1.5"
+    text = replace(text, "p: 1.5", "p: 1")
+    assert only_error(text).message.startswith("p = 1 makes minimization deterministic")
+    text = replace(text, "p: 1", "p: 0.8")
+    text = replace(text, "field: sex\n", "field: sex\n      weight: 0\n")
+    assert only_error(text).message == "at least one minimization weight must be positive"
+    text = replace(text, "weight: 0", "weight: -1")
+    assert "must be at least 0, got -1" in [i.message for i in errors(text)]
+
+
+def test_parameters_of_another_method_are_rejected() -> None:
+    text = replace(MINIMAL, "block_sizes: [2, 4]", "block_sizes: [2, 4]\n  efron_p: 0.67")
+    issue = only_error(text)
+    assert issue.message == "efron_p is not used by method permuted_block"
+
+
+def test_labels_need_english() -> None:
+    text = replace(MINIMAL, "title: {en: Outcome}", "title: {zh: 结局}")
+    issue = only_error(text)
+    assert issue.message == "missing required key 'en' in Label"
+    assert issue.path == "forms[1].title"
+    text = replace(MINIMAL, "title: {en: Outcome}", "title: Outcome")
+    assert only_error(text).message == "expected a mapping, got a string"
+
+
+def test_choice_field_without_choices() -> None:
+    text = replace(MINIMAL, "{id: score, type: decimal, label: {en: Score}, min: 0, max: 100, "
+                   "decimals: 1}", "{id: score, type: single_choice, label: {en: Score}}")
+    issue = only_error(text)
+    assert issue.message == "field 'score' of type single_choice has no choices"
+    assert issue.path == "forms[1].fields[0].type"
+
+
+def test_mmrm_needs_covariance_and_visits() -> None:
+    text = replace(MINIMAL, "model: ancova", "model: mmrm")
+    messages = sorted(i.message for i in errors(text))
+    assert messages == ["mmrm needs a covariance structure (covariance: ...)",
+                        "mmrm needs at least two post-baseline visits"]
+
+
+def test_every_error_is_reported_at_once() -> None:
+    text = replace(MINIMAL, "phase: pilot", "phase: pilott")
+    text = replace(text, "day: 28", "day: x")
+    text = replace(text, "forms: [outcome]", "forms: [outcome, nope]")
+    text = replace(text, "reference_arm: control", "reference_arm: nobody")
+    with pytest.raises(ProtocolError) as caught:
+        load_protocol_text(text, "trial.yaml")
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 4
+    assert all(line.startswith("trial.yaml:") for line in lines)
+    assert [i.line for i in caught.value.issues] == sorted(i.line for i in caught.value.issues)
+
+
+def test_yaml_syntax_error_has_position() -> None:
+    issue = only_error("code: [unclosed\ntitle: x\n")
+    assert issue.message.startswith("YAML syntax error")
+    assert issue.line == 2
+
+
+def test_empty_and_non_mapping_documents() -> None:
+    assert only_error("").message == "the document is empty"
+    assert only_error("- a\n- b\n").message == "expected a mapping, got a list"
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        load_protocol(tmp_path / "missing.yaml")
+    assert "cannot read file" in str(caught.value)
+
+
+def test_sparse_strata_warning() -> None:
+    sites = "sites:\n  initial:\n" + "".join(
+        f"    - {{code: S{k}, name: Site {k}}}\n" for k in range(10))
+    text = replace(MINIMAL, "eligibility:\n", "  stratify_by_site: true\n" + sites
+                   + "eligibility:\n")
+    issues = validate_protocol_text(text)
+    assert [i.severity for i in issues] == ["warning"]
+    assert issues[0].message.startswith("20 strata for a planned n of 100 leave 5.0 participants")
+    assert str(issues[0]).split(": ", 2)[2].startswith("warning: ")
+    assert load_protocol_text(text).code == "TEST-01"
+
+
+def test_decimal_factor_coverage_finds_a_boundary_gap() -> None:
+    text = (LIBRARY / "pediatric_myopia.yaml").read_text(encoding="utf-8")
+    text = replace(text, 'when: "[se_mean] >= -3"', 'when: "[se_mean] > -3"')
+    issue = only_error(text)
+    assert issue.path == "randomization.factors[1].levels"
+    assert issue.message.startswith(
+        "levels of factor 'se_band' do not cover values of 'se_mean': -3.0 ")
+
+
+def test_library_models_expose_the_design() -> None:
+    myopia = load_protocol(LIBRARY / "pediatric_myopia.yaml")
+    assert myopia.randomization.method == "minimization"
+    assert myopia.randomization.p == 0.8
+    assert [f.id for f in myopia.randomization.factors] == ["age_group", "se_band"]
+    primary = myopia.primary_endpoints[0].analysis
+    assert (primary.model, primary.outcome_fields) == ("gee_per_eye", ("se_right", "se_left"))
+    assert {c.signer for c in myopia.consents} == {"guardian", "participant"}
+    diabetes = load_protocol(LIBRARY / "type2_diabetes.yaml")
+    assert diabetes.reduced_ratio == (2, 1)
+    assert diabetes.control_arm is not None and diabetes.control_arm.code == "usual_care"
+    per_protocol = [s for s in diabetes.device_streams
+                    if s.adherence is not None and s.adherence.defines_per_protocol]
+    assert [s.id for s in per_protocol] == ["app_usage"]
+    mci = load_protocol(LIBRARY / "cognitive_impairment.yaml")
+    mmrm = mci.endpoint("adas_change_w24").analysis
+    assert (mmrm.covariance, mmrm.visits) == ("unstructured", ("week_4", "week_12", "week_24"))
+    assert mci.randomization.block_sizes == (4, 6)
