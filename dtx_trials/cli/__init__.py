@@ -14,8 +14,8 @@ from flask import Flask
 from rich.console import Console
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+console = Console(stderr=False, soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def with_app(func: F) -> F:
@@ -238,6 +238,11 @@ def audit_verify(app: Flask, trial_code: str | None) -> None:
         return
     console.print(f"[red]FAILED[/red] {summary}")
     sys.exit(1)
+
+
+from dtx_trials.cli import protocol as _protocol  # noqa: E402  (registers `dtx protocol`)
+
+cli.add_command(_protocol.protocol)
 
 
 @cli.command("init-key")

@@ -1,0 +1,160 @@
+"""`dtx protocol ...`: validate, load, diff, schema, REDCap import."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask
+
+from protocols.document import Issue
+from protocols.loader import load_protocol_report
+
+
+def _echo(text: str, err: bool = False) -> None:
+    click.echo(text, err=err)
+
+
+@click.group()
+def protocol() -> None:
+    """Protocol documents: validate, load, diff, schema, import from REDCap."""
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _echo(f"{path}:1:1: <document>: cannot read file: {exc}", err=True)
+        sys.exit(2)
+
+
+@protocol.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(files: tuple[Path, ...]) -> None:
+    """Check protocol files; print every problem as file:line:col: path: message.
+
+    Exit status 0 when every file is valid (warnings allowed), 1 when any has errors.
+    """
+    n_errors = 0
+    for path in files:
+        result = load_protocol_report(_read(path), str(path))
+        for issue in result.issues:
+            _echo(str(issue))
+        n_errors += len(result.errors)
+        status = "ok" if not result.errors else f"{len(result.errors)} error(s)"
+        warnings = f", {len(result.warnings)} warning(s)" if result.warnings else ""
+        _echo(f"{path}: {status}{warnings}")
+    sys.exit(1 if n_errors else 0)
+
+
+@protocol.command("load")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--accept",
+    "accepted",
+    multiple=True,
+    help="Id of a breaking change the sponsor accepts as a data migration.",
+)
+@click.option("--activate/--no-activate", default=True, show_default=True)
+def load(file: Path, accepted: tuple[str, ...], activate: bool) -> None:
+    """Store FILE as a new version of its trial (created if needed) and activate it."""
+    from dtx_trials.cli import _fail, _run, cli_actor, with_app
+
+    @with_app
+    def run(app: Flask) -> None:
+        from sqlalchemy import select
+
+        from dtx_trials.extensions import db
+        from dtx_trials.models import Trial
+        from dtx_trials.services import protocols as service
+        from dtx_trials.services import trials
+
+        text = _read(file)
+        result = load_protocol_report(text, str(file))
+        if result.errors:
+            for issue in result.issues:
+                _echo(str(issue), err=True)
+            _fail(f"{file}: {len(result.errors)} error(s); nothing was loaded")
+        assert result.protocol is not None
+        actor = cli_actor()
+        trial = db.session.scalars(select(Trial).where(Trial.code == result.protocol.code)).first()
+        if trial is None:
+            trial = _run(
+                lambda: trials.create_trial(
+                    db.session,
+                    actor,
+                    code=result.protocol.code,
+                    title=result.protocol.title.en[:300],
+                )
+            )
+        admin = service._as_sponsor(actor, trial)
+        version, created = _run(
+            lambda: service.upload_version(db.session, admin, trial, text, file.name)
+        )
+        _echo(
+            f"{trial.code}: version {version.version_no} "
+            f"{'stored' if created else 'already stored'} (sha256 {version.sha256[:12]})"
+        )
+        if activate and trial.active_protocol_version_id != version.id:
+            _, changes = _run(
+                lambda: service.activate_version(
+                    db.session, admin, trial, version.version_no, accepted
+                )
+            )
+            for change in changes:
+                _echo(f"  {_change_line(change)}")
+            _echo(f"{trial.code}: version {version.version_no} active")
+
+    run()
+
+
+def _change_line(change: object) -> str:
+    kind = getattr(change, "kind", "")
+    mark = {"added": "+", "removed": "-", "changed": "~"}.get(kind, "?")
+    breaking = (
+        " [breaking: " + (getattr(change, "breaking_reason", "") or "") + "]"
+        if getattr(change, "is_breaking", False)
+        else ""
+    )
+    return f"{mark} {getattr(change, 'description', '')}{breaking}"
+
+
+@protocol.command("diff")
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+def diff(old: Path, new: Path) -> None:
+    """Show a readable change list between two protocol files (exit 1 when they differ)."""
+    from protocols.diff import diff_protocols
+
+    protocols = []
+    for path in (old, new):
+        result = load_protocol_report(_read(path), str(path))
+        if result.protocol is None:
+            for issue in result.errors:
+                _echo(str(issue), err=True)
+            sys.exit(2)
+        protocols.append(result.protocol)
+    changes = diff_protocols(protocols[0], protocols[1])
+    for change in changes:
+        _echo(_change_line(change))
+    _echo(f"{len(changes)} change(s), {sum(c.is_breaking for c in changes)} potentially breaking")
+    sys.exit(1 if changes else 0)
+
+
+@protocol.command("schema")
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+def schema(out: Path | None) -> None:
+    """Print (or write) the JSON Schema of the protocol format for editor autocompletion."""
+    from protocols.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False)
+    if out is None:
+        _echo(text)
+    else:
+        out.write_text(text + "\n", encoding="utf-8")
+        _echo(f"wrote {out}")
+
+
+__all__ = ["Issue", "protocol"]
