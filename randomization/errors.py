@@ -23,3 +23,7 @@ class StateError(RandomizationError):
 
 class AllocationListError(RandomizationError):
     """An uploaded allocation list (CSV) is malformed; the message names the line."""
+
+
+class SimulationError(RandomizationError):
+    """A simulation request (size, factors, stratification) is invalid."""
