@@ -301,7 +301,7 @@ class MinimizationDesign(Design):
         return probabilities, preferred
 
     def choose(self, ctx: _Context) -> _Choice:
-        """Allocate by the random element over the preferred set (or by ratio during burn-in)."""
+        """Allocate by the random element over the preferred set (by the ratio in burn-in/first)."""
         zeros = (0,) * len(self.arms)
         marginal_counts = [
             ctx.stratum.marginals.get(f.name, {}).get(ctx.factors[f.name], zeros)
@@ -314,11 +314,16 @@ class MinimizationDesign(Design):
             },
         }
         if ctx.n_allocations < self.burn_in:
-            evidence["burn_in"] = True
+            evidence["rule"] = "burn_in"
+            return _coin(self, ctx, self.target_probabilities, evidence)
+        if not any(ctx.stratum.counts):
+            # Participant 1 is the all-tie case of step 4 (allocated by the ratio); with unequal
+            # ratios the scaled scores alone would not tie, and the ARP figures of §1.5 assume it.
+            evidence["rule"] = "first_participant"
             return _coin(self, ctx, self.target_probabilities, evidence)
         scores = self.imbalance_scores(marginal_counts)
         probabilities, preferred = self.probabilities(scores)
-        evidence["burn_in"] = False
+        evidence["rule"] = "minimization"
         evidence["imbalance_scores"] = _fraction_text(scores, self.arms)
         evidence["preferred"] = [self.arms[a] for a in preferred]
         return _coin(self, ctx, probabilities, evidence)
