@@ -66,19 +66,27 @@ def generate_allocation_list(
 
 
 def format_allocation_list(rows: Sequence[AllocationListRow]) -> str:
-    """Return the rows as CSV; `parse_allocation_list` reads it back."""
+    """Return the rows as CSV; `parse_allocation_list` reads it back.
+
+    Columns: stratum, slot, arm, block_index, block_size, and randomization_number when any row
+    has one.
+    """
+    has_numbers = any(row.randomization_number for row in rows)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["stratum", "slot", "arm", "block_index", "block_size", "randomization_number"])
+    header = ["stratum", "slot", "arm", "block_index", "block_size"]
+    writer.writerow([*header, "randomization_number"] if has_numbers else header)
     for row in rows:
-        writer.writerow([
+        cells: list[object] = [
             row.stratum,
             row.slot,
             row.arm,
             "" if row.block_index is None else row.block_index,
             "" if row.block_size is None else row.block_size,
-            row.randomization_number or "",
-        ])
+        ]
+        if has_numbers:
+            cells.append(row.randomization_number or "")
+        writer.writerow(cells)
     return out.getvalue()
 
 
@@ -89,7 +97,7 @@ def parse_allocation_list_rows(csv_text: str) -> list[AllocationListRow]:
     """
     if not isinstance(csv_text, str):
         raise AllocationListError("the allocation list must be text")
-    reader = csv.reader(io.StringIO(csv_text.lstrip("\ufeff")))
+    reader = csv.reader(io.StringIO(csv_text.lstrip("\ufeff")), strict=True)
     try:
         header = next(reader, None)
         if header is None:
