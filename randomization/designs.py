@@ -393,6 +393,8 @@ class BlockUrnDesign(Design):
         return _coin(self, ctx, probabilities, evidence)
 
 
+MAX_BLOCK_SIZE = 1000
+
 METHODS = ("simple", "permuted_block", "minimization", "efron", "big_stick", "block_urn", "list")
 
 
@@ -500,6 +502,8 @@ def _build_permuted_block(
         raise DesignError(f"{method}: block_sizes has duplicates: {list(sizes)!r}")
     total = sum(ratio)
     for size in sizes:
+        if size > MAX_BLOCK_SIZE:
+            raise DesignError(f"{method}: block size {size} exceeds {MAX_BLOCK_SIZE}")
         if size % total:
             raise DesignError(f"block size {size} is not a multiple of ratio sum {total}")
     return PermutedBlockDesign(arms, ratio, block_sizes=tuple(sorted(sizes)))
