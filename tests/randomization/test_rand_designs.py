@@ -8,7 +8,7 @@ from fractions import Fraction
 from itertools import accumulate
 
 import pytest
-from conftest import allocate_sequence
+from rand_helpers import allocate_sequence
 
 from randomization.designs import (
     BlockUrnDesign,

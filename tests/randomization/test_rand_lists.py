@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import allocate_sequence
+from rand_helpers import allocate_sequence
 
 from randomization.designs import build_design
 from randomization.draws import secret_from_seed

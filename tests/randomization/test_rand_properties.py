@@ -6,9 +6,9 @@ from __future__ import annotations
 from fractions import Fraction
 from math import gcd
 
-from conftest import allocate_sequence
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rand_helpers import allocate_sequence
 
 from randomization.designs import METHODS, Design, allocate, build_design, replay, void
 from randomization.draws import secret_from_seed

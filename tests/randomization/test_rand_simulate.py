@@ -12,7 +12,7 @@ from fractions import Fraction
 from itertools import permutations
 
 import pytest
-from conftest import allocate_sequence
+from rand_helpers import allocate_sequence
 
 from randomization.designs import build_design
 from randomization.errors import SimulationError

@@ -1,17 +1,18 @@
-"""Shared helpers for the randomization core tests (pure: no app, no database)."""
+"""Shared helpers for the randomization core tests (pure: no app, no database).
+
+A uniquely named module rather than conftest.py, so that `from rand_helpers import …` can never
+pick up another package's conftest.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-
-import pytest
+from collections.abc import Mapping, Sequence
 
 from randomization.designs import Design, allocate
 from randomization.draws import secret_from_seed
 from randomization.state import AllocationResult, RandomizationState
 
 Participant = tuple[str, Mapping[str, str]]
-AllocateMany = Callable[..., tuple[list[AllocationResult], RandomizationState]]
 
 
 def allocate_sequence(
@@ -34,9 +35,3 @@ def allocate_sequence(
         )
         results.append(result)
     return results, current
-
-
-@pytest.fixture
-def allocate_many() -> AllocateMany:
-    """Return `allocate_sequence`."""
-    return allocate_sequence
