@@ -1,0 +1,819 @@
+"""Allocation designs and the pure allocate / void / replay entry points (spec §1).
+
+A design is a frozen dataclass built by `build_design(method, arms, ratio, params)`. Every
+design is applied independently within the stratum key the caller passes (`stratum_key()`;
+`all` when the model is unstratified), so "stratified" is not a separate design.
+
+Which allocations count: slot-based designs (simple, permuted_block, list) walk a fixed,
+secret-keyed sequence per stratum, and a voided allocation retires its slot for good. Dynamic
+designs (minimization, efron, big_stick, block_urn) decide from the counts of *active*
+allocations: a void removes the allocation from the counts (spec §1.5) but never its seq_no.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import ClassVar
+
+from randomization.draws import choose_index, randbelow, shuffle_in_place
+from randomization.errors import (
+    AllocationInputError,
+    AllocationUnavailable,
+    DesignError,
+    StateError,
+)
+from randomization.state import AllocationResult, RandomizationState, ReplayInput, StratumState
+from randomization.strata import UNSTRATIFIED, check_stratum_key, stratum_key
+
+__all__ = [
+    "METHODS",
+    "UNSTRATIFIED",
+    "BigStickDesign",
+    "BlockUrnDesign",
+    "Design",
+    "EfronDesign",
+    "ListDesign",
+    "MinimizationDesign",
+    "MinimizationFactor",
+    "PermutedBlockDesign",
+    "SimpleDesign",
+    "allocate",
+    "build_design",
+    "future_slots",
+    "replay",
+    "stratum_key",
+    "void",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    secret: bytes
+    model: str
+    seq_no: int
+    stratum_key: str
+    factors: Mapping[str, str]
+    stratum: StratumState
+    n_allocations: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    arm_index: int
+    evidence: dict[str, object]
+    block: tuple[int, int, int] | None = None
+
+
+def _fraction_text(values: Sequence[Fraction], arms: Sequence[str]) -> dict[str, str]:
+    return {arm: str(v) for arm, v in zip(arms, values)}
+
+
+def _fraction_float(values: Sequence[Fraction], arms: Sequence[str]) -> dict[str, float]:
+    return {arm: float(v) for arm, v in zip(arms, values)}
+
+
+def _coin(
+    design: Design, ctx: _Context, probabilities: Sequence[Fraction], evidence: dict[str, object]
+) -> _Choice:
+    """Draw `coin|{model}|{seq_no}` against `probabilities` and record the draw."""
+    label = f"coin|{ctx.model}"
+    k, u = choose_index(probabilities, ctx.secret, label, ctx.seq_no)
+    evidence["probabilities"] = _fraction_text(probabilities, design.arms)
+    evidence["probabilities_float"] = _fraction_float(probabilities, design.arms)
+    evidence["u"] = u
+    evidence["draw_label"] = f"{label}|{ctx.seq_no}"
+    return _Choice(k, evidence)
+
+
+@dataclass(frozen=True)
+class Design:
+    """Common interface: arms in protocol order, the gcd-reduced ratio and design warnings."""
+
+    arms: tuple[str, ...]
+    ratio: tuple[int, ...]
+    warnings: tuple[str, ...] = ()
+
+    method: ClassVar[str] = ""
+    has_fixed_sequence: ClassVar[bool] = False
+
+    @property
+    def ratio_sum(self) -> int:
+        """Return W, the sum of the reduced ratio."""
+        return sum(self.ratio)
+
+    @property
+    def target_probabilities(self) -> tuple[Fraction, ...]:
+        """Return ρ_k = w_k / W for every arm."""
+        total = self.ratio_sum
+        return tuple(Fraction(w, total) for w in self.ratio)
+
+    def choose(self, ctx: _Context) -> _Choice:
+        """Return the arm for the allocation described by `ctx` (implemented by each design)."""
+        raise DesignError(f"design {type(self).__name__} cannot allocate")
+
+    def check_factors(self, factors: Mapping[str, str]) -> None:
+        """Raise AllocationInputError if the factor levels cannot be used by this design."""
+
+
+@dataclass(frozen=True)
+class SimpleDesign(Design):
+    """Complete randomization: P(arm k) = ρ_k, stream `simple|{model}|{stratum}`, k-th draw."""
+
+    method: ClassVar[str] = "simple"
+    has_fixed_sequence: ClassVar[bool] = True
+
+    def slot_arm(self, secret: bytes, model: str, key: str, slot: int) -> tuple[int, float]:
+        """Return (arm index, u) of the stratum's `slot`-th allocation (1-based)."""
+        return choose_index(self.target_probabilities, secret, f"simple|{model}|{key}", slot)
+
+    def choose(self, ctx: _Context) -> _Choice:
+        """Draw the next simple-randomization slot of the stratum."""
+        slot = ctx.stratum.n_slots + 1
+        k, u = self.slot_arm(ctx.secret, ctx.model, ctx.stratum_key, slot)
+        probabilities = self.target_probabilities
+        return _Choice(
+            k,
+            {
+                "slot": slot,
+                "probabilities": _fraction_text(probabilities, self.arms),
+                "probabilities_float": _fraction_float(probabilities, self.arms),
+                "u": u,
+                "draw_label": f"simple|{ctx.model}|{ctx.stratum_key}|{slot}",
+            },
+        )
+
+
+@functools.lru_cache(maxsize=4096)
+def _block(
+    secret: bytes, model: str, key: str, block_index: int, sizes: tuple[int, ...],
+    ratio: tuple[int, ...],
+) -> tuple[int, ...]:
+    """Return the arm indices of one permuted block (pure, so it is safe to cache)."""
+    prefix = f"pbd|{model}|{key}|{block_index}"
+    size = sizes[0]
+    if len(sizes) > 1:
+        size = sizes[randbelow(len(sizes), secret, f"{prefix}|size", 0)]
+    multiplicity = size // sum(ratio)
+    items = [k for k, w in enumerate(ratio) for _ in range(w * multiplicity)]
+    shuffle_in_place(items, secret, f"{prefix}|shuffle")
+    return tuple(items)
+
+
+@dataclass(frozen=True)
+class PermutedBlockDesign(Design):
+    """Permuted blocks: one size gives fixed blocks, several are drawn uniformly (§1.2-1.3)."""
+
+    block_sizes: tuple[int, ...] = ()
+
+    method: ClassVar[str] = "permuted_block"
+    has_fixed_sequence: ClassVar[bool] = True
+
+    def block_arms(self, secret: bytes, model: str, key: str, block_index: int) -> tuple[int, ...]:
+        """Return the arm indices of block `block_index` (1-based) of a stratum."""
+        return _block(secret, model, key, block_index, self.block_sizes, self.ratio)
+
+    def slot(
+        self, secret: bytes, model: str, key: str, n_slots: int, block: tuple[int, int, int]
+    ) -> tuple[int, tuple[int, int, int]]:
+        """Return (arm index, (block index, block start, block size)) of slot n_slots + 1."""
+        block_index, block_start, block_size = block
+        if block_index == 0 or n_slots - block_start >= block_size:
+            block_index, block_start = block_index + 1, n_slots
+            arms = self.block_arms(secret, model, key, block_index)
+            block_size = len(arms)
+        else:
+            arms = self.block_arms(secret, model, key, block_index)
+        return arms[n_slots - block_start], (block_index, block_start, block_size)
+
+    def choose(self, ctx: _Context) -> _Choice:
+        """Take the stratum's next slot, opening a new block when the current one is used up."""
+        st = ctx.stratum
+        k, block = self.slot(
+            ctx.secret, ctx.model, ctx.stratum_key, st.n_slots,
+            (st.block_index, st.block_start, st.block_size),
+        )
+        evidence: dict[str, object] = {
+            "slot": st.n_slots + 1,
+            "block_index": block[0],
+            "block_size": block[2],
+            "position": st.n_slots - block[1] + 1,
+        }
+        return _Choice(k, evidence, block)
+
+
+@dataclass(frozen=True)
+class ListDesign(Design):
+    """An uploaded allocation table: per stratum, slots are consumed in upload order."""
+
+    table: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    method: ClassVar[str] = "list"
+    has_fixed_sequence: ClassVar[bool] = True
+
+    def slot_arm(self, key: str, slot: int) -> int:
+        """Return the arm index of the stratum's `slot`-th row (1-based) or raise if exhausted."""
+        rows = self.table.get(key, ())
+        if slot > len(rows):
+            raise AllocationUnavailable(
+                f"no allocation available in stratum {key} "
+                f"({len(rows)} slot(s) uploaded, all used)"
+            )
+        return self.arms.index(rows[slot - 1])
+
+    def choose(self, ctx: _Context) -> _Choice:
+        """Take the stratum's next uploaded row."""
+        slot = ctx.stratum.n_slots + 1
+        return _Choice(self.slot_arm(ctx.stratum_key, slot), {"slot": slot})
+
+
+@dataclass(frozen=True)
+class MinimizationFactor:
+    """A minimization factor: its weight v_f ≥ 0 and, if declared, its admissible levels."""
+
+    name: str
+    weight: Fraction
+    levels: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class MinimizationDesign(Design):
+    """Pocock–Simon minimization with the preferred-set rule of spec §1.5, steps 1–5."""
+
+    factors: tuple[MinimizationFactor, ...] = ()
+    imbalance: str = "range"
+    p: Fraction = Fraction(4, 5)
+    burn_in: int = 0
+
+    method: ClassVar[str] = "minimization"
+
+    def check_factors(self, factors: Mapping[str, str]) -> None:
+        """Require a declared level for every minimization factor."""
+        for factor in self.factors:
+            level = factors.get(factor.name)
+            if level is None or level == "":
+                raise AllocationInputError(
+                    f"cannot randomize: minimization factor {factor.name} missing"
+                )
+            if factor.levels is not None and level not in factor.levels:
+                raise AllocationInputError(
+                    f"cannot randomize: {level!r} is not a level of factor {factor.name} "
+                    f"(expected one of {', '.join(factor.levels)})"
+                )
+
+    def _spread(self, scaled: Sequence[int]) -> Fraction:
+        if self.imbalance == "range":
+            return Fraction(max(scaled) - min(scaled))
+        n_arms = len(scaled)
+        total = sum(scaled)
+        square_sum = sum(s * s for s in scaled)
+        return Fraction(n_arms * square_sum - total * total, n_arms * (n_arms - 1))
+
+    def imbalance_scores(
+        self, marginal_counts: Sequence[Sequence[int]]
+    ) -> tuple[Fraction, ...]:
+        """Return G(a) for each candidate arm from the counts at the participant's levels."""
+        n_arms = len(self.arms)
+        lcm = math.lcm(*self.ratio)
+        scale = [lcm // w for w in self.ratio]
+        scores = [Fraction(0)] * n_arms
+        for factor, counts in zip(self.factors, marginal_counts):
+            for a in range(n_arms):
+                scaled = [(counts[k] + (k == a)) * scale[k] for k in range(n_arms)]
+                scores[a] += factor.weight * self._spread(scaled)
+        return tuple(scores)
+
+    def probabilities(self, scores: Sequence[Fraction]) -> tuple[tuple[Fraction, ...], list[int]]:
+        """Return (P, preferred set M) from the imbalance scores (steps 3–4)."""
+        best = min(scores)
+        preferred = [a for a, g in enumerate(scores) if g == best]
+        if len(preferred) == len(self.arms):
+            return self.target_probabilities, preferred
+        in_weight = sum(self.ratio[a] for a in preferred)
+        out_weight = self.ratio_sum - in_weight
+        probabilities = tuple(
+            self.p * w / in_weight if a in preferred else (1 - self.p) * w / out_weight
+            for a, w in enumerate(self.ratio)
+        )
+        return probabilities, preferred
+
+    def choose(self, ctx: _Context) -> _Choice:
+        """Allocate by the random element over the preferred set (by the ratio in burn-in/first)."""
+        zeros = (0,) * len(self.arms)
+        marginal_counts = [
+            ctx.stratum.marginals.get(f.name, {}).get(ctx.factors[f.name], zeros)
+            for f in self.factors
+        ]
+        evidence: dict[str, object] = {
+            "factor_counts": {
+                f.name: {"level": ctx.factors[f.name], "counts": dict(zip(self.arms, counts))}
+                for f, counts in zip(self.factors, marginal_counts)
+            },
+        }
+        if ctx.n_allocations < self.burn_in:
+            evidence["rule"] = "burn_in"
+            return _coin(self, ctx, self.target_probabilities, evidence)
+        if not any(ctx.stratum.counts):
+            # Participant 1 is the all-tie case of step 4 (allocated by the ratio); with unequal
+            # ratios the scaled scores alone would not tie, and the ARP figures of §1.5 assume it.
+            evidence["rule"] = "first_participant"
+            return _coin(self, ctx, self.target_probabilities, evidence)
+        scores = self.imbalance_scores(marginal_counts)
+        probabilities, preferred = self.probabilities(scores)
+        evidence["rule"] = "minimization"
+        evidence["imbalance_scores"] = _fraction_text(scores, self.arms)
+        evidence["preferred"] = [self.arms[a] for a in preferred]
+        return _coin(self, ctx, probabilities, evidence)
+
+
+def _difference(counts: Sequence[int]) -> int:
+    return counts[0] - counts[1]
+
+
+@dataclass(frozen=True)
+class EfronDesign(Design):
+    """Efron's biased coin: φ = ½ if d = 0, p if d < 0, 1 − p if d > 0 (two arms, 1:1)."""
+
+    p: Fraction = Fraction(2, 3)
+
+    method: ClassVar[str] = "efron"
+
+    def choose(self, ctx: _Context) -> _Choice:
+        """Favour the trailing arm of the stratum with probability p."""
+        d = _difference(ctx.stratum.counts)
+        phi = Fraction(1, 2) if d == 0 else (self.p if d < 0 else 1 - self.p)
+        evidence: dict[str, object] = {"counts": dict(zip(self.arms, ctx.stratum.counts)), "d": d}
+        return _coin(self, ctx, (phi, 1 - phi), evidence)
+
+
+@dataclass(frozen=True)
+class BigStickDesign(Design):
+    """Big stick design: φ = ½ while |d| < b, forced to the trailing arm at |d| = b."""
+
+    b: int = 2
+
+    method: ClassVar[str] = "big_stick"
+
+    def choose(self, ctx: _Context) -> _Choice:
+        """Toss a fair coin unless the stratum's imbalance has reached b."""
+        d = _difference(ctx.stratum.counts)
+        forced = Fraction(0) if d > 0 else Fraction(1)
+        phi = Fraction(1, 2) if abs(d) < self.b else forced
+        evidence: dict[str, object] = {"counts": dict(zip(self.arms, ctx.stratum.counts)), "d": d}
+        return _coin(self, ctx, (phi, 1 - phi), evidence)
+
+
+@dataclass(frozen=True)
+class BlockUrnDesign(Design):
+    """Block urn design (Zhao & Weng 2011), any number of arms and ratio."""
+
+    lam: int = 2
+
+    method: ClassVar[str] = "block_urn"
+
+    def urn_probabilities(self, counts: Sequence[int]) -> tuple[tuple[Fraction, ...], int]:
+        """Return (P, κ): P_k = (w_k(λ+κ) − N_k) / (W(λ+κ) − n), κ = min_k ⌊N_k / w_k⌋."""
+        kappa = min(n // w for n, w in zip(counts, self.ratio))
+        total = self.ratio_sum * (self.lam + kappa) - sum(counts)
+        return (
+            tuple(Fraction(w * (self.lam + kappa) - n, total) for n, w in zip(counts, self.ratio)),
+            kappa,
+        )
+
+    def choose(self, ctx: _Context) -> _Choice:
+        """Draw from the urn of the stratum's active counts."""
+        probabilities, kappa = self.urn_probabilities(ctx.stratum.counts)
+        evidence: dict[str, object] = {
+            "counts": dict(zip(self.arms, ctx.stratum.counts)),
+            "kappa": kappa,
+        }
+        return _coin(self, ctx, probabilities, evidence)
+
+
+MAX_BLOCK_SIZE = 1000
+
+METHODS = ("simple", "permuted_block", "minimization", "efron", "big_stick", "block_urn", "list")
+
+
+# ---------------------------------------------------------------- building designs from params
+
+
+def _check_keys(method: str, params: Mapping[str, object], allowed: set[str]) -> None:
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        expected = ", ".join(sorted(allowed)) or "none"
+        raise DesignError(
+            f"{method}: unknown parameter(s) {', '.join(map(str, unknown))} (allowed: {expected})"
+        )
+
+
+def _int_param(method: str, params: Mapping[str, object], key: str, minimum: int) -> int:
+    if key not in params:
+        raise DesignError(f"{method}: parameter {key} is required")
+    value = params[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise DesignError(f"{method}: {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _fraction(method: str, key: str, value: object) -> Fraction:
+    """Convert an int, float, decimal or fraction string to an exact Fraction."""
+    if isinstance(value, bool):
+        raise DesignError(f"{method}: {key} must be a number, got {value!r}")
+    try:
+        if isinstance(value, Fraction | int):
+            return Fraction(value)
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError(value)
+            return Fraction(repr(value))  # 0.8 means 4/5, not the binary float's expansion
+        if isinstance(value, str):
+            return Fraction(value.strip())
+    except (ValueError, ZeroDivisionError) as exc:
+        raise DesignError(f"{method}: {key} must be a number, got {value!r}") from exc
+    raise DesignError(f"{method}: {key} must be a number, got {value!r}")
+
+
+def _probability_param(
+    method: str, params: Mapping[str, object], key: str, default: Fraction, low: Fraction,
+) -> Fraction:
+    value = _fraction(method, key, params.get(key, default))
+    if not low < value <= 1:
+        raise DesignError(f"{method}: {key} must be in ({low}, 1], got {params.get(key)!r}")
+    return value
+
+
+def _string_list(method: str, key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise DesignError(f"{method}: {key} must be a list of strings, got {value!r}")
+    items = tuple(value)
+    if not all(isinstance(item, str) and item for item in items):
+        raise DesignError(f"{method}: {key} must be a list of non-empty strings, got {value!r}")
+    return items
+
+
+def _arms_and_ratio(
+    method: str, arms: Sequence[str], ratio: Sequence[int]
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    arm_codes = _string_list(method, "arms", arms)
+    if len(arm_codes) < 2:
+        raise DesignError(f"{method}: at least two arms are required, got {len(arm_codes)}")
+    if len(set(arm_codes)) != len(arm_codes):
+        raise DesignError(f"{method}: arm codes must be unique, got {', '.join(arm_codes)}")
+    if isinstance(ratio, str) or not isinstance(ratio, Sequence):
+        raise DesignError(f"{method}: ratio must be a list of positive integers, got {ratio!r}")
+    weights = tuple(ratio)
+    if len(weights) != len(arm_codes):
+        raise DesignError(
+            f"{method}: ratio has {len(weights)} entries but there are {len(arm_codes)} arms"
+        )
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in weights):
+        raise DesignError(f"{method}: ratio must be positive integers, got {list(weights)!r}")
+    divisor = math.gcd(*weights)
+    return arm_codes, tuple(w // divisor for w in weights)
+
+
+def _require_two_arms_equal(method: str, ratio: tuple[int, ...]) -> None:
+    if ratio != (1, 1):
+        raise DesignError(f"{method}: needs exactly two arms with ratio 1:1")
+
+
+def _build_permuted_block(
+    arms: tuple[str, ...], ratio: tuple[int, ...], params: Mapping[str, object]
+) -> Design:
+    method = "permuted_block"
+    _check_keys(method, params, {"block_sizes"})
+    if "block_sizes" not in params:
+        raise DesignError(f"{method}: parameter block_sizes is required")
+    sizes = params["block_sizes"]
+    if (
+        isinstance(sizes, str)
+        or not isinstance(sizes, Sequence)
+        or not sizes
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
+    ):
+        raise DesignError(
+            f"{method}: block_sizes must be a non-empty list of positive integers, got {sizes!r}"
+        )
+    if len(set(sizes)) != len(sizes):
+        raise DesignError(f"{method}: block_sizes has duplicates: {list(sizes)!r}")
+    total = sum(ratio)
+    for size in sizes:
+        if size > MAX_BLOCK_SIZE:
+            raise DesignError(f"{method}: block size {size} exceeds {MAX_BLOCK_SIZE}")
+        if size % total:
+            raise DesignError(f"block size {size} is not a multiple of ratio sum {total}")
+    return PermutedBlockDesign(arms, ratio, block_sizes=tuple(sorted(sizes)))
+
+
+def _build_factor(method: str, index: int, spec: object) -> MinimizationFactor:
+    where = f"factors[{index}]"
+    if not isinstance(spec, Mapping):
+        raise DesignError(f"{method}: {where} must be a mapping with name, weight, levels")
+    unknown = sorted(set(map(str, spec)) - {"name", "weight", "levels"})
+    if unknown:
+        raise DesignError(f"{method}: {where} has unknown key(s) {', '.join(unknown)}")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name or "|" in name or "=" in name:
+        raise DesignError(f"{method}: {where}.name must be a non-empty string without | or =")
+    weight = _fraction(method, f"{where}.weight", spec.get("weight", 1))
+    if weight < 0:
+        raise DesignError(f"{method}: {where}.weight must be >= 0, got {spec.get('weight')!r}")
+    levels = None
+    if spec.get("levels") is not None:
+        levels = _string_list(method, f"{where}.levels", spec["levels"])
+        if not levels or len(set(levels)) != len(levels):
+            raise DesignError(f"{method}: {where}.levels must be non-empty and unique")
+    return MinimizationFactor(name, weight, levels)
+
+
+def _build_minimization(
+    arms: tuple[str, ...], ratio: tuple[int, ...], params: Mapping[str, object]
+) -> Design:
+    method = "minimization"
+    _check_keys(method, params, {"factors", "imbalance", "p", "burn_in"})
+    specs = params.get("factors")
+    if isinstance(specs, str | Mapping) or not isinstance(specs, Sequence) or not specs:
+        raise DesignError(f"{method}: factors must be a non-empty list")
+    factors = tuple(_build_factor(method, i, spec) for i, spec in enumerate(specs))
+    names = [f.name for f in factors]
+    if len(set(names)) != len(names):
+        raise DesignError(f"{method}: factor names must be unique, got {', '.join(names)}")
+    if not any(f.weight > 0 for f in factors):
+        raise DesignError(f"{method}: at least one factor weight must be > 0")
+    imbalance = params.get("imbalance", "range")
+    if imbalance not in ("range", "variance"):
+        raise DesignError(f"{method}: imbalance must be 'range' or 'variance', got {imbalance!r}")
+    p = _probability_param(method, params, "p", Fraction(4, 5), Fraction(0))
+    burn_in = _int_param(method, params, "burn_in", 0) if "burn_in" in params else 0
+    warnings: tuple[str, ...] = ()
+    if p == 1:
+        warnings = (
+            "minimization: p = 1 makes every allocation deterministic; ICH E9 asks for a "
+            "random element in dynamic allocation",
+        )
+    return MinimizationDesign(
+        arms, ratio, warnings, factors=factors, imbalance=str(imbalance), p=p, burn_in=burn_in
+    )
+
+
+def _build_list(
+    arms: tuple[str, ...], ratio: tuple[int, ...], params: Mapping[str, object]
+) -> Design:
+    method = "list"
+    _check_keys(method, params, {"table"})
+    table = params.get("table")
+    if not isinstance(table, Mapping) or not table:
+        raise DesignError(f"{method}: table must be a non-empty mapping stratum -> list of arms")
+    rows: dict[str, tuple[str, ...]] = {}
+    for key, arm_list in table.items():
+        if not isinstance(key, str):
+            raise DesignError(f"{method}: stratum keys must be strings, got {key!r}")
+        try:
+            check_stratum_key(key)
+        except AllocationInputError as exc:
+            raise DesignError(f"{method}: {exc}") from exc
+        slots = _string_list(method, f"table[{key}]", arm_list)
+        undeclared = sorted(set(slots) - set(arms))
+        if undeclared:
+            raise DesignError(
+                f"{method}: stratum {key} uses undeclared arm(s) {', '.join(undeclared)}"
+            )
+        rows[key] = slots
+    return ListDesign(arms, ratio, table=rows)
+
+
+def build_design(
+    method: str, arms: Sequence[str], ratio: Sequence[int], params: Mapping[str, object]
+) -> Design:
+    """Validate a design definition and return the frozen design; raise DesignError if invalid."""
+    if method not in METHODS:
+        raise DesignError(f"unknown randomization method {method!r} (one of {', '.join(METHODS)})")
+    if not isinstance(params, Mapping):
+        raise DesignError(f"{method}: parameters must be a mapping, got {params!r}")
+    arm_codes, reduced = _arms_and_ratio(method, arms, ratio)
+    if method == "simple":
+        _check_keys(method, params, set())
+        return SimpleDesign(arm_codes, reduced)
+    if method == "permuted_block":
+        return _build_permuted_block(arm_codes, reduced, params)
+    if method == "minimization":
+        return _build_minimization(arm_codes, reduced, params)
+    if method == "list":
+        return _build_list(arm_codes, reduced, params)
+    if method == "efron":
+        _check_keys(method, params, {"p"})
+        _require_two_arms_equal(method, reduced)
+        p = _probability_param(method, params, "p", Fraction(2, 3), Fraction(1, 2))
+        warnings = ("efron: p = 1 makes the design deterministic",) if p == 1 else ()
+        return EfronDesign(arm_codes, reduced, warnings, p=p)
+    if method == "big_stick":
+        _check_keys(method, params, {"b"})
+        _require_two_arms_equal(method, reduced)
+        return BigStickDesign(arm_codes, reduced, b=_int_param(method, params, "b", 1))
+    _check_keys(method, params, {"lambda"})
+    return BlockUrnDesign(arm_codes, reduced, lam=_int_param(method, params, "lambda", 1))
+
+
+# ---------------------------------------------------------------- allocating
+
+
+def _check_allocation_inputs(
+    design: Design, state: RandomizationState, secret: bytes, model: str, seq_no: int,
+    key: str, factors: Mapping[str, str],
+) -> None:
+    if not isinstance(secret, bytes) or len(secret) < 16:
+        raise AllocationInputError("the trial secret must be at least 16 bytes")
+    if not isinstance(model, str) or not model or "|" in model:
+        raise AllocationInputError(f"model must be a non-empty string without '|', got {model!r}")
+    if not isinstance(seq_no, int) or isinstance(seq_no, bool) or seq_no <= state.last_seq_no:
+        raise AllocationInputError(
+            f"seq_no must be an integer above the last one ({state.last_seq_no}), got {seq_no!r}"
+        )
+    if key not in state.strata:
+        check_stratum_key(key)
+    if not isinstance(factors, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in factors.items()
+    ):
+        raise AllocationInputError("factors must map factor names to level strings")
+    design.check_factors(factors)
+
+
+def _add_marginals(
+    design: Design,
+    marginals: Mapping[str, Mapping[str, tuple[int, ...]]],
+    factors: Mapping[str, str],
+    arm_index: int,
+    step: int,
+) -> Mapping[str, Mapping[str, tuple[int, ...]]]:
+    if not isinstance(design, MinimizationDesign):
+        return marginals
+    zeros = (0,) * len(design.arms)
+    updated = dict(marginals)
+    for factor in design.factors:
+        level = factors[factor.name]
+        levels = dict(updated.get(factor.name, {}))
+        counts = list(levels.get(level, zeros))
+        counts[arm_index] += step
+        if counts[arm_index] < 0:
+            raise StateError(f"marginal count of {factor.name}={level} would become negative")
+        levels[level] = tuple(counts)
+        updated[factor.name] = levels
+    return updated
+
+
+def allocate(
+    design: Design,
+    state: RandomizationState,
+    *,
+    secret: bytes,
+    model: str,
+    seq_no: int,
+    stratum_key: str,
+    factors: Mapping[str, str],
+) -> tuple[AllocationResult, RandomizationState]:
+    """Allocate one participant; return the result and the next state (inputs are unchanged).
+
+    `seq_no` is the trial-level sequence number (strictly increasing); `stratum_key` the
+    canonical key of the participant's stratum; `factors` the factor levels as used.
+    """
+    _check_allocation_inputs(design, state, secret, model, seq_no, stratum_key, factors)
+    n_arms = len(design.arms)
+    stratum = state.strata.get(stratum_key)
+    if stratum is None:
+        stratum = StratumState(counts=(0,) * n_arms)
+    elif len(stratum.counts) != n_arms:
+        raise StateError(f"state of stratum {stratum_key} does not match {n_arms} arms")
+    ctx = _Context(secret, model, seq_no, stratum_key, factors, stratum, state.n_allocations)
+    choice = design.choose(ctx)
+    counts = list(stratum.counts)
+    counts[choice.arm_index] += 1
+    block = choice.block or (stratum.block_index, stratum.block_start, stratum.block_size)
+    strata = dict(state.strata)
+    strata[stratum_key] = StratumState(
+        n_slots=stratum.n_slots + 1,
+        counts=tuple(counts),
+        block_index=block[0],
+        block_start=block[1],
+        block_size=block[2],
+        marginals=_add_marginals(design, stratum.marginals, factors, choice.arm_index, 1),
+    )
+    result = AllocationResult(
+        arm=design.arms[choice.arm_index],
+        stratum_key=stratum_key,
+        factors=dict(factors),
+        method=design.method,
+        seq_no=seq_no,
+        evidence=choice.evidence,
+    )
+    new_state = RandomizationState(
+        last_seq_no=seq_no,
+        n_allocations=state.n_allocations + 1,
+        strata=strata,
+        voided_seq_nos=state.voided_seq_nos,
+    )
+    return result, new_state
+
+
+def void(
+    design: Design, state: RandomizationState, result: AllocationResult
+) -> RandomizationState:
+    """Return the state after voiding `result`: its slot stays retired, its counts are removed."""
+    if result.seq_no > state.last_seq_no or result.seq_no in state.voided_seq_nos:
+        raise StateError(f"allocation {result.seq_no} is not an active allocation of this state")
+    stratum = state.strata.get(result.stratum_key)
+    if stratum is None or result.arm not in design.arms:
+        raise StateError(f"allocation {result.seq_no} does not belong to this state and design")
+    k = design.arms.index(result.arm)
+    if stratum.counts[k] < 1:
+        raise StateError(f"allocation {result.seq_no}: no active {result.arm} to void")
+    try:
+        design.check_factors(result.factors)
+    except AllocationInputError as exc:
+        raise StateError(f"allocation {result.seq_no}: {exc}") from exc
+    counts = list(stratum.counts)
+    counts[k] -= 1
+    strata = dict(state.strata)
+    strata[result.stratum_key] = StratumState(
+        n_slots=stratum.n_slots,
+        counts=tuple(counts),
+        block_index=stratum.block_index,
+        block_start=stratum.block_start,
+        block_size=stratum.block_size,
+        marginals=_add_marginals(design, stratum.marginals, result.factors, k, -1),
+    )
+    return RandomizationState(
+        last_seq_no=state.last_seq_no,
+        n_allocations=state.n_allocations,
+        strata=strata,
+        voided_seq_nos=tuple(sorted((*state.voided_seq_nos, result.seq_no))),
+    )
+
+
+def replay(
+    design: Design, secret: bytes, model: str, inputs: Sequence[ReplayInput]
+) -> list[AllocationResult]:
+    """Recompute every allocation of a trial from its stored inputs, in seq_no order.
+
+    Voids are applied just before the allocation numbered `voided_before_seq`, as in the trial.
+    """
+    state = RandomizationState()
+    results: list[AllocationResult] = []
+    pending: list[tuple[int, AllocationResult]] = []
+    for item in inputs:
+        due = [r for before, r in pending if before <= item.seq_no]
+        pending = [(before, r) for before, r in pending if before > item.seq_no]
+        for voided in due:
+            state = void(design, state, voided)
+        result, state = allocate(
+            design, state, secret=secret, model=model, seq_no=item.seq_no,
+            stratum_key=item.stratum_key, factors=item.factors,
+        )
+        results.append(result)
+        if item.voided_before_seq is not None:
+            if item.voided_before_seq <= item.seq_no:
+                raise AllocationInputError(
+                    f"allocation {item.seq_no} cannot be voided before seq_no "
+                    f"{item.voided_before_seq}"
+                )
+            pending.append((item.voided_before_seq, result))
+    return results
+
+
+def future_slots(
+    design: Design,
+    state: RandomizationState,
+    secret: bytes,
+    model: str,
+    stratum_key: str,
+    n: int,
+) -> list[str]:
+    """Return the next n arms of a stratum without consuming them (simple, permuted_block, list).
+
+    For an uploaded list, fewer than n arms are returned when the list runs out.
+    """
+    if not design.has_fixed_sequence:
+        raise DesignError(
+            f"{design.method}: allocations depend on the trial's history; only simple, "
+            "permuted_block and list designs have future slots"
+        )
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise AllocationInputError(f"n must be a non-negative integer, got {n!r}")
+    check_stratum_key(stratum_key)
+    stratum = state.strata.get(stratum_key, StratumState())
+    arms: list[str] = []
+    if isinstance(design, PermutedBlockDesign):
+        block = (stratum.block_index, stratum.block_start, stratum.block_size)
+        for offset in range(n):
+            k, block = design.slot(secret, model, stratum_key, stratum.n_slots + offset, block)
+            arms.append(design.arms[k])
+    elif isinstance(design, SimpleDesign):
+        for slot in range(stratum.n_slots + 1, stratum.n_slots + n + 1):
+            arms.append(design.arms[design.slot_arm(secret, model, stratum_key, slot)[0]])
+    elif isinstance(design, ListDesign):
+        rows = design.table.get(stratum_key, ())
+        arms.extend(rows[stratum.n_slots : stratum.n_slots + n])
+    return arms
