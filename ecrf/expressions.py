@@ -543,11 +543,15 @@ def _check_depth(node: Node, text: str) -> None:
         stack.extend((child, depth + 1) for child in _children(current))
 
 
-@functools.lru_cache(maxsize=2048)
 def parse(text: str) -> Expression:
     """Parse REDCap-style logic into an Expression; raise ExpressionError for any bad input."""
     if not isinstance(text, str):
         raise ExpressionError("an expression must be text", repr(text), 0)
+    return _parse_text(text)
+
+
+@functools.lru_cache(maxsize=2048)
+def _parse_text(text: str) -> Expression:
     parser = _Parser(text)
     ast = parser.parse()
     _check_depth(ast, text)
@@ -962,7 +966,7 @@ def _text_function(name: str, args: Sequence[Value]) -> Value:
     if name == "left":
         return _text_or_blank("".join(chars[:count]))
     if name == "right":
-        return _text_or_blank("".join(chars[len(chars) - count :] if count else []))
+        return _text_or_blank("".join(chars[max(len(chars) - count, 0) :] if count else []))
     start_number = _number(args[1])
     if start_number is None:
         return None
