@@ -490,15 +490,14 @@
     }
   }
 
-  var cache = {};
-  var cacheSize = 0;
+  var cache = new Map();
 
   function parse(text) {
     if (typeof text !== 'string') {
       throw ExpressionError('an expression must be text', String(text), 0);
     }
-    if (has(cache, text)) {
-      return cache[text];
+    if (cache.has(text)) {
+      return cache.get(text);
     }
     var parser = new Parser(text);
     var ast = parser.parse();
@@ -513,12 +512,10 @@
       fields: Object.freeze(references.map(function (r) { return r.field; })
         .filter(function (f, i, all) { return all.indexOf(f) === i; }))
     });
-    if (cacheSize > 2048) {
-      cache = {};
-      cacheSize = 0;
+    if (cache.size >= 2048) {
+      cache.clear();
     }
-    cache[text] = expression;
-    cacheSize += 1;
+    cache.set(text, expression);
     return expression;
   }
 

@@ -102,6 +102,31 @@ def test_javascript_evaluator_matches_every_case_and_python() -> None:
     assert not failures, "\n".join(failures)
 
 
+def assert_javascript_agrees(cases: list[dict[str, Any]], tmp_path: Path) -> None:
+    """Run cases through node and assert each outcome equals Python's (result or error column)."""
+    case_file = tmp_path / "cases.json"
+    case_file.write_text(json.dumps(cases), "utf-8")
+    completed = subprocess.run(
+        [node_executable(), str(HERE / "run_js_cases.js"), str(case_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    failures = []
+    for case, js in zip(cases, json.loads(completed.stdout), strict=True):
+        py = python_outcome(case)
+        agree = (
+            js.get("position") == py["position"]
+            if "error" in py
+            else "result" in js and same(js["result"], py["result"])
+        )
+        if not agree:
+            failures.append(f"{case['expression']}: js={js} py={py}")
+    assert not failures, "\n".join(failures[:20])
+
+
 def random_expression(rng: random.Random, depth: int = 0) -> str:
     """Build a random expression from the grammar (leaves: literals and references)."""
     if depth > 3 or rng.random() < 0.3:
@@ -147,24 +172,14 @@ def test_javascript_agrees_with_python_on_random_expressions(tmp_path: Path) -> 
         {"expression": random_expression(rng), "values": VALUES, "visits": VISITS}
         for _ in range(400)
     ]
-    case_file = tmp_path / "random_cases.json"
-    case_file.write_text(json.dumps(cases), "utf-8")
-    completed = subprocess.run(
-        [node_executable(), str(HERE / "run_js_cases.js"), str(case_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
-    failures = []
-    for case, js in zip(cases, json.loads(completed.stdout), strict=True):
-        py = python_outcome(case)
-        agree = (
-            js.get("position") == py["position"]
-            if "error" in py
-            else "result" in js and same(js["result"], py["result"])
-        )
-        if not agree:
-            failures.append(f"{case['expression']}: js={js} py={py}")
-    assert not failures, "\n".join(failures[:20])
+    assert_javascript_agrees(cases, tmp_path)
+
+
+def test_javascript_agrees_with_python_on_random_text(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    pieces = [*LEAVES, *BINARY_OPS, "(", ")", ",", "[", "]", "'", '"', "if(", "round(", " ", "x"]
+    cases = [
+        {"expression": "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))}
+        for _ in range(400)
+    ]
+    assert_javascript_agrees(cases, tmp_path)
