@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from randomization.draws import choose_index, randbelow, shuffle_in_place
 from randomization.errors import (
@@ -50,8 +50,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class _Context:
+class _Context(NamedTuple):
     secret: bytes
     model: str
     seq_no: int
@@ -61,8 +60,7 @@ class _Context:
     n_allocations: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Choice:
+class _Choice(NamedTuple):
     arm_index: int
     evidence: dict[str, object]
     block: tuple[int, int, int] | None = None
@@ -625,20 +623,22 @@ def _check_allocation_inputs(
     design: Design, state: RandomizationState, secret: bytes, model: str, seq_no: int,
     key: str, factors: Mapping[str, str],
 ) -> None:
-    if not isinstance(secret, bytes) or len(secret) < 16:
+    # Exact-type fast paths first: this runs once per allocation, also in simulations.
+    if type(secret) is not bytes or len(secret) < 16:
         raise AllocationInputError("the trial secret must be at least 16 bytes")
-    if not isinstance(model, str) or not model or "|" in model:
+    if type(model) is not str or not model or "|" in model:
         raise AllocationInputError(f"model must be a non-empty string without '|', got {model!r}")
-    if not isinstance(seq_no, int) or isinstance(seq_no, bool) or seq_no <= state.last_seq_no:
+    if type(seq_no) is not int or seq_no <= state.last_seq_no:
         raise AllocationInputError(
             f"seq_no must be an integer above the last one ({state.last_seq_no}), got {seq_no!r}"
         )
     if key not in state.strata:
         check_stratum_key(key)
-    if not isinstance(factors, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in factors.items()
-    ):
+    if type(factors) is not dict and not isinstance(factors, Mapping):
         raise AllocationInputError("factors must map factor names to level strings")
+    for name, level in factors.items():
+        if type(name) is not str or type(level) is not str:
+            raise AllocationInputError("factors must map factor names to level strings")
     design.check_factors(factors)
 
 
