@@ -245,6 +245,7 @@ class MinimizationDesign(Design):
     imbalance: str = "range"
     p: Fraction = Fraction(4, 5)
     burn_in: int = 0
+    overall_weight: Fraction = Fraction(0)
 
     method: ClassVar[str] = "minimization"
 
@@ -271,17 +272,24 @@ class MinimizationDesign(Design):
         return Fraction(n_arms * square_sum - total * total, n_arms * (n_arms - 1))
 
     def imbalance_scores(
-        self, marginal_counts: Sequence[Sequence[int]]
+        self, marginal_counts: Sequence[Sequence[int]], overall_counts: Sequence[int] = ()
     ) -> tuple[Fraction, ...]:
-        """Return G(a) for each candidate arm from the counts at the participant's levels."""
+        """Return G(a) for each candidate arm from the counts at the participant's levels.
+
+        G(a) = Σ_f v_f·d_f(a) + v_0·d_0(a), where d_0 is the spread of the stratum's overall
+        counts (the optional overall-total term; v_0 = 0 by default).
+        """
         n_arms = len(self.arms)
         lcm = math.lcm(*self.ratio)
         scale = [lcm // w for w in self.ratio]
         scores = [Fraction(0)] * n_arms
-        for factor, counts in zip(self.factors, marginal_counts):
+        terms = list(zip((f.weight for f in self.factors), marginal_counts))
+        if self.overall_weight:
+            terms.append((self.overall_weight, overall_counts))
+        for weight, counts in terms:
             for a in range(n_arms):
                 scaled = [(counts[k] + (k == a)) * scale[k] for k in range(n_arms)]
-                scores[a] += factor.weight * self._spread(scaled)
+                scores[a] += weight * self._spread(scaled)
         return tuple(scores)
 
     def probabilities(self, scores: Sequence[Fraction]) -> tuple[tuple[Fraction, ...], list[int]]:
@@ -319,7 +327,7 @@ class MinimizationDesign(Design):
             # ratios the scaled scores alone would not tie, and the ARP figures of §1.5 assume it.
             evidence["rule"] = "first_participant"
             return _coin(self, ctx, self.target_probabilities, evidence)
-        scores = self.imbalance_scores(marginal_counts)
+        scores = self.imbalance_scores(marginal_counts, ctx.stratum.counts)
         probabilities, preferred = self.probabilities(scores)
         evidence["rule"] = "minimization"
         evidence["imbalance_scores"] = _fraction_text(scores, self.arms)
@@ -532,7 +540,7 @@ def _build_minimization(
     arms: tuple[str, ...], ratio: tuple[int, ...], params: Mapping[str, object]
 ) -> Design:
     method = "minimization"
-    _check_keys(method, params, {"factors", "imbalance", "p", "burn_in"})
+    _check_keys(method, params, {"factors", "imbalance", "p", "burn_in", "overall_weight"})
     specs = params.get("factors")
     if isinstance(specs, str | Mapping) or not isinstance(specs, Sequence) or not specs:
         raise DesignError(f"{method}: factors must be a non-empty list")
@@ -540,7 +548,10 @@ def _build_minimization(
     names = [f.name for f in factors]
     if len(set(names)) != len(names):
         raise DesignError(f"{method}: factor names must be unique, got {', '.join(names)}")
-    if not any(f.weight > 0 for f in factors):
+    overall_weight = _fraction(method, "overall_weight", params.get("overall_weight", 0))
+    if overall_weight < 0:
+        raise DesignError(f"{method}: overall_weight must be >= 0")
+    if not any(f.weight > 0 for f in factors) and not overall_weight:
         raise DesignError(f"{method}: at least one factor weight must be > 0")
     imbalance = params.get("imbalance", "range")
     if imbalance not in ("range", "variance"):
@@ -554,7 +565,8 @@ def _build_minimization(
             "random element in dynamic allocation",
         )
     return MinimizationDesign(
-        arms, ratio, warnings, factors=factors, imbalance=str(imbalance), p=p, burn_in=burn_in
+        arms, ratio, warnings, factors=factors, imbalance=str(imbalance), p=p, burn_in=burn_in,
+        overall_weight=overall_weight,
     )
 
 
