@@ -103,7 +103,7 @@ class Design:
         """Return W, the sum of the reduced ratio."""
         return sum(self.ratio)
 
-    @property
+    @functools.cached_property
     def target_probabilities(self) -> tuple[Fraction, ...]:
         """Return ρ_k = w_k / W for every arm."""
         total = self.ratio_sum
@@ -124,6 +124,14 @@ class SimpleDesign(Design):
     method: ClassVar[str] = "simple"
     has_fixed_sequence: ClassVar[bool] = True
 
+    @functools.cached_property
+    def _target_text(self) -> dict[str, str]:
+        return _fraction_text(self.target_probabilities, self.arms)
+
+    @functools.cached_property
+    def _target_float(self) -> dict[str, float]:
+        return _fraction_float(self.target_probabilities, self.arms)
+
     def slot_arm(self, secret: bytes, model: str, key: str, slot: int) -> tuple[int, float]:
         """Return (arm index, u) of the stratum's `slot`-th allocation (1-based)."""
         return choose_index(self.target_probabilities, secret, f"simple|{model}|{key}", slot)
@@ -132,13 +140,12 @@ class SimpleDesign(Design):
         """Draw the next simple-randomization slot of the stratum."""
         slot = ctx.stratum.n_slots + 1
         k, u = self.slot_arm(ctx.secret, ctx.model, ctx.stratum_key, slot)
-        probabilities = self.target_probabilities
         return _Choice(
             k,
             {
                 "slot": slot,
-                "probabilities": _fraction_text(probabilities, self.arms),
-                "probabilities_float": _fraction_float(probabilities, self.arms),
+                "probabilities": dict(self._target_text),
+                "probabilities_float": dict(self._target_float),
                 "u": u,
                 "draw_label": f"simple|{ctx.model}|{ctx.stratum_key}|{slot}",
             },
