@@ -270,48 +270,69 @@ class MinimizationDesign(Design):
                     f"(expected one of {', '.join(factor.levels)})"
                 )
 
-    def _spread(self, scaled: Sequence[int]) -> Fraction:
+    @functools.cached_property
+    def _integer_weights(self) -> tuple[tuple[int, ...], int]:
+        """Return the weights (v_1..v_F, v_0) scaled to integers, and the scale D."""
+        weights = [f.weight for f in self.factors] + [self.overall_weight]
+        scale = math.lcm(*(w.denominator for w in weights))
+        return tuple(int(w * scale) for w in weights), scale
+
+    def _spread(self, scaled: Sequence[int]) -> int:
+        """Return d for integer scaled counts: range, or K(K−1) × the sample variance."""
         if self.imbalance == "range":
-            return Fraction(max(scaled) - min(scaled))
+            return max(scaled) - min(scaled)
         n_arms = len(scaled)
         total = sum(scaled)
-        square_sum = sum(s * s for s in scaled)
-        return Fraction(n_arms * square_sum - total * total, n_arms * (n_arms - 1))
+        return n_arms * sum(s * s for s in scaled) - total * total
+
+    def _integer_scores(
+        self, marginal_counts: Sequence[Sequence[int]], overall_counts: Sequence[int]
+    ) -> list[int]:
+        # Exact integer arithmetic: G(a) times a constant (D, and K(K−1) for variance), so that
+        # comparisons between arms are exact and cheap.
+        n_arms = len(self.arms)
+        lcm = math.lcm(*self.ratio)
+        scale = [lcm // w for w in self.ratio]
+        weights, _ = self._integer_weights
+        terms = list(zip(weights, marginal_counts))
+        if weights[-1]:
+            terms.append((weights[-1], overall_counts))
+        scores = [0] * n_arms
+        for weight, counts in terms:
+            if not weight:
+                continue
+            base = [c * f for c, f in zip(counts, scale)]
+            for a in range(n_arms):
+                scaled = list(base)
+                scaled[a] += scale[a]
+                scores[a] += weight * self._spread(scaled)
+        return scores
+
+    def _score_denominator(self) -> int:
+        n_arms = len(self.arms)
+        factor = 1 if self.imbalance == "range" else n_arms * (n_arms - 1)
+        return self._integer_weights[1] * factor
 
     def imbalance_scores(
         self, marginal_counts: Sequence[Sequence[int]], overall_counts: Sequence[int] = ()
     ) -> tuple[Fraction, ...]:
         """Return G(a) for each candidate arm from the counts at the participant's levels.
 
-        G(a) = Σ_f v_f·d_f(a) + v_0·d_0(a), where d_0 is the spread of the stratum's overall
-        counts (the optional overall-total term; v_0 = 0 by default).
+        G(a) = Σ_f v_f·d_f(a) + v_0·d_0(a), d_f the range or sample variance over arms of the
+        ratio-scaled counts c'·L/w_k; d_0 is the spread of the stratum's overall counts (the
+        optional overall-total term; v_0 = 0 by default).
         """
-        n_arms = len(self.arms)
-        lcm = math.lcm(*self.ratio)
-        scale = [lcm // w for w in self.ratio]
-        scores = [Fraction(0)] * n_arms
-        terms = list(zip((f.weight for f in self.factors), marginal_counts))
-        if self.overall_weight:
-            terms.append((self.overall_weight, overall_counts))
-        for weight, counts in terms:
-            for a in range(n_arms):
-                scaled = [(counts[k] + (k == a)) * scale[k] for k in range(n_arms)]
-                scores[a] += weight * self._spread(scaled)
-        return tuple(scores)
+        denominator = self._score_denominator()
+        scores = self._integer_scores(marginal_counts, overall_counts or (0,) * len(self.arms))
+        return tuple(Fraction(g, denominator) for g in scores)
 
-    def probabilities(self, scores: Sequence[Fraction]) -> tuple[tuple[Fraction, ...], list[int]]:
+    def probabilities(
+        self, scores: Sequence[Fraction | int]
+    ) -> tuple[tuple[Fraction, ...], list[int]]:
         """Return (P, preferred set M) from the imbalance scores (steps 3–4)."""
         best = min(scores)
-        preferred = [a for a, g in enumerate(scores) if g == best]
-        if len(preferred) == len(self.arms):
-            return self.target_probabilities, preferred
-        in_weight = sum(self.ratio[a] for a in preferred)
-        out_weight = self.ratio_sum - in_weight
-        probabilities = tuple(
-            self.p * w / in_weight if a in preferred else (1 - self.p) * w / out_weight
-            for a, w in enumerate(self.ratio)
-        )
-        return probabilities, preferred
+        preferred = tuple(a for a, g in enumerate(scores) if g == best)
+        return _preferred_probabilities(self.p, self.ratio, preferred), list(preferred)
 
     def choose(self, ctx: _Context) -> _Choice:
         """Allocate by the random element over the preferred set (by the ratio in burn-in/first)."""
@@ -334,12 +355,31 @@ class MinimizationDesign(Design):
             # ratios the scaled scores alone would not tie, and the ARP figures of §1.5 assume it.
             evidence["rule"] = "first_participant"
             return _coin(self, ctx, self.target_probabilities, evidence)
-        scores = self.imbalance_scores(marginal_counts, ctx.stratum.counts)
+        scores = self._integer_scores(marginal_counts, ctx.stratum.counts)
         probabilities, preferred = self.probabilities(scores)
+        denominator = self._score_denominator()
         evidence["rule"] = "minimization"
-        evidence["imbalance_scores"] = _fraction_text(scores, self.arms)
+        evidence["imbalance_scores"] = {
+            arm: str(Fraction(g, denominator)) for arm, g in zip(self.arms, scores)
+        }
         evidence["preferred"] = [self.arms[a] for a in preferred]
         return _coin(self, ctx, probabilities, evidence)
+
+
+@functools.lru_cache(maxsize=256)
+def _preferred_probabilities(
+    p: Fraction, ratio: tuple[int, ...], preferred: tuple[int, ...]
+) -> tuple[Fraction, ...]:
+    """Return P: ratio-weighted p over the preferred set, 1 − p over the rest (step 4)."""
+    if len(preferred) == len(ratio):
+        total = sum(ratio)
+        return tuple(Fraction(w, total) for w in ratio)
+    in_weight = sum(ratio[a] for a in preferred)
+    out_weight = sum(ratio) - in_weight
+    return tuple(
+        p * w / in_weight if a in preferred else (1 - p) * w / out_weight
+        for a, w in enumerate(ratio)
+    )
 
 
 def _difference(counts: Sequence[int]) -> int:
