@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -88,7 +89,7 @@ def _coin(
 
 
 @dataclass(frozen=True)
-class Design:
+class Design(ABC):
     """Common interface: arms in protocol order, the gcd-reduced ratio and design warnings."""
 
     arms: tuple[str, ...]
@@ -109,12 +110,16 @@ class Design:
         total = self.ratio_sum
         return tuple(Fraction(w, total) for w in self.ratio)
 
+    @abstractmethod
     def choose(self, ctx: _Context) -> _Choice:
-        """Return the arm for the allocation described by `ctx` (implemented by each design)."""
-        raise DesignError(f"design {type(self).__name__} cannot allocate")
+        """Return the arm for the allocation described by `ctx`."""
 
     def check_factors(self, factors: Mapping[str, str]) -> None:
-        """Raise AllocationInputError if the factor levels cannot be used by this design."""
+        """Raise AllocationInputError if the factor levels cannot be used by this design.
+
+        Only minimization reads factor levels; the other designs accept any levels as given.
+        """
+        return None
 
 
 @dataclass(frozen=True)
