@@ -46,6 +46,7 @@ __all__ = [
     "build_design",
     "future_slots",
     "replay",
+    "stratification_warnings",
     "stratum_key",
     "void",
 ]
@@ -678,6 +679,31 @@ def build_design(
         return BigStickDesign(arm_codes, reduced, b=_int_param(method, params, "b", 1))
     _check_keys(method, params, {"lambda"})
     return BlockUrnDesign(arm_codes, reduced, lam=_int_param(method, params, "lambda", 1))
+
+
+def stratification_warnings(design: Design, planned_n: int, n_strata: int) -> list[str]:
+    """Return warnings when blocks are too large for the expected fill of each stratum.
+
+    Spec §6.6: blocks balance only within a stratum, so with planned n / #strata below twice
+    the largest block most strata end mid-block and balance degrades toward simple
+    randomization; minimization is suggested instead.
+    """
+    if not isinstance(planned_n, int) or not isinstance(n_strata, int) or n_strata < 1:
+        raise DesignError("planned_n and n_strata must be positive integers")
+    if isinstance(design, PermutedBlockDesign):
+        block = max(design.block_sizes)
+    elif isinstance(design, BlockUrnDesign):
+        block = design.lam * design.ratio_sum
+    else:
+        return []
+    if n_strata > 1 and planned_n < 2 * block * n_strata:
+        per_stratum = planned_n / n_strata
+        return [
+            f"{n_strata} strata for {planned_n} participants leave about {per_stratum:.1f} per "
+            f"stratum, under twice the block size {block}: overall and marginal balance will "
+            "approach simple randomization; consider fewer strata or minimization"
+        ]
+    return []
 
 
 # ---------------------------------------------------------------- allocating

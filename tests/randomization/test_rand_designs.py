@@ -17,6 +17,7 @@ from randomization.designs import (
     build_design,
     future_slots,
     replay,
+    stratification_warnings,
     void,
 )
 from randomization.draws import secret_from_seed
@@ -574,3 +575,17 @@ def test_biased_coins_bound_imbalance_within_each_stratum(
         d[result.stratum_key] += 1 if result.arm == "A" else -1
         assert abs(d[result.stratum_key]) <= bound
     assert {key: s.counts[0] - s.counts[1] for key, s in state.strata.items()} == d
+
+
+def test_stratification_warning_when_strata_are_sparse() -> None:
+    """Spec §6.6: warn when planned n / #strata < 2 × the largest block."""
+    pbd = build_design("permuted_block", ARMS2, [1, 1], {"block_sizes": [4, 6]})
+    assert stratification_warnings(pbd, 100, 60) and "60 strata" in stratification_warnings(
+        pbd, 100, 60
+    )[0]
+    assert stratification_warnings(pbd, 120, 10) == []
+    assert stratification_warnings(pbd, 100, 1) == []
+    minimization = build_design("minimization", ARMS2, [1, 1], {"factors": [{"name": "sex"}]})
+    assert stratification_warnings(minimization, 100, 60) == []
+    with pytest.raises(DesignError):
+        stratification_warnings(pbd, 100, 0)
