@@ -16,6 +16,7 @@ from randomization.designs import (
     build_design,
     future_slots,
     replay,
+    stratification_warnings,
     void,
 )
 from randomization.draws import RNG_ALGORITHM, secret_from_seed
@@ -52,6 +53,7 @@ __all__ = [
     "parse_stratum_key",
     "replay",
     "secret_from_seed",
+    "stratification_warnings",
     "stratum_key",
     "void",
 ]
