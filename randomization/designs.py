@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import functools
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from randomization.draws import choose_index, randbelow, shuffle_in_place
 from randomization.errors import (
@@ -45,13 +46,13 @@ __all__ = [
     "build_design",
     "future_slots",
     "replay",
+    "stratification_warnings",
     "stratum_key",
     "void",
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class _Context:
+class _Context(NamedTuple):
     secret: bytes
     model: str
     seq_no: int
@@ -61,8 +62,7 @@ class _Context:
     n_allocations: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Choice:
+class _Choice(NamedTuple):
     arm_index: int
     evidence: dict[str, object]
     block: tuple[int, int, int] | None = None
@@ -90,7 +90,7 @@ def _coin(
 
 
 @dataclass(frozen=True)
-class Design:
+class Design(ABC):
     """Common interface: arms in protocol order, the gcd-reduced ratio and design warnings."""
 
     arms: tuple[str, ...]
@@ -105,18 +105,22 @@ class Design:
         """Return W, the sum of the reduced ratio."""
         return sum(self.ratio)
 
-    @property
+    @functools.cached_property
     def target_probabilities(self) -> tuple[Fraction, ...]:
         """Return ρ_k = w_k / W for every arm."""
         total = self.ratio_sum
         return tuple(Fraction(w, total) for w in self.ratio)
 
+    @abstractmethod
     def choose(self, ctx: _Context) -> _Choice:
-        """Return the arm for the allocation described by `ctx` (implemented by each design)."""
-        raise DesignError(f"design {type(self).__name__} cannot allocate")
+        """Return the arm for the allocation described by `ctx`."""
 
     def check_factors(self, factors: Mapping[str, str]) -> None:
-        """Raise AllocationInputError if the factor levels cannot be used by this design."""
+        """Raise AllocationInputError if the factor levels cannot be used by this design.
+
+        Only minimization reads factor levels; the other designs accept any levels as given.
+        """
+        return None
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,14 @@ class SimpleDesign(Design):
     method: ClassVar[str] = "simple"
     has_fixed_sequence: ClassVar[bool] = True
 
+    @functools.cached_property
+    def _target_text(self) -> dict[str, str]:
+        return _fraction_text(self.target_probabilities, self.arms)
+
+    @functools.cached_property
+    def _target_float(self) -> dict[str, float]:
+        return _fraction_float(self.target_probabilities, self.arms)
+
     def slot_arm(self, secret: bytes, model: str, key: str, slot: int) -> tuple[int, float]:
         """Return (arm index, u) of the stratum's `slot`-th allocation (1-based)."""
         return choose_index(self.target_probabilities, secret, f"simple|{model}|{key}", slot)
@@ -134,13 +146,12 @@ class SimpleDesign(Design):
         """Draw the next simple-randomization slot of the stratum."""
         slot = ctx.stratum.n_slots + 1
         k, u = self.slot_arm(ctx.secret, ctx.model, ctx.stratum_key, slot)
-        probabilities = self.target_probabilities
         return _Choice(
             k,
             {
                 "slot": slot,
-                "probabilities": _fraction_text(probabilities, self.arms),
-                "probabilities_float": _fraction_float(probabilities, self.arms),
+                "probabilities": dict(self._target_text),
+                "probabilities_float": dict(self._target_float),
                 "u": u,
                 "draw_label": f"simple|{ctx.model}|{ctx.stratum_key}|{slot}",
             },
@@ -247,6 +258,7 @@ class MinimizationDesign(Design):
     imbalance: str = "range"
     p: Fraction = Fraction(4, 5)
     burn_in: int = 0
+    overall_weight: Fraction = Fraction(0)
 
     method: ClassVar[str] = "minimization"
 
@@ -264,41 +276,69 @@ class MinimizationDesign(Design):
                     f"(expected one of {', '.join(factor.levels)})"
                 )
 
-    def _spread(self, scaled: Sequence[int]) -> Fraction:
+    @functools.cached_property
+    def _integer_weights(self) -> tuple[tuple[int, ...], int]:
+        """Return the weights (v_1..v_F, v_0) scaled to integers, and the scale D."""
+        weights = [f.weight for f in self.factors] + [self.overall_weight]
+        scale = math.lcm(*(w.denominator for w in weights))
+        return tuple(int(w * scale) for w in weights), scale
+
+    def _spread(self, scaled: Sequence[int]) -> int:
+        """Return d for integer scaled counts: range, or K(K−1) × the sample variance."""
         if self.imbalance == "range":
-            return Fraction(max(scaled) - min(scaled))
+            return max(scaled) - min(scaled)
         n_arms = len(scaled)
         total = sum(scaled)
-        square_sum = sum(s * s for s in scaled)
-        return Fraction(n_arms * square_sum - total * total, n_arms * (n_arms - 1))
+        return n_arms * sum(s * s for s in scaled) - total * total
 
-    def imbalance_scores(
-        self, marginal_counts: Sequence[Sequence[int]]
-    ) -> tuple[Fraction, ...]:
-        """Return G(a) for each candidate arm from the counts at the participant's levels."""
+    def _integer_scores(
+        self, marginal_counts: Sequence[Sequence[int]], overall_counts: Sequence[int]
+    ) -> list[int]:
+        # Exact integer arithmetic: G(a) times a constant (D, and K(K−1) for variance), so that
+        # comparisons between arms are exact and cheap.
         n_arms = len(self.arms)
         lcm = math.lcm(*self.ratio)
         scale = [lcm // w for w in self.ratio]
-        scores = [Fraction(0)] * n_arms
-        for factor, counts in zip(self.factors, marginal_counts):
+        weights, _ = self._integer_weights
+        terms = list(zip(weights, marginal_counts))
+        if weights[-1]:
+            terms.append((weights[-1], overall_counts))
+        scores = [0] * n_arms
+        for weight, counts in terms:
+            if not weight:
+                continue
+            base = [c * f for c, f in zip(counts, scale)]
             for a in range(n_arms):
-                scaled = [(counts[k] + (k == a)) * scale[k] for k in range(n_arms)]
-                scores[a] += factor.weight * self._spread(scaled)
-        return tuple(scores)
+                scaled = list(base)
+                scaled[a] += scale[a]
+                scores[a] += weight * self._spread(scaled)
+        return scores
 
-    def probabilities(self, scores: Sequence[Fraction]) -> tuple[tuple[Fraction, ...], list[int]]:
+    def _score_denominator(self) -> int:
+        n_arms = len(self.arms)
+        factor = 1 if self.imbalance == "range" else n_arms * (n_arms - 1)
+        return self._integer_weights[1] * factor
+
+    def imbalance_scores(
+        self, marginal_counts: Sequence[Sequence[int]], overall_counts: Sequence[int] = ()
+    ) -> tuple[Fraction, ...]:
+        """Return G(a) for each candidate arm from the counts at the participant's levels.
+
+        G(a) = Σ_f v_f·d_f(a) + v_0·d_0(a), d_f the range or sample variance over arms of the
+        ratio-scaled counts c'·L/w_k; d_0 is the spread of the stratum's overall counts (the
+        optional overall-total term; v_0 = 0 by default).
+        """
+        denominator = self._score_denominator()
+        scores = self._integer_scores(marginal_counts, overall_counts or (0,) * len(self.arms))
+        return tuple(Fraction(g, denominator) for g in scores)
+
+    def probabilities(
+        self, scores: Sequence[Fraction | int]
+    ) -> tuple[tuple[Fraction, ...], list[int]]:
         """Return (P, preferred set M) from the imbalance scores (steps 3–4)."""
         best = min(scores)
-        preferred = [a for a, g in enumerate(scores) if g == best]
-        if len(preferred) == len(self.arms):
-            return self.target_probabilities, preferred
-        in_weight = sum(self.ratio[a] for a in preferred)
-        out_weight = self.ratio_sum - in_weight
-        probabilities = tuple(
-            self.p * w / in_weight if a in preferred else (1 - self.p) * w / out_weight
-            for a, w in enumerate(self.ratio)
-        )
-        return probabilities, preferred
+        preferred = tuple(a for a, g in enumerate(scores) if g == best)
+        return _preferred_probabilities(self.p, self.ratio, preferred), list(preferred)
 
     def choose(self, ctx: _Context) -> _Choice:
         """Allocate by the random element over the preferred set (by the ratio in burn-in/first)."""
@@ -321,12 +361,31 @@ class MinimizationDesign(Design):
             # ratios the scaled scores alone would not tie, and the ARP figures of §1.5 assume it.
             evidence["rule"] = "first_participant"
             return _coin(self, ctx, self.target_probabilities, evidence)
-        scores = self.imbalance_scores(marginal_counts)
+        scores = self._integer_scores(marginal_counts, ctx.stratum.counts)
         probabilities, preferred = self.probabilities(scores)
+        denominator = self._score_denominator()
         evidence["rule"] = "minimization"
-        evidence["imbalance_scores"] = _fraction_text(scores, self.arms)
+        evidence["imbalance_scores"] = {
+            arm: str(Fraction(g, denominator)) for arm, g in zip(self.arms, scores)
+        }
         evidence["preferred"] = [self.arms[a] for a in preferred]
         return _coin(self, ctx, probabilities, evidence)
+
+
+@functools.lru_cache(maxsize=256)
+def _preferred_probabilities(
+    p: Fraction, ratio: tuple[int, ...], preferred: tuple[int, ...]
+) -> tuple[Fraction, ...]:
+    """Return P: ratio-weighted p over the preferred set, 1 − p over the rest (step 4)."""
+    if len(preferred) == len(ratio):
+        total = sum(ratio)
+        return tuple(Fraction(w, total) for w in ratio)
+    in_weight = sum(ratio[a] for a in preferred)
+    out_weight = sum(ratio) - in_weight
+    return tuple(
+        p * w / in_weight if a in preferred else (1 - p) * w / out_weight
+        for a, w in enumerate(ratio)
+    )
 
 
 def _difference(counts: Sequence[int]) -> int:
@@ -534,7 +593,7 @@ def _build_minimization(
     arms: tuple[str, ...], ratio: tuple[int, ...], params: Mapping[str, object]
 ) -> Design:
     method = "minimization"
-    _check_keys(method, params, {"factors", "imbalance", "p", "burn_in"})
+    _check_keys(method, params, {"factors", "imbalance", "p", "burn_in", "overall_weight"})
     specs = params.get("factors")
     if isinstance(specs, str | Mapping) or not isinstance(specs, Sequence) or not specs:
         raise DesignError(f"{method}: factors must be a non-empty list")
@@ -542,7 +601,10 @@ def _build_minimization(
     names = [f.name for f in factors]
     if len(set(names)) != len(names):
         raise DesignError(f"{method}: factor names must be unique, got {', '.join(names)}")
-    if not any(f.weight > 0 for f in factors):
+    overall_weight = _fraction(method, "overall_weight", params.get("overall_weight", 0))
+    if overall_weight < 0:
+        raise DesignError(f"{method}: overall_weight must be >= 0")
+    if not any(f.weight > 0 for f in factors) and not overall_weight:
         raise DesignError(f"{method}: at least one factor weight must be > 0")
     imbalance = params.get("imbalance", "range")
     if imbalance not in ("range", "variance"):
@@ -556,7 +618,8 @@ def _build_minimization(
             "random element in dynamic allocation",
         )
     return MinimizationDesign(
-        arms, ratio, warnings, factors=factors, imbalance=str(imbalance), p=p, burn_in=burn_in
+        arms, ratio, warnings, factors=factors, imbalance=str(imbalance), p=p, burn_in=burn_in,
+        overall_weight=overall_weight,
     )
 
 
@@ -618,6 +681,31 @@ def build_design(
     return BlockUrnDesign(arm_codes, reduced, lam=_int_param(method, params, "lambda", 1))
 
 
+def stratification_warnings(design: Design, planned_n: int, n_strata: int) -> list[str]:
+    """Return warnings when blocks are too large for the expected fill of each stratum.
+
+    Spec §6.6: blocks balance only within a stratum, so with planned n / #strata below twice
+    the largest block most strata end mid-block and balance degrades toward simple
+    randomization; minimization is suggested instead.
+    """
+    if not isinstance(planned_n, int) or not isinstance(n_strata, int) or n_strata < 1:
+        raise DesignError("planned_n and n_strata must be positive integers")
+    if isinstance(design, PermutedBlockDesign):
+        block = max(design.block_sizes)
+    elif isinstance(design, BlockUrnDesign):
+        block = design.lam * design.ratio_sum
+    else:
+        return []
+    if n_strata > 1 and planned_n < 2 * block * n_strata:
+        per_stratum = planned_n / n_strata
+        return [
+            f"{n_strata} strata for {planned_n} participants leave about {per_stratum:.1f} per "
+            f"stratum, under twice the block size {block}: overall and marginal balance will "
+            "approach simple randomization; consider fewer strata or minimization"
+        ]
+    return []
+
+
 # ---------------------------------------------------------------- allocating
 
 
@@ -625,20 +713,22 @@ def _check_allocation_inputs(
     design: Design, state: RandomizationState, secret: bytes, model: str, seq_no: int,
     key: str, factors: Mapping[str, str],
 ) -> None:
-    if not isinstance(secret, bytes) or len(secret) < 16:
+    # Exact-type fast paths first: this runs once per allocation, also in simulations.
+    if type(secret) is not bytes or len(secret) < 16:
         raise AllocationInputError("the trial secret must be at least 16 bytes")
-    if not isinstance(model, str) or not model or "|" in model:
+    if type(model) is not str or not model or "|" in model:
         raise AllocationInputError(f"model must be a non-empty string without '|', got {model!r}")
-    if not isinstance(seq_no, int) or isinstance(seq_no, bool) or seq_no <= state.last_seq_no:
+    if type(seq_no) is not int or seq_no <= state.last_seq_no:
         raise AllocationInputError(
             f"seq_no must be an integer above the last one ({state.last_seq_no}), got {seq_no!r}"
         )
     if key not in state.strata:
         check_stratum_key(key)
-    if not isinstance(factors, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in factors.items()
-    ):
+    if type(factors) is not dict and not isinstance(factors, Mapping):
         raise AllocationInputError("factors must map factor names to level strings")
+    for name, level in factors.items():
+        if type(name) is not str or type(level) is not str:
+            raise AllocationInputError("factors must map factor names to level strings")
     design.check_factors(factors)
 
 

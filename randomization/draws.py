@@ -21,6 +21,7 @@ an active randomization model.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -63,6 +64,22 @@ def randbelow(m: int, secret: bytes, label: str, i: int | str) -> int:
         t += 1
 
 
+@functools.lru_cache(maxsize=1024)
+def _cumulative_bounds(probabilities: tuple[Fraction, ...]) -> tuple[tuple[int, int], ...]:
+    """Return (numerator, denominator) of each cumulative sum S_k, after validating P."""
+    if any(p < 0 for p in probabilities) or sum(probabilities, Fraction(0)) != 1:
+        raise RandomizationError(
+            "probabilities must be non-negative and sum to 1, got "
+            + ", ".join(str(p) for p in probabilities)
+        )
+    bounds = []
+    cumulative = Fraction(0)
+    for p in probabilities:
+        cumulative += p
+        bounds.append((cumulative.numerator, cumulative.denominator))
+    return tuple(bounds)
+
+
 def choose_index(
     probabilities: Sequence[Fraction], secret: bytes, label: str, i: int | str
 ) -> tuple[int, float]:
@@ -71,16 +88,10 @@ def choose_index(
     The first k with u < P_1 + ... + P_k is chosen, comparing exactly (`v * den < num * 2**53`)
     so that floating-point rounding can never flip a choice.
     """
-    if any(p < 0 for p in probabilities) or sum(probabilities, Fraction(0)) != 1:
-        raise RandomizationError(
-            "probabilities must be non-negative and sum to 1, got "
-            + ", ".join(str(p) for p in probabilities)
-        )
+    bounds = _cumulative_bounds(tuple(probabilities))
     v = uniform_bits(secret, label, i)
-    cumulative = Fraction(0)
-    for k, p in enumerate(probabilities):
-        cumulative += p
-        if v * cumulative.denominator < cumulative.numerator * _TWO_53:
+    for k, (num, den) in enumerate(bounds):
+        if v * den < num * _TWO_53:
             return k, v / _TWO_53
     raise RandomizationError("no arm chosen: probabilities do not cover [0, 1)")  # unreachable
 

@@ -105,6 +105,26 @@ class _Imbalance:
         return math.sqrt(square) / self.total
 
 
+def _guess_credit(counts: list[int], arm: int, ratio: tuple[int, ...], total: int) -> float:
+    """Return the convergence-strategy credit: 1/|T| if `arm` is in the guessed set T, else 0.
+
+    T holds the arms with the smallest N_k − mρ_k (scaled by W to stay in integers) before the
+    allocation, m being the number allocated so far in the stratum.
+    """
+    if len(counts) == 2:  # the common case, without building lists
+        m = counts[0] + counts[1]
+        first = counts[0] * total - m * ratio[0]
+        second = counts[1] * total - m * ratio[1]
+        if first == second:
+            return 0.5
+        return 1.0 if (first < second) == (arm == 0) else 0.0
+    m = sum(counts)
+    deviations = [c * total - m * w for c, w in zip(counts, ratio)]
+    lowest = min(deviations)
+    n_guessed = deviations.count(lowest)
+    return 1.0 / n_guessed if deviations[arm] == lowest else 0.0
+
+
 def _check_request(
     design: Design, n: int, runs: int, factor_levels: Mapping[str, Sequence[str]],
     site_levels: Sequence[str] | None, stratify_by: Sequence[str],
@@ -167,6 +187,7 @@ def simulate(
     by_site = SITE_FACTOR in stratify_by
     strata_order = [f for f in stratify_by if f != SITE_FACTOR]
     key_cache: dict[tuple[str, ...], str] = {}
+    arm_index = {arm: k for k, arm in enumerate(design.arms)}
 
     per_run: dict[str, list[float]] = {
         name: [] for name in (
@@ -193,23 +214,22 @@ def simulate(
                     [(name, factors[name]) for name in strata_order],
                 )
                 key_cache[signature] = key
-            counts = stratum_counts.setdefault(key, [0] * n_arms)
-            m = sum(counts)
-            deviations = [c * total_weight - m * w for c, w in zip(counts, design.ratio)]
-            lowest = min(deviations)
-            guessed = [k for k, dev in enumerate(deviations) if dev == lowest]
+            counts = stratum_counts.get(key)
+            if counts is None:
+                counts = stratum_counts[key] = [0] * n_arms
             result, state = allocate(
                 design, state, secret=secret, model=model, seq_no=j, stratum_key=key,
                 factors=factors,
             )
-            arm = design.arms.index(result.arm)
-            if arm in guessed:
-                correct += 1 / len(guessed)
+            arm = arm_index[result.arm]
+            correct += _guess_credit(counts, arm, design.ratio, total_weight)
             counts[arm] += 1
             overall[arm] += 1
             for name, level in factors.items():
                 marginal_counts.setdefault((name, level), [0] * n_arms)[arm] += 1
-            worst = max(worst, imbalance(overall))
+            current = imbalance(overall)
+            if current > worst:
+                worst = current
         strata_values = [imbalance(c) for c in stratum_counts.values()]
         marginal_values = [imbalance(c) for c in marginal_counts.values()] or [0.0]
         per_run["final"].append(imbalance(overall))

@@ -17,6 +17,7 @@ from randomization.designs import (
     build_design,
     future_slots,
     replay,
+    stratification_warnings,
     void,
 )
 from randomization.draws import secret_from_seed
@@ -535,3 +536,56 @@ def test_minimization_requires_declared_factor_levels() -> None:
         allocate_sequence(design, [("all", {"sex": "f"})])
     with pytest.raises(AllocationInputError, match="not a level of factor sex"):
         allocate_sequence(design, [("all", {"sex": "x", "age": "y"})])
+
+
+def test_minimization_overall_term() -> None:
+    """v_0 adds the spread of the stratum's overall counts; v_0 = 0 changes nothing."""
+    plain = _minimization()
+    zero = _minimization(overall_weight=0)
+    inputs = _participants(40)
+    assert allocate_sequence(plain, inputs)[0] == allocate_sequence(zero, inputs)[0]
+    overall = _minimization(overall_weight="1/2")
+    assert isinstance(overall, MinimizationDesign)
+    # Factor terms as in the hand-computed test (7, 8, 8); overall counts (1, 1, 1) scaled
+    # (1, 2, 2): A → (2,2,2) 0, B → (1,4,2) 3, C → (1,2,4) 3; G += ½·spread.
+    scores = overall.imbalance_scores([(2, 1, 0), (0, 0, 1)], (1, 1, 1))
+    assert scores == (Fraction(7), Fraction(19, 2), Fraction(19, 2))
+    with pytest.raises(DesignError, match="overall_weight"):
+        _minimization(overall_weight=-1)
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "bound"),
+    [("big_stick", {"b": 2}, 2), ("block_urn", {"lambda": 1}, 1)],
+)
+def test_biased_coins_bound_imbalance_within_each_stratum(
+    method: str, params: dict[str, object], bound: int
+) -> None:
+    """Biased coins run per stratum: the MTI holds in every stratum whatever the interleaving.
+
+    Their random element is the trial-level `coin|{model}|{seq_no}` draw of spec §1.0, so the
+    realised sequence of a stratum (unlike PBD's) depends on the seq_no it receives.
+    """
+    design = build_design(method, ARMS2, [1, 1], params)
+    keys = ["s=1", "s=2", "s=3"]
+    inputs = [(keys[(j * j + j // 4) % 3], {}) for j in range(240)]
+    results, state = allocate_sequence(design, inputs, seed=12)
+    d = dict.fromkeys(keys, 0)
+    for result in results:
+        d[result.stratum_key] += 1 if result.arm == "A" else -1
+        assert abs(d[result.stratum_key]) <= bound
+    assert {key: s.counts[0] - s.counts[1] for key, s in state.strata.items()} == d
+
+
+def test_stratification_warning_when_strata_are_sparse() -> None:
+    """Spec §6.6: warn when planned n / #strata < 2 × the largest block."""
+    pbd = build_design("permuted_block", ARMS2, [1, 1], {"block_sizes": [4, 6]})
+    assert stratification_warnings(pbd, 100, 60) and "60 strata" in stratification_warnings(
+        pbd, 100, 60
+    )[0]
+    assert stratification_warnings(pbd, 120, 10) == []
+    assert stratification_warnings(pbd, 100, 1) == []
+    minimization = build_design("minimization", ARMS2, [1, 1], {"factors": [{"name": "sex"}]})
+    assert stratification_warnings(minimization, 100, 60) == []
+    with pytest.raises(DesignError):
+        stratification_warnings(pbd, 100, 0)

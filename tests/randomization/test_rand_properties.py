@@ -12,7 +12,8 @@ from rand_helpers import allocate_sequence
 
 from randomization.designs import METHODS, Design, allocate, build_design, replay, void
 from randomization.draws import secret_from_seed
-from randomization.errors import DesignError
+from randomization.errors import AllocationListError, DesignError, StateError
+from randomization.lists import parse_allocation_list
 from randomization.state import RandomizationState, ReplayInput
 
 PARAM_NAMES = ["block_sizes", "factors", "imbalance", "p", "burn_in", "b", "lambda", "table"]
@@ -113,3 +114,37 @@ def test_replay_reproduces_any_trial(
         for r in stored
     ]
     assert replay(design, secret, "m1", inputs) == stored
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(max_size=80),
+        st.lists(
+            st.lists(st.sampled_from(["stratum", "arm", "randomization_number", "all", "A",
+                                      "s=1", "x|y", "", '"', "7", "slot"]), max_size=4),
+            max_size=5,
+        ).map(lambda rows: "\n".join(",".join(row) for row in rows)),
+    )
+)
+def test_parse_allocation_list_raises_only_its_error(text: str) -> None:
+    try:
+        table = parse_allocation_list(text)
+    except AllocationListError as exc:
+        assert "line" in str(exc) or "rows" in str(exc) or "text" in str(exc)
+    else:
+        assert table and all(arms for arms in table.values())
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.dictionaries(
+    st.sampled_from(["format", "last_seq_no", "n_allocations", "voided_seq_nos", "strata"]),
+    values, max_size=5,
+))
+def test_state_from_json_raises_only_state_error(data: dict[str, object]) -> None:
+    try:
+        state = RandomizationState.from_json(data)
+    except StateError as exc:
+        assert str(exc)
+    else:
+        assert RandomizationState.from_json(state.to_json()) == state
