@@ -7,7 +7,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from dtx_trials.api import audit, auth, protocols, trials, users
+from dtx_trials.api import audit, auth, forms, participants, protocols, trials, users
 from dtx_trials.api.errors import register_error_handlers
 from dtx_trials.extensions import api, db
 from dtx_trials.services import accounts
@@ -15,7 +15,15 @@ from dtx_trials.services import accounts
 PUBLIC_API_PATHS = {"/api/v1/auth/tokens", "/api/v1/openapi.json", "/api/v1/docs"}
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,80}$")
 
-BLUEPRINTS = [auth.blp, trials.blp, users.blp, protocols.blp, audit.blp]
+BLUEPRINTS = [
+    auth.blp,
+    trials.blp,
+    users.blp,
+    protocols.blp,
+    participants.blp,
+    forms.blp,
+    audit.blp,
+]
 
 
 def register_api(app: Flask) -> None:

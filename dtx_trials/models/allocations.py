@@ -27,6 +27,8 @@ class RandomizationState(Base):
     rng_algorithm: Mapped[str] = mapped_column(String(30), default="hmac-sha256-v1")
     secret: Mapped[str] = mapped_column(EncryptedText("randomization_state.secret"))
     model_version: Mapped[int | None] = mapped_column(ForeignKey("protocol_version.id"))
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # randomization/ state
+    list_table: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # uploaded list (method list)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -62,7 +64,7 @@ class Allocation(Base):
     activation_code: Mapped[str | None] = mapped_column(String(40))
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     request_id: Mapped[str | None] = mapped_column(String(80))
-    status: Mapped[str] = mapped_column(String(20), default="active")  # active|voided
+    status: Mapped[str] = mapped_column(String(20), default="allocated")  # allocated|voided
     void_reason: Mapped[str | None] = mapped_column(Text)
     allocated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     allocated_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))

@@ -72,9 +72,10 @@ class Consent(Base):
 
     id: Mapped[intpk]
     participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
+    document_id: Mapped[str] = mapped_column(String(60), default="consent")
     consent_version: Mapped[str] = mapped_column(String(40))
     language: Mapped[str] = mapped_column(String(5), default="en")
-    signer_role: Mapped[str] = mapped_column(String(20), default="participant")
+    signer_role: Mapped[str] = mapped_column(String(40), default="participant")
     signer_name: Mapped[str | None] = mapped_column(EncryptedText("consent.signer_name"))
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))

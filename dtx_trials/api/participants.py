@@ -1,0 +1,403 @@
+"""Participants: screening, consent, eligibility, enrollment, withdrawal, visits,
+randomization (role-shaped), emergency unblinding; allocation lists for unblinded roles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+from sqlalchemy import select
+
+from dtx_trials.api.blinding import (
+    AllocationReceiptSchema,
+    UnblindedAllocationSchema,
+    shaped,
+)
+from dtx_trials.api.context import current_actor
+from dtx_trials.api.schemas import StrictSchema
+from dtx_trials.extensions import db
+from dtx_trials.models import AuditEvent, Participant, Site, Visit
+from dtx_trials.services import participants as service
+from dtx_trials.services import randomization, trials
+from dtx_trials.services.access import require
+
+blp = Blueprint(
+    "participants",
+    __name__,
+    url_prefix="/api/v1/trials",
+    description="Participants, randomization and unblinding",
+)
+
+
+class ParticipantSchema(Schema):
+    subject_code = fields.String()
+    site = fields.Method("site_code")
+    status = fields.String()
+    screened_at = fields.DateTime()
+    consented_at = fields.DateTime(allow_none=True)
+    enrolled_at = fields.DateTime(allow_none=True)
+    randomized_at = fields.DateTime(allow_none=True)
+    withdrawn_at = fields.DateTime(allow_none=True)
+    withdrawal_reason = fields.String(allow_none=True)
+    is_emergency_unblinded = fields.Boolean()
+
+    def site_code(self, obj: Participant) -> str:
+        site = db.session.get(Site, obj.site_id)
+        return site.code if site else ""
+
+
+class IdentifiersSchema(StrictSchema):
+    full_name = fields.String(allow_none=True, validate=validate.Length(max=200))
+    phone = fields.String(allow_none=True, validate=validate.Length(max=40))
+    email = fields.Email(allow_none=True)
+    national_id = fields.String(allow_none=True, validate=validate.Length(max=40))
+    address = fields.String(allow_none=True, validate=validate.Length(max=400))
+
+
+class ScreenSchema(StrictSchema):
+    site = fields.String(required=True)
+    identifiers = fields.Nested(IdentifiersSchema, load_default=dict)
+
+
+class ConsentSchema(StrictSchema):
+    document_id = fields.String(required=True, validate=validate.Length(min=1, max=60))
+    version = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    language = fields.String(load_default="en", validate=validate.Length(max=10))
+    signer_role = fields.String(
+        load_default="participant",
+        validate=validate.OneOf(
+            ["participant", "guardian", "legally_authorized_representative", "witness"]
+        ),
+    )
+    signer_name = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=200)
+    )
+
+
+class ConsentOutSchema(Schema):
+    id = fields.Integer()
+    document_id = fields.String()
+    consent_version = fields.String()
+    language = fields.String()
+    signer_role = fields.String()
+    signed_at = fields.DateTime()
+
+
+class CriterionOutSchema(Schema):
+    id = fields.String()
+    kind = fields.String()
+    text = fields.Function(lambda c: c.text.en)
+    text_zh = fields.Function(lambda c: c.text.zh)
+
+
+class EligibilitySchema(Schema):
+    eligible = fields.Boolean(attribute="is_eligible")
+    failed = fields.List(fields.Nested(CriterionOutSchema))
+    undetermined = fields.List(fields.Nested(CriterionOutSchema))
+
+
+class WithdrawSchema(StrictSchema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+
+
+class VisitSchema(Schema):
+    id = fields.Integer()
+    visit_code = fields.String()
+    occurrence = fields.Integer()
+    is_unscheduled = fields.Boolean()
+    planned_on = fields.Date(allow_none=True)
+    window_start_on = fields.Date(allow_none=True)
+    window_end_on = fields.Date(allow_none=True)
+    actual_on = fields.Date(allow_none=True)
+    status = fields.String()
+
+
+class RandomizeSchema(StrictSchema):
+    request_id = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^[A-Za-z0-9._-]{1,80}$")
+    )
+
+
+class UnblindSchema(StrictSchema):
+    password = fields.String(required=True, load_only=True)
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    category = fields.String(
+        required=True,
+        validate=validate.OneOf(
+            ["serious_adverse_event", "medical_emergency", "regulatory", "other"]
+        ),
+    )
+    recipient = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+
+
+class UnblindingOutSchema(Schema):
+    subject_code = fields.String()
+    randomization_number = fields.String()
+    arm_code = fields.String()
+    arm_name = fields.String()
+    signed_by = fields.String()
+    at = fields.DateTime()
+
+
+class UnblindingEventSchema(Schema):
+    at = fields.DateTime()
+    actor_name = fields.String()
+    subject_code = fields.String()
+    reason = fields.String()
+    category = fields.String()
+    recipient = fields.String()
+
+
+class VoidSchema(StrictSchema):
+    password = fields.String(required=True, load_only=True)
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+
+
+class FutureArgsSchema(StrictSchema):
+    stratum = fields.String(required=True)
+    n = fields.Integer(load_default=20, validate=validate.Range(min=1, max=1000))
+
+
+def _trial(code: str) -> Any:
+    return trials.get_trial(db.session, current_actor(), code)
+
+
+@blp.route("/<code>/participants")
+class Participants(MethodView):
+    @blp.arguments(
+        Schema.from_dict({"site": fields.String(load_default=None)}, name="SiteFilter")(),
+        location="query",
+    )
+    @blp.response(200, ParticipantSchema(many=True))
+    def get(self, args: dict[str, Any], code: str) -> list[Participant]:
+        """List participants at the sites I may see."""
+        return service.list_participants(db.session, current_actor(), _trial(code), args["site"])
+
+    @blp.arguments(ScreenSchema)
+    @blp.response(201, ParticipantSchema)
+    def post(self, body: dict[str, Any], code: str) -> Participant:
+        """Screen a new participant at a site (direct identifiers are encrypted at rest)."""
+        return service.screen_participant(
+            db.session, current_actor(), _trial(code), body["site"], body["identifiers"]
+        )
+
+
+@blp.route("/<code>/participants/<subject>")
+class ParticipantItem(MethodView):
+    @blp.response(200, ParticipantSchema)
+    def get(self, code: str, subject: str) -> Participant:
+        """Get one participant (pseudonymous: no identifiers)."""
+        return service.get_participant(db.session, current_actor(), _trial(code), subject)
+
+
+@blp.route("/<code>/participants/<subject>/identifiers")
+class Identifiers(MethodView):
+    @blp.response(200, IdentifiersSchema)
+    def get(self, code: str, subject: str) -> dict[str, Any]:
+        """Reveal the participant's direct identifiers to site staff (audited)."""
+        return service.reveal_identifiers(db.session, current_actor(), _trial(code), subject)
+
+
+@blp.route("/<code>/participants/<subject>/consents")
+class Consents(MethodView):
+    @blp.arguments(ConsentSchema)
+    @blp.response(201, ConsentOutSchema)
+    def post(self, body: dict[str, Any], code: str, subject: str) -> Any:
+        """Record a signed consent document version."""
+        return service.record_consent(db.session, current_actor(), _trial(code), subject, **body)
+
+
+@blp.route("/<code>/participants/<subject>/eligibility")
+class Eligibility(MethodView):
+    @blp.response(200, EligibilitySchema)
+    def post(self, code: str, subject: str) -> Any:
+        """Assess eligibility over the submitted screening forms."""
+        return service.assess_eligibility(db.session, current_actor(), _trial(code), subject)
+
+
+@blp.route("/<code>/participants/<subject>/enrollment")
+class Enrollment(MethodView):
+    @blp.response(200, ParticipantSchema)
+    def post(self, code: str, subject: str) -> Participant:
+        """Enroll an eligible, consented participant."""
+        return service.enroll_participant(db.session, current_actor(), _trial(code), subject)
+
+
+@blp.route("/<code>/participants/<subject>/withdrawal")
+class Withdrawal(MethodView):
+    @blp.arguments(WithdrawSchema)
+    @blp.response(200, ParticipantSchema)
+    def post(self, body: dict[str, Any], code: str, subject: str) -> Participant:
+        """Withdraw a participant (a reason is required)."""
+        return service.withdraw_participant(
+            db.session, current_actor(), _trial(code), subject, body["reason"]
+        )
+
+
+@blp.route("/<code>/participants/<subject>/visits")
+class Visits(MethodView):
+    @blp.response(200, VisitSchema(many=True))
+    def get(self, code: str, subject: str) -> list[Visit]:
+        """The participant's visits with planned dates and windows."""
+        participant = service.get_participant(db.session, current_actor(), _trial(code), subject)
+        return list(
+            db.session.scalars(
+                select(Visit)
+                .where(Visit.participant_id == participant.id)
+                .order_by(Visit.planned_on, Visit.id)
+            )
+        )
+
+
+@blp.route("/<code>/participants/<subject>/randomization")
+class Randomization(MethodView):
+    @blp.arguments(RandomizeSchema)
+    @blp.response(201, AllocationReceiptSchema)
+    @blp.alt_response(
+        200,
+        schema=AllocationReceiptSchema,
+        description="retry with the same request_id: the original allocation",
+    )
+    @blp.alt_response(
+        201,
+        schema=UnblindedAllocationSchema,
+        success=True,
+        description="shape for roles that may see arms",
+    )
+    def post(self, body: dict[str, Any], code: str, subject: str) -> Response:
+        """Randomize an enrolled participant (blinded roles receive no arm)."""
+        actor, trial = current_actor(), _trial(code)
+        request_id = body["request_id"] or request.headers.get("Idempotency-Key")
+        allocation, created = randomization.randomize_participant(
+            db.session, actor, trial, subject, request_id=request_id
+        )
+        return shaped(actor, trial, allocation, 201 if created else 200)
+
+    @blp.response(200, AllocationReceiptSchema)
+    def get(self, code: str, subject: str) -> Response:
+        """The participant's allocation, shaped by role."""
+        actor, trial = current_actor(), _trial(code)
+        return shaped(actor, trial, randomization.get_allocation(db.session, actor, trial, subject))
+
+
+@blp.route("/<code>/participants/<subject>/unblinding")
+class Unblinding(MethodView):
+    @blp.arguments(UnblindSchema)
+    @blp.response(200, UnblindingOutSchema)
+    def post(self, body: dict[str, Any], code: str, subject: str) -> dict[str, Any]:
+        """Emergency unblinding of one participant (investigator; password, reason, audited)."""
+        result = randomization.emergency_unblind(
+            db.session, current_actor(), _trial(code), subject, **body
+        )
+        return {
+            "subject_code": subject,
+            "randomization_number": result.allocation.randomization_number,
+            "arm_code": result.arm_code,
+            "arm_name": result.arm_name,
+            "signed_by": result.signed_by,
+            "at": result.at,
+        }
+
+
+@blp.route("/<code>/participants/<subject>/randomization/void")
+class Void(MethodView):
+    @blp.arguments(VoidSchema)
+    @blp.response(200, AllocationReceiptSchema)
+    def post(self, body: dict[str, Any], code: str, subject: str) -> Response:
+        """Mark an allocation "randomized in error" (sponsor admin; the slot is never reused)."""
+        actor, trial = current_actor(), _trial(code)
+        allocation = randomization.void_allocation(db.session, actor, trial, subject, **body)
+        return shaped(actor, trial, allocation)
+
+
+@blp.route("/<code>/unblindings")
+class Unblindings(MethodView):
+    @blp.response(200, UnblindingEventSchema(many=True))
+    def get(self, code: str) -> list[dict[str, Any]]:
+        """Emergency unblinding events (who, when, why) — never the arm."""
+        actor, trial = current_actor(), _trial(code)
+        require(actor, "unblinding.read", trial.id)
+        events = db.session.scalars(
+            select(AuditEvent)
+            .where(
+                AuditEvent.chain == f"trial:{trial.id}",
+                AuditEvent.action == "randomization.emergency_unblinding",
+            )
+            .order_by(AuditEvent.seq)
+        )
+        out = []
+        for event in events:
+            details = {c["field"]: c.get("new") for c in event.changes}
+            participant = db.session.get(Participant, event.entity_id)
+            out.append(
+                {
+                    "at": event.at,
+                    "actor_name": event.actor_name,
+                    "subject_code": participant.subject_code if participant else "",
+                    "reason": event.reason,
+                    "category": details.get("category"),
+                    "recipient": details.get("recipient"),
+                }
+            )
+        return out
+
+
+@blp.route("/<code>/allocations")
+class Allocations(MethodView):
+    @blp.response(200, UnblindedAllocationSchema(many=True))
+    def get(self, code: str) -> list[dict[str, Any]]:
+        """The full allocation list with arms (unblinded statistician; audited)."""
+        actor, trial = current_actor(), _trial(code)
+        rows = randomization.list_allocations(db.session, actor, trial)
+        codes = dict(
+            db.session.execute(
+                select(Participant.id, Participant.subject_code).where(
+                    Participant.trial_id == trial.id
+                )
+            ).all()
+        )
+        names = [n for n in UnblindedAllocationSchema().fields if n != "subject_code"]
+        return [
+            {**{n: getattr(a, n) for n in names}, "subject_code": codes.get(a.participant_id)}
+            for a in rows
+        ]
+
+
+@blp.route("/<code>/allocations/future")
+class FutureSlots(MethodView):
+    @blp.arguments(FutureArgsSchema, location="query")
+    @blp.response(
+        200,
+        Schema.from_dict(
+            {"stratum": fields.String(), "arms": fields.List(fields.String())}, name="FutureSlots"
+        ),
+    )
+    def get(self, args: dict[str, Any], code: str) -> dict[str, Any]:
+        """The next n arms of a stratum, without consuming them (unblinded statistician)."""
+        arms = randomization.next_slots(
+            db.session, current_actor(), _trial(code), args["stratum"], args["n"]
+        )
+        return {"stratum": args["stratum"], "arms": arms}
+
+
+@blp.route("/<code>/allocation-list")
+class AllocationList(MethodView):
+    @blp.doc(
+        requestBody={
+            "required": True,
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "CSV with columns stratum,arm[,randomization_number]",
+        }
+    )
+    @blp.response(201, Schema.from_dict({"slots": fields.Integer()}, name="ListUpload"))
+    def post(self, code: str) -> dict[str, int]:
+        """Upload the allocation table for method `list` (before the first allocation)."""
+        text = request.get_data(as_text=True)
+        return {
+            "slots": randomization.upload_allocation_list(
+                db.session, current_actor(), _trial(code), text
+            )
+        }

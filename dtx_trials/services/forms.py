@@ -1,0 +1,575 @@
+"""Form records: save draft, submit (with reasons for change), optimistic concurrency,
+e-signatures bound to a content hash, source-data verification, freeze/lock; data queries."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dtx_trials.db import lock_row, transaction, utcnow
+from dtx_trials.models import DataQuery, FormRecord, Participant, Signature, Site, Trial, Visit
+from dtx_trials.services import accounts, audit
+from dtx_trials.services.access import Actor, require, visible_sites
+from dtx_trials.services.errors import Conflict, NotFound, StaleWriteError, ValidationError
+from dtx_trials.services.participants import clinical_values, get_participant, protocol_for
+from ecrf.checks import FormEvaluation, evaluate_form
+from ecrf.model import FormDef
+
+EDITABLE = frozenset({"draft", "submitted", "verified", "signed"})
+SIGNATURE_MEANINGS = ("authorship", "review", "approval", "responsibility")
+OPEN_PARTICIPANT_STATUSES = frozenset(
+    {"screening", "consented", "eligible", "enrolled", "randomized"}
+)
+
+
+def content_sha256(record: FormRecord) -> str:
+    """SHA-256 over the canonical JSON of what a signature covers."""
+    body = {
+        "record_id": record.id,
+        "form": record.form_code,
+        "visit_id": record.visit_id,
+        "repeat_index": record.repeat_index,
+        "version": record.version,
+        "data": record.data or {},
+    }
+    return hashlib.sha256(audit.canonical_json(body).encode()).hexdigest()
+
+
+def _form(protocol: Any, form_code: str) -> FormDef:
+    try:
+        return protocol.form(form_code)  # type: ignore[no-any-return]
+    except KeyError as exc:
+        raise NotFound(f"form {form_code} is not part of the protocol") from exc
+
+
+def _visit(
+    session: Session,
+    actor: Actor,
+    participant: Participant,
+    protocol: Any,
+    visit_code: str,
+    form: FormDef,
+) -> Visit:
+    visit = session.scalars(
+        select(Visit).where(Visit.participant_id == participant.id, Visit.visit_code == visit_code)
+    ).first()
+    scheduled = visit_code in protocol.visits_of_form(form.id) or (
+        visit_code == "unscheduled" and form.id in protocol.schedule.unscheduled_forms
+    )
+    if not scheduled and not form.repeating:
+        raise ValidationError(
+            f"form {form.id} is not scheduled at visit {visit_code}",
+            {"visit": [f"scheduled at: {', '.join(protocol.visits_of_form(form.id)) or 'none'}"]},
+        )
+    if visit is None:
+        # screening visits and visits not planned yet are opened on first data entry
+        visit = Visit(
+            participant_id=participant.id,
+            visit_code=visit_code,
+            status="open",
+            is_unscheduled=visit_code == "unscheduled",
+        )
+        session.add(visit)
+        audit.record_create(
+            session,
+            actor,
+            "visit.open",
+            visit,
+            trial_id=participant.trial_id,
+            site_id=participant.site_id,
+        )
+    return visit
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    record: FormRecord
+    evaluation: FormEvaluation
+    queries: tuple[DataQuery, ...] = ()
+
+
+def get_record(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    record_id: int,
+    action: str = "form.read",
+    *,
+    lock: bool = False,
+) -> tuple[FormRecord, Participant]:
+    record = session.get(FormRecord, record_id)
+    participant = session.get(Participant, record.participant_id) if record else None
+    if record is None or participant is None or participant.trial_id != trial.id:
+        raise NotFound("form record not found")
+    require(actor, action, trial.id, participant.site_id)
+    if lock:
+        locked = lock_row(session, FormRecord, record_id)
+        assert locked is not None
+        return locked, participant
+    return record, participant
+
+
+def save_form(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    subject_code: str,
+    visit_code: str,
+    form_code: str,
+    values: Mapping[str, object],
+    *,
+    submit: bool,
+    expected_version: int | None = None,
+    reason: str | None = None,
+    acknowledged: Collection[str] = (),
+    repeat_index: int = 1,
+    device_time: str | None = None,
+    today: datetime.date | None = None,
+) -> SaveResult:
+    """Save a draft or submit a form; nothing is written unless the whole request is valid.
+
+    Stale `expected_version` → 409 with the current version. Changing submitted data needs a
+    reason and voids any signature. On submit, warnings must be acknowledged (by check id);
+    each acknowledged warning raises a query for the monitor.
+    """
+    if not isinstance(values, Mapping):
+        raise ValidationError("values must be an object", {"values": ["expected an object"]})
+    today = today or datetime.date.today()
+    with transaction(session):
+        participant = get_participant(session, actor, trial, subject_code, "form.write", lock=True)
+        if participant.status not in OPEN_PARTICIPANT_STATUSES:
+            raise Conflict(f"participant is {participant.status}; no new data may be entered")
+        protocol = protocol_for(session, participant)
+        form = _form(protocol, form_code)
+        visit = _visit(session, actor, participant, protocol, visit_code, form)
+        record = session.scalars(
+            select(FormRecord)
+            .where(
+                FormRecord.participant_id == participant.id,
+                FormRecord.visit_id == visit.id,
+                FormRecord.form_code == form.id,
+                FormRecord.repeat_index == repeat_index,
+            )
+            .with_for_update()
+        ).first()
+        if (
+            record is not None
+            and expected_version is not None
+            and record.version != expected_version
+        ):
+            raise StaleWriteError(
+                "the form was changed by someone else; reload it",
+                current_version=record.version,
+                expected_version=expected_version,
+            )
+        if record is not None and record.status not in EDITABLE:
+            raise Conflict(f"the form is {record.status}; it cannot change")
+        previous = dict(record.data or {}) if record else {}
+        _, by_visit = clinical_values(session, participant)
+        evaluation = evaluate_form(
+            form, values, previous=previous, visits=by_visit, today=today, submit=submit
+        )
+        if not evaluation.is_valid:
+            raise ValidationError(
+                "the form has errors", {"values": evaluation.errors}, warnings=_warnings(evaluation)
+            )
+        unacknowledged = [w for w in evaluation.warnings if w.check_id not in set(acknowledged)]
+        if submit and unacknowledged:
+            raise ValidationError(
+                "warnings must be acknowledged (or corrected) before submission",
+                {"warnings": [f"{w.check_id}: {w.message.en}" for w in unacknowledged]},
+                warnings=_warnings(evaluation),
+            )
+        was_submitted = record is not None and record.status != "draft"
+        new_data = {**evaluation.values}
+        if (
+            record is not None
+            and was_submitted
+            and new_data != previous
+            and not (reason or "").strip()
+        ):
+            raise ValidationError(
+                "a reason for change is required once a form is submitted",
+                {"reason": ["required when changing submitted data"]},
+            )
+        now = utcnow()
+        if record is None:
+            record = FormRecord(
+                participant_id=participant.id,
+                visit_id=visit.id,
+                form_code=form.id,
+                repeat_index=repeat_index,
+                protocol_version_id=participant.protocol_version_id,
+                status="submitted" if submit else "draft",
+                data=new_data,
+                created_at=now,
+                updated_at=now,
+                device_time=device_time,
+                submitted_at=now if submit else None,
+            )
+            session.add(record)
+            audit.record_create(
+                session,
+                actor,
+                "form.submit" if submit else "form.draft",
+                record,
+                trial_id=trial.id,
+                site_id=participant.site_id,
+                reason=reason,
+            )
+        else:
+            before = audit.snapshot(record)
+            changed = new_data != previous
+            record.data = new_data
+            record.updated_at = now
+            record.device_time = device_time or record.device_time
+            if submit and record.status == "draft":
+                record.status = "submitted"
+                record.submitted_at = now
+            elif changed and record.status in ("verified", "signed"):
+                record.status = "submitted"
+            cleared_note = (
+                f"; cleared by branching: {', '.join(evaluation.cleared)}"
+                if evaluation.cleared
+                else ""
+            )
+            audit.record_update(
+                session,
+                actor,
+                "form.submit" if submit else "form.draft",
+                record,
+                before,
+                trial_id=trial.id,
+                site_id=participant.site_id,
+                reason=((reason or "").strip() + cleared_note).strip("; ") or None,
+            )
+            if changed:
+                _void_signatures(session, actor, record, participant, "data changed after signing")
+        queries = tuple(
+            _open_query(
+                session,
+                actor,
+                record,
+                participant,
+                w.field or form.id,
+                f"{w.check_id}: {w.message.en}",
+                origin="edit_check",
+            )
+            for w in evaluation.warnings
+            if submit and w.check_id in set(acknowledged)
+        )
+        session.flush()
+    return SaveResult(record, evaluation, queries)
+
+
+def _warnings(evaluation: FormEvaluation) -> list[dict[str, Any]]:
+    return [
+        {"check": w.check_id, "field": w.field, "message": w.message.en, "message_zh": w.message.zh}
+        for w in evaluation.warnings
+    ]
+
+
+def _void_signatures(
+    session: Session, actor: Actor, record: FormRecord, participant: Participant, why: str
+) -> None:
+    for signature in session.scalars(
+        select(Signature).where(Signature.form_record_id == record.id, Signature.status == "valid")
+    ):
+        before = audit.snapshot(signature)
+        signature.status = "invalidated"
+        signature.invalidated_at = utcnow()
+        signature.invalidated_reason = why
+        audit.record_update(
+            session,
+            actor,
+            "signature.invalidate",
+            signature,
+            before,
+            trial_id=participant.trial_id,
+            site_id=participant.site_id,
+            reason=why,
+        )
+
+
+def sign_form(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    record_id: int,
+    *,
+    password: str,
+    meaning: str = "responsibility",
+) -> Signature:
+    """Sign a submitted record: re-enter the password; bound to the record's content hash."""
+    if meaning not in SIGNATURE_MEANINGS:
+        raise ValidationError("unknown meaning", {"meaning": list(SIGNATURE_MEANINGS)})
+    record, participant = get_record(session, actor, trial, record_id, "form.sign")
+    user = accounts.reauthenticate(session, actor, password, purpose="signature")
+    with transaction(session):
+        record, participant = get_record(session, actor, trial, record_id, "form.sign", lock=True)
+        if record.status not in ("submitted", "verified", "signed"):
+            raise Conflict(f"a {record.status} form cannot be signed; submit it first")
+        existing = session.scalars(
+            select(Signature).where(
+                Signature.form_record_id == record.id,
+                Signature.user_id == user.id,
+                Signature.meaning == meaning,
+                Signature.status == "valid",
+            )
+        ).first()
+        if existing is not None:
+            raise Conflict("you have already signed this version of the form")
+        signature = Signature(
+            form_record_id=record.id,
+            user_id=user.id,
+            printed_name=user.printed_name,
+            meaning=meaning,
+            signed_at=utcnow(),
+            record_version=record.version,
+            content_sha256=content_sha256(record),
+        )
+        session.add(signature)
+        audit.record_create(
+            session, actor, "form.sign", signature, trial_id=trial.id, site_id=participant.site_id
+        )
+        before = audit.snapshot(record)
+        record.status = "signed"
+        audit.record_update(
+            session,
+            actor,
+            "form.signed",
+            record,
+            before,
+            trial_id=trial.id,
+            site_id=participant.site_id,
+        )
+    return signature
+
+
+def signature_is_valid(record: FormRecord, signature: Signature) -> bool:
+    """A signature holds only for the exact content and version it was made on (SIG-02)."""
+    return (
+        signature.status == "valid"
+        and signature.form_record_id == record.id
+        and signature.record_version == record.version
+        and signature.content_sha256 == content_sha256(record)
+    )
+
+
+def set_record_status(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    record_id: int,
+    target: str,
+    reason: str | None = None,
+) -> FormRecord:
+    """Source-data verify (monitor), or freeze/lock/unlock (data manager)."""
+    action, allowed_from = {
+        "verified": ("form.verify", {"submitted", "signed"}),
+        "locked": ("form.lock", {"submitted", "verified", "signed", "frozen"}),
+        "frozen": ("form.lock", {"submitted", "verified", "signed"}),
+        "submitted": ("form.lock", {"locked", "frozen"}),
+    }[target]
+    if target == "submitted" and not (reason or "").strip():
+        raise ValidationError("a reason is required to unlock", {"reason": ["required"]})
+    with transaction(session):
+        record, participant = get_record(session, actor, trial, record_id, action, lock=True)
+        if record.status not in allowed_from:
+            raise Conflict(f"a {record.status} form cannot become {target}")
+        before = audit.snapshot(record)
+        keep_signed = target == "verified" and record.status == "signed"
+        record.status = "signed" if keep_signed else target
+        audit.record_update(
+            session,
+            actor,
+            f"form.{target}",
+            record,
+            before,
+            trial_id=trial.id,
+            site_id=participant.site_id,
+            reason=reason,
+        )
+        if keep_signed:
+            audit.record_event(
+                session,
+                actor,
+                "form.verified",
+                entity_type="form_record",
+                entity_id=record.id,
+                trial_id=trial.id,
+                site_id=participant.site_id,
+            )
+    return record
+
+
+def lock_participant(session: Session, actor: Actor, trial: Trial, subject_code: str) -> int:
+    """Lock every non-draft record of a participant (data manager); return how many."""
+    with transaction(session):
+        participant = get_participant(session, actor, trial, subject_code, "form.lock", lock=True)
+        n = 0
+        for record in session.scalars(
+            select(FormRecord).where(
+                FormRecord.participant_id == participant.id,
+                FormRecord.status.in_(("submitted", "verified", "signed", "frozen")),
+            )
+        ):
+            before = audit.snapshot(record)
+            record.status = "locked"
+            audit.record_update(
+                session,
+                actor,
+                "form.locked",
+                record,
+                before,
+                trial_id=trial.id,
+                site_id=participant.site_id,
+            )
+            n += 1
+    return n
+
+
+# ---------------------------------------------------------------- queries
+
+
+def _open_query(
+    session: Session,
+    actor: Actor,
+    record: FormRecord,
+    participant: Participant,
+    field: str,
+    text: str,
+    origin: str = "manual",
+) -> DataQuery:
+    query = DataQuery(
+        form_record_id=record.id,
+        field=field,
+        status="open",
+        origin=origin,
+        text=text,
+        raised_by_id=actor.user_id,
+    )
+    session.add(query)
+    audit.record_create(
+        session,
+        actor,
+        "query.raise",
+        query,
+        trial_id=participant.trial_id,
+        site_id=participant.site_id,
+    )
+    return query
+
+
+def raise_query(
+    session: Session, actor: Actor, trial: Trial, record_id: int, field: str, text: str
+) -> DataQuery:
+    if not text.strip():
+        raise ValidationError("query text is required", {"text": ["must not be blank"]})
+    with transaction(session):
+        record, participant = get_record(session, actor, trial, record_id, "query.raise")
+        protocol = protocol_for(session, participant)
+        form = _form(protocol, record.form_code)
+        if field not in {f.id for f in form.fields} and field != form.id:
+            raise ValidationError("unknown field", {"field": [f"not a field of {form.id}"]})
+        return _open_query(session, actor, record, participant, field, text.strip())
+
+
+def _query(
+    session: Session, actor: Actor, trial: Trial, query_id: int, action: str
+) -> tuple[DataQuery, Participant]:
+    query = session.get(DataQuery, query_id)
+    if query is None:
+        raise NotFound("query not found")
+    _, participant = get_record(session, actor, trial, query.form_record_id, action)
+    locked = lock_row(session, DataQuery, query_id)
+    assert locked is not None
+    return locked, participant
+
+
+def answer_query(
+    session: Session, actor: Actor, trial: Trial, query_id: int, answer: str
+) -> DataQuery:
+    if not answer.strip():
+        raise ValidationError("an answer is required", {"answer": ["must not be blank"]})
+    with transaction(session):
+        query, participant = _query(session, actor, trial, query_id, "query.answer")
+        if query.status != "open":
+            raise Conflict(f"the query is {query.status}")
+        before = audit.snapshot(query)
+        query.status, query.answer = "answered", answer.strip()
+        query.answered_by_id, query.answered_at = actor.user_id, utcnow()
+        audit.record_update(
+            session,
+            actor,
+            "query.answer",
+            query,
+            before,
+            trial_id=trial.id,
+            site_id=participant.site_id,
+        )
+    return query
+
+
+def close_query(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    query_id: int,
+    reopen: bool = False,
+    note: str | None = None,
+) -> DataQuery:
+    with transaction(session):
+        query, participant = _query(session, actor, trial, query_id, "query.close")
+        if reopen:
+            if query.status == "open":
+                raise Conflict("the query is already open")
+            target, action = "open", "query.reopen"
+        else:
+            if query.status == "closed":
+                raise Conflict("the query is already closed")
+            target, action = "closed", "query.close"
+        before = audit.snapshot(query)
+        query.status = target
+        query.closed_at = utcnow() if target == "closed" else None
+        audit.record_update(
+            session,
+            actor,
+            action,
+            query,
+            before,
+            trial_id=trial.id,
+            site_id=participant.site_id,
+            reason=note,
+        )
+    return query
+
+
+def list_queries(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    status: str | None = None,
+    site_code: str | None = None,
+) -> list[tuple[DataQuery, FormRecord, Participant]]:
+    """The query inbox: queries on records at the sites the actor may see."""
+    sites = visible_sites(actor, "form.read", trial.id)
+    stmt = (
+        select(DataQuery, FormRecord, Participant)
+        .join(FormRecord, FormRecord.id == DataQuery.form_record_id)
+        .join(Participant, Participant.id == FormRecord.participant_id)
+        .where(Participant.trial_id == trial.id)
+    )
+    if sites is not None:
+        stmt = stmt.where(Participant.site_id.in_(sites))
+    if status:
+        stmt = stmt.where(DataQuery.status == status)
+    if site_code:
+        stmt = stmt.join(Site, Site.id == Participant.site_id).where(Site.code == site_code)
+    return [tuple(row) for row in session.execute(stmt.order_by(DataQuery.id))]  # type: ignore[misc]

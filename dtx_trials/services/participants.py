@@ -1,0 +1,389 @@
+"""Participant lifecycle: screening → consent → eligibility → enrollment (→ randomization),
+withdrawal, visits. One function per use case, one transaction each, audit inside."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dtx_trials.db import lock_row, transaction, utcnow
+from dtx_trials.models import Consent, FormRecord, Participant, Site, Trial, Visit
+from dtx_trials.models.participants import IDENTIFIER_COLUMNS
+from dtx_trials.services import audit
+from dtx_trials.services.access import Actor, require, visible_sites
+from dtx_trials.services.errors import Conflict, NotFound, ValidationError
+from dtx_trials.services.protocols import active_protocol, protocol_of
+from ecrf.checks import EligibilityResult, evaluate_eligibility
+from ecrf.schedule import plan_visits
+from protocols.model import Protocol
+
+# status -> statuses it may move to
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "screening": frozenset({"consented", "screen_failed", "withdrawn"}),
+    "consented": frozenset({"eligible", "screen_failed", "withdrawn"}),
+    "eligible": frozenset({"enrolled", "screen_failed", "withdrawn"}),
+    "enrolled": frozenset({"randomized", "withdrawn", "completed"}),
+    "randomized": frozenset({"withdrawn", "completed"}),
+    "screen_failed": frozenset(),
+    "withdrawn": frozenset(),
+    "completed": frozenset(),
+}
+ACTIVE_STATUSES = frozenset({"screening", "consented", "eligible", "enrolled", "randomized"})
+
+
+def _move(participant: Participant, status: str) -> None:
+    if status not in TRANSITIONS[participant.status]:
+        raise Conflict(
+            f"participant is {participant.status}; cannot become {status}",
+            status=participant.status,
+        )
+    participant.status = status
+
+
+def protocol_for(session: Session, participant: Participant) -> Protocol:
+    from dtx_trials.models import ProtocolVersion
+
+    if participant.protocol_version_id is not None:
+        version = session.get(ProtocolVersion, participant.protocol_version_id)
+        if version is not None:
+            return protocol_of(version)
+    trial = session.get(Trial, participant.trial_id)
+    assert trial is not None
+    return active_protocol(session, trial)[1]
+
+
+def get_participant(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    subject_code: str,
+    action: str = "participant.read",
+    *,
+    lock: bool = False,
+) -> Participant:
+    """Return a participant of the trial visible to the actor (404 across sites)."""
+    participant = session.scalars(
+        select(Participant).where(
+            Participant.trial_id == trial.id, Participant.subject_code == subject_code
+        )
+    ).first()
+    if participant is None:
+        raise NotFound("participant not found")
+    require(actor, action, trial.id, participant.site_id)
+    if lock:
+        locked = lock_row(session, Participant, participant.id)
+        assert locked is not None
+        return locked
+    return participant
+
+
+def list_participants(
+    session: Session, actor: Actor, trial: Trial, site_code: str | None = None
+) -> list[Participant]:
+    sites = visible_sites(actor, "participant.read", trial.id)
+    stmt = select(Participant).where(Participant.trial_id == trial.id)
+    if sites is not None:
+        stmt = stmt.where(Participant.site_id.in_(sites))
+    if site_code:
+        stmt = stmt.join(Site, Site.id == Participant.site_id).where(Site.code == site_code)
+    return list(session.scalars(stmt.order_by(Participant.subject_code)))
+
+
+def screen_participant(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    site_code: str,
+    identifiers: Mapping[str, str | None] | None = None,
+) -> Participant:
+    """Register a person at a site; they get the next subject code of that site."""
+    site = session.scalars(
+        select(Site).where(Site.trial_id == trial.id, Site.code == site_code)
+    ).first()
+    if site is None:
+        raise NotFound("site not found", {"site": [f"no site {site_code} in {trial.code}"]})
+    require(actor, "participant.write", trial.id, site.id)
+    if not site.is_active:
+        raise Conflict(f"site {site_code} is not active")
+    unknown = set(identifiers or {}) - set(IDENTIFIER_COLUMNS)
+    if unknown:
+        raise ValidationError(
+            "unknown identifier", {k: ["not an identifier field"] for k in unknown}
+        )
+    with transaction(session):
+        lock_row(session, Site, site.id)  # serialises subject-code numbering per site
+        version, _ = active_protocol(session, trial)
+        n = (
+            session.scalar(
+                select(func.count()).select_from(Participant).where(Participant.site_id == site.id)
+            )
+            or 0
+        )
+        participant = Participant(
+            trial_id=trial.id,
+            site_id=site.id,
+            subject_code=f"{site.code}-{n + 1:04d}",
+            status="screening",
+            protocol_version_id=version.id,
+            **{k: (v or None) for k, v in (identifiers or {}).items()},
+        )
+        session.add(participant)
+        audit.record_create(session, actor, "participant.screen", participant)
+    return participant
+
+
+def record_consent(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    subject_code: str,
+    *,
+    document_id: str,
+    version: str,
+    language: str,
+    signer_role: str,
+    signer_name: str | None = None,
+    signed_at: datetime.datetime | None = None,
+) -> Consent:
+    """Record a signed consent of a protocol consent document (re-consent when it changes)."""
+    with transaction(session):
+        participant = get_participant(
+            session, actor, trial, subject_code, "participant.write", lock=True
+        )
+        protocol = protocol_for(session, participant)
+        documents = {(d.id, d.version, d.language): d for d in protocol.consents}
+        if protocol.consents and (document_id, version, language) not in documents:
+            known = sorted(f"{d.id} v{d.version} ({d.language})" for d in protocol.consents)
+            raise ValidationError(
+                "unknown consent document", {"document_id": [f"one of: {', '.join(known)}"]}
+            )
+        if participant.status not in ACTIVE_STATUSES:
+            raise Conflict(f"participant is {participant.status}")
+        consent = Consent(
+            participant_id=participant.id,
+            document_id=document_id,
+            consent_version=version,
+            language=language,
+            signer_role=signer_role,
+            signer_name=signer_name,
+            signed_at=signed_at or utcnow(),
+            recorded_by_id=actor.user_id,
+        )
+        session.add(consent)
+        audit.record_create(
+            session, actor, "consent.sign", consent, trial_id=trial.id, site_id=participant.site_id
+        )
+        if participant.status == "screening" and not missing_consents(
+            session, participant, protocol
+        ):
+            before = audit.snapshot(participant)
+            _move(participant, "consented")
+            participant.consented_at = consent.signed_at
+            audit.record_update(session, actor, "participant.consented", participant, before)
+    return consent
+
+
+def missing_consents(session: Session, participant: Participant, protocol: Protocol) -> list[str]:
+    """Return the consent documents (id vN) still to be signed in their current version."""
+    signed = {
+        (c.document_id, c.consent_version)
+        for c in session.scalars(
+            select(Consent).where(
+                Consent.participant_id == participant.id, Consent.withdrawn_at.is_(None)
+            )
+        )
+    }
+    required = {(d.id, d.version) for d in protocol.consents}
+    if not protocol.consents:
+        return [] if signed else ["consent"]
+    return sorted(f"{doc} v{ver}" for doc, ver in required - signed)
+
+
+def clinical_values(
+    session: Session, participant: Participant
+) -> tuple[dict[str, object], dict[str, dict[str, object]]]:
+    """Return the participant's values merged across forms, and per visit (non-draft first)."""
+    merged: dict[str, object] = {}
+    by_visit: dict[str, dict[str, object]] = {}
+    rows = session.execute(
+        select(FormRecord, Visit.visit_code)
+        .outerjoin(Visit, Visit.id == FormRecord.visit_id)
+        .where(FormRecord.participant_id == participant.id)
+        .order_by(FormRecord.id)
+    ).all()
+    for record, visit_code in rows:
+        if record.status == "draft":
+            continue
+        merged.update(record.data or {})
+        if visit_code:
+            by_visit.setdefault(visit_code, {}).update(record.data or {})
+    return merged, by_visit
+
+
+def assess_eligibility(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    subject_code: str,
+    today: datetime.date | None = None,
+) -> EligibilityResult:
+    """Evaluate the protocol's criteria over the submitted screening data.
+
+    Eligible → status `eligible`; a failed criterion → `screen_failed` (shown by id and text);
+    undetermined criteria (blank inputs) change nothing. The assessment is audited.
+    """
+    with transaction(session):
+        participant = get_participant(
+            session, actor, trial, subject_code, "participant.write", lock=True
+        )
+        if participant.status not in ("consented", "eligible", "screening"):
+            raise Conflict(
+                f"participant is {participant.status}; eligibility is assessed "
+                "after consent and before enrollment"
+            )
+        if participant.status == "screening":
+            raise Conflict("consent must be recorded before eligibility is assessed")
+        protocol = protocol_for(session, participant)
+        values, by_visit = clinical_values(session, participant)
+        result = evaluate_eligibility(
+            protocol.eligibility, values, visits=by_visit, today=today or datetime.date.today()
+        )
+        before = audit.snapshot(participant)
+        if result.failed:
+            _move(participant, "screen_failed")
+        elif result.is_eligible and participant.status == "consented":
+            _move(participant, "eligible")
+        audit.record_update(session, actor, "participant.eligibility", participant, before)
+        audit.record_event(
+            session,
+            actor,
+            "eligibility.assessed",
+            entity_type="participant",
+            entity_id=participant.id,
+            trial_id=trial.id,
+            site_id=participant.site_id,
+            details={
+                "eligible": result.is_eligible,
+                "failed": [c.id for c in result.failed],
+                "undetermined": [c.id for c in result.undetermined],
+            },
+        )
+    return result
+
+
+def enroll_participant(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    subject_code: str,
+    today: datetime.date | None = None,
+) -> Participant:
+    """Enroll an eligible, consented participant and plan the visits anchored so far."""
+    with transaction(session):
+        participant = get_participant(
+            session, actor, trial, subject_code, "participant.write", lock=True
+        )
+        protocol = protocol_for(session, participant)
+        missing = missing_consents(session, participant, protocol)
+        if missing:
+            raise Conflict("consent missing", {"consent": missing})
+        if participant.status != "eligible":
+            raise Conflict(
+                f"participant is {participant.status}; only eligible participants are enrolled",
+                status=participant.status,
+            )
+        before = audit.snapshot(participant)
+        _move(participant, "enrolled")
+        participant.enrolled_at = utcnow()
+        audit.record_update(session, actor, "participant.enroll", participant, before)
+        plan_participant_visits(session, actor, participant, protocol, today=today)
+    return participant
+
+
+def anchors_of(participant: Participant) -> dict[str, datetime.date]:
+    anchors = {"screening": participant.screened_at.date()}
+    if participant.enrolled_at:
+        anchors["enrollment"] = participant.enrolled_at.date()
+    if participant.randomized_at:
+        anchors["randomization"] = participant.randomized_at.date()
+    return anchors
+
+
+def plan_participant_visits(
+    session: Session,
+    actor: Actor,
+    participant: Participant,
+    protocol: Protocol,
+    today: datetime.date | None = None,
+) -> None:
+    """Create or update planned visits whose anchor is now known (inside the caller's txn)."""
+    existing = {
+        v.visit_code: v
+        for v in session.scalars(
+            select(Visit).where(
+                Visit.participant_id == participant.id, Visit.is_unscheduled.is_(False)
+            )
+        )
+    }
+    for planned in plan_visits(protocol.schedule, anchors_of(participant)):
+        visit = existing.get(planned.visit_id)
+        if visit is None:
+            visit = Visit(
+                participant_id=participant.id,
+                visit_code=planned.visit_id,
+                planned_on=planned.planned_on,
+                window_start_on=planned.window_start_on,
+                window_end_on=planned.window_end_on,
+                status="planned",
+            )
+            session.add(visit)
+            audit.record_create(
+                session,
+                actor,
+                "visit.plan",
+                visit,
+                trial_id=participant.trial_id,
+                site_id=participant.site_id,
+            )
+
+
+def withdraw_participant(
+    session: Session, actor: Actor, trial: Trial, subject_code: str, reason: str
+) -> Participant:
+    """Withdraw a participant: no new data afterwards; stored data and trail are kept."""
+    if not reason or not reason.strip():
+        raise ValidationError("a reason is required", {"reason": ["must not be blank"]})
+    with transaction(session):
+        participant = get_participant(
+            session, actor, trial, subject_code, "participant.write", lock=True
+        )
+        before = audit.snapshot(participant)
+        _move(participant, "withdrawn")
+        participant.withdrawn_at = utcnow()
+        participant.withdrawal_reason = reason.strip()
+        audit.record_update(
+            session, actor, "participant.withdraw", participant, before, reason=reason.strip()
+        )
+    return participant
+
+
+def reveal_identifiers(
+    session: Session, actor: Actor, trial: Trial, subject_code: str
+) -> dict[str, Any]:
+    """Return a participant's direct identifiers to site staff; the access is audited."""
+    with transaction(session):
+        participant = get_participant(session, actor, trial, subject_code, "participant.identify")
+        audit.record_event(
+            session,
+            actor,
+            "participant.identifiers_viewed",
+            entity_type="participant",
+            entity_id=participant.id,
+            trial_id=trial.id,
+            site_id=participant.site_id,
+        )
+        return {k: getattr(participant, k) for k in IDENTIFIER_COLUMNS}

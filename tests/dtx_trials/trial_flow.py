@@ -1,0 +1,147 @@
+"""A loaded example trial with staff at two sites, and API helpers to move participants along."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from dtx_trials.extensions import db
+from dtx_trials.models import Site, Trial
+from dtx_trials.services import protocols
+from tests.helpers import CLI, Account, login, make_user
+
+LIBRARY = Path(__file__).resolve().parents[2] / "protocols" / "library"
+MCI_CODE = "MCI-COGTRAIN-01"
+
+
+@dataclass
+class TrialStaff:
+    trial: Trial
+    sites: dict[str, Site]
+    accounts: dict[str, Account]
+
+    def __getitem__(self, name: str) -> Account:
+        return self.accounts[name]
+
+
+def load_trial(client: FlaskClient, filename: str = "cognitive_impairment.yaml") -> TrialStaff:
+    protocols.load_library_file(db.session, CLI, LIBRARY / filename)
+    text = (LIBRARY / filename).read_text(encoding="utf-8")
+    code = text.split("\ncode: ", 1)[1].split("\n", 1)[0].strip()
+    trial = db.session.scalars(select(Trial).where(Trial.code == code)).one()
+    sites = {
+        s.code: s
+        for s in db.session.scalars(
+            select(Site).where(Site.trial_id == trial.id).order_by(Site.code)
+        )
+    }
+    first, second = list(sites.values())[:2]
+    plan = [
+        ("sponsor", "sponsor_admin", None),
+        ("inv", "investigator", first),
+        ("coord", "coordinator", first),
+        ("inv2", "investigator", second),
+        ("monitor", "monitor", None),
+        ("dm", "data_manager", None),
+        ("stat", "statistician", None),
+        ("unblinded", "unblinded_statistician", None),
+        ("auditor", "auditor", None),
+    ]
+    accounts = {
+        name: login(client, make_user(name, role=role, trial=trial, site=site))
+        for name, role, site in plan
+    }
+    return TrialStaff(trial, sites, accounts)
+
+
+MCI_SCREENING = {
+    "screening_on": datetime.date.today().isoformat(),
+    "age": 72,
+    "sex": "2",
+    "education_years": 9,
+    "gds_total": 4,
+    "dementia_dx": "0",
+    "study_partner": "1",
+    "has_device": "1",
+    "achei_use": "0",
+}
+
+
+def moca(raw: int, edu_point: bool = True) -> dict[str, Any]:
+    return {
+        "moca_raw": raw,
+        "moca_edu_point": "1" if edu_point else "0",
+        "moca_total": min(30, raw + (1 if edu_point else 0)),
+    }
+
+
+def api(
+    client: FlaskClient,
+    who: Account,
+    method: str,
+    path: str,
+    json: Any = None,
+    expect: int | None = None,
+) -> Any:
+    response = client.open(
+        f"/api/v1/trials/{MCI_CODE}{path}" if path.startswith("/") else path,
+        method=method,
+        json=json,
+        headers=who.headers,
+    )
+    if expect is not None:
+        assert response.status_code == expect, (response.status_code, response.get_json())
+    return response.get_json()
+
+
+def enrolled_mci_participant(
+    client: FlaskClient, staff: TrialStaff, raw_moca: int = 20, site_account: str = "inv"
+) -> str:
+    """Screen, consent, submit screening forms, assess eligibility and enroll; return subject."""
+    who = staff[site_account]
+    site = next(iter(staff.sites)) if site_account in ("inv", "coord") else list(staff.sites)[1]
+    subject = api(
+        client,
+        who,
+        "POST",
+        "/participants",
+        {"site": site, "identifiers": {"full_name": "Li Lei", "phone": "13900001111"}},
+        201,
+    )["subject_code"]
+    for document, role in (
+        ("main_icf", "participant"),
+        ("partner_icf", "legally_authorized_representative"),
+    ):
+        api(
+            client,
+            who,
+            "POST",
+            f"/participants/{subject}/consents",
+            {"document_id": document, "version": "1.0", "language": "zh-CN", "signer_role": role},
+            201,
+        )
+    api(
+        client,
+        who,
+        "PUT",
+        f"/participants/{subject}/visits/screening/forms/screening",
+        {"values": MCI_SCREENING, "submit": True},
+        200,
+    )
+    api(
+        client,
+        who,
+        "PUT",
+        f"/participants/{subject}/visits/screening/forms/moca",
+        {"values": moca(raw_moca), "submit": True},
+        200,
+    )
+    result = api(client, who, "POST", f"/participants/{subject}/eligibility", None, 200)
+    assert result["eligible"], result
+    api(client, who, "POST", f"/participants/{subject}/enrollment", None, 200)
+    return subject
