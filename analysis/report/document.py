@@ -16,6 +16,7 @@ import io
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -311,7 +312,7 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
         canvas.setLineWidth(0.5)
         canvas.line(MARGIN_LEFT, top - 4, width - MARGIN_RIGHT, top - 4)
         canvas.line(MARGIN_LEFT, FOOTER_OFFSET + 11, width - MARGIN_RIGHT, FOOTER_OFFSET + 11)
-        generated = spec.generated_at.strftime("%Y-%m-%d %H:%M UTC")
+        generated = spec.generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
         draw_text(canvas, self.fonts, MARGIN_LEFT, FOOTER_OFFSET,
                   f"Generated {generated} · data snapshot {spec.data_snapshot_sha256[:12]}")
         total = "?" if self.total_pages is None else str(self.total_pages)
@@ -322,7 +323,9 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
     def afterFlowable(self, flowable: Flowable) -> None:
         if isinstance(flowable, OutlinedParagraph):
             key = flowable.outline_key
-            self.canv.bookmarkPage(key)
+            # XYZ with zoom 0 keeps the reader's zoom ("Inherit Zoom", PDF-11).
+            top = self.frame._y + flowable.height + flowable.style.spaceBefore + 6
+            self.canv.bookmarkPage(key, fit="XYZ", left=0, top=top, zoom=0)
             self.canv.addOutlineEntry(flowable.outline_title, key, flowable.outline_level,
                                       closed=False)
             self.notify("TOCEntry", (flowable.outline_level, flowable.toc_markup, self.page, key))
@@ -375,7 +378,7 @@ class StoryBuilder:
             ("Study completion",
              spec.study_completion_on.isoformat() if spec.study_completion_on else "ongoing"),
             ("Data cut-off", spec.data_cutoff_on.isoformat()),
-            ("Report date", spec.generated_at.strftime("%Y-%m-%d %H:%M UTC")),
+            ("Report date", spec.generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")),
             ("Blinding status", "Blinded" if spec.blinded else "Unblinded"),
             ("Data snapshot SHA-256", spec.data_snapshot_sha256),
             ("Software",
@@ -538,11 +541,18 @@ class StoryBuilder:
 # --- entry point -----------------------------------------------------------------------------
 
 
-def _finish(raw: bytes) -> bytes:
-    """Linearize, force PDF ≥ 1.4 and the bookmarks panel, drop any page layout/labels."""
+def _finish(raw: bytes, generated_at: datetime) -> bytes:
+    """Linearize, force PDF ≥ 1.4 and the bookmarks panel, drop any page layout/labels.
+
+    The document dates are the report's ``generated_at`` (ReportLab's invariant mode writes
+    2000-01-01), so the same spec always yields the same bytes.
+    """
     source = io.BytesIO(raw)
     out = io.BytesIO()
+    stamp = "D:" + generated_at.astimezone(UTC).strftime("%Y%m%d%H%M%S") + "Z"
     with pikepdf.open(source) as pdf:
+        pdf.docinfo["/CreationDate"] = stamp
+        pdf.docinfo["/ModDate"] = stamp
         root = pdf.Root
         if "/Outlines" in root:
             root.PageMode = pikepdf.Name.UseOutlines
@@ -567,6 +577,8 @@ def build_report(
     embedded font can draw, more than four outline levels, a figure taller than a page).
     """
     check_blinding(spec, forbidden_terms)
+    if spec.generated_at.utcoffset() is None:
+        raise ReportError("generated_at must be a timezone-aware datetime (UTC)")
     if not spec.sections:
         raise ReportError("a report needs at least one section")
     fonts = load_fonts(cjk_font_path)
@@ -579,4 +591,4 @@ def build_report(
     document = ReportDocument(buffer, spec, fonts)
     story = StoryBuilder(spec, fonts, styles, document).story()
     document.multiBuild(story, canvasmaker=partial(Canvas, pdfVersion=(1, 4)), maxPasses=8)
-    return _finish(buffer.getvalue())
+    return _finish(buffer.getvalue(), spec.generated_at)
