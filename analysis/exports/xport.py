@@ -134,7 +134,9 @@ def ibm_double(value: float) -> bytes:
     shift = (-exponent) % 4
     exponent16 = (exponent + shift) // 4
     fraction = int(mantissa * 2.0 ** (56 - shift))  # exact: 53 significant bits fit in 56
-    if not 0 <= exponent16 + 64 <= 127:
+    if exponent16 + 64 < 0:  # below 16**-65: underflows to zero, as SAS does
+        return bytes(8)
+    if exponent16 + 64 > 127:
         raise XptError(f"{value!r} is outside the IBM floating-point range")
     return bytes([sign | (exponent16 + 64)]) + fraction.to_bytes(7, "big")
 
