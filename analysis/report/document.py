@@ -563,6 +563,16 @@ def _finish(raw: bytes, generated_at: datetime) -> bytes:
     return out.getvalue()
 
 
+def report_file_name(spec: ReportSpec) -> str:
+    """Return an eCTD-safe file name (PDF-16): lowercase a-z, 0-9, hyphens, ≤ 64 characters.
+
+    Example: ``cog-dtx-01-sar-blinded-2026-10-31.pdf``.
+    """
+    stem = re.sub(r"[^a-z0-9]+", "-", spec.trial_code.lower()).strip("-") or "trial"
+    tail = f"-sar-{'blinded' if spec.blinded else 'unblinded'}-{spec.data_cutoff_on.isoformat()}"
+    return f"{stem[: 64 - len(tail) - 4].rstrip('-')}{tail}.pdf"
+
+
 def build_report(
     spec: ReportSpec,
     *,

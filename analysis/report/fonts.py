@@ -98,9 +98,10 @@ def cjk_font_candidates(explicit: Path | None = None) -> Iterator[tuple[Path, in
 
 
 def _register(name: str, path: Path, subfont_index: int = 0) -> TTFont:
-    registered = pdfmetrics._fonts.get(name)
-    if isinstance(registered, TTFont):
-        return registered
+    if name in pdfmetrics.getRegisteredFontNames():
+        registered = pdfmetrics.getFont(name)
+        if isinstance(registered, TTFont):
+            return registered
     font = TTFont(name, str(path), subfontIndex=subfont_index)
     pdfmetrics.registerFont(font)
     return font

@@ -22,6 +22,8 @@ from analysis.report import (
     TableBlock,
     TextBlock,
     build_report,
+    fonts,
+    report_file_name,
     validate_consort,
 )
 
@@ -141,3 +143,26 @@ def test_naive_generated_at_is_refused() -> None:
     spec = replace(make_spec(), generated_at=datetime(2026, 11, 23, 20, 0))
     with pytest.raises(ReportError, match="timezone-aware"):
         build_report(spec)
+
+
+def test_pdf_16_file_name_is_lowercase_hyphenated_and_short() -> None:
+    name = report_file_name(replace(make_spec(), trial_code="COG_DTX 01/" + "X" * 80))
+    assert re.match(r"^[a-z0-9][a-z0-9-]*\.pdf$", name)
+    assert len(name) <= 64
+    assert report_file_name(make_spec()) == "cog-dtx-01-sar-blinded-2026-10-31.pdf"
+
+
+def test_pdf_05_chinese_without_a_cjk_truetype_font_is_a_clear_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fonts, "_cache", {})
+    monkeypatch.setattr(fonts, "cjk_font_candidates", lambda explicit=None: iter(()))
+    with pytest.raises(ReportError, match="no CJK TrueType font found"):
+        build_report(_small_spec(TextBlock("北京协和医院")))  # type: ignore[arg-type]
+
+
+def test_font_runs_split_latin_and_chinese() -> None:
+    font_set = fonts.load_fonts()
+    runs = list(font_set.runs("Site 北京 (n=3)"))
+    assert [text for _, text in runs] == ["Site ", "北京", " (n=3)"]
+    assert runs[0][0] == runs[2][0] == font_set.regular
+    assert runs[1][0] == font_set.cjk
