@@ -138,7 +138,7 @@ def draw_forest(fonts: FontSet, data: ForestData, width: float) -> Drawing:
         lines.append(("level", row))
     row_h = 14.0
     top_pad = 24.0
-    axis_h = 44.0
+    axis_h = 58.0
     height = top_pad + row_h * len(lines) + axis_h
     drawing = new_drawing(fonts, width, height)
     col_n = width * 0.32
@@ -193,6 +193,8 @@ def draw_forest(fonts: FontSet, data: ForestData, width: float) -> Drawing:
     if data.favours_right:
         drawing.add(label(fonts, sx(data.null_value) + 4, axis_y - 27,
                           f"{data.favours_right} →"))
+    kind = "Pre-specified" if data.is_prespecified else "Exploratory (not pre-specified)"
+    drawing.add(label(fonts, 0, axis_y - 42, f"{kind} subgroup analysis"))
     return drawing
 
 

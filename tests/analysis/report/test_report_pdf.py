@@ -304,3 +304,9 @@ def test_listing_header_repeats_on_each_page(page_texts: list[str]) -> None:
 
 def test_report_is_deterministic(report_pdf: bytes, report_spec: ReportSpec) -> None:
     assert build_report(report_spec, forbidden_terms=REAL_ARMS) == report_pdf
+
+
+def test_rpt_11_forest_plot_says_prespecified_and_interaction_p(page_texts: list[str]) -> None:
+    body = " ".join(page_texts)
+    assert "Pre-specified subgroup analysis" in body
+    assert "Interaction p" in body and "0.410" in body
