@@ -497,6 +497,11 @@ class StoryBuilder:
         ]
         for block in section.blocks:
             if isinstance(block, Section):
+                if block.landscape != is_landscape:
+                    raise ReportError(
+                        f"section {block.number}: only top-level sections may switch between "
+                        "portrait and landscape"
+                    )
                 story += self.section(block, level + 1, is_landscape)
             elif isinstance(block, TextBlock):
                 story.append(Paragraph(markup(self.fonts, block.text), self.styles.body))

@@ -202,7 +202,8 @@ class FigureBlock:
 class Section:
     """A numbered heading with its content; blocks may nest subsections (outline depth ≤ 4).
 
-    ``landscape`` puts the whole section on landscape pages (wide listings).
+    ``landscape`` puts a top-level section on landscape pages (wide listings); subsections
+    inherit it and must not set a different value.
     """
 
     number: str

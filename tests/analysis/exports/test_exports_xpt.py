@@ -236,3 +236,13 @@ def test_xpt_numbers_round_trip(tmp_path_factory: pytest.TempPathFactory,
             assert got == 0 or math.isclose(got, expected, rel_tol=1e-15)
         else:
             assert math.isclose(got, expected, rel_tol=1e-15, abs_tol=0.0)
+
+
+def test_xpt_empty_dataset_reads_back(tmp_path: Path) -> None:
+    data = replace(make_export_data(), adverse_events=())
+    path = tmp_path / "ae.xpt"
+    path.write_bytes(build_xpt_exports(data)["ae.xpt"])
+    frame, meta = pyreadstat.read_xport(str(path))
+    assert len(frame) == 0
+    assert meta.table_name == "AE"
+    assert "AETERM" in frame.columns

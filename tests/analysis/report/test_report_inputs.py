@@ -166,3 +166,10 @@ def test_font_runs_split_latin_and_chinese() -> None:
     assert [text for _, text in runs] == ["Site ", "北京", " (n=3)"]
     assert runs[0][0] == runs[2][0] == font_set.regular
     assert runs[1][0] == font_set.cjk
+
+
+def test_subsection_cannot_switch_orientation() -> None:
+    inner = Section("1.1", "Wide", (TextBlock("x"),), landscape=True)
+    spec = replace(make_spec(), sections=(Section("1", "Outer", (inner,)),))
+    with pytest.raises(ReportError, match="only top-level sections"):
+        build_report(spec)
