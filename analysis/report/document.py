@@ -497,7 +497,7 @@ class StoryBuilder:
         ]
         for block in section.blocks:
             if isinstance(block, Section):
-                if block.landscape != is_landscape:
+                if block.landscape and not is_landscape:
                     raise ReportError(
                         f"section {block.number}: only top-level sections may switch between "
                         "portrait and landscape"

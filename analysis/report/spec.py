@@ -203,7 +203,7 @@ class Section:
     """A numbered heading with its content; blocks may nest subsections (outline depth ≤ 4).
 
     ``landscape`` puts a top-level section on landscape pages (wide listings); subsections
-    inherit it and must not set a different value.
+    inherit it (a subsection of a portrait section cannot be landscape).
     """
 
     number: str

@@ -236,6 +236,9 @@ def test_pdf_13_page_x_of_y_equals_pdf_page_number(page_texts: list[str],
 
 def test_pdf_14_linearized(pdf: pikepdf.Pdf) -> None:
     assert pdf.is_linearized
+    report = io.StringIO()
+    assert pdf.check_linearization(report), report.getvalue()
+    assert pdf.check_pdf_syntax() == []
 
 
 def test_pdf_15_no_lossy_images(pdf: pikepdf.Pdf) -> None:
