@@ -1,0 +1,59 @@
+"""Standard data exports from plain ExportData: CSV, SAS XPORT v5 (SDTM-like), CDISC ODM 1.3.2
+and HL7 FHIR R4. Each builder returns ``{file name: bytes}`` (the caller writes or zips them);
+all share the de-identification allow-list of ``analysis.exports.data``.
+"""
+
+from analysis.exports.csv import build_csv_exports
+from analysis.exports.data import (
+    AdverseEvent,
+    ArmInfo,
+    AuditEntry,
+    ExportData,
+    ExportError,
+    Exposure,
+    FormValue,
+    SignatureEntry,
+    SiteInfo,
+    SubjectRecord,
+    TrialMeta,
+)
+from analysis.exports.fhir import build_fhir_bundle, build_fhir_exports, check_fhir_bundle
+from analysis.exports.odm import build_odm
+from analysis.exports.xport import XptDataset, XptError, XptVariable, write_xpt
+from analysis.exports.xpt import build_xpt_exports
+
+
+def build_all_exports(data: ExportData) -> dict[str, bytes]:
+    """Return every export under folders ``csv/``, ``sdtm/``, ``odm/`` and ``fhir/``."""
+    files: dict[str, bytes] = {}
+    files.update({f"csv/{name}": body for name, body in build_csv_exports(data).items()})
+    files.update({f"sdtm/{name}": body for name, body in build_xpt_exports(data).items()})
+    files["odm/odm.xml"] = build_odm(data)
+    files.update({f"fhir/{name}": body for name, body in build_fhir_exports(data).items()})
+    return files
+
+
+__all__ = [
+    "AdverseEvent",
+    "ArmInfo",
+    "AuditEntry",
+    "ExportData",
+    "ExportError",
+    "Exposure",
+    "FormValue",
+    "SignatureEntry",
+    "SiteInfo",
+    "SubjectRecord",
+    "TrialMeta",
+    "XptDataset",
+    "XptError",
+    "XptVariable",
+    "build_all_exports",
+    "build_csv_exports",
+    "build_fhir_bundle",
+    "build_fhir_exports",
+    "build_odm",
+    "build_xpt_exports",
+    "check_fhir_bundle",
+    "write_xpt",
+]

@@ -1,0 +1,626 @@
+"""Lay out a ReportSpec as a submission-ready PDF (FDA PDF specifications v4.1, ICH E3).
+
+What the layout guarantees, with the criterion it serves (shared/reference/regulatory-checks.md):
+PDF 1.4 header (PDF-01); no encryption, JavaScript, attachments or non-link annotations
+(PDF-02..04); only embedded TrueType fonts, ReportLab's Helvetica never set (PDF-05); no text
+below 9 pt (PDF-06); Letter or A4, portrait or landscape pages (PDF-08); margins ≥ 3/4 in left
+and ≥ 3/8 in elsewhere, landscape top ≥ 3/4 in (PDF-09); a hyperlinked table of contents that
+lists exactly the bookmarks (PDF-10) and opens with the bookmarks panel (PDF-12); "Page X of Y"
+matching the PDF page number, rebuilt until the page count is stable (PDF-13); linearized
+(PDF-14); vector figures only (PDF-15); Title/Author/Subject set (PDF-18).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, is_dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import pikepdf
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4, LETTER, landscape
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import inch
+from reportlab.pdfbase.pdfmetrics import stringWidth
+from reportlab.pdfgen.canvas import Canvas
+from reportlab.platypus import (
+    BaseDocTemplate,
+    CondPageBreak,
+    Flowable,
+    Frame,
+    KeepTogether,
+    LongTable,
+    NextPageTemplate,
+    PageBreak,
+    PageTemplate,
+    Paragraph,
+    Spacer,
+    Table,
+    TableStyle,
+)
+from reportlab.platypus.doctemplate import IndexingFlowable
+from reportlab.platypus.tableofcontents import TableOfContents
+
+from analysis.report.consort import draw_consort
+from analysis.report.figures import draw_forest, draw_kaplan_meier, draw_mean_change
+from analysis.report.fonts import FontSet, load_fonts
+from analysis.report.spec import (
+    BlindingError,
+    ConsortData,
+    FigureBlock,
+    ForestData,
+    KaplanMeierData,
+    ListingBlock,
+    MeanChangeData,
+    ReportError,
+    ReportSpec,
+    Section,
+    TableBlock,
+    TextBlock,
+)
+
+MAX_OUTLINE_DEPTH = 4
+CJK_HINT = "pip install paperang-p2-fonts-cjk or apt-get install fonts-wqy-microhei"
+# Margins in points: FDA asks ≥ 3/4 in left, ≥ 3/8 in elsewhere, landscape top ≥ 3/4 in.
+MARGIN_LEFT = 1.0 * inch
+MARGIN_RIGHT = 0.75 * inch
+MARGIN_TOP = 1.0 * inch
+MARGIN_BOTTOM = 0.9 * inch
+LANDSCAPE_MARGIN_TOP = 1.25 * inch
+HEADER_OFFSET = 0.6 * inch  # baseline of the running header below the top edge
+LANDSCAPE_HEADER_OFFSET = 0.95 * inch
+FOOTER_OFFSET = 0.5 * inch  # baseline of the footer above the bottom edge
+RUNNING_SIZE = 9.0
+TABLE_SIZE = 9.0
+BODY_SIZE = 10.0
+
+
+# --- text helpers --------------------------------------------------------------------------
+
+
+def markup(fonts: FontSet, text: str, *, bold: bool = False) -> str:
+    """Return Paragraph markup for plain ``text``: escaped, CJK runs in the CJK font."""
+    parts: list[str] = []
+    base = fonts.bold if bold else fonts.regular
+    for font, run in fonts.runs(text, bold=bold):
+        escaped = escape(run).replace("\n", "<br/>")
+        parts.append(escaped if font == base else f'<font name="{font}">{escaped}</font>')
+    return "".join(parts)
+
+
+def draw_text(
+    canvas: Canvas, fonts: FontSet, x: float, y: float, text: str, *, anchor: str = "start"
+) -> None:
+    """Draw one line of plain text on the canvas at RUNNING_SIZE with per-script fonts."""
+    runs = list(fonts.runs(text))
+    width = sum(canvas.stringWidth(run, font, RUNNING_SIZE) for font, run in runs)
+    cursor = x - width if anchor == "end" else x
+    for font, run in runs:
+        canvas.setFont(font, RUNNING_SIZE)
+        canvas.drawString(cursor, y, run)
+        cursor += canvas.stringWidth(run, font, RUNNING_SIZE)
+
+
+def iter_texts(value: object) -> Iterator[str]:
+    """Yield every string inside a spec (dataclasses, mappings, sequences; keys included)."""
+    if isinstance(value, str):
+        yield value
+    elif is_dataclass(value) and not isinstance(value, type):
+        for item in fields(value):
+            yield from iter_texts(getattr(value, item.name))
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from iter_texts(key)
+            yield from iter_texts(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from iter_texts(item)
+
+
+def check_blinding(spec: ReportSpec, forbidden_terms: Sequence[str]) -> None:
+    """Raise BlindingError if a blinded spec mentions any forbidden term (case-insensitive)."""
+    if not spec.blinded:
+        return
+    patterns = [
+        (term, re.compile(rf"(?<!\w){re.escape(term.strip())}(?!\w)", re.IGNORECASE))
+        for term in forbidden_terms
+        if term.strip()
+    ]
+    for text in iter_texts(spec):
+        for term, pattern in patterns:
+            if pattern.search(text):
+                raise BlindingError(
+                    f"blinded report mentions the real arm label {term!r} in {text[:60]!r}"
+                )
+
+
+# --- styles ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Styles:
+    """The paragraph styles of the report (all ≥ 9 pt, black, embedded fonts only)."""
+
+    title: ParagraphStyle
+    subtitle: ParagraphStyle
+    body: ParagraphStyle
+    headings: tuple[ParagraphStyle, ...]
+    caption: ParagraphStyle
+    cell: ParagraphStyle
+    cell_header: ParagraphStyle
+    footnote: ParagraphStyle
+    toc_heading: ParagraphStyle
+    toc_levels: tuple[ParagraphStyle, ...]
+
+
+def make_styles(fonts: FontSet) -> Styles:
+    """Return the report's paragraph styles built on the registered fonts."""
+
+    def style(name: str, size: float, *, bold: bool = False, **extra: Any) -> ParagraphStyle:
+        return ParagraphStyle(
+            name,
+            fontName=fonts.bold if bold else fonts.regular,
+            fontSize=size,
+            leading=size * 1.25,
+            textColor=colors.black,
+            **extra,
+        )
+
+    return Styles(
+        title=style("Title", 18, bold=True, spaceAfter=10, alignment=1),
+        subtitle=style("Subtitle", 13, spaceAfter=14, alignment=1),
+        body=style("Body", BODY_SIZE, spaceAfter=6),
+        headings=(
+            style("H1", 14, bold=True, spaceBefore=6, spaceAfter=8),
+            style("H2", 12, bold=True, spaceBefore=8, spaceAfter=6),
+            style("H3", 11, bold=True, spaceBefore=6, spaceAfter=4),
+            style("H4", 10, bold=True, spaceBefore=4, spaceAfter=4),
+        ),
+        caption=style("Caption", 10, bold=True, spaceBefore=8, spaceAfter=4),
+        cell=style("Cell", TABLE_SIZE),
+        cell_header=style("CellHeader", TABLE_SIZE, bold=True),
+        footnote=style("Footnote", 9, spaceAfter=1),
+        toc_heading=style("TOCHeading", 14, bold=True, spaceAfter=10),
+        toc_levels=tuple(
+            style(f"TOC{level}", 10 if level == 0 else 9, leftIndent=14 * level,
+                  firstLineIndent=0, spaceBefore=3 if level == 0 else 0)
+            for level in range(MAX_OUTLINE_DEPTH)
+        ),
+    )
+
+
+# --- flowables -------------------------------------------------------------------------------
+
+
+class OutlinedParagraph(Paragraph):  # type: ignore[misc]
+    """A paragraph that is also a bookmark and a table-of-contents entry."""
+
+    def __init__(self, text: str, style: ParagraphStyle, outline_title: str, level: int,
+                 key: str, toc_markup: str) -> None:
+        super().__init__(text, style)
+        self.outline_title = outline_title
+        self.outline_level = level
+        self.outline_key = key
+        self.toc_markup = toc_markup
+
+
+class PageCount(IndexingFlowable):  # type: ignore[misc]
+    """Zero-size flowable that keeps multiBuild going until the page count is stable."""
+
+    def __init__(self, document: ReportDocument) -> None:
+        super().__init__()
+        self.document = document
+        self.used_total: int | None = None
+
+    def beforeBuild(self) -> None:
+        self.used_total = self.document.total_pages
+
+    def afterBuild(self) -> None:
+        self.document.total_pages = self.document.page
+
+    def isSatisfied(self) -> bool:
+        return self.used_total == self.document.total_pages
+
+    def wrap(self, availWidth: float, availHeight: float) -> tuple[float, float]:
+        return (0.0, 0.0)
+
+    def draw(self) -> None:
+        return None
+
+
+class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
+    """Document template with portrait/landscape pages, running header/footer and outline."""
+
+    def __init__(self, buffer: io.BytesIO, spec: ReportSpec, fonts: FontSet) -> None:
+        page = LETTER if spec.page_size == "letter" else A4
+        super().__init__(
+            buffer,
+            pagesize=page,
+            leftMargin=MARGIN_LEFT,
+            rightMargin=MARGIN_RIGHT,
+            topMargin=MARGIN_TOP,
+            bottomMargin=MARGIN_BOTTOM,
+            title=f"{spec.trial_code} {spec.report_title}",
+            author=spec.author,
+            subject=f"{spec.trial_title} ({'blinded' if spec.blinded else 'unblinded'})",
+            creator="dtx-trials analysis.report",
+            keywords=[spec.trial_code, spec.product_name],
+            initialFontName=fonts.regular,
+            initialFontSize=BODY_SIZE,
+            invariant=True,
+        )
+        self.spec = spec
+        self.fonts = fonts
+        self.total_pages: int | None = None
+        portrait_size = page
+        landscape_size = landscape(page)
+        self.addPageTemplates(
+            [
+                PageTemplate(
+                    id="portrait",
+                    pagesize=portrait_size,
+                    frames=[self._frame(portrait_size, MARGIN_TOP, "portrait")],
+                    onPage=partial(self._decorate, header_offset=HEADER_OFFSET),
+                ),
+                PageTemplate(
+                    id="landscape",
+                    pagesize=landscape_size,
+                    frames=[self._frame(landscape_size, LANDSCAPE_MARGIN_TOP, "landscape")],
+                    onPage=partial(self._decorate, header_offset=LANDSCAPE_HEADER_OFFSET),
+                ),
+            ]
+        )
+
+    @staticmethod
+    def _frame(size: tuple[float, float], top: float, frame_id: str) -> Frame:
+        width, height = size
+        return Frame(
+            MARGIN_LEFT,
+            MARGIN_BOTTOM,
+            width - MARGIN_LEFT - MARGIN_RIGHT,
+            height - top - MARGIN_BOTTOM,
+            id=frame_id,
+            leftPadding=0,
+            rightPadding=0,
+            topPadding=0,
+            bottomPadding=0,
+        )
+
+    def frame_size(self, is_landscape: bool) -> tuple[float, float]:
+        """Return (width, height) of the text frame on a portrait or landscape page."""
+        template = self.pageTemplates[1 if is_landscape else 0]
+        frame = template.frames[0]
+        return (frame._width, frame._height)
+
+    def _decorate(self, canvas: Canvas, document: BaseDocTemplate, header_offset: float) -> None:
+        spec = self.spec
+        width, height = canvas._pagesize
+        canvas.saveState()
+        canvas.setFillColor(colors.black)
+        blinding = "BLINDED" if spec.blinded else "UNBLINDED"
+        top = height - header_offset
+        draw_text(canvas, self.fonts, MARGIN_LEFT, top,
+                  f"{spec.trial_code} · {spec.report_title} · {blinding}")
+        draw_text(canvas, self.fonts, width - MARGIN_RIGHT, top,
+                  f"Data cut-off {spec.data_cutoff_on.isoformat()}", anchor="end")
+        canvas.setStrokeColor(colors.black)
+        canvas.setLineWidth(0.5)
+        canvas.line(MARGIN_LEFT, top - 4, width - MARGIN_RIGHT, top - 4)
+        canvas.line(MARGIN_LEFT, FOOTER_OFFSET + 11, width - MARGIN_RIGHT, FOOTER_OFFSET + 11)
+        generated = spec.generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        draw_text(canvas, self.fonts, MARGIN_LEFT, FOOTER_OFFSET,
+                  f"Generated {generated} · data snapshot {spec.data_snapshot_sha256[:12]}")
+        total = "?" if self.total_pages is None else str(self.total_pages)
+        draw_text(canvas, self.fonts, width - MARGIN_RIGHT, FOOTER_OFFSET,
+                  f"Page {document.page} of {total}", anchor="end")
+        canvas.restoreState()
+
+    def afterFlowable(self, flowable: Flowable) -> None:
+        if isinstance(flowable, OutlinedParagraph):
+            key = flowable.outline_key
+            # XYZ with zoom 0 keeps the reader's zoom ("Inherit Zoom", PDF-11).
+            top = self.frame._y + flowable.height + flowable.style.spaceBefore + 6
+            self.canv.bookmarkPage(key, fit="XYZ", left=0, top=top, zoom=0)
+            self.canv.addOutlineEntry(flowable.outline_title, key, flowable.outline_level,
+                                      closed=False)
+            self.notify("TOCEntry", (flowable.outline_level, flowable.toc_markup, self.page, key))
+
+
+# --- story -----------------------------------------------------------------------------------
+
+
+class StoryBuilder:
+    """Turn the spec's sections and blocks into ReportLab flowables."""
+
+    def __init__(self, spec: ReportSpec, fonts: FontSet, styles: Styles,
+                 document: ReportDocument) -> None:
+        self.spec = spec
+        self.fonts = fonts
+        self.styles = styles
+        self.document = document
+        self.n_keys = 0
+
+    def outlined(self, title: str, style: ParagraphStyle, level: int) -> OutlinedParagraph:
+        if level >= MAX_OUTLINE_DEPTH:
+            raise ReportError(
+                f"{title!r} would be bookmark level {level + 1}; at most {MAX_OUTLINE_DEPTH} "
+                "levels are allowed (PDF-10)"
+            )
+        self.n_keys += 1
+        text = markup(self.fonts, title, bold=True)
+        toc_text = markup(self.fonts, title)
+        return OutlinedParagraph(text, style, title, level, f"dest{self.n_keys}", toc_text)
+
+    def cell_font(self) -> list[tuple[Any, ...]]:
+        """Return table style commands that keep ReportLab's default Helvetica out of cells."""
+        return [
+            ("FONTNAME", (0, 0), (-1, -1), self.fonts.regular),
+            ("FONTSIZE", (0, 0), (-1, -1), TABLE_SIZE),
+            ("LEADING", (0, 0), (-1, -1), TABLE_SIZE * 1.25),
+        ]
+
+    def title_page(self) -> list[Flowable]:
+        spec, fonts, styles = self.spec, self.fonts, self.styles
+        rows = [
+            ("Protocol code", spec.trial_code),
+            ("Protocol version", spec.protocol_version),
+            ("Product", f"{spec.product_name} version {spec.product_version}"),
+            ("Indication", spec.indication),
+            ("Design", spec.design),
+            ("Phase", spec.phase),
+            ("Sponsor", spec.sponsor),
+            ("Study start", spec.study_start_on.isoformat() if spec.study_start_on else "ongoing"),
+            ("Study completion",
+             spec.study_completion_on.isoformat() if spec.study_completion_on else "ongoing"),
+            ("Data cut-off", spec.data_cutoff_on.isoformat()),
+            ("Report date", spec.generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+            ("Blinding status", "Blinded" if spec.blinded else "Unblinded"),
+            ("Data snapshot SHA-256", spec.data_snapshot_sha256),
+            ("Software",
+             ", ".join(f"{name} {version}" for name, version in
+                       sorted(spec.software_versions.items()))),
+        ]
+        table = Table(
+            [[Paragraph(markup(fonts, k, bold=True), styles.cell_header),
+              Paragraph(markup(fonts, v), styles.cell)] for k, v in rows],
+            colWidths=(130, self.document.frame_size(False)[0] - 130),
+        )
+        table.setStyle(TableStyle([
+            *self.cell_font(),
+            ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ("LINEBELOW", (0, 0), (-1, -1), 0.25, colors.Color(0.6, 0.6, 0.6)),
+        ]))
+        return [
+            Spacer(1, 24),
+            Paragraph(markup(fonts, spec.trial_title, bold=True), styles.title),
+            Paragraph(markup(fonts, spec.report_title), styles.subtitle),
+            table,
+            Spacer(1, 14),
+            Paragraph(markup(fonts, "GCP statement", bold=True), styles.caption),
+            Paragraph(markup(fonts, spec.gcp_statement), styles.body),
+            PageBreak(),
+        ]
+
+    def table_of_contents(self) -> list[Flowable]:
+        toc = TableOfContents(
+            levelStyles=list(self.styles.toc_levels),
+            dotsMinLevel=0,
+            tableStyle=TableStyle([
+                *self.cell_font(),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                ("RIGHTPADDING", (0, 0), (-1, -1), 0),
+                ("TOPPADDING", (0, 0), (-1, -1), 0),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 0),
+            ]),
+        )
+        return [
+            Paragraph(markup(self.fonts, "Table of Contents", bold=True), self.styles.toc_heading),
+            toc,
+        ]
+
+    def caption(self, kind: str, number: str, title: str, population: str, n: int,
+                level: int) -> OutlinedParagraph:
+        text = f"{kind} {number} {title} ({population}, N = {n})"
+        return self.outlined(text, self.styles.caption, level)
+
+    def notes(self, footnotes: Sequence[str], source: str) -> list[Flowable]:
+        items = [Paragraph(markup(self.fonts, note), self.styles.footnote) for note in footnotes]
+        if source:
+            items.append(Paragraph(markup(self.fonts, f"Source: {source}"), self.styles.footnote))
+        return items
+
+    def column_widths(self, columns: Sequence[str], rows: Sequence[Sequence[str]],
+                      width: float) -> list[float]:
+        longest = [
+            max([len(columns[i])] + [len(row[i]) for row in rows]) for i in range(len(columns))
+        ]
+        weights = [min(max(n, 8), 40) for n in longest]
+        total = sum(weights)
+        return [width * w / total for w in weights]
+
+    def cell(self, text: str, width: float) -> Flowable | str:
+        """Return a table cell: plain text when it fits in the Latin font, else a Paragraph.
+
+        Plain strings are several times faster to lay out than Paragraphs, which matters for
+        long listings; Paragraphs wrap and switch to the CJK font where needed.
+        """
+        padding = 12.0  # ReportLab's default 6 pt left + right cell padding
+        if (
+            "\n" not in text
+            and all(ord(c) in self.fonts.latin_chars for c in text)
+            and stringWidth(text, self.fonts.regular, TABLE_SIZE) <= width - padding
+        ):
+            return text
+        return Paragraph(markup(self.fonts, text), self.styles.cell)
+
+    def grid(self, columns: Sequence[str], rows: Sequence[Sequence[str]], width: float,
+             *, long: bool) -> Table:
+        for index, row in enumerate(rows):
+            if len(row) != len(columns):
+                raise ReportError(
+                    f"row {index + 1} has {len(row)} cells for {len(columns)} columns"
+                )
+        widths = self.column_widths(columns, rows, width)
+        data: list[list[Flowable | str]] = [
+            [Paragraph(markup(self.fonts, c, bold=True), self.styles.cell_header)
+             for c in columns]
+        ]
+        data += [[self.cell(cell, w) for cell, w in zip(row, widths)] for row in rows]
+        table_class = LongTable if long else Table
+        table = table_class(data, colWidths=widths, repeatRows=1)
+        table.setStyle(TableStyle([
+            *self.cell_font(),
+            ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ("LINEABOVE", (0, 0), (-1, 0), 0.8, colors.black),
+            ("LINEBELOW", (0, 0), (-1, 0), 0.5, colors.black),
+            ("LINEBELOW", (0, -1), (-1, -1), 0.8, colors.black),
+            ("TOPPADDING", (0, 0), (-1, -1), 2),
+            ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
+        ]))
+        return table
+
+    def figure(self, block: FigureBlock, width: float, height: float) -> Flowable:
+        data = block.data
+        if isinstance(data, KaplanMeierData):
+            drawing = draw_kaplan_meier(self.fonts, data, width)
+        elif isinstance(data, ForestData):
+            drawing = draw_forest(self.fonts, data, width)
+        elif isinstance(data, MeanChangeData):
+            drawing = draw_mean_change(self.fonts, data, width)
+        elif isinstance(data, ConsortData):
+            drawing = draw_consort(self.fonts, data, width)
+        else:
+            raise ReportError(f"figure {block.number}: unknown data {type(data).__name__}")
+        if drawing.height > height - 60:
+            raise ReportError(
+                f"figure {block.number} is {drawing.height:.0f} pt tall and does not fit a page "
+                "(split it into several figures)"
+            )
+        return drawing
+
+    def section(self, section: Section, level: int, is_landscape: bool) -> list[Flowable]:
+        width, height = self.document.frame_size(is_landscape)
+        style = self.styles.headings[min(level, len(self.styles.headings) - 1)]
+        story: list[Flowable] = [
+            CondPageBreak(120),
+            self.outlined(f"{section.number} {section.title}", style, level),
+        ]
+        for block in section.blocks:
+            if isinstance(block, Section):
+                if block.landscape and not is_landscape:
+                    raise ReportError(
+                        f"section {block.number}: only top-level sections may switch between "
+                        "portrait and landscape"
+                    )
+                story += self.section(block, level + 1, is_landscape)
+            elif isinstance(block, TextBlock):
+                story.append(Paragraph(markup(self.fonts, block.text), self.styles.body))
+            elif isinstance(block, TableBlock):
+                caption = self.caption("Table", block.number, block.title, block.population,
+                                       block.n, level + 1)
+                grid = self.grid(block.columns, block.rows, width, long=False)
+                notes = self.notes(block.footnotes, block.source)
+                if grid.wrap(width, height)[1] < height * 0.8:
+                    story.append(KeepTogether([caption, grid, *notes]))
+                else:
+                    story += [caption, grid, *notes]
+                story.append(Spacer(1, 8))
+            elif isinstance(block, ListingBlock):
+                story.append(self.caption("Listing", block.number, block.title,
+                                          block.population, block.n, level + 1))
+                story.append(self.grid(block.columns, block.rows, width, long=True))
+                story += self.notes(block.footnotes, block.source)
+                story.append(Spacer(1, 8))
+            else:
+                caption = self.caption("Figure", block.number, block.title, block.population,
+                                       block.n, level + 1)
+                drawing = self.figure(block, width, height)
+                story.append(KeepTogether([caption, drawing,
+                                           *self.notes(block.footnotes, block.source)]))
+                story.append(Spacer(1, 8))
+        return story
+
+    def story(self) -> list[Flowable]:
+        story: list[Flowable] = [PageCount(self.document), *self.title_page(),
+                                 *self.table_of_contents()]
+        current_landscape = False
+        for section in self.spec.sections:
+            if section.landscape != current_landscape:
+                story.append(NextPageTemplate("landscape" if section.landscape else "portrait"))
+                current_landscape = section.landscape
+            story.append(PageBreak())
+            story += self.section(section, 0, section.landscape)
+        return story
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+
+def _finish(raw: bytes, generated_at: datetime) -> bytes:
+    """Linearize, force PDF ≥ 1.4 and the bookmarks panel, drop any page layout/labels.
+
+    The document dates are the report's ``generated_at`` (ReportLab's invariant mode writes
+    2000-01-01), so the same spec always yields the same bytes.
+    """
+    source = io.BytesIO(raw)
+    out = io.BytesIO()
+    stamp = "D:" + generated_at.astimezone(UTC).strftime("%Y%m%d%H%M%S") + "Z"
+    with pikepdf.open(source) as pdf:
+        pdf.docinfo["/CreationDate"] = stamp
+        pdf.docinfo["/ModDate"] = stamp
+        root = pdf.Root
+        if "/Outlines" in root:
+            root.PageMode = pikepdf.Name.UseOutlines
+        for key in ("/PageLayout", "/PageLabels", "/OpenAction"):
+            if key in root:
+                del root[key]
+        pdf.save(out, linearize=True, min_version="1.4", deterministic_id=True)
+    return out.getvalue()
+
+
+def report_file_name(spec: ReportSpec) -> str:
+    """Return an eCTD-safe file name (PDF-16): lowercase a-z, 0-9, hyphens, ≤ 64 characters.
+
+    Example: ``cog-dtx-01-sar-blinded-2026-10-31.pdf``.
+    """
+    stem = re.sub(r"[^a-z0-9]+", "-", spec.trial_code.lower()).strip("-") or "trial"
+    tail = f"-sar-{'blinded' if spec.blinded else 'unblinded'}-{spec.data_cutoff_on.isoformat()}"
+    return f"{stem[: 64 - len(tail) - 4].rstrip('-')}{tail}.pdf"
+
+
+def build_report(
+    spec: ReportSpec,
+    *,
+    forbidden_terms: Sequence[str] = (),
+    cjk_font_path: Path | None = None,
+) -> bytes:
+    """Render ``spec`` as a linearized, submission-ready PDF and return its bytes.
+
+    Raises BlindingError when ``spec.blinded`` and any text contains one of
+    ``forbidden_terms`` (the real arm labels); ConsortError for CONSORT counts that do not add
+    up; ReportError for anything else that cannot be laid out conformingly (a character no
+    embedded font can draw, more than four outline levels, a figure taller than a page).
+    """
+    check_blinding(spec, forbidden_terms)
+    if spec.generated_at.utcoffset() is None:
+        raise ReportError("generated_at must be a timezone-aware datetime (UTC)")
+    if not spec.sections:
+        raise ReportError("a report needs at least one section")
+    fonts = load_fonts(cjk_font_path)
+    missing = fonts.missing_glyphs("".join(iter_texts(spec)))
+    if missing:
+        hint = "" if fonts.cjk else f" (no CJK TrueType font found; {CJK_HINT})"
+        raise ReportError(f"no embedded font can draw {missing[:20]!r}{hint}")
+    styles = make_styles(fonts)
+    buffer = io.BytesIO()
+    document = ReportDocument(buffer, spec, fonts)
+    story = StoryBuilder(spec, fonts, styles, document).story()
+    document.multiBuild(story, canvasmaker=partial(Canvas, pdfVersion=(1, 4)), maxPasses=8)
+    return _finish(buffer.getvalue(), spec.generated_at)
