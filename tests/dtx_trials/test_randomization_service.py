@@ -1,0 +1,204 @@
+"""Randomization under concurrency: gap-free sequence, no participant twice, balance bounds,
+rollback leaves no trace, replay from the secret (randomization-methods.md §2.2, §2.5, §2.6)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from dtx_trials.extensions import db
+from dtx_trials.models import (
+    Allocation,
+    AuditEvent,
+    FormRecord,
+    Participant,
+    RandomizationState,
+    Site,
+    Trial,
+)
+from dtx_trials.services import audit, protocols, randomization
+from dtx_trials.services.access import Actor, Grant
+from dtx_trials.models.users import Role
+from tests.conftest import make_test_app
+from tests.dtx_trials.trial_flow import LIBRARY
+from tests.helpers import CLI
+
+
+def _mci_with_enrolled(n: int) -> tuple[int, list[str]]:
+    """Load the MCI trial and add n enrolled participants with screening data (audited)."""
+    protocols.load_library_file(db.session, CLI, LIBRARY / "cognitive_impairment.yaml")
+    trial = db.session.scalars(select(Trial)).one()
+    sites = list(db.session.scalars(select(Site).where(Site.trial_id == trial.id)
+                                     .order_by(Site.code)))
+    subjects = []
+    for i in range(n):
+        site = sites[i % len(sites)]
+        p = Participant(trial_id=trial.id, site_id=site.id, subject_code=f"{site.code}-{i:04d}",
+                        status="enrolled", protocol_version_id=trial.active_protocol_version_id)
+        db.session.add(p)
+        audit.record_create(db.session, CLI, "participant.screen", p)
+        record = FormRecord(participant_id=p.id, form_code="moca", status="submitted",
+                            data={"moca_total": 18 + (i * 7) % 8})
+        db.session.add(record)
+        audit.record_create(db.session, CLI, "form.submit", record, trial_id=trial.id)
+        subjects.append(p.subject_code)
+    db.session.commit()
+    return trial.id, subjects
+
+
+def _investigator(trial_id: int) -> Actor:
+    return Actor(user_id=None, username="inv", printed_name="Investigator", via="api",
+                 grants=(Grant(trial_id, None, Role.INVESTIGATOR),))
+
+
+def _check_invariants(trial_id: int, n: int) -> None:
+    db.session.remove()
+    rows = list(db.session.scalars(select(Allocation).where(Allocation.trial_id == trial_id)
+                                   .order_by(Allocation.seq_no)))
+    assert [a.seq_no for a in rows] == list(range(1, n + 1))
+    assert len({a.participant_id for a in rows}) == n
+    state = db.session.scalars(select(RandomizationState)).one()
+    assert state.next_seq == n + 1
+    # permuted blocks of 4 and 6: within every stratum |D_j| <= 3 at every step
+    running: dict[str, int] = defaultdict(int)
+    for a in rows:
+        running[a.stratum_key] += 1 if a.arm_code == "cogtrain" else -1
+        assert abs(running[a.stratum_key]) <= 3, a.stratum_key
+    assert not randomization.replay_problems(db.session, db.session.get(Trial, trial_id))
+    assert audit.verify(db.session, trial_id).ok
+
+
+def test_concurrent_threads_gap_free(app: Flask, backend: str) -> None:
+    n = 200 if backend == "postgresql" else 60
+    trial_id, subjects = _mci_with_enrolled(n)
+    db.session.remove()
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    queue = list(subjects)
+
+    def worker() -> None:
+        with app.app_context():
+            trial = db.session.get(Trial, trial_id)
+            actor = _investigator(trial_id)
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    subject = queue.pop()
+                try:
+                    randomization.randomize_participant(db.session, actor, trial, subject,
+                                                        request_id=f"req-{subject}")
+                except BaseException as exc:
+                    errors.append(exc)
+                finally:
+                    db.session.remove()
+                    trial = db.session.get(Trial, trial_id)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    _check_invariants(trial_id, n)
+
+
+def _process_worker(url: str, trial_id: int, subjects: list[str]) -> int:
+    app = make_test_app(url)
+    done = 0
+    with app.app_context():
+        for subject in subjects:
+            trial = db.session.get(Trial, trial_id)
+            randomization.randomize_participant(db.session, _investigator(trial_id), trial,
+                                                subject, request_id=f"p-{subject}")
+            db.session.remove()
+            done += 1
+        db.engine.dispose()
+    return done
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_concurrent_processes_gap_free(app: Flask, database_url: str) -> None:
+    n = 200
+    trial_id, subjects = _mci_with_enrolled(n)
+    db.session.remove()
+    chunks = [subjects[i::4] for i in range(4)]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=4, mp_context=context) as pool:
+        done = sum(pool.map(_process_worker, [database_url] * 4, [trial_id] * 4, chunks))
+    assert done == n
+    _check_invariants(trial_id, n)
+
+
+def test_failure_inside_the_transaction_leaves_no_trace(app: Flask,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    trial_id, subjects = _mci_with_enrolled(2)
+    trial = db.session.get(Trial, trial_id)
+    events_before = db.session.scalar(select(func.count()).select_from(AuditEvent))
+    state_before = dict(db.session.scalars(select(RandomizationState)).one().state)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected fault after the allocation row was written")
+
+    monkeypatch.setattr(randomization, "plan_participant_visits", fail)
+    with pytest.raises(RuntimeError, match="injected fault"):
+        randomization.randomize_participant(db.session, _investigator(trial_id), trial,
+                                            subjects[0])
+    monkeypatch.undo()
+    db.session.remove()
+    assert db.session.scalar(select(func.count()).select_from(Allocation)) == 0
+    state = db.session.scalars(select(RandomizationState)).one()
+    assert state.next_seq == 1 and state.state == state_before
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == events_before
+    participant = db.session.scalars(select(Participant).where(
+        Participant.subject_code == subjects[0])).one()
+    assert participant.status == "enrolled"
+    # and the next allocation still gets seq 1
+    allocation, _ = randomization.randomize_participant(
+        db.session, _investigator(trial_id), db.session.get(Trial, trial_id), subjects[1])
+    assert allocation.seq_no == 1
+
+
+def test_cap_reached_is_409(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    trial_id, subjects = _mci_with_enrolled(3)
+    from dtx_trials.services.errors import Conflict
+
+    # a trial cap of 1: the protocol is immutable, so cap through a stub protocol view
+    _, protocol = protocols.active_protocol(db.session, db.session.get(Trial, trial_id))
+    from dataclasses import replace
+
+    capped = replace(protocol, randomization=replace(
+        protocol.randomization, caps=replace(protocol.randomization.caps, trial=1)))
+    monkeypatch.setattr(randomization, "protocol_for", lambda session, p: capped)
+    actor = _investigator(trial_id)
+    randomization.randomize_participant(db.session, actor, db.session.get(Trial, trial_id),
+                                        subjects[0])
+    with pytest.raises(Conflict, match="cap of 1 reached for trial"):
+        randomization.randomize_participant(db.session, actor, db.session.get(Trial, trial_id),
+                                            subjects[1])
+
+
+def test_void_retires_the_slot(app: Flask) -> None:
+    from tests.helpers import make_user
+
+    trial_id, subjects = _mci_with_enrolled(3)
+    trial = db.session.get(Trial, trial_id)
+    account = make_user("sponsor", role="sponsor_admin", trial=trial)
+    sponsor = Actor(user_id=account.user.id, username="sponsor", printed_name="Sponsor",
+                    grants=(Grant(trial_id, None, Role.SPONSOR_ADMIN),))
+    inv = _investigator(trial_id)
+    first, _ = randomization.randomize_participant(db.session, inv, trial, subjects[0])
+    voided = randomization.void_allocation(db.session, sponsor, trial, subjects[0],
+                                           password=account.password, reason="wrong participant")
+    assert voided.status == "voided" and voided.seq_no == 1
+    second, _ = randomization.randomize_participant(db.session, inv, trial, subjects[1])
+    assert second.seq_no == 2  # the voided slot is never handed out again
+    assert not randomization.replay_problems(db.session, trial)
+    assert os.environ.get("NEVER_SET_IN_TESTS") is None
