@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, reduce
 
+from ecrf.checks import calculation_order
 from ecrf.expressions import (
     BinaryNode,
     CallNode,
@@ -154,12 +155,18 @@ def check_expression(ctx: _Context, text: str | None, path: Path) -> None:
                            f"{suggest(ref.visit, set(ctx.visits))}",
                            column_offset=_column(offset, position))
         field = ctx.fields[ref.field]
-        if ref.option is not None and field.type in CHOICE_TYPES | {"yesno"}:
-            codes = {c.code for c in field.choices} if field.choices else {"0", "1"}
-            if ref.option not in codes:
-                reporter.error(path, f"'{ref.option}' is not a choice code of field "
-                               f"'{ref.field}' (codes: {', '.join(sorted(codes))})",
-                               column_offset=_column(offset, position))
+        if ref.option is None:
+            continue
+        if field.type != "multiple_choice":
+            reporter.error(path, f"[{ref.field}({ref.option})] needs a multiple_choice field, "
+                           f"but '{ref.field}' is {field.type}",
+                           column_offset=_column(offset, position))
+            continue
+        codes = {c.code for c in field.choices}
+        if ref.option not in codes:
+            reporter.error(path, f"'{ref.option}' is not a choice code of field "
+                           f"'{ref.field}' (codes: {', '.join(sorted(codes))})",
+                           column_offset=_column(offset, position))
 
 
 def _references_with_positions(node: Node) -> list[tuple[Reference, int]]:
@@ -195,9 +202,13 @@ def _column(offset: int | None, position: int) -> int | None:
 
 def _check_forms(ctx: _Context) -> None:
     for i, form in enumerate(ctx.protocol.forms):
+        positions = {f.id: j for j, f in enumerate(form.fields)}
         for j, f in enumerate(form.fields):
             base: Path = ("forms", i, "fields", j)
             _check_field(ctx, f, base)
+        for cycle in calculation_order(form)[1]:
+            ctx.reporter.error(("forms", i, "fields", positions[cycle[0]], "calculation"),
+                               f"calculated fields form a cycle: {' -> '.join(cycle)}")
         for k, check in enumerate(form.checks):
             check_expression(ctx, check.condition, ("forms", i, "checks", k, "condition"))
 
@@ -227,9 +238,19 @@ def _check_field(ctx: _Context, f: FieldDef, base: Path) -> None:
     if f.max_length is not None and f.type != "text":
         r.error((*base, "max_length"), f"max_length only applies to text fields, not {f.type}")
     check_expression(ctx, f.show_if, (*base, "show_if"))
+    if f.show_if and _refers_to_itself(f.show_if, f.id):
+        r.error((*base, "show_if"), f"show_if of '{f.id}' refers to the field itself")
     check_expression(ctx, f.calculation, (*base, "calculation"))
     for k, check in enumerate(f.checks):
         check_expression(ctx, check.condition, (*base, "checks", k, "condition"))
+
+
+def _refers_to_itself(text: str, field_id: str) -> bool:
+    try:
+        references = parse(text).references
+    except ExpressionError:
+        return False
+    return any(ref.field == field_id and ref.visit is None for ref in references)
 
 
 def _check_schedule(ctx: _Context) -> None:

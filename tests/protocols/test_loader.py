@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ecrf.checks import check_form_definition
 from protocols.loader import (
     Issue,
     ProtocolError,
@@ -196,10 +197,33 @@ def test_expression_syntax_error_column() -> None:
     assert issue.column == column_of(text, "[age] >= >=") + 9
 
 
-def test_unknown_choice_code_in_expression() -> None:
-    text = replace(MINIMAL, '"[age] >= 18"', '"[age] >= 18 and [sex(3)] = \'1\'"')
+def test_option_references_need_a_multiple_choice_field_and_known_code() -> None:
+    text = replace(MINIMAL, '"[age] >= 18"', '"[age] >= 18 and [sex(2)] = \'1\'"')
     issue = only_error(text)
-    assert issue.message == "'3' is not a choice code of field 'sex' (codes: 1, 2)"
+    assert issue.message == "[sex(2)] needs a multiple_choice field, but 'sex' is single_choice"
+    text = replace(text, "type: single_choice", "type: multiple_choice")
+    text = replace(text, "[sex(2)]", "[sex(3)]")
+    messages = [i.message for i in errors(text)]
+    assert "'3' is not a choice code of field 'sex' (codes: 1, 2)" in messages
+
+
+def test_calculation_cycle_and_self_reference() -> None:
+    text = replace(MINIMAL, "{id: score, type: decimal, label: {en: Score}, min: 0, max: 100, "
+                   "decimals: 1}",
+                   "{id: score, type: calculated, label: {en: Score}, calculation: \"[s2] + 1\"}\n"
+                   "      - {id: s2, type: calculated, label: {en: S2}, calculation: \"[score]\"}\n"
+                   "      - {id: s3, type: integer, label: {en: S3}, show_if: \"[s3] > 1\"}")
+    messages = sorted(i.message for i in errors(text))
+    assert messages == ["calculated fields form a cycle: score -> s2 -> score",
+                        "show_if of 's3' refers to the field itself"]
+
+
+def test_library_forms_pass_the_ecrf_definition_checks() -> None:
+    for path in sorted(LIBRARY.glob("*.yaml")):
+        protocol = load_protocol(path)
+        known = set(protocol.field_index())
+        for form in protocol.forms:
+            assert check_form_definition(form, known) == [], (path.stem, form.id)
 
 
 def test_form_not_scheduled_unless_repeating_or_unscheduled() -> None:
