@@ -194,7 +194,9 @@ class DocumentReader:
     def _read_scalar(self, node: yaml.Node, kind: Kind, path: Path) -> Any:
         value = self._scalar(node)
         if isinstance(node, yaml.ScalarNode):
-            self._sources.scalar_styles[path] = node.style
+            # Columns inside a scalar map 1:1 to the text only when it sits on one line.
+            single_line = node.start_mark.line == node.end_mark.line
+            self._sources.scalar_styles[path] = node.style if single_line else "|"
         is_scalar = isinstance(node, yaml.ScalarNode)
         if isinstance(kind, Str):
             if is_scalar and isinstance(value, (int, float, dt.date)) and not isinstance(
@@ -321,7 +323,14 @@ def _matches(pattern: str, value: str) -> bool:
 
 def read_document(text: str, kind: Obj, reporter: Reporter) -> dict[str, Any] | None:
     """Compose ``text`` and read it against ``kind``; None when the YAML itself is broken."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        reporter.issues.append(Issue(reporter.sources.file, line, column, "",
+                                     f"unacceptable character #x{exc.character:04x}"))
+        return None
     try:
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:

@@ -15,7 +15,8 @@ from protocols.loader import (
     load_protocol_text,
     validate_protocol_text,
 )
-from tests.protocols.minimal import MINIMAL
+
+MINIMAL = (Path(__file__).parent / "data" / "minimal.yaml").read_text(encoding="utf-8")
 
 LIBRARY = Path(__file__).resolve().parents[2] / "protocols" / "library"
 
@@ -415,3 +416,25 @@ def test_library_models_expose_the_design() -> None:
     mmrm = mci.endpoint("adas_change_w24").analysis
     assert (mmrm.covariance, mmrm.visits) == ("unstructured", ("week_4", "week_12", "week_24"))
     assert mci.randomization.block_sizes == (4, 6)
+
+
+def test_block_scalar_expression_points_at_the_value() -> None:
+    text = replace(MINIMAL, 'expression: "[age] >= 18"',
+                   "expression: >-\n      [age] >= 18 and\n      [height] > 1")
+    issue = only_error(text)
+    assert issue.message.startswith("undefined field 'height'")
+    assert (issue.line, issue.column) == (line_of(text, "expression: >-"),
+                                          column_of(text, ">-"))
+
+
+def test_single_quoted_expression_column() -> None:
+    text = replace(MINIMAL, '"[age] >= 18"', "'[age] >= 18 and [bmi] > 1'")
+    issue = only_error(text)
+    assert issue.column == column_of(text, "[bmi]")
+
+
+def test_package_exports_the_public_api() -> None:
+    import protocols
+
+    assert protocols.load_protocol_text(MINIMAL).code == "TEST-01"
+    assert callable(protocols.check_amendment)

@@ -16,7 +16,8 @@ from protocols.canonical import (
     to_canonical_dict,
 )
 from protocols.loader import ProtocolError, load_protocol, load_protocol_text
-from tests.protocols.minimal import MINIMAL
+
+MINIMAL = (Path(__file__).parent / "data" / "minimal.yaml").read_text(encoding="utf-8")
 
 LIBRARY = sorted((Path(__file__).resolve().parents[2] / "protocols" / "library").glob("*.yaml"))
 
