@@ -176,7 +176,11 @@ class DocumentReader:
 
     def read(self, node: yaml.Node, kind: Kind, path: Path) -> Any:
         """Return the plain value of ``node`` checked against ``kind``."""
-        self._sources.values[path] = _mark(node)
+        is_block = isinstance(node, yaml.CollectionNode) and not node.flow_style
+        # A block list or mapping is best pointed at by its key line, not its first item.
+        self._sources.values[path] = (
+            self._sources.keys[path] if is_block and path in self._sources.keys else _mark(node)
+        )
         if isinstance(kind, Obj):
             return self._read_object(node, kind, path)
         if isinstance(kind, ListOf):

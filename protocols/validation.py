@@ -662,6 +662,26 @@ def strata_warning(protocol: Protocol) -> str | None:
 
 
 def _warn_sparse_strata(ctx: _Context) -> None:
-    message = strata_warning(ctx.protocol)
+    p, r = ctx.protocol, ctx.reporter
+    message = strata_warning(p)
     if message:
-        ctx.reporter.warning(("randomization", "factors"), message)
+        r.warning(("randomization", "factors"), message)
+    if p.randomization.method == "minimization" and len(set(p.reduced_ratio)) > 1:
+        r.warning(("randomization", "method"),
+                  "minimization with an unequal ratio does not preserve the allocation ratio "
+                  "at every step (Kuznetsova & Tymofyeyev 2012); consider permuted blocks or "
+                  "the block urn design")
+    confirmatory: list[int] = []
+    for i, endpoint in enumerate(p.endpoints):
+        if endpoint.role in ("primary", "key_secondary"):
+            confirmatory.append(i)
+        if endpoint.role == "primary" and not endpoint.analysis.sensitivity:
+            r.warning(("endpoints", i, "analysis"),
+                      f"primary endpoint '{endpoint.id}' has no sensitivity analysis of its "
+                      "estimand (ICH E9(R1) A.5.2)")
+    if len(confirmatory) > 1:
+        for i in confirmatory:
+            if p.endpoints[i].analysis.multiplicity_order is None:
+                r.warning(("endpoints", i, "analysis"),
+                          f"confirmatory endpoint '{p.endpoints[i].id}' has no "
+                          "multiplicity_order although several endpoints are confirmatory")

@@ -195,6 +195,7 @@ def test_expression_syntax_error_column() -> None:
     text = replace(MINIMAL, '"[age] >= 18"', '"[age] >= >= 18"')
     issue = only_error(text)
     assert issue.message.startswith("expression syntax error at column 10")
+    assert issue.line == line_of(text, "[age] >= >=")
     assert issue.column == column_of(text, "[age] >= >=") + 9
 
 
@@ -202,6 +203,7 @@ def test_option_references_need_a_multiple_choice_field_and_known_code() -> None
     text = replace(MINIMAL, '"[age] >= 18"', '"[age] >= 18 and [sex(2)] = \'1\'"')
     issue = only_error(text)
     assert issue.message == "[sex(2)] needs a multiple_choice field, but 'sex' is single_choice"
+    assert (issue.line, issue.column) == (line_of(text, "[sex(2)]"), column_of(text, "[sex(2)]"))
     text = replace(text, "type: single_choice", "type: multiple_choice")
     text = replace(text, "[sex(2)]", "[sex(3)]")
     messages = [i.message for i in errors(text)]
@@ -281,6 +283,7 @@ def test_stratification_levels_must_cover_choice_codes() -> None:
     assert issue.path == "randomization.factors[0].levels"
     assert issue.message.startswith(
         "levels of factor 'sex_factor' do not cover codes of 'sex': 2")
+    assert issue.line == line_of(text, "levels:")
     assert errors(replace(text, "when: \"[sex] = '9'\"", "otherwise: true")) == []
 
 
@@ -294,12 +297,15 @@ def test_stratification_levels_must_cover_numeric_range() -> None:
     issue = only_error(text)
     assert issue.message.startswith(
         "levels of factor 'age_band' do not cover values of 'age': 40–64")
+    assert issue.line == line_of(text, "levels:\n        - {code: young")
 
 
 def test_otherwise_must_be_last() -> None:
     text = replace(MINIMAL, "when: \"[sex] = '1'\"", "otherwise: true")
     issue = only_error(text)
     assert issue.message == "the otherwise level must be the last level"
+    line = line_of(text, "otherwise: true")
+    assert (issue.line, issue.column) == (line, text.splitlines()[line - 1].index("true") + 1)
 
 
 def test_minimization_parameters() -> None:
@@ -308,11 +314,14 @@ def test_minimization_parameters() -> None:
     issue = only_error(text)
     assert issue.path == "randomization.p"
     assert issue.message == "must be at most 1, got 1.5"
+    assert (issue.line, issue.column) == (line_of(text, "p: 1.5"), column_of(text, "1.5"))
     text = replace(text, "p: 1.5", "p: 1")
     assert only_error(text).message.startswith("p = 1 makes minimization deterministic")
+    assert only_error(text).line == line_of(text, "p: 1")
     text = replace(text, "p: 1", "p: 0.8")
     text = replace(text, "field: sex\n", "field: sex\n      weight: 0\n")
     assert only_error(text).message == "at least one minimization weight must be positive"
+    assert only_error(text).line == line_of(text, "factors:")
     text = replace(text, "weight: 0", "weight: -1")
     assert "must be at least 0, got -1" in [i.message for i in errors(text)]
 
@@ -321,6 +330,7 @@ def test_parameters_of_another_method_are_rejected() -> None:
     text = replace(MINIMAL, "block_sizes: [2, 4]", "block_sizes: [2, 4]\n  efron_p: 0.67")
     issue = only_error(text)
     assert issue.message == "efron_p is not used by method permuted_block"
+    assert issue.line == line_of(text, "efron_p")
 
 
 def test_labels_need_english() -> None:
@@ -328,8 +338,10 @@ def test_labels_need_english() -> None:
     issue = only_error(text)
     assert issue.message == "missing required key 'en' in Label"
     assert issue.path == "forms[1].title"
+    assert (issue.line, issue.column) == (line_of(text, "{zh: 结局}"), column_of(text, "{zh"))
     text = replace(MINIMAL, "title: {en: Outcome}", "title: Outcome")
     assert only_error(text).message == "expected a mapping, got a string"
+    assert only_error(text).line == line_of(text, "title: Outcome")
 
 
 def test_choice_field_without_choices() -> None:
@@ -338,13 +350,17 @@ def test_choice_field_without_choices() -> None:
     issue = only_error(text)
     assert issue.message == "field 'score' of type single_choice has no choices"
     assert issue.path == "forms[1].fields[0].type"
+    assert (issue.line, issue.column) == (line_of(text, "type: single_choice, label: {en: Score"),
+                                          column_of(text, "single_choice, label: {en: Score"))
 
 
 def test_mmrm_needs_covariance_and_visits() -> None:
     text = replace(MINIMAL, "model: ancova", "model: mmrm")
-    messages = sorted(i.message for i in errors(text))
-    assert messages == ["mmrm needs a covariance structure (covariance: ...)",
-                        "mmrm needs at least two post-baseline visits"]
+    found = sorted((i.message, i.line) for i in errors(text))
+    assert found == [("mmrm needs a covariance structure (covariance: ...)",
+                      line_of(text, "model: mmrm")),
+                     ("mmrm needs at least two post-baseline visits",
+                      line_of(text, "visits: [week_4]"))]
 
 
 def test_every_error_is_reported_at_once() -> None:
@@ -384,6 +400,7 @@ def test_sparse_strata_warning() -> None:
                    + "eligibility:\n")
     issues = validate_protocol_text(text)
     assert [i.severity for i in issues] == ["warning"]
+    assert issues[0].line == line_of(text, "factors:")
     assert issues[0].message.startswith("20 strata for a planned n of 100 leave 5.0 participants")
     assert str(issues[0]).split(": ", 2)[2].startswith("warning: ")
     assert load_protocol_text(text).code == "TEST-01"
@@ -438,3 +455,23 @@ def test_package_exports_the_public_api() -> None:
 
     assert protocols.load_protocol_text(MINIMAL).code == "TEST-01"
     assert callable(protocols.check_amendment)
+
+
+def test_design_warnings() -> None:
+    text = replace(MINIMAL, "method: permuted_block\n  block_sizes: [2, 4]",
+                   "method: minimization\n  p: 0.8")
+    text = replace(text, "ratio: 1, is_control", "ratio: 2, is_control")
+    second = MINIMAL[MINIMAL.index("  - id: score_w4"):MINIMAL.index("      sensitivity:")]
+    text = replace(text, "sample_size", second.replace("score_w4", "score_w4b").replace(
+        "role: primary", "role: key_secondary") + "sample_size")
+    issues = validate_protocol_text(text)
+    assert all(i.severity == "warning" for i in issues)
+    messages = [i.message for i in issues]
+    assert messages[0].startswith("minimization with an unequal ratio")
+    text = replace(text, "      sensitivity:\n        - id: complete_case\n"
+                   "          method: complete_case\n"
+                   "          description: {en: Complete cases only}\n", "")
+    messages = [i.message for i in validate_protocol_text(text)]
+    assert "primary endpoint 'score_w4' has no sensitivity analysis of its estimand " \
+        "(ICH E9(R1) A.5.2)" in messages
+    assert sum("has no multiplicity_order" in m for m in messages) == 2
