@@ -139,7 +139,8 @@ class RandomizationSpec:
     site_weight: float = 1.0  # minimization weight of the site factor when stratify_by_site
     imbalance: ImbalanceMeasure = "range"
     p: float | None = None  # minimization: probability of the preferred set
-    burn_in: int = 0  # minimization: first n participants by permuted blocks
+    burn_in: int = 0  # minimization: first n participants by simple randomization at the ratio
+    overall_weight: float = 0.0  # minimization: weight of the overall-total imbalance term
     efron_p: float | None = None
     bsd_b: int | None = None  # big stick: maximum tolerated imbalance
     bud_lambda: int | None = None  # block urn: lambda

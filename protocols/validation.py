@@ -310,15 +310,16 @@ def _check_randomization(ctx: _Context) -> None:
     base: Path = ("randomization",)
     method = spec.method
     ratio_sum = _ratio_sum(p)
-    uses_blocks = method == "permuted_block" or (method == "minimization" and spec.burn_in > 0)
     if method == "permuted_block" and not spec.block_sizes:
         r.error((*base, "method"), "permuted_block needs block_sizes")
-    if spec.block_sizes and not uses_blocks:
-        r.error((*base, "block_sizes"), f"block_sizes are not used by method {method}"
-                + (" (give burn_in > 0 to use blocks for the burn-in)"
-                   if method == "minimization" else ""))
-    if method == "minimization" and spec.burn_in > 0 and not spec.block_sizes:
-        r.error((*base, "burn_in"), "a burn-in is allocated in permuted blocks: give block_sizes")
+    if spec.block_sizes and method != "permuted_block":
+        r.error((*base, "block_sizes"), f"block_sizes are not used by method {method}")
+    if method != "minimization":
+        for name, is_set in (("burn_in", spec.burn_in != 0),
+                             ("overall_weight", spec.overall_weight != 0),
+                             ("site_weight", spec.site_weight != 1.0)):
+            if is_set:
+                r.error((*base, name), f"{name} is only used by minimization, not {method}")
     for k, size in enumerate(spec.block_sizes):
         if ratio_sum and size % ratio_sum:
             r.error((*base, "block_sizes", k),

@@ -475,3 +475,16 @@ def test_design_warnings() -> None:
     assert "primary endpoint 'score_w4' has no sensitivity analysis of its estimand " \
         "(ICH E9(R1) A.5.2)" in messages
     assert sum("has no multiplicity_order" in m for m in messages) == 2
+
+
+def test_minimization_only_parameters_on_other_methods() -> None:
+    text = replace(MINIMAL, "block_sizes: [2, 4]", "block_sizes: [2, 4]\n  burn_in: 10")
+    issue = only_error(text)
+    assert issue.message == "burn_in is only used by minimization, not permuted_block"
+    assert issue.line == line_of(text, "burn_in")
+    text = replace(MINIMAL, "method: permuted_block\n  block_sizes: [2, 4]",
+                   "method: minimization\n  p: 0.8\n  burn_in: 10\n  overall_weight: 0.5\n"
+                   "  block_sizes: [2]")
+    issue = only_error(text)
+    assert issue.message == "block_sizes are not used by method minimization"
+    assert issue.line == line_of(text, "block_sizes")
