@@ -299,8 +299,11 @@ class DocumentReader:
             prop = kind.prop(key)
             if prop is None:
                 self._sources.values[key_path] = _mark(key_node)
+                hint = suggest(key, names)
+                if not hint and node.flow_style and _is_null(value_node) and " " in key:
+                    hint = " (a comma inside {...} starts a new key: quote the text)"
                 self._reporter.error(
-                    key_path, f"unknown key '{key}' in {kind.name}{suggest(key, names)}", key=True
+                    key_path, f"unknown key '{key}' in {kind.name}{hint}", key=True
                 )
                 continue
             if not prop.required and _is_null(value_node):

@@ -488,3 +488,19 @@ def test_minimization_only_parameters_on_other_methods() -> None:
     issue = only_error(text)
     assert issue.message == "block_sizes are not used by method minimization"
     assert issue.line == line_of(text, "block_sizes")
+
+
+def test_readme_example_is_clean() -> None:
+    text = (Path(__file__).parent / "data" / "readme_example.yaml").read_text(encoding="utf-8")
+    assert validate_protocol_text(text, "insomnia.yaml") == []
+
+
+def test_unquoted_comma_in_flow_label_gets_a_hint() -> None:
+    text = replace(MINIMAL, "title: {en: Outcome}", "title: {en: Outcome, final}")
+    issue = only_error(text)
+    assert issue.message == ("unknown key 'final' in Label")
+    text = replace(MINIMAL, "title: {en: Outcome}", "title: {en: Outcome, all visits}")
+    issue = only_error(text)
+    assert issue.message == ("unknown key 'all visits' in Label (a comma inside {...} starts a "
+                             "new key: quote the text)")
+    assert issue.column == column_of(text, "all visits")
