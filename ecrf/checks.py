@@ -26,12 +26,22 @@ Pipeline of ``evaluate_form``:
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ecrf.expressions import Expression, ExpressionError, evaluate, parse, truthy
 from ecrf.fields import FieldValueError, coerce_value, is_blank
-from ecrf.model import MISSING_CODES, Criterion, EditCheck, FieldDef, FormDef, Label, Severity
+from ecrf.model import (
+    FIELD_TYPES,
+    MISSING_CODES,
+    Criterion,
+    EditCheck,
+    FieldDef,
+    FormDef,
+    Label,
+    Severity,
+)
 
 __all__ = [
     "FORM_KEY",
@@ -45,6 +55,7 @@ __all__ = [
 ]
 
 FORM_KEY = "_form"
+_FIELD_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*", re.ASCII)
 _CHOICE_TYPES = ("single_choice", "multiple_choice")
 _VALUELESS_TYPES = ("calculated", "descriptive")
 
@@ -166,6 +177,12 @@ def _check_field_definition(
     f: FieldDef, form: FormDef, known: set[str], problems: list[str]
 ) -> None:
     where = f"field {f.id}"
+    if not _FIELD_ID.fullmatch(f.id):
+        problems.append(
+            f"{where}: id must start with a letter or '_' and hold only letters, digits, '_', '-'"
+        )
+    if f.type not in FIELD_TYPES:
+        problems.append(f"{where}: unknown type {f.type!r} (known: {', '.join(FIELD_TYPES)})")
     if f.type in _CHOICE_TYPES:
         if not f.choices:
             problems.append(f"{where}: {f.type} needs choices")
@@ -231,7 +248,8 @@ def check_form_definition(form: FormDef, known_fields: Collection[str]) -> list[
     """Return the problems of a form definition (empty when it is sound).
 
     ``known_fields`` are the field ids of the whole protocol that expressions may reference
-    (fields of this form are always known). Reports duplicate field or check ids, choice fields
+    (fields of this form are always known). Reports ids that expressions cannot reference,
+    unknown field types, duplicate field or check ids, choice fields
     without choices, unparsable expressions, references to unknown fields or checkbox codes,
     unknown missing codes and cycles among calculated fields.
     """

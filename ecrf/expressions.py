@@ -514,14 +514,12 @@ class _Parser:
         if word == "datediff":
             unit = args[2]
             if isinstance(unit, LiteralNode) and unit.value not in DATEDIFF_UNITS:
-                raise self._error(
-                    "datediff unit must be one of 'y', 'M', 'd', 'h', 'm', 's'", _at(unit)
+                raise ExpressionError(
+                    "datediff unit must be one of 'y', 'M', 'd', 'h', 'm', 's'",
+                    self.text,
+                    unit.position,
                 )
         return CallNode(word, tuple(args), token.position)
-
-
-def _at(node: Node) -> _Token:
-    return _Token("op", "", node.position)
 
 
 def _children(node: Node) -> Sequence[Node]:
@@ -543,11 +541,15 @@ def _check_depth(node: Node, text: str) -> None:
         stack.extend((child, depth + 1) for child in _children(current))
 
 
-@functools.lru_cache(maxsize=2048)
 def parse(text: str) -> Expression:
     """Parse REDCap-style logic into an Expression; raise ExpressionError for any bad input."""
     if not isinstance(text, str):
         raise ExpressionError("an expression must be text", repr(text), 0)
+    return _parse_text(text)
+
+
+@functools.lru_cache(maxsize=2048)
+def _parse_text(text: str) -> Expression:
     parser = _Parser(text)
     ast = parser.parse()
     _check_depth(ast, text)
@@ -935,10 +937,6 @@ def _datediff(args: Sequence[Value], ctx: _Context) -> Value:
     return _normalise_number(result)
 
 
-def _code_points(text: str) -> list[str]:
-    return list(text)
-
-
 def _text_function(name: str, args: Sequence[Value]) -> Value:
     text = _text(args[0])
     if name in ("contains", "starts_with", "ends_with"):
@@ -958,11 +956,11 @@ def _text_function(name: str, args: Sequence[Value]) -> Value:
     if count_number is None:
         return None
     count = max(int(count_number), 0)
-    chars = _code_points(text)
+    chars = list(text)  # code points, as Array.from() in JavaScript
     if name == "left":
         return _text_or_blank("".join(chars[:count]))
     if name == "right":
-        return _text_or_blank("".join(chars[len(chars) - count :] if count else []))
+        return _text_or_blank("".join(chars[max(len(chars) - count, 0) :] if count else []))
     start_number = _number(args[1])
     if start_number is None:
         return None

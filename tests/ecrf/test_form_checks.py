@@ -17,7 +17,16 @@ from ecrf.checks import (
     evaluate_form,
 )
 from ecrf.expressions import ExpressionError
-from ecrf.model import Choice, Criterion, EditCheck, FieldDef, FieldType, FormDef, Label
+from ecrf.model import (
+    FIELD_TYPES,
+    Choice,
+    Criterion,
+    EditCheck,
+    FieldDef,
+    FieldType,
+    FormDef,
+    Label,
+)
 
 TODAY = datetime.date(2024, 6, 1)
 
@@ -356,3 +365,60 @@ def test_eligibility_with_invalid_expression_raises_expression_error() -> None:
     bad = Criterion("x", "inclusion", Label("x"), "[a] >")
     with pytest.raises(ExpressionError):
         evaluate_eligibility([bad], {}, today=TODAY)
+
+
+def test_check_form_definition_reports_bad_ids_and_types() -> None:
+    form = FormDef(
+        id="f",
+        title=Label("F"),
+        fields=(fld("1st visit"), fld("ok", "colour")),  # type: ignore[arg-type]
+    )
+    assert check_form_definition(form, ()) == [
+        "field 1st visit: id must start with a letter or '_' and hold only letters, digits, "
+        "'_', '-'",
+        "field ok: unknown type 'colour' (known: " + ", ".join(FIELD_TYPES) + ")",
+    ]
+
+
+_expression_texts = st.one_of(
+    st.none(),
+    st.text(alphabet="[]()'=<>+-*/^ abcdefgh0123456789,", max_size=25),
+    st.sampled_from(["[a] = '1'", "[b] + 1", "[c(1)] = '1'", "[v][a] > 2", "[a] >"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d"]),
+            st.sampled_from(["integer", "text", "calculated", "multiple_choice", "yesno"]),
+            _expression_texts,
+            _expression_texts,
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), st.text(max_size=4) | st.integers()),
+)
+def test_definition_check_and_evaluation_never_raise(
+    specs: list[tuple[str, FieldType, str | None, str | None]], submitted: dict[str, object]
+) -> None:
+    form = FormDef(
+        id="f",
+        title=Label("F"),
+        fields=tuple(
+            fld(
+                id_,
+                type_,
+                show_if=show_if,
+                calculation=calculation if type_ == "calculated" else None,
+                choices=YES_NO if type_ == "multiple_choice" else (),
+            )
+            for id_, type_, show_if, calculation in specs
+        ),
+    )
+    problems = check_form_definition(form, known_fields=["v"])
+    assert all(isinstance(problem, str) for problem in problems)
+    result = evaluate_form(form, submitted, today=TODAY, submit=True)
+    assert not set(result.values) & set(result.hidden)
