@@ -300,6 +300,8 @@ class DocumentReader:
             if prop is None:
                 self._sources.values[key_path] = _mark(key_node)
                 hint = suggest(key, names)
+                if key == "<<":
+                    hint = " (YAML merge keys are not supported; repeat the keys or use an alias)"
                 if not hint and node.flow_style and _is_null(value_node) and " " in key:
                     hint = " (a comma inside {...} starts a new key: quote the text)"
                 self._reporter.error(

@@ -504,3 +504,15 @@ def test_unquoted_comma_in_flow_label_gets_a_hint() -> None:
     assert issue.message == ("unknown key 'all visits' in Label (a comma inside {...} starts a "
                              "new key: quote the text)")
     assert issue.column == column_of(text, "all visits")
+
+
+def test_library_paths_and_merge_key_hint() -> None:
+    from protocols.loader import library_protocol_paths
+
+    assert list(library_protocol_paths()) == [
+        "cognitive_impairment", "pediatric_myopia", "type2_diabetes"]
+    text = replace(MINIMAL, "sample_size: {n: 100}", "base: &b {n: 100}\nsample_size: {<<: *b}")
+    messages = [i.message for i in errors(text)]
+    assert "unknown key 'base' in Protocol (did you mean 'phase'?)" in messages
+    assert "unknown key '<<' in SampleSize (YAML merge keys are not supported; repeat the keys " \
+        "or use an alias)" in messages
