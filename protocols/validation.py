@@ -258,8 +258,11 @@ def _check_schedule(ctx: _Context) -> None:
     form_ids = {f.id for f in p.forms}
     scheduled: set[str] = set()
     for i, visit in enumerate(p.schedule.visits):
-        if visit.window_before > abs(visit.day) + visit.window_after and visit.day < 0:
-            r.error(("schedule", "visits", i, "window_before"), "window is wider than the offset")
+        if i and p.schedule.visits[i - 1].anchor == visit.anchor:
+            before = p.schedule.visits[i - 1]
+            if before.day + before.window_after >= visit.day - visit.window_before:
+                r.warning(("schedule", "visits", i, "window_before"),
+                          f"the windows of visits '{before.id}' and '{visit.id}' overlap")
         for k, form_id in enumerate(visit.forms):
             scheduled.add(form_id)
             if form_id and form_id not in form_ids:
@@ -465,30 +468,26 @@ def _check_coverage(ctx: _Context, factor: StratificationFactor, source: FieldDe
     if source.type == "multiple_choice":
         r.error((*base, "field"), "a factor cannot be derived from a multiple_choice field")
         return
-    uncovered = [v for v in values
+    uncovered = [i for i, v in enumerate(values)
                  if not any(_level_matches(lv, source.id, v) for lv in factor.levels)]
     if uncovered:
         shown = _summarize(uncovered, values) if noun == "values" else ", ".join(
-            str(v) for v in uncovered)
+            str(values[i]) for i in uncovered)
         r.error((*base, "levels"),
                 f"levels of factor '{factor.id}' do not cover {noun} of '{source.id}': {shown} "
                 "(add a level or a final otherwise: true)")
 
 
-def _summarize(uncovered: list[object], values: list[object]) -> str:
-    """Render uncovered grid values as ranges, e.g. ``18–20, 26``."""
-    index = {id(v): i for i, v in enumerate(values)}
-    runs: list[tuple[object, object]] = []
-    previous = -2
-    for v in uncovered:
-        i = index[id(v)]
-        if i == previous + 1 and runs:
-            runs[-1] = (runs[-1][0], v)
+def _summarize(uncovered: list[int], values: list[object]) -> str:
+    """Render uncovered grid points (indices into ``values``) as ranges, e.g. ``18–20, 26``."""
+    runs: list[tuple[int, int]] = []
+    for i in uncovered:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], i)
         else:
-            runs.append((v, v))
-        previous = i
-    return ", ".join(str(a) if a == b else f"{a}–{b}" for a, b in runs[:10]) + (
-        ", …" if len(runs) > 10 else "")
+            runs.append((i, i))
+    shown = [str(values[a]) if a == b else f"{values[a]}–{values[b]}" for a, b in runs[:10]]
+    return ", ".join(shown) + (", …" if len(runs) > 10 else "")
 
 
 def _check_eligibility(ctx: _Context) -> None:

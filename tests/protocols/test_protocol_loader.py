@@ -516,3 +516,11 @@ def test_library_paths_and_merge_key_hint() -> None:
     assert "unknown key 'base' in Protocol (did you mean 'phase'?)" in messages
     assert "unknown key '<<' in SampleSize (YAML merge keys are not supported; repeat the keys " \
         "or use an alias)" in messages
+
+
+def test_overlapping_visit_windows_warn() -> None:
+    text = replace(MINIMAL, "      day: 28\n", "      day: 28\n      window_before: 40\n")
+    issues = validate_protocol_text(text)
+    assert [(i.severity, i.message) for i in issues] == [
+        ("warning", "the windows of visits 'screening' and 'week_4' overlap")]
+    assert issues[0].line == line_of(text, "window_before: 40")
