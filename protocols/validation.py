@@ -387,6 +387,9 @@ def _check_factor(ctx: _Context, factor: StratificationFactor, base: Path) -> No
     if factor.field and source is None:
         r.error((*base, "field"), f"unknown field '{factor.field}'"
                 f"{suggest(factor.field, set(ctx.fields))}")
+    elif source is not None and factor.field not in _pre_randomization_fields(ctx.protocol):
+        r.error((*base, "field"), f"field '{factor.field}' is not collected at any visit "
+                "before randomization, so the stratum cannot be derived")
     _check_levels(ctx, factor.levels, base, require_rules=True)
     if source is not None:
         _check_coverage(ctx, factor, source, base)
@@ -490,9 +493,30 @@ def _summarize(uncovered: list[int], values: list[object]) -> str:
     return ", ".join(shown) + (", …" if len(runs) > 10 else "")
 
 
+def _pre_randomization_fields(protocol: Protocol) -> set[str]:
+    """Return the ids of fields collected at a visit before (or at) randomization."""
+    forms = {
+        form_id
+        for visit in protocol.schedule.visits
+        if visit.anchor != "randomization" or visit.day <= 0
+        for form_id in visit.forms
+    }
+    return {f.id for form in protocol.forms if form.id in forms for f in form.fields}
+
+
 def _check_eligibility(ctx: _Context) -> None:
+    early = _pre_randomization_fields(ctx.protocol)
     for i, criterion in enumerate(ctx.protocol.eligibility):
-        check_expression(ctx, criterion.expression, ("eligibility", i, "expression"))
+        path: Path = ("eligibility", i, "expression")
+        check_expression(ctx, criterion.expression, path)
+        try:
+            fields = parse(criterion.expression).fields if criterion.expression else frozenset()
+        except ExpressionError:
+            continue
+        late = sorted(f for f in fields if f in ctx.fields and f not in early)
+        if late:
+            ctx.reporter.warning(path, f"criterion '{criterion.id}' uses {', '.join(late)}, "
+                                 "not collected at any visit before randomization")
 
 
 def _check_visit_ref(ctx: _Context, visit_id: str | None, path: Path) -> None:

@@ -524,3 +524,17 @@ def test_overlapping_visit_windows_warn() -> None:
     assert [(i.severity, i.message) for i in issues] == [
         ("warning", "the windows of visits 'screening' and 'week_4' overlap")]
     assert issues[0].line == line_of(text, "window_before: 40")
+
+
+def test_randomization_inputs_must_be_collected_before_randomization() -> None:
+    text = replace(MINIMAL, "field: sex\n", "field: score\n")
+    text = replace(text, "when: \"[sex] = '1'\"", "when: \"[score] < 50\"")
+    text = replace(text, "when: \"[sex] = '2'\"", "otherwise: true")
+    text = replace(text, '"[age] >= 18"', '"[age] >= 18 and [score] > 1"')
+    issues = validate_protocol_text(text)
+    assert [(i.severity, i.message, i.line) for i in issues] == [
+        ("error", "field 'score' is not collected at any visit before randomization, so the "
+         "stratum cannot be derived", line_of(text, "field: score")),
+        ("warning", "criterion 'inc_age' uses score, not collected at any visit before "
+         "randomization", line_of(text, "[score] > 1")),
+    ]
