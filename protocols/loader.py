@@ -32,7 +32,7 @@ LIBRARY_DIR = FilePath(__file__).resolve().parent / "library"
 
 
 class ProtocolError(Exception):
-    """A protocol document has errors; ``issues`` lists all of them (warnings included)."""
+    """A protocol document has errors; ``issues`` lists every error (warnings are not errors)."""
 
     def __init__(self, issues: list[Issue]) -> None:
         self.issues = issues
