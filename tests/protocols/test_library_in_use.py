@@ -71,6 +71,6 @@ def test_diabetes_bmi_responder_and_rescue_rules() -> None:
     event = protocol.endpoint("time_to_rescue_cox").analysis.event_if or ""
     assert truthy(evaluate(event, {"rescue_started": "1"}))
     screening = {"age": 55, "sex": "1", "hba1c_scr": 8.6, "egfr": 75, "metformin_stable": "1",
-                 "insulin_use": "0", "smartphone": "1"}
+                 "insulin_use": "0", "smartphone": "1", "pregnant": "0"}
     assert evaluate_eligibility(protocol.eligibility, screening, today=TODAY).is_eligible
     assert level_of(protocol.randomization.factor("hba1c_band"), screening) == "ge_8_5"
