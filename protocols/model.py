@@ -7,13 +7,12 @@ plan) lives here. Objects are plain data: no I/O, no evaluation.
 
 from __future__ import annotations
 
-__all__ = ["Criterion"]  # re-exported: eligibility criteria use the eCRF contract
-
 from dataclasses import dataclass, field
 from math import gcd
 from typing import Literal
 
-from ecrf.model import Criterion, FieldDef, FormDef, Label, Schedule, VisitDef
+from ecrf.model import Criterion as Criterion  # eligibility criteria use the eCRF contract
+from ecrf.model import FieldDef, FormDef, Label, Schedule, VisitDef
 
 Phase = Literal["pilot", "feasibility", "pivotal", "phase_1", "phase_2", "phase_3", "phase_4", "na"]
 BlindingLevel = Literal["open", "single", "double"]

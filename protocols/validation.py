@@ -68,7 +68,7 @@ def validate_protocol(protocol: Protocol, reporter: Reporter) -> None:
     _check_streams(ctx)
     _check_endpoints(ctx)
     _check_consents(ctx)
-    _warn_sparse_strata(ctx)
+    _warn_about_design(ctx)
 
 
 def _duplicates(reporter: Reporter, what: str, items: Iterable[tuple[str, Path]]) -> None:
@@ -685,7 +685,7 @@ def strata_warning(protocol: Protocol) -> str | None:
             "or minimization")
 
 
-def _warn_sparse_strata(ctx: _Context) -> None:
+def _warn_about_design(ctx: _Context) -> None:
     p, r = ctx.protocol, ctx.reporter
     message = strata_warning(p)
     if message:
