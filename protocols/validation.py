@@ -154,6 +154,8 @@ def check_expression(ctx: _Context, text: str | None, path: Path) -> None:
             reporter.error(path, f"undefined visit '{ref.visit}' in expression"
                            f"{suggest(ref.visit, set(ctx.visits))}",
                            column_offset=_column(offset, position))
+        elif ref.visit is not None and not _is_collected_at(ctx, ref.field, ref.visit):
+            reporter.warning(path, f"field '{ref.field}' is not collected at visit '{ref.visit}'")
         field = ctx.fields[ref.field]
         if ref.option is None:
             continue
@@ -167,6 +169,16 @@ def check_expression(ctx: _Context, text: str | None, path: Path) -> None:
             reporter.error(path, f"'{ref.option}' is not a choice code of field "
                            f"'{ref.field}' (codes: {', '.join(sorted(codes))})",
                            column_offset=_column(offset, position))
+
+
+def _is_collected_at(ctx: _Context, field_id: str, visit_id: str) -> bool:
+    visit = ctx.protocol.visit(visit_id)
+    unscheduled = ctx.protocol.schedule.unscheduled_forms
+    return any(
+        form.id in visit.forms or form.repeating or form.id in unscheduled
+        for form in ctx.protocol.forms
+        if any(f.id == field_id for f in form.fields)
+    )
 
 
 def _references_with_positions(node: Node) -> list[tuple[Reference, int]]:

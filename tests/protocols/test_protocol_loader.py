@@ -538,3 +538,13 @@ def test_randomization_inputs_must_be_collected_before_randomization() -> None:
         ("warning", "criterion 'inc_age' uses score, not collected at any visit before "
          "randomization", line_of(text, "[score] > 1")),
     ]
+
+
+def test_cross_visit_reference_to_a_form_not_collected_there() -> None:
+    text = replace(MINIMAL, '"[age] >= 18"', '"[age] >= 18 and [week_4][age] > 1"')
+    issues = validate_protocol_text(text)
+    assert [(i.severity, i.message) for i in issues] == [
+        ("warning", "field 'age' is not collected at visit 'week_4'")]
+    text = replace(MINIMAL, '"[age] >= 18"', '"[age] >= 18 and [week_5][age] > 1"')
+    assert only_error(text).message == "undefined visit 'week_5' in expression " \
+        "(did you mean 'week_4'?)"
