@@ -603,6 +603,7 @@ def _check_endpoints(ctx: _Context) -> None:
         check_expression(ctx, a.event_if, (*base, "event_if"))
         if a.multiplicity_order is not None:
             orders.append((str(a.multiplicity_order), (*base, "multiplicity_order")))
+        _check_collection(ctx, endpoint, base)
         _check_model(ctx, endpoint, base)
         for k, subgroup in enumerate(a.subgroups):
             _check_levels(ctx, subgroup.levels, (*base, "subgroups", k), require_rules=True)
@@ -617,6 +618,27 @@ def _check_endpoints(ctx: _Context) -> None:
             for k, e in enumerate(endpoint.estimand.intercurrent_events)
         ))
     _duplicates(r, "multiplicity_order", orders)
+
+
+def _check_collection(ctx: _Context, endpoint: Endpoint, base: Path) -> None:
+    """Require the outcome at every analysis visit and the baseline at the baseline visit."""
+    a = endpoint.analysis
+    for k, visit_id in enumerate(a.visits):
+        if visit_id not in ctx.visits:
+            continue
+        for field_id in a.outcome_fields:
+            if field_id in ctx.fields and not _is_collected_at(ctx, field_id, visit_id):
+                ctx.reporter.error((*base, "visits", k),
+                                   f"outcome field '{field_id}' is not collected at visit "
+                                   f"'{visit_id}'")
+    if a.baseline_visit not in ctx.visits:
+        return
+    baseline_fields = (a.baseline_field,) if a.baseline_field else a.outcome_fields
+    for field_id in baseline_fields:
+        if field_id in ctx.fields and not _is_collected_at(ctx, field_id, a.baseline_visit or ""):
+            ctx.reporter.error((*base, "baseline_visit"),
+                               f"baseline field '{field_id}' is not collected at visit "
+                               f"'{a.baseline_visit}'")
 
 
 def _check_model(ctx: _Context, endpoint: Endpoint, base: Path) -> None:

@@ -548,3 +548,15 @@ def test_cross_visit_reference_to_a_form_not_collected_there() -> None:
     text = replace(MINIMAL, '"[age] >= 18"', '"[age] >= 18 and [week_5][age] > 1"')
     assert only_error(text).message == "undefined visit 'week_5' in expression " \
         "(did you mean 'week_4'?)"
+
+
+def test_outcome_and_baseline_must_be_collected_at_their_visits() -> None:
+    text = replace(MINIMAL, "visits: [week_4]", "visits: [screening]\n      baseline_visit: week_4"
+                   "\n      baseline_field: age")
+    found = [(i.message, i.line) for i in errors(text)]
+    assert found == [
+        ("outcome field 'score' is not collected at visit 'screening'",
+         line_of(text, "visits: [screening]")),
+        ("baseline field 'age' is not collected at visit 'week_4'",
+         line_of(text, "baseline_visit: week_4")),
+    ]
