@@ -139,6 +139,7 @@ def _randomization(data: Data) -> RandomizationSpec:
         imbalance=data.get("imbalance", "range"),
         p=_float_or_none(data.get("p")),
         burn_in=data.get("burn_in", 0),
+        overall_weight=float(data.get("overall_weight", 0.0)),
         efron_p=_float_or_none(data.get("efron_p")),
         bsd_b=data.get("bsd_b"),
         bud_lambda=data.get("bud_lambda"),

@@ -176,7 +176,11 @@ class DocumentReader:
 
     def read(self, node: yaml.Node, kind: Kind, path: Path) -> Any:
         """Return the plain value of ``node`` checked against ``kind``."""
-        self._sources.values[path] = _mark(node)
+        is_block = isinstance(node, yaml.CollectionNode) and not node.flow_style
+        # A block list or mapping is best pointed at by its key line, not its first item.
+        self._sources.values[path] = (
+            self._sources.keys[path] if is_block and path in self._sources.keys else _mark(node)
+        )
         if isinstance(kind, Obj):
             return self._read_object(node, kind, path)
         if isinstance(kind, ListOf):
@@ -194,7 +198,9 @@ class DocumentReader:
     def _read_scalar(self, node: yaml.Node, kind: Kind, path: Path) -> Any:
         value = self._scalar(node)
         if isinstance(node, yaml.ScalarNode):
-            self._sources.scalar_styles[path] = node.style
+            # Columns inside a scalar map 1:1 to the text only when it sits on one line.
+            single_line = node.start_mark.line == node.end_mark.line
+            self._sources.scalar_styles[path] = node.style if single_line else "|"
         is_scalar = isinstance(node, yaml.ScalarNode)
         if isinstance(kind, Str):
             if is_scalar and isinstance(value, (int, float, dt.date)) and not isinstance(
@@ -293,8 +299,13 @@ class DocumentReader:
             prop = kind.prop(key)
             if prop is None:
                 self._sources.values[key_path] = _mark(key_node)
+                hint = suggest(key, names)
+                if key == "<<":
+                    hint = " (YAML merge keys are not supported; repeat the keys or use an alias)"
+                if not hint and node.flow_style and _is_null(value_node) and " " in key:
+                    hint = " (a comma inside {...} starts a new key: quote the text)"
                 self._reporter.error(
-                    key_path, f"unknown key '{key}' in {kind.name}{suggest(key, names)}", key=True
+                    key_path, f"unknown key '{key}' in {kind.name}{hint}", key=True
                 )
                 continue
             if not prop.required and _is_null(value_node):
@@ -321,7 +332,14 @@ def _matches(pattern: str, value: str) -> bool:
 
 def read_document(text: str, kind: Obj, reporter: Reporter) -> dict[str, Any] | None:
     """Compose ``text`` and read it against ``kind``; None when the YAML itself is broken."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        reporter.issues.append(Issue(reporter.sources.file, line, column, "",
+                                     f"unacceptable character #x{exc.character:04x}"))
+        return None
     try:
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:

@@ -16,18 +16,23 @@ from .structure import PROTOCOL
 from .validation import validate_protocol
 
 __all__ = [
+    "LIBRARY_DIR",
     "Issue",
     "LoadResult",
     "ProtocolError",
+    "library_protocol_paths",
     "load_protocol",
     "load_protocol_report",
     "load_protocol_text",
     "validate_protocol_text",
 ]
 
+#: The example protocols shipped with the package (cognitive impairment, myopia, diabetes).
+LIBRARY_DIR = FilePath(__file__).resolve().parent / "library"
+
 
 class ProtocolError(Exception):
-    """A protocol document has errors; ``issues`` lists all of them (warnings included)."""
+    """A protocol document has errors; ``issues`` lists every error (warnings are not errors)."""
 
     def __init__(self, issues: list[Issue]) -> None:
         self.issues = issues
@@ -89,3 +94,8 @@ def load_protocol(path: str | FilePath) -> Protocol:
     except (OSError, UnicodeDecodeError) as exc:
         raise ProtocolError([Issue(str(path), 1, 1, "", f"cannot read file: {exc}")]) from exc
     return load_protocol_text(text, str(path))
+
+
+def library_protocol_paths() -> dict[str, FilePath]:
+    """Return the shipped example protocol files by name (file stem), sorted by name."""
+    return {path.stem: path for path in sorted(LIBRARY_DIR.glob("*.yaml"))}

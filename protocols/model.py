@@ -7,13 +7,12 @@ plan) lives here. Objects are plain data: no I/O, no evaluation.
 
 from __future__ import annotations
 
-__all__ = ["Criterion"]  # re-exported: eligibility criteria use the eCRF contract
-
 from dataclasses import dataclass, field
 from math import gcd
 from typing import Literal
 
-from ecrf.model import Criterion, FieldDef, FormDef, Label, Schedule, VisitDef
+from ecrf.model import Criterion as Criterion  # eligibility criteria use the eCRF contract
+from ecrf.model import FieldDef, FormDef, Label, Schedule, VisitDef
 
 Phase = Literal["pilot", "feasibility", "pivotal", "phase_1", "phase_2", "phase_3", "phase_4", "na"]
 BlindingLevel = Literal["open", "single", "double"]
@@ -139,7 +138,8 @@ class RandomizationSpec:
     site_weight: float = 1.0  # minimization weight of the site factor when stratify_by_site
     imbalance: ImbalanceMeasure = "range"
     p: float | None = None  # minimization: probability of the preferred set
-    burn_in: int = 0  # minimization: first n participants by permuted blocks
+    burn_in: int = 0  # minimization: first n participants by simple randomization at the ratio
+    overall_weight: float = 0.0  # minimization: weight of the overall-total imbalance term
     efron_p: float | None = None
     bsd_b: int | None = None  # big stick: maximum tolerated imbalance
     bud_lambda: int | None = None  # block urn: lambda

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, reduce
 
+from ecrf.checks import calculation_order
 from ecrf.expressions import (
     BinaryNode,
     CallNode,
@@ -67,7 +68,7 @@ def validate_protocol(protocol: Protocol, reporter: Reporter) -> None:
     _check_streams(ctx)
     _check_endpoints(ctx)
     _check_consents(ctx)
-    _warn_sparse_strata(ctx)
+    _warn_about_design(ctx)
 
 
 def _duplicates(reporter: Reporter, what: str, items: Iterable[tuple[str, Path]]) -> None:
@@ -153,13 +154,31 @@ def check_expression(ctx: _Context, text: str | None, path: Path) -> None:
             reporter.error(path, f"undefined visit '{ref.visit}' in expression"
                            f"{suggest(ref.visit, set(ctx.visits))}",
                            column_offset=_column(offset, position))
+        elif ref.visit is not None and not _is_collected_at(ctx, ref.field, ref.visit):
+            reporter.warning(path, f"field '{ref.field}' is not collected at visit '{ref.visit}'")
         field = ctx.fields[ref.field]
-        if ref.option is not None and field.type in CHOICE_TYPES | {"yesno"}:
-            codes = {c.code for c in field.choices} if field.choices else {"0", "1"}
-            if ref.option not in codes:
-                reporter.error(path, f"'{ref.option}' is not a choice code of field "
-                               f"'{ref.field}' (codes: {', '.join(sorted(codes))})",
-                               column_offset=_column(offset, position))
+        if ref.option is None:
+            continue
+        if field.type != "multiple_choice":
+            reporter.error(path, f"[{ref.field}({ref.option})] needs a multiple_choice field, "
+                           f"but '{ref.field}' is {field.type}",
+                           column_offset=_column(offset, position))
+            continue
+        codes = {c.code for c in field.choices}
+        if ref.option not in codes:
+            reporter.error(path, f"'{ref.option}' is not a choice code of field "
+                           f"'{ref.field}' (codes: {', '.join(sorted(codes))})",
+                           column_offset=_column(offset, position))
+
+
+def _is_collected_at(ctx: _Context, field_id: str, visit_id: str) -> bool:
+    visit = ctx.protocol.visit(visit_id)
+    unscheduled = ctx.protocol.schedule.unscheduled_forms
+    return any(
+        form.id in visit.forms or form.repeating or form.id in unscheduled
+        for form in ctx.protocol.forms
+        if any(f.id == field_id for f in form.fields)
+    )
 
 
 def _references_with_positions(node: Node) -> list[tuple[Reference, int]]:
@@ -195,9 +214,13 @@ def _column(offset: int | None, position: int) -> int | None:
 
 def _check_forms(ctx: _Context) -> None:
     for i, form in enumerate(ctx.protocol.forms):
+        positions = {f.id: j for j, f in enumerate(form.fields)}
         for j, f in enumerate(form.fields):
             base: Path = ("forms", i, "fields", j)
             _check_field(ctx, f, base)
+        for cycle in calculation_order(form)[1]:
+            ctx.reporter.error(("forms", i, "fields", positions[cycle[0]], "calculation"),
+                               f"calculated fields form a cycle: {' -> '.join(cycle)}")
         for k, check in enumerate(form.checks):
             check_expression(ctx, check.condition, ("forms", i, "checks", k, "condition"))
 
@@ -227,9 +250,19 @@ def _check_field(ctx: _Context, f: FieldDef, base: Path) -> None:
     if f.max_length is not None and f.type != "text":
         r.error((*base, "max_length"), f"max_length only applies to text fields, not {f.type}")
     check_expression(ctx, f.show_if, (*base, "show_if"))
+    if f.show_if and _refers_to_itself(f.show_if, f.id):
+        r.error((*base, "show_if"), f"show_if of '{f.id}' refers to the field itself")
     check_expression(ctx, f.calculation, (*base, "calculation"))
     for k, check in enumerate(f.checks):
         check_expression(ctx, check.condition, (*base, "checks", k, "condition"))
+
+
+def _refers_to_itself(text: str, field_id: str) -> bool:
+    try:
+        references = parse(text).references
+    except ExpressionError:
+        return False
+    return any(ref.field == field_id and ref.visit is None for ref in references)
 
 
 def _check_schedule(ctx: _Context) -> None:
@@ -237,8 +270,11 @@ def _check_schedule(ctx: _Context) -> None:
     form_ids = {f.id for f in p.forms}
     scheduled: set[str] = set()
     for i, visit in enumerate(p.schedule.visits):
-        if visit.window_before > abs(visit.day) + visit.window_after and visit.day < 0:
-            r.error(("schedule", "visits", i, "window_before"), "window is wider than the offset")
+        if i and p.schedule.visits[i - 1].anchor == visit.anchor:
+            before = p.schedule.visits[i - 1]
+            if before.day + before.window_after >= visit.day - visit.window_before:
+                r.warning(("schedule", "visits", i, "window_before"),
+                          f"the windows of visits '{before.id}' and '{visit.id}' overlap")
         for k, form_id in enumerate(visit.forms):
             scheduled.add(form_id)
             if form_id and form_id not in form_ids:
@@ -289,15 +325,16 @@ def _check_randomization(ctx: _Context) -> None:
     base: Path = ("randomization",)
     method = spec.method
     ratio_sum = _ratio_sum(p)
-    uses_blocks = method == "permuted_block" or (method == "minimization" and spec.burn_in > 0)
     if method == "permuted_block" and not spec.block_sizes:
         r.error((*base, "method"), "permuted_block needs block_sizes")
-    if spec.block_sizes and not uses_blocks:
-        r.error((*base, "block_sizes"), f"block_sizes are not used by method {method}"
-                + (" (give burn_in > 0 to use blocks for the burn-in)"
-                   if method == "minimization" else ""))
-    if method == "minimization" and spec.burn_in > 0 and not spec.block_sizes:
-        r.error((*base, "burn_in"), "a burn-in is allocated in permuted blocks: give block_sizes")
+    if spec.block_sizes and method != "permuted_block":
+        r.error((*base, "block_sizes"), f"block_sizes are not used by method {method}")
+    if method != "minimization":
+        for name, is_set in (("burn_in", spec.burn_in != 0),
+                             ("overall_weight", spec.overall_weight != 0),
+                             ("site_weight", spec.site_weight != 1.0)):
+            if is_set:
+                r.error((*base, name), f"{name} is only used by minimization, not {method}")
     for k, size in enumerate(spec.block_sizes):
         if ratio_sum and size % ratio_sum:
             r.error((*base, "block_sizes", k),
@@ -362,6 +399,9 @@ def _check_factor(ctx: _Context, factor: StratificationFactor, base: Path) -> No
     if factor.field and source is None:
         r.error((*base, "field"), f"unknown field '{factor.field}'"
                 f"{suggest(factor.field, set(ctx.fields))}")
+    elif source is not None and factor.field not in _pre_randomization_fields(ctx.protocol):
+        r.error((*base, "field"), f"field '{factor.field}' is not collected at any visit "
+                "before randomization, so the stratum cannot be derived")
     _check_levels(ctx, factor.levels, base, require_rules=True)
     if source is not None:
         _check_coverage(ctx, factor, source, base)
@@ -443,35 +483,52 @@ def _check_coverage(ctx: _Context, factor: StratificationFactor, source: FieldDe
     if source.type == "multiple_choice":
         r.error((*base, "field"), "a factor cannot be derived from a multiple_choice field")
         return
-    uncovered = [v for v in values
+    uncovered = [i for i, v in enumerate(values)
                  if not any(_level_matches(lv, source.id, v) for lv in factor.levels)]
     if uncovered:
         shown = _summarize(uncovered, values) if noun == "values" else ", ".join(
-            str(v) for v in uncovered)
+            str(values[i]) for i in uncovered)
         r.error((*base, "levels"),
                 f"levels of factor '{factor.id}' do not cover {noun} of '{source.id}': {shown} "
                 "(add a level or a final otherwise: true)")
 
 
-def _summarize(uncovered: list[object], values: list[object]) -> str:
-    """Render uncovered grid values as ranges, e.g. ``18–20, 26``."""
-    index = {id(v): i for i, v in enumerate(values)}
-    runs: list[tuple[object, object]] = []
-    previous = -2
-    for v in uncovered:
-        i = index[id(v)]
-        if i == previous + 1 and runs:
-            runs[-1] = (runs[-1][0], v)
+def _summarize(uncovered: list[int], values: list[object]) -> str:
+    """Render uncovered grid points (indices into ``values``) as ranges, e.g. ``18–20, 26``."""
+    runs: list[tuple[int, int]] = []
+    for i in uncovered:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], i)
         else:
-            runs.append((v, v))
-        previous = i
-    return ", ".join(str(a) if a == b else f"{a}–{b}" for a, b in runs[:10]) + (
-        ", …" if len(runs) > 10 else "")
+            runs.append((i, i))
+    shown = [str(values[a]) if a == b else f"{values[a]}–{values[b]}" for a, b in runs[:10]]
+    return ", ".join(shown) + (", …" if len(runs) > 10 else "")
+
+
+def _pre_randomization_fields(protocol: Protocol) -> set[str]:
+    """Return the ids of fields collected at a visit before (or at) randomization."""
+    forms = {
+        form_id
+        for visit in protocol.schedule.visits
+        if visit.anchor != "randomization" or visit.day <= 0
+        for form_id in visit.forms
+    }
+    return {f.id for form in protocol.forms if form.id in forms for f in form.fields}
 
 
 def _check_eligibility(ctx: _Context) -> None:
+    early = _pre_randomization_fields(ctx.protocol)
     for i, criterion in enumerate(ctx.protocol.eligibility):
-        check_expression(ctx, criterion.expression, ("eligibility", i, "expression"))
+        path: Path = ("eligibility", i, "expression")
+        check_expression(ctx, criterion.expression, path)
+        try:
+            fields = parse(criterion.expression).fields if criterion.expression else frozenset()
+        except ExpressionError:
+            continue
+        late = sorted(f for f in fields if f in ctx.fields and f not in early)
+        if late:
+            ctx.reporter.warning(path, f"criterion '{criterion.id}' uses {', '.join(late)}, "
+                                 "not collected at any visit before randomization")
 
 
 def _check_visit_ref(ctx: _Context, visit_id: str | None, path: Path) -> None:
@@ -546,6 +603,7 @@ def _check_endpoints(ctx: _Context) -> None:
         check_expression(ctx, a.event_if, (*base, "event_if"))
         if a.multiplicity_order is not None:
             orders.append((str(a.multiplicity_order), (*base, "multiplicity_order")))
+        _check_collection(ctx, endpoint, base)
         _check_model(ctx, endpoint, base)
         for k, subgroup in enumerate(a.subgroups):
             _check_levels(ctx, subgroup.levels, (*base, "subgroups", k), require_rules=True)
@@ -560,6 +618,27 @@ def _check_endpoints(ctx: _Context) -> None:
             for k, e in enumerate(endpoint.estimand.intercurrent_events)
         ))
     _duplicates(r, "multiplicity_order", orders)
+
+
+def _check_collection(ctx: _Context, endpoint: Endpoint, base: Path) -> None:
+    """Require the outcome at every analysis visit and the baseline at the baseline visit."""
+    a = endpoint.analysis
+    for k, visit_id in enumerate(a.visits):
+        if visit_id not in ctx.visits:
+            continue
+        for field_id in a.outcome_fields:
+            if field_id in ctx.fields and not _is_collected_at(ctx, field_id, visit_id):
+                ctx.reporter.error((*base, "visits", k),
+                                   f"outcome field '{field_id}' is not collected at visit "
+                                   f"'{visit_id}'")
+    if a.baseline_visit not in ctx.visits:
+        return
+    baseline_fields = (a.baseline_field,) if a.baseline_field else a.outcome_fields
+    for field_id in baseline_fields:
+        if field_id in ctx.fields and not _is_collected_at(ctx, field_id, a.baseline_visit or ""):
+            ctx.reporter.error((*base, "baseline_visit"),
+                               f"baseline field '{field_id}' is not collected at visit "
+                               f"'{a.baseline_visit}'")
 
 
 def _check_model(ctx: _Context, endpoint: Endpoint, base: Path) -> None:
@@ -640,7 +719,27 @@ def strata_warning(protocol: Protocol) -> str | None:
             "or minimization")
 
 
-def _warn_sparse_strata(ctx: _Context) -> None:
-    message = strata_warning(ctx.protocol)
+def _warn_about_design(ctx: _Context) -> None:
+    p, r = ctx.protocol, ctx.reporter
+    message = strata_warning(p)
     if message:
-        ctx.reporter.warning(("randomization", "factors"), message)
+        r.warning(("randomization", "factors"), message)
+    if p.randomization.method == "minimization" and len(set(p.reduced_ratio)) > 1:
+        r.warning(("randomization", "method"),
+                  "minimization with an unequal ratio does not preserve the allocation ratio "
+                  "at every step (Kuznetsova & Tymofyeyev 2012); consider permuted blocks or "
+                  "the block urn design")
+    confirmatory: list[int] = []
+    for i, endpoint in enumerate(p.endpoints):
+        if endpoint.role in ("primary", "key_secondary"):
+            confirmatory.append(i)
+        if endpoint.role == "primary" and not endpoint.analysis.sensitivity:
+            r.warning(("endpoints", i, "analysis"),
+                      f"primary endpoint '{endpoint.id}' has no sensitivity analysis of its "
+                      "estimand (ICH E9(R1) A.5.2)")
+    if len(confirmatory) > 1:
+        for i in confirmatory:
+            if p.endpoints[i].analysis.multiplicity_order is None:
+                r.warning(("endpoints", i, "analysis"),
+                          f"confirmatory endpoint '{p.endpoints[i].id}' has no "
+                          "multiplicity_order although several endpoints are confirmatory")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ecrf.checks import check_form_definition
 from protocols.loader import (
     Issue,
     ProtocolError,
@@ -14,7 +15,8 @@ from protocols.loader import (
     load_protocol_text,
     validate_protocol_text,
 )
-from tests.protocols.minimal import MINIMAL
+
+MINIMAL = (Path(__file__).parent / "data" / "minimal.yaml").read_text(encoding="utf-8")
 
 LIBRARY = Path(__file__).resolve().parents[2] / "protocols" / "library"
 
@@ -193,13 +195,38 @@ def test_expression_syntax_error_column() -> None:
     text = replace(MINIMAL, '"[age] >= 18"', '"[age] >= >= 18"')
     issue = only_error(text)
     assert issue.message.startswith("expression syntax error at column 10")
+    assert issue.line == line_of(text, "[age] >= >=")
     assert issue.column == column_of(text, "[age] >= >=") + 9
 
 
-def test_unknown_choice_code_in_expression() -> None:
-    text = replace(MINIMAL, '"[age] >= 18"', '"[age] >= 18 and [sex(3)] = \'1\'"')
+def test_option_references_need_a_multiple_choice_field_and_known_code() -> None:
+    text = replace(MINIMAL, '"[age] >= 18"', '"[age] >= 18 and [sex(2)] = \'1\'"')
     issue = only_error(text)
-    assert issue.message == "'3' is not a choice code of field 'sex' (codes: 1, 2)"
+    assert issue.message == "[sex(2)] needs a multiple_choice field, but 'sex' is single_choice"
+    assert (issue.line, issue.column) == (line_of(text, "[sex(2)]"), column_of(text, "[sex(2)]"))
+    text = replace(text, "type: single_choice", "type: multiple_choice")
+    text = replace(text, "[sex(2)]", "[sex(3)]")
+    messages = [i.message for i in errors(text)]
+    assert "'3' is not a choice code of field 'sex' (codes: 1, 2)" in messages
+
+
+def test_calculation_cycle_and_self_reference() -> None:
+    text = replace(MINIMAL, "{id: score, type: decimal, label: {en: Score}, min: 0, max: 100, "
+                   "decimals: 1}",
+                   "{id: score, type: calculated, label: {en: Score}, calculation: \"[s2] + 1\"}\n"
+                   "      - {id: s2, type: calculated, label: {en: S2}, calculation: \"[score]\"}\n"
+                   "      - {id: s3, type: integer, label: {en: S3}, show_if: \"[s3] > 1\"}")
+    messages = sorted(i.message for i in errors(text))
+    assert messages == ["calculated fields form a cycle: score -> s2 -> score",
+                        "show_if of 's3' refers to the field itself"]
+
+
+def test_library_forms_pass_the_ecrf_definition_checks() -> None:
+    for path in sorted(LIBRARY.glob("*.yaml")):
+        protocol = load_protocol(path)
+        known = set(protocol.field_index())
+        for form in protocol.forms:
+            assert check_form_definition(form, known) == [], (path.stem, form.id)
 
 
 def test_form_not_scheduled_unless_repeating_or_unscheduled() -> None:
@@ -256,6 +283,7 @@ def test_stratification_levels_must_cover_choice_codes() -> None:
     assert issue.path == "randomization.factors[0].levels"
     assert issue.message.startswith(
         "levels of factor 'sex_factor' do not cover codes of 'sex': 2")
+    assert issue.line == line_of(text, "levels:")
     assert errors(replace(text, "when: \"[sex] = '9'\"", "otherwise: true")) == []
 
 
@@ -269,12 +297,15 @@ def test_stratification_levels_must_cover_numeric_range() -> None:
     issue = only_error(text)
     assert issue.message.startswith(
         "levels of factor 'age_band' do not cover values of 'age': 40–64")
+    assert issue.line == line_of(text, "levels:\n        - {code: young")
 
 
 def test_otherwise_must_be_last() -> None:
     text = replace(MINIMAL, "when: \"[sex] = '1'\"", "otherwise: true")
     issue = only_error(text)
     assert issue.message == "the otherwise level must be the last level"
+    line = line_of(text, "otherwise: true")
+    assert (issue.line, issue.column) == (line, text.splitlines()[line - 1].index("true") + 1)
 
 
 def test_minimization_parameters() -> None:
@@ -283,11 +314,14 @@ def test_minimization_parameters() -> None:
     issue = only_error(text)
     assert issue.path == "randomization.p"
     assert issue.message == "must be at most 1, got 1.5"
+    assert (issue.line, issue.column) == (line_of(text, "p: 1.5"), column_of(text, "1.5"))
     text = replace(text, "p: 1.5", "p: 1")
     assert only_error(text).message.startswith("p = 1 makes minimization deterministic")
+    assert only_error(text).line == line_of(text, "p: 1")
     text = replace(text, "p: 1", "p: 0.8")
     text = replace(text, "field: sex\n", "field: sex\n      weight: 0\n")
     assert only_error(text).message == "at least one minimization weight must be positive"
+    assert only_error(text).line == line_of(text, "factors:")
     text = replace(text, "weight: 0", "weight: -1")
     assert "must be at least 0, got -1" in [i.message for i in errors(text)]
 
@@ -296,6 +330,7 @@ def test_parameters_of_another_method_are_rejected() -> None:
     text = replace(MINIMAL, "block_sizes: [2, 4]", "block_sizes: [2, 4]\n  efron_p: 0.67")
     issue = only_error(text)
     assert issue.message == "efron_p is not used by method permuted_block"
+    assert issue.line == line_of(text, "efron_p")
 
 
 def test_labels_need_english() -> None:
@@ -303,8 +338,10 @@ def test_labels_need_english() -> None:
     issue = only_error(text)
     assert issue.message == "missing required key 'en' in Label"
     assert issue.path == "forms[1].title"
+    assert (issue.line, issue.column) == (line_of(text, "{zh: 结局}"), column_of(text, "{zh"))
     text = replace(MINIMAL, "title: {en: Outcome}", "title: Outcome")
     assert only_error(text).message == "expected a mapping, got a string"
+    assert only_error(text).line == line_of(text, "title: Outcome")
 
 
 def test_choice_field_without_choices() -> None:
@@ -313,13 +350,17 @@ def test_choice_field_without_choices() -> None:
     issue = only_error(text)
     assert issue.message == "field 'score' of type single_choice has no choices"
     assert issue.path == "forms[1].fields[0].type"
+    assert (issue.line, issue.column) == (line_of(text, "type: single_choice, label: {en: Score"),
+                                          column_of(text, "single_choice, label: {en: Score"))
 
 
 def test_mmrm_needs_covariance_and_visits() -> None:
     text = replace(MINIMAL, "model: ancova", "model: mmrm")
-    messages = sorted(i.message for i in errors(text))
-    assert messages == ["mmrm needs a covariance structure (covariance: ...)",
-                        "mmrm needs at least two post-baseline visits"]
+    found = sorted((i.message, i.line) for i in errors(text))
+    assert found == [("mmrm needs a covariance structure (covariance: ...)",
+                      line_of(text, "model: mmrm")),
+                     ("mmrm needs at least two post-baseline visits",
+                      line_of(text, "visits: [week_4]"))]
 
 
 def test_every_error_is_reported_at_once() -> None:
@@ -359,6 +400,7 @@ def test_sparse_strata_warning() -> None:
                    + "eligibility:\n")
     issues = validate_protocol_text(text)
     assert [i.severity for i in issues] == ["warning"]
+    assert issues[0].line == line_of(text, "factors:")
     assert issues[0].message.startswith("20 strata for a planned n of 100 leave 5.0 participants")
     assert str(issues[0]).split(": ", 2)[2].startswith("warning: ")
     assert load_protocol_text(text).code == "TEST-01"
@@ -391,3 +433,130 @@ def test_library_models_expose_the_design() -> None:
     mmrm = mci.endpoint("adas_change_w24").analysis
     assert (mmrm.covariance, mmrm.visits) == ("unstructured", ("week_4", "week_12", "week_24"))
     assert mci.randomization.block_sizes == (4, 6)
+
+
+def test_block_scalar_expression_points_at_the_value() -> None:
+    text = replace(MINIMAL, 'expression: "[age] >= 18"',
+                   "expression: >-\n      [age] >= 18 and\n      [height] > 1")
+    issue = only_error(text)
+    assert issue.message.startswith("undefined field 'height'")
+    assert (issue.line, issue.column) == (line_of(text, "expression: >-"),
+                                          column_of(text, ">-"))
+
+
+def test_single_quoted_expression_column() -> None:
+    text = replace(MINIMAL, '"[age] >= 18"', "'[age] >= 18 and [bmi] > 1'")
+    issue = only_error(text)
+    assert issue.column == column_of(text, "[bmi]")
+
+
+def test_package_exports_the_public_api() -> None:
+    import protocols
+
+    assert protocols.load_protocol_text(MINIMAL).code == "TEST-01"
+    assert callable(protocols.check_amendment)
+
+
+def test_design_warnings() -> None:
+    text = replace(MINIMAL, "method: permuted_block\n  block_sizes: [2, 4]",
+                   "method: minimization\n  p: 0.8")
+    text = replace(text, "ratio: 1, is_control", "ratio: 2, is_control")
+    second = MINIMAL[MINIMAL.index("  - id: score_w4"):MINIMAL.index("      sensitivity:")]
+    text = replace(text, "sample_size", second.replace("score_w4", "score_w4b").replace(
+        "role: primary", "role: key_secondary") + "sample_size")
+    issues = validate_protocol_text(text)
+    assert all(i.severity == "warning" for i in issues)
+    messages = [i.message for i in issues]
+    assert messages[0].startswith("minimization with an unequal ratio")
+    text = replace(text, "      sensitivity:\n        - id: complete_case\n"
+                   "          method: complete_case\n"
+                   "          description: {en: Complete cases only}\n", "")
+    messages = [i.message for i in validate_protocol_text(text)]
+    assert "primary endpoint 'score_w4' has no sensitivity analysis of its estimand " \
+        "(ICH E9(R1) A.5.2)" in messages
+    assert sum("has no multiplicity_order" in m for m in messages) == 2
+
+
+def test_minimization_only_parameters_on_other_methods() -> None:
+    text = replace(MINIMAL, "block_sizes: [2, 4]", "block_sizes: [2, 4]\n  burn_in: 10")
+    issue = only_error(text)
+    assert issue.message == "burn_in is only used by minimization, not permuted_block"
+    assert issue.line == line_of(text, "burn_in")
+    text = replace(MINIMAL, "method: permuted_block\n  block_sizes: [2, 4]",
+                   "method: minimization\n  p: 0.8\n  burn_in: 10\n  overall_weight: 0.5\n"
+                   "  block_sizes: [2]")
+    issue = only_error(text)
+    assert issue.message == "block_sizes are not used by method minimization"
+    assert issue.line == line_of(text, "block_sizes")
+
+
+def test_readme_example_is_clean() -> None:
+    text = (Path(__file__).parent / "data" / "readme_example.yaml").read_text(encoding="utf-8")
+    assert validate_protocol_text(text, "insomnia.yaml") == []
+
+
+def test_unquoted_comma_in_flow_label_gets_a_hint() -> None:
+    text = replace(MINIMAL, "title: {en: Outcome}", "title: {en: Outcome, final}")
+    issue = only_error(text)
+    assert issue.message == ("unknown key 'final' in Label")
+    text = replace(MINIMAL, "title: {en: Outcome}", "title: {en: Outcome, all visits}")
+    issue = only_error(text)
+    assert issue.message == ("unknown key 'all visits' in Label (a comma inside {...} starts a "
+                             "new key: quote the text)")
+    assert issue.column == column_of(text, "all visits")
+
+
+def test_library_paths_and_merge_key_hint() -> None:
+    from protocols.loader import library_protocol_paths
+
+    assert list(library_protocol_paths()) == [
+        "cognitive_impairment", "pediatric_myopia", "type2_diabetes"]
+    text = replace(MINIMAL, "sample_size: {n: 100}", "base: &b {n: 100}\nsample_size: {<<: *b}")
+    messages = [i.message for i in errors(text)]
+    assert "unknown key 'base' in Protocol (did you mean 'phase'?)" in messages
+    assert "unknown key '<<' in SampleSize (YAML merge keys are not supported; repeat the keys " \
+        "or use an alias)" in messages
+
+
+def test_overlapping_visit_windows_warn() -> None:
+    text = replace(MINIMAL, "      day: 28\n", "      day: 28\n      window_before: 40\n")
+    issues = validate_protocol_text(text)
+    assert [(i.severity, i.message) for i in issues] == [
+        ("warning", "the windows of visits 'screening' and 'week_4' overlap")]
+    assert issues[0].line == line_of(text, "window_before: 40")
+
+
+def test_randomization_inputs_must_be_collected_before_randomization() -> None:
+    text = replace(MINIMAL, "field: sex\n", "field: score\n")
+    text = replace(text, "when: \"[sex] = '1'\"", "when: \"[score] < 50\"")
+    text = replace(text, "when: \"[sex] = '2'\"", "otherwise: true")
+    text = replace(text, '"[age] >= 18"', '"[age] >= 18 and [score] > 1"')
+    issues = validate_protocol_text(text)
+    assert [(i.severity, i.message, i.line) for i in issues] == [
+        ("error", "field 'score' is not collected at any visit before randomization, so the "
+         "stratum cannot be derived", line_of(text, "field: score")),
+        ("warning", "criterion 'inc_age' uses score, not collected at any visit before "
+         "randomization", line_of(text, "[score] > 1")),
+    ]
+
+
+def test_cross_visit_reference_to_a_form_not_collected_there() -> None:
+    text = replace(MINIMAL, '"[age] >= 18"', '"[age] >= 18 and [week_4][age] > 1"')
+    issues = validate_protocol_text(text)
+    assert [(i.severity, i.message) for i in issues] == [
+        ("warning", "field 'age' is not collected at visit 'week_4'")]
+    text = replace(MINIMAL, '"[age] >= 18"', '"[age] >= 18 and [week_5][age] > 1"')
+    assert only_error(text).message == "undefined visit 'week_5' in expression " \
+        "(did you mean 'week_4'?)"
+
+
+def test_outcome_and_baseline_must_be_collected_at_their_visits() -> None:
+    text = replace(MINIMAL, "visits: [week_4]", "visits: [screening]\n      baseline_visit: week_4"
+                   "\n      baseline_field: age")
+    found = [(i.message, i.line) for i in errors(text)]
+    assert found == [
+        ("outcome field 'score' is not collected at visit 'screening'",
+         line_of(text, "visits: [screening]")),
+        ("baseline field 'age' is not collected at visit 'week_4'",
+         line_of(text, "baseline_visit: week_4")),
+    ]

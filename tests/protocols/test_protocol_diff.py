@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from protocols.diff import check_amendment, diff_protocols
 from protocols.loader import load_protocol_text
-from tests.protocols.minimal import MINIMAL
+
+MINIMAL = (Path(__file__).parent / "data" / "minimal.yaml").read_text(encoding="utf-8")
 
 OLD = load_protocol_text(MINIMAL)
 
