@@ -218,7 +218,7 @@ def audit_verify(app: Flask, trial_code: str | None) -> None:
 
     from dtx_trials.extensions import db as sa
     from dtx_trials.models import Trial
-    from dtx_trials.services import audit as audit_service
+    from dtx_trials.services.integrity import check_integrity
 
     trial_id = None
     if trial_code:
@@ -226,7 +226,7 @@ def audit_verify(app: Flask, trial_code: str | None) -> None:
         if trial is None:
             _fail(f"unknown trial {trial_code}")
         trial_id = trial.id
-    report = audit_service.verify(sa.session, trial_id)
+    report = check_integrity(sa.session, trial_id)
     for problem in report.problems:
         console.print(f"[red]FAIL[/red] {problem.kind:<14} {problem.message}", highlight=False)
     summary = (

@@ -157,4 +157,36 @@ def schema(out: Path | None) -> None:
         _echo(f"wrote {out}")
 
 
+@protocol.command("import-redcap")
+@click.argument("dictionary", type=click.Path(path_type=Path))
+@click.option("--code", required=True, help="Trial code of the new protocol.")
+@click.option("--title", required=True, help="English title of the new protocol.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the protocol YAML here (default: print it).",
+)
+def import_redcap(dictionary: Path, code: str, title: str, out: Path | None) -> None:
+    """Turn a REDCap data dictionary (CSV) into a protocol skeleton and a translation report."""
+    from protocols.redcap import RedcapImportError, import_redcap_dictionary
+
+    try:
+        result = import_redcap_dictionary(_read(dictionary), code=code, title=title)
+    except RedcapImportError as exc:
+        _echo(f"{dictionary}:1:1: {exc}", err=True)
+        sys.exit(2)
+    for line in result.report:
+        _echo(f"note: {line}", err=True)
+    if out is None:
+        _echo(result.protocol_yaml)
+    else:
+        out.write_text(result.protocol_yaml, encoding="utf-8")
+        _echo(
+            f"wrote {out}; {len(result.report)} item(s) need attention; next: "
+            f"dtx protocol validate {out}",
+            err=True,
+        )
+
+
 __all__ = ["Issue", "protocol"]

@@ -40,23 +40,37 @@ def candidate_designs(protocol: Protocol) -> list[tuple[str, Design, list[str]]]
     strata = [f.id for f in spec.factors] + ([SITE_FACTOR] if spec.stratify_by_site else [])
     total = sum(protocol.reduced_ratio)
     own_strata = [] if spec.method == "minimization" else strata
-    designs = [(f"protocol: {spec.method}", design_for(protocol) if spec.method != "list"
-                else build_design("simple", arms, ratio, {}), own_strata)]
+    designs = [
+        (
+            f"protocol: {spec.method}",
+            design_for(protocol)
+            if spec.method != "list"
+            else build_design("simple", arms, ratio, {}),
+            own_strata,
+        )
+    ]
     factors: list[dict[str, object]] = [
-        {"name": f.id, "weight": f.weight, "levels": list(f.level_codes)} for f in spec.factors]
+        {"name": f.id, "weight": f.weight, "levels": list(f.level_codes)} for f in spec.factors
+    ]
     if spec.stratify_by_site:
         factors.append({"name": SITE_FACTOR, "weight": spec.site_weight})
     alternatives: list[tuple[str, str, dict[str, object], list[str]]] = [
         ("simple", "simple", {}, []),
-        (f"stratified blocks {2 * total}/{4 * total}", "permuted_block",
-         {"block_sizes": [2 * total, 4 * total]}, strata),
+        (
+            f"stratified blocks {2 * total}/{4 * total}",
+            "permuted_block",
+            {"block_sizes": [2 * total, 4 * total]},
+            strata,
+        ),
     ]
     if factors:
-        alternatives.append(("minimization p=0.8", "minimization",
-                             {"factors": factors, "p": 0.8}, []))
+        alternatives.append(
+            ("minimization p=0.8", "minimization", {"factors": factors, "p": 0.8}, [])
+        )
     for label, method, params, stratify in alternatives:
-        if method == spec.method and (method != "permuted_block" or
-                                      list(spec.block_sizes) == params["block_sizes"]):
+        if method == spec.method and (
+            method != "permuted_block" or list(spec.block_sizes) == params["block_sizes"]
+        ):
             continue
         designs.append((label, build_design(method, arms, ratio, params), stratify))
     return designs
@@ -69,14 +83,26 @@ def _cell(metric: object) -> str:
 
 @randomization.command("simulate")
 @click.argument("protocol_file", type=click.Path(path_type=Path, exists=True))
-@click.option("--n", "n", default=500, show_default=True, type=click.IntRange(2, 100_000),
-              help="Participants per simulated trial.")
+@click.option(
+    "--n",
+    "n",
+    default=500,
+    show_default=True,
+    type=click.IntRange(2, 100_000),
+    help="Participants per simulated trial.",
+)
 @click.option("--runs", default=1000, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--seed", default=20261123, show_default=True, type=int)
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
-              help="Also write the metrics as JSON.")
-def simulate_command(protocol_file: Path, n: int, runs: int, seed: int,
-                     json_out: Path | None) -> None:
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the metrics as JSON.",
+)
+def simulate_command(
+    protocol_file: Path, n: int, runs: int, seed: int, json_out: Path | None
+) -> None:
     """Simulate the protocol's design and alternatives; print balance and predictability."""
     result = load_protocol_report(protocol_file.read_text(encoding="utf-8"), str(protocol_file))
     if result.protocol is None:
@@ -87,15 +113,27 @@ def simulate_command(protocol_file: Path, n: int, runs: int, seed: int,
     factor_levels = {f.id: list(f.level_codes) for f in protocol.randomization.factors}
     sites = [s.code for s in protocol.sites.initial_sites] or ["S1", "S2", "S3", "S4"]
     outcomes: list[tuple[str, SimulationResult]] = []
-    with Progress(TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
-                  console=console, transient=True) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         for label, design, stratify_by in candidate_designs(protocol):
             task = progress.add_task(label, total=runs)
             try:
-                outcome = simulate(design, n, runs, factor_levels=factor_levels,
-                                   site_levels=sites, stratify_by=stratify_by, seed=seed,
-                                   progress=lambda done, t=task: progress.update(t, completed=done))
+                outcome = simulate(
+                    design,
+                    n,
+                    runs,
+                    factor_levels=factor_levels,
+                    site_levels=sites,
+                    stratify_by=stratify_by,
+                    seed=seed,
+                    progress=lambda done, t=task: progress.update(t, completed=done),
+                )
             except RandomizationError as exc:
                 click.echo(f"{label}: {exc}", err=True)
                 sys.exit(2)
@@ -104,18 +142,26 @@ def simulate_command(protocol_file: Path, n: int, runs: int, seed: int,
     table.add_column("metric")
     for label, _ in outcomes:
         table.add_column(label, justify="right")
-    rows = [("final |D|", "final_imbalance"), ("max |D| during enrolment", "max_imbalance"),
-            ("stratum |D| mean", "stratum_imbalance_mean"),
-            ("stratum |D| max", "stratum_imbalance_max"),
-            ("marginal |D| mean", "marginal_imbalance_mean"),
-            ("marginal |D| max", "marginal_imbalance_max"),
-            ("correct guesses (CS)", "correct_guess"), ("strata used", "n_strata")]
+    rows = [
+        ("final |D|", "final_imbalance"),
+        ("max |D| during enrolment", "max_imbalance"),
+        ("stratum |D| mean", "stratum_imbalance_mean"),
+        ("stratum |D| max", "stratum_imbalance_max"),
+        ("marginal |D| mean", "marginal_imbalance_mean"),
+        ("marginal |D| max", "marginal_imbalance_max"),
+        ("correct guesses (CS)", "correct_guess"),
+        ("strata used", "n_strata"),
+    ]
     for title, name in rows:
         table.add_row(title, *(_cell(getattr(o, name)) for _, o in outcomes))
     for arm in protocol.arms:
-        table.add_row(f"fraction {arm.code} (target)", *(
-            f"{o.arm_fractions[arm.code].mean:.3f} ({o.target_fractions[arm.code]:.3f})"
-            for _, o in outcomes))
+        table.add_row(
+            f"fraction {arm.code} (target)",
+            *(
+                f"{o.arm_fractions[arm.code].mean:.3f} ({o.target_fractions[arm.code]:.3f})"
+                for _, o in outcomes
+            ),
+        )
     console.print(table)
     if json_out is not None:
         json_out.write_text(json.dumps({label: o.to_json() for label, o in outcomes}, indent=2))

@@ -23,9 +23,9 @@ from dtx_trials.models import (
     Site,
     Trial,
 )
+from dtx_trials.models.users import Role
 from dtx_trials.services import audit, protocols, randomization
 from dtx_trials.services.access import Actor, Grant
-from dtx_trials.models.users import Role
 from tests.conftest import make_test_app
 from tests.dtx_trials.trial_flow import LIBRARY
 from tests.helpers import CLI
@@ -35,17 +35,27 @@ def _mci_with_enrolled(n: int) -> tuple[int, list[str]]:
     """Load the MCI trial and add n enrolled participants with screening data (audited)."""
     protocols.load_library_file(db.session, CLI, LIBRARY / "cognitive_impairment.yaml")
     trial = db.session.scalars(select(Trial)).one()
-    sites = list(db.session.scalars(select(Site).where(Site.trial_id == trial.id)
-                                     .order_by(Site.code)))
+    sites = list(
+        db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
+    )
     subjects = []
     for i in range(n):
         site = sites[i % len(sites)]
-        p = Participant(trial_id=trial.id, site_id=site.id, subject_code=f"{site.code}-{i:04d}",
-                        status="enrolled", protocol_version_id=trial.active_protocol_version_id)
+        p = Participant(
+            trial_id=trial.id,
+            site_id=site.id,
+            subject_code=f"{site.code}-{i:04d}",
+            status="enrolled",
+            protocol_version_id=trial.active_protocol_version_id,
+        )
         db.session.add(p)
         audit.record_create(db.session, CLI, "participant.screen", p)
-        record = FormRecord(participant_id=p.id, form_code="moca", status="submitted",
-                            data={"moca_total": 18 + (i * 7) % 8})
+        record = FormRecord(
+            participant_id=p.id,
+            form_code="moca",
+            status="submitted",
+            data={"moca_total": 18 + (i * 7) % 8},
+        )
         db.session.add(record)
         audit.record_create(db.session, CLI, "form.submit", record, trial_id=trial.id)
         subjects.append(p.subject_code)
@@ -54,14 +64,22 @@ def _mci_with_enrolled(n: int) -> tuple[int, list[str]]:
 
 
 def _investigator(trial_id: int) -> Actor:
-    return Actor(user_id=None, username="inv", printed_name="Investigator", via="api",
-                 grants=(Grant(trial_id, None, Role.INVESTIGATOR),))
+    return Actor(
+        user_id=None,
+        username="inv",
+        printed_name="Investigator",
+        via="api",
+        grants=(Grant(trial_id, None, Role.INVESTIGATOR),),
+    )
 
 
 def _check_invariants(trial_id: int, n: int) -> None:
     db.session.remove()
-    rows = list(db.session.scalars(select(Allocation).where(Allocation.trial_id == trial_id)
-                                   .order_by(Allocation.seq_no)))
+    rows = list(
+        db.session.scalars(
+            select(Allocation).where(Allocation.trial_id == trial_id).order_by(Allocation.seq_no)
+        )
+    )
     assert [a.seq_no for a in rows] == list(range(1, n + 1))
     assert len({a.participant_id for a in rows}) == n
     state = db.session.scalars(select(RandomizationState)).one()
@@ -93,8 +111,9 @@ def test_concurrent_threads_gap_free(app: Flask, backend: str) -> None:
                         return
                     subject = queue.pop()
                 try:
-                    randomization.randomize_participant(db.session, actor, trial, subject,
-                                                        request_id=f"req-{subject}")
+                    randomization.randomize_participant(
+                        db.session, actor, trial, subject, request_id=f"req-{subject}"
+                    )
                 except BaseException as exc:
                     errors.append(exc)
                 finally:
@@ -116,8 +135,9 @@ def _process_worker(url: str, trial_id: int, subjects: list[str]) -> int:
     with app.app_context():
         for subject in subjects:
             trial = db.session.get(Trial, trial_id)
-            randomization.randomize_participant(db.session, _investigator(trial_id), trial,
-                                                subject, request_id=f"p-{subject}")
+            randomization.randomize_participant(
+                db.session, _investigator(trial_id), trial, subject, request_id=f"p-{subject}"
+            )
             db.session.remove()
             done += 1
         db.engine.dispose()
@@ -137,8 +157,9 @@ def test_concurrent_processes_gap_free(app: Flask, database_url: str) -> None:
     _check_invariants(trial_id, n)
 
 
-def test_failure_inside_the_transaction_leaves_no_trace(app: Flask,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_inside_the_transaction_leaves_no_trace(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trial_id, subjects = _mci_with_enrolled(2)
     trial = db.session.get(Trial, trial_id)
     events_before = db.session.scalar(select(func.count()).select_from(AuditEvent))
@@ -149,20 +170,21 @@ def test_failure_inside_the_transaction_leaves_no_trace(app: Flask,
 
     monkeypatch.setattr(randomization, "plan_participant_visits", fail)
     with pytest.raises(RuntimeError, match="injected fault"):
-        randomization.randomize_participant(db.session, _investigator(trial_id), trial,
-                                            subjects[0])
+        randomization.randomize_participant(db.session, _investigator(trial_id), trial, subjects[0])
     monkeypatch.undo()
     db.session.remove()
     assert db.session.scalar(select(func.count()).select_from(Allocation)) == 0
     state = db.session.scalars(select(RandomizationState)).one()
     assert state.next_seq == 1 and state.state == state_before
     assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == events_before
-    participant = db.session.scalars(select(Participant).where(
-        Participant.subject_code == subjects[0])).one()
+    participant = db.session.scalars(
+        select(Participant).where(Participant.subject_code == subjects[0])
+    ).one()
     assert participant.status == "enrolled"
     # and the next allocation still gets seq 1
     allocation, _ = randomization.randomize_participant(
-        db.session, _investigator(trial_id), db.session.get(Trial, trial_id), subjects[1])
+        db.session, _investigator(trial_id), db.session.get(Trial, trial_id), subjects[1]
+    )
     assert allocation.seq_no == 1
 
 
@@ -174,15 +196,21 @@ def test_cap_reached_is_409(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None
     _, protocol = protocols.active_protocol(db.session, db.session.get(Trial, trial_id))
     from dataclasses import replace
 
-    capped = replace(protocol, randomization=replace(
-        protocol.randomization, caps=replace(protocol.randomization.caps, trial=1)))
+    capped = replace(
+        protocol,
+        randomization=replace(
+            protocol.randomization, caps=replace(protocol.randomization.caps, trial=1)
+        ),
+    )
     monkeypatch.setattr(randomization, "protocol_for", lambda session, p: capped)
     actor = _investigator(trial_id)
-    randomization.randomize_participant(db.session, actor, db.session.get(Trial, trial_id),
-                                        subjects[0])
+    randomization.randomize_participant(
+        db.session, actor, db.session.get(Trial, trial_id), subjects[0]
+    )
     with pytest.raises(Conflict, match="cap of 1 reached for trial"):
-        randomization.randomize_participant(db.session, actor, db.session.get(Trial, trial_id),
-                                            subjects[1])
+        randomization.randomize_participant(
+            db.session, actor, db.session.get(Trial, trial_id), subjects[1]
+        )
 
 
 def test_void_retires_the_slot(app: Flask) -> None:
@@ -191,14 +219,46 @@ def test_void_retires_the_slot(app: Flask) -> None:
     trial_id, subjects = _mci_with_enrolled(3)
     trial = db.session.get(Trial, trial_id)
     account = make_user("sponsor", role="sponsor_admin", trial=trial)
-    sponsor = Actor(user_id=account.user.id, username="sponsor", printed_name="Sponsor",
-                    grants=(Grant(trial_id, None, Role.SPONSOR_ADMIN),))
+    sponsor = Actor(
+        user_id=account.user.id,
+        username="sponsor",
+        printed_name="Sponsor",
+        grants=(Grant(trial_id, None, Role.SPONSOR_ADMIN),),
+    )
     inv = _investigator(trial_id)
     first, _ = randomization.randomize_participant(db.session, inv, trial, subjects[0])
-    voided = randomization.void_allocation(db.session, sponsor, trial, subjects[0],
-                                           password=account.password, reason="wrong participant")
+    voided = randomization.void_allocation(
+        db.session,
+        sponsor,
+        trial,
+        subjects[0],
+        password=account.password,
+        reason="wrong participant",
+    )
     assert voided.status == "voided" and voided.seq_no == 1
     second, _ = randomization.randomize_participant(db.session, inv, trial, subjects[1])
     assert second.seq_no == 2  # the voided slot is never handed out again
     assert not randomization.replay_problems(db.session, trial)
     assert os.environ.get("NEVER_SET_IN_TESTS") is None
+
+
+def test_audit_verify_replays_allocations(app: Flask) -> None:
+    """A stored arm edited behind the app's back fails the replay in `dtx audit verify`."""
+    from sqlalchemy import text
+
+    from dtx_trials.services.integrity import check_integrity
+
+    trial_id, subjects = _mci_with_enrolled(4)
+    trial = db.session.get(Trial, trial_id)
+    for subject in subjects:
+        randomization.randomize_participant(db.session, _investigator(trial_id), trial, subject)
+    assert check_integrity(db.session, trial_id).ok
+    target = db.session.scalars(select(Allocation).where(Allocation.seq_no == 2)).one()
+    flipped = "sham" if target.arm_code == "cogtrain" else "cogtrain"
+    db.session.remove()
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE allocation SET arm_code = :a WHERE seq_no = 2"), {"a": flipped})
+    report = check_integrity(db.session, trial_id)
+    messages = [p.message for p in report.problems]
+    assert any("seq 2): stored arm differs from the replayed allocation" in m for m in messages)
+    assert any("allocation id=" in m and "arm_code" in m for m in messages)  # the trail, too
