@@ -226,7 +226,7 @@ def test_void_retires_the_slot(app: Flask) -> None:
         grants=(Grant(trial_id, None, Role.SPONSOR_ADMIN),),
     )
     inv = _investigator(trial_id)
-    first, _ = randomization.randomize_participant(db.session, inv, trial, subjects[0])
+    randomization.randomize_participant(db.session, inv, trial, subjects[0])
     voided = randomization.void_allocation(
         db.session,
         sponsor,
