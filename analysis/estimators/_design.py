@@ -175,3 +175,13 @@ def check_full_rank(matrix: FloatArray, names: Sequence[str]) -> None:
         raise AnalysisError(
             f"design matrix is rank deficient ({rank} < {matrix.shape[1]} columns){hint}"
         )
+
+
+def column_names(value: str | Sequence[str]) -> list[str]:
+    """Return a list of column names; a single string is one name, not its characters."""
+    if isinstance(value, str):
+        return [value]
+    names = list(value)
+    if not all(isinstance(v, str) for v in names):
+        raise AnalysisError(f"column names must be strings, got {names!r}")
+    return names

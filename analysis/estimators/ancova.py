@@ -12,6 +12,7 @@ from analysis.estimators._design import (
     FloatArray,
     build_cell_design,
     check_full_rank,
+    column_names,
     drop_incomplete,
     level_labels,
     order_arms,
@@ -76,6 +77,7 @@ def fit_ancova(
     """
     if not 0 < alpha < 1:
         raise AnalysisError(f"alpha must be in (0, 1), got {alpha}")
+    covariates, strata = column_names(covariates), column_names(strata)
     require_columns(data, [outcome, arm, *covariates, *strata])
     require_numeric(data, [outcome, *covariates])
     frame, n_dropped = drop_incomplete(data, [outcome, arm, *covariates, *strata])

@@ -13,6 +13,7 @@ from analysis.estimators._design import (
     FloatArray,
     build_cell_design,
     check_full_rank,
+    column_names,
     drop_incomplete,
     level_labels,
     order_arms,
@@ -131,6 +132,7 @@ def fit_logistic(
     Wald CIs and z tests on the log-odds scale (R: ``confint.default``). Warns when
     the fit did not converge or shows (quasi-)complete separation.
     """
+    covariates, strata = column_names(covariates), column_names(strata)
     frame, arms, n_dropped = _prepare(data, outcome, arm, reference_arm, covariates, strata)
     design = build_cell_design(
         frame, [arm], [(a,) for a in arms], covariates=covariates, factors=strata

@@ -45,6 +45,7 @@ from analysis.estimators._design import (
     FloatArray,
     build_cell_design,
     check_full_rank,
+    column_names,
     drop_incomplete,
     level_labels,
     order_arms,
@@ -332,6 +333,7 @@ def fit_mmrm(
         raise AnalysisError(f"unknown covariance structure {covariance!r}; use one of {STRUCTURES}")
     if not 0 < alpha < 1:
         raise AnalysisError(f"alpha must be in (0, 1), got {alpha}")
+    covariates, strata = column_names(covariates), column_names(strata)
     numeric = [c for c in (outcome, baseline, *covariates) if c is not None]
     require_columns(data, [outcome, arm, visit, subject, *numeric, *strata])
     require_numeric(data, numeric)
