@@ -47,7 +47,7 @@ def _json(value: object) -> JSONValue:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-class _Serialisable:
+class Serialisable:
     """Mixin giving frozen dataclasses a recursive ``to_dict``."""
 
     def to_dict(self) -> dict[str, JSONValue]:
@@ -61,7 +61,7 @@ def _freeze_mapping(obj: object, name: str) -> None:
 
 
 @dataclass(frozen=True)
-class EffectEstimate(_Serialisable):
+class EffectEstimate(Serialisable):
     """A between-arm (or model) contrast with its uncertainty.
 
     ``estimate``, ``ci_low`` and ``ci_high`` are on ``scale`` (ratios are not logged);
@@ -82,7 +82,7 @@ class EffectEstimate(_Serialisable):
 
 
 @dataclass(frozen=True)
-class LSMean(_Serialisable):
+class LSMean(Serialisable):
     """A least-squares (estimated marginal) mean of one arm, optionally at one visit."""
 
     arm: str
@@ -95,7 +95,7 @@ class LSMean(_Serialisable):
 
 
 @dataclass(frozen=True)
-class ArmSummary(_Serialisable):
+class ArmSummary(Serialisable):
     """Raw per-arm counts and summaries (n analysed, events, mean or proportion)."""
 
     arm: str
@@ -108,7 +108,7 @@ class ArmSummary(_Serialisable):
 
 
 @dataclass(frozen=True)
-class TestResult(_Serialisable):
+class TestResult(Serialisable):
     """A hypothesis test: statistic, its degrees of freedom and the p-value."""
 
     __test__ = False  # not a pytest test class
@@ -120,7 +120,7 @@ class TestResult(_Serialisable):
 
 
 @dataclass(frozen=True)
-class EndpointResult(_Serialisable):
+class EndpointResult(Serialisable):
     """Everything an estimator found for one endpoint.
 
     ``model`` writes the model out in words and formula; ``n_by_arm`` counts the
@@ -170,7 +170,7 @@ class EndpointResult(_Serialisable):
 
 
 @dataclass(frozen=True)
-class SurvivalCurve(_Serialisable):
+class SurvivalCurve(Serialisable):
     """A Kaplan-Meier curve of one arm at its distinct event/censoring times."""
 
     arm: str
@@ -186,7 +186,7 @@ class SurvivalCurve(_Serialisable):
 
 
 @dataclass(frozen=True)
-class MedianSurvival(_Serialisable):
+class MedianSurvival(Serialisable):
     """Median survival of one arm with its CI (None where not reached)."""
 
     arm: str
@@ -196,7 +196,7 @@ class MedianSurvival(_Serialisable):
 
 
 @dataclass(frozen=True)
-class LandmarkSurvival(_Serialisable):
+class LandmarkSurvival(Serialisable):
     """Kaplan-Meier survival of one arm at a landmark time with its CI."""
 
     arm: str
@@ -208,7 +208,7 @@ class LandmarkSurvival(_Serialisable):
 
 
 @dataclass(frozen=True)
-class SurvivalResult(_Serialisable):
+class SurvivalResult(Serialisable):
     """Kaplan-Meier curves, medians, landmarks and the log-rank test per arm."""
 
     method: str
@@ -224,3 +224,77 @@ class SurvivalResult(_Serialisable):
     def __post_init__(self) -> None:
         _freeze_mapping(self, "n_by_arm")
         _freeze_mapping(self, "events_by_arm")
+
+
+@dataclass(frozen=True)
+class SubgroupLevel(Serialisable):
+    """The treatment effect within one level of a subgroup factor (one forest-plot row)."""
+
+    level: str
+    n_by_arm: Mapping[str, int]
+    effects: tuple[EffectEstimate, ...]
+
+    def __post_init__(self) -> None:
+        _freeze_mapping(self, "n_by_arm")
+
+
+@dataclass(frozen=True)
+class SubgroupResult(Serialisable):
+    """Effects per subgroup level and the arm x subgroup interaction test."""
+
+    subgroup: str
+    method: str
+    model: str
+    levels: tuple[SubgroupLevel, ...]
+    interaction: TestResult
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PowerResult(Serialisable):
+    """Power, or the sample size reaching a target power, of a two-arm comparison.
+
+    ``n_control`` and ``n_treatment`` are whole subjects (rounded up); ``n_control_exact``
+    is the real-valued solution R's ``power.*.test`` reports.
+    """
+
+    method: str
+    power: float
+    n_control: int
+    n_treatment: int
+    n_control_exact: float
+    alpha: float
+    ratio: float
+    sided: int
+
+    @property
+    def n_total(self) -> int:
+        """Return the total number of subjects."""
+        return self.n_control + self.n_treatment
+
+
+@dataclass(frozen=True)
+class MultiplicityDecision(Serialisable):
+    """The multiplicity-adjusted outcome of one hypothesis."""
+
+    endpoint: str
+    p_value: float
+    adjusted_p_value: float
+    rejected: bool
+    tested: bool
+
+
+@dataclass(frozen=True)
+class MultiplicityResult(Serialisable):
+    """Decisions for an ordered family of hypotheses under one procedure."""
+
+    procedure: str
+    alpha: float
+    decisions: tuple[MultiplicityDecision, ...]
+
+    def decision(self, endpoint: str) -> MultiplicityDecision:
+        """Return the decision for ``endpoint``."""
+        for d in self.decisions:
+            if d.endpoint == endpoint:
+                return d
+        raise AnalysisError(f"no endpoint {endpoint!r} in this family")
