@@ -148,7 +148,10 @@ class _RemlProblem:
 
     def evaluate(self, theta: FloatArray, need_gradient: bool = True) -> _Evaluation | None:
         """Return the criterion (and gradient) at ``theta``; None if not positive definite."""
-        sigma, dsigma = covariance_and_derivatives(self.structure, theta, self.k)
+        with np.errstate(over="ignore", invalid="ignore"):
+            sigma, dsigma = covariance_and_derivatives(self.structure, theta, self.k)
+        if not (np.all(np.isfinite(sigma)) and np.all(np.isfinite(dsigma))):
+            return None
         a = np.zeros((self.p, self.p))
         b = np.zeros(self.p)
         c = 0.0
@@ -407,10 +410,16 @@ def fit_mmrm(
         hessian = _hessian(problem, theta)
         info_inv = np.linalg.inv(hessian)
         if np.any(np.linalg.eigvalsh(hessian) <= 0):
-            warnings.append("Hessian of the REML criterion is not positive definite")
+            warnings.append(
+                "Hessian of the REML criterion is not positive definite: residual df "
+                f"({n_obs - p}) used instead of Satterthwaite"
+            )
             info_inv = None
     except (AnalysisError, np.linalg.LinAlgError):
-        warnings.append("Hessian of the REML criterion could not be computed")
+        warnings.append(
+            f"Hessian of the REML criterion could not be computed: residual df ({n_obs - p}) "
+            "used instead of Satterthwaite"
+        )
         info_inv = None
     theta_cov = None if info_inv is None else 2.0 * info_inv
 
