@@ -7,10 +7,10 @@ from typing import Any
 import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
+from reference_data import read_dataset, read_reference
 
 from analysis.estimators.ancova import fit_ancova
 from analysis.results import AnalysisError
-from tests.analysis.conftest import read_dataset, read_reference
 
 CASES = read_reference("ancova")["cases"]
 

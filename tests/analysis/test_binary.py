@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
+from reference_data import read_dataset, read_reference
 
 from analysis.estimators.binary import compare_proportions, fit_cmh, fit_logistic
 from analysis.results import AnalysisError
-from tests.analysis.conftest import read_dataset, read_reference
 
 CASES = read_reference("binary")["cases"]
 IDS = [f"{c['file']}-{'+'.join(c['covariates']) or 'none'}" for c in CASES]

@@ -7,10 +7,10 @@ from typing import Any
 import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
+from reference_data import read_dataset, read_reference
 
 from analysis.estimators.gee import fit_gee, fit_random_intercept
 from analysis.results import AnalysisError
-from tests.analysis.conftest import read_dataset, read_reference
 
 CASES = read_reference("gee")["cases"]
 IDS = [f"{c['file']}: {c['formula']}" for c in CASES]

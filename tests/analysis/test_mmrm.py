@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
+from reference_data import read_dataset, read_reference
 
 from analysis.estimators.mmrm import fit_mmrm
 from analysis.results import AnalysisError
-from tests.analysis.conftest import read_dataset, read_reference
 
 CASES = read_reference("mmrm")["cases"]
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference_data import read_reference
 
 from analysis.multiplicity import adjust_fixed_sequence, adjust_holm
 from analysis.power import (
@@ -16,7 +17,6 @@ from analysis.power import (
     compute_sample_size_continuous,
 )
 from analysis.results import AnalysisError
-from tests.analysis.conftest import read_reference
 
 REF = read_reference("power")
 

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
+from reference_data import read_dataset, read_reference
 
 from analysis.results import AnalysisError
 from analysis.subgroups import estimate_subgroup_effects
-from tests.analysis.conftest import read_dataset, read_reference
 
 CASES = read_reference("subgroups")["cases"]
 NUMERIC = {"base", "age"}

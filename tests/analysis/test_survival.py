@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
+from reference_data import read_dataset, read_reference
 
 from analysis.estimators.survival import estimate_kaplan_meier, fit_cox
 from analysis.results import AnalysisError
-from tests.analysis.conftest import read_dataset, read_reference
 
 CASES = read_reference("survival")["cases"]
 IDS = [c["file"] for c in CASES]

@@ -1,14 +1,12 @@
-"""Shared helpers: reference JSON written by tests/reference/*.R and the CSVs they read."""
+"""Readers for the reference JSON written by tests/reference/*.R and the CSVs they read."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pytest
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference"
 
@@ -21,15 +19,3 @@ def read_reference(name: str) -> Any:
 def read_dataset(file: str) -> pd.DataFrame:
     """Return a reference dataset from tests/reference/data/."""
     return pd.read_csv(REFERENCE / "data" / file)
-
-
-@pytest.fixture
-def reference() -> Callable[[str], Any]:
-    """Give tests the reference-JSON reader."""
-    return read_reference
-
-
-@pytest.fixture
-def dataset() -> Callable[[str], pd.DataFrame]:
-    """Give tests the reference-dataset reader."""
-    return read_dataset
