@@ -72,10 +72,11 @@ def _kaplan_meier(
     arm_label: str, times: FloatArray, events: FloatArray, conf_type: ConfType, z: float
 ) -> SurvivalCurve:
     """Return the Kaplan-Meier curve at every distinct time, as survfit reports it."""
-    uniq = np.unique(times)
-    n_risk = np.array([np.sum(times >= t) for t in uniq], dtype=int)
-    n_event = np.array([np.sum((times == t) & (events == 1)) for t in uniq], dtype=int)
-    n_cens = np.array([np.sum((times == t) & (events == 0)) for t in uniq], dtype=int)
+    uniq, inverse = np.unique(times, return_inverse=True)
+    n_at_time = np.bincount(inverse, minlength=len(uniq))
+    n_event = np.bincount(inverse, weights=events, minlength=len(uniq)).astype(int)
+    n_cens = n_at_time - n_event
+    n_risk = np.cumsum(n_at_time[::-1])[::-1]
     surv = np.cumprod(1 - n_event / n_risk)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(n_event > 0, n_event / (n_risk * (n_risk - n_event)), 0.0)
@@ -178,18 +179,22 @@ def _logrank(
     var = np.zeros((n_groups, n_groups))
     for s in np.unique(strata):
         in_s = strata == s
-        t_s, e_s, g_s = times[in_s], events[in_s], groups[in_s]
-        for t in np.unique(t_s[e_s == 1]):
-            at_risk = t_s >= t
-            dead = (t_s == t) & (e_s == 1)
-            n = float(at_risk.sum())
-            d = float(dead.sum())
-            n_g = np.array([np.sum(at_risk & (g_s == g)) for g in range(n_groups)], dtype=float)
-            d_g = np.array([np.sum(dead & (g_s == g)) for g in range(n_groups)], dtype=float)
-            o_minus_e += d_g - d * n_g / n
-            if n > 1:
-                factor = d * (n - d) / (n * n * (n - 1))
-                var += factor * (np.diag(n_g) * n - np.outer(n_g, n_g))
+        t_s, e_s, g_s = times[in_s], events[in_s], groups[in_s].astype(int)
+        uniq, inverse = np.unique(t_s, return_inverse=True)
+        cells = inverse * n_groups + g_s
+        size = len(uniq) * n_groups
+        at_time = np.bincount(cells, minlength=size).reshape(len(uniq), n_groups)
+        dead_g = np.bincount(cells, weights=e_s, minlength=size).reshape(len(uniq), n_groups)
+        risk_g = np.cumsum(at_time[::-1], axis=0)[::-1].astype(float)
+        has_event = dead_g.sum(axis=1) > 0
+        risk_g, dead_g = risk_g[has_event], dead_g[has_event]
+        n = risk_g.sum(axis=1)
+        d = dead_g.sum(axis=1)
+        o_minus_e += (dead_g - (d / n)[:, None] * risk_g).sum(axis=0)
+        multi = n > 1
+        factor = np.zeros_like(n)
+        factor[multi] = d[multi] * (n[multi] - d[multi]) / (n[multi] ** 2 * (n[multi] - 1))
+        var += np.diag((factor * n) @ risk_g) - np.einsum("t,tg,th->gh", factor, risk_g, risk_g)
     sub = slice(1, n_groups)
     chisq = float(o_minus_e[sub] @ np.linalg.pinv(var[sub, sub]) @ o_minus_e[sub])
     return chisq, int(np.linalg.matrix_rank(var[sub, sub]))
