@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +54,7 @@ from analysis.estimators._design import (
     require_numeric,
     sorted_levels,
 )
+from analysis.estimators._kenward_roger import LINEAR_STRUCTURES, KenwardRoger
 from analysis.results import (
     AnalysisError,
     ArmSummary,
@@ -62,6 +64,7 @@ from analysis.results import (
 )
 
 _LOG_2PI = float(np.log(2 * np.pi))
+DdfMethod = Literal["satterthwaite", "kenward_roger"]
 
 
 @dataclass
@@ -105,6 +108,17 @@ class _Pattern:
         r = self.y - self.x @ beta
         xa = self.x @ a_inv
         return r.T @ r, np.einsum("ajq,akq->jk", xa, self.x)
+
+    def contract(self, m: FloatArray) -> FloatArray:
+        """Return sum_i X_i' M X_i for a (not necessarily symmetric) visit matrix M."""
+        if self.xx is not None:
+            out: FloatArray = np.einsum("jk,jkpq->pq", m, self.xx)
+            return out
+        assert self.x is not None
+        mx = np.einsum("jk,akq->ajq", m, self.x)
+        count, n, p = self.x.shape
+        result: FloatArray = self.x.reshape(count * n, p).T @ mx.reshape(count * n, p)
+        return result
 
     def contrast_quadratic(self, u: FloatArray) -> FloatArray:
         """Return U_P[j,k] = sum_i (x_ij' u)(x_ik' u)."""
@@ -302,6 +316,7 @@ def fit_mmrm(
     visit_order: Sequence[str] | None = None,
     alpha: float = 0.05,
     max_iterations: int = 1000,
+    ddf: DdfMethod = "satterthwaite",
 ) -> EndpointResult:
     """Fit an MMRM by REML and return LS means and differences vs reference per visit.
 
@@ -325,15 +340,25 @@ def fit_mmrm(
         use positions in this order as distances.
     alpha
         Two-sided CI level is ``1 - alpha``.
+    ddf
+        ``"satterthwaite"`` (any structure), or ``"kenward_roger"`` (adjusted SEs and
+        KR df; linear structures UN, CS and TOEP only, as SAS ``DDFM=KR``).
 
     Returns
     -------
     EndpointResult
-        ``ls_means`` and ``effects`` per visit (Satterthwaite df), ``covariance`` the
+        ``ls_means`` and ``effects`` per visit (Satterthwaite or KR df), ``covariance`` the
         estimated Sigma over visits, ``warnings`` for non-convergence.
     """
     if covariance not in STRUCTURES:
         raise AnalysisError(f"unknown covariance structure {covariance!r}; use one of {STRUCTURES}")
+    if ddf not in ("satterthwaite", "kenward_roger"):
+        raise AnalysisError(f"ddf must be 'satterthwaite' or 'kenward_roger', got {ddf!r}")
+    if ddf == "kenward_roger" and covariance not in LINEAR_STRUCTURES:
+        raise AnalysisError(
+            f"Kenward-Roger is implemented for the linear structures {LINEAR_STRUCTURES}; "
+            f"use ddf='satterthwaite' with {covariance}"
+        )
     if not 0 < alpha < 1:
         raise AnalysisError(f"alpha must be in (0, 1), got {alpha}")
     covariates, strata = column_names(covariates), column_names(strata)
@@ -423,8 +448,19 @@ def fit_mmrm(
         info_inv = None
     theta_cov = None if info_inv is None else 2.0 * info_inv
 
+    kenward_roger = None
+    if ddf == "kenward_roger":
+        if theta_cov is None:
+            warnings.append("Kenward-Roger unavailable without a valid Hessian: unadjusted SEs")
+        else:
+            _, dsigma = covariance_and_derivatives(covariance, theta, k)
+            kenward_roger = KenwardRoger(patterns, evaluation, covariance, theta_cov, dsigma)
+
     def estimate(row: FloatArray) -> tuple[float, float, float]:
         value = float(row @ evaluation.beta)
+        if kenward_roger is not None:
+            adjusted, kr_df = kenward_roger.contrast(row)
+            return value, float(np.sqrt(adjusted)), kr_df
         variance, grad = problem.contrast_variance_gradient(theta, evaluation, row)
         if theta_cov is None:
             df = float(n_obs - p)
@@ -483,8 +519,14 @@ def fit_mmrm(
         f"MMRM: {outcome} ~ {' + '.join(terms)}; covariance over {visit} within {subject}: "
         f"{covariance} ({DESCRIPTIONS[covariance]}); REML; LS means with covariates at "
         "their mean over analysed rows and factor levels weighted equally (emmeans "
-        "default); Satterthwaite df from the observed REML information (Hessian in the "
-        "covariance parameters); Kenward-Roger not applied"
+        "default); "
+        + (
+            "Kenward-Roger adjusted covariance and df (linear covariance parameterisation, "
+            "expected REML information)"
+            if ddf == "kenward_roger"
+            else "Satterthwaite df from the observed REML information (Hessian in the "
+            "covariance parameters)"
+        )
     )
     return EndpointResult(
         method="mmrm",

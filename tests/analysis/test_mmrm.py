@@ -67,6 +67,45 @@ def test_mmrm_matches_r(case: dict[str, Any]) -> None:
             assert_allclose(eff.df, ref["df_emmeans"], rtol=5e-3)
 
 
+KR_CASES = [c for c in CASES if "kr_se" in c["contrasts"][0]]
+
+
+@pytest.mark.parametrize(
+    "case", KR_CASES, ids=[f"{c['file']}-{c['structure']}-strata{c['strata']}" for c in KR_CASES]
+)
+def test_mmrm_kenward_roger_matches_r_transcription(case: dict[str, Any]) -> None:
+    """tests/reference/mmrm.R kenward_roger(): the gls fit above; linear Kenward-Roger with
+    W = 2 solve(numDeriv::hessian(-2 l_R in Sigma's entries)) and dense per-subject P_i, Q_ij;
+    Phi_A = Phi + 2 Phi (sum W_ij (Q_ij - P_i Phi P_j)) Phi; df = 2 / a'Wa."""
+    result = fit_mmrm(
+        read_dataset(case["file"]), outcome="chg", arm="arm", visit="visit", subject="subject",
+        reference_arm=case["reference"], baseline="base",
+        strata=["stratum"] if case["strata"] else [], covariance=case["structure"],
+        ddf="kenward_roger",
+    )
+    assert "Kenward-Roger" in result.model
+    for ref in case["lsmeans"]:
+        lsm = result.ls_mean(ref["arm"], ref["visit"])
+        assert_allclose([lsm.se, lsm.df], [ref["kr_se"], ref["kr_df"]], rtol=1e-4)
+    for ref in case["contrasts"]:
+        eff = result.effect(ref["contrast"], ref["visit"])
+        assert_allclose([eff.se, eff.df], [ref["kr_se"], ref["kr_df"]], rtol=1e-4)
+        assert_allclose(
+            [eff.ci_low, eff.ci_high], [ref["kr_ci_low"], ref["kr_ci_high"]],
+            rtol=1e-4, atol=1e-4 * eff.se,
+        )
+        assert eff.p_value == pytest.approx(ref["kr_p_value"], abs=1e-4)
+
+
+def test_mmrm_kenward_roger_only_for_linear_structures() -> None:
+    """Kenward-Roger with a non-linear structure (AR1) raises AnalysisError."""
+    with pytest.raises(AnalysisError, match="Kenward-Roger"):
+        fit_mmrm(
+            read_dataset("mmrm_b.csv"), outcome="chg", arm="arm", visit="visit",
+            subject="subject", covariance="AR1", ddf="kenward_roger",
+        )
+
+
 def _simulate(n_subjects: int, n_visits: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     arm = rng.choice(["control", "active"], n_subjects)

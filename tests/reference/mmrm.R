@@ -85,6 +85,65 @@ make_blocks <- function(d, X) {
   })
 }
 
+# Kenward-Roger, linear parameterisation (eta = entries of Sigma for UN, (common covariance,
+# extra variance) for CS, lag covariances for TOEP): R_ij = 0. W = 2 H^-1 with H the
+# numDeriv Hessian of -2 l_R in eta (inverse observed information, as R package mmrm and
+# SAS); Phi_A = Phi + 2 Phi {sum_ij W_ij (Q_ij - P_i Phi P_j)} Phi; one-row df = 2 / a'Wa.
+linear_basis <- function(structure, K) {
+  lag <- abs(outer(1:K, 1:K, "-"))
+  if (structure == "UN") {
+    out <- list()
+    for (j in 1:K) for (m in j:K) {
+      B <- matrix(0, K, K); B[j, m] <- 1; B[m, j] <- 1; out[[length(out) + 1]] <- B
+    }
+    return(out)
+  }
+  if (structure == "CS") return(list(matrix(1, K, K), diag(K)))
+  lapply(0:(K - 1), function(h) (lag == h) * 1)
+}
+
+kenward_roger <- function(S, structure, blocks, Lmat) {
+  K <- nrow(S)
+  basis <- linear_basis(structure, K)
+  eta_hat <- switch(structure,
+    UN = unlist(lapply(1:K, function(j) S[j, j:K])),
+    CS = c(S[1, 2], S[1, 1] - S[1, 2]),
+    TOEP = S[1, ])
+  sigma_eta <- function(eta) Reduce(`+`, Map(`*`, eta, basis))
+  stopifnot(max(abs(sigma_eta(eta_hat) - S)) < 1e-10 * max(abs(S)))
+  dev_eta <- function(eta) {
+    pc <- reml_pieces(sigma_eta(eta), blocks)
+    beta <- solve(pc$A, pc$b)
+    pc$logdet + as.numeric(determinant(pc$A)$modulus) + pc$cc - sum(pc$b * beta)
+  }
+  W <- 2 * solve(numDeriv::hessian(dev_eta, eta_hat))
+  q <- length(basis)
+  p <- ncol(blocks[[1]]$X)
+  Phi <- solve(reml_pieces(S, blocks)$A)
+  P <- lapply(1:q, function(i) matrix(0, p, p))
+  Lam <- matrix(0, p, p)
+  for (blk in blocks) {
+    Wp <- solve(S[blk$vis, blk$vis, drop = FALSE])
+    I_m <- diag(blk$m)
+    WB <- lapply(basis, function(B) Wp %*% B[blk$vis, blk$vis, drop = FALSE])
+    for (i in 1:q) {
+      P[[i]] <- P[[i]] - t(blk$X) %*% kronecker(I_m, WB[[i]] %*% Wp) %*% blk$X
+      for (j in 1:q) {
+        Lam <- Lam + W[i, j] * t(blk$X) %*% kronecker(I_m, WB[[i]] %*% WB[[j]] %*% Wp) %*% blk$X
+      }
+    }
+  }
+  for (i in 1:q) for (j in 1:q) Lam <- Lam - W[i, j] * P[[i]] %*% Phi %*% P[[j]]
+  PhiA <- Phi + 2 * Phi %*% Lam %*% Phi
+  se <- sqrt(diag(Lmat %*% PhiA %*% t(Lmat)))
+  df <- apply(Lmat, 1, function(l) {
+    v <- as.numeric(t(l) %*% Phi %*% l)
+    a <- sapply(P, function(Pi) as.numeric(t(l) %*% Phi %*% Pi %*% Phi %*% l)) / v
+    2 / as.numeric(t(a) %*% W %*% a)
+  })
+  list(se = se, df = df)
+}
+
 fit_case <- function(file, structure, reference, strata = FALSE) {
   d <- read.csv(file.path(ref_dir, "data", file), stringsAsFactors = FALSE)
   d <- d[!is.na(d$chg), ]
@@ -163,6 +222,16 @@ fit_case <- function(file, structure, reference, strata = FALSE) {
                           ci_high = cs$estimate + tcrit * cs$SE,
                           p_value = 2 * pt(-abs(cs$estimate / cs$SE), con_df$df),
                           df_emmeans = if (is.null(con_s)) NA else con_s$df)
+  if (structure %in% c("UN", "CS", "TOEP")) {
+    kr_ls <- kenward_roger(S, structure, blocks, emm@linfct)
+    kr_con <- kenward_roger(S, structure, blocks, con@linfct)
+    lsmeans$kr_se <- kr_ls$se; lsmeans$kr_df <- kr_ls$df
+    contrasts$kr_se <- kr_con$se; contrasts$kr_df <- kr_con$df
+    kr_t <- qt(0.975, kr_con$df)
+    contrasts$kr_ci_low <- cs$estimate - kr_t * kr_con$se
+    contrasts$kr_ci_high <- cs$estimate + kr_t * kr_con$se
+    contrasts$kr_p_value <- 2 * pt(-abs(cs$estimate / kr_con$se), kr_con$df)
+  }
   list(
     file = file, structure = structure, reference = reference, strata = strata,
     r_call = paste(deparse(fit$call, width.cutoff = 500L), collapse = " "),
