@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import optimize, special, stats
 
 from analysis.estimators._design import (
     FloatArray,
@@ -35,14 +35,17 @@ class LogisticFit:
     separated: bool
 
 
-def fit_logistic_model(x: FloatArray, y: FloatArray, max_iterations: int = 100) -> LogisticFit:
+def fit_logistic_model(
+    x: FloatArray, y: FloatArray, max_iterations: int = 100, offset: FloatArray | None = None
+) -> LogisticFit:
     """Fit a logistic regression by Newton-Raphson (IRLS) to full convergence."""
+    off = np.zeros(len(y)) if offset is None else offset
     beta = np.zeros(x.shape[1])
     deviance = np.inf
     converged = False
     iterations = 0
     for iterations in range(1, max_iterations + 1):  # noqa: B007
-        eta = x @ beta
+        eta = x @ beta + off
         mu = special.expit(eta)
         weight = np.maximum(mu * (1 - mu), 1e-300)
         info = x.T @ (x * weight[:, None])
@@ -52,14 +55,13 @@ def fit_logistic_model(x: FloatArray, y: FloatArray, max_iterations: int = 100) 
         except np.linalg.LinAlgError:
             break
         beta = beta + step
-        mu = special.expit(x @ beta)
-        new_dev = _binomial_deviance(y, x @ beta)
+        new_dev = _binomial_deviance(y, x @ beta + off)
         if abs(new_dev - deviance) < 1e-12 * (abs(new_dev) + 0.1) and np.max(np.abs(step)) < 1e-9:
             deviance = new_dev
             converged = True
             break
         deviance = new_dev
-    mu = special.expit(x @ beta)
+    mu = special.expit(x @ beta + off)
     weight = mu * (1 - mu)
     info = x.T @ (x * weight[:, None])
     try:
@@ -72,6 +74,42 @@ def fit_logistic_model(x: FloatArray, y: FloatArray, max_iterations: int = 100) 
         or np.any(np.minimum(mu, 1 - mu)[y == np.round(mu)] < 1e-8)
     )
     return LogisticFit(beta, cov, float(deviance), iterations, converged, separated)
+
+
+def _profile_deviance(x: FloatArray, y: FloatArray, column: int, value: float) -> float:
+    """Return the deviance with coefficient ``column`` fixed at ``value`` (others refitted)."""
+    rest = np.delete(x, column, axis=1)
+    return fit_logistic_model(rest, y, offset=value * x[:, column]).deviance
+
+
+def profile_interval(
+    x: FloatArray, y: FloatArray, fit: LogisticFit, column: int, alpha: float
+) -> tuple[float, float, float]:
+    """Return the profile-likelihood CI of one coefficient and its likelihood-ratio p-value.
+
+    The bounds solve ``D(b) - D_min = chi2_{1, 1 - alpha}`` (R: ``confint(glm)`` profiles
+    the same function on a grid and interpolates; this solves it exactly).
+    """
+    target = float(stats.chi2.ppf(1 - alpha, 1))
+    estimate = float(fit.beta[column])
+    se = float(np.sqrt(fit.cov[column, column]))
+
+    def excess(b: float) -> float:
+        return _profile_deviance(x, y, column, b) - fit.deviance - target
+
+    bounds = []
+    for direction in (-1.0, 1.0):
+        step = 2.0 * se
+        far = estimate + direction * step
+        while excess(far) < 0:
+            step *= 2
+            far = estimate + direction * step
+            if step > 1e3:
+                raise AnalysisError("profile-likelihood bound is infinite (separation?)")
+        lo, hi = sorted((estimate, far))
+        bounds.append(float(optimize.brentq(excess, lo, hi, xtol=1e-12, rtol=1e-12)))
+    lrt = _profile_deviance(x, y, column, 0.0) - fit.deviance
+    return bounds[0], bounds[1], float(stats.chi2.sf(max(lrt, 0.0), 1))
 
 
 def _binomial_deviance(y: FloatArray, eta: FloatArray) -> float:
@@ -126,11 +164,14 @@ def fit_logistic(
     covariates: Sequence[str] = (),
     strata: Sequence[str] = (),
     alpha: float = 0.05,
+    profile_ci: bool = False,
 ) -> EndpointResult:
     """Fit ``logit P(outcome = 1) ~ arm + covariates + strata``; odds ratios vs reference.
 
-    Wald CIs and z tests on the log-odds scale (R: ``confint.default``). Warns when
-    the fit did not converge or shows (quasi-)complete separation.
+    Wald CIs and z tests on the log-odds scale (R: ``confint.default``). With
+    ``profile_ci`` each arm also gets an effect with ``ci_method="profile_likelihood"``
+    (profile-likelihood CI, likelihood-ratio p-value). Warns when the fit did not
+    converge or shows (quasi-)complete separation.
     """
     covariates, strata = column_names(covariates), column_names(strata)
     frame, arms, n_dropped = _prepare(data, outcome, arm, reference_arm, covariates, strata)
@@ -158,6 +199,20 @@ def fit_logistic(
                 scale="odds_ratio",
             )
         )
+    if profile_ci and not fit.separated:
+        coded = design.matrix.copy()
+        coded[:, 0] = 1.0  # intercept + treatment coding: column i is log OR(arm i vs ref)
+        coded_fit = fit_logistic_model(coded, y)
+        for i in range(1, len(arms)):
+            low, high, lrt_p = profile_interval(coded, y, coded_fit, i, alpha)
+            wald = effects[i - 1]
+            effects.append(
+                EffectEstimate(
+                    contrast=wald.contrast, estimate=wald.estimate, se=wald.se,
+                    ci_low=float(np.exp(low)), ci_high=float(np.exp(high)), p_value=lrt_p,
+                    scale="odds_ratio", ci_method="profile_likelihood",
+                )
+            )
     warnings = []
     if n_dropped:
         warnings.append(f"{n_dropped} row(s) with missing values were excluded")

@@ -20,7 +20,8 @@ IDS = [f"{c['file']}-{'+'.join(c['covariates']) or 'none'}" for c in CASES]
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_logistic_matches_r(case: dict[str, Any]) -> None:
     """tests/reference/binary.R: glm(resp ~ arm [+ base + stratum], family = binomial);
-    confint.default(fit) for the Wald CI of the odds ratio."""
+    confint.default(fit) for the Wald CI of the odds ratio; the profile-likelihood CI by
+    uniroot on deviance(glm(resp ~ covariates, offset = b * arm)) (confint(fit) to 1e-4)."""
     covs = case["covariates"]
     result = fit_logistic(
         read_dataset(case["file"]),
@@ -29,9 +30,17 @@ def test_logistic_matches_r(case: dict[str, Any]) -> None:
         reference_arm=case["reference"],
         covariates=[c for c in covs if c == "base"],
         strata=[c for c in covs if c == "stratum"],
+        profile_ci=True,
     )
     ref = case["logistic"]
-    eff = result.effects[0]
+    eff, profile = result.effects
+    assert profile.ci_method == "profile_likelihood"
+    assert_allclose([profile.ci_low, profile.ci_high],
+                    [ref["profile_low"], ref["profile_high"]], rtol=1e-8)
+    assert profile.p_value == pytest.approx(ref["lrt_p"], abs=1e-8)
+    # confint.glm interpolates a profile grid: agreement only to its own accuracy
+    assert_allclose([profile.ci_low, profile.ci_high],
+                    [ref["confint_glm_low"], ref["confint_glm_high"]], rtol=1e-4)
     assert result.warnings == ()
     assert eff.scale == "odds_ratio"
     assert_allclose([eff.estimate, eff.se], [ref["or"], ref["se"]], rtol=1e-6)

@@ -1,6 +1,9 @@
 # Reference values for analysis/estimators/binary.py.
 # Run from the repository root: Rscript tests/reference/binary.R  (writes tests/reference/binary.json)
-#   logistic: glm(resp ~ arm + base + stratum, family = binomial); Wald CI = confint.default
+#   logistic: glm(resp ~ arm + base + stratum, family = binomial); Wald CI = confint.default;
+#     profile-likelihood CI solved exactly: uniroot over b of
+#     deviance(glm(resp ~ <covariates>, offset = b * (arm == trt))) - deviance(fit) = qchisq(.95, 1)
+#     (confint(fit), which interpolates a profile grid, is stored as confint_glm_* for information)
 #   proportions: Wilson intervals from prop.test(x, n, correct = FALSE)$conf.int combined into
 #     Newcombe's hybrid score interval (method 10) here; fisher.test; chisq.test(correct = FALSE)
 #   CMH: mantelhaen.test(table(arm, resp, stratum), correct = FALSE / TRUE)
@@ -19,9 +22,27 @@ case <- function(file, reference, covs) {
   ci <- confint.default(fit)
   trt <- arms[2]
   nm <- paste0("arm", trt)
+  # profile likelihood: deviance with the arm coefficient fixed (offset), solved by uniroot
+  tight <- glm.control(epsilon = 1e-14, maxit = 100)
+  fit_t <- glm(fml, data = d, family = binomial, control = tight)
+  red_rhs <- if (length(covs)) paste(covs, collapse = " + ") else "1"
+  is_trt <- as.numeric(d$arm == trt)
+  prof_dev <- function(b) {
+    deviance(glm(as.formula(paste("resp ~", red_rhs)), data = d, family = binomial,
+                 offset = b * is_trt, control = tight))
+  }
+  crit <- qchisq(0.95, 1)
+  b_hat <- coef(fit_t)[nm]; se_hat <- sqrt(vcov(fit_t)[nm, nm])
+  f <- function(b) prof_dev(b) - deviance(fit_t) - crit
+  lo <- uniroot(f, c(b_hat - 10 * se_hat, b_hat), tol = 1e-13)$root
+  hi <- uniroot(f, c(b_hat, b_hat + 10 * se_hat), tol = 1e-13)$root
+  mass_ci <- suppressMessages(confint(fit))
   logistic <- list(formula = deparse(fml), log_or = co[nm, 1], se = co[nm, 2],
                    or = exp(co[nm, 1]), ci_low = exp(ci[nm, 1]), ci_high = exp(ci[nm, 2]),
-                   p_value = co[nm, 4], deviance = deviance(fit))
+                   p_value = co[nm, 4], deviance = deviance(fit),
+                   profile_low = exp(lo), profile_high = exp(hi),
+                   lrt_p = pchisq(prof_dev(0) - deviance(fit_t), 1, lower.tail = FALSE),
+                   confint_glm_low = exp(mass_ci[nm, 1]), confint_glm_high = exp(mass_ci[nm, 2]))
   x1 <- sum(d$resp[d$arm == trt]); n1 <- sum(d$arm == trt)
   x2 <- sum(d$resp[d$arm == reference]); n2 <- sum(d$arm == reference)
   p1 <- x1 / n1; p2 <- x2 / n2
