@@ -67,6 +67,9 @@ class EffectEstimate(Serialisable):
     ``estimate``, ``ci_low`` and ``ci_high`` are on ``scale`` (ratios are not logged);
     ``se`` is on the scale the test was done on (log scale for ratios), ``df`` is the
     t degrees of freedom when a t reference distribution was used, else None.
+    ``ci_method`` names the interval: ``wald`` (normal), ``t``, ``satterthwaite``,
+    ``kenward_roger``, ``t_containment``, ``wald_robust``, ``profile_likelihood``,
+    ``newcombe_hybrid_score``, ``robins_breslow_greenland`` or ``sato``.
     """
 
     contrast: str

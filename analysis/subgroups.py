@@ -106,6 +106,7 @@ def estimate_subgroup_effects(
                 effects.append(EffectEstimate(
                     f"{a} - {arms[0]}", est, se, est - crit * se, est + crit * se,
                     float(2 * stats.t.sf(abs(est / se), df_resid)), df=float(df_resid),
+                    ci_method="t",
                 ))
             else:
                 effects.append(EffectEstimate(

@@ -123,6 +123,7 @@ def fit_ancova(
                 ci_high=est + tcrit * se,
                 p_value=float(2 * stats.t.sf(abs(est / se), df_resid)),
                 df=float(df_resid),
+                ci_method="t",
             )
         )
     contrast_matrix = np.array([rows[a] - rows[arms[0]] for a in arms[1:]])

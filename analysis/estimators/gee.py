@@ -235,6 +235,7 @@ def fit_random_intercept(
                 contrast=f"{arm_level} - {arms[0]}", estimate=est, se=se,
                 ci_low=est - tcrit * se, ci_high=est + tcrit * se,
                 p_value=float(2 * stats.t.sf(abs(est / se), df[i])), df=float(df[i]),
+                ci_method="t_containment",
             )
         )
     terms = [arm, *covariates, *factors]

@@ -494,6 +494,7 @@ def fit_mmrm(
                     p_value=float(2 * stats.t.sf(abs(tval), df)),
                     df=df,
                     visit=v,
+                    ci_method=ddf,
                 )
             )
     arm_rows: list[ArmSummary] = []
