@@ -27,9 +27,18 @@ def adjust_fixed_sequence(
 ) -> MultiplicityResult:
     """Test hypotheses in the given order, each at ``alpha``, stopping at the first failure.
 
-    ``tests`` is the pre-specified order of ``(endpoint, p_value)``. The adjusted p-value
-    is the running maximum of the p-values up to that hypothesis; hypotheses after the
-    first non-rejection are reported with ``tested=False``.
+    Parameters
+    ----------
+    tests
+        ``(endpoint, p_value)`` pairs in the pre-specified testing order.
+    alpha
+        Family-wise (two-sided) significance level.
+
+    Returns
+    -------
+    MultiplicityResult
+        Per endpoint: adjusted p-value (running maximum of the p-values so far),
+        ``rejected``, and ``tested`` (False after the first non-rejection).
     """
     _check(tests, alpha)
     decisions = []
@@ -45,7 +54,20 @@ def adjust_fixed_sequence(
 
 
 def adjust_holm(tests: Sequence[tuple[str, float]], alpha: float = 0.05) -> MultiplicityResult:
-    """Apply Holm's step-down procedure; adjusted p-values as R's ``p.adjust(p, "holm")``."""
+    """Apply Holm's step-down procedure; adjusted p-values as R's ``p.adjust(p, "holm")``.
+
+    Parameters
+    ----------
+    tests
+        ``(endpoint, p_value)`` pairs (order does not matter).
+    alpha
+        Family-wise significance level.
+
+    Returns
+    -------
+    MultiplicityResult
+        Per endpoint, in input order: Holm-adjusted p-value and ``rejected``.
+    """
     _check(tests, alpha)
     m = len(tests)
     order = sorted(range(m), key=lambda i: tests[i][1])

@@ -65,7 +65,24 @@ def compute_power_continuous(
     *, delta: float, sd: float, n_control: int, ratio: float = 1.0, alpha: float = 0.05,
     sided: Sided = 2,
 ) -> PowerResult:
-    """Return the power of a two-sample t test (R: ``power.t.test(n, delta, sd)``)."""
+    """Return the power of a two-sample t test (R: ``power.t.test(n, delta, sd)``).
+
+    Parameters
+    ----------
+    delta, sd
+        True mean difference and common standard deviation.
+    n_control
+        Subjects in the control arm; the treatment arm has ``ratio * n_control``.
+    ratio
+        Allocation ratio treatment : control.
+    alpha, sided
+        Significance level and 1- or 2-sided test.
+
+    Returns
+    -------
+    PowerResult
+        ``power`` at the given sizes.
+    """
     _check(alpha, ratio, sided)
     if sd <= 0 or n_control < 2:
         raise AnalysisError("sd must be positive and n_control at least 2")
@@ -78,7 +95,21 @@ def compute_sample_size_continuous(
     *, delta: float, sd: float, power: float = 0.8, ratio: float = 1.0, alpha: float = 0.05,
     sided: Sided = 2,
 ) -> PowerResult:
-    """Return the smallest arms giving ``power`` for a two-sample t test (R: power.t.test)."""
+    """Return the smallest arms giving ``power`` for a two-sample t test (R: power.t.test).
+
+    Parameters
+    ----------
+    delta, sd, ratio, alpha, sided
+        As for :func:`compute_power_continuous`.
+    power
+        Target power.
+
+    Returns
+    -------
+    PowerResult
+        Whole-subject arm sizes, the real-valued ``n_control_exact`` (R's ``n`` when
+        ``ratio == 1``) and the power actually achieved.
+    """
     _check(alpha, ratio, sided)
     if sd <= 0 or delta == 0:
         raise AnalysisError("sd must be positive and delta non-zero")
@@ -95,7 +126,20 @@ def compute_power_binary(
     *, p_control: float, p_treatment: float, n_control: int, ratio: float = 1.0,
     alpha: float = 0.05, sided: Sided = 2,
 ) -> PowerResult:
-    """Return the power of the two-proportion z test (R: ``power.prop.test(n, p1, p2)``)."""
+    """Return the power of the two-proportion z test (R: ``power.prop.test(n, p1, p2)``).
+
+    Parameters
+    ----------
+    p_control, p_treatment
+        True response proportions.
+    n_control, ratio, alpha, sided
+        As for :func:`compute_power_continuous`.
+
+    Returns
+    -------
+    PowerResult
+        ``power`` at the given sizes.
+    """
     _check(alpha, ratio, sided)
     _check_proportions(p_control, p_treatment)
     power = _power_prop(p_control, p_treatment, n_control, ratio, alpha, sided)
@@ -107,7 +151,21 @@ def compute_sample_size_binary(
     *, p_control: float, p_treatment: float, power: float = 0.8, ratio: float = 1.0,
     alpha: float = 0.05, sided: Sided = 2,
 ) -> PowerResult:
-    """Return the smallest arms giving ``power`` for the two-proportion z test."""
+    """Return the smallest arms giving ``power`` for the two-proportion z test.
+
+    Parameters
+    ----------
+    p_control, p_treatment, ratio, alpha, sided
+        As for :func:`compute_power_binary`.
+    power
+        Target power.
+
+    Returns
+    -------
+    PowerResult
+        Whole-subject arm sizes, ``n_control_exact`` (R's ``n`` when ``ratio == 1``)
+        and the power achieved.
+    """
     _check(alpha, ratio, sided)
     _check_proportions(p_control, p_treatment)
     if p_control == p_treatment:

@@ -47,11 +47,27 @@ def estimate_subgroup_effects(
 ) -> SubgroupResult:
     """Estimate the effect vs reference within each subgroup level, and the interaction test.
 
-    The model is ``outcome ~ arm * subgroup + covariates + strata`` (OLS for
-    ``"ancova"``, logistic for ``"logistic"``). Effects per level are differences in LS
-    means (t CI on the residual df) or odds ratios (Wald CI). The interaction test
-    compares with ``outcome ~ arm + subgroup + covariates + strata``: the partial F test
-    for ANCOVA, the likelihood-ratio chi-square for logistic regression.
+    Parameters
+    ----------
+    data, outcome, arm, reference_arm
+        As for the ANCOVA / logistic estimators (0/1 outcome for ``"logistic"``).
+    subgroup
+        Categorical column defining the subgroups (at least two levels).
+    covariates, strata
+        Numeric covariates and categorical factors kept in both models.
+    method
+        ``"ancova"`` (OLS) or ``"logistic"``.
+    alpha
+        Two-sided CI level is ``1 - alpha``.
+
+    Returns
+    -------
+    SubgroupResult
+        Per level (a forest-plot row): n per arm and the effect of each arm vs reference
+        from ``outcome ~ arm * subgroup + covariates + strata`` (LS-mean difference with a
+        t CI on the residual df, or odds ratio with a Wald CI). ``interaction`` compares
+        with ``outcome ~ arm + subgroup + covariates + strata``: partial F test (ANCOVA)
+        or likelihood-ratio chi-square (logistic).
     """
     if method not in ("ancova", "logistic"):
         raise AnalysisError(f"method must be 'ancova' or 'logistic', got {method!r}")

@@ -168,10 +168,28 @@ def fit_logistic(
 ) -> EndpointResult:
     """Fit ``logit P(outcome = 1) ~ arm + covariates + strata``; odds ratios vs reference.
 
-    Wald CIs and z tests on the log-odds scale (R: ``confint.default``). With
-    ``profile_ci`` each arm also gets an effect with ``ci_method="profile_likelihood"``
-    (profile-likelihood CI, likelihood-ratio p-value). Warns when the fit did not
-    converge or shows (quasi-)complete separation.
+    Parameters
+    ----------
+    data
+        One row per subject; rows missing any used column are excluded.
+    outcome
+        0/1 (or boolean) response column.
+    arm, reference_arm
+        Arm column and the arm the others are compared with (default: first sorted).
+    covariates, strata
+        Numeric covariates and categorical factors (main effects).
+    alpha
+        Two-sided CI level is ``1 - alpha``.
+    profile_ci
+        Also give, per arm, the profile-likelihood CI with the likelihood-ratio p-value
+        (``ci_method="profile_likelihood"``).
+
+    Returns
+    -------
+    EndpointResult
+        Odds ratios with Wald CIs and z tests on the log-odds scale (R:
+        ``confint.default``), per-arm response counts, and warnings on
+        non-convergence or (quasi-)complete separation.
     """
     covariates, strata = column_names(covariates), column_names(strata)
     frame, arms, n_dropped = _prepare(data, outcome, arm, reference_arm, covariates, strata)
@@ -258,10 +276,19 @@ def compare_proportions(
 ) -> EndpointResult:
     """Compare response proportions of each arm with the reference arm, unadjusted.
 
-    For each arm vs reference: risk difference with a Wald CI (and Wald z test) and
-    with Newcombe's hybrid-score CI (method 10, Wilson intervals without continuity
-    correction); Fisher's exact test and Pearson's chi-square without continuity
-    correction (R: ``fisher.test``, ``chisq.test(correct = FALSE)``).
+    Parameters
+    ----------
+    data, outcome, arm, reference_arm, alpha
+        As for :func:`fit_logistic`.
+
+    Returns
+    -------
+    EndpointResult
+        Per arm vs reference: the risk difference twice, with a Wald CI and z test
+        (``ci_method="wald"``) and with Newcombe's hybrid-score CI (method 10, Wilson
+        intervals without continuity correction); tests ``fisher_exact <contrast>`` and
+        ``pearson_chi2 <contrast>`` (no continuity correction; R ``fisher.test``,
+        ``chisq.test(correct = FALSE)``).
     """
     frame, arms, n_dropped = _prepare(data, outcome, arm, reference_arm, (), ())
     summaries = _arm_summaries(frame, outcome, arm, arms)
@@ -326,9 +353,21 @@ def fit_cmh(
 ) -> EndpointResult:
     """Cochran-Mantel-Haenszel analysis of a 2 x 2 x K table (two arms, K strata).
 
-    Returns the Mantel-Haenszel common odds ratio with the Robins-Breslow-Greenland
-    CI, the Mantel-Haenszel common risk difference with Sato's variance, and the CMH
-    chi-square test (R: ``mantelhaen.test(table(arm, outcome, stratum))``).
+    Parameters
+    ----------
+    data, outcome, arm, reference_arm, alpha
+        As for :func:`fit_logistic`; exactly two arms.
+    stratum
+        Stratification column; strata lacking either arm are ignored (with a warning).
+    continuity_correction
+        Apply the 0.5 continuity correction to the CMH statistic (R's default).
+
+    Returns
+    -------
+    EndpointResult
+        The Mantel-Haenszel common odds ratio (Robins-Breslow-Greenland CI, CMH p), the
+        Mantel-Haenszel common risk difference (Sato variance, Wald CI and p) and the
+        ``cmh`` test (R: ``mantelhaen.test(table(arm, outcome, stratum))``).
     """
     frame, arms, n_dropped = _prepare(data, outcome, arm, reference_arm, (), (stratum,))
     if len(arms) != 2:

@@ -78,9 +78,24 @@ def fit_gee(
 ) -> EndpointResult:
     """Fit a Gaussian GEE with exchangeable working correlation within ``cluster``.
 
-    Differences vs the reference arm use the robust sandwich SE, normal CIs and Wald
-    chi-square p-values (R: ``geepack::geeglm(y ~ arm + ..., id = cluster,
-    corstr = "exchangeable")``, ``std.err = "san.se"``).
+    Parameters
+    ----------
+    data
+        One row per eye (or other unit), several per cluster.
+    outcome, arm, cluster
+        Continuous outcome, arm (constant within cluster) and cluster (subject) columns.
+    reference_arm, covariates, factors, alpha
+        Reference arm, numeric and categorical covariates, CI level ``1 - alpha``.
+    max_iterations
+        Limit of the alternating beta / (scale, correlation) updates.
+
+    Returns
+    -------
+    EndpointResult
+        Differences vs the reference arm with the robust sandwich SE, normal CIs and
+        Wald chi-square p-values (R: ``geepack::geeglm(..., corstr = "exchangeable")``);
+        ``working_correlation`` and ``scale`` in ``parameters``; ``n_by_arm`` counts
+        clusters.
     """
     covariates, factors = column_names(covariates), column_names(factors)
     frame, arms, x, y, codes, _, n_dropped = _prepare(
@@ -194,9 +209,19 @@ def fit_random_intercept(
 ) -> EndpointResult:
     """Fit ``outcome ~ arm + covariates`` with a random intercept per cluster by REML.
 
-    R: ``nlme::lme(y ~ arm + ..., random = ~ 1 | cluster, method = "REML")``; t tests
-    with nlme's containment df (between-cluster terms: clusters minus cluster-level
-    parameters; within-cluster terms: rows minus clusters minus within parameters).
+    Parameters
+    ----------
+    data, outcome, arm, cluster, reference_arm, covariates, factors, alpha
+        As for :func:`fit_gee`.
+
+    Returns
+    -------
+    EndpointResult
+        Differences vs reference with model-based SEs and t tests on nlme's containment
+        df (between-cluster terms: clusters minus cluster-level parameters;
+        within-cluster terms: rows minus clusters minus within parameters) (R:
+        ``nlme::lme(..., random = ~ 1 | cluster, method = "REML")``); ``sd_cluster``
+        and ``sd_residual`` in ``parameters``.
     """
     covariates, factors = column_names(covariates), column_names(factors)
     frame, arms, x, y, codes, _, n_dropped = _prepare(

@@ -214,10 +214,29 @@ def estimate_kaplan_meier(
 ) -> SurvivalResult:
     """Estimate Kaplan-Meier curves per arm, medians, landmark survival and log-rank tests.
 
-    ``event`` is 1 for an event and 0 for censoring. ``conf_type`` is survfit's
-    ``"log"`` or ``"log-log"``; std errors are Greenwood's. The log-rank test is
-    stratified by ``strata`` when given (R: ``survdiff(Surv(time, event) ~ arm +
-    strata(...))``); the unstratified test is always reported too.
+    Parameters
+    ----------
+    data
+        One row per subject.
+    time, event
+        Follow-up time (>= 0) and event indicator (1 event, 0 censored).
+    arm, reference_arm
+        Arm column; the reference arm is listed first.
+    strata
+        Factors for the stratified log-rank test (R: ``survdiff(... + strata(...))``).
+    conf_type
+        survfit's ``"log"`` or ``"log-log"`` pointwise CIs (Greenwood variance).
+    landmarks
+        Times at which survival and its CI are reported (``summary(fit, times)``).
+    alpha
+        Two-sided CI level is ``1 - alpha``.
+
+    Returns
+    -------
+    SurvivalResult
+        Curves at every distinct time, medians with CIs (survfit's quantile rule),
+        landmark estimates, and tests ``logrank`` and (with strata)
+        ``stratified_logrank``.
     """
     if conf_type not in ("log", "log-log"):
         raise AnalysisError(f"conf_type must be 'log' or 'log-log', got {conf_type!r}")
@@ -313,10 +332,23 @@ def fit_cox(
 ) -> EndpointResult:
     """Fit a Cox proportional-hazards model with Efron ties; hazard ratios vs reference.
 
-    ``covariates`` are numeric, ``factors`` categorical covariates (treatment coded);
-    ``strata`` give separate baseline hazards (R: ``coxph(Surv(time, event) ~ arm +
-    ... + strata(s), ties = "efron")``). Wald CIs and z tests; the likelihood-ratio
-    test of the whole model is in ``tests``.
+    Parameters
+    ----------
+    data, time, event, arm, reference_arm, alpha
+        As for :func:`estimate_kaplan_meier`.
+    covariates, factors
+        Numeric and categorical (treatment-coded) adjustment covariates.
+    strata
+        Factors giving separate baseline hazards (R: ``strata(...)``).
+    max_iterations
+        Newton-Raphson iteration limit.
+
+    Returns
+    -------
+    EndpointResult
+        Hazard ratios of each arm vs reference with Wald CIs and z tests (R:
+        ``coxph(..., ties = "efron")``), the ``likelihood_ratio`` test of the whole
+        model, coefficients and log-likelihoods in ``parameters``.
     """
     covariates, factors, strata = (
         column_names(covariates), column_names(factors), column_names(strata)
