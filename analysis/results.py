@@ -1,0 +1,303 @@
+"""Frozen, JSON-serialisable results shared by every estimator.
+
+Estimators return these types only; no statsmodels or lifelines object ever leaves
+``analysis/estimators/``. Every type has ``to_dict()`` giving plain JSON values
+(floats, ints, strings, lists, dicts; ``None`` for "not applicable").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Literal
+
+Scale = Literal[
+    "difference",
+    "odds_ratio",
+    "hazard_ratio",
+    "risk_difference",
+    "risk_ratio",
+    "mean",
+    "proportion",
+]
+
+JSONValue = float | int | str | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
+
+
+class AnalysisError(ValueError):
+    """Raise when an analysis cannot run on the data or parameters given."""
+
+
+def _json(value: object) -> JSONValue:
+    """Convert a result attribute into plain JSON (non-finite floats become None)."""
+    if value is None or isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _json(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_json(v) for v in value]
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        out: JSONValue = to_dict()
+        return out
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+class Serialisable:
+    """Mixin giving frozen dataclasses a recursive ``to_dict``."""
+
+    def to_dict(self) -> dict[str, JSONValue]:
+        """Return the result as a JSON-serialisable dict."""
+        return {f.name: _json(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+
+def _freeze_mapping(obj: object, name: str) -> None:
+    """Replace a dict attribute of a frozen dataclass by a read-only view."""
+    object.__setattr__(obj, name, MappingProxyType(dict(getattr(obj, name))))
+
+
+@dataclass(frozen=True)
+class EffectEstimate(Serialisable):
+    """A between-arm (or model) contrast with its uncertainty.
+
+    ``estimate``, ``ci_low`` and ``ci_high`` are on ``scale`` (ratios are not logged);
+    ``se`` is on the scale the test was done on (log scale for ratios), ``df`` is the
+    t degrees of freedom when a t reference distribution was used, else None.
+    ``ci_method`` names the interval: ``wald`` (normal), ``t``, ``satterthwaite``,
+    ``kenward_roger``, ``t_containment``, ``wald_robust``, ``profile_likelihood``,
+    ``newcombe_hybrid_score``, ``robins_breslow_greenland`` or ``sato``.
+    """
+
+    contrast: str
+    estimate: float
+    se: float | None
+    ci_low: float
+    ci_high: float
+    p_value: float | None
+    df: float | None = None
+    scale: Scale = "difference"
+    visit: str | None = None
+    ci_method: str = "wald"
+
+
+@dataclass(frozen=True)
+class LSMean(Serialisable):
+    """A least-squares (estimated marginal) mean of one arm, optionally at one visit."""
+
+    arm: str
+    estimate: float
+    se: float
+    ci_low: float
+    ci_high: float
+    df: float | None = None
+    visit: str | None = None
+
+
+@dataclass(frozen=True)
+class ArmSummary(Serialisable):
+    """Raw per-arm counts and summaries (n analysed, events, mean or proportion)."""
+
+    arm: str
+    n: int
+    n_events: int | None = None
+    mean: float | None = None
+    sd: float | None = None
+    proportion: float | None = None
+    visit: str | None = None
+
+
+@dataclass(frozen=True)
+class TestResult(Serialisable):
+    """A hypothesis test: statistic, its degrees of freedom and the p-value."""
+
+    __test__ = False  # not a pytest test class
+
+    name: str
+    statistic: float
+    p_value: float
+    df: float | None = None
+
+
+@dataclass(frozen=True)
+class EndpointResult(Serialisable):
+    """Everything an estimator found for one endpoint.
+
+    ``model`` writes the model out in words and formula; ``n_by_arm`` counts the
+    subjects analysed per arm; ``warnings`` lists non-convergence, separation and
+    similar problems the reader must see; ``parameters`` holds named scalar
+    by-products (variance components, log-likelihood, iterations).
+    """
+
+    method: str
+    model: str
+    n_by_arm: Mapping[str, int]
+    effects: tuple[EffectEstimate, ...] = ()
+    ls_means: tuple[LSMean, ...] = ()
+    arms: tuple[ArmSummary, ...] = ()
+    tests: tuple[TestResult, ...] = ()
+    warnings: tuple[str, ...] = ()
+    parameters: Mapping[str, float] = field(default_factory=dict)
+    covariance: tuple[tuple[float, ...], ...] = ()
+    covariance_labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _freeze_mapping(self, "n_by_arm")
+        _freeze_mapping(self, "parameters")
+
+    def effect(self, contrast: str | None = None, visit: str | None = None) -> EffectEstimate:
+        """Return the effect with this contrast (and visit); the first one if no filter."""
+        for eff in self.effects:
+            if (contrast is None or eff.contrast == contrast) and (
+                visit is None or eff.visit == visit
+            ):
+                return eff
+        raise AnalysisError(f"no effect {contrast!r} at visit {visit!r}")
+
+    def ls_mean(self, arm: str, visit: str | None = None) -> LSMean:
+        """Return the LS mean of ``arm`` (at ``visit``)."""
+        for lsm in self.ls_means:
+            if lsm.arm == arm and (visit is None or lsm.visit == visit):
+                return lsm
+        raise AnalysisError(f"no LS mean for arm {arm!r} at visit {visit!r}")
+
+    def test(self, name: str) -> TestResult:
+        """Return the test called ``name``."""
+        for t in self.tests:
+            if t.name == name:
+                return t
+        raise AnalysisError(f"no test {name!r}; have {[t.name for t in self.tests]}")
+
+
+@dataclass(frozen=True)
+class SurvivalCurve(Serialisable):
+    """A Kaplan-Meier curve of one arm at its distinct event/censoring times."""
+
+    arm: str
+    conf_type: str
+    time: tuple[float, ...]
+    n_at_risk: tuple[int, ...]
+    n_events: tuple[int, ...]
+    n_censored: tuple[int, ...]
+    survival: tuple[float, ...]
+    std_err: tuple[float, ...]
+    ci_low: tuple[float, ...]
+    ci_high: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class MedianSurvival(Serialisable):
+    """Median survival of one arm with its CI (None where not reached)."""
+
+    arm: str
+    median: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+@dataclass(frozen=True)
+class LandmarkSurvival(Serialisable):
+    """Kaplan-Meier survival of one arm at a landmark time with its CI."""
+
+    arm: str
+    time: float
+    survival: float
+    std_err: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class SurvivalResult(Serialisable):
+    """Kaplan-Meier curves, medians, landmarks and the log-rank test per arm."""
+
+    method: str
+    model: str
+    n_by_arm: Mapping[str, int]
+    events_by_arm: Mapping[str, int]
+    curves: tuple[SurvivalCurve, ...]
+    medians: tuple[MedianSurvival, ...]
+    landmarks: tuple[LandmarkSurvival, ...]
+    tests: tuple[TestResult, ...]
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _freeze_mapping(self, "n_by_arm")
+        _freeze_mapping(self, "events_by_arm")
+
+
+@dataclass(frozen=True)
+class SubgroupLevel(Serialisable):
+    """The treatment effect within one level of a subgroup factor (one forest-plot row)."""
+
+    level: str
+    n_by_arm: Mapping[str, int]
+    effects: tuple[EffectEstimate, ...]
+
+    def __post_init__(self) -> None:
+        _freeze_mapping(self, "n_by_arm")
+
+
+@dataclass(frozen=True)
+class SubgroupResult(Serialisable):
+    """Effects per subgroup level and the arm x subgroup interaction test."""
+
+    subgroup: str
+    method: str
+    model: str
+    levels: tuple[SubgroupLevel, ...]
+    interaction: TestResult
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PowerResult(Serialisable):
+    """Power, or the sample size reaching a target power, of a two-arm comparison.
+
+    ``n_control`` and ``n_treatment`` are whole subjects (rounded up); ``n_control_exact``
+    is the real-valued solution R's ``power.*.test`` reports.
+    """
+
+    method: str
+    power: float
+    n_control: int
+    n_treatment: int
+    n_control_exact: float
+    alpha: float
+    ratio: float
+    sided: int
+
+    @property
+    def n_total(self) -> int:
+        """Return the total number of subjects."""
+        return self.n_control + self.n_treatment
+
+
+@dataclass(frozen=True)
+class MultiplicityDecision(Serialisable):
+    """The multiplicity-adjusted outcome of one hypothesis."""
+
+    endpoint: str
+    p_value: float
+    adjusted_p_value: float
+    rejected: bool
+    tested: bool
+
+
+@dataclass(frozen=True)
+class MultiplicityResult(Serialisable):
+    """Decisions for an ordered family of hypotheses under one procedure."""
+
+    procedure: str
+    alpha: float
+    decisions: tuple[MultiplicityDecision, ...]
+
+    def decision(self, endpoint: str) -> MultiplicityDecision:
+        """Return the decision for ``endpoint``."""
+        for d in self.decisions:
+            if d.endpoint == endpoint:
+                return d
+        raise AnalysisError(f"no endpoint {endpoint!r} in this family")
