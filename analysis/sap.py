@@ -1,0 +1,795 @@
+"""The statistical analysis plan runner: every endpoint the protocol declares, with its
+sensitivity analyses, subgroups and multiplicity, plus disposition, baseline and safety tables.
+
+``run_sap(data, blinded=..., seed=...)`` takes plain `TrialData` and returns a frozen,
+JSON-serialisable `AnalysisResults`. A blinded run replaces every arm code by a dummy label
+(A, B, ...) assigned by a seeded shuffle before any computation, so nothing downstream can
+carry a real arm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from analysis.datasets import (
+    SubjectData,
+    TrialData,
+    baseline_values,
+    endpoint_frame,
+    in_population,
+    visible_visits,
+)
+from analysis.estimators._covariance import CovarianceStructure
+from analysis.estimators.ancova import fit_ancova
+from analysis.estimators.binary import compare_proportions, fit_cmh, fit_logistic
+from analysis.estimators.gee import fit_gee, fit_random_intercept
+from analysis.estimators.mmrm import fit_mmrm
+from analysis.estimators.survival import estimate_kaplan_meier, fit_cox
+from analysis.multiplicity import adjust_fixed_sequence, adjust_holm
+from analysis.results import AnalysisError, EffectEstimate, Serialisable
+from analysis.sensitivity import as_effect, impute_and_pool, tipping_point
+from analysis.subgroups import estimate_subgroup_effects
+from protocols.model import BINARY_MODELS, Endpoint, Protocol
+
+Progress = Callable[[int, int, str], None]
+COVARIANCE: dict[str, CovarianceStructure] = {
+    "unstructured": "UN",
+    "compound_symmetry": "CS",
+    "ar1": "AR1",
+    "toeplitz": "TOEP",
+}
+CONTINUOUS = frozenset({"ancova", "mmrm"})
+
+
+@dataclass(frozen=True)
+class EndpointAnalysis(Serialisable):
+    """One endpoint's analysis as pre-specified, with its headline effect."""
+
+    id: str
+    name: str
+    name_zh: str | None
+    role: str
+    model: str
+    population: str
+    estimand: Mapping[str, Any]
+    n_by_arm: Mapping[str, int]
+    n_missing_by_arm: Mapping[str, int]
+    headline: Mapping[str, Any] | None
+    result: Mapping[str, Any] | None
+    supportive: Mapping[str, Any]
+    sensitivity: tuple[Mapping[str, Any], ...]
+    subgroups: tuple[Mapping[str, Any], ...]
+    mean_by_visit: tuple[Mapping[str, Any], ...]
+    warnings: tuple[str, ...]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisResults(Serialisable):
+    trial: str
+    title: str
+    protocol_version: str
+    blinded: bool
+    arms: tuple[Mapping[str, Any], ...]  # label, name (real names only when unblinded)
+    reference_arm: str | None
+    cutoff_on: str | None
+    seed: int
+    disposition: Mapping[str, Any]
+    baseline: tuple[Mapping[str, Any], ...]
+    endpoints: tuple[EndpointAnalysis, ...]
+    multiplicity: Mapping[str, Any] | None
+    safety: Mapping[str, Any]
+    listings: Mapping[str, Any]
+
+    def endpoint(self, endpoint_id: str) -> EndpointAnalysis:
+        for endpoint in self.endpoints:
+            if endpoint.id == endpoint_id:
+                return endpoint
+        raise AnalysisError(f"no endpoint {endpoint_id!r}")
+
+
+def arm_labels(protocol: Protocol, blinded: bool, seed: int) -> dict[str, str]:
+    """Map real arm codes to what results show: themselves, or A, B, ... shuffled by seed."""
+    codes = [arm.code for arm in protocol.arms]
+    if not blinded:
+        return {code: code for code in codes}
+    shuffled = list(codes)
+    random.Random(seed).shuffle(shuffled)
+    return {code: chr(ord("A") + i) for i, code in enumerate(shuffled)}
+
+
+def _mask(data: TrialData, labels: Mapping[str, str]) -> TrialData:
+    subjects = tuple(
+        dataclasses.replace(s, arm=labels.get(s.arm) if s.arm else None) for s in data.subjects
+    )
+    return dataclasses.replace(data, subjects=subjects)
+
+
+def _reference(protocol: Protocol, endpoint: Endpoint | None, labels: Mapping[str, str]) -> str:
+    code = (endpoint.analysis.reference_arm if endpoint else None) or (
+        protocol.control_arm.code if protocol.control_arm else protocol.arms[-1].code
+    )
+    return labels[code]
+
+
+def _effect_dict(effect: EffectEstimate | None) -> dict[str, Any] | None:
+    return None if effect is None else effect.to_dict()
+
+
+def _numeric_columns(frame: pd.DataFrame, names: Sequence[str]) -> list[str]:
+    return [n for n in names if n in frame and frame[n].notna().any()]
+
+
+def _fit(
+    endpoint: Endpoint,
+    frame: pd.DataFrame,
+    reference: str,
+    *,
+    model: str | None = None,
+    covariance: CovarianceStructure | None = None,
+) -> tuple[Any, EffectEstimate | None, dict[str, Any]]:
+    """Fit the endpoint's model; return (result, headline effect, supportive results)."""
+    spec = endpoint.analysis
+    model = model or spec.model
+    covariates = (
+        _numeric_columns(frame, ["baseline", *spec.covariates])
+        if model in ("ancova", "gee_per_eye", "logistic")
+        else _numeric_columns(frame, spec.covariates)
+    )
+    strata = [s for s in spec.strata if s in frame and frame[s].notna().any()]
+    outcome = "change" if spec.change_from_baseline else "value"
+    supportive: dict[str, Any] = {}
+    alpha = spec.alpha
+    if model == "ancova":
+        result = fit_ancova(
+            frame,
+            outcome=outcome,
+            arm="arm",
+            reference_arm=reference,
+            covariates=covariates,
+            strata=strata,
+            alpha=alpha,
+        )
+        return result, result.effects[0] if result.effects else None, supportive
+    if model == "mmrm":
+        result = fit_mmrm(
+            frame,
+            outcome=outcome,
+            arm="arm",
+            visit="visit",
+            subject="subject",
+            reference_arm=reference,
+            baseline="baseline",
+            covariates=_numeric_columns(frame, spec.covariates),
+            strata=strata,
+            covariance=covariance or COVARIANCE[spec.covariance or "unstructured"],
+            visit_order=list(spec.visits),
+            alpha=alpha,
+        )
+        last = spec.visits[-1]
+        headline = next((e for e in result.effects if e.visit == last), None)
+        return result, headline, supportive
+    if model in BINARY_MODELS:
+        binary = frame.dropna(subset=["response"])
+        if model == "logistic":
+            result = fit_logistic(
+                binary,
+                outcome="response",
+                arm="arm",
+                reference_arm=reference,
+                covariates=covariates,
+                strata=strata,
+                alpha=alpha,
+            )
+            supportive["risk_difference"] = compare_proportions(
+                binary, outcome="response", arm="arm", reference_arm=reference, alpha=alpha
+            )
+            return result, result.effects[0] if result.effects else None, supportive
+        if model == "risk_difference":
+            result = compare_proportions(
+                binary, outcome="response", arm="arm", reference_arm=reference, alpha=alpha
+            )
+            headline = next(
+                (e for e in result.effects if e.ci_method != "wald"),
+                result.effects[0] if result.effects else None,
+            )
+            return result, headline, supportive
+        combined = binary.assign(
+            _stratum=binary[strata].astype(str).agg("|".join, axis=1) if strata else "all"
+        )
+        result = fit_cmh(
+            combined,
+            outcome="response",
+            arm="arm",
+            stratum="_stratum",
+            reference_arm=reference,
+            alpha=alpha,
+        )
+        return result, result.effects[0] if result.effects else None, supportive
+    if model == "km_logrank":
+        timed = frame.dropna(subset=["time", "event"])
+        survival = estimate_kaplan_meier(
+            timed,
+            time="time",
+            event="event",
+            arm="arm",
+            reference_arm=reference,
+            strata=strata,
+            alpha=alpha,
+        )
+        return survival, None, supportive
+    if model == "cox":
+        timed = frame.dropna(subset=["time", "event"])
+        result = fit_cox(
+            timed,
+            time="time",
+            event="event",
+            arm="arm",
+            reference_arm=reference,
+            covariates=_numeric_columns(timed, spec.covariates),
+            strata=strata,
+            alpha=alpha,
+        )
+        return result, result.effects[0] if result.effects else None, supportive
+    if model == "gee_per_eye":
+        complete = frame.dropna(subset=[outcome])
+        result = fit_gee(
+            complete,
+            outcome=outcome,
+            arm="arm",
+            cluster="subject",
+            reference_arm=reference,
+            covariates=covariates,
+            factors=strata,
+            alpha=alpha,
+        )
+        supportive["random_intercept"] = fit_random_intercept(
+            complete,
+            outcome=outcome,
+            arm="arm",
+            cluster="subject",
+            reference_arm=reference,
+            covariates=covariates,
+            factors=strata,
+            alpha=alpha,
+        )
+        return result, result.effects[0] if result.effects else None, supportive
+    raise AnalysisError(f"unknown model {model}")
+
+
+def _counts(
+    frame: pd.DataFrame, arms: Sequence[str], outcome: str
+) -> tuple[dict[str, int], dict[str, int]]:
+    per_subject = frame.groupby("subject").agg(
+        arm=("arm", "first"), has=(outcome, lambda s: s.notna().any())
+    )
+    n = {arm: int((per_subject["arm"] == arm).sum()) for arm in arms}
+    analysed = per_subject[per_subject["has"]]
+    missing = {arm: n[arm] - int((analysed["arm"] == arm).sum()) for arm in arms}
+    return n, missing
+
+
+def _mean_by_visit(frame: pd.DataFrame, column: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if "visit" not in frame or column not in frame:
+        return rows
+    for (arm, visit), group in frame.dropna(subset=[column]).groupby(["arm", "visit"], sort=False):
+        values = group[column].astype(float)
+        sd = float(values.std(ddof=1)) if len(values) > 1 else None
+        rows.append(
+            {
+                "arm": str(arm),
+                "visit": str(visit),
+                "n": len(values),
+                "mean": float(values.mean()),
+                "se": sd / math.sqrt(len(values)) if sd is not None else None,
+            }
+        )
+    return rows
+
+
+def _sensitivities(
+    data: TrialData, endpoint: Endpoint, frame: pd.DataFrame, reference: str, seed: int
+) -> list[dict[str, Any]]:
+    spec = endpoint.analysis
+    outcome = "change" if spec.change_from_baseline else "value"
+    out: list[dict[str, Any]] = []
+    final = frame[frame["visit"] == spec.visits[-1]] if "visit" in frame and spec.visits else frame
+    for sensitivity in spec.sensitivity:
+        entry: dict[str, Any] = {
+            "id": sensitivity.id,
+            "method": sensitivity.method,
+            "description": sensitivity.description.en,
+        }
+        try:
+            if sensitivity.method == "per_protocol":
+                pp = endpoint_frame(data, endpoint, "per_protocol")
+                _, effect, _ = _fit(endpoint, pp, reference)
+                entry.update(population="per_protocol", effects=[_effect_dict(effect)])
+            elif sensitivity.method in ("complete_case", "alternative_model", "other"):
+                model: str = "ancova" if spec.model == "mmrm" else spec.model
+                covariance: CovarianceStructure | None = (
+                    "CS" if spec.model == "mmrm" and sensitivity.method != "complete_case" else None
+                )
+                model = spec.model if covariance else model
+                subset = final if model == "ancova" and spec.model == "mmrm" else frame
+                _, effect, _ = _fit(endpoint, subset, reference, model=model, covariance=covariance)
+                entry.update(
+                    model=model if not covariance else "mmrm (CS)", effects=[_effect_dict(effect)]
+                )
+            elif sensitivity.method in (
+                "multiple_imputation_mar",
+                "reference_based_mi",
+                "tipping_point",
+            ):
+                if spec.model not in CONTINUOUS:
+                    raise AnalysisError(
+                        f"multiple imputation is implemented for continuous "
+                        f"endpoints, not {spec.model}"
+                    )
+                mi_frame = final.assign(baseline=final["baseline"])
+                covariates = _numeric_columns(mi_frame, ["baseline", *spec.covariates])
+                strata = [s for s in spec.strata if s in mi_frame and mi_frame[s].notna().any()]
+                common = {
+                    "outcome": outcome,
+                    "arm": "arm",
+                    "reference_arm": reference,
+                    "covariates": covariates,
+                    "strata": strata,
+                    "seed": seed,
+                    "alpha": spec.alpha,
+                }
+                if sensitivity.method == "tipping_point":
+                    sd = float(mi_frame[outcome].std(ddof=1) or 1.0)
+                    primary = _fit(endpoint, frame, reference)[1]
+                    sign = 1.0 if primary is None or primary.estimate < 0 else -1.0
+                    deltas = [round(sign * sd * k / 4, 4) for k in range(0, 9)]
+                    results, tip = tipping_point(mi_frame, deltas=deltas, **common)  # type: ignore[arg-type]
+                    entry.update(
+                        strategy="delta-adjusted MAR",
+                        deltas=deltas,
+                        effects=[r.to_dict() for r in results],
+                        tipping_delta=tip,
+                    )
+                else:
+                    strategy = "mar" if sensitivity.method == "multiple_imputation_mar" else "j2r"
+                    pooled = impute_and_pool(mi_frame, strategy=strategy, **common)  # type: ignore[arg-type]
+                    entry.update(
+                        strategy=strategy,
+                        effects=[
+                            {
+                                **as_effect(p).to_dict(),
+                                "n_imputed": p.n_imputed,
+                                "n_imputations": p.n_imputations,
+                            }
+                            for p in pooled
+                        ],
+                    )
+            else:
+                raise AnalysisError(f"sensitivity method {sensitivity.method} not implemented")
+        except (AnalysisError, ValueError, KeyError) as exc:
+            entry.update(status="not_run", note=str(exc))
+        out.append(entry)
+    return out
+
+
+def _subgroups(endpoint: Endpoint, frame: pd.DataFrame, reference: str) -> list[dict[str, Any]]:
+    spec = endpoint.analysis
+    out: list[dict[str, Any]] = []
+    if not spec.subgroups:
+        return out
+    binary = spec.model in BINARY_MODELS
+    outcome = "response" if binary else ("change" if spec.change_from_baseline else "value")
+    final = frame[frame["visit"] == spec.visits[-1]] if "visit" in frame and spec.visits else frame
+    final = final.dropna(subset=[outcome]) if outcome in final else final
+    for subgroup in spec.subgroups:
+        column = f"subgroup_{subgroup.id}"
+        try:
+            if spec.model not in ("ancova", "mmrm", "logistic"):
+                raise AnalysisError("subgroups are estimated for ANCOVA/MMRM/logistic endpoints")
+            result = estimate_subgroup_effects(
+                final.dropna(subset=[column]),
+                outcome=outcome,
+                arm="arm",
+                subgroup=column,
+                reference_arm=reference,
+                covariates=_numeric_columns(final, ["baseline", *spec.covariates]),
+                strata=[s for s in spec.strata if s in final and final[s].notna().any()],
+                method="logistic" if binary else "ancova",
+                alpha=spec.alpha,
+            )
+            out.append(
+                {
+                    **result.to_dict(),
+                    "id": subgroup.id,
+                    "label": subgroup.label.en,
+                    "level_labels": {lv.code: lv.label.en for lv in subgroup.levels},
+                }
+            )
+        except (AnalysisError, ValueError) as exc:
+            out.append(
+                {
+                    "id": subgroup.id,
+                    "label": subgroup.label.en,
+                    "status": "not_run",
+                    "note": str(exc),
+                }
+            )
+    return out
+
+
+def analyse_endpoint(
+    data: TrialData, endpoint: Endpoint, reference: str, arms: Sequence[str], seed: int
+) -> EndpointAnalysis:
+    spec = endpoint.analysis
+    estimand = {
+        "population": endpoint.estimand.population.en,
+        "analysis_set": endpoint.estimand.analysis_set,
+        "variable": endpoint.estimand.variable.en,
+        "treatment": f"{' vs '.join(arms)} (reference {reference})",
+        "intercurrent_events": [
+            {"event": e.description.en, "strategy": e.strategy}
+            for e in endpoint.estimand.intercurrent_events
+        ],
+        "summary": endpoint.estimand.summary.en,
+    }
+    base: dict[str, Any] = {
+        "id": endpoint.id,
+        "name": endpoint.name.en,
+        "name_zh": endpoint.name.zh,
+        "role": endpoint.role,
+        "model": spec.model,
+        "population": endpoint.estimand.analysis_set,
+        "estimand": estimand,
+    }
+    try:
+        frame = endpoint_frame(data, endpoint)
+        outcome = (
+            "time"
+            if spec.model in ("km_logrank", "cox")
+            else "response"
+            if spec.model in BINARY_MODELS
+            else ("change" if spec.change_from_baseline else "value")
+        )
+        n, missing = _counts(frame, arms, outcome)
+        result, headline, supportive = _fit(endpoint, frame, reference)
+        warnings = tuple(getattr(result, "warnings", ()))
+        return EndpointAnalysis(
+            **base,
+            n_by_arm=n,
+            n_missing_by_arm=missing,
+            headline=_effect_dict(headline),
+            result=result.to_dict(),
+            supportive={k: v.to_dict() for k, v in supportive.items()},
+            sensitivity=tuple(_sensitivities(data, endpoint, frame, reference, seed)),
+            subgroups=tuple(_subgroups(endpoint, frame, reference)),
+            mean_by_visit=tuple(
+                _mean_by_visit(frame, "change" if spec.change_from_baseline else "value")
+            ),
+            warnings=warnings,
+        )
+    except (AnalysisError, ValueError, KeyError, ZeroDivisionError) as exc:
+        return EndpointAnalysis(
+            **base,
+            n_by_arm={},
+            n_missing_by_arm={},
+            headline=None,
+            result=None,
+            supportive={},
+            sensitivity=(),
+            subgroups=(),
+            mean_by_visit=(),
+            warnings=(),
+            error=str(exc),
+        )
+
+
+def _multiplicity(
+    protocol: Protocol, analyses: Sequence[EndpointAnalysis]
+) -> dict[str, Any] | None:
+    ordered = sorted(
+        (e for e in protocol.endpoints if e.analysis.multiplicity_order),
+        key=lambda e: e.analysis.multiplicity_order or 0,
+    )
+    tests: list[tuple[str, float]] = []
+    for endpoint in ordered:
+        analysis = next(a for a in analyses if a.id == endpoint.id)
+        p = analysis.headline.get("p_value") if analysis.headline else None
+        tests.append((endpoint.id, float(p) if isinstance(p, int | float) else 1.0))
+    if len(tests) < 2:
+        return None
+    alpha = ordered[0].analysis.alpha
+    return {
+        "order": [t[0] for t in tests],
+        "alpha": alpha,
+        "fixed_sequence": adjust_fixed_sequence(tests, alpha).to_dict(),
+        "holm": adjust_holm(tests, alpha).to_dict(),
+        "procedure": "fixed-sequence (hierarchical) testing in the protocol's order; "
+        "Holm shown for reference",
+    }
+
+
+def _disposition(
+    data: TrialData,
+    labels: Sequence[str],
+    primary: EndpointAnalysis | None,
+) -> dict[str, Any]:
+    subjects = data.subjects
+    failed = [s for s in subjects if s.status == "screen_failed"]
+    pending = [s for s in subjects if s.arm is None and s.status != "screen_failed"]
+    reasons: Counter[str] = Counter()
+    for s in failed:
+        reasons["not meeting eligibility criteria" if s.failed_criteria else "other reasons"] += 1
+    for s in pending:
+        reasons[
+            "declined to participate"
+            if s.status == "withdrawn"
+            else "other reasons (screening or randomization pending)"
+        ] += 1
+    per_arm: dict[str, dict[str, Any]] = {}
+    for label in labels:
+        randomized = [s for s in subjects if s.arm == label]
+        withdrawn = [s for s in randomized if s.withdrawn_on is not None]
+        lost = [s for s in withdrawn if "lost" in (s.withdrawal_reason or "").lower()]
+        analysed = (
+            primary.n_by_arm.get(label, 0) - primary.n_missing_by_arm.get(label, 0)
+            if primary and primary.n_by_arm
+            else 0
+        )
+        per_arm[label] = {
+            "allocated": len(randomized),
+            "received": len(randomized),
+            "not_received": 0,
+            "lost_to_follow_up": len(lost),
+            "discontinued": len(withdrawn) - len(lost),
+            "discontinued_reasons": dict(
+                Counter(s.withdrawal_reason or "not given" for s in withdrawn if s not in lost)
+            ),
+            "analysed": analysed,
+            "excluded_from_analysis": len(randomized) - analysed,
+        }
+    failed_by_criterion = Counter(c for s in failed for c in s.failed_criteria)
+    return {
+        "assessed": len(subjects),
+        "excluded": len(failed) + len(pending),
+        "excluded_reasons": dict(reasons),
+        "failed_criteria": dict(failed_by_criterion),
+        "randomized": sum(1 for s in subjects if s.arm is not None),
+        "arms": per_arm,
+    }
+
+
+def _baseline_table(data: TrialData, labels: Sequence[str]) -> list[dict[str, Any]]:
+    protocol = data.protocol
+    early = [v for v in protocol.schedule.visits if v.anchor != "randomization" or v.day <= 0]
+    fields = []
+    seen: set[str] = set()
+    for visit in early:
+        for form_id in visit.forms:
+            for f in protocol.form(form_id).fields:
+                if (
+                    f.id not in seen
+                    and not f.identifier
+                    and f.type in ("integer", "decimal", "single_choice", "yesno", "calculated")
+                ):
+                    seen.add(f.id)
+                    fields.append(f)
+    randomized = [s for s in data.subjects if s.arm is not None]
+    values = {s.subject: baseline_values(data, s) for s in randomized}
+    rows: list[dict[str, Any]] = []
+    for f in fields[:16]:
+        groups = {
+            label: [values[s.subject].get(f.id) for s in randomized if s.arm == label]
+            for label in labels
+        }
+        groups["Total"] = [values[s.subject].get(f.id) for s in randomized]
+        if f.type in ("single_choice", "yesno"):
+            choices = (
+                [(c.code, c.label.en) for c in f.choices]
+                if f.choices
+                else [("1", "Yes"), ("0", "No")]
+            )
+            for code, text in choices:
+                cells = {}
+                for label, vals in groups.items():
+                    n = sum(1 for v in vals if str(v) == code)
+                    cells[label] = {"n": n, "percent": 100 * n / len(vals) if vals else None}
+                rows.append(
+                    {
+                        "field": f.id,
+                        "label": f"{f.label.en}: {text}",
+                        "kind": "count",
+                        "cells": cells,
+                    }
+                )
+        else:
+            cells = {}
+            for label, vals in groups.items():
+                numbers = pd.Series(
+                    [v for v in vals if isinstance(v, int | float) and not isinstance(v, bool)],
+                    dtype=float,
+                )
+                cells[label] = {
+                    "n": len(numbers),
+                    "mean": float(numbers.mean()) if len(numbers) else None,
+                    "sd": float(numbers.std(ddof=1)) if len(numbers) > 1 else None,
+                    "median": float(numbers.median()) if len(numbers) else None,
+                    "min": float(numbers.min()) if len(numbers) else None,
+                    "max": float(numbers.max()) if len(numbers) else None,
+                }
+            rows.append(
+                {
+                    "field": f.id,
+                    "label": f.label.en + (f" ({f.unit})" if f.unit else ""),
+                    "kind": "numeric",
+                    "cells": cells,
+                }
+            )
+    return rows
+
+
+def _safety(data: TrialData, labels: Sequence[str]) -> dict[str, Any]:
+    forms = [f for f in data.protocol.forms if f.repeating and "adverse" in f.id]
+    randomized = [
+        s for s in data.subjects if s.arm is not None and in_population(data, s, "safety")
+    ]
+    n_arm = {label: sum(1 for s in randomized if s.arm == label) for label in labels}
+    if not forms:
+        return {"n_by_arm": n_arm, "overview": [], "by_term": [], "serious": []}
+    form = forms[0]
+    term = next((f.id for f in form.fields if "term" in f.id), form.fields[0].id)
+    serious = next((f.id for f in form.fields if "serious" in f.id), None)
+    onset = next((f.id for f in form.fields if "onset" in f.id), None)
+    any_ae: dict[str, set[str]] = defaultdict(set)
+    any_sae: dict[str, set[str]] = defaultdict(set)
+    by_term: dict[tuple[str, str], set[str]] = defaultdict(set)
+    sae_listing: list[dict[str, Any]] = []
+    for s in randomized:
+        for event in s.repeats.get(form.id, ()):
+            name = str(event.get(term) or "unspecified").strip().lower()
+            any_ae[s.arm or ""].add(s.subject)
+            by_term[(name, s.arm or "")].add(s.subject)
+            if serious and str(event.get(serious)) == "1":
+                any_sae[s.arm or ""].add(s.subject)
+                sae_listing.append(
+                    {
+                        "subject": s.subject,
+                        "arm": s.arm,
+                        "term": name,
+                        "onset": event.get(onset) if onset else None,
+                    }
+                )
+
+    def cell(subjects: set[str], label: str) -> dict[str, Any]:
+        n = len(subjects)
+        return {"n": n, "percent": 100 * n / n_arm[label] if n_arm[label] else None}
+
+    terms = sorted(
+        {t for t, _ in by_term}, key=lambda t: -sum(len(by_term[(t, a)]) for a in labels)
+    )
+    return {
+        "n_by_arm": n_arm,
+        "overview": [
+            {"label": "Any adverse event", "cells": {a: cell(any_ae[a], a) for a in labels}},
+            {
+                "label": "Any serious adverse event",
+                "cells": {a: cell(any_sae[a], a) for a in labels},
+            },
+        ],
+        "by_term": [
+            {"term": t, "cells": {a: cell(by_term[(t, a)], a) for a in labels}} for t in terms[:40]
+        ],
+        "serious": sae_listing,
+    }
+
+
+def _listings(data: TrialData, primary: Endpoint | None) -> dict[str, Any]:
+    withdrawn = [
+        {
+            "subject": s.subject,
+            "arm": s.arm,
+            "withdrawn_on": str(s.withdrawn_on),
+            "reason": s.withdrawal_reason,
+        }
+        for s in data.subjects
+        if s.arm is not None and s.withdrawn_on is not None
+    ]
+    efficacy: list[dict[str, Any]] = []
+    if primary is not None:
+        try:
+            frame = endpoint_frame(data, primary)
+            for row in frame.itertuples(index=False):
+                efficacy.append(
+                    {
+                        "subject": row.subject,
+                        "arm": row.arm,
+                        "visit": getattr(row, "visit", None),
+                        "value": _finite(getattr(row, "value", None)),
+                        "change": _finite(getattr(row, "change", None)),
+                    }
+                )
+        except AnalysisError:
+            efficacy = []
+    return {"discontinued": withdrawn, "primary_efficacy": efficacy}
+
+
+def _finite(value: object) -> float | None:
+    if isinstance(value, int | float) and math.isfinite(float(value)):
+        return float(value)
+    return None
+
+
+def run_sap(
+    data: TrialData,
+    *,
+    blinded: bool,
+    seed: int = 20261123,
+    progress: Progress | None = None,
+    protocol_version: str = "",
+) -> AnalysisResults:
+    """Run every endpoint of the protocol's analysis plan on `data`."""
+    protocol = data.protocol
+    labels = arm_labels(protocol, blinded, seed)
+    masked = _mask(data, labels)
+    arm_order = sorted(labels.values()) if blinded else [a.code for a in protocol.arms]
+    total = len(protocol.endpoints) + 2
+    analyses: list[EndpointAnalysis] = []
+    for i, endpoint in enumerate(protocol.endpoints):
+        if progress:
+            progress(i, total, endpoint.id)
+        analyses.append(
+            analyse_endpoint(
+                masked, endpoint, _reference(protocol, endpoint, labels), arm_order, seed
+            )
+        )
+    if progress:
+        progress(total - 2, total, "tables")
+    primary_endpoint = protocol.primary_endpoints[0] if protocol.primary_endpoints else None
+    primary = next((a for a in analyses if primary_endpoint and a.id == primary_endpoint.id), None)
+    arms = tuple(
+        {
+            "label": labels[a.code],
+            "name": "Arm " + labels[a.code] if blinded else a.name.en,
+            "name_zh": None if blinded else a.name.zh,
+            "ratio": a.ratio,
+        }
+        for a in protocol.arms
+    )
+    results = AnalysisResults(
+        trial=protocol.code,
+        title=protocol.title.en,
+        protocol_version=protocol_version or protocol.version,
+        blinded=blinded,
+        arms=tuple(sorted(arms, key=lambda a: str(a["label"]))) if blinded else arms,
+        reference_arm=_reference(protocol, None, labels),
+        cutoff_on=data.cutoff_on.isoformat() if data.cutoff_on else None,
+        seed=seed,
+        disposition=_disposition(masked, arm_order, primary),
+        baseline=tuple(_baseline_table(masked, arm_order)),
+        endpoints=tuple(analyses),
+        multiplicity=_multiplicity(protocol, analyses),
+        safety=_safety(masked, arm_order),
+        listings=_listings(masked, primary_endpoint),
+    )
+    if progress:
+        progress(total, total, "done")
+    return results
+
+
+__all__ = [
+    "AnalysisResults",
+    "EndpointAnalysis",
+    "SubjectData",
+    "TrialData",
+    "arm_labels",
+    "run_sap",
+    "visible_visits",
+]
