@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ from analysis.multiplicity import adjust_fixed_sequence, adjust_holm
 from analysis.results import AnalysisError, EffectEstimate, Serialisable
 from analysis.sensitivity import as_effect, impute_and_pool, tipping_point
 from analysis.subgroups import estimate_subgroup_effects
-from protocols.model import BINARY_MODELS, Endpoint, Protocol
+from ecrf.model import Label
+from protocols.model import BINARY_MODELS, Arm, Endpoint, Protocol
 
 Progress = Callable[[int, int, str], None]
 COVARIANCE: dict[str, CovarianceStructure] = {
@@ -106,11 +108,47 @@ def arm_labels(protocol: Protocol, blinded: bool, seed: int) -> dict[str, str]:
     return {code: chr(ord("A") + i) for i, code in enumerate(shuffled)}
 
 
+def arm_terms(protocol: Protocol) -> list[str]:
+    """Every way the protocol names an arm: codes and English/Chinese names."""
+    terms = {a.code for a in protocol.arms} | {a.name.en for a in protocol.arms}
+    terms |= {a.name.zh for a in protocol.arms if a.name.zh}
+    return sorted(terms, key=len, reverse=True)
+
+
+def _redact_labels(node: Any, pattern: re.Pattern[str]) -> Any:
+    """Return a copy of a protocol tree whose text never names an arm (blinded runs)."""
+    if isinstance(node, Label):
+        return Label(
+            pattern.sub("[arm]", node.en), pattern.sub("[arm]", node.zh) if node.zh else None
+        )
+    if isinstance(node, Arm):
+        return node
+    if isinstance(node, tuple):
+        return tuple(_redact_labels(item, pattern) for item in node)
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        changes = {
+            f.name: _redact_labels(getattr(node, f.name), pattern) for f in dataclasses.fields(node)
+        }
+        return dataclasses.replace(node, **changes)
+    return node
+
+
+def redact_protocol(protocol: Protocol) -> Protocol:
+    words = "|".join(re.escape(t) for t in arm_terms(protocol))
+    pattern = re.compile(rf"(?<![\w-])(?:{words})(?![\w-])", re.IGNORECASE)
+    redacted: Protocol = _redact_labels(protocol, pattern)
+    return redacted
+
+
 def _mask(data: TrialData, labels: Mapping[str, str]) -> TrialData:
     subjects = tuple(
         dataclasses.replace(s, arm=labels.get(s.arm) if s.arm else None) for s in data.subjects
     )
     return dataclasses.replace(data, subjects=subjects)
+
+
+def _blinded_view(data: TrialData, labels: Mapping[str, str]) -> TrialData:
+    return dataclasses.replace(_mask(data, labels), protocol=redact_protocol(data.protocol))
 
 
 def _reference(protocol: Protocol, endpoint: Endpoint | None, labels: Mapping[str, str]) -> str:
@@ -277,7 +315,9 @@ def _counts(
     return n, missing
 
 
-def _mean_by_visit(frame: pd.DataFrame, column: str) -> list[dict[str, Any]]:
+def _mean_by_visit(
+    frame: pd.DataFrame, column: str, days: Mapping[str, int]
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if "visit" not in frame or column not in frame:
         return rows
@@ -472,7 +512,11 @@ def analyse_endpoint(
             sensitivity=tuple(_sensitivities(data, endpoint, frame, reference, seed)),
             subgroups=tuple(_subgroups(endpoint, frame, reference)),
             mean_by_visit=tuple(
-                _mean_by_visit(frame, "change" if spec.change_from_baseline else "value")
+                _mean_by_visit(
+                    frame,
+                    "change" if spec.change_from_baseline else "value",
+                    {v.id: v.day for v in data.protocol.schedule.visits},
+                )
             ),
             warnings=warnings,
         )
@@ -738,7 +782,8 @@ def run_sap(
     """Run every endpoint of the protocol's analysis plan on `data`."""
     protocol = data.protocol
     labels = arm_labels(protocol, blinded, seed)
-    masked = _mask(data, labels)
+    masked = _blinded_view(data, labels) if blinded else data
+    protocol = masked.protocol  # protocol texts never name an arm in a blinded run
     arm_order = sorted(labels.values()) if blinded else [a.code for a in protocol.arms]
     total = len(protocol.endpoints) + 2
     analyses: list[EndpointAnalysis] = []

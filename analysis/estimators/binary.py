@@ -206,13 +206,15 @@ def fit_logistic(
         contrast[i], contrast[0] = 1.0, -1.0
         log_or = float(contrast @ fit.beta)
         se = float(np.sqrt(contrast @ fit.cov @ contrast))
+        with np.errstate(over="ignore"):  # under separation the bounds are infinite (warned)
+            bounds = np.exp([log_or, log_or - z * se, log_or + z * se])
         effects.append(
             EffectEstimate(
                 contrast=f"{a} vs {arms[0]}",
-                estimate=float(np.exp(log_or)),
+                estimate=float(bounds[0]),
                 se=se,
-                ci_low=float(np.exp(log_or - z * se)),
-                ci_high=float(np.exp(log_or + z * se)),
+                ci_low=float(bounds[1]),
+                ci_high=float(bounds[2]),
                 p_value=float(2 * stats.norm.sf(abs(log_or / se))),
                 scale="odds_ratio",
             )
