@@ -240,11 +240,15 @@ def audit_verify(app: Flask, trial_code: str | None) -> None:
     sys.exit(1)
 
 
+from dtx_trials.cli import analysis as _analysis  # noqa: E402
 from dtx_trials.cli import protocol as _protocol  # noqa: E402
 from dtx_trials.cli import randomization as _randomization  # noqa: E402
 
 cli.add_command(_protocol.protocol)
 cli.add_command(_randomization.randomization)
+cli.add_command(_analysis.analyze)
+cli.add_command(_analysis.export)
+cli.add_command(_analysis.worker)
 
 
 @cli.command("init-key")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Date, ForeignKey, String, Text
+from sqlalchemy import JSON, Date, ForeignKey, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dtx_trials.db import Base, UTCDateTime, intpk, utcnow
@@ -29,4 +29,6 @@ class AnalysisRun(Base):
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     results: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     report_sha256: Mapped[str | None] = mapped_column(String(64))
+    report_pdf: Mapped[bytes | None] = mapped_column(LargeBinary)
+    report_name: Mapped[str | None] = mapped_column(String(80))
     error: Mapped[str | None] = mapped_column(Text)

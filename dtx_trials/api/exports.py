@@ -1,0 +1,35 @@
+"""Export downloads: a ZIP of CSV, SAS XPORT, CDISC ODM or FHIR files (audited)."""
+
+from __future__ import annotations
+
+from flask import Response
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from dtx_trials.api.context import current_actor
+from dtx_trials.extensions import db
+from dtx_trials.services import exports, trials
+from dtx_trials.services.errors import NotFound
+
+blp = Blueprint(
+    "exports", __name__, url_prefix="/api/v1/trials", description="Standard data exports"
+)
+
+
+@blp.route("/<code>/exports/<fmt>.zip")
+class Export(MethodView):
+    @blp.response(200, description="ZIP archive of the export files")
+    def get(self, code: str, fmt: str) -> Response:
+        """Download an export (csv, xpt, odm, fhir); de-identified; blinded unless you may see
+        arms."""
+        if fmt not in exports.FORMATS:
+            raise NotFound(f"unknown export format {fmt}; one of {', '.join(exports.FORMATS)}")
+        actor = current_actor()
+        trial = trials.get_trial(db.session, actor, code)
+        files, blinded = exports.export_trial_files(db.session, actor, trial, [fmt])
+        response = Response(exports.zip_files(files), mimetype="application/zip")
+        suffix = "blinded" if blinded else "unblinded"
+        response.headers["Content-Disposition"] = (
+            f'attachment; filename="{code.lower()}-{fmt}-{suffix}.zip"'
+        )
+        return response

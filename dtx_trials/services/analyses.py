@@ -1,0 +1,357 @@
+"""Analysis runs: freeze the trial's data into `TrialData`, run the SAP, build the PDF, and
+record everything needed to reproduce the run (data hash, protocol version, package
+versions, seed). Jobs run in-process, or on RQ workers when `DTX_QUEUE_URL` is set."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.metadata
+import platform
+import secrets
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from analysis.datasets import SubjectData, TrialData
+from analysis.report import build_report, report_file_name
+from analysis.report_builder import ReportMeta, build_report_spec
+from analysis.sap import arm_terms, run_sap
+from dtx_trials.db import lock_row, transaction, utcnow
+from dtx_trials.models import (
+    Allocation,
+    AnalysisRun,
+    AuditEvent,
+    FormRecord,
+    Participant,
+    ProtocolVersion,
+    Site,
+    Trial,
+    Visit,
+)
+from dtx_trials.services import audit
+from dtx_trials.services.access import SYSTEM, Actor, require
+from dtx_trials.services.errors import NotFound, ValidationError
+from dtx_trials.services.protocols import active_protocol, protocol_of
+from protocols.model import Protocol
+
+PACKAGES = (
+    "dtx-trials",
+    "numpy",
+    "scipy",
+    "pandas",
+    "statsmodels",
+    "lifelines",
+    "reportlab",
+    "pikepdf",
+)
+
+
+def build_trial_data(
+    session: Session, trial: Trial, cutoff_on: datetime.date | None = None
+) -> TrialData:
+    """Read the trial's captured data into plain `TrialData` (real arms: unblinded store)."""
+    _, protocol = active_protocol(session, trial)
+    sites = dict(session.execute(select(Site.id, Site.code).where(Site.trial_id == trial.id)).all())
+    allocations = {
+        a.participant_id: a
+        for a in session.scalars(
+            select(Allocation).where(
+                Allocation.trial_id == trial.id, Allocation.status == "allocated"
+            )
+        )
+    }
+    failed: dict[int, tuple[str, ...]] = {}
+    for event in session.scalars(
+        select(AuditEvent)
+        .where(
+            AuditEvent.chain == audit.chain_for(trial.id),
+            AuditEvent.action == "eligibility.assessed",
+        )
+        .order_by(AuditEvent.seq)
+    ):
+        details = {c["field"]: c.get("new") for c in event.changes}
+        if event.entity_id is not None:
+            failed[event.entity_id] = tuple(details.get("failed") or ())
+    visits_by_id: dict[int, Visit] = {}
+    for visit in session.scalars(
+        select(Visit).join(Participant).where(Participant.trial_id == trial.id)
+    ):
+        visits_by_id[visit.id] = visit
+    values: dict[int, dict[str, dict[str, object]]] = defaultdict(dict)
+    dates: dict[int, dict[str, datetime.date]] = defaultdict(dict)
+    repeats: dict[int, dict[str, list[dict[str, object]]]] = defaultdict(lambda: defaultdict(list))
+    repeating = {f.id for f in protocol.forms if f.repeating}
+    records = session.scalars(
+        select(FormRecord)
+        .join(Participant)
+        .where(Participant.trial_id == trial.id, FormRecord.status != "draft")
+        .order_by(FormRecord.id)
+    )
+    for record in records:
+        visit = visits_by_id.get(record.visit_id or -1)
+        if record.form_code in repeating:
+            repeats[record.participant_id][record.form_code].append(dict(record.data or {}))
+            continue
+        if visit is None:
+            continue
+        values[record.participant_id].setdefault(visit.visit_code, {}).update(record.data or {})
+        on = (
+            visit.actual_on
+            or visit.planned_on
+            or (record.submitted_at.date() if record.submitted_at else None)
+        )
+        if on is not None:
+            dates[record.participant_id][visit.visit_code] = on
+    adherence = _adherence(session, trial, protocol)
+    subjects = []
+    for p in session.scalars(
+        select(Participant)
+        .where(Participant.trial_id == trial.id)
+        .order_by(Participant.subject_code)
+    ):
+        allocation = allocations.get(p.id)
+        subjects.append(
+            SubjectData(
+                subject=p.subject_code,
+                site=sites.get(p.site_id, ""),
+                status=p.status,
+                arm=allocation.arm_code if allocation else None,
+                randomized_on=allocation.allocated_at.date() if allocation else None,
+                withdrawn_on=p.withdrawn_at.date() if p.withdrawn_at else None,
+                withdrawal_reason=p.withdrawal_reason,
+                strata=dict(allocation.factors) if allocation else {},
+                visits=values.get(p.id, {}),
+                visit_dates=dates.get(p.id, {}),
+                repeats={k: tuple(v) for k, v in repeats.get(p.id, {}).items()},
+                adherent=adherence.get(p.subject_code),
+                failed_criteria=failed.get(p.id, ()),
+            )
+        )
+    return TrialData(protocol=protocol, subjects=tuple(subjects), cutoff_on=cutoff_on)
+
+
+def _adherence(session: Session, trial: Trial, protocol: Protocol) -> dict[str, bool]:
+    """Per-protocol adherence from device data when the device service is installed."""
+    try:
+        from dtx_trials.services import devices
+    except ImportError:
+        return {}
+    compute = getattr(devices, "adherence", None)
+    if compute is None:
+        return {}
+    return {
+        code: bool(result.adherent)
+        for code, result in compute(session, trial, protocol).items()
+        if result.adherent is not None
+    }
+
+
+def data_sha256(data: TrialData) -> str:
+    """SHA-256 of the canonical JSON of the frozen analysis data (identifies the snapshot)."""
+    rows = [
+        {
+            "subject": s.subject,
+            "site": s.site,
+            "status": s.status,
+            "arm": s.arm,
+            "randomized_on": s.randomized_on,
+            "withdrawn_on": s.withdrawn_on,
+            "strata": s.strata,
+            "visits": s.visits,
+            "visit_dates": s.visit_dates,
+            "repeats": s.repeats,
+            "adherent": s.adherent,
+        }
+        for s in data.subjects
+    ]
+    text = audit.canonical_json(
+        audit.to_jsonable(
+            {"protocol": data.protocol.code, "cutoff": data.cutoff_on, "subjects": rows}
+        )
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def request_analysis(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    *,
+    cutoff_on: datetime.date | None = None,
+    unblinded: bool = False,
+) -> AnalysisRun:
+    """Create a queued run (statisticians; unblinded runs only for unblinded roles)."""
+    require(
+        actor, "analysis.unblinded" if unblinded and trial.is_blinded else "analysis.run", trial.id
+    )
+    if cutoff_on is not None and cutoff_on > datetime.date.today():
+        raise ValidationError("cut-off in the future", {"cutoff_on": ["must not be after today"]})
+    version, _ = active_protocol(session, trial)
+    with transaction(session):
+        run = AnalysisRun(
+            trial_id=trial.id,
+            protocol_version_id=version.id,
+            status="queued",
+            is_unblinded=unblinded or not trial.is_blinded,
+            cutoff_on=cutoff_on,
+            requested_by_id=actor.user_id,
+            provenance={"seed": secrets.randbelow(2**31)},
+        )
+        session.add(run)
+        session.flush()
+        audit.record_event(
+            session,
+            actor,
+            "analysis.requested",
+            entity_type="analysis_run",
+            entity_id=run.id,
+            trial_id=trial.id,
+            details={"unblinded": run.is_unblinded, "cutoff_on": cutoff_on},
+        )
+    return run
+
+
+def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
+    """Run a queued analysis to completion; failures are recorded on the run, not raised."""
+    with transaction(session):
+        run = lock_row(session, AnalysisRun, run_id)
+        if run is None:
+            raise NotFound("analysis run not found")
+        if run.status not in ("queued", "failed"):
+            return run
+        run.status, run.started_at, run.progress = "running", utcnow(), 0.05
+    trial = session.get(Trial, run.trial_id)
+    assert trial is not None
+    version = session.get(ProtocolVersion, run.protocol_version_id)
+    try:
+        data = build_trial_data(session, trial, run.cutoff_on)
+        sha = data_sha256(data)
+        seed = int(run.provenance.get("seed", 0))
+        blinded = not run.is_unblinded
+        results = run_sap(
+            data,
+            blinded=blinded,
+            seed=seed,
+            protocol_version=f"v{version.version_no}" if version else "",
+        )
+        protocol = protocol_of(version) if version else data.protocol
+        generated = utcnow()
+        meta = ReportMeta(
+            generated_at=generated,
+            data_sha256=sha,
+            software_versions=_versions(),
+            product_name=protocol.title.en[:80],
+            product_version=protocol.version,
+            indication=protocol.therapeutic_area,
+            design=f"randomized, {protocol.blinding.level}-blind, "
+            f"{protocol.randomization.method.replace('_', ' ')}",
+            sponsor="Trial sponsor",
+            phase=protocol.phase,
+            cutoff_on=run.cutoff_on or generated.date(),
+            source=f"dtx-trials analysis run {run.id}",
+        )
+        spec = build_report_spec(results, meta)
+        pdf = build_report(spec, forbidden_terms=arm_terms(protocol) if blinded else ())
+        with transaction(session):
+            run = lock_row(session, AnalysisRun, run_id)
+            assert run is not None
+            run.results = results.to_dict()
+            run.data_sha256 = sha
+            run.report_pdf = pdf
+            run.report_sha256 = hashlib.sha256(pdf).hexdigest()
+            run.report_name = report_file_name(spec)
+            run.provenance = {
+                **run.provenance,
+                "packages": _versions(),
+                "protocol_sha256": version.sha256 if version else None,
+                "data_sha256": sha,
+                "blinded": blinded,
+            }
+            run.status, run.progress, run.finished_at = "succeeded", 1.0, utcnow()
+            audit.record_event(
+                session,
+                SYSTEM,
+                "analysis.completed",
+                entity_type="analysis_run",
+                entity_id=run.id,
+                trial_id=trial.id,
+                details={"data_sha256": sha, "report_sha256": run.report_sha256},
+            )
+    except Exception as exc:
+        session.rollback()
+        with transaction(session):
+            run = lock_row(session, AnalysisRun, run_id)
+            assert run is not None
+            run.status, run.error, run.finished_at = (
+                "failed",
+                f"{type(exc).__name__}: {exc}",
+                utcnow(),
+            )
+            audit.record_event(
+                session,
+                SYSTEM,
+                "analysis.failed",
+                entity_type="analysis_run",
+                entity_id=run.id,
+                trial_id=trial.id,
+                details={"error": type(exc).__name__},
+            )
+    return run
+
+
+def run_analysis(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    *,
+    cutoff_on: datetime.date | None = None,
+    unblinded: bool = False,
+) -> AnalysisRun:
+    """Request and execute an analysis synchronously (CLI, demo)."""
+    run = request_analysis(session, actor, trial, cutoff_on=cutoff_on, unblinded=unblinded)
+    return execute_analysis(session, run.id)
+
+
+def get_run(session: Session, actor: Actor, trial: Trial, run_id: int) -> AnalysisRun:
+    run = session.get(AnalysisRun, run_id)
+    if run is None or run.trial_id != trial.id:
+        raise NotFound("analysis run not found")
+    require(
+        actor,
+        "analysis.unblinded" if run.is_unblinded and trial.is_blinded else "analysis.run",
+        trial.id,
+    )
+    return run
+
+
+def list_runs(session: Session, actor: Actor, trial: Trial) -> list[AnalysisRun]:
+    require(actor, "analysis.run", trial.id)
+    runs = list(
+        session.scalars(
+            select(AnalysisRun)
+            .where(AnalysisRun.trial_id == trial.id)
+            .order_by(AnalysisRun.id.desc())
+        )
+    )
+    if trial.is_blinded and not any(
+        g.role == "unblinded_statistician" for g in actor.grants if g.trial_id == trial.id
+    ):
+        runs = [r for r in runs if not r.is_unblinded]
+    return runs
+
+
+def summary(run: AnalysisRun) -> dict[str, Any]:
+    return {"id": run.id, "status": run.status, "progress": run.progress}

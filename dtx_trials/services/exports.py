@@ -1,0 +1,335 @@
+"""Standard exports (CSV, SAS XPORT, CDISC ODM, FHIR) of a trial: role-checked,
+de-identified (pseudonymous codes, identifier fields dropped), blinded unless the caller may
+see arms, and audited with the SHA-256 of every file written."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from analysis.exports import (
+    build_csv_exports,
+    build_fhir_exports,
+    build_odm,
+    build_xpt_exports,
+)
+from analysis.exports.data import (
+    AdverseEvent,
+    ArmInfo,
+    AuditEntry,
+    ExportData,
+    FormValue,
+    SignatureEntry,
+    SiteInfo,
+    SubjectRecord,
+    TrialMeta,
+)
+from dtx_trials.db import transaction, utcnow
+from dtx_trials.models import (
+    Allocation,
+    AuditEvent,
+    FormRecord,
+    Participant,
+    Signature,
+    Site,
+    Trial,
+    User,
+    Visit,
+)
+from dtx_trials.services import audit
+from dtx_trials.services.access import Actor, require, sees_arms
+from dtx_trials.services.errors import ValidationError
+from dtx_trials.services.protocols import active_protocol
+from protocols.model import Protocol
+
+FORMATS = ("csv", "xpt", "odm", "fhir")
+COUNTRIES = {"CN": "CHN", "HK": "HKG", "TW": "TWN", "SG": "SGP", "US": "USA", "GB": "GBR"}
+STATUS = {"consented": "screening", "eligible": "screening"}
+PHASES = {
+    "pivotal": "phase-3",
+    "phase_3": "phase-3",
+    "phase_2": "phase-2",
+    "phase_1": "phase-1",
+    "phase_4": "phase-4",
+    "pilot": "early-phase-1",
+    "feasibility": "early-phase-1",
+    "na": "n-a",
+}
+
+
+def _sex(protocol: Protocol, value: object) -> str:
+    try:
+        field = protocol.field("sex")
+    except KeyError:
+        return "U"
+    label = next((c.label.en.lower() for c in field.choices if c.code == str(value)), "")
+    return "M" if label.startswith("m") else "F" if label.startswith("f") else "U"
+
+
+def export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData:
+    """Read the trial into the exporters' plain input (only allow-listed columns)."""
+    version, protocol = active_protocol(session, trial)
+    sites = {s.id: s for s in session.scalars(select(Site).where(Site.trial_id == trial.id))}
+    allocations = {
+        a.participant_id: a
+        for a in session.scalars(
+            select(Allocation).where(
+                Allocation.trial_id == trial.id, Allocation.status == "allocated"
+            )
+        )
+    }
+    participants = list(
+        session.scalars(
+            select(Participant)
+            .where(Participant.trial_id == trial.id)
+            .order_by(Participant.subject_code)
+        )
+    )
+    codes = {p.id: p.subject_code for p in participants}
+    visits = {
+        v.id: v
+        for v in session.scalars(
+            select(Visit).join(Participant).where(Participant.trial_id == trial.id)
+        )
+    }
+    known_forms = {f.id for f in protocol.forms}
+    known_visits = {v.id for v in protocol.schedule.visits}
+    values: list[FormValue] = []
+    merged: dict[int, dict[str, object]] = {}
+    record_index: dict[int, tuple[str, str, int]] = {}
+    adverse: list[AdverseEvent] = []
+    for record in session.scalars(
+        select(FormRecord)
+        .join(Participant)
+        .where(Participant.trial_id == trial.id, FormRecord.status != "draft")
+        .order_by(FormRecord.id)
+    ):
+        visit = visits.get(record.visit_id or -1)
+        visit_id = visit.visit_code if visit else "unscheduled"
+        if record.form_code not in known_forms or visit_id not in known_visits:
+            continue
+        record_index[record.id] = (visit_id, record.form_code, record.repeat_index)
+        merged.setdefault(record.participant_id, {}).update(record.data or {})
+        form = protocol.form(record.form_code)
+        for f in form.fields:
+            if f.id in (record.data or {}):
+                values.append(
+                    FormValue(
+                        subject_code=codes[record.participant_id],
+                        visit_id=visit_id,
+                        form_id=form.id,
+                        field_id=f.id,
+                        value=record.data[f.id],  # type: ignore[arg-type]
+                        repeat=record.repeat_index,
+                        status="locked"
+                        if record.status == "locked"
+                        else "signed"
+                        if record.status == "signed"
+                        else "submitted",
+                        collected_on=(visit.actual_on or visit.planned_on) if visit else None,
+                    )
+                )
+        if form.repeating and "adverse" in form.id:
+            data = record.data or {}
+            term = str(data.get("ae_term") or "unspecified")
+            onset = data.get("ae_onset_on")
+            adverse.append(
+                AdverseEvent(
+                    subject_code=codes[record.participant_id],
+                    term=term,
+                    start_on=datetime.date.fromisoformat(onset) if isinstance(onset, str) else None,
+                    serious=str(data.get("ae_serious")) == "1",
+                )
+            )
+    subjects = []
+    for p in participants:
+        allocation = allocations.get(p.id)
+        data = merged.get(p.id, {})
+        age = data.get("age") if isinstance(data.get("age"), int) else data.get("age_years")
+        subjects.append(
+            SubjectRecord(
+                subject_code=p.subject_code,
+                site_code=sites[p.site_id].code,
+                status=STATUS.get(p.status, p.status),  # type: ignore[arg-type]
+                sex=_sex(protocol, data.get("sex")),  # type: ignore[arg-type]
+                age=age if isinstance(age, int) else None,
+                arm_code=None if blinded or allocation is None else allocation.arm_code,
+                consented_on=p.consented_at.date() if p.consented_at else None,
+                randomized_on=allocation.allocated_at.date() if allocation else None,
+                withdrawn_on=p.withdrawn_at.date() if p.withdrawn_at else None,
+                withdrawal_reason=p.withdrawal_reason,
+            )
+        )
+    users = {u.id: u for u in session.scalars(select(User))}
+    signatures = []
+    for s in session.scalars(select(Signature).where(Signature.status == "valid")):
+        where = record_index.get(s.form_record_id)
+        record = session.get(FormRecord, s.form_record_id)
+        if where is None or record is None:
+            continue
+        participant = next(p for p in participants if p.id == record.participant_id)
+        signatures.append(
+            SignatureEntry(
+                subject_code=participant.subject_code,
+                visit_id=where[0],
+                form_id=where[1],
+                user_id=users[s.user_id].username,
+                user_name=s.printed_name,
+                site_code=sites[participant.site_id].code,
+                meaning=s.meaning,  # type: ignore[arg-type]
+                signed_at=s.signed_at,
+                repeat=where[2],
+            )
+        )
+    trail = _audit_entries(session, trial, protocol, record_index, codes, sites, participants)
+    return ExportData(
+        trial=TrialMeta(
+            code=trial.code,
+            title=protocol.title.en,
+            protocol_version=f"v{version.version_no} ({protocol.version})",
+            sponsor="Trial sponsor",
+            phase=PHASES.get(protocol.phase, "n-a"),
+            status="active",
+            description=(protocol.description.en if protocol.description else ""),
+            product_name=protocol.title.en[:80],
+            blinded=blinded,
+            arms=() if blinded else tuple(ArmInfo(a.code, a.name.en) for a in protocol.arms),
+        ),
+        forms=protocol.forms,
+        visits=protocol.schedule.visits,
+        sites=tuple(
+            SiteInfo(s.code, s.name, COUNTRIES.get(s.country or "", "CHN")) for s in sites.values()
+        ),
+        subjects=tuple(subjects),
+        values=tuple(values),
+        exported_at=utcnow(),
+        audit=tuple(trail),
+        signatures=tuple(signatures),
+        adverse_events=tuple(adverse),
+    )
+
+
+def _audit_entries(
+    session: Session,
+    trial: Trial,
+    protocol: Protocol,
+    record_index: dict[int, tuple[str, str, int]],
+    codes: dict[int, str],
+    sites: dict[int, Site],
+    participants: list[Participant],
+) -> list[AuditEntry]:
+    """Field-level changes of form records from the audit trail (ODM AuditRecords)."""
+    owners = {
+        r.id: r.participant_id
+        for r in session.scalars(select(FormRecord).where(FormRecord.id.in_(list(record_index))))
+    }
+    site_of = {p.id: sites[p.site_id].code for p in participants}
+    exportable = {
+        f.id
+        for form in protocol.forms
+        for f in form.fields
+        if not f.identifier and f.type not in ("file", "signature", "descriptive")
+    }
+    out: list[AuditEntry] = []
+    for event in session.scalars(
+        select(AuditEvent)
+        .where(
+            AuditEvent.chain == audit.chain_for(trial.id), AuditEvent.entity_type == "form_record"
+        )
+        .order_by(AuditEvent.seq)
+    ):
+        where = record_index.get(event.entity_id or -1)
+        if where is None:
+            continue
+        for change in event.changes:
+            if change.get("field") != "data":
+                continue
+            old, new = change.get("old") or {}, change.get("new") or {}
+            for field_id in sorted(set(old) | set(new)):
+                if field_id in exportable and old.get(field_id) != new.get(field_id):
+                    pid = owners[event.entity_id or -1]
+                    out.append(
+                        AuditEntry(
+                            subject_code=codes[pid],
+                            visit_id=where[0],
+                            form_id=where[1],
+                            field_id=field_id,
+                            old_value=old.get(field_id),
+                            new_value=new.get(field_id),
+                            user_id=str(event.actor_id or "system"),
+                            user_name=event.actor_name,
+                            site_code=site_of[pid],
+                            changed_at=event.at,
+                            reason=event.reason,
+                            repeat=where[2],
+                        )
+                    )
+    return out
+
+
+def build_files(data: ExportData, formats: Sequence[str]) -> dict[str, bytes]:
+    builders = {
+        "csv": lambda: build_csv_exports(data),
+        "xpt": lambda: build_xpt_exports(data),
+        "odm": lambda: {"odm.xml": build_odm(data)},
+        "fhir": lambda: build_fhir_exports(data),
+    }
+    files: dict[str, bytes] = {}
+    for name in formats:
+        if name not in builders:
+            raise ValidationError("unknown export format", {"format": [f"one of {FORMATS}"]})
+        files.update({f"{name}/{path}": content for path, content in builders[name]().items()})
+    return files
+
+
+def export_trial_files(
+    session: Session, actor: Actor, trial: Trial, formats: Sequence[str]
+) -> tuple[dict[str, bytes], bool]:
+    """Build the export files for the actor; (files, blinded). Audited with file hashes."""
+    require(actor, "export.run", trial.id)
+    blinded = not sees_arms(actor, trial.id, trial.is_blinded)
+    files = build_files(export_data(session, trial, blinded=blinded), formats)
+    with transaction(session):
+        audit.record_event(
+            session,
+            actor,
+            "export.created",
+            entity_type="trial",
+            entity_id=trial.id,
+            trial_id=trial.id,
+            details={
+                "formats": list(formats),
+                "blinded": blinded,
+                "files": {k: hashlib.sha256(v).hexdigest() for k, v in sorted(files.items())},
+            },
+        )
+    return files, blinded
+
+
+def export_trial(
+    session: Session, actor: Actor, trial: Trial, *, formats: Sequence[str], out_dir: Path
+) -> list[Path]:
+    """Write the export files under `out_dir` (one folder per format)."""
+    files, _ = export_trial_files(session, actor, trial, formats)
+    written = []
+    for name, content in sorted(files.items()):
+        target = out_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        written.append(target)
+    return written
+
+
+def zip_files(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in sorted(files.items()):
+            archive.writestr(name, content)
+    return buffer.getvalue()

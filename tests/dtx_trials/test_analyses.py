@@ -1,0 +1,121 @@
+"""Analysis runs as jobs (in-process and on RQ/Redis), reports, exports: roles and blinding."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from pypdf import PdfReader
+from sqlalchemy import select
+
+from dtx_trials.extensions import db
+from dtx_trials.models import Allocation, AuditEvent
+from tests.dtx_trials.analysis_data import populated_trial
+from tests.helpers import login, make_user
+
+CODE = "T2D-COACH-01"
+
+
+def _accounts(client: FlaskClient, trial):  # type: ignore[no-untyped-def]
+    return {name: login(client, make_user(name, role=role, trial=trial))
+            for name, role in (("stat", "statistician"), ("unblinded", "unblinded_statistician"),
+                               ("dm", "data_manager"), ("monitor", "monitor"))}
+
+
+def test_analysis_job_report_and_blinding(client: FlaskClient) -> None:
+    trial = populated_trial("type2_diabetes.yaml", 60)
+    who = _accounts(client, trial)
+    response = client.post(f"/api/v1/trials/{CODE}/analyses", json={},
+                           headers=who["stat"].headers)
+    assert response.status_code == 202, response.get_json()
+    location = response.headers["Location"]
+    run = client.get(location, headers=who["stat"].headers).get_json()
+    assert run["status"] == "succeeded", run.get("error")
+    assert len(run["data_sha256"]) == 64 and run["provenance"]["blinded"] is True
+    assert {"numpy", "statsmodels", "python"} <= set(run["provenance"]["packages"])
+    text = json.dumps(run["results"])
+    arms = set(db.session.scalars(select(Allocation.arm_code)))
+    for arm in arms:
+        assert f'"{arm}"' not in text
+    primary = run["results"]["endpoints"][0]
+    assert primary["id"] == "hba1c_change_w24" and primary["headline"] is not None
+    pdf = client.get(f"{location}/report.pdf", headers=who["stat"].headers)
+    assert pdf.status_code == 200 and pdf.data[:8] == b"%PDF-1.4"
+    pages = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.data)).pages)
+    assert "Usual care" not in pages and "Arm A" in pages
+    # a blinded statistician cannot run unblinded; the unblinded statistician can
+    assert client.post(f"/api/v1/trials/{CODE}/analyses", json={"unblinded": True},
+                       headers=who["stat"].headers).status_code == 403
+    unblinded = client.post(f"/api/v1/trials/{CODE}/analyses", json={"unblinded": True},
+                            headers=who["unblinded"].headers)
+    assert unblinded.status_code == 202
+    detail = client.get(unblinded.headers["Location"], headers=who["unblinded"].headers)
+    assert any(f'"{arm}"' in json.dumps(detail.get_json()["results"]) for arm in arms)
+    # the blinded statistician cannot read the unblinded run, nor see it listed
+    assert client.get(unblinded.headers["Location"],
+                      headers=who["stat"].headers).status_code == 403
+    listed = client.get(f"/api/v1/trials/{CODE}/analyses", headers=who["stat"].headers)
+    assert all(not r["is_unblinded"] for r in listed.get_json())
+    assert client.post(f"/api/v1/trials/{CODE}/analyses", json={},
+                       headers=who["monitor"].headers).status_code == 403
+
+
+def test_exports_deidentified_blinded_and_audited(client: FlaskClient) -> None:
+    trial = populated_trial("type2_diabetes.yaml", 30)
+    who = _accounts(client, trial)
+    for fmt in ("csv", "xpt", "odm", "fhir"):
+        response = client.get(f"/api/v1/trials/{CODE}/exports/{fmt}.zip",
+                              headers=who["dm"].headers)
+        assert response.status_code == 200, (fmt, response.get_json())
+        archive = zipfile.ZipFile(io.BytesIO(response.data))
+        blob = b" ".join(archive.read(name) for name in archive.namelist())
+        for i in range(30):
+            assert f"Name {i}".encode() not in blob and f"1380000{i:04d}".encode() not in blob
+        for arm in set(db.session.scalars(select(Allocation.arm_code))):
+            assert f'"{arm}"'.encode() not in blob and f",{arm},".encode() not in blob
+    events = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "export.created"))
+    assert len(list(events)) == 4
+    assert client.get(f"/api/v1/trials/{CODE}/exports/csv.zip",
+                      headers=who["monitor"].headers).status_code == 403
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_analysis_runs_on_an_rq_worker(app: Flask, database_url: str,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With DTX_QUEUE_URL the API only enqueues; `dtx worker` (RQ) executes the run."""
+    redis_url = os.environ.get("TEST_REDIS_URL")
+    if not redis_url:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("TEST_REDIS_URL must be set under CI=true")
+        pytest.skip("RQ test needs TEST_REDIS_URL")
+    from redis import Redis
+    from rq import Queue, SimpleWorker
+
+    from dtx_trials.jobs import QUEUE_NAME
+    from tests.conftest import FIELD_KEY
+
+    trial = populated_trial("type2_diabetes.yaml", 30)
+    client = app.test_client()
+    stat = login(client, make_user("stat", role="statistician", trial=trial))
+    connection = Redis.from_url(redis_url)
+    queue = Queue(QUEUE_NAME, connection=connection)
+    queue.empty()
+    app.config["QUEUE_URL"] = redis_url
+    try:
+        response = client.post(f"/api/v1/trials/{CODE}/analyses", json={},
+                               headers=stat.headers)
+        assert response.status_code == 202
+        assert response.get_json()["status"] == "queued"
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        monkeypatch.setenv("DTX_FIELD_KEY", FIELD_KEY)
+        SimpleWorker([queue], connection=connection).work(burst=True)
+    finally:
+        app.config["QUEUE_URL"] = None
+    db.session.remove()
+    run = client.get(response.headers["Location"], headers=stat.headers).get_json()
+    assert run["status"] == "succeeded", run.get("error")
