@@ -18,6 +18,7 @@ from analysis.estimators._design import (
     order_arms,
     require_columns,
     require_numeric,
+    safe_exp,
     sorted_levels,
 )
 from analysis.estimators.ancova import wald_f_test
@@ -126,8 +127,8 @@ def estimate_subgroup_effects(
                 ))
             else:
                 effects.append(EffectEstimate(
-                    f"{a} vs {arms[0]}", float(np.exp(est)), se, float(np.exp(est - crit * se)),
-                    float(np.exp(est + crit * se)), float(2 * stats.norm.sf(abs(est / se))),
+                    f"{a} vs {arms[0]}", safe_exp(est), se, safe_exp(est - crit * se),
+                    safe_exp(est + crit * se), float(2 * stats.norm.sf(abs(est / se))),
                     scale="odds_ratio",
                 ))
         in_level = frame[subgroup] == lev

@@ -8,6 +8,7 @@ LS means and contrasts are identical, while LS-mean rows are trivial to write.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -185,3 +186,8 @@ def column_names(value: str | Sequence[str]) -> list[str]:
     if not all(isinstance(v, str) for v in names):
         raise AnalysisError(f"column names must be strings, got {names!r}")
     return names
+
+
+def safe_exp(value: float) -> float:
+    """Return exp(value), inf on overflow (diverging log-ratios under separation)."""
+    return math.exp(value) if value < 709.0 else math.inf

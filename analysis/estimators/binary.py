@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from analysis.estimators._design import (
     order_arms,
     require_columns,
     require_numeric,
+    safe_exp,
 )
 from analysis.results import AnalysisError, ArmSummary, EffectEstimate, EndpointResult, TestResult
 
@@ -97,6 +99,8 @@ def profile_interval(
     def excess(b: float) -> float:
         return _profile_deviance(x, y, column, b) - fit.deviance - target
 
+    if excess(estimate) >= 0:
+        raise AnalysisError("the profile likelihood does not peak at the estimate (no convergence)")
     bounds = []
     for direction in (-1.0, 1.0):
         step = 2.0 * se
@@ -206,30 +210,35 @@ def fit_logistic(
         contrast[i], contrast[0] = 1.0, -1.0
         log_or = float(contrast @ fit.beta)
         se = float(np.sqrt(contrast @ fit.cov @ contrast))
-        with np.errstate(over="ignore"):  # under separation the bounds are infinite (warned)
-            bounds = np.exp([log_or, log_or - z * se, log_or + z * se])
         effects.append(
             EffectEstimate(
                 contrast=f"{a} vs {arms[0]}",
-                estimate=float(bounds[0]),
+                estimate=safe_exp(log_or),
                 se=se,
-                ci_low=float(bounds[1]),
-                ci_high=float(bounds[2]),
+                ci_low=safe_exp(log_or - z * se),
+                ci_high=safe_exp(log_or + z * se),
                 p_value=float(2 * stats.norm.sf(abs(log_or / se))),
                 scale="odds_ratio",
             )
         )
-    if profile_ci and not fit.separated:
+    profile_problem = None
+    if profile_ci and fit.separated:
+        profile_problem = "separation"
+    elif profile_ci:
         coded = design.matrix.copy()
         coded[:, 0] = 1.0  # intercept + treatment coding: column i is log OR(arm i vs ref)
         coded_fit = fit_logistic_model(coded, y)
         for i in range(1, len(arms)):
-            low, high, lrt_p = profile_interval(coded, y, coded_fit, i, alpha)
+            try:
+                low, high, lrt_p = profile_interval(coded, y, coded_fit, i, alpha)
+            except AnalysisError as exc:
+                profile_problem = str(exc)
+                break
             wald = effects[i - 1]
             effects.append(
                 EffectEstimate(
                     contrast=wald.contrast, estimate=wald.estimate, se=wald.se,
-                    ci_low=float(np.exp(low)), ci_high=float(np.exp(high)), p_value=lrt_p,
+                    ci_low=safe_exp(low), ci_high=safe_exp(high), p_value=lrt_p,
                     scale="odds_ratio", ci_method="profile_likelihood",
                 )
             )
@@ -238,6 +247,8 @@ def fit_logistic(
         warnings.append(f"{n_dropped} row(s) with missing values were excluded")
     if not fit.converged:
         warnings.append(f"logistic regression did not converge in {fit.iterations} iterations")
+    if profile_problem:
+        warnings.append(f"profile-likelihood CI not computed: {profile_problem}")
     if fit.separated:
         warnings.append(
             "possible (quasi-)complete separation: fitted probabilities of 0 or 1 or "
@@ -399,8 +410,14 @@ def fit_cmh(
     dev = abs(float(np.sum(a - expected)))
     if continuity_correction:
         dev = max(0.0, dev - 0.5)
+    if float(np.sum(variance)) <= 0 or not (np.any(a + c > 0) and np.any(b + d > 0)):
+        raise AnalysisError("CMH is undefined: no stratum has both responders and non-responders")
     cmh = dev**2 / float(np.sum(variance))
     r, s = a * d / n, b * c / n
+    if float(np.sum(r)) == 0 or float(np.sum(s)) == 0:
+        raise AnalysisError(
+            "Mantel-Haenszel odds ratio is 0 or infinite (a zero cell in every stratum)"
+        )
     mh_or = float(np.sum(r) / np.sum(s))
     p_, q_ = (a + d) / n, (b + c) / n
     var_log = (
@@ -416,18 +433,19 @@ def fit_cmh(
     sato_p = (n1**2 * c - n0**2 * a + n1 * n0 * (n0 - n1) / 2) / n**2
     sato_q = (a * (n0 - c) + c * (n1 - a)) / (2 * n)
     var_rd = float((rd * np.sum(sato_p) + np.sum(sato_q)) / np.sum(weights) ** 2)
-    se_rd = float(np.sqrt(var_rd))
+    se_rd = math.sqrt(var_rd) if var_rd > 0 else math.nan
     p_value = float(stats.chi2.sf(cmh, 1))
     label = f"{trt_arm} vs {ref_arm}"
     effects = (
         EffectEstimate(
-            label, mh_or, se_log, float(np.exp(np.log(mh_or) - z * se_log)),
-            float(np.exp(np.log(mh_or) + z * se_log)), p_value, scale="odds_ratio",
+            label, mh_or, se_log, safe_exp(np.log(mh_or) - z * se_log),
+            safe_exp(np.log(mh_or) + z * se_log), p_value, scale="odds_ratio",
             ci_method="robins_breslow_greenland",
         ),
         EffectEstimate(
             f"{trt_arm} - {ref_arm}", rd, se_rd, rd - z * se_rd, rd + z * se_rd,
-            float(2 * stats.norm.sf(abs(rd / se_rd))), scale="risk_difference",
+            float(2 * stats.norm.sf(abs(rd / se_rd))) if se_rd > 0 else None,
+            scale="risk_difference",
             ci_method="sato",
         ),
     )

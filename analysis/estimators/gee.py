@@ -117,7 +117,14 @@ def fit_gee(
             m = e - s
             pair_sum += float((r.sum() ** 2 - r @ r) / 2)
             n_pairs += m * (m - 1) // 2
+        if scale <= 0:
+            raise AnalysisError("residual variance is zero: the GEE is degenerate")
         corr = pair_sum / (n_pairs * scale) if n_pairs else 0.0
+        max_size = max(e - s for s, e in bounds)
+        if max_size > 1 and not -1.0 / (max_size - 1) < corr < 1.0:
+            raise AnalysisError(
+                f"exchangeable working correlation {corr:.3f} is outside the valid range"
+            )
         bread = np.zeros((p, p))
         rhs = np.zeros(p)
         for s, e in bounds:

@@ -449,6 +449,7 @@ def fit_mmrm(
     theta_cov = None if info_inv is None else 2.0 * info_inv
 
     kenward_roger = None
+    kr_problems: set[str] = set()
     if ddf == "kenward_roger":
         if theta_cov is None:
             warnings.append("Kenward-Roger unavailable without a valid Hessian: unadjusted SEs")
@@ -460,7 +461,12 @@ def fit_mmrm(
         value = float(row @ evaluation.beta)
         if kenward_roger is not None:
             adjusted, kr_df = kenward_roger.contrast(row)
-            return value, float(np.sqrt(adjusted)), kr_df
+            if adjusted > 0 and np.isfinite(kr_df):
+                return value, float(np.sqrt(adjusted)), kr_df
+            kr_problems.add(
+                "Kenward-Roger adjusted variance not positive: unadjusted SE with residual df"
+            )
+            return value, float(np.sqrt(row @ evaluation.a_inv @ row)), float(n_obs - p)
         variance, grad = problem.contrast_variance_gradient(theta, evaluation, row)
         if theta_cov is None:
             df = float(n_obs - p)
@@ -497,6 +503,7 @@ def fit_mmrm(
                     ci_method=ddf,
                 )
             )
+    warnings.extend(sorted(kr_problems))
     arm_rows: list[ArmSummary] = []
     for v in visits:
         for a in arms:

@@ -8,6 +8,7 @@ and ``strata()``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -25,6 +26,7 @@ from analysis.estimators._design import (
     order_arms,
     require_columns,
     require_numeric,
+    safe_exp,
 )
 from analysis.results import (
     AnalysisError,
@@ -90,6 +92,7 @@ def _kaplan_meier(
             low = np.exp(-np.exp(loglog - z * se_log / np.log(surv)))
             high = np.exp(-np.exp(loglog + z * se_log / np.log(surv)))
             undefined = (surv == 0) | (surv == 1)
+        std_err = np.where(surv == 0, np.nan, surv * se_log)  # R: NaN once S reaches 0
     low = np.where(undefined, np.nan, low)
     high = np.where(undefined, np.nan, high)
     return SurvivalCurve(
@@ -100,7 +103,7 @@ def _kaplan_meier(
         n_events=tuple(int(v) for v in n_event),
         n_censored=tuple(int(v) for v in n_cens),
         survival=tuple(float(v) for v in surv),
-        std_err=tuple(float(v) for v in surv * se_log),
+        std_err=tuple(float(v) for v in std_err),
         ci_low=tuple(float(v) for v in low),
         ci_high=tuple(float(v) for v in high),
     )
@@ -284,6 +287,14 @@ def _efron_terms(
     beta: FloatArray, x: FloatArray, times: FloatArray, events: FloatArray, strata: FloatArray
 ) -> tuple[float, FloatArray, FloatArray]:
     """Return the Efron log partial likelihood, its gradient and Hessian at ``beta``."""
+    with np.errstate(all="ignore"):  # a diverging fit yields non-finite values, checked later
+        return _efron_sums(beta, x, times, events, strata)
+
+
+def _efron_sums(
+    beta: FloatArray, x: FloatArray, times: FloatArray, events: FloatArray, strata: FloatArray
+) -> tuple[float, FloatArray, FloatArray]:
+    """Accumulate the Efron terms over strata and distinct event times."""
     p = x.shape[1]
     loglik = 0.0
     grad = np.zeros(p)
@@ -385,7 +396,7 @@ def fit_cox(
         while shrink > 1e-6:
             trial = beta + shrink * step
             ll_new, g_new, h_new = _efron_terms(trial, x, t, e, s_codes)
-            if ll_new >= loglik - 1e-12:
+            if np.isfinite(ll_new) and ll_new >= loglik - 1e-12:
                 break
             shrink /= 2
         beta, converged_step = trial, abs(ll_new - loglik) < 1e-12 * (abs(ll_new) + 1)
@@ -399,19 +410,28 @@ def fit_cox(
         )
     if np.max(np.abs(beta)) > 15:
         warnings.append("a log hazard ratio exceeds 15: possible monotone likelihood")
-    cov = np.linalg.inv(-hess)
+    if not np.all(np.isfinite(beta)) or not np.isfinite(loglik):
+        raise AnalysisError("Cox model diverged (monotone likelihood: an arm without events?)")
+    try:
+        cov = np.linalg.inv(-hess)
+    except np.linalg.LinAlgError as exc:
+        raise AnalysisError(
+            "Cox information matrix is singular: a covariate is constant within strata "
+            "or an arm has no events"
+        ) from exc
     z = float(stats.norm.ppf(1 - alpha / 2))
     effects = []
     for i, a in enumerate(arms[1:]):
-        b, se = float(beta[i]), float(np.sqrt(cov[i, i]))
+        b = float(beta[i])
+        se = math.sqrt(cov[i, i]) if cov[i, i] > 0 else math.nan
         effects.append(
             EffectEstimate(
                 contrast=f"{a} vs {arms[0]}",
-                estimate=float(np.exp(b)),
+                estimate=safe_exp(b),
                 se=se,
-                ci_low=float(np.exp(b - z * se)),
-                ci_high=float(np.exp(b + z * se)),
-                p_value=float(2 * stats.norm.sf(abs(b / se))),
+                ci_low=safe_exp(b - z * se),
+                ci_high=safe_exp(b + z * se),
+                p_value=float(2 * stats.norm.sf(abs(b / se))) if se > 0 else None,
                 scale="hazard_ratio",
             )
         )
