@@ -17,12 +17,17 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from dtx_trials import create_app
 from dtx_trials.db import Base
 from dtx_trials.extensions import db
+
+# Property tests check behaviour, not speed: no per-example deadline (CI machines are shared).
+settings.register_profile("dtx", deadline=None)
+settings.load_profile("dtx")
 
 FIELD_KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
 IN_CI = os.environ.get("CI", "").lower() == "true"

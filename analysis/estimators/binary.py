@@ -56,6 +56,8 @@ def fit_logistic_model(
             step = np.linalg.solve(info, score)
         except np.linalg.LinAlgError:
             break
+        if not np.all(np.isfinite(step)):  # separation: the information matrix degenerated
+            break
         beta = beta + step
         new_dev = _binomial_deviance(y, x @ beta + off)
         if abs(new_dev - deviance) < 1e-12 * (abs(new_dev) + 0.1) and np.max(np.abs(step)) < 1e-9:

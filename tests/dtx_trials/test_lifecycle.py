@@ -175,7 +175,7 @@ def test_form_validation_branching_and_edit_checks(client: FlaskClient) -> None:
         "PUT",
         f"/participants/{subject}/visits/screening/forms/moca",
         {
-            "values": {"moca_raw": 40, "moca_edu_point": "1", "moca_total": 12},
+            "values": {"moca_raw": 40, "moca_edu_point": "1"},
             "submit": True,
             "reason": "typo",
         },

@@ -73,11 +73,8 @@ MCI_SCREENING = {
 
 
 def moca(raw: int, edu_point: bool = True) -> dict[str, Any]:
-    return {
-        "moca_raw": raw,
-        "moca_edu_point": "1" if edu_point else "0",
-        "moca_total": min(30, raw + (1 if edu_point else 0)),
-    }
+    """MoCA inputs; the education-adjusted total is calculated by the server."""
+    return {"moca_raw": raw, "moca_edu_point": "1" if edu_point else "0"}
 
 
 def api(
