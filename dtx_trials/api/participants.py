@@ -43,6 +43,17 @@ class ParticipantSchema(Schema):
     withdrawn_at = fields.DateTime(allow_none=True)
     withdrawal_reason = fields.String(allow_none=True)
     is_emergency_unblinded = fields.Boolean()
+    missing_consents = fields.Method(
+        "consents_due",
+        metadata={
+            "description": "consent documents (current versions) still "
+            "to be signed: non-empty after a consent amendment means "
+            "re-consent is required"
+        },
+    )
+
+    def consents_due(self, obj: Participant) -> list[str]:
+        return service.missing_consents(db.session, obj, service.current_protocol(db.session, obj))
 
     def site_code(self, obj: Participant) -> str:
         site = db.session.get(Site, obj.site_id)

@@ -34,19 +34,31 @@ def _operator(trial: Any, role: str) -> Any:
     from dtx_trials.models.users import Role
     from dtx_trials.services.access import Actor, Grant
 
-    return Actor(user_id=None, username="cli", printed_name="Command line", via="cli",
-                 grants=(Grant(trial.id, None, Role(role)),))
+    return Actor(
+        user_id=None,
+        username="cli",
+        printed_name="Command line",
+        via="cli",
+        grants=(Grant(trial.id, None, Role(role)),),
+    )
 
 
 @click.command()
 @click.argument("trial_code")
-@click.option("--cutoff", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-              help="Data cut-off date (YYYY-MM-DD); later data are ignored.")
-@click.option("--unblinded", is_flag=True, default=False,
-              help="Analyse with real arms (acts as the unblinded statistician).")
+@click.option(
+    "--cutoff",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Data cut-off date (YYYY-MM-DD); later data are ignored.",
+)
+@click.option(
+    "--unblinded",
+    is_flag=True,
+    default=False,
+    help="Analyse with real arms (acts as the unblinded statistician).",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
-def analyze(trial_code: str, cutoff: datetime.datetime | None, unblinded: bool,
-            out: Path) -> None:
+def analyze(trial_code: str, cutoff: datetime.datetime | None, unblinded: bool, out: Path) -> None:
     """Run the protocol's statistical analysis plan; write results.json and the PDF report."""
     from dtx_trials.cli import with_app
 
@@ -57,12 +69,17 @@ def analyze(trial_code: str, cutoff: datetime.datetime | None, unblinded: bool,
 
         trial = _trial(trial_code)
         actor = _operator(trial, "unblinded_statistician" if unblinded else "statistician")
-        with Progress(TextColumn("{task.description}"), BarColumn(), console=console,
-                      transient=True) as progress:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), console=console, transient=True
+        ) as progress:
             task = progress.add_task(f"analysing {trial_code}", total=3)
             request = analyses.request_analysis(
-                db.session, actor, trial, cutoff_on=cutoff.date() if cutoff else None,
-                unblinded=unblinded)
+                db.session,
+                actor,
+                trial,
+                cutoff_on=cutoff.date() if cutoff else None,
+                unblinded=unblinded,
+            )
             progress.update(task, advance=1, description="running the SAP")
             result = analyses.execute_analysis(db.session, request.id)
             progress.update(task, advance=2)
@@ -70,20 +87,23 @@ def analyze(trial_code: str, cutoff: datetime.datetime | None, unblinded: bool,
             click.echo(f"analysis failed: {result.error}", err=True)
             sys.exit(1)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(result.results, indent=2,
-                                                     ensure_ascii=False))
-        (out / "provenance.json").write_text(json.dumps(
-            {**result.provenance, "run_id": result.id, "report_sha256": result.report_sha256},
-            indent=2))
+        (out / "results.json").write_text(json.dumps(result.results, indent=2, ensure_ascii=False))
+        (out / "provenance.json").write_text(
+            json.dumps(
+                {**result.provenance, "run_id": result.id, "report_sha256": result.report_sha256},
+                indent=2,
+            )
+        )
         pdf = out / (result.report_name or "report.pdf")
         pdf.write_bytes(result.report_pdf or b"")
         for endpoint in (result.results or {}).get("endpoints", []):
             h = endpoint.get("headline") or {}
-            line = (f"{endpoint['id']:<24} {endpoint['model']:<16} "
-                    + (f"{h.get('contrast')}: {h.get('estimate'):.3f} "
-                       f"({h.get('ci_low'):.3f}, {h.get('ci_high'):.3f}) p={h.get('p_value'):.4f}"
-                       if h.get("estimate") is not None and h.get("p_value") is not None
-                       else endpoint.get("error") or "see results.json"))
+            line = f"{endpoint['id']:<24} {endpoint['model']:<16} " + (
+                f"{h.get('contrast')}: {h.get('estimate'):.3f} "
+                f"({h.get('ci_low'):.3f}, {h.get('ci_high'):.3f}) p={h.get('p_value'):.4f}"
+                if h.get("estimate") is not None and h.get("p_value") is not None
+                else endpoint.get("error") or "see results.json"
+            )
             console.print(line, highlight=False)
         console.print(f"run {result.id}: data sha256 {result.data_sha256}")
         console.print(f"wrote {out / 'results.json'}, {pdf}")
@@ -93,11 +113,20 @@ def analyze(trial_code: str, cutoff: datetime.datetime | None, unblinded: bool,
 
 @click.command("export")
 @click.argument("trial_code")
-@click.option("--format", "formats", multiple=True, required=True,
-              type=click.Choice(["csv", "xpt", "odm", "fhir"]))
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    required=True,
+    type=click.Choice(["csv", "xpt", "odm", "fhir"]),
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--unblinded", is_flag=True, default=False,
-              help="Include real arms (acts as the unblinded statistician).")
+@click.option(
+    "--unblinded",
+    is_flag=True,
+    default=False,
+    help="Include real arms (acts as the unblinded statistician).",
+)
 def export(trial_code: str, formats: tuple[str, ...], out: Path, unblinded: bool) -> None:
     """Write de-identified exports (CSV, SAS XPORT v5, CDISC ODM 1.3.2, FHIR R4)."""
     from dtx_trials.cli import _run, with_app
@@ -109,8 +138,9 @@ def export(trial_code: str, formats: tuple[str, ...], out: Path, unblinded: bool
 
         trial = _trial(trial_code)
         actor = _operator(trial, "unblinded_statistician" if unblinded else "data_manager")
-        written = _run(lambda: exports.export_trial(db.session, actor, trial, formats=formats,
-                                                    out_dir=out))
+        written = _run(
+            lambda: exports.export_trial(db.session, actor, trial, formats=formats, out_dir=out)
+        )
         for path in written:
             console.print(str(path), highlight=False)
         console.print(f"{len(written)} file(s) in {out}")
@@ -136,7 +166,6 @@ def worker(burst: bool) -> None:
             click.echo("error: set DTX_QUEUE_URL (e.g. redis://127.0.0.1:6379/0)", err=True)
             sys.exit(2)
         connection = Redis.from_url(url)
-        Worker([Queue(QUEUE_NAME, connection=connection)], connection=connection).work(
-            burst=burst)
+        Worker([Queue(QUEUE_NAME, connection=connection)], connection=connection).work(burst=burst)
 
     run()

@@ -56,6 +56,13 @@ def protocol_for(session: Session, participant: Participant) -> Protocol:
     return active_protocol(session, trial)[1]
 
 
+def current_protocol(session: Session, participant: Participant) -> Protocol:
+    """The trial's active protocol: consent documents always follow the current version."""
+    trial = session.get(Trial, participant.trial_id)
+    assert trial is not None
+    return active_protocol(session, trial)[1]
+
+
 def get_participant(
     session: Session,
     actor: Actor,
@@ -154,7 +161,7 @@ def record_consent(
         participant = get_participant(
             session, actor, trial, subject_code, "participant.write", lock=True
         )
-        protocol = protocol_for(session, participant)
+        protocol = current_protocol(session, participant)
         documents = {(d.id, d.version, d.language): d for d in protocol.consents}
         if protocol.consents and (document_id, version, language) not in documents:
             known = sorted(f"{d.id} v{d.version} ({d.language})" for d in protocol.consents)
@@ -288,7 +295,7 @@ def enroll_participant(
             session, actor, trial, subject_code, "participant.write", lock=True
         )
         protocol = protocol_for(session, participant)
-        missing = missing_consents(session, participant, protocol)
+        missing = missing_consents(session, participant, current_protocol(session, participant))
         if missing:
             raise Conflict("consent missing", {"consent": missing})
         if participant.status != "eligible":

@@ -19,31 +19,50 @@ def populated_trial(filename: str, n: int, seed: int = 3) -> Trial:
     protocols.load_library_file(db.session, CLI, LIBRARY / filename)
     trial = db.session.scalars(select(Trial)).one()
     _, protocol = protocols.active_protocol(db.session, trial)
-    sites = list(db.session.scalars(select(Site).where(Site.trial_id == trial.id)
-                                     .order_by(Site.code)))
+    sites = list(
+        db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
+    )
     data = synthetic_trial(protocol, n, seed=seed)
-    investigator = Actor(user_id=None, username="inv", printed_name="Investigator",
-                         grants=(Grant(trial.id, None, Role.INVESTIGATOR),))
+    investigator = Actor(
+        user_id=None,
+        username="inv",
+        printed_name="Investigator",
+        grants=(Grant(trial.id, None, Role.INVESTIGATOR),),
+    )
     form_of = {f.id: form.id for form in protocol.forms for f in form.fields}
     for i, subject in enumerate(data.subjects):
         site = sites[i % len(sites)]
-        p = Participant(trial_id=trial.id, site_id=site.id, subject_code=f"{site.code}-{i:04d}",
-                        status="enrolled" if subject.arm else "screen_failed",
-                        protocol_version_id=trial.active_protocol_version_id,
-                        full_name=f"Name {i}", phone=f"1380000{i:04d}")
+        p = Participant(
+            trial_id=trial.id,
+            site_id=site.id,
+            subject_code=f"{site.code}-{i:04d}",
+            status="enrolled" if subject.arm else "screen_failed",
+            protocol_version_id=trial.active_protocol_version_id,
+            full_name=f"Name {i}",
+            phone=f"1380000{i:04d}",
+        )
         db.session.add(p)
         audit.record_create(db.session, CLI, "participant.screen", p)
         for visit_code, values in subject.visits.items():
-            visit = Visit(participant_id=p.id, visit_code=visit_code,
-                          actual_on=subject.visit_dates.get(visit_code), status="done")
+            visit = Visit(
+                participant_id=p.id,
+                visit_code=visit_code,
+                actual_on=subject.visit_dates.get(visit_code),
+                status="done",
+            )
             db.session.add(visit)
             audit.record_create(db.session, CLI, "visit.open", visit, trial_id=trial.id)
             by_form: dict[str, dict[str, object]] = {}
             for field_id, value in values.items():
                 by_form.setdefault(form_of[field_id], {})[field_id] = value
             for form_id, form_values in by_form.items():
-                record = FormRecord(participant_id=p.id, visit_id=visit.id, form_code=form_id,
-                                    status="submitted", data=form_values)
+                record = FormRecord(
+                    participant_id=p.id,
+                    visit_id=visit.id,
+                    form_code=form_id,
+                    status="submitted",
+                    data=form_values,
+                )
                 db.session.add(record)
                 audit.record_create(db.session, CLI, "form.submit", record, trial_id=trial.id)
         db.session.commit()

@@ -22,16 +22,21 @@ CODE = "T2D-COACH-01"
 
 
 def _accounts(client: FlaskClient, trial):  # type: ignore[no-untyped-def]
-    return {name: login(client, make_user(name, role=role, trial=trial))
-            for name, role in (("stat", "statistician"), ("unblinded", "unblinded_statistician"),
-                               ("dm", "data_manager"), ("monitor", "monitor"))}
+    return {
+        name: login(client, make_user(name, role=role, trial=trial))
+        for name, role in (
+            ("stat", "statistician"),
+            ("unblinded", "unblinded_statistician"),
+            ("dm", "data_manager"),
+            ("monitor", "monitor"),
+        )
+    }
 
 
 def test_analysis_job_report_and_blinding(client: FlaskClient) -> None:
     trial = populated_trial("type2_diabetes.yaml", 60)
     who = _accounts(client, trial)
-    response = client.post(f"/api/v1/trials/{CODE}/analyses", json={},
-                           headers=who["stat"].headers)
+    response = client.post(f"/api/v1/trials/{CODE}/analyses", json={}, headers=who["stat"].headers)
     assert response.status_code == 202, response.get_json()
     location = response.headers["Location"]
     run = client.get(location, headers=who["stat"].headers).get_json()
@@ -49,28 +54,37 @@ def test_analysis_job_report_and_blinding(client: FlaskClient) -> None:
     pages = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.data)).pages)
     assert "Usual care" not in pages and "Arm A" in pages
     # a blinded statistician cannot run unblinded; the unblinded statistician can
-    assert client.post(f"/api/v1/trials/{CODE}/analyses", json={"unblinded": True},
-                       headers=who["stat"].headers).status_code == 403
-    unblinded = client.post(f"/api/v1/trials/{CODE}/analyses", json={"unblinded": True},
-                            headers=who["unblinded"].headers)
+    assert (
+        client.post(
+            f"/api/v1/trials/{CODE}/analyses", json={"unblinded": True}, headers=who["stat"].headers
+        ).status_code
+        == 403
+    )
+    unblinded = client.post(
+        f"/api/v1/trials/{CODE}/analyses",
+        json={"unblinded": True},
+        headers=who["unblinded"].headers,
+    )
     assert unblinded.status_code == 202
     detail = client.get(unblinded.headers["Location"], headers=who["unblinded"].headers)
     assert any(f'"{arm}"' in json.dumps(detail.get_json()["results"]) for arm in arms)
     # the blinded statistician cannot read the unblinded run, nor see it listed
-    assert client.get(unblinded.headers["Location"],
-                      headers=who["stat"].headers).status_code == 403
+    assert client.get(unblinded.headers["Location"], headers=who["stat"].headers).status_code == 403
     listed = client.get(f"/api/v1/trials/{CODE}/analyses", headers=who["stat"].headers)
     assert all(not r["is_unblinded"] for r in listed.get_json())
-    assert client.post(f"/api/v1/trials/{CODE}/analyses", json={},
-                       headers=who["monitor"].headers).status_code == 403
+    assert (
+        client.post(
+            f"/api/v1/trials/{CODE}/analyses", json={}, headers=who["monitor"].headers
+        ).status_code
+        == 403
+    )
 
 
 def test_exports_deidentified_blinded_and_audited(client: FlaskClient) -> None:
     trial = populated_trial("type2_diabetes.yaml", 30)
     who = _accounts(client, trial)
     for fmt in ("csv", "xpt", "odm", "fhir"):
-        response = client.get(f"/api/v1/trials/{CODE}/exports/{fmt}.zip",
-                              headers=who["dm"].headers)
+        response = client.get(f"/api/v1/trials/{CODE}/exports/{fmt}.zip", headers=who["dm"].headers)
         assert response.status_code == 200, (fmt, response.get_json())
         archive = zipfile.ZipFile(io.BytesIO(response.data))
         blob = b" ".join(archive.read(name) for name in archive.namelist())
@@ -80,13 +94,18 @@ def test_exports_deidentified_blinded_and_audited(client: FlaskClient) -> None:
             assert f'"{arm}"'.encode() not in blob and f",{arm},".encode() not in blob
     events = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "export.created"))
     assert len(list(events)) == 4
-    assert client.get(f"/api/v1/trials/{CODE}/exports/csv.zip",
-                      headers=who["monitor"].headers).status_code == 403
+    assert (
+        client.get(
+            f"/api/v1/trials/{CODE}/exports/csv.zip", headers=who["monitor"].headers
+        ).status_code
+        == 403
+    )
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_analysis_runs_on_an_rq_worker(app: Flask, database_url: str,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_analysis_runs_on_an_rq_worker(
+    app: Flask, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With DTX_QUEUE_URL the API only enqueues; `dtx worker` (RQ) executes the run."""
     redis_url = os.environ.get("TEST_REDIS_URL")
     if not redis_url:
@@ -107,8 +126,7 @@ def test_analysis_runs_on_an_rq_worker(app: Flask, database_url: str,
     queue.empty()
     app.config["QUEUE_URL"] = redis_url
     try:
-        response = client.post(f"/api/v1/trials/{CODE}/analyses", json={},
-                               headers=stat.headers)
+        response = client.post(f"/api/v1/trials/{CODE}/analyses", json={}, headers=stat.headers)
         assert response.status_code == 202
         assert response.get_json()["status"] == "queued"
         monkeypatch.setenv("DATABASE_URL", database_url)

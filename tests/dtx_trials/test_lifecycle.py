@@ -381,3 +381,41 @@ def test_stratification_factor_missing_is_422(client: FlaskClient) -> None:
         derive_stratum(protocol, {"age": 70}, "BJ01")
     key, factors = derive_stratum(protocol, {"moca_total": 24}, "BJ01")
     assert key == "site=BJ01|moca_band=moca_22_25" and factors["site"] == "BJ01"
+
+
+def test_consent_due_after_consent_amendment(client: FlaskClient) -> None:
+    """A new consent version makes `missing_consents` non-empty: re-consent is required."""
+    staff = load_trial(client)
+    subject = enrolled_mci_participant(client, staff)
+    before = api(client, staff["inv"], "GET", f"/participants/{subject}", None, 200)
+    assert before["missing_consents"] == []
+    from tests.dtx_trials.trial_flow import LIBRARY
+
+    text = (
+        (LIBRARY / "cognitive_impairment.yaml")
+        .read_text(encoding="utf-8")
+        .replace(
+            '{id: main_icf, version: "1.0", language: zh-CN',
+            '{id: main_icf, version: "1.1", language: zh-CN',
+        )
+    )
+    client.post(
+        "/api/v1/trials/MCI-COGTRAIN-01/protocol-versions",
+        data=text,
+        headers={**staff["sponsor"].headers, "Content-Type": "application/x-yaml"},
+    )
+    api(client, staff["sponsor"], "POST", "/protocol-versions/2/activate", {}, 200)
+    after = api(client, staff["inv"], "GET", f"/participants/{subject}", None, 200)
+    assert after["missing_consents"] == ["main_icf v1.1"]
+    api(
+        client,
+        staff["inv"],
+        "POST",
+        f"/participants/{subject}/consents",
+        {"document_id": "main_icf", "version": "1.1", "language": "zh-CN"},
+        201,
+    )
+    assert (
+        api(client, staff["inv"], "GET", f"/participants/{subject}", None, 200)["missing_consents"]
+        == []
+    )
