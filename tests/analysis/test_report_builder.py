@@ -12,8 +12,8 @@ from pypdf import PdfReader
 from analysis.report import build_report
 from analysis.report_builder import ReportMeta, build_report_spec, fmt, fmt_p
 from analysis.sap import run_sap
+from analysis.simulation import simulate_trial_data
 from protocols.loader import load_protocol
-from tests.analysis.synthetic_trial import synthetic_trial
 
 LIBRARY = Path(__file__).resolve().parents[2] / "protocols" / "library"
 
@@ -31,7 +31,7 @@ def _meta(protocol) -> ReportMeta:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("name", ["type2_diabetes.yaml", "cognitive_impairment.yaml"])
 def test_report_has_every_section_and_the_primary_numbers(name: str) -> None:
     protocol = load_protocol(LIBRARY / name)
-    data = synthetic_trial(protocol, 120, seed=4,
+    data = simulate_trial_data(protocol, 120, seed=4,
                            effects={"hba1c_pct": {"app": -1.0}, "adas_total": {"cogtrain": -3.0}})
     results = run_sap(data, blinded=False, seed=9)
     pdf = build_report(build_report_spec(results, _meta(protocol)))
@@ -50,7 +50,7 @@ def test_report_has_every_section_and_the_primary_numbers(name: str) -> None:
 
 def test_blinded_report_refuses_real_arm_names() -> None:
     protocol = load_protocol(LIBRARY / "type2_diabetes.yaml")
-    data = synthetic_trial(protocol, 60, seed=2)
+    data = simulate_trial_data(protocol, 60, seed=2)
     results = run_sap(data, blinded=True, seed=3)
     forbidden = [a.name.en for a in protocol.arms] + [a.code for a in protocol.arms]
     pdf = build_report(build_report_spec(results, _meta(protocol)), forbidden_terms=forbidden)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from analysis.sap import arm_labels, run_sap
+from analysis.simulation import simulate_trial_data
 from protocols.loader import load_protocol
-from tests.analysis.synthetic_trial import synthetic_trial
 
 LIBRARY = Path(__file__).resolve().parents[2] / "protocols" / "library"
 EFFECTS = {
@@ -22,7 +22,7 @@ EFFECTS = {
 @pytest.fixture(scope="module", params=sorted(EFFECTS))
 def case(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     protocol = load_protocol(LIBRARY / request.param)
-    data = synthetic_trial(protocol, 150, seed=7, effects=EFFECTS[request.param])
+    data = simulate_trial_data(protocol, 150, seed=7, effects=EFFECTS[request.param])
     return protocol, data, run_sap(data, blinded=False, seed=11)
 
 
@@ -65,7 +65,7 @@ def test_blinded_run_carries_no_real_arm(case) -> None:  # type: ignore[no-untyp
 
 def test_treatment_effect_direction_and_sensitivity() -> None:
     protocol = load_protocol(LIBRARY / "type2_diabetes.yaml")
-    data = synthetic_trial(protocol, 240, seed=3, effects={"hba1c_pct": {"app": -1.5}})
+    data = simulate_trial_data(protocol, 240, seed=3, effects={"hba1c_pct": {"app": -1.5}})
     results = run_sap(data, blinded=False, seed=5)
     primary = results.endpoint("hba1c_change_w24")
     assert primary.headline is not None and primary.headline["estimate"] < 0

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from analysis.simulation import simulate_trial_data
 from dtx_trials.extensions import db
 from dtx_trials.models import FormRecord, Participant, Site, Trial, Visit
 from dtx_trials.models.users import Role
 from dtx_trials.services import audit, protocols, randomization
 from dtx_trials.services.access import Actor, Grant
-from tests.analysis.synthetic_trial import synthetic_trial
 from tests.dtx_trials.trial_flow import LIBRARY
 from tests.helpers import CLI
 
@@ -22,7 +22,7 @@ def populated_trial(filename: str, n: int, seed: int = 3) -> Trial:
     sites = list(
         db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
     )
-    data = synthetic_trial(protocol, n, seed=seed)
+    data = simulate_trial_data(protocol, n, seed=seed)
     investigator = Actor(
         user_id=None,
         username="inv",
