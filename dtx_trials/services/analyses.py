@@ -245,6 +245,9 @@ def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
             data,
             blinded=blinded,
             seed=seed,
+            progress=lambda done, total, _step: _set_progress(
+                session, run_id, 0.1 + 0.7 * done / total
+            ),
             protocol_version=f"v{version.version_no}" if version else "",
         )
         protocol = protocol_of(version) if version else data.protocol
@@ -310,6 +313,14 @@ def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
                 details={"error": type(exc).__name__},
             )
     return run
+
+
+def _set_progress(session: Session, run_id: int, fraction: float) -> None:
+    """Record job progress in its own short transaction (pollers see it at once)."""
+    with transaction(session):
+        run = session.get(AnalysisRun, run_id)
+        if run is not None:
+            run.progress = round(fraction, 3)
 
 
 def run_analysis(
