@@ -7,7 +7,17 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from dtx_trials.api import audit, auth, forms, participants, protocols, trials, users
+from dtx_trials.api import (
+    audit,
+    auth,
+    devices,
+    epro,
+    forms,
+    participants,
+    protocols,
+    trials,
+    users,
+)
 from dtx_trials.api.errors import register_error_handlers
 from dtx_trials.extensions import api, db
 from dtx_trials.services import accounts
@@ -22,6 +32,8 @@ BLUEPRINTS = [
     protocols.blp,
     participants.blp,
     forms.blp,
+    epro.blp,
+    devices.blp,
     audit.blp,
 ]
 

@@ -35,7 +35,8 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
     "unblind.emergency": frozenset({R.INVESTIGATOR}),
     "unblinding.read": frozenset({R.SPONSOR_ADMIN, R.MONITOR, R.INVESTIGATOR, R.AUDITOR}),
     "form.read": frozenset({R.INVESTIGATOR, R.COORDINATOR, R.MONITOR, R.DATA_MANAGER, R.AUDITOR}),
-    "form.write": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
+    # A participant grant only ever comes from an ePRO link session (see `can`).
+    "form.write": frozenset({R.INVESTIGATOR, R.COORDINATOR, R.PARTICIPANT}),
     "form.sign": frozenset({R.INVESTIGATOR}),
     "form.verify": frozenset({R.MONITOR}),
     "form.lock": frozenset({R.DATA_MANAGER}),
@@ -93,6 +94,11 @@ def can(actor: Actor, action: str, trial_id: int | None, site_id: int | None = N
         return actor.is_superuser
     for grant in actor.grants:
         if grant.trial_id != trial_id or grant.role not in roles:
+            continue
+        if grant.role == R.PARTICIPANT and actor.via != "epro":
+            # A participant acts only through an ePRO link, which also pins the subject, visit
+            # and form (services/epro.py); an account holding a participant membership gets
+            # no permission from it anywhere else.
             continue
         if grant.site_id is None or site_id is None or grant.site_id == site_id:
             return True
