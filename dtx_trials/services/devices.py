@@ -8,10 +8,10 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import CursorResult, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -278,18 +278,27 @@ def ingest_observations(
 
 
 def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> int:
-    """INSERT ... ON CONFLICT DO NOTHING in chunks; return how many rows were new."""
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, executemany in chunks; count new rows.
+
+    One compiled statement runs for every chunk (SQLAlchemy batches the parameters into
+    multi-row VALUES itself), which keeps 50,000 rows to a few seconds.
+    """
     if not rows:
         return 0
+    table = DeviceObservation.__table__
     dialect = session.get_bind().dialect.name
     make_insert: Any = {"postgresql": pg_insert, "sqlite": sqlite_insert}.get(dialect, insert)
-    n_inserted = 0
-    for start in range(0, len(rows), CHUNK):
-        stmt = make_insert(DeviceObservation).values(rows[start : start + CHUNK])
-        stmt = stmt.on_conflict_do_nothing(
+    stmt = (
+        make_insert(table)
+        .on_conflict_do_nothing(
             index_elements=["participant_id", "stream", "observed_at", "source"]
         )
-        n_inserted += cast("CursorResult[Any]", session.execute(stmt)).rowcount
+        .returning(table.c.id)
+    )
+    connection = session.connection()
+    n_inserted = 0
+    for start in range(0, len(rows), CHUNK):
+        n_inserted += len(connection.execute(stmt, rows[start : start + CHUNK]).all())
     return n_inserted
 
 
