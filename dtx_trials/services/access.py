@@ -50,6 +50,11 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
     "export.run": frozenset({R.STATISTICIAN, R.UNBLINDED_STATISTICIAN, R.DATA_MANAGER}),
 }
 
+# What a participant grant allows only through an ePRO link session, which also pins the
+# subject, visit and form (services/epro.py): an account holding a participant membership
+# never writes forms through the API or the staff pages.
+EPRO_ONLY_ACTIONS = frozenset({"form.write"})
+
 # Roles allowed to see real arm codes of a blinded trial.
 UNBLINDED_ROLES = frozenset({R.UNBLINDED_STATISTICIAN})
 
@@ -95,10 +100,7 @@ def can(actor: Actor, action: str, trial_id: int | None, site_id: int | None = N
     for grant in actor.grants:
         if grant.trial_id != trial_id or grant.role not in roles:
             continue
-        if grant.role == R.PARTICIPANT and actor.via != "epro":
-            # A participant acts only through an ePRO link, which also pins the subject, visit
-            # and form (services/epro.py); an account holding a participant membership gets
-            # no permission from it anywhere else.
+        if grant.role == R.PARTICIPANT and action in EPRO_ONLY_ACTIONS and actor.via != "epro":
             continue
         if grant.site_id is None or site_id is None or grant.site_id == site_id:
             return True

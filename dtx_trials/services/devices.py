@@ -86,6 +86,14 @@ def _text(record: dict[str, Any], name: str, max_length: int) -> str | None:
     return None
 
 
+def _finite(number: float) -> float | None:
+    try:
+        value = float(number)  # JSON integers can exceed a float's range
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _parse_time(value: object) -> datetime.datetime | None:
     if not isinstance(value, str) or len(value) > 40:
         return None
@@ -218,9 +226,8 @@ def ingest_observations(
             raw_value = record.get("value")
             value: float | None = None
             if isinstance(raw_value, int | float) and not isinstance(raw_value, bool):
-                if math.isfinite(raw_value):
-                    value = float(raw_value)
-                else:
+                value = _finite(raw_value)
+                if value is None:
                     problems.append(("value", "must be a finite number"))
             elif raw_value is not None:
                 problems.append(("value", "must be a number"))

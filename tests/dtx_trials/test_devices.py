@@ -112,11 +112,12 @@ def test_mixed_batch_stores_the_good_records_and_explains_each_bad_one(
         {"stream": "training_minutes"},  # 11 missing fields
         minutes(subject, day, 45, source="cogtrain-ios-2.3"),  # 12 good (other source)
         minutes(subject, day, True),  # 13 boolean is not a number
+        minutes(subject, day, 10**400),  # 14 beyond a float
     ]
     response = post(client, staff, batch)
     assert response.status_code == 200
     body = response.get_json()
-    assert (body["accepted"], body["duplicates"], body["rejected"]) == (2, 0, 12)
+    assert (body["accepted"], body["duplicates"], body["rejected"]) == (2, 0, 13)
     by_index: dict[int, set[str]] = {}
     for error in body["errors"]:
         by_index.setdefault(error["index"], set()).add(error["field"])
@@ -134,6 +135,7 @@ def test_mixed_batch_stores_the_good_records_and_explains_each_bad_one(
         10: {"device_id"},
         11: {"subject", "time", "value", "unit", "source"},
         13: {"value"},
+        14: {"value"},
     }
     assert next(e for e in body["errors"] if e["index"] == 7)["subject"] == "BJ01-9999"
     stored = db.session.scalars(select(DeviceObservation).order_by(DeviceObservation.value)).all()

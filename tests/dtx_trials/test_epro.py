@@ -420,3 +420,16 @@ def test_random_form_posts_never_fail_the_server(
         assert response.status_code < 500, response.get_data(as_text=True)[:500]
 
     post()
+
+
+def test_a_participant_account_writes_no_form_outside_epro(
+    client: FlaskClient, trial_with_subject: tuple[TrialStaff, str]
+) -> None:
+    from tests.helpers import login, make_user
+
+    staff, subject = trial_with_subject
+    site = staff.sites[next(iter(staff.sites))]
+    account = login(client, make_user("pat", role="participant", trial=staff.trial, site=site))
+    path = f"/participants/{subject}/visits/week_4/forms/app_experience"
+    api(client, account, "PUT", path, {"values": {"app_ease": 5}}, 403)
+    assert db.session.scalars(EPRO_RECORDS).first() is None

@@ -33,6 +33,9 @@
     }
     for (i = 0; i < inputs.length; i += 1) {
       var input = inputs[i];
+      if (input.hasAttribute('data-empty')) {
+        return null;
+      }
       if (input.type === 'radio' || input.type === 'checkbox') {
         if (input.checked) { return input.value; }
       } else if (input.value !== '') {
@@ -79,13 +82,31 @@
     var outputs = form.querySelectorAll('output[data-for]');
     for (var i = 0; i < outputs.length; i += 1) {
       var slider = document.getElementById(outputs[i].getAttribute('data-for'));
-      if (slider) { outputs[i].textContent = slider.value; }
+      if (slider && !slider.hasAttribute('data-empty')) { outputs[i].textContent = slider.value; }
+    }
+  }
+
+  // A range input always has a value; an untouched slider must not answer for the participant,
+  // so it is left out of the submission until it is moved.
+  function holdUntouchedSliders(form) {
+    var sliders = form.querySelectorAll('input[type=range][data-empty]');
+    for (var i = 0; i < sliders.length; i += 1) {
+      sliders[i].setAttribute('data-name', sliders[i].name);
+      sliders[i].removeAttribute('name');
+      sliders[i].addEventListener('input', function (event) {
+        var slider = event.target;
+        if (slider.hasAttribute('data-empty')) {
+          slider.name = slider.getAttribute('data-name');
+          slider.removeAttribute('data-empty');
+        }
+      });
     }
   }
 
   function start() {
     var form = document.getElementById('epro-form');
     if (!form) { return; }
+    holdUntouchedSliders(form);
     form.addEventListener('input', function () { mirrorSliders(form); refresh(form); });
     form.addEventListener('change', function () { refresh(form); });
     form.addEventListener('submit', function () {
