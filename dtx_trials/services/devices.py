@@ -8,10 +8,10 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import insert, select
+from sqlalchemy import CursorResult, Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -285,27 +285,27 @@ def ingest_observations(
 
 
 def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> int:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, executemany in chunks; count new rows.
+    """INSERT ... ON CONFLICT DO NOTHING as executemany in chunks; return how many rows were new.
 
-    One compiled statement runs for every chunk (SQLAlchemy batches the parameters into
-    multi-row VALUES itself), which keeps 50,000 rows to a few seconds.
+    One compiled statement serves every row. sqlite3 reports the summed row count of an
+    executemany; SQLAlchemy's psycopg executemany does not, so there the statement returns the
+    ids of the rows it inserted (batched by SQLAlchemy's "insertmanyvalues").
     """
     if not rows:
         return 0
-    table = DeviceObservation.__table__
-    dialect = session.get_bind().dialect.name
-    make_insert: Any = {"postgresql": pg_insert, "sqlite": sqlite_insert}.get(dialect, insert)
-    stmt = (
-        make_insert(table)
-        .on_conflict_do_nothing(
-            index_elements=["participant_id", "stream", "observed_at", "source"]
-        )
-        .returning(table.c.id)
+    table = cast(Table, DeviceObservation.__table__)
+    is_postgresql = session.get_bind().dialect.name == "postgresql"
+    stmt = (pg_insert if is_postgresql else sqlite_insert)(table).on_conflict_do_nothing(
+        index_elements=["participant_id", "stream", "observed_at", "source"]
     )
     connection = session.connection()
     n_inserted = 0
     for start in range(0, len(rows), CHUNK):
-        n_inserted += len(connection.execute(stmt, rows[start : start + CHUNK]).all())
+        chunk = rows[start : start + CHUNK]
+        if is_postgresql:
+            n_inserted += len(connection.execute(stmt.returning(table.c.id), chunk).all())
+        else:
+            n_inserted += cast("CursorResult[Any]", connection.execute(stmt, chunk)).rowcount
     return n_inserted
 
 
