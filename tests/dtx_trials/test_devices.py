@@ -338,3 +338,39 @@ def test_random_json_never_fails_the_server(
         assert response.status_code < 500, response.get_data(as_text=True)[:500]
 
     send()
+
+
+def test_default_window_and_condition_over_form_data(client: FlaskClient) -> None:
+    from dataclasses import replace
+    from zoneinfo import ZoneInfo
+
+    from dtx_trials.services import devices
+    from dtx_trials.services.protocols import active_protocol
+
+    staff = load_trial(client)
+    subject = enrolled_mci_participant(client, staff)  # MoCA total 21 on the screening form
+    api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+    record = {**minutes(subject, TODAY, 25), "time": now.isoformat()}
+    assert post(client, staff, [record]).get_json()["accepted"] == 1
+    _, protocol = active_protocol(db.session, staff.trial)
+    stream = protocol.device_streams[0]
+    assert stream.adherence is not None
+    local_today = now.astimezone(ZoneInfo("Asia/Shanghai")).date()
+
+    def with_rule(condition: str) -> Any:
+        rule = replace(
+            stream.adherence, window_start_visit=None, window_end_visit=None, condition=condition
+        )
+        return replace(protocol, device_streams=(replace(stream, adherence=rule),))
+
+    met = devices.adherence(
+        db.session, staff.trial, with_rule("[moca_total] >= 18"), today=local_today
+    )[subject]
+    result = met.streams[0]
+    assert (result.window_start_on, result.window_end_on) == (local_today, local_today)
+    assert result.value == 1.0 and result.condition_met is True and met.is_adherent
+    unmet = devices.adherence(
+        db.session, staff.trial, with_rule("[moca_total] > 25"), today=local_today
+    )[subject]
+    assert unmet.streams[0].condition_met is False and not unmet.is_adherent
