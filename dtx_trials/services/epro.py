@@ -4,9 +4,11 @@ A link is scoped to one participant, one visit and one participant-respondent fo
 (``secrets.token_urlsafe(32)``) is shown once to the issuing staff member and stored only as
 SHA-256. Opening the link exchanges the token for a short-lived browser session bound to the
 link (a `WebSession` with ``epro_link_id`` and no user), so the token leaves the address bar
-(SEC-03). A link may be reopened until it is completed, revoked or expired; each opening ends
-the sessions opened before. With a delivery channel, a 6-digit one-time code is sent through a
-`Sender` and stored as a keyed HMAC; three wrong codes revoke the link.
+(SEC-03). The token is single-use: a second opening gets 410 — unless the instance allows
+reopening (``DTX_EPRO_ALLOW_REOPEN``, for participants who return to a saved draft later), in
+which case each opening ends the sessions opened before. With a delivery channel, a 6-digit
+one-time code is sent through a `Sender` and stored as a keyed HMAC; three wrong codes revoke
+the link.
 
 The participant writes through `services.forms.save_form`, as an `Actor` with ``via="epro"``
 and a participant grant for the participant's trial and site (`access.can` honours such a grant
@@ -387,39 +389,49 @@ def open_link(
     token: str,
     *,
     policy: Policy | None = None,
+    allow_reopen: bool = False,
     request_id: str | None = None,
 ) -> tuple[WebSession, str]:
     """Exchange a link token for a new ePRO browser session; return the row and cookie value.
 
-    Unknown token → 404; expired, revoked or completed link → 410. Earlier sessions of the
-    link end, and the session lasts at most an hour and never beyond the link.
+    Unknown token → 404; expired, revoked or completed link → 410, and so is a link opened
+    before unless ``allow_reopen``. Earlier sessions of the link end, and the session lasts at
+    most an hour and never beyond the link.
     """
     if not token or len(token) > 100:
         raise LinkNotFoundError("this link is not valid")
     now = utcnow()
+    opened: tuple[WebSession, str] | None = None
     with transaction(session):
         found = session.scalars(
             select(EproLink).where(EproLink.token_hash == sha256_hex(token))
         ).first()
         link = lock_row(session, EproLink, found.id) if found is not None else None
         link, participant = _live_link(session, link, now)
-        session_policy = replace(policy or Policy(), session_max_hours=SESSION_HOURS)
-        row, cookie = open_session(session, None, policy=session_policy, epro_link_id=link.id)
-        row.expires_at = min(row.expires_at, link.expires_at)
-        _end_sessions(session, link.id, keep=row.id)
-        if link.opened_at is None:
-            link.opened_at = now
-        link.meta = {**(link.meta or {}), "otp_session_id": None}
+        actor = participant_actor(participant, link, request_id)
+        if link.opened_at is not None and not allow_reopen:
+            action = "epro.reuse_refused"  # recorded, then 410 (committed with the event)
+        else:
+            action = "epro.open"
+            session_policy = replace(policy or Policy(), session_max_hours=SESSION_HOURS)
+            row, cookie = open_session(session, None, policy=session_policy, epro_link_id=link.id)
+            row.expires_at = min(row.expires_at, link.expires_at)
+            _end_sessions(session, link.id, keep=row.id)
+            link.opened_at = link.opened_at or now
+            link.meta = {**(link.meta or {}), "otp_session_id": None}
+            opened = (row, cookie)
         audit.record_event(
             session,
-            participant_actor(participant, link, request_id),
-            "epro.open",
+            actor,
+            action,
             entity_type="epro_link",
             entity_id=link.id,
             trial_id=participant.trial_id,
             site_id=participant.site_id,
         )
-    return row, cookie
+    if opened is None:
+        raise LinkGoneError("this link has expired or has already been used")
+    return opened
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,11 @@ def open_link(token: str) -> Response | tuple[str, int]:
     lang = _lang()
     try:
         _, cookie = service.open_link(
-            db.session, token, policy=account_policy(), request_id=g.get("request_id")
+            db.session,
+            token,
+            policy=account_policy(),
+            allow_reopen=bool(current_app.config.get("EPRO_ALLOW_REOPEN", False)),
+            request_id=g.get("request_id"),
         )
     except service.LinkNotFoundError:
         return _message("invalid", 404, lang)

@@ -243,15 +243,34 @@ def test_a_new_link_supersedes_the_open_one(
     assert client.get(link_path(first)).status_code == 410
 
 
-def test_reopening_a_link_ends_the_earlier_session(
+def test_a_link_opens_once(
     client: FlaskClient, app: Flask, trial_with_subject: tuple[TrialStaff, str]
 ) -> None:
     staff, subject = trial_with_subject
     issued = issue(client, staff, subject)
     open_form(client, issued)
     other_phone = app.test_client()
-    other_phone.get(link_path(issued))
-    assert other_phone.get(FORM_PAGE).status_code == 200
+    assert other_phone.get(link_path(issued)).status_code == 410
+    assert client.get(FORM_PAGE).status_code == 200  # the first session goes on
+    refused = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "epro.reuse_refused")
+    ).all()
+    assert len(refused) == 1 and refused[0].actor_role == "participant"
+
+
+def test_reopening_when_allowed_ends_the_earlier_session(
+    client: FlaskClient, app: Flask, trial_with_subject: tuple[TrialStaff, str]
+) -> None:
+    staff, subject = trial_with_subject
+    issued = issue(client, staff, subject)
+    open_form(client, issued)
+    app.config["EPRO_ALLOW_REOPEN"] = True
+    try:
+        other_phone = app.test_client()
+        other_phone.get(link_path(issued))
+        assert other_phone.get(FORM_PAGE).status_code == 200
+    finally:
+        app.config["EPRO_ALLOW_REOPEN"] = False
     assert client.get(FORM_PAGE).status_code == 404
     live = db.session.scalars(select(WebSession).where(WebSession.revoked_at.is_(None))).all()
     assert len(live) == 1 and live[0].user_id is None
