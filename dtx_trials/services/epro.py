@@ -38,6 +38,7 @@ from dtx_trials.services.accounts import Policy, open_session, sha256_hex
 from dtx_trials.services.errors import Conflict, DomainError, NotFound, ValidationError
 from dtx_trials.services.participants import get_participant, protocol_for
 from ecrf.model import FormDef
+from protocols.model import Protocol
 
 log = logging.getLogger("dtx_trials.epro")
 
@@ -134,9 +135,9 @@ def link_status(link: EproLink, now: datetime.datetime | None = None) -> str:
     return "opened" if link.opened_at is not None else "issued"
 
 
-def _participant_form(protocol: object, form_code: str, visit_code: str) -> FormDef:
+def _participant_form(protocol: Protocol, form_code: str, visit_code: str) -> FormDef:
     try:
-        form: FormDef = protocol.form(form_code)  # type: ignore[attr-defined]
+        form = protocol.form(form_code)
     except KeyError as exc:
         raise ValidationError(
             f"form {form_code} is not part of the protocol", {"form": ["unknown form"]}
@@ -146,7 +147,7 @@ def _participant_form(protocol: object, form_code: str, visit_code: str) -> Form
             f"form {form_code} is answered by site staff, not by the participant",
             {"form": ["not a participant-respondent (ePRO) form"]},
         )
-    scheduled = protocol.visits_of_form(form.id)  # type: ignore[attr-defined]
+    scheduled = protocol.visits_of_form(form.id)
     if visit_code not in scheduled:
         raise ValidationError(
             f"form {form_code} is not scheduled at visit {visit_code}",
