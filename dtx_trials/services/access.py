@@ -35,7 +35,8 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
     "unblind.emergency": frozenset({R.INVESTIGATOR}),
     "unblinding.read": frozenset({R.SPONSOR_ADMIN, R.MONITOR, R.INVESTIGATOR, R.AUDITOR}),
     "form.read": frozenset({R.INVESTIGATOR, R.COORDINATOR, R.MONITOR, R.DATA_MANAGER, R.AUDITOR}),
-    "form.write": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
+    # A participant grant only ever comes from an ePRO link session (see `can`).
+    "form.write": frozenset({R.INVESTIGATOR, R.COORDINATOR, R.PARTICIPANT}),
     "form.sign": frozenset({R.INVESTIGATOR}),
     "form.verify": frozenset({R.MONITOR}),
     "form.lock": frozenset({R.DATA_MANAGER}),
@@ -48,6 +49,11 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
     "analysis.unblinded": frozenset({R.UNBLINDED_STATISTICIAN}),
     "export.run": frozenset({R.STATISTICIAN, R.UNBLINDED_STATISTICIAN, R.DATA_MANAGER}),
 }
+
+# What a participant grant allows only through an ePRO link session, which also pins the
+# subject, visit and form (services/epro.py): an account holding a participant membership
+# never writes forms through the API or the staff pages.
+EPRO_ONLY_ACTIONS = frozenset({"form.write"})
 
 # Roles allowed to see real arm codes of a blinded trial.
 UNBLINDED_ROLES = frozenset({R.UNBLINDED_STATISTICIAN})
@@ -93,6 +99,8 @@ def can(actor: Actor, action: str, trial_id: int | None, site_id: int | None = N
         return actor.is_superuser
     for grant in actor.grants:
         if grant.trial_id != trial_id or grant.role not in roles:
+            continue
+        if grant.role == R.PARTICIPANT and action in EPRO_ONLY_ACTIONS and actor.via != "epro":
             continue
         if grant.site_id is None or site_id is None or grant.site_id == site_id:
             return True

@@ -12,7 +12,7 @@ from dtx_trials.api.context import account_policy
 from dtx_trials.extensions import db
 from dtx_trials.models import User
 from dtx_trials.services import accounts
-from dtx_trials.web import pages
+from dtx_trials.web import epro, pages
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -22,6 +22,7 @@ CSP = (
 
 def register_web(app: Flask) -> None:
     app.register_blueprint(pages.bp)
+    epro.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -1,0 +1,135 @@
+"""Device and DTx-app data (bulk, idempotent) and adherence to the protocol's stream rules."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields
+
+from dtx_trials.api.context import current_actor
+from dtx_trials.extensions import db
+from dtx_trials.services import devices as service
+from dtx_trials.services import trials
+from dtx_trials.services.errors import DomainError, ValidationError
+
+blp = Blueprint(
+    "devices",
+    __name__,
+    url_prefix="/api/v1/trials",
+    description="Device and DTx-app observations; adherence",
+)
+
+NDJSON = "application/x-ndjson"
+
+
+class UnsupportedMediaTypeError(DomainError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class DeviceRecordErrorSchema(Schema):
+    index = fields.Integer()
+    subject = fields.String(allow_none=True)
+    field = fields.String()
+    message = fields.String()
+
+
+class DeviceIngestResultSchema(Schema):
+    accepted = fields.Integer(attribute="n_accepted")
+    duplicates = fields.Integer(attribute="n_duplicates")
+    rejected = fields.Integer(attribute="n_rejected")
+    errors = fields.List(fields.Nested(DeviceRecordErrorSchema))
+
+
+class StreamAdherenceSchema(Schema):
+    stream = fields.String()
+    metric = fields.String()
+    value = fields.Float(allow_none=True)
+    threshold = fields.Float()
+    adherent = fields.Boolean(attribute="is_adherent")
+    window_start_on = fields.Date()
+    window_end_on = fields.Date()
+    n_days = fields.Integer()
+    n_days_meeting_minimum = fields.Integer(allow_none=True)
+    condition_met = fields.Boolean(allow_none=True)
+    defines_per_protocol = fields.Boolean()
+
+
+class AdherenceSchema(Schema):
+    subject_code = fields.String()
+    adherent = fields.Boolean(attribute="is_adherent")
+    per_protocol = fields.Boolean(attribute="meets_per_protocol")
+    streams = fields.List(fields.Nested(StreamAdherenceSchema))
+
+
+def _records_from_body() -> list[object]:
+    """Parse a JSON array or NDJSON (one object per line, blank lines ignored)."""
+    mimetype = request.mimetype
+    raw = request.get_data(cache=False)
+    if mimetype == NDJSON:
+        try:
+            lines = raw.decode("utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise ValidationError("the body is not UTF-8", {"body": ["not UTF-8"]}) from exc
+        records: list[object] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            if len(records) > service.MAX_RECORDS:
+                break  # the service reports the batch as too large
+            try:
+                records.append(json.loads(line))
+            except (ValueError, RecursionError):
+                records.append(_Unparsable())
+        return records
+    if mimetype not in ("application/json", ""):
+        raise UnsupportedMediaTypeError(
+            f"send application/json (an array) or {NDJSON}",
+            {"Content-Type": [f"unsupported: {mimetype}"]},
+        )
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ValidationError("the body is not valid JSON", {"body": ["invalid JSON"]}) from exc
+    if not isinstance(body, list):
+        raise ValidationError("expected a JSON array of records", {"body": ["must be an array"]})
+    return body
+
+
+class _Unparsable:
+    """Stands for an NDJSON line that is not JSON (the service rejects it as a non-object)."""
+
+
+@blp.route("/<code>/device-data")
+class DeviceData(MethodView):
+    @blp.doc(
+        requestBody={
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                NDJSON: {"schema": {"type": "string"}},
+            },
+            "description": "records {subject, stream, time, value, unit, source}; at most "
+            f"{service.MAX_RECORDS}",
+        }
+    )
+    @blp.response(200, DeviceIngestResultSchema)
+    def post(self, code: str) -> service.IngestResult:
+        """Store a batch of observations; bad records are reported one by one."""
+        actor = current_actor()
+        trial = trials.get_trial(db.session, actor, code)
+        return service.ingest_observations(db.session, actor, trial, _records_from_body())
+
+
+@blp.route("/<code>/adherence")
+class Adherence(MethodView):
+    @blp.response(200, AdherenceSchema(many=True))
+    def get(self, code: str) -> list[Any]:
+        """Each participant's adherence to the stream rules of the active protocol (no arms)."""
+        actor = current_actor()
+        trial = trials.get_trial(db.session, actor, code)
+        return list(service.trial_adherence(db.session, actor, trial).values())
