@@ -1028,9 +1028,7 @@ def audit_trail(code: str) -> tuple[str, int]:
         page = 1
     events = list(
         db.session.scalars(
-            stmt.order_by(AuditEvent.seq)
-            .offset((page - 1) * per_page)
-            .limit(per_page)
+            stmt.order_by(AuditEvent.seq).offset((page - 1) * per_page).limit(per_page)
         )
     )
     chain = AuditEvent.chain == audit.chain_for(trial.id)

@@ -67,9 +67,7 @@ def test_password_change(app: Flask, client: FlaskClient) -> None:
         {"current_password": "nope nope nope", "new_password": "another long password"},
     )
     assert wrong.status_code == 422 and 'role="alert"' in wrong.text
-    short = page.post(
-        "/account/password", {"current_password": PASSWORD, "new_password": "short"}
-    )
+    short = page.post("/account/password", {"current_password": PASSWORD, "new_password": "short"})
     assert short.status_code == 422 and "at least 12 characters" in short.text
     done = page.post(
         "/account/password",
@@ -135,7 +133,10 @@ def test_screen_to_randomize_through_pages(app: Flask, client: FlaskClient) -> N
     page = f"{MCI}/participants/{subject}"
     check_accessible(inv.text(page))
     for document, role in CONSENTS:
-        assert inv.post(f"{page}/consent", {"document": document, "signer_role": role}).status_code == 302
+        assert (
+            inv.post(f"{page}/consent", {"document": document, "signer_role": role}).status_code
+            == 302
+        )
     assert "consented" in inv.text(page)
     # the screening form: an out-of-range value is shown next to its field, then fixed
     form_url = f"{page}/visits/screening/forms/screening"
@@ -176,12 +177,19 @@ def test_failed_criteria_are_listed_by_id_and_text(app: Flask, client: FlaskClie
     staff = load_trial(client)
     inv = PageClient(app, staff["inv"])
     inv.client.set_cookie("lang", "zh")
-    subject = inv.post(f"{MCI}/participants", {"site": "BJ01"}).headers["Location"].rsplit("/", 1)[1]
+    subject = (
+        inv.post(f"{MCI}/participants", {"site": "BJ01"}).headers["Location"].rsplit("/", 1)[1]
+    )
     page = f"{MCI}/participants/{subject}"
     for document, role in CONSENTS:
         inv.post(f"{page}/consent", {"document": document, "signer_role": role})
     values = {**{k: str(v) for k, v in MCI_SCREENING.items()}, "gds_total": "12"}
-    assert inv.post(f"{page}/visits/screening/forms/screening", {**values, "action": "submit"}).status_code == 302
+    assert (
+        inv.post(
+            f"{page}/visits/screening/forms/screening", {**values, "action": "submit"}
+        ).status_code
+        == 302
+    )
     inv.post(
         f"{page}/visits/screening/forms/moca",
         {"moca_raw": "20", "moca_edu_point": "1", "moca_total": "21", "action": "submit"},
@@ -196,7 +204,9 @@ def test_failed_criteria_are_listed_by_id_and_text(app: Flask, client: FlaskClie
 def test_sequence_errors_show_a_banner(app: Flask, client: FlaskClient) -> None:
     staff = load_trial(client)
     inv = PageClient(app, staff["inv"])
-    subject = inv.post(f"{MCI}/participants", {"site": "BJ01"}).headers["Location"].rsplit("/", 1)[1]
+    subject = (
+        inv.post(f"{MCI}/participants", {"site": "BJ01"}).headers["Location"].rsplit("/", 1)[1]
+    )
     response = inv.post(f"{MCI}/participants/{subject}/enroll")
     assert response.status_code == 409
     assert 'class="banner" role="alert"' in response.text
@@ -216,7 +226,9 @@ def test_site_isolation(app: Flask, client: FlaskClient) -> None:
     stat = PageClient(app, staff["stat"])
     assert stat.get(f"{MCI}/participants").status_code == 403
     assert PageClient(app, staff["inv"]).get(f"{MCI}/audit").status_code == 403
-    assert PageClient(app, staff["monitor"]).get(f"{MCI}/protocol/diff?old=1&new=1").status_code == 403
+    assert (
+        PageClient(app, staff["monitor"]).get(f"{MCI}/protocol/diff?old=1&new=1").status_code == 403
+    )
 
 
 def test_form_reason_for_change_signature_and_monitor_actions(
@@ -235,7 +247,12 @@ def test_form_reason_for_change_signature_and_monitor_actions(
     assert 'value="26"' in shown  # derived total computed by the server
     assert "Reason for change" in shown
     # changing submitted data needs a reason
-    changed = {**values, "adas_q01": "3", "action": "submit", "expected_version": str(record.version)}
+    changed = {
+        **values,
+        "adas_q01": "3",
+        "action": "submit",
+        "expected_version": str(record.version),
+    }
     no_reason = inv.post(url, changed)
     assert no_reason.status_code == 422 and 'id="reason-err"' in no_reason.text
     ok = inv.post(url, {**changed, "reason": "transcription error"})
@@ -248,7 +265,9 @@ def test_form_reason_for_change_signature_and_monitor_actions(
     assert "Signing as Inv at" in signing
     wrong = inv.post(f"{MCI}/records/{record.id}/sign", {"password": "bad", "meaning": "review"})
     assert wrong.status_code == 422 and "password check failed" in wrong.text
-    signed = inv.post(f"{MCI}/records/{record.id}/sign", {"password": PASSWORD, "meaning": "review"})
+    signed = inv.post(
+        f"{MCI}/records/{record.id}/sign", {"password": PASSWORD, "meaning": "review"}
+    )
     assert signed.status_code == 302
     assert re.search(r"Signed by Inv on \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC — Review", inv.text(url))
     # monitor verifies and raises a query; the investigator answers; the monitor closes it
@@ -256,7 +275,9 @@ def test_form_reason_for_change_signature_and_monitor_actions(
     monitor_page = monitor.text(url)
     check_accessible(monitor_page)
     assert "Submit" not in monitor_page and "Sign this form" not in monitor_page
-    assert monitor.post(f"{MCI}/records/{record.id}/status", {"target": "verified"}).status_code == 302
+    assert (
+        monitor.post(f"{MCI}/records/{record.id}/status", {"target": "verified"}).status_code == 302
+    )
     raised = monitor.post(
         f"{MCI}/records/{record.id}/queries", {"field": "adas_q07", "text": "Please confirm Q7"}
     )
@@ -362,7 +383,8 @@ def test_sponsor_protocol_upload_diff_activation_sites_and_roles(
     staff = load_trial(client)
     sponsor = PageClient(app, staff["sponsor"])
     broken = sponsor.post(
-        f"{MCI}/protocol", {"protocol_text": "code: MCI-COGTRAIN-01\narms: 3\n", "action": "validate"}
+        f"{MCI}/protocol",
+        {"protocol_text": "code: MCI-COGTRAIN-01\narms: 3\n", "action": "validate"},
     )
     assert broken.status_code == 422
     assert re.search(r"protocol\.yaml:\d+(:\d+)?", broken.text)
@@ -389,10 +411,13 @@ def test_sponsor_protocol_upload_diff_activation_sites_and_roles(
         f"{MCI}/accounts", {"username": "newbie", "printed_name": "New", "password": "short"}
     )
     assert weak.status_code == 422 and 'id="new-password-err"' in weak.text
-    assert sponsor.post(
-        f"{MCI}/accounts",
-        {"username": "newbie", "printed_name": "New Bie", "password": "a long enough password"},
-    ).status_code == 302
+    assert (
+        sponsor.post(
+            f"{MCI}/accounts",
+            {"username": "newbie", "printed_name": "New Bie", "password": "a long enough password"},
+        ).status_code
+        == 302
+    )
     no_site = sponsor.post(f"{MCI}/memberships", {"username": "newbie", "role": "investigator"})
     assert no_site.status_code == 422 and 'id="grant-site-err"' in no_site.text
     unknown = sponsor.post(f"{MCI}/memberships", {"username": "ghost", "role": "monitor"})
@@ -403,7 +428,10 @@ def test_sponsor_protocol_upload_diff_activation_sites_and_roles(
     assert granted.status_code == 302
     dashboard = sponsor.text(MCI)
     assert "CD01" in dashboard and "newbie (New Bie)" in dashboard
-    assert PageClient(app, staff["inv"]).post(f"{MCI}/sites", {"code": "X1", "name": "X"}).status_code == 403
+    assert (
+        PageClient(app, staff["inv"]).post(f"{MCI}/sites", {"code": "X1", "name": "X"}).status_code
+        == 403
+    )
 
 
 def test_audit_browser_filters_and_pages(app: Flask, client: FlaskClient) -> None:

@@ -48,7 +48,9 @@ class PageClient:
     def get(self, path: str, **kwargs: object) -> TestResponse:
         return self.client.get(path, **kwargs)  # type: ignore[arg-type]
 
-    def post(self, path: str, data: dict[str, object] | None = None, **kwargs: object) -> TestResponse:
+    def post(
+        self, path: str, data: dict[str, object] | None = None, **kwargs: object
+    ) -> TestResponse:
         return self.client.post(path, data={"csrf_token": self.csrf, **(data or {})}, **kwargs)  # type: ignore[arg-type]
 
     def text(self, path: str, expect: int = 200) -> str:
