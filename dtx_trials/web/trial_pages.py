@@ -20,7 +20,6 @@ from typing import Any, TypeVar, cast
 
 from flask import (
     Blueprint,
-    Response,
     abort,
     g,
     redirect,
@@ -30,6 +29,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy import func, select
+from werkzeug.wrappers import Response
 
 from dtx_trials.api.context import account_policy
 from dtx_trials.db import utcnow
@@ -145,6 +145,10 @@ def _render_dashboard(trial: Trial, status: int = 200, **extra: Any) -> tuple[st
     if context["message"] not in MESSAGES_AFTER_REDIRECT:
         context["message"] = None
     context["sites"] = trials.list_sites(db.session, actor, trial)
+    if trial.active_protocol_version_id is not None:
+        context["title"] = protocols.active_protocol(db.session, trial)[1].title.get(
+            g.get("lang", "en")
+        )
     if can(actor, "participant.read", trial.id) and (
         can(actor, "trial.manage", trial.id)
         or can(actor, "form.verify", trial.id)
@@ -609,7 +613,10 @@ def unblind(code: str, subject: str) -> tuple[str, int]:
             category=category,
         )
     except DomainError as exc:
-        if exc.status == 404:
+        # a refused password is shown in the dialog; a role without the right gets the 403 page
+        if exc.status == 404 or (
+            exc.status == 403 and not can(_actor(), "unblind.emergency", trial.id)
+        ):
             raise
         return _render_participant(
             trial,
@@ -618,20 +625,12 @@ def unblind(code: str, subject: str) -> tuple[str, int]:
             unblind_error=exc.message,
             errors=exc.errors,
         )
-    arm_name = result.arm_name
-    if g.get("lang") == "zh":
-        protocol = protocols.protocol_of(
-            protocols.get_version(db.session, _actor(), trial, _version_no(trial))
-        )
-        arm_name = protocol.arm(result.arm_code).name.get("zh")
+    participant = participants.get_participant(db.session, _actor(), trial, subject)
+    protocol = participants.protocol_for(db.session, participant)
+    arm_name = protocol.arm(result.arm_code).name.get(g.get("lang", "en"))
     return render_template(
         "unblinded.html", subject=subject, result=result, arm_name=arm_name, **_nav(trial)
     ), 200
-
-
-def _version_no(trial: Trial) -> int:
-    version, _ = protocols.active_protocol(db.session, trial)
-    return version.version_no
 
 
 # ------------------------------------------------------------------------------ e-forms
@@ -853,7 +852,13 @@ def _record_action(
     try:
         call(trial)
     except DomainError as exc:
-        if exc.status == 404:
+        reauth_action = on_error.get("reauth_action")
+        refused_password = (
+            exc.status == 403
+            and reauth_action
+            and can(_actor(), reauth_action, trial.id, participant.site_id)
+        )
+        if exc.status == 404 or (exc.status == 403 and not refused_password):
             raise
         return _render_form(
             trial,
@@ -861,7 +866,7 @@ def _record_action(
             visit_code,
             record.form_code,
             record.repeat_index,
-            422 if exc.status == 403 and on_error.get("reauth") else exc.status,
+            422 if refused_password else exc.status,
             banner=exc.message,
             banner_list=_flat(exc),
         )
@@ -885,7 +890,7 @@ def sign(code: str, record_id: int) -> Response | tuple[str, int]:
             password=request.form.get("password", ""),
             meaning=request.form.get("meaning", "responsibility"),
         ),
-        reauth=True,
+        reauth_action="form.sign",
     )
 
 
@@ -944,7 +949,7 @@ def _render_queries(trial: Trial, status: int = 200, **extra: Any) -> tuple[str,
             "query": q,
             "record": r,
             "participant": p,
-            "visit_code": visit_codes.get(r.visit_id, LOG_VISIT),
+            "visit_code": visit_codes.get(r.visit_id or 0, LOG_VISIT),
             "may_answer": can(actor, "query.answer", trial.id, p.site_id),
             "may_close": can(actor, "query.close", trial.id, p.site_id),
         }

@@ -290,7 +290,7 @@ def test_sign_in_and_dashboard_in_chinese(live_app: Any, browser: Any) -> None:
         s.shot("home")
         page.click("text=MCI-COGTRAIN-01")
         page.wait_for_selector("text=方案版本")
-        for label in ("研究中心", "账户与角色", "入组情况", "双盲"):
+        for label in ("研究中心", "账户与角色", "入组情况", "双盲", "居家认知训练应用"):
             assert label in page.content()
         s.shot("dashboard")
         s.goto("/trials/MCI-COGTRAIN-01/participants")

@@ -290,6 +290,8 @@ def test_form_reason_for_change_signature_and_monitor_actions(
     assert empty.status_code == 422 and "an answer is required" in empty.text
     assert inv.post(f"{MCI}/queries/{query_id}/answer", {"answer": "Confirmed"}).status_code == 302
     assert monitor.post(f"{MCI}/queries/{query_id}/answer", {"answer": "x"}).status_code == 403
+    signing = {"password": PASSWORD, "meaning": "review"}
+    assert monitor.post(f"{MCI}/records/{record.id}/sign", signing).status_code == 403
     assert monitor.post(f"{MCI}/queries/{query_id}/close").status_code == 302
     assert "closed" in monitor.text(f"{MCI}/queries?status=closed")
     assert monitor.post(f"{MCI}/queries/{query_id}/reopen", {"note": "more"}).status_code == 302
@@ -374,7 +376,12 @@ def test_emergency_unblinding_shows_the_arm_only_in_the_response(
     )
     assert response.headers["Cache-Control"] == "no-store"
     assert f"({arm})" not in inv.text(page)
-    assert "Emergency unblinding" not in PageClient(app, staff["coord"]).text(page)
+    coord = PageClient(app, staff["coord"])
+    assert "Emergency unblinding" not in coord.text(page)
+    refused_role = coord.post(
+        f"{page}/unblind", {"reason": "x", "category": "other", "password": PASSWORD}
+    )
+    assert refused_role.status_code == 403 and arm not in refused_role.text
 
 
 def test_sponsor_protocol_upload_diff_activation_sites_and_roles(

@@ -12,11 +12,13 @@ from werkzeug.test import TestResponse
 from tests.helpers import Account
 
 MCI = "/trials/MCI-COGTRAIN-01"
+# the arms' full names (en, zh) and codes as they would appear in markup; the trial's title
+# mentions a "sham app" (假训练应用), which is not an allocation
 ARM_TERMS = (
     "Adaptive cognitive training",
-    "Sham training",
+    "Sham training (non-adaptive games)",
     "自适应认知训练",
-    "假训练",
+    "假训练（非自适应游戏）",
     ">cogtrain<",
     ">sham<",
     '"cogtrain"',
