@@ -376,11 +376,20 @@ def _render_participants(trial: Trial, status: int = 200, **extra: Any) -> tuple
         )
         for p in rows
     ]
+    labels: dict[str, str] = {}
+    if trial.active_protocol_version_id is not None:
+        schedule = protocols.active_protocol(db.session, trial)[1].schedule
+        labels = {v.id: v.label.get(g.get("lang", "en")) for v in schedule.visits}
     screen_sites = [
         s for s in sites if s.is_active and can(actor, "participant.write", trial.id, s.id)
     ]
     return render_template(
-        "participants.html", listing=listing, screen_sites=screen_sites, **_nav(trial), **extra
+        "participants.html",
+        listing=listing,
+        screen_sites=screen_sites,
+        visit_labels=labels,
+        **_nav(trial),
+        **extra,
     ), status
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 
 import pytest
@@ -10,7 +11,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from dtx_trials.extensions import db
-from dtx_trials.models import Allocation, FormRecord
+from dtx_trials.models import Allocation, FormRecord, Visit
 from tests.dtx_trials.trial_flow import MCI_SCREENING, api, enrolled_mci_participant, load_trial
 from tests.helpers import PASSWORD, make_user
 from tests.web.web_helpers import ARM_TERMS, MCI, PageClient, check_accessible
@@ -170,7 +171,7 @@ def test_screen_to_randomize_through_pages(app: Flask, client: FlaskClient) -> N
     assert inv.post(f"{page}/randomize", {"request_id": "web-1"}).status_code == 302
     assert len(db.session.scalars(select(Allocation)).all()) == 1
     # participants list shows the next visit due
-    assert "baseline" in inv.text(f"{MCI}/participants")
+    assert "Baseline (day 0)" in inv.text(f"{MCI}/participants")
 
 
 def test_failed_criteria_are_listed_by_id_and_text(app: Flask, client: FlaskClient) -> None:
@@ -194,6 +195,9 @@ def test_failed_criteria_are_listed_by_id_and_text(app: Flask, client: FlaskClie
         f"{page}/visits/screening/forms/moca",
         {"moca_raw": "20", "moca_edu_point": "1", "moca_total": "21", "action": "submit"},
     )
+    form_page = inv.text(f"{page}/visits/screening/forms/screening")
+    for label in ("筛选与人口学资料", ">年龄 (years)", ">女</label>", "修改原因"):
+        assert label in form_page, label
     result = inv.post(f"{page}/eligibility")
     assert result.status_code == 200
     assert "<code>exc_depression</code> GDS-15评分高于9分" in result.text
@@ -467,3 +471,20 @@ def test_scripts_are_served(client: FlaskClient, path: str) -> None:
         assert "DtxExpr" in response.get_data(as_text=True)
     finally:
         response.close()
+
+
+def test_overdue_visits_are_highlighted(app: Flask, client: FlaskClient) -> None:
+    staff, _ = _randomized(client)
+    inv = PageClient(app, staff["inv"])
+    listing = inv.text(f"{MCI}/participants")
+    assert "Baseline (day 0) · " in listing and 'class="overdue"' not in listing
+    # move the schedule 60 days into the past (behind the services: this test reads pages only)
+    shift = datetime.timedelta(days=60)
+    for visit in db.session.scalars(select(Visit).where(Visit.planned_on.is_not(None))):
+        assert visit.planned_on and visit.window_start_on and visit.window_end_on
+        visit.planned_on -= shift
+        visit.window_start_on -= shift
+        visit.window_end_on -= shift
+    db.session.commit()
+    listing = inv.text(f"{MCI}/participants")
+    assert 'class="overdue"' in listing and '<strong class="badge">overdue</strong>' in listing
