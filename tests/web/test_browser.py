@@ -93,6 +93,12 @@ def browser(live_app: tuple[Flask, str, Any]) -> Iterator[Any]:
             instance.close()
 
 
+def click_and_load(page: Any, selector: str) -> None:
+    """Click a link or a control that posts a form, and wait for the next page to load."""
+    with page.expect_navigation():
+        page.click(selector)
+
+
 class Session:
     """One browser context (its own cookies) signed in as one user."""
 
@@ -118,7 +124,7 @@ class Session:
         self.goto("/login")
         self.page.fill("#username", username)
         self.page.fill("#password", password)
-        self.page.click("main button[type=submit]")
+        click_and_load(self.page, "main button[type=submit]")
         self.page.wait_for_url(self.base + "/")
 
     def close(self) -> None:
@@ -134,7 +140,7 @@ def test_sponsor_signs_in_and_sees_the_trial(live_app: Any, browser: Any) -> Non
         s.sign_in("sponsor")
         assert s.page.locator("html").get_attribute("lang") == "en"
         s.shot("home")
-        s.page.click("text=MCI-COGTRAIN-01")
+        click_and_load(s.page, "text=MCI-COGTRAIN-01")
         s.page.wait_for_selector("svg.chart")
         assert "Protocol versions" in s.page.content()
         assert s.page.locator("#versions-h").is_visible()
@@ -158,7 +164,7 @@ def test_investigator_screens_to_randomization_and_live_branching(
         s.shot("participants")
         page.select_option("#screen-site", "BJ01")
         page.fill("#screen-name", "Zhang Wei")
-        page.click("form[action$='/participants'] button[type=submit]")
+        click_and_load(page, "form[action$='/participants'] button[type=submit]")
         page.wait_for_selector("#participant-status")
         subject = page.locator("h1").inner_text().split()[-1]
         for document, role in (
@@ -167,10 +173,10 @@ def test_investigator_screens_to_randomization_and_live_branching(
         ):
             page.select_option("#consent-doc", document)
             page.select_option("#consent-role", role)
-            page.click("text=Record signed consent")
+            click_and_load(page, "text=Record signed consent")
         assert page.locator("#participant-status").inner_text() == "consented"
         s.shot("consented")
-        page.click("text=Screening and demographics")
+        click_and_load(page, "text=Screening and demographics")
         page.fill("#screening_on", "2026-11-20")
         page.fill("#age", "120")
         page.check("#sex-2")
@@ -183,29 +189,29 @@ def test_investigator_screens_to_randomization_and_live_branching(
             ("achei_use", 2),
         ):
             page.check(f"#{field}-{choice}")
-        page.click("button[value=submit]")
+        click_and_load(page, "button[value=submit]")
         error = page.locator("#err-age")
         error.wait_for()
         assert error.get_attribute("role") == "alert" and "100" in error.inner_text()
         assert page.locator("#age").get_attribute("aria-invalid") == "true"
         s.shot("screening-error")
         page.fill("#age", "72")
-        page.click("button[value=submit]")
+        click_and_load(page, "button[value=submit]")
         page.wait_for_selector("text=Saved.")
         assert page.locator("#record-status").inner_text() == "submitted"
-        page.click(f"text={subject}")
-        page.click("text=MoCA (Nasreddine 2005)")
+        click_and_load(page, f"text={subject}")
+        click_and_load(page, "text=MoCA (Nasreddine 2005)")
         page.fill("#moca_raw", "20")
         page.check("#moca_edu_point-1")
         page.fill("#moca_total", "21")
-        page.click("button[value=submit]")
+        click_and_load(page, "button[value=submit]")
         page.wait_for_selector("text=Saved.")
-        page.click(f"text={subject}")
-        page.click("text=Check eligibility")
+        click_and_load(page, f"text={subject}")
+        click_and_load(page, "text=Check eligibility")
         page.wait_for_selector("text=every criterion is met")
         s.shot("eligible")
-        page.click("button:has-text('Enroll')")
-        page.click("button:has-text('Randomize')")
+        click_and_load(page, "button:has-text('Enroll')")
+        click_and_load(page, "button:has-text('Randomize')")
         number = page.locator("#randomization-number")
         number.wait_for()
         assert re.fullmatch(r"R\d{5}", number.inner_text())
@@ -215,7 +221,8 @@ def test_investigator_screens_to_randomization_and_live_branching(
             assert term not in content
         s.shot("randomized")
         # a visit form whose follow-up question appears and disappears as the answer changes
-        page.locator("tr", has_text="Week 4").locator("text=App experience (participant)").click()
+        with page.expect_navigation():
+            page.locator("tr", has_text="Week 4").locator("text=App experience").click()
         follow_up = page.locator("#wrap-app_problem_text")
         assert follow_up.is_hidden()
         page.check("#app_problem-1")
@@ -229,7 +236,7 @@ def test_investigator_screens_to_randomization_and_live_branching(
         page.check("#app_problem-1")
         follow_up.wait_for(state="visible")
         page.fill("#app_ease", "7")
-        page.click("button[value=submit]")
+        click_and_load(page, "button[value=submit]")
         page.wait_for_selector("text=Saved.")
         assert page.locator("#app_problem_text").input_value() == "The app froze once"
     finally:
@@ -247,7 +254,7 @@ def test_monitor_query_answered_by_investigator(live_app: Any, browser: Any) -> 
         monitor.goto(form)
         monitor.page.select_option("#query-field", "gds_total")
         monitor.page.fill("#query-text", "Please check the GDS-15 total against the source")
-        monitor.page.click("button:has-text('Raise a query')")
+        click_and_load(monitor.page, "button:has-text('Raise a query')")
         monitor.page.wait_for_selector("text=Please check the GDS-15 total")
         monitor.shot("query-raised")
         inv.sign_in("inv")
@@ -255,14 +262,16 @@ def test_monitor_query_answered_by_investigator(live_app: Any, browser: Any) -> 
         row = inv.page.locator("tr", has_text="Please check the GDS-15 total")
         row.locator("input[name=answer]").fill("Verified against the clinic chart")
         inv.shot("inbox")
-        row.locator("button:has-text('Send answer')").click()
+        with inv.page.expect_navigation():
+            row.locator("button:has-text('Send answer')").click()
         answered = inv.page.locator("tr", has_text="Verified against the clinic chart")
         answered.wait_for()
         assert "answered" in answered.inner_text()
         inv.shot("answered")
         monitor.goto("/trials/MCI-COGTRAIN-01/queries?status=answered")
         row = monitor.page.locator("tr", has_text="Verified against the clinic chart")
-        row.locator("button:has-text('Close')").click()
+        with monitor.page.expect_navigation():
+            row.locator("button:has-text('Close')").click()
         monitor.page.wait_for_selector("text=Please check the GDS-15 total")
         monitor.goto("/trials/MCI-COGTRAIN-01/queries?status=closed")
         assert "Please check the GDS-15 total" in monitor.page.content()
@@ -278,17 +287,17 @@ def test_sign_in_and_dashboard_in_chinese(live_app: Any, browser: Any) -> None:
     page = s.page
     try:
         s.goto("/login")
-        page.click("text=简体中文")
+        click_and_load(page, "text=简体中文")
         page.wait_for_selector("text=登录")
         assert page.locator("html").get_attribute("lang") == "zh-Hans"
         assert page.locator("label[for=username]").inner_text() == "用户名"
         s.shot("login")
         page.fill("#username", "sponsor")
         page.fill("#password", PASSWORD)
-        page.click("main button[type=submit]")
+        click_and_load(page, "main button[type=submit]")
         page.wait_for_selector("text=我的试验")
         s.shot("home")
-        page.click("text=MCI-COGTRAIN-01")
+        click_and_load(page, "text=MCI-COGTRAIN-01")
         page.wait_for_selector("text=方案版本")
         for label in ("研究中心", "账户与角色", "入组情况", "双盲", "居家认知训练应用"):
             assert label in page.content()
