@@ -13,7 +13,7 @@ from dtx_trials.api.context import account_policy
 from dtx_trials.extensions import db
 from dtx_trials.models import User
 from dtx_trials.services import accounts
-from dtx_trials.web import epro, i18n, pages, trial_pages
+from dtx_trials.web import analysis_pages, epro, i18n, pages, trial_pages
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -25,6 +25,7 @@ def register_web(app: Flask) -> None:
     app.register_blueprint(pages.bp)
     epro.init_app(app)
     app.register_blueprint(trial_pages.bp)
+    app.register_blueprint(analysis_pages.bp)
 
     @app.context_processor
     def _page_context() -> dict[str, Any]:
@@ -40,7 +41,7 @@ def register_web(app: Flask) -> None:
             "html_lang": i18n.HTML_LANG[lang],
             "languages": i18n.LANGUAGE_NAMES,
             "csrf_token": web_session.csrf_token if web_session is not None else "",
-            "has_analyses": any(name in app.blueprints for name in ("analysis", "analyses")),
+            "has_analyses": "analysis_pages" in app.blueprints,
         }
 
     @app.get("/healthz")
