@@ -48,9 +48,7 @@ def read_counter(database_url: str) -> tuple[int, int]:
 
 def create_bare_app(database_url: str | None = None) -> Flask:
     """Build the baseline app on ``database_url`` (default: ``BENCH_DATABASE_URL``)."""
-    engine = create_engine(
-        database_url or os.environ["BENCH_DATABASE_URL"], pool_pre_ping=True
-    )
+    engine = create_engine(database_url or os.environ["BENCH_DATABASE_URL"], pool_pre_ping=True)
     app = Flask(__name__)
 
     @app.post("/counter")

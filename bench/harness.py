@@ -124,7 +124,8 @@ def throwaway_database(label: str) -> Iterator[str]:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # any driver or network failure means "no PostgreSQL here"
         admin.dispose()
-        raise BenchmarkUnavailable(f"PostgreSQL at {make_url(admin_url)!r} unreachable: {exc}")
+        where = make_url(admin_url).render_as_string(hide_password=True)
+        raise BenchmarkUnavailable(f"PostgreSQL at {where} unreachable: {exc}") from exc
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     try:
         yield url

@@ -53,7 +53,7 @@ class Sizes:
     r_timeout_s: float
 
 
-FULL = Sizes((1_000, 10_000), 60.0)
+FULL = Sizes((1_000, 10_000), 45.0)
 QUICK = Sizes((200,), 30.0)
 
 
@@ -67,8 +67,8 @@ def simulate_trial(n_subjects: int, seed: int = 20261123) -> pd.DataFrame:
     arm = rng.integers(0, 2, n_subjects)
     base = rng.normal(25.0, 5.0, n_subjects)
     residuals = rng.multivariate_normal(np.zeros(N_VISITS), covariance, n_subjects)
-    mean = -0.3 * visits[None, :] - 0.4 * arm[:, None] * visits[None, :] - 0.1 * (
-        base[:, None] - 25.0
+    mean = (
+        -0.3 * visits[None, :] - 0.4 * arm[:, None] * visits[None, :] - 0.1 * (base[:, None] - 25.0)
     )
     chg = mean + residuals
     # monotone dropout: once gone, every later visit is missing
@@ -158,6 +158,8 @@ def run(quick: bool = False) -> list[RatioRow]:
         data = simulate_trial(n)
         seconds, estimate, se = fit_ours(data)
         r = None if why_no_r else fit_r(data, sizes.r_timeout_s)
+        r_time: float | str
+        ratio: float | str
         if r is None:
             r_time, ratio, r_estimate = why_no_r or "", "-", "-"
         elif r.seconds is None:

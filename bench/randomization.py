@@ -56,7 +56,7 @@ class Sizes:
     n_timing_repeats: int
 
 
-FULL = Sizes((16, 64), 500, 4, 60.0, (100, 10_000), 200)
+FULL = Sizes((16, 64), 200, 4, 40.0, (100, 10_000), 200)
 QUICK = Sizes((2, 4), 8, 2, 20.0, (10, 200), 20)
 
 
@@ -85,9 +85,8 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
             GunicornServer("dtx_trials:create_app()", env, sizes.workers) as ours,
             GunicornServer("bench.bare_app:create_bare_app()", env, sizes.workers) as bare,
         ):
-            headers = {
-                "Authorization": f"Bearer {issue_token(ours.port, prepared.username, prepared.password)}"
-            }
+            token = issue_token(ours.port, prepared.username, prepared.password)
+            headers = {"Authorization": f"Bearer {token}"}
             pending = list(prepared.subjects)
 
             def randomizations(n: int) -> list[HttpRequest]:
@@ -103,7 +102,9 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
             bare_results = [run_load(bare.port, counters(warmup), sizes.workers, 60)]
             measured: list[tuple[LoadResult, LoadResult]] = []
             for n_clients in sizes.client_levels:
-                bare_run = run_load(bare.port, counters(sizes.n_requests), n_clients, sizes.time_limit_s)
+                bare_run = run_load(
+                    bare.port, counters(sizes.n_requests), n_clients, sizes.time_limit_s
+                )
                 ours_run = run_load(
                     ours.port, randomizations(sizes.n_requests), n_clients, sizes.time_limit_s
                 )
@@ -191,7 +192,7 @@ def _report_http(
             )
         ratio = ours.throughput(201) / bare.throughput(201) if bare.throughput(201) else None
         table.append(
-            [f"**ours / bare**", ours.n_clients, "", "", ratio if ratio is not None else "-",
+            ["**ours / bare**", ours.n_clients, "", "", ratio if ratio is not None else "-",
              ours.latency_ms(50) / max(bare.latency_ms(50), 1e-9),
              ours.latency_ms(99) / max(bare.latency_ms(99), 1e-9), ""]
         )  # fmt: skip
@@ -204,7 +205,8 @@ def _report_http(
                      ours.latency_ms(99), bare.latency_ms(99), "locked counter", False)
         )  # fmt: skip
     print_table(
-        "Randomization through the API vs a bare locked counter (gunicorn sync workers, PostgreSQL)",
+        "Randomization through the API vs a bare locked counter "
+        "(gunicorn sync workers, PostgreSQL)",
         ["endpoint", "clients", "ok (201)", "other statuses", "req/s", "p50 ms", "p99 ms",
          "time-capped"],
         table,
@@ -283,7 +285,9 @@ def run_minimization(sizes: Sizes) -> list[RatioRow]:
     for seq_no in range(1, last + 1):
         factors = _factors(rng)
         if seq_no in sizes.minimization_points:
-            timings[seq_no] = _time_allocation(design, state, seq_no, factors, sizes.n_timing_repeats)
+            timings[seq_no] = _time_allocation(
+                design, state, seq_no, factors, sizes.n_timing_repeats
+            )
         _, state = allocate(design, state, secret=secret, model="BENCH", seq_no=seq_no,
                             stratum_key="all", factors=factors)  # fmt: skip
     early, late = sizes.minimization_points

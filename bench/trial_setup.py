@@ -26,7 +26,8 @@ MCI_CODE = "MCI-COGTRAIN-01"
 # (the protocol allows them) so that no request is refused by a cap.
 PARTICIPANTS_PER_SITE = 60
 USERNAME = "bench_investigator"
-PASSWORD = "bench investigator passphrase"
+# a throwaway account in a throwaway database, dropped after the run
+PASSWORD = "bench investigator passphrase"  # noqa: S105
 CLI = Actor(user_id=None, username="cli", printed_name="Command line", via="cli", is_superuser=True)
 
 
@@ -72,7 +73,9 @@ def prepare_mci_trial(database_url: str, instance_path: str, n_participants: int
         for index in range(len(sites), math.ceil(n_participants / PARTICIPANTS_PER_SITE)):
             code = f"BN{index:02d}"
             sites.append(
-                trials.create_site(db.session, sponsor, trial, {"code": code, "name": f"Bench {code}"})
+                trials.create_site(
+                    db.session, sponsor, trial, {"code": code, "name": f"Bench {code}"}
+                )
             )
         user = accounts.create_user(
             db.session, CLI, username=USERNAME, printed_name="Bench Investigator", password=PASSWORD
