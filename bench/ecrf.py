@@ -63,13 +63,14 @@ def run(quick: bool = False) -> list[RatioRow]:
     n_participants = -(-n_forms // len(VISITS))
     rng = random.Random(20261123)
     with throwaway_database("ecrf") as url, tempfile.TemporaryDirectory() as instance:
-        prepared = prepare_mci_trial(url, instance, n_participants)
-        create_bare_tables(url)
         env = app_environment(url, instance)
         with (
             GunicornServer("dtx_trials:create_app()", env, sizes.workers) as ours,
             GunicornServer("bench.bare_app:create_bare_app()", env, sizes.workers) as bare,
         ):
+            # the workers boot while the database is prepared: neither needs the other yet
+            prepared = prepare_mci_trial(url, instance, n_participants)
+            create_bare_tables(url)
             token = issue_token(ours.port, prepared.username, prepared.password)
             headers = {"Authorization": f"Bearer {token}"}
             path = "/api/v1/trials/{}/participants/{}/visits/{}/forms/adas_cog"

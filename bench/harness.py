@@ -244,10 +244,13 @@ class GunicornServer:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n_lines:])
 
     def stop(self) -> None:
-        """Stop the master and its workers (SIGTERM, then SIGKILL to its process group)."""
+        """Stop the master and its workers (SIGINT, then SIGKILL to its process group).
+
+        SIGINT is gunicorn's quick shutdown: the load has finished, nothing is in flight.
+        """
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
-            process.terminate()
+            process.send_signal(signal.SIGINT)
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:

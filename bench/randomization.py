@@ -78,13 +78,14 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
     """Measure randomizations/s and latency against the bare counter; verify the sequence."""
     n_participants = _warmup_count(sizes) + sizes.n_requests * len(sizes.client_levels)
     with throwaway_database("rand") as url, tempfile.TemporaryDirectory() as instance:
-        prepared = prepare_mci_trial(url, instance, n_participants)
-        create_bare_tables(url)
         env = app_environment(url, instance)
         with (
             GunicornServer("dtx_trials:create_app()", env, sizes.workers) as ours,
             GunicornServer("bench.bare_app:create_bare_app()", env, sizes.workers) as bare,
         ):
+            # the workers boot while the database is prepared: neither needs the other yet
+            prepared = prepare_mci_trial(url, instance, n_participants)
+            create_bare_tables(url)
             token = issue_token(ours.port, prepared.username, prepared.password)
             headers = {"Authorization": f"Bearer {token}"}
             pending = list(prepared.subjects)
