@@ -40,10 +40,14 @@ def print_summary(rows: Sequence[RatioRow], skipped: dict[str, str]) -> None:
     for row in rows:
         ratio = row.ratio
         reading = "higher is better" if row.higher_is_better else "lower is better"
+        bound = "> " if row.is_baseline_lower_bound else ""
+        ratio_bound = ("< " if row.ours > 0 else "") if row.is_baseline_lower_bound else ""
         table.append(
             [row.benchmark, row.figure, f"{format_number(row.ours)} {row.unit}",
-             f"{format_number(row.baseline)} {row.unit}" if row.baseline is not None else "-",
-             row.baseline_name, format_number(ratio) if ratio is not None else "-", reading]
+             f"{bound}{format_number(row.baseline)} {row.unit}" if row.baseline is not None
+             else "-",
+             row.baseline_name,
+             f"{ratio_bound}{format_number(ratio)}" if ratio is not None else "-", reading]
         )  # fmt: skip
     for name, why in skipped.items():
         table.append([name, f"not run: {why}", "-", "-", "-", "-", ""])

@@ -46,7 +46,7 @@ class Sizes:
     time_limit_s: float
 
 
-FULL = Sizes(16, 400, 4, 40.0)
+FULL = Sizes(16, 300, 4, 60.0)
 QUICK = Sizes(4, 8, 2, 20.0)
 
 

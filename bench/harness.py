@@ -36,7 +36,8 @@ class RatioRow:
     """One summary figure: ours against the baseline measured in the same run.
 
     ``ratio`` is ours / baseline in the unit of the figure; ``higher_is_better`` says how to
-    read it (throughput: yes; time: no). ``baseline`` is None when no baseline could run.
+    read it (throughput: yes; time: no). ``baseline`` is None when no baseline could run;
+    with ``is_baseline_lower_bound`` it is the cap the baseline exceeded.
     """
 
     benchmark: str
@@ -46,6 +47,7 @@ class RatioRow:
     baseline: float | None
     baseline_name: str
     higher_is_better: bool
+    is_baseline_lower_bound: bool = False  # the baseline was stopped at a cap: it took longer
 
     @property
     def ratio(self) -> float | None:

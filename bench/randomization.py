@@ -56,7 +56,7 @@ class Sizes:
     n_timing_repeats: int
 
 
-FULL = Sizes((16, 64), 200, 4, 40.0, (100, 10_000), 200)
+FULL = Sizes((16, 64), 150, 4, 45.0, (100, 10_000), 200)
 QUICK = Sizes((2, 4), 8, 2, 20.0, (10, 200), 20)
 
 
