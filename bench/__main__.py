@@ -85,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             rows.extend(importlib.import_module(BENCHMARKS[name]).run(quick=args.quick))
         except BenchmarkUnavailable as exc:
+            rows.extend(exc.rows)
             skipped[name] = str(exc)
             print(f"\nnot run: {exc}")
         except RuntimeError as exc:  # a violated invariant or a server that would not start

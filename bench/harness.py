@@ -57,7 +57,14 @@ class RatioRow:
 
 
 class BenchmarkUnavailable(Exception):
-    """A benchmark cannot run on this machine (no PostgreSQL, no gunicorn...)."""
+    """A benchmark (or part of it) cannot run here (no PostgreSQL, no gunicorn...).
+
+    ``rows`` carries the figures of the parts that did run.
+    """
+
+    def __init__(self, message: str, rows: Sequence[RatioRow] = ()) -> None:
+        super().__init__(message)
+        self.rows = tuple(rows)
 
 
 def format_number(value: float | None) -> str:
@@ -127,7 +134,8 @@ def throwaway_database(label: str) -> Iterator[str]:
     except Exception as exc:  # any driver or network failure means "no PostgreSQL here"
         admin.dispose()
         where = make_url(admin_url).render_as_string(hide_password=True)
-        raise BenchmarkUnavailable(f"PostgreSQL at {where} unreachable: {exc}") from exc
+        detail = (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
+        raise BenchmarkUnavailable(f"PostgreSQL at {where} unreachable: {detail}") from exc
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     try:
         yield url

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from bench.bare_app import create_bare_tables, read_counter
 from bench.harness import (
+    BenchmarkUnavailable,
     GunicornServer,
     HttpRequest,
     LoadResult,
@@ -64,7 +65,10 @@ def run(quick: bool = False) -> list[RatioRow]:
     """Run both parts, print their tables, return the summary rows."""
     sizes = QUICK if quick else FULL
     rows = run_minimization(sizes)
-    return run_http(sizes) + rows
+    try:
+        return run_http(sizes) + rows
+    except BenchmarkUnavailable as exc:
+        raise BenchmarkUnavailable(f"HTTP part not run: {exc}", rows) from exc
 
 
 # ---------------------------------------------------------------- part 1: HTTP

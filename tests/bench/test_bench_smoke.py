@@ -95,3 +95,13 @@ def test_main_quick_prints_summary_for_mmrm_and_report(
     summary = output.split("Summary: ours / baseline (same run)", 1)[1]
     assert "MMRM UN fit, 200 subjects x 5 visits" in summary
     assert "PDF pages/s, listing of 50 rows" in summary
+
+
+def test_missing_postgresql_is_reported_not_raised(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/absent")
+    assert main(["--quick", "--only", "randomization"]) == 0
+    summary = capsys.readouterr().out.split("Summary: ours / baseline (same run)", 1)[1]
+    assert "not run: HTTP part not run: PostgreSQL at" in summary
+    assert "minimization allocate #200 vs #10" in summary  # the pure part still ran
