@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "ecrf": "bench.ecrf",
     "mmrm": "bench.mmrm",
     "report": "bench.report",
+    "sap": "bench.sap",
 }
 
 

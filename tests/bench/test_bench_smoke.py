@@ -97,6 +97,13 @@ def test_main_quick_prints_summary_for_mmrm_and_report(
     assert "PDF pages/s, listing of 50 rows" in summary
 
 
+def test_sap_quick_prints_stage_times(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--quick", "--only", "sap"]) == 0
+    output = capsys.readouterr().out
+    assert "Full SAP + PDF" in output
+    assert "SAP + PDF at 300 participants" in output.split("Summary", 1)[1]
+
+
 def test_missing_postgresql_is_reported_not_raised(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
