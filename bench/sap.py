@@ -16,6 +16,8 @@ from analysis.simulation import simulate_trial_data
 from bench.harness import RatioRow, print_table
 from protocols.loader import load_protocol
 
+FULL = (1_000, 10_000)
+QUICK = (100, 300)
 PROTOCOL = Path(__file__).resolve().parent.parent / "protocols" / "library" / "type2_diabetes.yaml"
 
 
@@ -41,7 +43,7 @@ def _pipeline(n: int) -> dict[str, float]:
 
 
 def run(quick: bool = False) -> list[RatioRow]:
-    sizes = (100, 300) if quick else (1_000, 10_000)
+    sizes = QUICK if quick else FULL
     figures = {n: _pipeline(n) for n in sizes}
     print_table(
         "Full SAP + PDF (type 2 diabetes protocol, 5 endpoints, MI sensitivity, subgroups)",
