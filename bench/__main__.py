@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "mmrm": "bench.mmrm",
     "report": "bench.report",
     "sap": "bench.sap",
+    "device_ingest": "bench.device_ingest",
 }
 
 

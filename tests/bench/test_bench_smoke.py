@@ -104,6 +104,18 @@ def test_sap_quick_prints_stage_times(capsys: pytest.CaptureFixture[str]) -> Non
     assert "SAP + PDF at 300 participants" in output.split("Summary", 1)[1]
 
 
+@pytest.mark.postgres
+def test_device_ingest_quick(monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    if not os.environ.get("TEST_DATABASE_URL"):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("TEST_DATABASE_URL must be set under CI=true")
+        pytest.skip("needs PostgreSQL (TEST_DATABASE_URL)")
+    assert main(["--quick", "--only", "device_ingest"]) == 0
+    output = capsys.readouterr().out
+    assert "Device-data ingest vs COPY" in output and "raw COPY" in output
+
+
 def test_missing_postgresql_is_reported_not_raised(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
