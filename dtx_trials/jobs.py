@@ -37,6 +37,8 @@ def run_analysis_job(run_id: int) -> str:
 
     app = create_app()
     with app.app_context():
-        status = execute_analysis(db.session, run_id).status
-        db.session.remove()
-    return status
+        try:
+            return execute_analysis(db.session, run_id).status
+        finally:
+            db.session.remove()
+            db.engine.dispose()  # each job builds its own app: close its connections

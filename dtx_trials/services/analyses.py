@@ -33,6 +33,7 @@ from dtx_trials.models import (
 )
 from dtx_trials.services import audit
 from dtx_trials.services.access import SYSTEM, Actor, require
+from dtx_trials.services.devices import adherence as device_adherence
 from dtx_trials.services.errors import NotFound, ValidationError
 from dtx_trials.services.protocols import active_protocol, protocol_of
 from protocols.model import Protocol
@@ -134,18 +135,13 @@ def build_trial_data(
 
 
 def _adherence(session: Session, trial: Trial, protocol: Protocol) -> dict[str, bool]:
-    """Per-protocol adherence from device data when the device service is installed."""
-    try:
-        from dtx_trials.services import devices
-    except ImportError:
-        return {}
-    compute = getattr(devices, "adherence", None)
-    if compute is None:
+    """Per-protocol adherence from device data (the protocol's rules that define the PP set)."""
+    if not any(stream.adherence for stream in protocol.device_streams):
         return {}
     return {
-        code: bool(result.adherent)
-        for code, result in compute(session, trial, protocol).items()
-        if result.adherent is not None
+        code: result.meets_per_protocol
+        for code, result in device_adherence(session, trial, protocol).items()
+        if result.streams
     }
 
 

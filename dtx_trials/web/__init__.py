@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from flask import Flask, Response, abort, g, request
 from sqlalchemy import text
@@ -12,7 +13,7 @@ from dtx_trials.api.context import account_policy
 from dtx_trials.extensions import db
 from dtx_trials.models import User
 from dtx_trials.services import accounts
-from dtx_trials.web import epro, pages
+from dtx_trials.web import analysis_pages, epro, i18n, pages, trial_pages
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -23,6 +24,25 @@ CSP = (
 def register_web(app: Flask) -> None:
     app.register_blueprint(pages.bp)
     epro.init_app(app)
+    app.register_blueprint(trial_pages.bp)
+    app.register_blueprint(analysis_pages.bp)
+
+    @app.context_processor
+    def _page_context() -> dict[str, Any]:
+        lang = g.get("lang") or "en"
+        web_session = g.get("web_session")
+
+        def t(key: str, **values: object) -> str:
+            return i18n.translate(key, lang, **values)
+
+        return {
+            "t": t,
+            "lang": lang,
+            "html_lang": i18n.HTML_LANG[lang],
+            "languages": i18n.LANGUAGE_NAMES,
+            "csrf_token": web_session.csrf_token if web_session is not None else "",
+            "has_analyses": "analysis_pages" in app.blueprints,
+        }
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -47,6 +67,9 @@ def register_web(app: Flask) -> None:
             "/readyz",
         ):
             return
+        g.lang = i18n.pick_language(
+            request.cookies.get("lang"), request.headers.get("Accept-Language")
+        )
         cookie = request.cookies.get(app.config["SESSION_COOKIE_NAME"])
         g.web_session = None
         if cookie:

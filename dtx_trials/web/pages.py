@@ -11,7 +11,8 @@ from dtx_trials.api.context import account_policy
 from dtx_trials.db import transaction, utcnow
 from dtx_trials.extensions import db
 from dtx_trials.services import accounts, trials
-from dtx_trials.services.errors import AccountLocked, AuthenticationError
+from dtx_trials.services.errors import AccountLocked, AuthenticationError, DomainError
+from dtx_trials.web.i18n import LANGUAGES, translate
 
 bp = Blueprint(
     "pages",
@@ -49,14 +50,14 @@ def login() -> Response | tuple[str, int] | str:
             request_id=g.get("request_id"),
         )
     except AccountLocked:
-        message = "This account is locked after repeated failed sign-ins. Try again later."
+        message = translate("locked", g.get("lang", "en"))
         return render_template(
             "login.html", error=message, csrf_token=request.cookies.get("dtx_login_csrf", "")
         ), 429
     except AuthenticationError:
         return render_template(
             "login.html",
-            error="Invalid username or password.",
+            error=translate("invalid_login", g.get("lang", "en")),
             csrf_token=request.cookies.get("dtx_login_csrf", ""),
         ), 401
     with transaction(db.session):
@@ -108,3 +109,41 @@ def api_docs() -> str:
         if method in ("get", "post", "put", "patch", "delete")
     ]
     return render_template("api_docs.html", spec=spec, operations=operations)
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+def change_password() -> Response | tuple[str, int] | str:
+    """Let the signed-in user change their password (the current one is checked again)."""
+    actor = g.get("actor")
+    if actor is None:
+        return redirect(url_for("pages.login"))
+    if request.method == "GET":
+        return render_template("password.html")
+    try:
+        accounts.set_password(
+            db.session,
+            actor,
+            actor.user_id,
+            request.form.get("new_password", ""),
+            current_password=request.form.get("current_password", ""),
+            policy=account_policy(),
+        )
+    except DomainError as exc:
+        return render_template("password.html", error=exc.message, errors=exc.errors), (
+            422 if exc.status == 403 else exc.status
+        )
+    return render_template("password.html", done=True)
+
+
+@bp.get("/lang/<code>")
+def switch_language(code: str) -> Response:
+    """Remember the page language in a cookie and go back to the page the user was on."""
+    target = request.args.get("next", "/")
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        target = "/"
+    response = redirect(target)
+    if code in LANGUAGES:
+        response.set_cookie(
+            "lang", code, max_age=365 * 24 * 3600, samesite="Lax", path="/", httponly=True
+        )
+    return response

@@ -13,6 +13,7 @@ from dtx_trials.services import audit
 from tests.dtx_trials.trial_flow import (
     MCI_SCREENING,
     api,
+    consented_mci_participant,
     enrolled_mci_participant,
     load_trial,
     moca,
@@ -118,19 +119,7 @@ def test_site_isolation_404_for_other_site(client: FlaskClient) -> None:
 def test_failed_criterion_is_shown_and_screen_fails(client: FlaskClient) -> None:
     staff = load_trial(client)
     who = staff["inv"]
-    subject = api(client, who, "POST", "/participants", {"site": "BJ01"}, 201)["subject_code"]
-    for document, role in (
-        ("main_icf", "participant"),
-        ("partner_icf", "legally_authorized_representative"),
-    ):
-        api(
-            client,
-            who,
-            "POST",
-            f"/participants/{subject}/consents",
-            {"document_id": document, "version": "1.0", "language": "zh-CN", "signer_role": role},
-            201,
-        )
+    subject = consented_mci_participant(client, staff)
     api(
         client,
         who,

@@ -96,10 +96,10 @@ def api(
     return response.get_json()
 
 
-def enrolled_mci_participant(
-    client: FlaskClient, staff: TrialStaff, raw_moca: int = 20, site_account: str = "inv"
+def consented_mci_participant(
+    client: FlaskClient, staff: TrialStaff, site_account: str = "inv"
 ) -> str:
-    """Screen, consent, submit screening forms, assess eligibility and enroll; return subject."""
+    """Screen a participant (with identifiers) and record both consents; return subject."""
     who = staff[site_account]
     site = next(iter(staff.sites)) if site_account in ("inv", "coord") else list(staff.sites)[1]
     subject = api(
@@ -122,6 +122,15 @@ def enrolled_mci_participant(
             {"document_id": document, "version": "1.0", "language": "zh-CN", "signer_role": role},
             201,
         )
+    return subject
+
+
+def enrolled_mci_participant(
+    client: FlaskClient, staff: TrialStaff, raw_moca: int = 20, site_account: str = "inv"
+) -> str:
+    """Screen, consent, submit screening forms, assess eligibility and enroll; return subject."""
+    who = staff[site_account]
+    subject = consented_mci_participant(client, staff, site_account)
     api(
         client,
         who,

@@ -1,0 +1,153 @@
+"""Statistician pages: request an analysis run (job progress), read its headline results and
+key figures (Kaplan-Meier, forest plot, mean change), download the PDF and the exports.
+
+Same services as the API: `analyses.request_analysis` / `get_run` / `list_runs` and
+`exports.export_trial_files`; blinded statisticians only ever see blinded runs.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from flask import Blueprint, redirect, render_template, request, url_for
+from markupsafe import Markup
+from werkzeug.wrappers import Response
+
+from dtx_trials.extensions import db
+from dtx_trials.jobs import enqueue_analysis
+from dtx_trials.services import analyses, exports
+from dtx_trials.services.access import can
+from dtx_trials.services.errors import DomainError, NotFound
+from dtx_trials.web import charts
+from dtx_trials.web.trial_pages import _actor, _nav, _t, _trial, signed_in
+
+bp = Blueprint("analysis_pages", __name__, template_folder="templates")
+
+
+@bp.route("/trials/<code>/analyses", methods=["GET", "POST"])
+@signed_in
+def analyses_page(code: str) -> Response | str:
+    """List runs; start one (cut-off date, unblinded for unblinded statisticians)."""
+    trial = _trial(code)
+    actor = _actor()
+    error = None
+    if request.method == "POST":
+        try:
+            cutoff = request.form.get("cutoff_on") or None
+            run = analyses.request_analysis(
+                db.session,
+                actor,
+                trial,
+                unblinded=request.form.get("unblinded") == "1",
+                cutoff_on=datetime.date.fromisoformat(cutoff) if cutoff else None,
+            )
+            enqueue_analysis(run.id)
+            return redirect(url_for("analysis_pages.run_page", code=code, run_id=run.id))
+        except (DomainError, ValueError) as exc:
+            error = getattr(exc, "message", str(exc))
+    runs = analyses.list_runs(db.session, actor, trial)
+    return render_template(
+        "analyses.html",
+        runs=runs,
+        error=error,
+        may_unblind=trial.is_blinded and can(actor, "analysis.unblinded", trial.id),
+        may_export=can(actor, "export.run", trial.id),
+        formats=exports.FORMATS,
+        **_nav(trial),
+    )
+
+
+def _figures(results: dict[str, Any]) -> list[Markup]:
+    figures: list[Markup] = []
+    for n, endpoint in enumerate(results.get("endpoints", [])):
+        mean = endpoint.get("mean_by_visit") or []
+        by_arm: dict[str, list[tuple[float, float]]] = {}
+        for row in mean:
+            by_arm.setdefault(str(row["arm"]), []).append(
+                (float(row.get("day") or 0) / 7, float(row["mean"]))
+            )
+        if by_arm and max(len(v) for v in by_arm.values()) > 1:
+            figures.append(
+                charts.line_chart(
+                    sorted(by_arm.items()),
+                    f"{endpoint['name']}: {_t('mean_over_time')}",
+                    _t("weeks"),
+                    _t("mean"),
+                    f"mean-{n}",
+                )
+            )
+        curves = (endpoint.get("result") or {}).get("curves") or []
+        if curves:
+            figures.append(
+                charts.line_chart(
+                    [
+                        (str(c["arm"]), list(zip(c["time"], c["survival"], strict=True)))
+                        for c in curves
+                    ],
+                    f"{endpoint['name']}: Kaplan-Meier",
+                    _t("days"),
+                    _t("survival"),
+                    f"km-{n}",
+                    steps=True,
+                )
+            )
+        rows = []
+        for subgroup in endpoint.get("subgroups") or []:
+            labels = subgroup.get("level_labels", {})
+            for level in subgroup.get("levels", []):
+                effect = (level.get("effects") or [{}])[0]
+                if effect.get("ci_low") is not None and effect.get("ci_high") is not None:
+                    rows.append(
+                        (
+                            f"{subgroup['label']}: {labels.get(level['level'], level['level'])}",
+                            float(effect["estimate"]),
+                            float(effect["ci_low"]),
+                            float(effect["ci_high"]),
+                        )
+                    )
+        if rows:
+            null = 1.0 if endpoint.get("model") == "logistic" else 0.0
+            figures.append(
+                charts.forest_plot(
+                    rows, f"{endpoint['name']}: {_t('subgroups')}", null, f"forest-{n}"
+                )
+            )
+    return figures
+
+
+@bp.get("/trials/<code>/analyses/<int:run_id>")
+@signed_in
+def run_page(code: str, run_id: int) -> str:
+    """One run: status and progress, provenance, headline results and key figures."""
+    trial = _trial(code)
+    run = analyses.get_run(db.session, _actor(), trial, run_id)
+    results = run.results or {}
+    return render_template(
+        "analysis_run.html", run=run, results=results, figures=_figures(results), **_nav(trial)
+    )
+
+
+@bp.get("/trials/<code>/analyses/<int:run_id>/report.pdf")
+@signed_in
+def report_pdf(code: str, run_id: int) -> Response:
+    run = analyses.get_run(db.session, _actor(), _trial(code), run_id)
+    if run.report_pdf is None:
+        raise NotFound("no report for this run")
+    response = Response(run.report_pdf, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'attachment; filename="{run.report_name}"'
+    return response
+
+
+@bp.get("/trials/<code>/downloads/<fmt>.zip")
+@signed_in
+def export_zip(code: str, fmt: str) -> Response:
+    if fmt not in exports.FORMATS:
+        raise NotFound("unknown export format")
+    trial = _trial(code)
+    files, blinded = exports.export_trial_files(db.session, _actor(), trial, [fmt])
+    response = Response(exports.zip_files(files), mimetype="application/zip")
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="{code.lower()}-{fmt}-{"blinded" if blinded else "unblinded"}.zip"'
+    )
+    return response

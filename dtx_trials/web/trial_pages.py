@@ -1,0 +1,1068 @@
+"""Role pages of a trial: dashboard, participants, e-forms, queries, audit trail.
+
+Views are thin: parse the form, call the same service function the API calls, render or
+redirect. Permissions, site isolation and every business rule live in the services; a
+`DomainError` becomes an inline message (422 next to the fields, 409 as a banner), while 403/404
+fall through to the application's error page. Blinded pages never read `Allocation.arm_code`;
+only the response to an emergency unblinding shows the arm, to the investigator who asked.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import math
+import uuid
+from collections.abc import Callable
+from datetime import UTC
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from flask import (
+    Blueprint,
+    abort,
+    g,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+    url_for,
+)
+from sqlalchemy import func, select
+from werkzeug.wrappers import Response
+
+from dtx_trials.api.context import account_policy
+from dtx_trials.db import utcnow
+from dtx_trials.extensions import db
+from dtx_trials.models import (
+    AuditEvent,
+    Consent,
+    DataQuery,
+    FormRecord,
+    Participant,
+    Signature,
+    Site,
+    Trial,
+    User,
+    Visit,
+)
+from dtx_trials.models.users import Role
+from dtx_trials.services import accounts, audit, participants, protocols, randomization, trials
+from dtx_trials.services import forms as form_service
+from dtx_trials.services.access import Actor, can
+from dtx_trials.services.errors import Conflict, DomainError, NotFound, ValidationError
+from dtx_trials.web import charts
+from dtx_trials.web.i18n import translate
+from ecrf.model import FormDef
+from ecrf.render import form_to_json
+from ecrf.schedule import PlannedVisit, next_due
+from protocols.loader import load_protocol_report
+from protocols.model import Protocol
+
+ECRF_STATIC = str(Path(__file__).resolve().parents[2] / "ecrf" / "static")
+LOG_VISIT = "unscheduled"  # repeating forms (adverse events, medications) are kept here
+AUDIT_PAGE_SIZE = 50
+MESSAGES_AFTER_REDIRECT = frozenset({"saved", "password_changed"})
+UNBLIND_CATEGORIES = ("serious_adverse_event", "medical_emergency", "regulatory", "other")
+SIGNER_ROLES = ("participant", "guardian", "legally_authorized_representative", "witness")
+
+bp = Blueprint("trial_pages", __name__, template_folder="templates")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def signed_in(view: F) -> F:
+    """Send anonymous visitors to the sign-in page."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if g.get("actor") is None:
+            return redirect(url_for("pages.login"))
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def _actor() -> Actor:
+    return cast(Actor, g.actor)
+
+
+def _t(key: str, **values: object) -> str:
+    return translate(key, g.get("lang", "en"), **values)
+
+
+def _trial(code: str, action: str = "trial.read") -> Trial:
+    return trials.get_trial(db.session, _actor(), code, action)
+
+
+def _nav(trial: Trial) -> dict[str, Any]:
+    actor = _actor()
+    return {
+        "trial": trial,
+        "roles": sorted(actor.roles_in(trial.id)),
+        "may": {
+            action: can(actor, action, trial.id)
+            for action in (
+                "participant.read",
+                "participant.write",
+                "form.read",
+                "audit.read",
+                "protocol.manage",
+                "analysis.run",
+            )
+        },
+    }
+
+
+@bp.get("/static/ecrf/expressions.js")
+def expressions_js() -> Response:
+    """Serve the browser implementation of the expression language (live branching)."""
+    return send_from_directory(ECRF_STATIC, "expressions.js", mimetype="text/javascript")
+
+
+# ------------------------------------------------------------------------------ dashboard
+
+
+def _enrollment_charts(trial: Trial) -> dict[str, Any]:
+    rows = participants.list_participants(db.session, _actor(), trial)
+    sites = {s.id: s.code for s in trials.list_sites(db.session, _actor(), trial)}
+    enrolled = [p for p in rows if p.enrolled_at is not None]
+    by_site = {code: 0 for code in sites.values()}
+    for p in enrolled:
+        by_site[sites.get(p.site_id, "?")] = by_site.get(sites.get(p.site_id, "?"), 0) + 1
+    return {
+        "n_enrolled": len(enrolled),
+        "chart_sites": charts.enrollment_by_site(sorted(by_site.items()), _t("enrollment_by_site")),
+        "chart_time": charts.enrollment_over_time(
+            [p.enrolled_at.date() for p in enrolled if p.enrolled_at], _t("enrollment_over_time")
+        ),
+    }
+
+
+def _render_dashboard(trial: Trial, status: int = 200, **extra: Any) -> tuple[str, int]:
+    actor = _actor()
+    context: dict[str, Any] = {**_nav(trial), "message": request.args.get("msg")}
+    if context["message"] not in MESSAGES_AFTER_REDIRECT:
+        context["message"] = None
+    context["sites"] = trials.list_sites(db.session, actor, trial)
+    if trial.active_protocol_version_id is not None:
+        context["title"] = protocols.active_protocol(db.session, trial)[1].title.get(
+            g.get("lang", "en")
+        )
+    if can(actor, "participant.read", trial.id) and (
+        can(actor, "trial.manage", trial.id)
+        or can(actor, "form.verify", trial.id)
+        or can(actor, "form.lock", trial.id)
+    ):
+        context.update(_enrollment_charts(trial))
+    if can(actor, "protocol.manage", trial.id):
+        context["versions"] = protocols.list_versions(db.session, actor, trial)
+    if can(actor, "membership.manage", trial.id):
+        memberships = trials.list_memberships(db.session, actor, trial)
+        users = {
+            u.id: u
+            for u in db.session.scalars(
+                select(User).where(User.id.in_({m.user_id for m in memberships}))
+            )
+        }
+        site_codes = {s.id: s.code for s in context["sites"]}
+        context["memberships"] = [
+            (m, users.get(m.user_id), site_codes.get(m.site_id) if m.site_id else None)
+            for m in memberships
+        ]
+        context["role_names"] = [r.value for r in Role if r != Role.PARTICIPANT]
+    context.update(extra)
+    return render_template("dashboard.html", **context), status
+
+
+@bp.get("/trials/<code>")
+@signed_in
+def dashboard(code: str) -> tuple[str, int]:
+    """The trial's front page; each role sees its own sections."""
+    return _render_dashboard(_trial(code))
+
+
+@bp.post("/trials/<code>/protocol")
+@signed_in
+def upload_protocol(code: str) -> Response | tuple[str, int]:
+    """Validate a protocol document, or store it as a new draft version (sponsor)."""
+    trial = _trial(code, "protocol.manage")
+    upload = request.files.get("protocol_file")
+    text, name = request.form.get("protocol_text", ""), "protocol.yaml"
+    if upload is not None and upload.filename:
+        name = upload.filename
+        try:
+            text = upload.read().decode("utf-8")
+        except UnicodeDecodeError:
+            return _render_dashboard(
+                trial, 422, protocol_issues=[f"{name}: the file is not UTF-8 text"]
+            )
+    if request.form.get("action") == "validate":
+        result = load_protocol_report(text, name)
+        issues = [str(i) for i in result.issues]
+        return _render_dashboard(
+            trial,
+            200 if not result.errors else 422,
+            protocol_issues=issues,
+            protocol_ok=not result.errors,
+            protocol_text=text,
+        )
+    try:
+        version, created = protocols.upload_version(db.session, _actor(), trial, text, name)
+    except DomainError as exc:
+        issues = (
+            [
+                f"{i['file']}:{i['line']}:{i['column']}: {i['path']}: {i['message']}"
+                for i in exc.extra.get("issues", [])
+            ]
+            or [f"{k}: {'; '.join(map(str, v))}" for k, v in exc.errors.items()]
+            or [exc.message]
+        )
+        return _render_dashboard(trial, exc.status, protocol_issues=issues, protocol_text=text)
+    key = "protocol_uploaded" if created else "protocol_same"
+    return _render_dashboard(trial, protocol_done=_t(key, n=version.version_no))
+
+
+@bp.post("/trials/<code>/protocol/<int:version_no>/activate")
+@signed_in
+def activate_protocol(code: str, version_no: int) -> Response | tuple[str, int]:
+    """Activate a protocol version; breaking changes must be accepted by id (sponsor)."""
+    trial = _trial(code, "protocol.manage")
+    accepted = [a.strip() for a in request.form.get("accepted", "").split(",") if a.strip()]
+    try:
+        protocols.activate_version(db.session, _actor(), trial, version_no, accepted)
+    except DomainError as exc:
+        return _render_dashboard(trial, exc.status, banner=exc.message, banner_list=_flat(exc))
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+
+
+@bp.get("/trials/<code>/protocol/diff")
+@signed_in
+def protocol_diff(code: str) -> tuple[str, int]:
+    """The readable change list between two protocol versions (sponsor)."""
+    trial = _trial(code, "protocol.manage")
+    try:
+        old, new = int(request.args.get("old", "")), int(request.args.get("new", ""))
+    except ValueError:
+        abort(404)
+    changes = protocols.diff_versions(db.session, _actor(), trial, old, new)
+    return render_template("diff.html", changes=changes, old=old, new=new, **_nav(trial)), 200
+
+
+@bp.post("/trials/<code>/sites")
+@signed_in
+def add_site(code: str) -> Response | tuple[str, int]:
+    """Add a site to the trial (sponsor)."""
+    trial = _trial(code, "site.manage")
+    data = {k: request.form.get(k, "").strip() or None for k in ("code", "name_zh", "country")}
+    data["name"] = request.form.get("name", "").strip()
+    data["timezone"] = request.form.get("timezone", "").strip() or "UTC"
+    try:
+        trials.create_site(db.session, _actor(), trial, data)
+    except DomainError as exc:
+        return _render_dashboard(trial, exc.status, site_errors=exc.errors, banner=exc.message)
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+
+
+@bp.post("/trials/<code>/accounts")
+@signed_in
+def create_account(code: str) -> Response | tuple[str, int]:
+    """Create an account (sponsor admin); give it a role here with the grant form."""
+    trial = _trial(code, "user.manage")
+    try:
+        accounts.create_user(
+            db.session,
+            _actor(),
+            username=request.form.get("username", ""),
+            printed_name=request.form.get("printed_name", ""),
+            password=request.form.get("password", ""),
+            policy=account_policy(),
+        )
+    except DomainError as exc:
+        return _render_dashboard(trial, exc.status, account_errors=exc.errors, banner=exc.message)
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+
+
+@bp.post("/trials/<code>/memberships")
+@signed_in
+def grant_membership(code: str) -> Response | tuple[str, int]:
+    """Grant a user a role in the trial, at a site for site-bound roles (sponsor)."""
+    trial = _trial(code, "membership.manage")
+    username = request.form.get("username", "").strip().lower()
+    user_id = db.session.scalar(select(User.id).where(User.username == username))
+    try:
+        if user_id is None:
+            raise NotFound("user not found", {"username": ["no such user"]})
+        site_code = request.form.get("site", "")
+        site_id = trials.get_site(db.session, _actor(), trial, site_code).id if site_code else None
+        accounts.grant_role(
+            db.session,
+            _actor(),
+            trial_id=trial.id,
+            user_id=user_id,
+            role=request.form.get("role", ""),
+            site_id=site_id,
+        )
+    except DomainError as exc:
+        return _render_dashboard(trial, _inline(exc), grant_errors=exc.errors, banner=exc.message)
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+
+
+@bp.post("/trials/<code>/memberships/<int:membership_id>/revoke")
+@signed_in
+def revoke_membership(code: str, membership_id: int) -> Response:
+    """Revoke a role (kept in the trail, marked inactive)."""
+    trial = _trial(code, "membership.manage")
+    accounts.revoke_role(db.session, _actor(), trial_id=trial.id, membership_id=membership_id)
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+
+
+def _inline(exc: DomainError) -> int:
+    """Show a mistyped user or site next to its field (422); other 404s stay 404 (isolation)."""
+    if isinstance(exc, NotFound) and not exc.errors:
+        raise exc
+    return 422 if isinstance(exc, NotFound) else exc.status
+
+
+def _flat(exc: DomainError) -> list[str]:
+    return [f"{k}: {m}" for k, messages in exc.errors.items() for m in _as_list(messages)]
+
+
+def _as_list(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [f"{k}: {m}" for k, v in value.items() for m in _as_list(v)]
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+# ------------------------------------------------------------------------------ participants
+
+
+def _next_due(visits: list[Visit], done: set[str], today: datetime.date) -> Any:
+    planned = [
+        PlannedVisit(v.visit_code, v.planned_on, v.window_start_on, v.window_end_on)
+        for v in visits
+        if not v.is_unscheduled
+        and v.planned_on is not None
+        and v.window_start_on is not None
+        and v.window_end_on is not None
+    ]
+    return next_due(planned, done, today)
+
+
+def _render_participants(trial: Trial, status: int = 200, **extra: Any) -> tuple[str, int]:
+    actor = _actor()
+    rows = participants.list_participants(db.session, actor, trial)
+    ids = [p.id for p in rows]
+    visits: dict[int, list[Visit]] = {}
+    for visit in db.session.scalars(select(Visit).where(Visit.participant_id.in_(ids))):
+        visits.setdefault(visit.participant_id, []).append(visit)
+    done: dict[int, set[str]] = {}
+    for participant_id, visit_code in db.session.execute(
+        select(FormRecord.participant_id, Visit.visit_code)
+        .join(Visit, Visit.id == FormRecord.visit_id)
+        .where(FormRecord.participant_id.in_(ids), FormRecord.status != "draft")
+    ):
+        done.setdefault(participant_id, set()).add(visit_code)
+    today = datetime.date.today()
+    sites = trials.list_sites(db.session, actor, trial)
+    site_codes = {s.id: s.code for s in sites}
+    listing = [
+        (
+            p,
+            site_codes.get(p.site_id, ""),
+            _next_due(visits.get(p.id, []), done.get(p.id, set()), today),
+        )
+        for p in rows
+    ]
+    labels: dict[str, str] = {}
+    if trial.active_protocol_version_id is not None:
+        schedule = protocols.active_protocol(db.session, trial)[1].schedule
+        labels = {v.id: v.label.get(g.get("lang", "en")) for v in schedule.visits}
+    screen_sites = [
+        s for s in sites if s.is_active and can(actor, "participant.write", trial.id, s.id)
+    ]
+    return render_template(
+        "participants.html",
+        listing=listing,
+        screen_sites=screen_sites,
+        visit_labels=labels,
+        **_nav(trial),
+        **extra,
+    ), status
+
+
+@bp.get("/trials/<code>/participants")
+@signed_in
+def participant_list(code: str) -> tuple[str, int]:
+    """Participants at my sites with status and the next visit due (overdue highlighted)."""
+    return _render_participants(_trial(code))
+
+
+@bp.post("/trials/<code>/participants")
+@signed_in
+def screen(code: str) -> Response | tuple[str, int]:
+    """Screen a new participant at one of my sites."""
+    trial = _trial(code)
+    identifiers = {k: request.form.get(k, "").strip() or None for k in ("full_name", "phone")}
+    try:
+        participant = participants.screen_participant(
+            db.session, _actor(), trial, request.form.get("site", ""), identifiers
+        )
+    except DomainError as exc:
+        return _render_participants(trial, _inline(exc), errors=exc.errors, banner=exc.message)
+    return redirect(
+        url_for("trial_pages.participant_page", code=code, subject=participant.subject_code)
+    )
+
+
+def _render_participant(
+    trial: Trial, subject: str, status: int = 200, **extra: Any
+) -> tuple[str, int]:
+    actor = _actor()
+    participant = participants.get_participant(db.session, actor, trial, subject)
+    protocol = participants.protocol_for(db.session, participant)
+    site = db.session.get(Site, participant.site_id)
+    allocation = None
+    if participant.randomized_at is not None:
+        receipt = randomization.get_allocation(db.session, actor, trial, subject)
+        # the page receives the receipt fields only, never the allocation row
+        allocation = {
+            "randomization_number": receipt.randomization_number,
+            "activation_code": receipt.activation_code,
+            "allocated_at": receipt.allocated_at,
+        }
+    may = {
+        action: can(actor, action, trial.id, participant.site_id)
+        for action in (
+            "participant.write",
+            "randomize",
+            "unblind.emergency",
+            "form.read",
+            "form.write",
+        )
+    }
+    context: dict[str, Any] = {
+        **_nav(trial),
+        "participant": participant,
+        "site": site,
+        "allocation": allocation,
+        "can": may,
+        "request_id": uuid.uuid4().hex,
+        "categories": UNBLIND_CATEGORIES,
+        "signer_roles": SIGNER_ROLES,
+    }
+    if may["form.read"]:
+        context.update(_schedule_context(participant, protocol))
+    if may["participant.write"]:
+        context["consents"] = list(
+            db.session.scalars(
+                select(Consent).where(Consent.participant_id == participant.id).order_by(Consent.id)
+            )
+        )
+        context["missing_consents"] = participants.missing_consents(
+            db.session, participant, protocol
+        )
+        context["consent_documents"] = protocol.consents
+    context.update(extra)
+    return render_template("participant.html", **context), status
+
+
+def _schedule_context(participant: Participant, protocol: Protocol) -> dict[str, Any]:
+    lang = g.get("lang", "en")
+    visits = {
+        v.visit_code: v
+        for v in db.session.scalars(select(Visit).where(Visit.participant_id == participant.id))
+    }
+    records = list(
+        db.session.scalars(
+            select(FormRecord)
+            .where(FormRecord.participant_id == participant.id)
+            .order_by(FormRecord.id)
+        )
+    )
+    by_key = {(r.visit_id, r.form_code, r.repeat_index): r for r in records}
+    schedule = []
+    for visit_def in protocol.schedule.visits:
+        visit = visits.get(visit_def.id)
+        schedule.append(
+            {
+                "id": visit_def.id,
+                "label": visit_def.label.get(lang),
+                "visit": visit,
+                "forms": [
+                    (
+                        form_id,
+                        protocol.form(form_id).title.get(lang),
+                        by_key.get((visit.id if visit else None, form_id, 1)),
+                    )
+                    for form_id in visit_def.forms
+                ],
+            }
+        )
+    logs = []
+    for form in protocol.forms:
+        if not form.repeating:
+            continue
+        entries = [r for r in records if r.form_code == form.id]
+        logs.append(
+            {
+                "id": form.id,
+                "title": form.title.get(lang),
+                "entries": entries,
+                "visit_codes": {
+                    r.id: next((c for c, v in visits.items() if v.id == r.visit_id), LOG_VISIT)
+                    for r in entries
+                },
+                "next_index": max((r.repeat_index for r in entries), default=0) + 1,
+            }
+        )
+    return {"schedule": schedule, "logs": logs, "log_visit": LOG_VISIT}
+
+
+@bp.get("/trials/<code>/participants/<subject>")
+@signed_in
+def participant_page(code: str, subject: str) -> tuple[str, int]:
+    """One participant: consent, eligibility, enrollment, randomization receipt, visits."""
+    return _render_participant(_trial(code), subject)
+
+
+def _participant_action(
+    code: str, subject: str, call: Callable[[Trial], Any]
+) -> Response | tuple[str, int]:
+    trial = _trial(code)
+    try:
+        call(trial)
+    except DomainError as exc:
+        if exc.status in (403, 404):
+            raise
+        return _render_participant(
+            trial, subject, exc.status, banner=exc.message, errors=exc.errors
+        )
+    return redirect(url_for("trial_pages.participant_page", code=code, subject=subject))
+
+
+@bp.post("/trials/<code>/participants/<subject>/consent")
+@signed_in
+def record_consent(code: str, subject: str) -> Response | tuple[str, int]:
+    """Record a signed consent document version."""
+    document_id, _, rest = request.form.get("document", "").partition("|")
+    version, _, language = rest.partition("|")
+    return _participant_action(
+        code,
+        subject,
+        lambda trial: participants.record_consent(
+            db.session,
+            _actor(),
+            trial,
+            subject,
+            document_id=document_id,
+            version=version,
+            language=language or "en",
+            signer_role=request.form.get("signer_role", "participant"),
+            signer_name=request.form.get("signer_name", "").strip() or None,
+        ),
+    )
+
+
+@bp.post("/trials/<code>/participants/<subject>/eligibility")
+@signed_in
+def check_eligibility(code: str, subject: str) -> Response | tuple[str, int]:
+    """Assess eligibility and show the failed criteria by id and text."""
+    trial = _trial(code)
+    try:
+        result = participants.assess_eligibility(db.session, _actor(), trial, subject)
+    except Conflict as exc:
+        return _render_participant(trial, subject, exc.status, banner=exc.message)
+    return _render_participant(trial, subject, eligibility=result)
+
+
+@bp.post("/trials/<code>/participants/<subject>/enroll")
+@signed_in
+def enroll(code: str, subject: str) -> Response | tuple[str, int]:
+    """Enroll an eligible, consented participant."""
+    return _participant_action(
+        code,
+        subject,
+        lambda trial: participants.enroll_participant(db.session, _actor(), trial, subject),
+    )
+
+
+@bp.post("/trials/<code>/participants/<subject>/randomize")
+@signed_in
+def randomize(code: str, subject: str) -> Response | tuple[str, int]:
+    """Randomize; the page then shows the randomization number and activation code only."""
+    request_id = request.form.get("request_id") or None
+    return _participant_action(
+        code,
+        subject,
+        lambda trial: randomization.randomize_participant(
+            db.session, _actor(), trial, subject, request_id=request_id
+        ),
+    )
+
+
+@bp.post("/trials/<code>/participants/<subject>/unblind")
+@signed_in
+def unblind(code: str, subject: str) -> tuple[str, int]:
+    """Emergency unblinding: the arm appears in this response only, to this investigator."""
+    trial = _trial(code)
+    category = request.form.get("category", "")
+    try:
+        if category not in UNBLIND_CATEGORIES:
+            raise ValidationError("unknown category", {"category": list(UNBLIND_CATEGORIES)})
+        result = randomization.emergency_unblind(
+            db.session,
+            _actor(),
+            trial,
+            subject,
+            password=request.form.get("password", ""),
+            reason=request.form.get("reason", ""),
+            category=category,
+        )
+    except DomainError as exc:
+        # a refused password is shown in the dialog; a role without the right gets the 403 page
+        if exc.status == 404 or (
+            exc.status == 403 and not can(_actor(), "unblind.emergency", trial.id)
+        ):
+            raise
+        return _render_participant(
+            trial,
+            subject,
+            422 if exc.status == 403 else exc.status,
+            unblind_error=exc.message,
+            errors=exc.errors,
+        )
+    participant = participants.get_participant(db.session, _actor(), trial, subject)
+    protocol = participants.protocol_for(db.session, participant)
+    arm_name = protocol.arm(result.arm_code).name.get(g.get("lang", "en"))
+    return render_template(
+        "unblinded.html", subject=subject, result=result, arm_name=arm_name, **_nav(trial)
+    ), 200
+
+
+# ------------------------------------------------------------------------------ e-forms
+
+
+def _form_values(form: FormDef) -> dict[str, object]:
+    """Read one form's fields from the posted HTML form (hidden fields are simply absent)."""
+    values: dict[str, object] = {}
+    for field in form.fields:
+        if field.type in ("calculated", "descriptive", "file", "signature"):
+            continue
+        missing = request.form.get(f"{field.id}__missing", "")
+        if missing:
+            values[field.id] = {"missing": missing}
+        elif field.type == "multiple_choice":
+            values[field.id] = request.form.getlist(field.id)
+        elif field.id in request.form:
+            values[field.id] = request.form[field.id]
+    return values
+
+
+def _render_form(
+    trial: Trial,
+    subject: str,
+    visit_code: str,
+    form_code: str,
+    repeat: int,
+    status: int = 200,
+    **extra: Any,
+) -> tuple[str, int]:
+    actor = _actor()
+    participant = participants.get_participant(db.session, actor, trial, subject, "form.read")
+    protocol = participants.protocol_for(db.session, participant)
+    try:
+        form = protocol.form(form_code)
+    except KeyError as exc:
+        raise NotFound(f"form {form_code} is not part of the protocol") from exc
+    lang = g.get("lang", "en")
+    visit = db.session.scalars(
+        select(Visit).where(Visit.participant_id == participant.id, Visit.visit_code == visit_code)
+    ).first()
+    record = None
+    if visit is not None:
+        record = db.session.scalars(
+            select(FormRecord).where(
+                FormRecord.participant_id == participant.id,
+                FormRecord.visit_id == visit.id,
+                FormRecord.form_code == form.id,
+                FormRecord.repeat_index == repeat,
+            )
+        ).first()
+    signatures: list[Signature] = []
+    queries: list[DataQuery] = []
+    if record is not None:
+        signatures = list(
+            db.session.scalars(select(Signature).where(Signature.form_record_id == record.id))
+        )
+        queries = list(
+            db.session.scalars(select(DataQuery).where(DataQuery.form_record_id == record.id))
+        )
+    try:
+        visit_label = protocol.visit(visit_code).label.get(lang)
+    except KeyError:
+        visit_label = visit_code
+    site_id = participant.site_id
+    context: dict[str, Any] = {
+        **_nav(trial),
+        "participant": participant,
+        "form": form_to_json(form, lang),
+        "form_code": form.id,
+        "visit_code": visit_code,
+        "visit_label": visit_label,
+        "repeat": repeat,
+        "record": record,
+        "values": extra.pop("values", None) or (record.data if record else {}),
+        "signatures": signatures,
+        "queries": queries,
+        "field_errors": {},
+        "today": datetime.date.today().isoformat(),
+        "now": utcnow().strftime("%Y-%m-%d %H:%M"),
+        "can": {
+            action: can(actor, action, trial.id, site_id)
+            for action in (
+                "form.write",
+                "form.sign",
+                "form.verify",
+                "form.lock",
+                "query.raise",
+                "query.answer",
+                "query.close",
+            )
+        },
+        "meanings": form_service.SIGNATURE_MEANINGS,
+        "message": request.args.get("msg") if request.args.get("msg") == "saved" else None,
+    }
+    context.update(extra)
+    return render_template("form.html", **context), status
+
+
+def _form_url(code: str, subject: str, visit_code: str, form_code: str, repeat: int) -> str:
+    return url_for(
+        "trial_pages.form_page",
+        code=code,
+        subject=subject,
+        visit=visit_code,
+        form=form_code,
+        repeat=repeat if repeat != 1 else None,
+        msg="saved",
+    )
+
+
+def _repeat() -> int:
+    try:
+        repeat = int(request.values.get("repeat", "1"))
+    except ValueError:
+        abort(404)
+    if not 1 <= repeat <= 10000:
+        abort(404)
+    return repeat
+
+
+@bp.get("/trials/<code>/participants/<subject>/visits/<visit>/forms/<form>")
+@signed_in
+def form_page(code: str, subject: str, visit: str, form: str) -> tuple[str, int]:
+    """An e-form rendered from the protocol, with live branching in the browser."""
+    return _render_form(_trial(code), subject, visit, form, _repeat())
+
+
+@bp.post("/trials/<code>/participants/<subject>/visits/<visit>/forms/<form>")
+@signed_in
+def save_form(code: str, subject: str, visit: str, form: str) -> Response | tuple[str, int]:
+    """Save a draft or submit; edit-check errors come back next to their fields."""
+    trial = _trial(code)
+    repeat = _repeat()
+    participant = participants.get_participant(db.session, _actor(), trial, subject, "form.read")
+    protocol = participants.protocol_for(db.session, participant)
+    try:
+        form_def = protocol.form(form)
+    except KeyError as exc:
+        raise NotFound(f"form {form} is not part of the protocol") from exc
+    values = _form_values(form_def)
+    try:
+        expected = (
+            int(request.form.get("expected_version", ""))
+            if request.form.get("expected_version")
+            else None
+        )
+    except ValueError:
+        expected = None
+    try:
+        form_service.save_form(
+            db.session,
+            _actor(),
+            trial,
+            subject,
+            visit,
+            form,
+            values,
+            submit=request.form.get("action") == "submit",
+            expected_version=expected,
+            reason=request.form.get("reason") or None,
+            acknowledged=request.form.getlist("acknowledged"),
+            repeat_index=repeat,
+        )
+    except DomainError as exc:
+        if exc.status in (403, 404):
+            raise
+        field_errors = exc.errors.get("values", {}) if isinstance(exc.errors, dict) else {}
+        field_ids = {f.id for f in form_def.fields}
+        other = [
+            f"{k}: {m}"
+            for k, msgs in field_errors.items()
+            if k not in field_ids
+            for m in _as_list(msgs)
+        ] + [
+            m
+            for k, msgs in exc.errors.items()
+            if k not in ("values", "reason")
+            for m in _as_list(msgs)
+        ]
+        return _render_form(
+            trial,
+            subject,
+            visit,
+            form,
+            repeat,
+            exc.status,
+            values=_raw_values(form_def),
+            field_errors={k: _as_list(v) for k, v in field_errors.items() if k in field_ids},
+            reason_errors=_as_list(exc.errors.get("reason", [])),
+            warnings=exc.extra.get("warnings", []),
+            banner=exc.message,
+            banner_list=other,
+            reason=request.form.get("reason", ""),
+        )
+    return redirect(_form_url(code, subject, visit, form, repeat))
+
+
+def _raw_values(form: FormDef) -> dict[str, object]:
+    """The posted values as typed, to show them again next to their errors."""
+    values: dict[str, object] = {}
+    for field in form.fields:
+        if field.type == "multiple_choice":
+            values[field.id] = request.form.getlist(field.id)
+        elif request.form.get(f"{field.id}__missing"):
+            values[field.id] = {"missing": request.form[f"{field.id}__missing"]}
+        elif field.id in request.form:
+            values[field.id] = request.form[field.id]
+    return values
+
+
+def _record_action(
+    code: str, record_id: int, call: Callable[[Trial], Any], **on_error: Any
+) -> Response | tuple[str, int]:
+    trial = _trial(code)
+    record, participant = form_service.get_record(db.session, _actor(), trial, record_id)
+    visit = db.session.get(Visit, record.visit_id) if record.visit_id else None
+    visit_code = visit.visit_code if visit else LOG_VISIT
+    try:
+        call(trial)
+    except DomainError as exc:
+        reauth_action = on_error.get("reauth_action")
+        refused_password = (
+            exc.status == 403
+            and reauth_action
+            and can(_actor(), reauth_action, trial.id, participant.site_id)
+        )
+        if exc.status == 404 or (exc.status == 403 and not refused_password):
+            raise
+        return _render_form(
+            trial,
+            participant.subject_code,
+            visit_code,
+            record.form_code,
+            record.repeat_index,
+            422 if refused_password else exc.status,
+            banner=exc.message,
+            banner_list=_flat(exc),
+        )
+    return redirect(
+        _form_url(code, participant.subject_code, visit_code, record.form_code, record.repeat_index)
+    )
+
+
+@bp.post("/trials/<code>/records/<int:record_id>/sign")
+@signed_in
+def sign(code: str, record_id: int) -> Response | tuple[str, int]:
+    """E-sign a submitted record: password re-entered, meaning chosen."""
+    return _record_action(
+        code,
+        record_id,
+        lambda trial: form_service.sign_form(
+            db.session,
+            _actor(),
+            trial,
+            record_id,
+            password=request.form.get("password", ""),
+            meaning=request.form.get("meaning", "responsibility"),
+        ),
+        reauth_action="form.sign",
+    )
+
+
+@bp.post("/trials/<code>/records/<int:record_id>/status")
+@signed_in
+def record_status(code: str, record_id: int) -> Response | tuple[str, int]:
+    """Source-data verify (monitor), freeze or lock (data manager)."""
+    target = request.form.get("target", "")
+    if target not in ("verified", "frozen", "locked"):
+        abort(400, description="unknown target status")
+    return _record_action(
+        code,
+        record_id,
+        lambda trial: form_service.set_record_status(
+            db.session, _actor(), trial, record_id, target
+        ),
+    )
+
+
+@bp.post("/trials/<code>/records/<int:record_id>/queries")
+@signed_in
+def raise_query(code: str, record_id: int) -> Response | tuple[str, int]:
+    """Raise a query on a field (monitor, data manager)."""
+    return _record_action(
+        code,
+        record_id,
+        lambda trial: form_service.raise_query(
+            db.session,
+            _actor(),
+            trial,
+            record_id,
+            request.form.get("field", ""),
+            request.form.get("text", ""),
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------ queries
+
+
+def _render_queries(trial: Trial, status: int = 200, **extra: Any) -> tuple[str, int]:
+    actor = _actor()
+    wanted = request.args.get("status") or None
+    if wanted not in (None, "open", "answered", "closed"):
+        wanted = None
+    rows = form_service.list_queries(db.session, actor, trial, wanted)
+    visit_codes = dict(
+        db.session.execute(
+            select(Visit.id, Visit.visit_code).where(
+                Visit.id.in_({r.visit_id for _, r, _ in rows if r.visit_id})
+            )
+        ).all()
+    )
+    items = [
+        {
+            "query": q,
+            "record": r,
+            "participant": p,
+            "visit_code": visit_codes.get(r.visit_id or 0, LOG_VISIT),
+            "may_answer": can(actor, "query.answer", trial.id, p.site_id),
+            "may_close": can(actor, "query.close", trial.id, p.site_id),
+        }
+        for q, r, p in rows
+    ]
+    return render_template(
+        "queries.html", items=items, wanted=wanted, **_nav(trial), **extra
+    ), status
+
+
+@bp.get("/trials/<code>/queries")
+@signed_in
+def query_inbox(code: str) -> tuple[str, int]:
+    """The query inbox for the sites I may see, with an answer box or close/reopen buttons."""
+    return _render_queries(_trial(code))
+
+
+@bp.post("/trials/<code>/queries/<int:query_id>/<verb>")
+@signed_in
+def query_action(code: str, query_id: int, verb: str) -> Response | tuple[str, int]:
+    """Answer (site staff), close or reopen (monitor, data manager) a query."""
+    trial = _trial(code)
+    actor = _actor()
+    note = request.form.get("note", "").strip() or None
+    try:
+        if verb == "answer":
+            form_service.answer_query(
+                db.session, actor, trial, query_id, request.form.get("answer", "")
+            )
+        elif verb in ("close", "reopen"):
+            form_service.close_query(
+                db.session, actor, trial, query_id, reopen=verb == "reopen", note=note
+            )
+        else:
+            abort(404)
+    except DomainError as exc:
+        if exc.status in (403, 404):
+            raise
+        return _render_queries(trial, exc.status, banner=exc.message, errors={query_id: _flat(exc)})
+    return redirect(url_for("trial_pages.query_inbox", code=code))
+
+
+# ------------------------------------------------------------------------------ audit
+
+
+def _date_arg(name: str) -> datetime.datetime | None:
+    text = request.args.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        day = datetime.date.fromisoformat(text)
+    except ValueError:
+        return None
+    return datetime.datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+@bp.get("/trials/<code>/audit")
+@signed_in
+def audit_trail(code: str) -> tuple[str, int]:
+    """Browse the trial's audit trail with filters and pages; verify its integrity (auditor)."""
+    trial = _trial(code, "audit.read")
+    stmt = select(AuditEvent).where(AuditEvent.chain == audit.chain_for(trial.id))
+    filters = {k: request.args.get(k, "").strip() for k in ("entity_type", "action")}
+    for name, value in filters.items():
+        if value:
+            stmt = stmt.where(getattr(AuditEvent, name) == value)
+    since, until = _date_arg("since"), _date_arg("until")
+    if since:
+        stmt = stmt.where(AuditEvent.at >= since)
+    if until:
+        stmt = stmt.where(AuditEvent.at < until)
+    total = db.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    try:
+        per_page = min(max(10, int(request.args.get("per_page", AUDIT_PAGE_SIZE))), 500)
+    except ValueError:
+        per_page = AUDIT_PAGE_SIZE
+    pages = max(1, math.ceil(total / per_page))
+    try:
+        page = min(max(1, int(request.args.get("page", "1"))), pages)
+    except ValueError:
+        page = 1
+    events = list(
+        db.session.scalars(
+            stmt.order_by(AuditEvent.seq).offset((page - 1) * per_page).limit(per_page)
+        )
+    )
+    chain = AuditEvent.chain == audit.chain_for(trial.id)
+    choices = {
+        name: sorted(db.session.scalars(select(getattr(AuditEvent, name)).where(chain).distinct()))
+        for name in ("entity_type", "action")
+    }
+    report = audit.verify(db.session, trial.id) if request.args.get("verify") else None
+    base_args = {k: v for k, v in request.args.items() if k not in ("page", "verify") and v}
+    return render_template(
+        "audit.html",
+        events=events,
+        filters=filters,
+        since=request.args.get("since", ""),
+        until=request.args.get("until", ""),
+        choices=choices,
+        total=total,
+        page=page,
+        pages=pages,
+        base_args=base_args,
+        report=report,
+        **_nav(trial),
+    ), 200

@@ -1,0 +1,55 @@
+"""Statistician pages: run the SAP from the browser session, read results and figures, download
+the PDF and exports; blinded statisticians never see arms; other roles get 403."""
+
+from __future__ import annotations
+
+import re
+
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from dtx_trials.extensions import db
+from dtx_trials.models import Allocation
+from tests.dtx_trials.analysis_data import populated_trial
+from tests.helpers import PASSWORD, make_user
+
+CODE = "T2D-COACH-01"
+
+
+def _sign_in(client: FlaskClient, username: str) -> str:
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    client.post("/login", data={"username": username, "password": PASSWORD,
+                                "csrf_token": token.group(1)})
+    home = client.get(f"/trials/{CODE}/analyses").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', home)
+    assert csrf, home[:500]
+    return csrf.group(1)
+
+
+def test_statistician_runs_the_sap_and_sees_figures(client: FlaskClient) -> None:
+    trial = populated_trial("type2_diabetes.yaml", 45)
+    make_user("stat", role="statistician", trial=trial)
+    csrf = _sign_in(client, "stat")
+    response = client.post(f"/trials/{CODE}/analyses", data={"csrf_token": csrf})
+    assert response.status_code == 302
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "succeeded" in page and "<svg" in page and "Kaplan-Meier" in page
+    for arm in set(db.session.scalars(select(Allocation.arm_code))):
+        assert f">{arm}<" not in page and "Usual care" not in page
+    pdf = client.get(re.search(r'href="([^"]+report.pdf)"', page).group(1))  # type: ignore[union-attr]
+    assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF-1.4")
+    assert client.get(f"/trials/{CODE}/downloads/csv.zip").status_code == 200
+
+
+def test_other_roles_cannot_run_analyses(client: FlaskClient) -> None:
+    trial = populated_trial("type2_diabetes.yaml", 12)
+    make_user("mon", role="monitor", trial=trial)
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    client.post("/login", data={"username": "mon", "password": PASSWORD,
+                                "csrf_token": token.group(1)})
+    assert client.get(f"/trials/{CODE}/analyses").status_code == 403
+    assert client.get(f"/trials/{CODE}/downloads/csv.zip").status_code == 403

@@ -1,0 +1,309 @@
+"""End-to-end flows in a real browser (Debian's chromium driven by Playwright).
+
+The application runs in a background thread (werkzeug) on a SQLite file migrated with Alembic and
+loaded with the cognitive-impairment example trial and its staff. Each page visited is saved as
+a screenshot under test-artifacts/screenshots/. Without chromium these tests are skipped, except
+under CI=true where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from werkzeug.serving import make_server
+
+from dtx_trials.extensions import db
+from tests.conftest import make_test_app
+from tests.dtx_trials.trial_flow import enrolled_mci_participant, load_trial
+from tests.helpers import PASSWORD
+from tests.web.web_helpers import ARM_TERMS
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _need_browser() -> None:
+    missing = None
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        missing = f"{CHROMIUM} is not installed (apt-get install -y chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            missing = "the playwright package is not installed"
+    if missing:
+        if IN_CI:
+            pytest.fail(missing)
+        pytest.skip(missing)
+
+
+@pytest.fixture(scope="module")
+def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, str, Any]]:
+    """The app on a migrated SQLite file with the example trial, served on a random port."""
+    _need_browser()
+    from flask_migrate import upgrade
+
+    path = tmp_path_factory.mktemp("browser") / "e2e.sqlite"
+    app = make_test_app(f"sqlite:///{path}")
+    with app.app_context():
+        upgrade()
+        staff = load_trial(app.test_client())
+        subject = enrolled_mci_participant(app.test_client(), staff)
+        db.session.remove()
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield app, f"http://127.0.0.1:{server.server_port}", {"enrolled": subject}
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser(live_app: tuple[Flask, str, Any]) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+def click_and_load(page: Any, selector: str) -> None:
+    """Click a link or a control that posts a form, and wait for the next page to load."""
+    with page.expect_navigation():
+        page.click(selector)
+
+
+class Session:
+    """One browser context (its own cookies) signed in as one user."""
+
+    def __init__(self, browser: Any, base: str, name: str, lang: str | None = None) -> None:
+        self.context = browser.new_context(locale="zh-CN" if lang == "zh" else "en-US")
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(10_000)
+        self.base = base
+        self.name = name
+        self.n_shots = 0
+
+    def goto(self, path: str) -> None:
+        self.page.goto(self.base + path)
+
+    def shot(self, label: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.n_shots += 1
+        self.page.screenshot(
+            path=str(SCREENSHOTS / f"{self.name}-{self.n_shots:02d}-{label}.png"), full_page=True
+        )
+
+    def sign_in(self, username: str, password: str = PASSWORD) -> None:
+        self.goto("/login")
+        self.page.fill("#username", username)
+        self.page.fill("#password", password)
+        click_and_load(self.page, "main button[type=submit]")
+        self.page.wait_for_url(self.base + "/")
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def test_sponsor_signs_in_and_sees_the_trial(live_app: Any, browser: Any) -> None:
+    _, base, _ = live_app
+    s = Session(browser, base, "sponsor")
+    try:
+        s.goto("/login")
+        s.shot("login")
+        s.sign_in("sponsor")
+        assert s.page.locator("html").get_attribute("lang") == "en"
+        s.shot("home")
+        click_and_load(s.page, "text=MCI-COGTRAIN-01")
+        s.page.wait_for_selector("svg.chart")
+        assert "Protocol versions" in s.page.content()
+        assert s.page.locator("#versions-h").is_visible()
+        s.shot("dashboard")
+        # keyboard: the skip link is the first stop and is visible when focused
+        s.page.keyboard.press("Tab")
+        assert s.page.evaluate("document.activeElement.className") == "skip"
+    finally:
+        s.close()
+
+
+def test_investigator_screens_to_randomization_and_live_branching(
+    live_app: Any, browser: Any
+) -> None:
+    _, base, _ = live_app
+    s = Session(browser, base, "investigator")
+    page = s.page
+    try:
+        s.sign_in("inv")
+        s.goto("/trials/MCI-COGTRAIN-01/participants")
+        s.shot("participants")
+        page.select_option("#screen-site", "BJ01")
+        page.fill("#screen-name", "Zhang Wei")
+        click_and_load(page, "form[action$='/participants'] button[type=submit]")
+        page.wait_for_selector("#participant-status")
+        subject = page.locator("h1").inner_text().split()[-1]
+        for document, role in (
+            ("main_icf|1.0|zh-CN", "participant"),
+            ("partner_icf|1.0|zh-CN", "legally_authorized_representative"),
+        ):
+            page.select_option("#consent-doc", document)
+            page.select_option("#consent-role", role)
+            click_and_load(page, "text=Record signed consent")
+        assert page.locator("#participant-status").inner_text() == "consented"
+        s.shot("consented")
+        click_and_load(page, "text=Screening and demographics")
+        page.fill("#screening_on", "2026-11-20")
+        page.fill("#age", "120")
+        page.check("#sex-2")
+        page.fill("#education_years", "9")
+        page.fill("#gds_total", "4")
+        for field, choice in (
+            ("dementia_dx", 2),
+            ("study_partner", 1),
+            ("has_device", 1),
+            ("achei_use", 2),
+        ):
+            page.check(f"#{field}-{choice}")
+        click_and_load(page, "button[value=submit]")
+        error = page.locator("#err-age")
+        error.wait_for()
+        assert error.get_attribute("role") == "alert" and "100" in error.inner_text()
+        assert page.locator("#age").get_attribute("aria-invalid") == "true"
+        s.shot("screening-error")
+        page.fill("#age", "72")
+        click_and_load(page, "button[value=submit]")
+        page.wait_for_selector("text=Saved.")
+        assert page.locator("#record-status").inner_text() == "submitted"
+        click_and_load(page, f"text={subject}")
+        click_and_load(page, "text=MoCA (Nasreddine 2005)")
+        page.fill("#moca_raw", "20")
+        page.check("#moca_edu_point-1")
+        page.fill("#moca_total", "21")
+        click_and_load(page, "button[value=submit]")
+        page.wait_for_selector("text=Saved.")
+        click_and_load(page, f"text={subject}")
+        click_and_load(page, "text=Check eligibility")
+        page.wait_for_selector("text=every criterion is met")
+        s.shot("eligible")
+        click_and_load(page, "button:has-text('Enroll')")
+        click_and_load(page, "button:has-text('Randomize')")
+        number = page.locator("#randomization-number")
+        number.wait_for()
+        assert re.fullmatch(r"R\d{5}", number.inner_text())
+        assert page.locator("#activation-code").inner_text().startswith("MCI-")
+        content = page.content()
+        for term in ARM_TERMS:
+            assert term not in content
+        s.shot("randomized")
+        # a visit form whose follow-up question appears and disappears as the answer changes
+        with page.expect_navigation():
+            page.locator("tr", has_text="Week 4").locator("text=App experience").click()
+        follow_up = page.locator("#wrap-app_problem_text")
+        assert follow_up.is_hidden()
+        page.check("#app_problem-1")
+        follow_up.wait_for(state="visible")
+        page.fill("#app_problem_text", "The app froze once")
+        s.shot("branching-shown")
+        page.check("#app_problem-2")
+        follow_up.wait_for(state="hidden")
+        assert page.locator("#app_problem_text").is_disabled()
+        s.shot("branching-hidden")
+        page.check("#app_problem-1")
+        follow_up.wait_for(state="visible")
+        page.fill("#app_ease", "7")
+        click_and_load(page, "button[value=submit]")
+        page.wait_for_selector("text=Saved.")
+        assert page.locator("#app_problem_text").input_value() == "The app froze once"
+    finally:
+        s.close()
+
+
+def test_monitor_query_answered_by_investigator(live_app: Any, browser: Any) -> None:
+    _, base, state = live_app
+    subject = state["enrolled"]
+    form = f"/trials/MCI-COGTRAIN-01/participants/{subject}/visits/screening/forms/screening"
+    monitor = Session(browser, base, "monitor")
+    inv = Session(browser, base, "query-answer")
+    try:
+        monitor.sign_in("monitor")
+        monitor.goto(form)
+        monitor.page.select_option("#query-field", "gds_total")
+        monitor.page.fill("#query-text", "Please check the GDS-15 total against the source")
+        click_and_load(monitor.page, "button:has-text('Raise a query')")
+        monitor.page.wait_for_selector("text=Please check the GDS-15 total")
+        monitor.shot("query-raised")
+        inv.sign_in("inv")
+        inv.goto("/trials/MCI-COGTRAIN-01/queries")
+        row = inv.page.locator("tr", has_text="Please check the GDS-15 total")
+        row.locator("input[name=answer]").fill("Verified against the clinic chart")
+        inv.shot("inbox")
+        with inv.page.expect_navigation():
+            row.locator("button:has-text('Send answer')").click()
+        answered = inv.page.locator("tr", has_text="Verified against the clinic chart")
+        answered.wait_for()
+        assert "answered" in answered.inner_text()
+        inv.shot("answered")
+        monitor.goto("/trials/MCI-COGTRAIN-01/queries?status=answered")
+        row = monitor.page.locator("tr", has_text="Verified against the clinic chart")
+        with monitor.page.expect_navigation():
+            row.locator("button:has-text('Close')").click()
+        monitor.page.wait_for_selector("text=Please check the GDS-15 total")
+        monitor.goto("/trials/MCI-COGTRAIN-01/queries?status=closed")
+        assert "Please check the GDS-15 total" in monitor.page.content()
+        monitor.shot("closed")
+    finally:
+        monitor.close()
+        inv.close()
+
+
+def test_sign_in_and_dashboard_in_chinese(live_app: Any, browser: Any) -> None:
+    _, base, _ = live_app
+    s = Session(browser, base, "zh")
+    page = s.page
+    try:
+        s.goto("/login")
+        click_and_load(page, "text=简体中文")
+        page.wait_for_selector("text=登录")
+        assert page.locator("html").get_attribute("lang") == "zh-Hans"
+        assert page.locator("label[for=username]").inner_text() == "用户名"
+        s.shot("login")
+        page.fill("#username", "sponsor")
+        page.fill("#password", PASSWORD)
+        click_and_load(page, "main button[type=submit]")
+        page.wait_for_selector("text=我的试验")
+        s.shot("home")
+        click_and_load(page, "text=MCI-COGTRAIN-01")
+        page.wait_for_selector("text=方案版本")
+        for label in ("研究中心", "账户与角色", "入组情况", "双盲", "居家认知训练应用"):
+            assert label in page.content()
+        s.shot("dashboard")
+        s.goto("/trials/MCI-COGTRAIN-01/participants")
+        assert "筛选新受试者" not in page.content() and "受试者编号" in page.content()
+        s.shot("participants")
+    finally:
+        s.close()

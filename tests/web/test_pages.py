@@ -1,0 +1,490 @@
+"""Server-rendered pages per role: access, site isolation, CSRF, language, blinding, flows."""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from dtx_trials.extensions import db
+from dtx_trials.models import Allocation, FormRecord, Visit
+from tests.dtx_trials.trial_flow import MCI_SCREENING, api, enrolled_mci_participant, load_trial
+from tests.helpers import PASSWORD, make_user
+from tests.web.web_helpers import ARM_TERMS, MCI, PageClient, check_accessible
+
+CONSENTS = (
+    ("main_icf|1.0|zh-CN", "participant"),
+    ("partner_icf|1.0|zh-CN", "legally_authorized_representative"),
+)
+
+
+def _randomized(client: FlaskClient) -> tuple[object, str]:
+    staff = load_trial(client)
+    subject = enrolled_mci_participant(client, staff)
+    api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+    return staff, subject
+
+
+def test_sign_in_home_and_language_switch(app: Flask, client: FlaskClient) -> None:
+    staff = load_trial(client)
+    sponsor = PageClient(app, staff["sponsor"])
+    home = sponsor.text("/")
+    assert "MCI-COGTRAIN-01" in home and "My trials" in home
+    check_accessible(home)
+    switched = sponsor.get("/lang/zh?next=/trials/MCI-COGTRAIN-01")
+    assert switched.status_code == 302 and switched.headers["Location"].endswith(MCI)
+    page = sponsor.text(MCI)
+    assert '<html lang="zh-Hans">' in page
+    for label in ("方案版本", "研究中心", "账户与角色", "退出"):
+        assert label in page
+    # an off-site "next" is ignored
+    assert sponsor.get("/lang/en?next=//evil.example").headers["Location"] == "/"
+    # Accept-Language decides when there is no cookie
+    fresh = app.test_client()
+    assert "登录" in fresh.get("/login", headers={"Accept-Language": "zh-CN,zh;q=0.9"}).text
+
+
+def test_login_errors_are_translated(app: Flask, client: FlaskClient) -> None:
+    make_user("alice")
+    page = PageClient(app)
+    page.client.set_cookie("lang", "zh")
+    response = page.sign_in("alice", "wrong password!!")
+    assert response.status_code == 401 and "用户名或密码错误" in response.text
+    for _ in range(5):
+        response = page.sign_in("alice", "wrong password!!")
+    assert response.status_code == 429 and "账户已被锁定" in response.text
+
+
+def test_password_change(app: Flask, client: FlaskClient) -> None:
+    account = make_user("alice")
+    page = PageClient(app, account)
+    check_accessible(page.text("/account/password"))
+    wrong = page.post(
+        "/account/password",
+        {"current_password": "nope nope nope", "new_password": "another long password"},
+    )
+    assert wrong.status_code == 422 and 'role="alert"' in wrong.text
+    short = page.post("/account/password", {"current_password": PASSWORD, "new_password": "short"})
+    assert short.status_code == 422 and "at least 12 characters" in short.text
+    done = page.post(
+        "/account/password",
+        {"current_password": PASSWORD, "new_password": "another long password"},
+    )
+    assert done.status_code == 200 and "Your password was changed." in done.text
+    again = PageClient(app)
+    assert again.sign_in("alice", "another long password").status_code == 302
+
+
+def test_anonymous_is_sent_to_sign_in(client: FlaskClient) -> None:
+    load_trial(client)
+    for path in (MCI, f"{MCI}/participants", f"{MCI}/queries", f"{MCI}/audit"):
+        response = client.get(path)
+        assert response.status_code == 302 and response.headers["Location"].endswith("/login")
+
+
+def test_dashboard_sections_per_role(app: Flask, client: FlaskClient) -> None:
+    staff = load_trial(client)
+    enrolled_mci_participant(client, staff)
+    sponsor = PageClient(app, staff["sponsor"]).text(MCI)
+    check_accessible(sponsor)
+    assert "Protocol versions" in sponsor and "<svg" in sponsor and "Enrolled: 1" in sponsor
+    assert "Grant role" in sponsor and "BJ01" in sponsor
+    inv = PageClient(app, staff["inv"]).text(MCI)
+    assert "Protocol versions" not in inv and "Grant role" not in inv and "<svg" not in inv
+    assert "Participants" in inv and "Audit trail" not in inv
+    auditor = PageClient(app, staff["auditor"]).text(MCI)
+    assert "Audit trail" in auditor
+    stat = PageClient(app, staff["stat"]).text(MCI)
+    assert "Analyses" not in stat  # no analysis blueprint yet: no link
+    outsider = PageClient(app, make_user("outsider"))
+    assert outsider.get(MCI).status_code == 404
+    assert outsider.get("/trials/NOPE").status_code == 404
+
+
+def test_csrf_missing_is_400(app: Flask, client: FlaskClient) -> None:
+    staff, subject = _randomized(client)
+    inv = PageClient(app, staff["inv"])
+    for path in (
+        f"{MCI}/participants",
+        f"{MCI}/participants/{subject}/consent",
+        f"{MCI}/participants/{subject}/randomize",
+        f"{MCI}/participants/{subject}/visits/baseline/forms/adas_cog",
+        f"{MCI}/queries/1/answer",
+        "/account/password",
+    ):
+        response = inv.client.post(path, data={"site": "BJ01"})
+        assert response.status_code == 400, path
+        assert "CSRF" in response.text
+        wrong = inv.client.post(path, data={"csrf_token": "forged"})
+        assert wrong.status_code == 400, path
+
+
+def test_screen_to_randomize_through_pages(app: Flask, client: FlaskClient) -> None:
+    staff = load_trial(client)
+    inv = PageClient(app, staff["inv"])
+    listing = inv.text(f"{MCI}/participants")
+    check_accessible(listing)
+    screened = inv.post(f"{MCI}/participants", {"site": "BJ01", "full_name": "Wang Fang"})
+    assert screened.status_code == 302
+    subject = screened.headers["Location"].rsplit("/", 1)[1]
+    page = f"{MCI}/participants/{subject}"
+    check_accessible(inv.text(page))
+    for document, role in CONSENTS:
+        assert (
+            inv.post(f"{page}/consent", {"document": document, "signer_role": role}).status_code
+            == 302
+        )
+    assert "consented" in inv.text(page)
+    # the screening form: an out-of-range value is shown next to its field, then fixed
+    form_url = f"{page}/visits/screening/forms/screening"
+    bad = inv.post(form_url, {**MCI_SCREENING, "age": "120", "action": "submit"})
+    assert bad.status_code == 422
+    assert re.search(r'id="err-age" class="error" role="alert">[^<]*100', bad.text)
+    assert 'aria-invalid="true"' in bad.text and 'value="120"' in bad.text
+    check_accessible(bad.text)
+    good = inv.post(form_url, {**{k: str(v) for k, v in MCI_SCREENING.items()}, "action": "submit"})
+    assert good.status_code == 302
+    moca_url = f"{page}/visits/screening/forms/moca"
+    mismatch = inv.post(
+        moca_url, {"moca_raw": "20", "moca_edu_point": "1", "moca_total": "25", "action": "submit"}
+    )
+    assert mismatch.status_code == 422 and "raw total + 1" in mismatch.text
+    fixed = inv.post(
+        moca_url, {"moca_raw": "20", "moca_edu_point": "1", "moca_total": "21", "action": "submit"}
+    )
+    assert fixed.status_code == 302
+    eligible = inv.post(f"{page}/eligibility")
+    assert eligible.status_code == 200 and "every criterion is met" in eligible.text
+    assert inv.post(f"{page}/enroll").status_code == 302
+    randomized = inv.post(f"{page}/randomize", {"request_id": "web-1"})
+    assert randomized.status_code == 302
+    receipt = inv.text(page)
+    assert '<dd id="randomization-number">R00001</dd>' in receipt
+    assert re.search(r'<dd id="activation-code">MCI-[A-Z0-9-]+</dd>', receipt)
+    for term in ARM_TERMS:
+        assert term not in receipt
+    # a double click with the same request id changes nothing
+    assert inv.post(f"{page}/randomize", {"request_id": "web-1"}).status_code == 302
+    assert len(db.session.scalars(select(Allocation)).all()) == 1
+    # participants list shows the next visit due
+    assert "Baseline (day 0)" in inv.text(f"{MCI}/participants")
+
+
+def test_failed_criteria_are_listed_by_id_and_text(app: Flask, client: FlaskClient) -> None:
+    staff = load_trial(client)
+    inv = PageClient(app, staff["inv"])
+    inv.client.set_cookie("lang", "zh")
+    subject = (
+        inv.post(f"{MCI}/participants", {"site": "BJ01"}).headers["Location"].rsplit("/", 1)[1]
+    )
+    page = f"{MCI}/participants/{subject}"
+    for document, role in CONSENTS:
+        inv.post(f"{page}/consent", {"document": document, "signer_role": role})
+    values = {**{k: str(v) for k, v in MCI_SCREENING.items()}, "gds_total": "12"}
+    assert (
+        inv.post(
+            f"{page}/visits/screening/forms/screening", {**values, "action": "submit"}
+        ).status_code
+        == 302
+    )
+    inv.post(
+        f"{page}/visits/screening/forms/moca",
+        {"moca_raw": "20", "moca_edu_point": "1", "moca_total": "21", "action": "submit"},
+    )
+    form_page = inv.text(f"{page}/visits/screening/forms/screening")
+    for label in ("筛选与人口学资料", ">年龄 (years)", ">女</label>", "修改原因"):
+        assert label in form_page, label
+    result = inv.post(f"{page}/eligibility")
+    assert result.status_code == 200
+    assert "<code>exc_depression</code> GDS-15评分高于9分" in result.text
+    assert inv.post(f"{page}/enroll").status_code in (302, 409)
+    assert "筛选失败" in inv.text(page)
+
+
+def test_sequence_errors_show_a_banner(app: Flask, client: FlaskClient) -> None:
+    staff = load_trial(client)
+    inv = PageClient(app, staff["inv"])
+    subject = (
+        inv.post(f"{MCI}/participants", {"site": "BJ01"}).headers["Location"].rsplit("/", 1)[1]
+    )
+    response = inv.post(f"{MCI}/participants/{subject}/enroll")
+    assert response.status_code == 409
+    assert 'class="banner" role="alert"' in response.text
+
+
+def test_site_isolation(app: Flask, client: FlaskClient) -> None:
+    staff, subject = _randomized(client)
+    other = PageClient(app, staff["inv2"])
+    assert subject not in other.text(f"{MCI}/participants")
+    for path in (
+        f"{MCI}/participants/{subject}",
+        f"{MCI}/participants/{subject}/visits/baseline/forms/adas_cog",
+    ):
+        assert other.get(path).status_code == 404, path
+    assert other.post(f"{MCI}/participants/{subject}/randomize").status_code == 404
+    assert other.post(f"{MCI}/participants", {"site": "BJ01"}).status_code in (403, 404)
+    stat = PageClient(app, staff["stat"])
+    assert stat.get(f"{MCI}/participants").status_code == 403
+    assert PageClient(app, staff["inv"]).get(f"{MCI}/audit").status_code == 403
+    assert (
+        PageClient(app, staff["monitor"]).get(f"{MCI}/protocol/diff?old=1&new=1").status_code == 403
+    )
+
+
+def test_form_reason_for_change_signature_and_monitor_actions(
+    app: Flask, client: FlaskClient
+) -> None:
+    staff, subject = _randomized(client)
+    inv = PageClient(app, staff["inv"])
+    url = f"{MCI}/participants/{subject}/visits/baseline/forms/adas_cog"
+    page = inv.text(url)
+    check_accessible(page)
+    assert 'data-calculation="[adas_q01]' in page and "readonly" in page
+    values = {f"adas_q{i:02d}": "2" for i in range(1, 14)}
+    assert inv.post(url, {**values, "action": "submit"}).status_code == 302
+    record = db.session.scalars(select(FormRecord).where(FormRecord.form_code == "adas_cog")).one()
+    shown = inv.text(url)
+    assert 'value="26"' in shown  # derived total computed by the server
+    assert "Reason for change" in shown
+    # changing submitted data needs a reason
+    changed = {
+        **values,
+        "adas_q01": "3",
+        "action": "submit",
+        "expected_version": str(record.version),
+    }
+    no_reason = inv.post(url, changed)
+    assert no_reason.status_code == 422 and 'id="reason-err"' in no_reason.text
+    ok = inv.post(url, {**changed, "reason": "transcription error"})
+    assert ok.status_code == 302
+    # a stale version is a banner, not an overwrite
+    stale = inv.post(url, {**changed, "adas_q02": "1", "reason": "x", "expected_version": "1"})
+    assert stale.status_code == 409 and 'class="banner"' in stale.text
+    # e-signature: wrong password refused inline, right one shows name, time and meaning
+    signing = inv.text(url)
+    assert "Signing as Inv at" in signing
+    wrong = inv.post(f"{MCI}/records/{record.id}/sign", {"password": "bad", "meaning": "review"})
+    assert wrong.status_code == 422 and "password check failed" in wrong.text
+    signed = inv.post(
+        f"{MCI}/records/{record.id}/sign", {"password": PASSWORD, "meaning": "review"}
+    )
+    assert signed.status_code == 302
+    assert re.search(r"Signed by Inv on \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC — Review", inv.text(url))
+    # monitor verifies and raises a query; the investigator answers; the monitor closes it
+    monitor = PageClient(app, staff["monitor"])
+    monitor_page = monitor.text(url)
+    check_accessible(monitor_page)
+    assert "Submit" not in monitor_page and "Sign this form" not in monitor_page
+    assert (
+        monitor.post(f"{MCI}/records/{record.id}/status", {"target": "verified"}).status_code == 302
+    )
+    raised = monitor.post(
+        f"{MCI}/records/{record.id}/queries", {"field": "adas_q07", "text": "Please confirm Q7"}
+    )
+    assert raised.status_code == 302
+    inbox = inv.text(f"{MCI}/queries")
+    check_accessible(inbox)
+    assert "Please confirm Q7" in inbox
+    query_id = int(re.search(r'id="query-(\d+)"', inbox).group(1))  # type: ignore[union-attr]
+    empty = inv.post(f"{MCI}/queries/{query_id}/answer", {"answer": " "})
+    assert empty.status_code == 422 and "an answer is required" in empty.text
+    assert inv.post(f"{MCI}/queries/{query_id}/answer", {"answer": "Confirmed"}).status_code == 302
+    assert monitor.post(f"{MCI}/queries/{query_id}/answer", {"answer": "x"}).status_code == 403
+    signing = {"password": PASSWORD, "meaning": "review"}
+    assert monitor.post(f"{MCI}/records/{record.id}/sign", signing).status_code == 403
+    assert monitor.post(f"{MCI}/queries/{query_id}/close").status_code == 302
+    assert "closed" in monitor.text(f"{MCI}/queries?status=closed")
+    assert monitor.post(f"{MCI}/queries/{query_id}/reopen", {"note": "more"}).status_code == 302
+    # the data manager locks; the form is then read-only
+    dm = PageClient(app, staff["dm"])
+    assert dm.post(f"{MCI}/records/{record.id}/status", {"target": "locked"}).status_code == 302
+    locked = inv.text(url)
+    assert "<fieldset disabled>" in locked and "locked" in locked
+    assert inv.post(f"{MCI}/records/{record.id}/status", {"target": "locked"}).status_code == 403
+
+
+def test_repeating_form_entries(app: Flask, client: FlaskClient) -> None:
+    staff, subject = _randomized(client)
+    inv = PageClient(app, staff["inv"])
+    page = inv.text(f"{MCI}/participants/{subject}")
+    assert "visits/unscheduled/forms/con_meds?repeat=1" in page
+    url = f"{MCI}/participants/{subject}/visits/unscheduled/forms/con_meds"
+    body = {"cm_name": "Aspirin", "cm_ongoing": "0", "cm_stop_on": "2026-01-02", "action": "submit"}
+    assert inv.post(f"{url}?repeat=1", body).status_code == 302
+    assert inv.post(f"{url}?repeat=2", {**body, "cm_name": "Metformin"}).status_code == 302
+    page = inv.text(f"{MCI}/participants/{subject}")
+    assert "con_meds?repeat=3" in page and "Entry 2" in page
+    entry = inv.text(f"{url}?repeat=2")
+    assert 'value="Metformin"' in entry and 'data-show-if="[cm_ongoing] = &#39;0&#39;"' in entry
+
+
+def test_blinded_pages_never_show_the_arm(app: Flask, client: FlaskClient) -> None:
+    staff, subject = _randomized(client)
+    arm = db.session.scalars(select(Allocation.arm_code)).one()
+    inv = PageClient(app, staff["inv"])
+    inv.post(
+        f"{MCI}/participants/{subject}/visits/baseline/forms/adas_cog",
+        {**{f"adas_q{i:02d}": "1" for i in range(1, 14)}, "action": "submit"},
+    )
+    paths = [
+        "/",
+        MCI,
+        f"{MCI}/participants",
+        f"{MCI}/participants/{subject}",
+        f"{MCI}/participants/{subject}/visits/baseline/forms/adas_cog",
+        f"{MCI}/participants/{subject}/visits/screening/forms/moca",
+        f"{MCI}/queries",
+        f"{MCI}/audit?verify=1",
+    ]
+    for who in ("inv", "coord", "monitor", "dm", "stat", "sponsor", "auditor"):
+        page_client = PageClient(app, staff[who])
+        for lang in ("en", "zh"):
+            page_client.client.set_cookie("lang", lang)
+            for path in paths:
+                response = page_client.get(path)
+                if response.status_code != 200:
+                    assert response.status_code in (403, 404), (who, path)
+                    continue
+                text = response.text
+                for term in (*ARM_TERMS, f">{arm}<", f'"{arm}"'):
+                    assert term not in text, (who, path, term)
+    audit_page = PageClient(app, staff["auditor"]).text(f"{MCI}/audit?verify=1&per_page=500")
+    assert "Intact:" in audit_page
+
+
+def test_emergency_unblinding_shows_the_arm_only_in_the_response(
+    app: Flask, client: FlaskClient
+) -> None:
+    staff, subject = _randomized(client)
+    arm = db.session.scalars(select(Allocation.arm_code)).one()
+    inv = PageClient(app, staff["inv"])
+    page = f"{MCI}/participants/{subject}"
+    form = inv.text(page)
+    assert "Emergency unblinding" in form
+    check_accessible(form)
+    refused = inv.post(
+        f"{page}/unblind", {"reason": "SAE", "category": "medical_emergency", "password": "bad"}
+    )
+    assert refused.status_code == 422 and arm not in refused.text
+    response = inv.post(
+        f"{page}/unblind",
+        {"reason": "anaphylaxis", "category": "serious_adverse_event", "password": PASSWORD},
+    )
+    assert response.status_code == 200
+    assert f"({arm})" in response.text and "Signed by Inv" in response.text.replace(
+        "Shown to you only, once. ", ""
+    )
+    assert response.headers["Cache-Control"] == "no-store"
+    assert f"({arm})" not in inv.text(page)
+    coord = PageClient(app, staff["coord"])
+    assert "Emergency unblinding" not in coord.text(page)
+    refused_role = coord.post(
+        f"{page}/unblind", {"reason": "x", "category": "other", "password": PASSWORD}
+    )
+    assert refused_role.status_code == 403 and arm not in refused_role.text
+
+
+def test_sponsor_protocol_upload_diff_activation_sites_and_roles(
+    app: Flask, client: FlaskClient
+) -> None:
+    staff = load_trial(client)
+    sponsor = PageClient(app, staff["sponsor"])
+    broken = sponsor.post(
+        f"{MCI}/protocol",
+        {"protocol_text": "code: MCI-COGTRAIN-01\narms: 3\n", "action": "validate"},
+    )
+    assert broken.status_code == 422
+    assert re.search(r"protocol\.yaml:\d+(:\d+)?", broken.text)
+    from tests.dtx_trials.trial_flow import LIBRARY
+
+    text = (LIBRARY / "cognitive_impairment.yaml").read_text(encoding="utf-8")
+    valid = sponsor.post(f"{MCI}/protocol", {"protocol_text": text, "action": "validate"})
+    assert valid.status_code == 200 and "The protocol is valid." in valid.text
+    same = sponsor.post(f"{MCI}/protocol", {"protocol_text": text, "action": "upload"})
+    assert "Identical to version 1" in same.text
+    amended = text.replace("caps: {per_site: 80}", "caps: {per_site: 90}")
+    stored = sponsor.post(f"{MCI}/protocol", {"protocol_text": amended, "action": "upload"})
+    assert "Stored as version 2." in stored.text
+    diff = sponsor.text(f"{MCI}/protocol/diff?old=1&new=2")
+    assert "per_site" in diff
+    assert sponsor.post(f"{MCI}/protocol/2/activate").status_code == 302
+    assert "superseded" in sponsor.text(MCI)
+    assert sponsor.post(f"{MCI}/protocol/2/activate").status_code == 409
+    # sites, accounts and roles
+    bad_site = sponsor.post(f"{MCI}/sites", {"code": "bad code!", "name": "X"})
+    assert bad_site.status_code == 422 and 'id="site-code-err"' in bad_site.text
+    assert sponsor.post(f"{MCI}/sites", {"code": "CD01", "name": "Chengdu"}).status_code == 302
+    weak = sponsor.post(
+        f"{MCI}/accounts", {"username": "newbie", "printed_name": "New", "password": "short"}
+    )
+    assert weak.status_code == 422 and 'id="new-password-err"' in weak.text
+    assert (
+        sponsor.post(
+            f"{MCI}/accounts",
+            {"username": "newbie", "printed_name": "New Bie", "password": "a long enough password"},
+        ).status_code
+        == 302
+    )
+    no_site = sponsor.post(f"{MCI}/memberships", {"username": "newbie", "role": "investigator"})
+    assert no_site.status_code == 422 and 'id="grant-site-err"' in no_site.text
+    unknown = sponsor.post(f"{MCI}/memberships", {"username": "ghost", "role": "monitor"})
+    assert unknown.status_code == 422 and 'id="grant-user-err"' in unknown.text
+    granted = sponsor.post(
+        f"{MCI}/memberships", {"username": "newbie", "role": "investigator", "site": "CD01"}
+    )
+    assert granted.status_code == 302
+    dashboard = sponsor.text(MCI)
+    assert "CD01" in dashboard and "newbie (New Bie)" in dashboard
+    assert (
+        PageClient(app, staff["inv"]).post(f"{MCI}/sites", {"code": "X1", "name": "X"}).status_code
+        == 403
+    )
+
+
+def test_audit_browser_filters_and_pages(app: Flask, client: FlaskClient) -> None:
+    staff, _ = _randomized(client)
+    auditor = PageClient(app, staff["auditor"])
+    page = auditor.text(f"{MCI}/audit?per_page=10")
+    check_accessible(page)
+    assert "Page 1 of" in page and 'rel="next"' in page and "per_page=10" in page
+    second = auditor.text(f"{MCI}/audit?per_page=10&page=2")
+    assert "Page 2 of" in second and 'rel="prev"' in second
+    filtered = auditor.text(f"{MCI}/audit?action=randomization.allocate")
+    assert "(1 events)" in filtered and "participant.screen" not in filtered.split("<tbody>")[1]
+    future = auditor.text(f"{MCI}/audit?since=2999-01-01")
+    assert "(0 events)" in future
+    verified = auditor.text(f"{MCI}/audit?verify=1")
+    assert 'id="integrity-result"' in verified and "Intact:" in verified
+
+
+@pytest.mark.parametrize("path", ["/static/ecrf/expressions.js", "/static/web/form.js"])
+def test_scripts_are_served(client: FlaskClient, path: str) -> None:
+    response = client.get(path)
+    try:
+        assert response.status_code == 200
+        assert "javascript" in response.headers["Content-Type"]
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+        assert "DtxExpr" in response.get_data(as_text=True)
+    finally:
+        response.close()
+
+
+def test_overdue_visits_are_highlighted(app: Flask, client: FlaskClient) -> None:
+    staff, _ = _randomized(client)
+    inv = PageClient(app, staff["inv"])
+    listing = inv.text(f"{MCI}/participants")
+    assert "Baseline (day 0) · " in listing and 'class="overdue"' not in listing
+    # move the schedule 60 days into the past (behind the services: this test reads pages only)
+    shift = datetime.timedelta(days=60)
+    for visit in db.session.scalars(select(Visit).where(Visit.planned_on.is_not(None))):
+        assert visit.planned_on and visit.window_start_on and visit.window_end_on
+        visit.planned_on -= shift
+        visit.window_start_on -= shift
+        visit.window_end_on -= shift
+    db.session.commit()
+    listing = inv.text(f"{MCI}/participants")
+    assert 'class="overdue"' in listing and '<strong class="badge">overdue</strong>' in listing
