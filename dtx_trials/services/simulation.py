@@ -498,9 +498,10 @@ class DiabetesProfile(Profile):
         ]
 
     def hba1c(self, subject: Subject, fraction: float) -> float:
+        """The subject's expected HbA1c at `fraction` of the follow-up (before visit noise)."""
         t = subject.traits
         effect = -0.8 if subject.is_active_arm else -0.3
-        return t["hba1c"] + (effect + t["response"]) * fraction
+        return float(t["hba1c"]) + (effect + float(t["response"])) * fraction
 
     def visit(
         self, subject: Subject, visit: VisitDef, fraction: float, on: datetime.date
