@@ -32,6 +32,10 @@ lint: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## demo: simulated participants in every example protocol, analyses and exports under out/demo
+demo: $(STAMP)
+	$(BIN)/dtx demo --out out/demo
+
 bench: $(STAMP)
 	$(BIN)/python -m bench
 

@@ -241,6 +241,7 @@ def audit_verify(app: Flask, trial_code: str | None) -> None:
 
 
 from dtx_trials.cli import analysis as _analysis  # noqa: E402
+from dtx_trials.cli import demo as _demo  # noqa: E402
 from dtx_trials.cli import protocol as _protocol  # noqa: E402
 from dtx_trials.cli import randomization as _randomization  # noqa: E402
 
@@ -249,6 +250,7 @@ cli.add_command(_randomization.randomization)
 cli.add_command(_analysis.analyze)
 cli.add_command(_analysis.export)
 cli.add_command(_analysis.worker)
+cli.add_command(_demo.demo)
 
 
 @cli.command("init-key")

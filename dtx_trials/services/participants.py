@@ -394,3 +394,87 @@ def reveal_identifiers(
             site_id=participant.site_id,
         )
         return {k: getattr(participant, k) for k in IDENTIFIER_COLUMNS}
+
+
+def record_visit_date(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    subject_code: str,
+    visit_code: str,
+    actual_on: datetime.date,
+    *,
+    reanchor: bool = False,
+) -> Visit:
+    """Record the date a scheduled visit took place (the visit is then `completed`).
+
+    With ``reanchor`` the visit's actual date fixes its anchor (actual date minus the visit's
+    day offset): planned dates and windows of the visits sharing that anchor are recomputed,
+    as sites do when day 0 falls on another date than planned. Every change is audited.
+    """
+    with transaction(session):
+        participant = get_participant(
+            session, actor, trial, subject_code, "participant.write", lock=True
+        )
+        if participant.status not in ACTIVE_STATUSES:
+            raise Conflict(f"participant is {participant.status}; no new data may be entered")
+        protocol = protocol_for(session, participant)
+        definition = next((v for v in protocol.schedule.visits if v.id == visit_code), None)
+        if definition is None:
+            raise ValidationError(
+                f"visit {visit_code} is not in the schedule",
+                {"visit": [f"one of: {', '.join(v.id for v in protocol.schedule.visits)}"]},
+            )
+        visits = {
+            v.visit_code: v
+            for v in session.scalars(
+                select(Visit).where(
+                    Visit.participant_id == participant.id, Visit.is_unscheduled.is_(False)
+                )
+            )
+        }
+        if reanchor:
+            anchor_on = actual_on - datetime.timedelta(days=definition.day)
+            for planned in plan_visits(protocol.schedule, {definition.anchor: anchor_on}):
+                row = visits.get(planned.visit_id)
+                if row is None or row.planned_on == planned.planned_on:
+                    continue
+                before = audit.snapshot(row)
+                row.planned_on = planned.planned_on
+                row.window_start_on = planned.window_start_on
+                row.window_end_on = planned.window_end_on
+                audit.record_update(
+                    session,
+                    actor,
+                    "visit.replan",
+                    row,
+                    before,
+                    trial_id=trial.id,
+                    site_id=participant.site_id,
+                    reason=f"{visit_code} took place on {actual_on.isoformat()}",
+                )
+        visit = visits.get(visit_code)
+        if visit is None:
+            visit = Visit(participant_id=participant.id, visit_code=visit_code, status="open")
+            session.add(visit)
+            audit.record_create(
+                session,
+                actor,
+                "visit.open",
+                visit,
+                trial_id=trial.id,
+                site_id=participant.site_id,
+            )
+        before = audit.snapshot(visit)
+        visit.actual_on = actual_on
+        visit.status = "completed"
+        audit.record_update(
+            session,
+            actor,
+            "visit.date",
+            visit,
+            before,
+            trial_id=trial.id,
+            site_id=participant.site_id,
+        )
+    return visit

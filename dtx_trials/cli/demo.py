@@ -1,0 +1,188 @@
+"""`dtx demo`: load the example protocols, populate them with simulated participants through
+the services, then run each trial's analysis plan and write its standard exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(soft_wrap=True)
+EXPORT_FORMATS = ("csv", "xpt", "odm", "fhir")
+
+
+def _operator(trial: Any, role: str) -> Any:
+    """The command line acts with the role it needs on the host it runs on."""
+    from dtx_trials.models.users import Role
+    from dtx_trials.services.access import Actor, Grant
+
+    return Actor(
+        user_id=None,
+        username="cli",
+        printed_name="Command line (demo)",
+        via="cli",
+        grants=(Grant(trial.id, None, Role(role)),),
+    )
+
+
+def _protocol_code(path: Path) -> str:
+    from dtx_trials.services.protocols import parse_protocol
+
+    return parse_protocol(path.read_text(encoding="utf-8"), str(path)).code
+
+
+@click.command()
+@click.option(
+    "--protocol",
+    "protocol_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Protocol YAML file (repeatable); default: every protocol in protocols/library.",
+)
+@click.option("--participants", "n_participants", default=240, show_default=True, type=int)
+@click.option("--seed", default=20261123, show_default=True, type=int)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out/demo"),
+    show_default=True,
+    help="Folder for the database (unless DATABASE_URL is set), reports, exports, summaries.",
+)
+def demo(protocol_files: tuple[Path, ...], n_participants: int, seed: int, out: Path) -> None:
+    """Build a demonstration instance: protocols, simulated trial data, analyses, exports."""
+    from dtx_trials import create_app, ensure_instance_secrets, instance_path_from_env
+    from dtx_trials.services.demo import library_files
+
+    if n_participants < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--participants")
+    files = list(protocol_files) or library_files()
+    if not files:
+        click.echo("error: no protocol files given and protocols/library is empty", err=True)
+        sys.exit(2)
+    out.mkdir(parents=True, exist_ok=True)
+    overrides: dict[str, Any] = {}
+    if not os.environ.get("DATABASE_URL"):
+        database = (out / "demo.sqlite").resolve()
+        for stale in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+            stale.unlink(missing_ok=True)
+        overrides["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{database}"
+    if not os.environ.get("DTX_FIELD_KEY"):
+        ensure_instance_secrets(instance_path_from_env())
+    app = create_app(overrides)
+    with app.app_context():
+        from flask_migrate import upgrade
+
+        from dtx_trials.cli import _safe_url
+
+        upgrade()
+        written = [_demo_trial(path, n_participants, seed, out) for path in files]
+        console.print()
+        console.print(f"[bold]database[/bold]  {_safe_url(app)}")
+        for summary_path in written:
+            console.print(f"[bold]summary[/bold]   {summary_path}", highlight=False)
+        console.print(f"everything is under {out.resolve()}", highlight=False)
+        if "SQLALCHEMY_DATABASE_URI" in overrides:
+            console.print(
+                f"browse it: DATABASE_URL={overrides['SQLALCHEMY_DATABASE_URI']} dtx serve",
+                highlight=False,
+            )
+
+
+def _demo_trial(path: Path, n_participants: int, seed: int, out: Path) -> Path:
+    from sqlalchemy import select
+
+    from dtx_trials.cli import _run, cli_actor
+    from dtx_trials.extensions import db
+    from dtx_trials.models import Trial
+    from dtx_trials.services import protocols, simulation
+
+    console.print(_run(lambda: protocols.load_library_file(db.session, cli_actor(), path)))
+    code = _protocol_code(path)
+    trial = db.session.scalars(select(Trial).where(Trial.code == code)).one()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task(f"{code}: simulating participants", total=n_participants)
+        summary = _run(
+            lambda: simulation.populate_trial(
+                db.session,
+                trial,
+                n_participants=n_participants,
+                seed=seed,
+                progress=lambda step, total: bar.update(task, completed=step, total=total),
+            )
+        )
+    counts = {
+        name: getattr(summary, name) for name in simulation.SimulationSummary.__dataclass_fields__
+    }
+    console.print(
+        f"{code}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()),
+        highlight=False,
+    )
+    trial_out = out / code
+    report: dict[str, Any] = {"trial": code, "protocol_file": str(path), "counts": counts}
+    report.update(_analyse(trial, trial_out))
+    report.update(_export(trial, trial_out))
+    target = out / f"{code}.summary.json"
+    target.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return target
+
+
+def _analyse(trial: Any, trial_out: Path) -> dict[str, Any]:
+    """Run the unblinded analysis (when the analysis service is installed); write the PDF."""
+    try:
+        from dtx_trials.services import analyses
+    except ImportError:
+        return {"analysis": "not available in this installation"}
+    from dtx_trials.cli import _run
+    from dtx_trials.extensions import db
+
+    actor = _operator(trial, "unblinded_statistician")
+    with console.status(f"{trial.code}: running the statistical analysis plan"):
+        run = _run(
+            lambda: analyses.run_analysis(db.session, actor, trial, cutoff_on=None, unblinded=True)
+        )
+    result: dict[str, Any] = {"analysis_run_id": run.id, "analysis_status": run.status}
+    if run.status != "succeeded":
+        console.print(f"[red]{trial.code}: analysis failed[/red]: {run.error}", highlight=False)
+        result["analysis_error"] = run.error
+        return result
+    trial_out.mkdir(parents=True, exist_ok=True)
+    pdf = trial_out / (run.report_name or "report.pdf")
+    pdf.write_bytes(run.report_pdf or b"")
+    results = trial_out / "results.json"
+    results.write_text(json.dumps(run.results, indent=2, ensure_ascii=False), encoding="utf-8")
+    console.print(f"{trial.code}: analysis run {run.id} → {pdf}", highlight=False)
+    result.update(report_pdf=str(pdf), results_json=str(results), data_sha256=run.data_sha256)
+    return result
+
+
+def _export(trial: Any, trial_out: Path) -> dict[str, Any]:
+    """Write the standard exports (when the export service is installed)."""
+    try:
+        from dtx_trials.services import exports
+    except ImportError:
+        return {"exports": "not available in this installation"}
+    from dtx_trials.cli import _run
+    from dtx_trials.extensions import db
+
+    actor = _operator(trial, "unblinded_statistician")
+    folder = trial_out / "exports"
+    with console.status(f"{trial.code}: writing exports"):
+        written = _run(
+            lambda: exports.export_trial(
+                db.session, actor, trial, formats=EXPORT_FORMATS, out_dir=folder
+            )
+        )
+    console.print(f"{trial.code}: {len(written)} export file(s) → {folder}", highlight=False)
+    return {"exports_dir": str(folder), "export_files": [str(p) for p in written]}
