@@ -4,8 +4,9 @@ Chains. Every trial has its own chain (``trial:<id>``); account-level events use
 An event's hash is SHA-256 over the canonical JSON of all its fields, ``prev_hash`` included, so
 editing, deleting, inserting or reordering a row breaks the chain at that row.
 
-Concurrent writers. Appending takes the chain's head row (``audit_chain_head``) with
-``SELECT ... FOR UPDATE`` (on SQLite the whole database is already write-locked by
+Concurrent writers. The first append of a transaction takes the chain's head row
+(``audit_chain_head``) with ``SELECT ... FOR UPDATE`` (later appends of the same transaction
+reuse the locked row) (on SQLite the whole database is already write-locked by
 ``BEGIN IMMEDIATE``), reads (seq, hash), inserts seq+1 with prev_hash = hash, and updates the head,
 all inside the caller's transaction. The lock is held until that transaction commits or rolls
 back, so two transactions of the same trial cannot both read the same head: the second waits,
@@ -33,10 +34,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from dtx_trials.crypto import cipher
 from dtx_trials.db import Base, utcnow
@@ -101,6 +103,10 @@ def _trial_of(obj: Base, trial_id: int | None) -> int | None:
 
 
 def _lock_head(session: Session, chain: str) -> AuditChainHead:
+    """Lock the chain's head row once per transaction (later appends reuse the locked row)."""
+    heads: dict[str, AuditChainHead] = session.info.setdefault(_HEADS, {})
+    if chain in heads:
+        return heads[chain]
     stmt_insert = (
         pg_insert(AuditChainHead)
         if session.get_bind().dialect.name == "postgresql"
@@ -111,12 +117,24 @@ def _lock_head(session: Session, chain: str) -> AuditChainHead:
             index_elements=["chain"]
         )
     )
-    return session.scalars(
+    head = session.scalars(
         select(AuditChainHead)
         .where(AuditChainHead.chain == chain)
         .with_for_update()
         .execution_options(populate_existing=True)
     ).one()
+    heads[chain] = head
+    return head
+
+
+_HEADS = "dtx_audit_heads"
+
+
+@sa_event.listens_for(Session, "after_transaction_end")
+def _forget_heads(session: Session, transaction: SessionTransaction) -> None:
+    """The head lock ends with the outermost transaction; so does the cached row."""
+    if transaction.parent is None:
+        session.info.pop(_HEADS, None)
 
 
 def event_hash(fields: Mapping[str, Any]) -> str:

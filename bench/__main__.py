@@ -1,0 +1,103 @@
+"""Run the benchmarks: ``python -m bench [--quick] [--only NAME ...]`` (``make bench``).
+
+Every benchmark prints its own tables, then this prints one summary of ratios against the
+baseline each measured in the same run. To add a benchmark, write ``bench/<name>.py`` with
+``run(quick: bool = False) -> list[RatioRow]`` and add it to ``BENCHMARKS`` below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+
+from bench.harness import BenchmarkUnavailable, RatioRow, format_number, print_table
+
+# name -> module under bench/ with run(quick) -> list[RatioRow]; run in this order
+BENCHMARKS: dict[str, str] = {
+    "randomization": "bench.randomization",
+    "ecrf": "bench.ecrf",
+    "mmrm": "bench.mmrm",
+    "report": "bench.report",
+    "sap": "bench.sap",
+    "device_ingest": "bench.device_ingest",
+}
+
+
+def _available(name: str) -> bool:
+    """Return False for a registered benchmark whose subject is absent from this tree."""
+    if name == "report":
+        return importlib.util.find_spec("analysis.report") is not None
+    return True
+
+
+def print_summary(rows: Sequence[RatioRow], skipped: dict[str, str]) -> None:
+    """Print every summary figure with its ratio ours / baseline and how to read it."""
+    table = []
+    for row in rows:
+        ratio = row.ratio
+        reading = "higher is better" if row.higher_is_better else "lower is better"
+        bound = "> " if row.is_baseline_lower_bound else ""
+        ratio_bound = ("< " if row.ours > 0 else "") if row.is_baseline_lower_bound else ""
+        table.append(
+            [row.benchmark, row.figure, f"{format_number(row.ours)} {row.unit}",
+             f"{bound}{format_number(row.baseline)} {row.unit}" if row.baseline is not None
+             else "-",
+             row.baseline_name,
+             f"{ratio_bound}{format_number(ratio)}" if ratio is not None else "-", reading]
+        )  # fmt: skip
+    for name, why in skipped.items():
+        table.append([name, f"not run: {why}", "-", "-", "-", "-", ""])
+    print_table(
+        "Summary: ours / baseline (same run)",
+        ["benchmark", "figure", "ours", "baseline", "baseline is", "ours / baseline", "reading"],
+        table,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke)")
+    parser.add_argument(
+        "--only", nargs="+", choices=sorted(BENCHMARKS), metavar="NAME",
+        help=f"run only these ({', '.join(BENCHMARKS)})",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    names = [n for n in BENCHMARKS if not args.only or n in args.only]
+    print(
+        f"# dtx-trials benchmarks{' (quick)' if args.quick else ''}\n\n"
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · Python "
+        f"{platform.python_version()} · {os.cpu_count()} CPUs · {platform.platform()}"
+    )
+    rows: list[RatioRow] = []
+    skipped: dict[str, str] = {}
+    failed: list[str] = []
+    for name in names:
+        if not _available(name):
+            skipped[name] = "its package is not in this tree"
+            continue
+        started = time.perf_counter()
+        print(f"\n## {name}")
+        sys.stdout.flush()
+        try:
+            rows.extend(importlib.import_module(BENCHMARKS[name]).run(quick=args.quick))
+        except BenchmarkUnavailable as exc:
+            rows.extend(exc.rows)
+            skipped[name] = str(exc)
+            print(f"\nnot run: {exc}")
+        except RuntimeError as exc:  # a violated invariant or a server that would not start
+            failed.append(name)
+            skipped[name] = f"FAILED: {exc}"
+            print(f"\nFAILED: {exc}")
+        print(f"\n({name}: {time.perf_counter() - started:.0f} s)")
+    print_summary(rows, skipped)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""eCRF submission throughput through the real API beside a bare JSON insert endpoint.
+
+The MCI example trial on a fresh PostgreSQL database, served by gunicorn (sync workers,
+127.0.0.1). Closed-loop clients submit the 13-item ADAS-Cog form
+(``PUT /api/v1/trials/{code}/participants/{subject}/visits/{visit}/forms/adas_cog`` with
+``submit: true``; the total is derived, edit checks run, the visit is opened, everything is
+audited), each request for a different participant x visit so that no two wait on the same
+participant lock. Beside it, in the same run and with the same gunicorn settings,
+``bench.bare_app`` inserts the same values as one JSON row.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
+
+from bench.bare_app import create_bare_tables, read_counter
+from bench.harness import (
+    GunicornServer,
+    HttpRequest,
+    LoadResult,
+    RatioRow,
+    app_environment,
+    print_table,
+    run_load,
+    throwaway_database,
+)
+from bench.trial_setup import issue_token, prepare_mci_trial
+from dtx_trials.models import FormRecord
+
+NAME = "ecrf"
+VISITS = ("baseline", "week_4", "week_12", "week_24")
+ADAS_MAXIMA = (10, 5, 5, 10, 5, 5, 8, 12, 5, 5, 5, 5, 5)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    n_clients: int
+    n_requests: int  # per endpoint
+    workers: int
+    time_limit_s: float
+
+
+FULL = Sizes(16, 300, 4, 60.0)
+QUICK = Sizes(4, 8, 2, 20.0)
+
+
+def adas_values(rng: random.Random) -> dict[str, int]:
+    """Return one plausible set of ADAS-Cog-13 item scores (the total is derived)."""
+    return {f"adas_q{i + 1:02d}": rng.randint(0, top) for i, top in enumerate(ADAS_MAXIMA)}
+
+
+def run(quick: bool = False) -> list[RatioRow]:
+    """Measure submits/s and latency against the bare insert; print the table."""
+    sizes = QUICK if quick else FULL
+    warmup = 3 * sizes.workers
+    n_forms = warmup + sizes.n_requests
+    n_participants = -(-n_forms // len(VISITS))
+    rng = random.Random(20261123)
+    with throwaway_database("ecrf") as url, tempfile.TemporaryDirectory() as instance:
+        env = app_environment(url, instance)
+        with (
+            GunicornServer("dtx_trials:create_app()", env, sizes.workers) as ours,
+            GunicornServer("bench.bare_app:create_bare_app()", env, sizes.workers) as bare,
+        ):
+            # the workers boot while the database is prepared: neither needs the other yet
+            prepared = prepare_mci_trial(url, instance, n_participants)
+            create_bare_tables(url)
+            token = issue_token(ours.port, prepared.username, prepared.password)
+            headers = {"Authorization": f"Bearer {token}"}
+            path = "/api/v1/trials/{}/participants/{}/visits/{}/forms/adas_cog"
+            # visit-major order: neighbouring requests belong to different participants
+            submits = [
+                HttpRequest(
+                    "PUT",
+                    path.format(prepared.code, subject, visit),
+                    {"values": adas_values(rng), "submit": True},
+                    headers,
+                    f"{subject}/{visit}",
+                )
+                for visit in VISITS
+                for subject in prepared.subjects
+            ][:n_forms]
+            inserts = [HttpRequest("POST", "/rows", r.body["values"]) for r in submits]
+            run_load(ours.port, submits[:warmup], sizes.workers, 60)
+            run_load(bare.port, inserts[:warmup], sizes.workers, 60)
+            bare_run = run_load(bare.port, inserts[warmup:], sizes.n_clients, sizes.time_limit_s)
+            ours_run = run_load(ours.port, submits[warmup:], sizes.n_clients, sizes.time_limit_s)
+        n_records = _count_submitted(url)
+        _, n_rows = read_counter(url)
+    expected_records = warmup + len(ours_run.ok(200))
+    expected_rows = warmup + len(bare_run.ok(201))
+    return _report(ours_run, bare_run, (n_records, expected_records), (n_rows, expected_rows))
+
+
+def _count_submitted(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        with Session(engine) as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(FormRecord)
+                    .where(FormRecord.form_code == "adas_cog", FormRecord.status == "submitted")
+                )
+                or 0
+            )
+    finally:
+        engine.dispose()
+
+
+def _report(
+    ours: LoadResult,
+    bare: LoadResult,
+    records: tuple[int, int],
+    rows: tuple[int, int],
+) -> list[RatioRow]:
+    table: list[list[Any]] = []
+    for label, result, status in (("bare JSON insert", bare, 201), ("eCRF submit API", ours, 200)):
+        errors = {s: n for s, n in result.statuses().items() if s != status}
+        table.append(
+            [
+                label,
+                result.n_clients,
+                len(result.ok(status)),
+                ", ".join(f"{s}: {n}" for s, n in sorted(errors.items())) or "none",
+                result.throughput(status),
+                result.latency_ms(50),
+                result.latency_ms(99),
+                "yes" if result.is_time_capped else "no",
+            ]
+        )
+    throughput_ratio = ours.throughput(200) / bare.throughput(201) if bare.throughput(201) else 0.0
+    table.append(
+        ["**ours / bare**", ours.n_clients, "", "", throughput_ratio,
+         ours.latency_ms(50) / max(bare.latency_ms(50), 1e-9),
+         ours.latency_ms(99) / max(bare.latency_ms(99), 1e-9), ""]
+    )  # fmt: skip
+    print_table(
+        "eCRF submit (ADAS-Cog-13) through the API vs a bare JSON insert "
+        "(gunicorn sync workers, PostgreSQL)",
+        ["endpoint", "clients", "ok", "other statuses", "req/s", "p50 ms", "p99 ms",
+         "time-capped"],
+        table,
+    )  # fmt: skip
+    is_consistent = records[0] == records[1] and rows[0] == rows[1]
+    print_table(
+        "Rows after the run",
+        ["submitted adas_cog records", "answered 200", "bare rows", "answered 201", "verdict"],
+        [[records[0], records[1], rows[0], rows[1], "OK" if is_consistent else "FAILED"]],
+    )
+    if not is_consistent:
+        raise RuntimeError(f"eCRF rows do not match the answers: {records} {rows}")
+    return [
+        RatioRow(NAME, f"submits/s, {ours.n_clients} clients", "req/s",
+                 ours.throughput(200), bare.throughput(201), "JSON insert", True),
+        RatioRow(NAME, f"p99 latency, {ours.n_clients} clients", "ms",
+                 ours.latency_ms(99), bare.latency_ms(99), "JSON insert", False),
+    ]  # fmt: skip

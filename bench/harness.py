@@ -1,0 +1,372 @@
+"""Shared benchmark machinery: result rows and tables, throwaway PostgreSQL databases,
+gunicorn servers bound to 127.0.0.1, and a bounded closed-loop HTTP load generator."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import http.client
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class RatioRow:
+    """One summary figure: ours against the baseline measured in the same run.
+
+    ``ratio`` is ours / baseline in the unit of the figure; ``higher_is_better`` says how to
+    read it (throughput: yes; time: no). ``baseline`` is None when no baseline could run;
+    with ``is_baseline_lower_bound`` it is the cap the baseline exceeded.
+    """
+
+    benchmark: str
+    figure: str
+    unit: str
+    ours: float
+    baseline: float | None
+    baseline_name: str
+    higher_is_better: bool
+    is_baseline_lower_bound: bool = False  # the baseline was stopped at a cap: it took longer
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline is None or self.baseline == 0:
+            return None
+        return self.ours / self.baseline
+
+
+class BenchmarkUnavailable(Exception):
+    """A benchmark (or part of it) cannot run here (no PostgreSQL, no gunicorn...).
+
+    ``rows`` carries the figures of the parts that did run.
+    """
+
+    def __init__(self, message: str, rows: Sequence[RatioRow] = ()) -> None:
+        super().__init__(message)
+        self.rows = tuple(rows)
+
+
+def format_number(value: float | None) -> str:
+    """Format a figure with three significant digits (thousands separated)."""
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Print a Markdown table (so RESULTS.md can quote the output verbatim)."""
+    cells = [[str(c) for c in columns]] + [
+        [format_number(c) if isinstance(c, float) else str(c) for c in row] for row in rows
+    ]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    print(f"\n### {title}\n")
+    for index, row in enumerate(cells):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+        if index == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    sys.stdout.flush()
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Return the q-th percentile (0..100) by linear interpolation; 0.0 when empty."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def admin_database_url() -> str:
+    """Return the URL of an existing database to connect to while creating a throwaway one."""
+    url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        env_url = os.environ.get("DATABASE_URL", "")
+        url = env_url if env_url.startswith("postgres") else DEFAULT_ADMIN_URL
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            url = "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@contextmanager
+def throwaway_database(label: str) -> Iterator[str]:
+    """Create a dedicated PostgreSQL database, yield its URL, drop it afterwards."""
+    admin_url = admin_database_url()
+    name = f"dtx_bench_{label}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # any driver or network failure means "no PostgreSQL here"
+        admin.dispose()
+        where = make_url(admin_url).render_as_string(hide_password=True)
+        detail = (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
+        raise BenchmarkUnavailable(f"PostgreSQL at {where} unreachable: {detail}") from exc
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def server_version(url: str) -> str:
+    """Return PostgreSQL's version string."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return str(conn.execute(text("SHOW server_version")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+FIELD_KEY = base64.urlsafe_b64encode(b"bench-field-key-bench-field-key!").decode()
+
+
+def app_environment(database_url: str, instance_path: str) -> dict[str, str]:
+    """Return the environment a dtx-trials server process runs the benchmark with."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "DTX_FIELD_KEY": FIELD_KEY,
+            "DTX_SECRET_KEY": secrets.token_hex(16),
+            "DTX_INSTANCE_PATH": instance_path,
+            "BENCH_DATABASE_URL": database_url,
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+            ),
+        }
+    )
+    return env
+
+
+# ---------------------------------------------------------------- gunicorn
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class GunicornServer:
+    """A gunicorn master with sync workers on 127.0.0.1; use as a context manager."""
+
+    app_spec: str
+    env: Mapping[str, str]
+    workers: int = 4
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def __enter__(self) -> GunicornServer:
+        try:
+            import gunicorn  # noqa: F401  (only to give a clear message when absent)
+        except ImportError as exc:
+            raise BenchmarkUnavailable("gunicorn is not installed (pip install gunicorn)") from exc
+        self.port = free_port()
+        handle, name = tempfile.mkstemp(prefix="dtx-bench-gunicorn-", suffix=".log")
+        os.close(handle)
+        self.log_path = Path(name)
+        command = [
+            sys.executable, "-m", "gunicorn",
+            "--workers", str(self.workers),
+            "--worker-class", "sync",
+            "--bind", f"127.0.0.1:{self.port}",
+            "--timeout", "60",
+            "--graceful-timeout", "5",
+            "--log-level", "warning",
+            self.app_spec,
+        ]  # fmt: skip
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command,
+                env=dict(self.env),
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self._wait_until_listening(timeout_s=60)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _wait_until_listening(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited early:\n{self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not listen within {timeout_s} s:\n{self.log_tail()}")
+
+    def log_tail(self, n_lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n_lines:])
+
+    def stop(self) -> None:
+        """Stop the master and its workers (SIGINT, then SIGKILL to its process group).
+
+        SIGINT is gunicorn's quick shutdown: the load has finished, nothing is in flight.
+        """
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        if self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
+            self.log_path = None
+
+
+# ---------------------------------------------------------------- load
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One request of a load run; ``tag`` identifies it in the outcomes."""
+
+    method: str
+    path: str
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    tag: str
+    status: int
+    latency_s: float
+    body: bytes
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What a load run measured: every outcome, the wall time, and whether it hit its cap."""
+
+    n_clients: int
+    outcomes: tuple[Outcome, ...]
+    elapsed_s: float
+    is_time_capped: bool
+
+    def ok(self, status: int) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    def throughput(self, status: int) -> float:
+        return len(self.ok(status)) / self.elapsed_s if self.elapsed_s else 0.0
+
+    def latency_ms(self, q: float) -> float:
+        return 1000 * percentile([o.latency_s for o in self.outcomes], q)
+
+    def statuses(self) -> dict[int, int]:
+        return dict(collections.Counter(o.status for o in self.outcomes))
+
+
+def _send(port: int, request: HttpRequest) -> Outcome:
+    body = None if request.body is None else json.dumps(request.body).encode()
+    headers = {"Content-Type": "application/json", **request.headers}
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(request.method, request.path, body=body, headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        status = response.status
+    except (OSError, http.client.HTTPException):
+        data, status = b"", 0
+    finally:
+        connection.close()
+    return Outcome(request.tag, status, time.perf_counter() - started, data)
+
+
+def run_load(
+    port: int, requests: Sequence[HttpRequest], n_clients: int, time_limit_s: float
+) -> LoadResult:
+    """Send every request from n_clients closed-loop clients (threads); stop at the time limit.
+
+    Each client takes the next request from a shared queue as soon as its previous one is
+    answered, so at most n_clients requests are in flight. A new connection per request, as
+    gunicorn's sync workers close it after each response.
+    """
+    queue = collections.deque(requests)
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+    started = time.perf_counter()
+    deadline = started + time_limit_s
+
+    def client() -> None:
+        while time.perf_counter() < deadline:
+            try:
+                request = queue.popleft()
+            except IndexError:
+                return
+            outcome = _send(port, request)
+            with lock:
+                outcomes.append(outcome)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(n_clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=time_limit_s + 90)
+    elapsed = time.perf_counter() - started
+    with lock:
+        done = tuple(outcomes)
+    return LoadResult(n_clients, done, elapsed, is_time_capped=bool(queue))
+
+
+def median_seconds(timings: Sequence[float]) -> float:
+    return statistics.median(timings) if timings else 0.0

@@ -1,0 +1,316 @@
+"""Randomization throughput through the real API beside a bare locked-counter endpoint, and
+the cost of one minimization allocation early and late in a trial.
+
+Part 1: the MCI example trial (permuted blocks stratified by site and MoCA band) on a fresh
+PostgreSQL database, served by gunicorn (sync workers, 127.0.0.1); closed-loop clients POST
+``/api/v1/trials/{code}/participants/{subject}/randomization`` with a bearer token, each for a
+different enrolled participant. Beside it, in the same run and with the same gunicorn
+settings, ``bench.bare_app`` increments one locked counter row. Afterwards the allocations
+must carry sequence numbers exactly 1..N with no participant twice, and the bare counter must
+equal the number of its successful requests.
+
+Part 2: the pure ``randomization.allocate`` with a Pocock-Simon minimization design, the state
+carried forward from participant 1; the median time of allocation k (and of k with the JSON
+round trip of the state the service does on every request) at k = 100 and k = 10,000. The
+state holds counts only, so the ratio should stay near 1.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from bench.bare_app import create_bare_tables, read_counter
+from bench.harness import (
+    BenchmarkUnavailable,
+    GunicornServer,
+    HttpRequest,
+    LoadResult,
+    RatioRow,
+    app_environment,
+    median_seconds,
+    print_table,
+    run_load,
+    throwaway_database,
+)
+from bench.trial_setup import issue_token, prepare_mci_trial
+from dtx_trials.models import Allocation, Participant, Trial
+from randomization.designs import Design, allocate, build_design
+from randomization.state import RandomizationState
+
+NAME = "randomization"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    client_levels: tuple[int, ...]
+    n_requests: int  # per concurrency level and endpoint
+    workers: int
+    time_limit_s: float
+    minimization_points: tuple[int, int]
+    n_timing_repeats: int
+
+
+FULL = Sizes((16, 64), 150, 4, 45.0, (100, 10_000), 200)
+QUICK = Sizes((2, 4), 8, 2, 20.0, (10, 200), 20)
+
+
+def run(quick: bool = False) -> list[RatioRow]:
+    """Run both parts, print their tables, return the summary rows."""
+    sizes = QUICK if quick else FULL
+    rows = run_minimization(sizes)
+    try:
+        return run_http(sizes) + rows
+    except BenchmarkUnavailable as exc:
+        raise BenchmarkUnavailable(f"HTTP part not run: {exc}", rows) from exc
+
+
+# ---------------------------------------------------------------- part 1: HTTP
+
+
+def _warmup_count(sizes: Sizes) -> int:
+    return 3 * sizes.workers
+
+
+def run_http(sizes: Sizes) -> list[RatioRow]:
+    """Measure randomizations/s and latency against the bare counter; verify the sequence."""
+    n_participants = _warmup_count(sizes) + sizes.n_requests * len(sizes.client_levels)
+    with throwaway_database("rand") as url, tempfile.TemporaryDirectory() as instance:
+        env = app_environment(url, instance)
+        with (
+            GunicornServer("dtx_trials:create_app()", env, sizes.workers) as ours,
+            GunicornServer("bench.bare_app:create_bare_app()", env, sizes.workers) as bare,
+        ):
+            # the workers boot while the database is prepared: neither needs the other yet
+            prepared = prepare_mci_trial(url, instance, n_participants)
+            create_bare_tables(url)
+            token = issue_token(ours.port, prepared.username, prepared.password)
+            headers = {"Authorization": f"Bearer {token}"}
+            pending = list(prepared.subjects)
+
+            def randomizations(n: int) -> list[HttpRequest]:
+                taken, pending[:] = pending[:n], pending[n:]
+                path = f"/api/v1/trials/{prepared.code}/participants/{{}}/randomization"
+                return [HttpRequest("POST", path.format(s), {}, headers, s) for s in taken]
+
+            def counters(n: int) -> list[HttpRequest]:
+                return [HttpRequest("POST", "/counter", {})] * n
+
+            warmup = _warmup_count(sizes)
+            ours_results = [run_load(ours.port, randomizations(warmup), sizes.workers, 60)]
+            bare_results = [run_load(bare.port, counters(warmup), sizes.workers, 60)]
+            measured: list[tuple[LoadResult, LoadResult]] = []
+            for n_clients in sizes.client_levels:
+                bare_run = run_load(
+                    bare.port, counters(sizes.n_requests), n_clients, sizes.time_limit_s
+                )
+                ours_run = run_load(
+                    ours.port, randomizations(sizes.n_requests), n_clients, sizes.time_limit_s
+                )
+                bare_results.append(bare_run)
+                ours_results.append(ours_run)
+                measured.append((ours_run, bare_run))
+        verification = verify_allocations(url, prepared.code, ours_results, bare_results)
+    return _report_http(measured, verification)
+
+
+@dataclass(frozen=True)
+class Verification:
+    n_allocations: int
+    is_gap_free: bool
+    n_duplicate_participants: int
+    are_subjects_matched: bool
+    bare_counter: int
+    bare_successes: int
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.is_gap_free
+            and self.n_duplicate_participants == 0
+            and self.are_subjects_matched
+            and self.bare_counter == self.bare_successes
+        )
+
+
+def verify_allocations(
+    url: str, trial_code: str, ours: list[LoadResult], bare: list[LoadResult]
+) -> Verification:
+    """Check seq_no = 1..N over the N successful randomizations, and the bare counter."""
+    randomized = {o.tag for result in ours for o in result.ok(201)}
+    engine = create_engine(url)
+    try:
+        with Session(engine) as session:
+            trial = session.scalars(select(Trial).where(Trial.code == trial_code)).one()
+            rows = session.execute(
+                select(Allocation.seq_no, Allocation.participant_id)
+                .where(Allocation.trial_id == trial.id)
+                .order_by(Allocation.seq_no)
+            ).all()
+            subjects = set(
+                session.scalars(
+                    select(Participant.subject_code).where(
+                        Participant.trial_id == trial.id, Participant.status == "randomized"
+                    )
+                )
+            )
+    finally:
+        engine.dispose()
+    seq_nos = [r.seq_no for r in rows]
+    participants = [r.participant_id for r in rows]
+    counter, _ = read_counter(url)
+    return Verification(
+        n_allocations=len(rows),
+        is_gap_free=seq_nos == list(range(1, len(randomized) + 1)),
+        n_duplicate_participants=len(participants) - len(set(participants)),
+        are_subjects_matched=subjects == randomized,
+        bare_counter=counter,
+        bare_successes=sum(len(r.ok(201)) for r in bare),
+    )
+
+
+def _report_http(
+    measured: list[tuple[LoadResult, LoadResult]], verification: Verification
+) -> list[RatioRow]:
+    table: list[list[Any]] = []
+    rows: list[RatioRow] = []
+    for ours, bare in measured:
+        for label, result in (("bare locked counter", bare), ("randomization API", ours)):
+            errors = {s: n for s, n in result.statuses().items() if s != 201}
+            table.append(
+                [
+                    label,
+                    result.n_clients,
+                    len(result.ok(201)),
+                    ", ".join(f"{s}: {n}" for s, n in sorted(errors.items())) or "none",
+                    result.throughput(201),
+                    result.latency_ms(50),
+                    result.latency_ms(99),
+                    "yes" if result.is_time_capped else "no",
+                ]
+            )
+        ratio = ours.throughput(201) / bare.throughput(201) if bare.throughput(201) else None
+        table.append(
+            ["**ours / bare**", ours.n_clients, "", "", ratio if ratio is not None else "-",
+             ours.latency_ms(50) / max(bare.latency_ms(50), 1e-9),
+             ours.latency_ms(99) / max(bare.latency_ms(99), 1e-9), ""]
+        )  # fmt: skip
+        rows.append(
+            RatioRow(NAME, f"randomizations/s, {ours.n_clients} clients", "req/s",
+                     ours.throughput(201), bare.throughput(201), "locked counter", True)
+        )  # fmt: skip
+        rows.append(
+            RatioRow(NAME, f"p99 latency, {ours.n_clients} clients", "ms",
+                     ours.latency_ms(99), bare.latency_ms(99), "locked counter", False)
+        )  # fmt: skip
+    print_table(
+        "Randomization through the API vs a bare locked counter "
+        "(gunicorn sync workers, PostgreSQL)",
+        ["endpoint", "clients", "ok (201)", "other statuses", "req/s", "p50 ms", "p99 ms",
+         "time-capped"],
+        table,
+    )  # fmt: skip
+    print_table(
+        "Allocation sequence after the run",
+        ["allocations", "seq_no exactly 1..N", "duplicate participants",
+         "randomized = answered 201", "bare counter = bare 201s", "verdict"],
+        [[verification.n_allocations, verification.is_gap_free,
+          verification.n_duplicate_participants, verification.are_subjects_matched,
+          f"{verification.bare_counter} = {verification.bare_successes}",
+          "OK" if verification.ok else "FAILED"]],
+    )  # fmt: skip
+    if not verification.ok:
+        raise RuntimeError(f"randomization invariants violated: {verification}")
+    return rows
+
+
+# ---------------------------------------------------------------- part 2: minimization
+
+
+def minimization_design() -> Design:
+    """A Pocock-Simon design over sex, age band and 20 sites (range imbalance, p = 0.8)."""
+    return build_design(
+        "minimization",
+        ["active", "control"],
+        [1, 1],
+        {
+            "factors": [
+                {"name": "sex", "weight": 1, "levels": ["F", "M"]},
+                {"name": "age_band", "weight": 1, "levels": ["60-69", "70-79", "80+"]},
+                {"name": "site", "weight": 2},
+            ],
+            "p": "4/5",
+        },
+    )
+
+
+def _factors(rng: random.Random) -> dict[str, str]:
+    return {
+        "sex": rng.choice(["F", "M"]),
+        "age_band": rng.choice(["60-69", "70-79", "80+"]),
+        "site": f"S{rng.randrange(20):02d}",
+    }
+
+
+def _time_allocation(
+    design: Design, state: RandomizationState, seq_no: int, factors: dict[str, str], repeats: int
+) -> tuple[float, float]:
+    """Median seconds of allocation seq_no alone, and with the state's JSON round trip."""
+    secret = b"bench-secret-0123456789abcdef"
+    bare: list[float] = []
+    with_json: list[float] = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        allocate(design, state, secret=secret, model="BENCH", seq_no=seq_no,
+                 stratum_key="all", factors=factors)  # fmt: skip
+        bare.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        loaded = RandomizationState.from_json(state.to_json())
+        _, after = allocate(design, loaded, secret=secret, model="BENCH", seq_no=seq_no,
+                            stratum_key="all", factors=factors)  # fmt: skip
+        after.to_json()
+        with_json.append(time.perf_counter() - started)
+    return median_seconds(bare), median_seconds(with_json)
+
+
+def run_minimization(sizes: Sizes) -> list[RatioRow]:
+    """Time allocation k at the two points of `sizes.minimization_points`, state carried."""
+    design = minimization_design()
+    rng = random.Random(20261123)
+    state = RandomizationState()
+    secret = b"bench-secret-0123456789abcdef"
+    timings: dict[int, tuple[float, float]] = {}
+    last = max(sizes.minimization_points)
+    for seq_no in range(1, last + 1):
+        factors = _factors(rng)
+        if seq_no in sizes.minimization_points:
+            timings[seq_no] = _time_allocation(
+                design, state, seq_no, factors, sizes.n_timing_repeats
+            )
+        _, state = allocate(design, state, secret=secret, model="BENCH", seq_no=seq_no,
+                            stratum_key="all", factors=factors)  # fmt: skip
+    early, late = sizes.minimization_points
+    table = [
+        ["allocate", 1e6 * timings[early][0], 1e6 * timings[late][0],
+         timings[late][0] / timings[early][0]],
+        ["allocate + state JSON round trip", 1e6 * timings[early][1], 1e6 * timings[late][1],
+         timings[late][1] / timings[early][1]],
+    ]  # fmt: skip
+    print_table(
+        f"Minimization: time of one allocation, participant {early:,} vs {late:,} "
+        f"(median of {sizes.n_timing_repeats})",
+        ["step", f"µs at #{early:,}", f"µs at #{late:,}", "ratio late/early"],
+        table,
+    )
+    return [
+        RatioRow(NAME, f"minimization allocate #{late:,} vs #{early:,}", "µs",
+                 1e6 * timings[late][0], 1e6 * timings[early][0], f"participant #{early:,}", False),
+        RatioRow(NAME, f"minimization + state JSON #{late:,} vs #{early:,}", "µs",
+                 1e6 * timings[late][1], 1e6 * timings[early][1], f"participant #{early:,}", False),
+    ]  # fmt: skip

@@ -1,0 +1,139 @@
+"""Prepare a migrated PostgreSQL database with the MCI example trial and many enrolled
+participants (screening MoCA submitted, every row audited), and log in over HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bench.harness import FIELD_KEY
+from dtx_trials import create_app
+from dtx_trials.extensions import db
+from dtx_trials.models import FormRecord, Participant, Site, Trial
+from dtx_trials.models.users import Role
+from dtx_trials.services import accounts, audit, protocols, trials
+from dtx_trials.services.access import Actor, Grant
+
+LIBRARY = Path(__file__).resolve().parent.parent / "protocols" / "library"
+MCI_FILE = "cognitive_impairment.yaml"
+MCI_CODE = "MCI-COGTRAIN-01"
+# The MCI protocol caps each site at 80 randomizations; the benchmark adds runtime sites
+# (the protocol allows them) so that no request is refused by a cap.
+PARTICIPANTS_PER_SITE = 60
+USERNAME = "bench_investigator"
+# a throwaway account in a throwaway database, dropped after the run
+PASSWORD = "bench investigator passphrase"  # noqa: S105
+CLI = Actor(user_id=None, username="cli", printed_name="Command line", via="cli", is_superuser=True)
+
+
+@dataclass(frozen=True)
+class PreparedTrial:
+    """A trial ready for load: its code and the enrolled participants' subject codes."""
+
+    code: str
+    subjects: tuple[str, ...]
+    username: str
+    password: str
+
+
+def prepare_mci_trial(database_url: str, instance_path: str, n_participants: int) -> PreparedTrial:
+    """Migrate the database, load the MCI trial, add sites, an investigator and participants."""
+    from flask_migrate import upgrade
+
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "FIELD_KEY": FIELD_KEY,
+            "SECRET_KEY": "bench-setup",
+            "ARGON2_TIME_COST": 1,
+            "ARGON2_MEMORY_KIB": 1024,
+        }
+    )
+    app.instance_path = instance_path
+    with app.app_context():
+        upgrade()
+        protocols.load_library_file(db.session, CLI, LIBRARY / MCI_FILE)
+        trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
+        sponsor = Actor(
+            user_id=None,
+            username="cli",
+            printed_name="Command line",
+            via="cli",
+            is_superuser=True,
+            grants=(Grant(trial.id, None, Role.SPONSOR_ADMIN),),
+        )
+        sites = list(
+            db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
+        )
+        for index in range(len(sites), math.ceil(n_participants / PARTICIPANTS_PER_SITE)):
+            code = f"BN{index:02d}"
+            sites.append(
+                trials.create_site(
+                    db.session, sponsor, trial, {"code": code, "name": f"Bench {code}"}
+                )
+            )
+        user = accounts.create_user(
+            db.session, CLI, username=USERNAME, printed_name="Bench Investigator", password=PASSWORD
+        )
+        for site in sites:
+            accounts.grant_role(
+                db.session, CLI, trial_id=trial.id, user_id=user.id, role="investigator",
+                site_id=site.id,
+            )  # fmt: skip
+        subjects = _add_enrolled_participants(trial, sites, n_participants)
+        db.session.remove()
+        db.engine.dispose()
+    return PreparedTrial(MCI_CODE, subjects, USERNAME, PASSWORD)
+
+
+def _add_enrolled_participants(trial: Trial, sites: list[Site], n: int) -> tuple[str, ...]:
+    """Insert n enrolled participants with a submitted screening MoCA (audited)."""
+    subjects: list[str] = []
+    for i in range(n):
+        site = sites[i % len(sites)]
+        participant = Participant(
+            trial_id=trial.id,
+            site_id=site.id,
+            subject_code=f"{site.code}-{i:05d}",
+            status="enrolled",
+            protocol_version_id=trial.active_protocol_version_id,
+        )
+        db.session.add(participant)
+        audit.record_create(db.session, CLI, "participant.screen", participant)
+        record = FormRecord(
+            participant_id=participant.id,
+            form_code="moca",
+            status="submitted",
+            data={"moca_total": 18 + (i * 7) % 8},
+        )
+        db.session.add(record)
+        audit.record_create(db.session, CLI, "form.submit", record, trial_id=trial.id)
+        subjects.append(participant.subject_code)
+        if i % 500 == 499:
+            db.session.commit()
+    db.session.commit()
+    return tuple(subjects)
+
+
+def issue_token(port: int, username: str, password: str) -> str:
+    """Log in through the API and return a bearer token."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(
+            "POST",
+            "/api/v1/auth/tokens",
+            body=json.dumps({"username": username, "password": password}),
+            headers={"Content-Type": "application/json"},
+        )
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 201:
+        raise RuntimeError(f"login failed: {response.status} {body[:300]!r}")
+    return str(json.loads(body)["token"])

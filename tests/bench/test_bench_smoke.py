@@ -1,0 +1,126 @@
+"""Smoke test: every registered benchmark runs at its quick sizes and prints its figures.
+
+Not a timing assertion: only that each benchmark runs end to end, verifies what it claims to
+verify (gap-free sequence numbers, rows matching answers) and returns a ratio per figure.
+The HTTP benchmarks need PostgreSQL (TEST_DATABASE_URL) and gunicorn, like the other
+PostgreSQL tests: skipped locally without them, a failure under CI=true.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+
+from bench.__main__ import BENCHMARKS, main
+from bench.harness import RatioRow
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _require_server_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = os.environ.get("TEST_DATABASE_URL")
+    missing = []
+    if not url:
+        missing.append("TEST_DATABASE_URL")
+    if importlib.util.find_spec("gunicorn") is None:
+        missing.append("gunicorn")
+    if missing:
+        if IN_CI:
+            pytest.fail(f"the HTTP benchmarks need {' and '.join(missing)} under CI=true")
+        pytest.skip(f"the HTTP benchmarks need {' and '.join(missing)}")
+    monkeypatch.setenv("BENCH_DATABASE_URL", str(url))
+
+
+def _assert_figures(rows: list[RatioRow], output: str, title: str) -> None:
+    assert rows, "a benchmark must return at least one summary figure"
+    assert title in output
+    for row in rows:
+        assert row.ours > 0, row
+        assert row.baseline is None or row.baseline > 0, row
+
+
+def test_registry_names_a_run_function_per_benchmark() -> None:
+    for module_name in BENCHMARKS.values():
+        module = importlib.import_module(module_name)
+        assert callable(module.run), module_name
+        assert module.QUICK != module.FULL, module_name
+
+
+@pytest.mark.postgres
+def test_randomization_quick(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _require_server_stack(monkeypatch)
+    from bench import randomization
+
+    rows = randomization.run(quick=True)
+    output = capsys.readouterr().out
+    _assert_figures(rows, output, "Randomization through the API vs a bare locked counter")
+    assert "| OK" in output  # seq_no 1..N, no duplicates, bare counter matches
+    figures = {r.figure for r in rows}
+    assert {"randomizations/s, 2 clients", "randomizations/s, 4 clients"} <= figures
+    assert any(f.startswith("minimization allocate") for f in figures)
+
+
+@pytest.mark.postgres
+def test_ecrf_quick(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    _require_server_stack(monkeypatch)
+    from bench import ecrf
+
+    rows = ecrf.run(quick=True)
+    output = capsys.readouterr().out
+    _assert_figures(rows, output, "eCRF submit (ADAS-Cog-13) through the API")
+    assert "| OK" in output
+    assert [r.figure for r in rows] == ["submits/s, 4 clients", "p99 latency, 4 clients"]
+
+
+def test_minimization_time_is_measured_at_both_points(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import randomization
+
+    rows = randomization.run_minimization(randomization.QUICK)
+    output = capsys.readouterr().out
+    _assert_figures(rows, output, "Minimization: time of one allocation")
+    assert all(r.ratio is not None for r in rows)
+
+
+def test_main_quick_prints_summary_for_mmrm_and_report(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--quick", "--only", "mmrm", "report"]) == 0
+    output = capsys.readouterr().out
+    assert "MMRM, unstructured covariance, REML" in output
+    assert "PDF report with a data listing" in output
+    summary = output.split("Summary: ours / baseline (same run)", 1)[1]
+    assert "MMRM UN fit, 200 subjects x 5 visits" in summary
+    assert "PDF pages/s, listing of 50 rows" in summary
+
+
+def test_sap_quick_prints_stage_times(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--quick", "--only", "sap"]) == 0
+    output = capsys.readouterr().out
+    assert "Full SAP + PDF" in output
+    assert "SAP + PDF at 300 participants" in output.split("Summary", 1)[1]
+
+
+@pytest.mark.postgres
+def test_device_ingest_quick(monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    if not os.environ.get("TEST_DATABASE_URL"):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("TEST_DATABASE_URL must be set under CI=true")
+        pytest.skip("needs PostgreSQL (TEST_DATABASE_URL)")
+    assert main(["--quick", "--only", "device_ingest"]) == 0
+    output = capsys.readouterr().out
+    assert "Device-data ingest vs COPY" in output and "raw COPY" in output
+
+
+def test_missing_postgresql_is_reported_not_raised(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/absent")
+    assert main(["--quick", "--only", "randomization"]) == 0
+    summary = capsys.readouterr().out.split("Summary: ours / baseline (same run)", 1)[1]
+    assert "not run: HTTP part not run: PostgreSQL at" in summary
+    assert "minimization allocate #200 vs #10" in summary  # the pure part still ran
