@@ -599,6 +599,8 @@ def ensure_staff(session: Session, trial: Trial, role: str, site: Site | None = 
 
 
 class _Run:
+    """One simulation: the trial's staff, its calendar, the running counts."""
+
     def __init__(
         self,
         session: Session,
@@ -632,7 +634,7 @@ class _Run:
         last = max((v.day + v.window_after for v in self.follow_up), default=0)
         self.last_day = max(1, max((v.day for v in self.follow_up), default=1))
         lead = max((-v.day + v.window_before for v in self.screening_visits), default=14)
-        self.lead = lead
+        # accrual fills the span left once the screening lead and the follow-up are allowed for
         self.accrual_days = max(60, SPAN_DAYS - lead - last)
         self.first_randomization = today - datetime.timedelta(days=SPAN_DAYS - lead)
         control = [a.code for a in protocol.arms if a.is_control]
@@ -654,6 +656,7 @@ class _Run:
     # -- one participant
 
     def subject(self, index: int, n: int) -> Subject:
+        """Draw the index-th of n people: site, dates, screening fate, dropout, traits."""
         rng = random.Random(self.rng.getrandbits(64))
         offset = round(self.accrual_days * (index + rng.random()) / max(n, 1))
         randomized_on = self.first_randomization + datetime.timedelta(days=offset)
@@ -687,6 +690,7 @@ class _Run:
         return subject
 
     def simulate(self, subject: Subject) -> None:
+        """Take one person from screening as far as their simulated calendar reaches."""
         session, trial = self.session, self.trial
         staff = self.investigators[subject.site.id]
         participant = participants.screen_participant(session, staff, trial, subject.site.code)
@@ -729,7 +733,7 @@ class _Run:
         arm = session.scalar(select(Allocation.arm_code).where(Allocation.id == allocation.id))
         subject.arm = arm
         subject.is_active_arm = arm not in self.control_arms
-        self._follow(staff, code, subject, participant.id)
+        self._follow(staff, code, subject)
 
     def _consent(self, staff: Actor, code: str, subject: Subject) -> None:
         documents: dict[tuple[str, str], list[Any]] = {}
@@ -837,7 +841,8 @@ class _Run:
         shift = round(subject.rng.triangular(-visit.window_before, visit.window_after, 0))
         return planned + datetime.timedelta(days=shift)
 
-    def _follow(self, staff: Actor, code: str, subject: Subject, participant_id: int) -> None:
+    def _follow(self, staff: Actor, code: str, subject: Subject) -> None:
+        """Hold the follow-up visits that fall before `today`, then AEs, device data, dropout."""
         session, trial = self.session, self.trial
         done: list[tuple[VisitDef, datetime.date]] = []
         dropped = False
