@@ -106,6 +106,16 @@ def build_trial_data(
         )
         if on is not None:
             dates[record.participant_id][visit.visit_code] = on
+    # The clinical clock starts at the actual date of the day-0 visit anchored at randomization
+    # (the date treatment starts); the allocation's own timestamp is the fallback.
+    day_zero = {
+        v.id for v in protocol.schedule.visits if v.anchor == "randomization" and v.day == 0
+    }
+    started_on = {
+        v.participant_id: v.actual_on
+        for v in visits_by_id.values()
+        if v.visit_code in day_zero and v.actual_on is not None
+    }
     adherence = _adherence(session, trial, protocol)
     subjects = []
     for p in session.scalars(
@@ -120,7 +130,9 @@ def build_trial_data(
                 site=sites.get(p.site_id, ""),
                 status=p.status,
                 arm=allocation.arm_code if allocation else None,
-                randomized_on=allocation.allocated_at.date() if allocation else None,
+                randomized_on=(started_on.get(p.id) or allocation.allocated_at.date())
+                if allocation
+                else None,
                 withdrawn_on=p.withdrawn_at.date() if p.withdrawn_at else None,
                 withdrawal_reason=p.withdrawal_reason,
                 strata=dict(allocation.factors) if allocation else {},
