@@ -157,6 +157,14 @@ def _adherence(session: Session, trial: Trial, protocol: Protocol) -> dict[str, 
     }
 
 
+def blinding_terms(protocol: Protocol) -> list[str]:
+    """Terms a blinded report must not contain: every arm code and name, except a code that is
+    part of the trial's own code (e.g. `cogtrain` in MCI-COGTRAIN-01), which every page
+    carries and which says nothing about any participant's allocation."""
+    code = protocol.code.lower()
+    return [term for term in arm_terms(protocol) if term.lower() not in code]
+
+
 def data_sha256(data: TrialData) -> str:
     """SHA-256 of the canonical JSON of the frozen analysis data (identifies the snapshot)."""
     rows = [
@@ -264,7 +272,7 @@ def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
             generated_at=generated,
             data_sha256=sha,
             software_versions=_versions(),
-            product_name=protocol.title.en[:80],
+            product_name=results.title[:80],  # redacted in blinded runs
             product_version=protocol.version,
             indication=protocol.therapeutic_area,
             design=f"randomized, {protocol.blinding.level}-blind, "
@@ -275,7 +283,7 @@ def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
             source=f"dtx-trials analysis run {run.id}",
         )
         spec = build_report_spec(results, meta)
-        pdf = build_report(spec, forbidden_terms=arm_terms(protocol) if blinded else ())
+        pdf = build_report(spec, forbidden_terms=blinding_terms(protocol) if blinded else ())
         with transaction(session):
             run = lock_row(session, AnalysisRun, run_id)
             assert run is not None

@@ -137,3 +137,22 @@ def test_analysis_runs_on_an_rq_worker(
     db.session.remove()
     run = client.get(response.headers["Location"], headers=stat.headers).get_json()
     assert run["status"] == "succeeded", run.get("error")
+
+
+def test_blinded_analysis_when_the_trial_code_contains_an_arm_code(client: FlaskClient) -> None:
+    """MCI-COGTRAIN-01 has an arm coded `cogtrain`: the blinded report must still build, and
+    must not name an arm anywhere else."""
+    from tests.dtx_trials.trial_flow import api, enrolled_mci_participant, load_trial
+
+    staff = load_trial(client)
+    for _ in range(2):
+        subject = enrolled_mci_participant(client, staff)
+        api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+    response = client.post("/api/v1/trials/MCI-COGTRAIN-01/analyses", json={},
+                           headers=staff["stat"].headers)
+    run = client.get(response.headers["Location"], headers=staff["stat"].headers).get_json()
+    assert run["status"] == "succeeded", run.get("error")
+    pdf = client.get(f"{response.headers['Location']}/report.pdf", headers=staff["stat"].headers)
+    text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.data)).pages)
+    for term in ("Adaptive cognitive training", "Sham training", " sham ", " cogtrain "):
+        assert term not in text
