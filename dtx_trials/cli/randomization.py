@@ -11,12 +11,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from dtx_trials.services.randomization import candidate_designs
 from protocols.loader import load_protocol_report
-from protocols.model import Protocol
-from randomization.designs import Design, build_design
 from randomization.errors import RandomizationError
 from randomization.simulate import SimulationResult, simulate
-from randomization.strata import SITE_FACTOR
 
 console = Console(soft_wrap=True, width=160)
 
@@ -24,56 +22,6 @@ console = Console(soft_wrap=True, width=160)
 @click.group()
 def randomization() -> None:
     """Randomization designs."""
-
-
-def candidate_designs(protocol: Protocol) -> list[tuple[str, Design, list[str]]]:
-    """The protocol's own design and the usual alternatives on the same arms and factors.
-
-    Returns (label, design, stratify_by) triples; minimization balances its factors itself,
-    so it runs unstratified.
-    """
-    from dtx_trials.services.randomization import design_for
-
-    spec = protocol.randomization
-    arms = [a.code for a in protocol.arms]
-    ratio = [a.ratio for a in protocol.arms]
-    strata = [f.id for f in spec.factors] + ([SITE_FACTOR] if spec.stratify_by_site else [])
-    total = sum(protocol.reduced_ratio)
-    own_strata = [] if spec.method == "minimization" else strata
-    designs = [
-        (
-            f"protocol: {spec.method}",
-            design_for(protocol)
-            if spec.method != "list"
-            else build_design("simple", arms, ratio, {}),
-            own_strata,
-        )
-    ]
-    factors: list[dict[str, object]] = [
-        {"name": f.id, "weight": f.weight, "levels": list(f.level_codes)} for f in spec.factors
-    ]
-    if spec.stratify_by_site:
-        factors.append({"name": SITE_FACTOR, "weight": spec.site_weight})
-    alternatives: list[tuple[str, str, dict[str, object], list[str]]] = [
-        ("simple", "simple", {}, []),
-        (
-            f"stratified blocks {2 * total}/{4 * total}",
-            "permuted_block",
-            {"block_sizes": [2 * total, 4 * total]},
-            strata,
-        ),
-    ]
-    if factors:
-        alternatives.append(
-            ("minimization p=0.8", "minimization", {"factors": factors, "p": 0.8}, [])
-        )
-    for label, method, params, stratify in alternatives:
-        if method == spec.method and (
-            method != "permuted_block" or list(spec.block_sizes) == params["block_sizes"]
-        ):
-            continue
-        designs.append((label, build_design(method, arms, ratio, params), stratify))
-    return designs
 
 
 def _cell(metric: object) -> str:

@@ -498,3 +498,88 @@ def replay_problems(session: Session, trial: Trial) -> list[str]:
                 "differs from the replayed allocation"
             )
     return problems
+
+
+def candidate_designs(protocol: Protocol) -> list[tuple[str, Design, list[str]]]:
+    """The protocol's own design and the usual alternatives on the same arms and factors.
+
+    Returns (label, design, stratify_by) triples; minimization balances its factors itself,
+    so it runs unstratified.
+    """
+    spec = protocol.randomization
+    arms = [a.code for a in protocol.arms]
+    ratio = [a.ratio for a in protocol.arms]
+    strata = [f.id for f in spec.factors] + ([SITE_FACTOR] if spec.stratify_by_site else [])
+    total = sum(protocol.reduced_ratio)
+    own_strata = [] if spec.method == "minimization" else strata
+    designs = [
+        (
+            f"protocol: {spec.method}",
+            design_for(protocol)
+            if spec.method != "list"
+            else build_design("simple", arms, ratio, {}),
+            own_strata,
+        )
+    ]
+    factors: list[dict[str, object]] = [
+        {"name": f.id, "weight": f.weight, "levels": list(f.level_codes)} for f in spec.factors
+    ]
+    if spec.stratify_by_site:
+        factors.append({"name": SITE_FACTOR, "weight": spec.site_weight})
+    alternatives: list[tuple[str, str, dict[str, object], list[str]]] = [
+        ("simple", "simple", {}, []),
+        (
+            f"stratified blocks {2 * total}/{4 * total}",
+            "permuted_block",
+            {"block_sizes": [2 * total, 4 * total]},
+            strata,
+        ),
+    ]
+    if factors:
+        alternatives.append(
+            ("minimization p=0.8", "minimization", {"factors": factors, "p": 0.8}, [])
+        )
+    for label, method, params, stratify in alternatives:
+        if method == spec.method and (
+            method != "permuted_block" or list(spec.block_sizes) == params["block_sizes"]
+        ):
+            continue
+        designs.append((label, build_design(method, arms, ratio, params), stratify))
+    return designs
+
+
+@dataclass(frozen=True)
+class DesignComparison:
+    label: str
+    result: Any  # randomization.simulate.SimulationResult
+
+
+def compare_designs(
+    session: Session, actor: Actor, trial: Trial, *, n: int, runs: int, seed: int = 20261123
+) -> list[DesignComparison]:
+    """Simulate the active protocol's design and its alternatives (sponsor admins)."""
+    from randomization.simulate import simulate
+
+    require(actor, "protocol.manage", trial.id)
+    if not (2 <= n <= 2000 and 1 <= runs <= 500):
+        raise ValidationError(
+            "simulation too large or too small", {"n": ["2 to 2,000"], "runs": ["1 to 500"]}
+        )
+    _, protocol = active_protocol(session, trial)
+    factor_levels = {f.id: list(f.level_codes) for f in protocol.randomization.factors}
+    sites = [s.code for s in protocol.sites.initial_sites] or ["S1", "S2", "S3", "S4"]
+    return [
+        DesignComparison(
+            label,
+            simulate(
+                design,
+                n,
+                runs,
+                factor_levels=factor_levels,
+                site_levels=sites,
+                stratify_by=stratify_by,
+                seed=seed,
+            ),
+        )
+        for label, design, stratify_by in candidate_designs(protocol)
+    ]

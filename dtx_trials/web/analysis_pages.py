@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response
 
 from dtx_trials.extensions import db
 from dtx_trials.jobs import enqueue_analysis
-from dtx_trials.services import analyses, exports
+from dtx_trials.services import analyses, exports, randomization
 from dtx_trials.services.access import can
 from dtx_trials.services.errors import DomainError, NotFound
 from dtx_trials.web import charts
@@ -151,3 +151,46 @@ def export_zip(code: str, fmt: str) -> Response:
         f'attachment; filename="{code.lower()}-{fmt}-{"blinded" if blinded else "unblinded"}.zip"'
     )
     return response
+
+
+SIMULATION_METRICS = (
+    ("final |D|", "final_imbalance"),
+    ("max |D| during enrolment", "max_imbalance"),
+    ("stratum |D| mean", "stratum_imbalance_mean"),
+    ("stratum |D| max", "stratum_imbalance_max"),
+    ("marginal |D| mean", "marginal_imbalance_mean"),
+    ("marginal |D| max", "marginal_imbalance_max"),
+    ("correct guesses", "correct_guess"),
+)
+
+
+@bp.get("/trials/<code>/randomization/simulation")
+@signed_in
+def simulation_page(code: str) -> str:
+    """Sponsor admins compare the protocol's randomization design with the alternatives."""
+    trial = _trial(code)
+    error, comparisons = None, []
+    try:
+        n = int(request.args.get("n", 200))
+        runs = int(request.args.get("runs", 50))
+        comparisons = randomization.compare_designs(db.session, _actor(), trial, n=n, runs=runs)
+    except ValueError:
+        error = "n and runs must be whole numbers"
+        n, runs = 200, 50
+    except DomainError as exc:
+        if exc.status in (403, 404):
+            raise
+        error = exc.message
+    rows = [
+        (title, [getattr(c.result, name) for c in comparisons])
+        for title, name in SIMULATION_METRICS
+    ]
+    return render_template(
+        "simulation.html",
+        comparisons=comparisons,
+        rows=rows,
+        n=n,
+        runs=runs,
+        error=error,
+        **_nav(trial),
+    )

@@ -53,3 +53,32 @@ def test_other_roles_cannot_run_analyses(client: FlaskClient) -> None:
                                 "csrf_token": token.group(1)})
     assert client.get(f"/trials/{CODE}/analyses").status_code == 403
     assert client.get(f"/trials/{CODE}/downloads/csv.zip").status_code == 403
+
+
+def test_sponsor_compares_randomization_designs(client: FlaskClient) -> None:
+    from tests.dtx_trials.trial_flow import load_trial
+
+    load_trial(client)
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    client.post("/login", data={"username": "sponsor", "password": PASSWORD,
+                                "csrf_token": token.group(1)})
+    dashboard = client.get("/trials/MCI-COGTRAIN-01").get_data(as_text=True)
+    assert "/randomization/simulation" in dashboard
+    result = client.get("/trials/MCI-COGTRAIN-01/randomization/simulation?n=40&runs=5")
+    text = result.get_data(as_text=True)
+    assert result.status_code == 200
+    for label in ("protocol: permuted_block", "simple", "minimization p=0.8", "correct guesses"):
+        assert label in text
+    assert " ± " in text
+    bad = client.get("/trials/MCI-COGTRAIN-01/randomization/simulation?n=999999&runs=5")
+    assert bad.status_code == 200 and 'role="alert"' in bad.get_data(as_text=True)
+    client.post("/logout", data={"csrf_token": re.search(
+        r'name="csrf_token" value="([^"]+)"', text).group(1)})  # type: ignore[union-attr]
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    client.post("/login", data={"username": "monitor", "password": PASSWORD,
+                                "csrf_token": token.group(1)})
+    assert client.get("/trials/MCI-COGTRAIN-01/randomization/simulation").status_code == 403

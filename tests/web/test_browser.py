@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
@@ -22,7 +23,7 @@ from werkzeug.serving import make_server
 
 from dtx_trials.extensions import db
 from tests.conftest import make_test_app
-from tests.dtx_trials.trial_flow import enrolled_mci_participant, load_trial
+from tests.dtx_trials.trial_flow import LIBRARY, api, enrolled_mci_participant, load_trial
 from tests.helpers import PASSWORD
 from tests.web.web_helpers import ARM_TERMS
 
@@ -66,14 +67,27 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, 
     app = make_test_app(f"sqlite:///{path}")
     with app.app_context():
         upgrade()
-        staff = load_trial(app.test_client())
-        subject = enrolled_mci_participant(app.test_client(), staff)
+        client = app.test_client()
+        staff = load_trial(client)
+        subject = enrolled_mci_participant(client, staff)
+        # a randomized participant with a personal ePRO link for the week-4 questionnaire
+        phone_subject = enrolled_mci_participant(client, staff)
+        api(client, staff["inv"], "POST", f"/participants/{phone_subject}/randomization", {}, 201)
+        issued = api(client, staff["coord"], "POST",
+                     f"/participants/{phone_subject}/epro-links",
+                     {"visit": "week_4", "form": "app_experience"}, 201)
+        zh_subject = enrolled_mci_participant(client, staff)
+        api(client, staff["inv"], "POST", f"/participants/{zh_subject}/randomization", {}, 201)
+        issued_zh = api(client, staff["coord"], "POST", f"/participants/{zh_subject}/epro-links",
+                        {"visit": "week_4", "form": "app_experience"}, 201)
         db.session.remove()
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield app, f"http://127.0.0.1:{server.server_port}", {"enrolled": subject}
+        yield app, f"http://127.0.0.1:{server.server_port}", {
+            "enrolled": subject, "epro_path": urlsplit(str(issued["url"])).path,
+            "epro_path_zh": urlsplit(str(issued_zh["url"])).path}
     finally:
         server.shutdown()
         thread.join(timeout=5)
@@ -306,5 +320,95 @@ def test_sign_in_and_dashboard_in_chinese(live_app: Any, browser: Any) -> None:
         s.goto("/trials/MCI-COGTRAIN-01/participants")
         assert "筛选新受试者" not in page.content() and "受试者编号" in page.content()
         s.shot("participants")
+    finally:
+        s.close()
+
+
+def test_participant_completes_an_epro_on_a_phone(live_app: Any, browser: Any) -> None:
+    """The personal link on a 390 x 844 phone: clean URL, live branching, completion."""
+    _, base, data = live_app
+    context = browser.new_context(viewport={"width": 390, "height": 844}, locale="en-US")
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    try:
+        page.goto(base + data["epro_path"])
+        page.wait_for_url(base + "/epro/form")
+        assert data["epro_path"].rsplit("/", 1)[1] not in page.url
+        assert not page.locator("#f-app_problem_text").is_visible()
+        page.check("input[name=app_problem][value='1']")
+        page.locator("#f-app_problem_text").wait_for(state="visible")
+        page.fill("#f-app_problem_text", "The app froze once")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "participant-01-epro-phone.png"), full_page=True)
+        click_and_load(page, "button[value=submit]")
+        page.wait_for_selector("text=Thank you")
+        page.screenshot(path=str(SCREENSHOTS / "participant-02-epro-done.png"), full_page=True)
+        for term in ARM_TERMS:
+            assert term not in page.content()
+        # the link is spent: opening it again is refused
+        page.goto(base + data["epro_path"])
+        assert "Thank you" not in page.content()
+    finally:
+        context.close()
+
+
+def test_statistician_runs_the_sap_and_downloads_the_pdf(live_app: Any, browser: Any) -> None:
+    _, base, _ = live_app
+    s = Session(browser, base, "statistician")
+    try:
+        s.sign_in("stat")
+        s.goto("/trials/MCI-COGTRAIN-01/analyses")
+        s.shot("analyses")
+        click_and_load(s.page, "button:has-text('Run the analysis plan')")
+        s.page.wait_for_selector("text=succeeded")
+        s.shot("run")
+        with s.page.expect_download() as download:
+            s.page.click("text=Report (PDF)")
+        path = download.value.path()
+        assert path is not None and Path(path).read_bytes().startswith(b"%PDF-1.4")
+        for term in ARM_TERMS:
+            assert term not in s.page.content()
+    finally:
+        s.close()
+
+
+def test_participant_completes_an_epro_in_chinese(live_app: Any, browser: Any) -> None:
+    _, base, data = live_app
+    context = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN")
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    try:
+        page.goto(base + data["epro_path_zh"])
+        page.wait_for_url(base + "/epro/form")
+        assert "应用使用体验" in page.content() and "上次访视以来是否遇到技术问题" in page.content()
+        page.check("input[name=app_problem][value='0']")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "participant-03-epro-zh.png"), full_page=True)
+        click_and_load(page, "button[value=submit]")
+        page.wait_for_selector("text=谢谢")
+    finally:
+        context.close()
+
+
+def test_sponsor_validates_and_uploads_an_amendment(live_app: Any, browser: Any) -> None:
+    """The sponsor pastes an amended protocol: line-numbered errors first, then version 2."""
+    _, base, _ = live_app
+    original = (LIBRARY / "cognitive_impairment.yaml").read_text(encoding="utf-8")
+    s = Session(browser, base, "sponsor-amendment")
+    try:
+        s.sign_in("sponsor")
+        s.goto("/trials/MCI-COGTRAIN-01")
+        s.page.fill("#protocol_text", original.replace("block_sizes: [4, 6]",
+                                                         "block_sizes: [3, 6]"))
+        click_and_load(s.page, "button[value=validate]")
+        assert "block size 3 is not a multiple of ratio sum 2" in s.page.content()
+        assert re.search(r"protocol\.yaml:\d+:\d+: randomization\.block_sizes", s.page.content())
+        s.shot("protocol-errors")
+        s.page.fill("#protocol_text", original.replace("caps: {per_site: 80}",
+                                                         "caps: {per_site: 90}"))
+        click_and_load(s.page, "button[value=upload]")
+        s.page.wait_for_selector("text=Stored as version 2.")
+        s.shot("protocol-uploaded")
     finally:
         s.close()
