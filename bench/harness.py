@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import dataclasses
 import http.client
 import json
 import os
@@ -287,10 +288,13 @@ class HttpRequest:
 
 @dataclass(frozen=True)
 class Outcome:
+    """The last answer to a request (status 0: the connection failed) after ``attempts``."""
+
     tag: str
     status: int
     latency_s: float
     body: bytes
+    attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -315,7 +319,8 @@ class LoadResult:
         return dict(collections.Counter(o.status for o in self.outcomes))
 
 
-def _send(port: int, request: HttpRequest) -> Outcome:
+def send_request(port: int, request: HttpRequest) -> Outcome:
+    """Send one request on a new connection; status 0 when the connection failed."""
     body = None if request.body is None else json.dumps(request.body).encode()
     headers = {"Content-Type": "application/json", **request.headers}
     started = time.perf_counter()
@@ -333,13 +338,20 @@ def _send(port: int, request: HttpRequest) -> Outcome:
 
 
 def run_load(
-    port: int, requests: Sequence[HttpRequest], n_clients: int, time_limit_s: float
+    port: int,
+    requests: Sequence[HttpRequest],
+    n_clients: int,
+    time_limit_s: float,
+    retry_statuses: frozenset[int] = frozenset(),
+    max_attempts: int = 1,
 ) -> LoadResult:
     """Send every request from n_clients closed-loop clients (threads); stop at the time limit.
 
     Each client takes the next request from a shared queue as soon as its previous one is
     answered, so at most n_clients requests are in flight. A new connection per request, as
-    gunicorn's sync workers close it after each response.
+    gunicorn's sync workers close it after each response. A request answered with a status in
+    ``retry_statuses`` (0 = connection failed) is sent again, unchanged (same idempotency
+    key), up to ``max_attempts`` times, after a short pause; the outcome is the last answer.
     """
     queue = collections.deque(requests)
     outcomes: list[Outcome] = []
@@ -353,7 +365,14 @@ def run_load(
                 request = queue.popleft()
             except IndexError:
                 return
-            outcome = _send(port, request)
+            outcome = send_request(port, request)
+            attempts = 1
+            while outcome.status in retry_statuses and attempts < max_attempts:
+                time.sleep(min(0.05 * 2**attempts, 1.0))
+                attempts += 1
+                outcome = send_request(port, request)
+            if attempts > 1:
+                outcome = dataclasses.replace(outcome, attempts=attempts)
             with lock:
                 outcomes.append(outcome)
 
