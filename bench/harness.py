@@ -194,6 +194,7 @@ class GunicornServer:
     app_spec: str
     env: Mapping[str, str]
     workers: int = 4
+    preload: bool = False  # import the app in the master: a replaced worker is ready at fork
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -215,6 +216,7 @@ class GunicornServer:
             "--timeout", "60",
             "--graceful-timeout", "5",
             "--log-level", "warning",
+            *(["--preload"] if self.preload else []),
             self.app_spec,
         ]  # fmt: skip
         with self.log_path.open("wb") as log:
