@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
 
 from dtx_trials import crypto
 from dtx_trials.config import DefaultConfig, database_url_from_env, normalise_database_url
@@ -36,6 +37,15 @@ def ensure_instance_secrets(instance_path: str) -> None:
 def _read_secret(instance_path: str, name: str) -> str | None:
     target = Path(instance_path) / name
     return target.read_text().strip() if target.exists() else None
+
+
+class RowIdConverter(IntegerConverter):
+    """``<int:...>`` in every route is a row id: 0..2**63 - 1, so a larger number is a 404
+    instead of an overflow in the database driver."""
+
+    def __init__(self, url_map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(url_map, *args, **kwargs)
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -72,6 +82,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from dtx_trials.api import register_api
     from dtx_trials.web import register_web
 
+    app.url_map.converters["int"] = RowIdConverter
     register_api(app)
     register_web(app)
     return app

@@ -44,6 +44,10 @@ BLUEPRINTS = [
 
 def register_api(app: Flask) -> None:
     api.init_app(app)
+    converter = app.url_map.converters["int"]
+    api.register_converter(
+        converter, lambda c: {"type": "integer", "minimum": c.min or 0, "maximum": c.max}
+    )
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     register_error_handlers(app)

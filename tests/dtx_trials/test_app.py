@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from flask.testing import FlaskClient
+from werkzeug.routing import IntegerConverter
 
 from tests.helpers import login, make_trial, make_user
 
@@ -62,3 +65,28 @@ def test_security_headers_on_pages_and_api(client: FlaskClient) -> None:
         assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
         assert response.headers["Referrer-Policy"] == "no-referrer"
     assert client.get("/api/v1/openapi.json").headers["Cache-Control"] == "no-store"
+
+
+def test_sec_09_ids_beyond_64_bits_are_404_on_every_id_route(client: FlaskClient) -> None:
+    """Found by the full-size schemathesis run: /users/<huge id> overflowed SQLite's INTEGER."""
+    from flask import current_app
+
+    trial = make_trial("T1")
+    sponsor = make_user("sponsor1", role="sponsor_admin", trial=trial)
+    login(client, sponsor)
+    huge = str(2**64)
+    probed = 0
+    for rule in current_app.url_map.iter_rules():
+        int_args = [a for a, c in rule._converters.items() if isinstance(c, IntegerConverter)]
+        if not int_args:
+            continue
+        path = re.sub(
+            r"<(?:[^:>]+:)?([^>]+)>",
+            lambda m, ints=int_args: huge if m[1] in ints else ("T1" if m[1] == "code" else "x"),
+            rule.rule,
+        )
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            response = client.open(path, method=method, json={}, headers=sponsor.headers)
+            assert response.status_code < 500, (method, path, response.status_code)
+            probed += 1
+    assert probed >= 20
