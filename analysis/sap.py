@@ -328,6 +328,7 @@ def _mean_by_visit(
             {
                 "arm": str(arm),
                 "visit": str(visit),
+                "day": days.get(str(visit)),
                 "n": len(values),
                 "mean": float(values.mean()),
                 "se": sd / math.sqrt(len(values)) if sd is not None else None,

@@ -40,6 +40,19 @@ def test_every_endpoint_is_analysed(case) -> None:  # type: ignore[no-untyped-de
     json.dumps(results.to_dict())  # plain JSON all the way down
 
 
+def test_mean_by_visit_carries_the_scheduled_day(case) -> None:  # type: ignore[no-untyped-def]
+    """The mean-over-time figures (PDF and statistician page) plot against the visit's day."""
+    protocol, _, results = case
+    days = {v.id: v.day for v in protocol.schedule.visits}
+    rows = [row for endpoint in results.endpoints for row in endpoint.mean_by_visit]
+    assert rows
+    for row in rows:
+        assert row["day"] == days[row["visit"]], row
+    for endpoint in results.endpoints:
+        if len({row["visit"] for row in endpoint.mean_by_visit}) > 1:
+            assert len({row["day"] for row in endpoint.mean_by_visit}) > 1, endpoint.id
+
+
 def test_disposition_adds_up(case) -> None:  # type: ignore[no-untyped-def]
     _, data, results = case
     d = results.disposition
