@@ -14,10 +14,11 @@ from sqlalchemy import select
 from bench.harness import FIELD_KEY
 from dtx_trials import create_app
 from dtx_trials.extensions import db
-from dtx_trials.models import FormRecord, Participant, Site, Trial
+from dtx_trials.models import Site, Trial
 from dtx_trials.models.users import Role
-from dtx_trials.services import accounts, audit, protocols, trials
+from dtx_trials.services import accounts, protocols, trials
 from dtx_trials.services.access import Actor, Grant
+from dtx_trials.services.simulation import insert_enrolled_mci_participants
 
 LIBRARY = Path(__file__).resolve().parent.parent / "protocols" / "library"
 MCI_FILE = "cognitive_impairment.yaml"
@@ -85,39 +86,10 @@ def prepare_mci_trial(database_url: str, instance_path: str, n_participants: int
                 db.session, CLI, trial_id=trial.id, user_id=user.id, role="investigator",
                 site_id=site.id,
             )  # fmt: skip
-        subjects = _add_enrolled_participants(trial, sites, n_participants)
+        subjects = insert_enrolled_mci_participants(db.session, CLI, trial, sites, n_participants)
         db.session.remove()
         db.engine.dispose()
-    return PreparedTrial(MCI_CODE, subjects, USERNAME, PASSWORD)
-
-
-def _add_enrolled_participants(trial: Trial, sites: list[Site], n: int) -> tuple[str, ...]:
-    """Insert n enrolled participants with a submitted screening MoCA (audited)."""
-    subjects: list[str] = []
-    for i in range(n):
-        site = sites[i % len(sites)]
-        participant = Participant(
-            trial_id=trial.id,
-            site_id=site.id,
-            subject_code=f"{site.code}-{i:05d}",
-            status="enrolled",
-            protocol_version_id=trial.active_protocol_version_id,
-        )
-        db.session.add(participant)
-        audit.record_create(db.session, CLI, "participant.screen", participant)
-        record = FormRecord(
-            participant_id=participant.id,
-            form_code="moca",
-            status="submitted",
-            data={"moca_total": 18 + (i * 7) % 8},
-        )
-        db.session.add(record)
-        audit.record_create(db.session, CLI, "form.submit", record, trial_id=trial.id)
-        subjects.append(participant.subject_code)
-        if i % 500 == 499:
-            db.session.commit()
-    db.session.commit()
-    return tuple(subjects)
+    return PreparedTrial(MCI_CODE, tuple(subjects), USERNAME, PASSWORD)
 
 
 def issue_token(port: int, username: str, password: str) -> str:

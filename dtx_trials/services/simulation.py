@@ -25,9 +25,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dtx_trials.models import Allocation, Participant, Site, Trial, User
+from dtx_trials.models import Allocation, FormRecord, Participant, Site, Trial, User
 from dtx_trials.models.users import Role
-from dtx_trials.services import accounts, devices, epro, forms, participants, randomization
+from dtx_trials.services import (
+    accounts,
+    audit,
+    devices,
+    epro,
+    forms,
+    participants,
+    randomization,
+)
 from dtx_trials.services.access import Actor, Grant
 from dtx_trials.services.errors import Conflict
 from dtx_trials.services.protocols import active_protocol
@@ -1019,6 +1027,43 @@ def _poisson(rng: random.Random, mean: float) -> int:
         k += 1
         product *= rng.random()
     return k
+
+
+def insert_enrolled_mci_participants(
+    session: Session, actor: Actor, trial: Trial, sites: Sequence[Site], n: int
+) -> list[str]:
+    """Insert n participants of the MCI example trial straight into the enrolled state, each with
+    a submitted screening MoCA (the stratification factor), every row audited; commit every 500.
+
+    The fast path of load tests and benchmarks, which need many participants ready to randomize
+    or to fill forms for: screening, consent and eligibility are skipped (`populate_trial` goes
+    through them). Returns the subject codes (``SITE-00000``), sites taken in turn.
+    """
+    subjects: list[str] = []
+    for i in range(n):
+        site = sites[i % len(sites)]
+        participant = Participant(
+            trial_id=trial.id,
+            site_id=site.id,
+            subject_code=f"{site.code}-{i:05d}",
+            status="enrolled",
+            protocol_version_id=trial.active_protocol_version_id,
+        )
+        session.add(participant)
+        audit.record_create(session, actor, "participant.screen", participant)
+        record = FormRecord(
+            participant_id=participant.id,
+            form_code="moca",
+            status="submitted",
+            data={"moca_total": 18 + (i * 7) % 8},
+        )
+        session.add(record)
+        audit.record_create(session, actor, "form.submit", record, trial_id=trial.id)
+        subjects.append(participant.subject_code)
+        if i % 500 == 499:
+            session.commit()
+    session.commit()
+    return subjects
 
 
 def populate_trial(

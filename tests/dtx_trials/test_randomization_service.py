@@ -17,7 +17,6 @@ from dtx_trials.extensions import db
 from dtx_trials.models import (
     Allocation,
     AuditEvent,
-    FormRecord,
     Participant,
     RandomizationState,
     Site,
@@ -26,6 +25,7 @@ from dtx_trials.models import (
 from dtx_trials.models.users import Role
 from dtx_trials.services import audit, protocols, randomization
 from dtx_trials.services.access import Actor, Grant
+from dtx_trials.services.simulation import insert_enrolled_mci_participants
 from tests.conftest import make_test_app
 from tests.dtx_trials.trial_flow import LIBRARY
 from tests.helpers import CLI
@@ -38,29 +38,7 @@ def _mci_with_enrolled(n: int) -> tuple[int, list[str]]:
     sites = list(
         db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
     )
-    subjects = []
-    for i in range(n):
-        site = sites[i % len(sites)]
-        p = Participant(
-            trial_id=trial.id,
-            site_id=site.id,
-            subject_code=f"{site.code}-{i:04d}",
-            status="enrolled",
-            protocol_version_id=trial.active_protocol_version_id,
-        )
-        db.session.add(p)
-        audit.record_create(db.session, CLI, "participant.screen", p)
-        record = FormRecord(
-            participant_id=p.id,
-            form_code="moca",
-            status="submitted",
-            data={"moca_total": 18 + (i * 7) % 8},
-        )
-        db.session.add(record)
-        audit.record_create(db.session, CLI, "form.submit", record, trial_id=trial.id)
-        subjects.append(p.subject_code)
-    db.session.commit()
-    return trial.id, subjects
+    return trial.id, insert_enrolled_mci_participants(db.session, CLI, trial, sites, n)
 
 
 def _investigator(trial_id: int) -> Actor:
