@@ -1,5 +1,6 @@
-"""Shared benchmark machinery: result rows and tables, throwaway PostgreSQL databases,
-gunicorn servers bound to 127.0.0.1, and a bounded closed-loop HTTP load generator."""
+"""Shared benchmark machinery: result rows and tables, throwaway PostgreSQL databases, a
+private PostgreSQL cluster to stop and start, gunicorn servers bound to 127.0.0.1, and a
+bounded closed-loop HTTP load generator."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import dataclasses
 import http.client
 import json
 import os
+import pwd
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -177,6 +180,180 @@ def app_environment(database_url: str, instance_path: str) -> dict[str, str]:
     return env
 
 
+# ---------------------------------------------------------------- private PostgreSQL cluster
+
+
+def postgres_bindir() -> Path | None:
+    """Return the directory holding PostgreSQL's initdb and pg_ctl; None when not installed.
+
+    Looks at ``pg_config --bindir``, then Debian's /usr/lib/postgresql/<version>/bin (newest
+    first), then ``initdb`` on PATH.
+    """
+    candidates: list[Path] = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            done = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            )
+            candidates.append(Path(done.stdout.strip()))
+        except (OSError, subprocess.SubprocessError):
+            pass
+
+    def version(path: Path) -> tuple[int, ...]:
+        return tuple(int(p) for p in path.parent.name.split(".") if p.isdigit())
+
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(Path(initdb).resolve().parent)
+    for candidate in candidates:
+        if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
+            return candidate
+    return None
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster of its own, which a test may stop and start at will.
+
+    ``initdb`` into a temporary directory, then ``pg_ctl start`` on a free port of 127.0.0.1
+    (the unix socket in the same directory); use as a context manager: leaving it stops the
+    server and removes the directory. Running as root, the server binaries run as the
+    ``postgres`` OS user (initdb refuses root). fsync is off: the cluster lives for one test,
+    and a server crash (unlike an OS crash) loses no acknowledged commit without fsync.
+    """
+
+    def __init__(self, bindir: Path | None = None) -> None:
+        self.bindir = bindir or postgres_bindir()
+        self.port = 0
+        self.base: Path | None = None
+        self.is_running = False
+        self._prefix: list[str] = []
+
+    @property
+    def data_dir(self) -> Path:
+        assert self.base is not None
+        return self.base / "data"
+
+    @property
+    def log_path(self) -> Path:
+        assert self.base is not None
+        return self.base / "server.log"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def __enter__(self) -> PrivatePostgres:
+        if self.bindir is None:
+            raise BenchmarkUnavailable("PostgreSQL server binaries (initdb, pg_ctl) not found")
+        owner = None
+        if os.geteuid() == 0:
+            runuser = shutil.which("runuser")
+            try:
+                owner = pwd.getpwnam("postgres")
+            except KeyError:
+                owner = None
+            if runuser is None or owner is None:
+                raise BenchmarkUnavailable(
+                    "as root, a private cluster needs runuser and a postgres user"
+                )
+            self._prefix = [runuser, "-u", "postgres", "--"]
+        self.base = Path(tempfile.mkdtemp(prefix="dtx-pg-"))
+        try:
+            if owner is not None:
+                os.chown(self.base, owner.pw_uid, owner.pw_gid)
+            self.port = free_port()
+            self._run(
+                "initdb", "-D", str(self.data_dir), "-A", "trust", "-U", "postgres",
+                "-E", "UTF8", "--no-locale", "--no-sync",
+            )  # fmt: skip
+            settings = {
+                "port": str(self.port),
+                "listen_addresses": "'127.0.0.1'",
+                "unix_socket_directories": f"'{self.base}'",
+                "fsync": "off",
+                "full_page_writes": "off",
+                "max_connections": "60",
+                "shared_buffers": "32MB",
+            }
+            with (self.data_dir / "postgresql.conf").open("a") as conf:
+                conf.write("".join(f"{key} = {value}\n" for key, value in settings.items()))
+            self.start()
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._remove()
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path),
+                  "-w", "-t", "60", "start")  # fmt: skip
+        self.is_running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``pg_ctl stop -m fast|immediate|smart``) and wait until it is down."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop")
+        self.is_running = False
+
+    def restart(self, mode: str = "fast") -> None:
+        self.stop(mode)
+        self.start()
+
+    def create_database(self, name: str) -> str:
+        """Create a database in the cluster and return its URL."""
+        admin = create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        finally:
+            admin.dispose()
+        return self.url(name)
+
+    def log_tail(self, n_lines: int = 30) -> str:
+        if self.base is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n_lines:])
+
+    def _run(self, program: str, *args: str) -> None:
+        assert self.bindir is not None and self.base is not None
+        done = subprocess.run(
+            [*self._prefix, str(self.bindir / program), *args],
+            cwd=self.base,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            start_new_session=True,  # the server outlives a Ctrl-C until we stop it
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{program} {' '.join(args[-1:])} failed ({done.returncode}):\n"
+                f"{done.stdout}{done.stderr}{self.log_tail()}"
+            )
+
+    def _remove(self) -> None:
+        if self.base is None:
+            return
+        if self.data_dir.joinpath("postmaster.pid").exists():
+            try:
+                self.stop("immediate")
+            except (RuntimeError, OSError, subprocess.SubprocessError):
+                self._kill_postmaster()
+        self.is_running = False
+        shutil.rmtree(self.base, ignore_errors=True)
+        self.base = None
+
+    def _kill_postmaster(self) -> None:
+        try:
+            pid = int(self.data_dir.joinpath("postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass
+
+
 # ---------------------------------------------------------------- gunicorn
 
 
@@ -189,7 +366,12 @@ def free_port() -> int:
 
 @dataclass
 class GunicornServer:
-    """A gunicorn master with sync workers on 127.0.0.1; use as a context manager."""
+    """A gunicorn master with sync workers on 127.0.0.1; use as a context manager.
+
+    ``preload`` builds the app once in the master before forking the workers (gunicorn's
+    ``--preload``): the workers boot in a fraction of the time on a small machine. Only for
+    apps that open no database connection while being built (dtx_trials' create_app opens none).
+    """
 
     app_spec: str
     env: Mapping[str, str]
