@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -760,8 +761,9 @@ def _deny_by_default(
                     headers={"Authorization": f"Bearer {world.staff['sponsor'].token}"},
                 )
                 who = "bearer token on a page"
+                csrf_refused = response.status_code == 400 and route.method != "GET"
                 found.check(
-                    _is_sign_in_redirect(response) or response.status_code in (400, 401, 404),
+                    _is_sign_in_redirect(response) or response.status_code == 404 or csrf_refused,
                     f"{route.name} {url} as {who}: {response.status_code} (not denied)",
                 )
             found.counts["anonymous probes"] += 1
@@ -934,6 +936,194 @@ def _logs_clean(caplog: pytest.LogCaptureFixture, world: World, found: Findings)
                 secret not in text,
                 f"log record {record.name}:{record.lineno} holds a secret ({secret[:3]}...)",
             )
+
+
+# ------------------------------------------------------------------------------ SEC-02
+
+# Password fields that set a new account's password: not a check of the caller's password.
+SETS_A_PASSWORD = {
+    ("users.Users", "POST"): "creates an account",
+    ("trial_pages.create_account", "POST"): "creates an account",
+}
+
+
+class PasswordForms(HTMLParser):
+    """Collect the (action, method) of every form holding a password input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.form: tuple[str, str] | None = None
+        self.found: set[tuple[str, str]] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "form":
+            self.form = (a.get("action") or "", (a.get("method") or "get").upper())
+        elif tag == "input" and a.get("type") == "password" and self.form is not None:
+            self.found.add(self.form)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.form = None
+
+
+def password_routes(app: Flask, pages: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """(endpoint, method) of every API operation whose JSON body has a `password` field, and
+    of every page form (seen in `pages`, as (base URL, HTML)) with a password input."""
+    found: set[tuple[str, str]] = set()
+    spec = app.test_client().get("/api/v1/openapi.json").get_json()
+    schemas = spec["components"]["schemas"]
+    adapter = app.url_map.bind("localhost")
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method not in ("post", "put", "patch", "delete"):
+                continue  # "parameters" and the like
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            schema = body.get("schema", {})
+            if "$ref" in schema:
+                schema = schemas[schema["$ref"].rsplit("/", 1)[1]]
+            if "password" in schema.get("properties", {}):
+                concrete = re.sub(r"\{[^}]+\}", "1", path)
+                endpoint, _ = adapter.match(concrete, method=method.upper())
+                found.add((endpoint, method.upper()))
+    for base, page in pages:
+        parser = PasswordForms()
+        parser.feed(page)
+        for action, method in parser.found:
+            path = urlsplit(action).path or urlsplit(base).path
+            endpoint, _ = adapter.match(path, method=method)
+            found.add((endpoint, method))
+    return found
+
+
+def test_sec_02_every_password_check_counts_towards_the_lockout(
+    app: Flask, client: FlaskClient, figures: Figures
+) -> None:
+    """Brute force: every route that checks a password, found in the OpenAPI document and in the
+    pages' forms, locks the account after LOCKOUT_THRESHOLD wrong passwords; the right password
+    is then refused there and at sign-in. (The API sign-in alone: test_auth.test_sec_02_...)"""
+    staff = load_trial(client)
+    subject = enrolled_mci_participant(client, staff)
+    api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+    form = f"/participants/{subject}/visits/baseline/forms/adas_cog"
+    record_id = api(client, staff["inv"], "PUT", form, _adas(1), 200)["record"]["id"]
+    facts = collect_facts()
+    # discover: every GET page with real ids, as an investigator and as the sponsor
+    seen: list[tuple[str, str]] = [("/login", client.get("/login").get_data(as_text=True))]
+    for who in ("inv", "sponsor"):
+        page = PageClient(app, staff[who])
+        for route in app_routes(app):
+            if route.is_api or route.method != "GET" or route.endpoint.startswith("epro."):
+                continue
+            for values in bindings(route, facts, 1):
+                response = page.get(route.url(values))
+                if response.mimetype == "text/html":
+                    seen.append((route.url(values), response.get_data(as_text=True)))
+                response.close()
+    discovered = password_routes(app, seen) - set(SETS_A_PASSWORD)
+
+    threshold = int(app.config["LOCKOUT_THRESHOLD"])
+    site = staff.sites[next(iter(staff.sites))]
+    mci = f"/api/v1/trials/{A}"
+    page_mci = f"/trials/{A}"
+    unblind = {"reason": "probe", "category": "other"}
+    # (endpoint, method) -> (role, how to send one password attempt)
+    attempts: dict[tuple[str, str], tuple[str | None, Callable[[Any, str], TestResponse]]] = {
+        ("auth.Tokens", "POST"): (
+            None,
+            lambda who, pw: client.post(
+                "/api/v1/auth/tokens", json={"username": who.user.username, "password": pw}
+            ),
+        ),
+        ("forms.Sign", "POST"): (
+            "investigator",
+            lambda who, pw: client.post(
+                f"{mci}/records/{record_id}/sign",
+                json={"password": pw, "meaning": "review"},
+                headers=who.headers,
+            ),
+        ),
+        ("participants.Unblinding", "POST"): (
+            "investigator",
+            lambda who, pw: client.post(
+                f"{mci}/participants/{subject}/unblinding",
+                json={"password": pw, **unblind},
+                headers=who.headers,
+            ),
+        ),
+        ("participants.Void", "POST"): (
+            "sponsor_admin",
+            lambda who, pw: client.post(
+                f"{mci}/participants/{subject}/randomization/void",
+                json={"password": pw, "reason": "probe"},
+                headers=who.headers,
+            ),
+        ),
+        ("pages.login", "POST"): (None, lambda who, pw: who.sign_in(who.username, pw)),
+        ("pages.change_password", "POST"): (
+            None,
+            lambda who, pw: who.post(
+                "/account/password",
+                {"current_password": pw, "new_password": "another long password"},
+            ),
+        ),
+        ("trial_pages.sign", "POST"): (
+            "investigator",
+            lambda who, pw: who.post(
+                f"{page_mci}/records/{record_id}/sign", {"password": pw, "meaning": "review"}
+            ),
+        ),
+        ("trial_pages.unblind", "POST"): (
+            "investigator",
+            lambda who, pw: who.post(
+                f"{page_mci}/participants/{subject}/unblind", {"password": pw, **unblind}
+            ),
+        ),
+    }
+    unprobed = discovered - set(attempts)
+    assert not unprobed, f"password checks without a brute-force probe here: {sorted(unprobed)}"
+    found = Findings()
+    for n, ((endpoint, method), (role, attempt)) in enumerate(sorted(attempts.items())):
+        assert (endpoint, method) in discovered, f"{endpoint} no longer checks a password"
+        username = f"brute{n}"
+        account = make_user(
+            username,
+            role=role,
+            trial=staff.trial if role else None,
+            site=site if role in ("investigator", "coordinator") else None,
+        )
+        if endpoint.startswith(("pages.", "trial_pages.")):
+            who: Any = PageClient(app, account if endpoint != "pages.login" else None)
+            who.username = username
+        else:
+            who = login(client, account)
+        name = f"{method} {endpoint}"
+        for i in range(threshold):
+            response = attempt(who, f"wrong password {i}!")
+            found.counts["wrong passwords sent"] += 1
+            found.check(
+                response.status_code in (401, 403, 422, 429),
+                f"{name}: wrong password {i + 1} answered {response.status_code}",
+            )
+        right = attempt(who, PASSWORD)
+        found.check(
+            right.status_code in (403, 422, 429),
+            f"{name}: the right password after {threshold} wrong ones: {right.status_code}",
+        )
+        again = client.post(
+            "/api/v1/auth/tokens", json={"username": username, "password": PASSWORD}
+        )
+        found.counts["routes brute-forced"] += 1
+        found.check(
+            again.status_code == 429,
+            f"{name}: {threshold} wrong passwords did not lock the account "
+            f"(sign-in then answered {again.status_code})",
+        )
+    figures.add("password checks discovered", len(discovered))
+    figures.add("routes brute-forced", found.counts["routes brute-forced"])
+    figures.add("wrong passwords sent", found.counts["wrong passwords sent"])
+    figures.add("violations", len(found.violations))
+    assert not found.violations, "\n".join(found.violations)
 
 
 # ------------------------------------------------------------------------------ SEC-04
