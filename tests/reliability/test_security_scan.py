@@ -17,13 +17,23 @@ a route added later without its checks fails here:
   report PDFs; no arm code or name may appear. The ePRO participant's pages are crawled too.
 - SEC-10/CN-02 identifiers: the participants' direct identifiers never reach a log record, an
   export file or a response to a role that may not identify participants.
+- ACC-01 site dimension: a site-bound role crawling the GET routes gets 404 for every record of
+  another site.
+- SEC-02 brute force: every password check (operations of the OpenAPI document with a password
+  field, page forms with a password input) locks the account after LOCKOUT_THRESHOLD failures.
 - SEC-04 session fixation: a session cookie planted before sign-in is never adopted.
 - SEC-11/SEC-12: every response carries the security headers and ``Cache-Control: no-store``.
 
 Covered elsewhere and not repeated: the hand-listed role x route x site statuses
-(tests/dtx_trials/test_permissions.py), argon2 and password length, lockout, a new cookie on
-re-sign-in and its flags, logout, expired/revoked tokens on /me, another user's token
-(tests/dtx_trials/test_auth.py), SEC-10 for one flow (test_logs.py), SEC-13 (test_identifiers.py).
+(tests/dtx_trials/test_permissions.py), argon2 and password length, the lockout's audit rows and
+expiry, a new cookie on re-sign-in and its flags, logout, expired/revoked tokens on /me, another
+user's token (tests/dtx_trials/test_auth.py), SEC-10 for one flow (test_logs.py), SEC-13
+(test_identifiers.py), blinded pages for a fixed list (tests/web/test_pages.py).
+
+Found and fixed by this scan: API request validation ran before authentication (anonymous 422);
+GET /api/v1/users/<id> showed any account to a sponsor admin of any trial; the password change
+page allowed unlimited guesses of the current password; the analysis run page failed (500) when
+a headline had no estimate.
 """
 
 from __future__ import annotations
