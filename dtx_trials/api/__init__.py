@@ -23,8 +23,14 @@ from dtx_trials.api import (
 from dtx_trials.api.errors import register_error_handlers
 from dtx_trials.extensions import api, db
 from dtx_trials.services import accounts
+from dtx_trials.services.errors import AuthenticationError
 
-PUBLIC_API_PATHS = {"/api/v1/auth/tokens", "/api/v1/openapi.json", "/api/v1/docs"}
+# Deny by default (ASVS V4.1.3): every API route needs a bearer token except these
+# (endpoint, method) pairs. Checked before the request body or query is parsed, so an anonymous
+# caller learns nothing from validation errors.
+PUBLIC_API_ENDPOINTS = frozenset(
+    {("auth.Tokens", "POST"), ("api-docs.openapi_json", "GET"), ("pages.api_docs", "GET")}
+)
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,80}$")
 
 BLUEPRINTS = [
@@ -69,6 +75,13 @@ def register_api(app: Flask) -> None:
             if user is not None:
                 g.actor = accounts.actor_for(db.session, user, via="api", request_id=g.request_id)
         db.session.rollback()  # end the read transaction before the view opens its own
+        method = "GET" if request.method == "HEAD" else request.method
+        if (
+            g.actor is None
+            and request.url_rule is not None  # unknown paths stay 404
+            and (request.endpoint, method) not in PUBLIC_API_ENDPOINTS
+        ):
+            raise AuthenticationError("authentication required (Authorization: Bearer <token>)")
 
     @app.after_request
     def _headers(response: Response) -> Response:

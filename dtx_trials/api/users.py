@@ -58,6 +58,22 @@ class UserItem(MethodView):
         if actor.user_id != user_id:
             _require_admin(actor)
         user = db.session.get(User, user_id)
-        if user is None:
+        if user is None or not (actor.user_id == user_id or _administers(actor, user_id)):
+            # a sponsor admin sees the accounts of their own trials only, as in the list
             raise NotFound("user not found")
         return user
+
+
+def _administers(actor: Actor, user_id: int) -> bool:
+    """Whether the account holds a role in a trial the actor administers (superuser: any)."""
+    if actor.is_superuser:
+        return True
+    trial_ids = {g.trial_id for g in actor.grants if g.role == Role.SPONSOR_ADMIN}
+    return (
+        db.session.scalar(
+            select(Membership.id)
+            .where(Membership.user_id == user_id, Membership.trial_id.in_(trial_ids))
+            .limit(1)
+        )
+        is not None
+    )

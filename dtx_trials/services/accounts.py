@@ -146,14 +146,20 @@ def set_password(
     policy: Policy = Policy(),
 ) -> None:
     """Change a password: the user gives the current one; a superuser/CLI may reset it."""
+    own = actor.user_id == user_id and actor.via != "cli"
+    if own:
+        # checked like a sign-in: wrong current passwords count towards the lockout (SEC-02)
+        try:
+            reauthenticate(
+                session, actor, current_password or "", purpose="password_change", policy=policy
+            )
+        except PermissionDenied as exc:
+            raise PermissionDenied("current password is wrong") from exc
     with transaction(session):
         user = lock_row(session, User, user_id)
         if user is None:
             raise NotFound("user not found")
-        if actor.user_id == user_id and actor.via != "cli":
-            if current_password is None or not _verify(user.password_hash, current_password):
-                raise PermissionDenied("current password is wrong")
-        elif not (actor.is_superuser or actor.via == "cli"):
+        if not own and not (actor.is_superuser or actor.via == "cli"):
             raise PermissionDenied("only the user or a superuser changes a password")
         check_password_policy(new_password, policy, user.username)
         user.password_hash = hash_password(new_password)

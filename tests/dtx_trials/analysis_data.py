@@ -11,13 +11,13 @@ from dtx_trials.models import FormRecord, Participant, Site, Trial, Visit
 from dtx_trials.models.users import Role
 from dtx_trials.services import audit, protocols, randomization
 from dtx_trials.services.access import Actor, Grant
-from tests.dtx_trials.trial_flow import LIBRARY
+from tests.dtx_trials.trial_flow import LIBRARY, library_code
 from tests.helpers import CLI
 
 
 def populated_trial(filename: str, n: int, seed: int = 3) -> Trial:
     protocols.load_library_file(db.session, CLI, LIBRARY / filename)
-    trial = db.session.scalars(select(Trial)).one()
+    trial = db.session.scalars(select(Trial).where(Trial.code == library_code(filename))).one()
     _, protocol = protocols.active_protocol(db.session, trial)
     sites = list(
         db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
@@ -35,7 +35,7 @@ def populated_trial(filename: str, n: int, seed: int = 3) -> Trial:
         p = Participant(
             trial_id=trial.id,
             site_id=site.id,
-            subject_code=f"{site.code}-{i:04d}",
+            subject_code=f"{site.code}-{i // len(sites) + 1:04d}",  # numbered as the app does
             status="enrolled" if subject.arm else "screen_failed",
             protocol_version_id=trial.active_protocol_version_id,
             full_name=f"Name {i}",

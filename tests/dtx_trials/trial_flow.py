@@ -29,11 +29,20 @@ class TrialStaff:
         return self.accounts[name]
 
 
+def library_code(filename: str) -> str:
+    """The trial code of an example protocol of the library."""
+    text = (LIBRARY / filename).read_text(encoding="utf-8")
+    return text.split("\ncode: ", 1)[1].split("\n", 1)[0].strip()
+
+
 def load_trial(client: FlaskClient, filename: str = "cognitive_impairment.yaml") -> TrialStaff:
     protocols.load_library_file(db.session, CLI, LIBRARY / filename)
-    text = (LIBRARY / filename).read_text(encoding="utf-8")
-    code = text.split("\ncode: ", 1)[1].split("\n", 1)[0].strip()
-    trial = db.session.scalars(select(Trial).where(Trial.code == code)).one()
+    trial = db.session.scalars(select(Trial).where(Trial.code == library_code(filename))).one()
+    return trial_staff(client, trial)
+
+
+def trial_staff(client: FlaskClient, trial: Trial) -> TrialStaff:
+    """Sign in one account per staff role (site-bound roles at the first two sites)."""
     sites = {
         s.code: s
         for s in db.session.scalars(
@@ -97,18 +106,17 @@ def api(
 
 
 def consented_mci_participant(
-    client: FlaskClient, staff: TrialStaff, site_account: str = "inv"
+    client: FlaskClient,
+    staff: TrialStaff,
+    site_account: str = "inv",
+    identifiers: dict[str, str] | None = None,
 ) -> str:
     """Screen a participant (with identifiers) and record both consents; return subject."""
     who = staff[site_account]
     site = next(iter(staff.sites)) if site_account in ("inv", "coord") else list(staff.sites)[1]
+    identity = identifiers or {"full_name": "Li Lei", "phone": "13900001111"}
     subject = api(
-        client,
-        who,
-        "POST",
-        "/participants",
-        {"site": site, "identifiers": {"full_name": "Li Lei", "phone": "13900001111"}},
-        201,
+        client, who, "POST", "/participants", {"site": site, "identifiers": identity}, 201
     )["subject_code"]
     for document, role in (
         ("main_icf", "participant"),
@@ -126,11 +134,15 @@ def consented_mci_participant(
 
 
 def enrolled_mci_participant(
-    client: FlaskClient, staff: TrialStaff, raw_moca: int = 20, site_account: str = "inv"
+    client: FlaskClient,
+    staff: TrialStaff,
+    raw_moca: int = 20,
+    site_account: str = "inv",
+    identifiers: dict[str, str] | None = None,
 ) -> str:
     """Screen, consent, submit screening forms, assess eligibility and enroll; return subject."""
     who = staff[site_account]
-    subject = consented_mci_participant(client, staff, site_account)
+    subject = consented_mci_participant(client, staff, site_account, identifiers)
     api(
         client,
         who,

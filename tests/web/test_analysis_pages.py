@@ -9,7 +9,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from dtx_trials.extensions import db
-from dtx_trials.models import Allocation
+from dtx_trials.models import Allocation, AnalysisRun
+from dtx_trials.services import accounts, analyses
 from tests.dtx_trials.analysis_data import populated_trial
 from tests.helpers import PASSWORD, make_user
 
@@ -20,8 +21,9 @@ def _sign_in(client: FlaskClient, username: str) -> str:
     page = client.get("/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert token
-    client.post("/login", data={"username": username, "password": PASSWORD,
-                                "csrf_token": token.group(1)})
+    client.post(
+        "/login", data={"username": username, "password": PASSWORD, "csrf_token": token.group(1)}
+    )
     home = client.get(f"/trials/{CODE}/analyses").get_data(as_text=True)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', home)
     assert csrf, home[:500]
@@ -49,8 +51,9 @@ def test_other_roles_cannot_run_analyses(client: FlaskClient) -> None:
     page = client.get("/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert token
-    client.post("/login", data={"username": "mon", "password": PASSWORD,
-                                "csrf_token": token.group(1)})
+    client.post(
+        "/login", data={"username": "mon", "password": PASSWORD, "csrf_token": token.group(1)}
+    )
     assert client.get(f"/trials/{CODE}/analyses").status_code == 403
     assert client.get(f"/trials/{CODE}/downloads/csv.zip").status_code == 403
 
@@ -62,8 +65,9 @@ def test_sponsor_compares_randomization_designs(client: FlaskClient) -> None:
     page = client.get("/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert token
-    client.post("/login", data={"username": "sponsor", "password": PASSWORD,
-                                "csrf_token": token.group(1)})
+    client.post(
+        "/login", data={"username": "sponsor", "password": PASSWORD, "csrf_token": token.group(1)}
+    )
     dashboard = client.get("/trials/MCI-COGTRAIN-01").get_data(as_text=True)
     assert "/randomization/simulation" in dashboard
     result = client.get("/trials/MCI-COGTRAIN-01/randomization/simulation?n=40&runs=5")
@@ -74,11 +78,38 @@ def test_sponsor_compares_randomization_designs(client: FlaskClient) -> None:
     assert " ± " in text
     bad = client.get("/trials/MCI-COGTRAIN-01/randomization/simulation?n=999999&runs=5")
     assert bad.status_code == 200 and 'role="alert"' in bad.get_data(as_text=True)
-    client.post("/logout", data={"csrf_token": re.search(
-        r'name="csrf_token" value="([^"]+)"', text).group(1)})  # type: ignore[union-attr]
+    logout_csrf = re.search(r'name="csrf_token" value="([^"]+)"', text)
+    assert logout_csrf
+    client.post("/logout", data={"csrf_token": logout_csrf.group(1)})
     page = client.get("/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert token
-    client.post("/login", data={"username": "monitor", "password": PASSWORD,
-                                "csrf_token": token.group(1)})
+    client.post(
+        "/login", data={"username": "monitor", "password": PASSWORD, "csrf_token": token.group(1)}
+    )
     assert client.get("/trials/MCI-COGTRAIN-01/randomization/simulation").status_code == 403
+
+
+def test_run_page_shows_a_headline_without_an_estimate(client: FlaskClient) -> None:
+    """A model that could not estimate the contrast leaves `estimate` empty: the page says NA
+    (found by the security scan as a 500 on a small simulated trial)."""
+    trial = populated_trial("type2_diabetes.yaml", 12)
+    stat = make_user("stat", role="statistician", trial=trial)
+    actor = accounts.actor_for(db.session, stat.user, via="api")
+    run = analyses.request_analysis(db.session, actor, trial)
+    row = db.session.get(AnalysisRun, run.id)
+    assert row is not None
+    row.status, row.progress = "succeeded", 1.0
+    headline = {
+        "contrast": "B vs A",
+        "estimate": None,
+        "ci_low": None,
+        "ci_high": None,
+        "p_value": None,
+    }
+    row.results = {"endpoints": [{"name": "HbA1c", "model": "ancova", "headline": headline}]}
+    db.session.commit()
+    _sign_in(client, "stat")
+    page = client.get(f"/trials/{CODE}/analyses/{run.id}")
+    assert page.status_code == 200
+    assert "<td>B vs A</td><td>NA</td>" in page.get_data(as_text=True)
