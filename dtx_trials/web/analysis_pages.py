@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
@@ -58,9 +58,15 @@ def analyses_page(code: str) -> Response | str:
     )
 
 
+def endpoint_name(endpoint: dict[str, Any]) -> str:
+    """The endpoint's name in the page language (the protocol's Chinese name when it has one)."""
+    return str((g.get("lang") == "zh" and endpoint.get("name_zh")) or endpoint["name"])
+
+
 def _figures(results: dict[str, Any]) -> list[Markup]:
     figures: list[Markup] = []
     for n, endpoint in enumerate(results.get("endpoints", [])):
+        name = endpoint_name(endpoint)
         mean = endpoint.get("mean_by_visit") or []
         by_arm: dict[str, list[tuple[float, float]]] = {}
         for row in mean:
@@ -71,7 +77,7 @@ def _figures(results: dict[str, Any]) -> list[Markup]:
             figures.append(
                 charts.line_chart(
                     sorted(by_arm.items()),
-                    f"{endpoint['name']}: {_t('mean_over_time')}",
+                    f"{name}: {_t('mean_over_time')}",
                     _t("weeks"),
                     _t("mean"),
                     f"mean-{n}",
@@ -85,7 +91,7 @@ def _figures(results: dict[str, Any]) -> list[Markup]:
                         (str(c["arm"]), list(zip(c["time"], c["survival"], strict=True)))
                         for c in curves
                     ],
-                    f"{endpoint['name']}: Kaplan-Meier",
+                    f"{name}: Kaplan-Meier",
                     _t("days"),
                     _t("survival"),
                     f"km-{n}",
@@ -109,9 +115,7 @@ def _figures(results: dict[str, Any]) -> list[Markup]:
         if rows:
             null = 1.0 if endpoint.get("model") == "logistic" else 0.0
             figures.append(
-                charts.forest_plot(
-                    rows, f"{endpoint['name']}: {_t('subgroups')}", null, f"forest-{n}"
-                )
+                charts.forest_plot(rows, f"{name}: {_t('subgroups')}", null, f"forest-{n}")
             )
     return figures
 
@@ -124,7 +128,12 @@ def run_page(code: str, run_id: int) -> str:
     run = analyses.get_run(db.session, _actor(), trial, run_id)
     results = run.results or {}
     return render_template(
-        "analysis_run.html", run=run, results=results, figures=_figures(results), **_nav(trial)
+        "analysis_run.html",
+        run=run,
+        results=results,
+        figures=_figures(results),
+        endpoint_name=endpoint_name,
+        **_nav(trial),
     )
 
 

@@ -7,6 +7,9 @@ not from here.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 LANGUAGES = ("en", "zh")
 LANGUAGE_NAMES = {"en": "English", "zh": "简体中文"}
 HTML_LANG = {"en": "en", "zh": "zh-Hans"}
@@ -52,8 +55,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "participants_per_trial": ("Participants per simulated trial", "每次模拟的受试者数"),
     "simulated_trials": ("Simulated trials", "模拟次数"),
     "simulate": ("Simulate", "模拟"),
-    "mean_mc_se": ("Mean ± Monte-Carlo standard error over the simulated trials",
-                   "模拟试验的均值 ± 蒙特卡洛标准误"),
+    "mean_mc_se": (
+        "Mean ± Monte-Carlo standard error over the simulated trials",
+        "模拟试验的均值 ± 蒙特卡洛标准误",
+    ),
     "metric": ("Metric", "指标"),
     "unblinded_run": ("Unblinded", "揭盲分析"),
     "blinded_run": ("Blinded (arms A, B)", "设盲分析（A组、B组）"),
@@ -260,6 +265,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "st_superseded": ("superseded", "已被取代"),
     "st_valid": ("valid", "有效"),
     "st_invalidated": ("invalidated", "已失效"),
+    "st_queued": ("queued", "排队中"),
+    "st_running": ("running", "运行中"),
+    "st_succeeded": ("succeeded", "运行成功"),
+    "st_failed": ("failed", "失败"),
     "bl_open": ("open label", "开放"),
     "bl_single": ("single blind", "单盲"),
     "bl_double": ("double blind", "双盲"),
@@ -282,6 +291,55 @@ def translate(key: str, lang: str, **values: object) -> str:
         return key
     text = pair[1] if lang == "zh" else pair[0]
     return text.format(**values) if values else text
+
+
+# Messages of the form engine (ecrf) and of the form service, as (pattern, Chinese); ``{0}`` is
+# the pattern's group. Edit checks carry their own Chinese text in the protocol.
+ENGINE_MESSAGES_ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(f"^{pattern}$"), zh)
+    for pattern, zh in (
+        (r"the form has errors", "表单有错误"),
+        (r"required", "必填"),
+        (r"must be at least (.+)", "不能小于 {0}"),
+        (r"must be at most (.+)", "不能大于 {0}"),
+        (r"must be a number", "须为数字"),
+        (r"must be a finite number", "须为有限的数值"),
+        (r"must be a whole number", "须为整数"),
+        (r"at most (\d+) decimal place\(s\)", "最多 {0} 位小数"),
+        (r"number out of range", "数值超出范围"),
+        (r"must be text", "须为文本"),
+        (r"at most (\d+) characters", "最多 {0} 个字符"),
+        (r"must be a date YYYY-MM-DD", "须为日期（YYYY-MM-DD）"),
+        (r"not a valid calendar date", "不是有效的日期"),
+        (r"must be (?:on|at) or after (.+)", "不能早于 {0}"),
+        (r"must be (?:on|at) or before (.+)", "不能晚于 {0}"),
+        (r"must be a date and time .+", "须为日期和时间（YYYY-MM-DDTHH:MM）"),
+        (r"must be a time HH:MM or HH:MM:SS", "须为时间（HH:MM 或 HH:MM:SS）"),
+        (r"not a valid time of day", "不是有效的时间"),
+        (r"must be yes or no", "须为是或否"),
+        (r"must be a choice code", "须为选项代码"),
+        (r"(.+) is not one of the choices", "{0} 不是可选项"),
+        (r"unknown field", "未知字段"),
+    )
+)
+
+
+def translate_message(text: str, lang: str, known: Mapping[str, str] | None = None) -> str:
+    """Return a form-engine or form-service message in `lang`.
+
+    `known` maps English texts that have their own translation (the protocol's edit-check
+    messages) to it; other texts are matched against the engine's messages; anything else is
+    returned as it is.
+    """
+    if lang != "zh":
+        return text
+    if known and text in known:
+        return known[text]
+    for pattern, zh in ENGINE_MESSAGES_ZH:
+        match = pattern.match(text)
+        if match:
+            return zh.format(*match.groups())
+    return text
 
 
 def pick_language(cookie: str | None, accept_language: str | None) -> str:

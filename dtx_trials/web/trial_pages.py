@@ -52,7 +52,7 @@ from dtx_trials.services import forms as form_service
 from dtx_trials.services.access import Actor, can
 from dtx_trials.services.errors import Conflict, DomainError, NotFound, ValidationError
 from dtx_trials.web import charts
-from dtx_trials.web.i18n import translate
+from dtx_trials.web.i18n import translate, translate_message
 from ecrf.model import FormDef
 from ecrf.render import form_to_json
 from ecrf.schedule import PlannedVisit, next_due
@@ -736,6 +736,18 @@ def _render_form(
         "message": request.args.get("msg") if request.args.get("msg") == "saved" else None,
     }
     context.update(extra)
+    if lang != "en":
+        checks = [*form.checks, *(c for f in form.fields for c in f.checks)]
+        known = {c.message.en: c.message.get(lang) for c in checks}
+
+        def say(text: str) -> str:
+            return translate_message(text, lang, known)
+
+        context["field_errors"] = {
+            k: [say(m) for m in messages] for k, messages in context["field_errors"].items()
+        }
+        if context.get("banner"):
+            context["banner"] = say(context["banner"])
     return render_template("form.html", **context), status
 
 

@@ -22,6 +22,8 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 from dtx_trials.extensions import db
+from dtx_trials.web.i18n import HTML_LANG, translate
+from protocols.loader import load_protocol
 from tests.conftest import make_test_app
 from tests.dtx_trials.trial_flow import LIBRARY, api, enrolled_mci_participant, load_trial
 from tests.helpers import PASSWORD
@@ -40,6 +42,14 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+PROTOCOL = load_protocol(LIBRARY / "cognitive_impairment.yaml")
+# The staff flows run once per page language; the browser's language picks it (Accept-Language).
+LANGS = pytest.mark.parametrize("lang", ["en", "zh"])
+
+
+def form_title(form_id: str, lang: str) -> str:
+    """The title of a protocol form as the page shows it in `lang`."""
+    return PROTOCOL.form(form_id).title.get(lang)
 
 
 def _need_browser() -> None:
@@ -73,21 +83,38 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, 
         # a randomized participant with a personal ePRO link for the week-4 questionnaire
         phone_subject = enrolled_mci_participant(client, staff)
         api(client, staff["inv"], "POST", f"/participants/{phone_subject}/randomization", {}, 201)
-        issued = api(client, staff["coord"], "POST",
-                     f"/participants/{phone_subject}/epro-links",
-                     {"visit": "week_4", "form": "app_experience"}, 201)
+        issued = api(
+            client,
+            staff["coord"],
+            "POST",
+            f"/participants/{phone_subject}/epro-links",
+            {"visit": "week_4", "form": "app_experience"},
+            201,
+        )
         zh_subject = enrolled_mci_participant(client, staff)
         api(client, staff["inv"], "POST", f"/participants/{zh_subject}/randomization", {}, 201)
-        issued_zh = api(client, staff["coord"], "POST", f"/participants/{zh_subject}/epro-links",
-                        {"visit": "week_4", "form": "app_experience"}, 201)
+        issued_zh = api(
+            client,
+            staff["coord"],
+            "POST",
+            f"/participants/{zh_subject}/epro-links",
+            {"visit": "week_4", "form": "app_experience"},
+            201,
+        )
         db.session.remove()
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield app, f"http://127.0.0.1:{server.server_port}", {
-            "enrolled": subject, "epro_path": urlsplit(str(issued["url"])).path,
-            "epro_path_zh": urlsplit(str(issued_zh["url"])).path}
+        yield (
+            app,
+            f"http://127.0.0.1:{server.server_port}",
+            {
+                "enrolled": subject,
+                "epro_path": urlsplit(str(issued["url"])).path,
+                "epro_path_zh": urlsplit(str(issued_zh["url"])).path,
+            },
+        )
     finally:
         server.shutdown()
         thread.join(timeout=5)
@@ -116,18 +143,32 @@ def click_and_load(page: Any, selector: str) -> None:
 class Session:
     """One browser context (its own cookies) signed in as one user."""
 
-    def __init__(self, browser: Any, base: str, name: str, lang: str | None = None) -> None:
+    def __init__(
+        self, browser: Any, base: str, name: str, lang: str = "en", blinded: bool = True
+    ) -> None:
         self.context = browser.new_context(locale="zh-CN" if lang == "zh" else "en-US")
         self.page = self.context.new_page()
         self.page.set_default_timeout(10_000)
         self.base = base
-        self.name = name
+        self.name = name if lang == "en" else f"{name}-{lang}"
+        self.lang = lang
+        self.blinded = blinded
         self.n_shots = 0
+
+    def t(self, key: str, **values: object) -> str:
+        """A page label in this session's language."""
+        return translate(key, self.lang, **values)
 
     def goto(self, path: str) -> None:
         self.page.goto(self.base + path)
 
     def shot(self, label: str) -> None:
+        """Save a screenshot; check the page is in the session's language and, for a blinded
+        user, that it names no arm."""
+        assert self.page.locator("html").get_attribute("lang") == HTML_LANG[self.lang], label
+        if self.blinded:
+            content = self.page.content()
+            assert not [term for term in ARM_TERMS if term in content], label
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         self.n_shots += 1
         self.page.screenshot(
@@ -166,11 +207,12 @@ def test_sponsor_signs_in_and_sees_the_trial(live_app: Any, browser: Any) -> Non
         s.close()
 
 
+@LANGS
 def test_investigator_screens_to_randomization_and_live_branching(
-    live_app: Any, browser: Any
+    live_app: Any, browser: Any, lang: str
 ) -> None:
     _, base, _ = live_app
-    s = Session(browser, base, "investigator")
+    s = Session(browser, base, "investigator", lang)
     page = s.page
     try:
         s.sign_in("inv")
@@ -187,10 +229,10 @@ def test_investigator_screens_to_randomization_and_live_branching(
         ):
             page.select_option("#consent-doc", document)
             page.select_option("#consent-role", role)
-            click_and_load(page, "text=Record signed consent")
-        assert page.locator("#participant-status").inner_text() == "consented"
+            click_and_load(page, f"text={s.t('record_consent')}")
+        assert page.locator("#participant-status").inner_text() == s.t("st_consented")
         s.shot("consented")
-        click_and_load(page, "text=Screening and demographics")
+        click_and_load(page, f"text={form_title('screening', lang)}")
         page.fill("#screening_on", "2026-11-20")
         page.fill("#age", "120")
         page.check("#sex-2")
@@ -206,38 +248,47 @@ def test_investigator_screens_to_randomization_and_live_branching(
         click_and_load(page, "button[value=submit]")
         error = page.locator("#err-age")
         error.wait_for()
-        assert error.get_attribute("role") == "alert" and "100" in error.inner_text()
+        # the engine's range message, in the page's language
+        expected = {"en": "must be at most 100", "zh": "不能大于 100"}[lang]
+        assert error.get_attribute("role") == "alert" and error.inner_text() == expected
+        assert (
+            page.locator(".banner").first.inner_text()
+            == {
+                "en": "the form has errors",
+                "zh": "表单有错误",
+            }[lang]
+        )
         assert page.locator("#age").get_attribute("aria-invalid") == "true"
         s.shot("screening-error")
         page.fill("#age", "72")
         click_and_load(page, "button[value=submit]")
-        page.wait_for_selector("text=Saved.")
-        assert page.locator("#record-status").inner_text() == "submitted"
+        page.wait_for_selector(f"text={s.t('saved')}")
+        assert page.locator("#record-status").inner_text() == s.t("st_submitted")
         click_and_load(page, f"text={subject}")
-        click_and_load(page, "text=MoCA (Nasreddine 2005)")
+        click_and_load(page, f"text={form_title('moca', lang)}")
         page.fill("#moca_raw", "20")
         page.check("#moca_edu_point-1")
         click_and_load(page, "button[value=submit]")
-        page.wait_for_selector("text=Saved.")
+        page.wait_for_selector(f"text={s.t('saved')}")
         # the education-adjusted total is calculated by the server and shown read-only
         assert page.locator("#moca_total").input_value() == "21"
         click_and_load(page, f"text={subject}")
-        click_and_load(page, "text=Check eligibility")
-        page.wait_for_selector("text=every criterion is met")
+        click_and_load(page, f"text={s.t('check_eligibility')}")
+        page.wait_for_selector(f"text={s.t('eligible')}")
         s.shot("eligible")
-        click_and_load(page, "button:has-text('Enroll')")
-        click_and_load(page, "button:has-text('Randomize')")
+        click_and_load(page, f"button:has-text('{s.t('enroll')}')")
+        click_and_load(page, f"button:has-text('{s.t('randomize')}')")
         number = page.locator("#randomization-number")
         number.wait_for()
         assert re.fullmatch(r"R\d{5}", number.inner_text())
         assert page.locator("#activation-code").inner_text().startswith("MCI-")
-        content = page.content()
-        for term in ARM_TERMS:
-            assert term not in content
         s.shot("randomized")
         # a visit form whose follow-up question appears and disappears as the answer changes
+        week_4 = PROTOCOL.visit("week_4").label.get(lang)
         with page.expect_navigation():
-            page.locator("tr", has_text="Week 4").locator("text=App experience").click()
+            page.locator("tr", has_text=week_4).locator(
+                f"text={form_title('app_experience', lang)}"
+            ).click()
         follow_up = page.locator("#wrap-app_problem_text")
         assert follow_up.is_hidden()
         page.check("#app_problem-1")
@@ -252,44 +303,47 @@ def test_investigator_screens_to_randomization_and_live_branching(
         follow_up.wait_for(state="visible")
         page.fill("#app_ease", "7")
         click_and_load(page, "button[value=submit]")
-        page.wait_for_selector("text=Saved.")
+        page.wait_for_selector(f"text={s.t('saved')}")
         assert page.locator("#app_problem_text").input_value() == "The app froze once"
+        s.shot("visit-form-saved")
     finally:
         s.close()
 
 
-def test_monitor_query_answered_by_investigator(live_app: Any, browser: Any) -> None:
+@LANGS
+def test_monitor_query_answered_by_investigator(live_app: Any, browser: Any, lang: str) -> None:
     _, base, state = live_app
     subject = state["enrolled"]
     form = f"/trials/MCI-COGTRAIN-01/participants/{subject}/visits/screening/forms/screening"
-    monitor = Session(browser, base, "monitor")
-    inv = Session(browser, base, "query-answer")
+    question = f"Please check the GDS-15 total against the source ({lang})"
+    reply = f"Verified against the clinic chart ({lang})"
+    monitor = Session(browser, base, "monitor", lang)
+    inv = Session(browser, base, "query-answer", lang)
     try:
         monitor.sign_in("monitor")
         monitor.goto(form)
         monitor.page.select_option("#query-field", "gds_total")
-        monitor.page.fill("#query-text", "Please check the GDS-15 total against the source")
-        click_and_load(monitor.page, "button:has-text('Raise a query')")
-        monitor.page.wait_for_selector("text=Please check the GDS-15 total")
+        monitor.page.fill("#query-text", question)
+        click_and_load(monitor.page, f"button:has-text('{monitor.t('raise_query')}')")
+        monitor.page.wait_for_selector(f"text={question}")
         monitor.shot("query-raised")
         inv.sign_in("inv")
         inv.goto("/trials/MCI-COGTRAIN-01/queries")
-        row = inv.page.locator("tr", has_text="Please check the GDS-15 total")
-        row.locator("input[name=answer]").fill("Verified against the clinic chart")
+        row = inv.page.locator("tr", has_text=question)
+        row.locator("input[name=answer]").fill(reply)
         inv.shot("inbox")
         with inv.page.expect_navigation():
-            row.locator("button:has-text('Send answer')").click()
-        answered = inv.page.locator("tr", has_text="Verified against the clinic chart")
+            row.locator(f"button:has-text('{inv.t('answer_query')}')").click()
+        answered = inv.page.locator("tr", has_text=reply)
         answered.wait_for()
-        assert "answered" in answered.inner_text()
+        assert inv.t("st_answered") in answered.inner_text()
         inv.shot("answered")
         monitor.goto("/trials/MCI-COGTRAIN-01/queries?status=answered")
-        row = monitor.page.locator("tr", has_text="Verified against the clinic chart")
+        row = monitor.page.locator("tr", has_text=reply)
         with monitor.page.expect_navigation():
-            row.locator("button:has-text('Close')").click()
-        monitor.page.wait_for_selector("text=Please check the GDS-15 total")
+            row.locator(f"button:has-text('{monitor.t('close')}')").click()
         monitor.goto("/trials/MCI-COGTRAIN-01/queries?status=closed")
-        assert "Please check the GDS-15 total" in monitor.page.content()
+        assert question in monitor.page.content()
         monitor.shot("closed")
     finally:
         monitor.close()
@@ -303,6 +357,7 @@ def test_sign_in_and_dashboard_in_chinese(live_app: Any, browser: Any) -> None:
     try:
         s.goto("/login")
         click_and_load(page, "text=简体中文")
+        s.lang = "zh"  # the switch link set the language cookie
         page.wait_for_selector("text=登录")
         assert page.locator("html").get_attribute("lang") == "zh-Hans"
         assert page.locator("label[for=username]").inner_text() == "用户名"
@@ -353,22 +408,25 @@ def test_participant_completes_an_epro_on_a_phone(live_app: Any, browser: Any) -
         context.close()
 
 
-def test_statistician_runs_the_sap_and_downloads_the_pdf(live_app: Any, browser: Any) -> None:
+@LANGS
+def test_statistician_runs_the_sap_and_downloads_the_pdf(
+    live_app: Any, browser: Any, lang: str
+) -> None:
     _, base, _ = live_app
-    s = Session(browser, base, "statistician")
+    s = Session(browser, base, "statistician", lang)
     try:
         s.sign_in("stat")
         s.goto("/trials/MCI-COGTRAIN-01/analyses")
         s.shot("analyses")
-        click_and_load(s.page, "button:has-text('Run the analysis plan')")
-        s.page.wait_for_selector("text=succeeded")
+        click_and_load(s.page, f"button:has-text('{s.t('run_sap')}')")
+        s.page.wait_for_selector(f"strong:has-text('{s.t('st_succeeded')}')")
+        # the endpoint is named in the page's language (the protocol's label)
+        s.page.get_by_text(PROTOCOL.endpoints[0].name.get(lang)).first.wait_for()
         s.shot("run")
         with s.page.expect_download() as download:
-            s.page.click("text=Report (PDF)")
+            s.page.click(f"text={s.t('report')} (PDF)")
         path = download.value.path()
         assert path is not None and Path(path).read_bytes().startswith(b"%PDF-1.4")
-        for term in ARM_TERMS:
-            assert term not in s.page.content()
     finally:
         s.close()
 
@@ -391,24 +449,32 @@ def test_participant_completes_an_epro_in_chinese(live_app: Any, browser: Any) -
         context.close()
 
 
-def test_sponsor_validates_and_uploads_an_amendment(live_app: Any, browser: Any) -> None:
-    """The sponsor pastes an amended protocol: line-numbered errors first, then version 2."""
+@pytest.mark.parametrize(("lang", "per_site"), [("en", 90), ("zh", 100)])
+def test_sponsor_validates_and_uploads_an_amendment(
+    live_app: Any, browser: Any, lang: str, per_site: int
+) -> None:
+    """The sponsor pastes an amended protocol: line-numbered errors first, then a new version."""
     _, base, _ = live_app
     original = (LIBRARY / "cognitive_impairment.yaml").read_text(encoding="utf-8")
-    s = Session(browser, base, "sponsor-amendment")
+    # the pasted protocol names the arms: it is the design, not an allocation
+    s = Session(browser, base, "sponsor-amendment", lang, blinded=False)
     try:
         s.sign_in("sponsor")
         s.goto("/trials/MCI-COGTRAIN-01")
-        s.page.fill("#protocol_text", original.replace("block_sizes: [4, 6]",
-                                                         "block_sizes: [3, 6]"))
+        s.page.fill(
+            "#protocol_text", original.replace("block_sizes: [4, 6]", "block_sizes: [3, 6]")
+        )
         click_and_load(s.page, "button[value=validate]")
         assert "block size 3 is not a multiple of ratio sum 2" in s.page.content()
         assert re.search(r"protocol\.yaml:\d+:\d+: randomization\.block_sizes", s.page.content())
         s.shot("protocol-errors")
-        s.page.fill("#protocol_text", original.replace("caps: {per_site: 80}",
-                                                         "caps: {per_site: 90}"))
+        s.page.fill(
+            "#protocol_text",
+            original.replace("caps: {per_site: 80}", f"caps: {{per_site: {per_site}}}"),
+        )
         click_and_load(s.page, "button[value=upload]")
-        s.page.wait_for_selector("text=Stored as version 2.")
+        stored = re.escape(s.t("protocol_uploaded", n="#")).replace("\\#", r"\d+")
+        s.page.get_by_text(re.compile(stored)).wait_for()
         s.shot("protocol-uploaded")
     finally:
         s.close()

@@ -12,6 +12,9 @@ from sqlalchemy import select
 
 from dtx_trials.extensions import db
 from dtx_trials.models import Allocation, FormRecord, Visit
+from dtx_trials.web.i18n import translate_message
+from ecrf.fields import FieldValueError, coerce_value
+from ecrf.model import FieldDef, Label
 from tests.dtx_trials.trial_flow import MCI_SCREENING, api, enrolled_mci_participant, load_trial
 from tests.helpers import PASSWORD, make_user
 from tests.web.web_helpers import ARM_TERMS, MCI, PageClient, check_accessible
@@ -487,3 +490,40 @@ def test_overdue_visits_are_highlighted(app: Flask, client: FlaskClient) -> None
     db.session.commit()
     listing = inv.text(f"{MCI}/participants")
     assert 'class="overdue"' in listing and '<strong class="badge">overdue</strong>' in listing
+
+
+def _field(type_: str, **kwargs: object) -> FieldDef:
+    return FieldDef(id="f", type=type_, label=Label("F"), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "zh"),
+    [
+        (_field("integer"), "abc", "须为数字"),
+        (_field("integer", min=0), "-1", "不能小于 0"),
+        (_field("integer", max=10), "11", "不能大于 10"),
+        (_field("decimal", decimals=1), "72.55", "最多 1 位小数"),
+        (_field("slider"), "2.5", "须为整数"),
+        (_field("text", max_length=3), "abcd", "最多 3 个字符"),
+        (_field("date"), "2023-02-29", "不是有效的日期"),
+        (_field("date"), "01/02/2024", "须为日期（YYYY-MM-DD）"),
+        (_field("date", min="2024-01-01"), "2023-12-31", "不能早于 2024-01-01"),
+        (_field("date", max="2024-01-01"), "2024-01-02", "不能晚于 2024-01-01"),
+        (_field("datetime"), "2024-01-02", "须为日期和时间（YYYY-MM-DDTHH:MM）"),
+        (_field("time"), "8:30", "须为时间（HH:MM 或 HH:MM:SS）"),
+        (_field("time", min="08:00"), "07:59", "不能早于 08:00"),
+        (_field("yesno"), "maybe", "须为是或否"),
+    ],
+)
+def test_form_engine_messages_are_shown_in_chinese(field: FieldDef, raw: str, zh: str) -> None:
+    """What the engine says about a typed value reaches a Chinese page in Chinese."""
+    with pytest.raises(FieldValueError) as info:
+        coerce_value(field, raw)
+    assert translate_message(info.value.message, "zh") == zh
+    assert translate_message(info.value.message, "en") == info.value.message
+
+
+def test_edit_check_messages_use_the_protocols_chinese_text() -> None:
+    known = {"age out of range": "年龄超出范围"}
+    assert translate_message("age out of range", "zh", known) == "年龄超出范围"
+    assert translate_message("no translation for this", "zh", known) == "no translation for this"
