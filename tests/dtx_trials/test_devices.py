@@ -26,14 +26,15 @@ from tests.dtx_trials.trial_flow import (
 )
 
 DEVICE_DATA = f"/api/v1/trials/{MCI_CODE}/device-data"
-TODAY = datetime.date.today()
+TODAY = datetime.datetime.now(datetime.UTC).date()
 
 
 def minutes(subject: str, day: datetime.date, value: float, **overrides: Any) -> dict[str, Any]:
     return {
         "subject": subject,
         "stream": "training_minutes",
-        "time": f"{day.isoformat()}T12:00:00+08:00",
+        # 08:00 in China is midnight UTC: the same calendar day in both, never in the future
+        "time": f"{day.isoformat()}T08:00:00+08:00",
         "value": value,
         "unit": "min",
         "source": "cogtrain-android-2.3",
@@ -144,7 +145,7 @@ def test_mixed_batch_stores_the_good_records_and_explains_each_bad_one(
         (45.0, "cogtrain-ios-2.3"),
     ]
     assert stored[0].observed_at == datetime.datetime.combine(
-        day, datetime.time(4, 0), tzinfo=datetime.UTC
+        day, datetime.time(0, 0), tzinfo=datetime.UTC
     )
 
 
