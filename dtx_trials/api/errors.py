@@ -7,7 +7,13 @@ from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, render_template_string, request
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
@@ -47,6 +53,15 @@ def render_error(
     ), code
 
 
+def rollback_quietly() -> None:
+    """Roll the request's session back. On a dead connection that can fail too; the session is
+    then discarded (the pool replaces the connection on the next checkout)."""
+    try:
+        db.session.rollback()
+    except SQLAlchemyError:
+        db.session.remove()
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def _domain(exc: DomainError) -> tuple[Response | str, int]:
@@ -63,20 +78,24 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(StaleDataError)
     def _stale(exc: StaleDataError) -> tuple[Response | str, int]:
-        db.session.rollback()
+        rollback_quietly()
         return render_error(409, "the record was changed by someone else; reload it")
 
     @app.errorhandler(IntegrityError)
     def _integrity(exc: IntegrityError) -> tuple[Response | str, int]:
-        db.session.rollback()
+        rollback_quietly()
         log.info("integrity conflict request_id=%s", g.get("request_id"))
         return render_error(409, "conflicting concurrent change; retry the request")
 
-    @app.errorhandler(OperationalError)
-    def _db_down(exc: OperationalError) -> tuple[Response | str, int]:
-        db.session.rollback()
-        log.warning("database unavailable request_id=%s", g.get("request_id"))
-        return render_error(503, "database temporarily unavailable; retry shortly")
+    @app.errorhandler(DBAPIError)
+    def _db_error(exc: DBAPIError) -> tuple[Response | str, int]:
+        """A lost or refused database connection is a 503 (the pool reconnects by itself);
+        any other driver error is a server error."""
+        rollback_quietly()
+        if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+            log.warning("database unavailable request_id=%s", g.get("request_id"))
+            return render_error(503, "database temporarily unavailable; retry shortly")
+        return _server_error(exc)
 
     @app.errorhandler(500)
     def _server_error(exc: Exception) -> tuple[Response | str, int]:

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from dtx_trials.api.context import account_policy
+from dtx_trials.api.errors import rollback_quietly
 from dtx_trials.extensions import db
 from dtx_trials.models import User
 from dtx_trials.services import accounts
@@ -56,7 +57,7 @@ def register_web(app: Flask) -> None:
             db.session.execute(text("SELECT 1"))
             db.session.rollback()
         except SQLAlchemyError:
-            db.session.rollback()
+            rollback_quietly()
             return {"status": "unavailable", "database": "unreachable"}, 503
         return {"status": "ready", "database": "ok"}, 200
 

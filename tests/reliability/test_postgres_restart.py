@@ -427,7 +427,7 @@ def test_postgres_restart_under_load(private_postgres: PrivatePostgres, figures:
             ended = time.perf_counter()
             workers_after = _child_pids(server.process.pid)
             is_master_alive = server.process.poll() is None
-            server_log = server.log_tail(60)
+            server_log = server.log_tail(400)
 
         attempts = clients.snapshot()
         n_verified, problems = _verify_writes(url, prepared.code, requests, clients.final)
@@ -460,7 +460,8 @@ def test_postgres_restart_under_load(private_postgres: PrivatePostgres, figures:
     assert is_master_alive
     assert workers_before and workers_after == workers_before, server_log
     # only 2xx or the clean 503; never a 500, a 4xx or a cut connection
-    assert not others, (others, server_log)
+    unexpected = [line for line in server_log.splitlines() if "database unavailable" not in line]
+    assert not others, (others, unexpected)
     unclean = [a.body[:200] for a in attempts if a.status == 503 and not _is_clean_503(a.body)]
     assert not unclean, unclean
     # 503s only while the database was down; writes succeed again once it is up
