@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.routing import IntegerConverter
 
-from dtx_trials import crypto
+from dtx_trials import crypto, edge
 from dtx_trials.config import DefaultConfig, database_url_from_env, normalise_database_url
 from dtx_trials.extensions import db, migrate
 
@@ -85,4 +85,5 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.converters["int"] = RowIdConverter
     register_api(app)
     register_web(app)
+    edge.init_app(app)
     return app

@@ -29,8 +29,15 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 
 from ecrf.model import MISSING_CODES, FieldDef
+from ecrf.text import text_problem
 
-__all__ = ["FieldValueError", "coerce_value", "is_blank"]
+__all__ = ["EARLIEST_DATE", "LATEST_DATE", "FieldValueError", "coerce_value", "is_blank"]
+
+# The dates a trial can meet: birth dates of the oldest participants to far-future windows.
+# Outside them a value is a typo or an attack (0001-01-01T00:00+14:00 overflows in UTC).
+EARLIEST_DATE = datetime.date(1900, 1, 1)
+LATEST_DATE = datetime.date(2199, 12, 31)
+_DATE_RANGE_MESSAGE = f"must be between {EARLIEST_DATE.isoformat()} and {LATEST_DATE.isoformat()}"
 
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
@@ -175,6 +182,9 @@ def _coerce_text(field: FieldDef, raw: object) -> object:
     limit = field.max_length if field.max_length is not None else _MAX_TEXT_LENGTH
     if len(raw) > limit:
         raise FieldValueError(field.id, f"at most {limit} characters")
+    problem = text_problem(raw)
+    if problem is not None:
+        raise FieldValueError(field.id, problem)
     return raw
 
 
@@ -197,6 +207,8 @@ def _coerce_date(field: FieldDef, raw: object) -> object:
             day = datetime.date.fromisoformat(raw)
         except ValueError:
             raise FieldValueError(field.id, "not a valid calendar date") from None
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        raise FieldValueError(field.id, _DATE_RANGE_MESSAGE)
     low, high = _date_limit(field.min), _date_limit(field.max)
     if low is not None and day < low:
         raise FieldValueError(field.id, f"must be on or after {low.isoformat()}")
@@ -233,6 +245,8 @@ def _coerce_datetime(field: FieldDef, raw: object) -> object:
         moment = _parse_datetime(raw) if isinstance(raw, str) else None
     if moment is None:
         raise FieldValueError(field.id, "must be a date and time YYYY-MM-DDTHH:MM[:SS][±HH:MM]")
+    if not EARLIEST_DATE <= moment.date() <= LATEST_DATE:
+        raise FieldValueError(field.id, _DATE_RANGE_MESSAGE)
     for limit, before in ((field.min, True), (field.max, False)):
         bound = _parse_datetime(limit) if isinstance(limit, str) else None
         if bound is None and isinstance(limit, str) and _date_limit(limit) is not None:

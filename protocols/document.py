@@ -10,10 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from ecrf.text import text_problem
 
 from .structure import Bool, Enum, Int, Kind, ListOf, Num, NumOrStr, Obj, Str
 
@@ -209,6 +212,9 @@ class DocumentReader:
                 value = node.value  # an unquoted 1.0 or 2024-01-01 is meant as text here
             if not isinstance(value, str):
                 return self._wrong(path, "a string", node, value, kind)
+            if (problem := text_problem(value)) is not None:
+                self._reporter.value_error(path, problem)
+                return placeholder(kind)
             if len(value) < kind.min_length:
                 self._reporter.value_error(path, "must not be empty")
                 return placeholder(kind)
@@ -238,6 +244,9 @@ class DocumentReader:
                 return value.isoformat()
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 return self._wrong(path, "a number or an ISO date/time", node, value, kind)
+            if isinstance(value, str) and (problem := text_problem(value)) is not None:
+                self._reporter.value_error(path, problem)
+                return placeholder(kind)
             return value
         assert isinstance(kind, Enum)
         if not isinstance(value, str) or not is_scalar:
@@ -281,6 +290,10 @@ class DocumentReader:
         names = [p.name for p in kind.props]
         for key_node, value_node in node.value:
             key = self._scalar(key_node)
+            if isinstance(key, str) and (problem := text_problem(key)) is not None:
+                self._sources.values[(*path, "?")] = _mark(key_node)
+                self._reporter.error((*path, "?"), f"key {problem}")
+                continue
             if not isinstance(key, str):
                 self._sources.values[(*path, str(key))] = _mark(key_node)
                 self._reporter.error((*path, str(key)), "keys must be strings")
@@ -330,10 +343,107 @@ def _matches(pattern: str, value: str) -> bool:
     return re.fullmatch(pattern.removeprefix("^").removesuffix("$"), value) is not None
 
 
-def read_document(text: str, kind: Obj, reporter: Reporter) -> dict[str, Any] | None:
-    """Compose ``text`` and read it against ``kind``; None when the YAML itself is broken."""
+# Bounds on what a document may cost to read. Aliases let a 1 KB text stand for a tree of
+# billions of nodes (a "billion laughs" bomb) or a cycle; deep nesting exhausts the recursion of
+# the composer and of the reader. A real protocol (the library's are ~1,500 lines, depth < 12,
+# no aliases) sits far inside every one of these.
+MAX_ALIASES = 100
+MAX_DEPTH = 64
+MAX_NODES = 200_000
+PARSE_SECONDS = 5.0
+
+
+class DocumentLimitError(yaml.MarkedYAMLError):
+    """The document exceeds one of the bounds above."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """A safe loader that counts aliases, bounds nesting and keeps to a time budget while it
+    composes (the checks run before each node, so the limits hold during parsing)."""
+
+    def __init__(self, text: str, seconds: float) -> None:
+        super().__init__(text)
+        self._deadline = time.monotonic() + seconds
+        self._seconds = seconds
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise DocumentLimitError(problem=f"more than {MAX_ALIASES} aliases",
+                                         problem_mark=mark)
+        if self._depth >= MAX_DEPTH:
+            raise DocumentLimitError(problem=f"nested deeper than {MAX_DEPTH} levels",
+                                     problem_mark=mark)
+        if time.monotonic() > self._deadline:
+            raise DocumentLimitError(
+                problem=f"the document took more than {self._seconds:g} s to read",
+                problem_mark=mark,
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def check_expansion(root: yaml.Node) -> None:
+    """Refuse a composed document whose aliases expand past ``MAX_NODES`` nodes or
+    ``MAX_DEPTH`` levels, or refer to an enclosing node (a cycle). Iterative and memoised, so
+    the check costs the size of the text, not of the expansion."""
+    sizes: dict[int, tuple[int, int]] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, is_done = stack.pop()
+        key = id(node)
+        if is_done:
+            children = [sizes[id(child)] for child in _children(node)]
+            size = 1 + sum(n for n, _ in children)
+            depth = 1 + max((d for _, d in children), default=0)
+            open_nodes.discard(key)
+            if size > MAX_NODES:
+                raise DocumentLimitError(
+                    problem=f"aliases expand to more than {MAX_NODES:,} values",
+                    problem_mark=node.start_mark,
+                )
+            if depth > MAX_DEPTH:
+                raise DocumentLimitError(
+                    problem=f"aliases expand deeper than {MAX_DEPTH} levels",
+                    problem_mark=node.start_mark,
+                )
+            sizes[key] = (size, depth)
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise DocumentLimitError(
+                problem="an alias refers to a node that contains it (a recursive structure)",
+                problem_mark=node.start_mark,
+            )
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
+
+def read_document(
+    text: str, kind: Obj, reporter: Reporter, *, seconds: float = PARSE_SECONDS
+) -> dict[str, Any] | None:
+    """Compose ``text`` and read it against ``kind``; None when the YAML itself is broken or
+    exceeds the bounds above (reported with its line like any other problem)."""
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _BoundedLoader(text, seconds)
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
@@ -342,6 +452,14 @@ def read_document(text: str, kind: Obj, reporter: Reporter) -> dict[str, Any] | 
         return None
     try:
         root = loader.get_single_node()
+        if root is not None:
+            check_expansion(root)
+    except DocumentLimitError as exc:
+        mark = exc.problem_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        reporter.issues.append(Issue(reporter.sources.file, line, column, "",
+                                     f"document refused: {exc.problem}"))
+        return None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from flask import request
+from flask import g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from dtx_trials.api.context import current_actor
+from dtx_trials.api.idempotency import idempotent
+from dtx_trials.edge import NDJSON, parse_json
 from dtx_trials.extensions import db
 from dtx_trials.services import devices as service
 from dtx_trials.services import trials
@@ -22,8 +23,6 @@ blp = Blueprint(
     url_prefix="/api/v1/trials",
     description="Device and DTx-app observations; adherence",
 )
-
-NDJSON = "application/x-ndjson"
 
 
 class UnsupportedMediaTypeError(DomainError):
@@ -67,45 +66,26 @@ class AdherenceSchema(Schema):
 
 
 def _records_from_body() -> list[object]:
-    """Parse a JSON array or NDJSON (one object per line, blank lines ignored)."""
-    mimetype = request.mimetype
-    raw = request.get_data(cache=False)
-    if mimetype == NDJSON:
-        try:
-            lines = raw.decode("utf-8").splitlines()
-        except UnicodeDecodeError as exc:
-            raise ValidationError("the body is not UTF-8", {"body": ["not UTF-8"]}) from exc
-        records: list[object] = []
-        for line in lines:
-            if not line.strip():
-                continue
-            if len(records) > service.MAX_RECORDS:
-                break  # the service reports the batch as too large
-            try:
-                records.append(json.loads(line))
-            except (ValueError, RecursionError):
-                records.append(_Unparsable())
+    """The batch: a JSON array, or NDJSON (one object per line, blank lines ignored), as parsed
+    and checked by the request edge (``edge.py``)."""
+    if request.mimetype == NDJSON:
+        records: list[object] = g.get("ndjson_records", [])
         return records
-    if mimetype not in ("application/json", ""):
+    if request.mimetype not in ("application/json", ""):
         raise UnsupportedMediaTypeError(
             f"send application/json (an array) or {NDJSON}",
-            {"Content-Type": [f"unsupported: {mimetype}"]},
+            {"Content-Type": [f"unsupported: {request.mimetype}"]},
         )
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise ValidationError("the body is not valid JSON", {"body": ["invalid JSON"]}) from exc
+    raw = request.get_data(cache=True)
+    body = g.get("json_body") if request.mimetype else (parse_json(raw) if raw else None)
     if not isinstance(body, list):
         raise ValidationError("expected a JSON array of records", {"body": ["must be an array"]})
     return body
 
 
-class _Unparsable:
-    """Stands for an NDJSON line that is not JSON (the service rejects it as a non-object)."""
-
-
 @blp.route("/<code>/device-data")
 class DeviceData(MethodView):
+    @idempotent
     @blp.doc(
         requestBody={
             "required": True,

@@ -10,6 +10,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from dtx_trials.api.context import current_actor
+from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.schemas import StrictSchema
 from dtx_trials.extensions import db
 from dtx_trials.models import ProtocolVersion
@@ -32,7 +33,6 @@ RAW_BODY_DOC = {
         "description": "The protocol document (YAML, or the same structure as JSON).",
     }
 }
-MAX_PROTOCOL_BYTES = 2 * 1024 * 1024
 
 
 class VersionSchema(Schema):
@@ -86,9 +86,7 @@ class ValidationResultSchema(Schema):
 
 
 def _body_text() -> str:
-    if (request.content_length or 0) > MAX_PROTOCOL_BYTES:
-        raise ValidationError("protocol document too large", {"body": ["at most 2 MiB"]})
-    raw = request.get_data(cache=False)
+    raw = request.get_data(cache=False)  # capped at MAX_PROTOCOL_BYTES while read (edge.py)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -117,6 +115,7 @@ class Versions(MethodView):
         actor = current_actor()
         return service.list_versions(db.session, actor, trials.get_trial(db.session, actor, code))
 
+    @idempotent
     @blp.doc(**RAW_BODY_DOC)
     @blp.response(201, VersionSchema)
     @blp.alt_response(200, schema=VersionSchema, description="identical content already stored")
@@ -143,6 +142,7 @@ class VersionItem(MethodView):
 
 @blp.route("/trials/<code>/protocol-versions/<int:version_no>/activate")
 class Activate(MethodView):
+    @idempotent
     @blp.arguments(ActivateSchema)
     @blp.response(200, ActivationSchema)
     def post(self, body: dict[str, Any], code: str, version_no: int) -> dict[str, Any]:

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from dtx_trials.models.users import Role
 
+# Every integer column of ours is a 32-bit INTEGER (ids, versions, counts): a request integer
+# outside that range can name no row and fit no column, so it is refused where it is read.
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
 
 class StrictSchema(Schema):
-    """Unknown keys in a request body are an error (422 with the field path)."""
+    """A request body or query: unknown keys are an error (422 with the field path), and every
+    integer field fits the 32-bit columns it is compared with or stored in."""
+
+    @validates_schema
+    def _integers_fit_their_columns(self, data: dict[str, Any], **kwargs: Any) -> None:
+        errors = {
+            name: [f"must be between {INT32_MIN} and {INT32_MAX}"]
+            for name, field in self.load_fields.items()
+            if isinstance(field, fields.Integer)
+            and isinstance(data.get(field.attribute or name), int)
+            and not INT32_MIN <= data[field.attribute or name] <= INT32_MAX
+        }
+        if errors:
+            raise ValidationError(errors)
 
 
 class TokenRequestSchema(StrictSchema):
@@ -127,7 +146,7 @@ class MembershipSchema(Schema):
 
 
 class PageArgsSchema(StrictSchema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
     per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
 
 

@@ -40,7 +40,22 @@ def cli_actor() -> Any:
     )
 
 
-@click.group()
+class CheckedGroup(click.Group):
+    """The top-level group: refuses, before any command runs, an argument holding what no
+    layer can store (NUL, control characters, or the lone surrogates Python makes of bytes
+    that are not UTF-8), the same rule the web edge applies to requests (``ecrf.text``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from ecrf.text import shown_safely, text_problem
+
+        for position, arg in enumerate(args, start=1):
+            problem = text_problem(arg)
+            if problem is not None:
+                _fail(f"argument {position} ({shown_safely(arg)!r}) {problem}")
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=CheckedGroup)
 @click.version_option(package_name="dtx-trials")
 def cli() -> None:
     """dtx-trials: decentralized digital-therapeutics trials."""

@@ -38,6 +38,7 @@ from dtx_trials.services.access import Actor, can, require, visible_sites
 from dtx_trials.services.errors import DomainError
 from dtx_trials.services.protocols import active_protocol, protocol_of
 from ecrf.expressions import ExpressionError, evaluate
+from ecrf.fields import EARLIEST_DATE, LATEST_DATE
 from protocols.model import DeviceStream, Protocol
 
 MAX_RECORDS = 50_000
@@ -103,6 +104,8 @@ def _parse_time(value: object) -> datetime.datetime | None:
         return None
     if moment.tzinfo is None or moment.utcoffset() is None:
         return None
+    if not EARLIEST_DATE <= moment.date() <= LATEST_DATE:
+        return None  # year 1 at +14:00 would overflow when moved to UTC
     return moment.astimezone(datetime.UTC)
 
 

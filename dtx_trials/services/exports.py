@@ -25,12 +25,14 @@ from analysis.exports.data import (
     ArmInfo,
     AuditEntry,
     ExportData,
+    ExportError,
     FormValue,
     SignatureEntry,
     SiteInfo,
     SubjectRecord,
     TrialMeta,
 )
+from analysis.exports.xport import XptError
 from dtx_trials.db import transaction, utcnow
 from dtx_trials.models import (
     Allocation,
@@ -285,7 +287,17 @@ def build_files(data: ExportData, formats: Sequence[str]) -> dict[str, bytes]:
     for name in formats:
         if name not in builders:
             raise ValidationError("unknown export format", {"format": [f"one of {FORMATS}"]})
-        files.update({f"{name}/{path}": content for path, content in builders[name]().items()})
+        try:
+            built = builders[name]()
+        except XptError as exc:
+            raise ValidationError(
+                "the data cannot be written as SAS XPORT v5, which holds printable ASCII only "
+                "(FDA); correct the value, or export CSV, ODM or FHIR (UTF-8)",
+                {"xpt": [str(exc)]},
+            ) from exc
+        except ExportError as exc:
+            raise ValidationError(f"the {name} export cannot be built", {name: [str(exc)]}) from exc
+        files.update({f"{name}/{path}": content for path, content in built.items()})
     return files
 
 

@@ -9,6 +9,7 @@ from werkzeug.wrappers import Response
 
 from dtx_trials.api.context import account_policy
 from dtx_trials.db import transaction, utcnow
+from dtx_trials.edge import same_origin_path
 from dtx_trials.extensions import db
 from dtx_trials.services import accounts, trials
 from dtx_trials.services.errors import AccountLocked, AuthenticationError, DomainError
@@ -127,6 +128,7 @@ def change_password() -> Response | tuple[str, int] | str:
             request.form.get("new_password", ""),
             current_password=request.form.get("current_password", ""),
             policy=account_policy(),
+            keep_web_session_id=g.web_session.id if g.get("web_session") else None,
         )
     except DomainError as exc:
         return render_template("password.html", error=exc.message, errors=exc.errors), (
@@ -138,10 +140,7 @@ def change_password() -> Response | tuple[str, int] | str:
 @bp.get("/lang/<code>")
 def switch_language(code: str) -> Response:
     """Remember the page language in a cookie and go back to the page the user was on."""
-    target = request.args.get("next", "/")
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        target = "/"
-    response = redirect(target)
+    response = redirect(same_origin_path(request.args.get("next")))
     if code in LANGUAGES:
         response.set_cookie(
             "lang", code, max_age=365 * 24 * 3600, samesite="Lax", path="/", httponly=True

@@ -116,3 +116,37 @@ def test_serve_answers_readyz(instance: tuple[Path, str]) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_sec_09_cli_refuses_arguments_no_layer_can_store(instance: tuple[Path, str]) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates; control characters as they
+    are. Either is a clear error before the command runs, not a traceback from the driver."""
+    tmp, _ = instance
+    env = {**os.environ, "DTX_INSTANCE_PATH": str(tmp)}
+    env.pop("DATABASE_URL", None)
+    raw = subprocess.run(
+        [sys.executable, "-m", "dtx_trials", "users", "create", b"ev\xffil", "--name", "E"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert raw.returncode == 2, raw.stderr
+    assert b"argument 3" in raw.stderr and b"surrogate" in raw.stderr
+    bell = _dtx(tmp, "users", "create", "bell", "--name", "B\x07", check=False)
+    assert bell.returncode == 2 and "U+0007" in bell.stderr
+    assert "Traceback" not in bell.stderr
+
+
+def test_sec_09_cli_protocol_validate_reports_an_alias_bomb_with_its_line(
+    tmp_path: Path,
+) -> None:
+    lines = ["l0: &l0 [" + ",".join(["lol"] * 9) + "]"]
+    lines += [f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join([*lines, "arms: [*l8]"]) + "\n", encoding="utf-8")
+    started = time.perf_counter()
+    result = _dtx(tmp_path, "protocol", "validate", str(bomb), check=False)
+    assert time.perf_counter() - started < 30  # the interpreter's start-up included
+    assert result.returncode == 1
+    assert re.search(r"bomb\.yaml:\d+:\d+: .*document refused: aliases expand", result.stdout
+                     + result.stderr)

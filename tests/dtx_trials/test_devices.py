@@ -113,7 +113,7 @@ def test_mixed_batch_stores_the_good_records_and_explains_each_bad_one(
         {"stream": "training_minutes"},  # 11 missing fields
         minutes(subject, day, 45, source="cogtrain-ios-2.3"),  # 12 good (other source)
         minutes(subject, day, True),  # 13 boolean is not a number
-        minutes(subject, day, 10**400),  # 14 beyond a float
+        minutes(subject, day, 1e300),  # 14 finite, far above the stream's maximum
     ]
     response = post(client, staff, batch)
     assert response.status_code == 200
@@ -139,6 +139,10 @@ def test_mixed_batch_stores_the_good_records_and_explains_each_bad_one(
         14: {"value"},
     }
     assert next(e for e in body["errors"] if e["index"] == 7)["subject"] == "BJ01-9999"
+    # A number no column can hold is refused at the edge, with the whole batch (edge.py).
+    beyond = post(client, staff, [minutes(subject, day, 30), minutes(subject, day, 10**400)])
+    assert beyond.status_code == 422
+    assert "out of range" in beyond.get_json()["errors"]["json"]["1"]["value"][0]
     stored = db.session.scalars(select(DeviceObservation).order_by(DeviceObservation.value)).all()
     assert [(o.value, o.source) for o in stored] == [
         (30.0, "cogtrain-android-2.3"),
@@ -182,7 +186,7 @@ def test_batches_over_the_limit_and_bad_bodies(
     ndjson = post(client, staff, None, data="{}\n" * 50_001, content_type="application/x-ndjson")
     assert ndjson.status_code == 413
     assert post(client, staff, {"subject": "x"}).status_code == 422
-    assert post(client, staff, None, data="[1,", content_type="application/json").status_code == 422
+    assert post(client, staff, None, data="[1,", content_type="application/json").status_code == 400
     assert post(client, staff, None, data="a,b", content_type="text/csv").status_code == 415
     deep = "[" * 100_000 + "]" * 100_000
     assert post(client, staff, None, data=deep, content_type="application/json").status_code == 422
