@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -76,12 +77,36 @@ def _sqlite_begin_immediate(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# Set while an idempotent request is served (``api/idempotency.py``): the request is then the
+# unit of work, so ``transaction()`` only flushes and the request commits the change, its audit
+# events, its idempotency record and the response it built, together, as its last step.
+_commit_deferred: ContextVar[bool] = ContextVar("dtx_commit_deferred", default=False)
+
+
 @contextmanager
-def transaction(session: Session) -> Iterator[Session]:
-    """Run the block as one transaction: commit on success, roll back and re-raise on error."""
+def deferred_commit() -> Iterator[None]:
+    """Make every ``transaction()`` in the block flush instead of commit; the caller commits."""
+    token = _commit_deferred.set(True)
+    try:
+        yield
+    finally:
+        _commit_deferred.reset(token)
+
+
+@contextmanager
+def transaction(session: Session, *, commit_now: bool = False) -> Iterator[Session]:
+    """Run the block as one transaction: commit on success, roll back and re-raise on error.
+
+    Inside ``deferred_commit()`` the block's work is flushed and committed later by the request,
+    unless ``commit_now`` says it must stand whatever happens next (a failed password check
+    counts towards the lockout even though the request then fails).
+    """
     try:
         yield session
-        session.commit()
+        if _commit_deferred.get() and not commit_now:
+            session.flush()
+        else:
+            session.commit()
     except BaseException:
         session.rollback()
         raise

@@ -10,6 +10,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from dtx_trials.api.context import current_actor
+from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.schemas import StrictSchema
 from dtx_trials.extensions import db
 from dtx_trials.models import EproLink
@@ -74,6 +75,7 @@ def sender() -> service.Sender:
 
 @blp.route("/<code>/participants/<subject>/epro-links")
 class EproLinks(MethodView):
+    @idempotent
     @blp.arguments(EproLinkIssueSchema)
     @blp.response(201, IssuedEproLinkSchema)
     def post(self, body: dict[str, Any], code: str, subject: str) -> _IssuedView:

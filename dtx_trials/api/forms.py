@@ -11,6 +11,7 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from dtx_trials.api.context import current_actor
+from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.schemas import StrictSchema
 from dtx_trials.extensions import db
 from dtx_trials.models import DataQuery, FormRecord, Signature, Visit
@@ -182,6 +183,7 @@ class ParticipantForms(MethodView):
 
 @blp.route("/<code>/participants/<subject>/visits/<visit>/forms/<form_code>")
 class SaveForm(MethodView):
+    @idempotent
     @blp.arguments(SaveSchema)
     @blp.response(200, SaveResultSchema)
     def put(
@@ -221,6 +223,7 @@ class Record(MethodView):
 
 @blp.route("/<code>/records/<int:record_id>/sign")
 class Sign(MethodView):
+    @idempotent
     @blp.arguments(SignSchema)
     @blp.response(201, SignatureSchema)
     def post(self, body: dict[str, Any], code: str, record_id: int) -> Signature:
@@ -231,6 +234,7 @@ class Sign(MethodView):
 def _status_route(path: str, target: str, doc: str) -> None:
     @blp.route(f"/<code>/records/<int:record_id>/{path}", endpoint=f"record_{path}")
     class StatusChange(MethodView):
+        @idempotent
         @blp.arguments(ReasonSchema)
         @blp.response(200, RecordSchema)
         def post(self, body: dict[str, Any], code: str, record_id: int) -> FormRecord:
@@ -249,6 +253,7 @@ _status_route("unlock", "submitted", "Unlock a record with a reason (data manage
 
 @blp.route("/<code>/participants/<subject>/lock")
 class LockParticipant(MethodView):
+    @idempotent
     @blp.response(200, Schema.from_dict({"locked": fields.Integer()}, name="LockedCount"))
     def post(self, code: str, subject: str) -> dict[str, int]:
         """Lock every submitted record of a participant (data manager)."""
@@ -259,6 +264,7 @@ class LockParticipant(MethodView):
 
 @blp.route("/<code>/records/<int:record_id>/queries")
 class RecordQueries(MethodView):
+    @idempotent
     @blp.arguments(RaiseQuerySchema)
     @blp.response(201, QuerySchema)
     def post(self, body: dict[str, Any], code: str, record_id: int) -> DataQuery:
@@ -288,6 +294,7 @@ class Inbox(MethodView):
 
 @blp.route("/<code>/queries/<int:query_id>/answer")
 class AnswerQuery(MethodView):
+    @idempotent
     @blp.arguments(AnswerSchema)
     @blp.response(200, QuerySchema)
     def post(self, body: dict[str, Any], code: str, query_id: int) -> DataQuery:
@@ -299,6 +306,7 @@ class AnswerQuery(MethodView):
 
 @blp.route("/<code>/queries/<int:query_id>/close")
 class CloseQuery(MethodView):
+    @idempotent
     @blp.arguments(NoteSchema)
     @blp.response(200, QuerySchema)
     def post(self, body: dict[str, Any], code: str, query_id: int) -> DataQuery:
@@ -310,6 +318,7 @@ class CloseQuery(MethodView):
 
 @blp.route("/<code>/queries/<int:query_id>/reopen")
 class ReopenQuery(MethodView):
+    @idempotent
     @blp.arguments(NoteSchema)
     @blp.response(200, QuerySchema)
     def post(self, body: dict[str, Any], code: str, query_id: int) -> DataQuery:

@@ -17,6 +17,7 @@ from dtx_trials.api.blinding import (
     shaped,
 )
 from dtx_trials.api.context import current_actor
+from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.schemas import StrictSchema
 from dtx_trials.extensions import db
 from dtx_trials.models import AuditEvent, Participant, Site, Visit
@@ -187,6 +188,7 @@ class Participants(MethodView):
         """List participants at the sites I may see."""
         return service.list_participants(db.session, current_actor(), _trial(code), args["site"])
 
+    @idempotent
     @blp.arguments(ScreenSchema)
     @blp.response(201, ParticipantSchema)
     def post(self, body: dict[str, Any], code: str) -> Participant:
@@ -214,6 +216,7 @@ class Identifiers(MethodView):
 
 @blp.route("/<code>/participants/<subject>/consents")
 class Consents(MethodView):
+    @idempotent
     @blp.arguments(ConsentSchema)
     @blp.response(201, ConsentOutSchema)
     def post(self, body: dict[str, Any], code: str, subject: str) -> Any:
@@ -231,6 +234,7 @@ class Eligibility(MethodView):
 
 @blp.route("/<code>/participants/<subject>/enrollment")
 class Enrollment(MethodView):
+    @idempotent
     @blp.response(200, ParticipantSchema)
     def post(self, code: str, subject: str) -> Participant:
         """Enroll an eligible, consented participant."""
@@ -239,6 +243,7 @@ class Enrollment(MethodView):
 
 @blp.route("/<code>/participants/<subject>/withdrawal")
 class Withdrawal(MethodView):
+    @idempotent
     @blp.arguments(WithdrawSchema)
     @blp.response(200, ParticipantSchema)
     def post(self, body: dict[str, Any], code: str, subject: str) -> Participant:
@@ -265,6 +270,7 @@ class Visits(MethodView):
 
 @blp.route("/<code>/participants/<subject>/randomization")
 class Randomization(MethodView):
+    @idempotent
     @blp.arguments(RandomizeSchema)
     @blp.response(201, AllocationReceiptSchema)
     @blp.alt_response(
@@ -281,9 +287,8 @@ class Randomization(MethodView):
     def post(self, body: dict[str, Any], code: str, subject: str) -> Response:
         """Randomize an enrolled participant (blinded roles receive no arm)."""
         actor, trial = current_actor(), _trial(code)
-        request_id = body["request_id"] or request.headers.get("Idempotency-Key")
         allocation, created = randomization.randomize_participant(
-            db.session, actor, trial, subject, request_id=request_id
+            db.session, actor, trial, subject, request_id=body["request_id"]
         )
         return shaped(actor, trial, allocation, 201 if created else 200)
 
@@ -296,6 +301,7 @@ class Randomization(MethodView):
 
 @blp.route("/<code>/participants/<subject>/unblinding")
 class Unblinding(MethodView):
+    @idempotent
     @blp.arguments(UnblindSchema)
     @blp.response(200, UnblindingOutSchema)
     def post(self, body: dict[str, Any], code: str, subject: str) -> dict[str, Any]:
@@ -315,6 +321,7 @@ class Unblinding(MethodView):
 
 @blp.route("/<code>/participants/<subject>/randomization/void")
 class Void(MethodView):
+    @idempotent
     @blp.arguments(VoidSchema)
     @blp.response(200, AllocationReceiptSchema)
     def post(self, body: dict[str, Any], code: str, subject: str) -> Response:
@@ -396,6 +403,7 @@ class FutureSlots(MethodView):
 
 @blp.route("/<code>/allocation-list")
 class AllocationList(MethodView):
+    @idempotent
     @blp.doc(
         requestBody={
             "required": True,

@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from dtx_trials.api.context import current_actor
+from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.schemas import (
     MembershipCreateSchema,
     MembershipSchema,
@@ -31,6 +32,7 @@ class Trials(MethodView):
         """List the trials I hold a role in."""
         return trials.list_trials(db.session, current_actor())
 
+    @idempotent
     @blp.arguments(TrialCreateSchema)
     @blp.response(201, TrialSchema)
     def post(self, body: dict[str, Any]) -> Trial:
@@ -54,6 +56,7 @@ class Sites(MethodView):
         actor = current_actor()
         return trials.list_sites(db.session, actor, trials.get_trial(db.session, actor, code))
 
+    @idempotent
     @blp.arguments(SiteCreateSchema)
     @blp.response(201, SiteSchema)
     def post(self, body: dict[str, Any], code: str) -> Site:
@@ -93,6 +96,7 @@ class Memberships(MethodView):
         actor = current_actor()
         return trials.list_memberships(db.session, actor, trials.get_trial(db.session, actor, code))
 
+    @idempotent
     @blp.arguments(MembershipCreateSchema)
     @blp.response(201, MembershipSchema)
     def post(self, body: dict[str, Any], code: str) -> Membership:

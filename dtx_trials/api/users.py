@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from dtx_trials.api.context import account_policy, current_actor
+from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.schemas import UserCreateSchema, UserSchema
 from dtx_trials.extensions import db
 from dtx_trials.models import Membership, User
@@ -40,6 +41,7 @@ class Users(MethodView):
             )
         return list(db.session.scalars(stmt))
 
+    @idempotent
     @blp.arguments(UserCreateSchema)
     @blp.response(201, UserSchema)
     def post(self, body: dict[str, Any]) -> User:

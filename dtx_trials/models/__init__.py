@@ -6,6 +6,7 @@ from dtx_trials.models.audit import AuditChainHead, AuditEvent
 from dtx_trials.models.devices import DeviceObservation
 from dtx_trials.models.forms import DataQuery, FormRecord, Signature
 from dtx_trials.models.participants import Consent, EproLink, Participant, Visit
+from dtx_trials.models.requests import IdempotentRequest
 from dtx_trials.models.trials import ProtocolVersion, Site, Trial
 from dtx_trials.models.users import ApiToken, Membership, Role, User, WebSession
 
@@ -20,6 +21,7 @@ __all__ = [
     "DeviceObservation",
     "EproLink",
     "FormRecord",
+    "IdempotentRequest",
     "Membership",
     "Participant",
     "ProtocolVersion",

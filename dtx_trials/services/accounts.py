@@ -144,8 +144,12 @@ def set_password(
     *,
     current_password: str | None = None,
     policy: Policy = Policy(),
+    keep_web_session_id: int | None = None,
 ) -> None:
-    """Change a password: the user gives the current one; a superuser/CLI may reset it."""
+    """Change a password: the user gives the current one; a superuser/CLI may reset it.
+
+    Every API token and every browser session of the user ends with the old password, except
+    the browser session the user changed it from (``keep_web_session_id``)."""
     own = actor.user_id == user_id and actor.via != "cli"
     if own:
         # checked like a sign-in: wrong current passwords count towards the lockout (SEC-02)
@@ -166,10 +170,18 @@ def set_password(
         user.password_changed_at = utcnow()
         user.failed_logins = 0
         user.locked_until = None
-        for token in session.scalars(
+        now = utcnow()
+        tokens = session.scalars(
             select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
-        ):
-            token.revoked_at = utcnow()
+        ).all()
+        ending = select(WebSession).where(
+            WebSession.user_id == user_id, WebSession.revoked_at.is_(None)
+        )
+        if own and keep_web_session_id is not None:
+            ending = ending.where(WebSession.id != keep_web_session_id)
+        browsers = session.scalars(ending).all()
+        for row in (*tokens, *browsers):
+            row.revoked_at = now
         audit.record_event(
             session,
             actor,
@@ -177,6 +189,7 @@ def set_password(
             entity_type="user",
             entity_id=user_id,
             trial_id=None,
+            details={"tokens_revoked": len(tokens), "sessions_ended": len(browsers)},
         )
 
 
@@ -202,7 +215,7 @@ def authenticate(
     """
     now = utcnow()
     username = (username or "").strip().lower()
-    with transaction(session):
+    with transaction(session, commit_now=True):
         user = session.scalars(select(User).where(User.username == username)).first()
         if user is not None:
             user = lock_row(session, User, user.id)

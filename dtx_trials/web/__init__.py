@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from typing import Any
 
 from flask import Flask, Response, abort, g, request
@@ -42,6 +43,8 @@ def register_web(app: Flask) -> None:
             "html_lang": i18n.HTML_LANG[lang],
             "languages": i18n.LANGUAGE_NAMES,
             "csrf_token": web_session.csrf_token if web_session is not None else "",
+            # a fresh idempotency key per form: a double click or a resubmission replays
+            "new_request_id": lambda: uuid.uuid4().hex,
             "has_analyses": "analysis_pages" in app.blueprints,
         }
 

@@ -32,6 +32,7 @@ from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from dtx_trials.api.context import account_policy
+from dtx_trials.api.idempotency import idempotent
 from dtx_trials.db import utcnow
 from dtx_trials.extensions import db
 from dtx_trials.models import (
@@ -184,6 +185,7 @@ def dashboard(code: str) -> tuple[str, int]:
 
 @bp.post("/trials/<code>/protocol")
 @signed_in
+@idempotent
 def upload_protocol(code: str) -> Response | tuple[str, int]:
     """Validate a protocol document, or store it as a new draft version (sponsor)."""
     trial = _trial(code, "protocol.manage")
@@ -225,6 +227,7 @@ def upload_protocol(code: str) -> Response | tuple[str, int]:
 
 @bp.post("/trials/<code>/protocol/<int:version_no>/activate")
 @signed_in
+@idempotent
 def activate_protocol(code: str, version_no: int) -> Response | tuple[str, int]:
     """Activate a protocol version; breaking changes must be accepted by id (sponsor)."""
     trial = _trial(code, "protocol.manage")
@@ -251,6 +254,7 @@ def protocol_diff(code: str) -> tuple[str, int]:
 
 @bp.post("/trials/<code>/sites")
 @signed_in
+@idempotent
 def add_site(code: str) -> Response | tuple[str, int]:
     """Add a site to the trial (sponsor)."""
     trial = _trial(code, "site.manage")
@@ -266,6 +270,7 @@ def add_site(code: str) -> Response | tuple[str, int]:
 
 @bp.post("/trials/<code>/accounts")
 @signed_in
+@idempotent
 def create_account(code: str) -> Response | tuple[str, int]:
     """Create an account (sponsor admin); give it a role here with the grant form."""
     trial = _trial(code, "user.manage")
@@ -285,6 +290,7 @@ def create_account(code: str) -> Response | tuple[str, int]:
 
 @bp.post("/trials/<code>/memberships")
 @signed_in
+@idempotent
 def grant_membership(code: str) -> Response | tuple[str, int]:
     """Grant a user a role in the trial, at a site for site-bound roles (sponsor)."""
     trial = _trial(code, "membership.manage")
@@ -310,6 +316,7 @@ def grant_membership(code: str) -> Response | tuple[str, int]:
 
 @bp.post("/trials/<code>/memberships/<int:membership_id>/revoke")
 @signed_in
+@idempotent
 def revoke_membership(code: str, membership_id: int) -> Response:
     """Revoke a role (kept in the trail, marked inactive)."""
     trial = _trial(code, "membership.manage")
@@ -402,6 +409,7 @@ def participant_list(code: str) -> tuple[str, int]:
 
 @bp.post("/trials/<code>/participants")
 @signed_in
+@idempotent
 def screen(code: str) -> Response | tuple[str, int]:
     """Screen a new participant at one of my sites."""
     trial = _trial(code)
@@ -545,6 +553,7 @@ def _participant_action(
 
 @bp.post("/trials/<code>/participants/<subject>/consent")
 @signed_in
+@idempotent
 def record_consent(code: str, subject: str) -> Response | tuple[str, int]:
     """Record a signed consent document version."""
     document_id, _, rest = request.form.get("document", "").partition("|")
@@ -580,6 +589,7 @@ def check_eligibility(code: str, subject: str) -> Response | tuple[str, int]:
 
 @bp.post("/trials/<code>/participants/<subject>/enroll")
 @signed_in
+@idempotent
 def enroll(code: str, subject: str) -> Response | tuple[str, int]:
     """Enroll an eligible, consented participant."""
     return _participant_action(
@@ -591,6 +601,7 @@ def enroll(code: str, subject: str) -> Response | tuple[str, int]:
 
 @bp.post("/trials/<code>/participants/<subject>/randomize")
 @signed_in
+@idempotent
 def randomize(code: str, subject: str) -> Response | tuple[str, int]:
     """Randomize; the page then shows the randomization number and activation code only."""
     request_id = request.form.get("request_id") or None
@@ -605,6 +616,7 @@ def randomize(code: str, subject: str) -> Response | tuple[str, int]:
 
 @bp.post("/trials/<code>/participants/<subject>/unblind")
 @signed_in
+@idempotent
 def unblind(code: str, subject: str) -> tuple[str, int]:
     """Emergency unblinding: the arm appears in this response only, to this investigator."""
     trial = _trial(code)
@@ -782,6 +794,7 @@ def form_page(code: str, subject: str, visit: str, form: str) -> tuple[str, int]
 
 @bp.post("/trials/<code>/participants/<subject>/visits/<visit>/forms/<form>")
 @signed_in
+@idempotent
 def save_form(code: str, subject: str, visit: str, form: str) -> Response | tuple[str, int]:
     """Save a draft or submit; edit-check errors come back next to their fields."""
     trial = _trial(code)
@@ -898,6 +911,7 @@ def _record_action(
 
 @bp.post("/trials/<code>/records/<int:record_id>/sign")
 @signed_in
+@idempotent
 def sign(code: str, record_id: int) -> Response | tuple[str, int]:
     """E-sign a submitted record: password re-entered, meaning chosen."""
     return _record_action(
@@ -917,6 +931,7 @@ def sign(code: str, record_id: int) -> Response | tuple[str, int]:
 
 @bp.post("/trials/<code>/records/<int:record_id>/status")
 @signed_in
+@idempotent
 def record_status(code: str, record_id: int) -> Response | tuple[str, int]:
     """Source-data verify (monitor), freeze or lock (data manager)."""
     target = request.form.get("target", "")
@@ -933,6 +948,7 @@ def record_status(code: str, record_id: int) -> Response | tuple[str, int]:
 
 @bp.post("/trials/<code>/records/<int:record_id>/queries")
 @signed_in
+@idempotent
 def raise_query(code: str, record_id: int) -> Response | tuple[str, int]:
     """Raise a query on a field (monitor, data manager)."""
     return _record_action(
@@ -990,6 +1006,7 @@ def query_inbox(code: str) -> tuple[str, int]:
 
 @bp.post("/trials/<code>/queries/<int:query_id>/<verb>")
 @signed_in
+@idempotent
 def query_action(code: str, query_id: int, verb: str) -> Response | tuple[str, int]:
     """Answer (site staff), close or reopen (monitor, data manager) a query."""
     trial = _trial(code)

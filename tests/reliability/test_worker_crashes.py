@@ -1,12 +1,17 @@
 """Worker crashes under load: gunicorn with 4 sync workers on PostgreSQL, concurrent clients
 submitting eCRFs and randomizing, workers killed with SIGKILL at random moments (gunicorn's
-master starts new ones). Afterwards every acknowledged (2xx) write is present with the
+master starts new ones) and, independently, the workers' database connections terminated with
+``pg_terminate_backend`` at other random moments (a connection dying under a request, in its
+commit or in its teardown). Afterwards every acknowledged (2xx) write is present with the
 acknowledged values, no allocation is duplicated or skipped, no form is stored twice, and
 ``dtx audit verify`` passes (every row has its audit event, every chain is intact).
 
-A client whose connection dies with its worker sends the same request again, as a real client
-would: randomizations carry an idempotency key (``request_id``), so a retry after a lost
-answer returns the original allocation; a form submit is a PUT of the same values.
+A client whose connection dies with its worker, or that gets a 503, sends the same request
+again, as a real client would: randomizations carry an idempotency key in the body
+(``request_id``), so a retry after a lost answer returns the original allocation; form submits
+carry the ``Idempotency-Key`` header, so a retry replays the first answer. No answer may be a
+500 (the teardown of a request whose connection was terminated used to turn into gunicorn's
+plain-text 500).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 
 from bench.ecrf import VISITS, adas_values
@@ -109,6 +114,38 @@ class WorkerKiller(threading.Thread):
                     return
 
 
+class BackendKiller(threading.Thread):
+    """Terminate a random backend of the app's database (``pg_terminate_backend``) at random
+    moments until stopped, as a DBA, a failover or a network cut would."""
+
+    def __init__(self, url: str, pause_s: tuple[float, float], seed: int) -> None:
+        super().__init__(daemon=True)
+        self.engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        self.pause_s = pause_s
+        self.rng = random.Random(seed)
+        self.stopped = threading.Event()
+        self.terminated = 0
+
+    def run(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                while not self.stopped.wait(self.rng.uniform(*self.pause_s)):
+                    pids = conn.execute(
+                        text(
+                            "SELECT pid FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        )
+                    ).scalars().all()
+                    if pids:
+                        pid = self.rng.choice(pids)
+                        killed = conn.execute(
+                            text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
+                        ).scalar()
+                        self.terminated += bool(killed)
+        finally:
+            self.engine.dispose()
+
+
 def wait_for_workers(master_pid: int, n: int, timeout_s: float = 60) -> int:
     """Wait until the master runs n workers again; return how many it runs."""
     deadline = time.monotonic() + timeout_s
@@ -159,7 +196,7 @@ def test_rel_01_acknowledged_writes_survive_worker_sigkill(figures: Figures) -> 
                     "PUT",
                     f"/api/v1/trials/{code}/participants/{subject}/visits/{visit}/forms/adas_cog",
                     {"values": adas_values(rng), "submit": True},
-                    headers,
+                    {**headers, "Idempotency-Key": f"crash-form-{subject}-{visit}"},
                     f"form:{subject}:{visit}",
                 )
                 for visit in VISITS
@@ -170,7 +207,9 @@ def test_rel_01_acknowledged_writes_survive_worker_sigkill(figures: Figures) -> 
             master = server.process.pid
             assert wait_for_workers(master, WORKERS) == WORKERS
             killer = WorkerKiller(master, WORKERS, sizes.kill_every_s, seed=rng.randrange(2**32))
+            cutter = BackendKiller(url, sizes.kill_every_s, seed=rng.randrange(2**32))
             killer.start()
+            cutter.start()
             try:
                 result = run_load(
                     server.port,
@@ -182,7 +221,9 @@ def test_rel_01_acknowledged_writes_survive_worker_sigkill(figures: Figures) -> 
                 )
             finally:
                 killer.stopped.set()
+                cutter.stopped.set()
                 killer.join()
+                cutter.join()
             n_workers_after = wait_for_workers(master, WORKERS)
             after = run_load(server.port, [HttpRequest("GET", "/readyz")], 1, 30)
         verdict = verify(url, code, requests, result)
@@ -194,6 +235,7 @@ def test_rel_01_acknowledged_writes_survive_worker_sigkill(figures: Figures) -> 
     figures.add("writes sent (randomizations + form submits)", len(requests))
     figures.add("HTTP requests (with retries)", attempts)
     figures.add("workers killed with SIGKILL (faults injected)", len(killer.killed))
+    figures.add("database connections terminated (faults injected)", cutter.terminated)
     figures.add("workers running afterwards", n_workers_after)
     figures.add("answers lost with a killed worker (retried)", attempts - len(result.outcomes))
     figures.add("final statuses", ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())))
@@ -209,6 +251,7 @@ def test_rel_01_acknowledged_writes_survive_worker_sigkill(figures: Figures) -> 
 
     assert len(result.outcomes) == len(requests), "the load hit its time limit"
     assert killer.killed, "no worker was killed: the suite injected no fault"
+    assert cutter.terminated, "no connection was terminated: the suite injected no fault"
     assert n_workers_after == WORKERS, "gunicorn did not restart the killed workers"
     assert after.statuses() == {200: 1}, "the server does not answer after the faults"
     assert not [o for o in result.outcomes if o.status >= 500], statuses

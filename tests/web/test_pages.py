@@ -16,7 +16,7 @@ from dtx_trials.web.i18n import translate_message
 from ecrf.fields import FieldValueError, coerce_value
 from ecrf.model import FieldDef, Label
 from tests.dtx_trials.trial_flow import MCI_SCREENING, api, enrolled_mci_participant, load_trial
-from tests.helpers import PASSWORD, make_user
+from tests.helpers import PASSWORD, login, make_user
 from tests.web.web_helpers import ARM_TERMS, MCI, PageClient, check_accessible
 
 CONSENTS = (
@@ -80,6 +80,33 @@ def test_password_change(app: Flask, client: FlaskClient) -> None:
     assert done.status_code == 200 and "Your password was changed." in done.text
     again = PageClient(app)
     assert again.sign_in("alice", "another long password").status_code == 302
+
+
+def test_a_password_change_ends_every_other_session_and_token(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Issue #13: the thief's browser and API token stop working when the owner changes the
+    password; the browser the owner changed it from stays signed in."""
+    account = make_user("alice")
+    owner = PageClient(app, account)
+    thief = PageClient(app, account)
+    token = login(client, account).headers
+    assert thief.get("/").status_code == 200
+    assert client.get("/api/v1/me", headers=token).status_code == 200
+    done = owner.post(
+        "/account/password",
+        {"current_password": PASSWORD, "new_password": "another long password"},
+    )
+    assert done.status_code == 200
+    assert thief.get("/").headers["Location"].endswith("/login")
+    assert client.get("/api/v1/me", headers=token).status_code == 401
+    assert owner.get("/").status_code == 200
+    # A reset by the command line (a superuser) ends every session, the owner's too.
+    from dtx_trials.services import accounts
+    from tests.helpers import CLI
+
+    accounts.set_password(db.session, CLI, account.user.id, "a third long password")
+    assert owner.get("/").headers["Location"].endswith("/login")
 
 
 def test_anonymous_is_sent_to_sign_in(client: FlaskClient) -> None:
