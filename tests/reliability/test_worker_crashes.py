@@ -54,15 +54,26 @@ class Sizes:
     n_randomizations: int
     n_forms: int
     kill_every_s: tuple[float, float]  # uniform pause after the killed worker is replaced
-    time_limit_s: float
+    commits_between_cuts: tuple[int, int]  # committed transactions between two terminations
+    time_limit_s: float  # a guard against a hang, not a speed target (the time is printed)
 
 
 SIZES = scaled(
     Sizes(
-        n_clients=16, n_randomizations=120, n_forms=120, kill_every_s=(0.3, 1.0), time_limit_s=150
+        n_clients=16,
+        n_randomizations=120,
+        n_forms=120,
+        kill_every_s=(0.3, 1.0),
+        commits_between_cuts=(20, 60),
+        time_limit_s=600,
     ),
     Sizes(
-        n_clients=64, n_randomizations=600, n_forms=600, kill_every_s=(0.3, 1.0), time_limit_s=900
+        n_clients=64,
+        n_randomizations=600,
+        n_forms=600,
+        kill_every_s=(0.3, 1.0),
+        commits_between_cuts=(20, 60),
+        time_limit_s=1800,
     ),
 )
 WORKERS = 4
@@ -115,21 +126,31 @@ class WorkerKiller(threading.Thread):
 
 
 class BackendKiller(threading.Thread):
-    """Terminate a random backend of the app's database (``pg_terminate_backend``) at random
-    moments until stopped, as a DBA, a failover or a network cut would."""
+    """Terminate a random backend of the app's database (``pg_terminate_backend``), as a DBA,
+    a failover or a network cut would, every ``commits_between`` committed transactions (drawn
+    anew each time): the fault rate follows the server's progress, not the wall clock, so a
+    slow or busy machine gets as many faults per request as a fast one."""
 
-    def __init__(self, url: str, pause_s: tuple[float, float], seed: int) -> None:
+    def __init__(self, url: str, commits_between: tuple[int, int], seed: int) -> None:
         super().__init__(daemon=True)
         self.engine = create_engine(url, isolation_level="AUTOCOMMIT")
-        self.pause_s = pause_s
+        self.commits_between = commits_between
         self.rng = random.Random(seed)
         self.stopped = threading.Event()
         self.terminated = 0
 
     def run(self) -> None:
+        commits = text(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
         try:
             with self.engine.connect() as conn:
-                while not self.stopped.wait(self.rng.uniform(*self.pause_s)):
+                mark = conn.execute(commits).scalar() or 0
+                due = self.rng.randint(*self.commits_between)
+                while not self.stopped.wait(0.05):
+                    now = conn.execute(commits).scalar() or 0
+                    if now - mark < due:
+                        continue
                     pids = conn.execute(
                         text(
                             "SELECT pid FROM pg_stat_activity "
@@ -137,11 +158,12 @@ class BackendKiller(threading.Thread):
                         )
                     ).scalars().all()
                     if pids:
-                        pid = self.rng.choice(pids)
                         killed = conn.execute(
-                            text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
+                            text("SELECT pg_terminate_backend(:pid)"),
+                            {"pid": self.rng.choice(pids)},
                         ).scalar()
                         self.terminated += bool(killed)
+                    mark, due = now, self.rng.randint(*self.commits_between)
         finally:
             self.engine.dispose()
 
@@ -207,7 +229,7 @@ def test_rel_01_acknowledged_writes_survive_worker_sigkill(figures: Figures) -> 
             master = server.process.pid
             assert wait_for_workers(master, WORKERS) == WORKERS
             killer = WorkerKiller(master, WORKERS, sizes.kill_every_s, seed=rng.randrange(2**32))
-            cutter = BackendKiller(url, sizes.kill_every_s, seed=rng.randrange(2**32))
+            cutter = BackendKiller(url, sizes.commits_between_cuts, seed=rng.randrange(2**32))
             killer.start()
             cutter.start()
             try:
