@@ -37,7 +37,7 @@ FieldType = Literal[
 FIELD_TYPES: tuple[str, ...] = FieldType.__args__  # type: ignore[attr-defined]
 
 Severity = Literal["error", "warning"]
-Respondent = Literal["site", "participant"]
+Respondent = Literal["site", "participant", "outcome_assessor"]
 Anchor = Literal["screening", "enrollment", "randomization"]
 
 MISSING_CODES: dict[str, str] = {

@@ -151,7 +151,13 @@ FORM = Obj(
     (
         Prop("id", _id("Form id"), required=True),
         Prop("title", LABEL, required=True),
-        Prop("respondent", Enum(("site", "participant"), "Who fills the form in")),
+        Prop(
+            "respondent",
+            Enum(
+                ("site", "participant", "outcome_assessor"),
+                "Who fills the form in (an outcome assessor: only assessors, never site staff)",
+            ),
+        ),
         Prop("repeating", Bool("Log form with any number of entries (AEs, con-meds)")),
         Prop("fields", ListOf(FIELD, "Fields in display order", min_items=1), required=True),
         Prop("checks", ListOf(EDIT_CHECK, "Form-level checks over several fields")),

@@ -301,6 +301,9 @@ def _check_schedule(ctx: _Context) -> None:
                     "schedule.unscheduled_forms, or declare it repeating: true for a log form)")
 
 
+DOUBLE_BLIND_REQUIRED = ("participant", "investigator", "coordinator", "outcome_assessor")
+
+
 def _check_arms(ctx: _Context) -> None:
     p, r = ctx.protocol, ctx.reporter
     if sum(1 for a in p.arms if a.is_control) > 1:
@@ -310,6 +313,23 @@ def _check_arms(ctx: _Context) -> None:
     if p.blinding.level != "open" and not p.blinding.blinded_roles:
         r.error(("blinding", "level"),
                 f"a {p.blinding.level}-blind trial must list its blinded_roles")
+    # blinded_roles decides who sees arms (services/access.py): a level it contradicts is
+    # refused rather than silently widened or narrowed.
+    listed = set(p.blinding.blinded_roles)
+    if p.blinding.level == "double" and listed:
+        missing = [x for x in DOUBLE_BLIND_REQUIRED if x not in listed]
+        if missing:
+            r.error(("blinding", "blinded_roles"),
+                    "a double-blind trial blinds the participant and everyone at the site: add "
+                    + ", ".join(missing))
+    if p.blinding.level == "single" and listed and not listed & {"participant",
+                                                                 "outcome_assessor"}:
+        r.error(("blinding", "blinded_roles"),
+                "a single-blind trial blinds the participant or the outcome assessor: list one")
+    assessor_forms = [i for i, f in enumerate(p.forms) if f.respondent == "outcome_assessor"]
+    if assessor_forms and "outcome_assessor" not in listed:
+        r.warning(("forms", assessor_forms[0], "respondent"),
+                  "outcome-assessor forms in a trial that does not blind the outcome assessor")
     if p.blinding.level == "double" and p.blinding.activation_code_prefix is None:
         r.warning(("blinding",), "double-blind DTx trials usually dispense activation codes: "
                   "set activation_code_prefix")

@@ -12,8 +12,10 @@ from typing import Any
 from flask import Response, jsonify
 from marshmallow import Schema, fields
 
+from dtx_trials.extensions import db
 from dtx_trials.models import Allocation, Trial
 from dtx_trials.services.access import Actor, sees_arms
+from dtx_trials.services.protocols import blinded_roles
 
 
 class AllocationReceiptSchema(Schema):
@@ -36,7 +38,7 @@ class UnblindedAllocationSchema(AllocationReceiptSchema):
 
 def allocation_schema(actor: Actor, trial: Trial, many: bool = False) -> Schema:
     """Return the allocation schema this actor may receive for this trial."""
-    if sees_arms(actor, trial.id, trial.is_blinded):
+    if sees_arms(actor, trial.id, blinded_roles(db.session, trial)):
         return UnblindedAllocationSchema(many=many)
     return AllocationReceiptSchema(many=many)
 

@@ -61,6 +61,10 @@ class RecordSchema(Schema):
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
     submitted_at = fields.DateTime(allow_none=True)
+    content_sha256 = fields.Function(
+        service.content_sha256,
+        metadata={"description": "what a signature of this version covers; show it to a signer"},
+    )
 
     def _visit_code(self, obj: FormRecord) -> str | None:
         visit = db.session.get(Visit, obj.visit_id) if obj.visit_id else None
@@ -102,6 +106,17 @@ class SaveResultSchema(Schema):
 
 class SignSchema(StrictSchema):
     password = fields.String(required=True, load_only=True)
+    expected_version = fields.Integer(
+        required=True,
+        metadata={"description": "the record version the signer viewed (409 if it changed)"},
+    )
+    content_sha256 = fields.String(
+        load_default=None,
+        validate=validate.Regexp(r"^[0-9a-f]{64}$"),
+        data_key="content_sha256",
+        attribute="content_sha256_seen",
+        metadata={"description": "the content hash shown to the signer (409 if it differs)"},
+    )
     meaning = fields.String(
         load_default="responsibility", validate=validate.OneOf(service.SIGNATURE_MEANINGS)
     )

@@ -143,6 +143,13 @@ class MembershipSchema(Schema):
     site_id = fields.Integer(allow_none=True)
     role = fields.String()
     is_active = fields.Boolean()
+    is_pending_approval = fields.Function(
+        lambda m: m.pending_since is not None,
+        metadata={"description": "waiting for a second administrator (two-person rule)"},
+    )
+    requested_by_id = fields.Integer(allow_none=True)
+    approved_by_id = fields.Integer(allow_none=True)
+    approved_at = fields.DateTime(allow_none=True)
 
 
 class PageArgsSchema(StrictSchema):

@@ -116,6 +116,20 @@ class Memberships(MethodView):
         )
 
 
+@blp.route("/<code>/memberships/<int:membership_id>/approval")
+class MembershipApproval(MethodView):
+    @idempotent
+    @blp.response(200, MembershipSchema)
+    def post(self, code: str, membership_id: int) -> Membership:
+        """Approve a grant waiting under the two-person rule (a second sponsor admin: neither
+        the one who asked nor the grantee)."""
+        actor = current_actor()
+        trial = trials.get_trial(db.session, actor, code, "membership.manage")
+        return accounts.approve_grant(
+            db.session, actor, trial_id=trial.id, membership_id=membership_id
+        )
+
+
 @blp.route("/<code>/memberships/<int:membership_id>")
 class MembershipItem(MethodView):
     @blp.response(204)

@@ -21,10 +21,13 @@ class Role(enum.StrEnum):
     UNBLINDED_STATISTICIAN = "unblinded_statistician"
     AUDITOR = "auditor"
     PARTICIPANT = "participant"
+    OUTCOME_ASSESSOR = "outcome_assessor"
 
 
 # Roles whose memberships must name a site: they work "only at their own sites".
-SITE_BOUND_ROLES = frozenset({Role.INVESTIGATOR, Role.COORDINATOR, Role.PARTICIPANT})
+SITE_BOUND_ROLES = frozenset(
+    {Role.INVESTIGATOR, Role.COORDINATOR, Role.PARTICIPANT, Role.OUTCOME_ASSESSOR}
+)
 
 
 class User(Base):
@@ -61,6 +64,13 @@ class Membership(Base):
     role: Mapped[str] = mapped_column(String(30))
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Two-person rule: a grant that changes what the user may know of the allocation waits,
+    # inactive, until a second administrator approves it (services/accounts.py). Who asked and
+    # who approved are in the trail's membership.request / membership.approve events.
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    approved_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ApiToken(Base):

@@ -8,6 +8,7 @@ different site — gets 404; an actor who can see the trial but lacks the action
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dtx_trials.models.users import Role
@@ -25,7 +26,15 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
     "user.manage": frozenset({R.SPONSOR_ADMIN}),
     "audit.read": frozenset({R.AUDITOR}),
     "participant.read": frozenset(
-        {R.INVESTIGATOR, R.COORDINATOR, R.MONITOR, R.DATA_MANAGER, R.SPONSOR_ADMIN, R.AUDITOR}
+        {
+            R.INVESTIGATOR,
+            R.COORDINATOR,
+            R.OUTCOME_ASSESSOR,
+            R.MONITOR,
+            R.DATA_MANAGER,
+            R.SPONSOR_ADMIN,
+            R.AUDITOR,
+        }
     ),
     "participant.identify": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
     "participant.write": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
@@ -34,9 +43,13 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
     "allocation.upload": frozenset({R.UNBLINDED_STATISTICIAN}),
     "unblind.emergency": frozenset({R.INVESTIGATOR}),
     "unblinding.read": frozenset({R.SPONSOR_ADMIN, R.MONITOR, R.INVESTIGATOR, R.AUDITOR}),
-    "form.read": frozenset({R.INVESTIGATOR, R.COORDINATOR, R.MONITOR, R.DATA_MANAGER, R.AUDITOR}),
-    # A participant grant only ever comes from an ePRO link session (see `can`).
-    "form.write": frozenset({R.INVESTIGATOR, R.COORDINATOR, R.PARTICIPANT}),
+    "form.read": frozenset(
+        {R.INVESTIGATOR, R.COORDINATOR, R.OUTCOME_ASSESSOR, R.MONITOR, R.DATA_MANAGER, R.AUDITOR}
+    ),
+    # A participant grant only ever comes from an ePRO link session (see `can`); an outcome
+    # assessor writes only the forms the protocol gives it (respondent: outcome_assessor) and
+    # site staff never those (services/forms.py).
+    "form.write": frozenset({R.INVESTIGATOR, R.COORDINATOR, R.OUTCOME_ASSESSOR, R.PARTICIPANT}),
     "form.sign": frozenset({R.INVESTIGATOR}),
     "form.verify": frozenset({R.MONITOR}),
     "form.lock": frozenset({R.DATA_MANAGER}),
@@ -46,7 +59,6 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
     "epro.issue": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
     "device.ingest": frozenset({R.DATA_MANAGER, R.COORDINATOR}),
     "analysis.run": frozenset({R.STATISTICIAN, R.UNBLINDED_STATISTICIAN}),
-    "analysis.unblinded": frozenset({R.UNBLINDED_STATISTICIAN}),
     "export.run": frozenset({R.STATISTICIAN, R.UNBLINDED_STATISTICIAN, R.DATA_MANAGER}),
 }
 
@@ -55,8 +67,31 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
 # never writes forms through the API or the staff pages.
 EPRO_ONLY_ACTIONS = frozenset({"form.write"})
 
-# Roles allowed to see real arm codes of a blinded trial.
+# Roles whose purpose is to know the allocation: never blinded, and granted only under the
+# two-person rule (services/accounts.py).
 UNBLINDED_ROLES = frozenset({R.UNBLINDED_STATISTICIAN})
+
+# The protocol's words for who is blinded (``blinding.blinded_roles``) and the account roles
+# each covers; "sponsor" is the sponsor's side of the trial.
+PROTOCOL_BLINDED_ROLES: dict[str, frozenset[Role]] = {
+    "participant": frozenset({R.PARTICIPANT}),
+    "investigator": frozenset({R.INVESTIGATOR}),
+    "coordinator": frozenset({R.COORDINATOR}),
+    "outcome_assessor": frozenset({R.OUTCOME_ASSESSOR}),
+    "statistician": frozenset({R.STATISTICIAN}),
+    "sponsor": frozenset({R.SPONSOR_ADMIN, R.MONITOR, R.DATA_MANAGER, R.AUDITOR}),
+}
+ALL_BLINDABLE_ROLES = frozenset(R) - UNBLINDED_ROLES
+
+
+def blinded_account_roles(protocol_roles: Iterable[str]) -> frozenset[Role]:
+    """The account roles a protocol's ``blinding.blinded_roles`` blinds."""
+    return frozenset(r for name in protocol_roles for r in PROTOCOL_BLINDED_ROLES[name])
+
+
+def knows_allocation(role: Role, blinded: frozenset[Role]) -> bool:
+    """Whether holders of ``role`` may learn arms in a trial that blinds ``blinded``."""
+    return role in UNBLINDED_ROLES or role not in blinded
 
 
 @dataclass(frozen=True)
@@ -137,8 +172,10 @@ def visible_sites(actor: Actor, action: str, trial_id: int) -> frozenset[int] | 
     return frozenset(sites)
 
 
-def sees_arms(actor: Actor, trial_id: int, is_blinded: bool) -> bool:
-    """Return whether responses for this actor may carry real arm codes."""
-    if not is_blinded:
-        return bool(actor.roles_in(trial_id)) or actor.is_superuser
-    return bool(actor.roles_in(trial_id) & UNBLINDED_ROLES)
+def sees_arms(actor: Actor, trial_id: int, blinded: frozenset[Role]) -> bool:
+    """Return whether responses for this actor may carry real arm codes: none of its roles in
+    the trial is blinded (a superuser without a role only in a trial that blinds nobody)."""
+    roles = actor.roles_in(trial_id)
+    if not roles:
+        return actor.is_superuser and not blinded
+    return all(knows_allocation(role, blinded) for role in roles)

@@ -16,7 +16,14 @@ from dtx_trials.db import lock_row, transaction, utcnow
 from dtx_trials.models import ApiToken, Membership, Site, Trial, User, WebSession
 from dtx_trials.models.users import SITE_BOUND_ROLES, Role
 from dtx_trials.services import audit
-from dtx_trials.services.access import SYSTEM, Actor, Grant, require
+from dtx_trials.services.access import (
+    SYSTEM,
+    UNBLINDED_ROLES,
+    Actor,
+    Grant,
+    knows_allocation,
+    require,
+)
 from dtx_trials.services.errors import (
     AccountLocked,
     AuthenticationError,
@@ -25,6 +32,7 @@ from dtx_trials.services.errors import (
     PermissionDenied,
     ValidationError,
 )
+from dtx_trials.services.protocols import blinded_roles
 
 _hasher = PasswordHasher()
 # A hash of a random password, verified when the username is unknown so that a login for a
@@ -410,6 +418,26 @@ def session_for_cookie(
     return row
 
 
+# Separation of duties between the sponsor's side and the sites: one account never works on
+# both sides of a trial (a sponsor administrator cannot make itself a site investigator and
+# unblind; a monitor does not verify what it entered).
+SITE_ROLES = frozenset({Role.INVESTIGATOR, Role.COORDINATOR, Role.OUTCOME_ASSESSOR})
+SPONSOR_SIDE_ROLES = frozenset(
+    {
+        Role.SPONSOR_ADMIN,
+        Role.MONITOR,
+        Role.DATA_MANAGER,
+        Role.STATISTICIAN,
+        Role.UNBLINDED_STATISTICIAN,
+        Role.AUDITOR,
+    }
+)
+
+
+def _side(role: Role) -> str | None:
+    return "site" if role in SITE_ROLES else "sponsor" if role in SPONSOR_SIDE_ROLES else None
+
+
 def grant_role(
     session: Session,
     actor: Actor,
@@ -419,15 +447,26 @@ def grant_role(
     role: str,
     site_id: int | None = None,
 ) -> Membership:
-    """Give a user a role in a trial (site-bound roles need a site of that trial)."""
+    """Give a user a role in a trial (site-bound roles need a site of that trial).
+
+    Separation of duties (issue #14): nobody grants a role to themselves; one account never
+    holds both a role that knows the allocation and a blinded one, nor a site role and a
+    sponsor-side role, in the same trial (409). A grant of an unblinded role in a trial that
+    blinds anyone, or one that changes what a user who held roles in the trial may know, waits
+    inactive for a second administrator's approval (``approve_grant``) unless a superuser or
+    the command line makes it. Each step is audited.
+    """
     try:
         role_enum = Role(role)
     except ValueError as exc:
         raise ValidationError("unknown role", {"role": [f"one of {', '.join(Role)}"]}) from exc
     if actor.via != "cli" and not actor.is_superuser:
         require(actor, "membership.manage", trial_id)
+    if actor.via != "cli" and actor.user_id is not None and actor.user_id == user_id:
+        raise PermissionDenied("nobody grants a role to themselves")
     with transaction(session):
-        if session.get(Trial, trial_id) is None:
+        trial = session.get(Trial, trial_id)
+        if trial is None:
             raise NotFound("trial not found")
         if session.get(User, user_id) is None:
             raise NotFound("user not found", {"user_id": ["no such user"]})
@@ -437,26 +476,101 @@ def grant_role(
             site = session.get(Site, site_id)
             if site is None or site.trial_id != trial_id:
                 raise ValidationError("unknown site", {"site": ["not a site of this trial"]})
-        existing = session.scalars(
-            select(Membership).where(
-                Membership.user_id == user_id,
-                Membership.trial_id == trial_id,
-                Membership.role == role_enum.value,
-                Membership.site_id.is_(None) if site_id is None else Membership.site_id == site_id,
+        held = list(
+            session.scalars(
+                select(Membership).where(
+                    Membership.user_id == user_id, Membership.trial_id == trial_id
+                )
             )
-        ).first()
-        if existing is not None:
-            if existing.is_active:
-                raise Conflict("the user already holds this role")
-            before = audit.snapshot(existing)
-            existing.is_active = True
-            audit.record_update(session, actor, "membership.reactivate", existing, before)
-            return existing
-        membership = Membership(
+        )
+        blinded = blinded_roles(session, trial)
+        _check_duties(role_enum, [m for m in held if m.is_active or m.pending_since], blinded)
+        existing = next(
+            (m for m in held if m.role == role_enum.value and m.site_id == site_id), None
+        )
+        if existing is not None and (existing.is_active or existing.pending_since):
+            raise Conflict("the user already holds this role")
+        is_second_person_needed = not (actor.is_superuser or actor.via == "cli") and (
+            (role_enum in UNBLINDED_ROLES and bool(blinded))
+            or any(
+                knows_allocation(Role(m.role), blinded) != knows_allocation(role_enum, blinded)
+                for m in held
+            )
+        )
+        membership = existing or Membership(
             user_id=user_id, trial_id=trial_id, site_id=site_id, role=role_enum.value
         )
-        session.add(membership)
-        audit.record_create(session, actor, "membership.grant", membership)
+        before = audit.snapshot(existing) if existing is not None else None
+        membership.is_active = not is_second_person_needed
+        membership.requested_by_id = actor.user_id
+        membership.pending_since = utcnow() if is_second_person_needed else None
+        membership.approved_by_id = None
+        membership.approved_at = None
+        action = "membership.request" if is_second_person_needed else "membership.grant"
+        if existing is None:
+            session.add(membership)
+            audit.record_create(session, actor, action, membership)
+        else:
+            assert before is not None
+            audit.record_update(session, actor, action, membership, before)
+    return membership
+
+
+def _check_duties(role: Role, held: list[Membership], blinded: frozenset[Role]) -> None:
+    knows = knows_allocation(role, blinded)
+    for m in held:
+        other = Role(m.role)
+        if knows_allocation(other, blinded) != knows:
+            raise Conflict(
+                f"the user holds {other.value} in this trial: one account never holds a role "
+                "that knows the allocation and a blinded one in the same trial",
+                conflicting_role=other.value,
+            )
+        if _side(other) is not None and _side(role) is not None and _side(other) != _side(role):
+            raise Conflict(
+                f"the user holds {other.value} in this trial: one account never works on both "
+                "the sponsor's side and a site's side of a trial",
+                conflicting_role=other.value,
+            )
+
+
+def approve_grant(
+    session: Session, actor: Actor, *, trial_id: int, membership_id: int
+) -> Membership:
+    """Approve a pending grant (two-person rule): a second administrator of the trial, neither
+    the one who asked nor the grantee, or a superuser. Audited as ``membership.approve``."""
+    if actor.via != "cli" and not actor.is_superuser:
+        require(actor, "membership.manage", trial_id)
+    with transaction(session):
+        membership = lock_row(session, Membership, membership_id)
+        if membership is None or membership.trial_id != trial_id:
+            raise NotFound("membership not found")
+        if membership.pending_since is None:
+            raise Conflict("this grant is not waiting for approval")
+        if actor.user_id is not None and actor.user_id in (
+            membership.requested_by_id,
+            membership.user_id,
+        ):
+            raise PermissionDenied(
+                "a second administrator approves: not the one who asked for it, nor the grantee"
+            )
+        trial = session.get(Trial, trial_id)
+        assert trial is not None
+        held = session.scalars(
+            select(Membership).where(
+                Membership.user_id == membership.user_id,
+                Membership.trial_id == trial_id,
+                Membership.is_active.is_(True),
+                Membership.id != membership.id,
+            )
+        ).all()
+        _check_duties(Role(membership.role), list(held), blinded_roles(session, trial))
+        before = audit.snapshot(membership)
+        membership.is_active = True
+        membership.pending_since = None
+        membership.approved_by_id = actor.user_id
+        membership.approved_at = utcnow()
+        audit.record_update(session, actor, "membership.approve", membership, before)
     return membership
 
 
@@ -469,6 +583,7 @@ def revoke_role(session: Session, actor: Actor, *, trial_id: int, membership_id:
             raise NotFound("membership not found")
         before = audit.snapshot(membership)
         membership.is_active = False
+        membership.pending_since = None  # revoking a pending grant withdraws the request
         audit.record_update(session, actor, "membership.revoke", membership, before)
 
 

@@ -32,10 +32,10 @@ from dtx_trials.models import (
     Visit,
 )
 from dtx_trials.services import audit
-from dtx_trials.services.access import SYSTEM, Actor, require
+from dtx_trials.services.access import SYSTEM, Actor, require, sees_arms
 from dtx_trials.services.devices import adherence as device_adherence
-from dtx_trials.services.errors import NotFound, ValidationError
-from dtx_trials.services.protocols import active_protocol, protocol_of
+from dtx_trials.services.errors import NotFound, PermissionDenied, ValidationError
+from dtx_trials.services.protocols import active_protocol, blinded_roles, protocol_of
 from protocols.model import Protocol
 
 PACKAGES = (
@@ -209,10 +209,15 @@ def request_analysis(
     cutoff_on: datetime.date | None = None,
     unblinded: bool = False,
 ) -> AnalysisRun:
-    """Create a queued run (statisticians; unblinded runs only for unblinded roles)."""
-    require(
-        actor, "analysis.unblinded" if unblinded and trial.is_blinded else "analysis.run", trial.id
-    )
+    """Create a queued run (statisticians; unblinded runs only for roles that may see arms).
+
+    A run is unblinded when asked for by a role that may see the allocation, or when the
+    trial blinds nobody; otherwise arms are replaced by dummy labels."""
+    require(actor, "analysis.run", trial.id)
+    blinded = blinded_roles(session, trial)
+    knows = sees_arms(actor, trial.id, blinded)
+    if unblinded and not knows:
+        raise PermissionDenied("your role does not allow 'analysis.unblinded' here")
     if cutoff_on is not None and cutoff_on > datetime.date.today():
         raise ValidationError("cut-off in the future", {"cutoff_on": ["must not be after today"]})
     version, _ = active_protocol(session, trial)
@@ -221,7 +226,7 @@ def request_analysis(
             trial_id=trial.id,
             protocol_version_id=version.id,
             status="queued",
-            is_unblinded=unblinded or not trial.is_blinded,
+            is_unblinded=knows and (unblinded or not blinded),
             cutoff_on=cutoff_on,
             requested_by_id=actor.user_id,
             provenance={"seed": secrets.randbelow(2**31)},
@@ -356,11 +361,9 @@ def get_run(session: Session, actor: Actor, trial: Trial, run_id: int) -> Analys
     run = session.get(AnalysisRun, run_id)
     if run is None or run.trial_id != trial.id:
         raise NotFound("analysis run not found")
-    require(
-        actor,
-        "analysis.unblinded" if run.is_unblinded and trial.is_blinded else "analysis.run",
-        trial.id,
-    )
+    require(actor, "analysis.run", trial.id)
+    if run.is_unblinded and not sees_arms(actor, trial.id, blinded_roles(session, trial)):
+        raise PermissionDenied("your role does not allow 'analysis.unblinded' here")
     return run
 
 
@@ -373,9 +376,7 @@ def list_runs(session: Session, actor: Actor, trial: Trial) -> list[AnalysisRun]
             .order_by(AnalysisRun.id.desc())
         )
     )
-    if trial.is_blinded and not any(
-        g.role == "unblinded_statistician" for g in actor.grants if g.trial_id == trial.id
-    ):
+    if not sees_arms(actor, trial.id, blinded_roles(session, trial)):
         runs = [r for r in runs if not r.is_unblinded]
     return runs
 

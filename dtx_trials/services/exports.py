@@ -48,7 +48,7 @@ from dtx_trials.models import (
 from dtx_trials.services import audit
 from dtx_trials.services.access import Actor, require, sees_arms
 from dtx_trials.services.errors import ValidationError
-from dtx_trials.services.protocols import active_protocol
+from dtx_trials.services.protocols import active_protocol, blinded_roles
 from protocols.model import Protocol
 
 FORMATS = ("csv", "xpt", "odm", "fhir")
@@ -306,7 +306,7 @@ def export_trial_files(
 ) -> tuple[dict[str, bytes], bool]:
     """Build the export files for the actor; (files, blinded). Audited with file hashes."""
     require(actor, "export.run", trial.id)
-    blinded = not sees_arms(actor, trial.id, trial.is_blinded)
+    blinded = not sees_arms(actor, trial.id, blinded_roles(session, trial))
     files = build_files(export_data(session, trial, blinded=blinded), formats)
     with transaction(session):
         audit.record_event(

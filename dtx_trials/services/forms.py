@@ -14,9 +14,16 @@ from sqlalchemy.orm import Session
 
 from dtx_trials.db import lock_row, transaction, utcnow
 from dtx_trials.models import DataQuery, FormRecord, Participant, Signature, Site, Trial, Visit
+from dtx_trials.models.users import Role
 from dtx_trials.services import accounts, audit
 from dtx_trials.services.access import Actor, require, visible_sites
-from dtx_trials.services.errors import Conflict, NotFound, StaleWriteError, ValidationError
+from dtx_trials.services.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    StaleWriteError,
+    ValidationError,
+)
 from dtx_trials.services.participants import clinical_values, get_participant, protocol_for
 from ecrf.checks import FormEvaluation, evaluate_form
 from ecrf.model import FormDef
@@ -46,6 +53,25 @@ def _form(protocol: Any, form_code: str) -> FormDef:
         return protocol.form(form_code)  # type: ignore[no-any-return]
     except KeyError as exc:
         raise NotFound(f"form {form_code} is not part of the protocol") from exc
+
+
+def _check_respondent(actor: Actor, trial: Trial, site_id: int, form: FormDef) -> None:
+    """Outcome-assessor forms are entered by outcome assessors only, and assessors enter
+    nothing else: a blinded assessment stays blinded (issue #14)."""
+    if actor.via == "epro":
+        return  # an ePRO link session is pinned to its own participant form (services/epro.py)
+    roles = {
+        g.role
+        for g in actor.grants
+        if g.trial_id == trial.id and (g.site_id is None or g.site_id == site_id)
+    }
+    if form.respondent == "outcome_assessor":
+        if Role.OUTCOME_ASSESSOR not in roles:
+            raise PermissionDenied(f"only an outcome assessor enters {form.id}")
+    elif not roles & {Role.INVESTIGATOR, Role.COORDINATOR}:
+        raise PermissionDenied(
+            f"an outcome assessor enters only outcome-assessor forms, not {form.id}"
+        )
 
 
 def _visit(
@@ -147,6 +173,7 @@ def save_form(
             raise Conflict(f"participant is {participant.status}; no new data may be entered")
         protocol = protocol_for(session, participant)
         form = _form(protocol, form_code)
+        _check_respondent(actor, trial, participant.site_id, form)
         visit = _visit(session, actor, participant, protocol, visit_code, form)
         record = session.scalars(
             select(FormRecord)
@@ -304,9 +331,15 @@ def sign_form(
     record_id: int,
     *,
     password: str,
+    expected_version: int,
+    content_sha256_seen: str | None = None,
     meaning: str = "responsibility",
 ) -> Signature:
-    """Sign a submitted record: re-enter the password; bound to the record's content hash."""
+    """Sign a submitted record: re-enter the password; bound to the record's content hash.
+
+    The signer names the version they saw (and may name its content hash, as shown to them):
+    a record saved by someone else in between is a 409, never a signature on unseen content.
+    """
     if meaning not in SIGNATURE_MEANINGS:
         raise ValidationError("unknown meaning", {"meaning": list(SIGNATURE_MEANINGS)})
     record, participant = get_record(session, actor, trial, record_id, "form.sign")
@@ -315,6 +348,18 @@ def sign_form(
         record, participant = get_record(session, actor, trial, record_id, "form.sign", lock=True)
         if record.status not in ("submitted", "verified", "signed"):
             raise Conflict(f"a {record.status} form cannot be signed; submit it first")
+        if record.version != expected_version:
+            raise StaleWriteError(
+                "the form was changed since you viewed it; review it again before signing",
+                current_version=record.version,
+                expected_version=expected_version,
+            )
+        if content_sha256_seen is not None and content_sha256_seen != content_sha256(record):
+            raise StaleWriteError(
+                "the content you viewed is not the content of this record; review it again",
+                {"content_sha256": ["does not match the record's current content"]},
+                current_version=record.version,
+            )
         existing = session.scalars(
             select(Signature).where(
                 Signature.form_record_id == record.id,

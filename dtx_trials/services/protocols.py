@@ -14,14 +14,22 @@ from dtx_trials.db import lock_row, transaction, utcnow
 from dtx_trials.models import (
     Allocation,
     FormRecord,
+    Membership,
     Participant,
     ProtocolVersion,
     RandomizationState,
     Site,
     Trial,
 )
+from dtx_trials.models.users import Role
 from dtx_trials.services import audit
-from dtx_trials.services.access import Actor, require
+from dtx_trials.services.access import (
+    ALL_BLINDABLE_ROLES,
+    Actor,
+    blinded_account_roles,
+    knows_allocation,
+    require,
+)
 from dtx_trials.services.errors import Conflict, NotFound, ValidationError
 from protocols.canonical import from_canonical_dict, protocol_sha256, to_canonical_dict
 from protocols.diff import Change, check_amendment, diff_protocols
@@ -75,6 +83,15 @@ def active_protocol(session: Session, trial: Trial) -> tuple[ProtocolVersion, Pr
     version = session.get(ProtocolVersion, trial.active_protocol_version_id)
     assert version is not None  # foreign key
     return version, protocol_of(version)
+
+
+def blinded_roles(session: Session, trial: Trial) -> frozenset[Role]:
+    """The account roles that must not learn this trial's allocation, as its active protocol
+    declares them (``blinding.blinded_roles``); before any activation, every role but the
+    unblinded ones of a trial created blinded."""
+    if trial.active_protocol_version_id is None:
+        return frozenset() if trial.blinding == "open" else ALL_BLINDABLE_ROLES
+    return blinded_account_roles(active_protocol(session, trial)[1].blinding.blinded_roles)
 
 
 def list_versions(session: Session, actor: Actor, trial: Trial) -> list[ProtocolVersion]:
@@ -171,6 +188,25 @@ def fields_with_data(session: Session, trial_id: int) -> set[str]:
     return fields
 
 
+def _refuse_mixed_blinding(session: Session, trial: Trial, blinded: frozenset[Role]) -> None:
+    """Refuse a blinding that would leave one account holding both a role that knows the
+    allocation and a blinded one (services/accounts.py refuses such grants one by one)."""
+    knows: dict[int, set[bool]] = {}
+    for user_id, role in session.execute(
+        select(Membership.user_id, Membership.role).where(
+            Membership.trial_id == trial.id, Membership.is_active.is_(True)
+        )
+    ):
+        knows.setdefault(user_id, set()).add(knows_allocation(Role(role), blinded))
+    mixed = sorted(user_id for user_id, states in knows.items() if len(states) > 1)
+    if mixed:
+        raise Conflict(
+            "under this protocol's blinding some accounts would hold both a role that knows "
+            "the allocation and a blinded one: revoke one of their roles first",
+            user_ids=mixed,
+        )
+
+
 def activate_version(
     session: Session, actor: Actor, trial: Trial, version_no: int, accepted: Collection[str] = ()
 ) -> tuple[ProtocolVersion, list[Change]]:
@@ -189,6 +225,7 @@ def activate_version(
         changes: list[Change] = []
         if locked.active_protocol_version_id == version.id:
             raise Conflict(f"version {version_no} is already active")
+        _refuse_mixed_blinding(session, locked, blinded_account_roles(new.blinding.blinded_roles))
         if locked.active_protocol_version_id is not None:
             current = session.get(ProtocolVersion, locked.active_protocol_version_id)
             assert current is not None

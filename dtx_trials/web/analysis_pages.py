@@ -16,8 +16,8 @@ from werkzeug.wrappers import Response
 
 from dtx_trials.extensions import db
 from dtx_trials.jobs import enqueue_analysis
-from dtx_trials.services import analyses, exports, randomization
-from dtx_trials.services.access import can
+from dtx_trials.services import analyses, exports, protocols, randomization
+from dtx_trials.services.access import can, sees_arms
 from dtx_trials.services.errors import DomainError, NotFound
 from dtx_trials.web import charts
 from dtx_trials.web.trial_pages import _actor, _nav, _t, _trial, signed_in
@@ -47,11 +47,12 @@ def analyses_page(code: str) -> Response | str:
         except (DomainError, ValueError) as exc:
             error = getattr(exc, "message", str(exc))
     runs = analyses.list_runs(db.session, actor, trial)
+    blinded = protocols.blinded_roles(db.session, trial)
     return render_template(
         "analyses.html",
         runs=runs,
         error=error,
-        may_unblind=trial.is_blinded and can(actor, "analysis.unblinded", trial.id),
+        may_unblind=bool(blinded) and sees_arms(actor, trial.id, blinded),
         may_export=can(actor, "export.run", trial.id),
         formats=exports.FORMATS,
         **_nav(trial),

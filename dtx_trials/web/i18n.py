@@ -115,6 +115,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "country": ("Country (2 letters)", "国家（两位字母）"),
     "timezone": ("Time zone", "时区"),
     "active": ("Active", "启用"),
+    "pending_approval": ("Waiting for a second administrator", "待另一位管理员批准"),
+    "approve": ("Approve", "批准"),
     "add_site": ("Add site", "添加中心"),
     "accounts": ("Accounts and roles", "账户与角色"),
     "role": ("Role", "角色"),
@@ -188,6 +190,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "meaning_approval": ("Approval", "批准"),
     "meaning_responsibility": ("Responsibility", "责任"),
     "signing_as": ("Signing as {name} at {at} (UTC)", "签名人 {name}，时间 {at}（UTC）"),
+    "signing_content": (
+        "You sign version {version} of this record, content fingerprint {fingerprint}",
+        "您签署的是本记录第 {version} 版，内容指纹 {fingerprint}",
+    ),
     "signed_by": ("Signed by {name} on {at} — {meaning}", "{name} 于 {at} 签署 — {meaning}"),
     "invalidated": ("invalidated", "已失效"),
     "verify": ("Source data verified", "源数据核查完成"),
@@ -281,6 +287,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "role_unblinded_statistician": ("Unblinded statistician", "非盲统计师"),
     "role_auditor": ("Auditor", "稽查员"),
     "role_participant": ("Participant", "受试者"),
+    "role_outcome_assessor": ("Outcome assessor (blinded)", "结局评估者（设盲）"),
 }
 
 

@@ -50,7 +50,7 @@ from dtx_trials.models import (
 from dtx_trials.models.users import Role
 from dtx_trials.services import accounts, audit, participants, protocols, randomization, trials
 from dtx_trials.services import forms as form_service
-from dtx_trials.services.access import Actor, can
+from dtx_trials.services.access import Actor, can, sees_arms
 from dtx_trials.services.errors import Conflict, DomainError, NotFound, ValidationError
 from dtx_trials.web import charts
 from dtx_trials.web.i18n import translate, translate_message
@@ -314,6 +314,21 @@ def grant_membership(code: str) -> Response | tuple[str, int]:
     return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
 
 
+@bp.post("/trials/<code>/memberships/<int:membership_id>/approve")
+@signed_in
+@idempotent
+def approve_membership(code: str, membership_id: int) -> Response | tuple[str, int]:
+    """Approve a grant waiting under the two-person rule (a second sponsor admin)."""
+    trial = _trial(code, "membership.manage")
+    try:
+        accounts.approve_grant(
+            db.session, _actor(), trial_id=trial.id, membership_id=membership_id
+        )
+    except DomainError as exc:
+        return _render_dashboard(trial, exc.status, banner=exc.message)
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+
+
 @bp.post("/trials/<code>/memberships/<int:membership_id>/revoke")
 @signed_in
 @idempotent
@@ -433,13 +448,19 @@ def _render_participant(
     protocol = participants.protocol_for(db.session, participant)
     site = db.session.get(Site, participant.site_id)
     allocation = None
+    knows_arms = sees_arms(actor, trial.id, protocols.blinded_roles(db.session, trial))
     if participant.randomized_at is not None:
         receipt = randomization.get_allocation(db.session, actor, trial, subject)
-        # the page receives the receipt fields only, never the allocation row
+        # the page receives the receipt fields only, never the allocation row; the arm only
+        # where the protocol does not blind any of the reader's roles (open label, or site
+        # staff of an assessor-blinded trial)
         allocation = {
             "randomization_number": receipt.randomization_number,
             "activation_code": receipt.activation_code,
             "allocated_at": receipt.allocated_at,
+            "arm": protocol.arm(receipt.arm_code).name.get(g.get("lang", "en"))
+            if knows_arms
+            else None,
         }
     may = {
         action: can(actor, action, trial.id, participant.site_id)
@@ -456,6 +477,7 @@ def _render_participant(
         "participant": participant,
         "site": site,
         "allocation": allocation,
+        "knows_arms": knows_arms,
         "can": may,
         "request_id": uuid.uuid4().hex,
         "categories": UNBLIND_CATEGORIES,
@@ -728,6 +750,7 @@ def _render_form(
         "record": record,
         "values": extra.pop("values", None) or (record.data if record else {}),
         "signatures": signatures,
+        "record_sha256": form_service.content_sha256(record) if record is not None else "",
         "queries": queries,
         "field_errors": {},
         "today": datetime.date.today().isoformat(),
@@ -909,6 +932,12 @@ def _record_action(
     )
 
 
+def _posted_int(name: str) -> int:
+    """A whole number posted by a page's hidden field (-1 when absent or garbled: stale)."""
+    text = request.form.get(name, "")
+    return int(text) if text.isdigit() and len(text) < 10 else -1
+
+
 @bp.post("/trials/<code>/records/<int:record_id>/sign")
 @signed_in
 @idempotent
@@ -923,6 +952,8 @@ def sign(code: str, record_id: int) -> Response | tuple[str, int]:
             trial,
             record_id,
             password=request.form.get("password", ""),
+            expected_version=_posted_int("expected_version"),
+            content_sha256_seen=request.form.get("content_sha256") or None,
             meaning=request.form.get("meaning", "responsibility"),
         ),
         reauth_action="form.sign",

@@ -166,7 +166,7 @@ def test_every_retryable_create_replays(client: FlaskClient, staff: TrialStaff) 
         ("monitor", "POST", f"/records/{record_id}/queries",
          {"field": "age", "text": "please check"}, DataQuery),
         ("inv", "POST", f"/records/{record_id}/sign",
-         {"password": PASSWORD, "meaning": "approval"}, Signature),
+         {"password": PASSWORD, "meaning": "approval", "expected_version": 1}, Signature),
         ("dm", "POST", "/device-data",
          [{"subject": subject, "stream": "training_minutes", "time": "2026-01-01T08:00:00+08:00",
            "value": 30, "unit": "min", "source": "cogtrain-ios"}], DeviceObservation),

@@ -219,14 +219,16 @@ def test_reason_for_change_concurrency_signature_void(client: FlaskClient) -> No
     assert stale["current_version"] == version
     # sign (wrong password refused), then a change voids the signature
     rid = saved["record"]["id"]
-    api(client, who, "POST", f"/records/{rid}/sign", {"password": "wrong-password!"}, 403)
-    api(client, staff["coord"], "POST", f"/records/{rid}/sign", {"password": PASSWORD}, 403)
+    signing = {"password": PASSWORD, "expected_version": version}
+    api(client, who, "POST", f"/records/{rid}/sign", {**signing, "password": "wrong-pass!"}, 403)
+    api(client, staff["coord"], "POST", f"/records/{rid}/sign", signing, 403)
+    api(client, who, "POST", f"/records/{rid}/sign", {"password": PASSWORD}, 422)
     signature = api(
         client,
         who,
         "POST",
         f"/records/{rid}/sign",
-        {"password": PASSWORD, "meaning": "responsibility"},
+        {**signing, "meaning": "responsibility"},
         201,
     )
     assert signature["printed_name"] == "Inv" and signature["status"] == "valid"
@@ -245,6 +247,39 @@ def test_reason_for_change_concurrency_signature_void(client: FlaskClient) -> No
     row = db.session.get(Signature, signature["id"])
     assert row is not None and row.invalidated_reason == "data changed after signing"
     assert audit.verify(db.session).ok
+
+
+def test_a_signature_binds_to_the_version_and_content_the_signer_saw(
+    client: FlaskClient,
+) -> None:
+    """Issue #14: the investigator views version 1; a coordinator saves version 2 in between;
+    signing "what I saw" is a 409, and so is a content hash that is not the record's."""
+    staff = load_trial(client)
+    subject = enrolled_mci_participant(client, staff)
+    path = f"/participants/{subject}/visits/screening/forms/moca"
+    record = api(client, staff["inv"], "GET", f"/participants/{subject}/forms")[1]
+    seen = api(client, staff["inv"], "GET", f"/records/{record['id']}")
+    assert len(seen["content_sha256"]) == 64
+    api(
+        client,
+        staff["coord"],
+        "PUT",
+        path,
+        {"values": moca(24), "submit": True, "expected_version": seen["version"],
+         "reason": "rescored"},
+        200,
+    )
+    signing = {"password": PASSWORD, "expected_version": seen["version"]}
+    stale = api(client, staff["inv"], "POST", f"/records/{seen['id']}/sign", signing, 409)
+    assert stale["current_version"] == seen["version"] + 1
+    now = api(client, staff["inv"], "GET", f"/records/{seen['id']}")
+    wrong_hash = {**signing, "expected_version": now["version"], "content_sha256": "0" * 64}
+    api(client, staff["inv"], "POST", f"/records/{seen['id']}/sign", wrong_hash, 409)
+    assert not api(client, staff["inv"], "GET", f"/records/{seen['id']}")["signatures"]
+    good = {**wrong_hash, "content_sha256": now["content_sha256"]}
+    signature = api(client, staff["inv"], "POST", f"/records/{seen['id']}/sign", good, 201)
+    assert signature["content_sha256"] == now["content_sha256"]
+    assert signature["record_version"] == now["version"]
 
 
 def test_queries_sdv_and_lock(client: FlaskClient) -> None:

@@ -560,3 +560,46 @@ def test_outcome_and_baseline_must_be_collected_at_their_visits() -> None:
         ("baseline field 'age' is not collected at visit 'week_4'",
          line_of(text, "baseline_visit: week_4")),
     ]
+
+
+BLINDING = "blinding: {level: open}"
+
+
+@pytest.mark.parametrize(
+    ("blinding", "message"),
+    [
+        (
+            "blinding: {level: double, blinded_roles: [participant, investigator, statistician]}",
+            "add coordinator, outcome_assessor",
+        ),
+        (
+            "blinding: {level: single, blinded_roles: [statistician, sponsor]}",
+            "blinds the participant or the outcome assessor",
+        ),
+        ("blinding: {level: open, blinded_roles: [statistician]}", "has no blinded roles"),
+    ],
+)
+def test_blinded_roles_must_agree_with_the_level(blinding: str, message: str) -> None:
+    """Issue #14: blinded_roles decides who sees arms, so a list the level contradicts is
+    refused with its line, never silently widened or narrowed."""
+    text = replace(MINIMAL, BLINDING, blinding)
+    issue = only_error(text)
+    assert issue.path == "blinding.blinded_roles" and message in issue.message
+    assert issue.line == line_of(text, "blinding:")
+
+
+def test_outcome_assessor_forms_are_declared_per_form() -> None:
+    text = replace(
+        MINIMAL, "  - id: outcome\n", "  - id: outcome\n    respondent: outcome_assessor\n"
+    )
+    text = replace(
+        text,
+        BLINDING,
+        "blinding: {level: single, blinded_roles: [outcome_assessor, statistician]}",
+    )
+    assert errors(text) == []
+    assert load_protocol_text(text).form("outcome").respondent == "outcome_assessor"
+    unblinded = replace(text, "blinded_roles: [outcome_assessor, statistician]",
+                        "blinded_roles: [participant]")
+    warnings = [i for i in validate_protocol_text(unblinded) if i.severity == "warning"]
+    assert any("does not blind the outcome assessor" in w.message for w in warnings)

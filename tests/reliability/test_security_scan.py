@@ -162,7 +162,7 @@ API_BODIES: dict[str, Any] = {
     "participants.Unblinding": {"password": PASSWORD, "reason": "probe", "category": "other"},
     "epro_links.EproLinks": {"visit": "week_4", "form": "app_experience"},
     "forms.SaveForm": {"values": {}},
-    "forms.Sign": {"password": PASSWORD, "meaning": "review"},
+    "forms.Sign": {"password": PASSWORD, "meaning": "review", "expected_version": 1},
     "forms.RecordQueries": {"field": "adas_q01", "text": "probe"},
     "forms.AnswerQuery": {"answer": "probe"},
     "forms.CloseQuery": {},
@@ -178,7 +178,7 @@ API_BODIES: dict[str, Any] = {
 PAGE_BODIES: dict[str, dict[str, str]] = {
     "trial_pages.record_status": {"target": "verified"},
     "trial_pages.screen": {"site": "BJ01"},
-    "trial_pages.sign": {"password": PASSWORD, "meaning": "review"},
+    "trial_pages.sign": {"password": PASSWORD, "meaning": "review", "expected_version": "1"},
     "trial_pages.unblind": {"password": PASSWORD, "reason": "probe", "category": "other"},
     "trial_pages.query_action": {"answer": "probe"},
     "trial_pages.raise_query": {"field": "adas_q01", "text": "probe"},
@@ -319,8 +319,9 @@ def build_world(client: FlaskClient, app: Flask, n_blinded: int, *, run_analyses
         subject = subjects[site]
         on_a(who, "POST", f"/participants/{subject}/randomization", {}, 201)
         form = f"/participants/{subject}/visits/baseline/forms/adas_cog"
-        record_id = on_a(who, "PUT", form, _adas(2))["record"]["id"]
-        signing = {"password": PASSWORD, "meaning": "review"}
+        saved = on_a(who, "PUT", form, _adas(2))["record"]
+        record_id = saved["id"]
+        signing = {"password": PASSWORD, "meaning": "review", "expected_version": saved["version"]}
         on_a(who, "POST", f"/records/{record_id}/sign", signing, 201)
         query = {"field": "adas_q07", "text": "Please confirm Q7"}
         query_id = on_a("monitor", "POST", f"/records/{record_id}/queries", query, 201)["id"]
@@ -1060,7 +1061,7 @@ def test_sec_02_every_password_check_counts_towards_the_lockout(
             "investigator",
             lambda who, pw: client.post(
                 f"{mci}/records/{record_id}/sign",
-                json={"password": pw, "meaning": "review"},
+                json={"password": pw, "meaning": "review", "expected_version": 1},
                 headers=who.headers,
             ),
         ),
@@ -1091,7 +1092,8 @@ def test_sec_02_every_password_check_counts_towards_the_lockout(
         ("trial_pages.sign", "POST"): (
             "investigator",
             lambda who, pw: who.post(
-                f"{page_mci}/records/{record_id}/sign", {"password": pw, "meaning": "review"}
+                f"{page_mci}/records/{record_id}/sign",
+                {"password": pw, "meaning": "review", "expected_version": "1"},
             ),
         ),
         ("trial_pages.unblind", "POST"): (

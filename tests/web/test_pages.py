@@ -296,11 +296,18 @@ def test_form_reason_for_change_signature_and_monitor_actions(
     # e-signature: wrong password refused inline, right one shows name, time and meaning
     signing = inv.text(url)
     assert "Signing as Inv at" in signing
-    wrong = inv.post(f"{MCI}/records/{record.id}/sign", {"password": "bad", "meaning": "review"})
+    assert "content fingerprint" in signing
+    seen = re.search(r'name="expected_version" value="(\d+)"', signing).group(1)  # type: ignore[union-attr]
+    fingerprint = re.search(r'name="content_sha256" value="([0-9a-f]{64})"', signing).group(1)  # type: ignore[union-attr]
+    sign_as = {"meaning": "review", "expected_version": seen, "content_sha256": fingerprint}
+    wrong = inv.post(f"{MCI}/records/{record.id}/sign", {**sign_as, "password": "bad"})
     assert wrong.status_code == 422 and "password check failed" in wrong.text
-    signed = inv.post(
-        f"{MCI}/records/{record.id}/sign", {"password": PASSWORD, "meaning": "review"}
+    stale = inv.post(
+        f"{MCI}/records/{record.id}/sign",
+        {**sign_as, "password": PASSWORD, "expected_version": str(int(seen) - 1)},
     )
+    assert stale.status_code == 409 and "changed since you viewed it" in stale.text
+    signed = inv.post(f"{MCI}/records/{record.id}/sign", {**sign_as, "password": PASSWORD})
     assert signed.status_code == 302
     assert re.search(r"Signed by Inv on \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC — Review", inv.text(url))
     # monitor verifies and raises a query; the investigator answers; the monitor closes it
@@ -323,7 +330,7 @@ def test_form_reason_for_change_signature_and_monitor_actions(
     assert empty.status_code == 422 and "an answer is required" in empty.text
     assert inv.post(f"{MCI}/queries/{query_id}/answer", {"answer": "Confirmed"}).status_code == 302
     assert monitor.post(f"{MCI}/queries/{query_id}/answer", {"answer": "x"}).status_code == 403
-    signing = {"password": PASSWORD, "meaning": "review"}
+    signing = {"password": PASSWORD, "meaning": "review", "expected_version": seen}
     assert monitor.post(f"{MCI}/records/{record.id}/sign", signing).status_code == 403
     assert monitor.post(f"{MCI}/queries/{query_id}/close").status_code == 302
     assert "closed" in monitor.text(f"{MCI}/queries?status=closed")
