@@ -54,6 +54,7 @@ def trial_staff(client: FlaskClient, trial: Trial) -> TrialStaff:
         ("sponsor", "sponsor_admin", None),
         ("inv", "investigator", first),
         ("coord", "coordinator", first),
+        ("oa", "outcome_assessor", first),
         ("inv2", "investigator", second),
         ("monitor", "monitor", None),
         ("dm", "data_manager", None),

@@ -372,7 +372,12 @@ def build_world(client: FlaskClient, app: Flask, n_blinded: int, *, run_analyses
     def on_b(method: str, path: str, body: Any = None, expect: int = 200) -> Any:
         return call(client, outsider, method, f"/api/v1/trials/{B}{path}", body, expect)
 
-    _analyses(client, B, outsider, outsider, False)  # only their ids are probed
+    # a mixed-role account is blinded (any blinded role blinds it): the unblinded run of trial
+    # B is requested by B's own unblinded statistician; the outsider only probes the ids
+    b_unblinded = login(
+        client, make_user("b_unblinded", role="unblinded_statistician", trial=other_trial)
+    )
+    _analyses(client, B, outsider, b_unblinded, False)
     b_record = db.session.scalars(
         select(FormRecord)
         .join(Participant)
@@ -1288,7 +1293,11 @@ def test_aud_08_rpt_14_cn_02_blinding_and_identifier_scan(
         role
         for role in Role
         if role != Role.PARTICIPANT
-        and not sees_arms(Actor(None, "x", "x", (Grant(trial.id, None, role),)), trial.id, True)
+        and not sees_arms(
+            Actor(None, "x", "x", (Grant(trial.id, None, role),)),
+            trial.id,
+            protocols.blinded_roles(db.session, trial),
+        )
     ]
     roles_of = {
         name: {g.role for g in accounts.actor_for(db.session, account.user, via="api").grants}
