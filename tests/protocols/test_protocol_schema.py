@@ -24,7 +24,7 @@ def test_schema_is_valid_draft_2020_12() -> None:
     assert field["properties"]["show_if"]["description"].startswith("Branching")
     method = schema["$defs"]["Randomization"]["properties"]["method"]
     assert method["enum"] == ["simple", "permuted_block", "minimization", "efron", "big_stick",
-                              "block_urn", "list"]
+                              "block_urn", "maximal", "list"]
     model = schema["$defs"]["Analysis"]["properties"]["model"]
     assert "gee_per_eye" in model["enum"]
     assert json_schema_text().startswith("{\n")
