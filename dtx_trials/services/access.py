@@ -34,6 +34,7 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
     "allocation.upload": frozenset({R.UNBLINDED_STATISTICIAN}),
     "unblind.emergency": frozenset({R.INVESTIGATOR}),
     "unblinding.read": frozenset({R.SPONSOR_ADMIN, R.MONITOR, R.INVESTIGATOR, R.AUDITOR}),
+    "notification.read": frozenset({R.SPONSOR_ADMIN, R.AUDITOR}),
     "form.read": frozenset({R.INVESTIGATOR, R.COORDINATOR, R.MONITOR, R.DATA_MANAGER, R.AUDITOR}),
     # A participant grant only ever comes from an ePRO link session (see `can`).
     "form.write": frozenset({R.INVESTIGATOR, R.COORDINATOR, R.PARTICIPANT}),
