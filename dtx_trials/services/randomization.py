@@ -698,51 +698,95 @@ def replay_problems(session: Session, trial: Trial) -> list[str]:
     return problems
 
 
-def candidate_designs(protocol: Protocol) -> list[tuple[str, Design, list[str]]]:
+Overrides = Mapping[str, Mapping[str, object]]
+
+
+def _overridden(
+    method: str, params: Mapping[str, object], overrides: Overrides
+) -> tuple[dict[str, object], str]:
+    """Return the parameters with the method's overrides applied, and a label suffix.
+
+    An override is a `build_design` parameter of the method (`p`, `block_sizes`, `lambda`…),
+    or `factors.<name>.weight` for a minimization factor's weight.
+    """
+    changed = dict(params)
+    notes = []
+    for key, value in (overrides.get(method) or {}).items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "factors" and parts[2] == "weight":
+            factors = [dict(f) for f in changed.get("factors", [])]  # type: ignore[attr-defined]
+            matching = [f for f in factors if f.get("name") == parts[1]]
+            if not matching:
+                raise ValidationError(
+                    f"{method} has no factor {parts[1]!r}", {"set": [f"{method}.{key}"]}
+                )
+            matching[0]["weight"] = value
+            changed["factors"] = factors
+        else:
+            changed[key] = value
+        notes.append(f"{key}={_show(value)}")
+    return changed, f" ({', '.join(notes)})" if notes else ""
+
+
+def _show(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def candidate_designs(
+    protocol: Protocol, overrides: Overrides | None = None
+) -> list[tuple[str, Design, list[str]]]:
     """The protocol's own design and the usual alternatives on the same arms and factors.
 
     Returns (label, design, stratify_by) triples; minimization balances its factors itself,
-    so it runs unstratified.
+    so it runs unstratified. `overrides` maps a method to parameters replacing its own in every
+    candidate of that method (e.g. {"minimization": {"p": 0.9}}); a method that is not among
+    the candidates is added with those parameters (e.g. {"maximal": {"b": 3,
+    "block_length": 10}}), stratified like the protocol. Raises DesignError on a bad value.
     """
+    overrides = overrides or {}
     spec = protocol.randomization
     arms = [a.code for a in protocol.arms]
     ratio = [a.ratio for a in protocol.arms]
     strata = [f.id for f in spec.factors] + ([SITE_FACTOR] if spec.stratify_by_site else [])
     total = sum(protocol.reduced_ratio)
-    own_strata = [] if spec.method == "minimization" else strata
-    designs = [
-        (
-            f"protocol: {spec.method}",
-            design_for(protocol)
-            if spec.method != "list"
-            else build_design("simple", arms, ratio, {}),
-            own_strata,
-        )
-    ]
     factors: list[dict[str, object]] = [
         {"name": f.id, "weight": f.weight, "levels": list(f.level_codes)} for f in spec.factors
     ]
     if spec.stratify_by_site:
         factors.append({"name": SITE_FACTOR, "weight": spec.site_weight})
-    alternatives: list[tuple[str, str, dict[str, object], list[str]]] = [
+    own_method = spec.method if spec.method != "list" else "simple"  # a list has a fixed length
+    own_params = design_parameters(protocol) if spec.method != "list" else {}
+    candidates: list[tuple[str, str, Mapping[str, object], list[str]]] = [
+        (f"protocol: {spec.method}", own_method, own_params,
+         [] if own_method == "minimization" else strata),
         ("simple", "simple", {}, []),
-        (
-            f"stratified blocks {2 * total}/{4 * total}",
-            "permuted_block",
-            {"block_sizes": [2 * total, 4 * total]},
-            strata,
-        ),
+        (f"stratified blocks {2 * total}/{4 * total}", "permuted_block",
+         {"block_sizes": [2 * total, 4 * total]}, strata),
     ]
     if factors:
-        alternatives.append(
-            ("minimization p=0.8", "minimization", {"factors": factors, "p": 0.8}, [])
-        )
-    for label, method, params, stratify in alternatives:
-        if method == spec.method and (
-            method != "permuted_block" or list(spec.block_sizes) == params["block_sizes"]
-        ):
+        candidates.append(("minimization", "minimization", {"factors": factors, "p": 0.8}, []))
+    designs: list[tuple[str, Design, list[str]]] = []
+    for label, method, params, stratify in candidates:
+        changed, suffix = _overridden(method, params, overrides)
+        if label == "minimization" and "p" not in overrides.get(method, {}):
+            suffix = f" (p=0.8, {suffix[2:]}" if suffix else " (p=0.8)"
+        design = build_design(method, arms, ratio, changed)
+        if any(d == design and s == stratify for _, d, s in designs):
+            continue  # an alternative identical to the protocol's own design
+        designs.append((label + suffix, design, stratify))
+    for method, params in overrides.items():
+        if any(d.method == method for _, d, _ in designs):
             continue
-        designs.append((label, build_design(method, arms, ratio, params), stratify))
+        label = method + " (" + ", ".join(f"{k}={_show(v)}" for k, v in params.items()) + ")"
+        extra = dict(params)
+        if method == "minimization":
+            extra.setdefault("factors", factors)
+        designs.append(
+            (label, build_design(method, arms, ratio, extra),
+             [] if method == "minimization" else strata)
+        )
     return designs
 
 
