@@ -368,7 +368,7 @@ def emergency_unblind(
             session, actor, "participant.unblinded", participant, before, reason=reason.strip()
         )
         site = session.get(Site, participant.site_id)
-        subject, body = _unblinding_message(
+        subject, body = unblinding_message(
             protocol,
             trial_code=trial.code,
             subject_code=participant.subject_code,
@@ -396,7 +396,7 @@ def emergency_unblind(
     return Unblinding(allocation, arm.code, arm.name.en, now, user.printed_name)
 
 
-def _unblinding_message(
+def unblinding_message(
     protocol: Protocol,
     *,
     trial_code: str,
