@@ -2,7 +2,7 @@
 
 Revision ID: 5c1e7d2a9b40
 Revises: d716e0f6bf8c
-Create Date: 2026-12-05 02:00:00.000000
+Create Date: 2026-12-05 02:30:00.000000
 """
 
 from alembic import op
