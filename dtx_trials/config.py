@@ -15,6 +15,15 @@ class DefaultConfig:
     SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict[str, Any]] = {"pool_pre_ping": True}
     FIELD_KEY: str | None = None
     QUEUE_URL: str | None = None
+    # Notification channels (dtx_trials/channels.py): e-mail when SMTP_HOST is set, SMS when
+    # SMS_PROVIDER names a provider factory; messages of a channel left unset stay pending.
+    SMTP_HOST: str | None = None
+    SMTP_PORT = 25
+    SMTP_SENDER: str | None = None
+    SMTP_USERNAME: str | None = None
+    SMTP_PASSWORD: str | None = None
+    SMTP_SECURITY = "none"  # none | starttls | tls
+    SMS_PROVIDER: str | None = None
     ENV_NAME = "development"
     SESSION_COOKIE_NAME = "dtx_session"
     SESSION_COOKIE_HTTPONLY = True

@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 from sqlalchemy import DateTime, Integer, MetaData, event, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, scoped_session
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -77,16 +77,23 @@ def _sqlite_begin_immediate(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-# Set while an idempotent request is served (``api/idempotency.py``): the request is then the
-# unit of work, so ``transaction()`` only flushes and the request commits the change, its audit
-# events, its idempotency record and the response it built, together, as its last step.
-_commit_deferred: ContextVar[bool] = ContextVar("dtx_commit_deferred", default=False)
+# Set while an idempotent request is served (``api/idempotency.py``): that request's session is
+# then its unit of work, so ``transaction()`` on it only flushes and the request commits the
+# change, its audit events, its idempotency record and the response it built, together, as its
+# last step. Other sessions (a delivery after commit, a job) keep committing as usual.
+_commit_deferred: ContextVar[Session | None] = ContextVar("dtx_commit_deferred", default=None)
+
+
+def _real(session: Session) -> Session:
+    """The Session behind a ``scoped_session`` proxy (the object itself otherwise)."""
+    return session() if isinstance(session, scoped_session) else session  # type: ignore[no-any-return]
 
 
 @contextmanager
-def deferred_commit() -> Iterator[None]:
-    """Make every ``transaction()`` in the block flush instead of commit; the caller commits."""
-    token = _commit_deferred.set(True)
+def deferred_commit(session: Session) -> Iterator[None]:
+    """Make every ``transaction()`` on ``session`` in the block flush instead of commit; the
+    caller commits after the block."""
+    token = _commit_deferred.set(_real(session))
     try:
         yield
     finally:
@@ -97,13 +104,13 @@ def deferred_commit() -> Iterator[None]:
 def transaction(session: Session, *, commit_now: bool = False) -> Iterator[Session]:
     """Run the block as one transaction: commit on success, roll back and re-raise on error.
 
-    Inside ``deferred_commit()`` the block's work is flushed and committed later by the request,
-    unless ``commit_now`` says it must stand whatever happens next (a failed password check
-    counts towards the lockout even though the request then fails).
+    Inside ``deferred_commit(session)`` the block's work is flushed and committed later by the
+    request, unless ``commit_now`` says it must stand whatever happens next (a failed password
+    check counts towards the lockout even though the request then fails).
     """
     try:
         yield session
-        if _commit_deferred.get() and not commit_now:
+        if not commit_now and _commit_deferred.get() is _real(session):
             session.flush()
         else:
             session.commit()

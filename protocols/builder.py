@@ -143,6 +143,8 @@ def _randomization(data: Data) -> RandomizationSpec:
         efron_p=_float_or_none(data.get("efron_p")),
         bsd_b=data.get("bsd_b"),
         bud_lambda=data.get("bud_lambda"),
+        mp_b=data.get("mp_b"),
+        mp_block_length=data.get("mp_block_length"),
         caps=AllocationCaps(
             trial=caps.get("trial"), per_site=caps.get("per_site"),
             per_stratum=caps.get("per_stratum"),
@@ -256,6 +258,10 @@ def build_protocol(data: Data) -> Protocol:
             level=blinding["level"],
             blinded_roles=tuple(blinding.get("blinded_roles", [])),
             activation_code_prefix=blinding.get("activation_code_prefix"),
+            unblinding_notify=(
+                None if blinding.get("unblinding_notify") is None
+                else tuple(blinding["unblinding_notify"])
+            ),
         ),
         randomization=_randomization(data["randomization"]),
         sites=SitePolicy(

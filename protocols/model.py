@@ -20,7 +20,13 @@ BlindedRole = Literal[
     "participant", "investigator", "outcome_assessor", "coordinator", "statistician", "sponsor"
 ]
 RandomizationMethod = Literal[
-    "simple", "permuted_block", "minimization", "efron", "big_stick", "block_urn", "list"
+    "simple", "permuted_block", "minimization", "efron", "big_stick", "block_urn", "maximal",
+    "list",
+]
+#: Trial roles a protocol can name (e.g. who is notified of an emergency unblinding).
+StaffRole = Literal[
+    "sponsor_admin", "investigator", "coordinator", "monitor", "data_manager", "statistician",
+    "unblinded_statistician", "auditor",
 ]
 ImbalanceMeasure = Literal["range", "variance"]
 CriterionKind = Literal["inclusion", "exclusion"]
@@ -63,6 +69,10 @@ SIDEDNESS: tuple[str, ...] = Sidedness.__args__  # type: ignore[attr-defined]
 COVARIANCE_STRUCTURES: tuple[str, ...] = CovarianceStructure.__args__  # type: ignore[attr-defined]
 SENSITIVITY_METHODS: tuple[str, ...] = SensitivityMethod.__args__  # type: ignore[attr-defined]
 SIGNERS: tuple[str, ...] = Signer.__args__  # type: ignore[attr-defined]
+STAFF_ROLES: tuple[str, ...] = StaffRole.__args__  # type: ignore[attr-defined]
+#: Who is told of an emergency unblinding when the protocol does not say (spec §1.7: sponsor
+#: and medical monitor at once).
+DEFAULT_UNBLINDING_NOTIFY: tuple[StaffRole, ...] = ("sponsor_admin", "monitor")
 
 #: Models whose outcome is binary (a responder rule turns the outcome into yes/no).
 BINARY_MODELS = frozenset({"logistic", "risk_difference", "cmh"})
@@ -88,6 +98,18 @@ class Blinding:
     level: BlindingLevel = "open"
     blinded_roles: tuple[BlindedRole, ...] = ()
     activation_code_prefix: str | None = None
+    # Roles e-mailed when a participant is unblinded in an emergency (never with the arm);
+    # None when the protocol does not say: DEFAULT_UNBLINDING_NOTIFY in a blinded trial.
+    unblinding_notify: tuple[StaffRole, ...] | None = None
+
+    @property
+    def roles_notified_of_unblinding(self) -> tuple[StaffRole, ...]:
+        """Return the roles told of an emergency unblinding (none in an open-label trial)."""
+        if self.level == "open":
+            return ()
+        if self.unblinding_notify is None:
+            return DEFAULT_UNBLINDING_NOTIFY
+        return self.unblinding_notify
 
 
 @dataclass(frozen=True)
@@ -143,6 +165,8 @@ class RandomizationSpec:
     efron_p: float | None = None
     bsd_b: int | None = None  # big stick: maximum tolerated imbalance
     bud_lambda: int | None = None  # block urn: lambda
+    mp_b: int | None = None  # maximal procedure: maximum tolerated imbalance
+    mp_block_length: int | None = None  # maximal procedure: allocations per block (even)
     caps: AllocationCaps = field(default_factory=AllocationCaps)
 
     def factor(self, factor_id: str) -> StratificationFactor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .structure import PROTOCOL, Bool, Enum, Int, Kind, Num, NumOrStr, Obj, Str
+from .structure import PROTOCOL, Bool, Enum, Int, Kind, ListOf, Num, NumOrStr, Obj, Str
 
 SCHEMA_ID = "https://dtx-trials.org/schemas/protocol.schema.json"
 
@@ -75,6 +75,65 @@ def _object_schema(kind: Obj, definitions: dict[str, Any]) -> dict[str, Any]:
     if required:
         schema["required"] = required
     return _describe(schema, kind.description)
+
+
+def schema_leaves(kind: Obj = PROTOCOL, prefix: str = "") -> tuple[str, ...]:
+    """Return the path of every leaf key of the document, e.g. ``arms[].ratio``.
+
+    A leaf is a key whose value is not an object: a scalar, or a list of scalars (written
+    with ``[]``, like ``randomization.block_sizes[]``). Objects are walked into, lists of
+    objects with ``[]`` (``forms[].fields[].min``).
+    """
+    paths: list[str] = []
+    for prop in kind.props:
+        item: Kind = prop.kind
+        path = f"{prefix}{prop.name}"
+        if isinstance(item, ListOf):
+            path += "[]"
+            item = item.item
+        if isinstance(item, Obj):
+            paths.extend(schema_leaves(item, path + "."))
+        else:
+            paths.append(path)
+    return tuple(paths)
+
+
+_LABELS = ("en", "zh")
+
+
+def _texts(*paths: str) -> dict[str, str]:
+    return {f"{path}.{lang}": "text shown to people" for path in paths for lang in _LABELS}
+
+
+#: Keys that describe rather than decide: the platform stores, shows and exports them, but no
+#: behaviour depends on their value (every other key has an effect, proven by
+#: tests/dtx_trials/test_protocol_key_effects.py, or is refused by the validator).
+DESCRIPTIVE_KEYS: dict[str, str] = {
+    "phase": "identification: printed on reports and exports (FHIR ResearchStudy.phase)",
+    "therapeutic_area": "identification: printed on reports",
+    "registry_id": "identification: the public registry number, for people",
+    "version": "identification: the sponsor's version label (versions are identified by hash)",
+    "sites.initial[].name": "text shown to people",
+    "device_streams[].kind": "what the stream measures, for people (unit and range are checked)",
+    "device_streams[].cadence": "expected frequency, for people (nothing checks data timing)",
+    "forms[].fields[].unit": "text shown beside the input and in exports",
+    "sample_size.power": "the sample-size justification, for reviewers",
+    "sample_size.alpha": "the sample-size justification (tests use the endpoint's alpha)",
+    "sample_size.dropout": "the sample-size justification, for reviewers",
+    **_texts(
+        "title", "description", "arms[].description", "randomization.factors[].label",
+        "randomization.factors[].levels[].label", "eligibility[].text",
+        "schedule.visits[].label", "forms[].title", "forms[].fields[].label",
+        "forms[].fields[].help", "forms[].fields[].choices[].label",
+        "forms[].fields[].checks[].message", "forms[].fields[].slider_labels[]",
+        "forms[].checks[].message", "device_streams[].label", "endpoints[].name",
+        "endpoints[].estimand.population", "endpoints[].estimand.variable",
+        "endpoints[].estimand.intercurrent_events[].description", "endpoints[].estimand.summary",
+        "endpoints[].analysis.sensitivity[].description", "endpoints[].analysis.subgroups[].label",
+        "endpoints[].analysis.subgroups[].levels[].label", "sample_size.assumptions",
+        "consents[].title",
+    ),
+}
 
 
 def json_schema() -> dict[str, Any]:

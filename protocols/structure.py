@@ -204,6 +204,10 @@ BLINDING = Obj(
         Prop("blinded_roles", ListOf(Enum(m.BLINDED_ROLES, "Role"), "Who is blinded")),
         Prop("activation_code_prefix",
              Str("Prefix of the app activation codes blinded roles see", pattern=CODE_PATTERN)),
+        Prop("unblinding_notify",
+             ListOf(Enum(m.STAFF_ROLES, "Role"),
+                    "Roles e-mailed at once when a participant is unblinded in an emergency "
+                    "(never told the arm); default sponsor_admin and monitor")),
     ),
 )
 
@@ -258,6 +262,9 @@ RANDOMIZATION = Obj(
                             exclusive_minimum=True)),
         Prop("bsd_b", Int("Big stick: maximum tolerated imbalance", minimum=1)),
         Prop("bud_lambda", Int("Block urn: lambda", minimum=1)),
+        Prop("mp_b", Int("Maximal procedure: maximum tolerated imbalance", minimum=1)),
+        Prop("mp_block_length", Int("Maximal procedure: allocations per block (even)",
+                                    minimum=2, maximum=1000)),
         Prop("caps", CAPS),
     ),
 )

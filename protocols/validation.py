@@ -330,6 +330,17 @@ def _check_arms(ctx: _Context) -> None:
     if assessor_forms and "outcome_assessor" not in listed:
         r.warning(("forms", assessor_forms[0], "respondent"),
                   "outcome-assessor forms in a trial that does not blind the outcome assessor")
+    if p.blinding.level == "open" and p.blinding.unblinding_notify is not None:
+        r.error(("blinding", "unblinding_notify"),
+                "an open-label trial has no emergency unblinding to notify")
+    notify = p.blinding.unblinding_notify or ()
+    _duplicates(r, "role", (
+        (role, ("blinding", "unblinding_notify", i)) for i, role in enumerate(notify)
+    ))
+    if p.blinding.unblinding_notify is not None and not notify:
+        r.error(("blinding", "unblinding_notify"),
+                "name at least one role: an emergency unblinding must be notified (ICH E9 "
+                "§2.3.1; randomization-methods.md §1.7)")
     if p.blinding.level == "double" and p.blinding.activation_code_prefix is None:
         r.warning(("blinding",), "double-blind DTx trials usually dispense activation codes: "
                   "set activation_code_prefix")
@@ -377,9 +388,12 @@ def _check_method_parameters(ctx: _Context, spec: RandomizationSpec, base: Path)
         "efron_p": method == "efron",
         "bsd_b": method == "big_stick",
         "bud_lambda": method == "block_urn",
+        "mp_b": method == "maximal",
+        "mp_block_length": method == "maximal",
     }
     values = {"p": spec.p, "efron_p": spec.efron_p, "bsd_b": spec.bsd_b,
-              "bud_lambda": spec.bud_lambda}
+              "bud_lambda": spec.bud_lambda, "mp_b": spec.mp_b,
+              "mp_block_length": spec.mp_block_length}
     for name, is_own in own.items():
         if is_own and values[name] is None:
             r.error((*base, "method"), f"method {method} needs {name}")
@@ -405,8 +419,11 @@ def _check_method_parameters(ctx: _Context, spec: RandomizationSpec, base: Path)
             if factor.weight != 1.0:
                 r.error((*base, "factors", i, "weight"),
                         f"weights are only used by minimization, not {method}")
-    if method in ("efron", "big_stick") and not (two_arm and equal):
+    if method in ("efron", "big_stick", "maximal") and not (two_arm and equal):
         r.error((*base, "method"), f"{method} is defined for two arms with a 1:1 ratio")
+    if spec.mp_block_length is not None and spec.mp_block_length % 2:
+        r.error((*base, "mp_block_length"),
+                f"mp_block_length must be even (a block ends balanced), got {spec.mp_block_length}")
     if method == "efron" and spec.efron_p is not None and spec.efron_p <= 0.5:
         r.error((*base, "efron_p"), "efron_p must be in (0.5, 1]")
     if method == "list" and spec.factors:
@@ -697,6 +714,11 @@ def _check_model(ctx: _Context, endpoint: Endpoint, base: Path) -> None:
     if model == "gee_per_eye" and a.baseline_field:
         r.error((*base, "baseline_field"), "gee_per_eye takes each eye's baseline from its own "
                 "outcome field at baseline_visit; remove baseline_field")
+    if a.sidedness == "one_sided":
+        # A one-sided test needs the direction of benefit, which the language cannot state:
+        # rather than test in a guessed direction, refuse (every key has an effect or is refused).
+        r.error((*base, "sidedness"), "one-sided tests are not supported (the direction of "
+                "benefit cannot be stated); use two_sided with alpha = twice the one-sided level")
 
 
 def _check_consents(ctx: _Context) -> None:

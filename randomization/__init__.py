@@ -3,8 +3,10 @@
 Imports no other package of ours and nothing of Flask or SQLAlchemy. The public API:
 
 - `build_design(method, arms, ratio, params)` → a frozen `Design` (raises `DesignError`);
-- `allocate(design, state, *, secret, model, seq_no, stratum_key, factors)` → (result, state);
+- `allocate(design, state, *, secret, model, seq_no, stratum_key, factors, algorithm)`
+  → (result, state);
 - `void(design, state, result)` → state; `replay(design, secret, model, inputs)` → results;
+- `Randomizer(design, seed=…)`: the same, stateful (state, sequence and stratum threaded);
 - `future_slots(...)`, `stratum_key(site, levels)`, `RandomizationState.to_json/from_json`;
 - `randomization.lists` (allocation lists) and `randomization.simulate` (operating metrics).
 """
@@ -19,7 +21,7 @@ from randomization.designs import (
     stratification_warnings,
     void,
 )
-from randomization.draws import RNG_ALGORITHM, secret_from_seed
+from randomization.draws import RNG_ALGORITHM, RNG_ALGORITHMS, secret_from_seed
 from randomization.errors import (
     AllocationInputError,
     AllocationListError,
@@ -29,12 +31,14 @@ from randomization.errors import (
     SimulationError,
     StateError,
 )
+from randomization.randomizer import Randomizer
 from randomization.state import AllocationResult, RandomizationState, ReplayInput
 from randomization.strata import UNSTRATIFIED, parse_stratum_key, stratum_key
 
 __all__ = [
     "METHODS",
     "RNG_ALGORITHM",
+    "RNG_ALGORITHMS",
     "UNSTRATIFIED",
     "AllocationInputError",
     "AllocationListError",
@@ -44,6 +48,7 @@ __all__ = [
     "DesignError",
     "RandomizationError",
     "RandomizationState",
+    "Randomizer",
     "ReplayInput",
     "SimulationError",
     "StateError",

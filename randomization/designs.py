@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import ClassVar, NamedTuple
 
-from randomization.draws import choose_index, randbelow, shuffle_in_place
+from randomization.draws import (
+    RNG_ALGORITHM,
+    RNG_ALGORITHM_V1,
+    RNG_ALGORITHMS,
+    choose_index,
+    randbelow,
+    shuffle_in_place,
+)
 from randomization.errors import (
     AllocationInputError,
     AllocationUnavailable,
@@ -38,6 +45,7 @@ __all__ = [
     "Design",
     "EfronDesign",
     "ListDesign",
+    "MaximalDesign",
     "MinimizationDesign",
     "MinimizationFactor",
     "PermutedBlockDesign",
@@ -60,12 +68,16 @@ class _Context(NamedTuple):
     factors: Mapping[str, str]
     stratum: StratumState
     n_allocations: int
+    algorithm: str
 
 
 class _Choice(NamedTuple):
     arm_index: int
     evidence: dict[str, object]
     block: tuple[int, int, int] | None = None
+    # The design's probability of each arm for this allocation given everything it knew
+    # (None for an uploaded list, whose next arm is fixed by the table, not by chance).
+    probabilities: tuple[Fraction, ...] | None = None
 
 
 def _fraction_text(values: Sequence[Fraction], arms: Sequence[str]) -> dict[str, str]:
@@ -77,16 +89,29 @@ def _fraction_float(values: Sequence[Fraction], arms: Sequence[str]) -> dict[str
 
 
 def _coin(
-    design: Design, ctx: _Context, probabilities: Sequence[Fraction], evidence: dict[str, object]
+    design: Design,
+    ctx: _Context,
+    probabilities: Sequence[Fraction],
+    evidence: dict[str, object],
+    *,
+    per_stratum: bool = False,
 ) -> _Choice:
-    """Draw `coin|{model}|{seq_no}` against `probabilities` and record the draw."""
-    label = f"coin|{ctx.model}"
-    k, u = choose_index(probabilities, ctx.secret, label, ctx.seq_no)
+    """Draw the design's coin against `probabilities` and record the draw.
+
+    Minimization (and every coin under `hmac-sha256-v1`) draws the trial-level stream
+    `coin|{model}` at seq_no; under v2 the per-stratum designs draw `coin|{model}|{stratum}` at
+    the stratum's k-th slot, so a stratum's sequence does not depend on other strata.
+    """
+    if per_stratum and ctx.algorithm != RNG_ALGORITHM_V1:
+        label, index = f"coin|{ctx.model}|{ctx.stratum_key}", ctx.stratum.n_slots + 1
+    else:
+        label, index = f"coin|{ctx.model}", ctx.seq_no
+    k, u = choose_index(probabilities, ctx.secret, label, index)
     evidence["probabilities"] = _fraction_text(probabilities, design.arms)
     evidence["probabilities_float"] = _fraction_float(probabilities, design.arms)
     evidence["u"] = u
-    evidence["draw_label"] = f"{label}|{ctx.seq_no}"
-    return _Choice(k, evidence)
+    evidence["draw_label"] = f"{label}|{index}"
+    return _Choice(k, evidence, probabilities=tuple(probabilities))
 
 
 @dataclass(frozen=True)
@@ -155,6 +180,7 @@ class SimpleDesign(Design):
                 "u": u,
                 "draw_label": f"simple|{ctx.model}|{ctx.stratum_key}|{slot}",
             },
+            probabilities=self.target_probabilities,
         )
 
 
@@ -172,6 +198,19 @@ def _block(
     items = [k for k, w in enumerate(ratio) for _ in range(w * multiplicity)]
     shuffle_in_place(items, secret, f"{prefix}|shuffle")
     return tuple(items)
+
+
+@functools.lru_cache(maxsize=4096)
+def _remaining_share(
+    block: tuple[int, ...], position: int, n_arms: int
+) -> tuple[Fraction, ...]:
+    """Return P(next arm) given the block and the slots used: what remains of the block.
+
+    An observer who knows the block's size knows this vector; the allocation is deterministic
+    when one arm is left.
+    """
+    remaining = block[position:]
+    return tuple(Fraction(remaining.count(a), len(remaining)) for a in range(n_arms))
 
 
 @dataclass(frozen=True)
@@ -213,7 +252,9 @@ class PermutedBlockDesign(Design):
             "block_size": block[2],
             "position": st.n_slots - block[1] + 1,
         }
-        return _Choice(k, evidence, block)
+        arms = self.block_arms(ctx.secret, ctx.model, ctx.stratum_key, block[0])
+        probabilities = _remaining_share(arms, st.n_slots - block[1], len(self.arms))
+        return _Choice(k, evidence, block, probabilities)
 
 
 @dataclass(frozen=True)
@@ -405,7 +446,7 @@ class EfronDesign(Design):
         d = _difference(ctx.stratum.counts)
         phi = Fraction(1, 2) if d == 0 else (self.p if d < 0 else 1 - self.p)
         evidence: dict[str, object] = {"counts": dict(zip(self.arms, ctx.stratum.counts)), "d": d}
-        return _coin(self, ctx, (phi, 1 - phi), evidence)
+        return _coin(self, ctx, (phi, 1 - phi), evidence, per_stratum=True)
 
 
 @dataclass(frozen=True)
@@ -422,7 +463,7 @@ class BigStickDesign(Design):
         forced = Fraction(0) if d > 0 else Fraction(1)
         phi = Fraction(1, 2) if abs(d) < self.b else forced
         evidence: dict[str, object] = {"counts": dict(zip(self.arms, ctx.stratum.counts)), "d": d}
-        return _coin(self, ctx, (phi, 1 - phi), evidence)
+        return _coin(self, ctx, (phi, 1 - phi), evidence, per_stratum=True)
 
 
 @dataclass(frozen=True)
@@ -449,12 +490,70 @@ class BlockUrnDesign(Design):
             "counts": dict(zip(self.arms, ctx.stratum.counts)),
             "kappa": kappa,
         }
-        return _coin(self, ctx, probabilities, evidence)
+        return _coin(self, ctx, probabilities, evidence, per_stratum=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _admissible_completions(b: int, n: int) -> tuple[tuple[int, ...], ...]:
+    """Return C[j][d + b]: the admissible completions from j allocations at imbalance d.
+
+    C(n, 0) = 1, C(n, d) = 0 otherwise, C(j, d) = C(j+1, d+1) + C(j+1, d-1) for |d| <= b
+    (spec §1.6, maximal procedure), in exact integers.
+    """
+    table = [[0] * (2 * b + 1) for _ in range(n + 1)]
+    table[n][b] = 1
+    for j in range(n - 1, -1, -1):
+        for d in range(-b, b + 1):
+            up = table[j + 1][d + 1 + b] if d + 1 <= b else 0
+            down = table[j + 1][d - 1 + b] if d - 1 >= -b else 0
+            table[j][d + b] = up + down
+    return tuple(tuple(row) for row in table)
+
+
+@dataclass(frozen=True)
+class MaximalDesign(Design):
+    """Berger's maximal procedure: every block of `block_length` allocations of a stratum is
+    drawn uniformly from all sequences with |D_j| <= b throughout and D = 0 at the block's end
+    (Berger, Ivanova & Knoll 2003; spec §1.6), two arms 1:1.
+
+    Sequential form: φ = C(j+1, d+1) / C(j, d), j the position in the block and d = N_A − N_B.
+    After a void the active counts can describe a position no admissible sequence passes
+    through; the allocation then goes to the trailing arm (a fair coin at d = 0).
+    """
+
+    b: int = 1
+    block_length: int = 2
+
+    method: ClassVar[str] = "maximal"
+
+    def probability_first(self, counts: Sequence[int]) -> tuple[Fraction, int, int]:
+        """Return (φ = P(first arm), position j in the block, d) for the stratum's counts."""
+        d = _difference(counts)
+        j = sum(counts) % self.block_length
+        table = _admissible_completions(self.b, self.block_length)
+        total = table[j][d + self.b] if abs(d) <= self.b else 0
+        if total == 0:
+            return (Fraction(1, 2) if d == 0 else Fraction(int(d < 0))), j, d
+        up = table[j + 1][d + 1 + self.b] if d + 1 <= self.b else 0
+        return Fraction(up, total), j, d
+
+    def choose(self, ctx: _Context) -> _Choice:
+        """Draw the next allocation of the stratum's current maximal-procedure block."""
+        phi, position, d = self.probability_first(ctx.stratum.counts)
+        evidence: dict[str, object] = {
+            "counts": dict(zip(self.arms, ctx.stratum.counts)),
+            "d": d,
+            "block_position": position + 1,
+        }
+        return _coin(self, ctx, (phi, 1 - phi), evidence, per_stratum=True)
 
 
 MAX_BLOCK_SIZE = 1000
 
-METHODS = ("simple", "permuted_block", "minimization", "efron", "big_stick", "block_urn", "list")
+METHODS = (
+    "simple", "permuted_block", "minimization", "efron", "big_stick", "block_urn", "maximal",
+    "list",
+)
 
 
 # ---------------------------------------------------------------- building designs from params
@@ -677,6 +776,16 @@ def build_design(
         _check_keys(method, params, {"b"})
         _require_two_arms_equal(method, reduced)
         return BigStickDesign(arm_codes, reduced, b=_int_param(method, params, "b", 1))
+    if method == "maximal":
+        _check_keys(method, params, {"b", "block_length"})
+        _require_two_arms_equal(method, reduced)
+        b = _int_param(method, params, "b", 1)
+        length = _int_param(method, params, "block_length", 2)
+        if length % 2 or length > MAX_BLOCK_SIZE:
+            raise DesignError(
+                f"{method}: block_length must be even and at most {MAX_BLOCK_SIZE}, got {length}"
+            )
+        return MaximalDesign(arm_codes, reduced, b=b, block_length=length)
     _check_keys(method, params, {"lambda"})
     return BlockUrnDesign(arm_codes, reduced, lam=_int_param(method, params, "lambda", 1))
 
@@ -694,6 +803,8 @@ def stratification_warnings(design: Design, planned_n: int, n_strata: int) -> li
         block = max(design.block_sizes)
     elif isinstance(design, BlockUrnDesign):
         block = design.lam * design.ratio_sum
+    elif isinstance(design, MaximalDesign):
+        block = design.block_length
     else:
         return []
     if n_strata > 1 and planned_n < 2 * block * n_strata:
@@ -711,9 +822,13 @@ def stratification_warnings(design: Design, planned_n: int, n_strata: int) -> li
 
 def _check_allocation_inputs(
     design: Design, state: RandomizationState, secret: bytes, model: str, seq_no: int,
-    key: str, factors: Mapping[str, str],
+    key: str, factors: Mapping[str, str], algorithm: str,
 ) -> None:
     # Exact-type fast paths first: this runs once per allocation, also in simulations.
+    if algorithm not in RNG_ALGORITHMS:
+        raise AllocationInputError(
+            f"unknown draw algorithm {algorithm!r} (one of {', '.join(RNG_ALGORITHMS)})"
+        )
     if type(secret) is not bytes or len(secret) < 16:
         raise AllocationInputError("the trial secret must be at least 16 bytes")
     if type(model) is not str or not model or "|" in model:
@@ -764,20 +879,27 @@ def allocate(
     seq_no: int,
     stratum_key: str,
     factors: Mapping[str, str],
+    algorithm: str = RNG_ALGORITHM,
 ) -> tuple[AllocationResult, RandomizationState]:
     """Allocate one participant; return the result and the next state (inputs are unchanged).
 
     `seq_no` is the trial-level sequence number (strictly increasing); `stratum_key` the
-    canonical key of the participant's stratum; `factors` the factor levels as used.
+    canonical key of the participant's stratum; `factors` the factor levels as used;
+    `algorithm` the draw version the randomization model recorded when it started
+    (`randomization.draws`; new models use the current one).
     """
-    _check_allocation_inputs(design, state, secret, model, seq_no, stratum_key, factors)
+    _check_allocation_inputs(
+        design, state, secret, model, seq_no, stratum_key, factors, algorithm
+    )
     n_arms = len(design.arms)
     stratum = state.strata.get(stratum_key)
     if stratum is None:
         stratum = StratumState(counts=(0,) * n_arms)
     elif len(stratum.counts) != n_arms:
         raise StateError(f"state of stratum {stratum_key} does not match {n_arms} arms")
-    ctx = _Context(secret, model, seq_no, stratum_key, factors, stratum, state.n_allocations)
+    ctx = _Context(
+        secret, model, seq_no, stratum_key, factors, stratum, state.n_allocations, algorithm
+    )
     choice = design.choose(ctx)
     counts = list(stratum.counts)
     counts[choice.arm_index] += 1
@@ -798,6 +920,7 @@ def allocate(
         method=design.method,
         seq_no=seq_no,
         evidence=choice.evidence,
+        probabilities=choice.probabilities,
     )
     new_state = RandomizationState(
         last_seq_no=seq_no,
@@ -844,23 +967,31 @@ def void(
 
 
 def replay(
-    design: Design, secret: bytes, model: str, inputs: Sequence[ReplayInput]
+    design: Design,
+    secret: bytes,
+    model: str,
+    inputs: Sequence[ReplayInput],
+    *,
+    algorithm: str = RNG_ALGORITHM,
 ) -> list[AllocationResult]:
     """Recompute every allocation of a trial from its stored inputs, in seq_no order.
 
     Voids are applied just before the allocation numbered `voided_before_seq`, as in the trial.
+    An input whose `design` is set (an amendment changed the model) is replayed with that
+    design, and so is its void; `design` serves the others.
     """
     state = RandomizationState()
     results: list[AllocationResult] = []
-    pending: list[tuple[int, AllocationResult]] = []
+    pending: list[tuple[int, Design, AllocationResult]] = []
     for item in inputs:
-        due = [r for before, r in pending if before <= item.seq_no]
-        pending = [(before, r) for before, r in pending if before > item.seq_no]
-        for voided in due:
-            state = void(design, state, voided)
+        due = [(d, r) for before, d, r in pending if before <= item.seq_no]
+        pending = [entry for entry in pending if entry[0] > item.seq_no]
+        for used, voided in due:
+            state = void(used, state, voided)
+        used_design = item.design or design
         result, state = allocate(
-            design, state, secret=secret, model=model, seq_no=item.seq_no,
-            stratum_key=item.stratum_key, factors=item.factors,
+            used_design, state, secret=secret, model=model, seq_no=item.seq_no,
+            stratum_key=item.stratum_key, factors=item.factors, algorithm=algorithm,
         )
         results.append(result)
         if item.voided_before_seq is not None:
@@ -869,7 +1000,7 @@ def replay(
                     f"allocation {item.seq_no} cannot be voided before seq_no "
                     f"{item.voided_before_seq}"
                 )
-            pending.append((item.voided_before_seq, result))
+            pending.append((item.voided_before_seq, used_design, result))
     return results
 
 

@@ -13,10 +13,21 @@ Labels used by the designs (spec §1.0; `i` is the index passed to the functions
     pbd|{model}|{stratum_key}|{block_index}|size     i = 0, randbelow(len(sizes)) picks the size
     pbd|{model}|{stratum_key}|{block_index}|shuffle  i = j, randbelow(j + 1) for j = B-1 .. 1
     simple|{model}|{stratum_key}                     i = k, the k-th allocation of the stratum
-    coin|{model}                                     i = seq_no, minimization and biased coins
+    coin|{model}                                     i = seq_no, minimization (trial-level)
+    coin|{model}|{stratum_key}                       i = k, biased coins (v2, see below)
 
-Block indices, k and seq_no start at 1. This is algorithm `hmac-sha256-v1`: never change it for
-an active randomization model.
+Block indices, k and seq_no start at 1; k counts every allocation of the stratum, voided ones
+included, so a voided allocation's draw is never used again.
+
+Two versions exist; a randomization model records the one it started with and keeps it for
+life, so that every allocation it ever made replays bit-for-bit:
+
+- `hmac-sha256-v1`: the biased coins (efron, big_stick, block_urn) drew the trial-level
+  `coin|{model}` stream at i = seq_no, so a stratum's sequence changed with how enrolments in
+  other strata interleaved with it (contrary to spec §1.0 (ii)). Trials randomized under v1
+  keep it.
+- `hmac-sha256-v2` (current): the biased coins (and the maximal procedure) draw their own
+  stratum's stream `coin|{model}|{stratum_key}` at i = k. Everything else is unchanged.
 """
 
 from __future__ import annotations
@@ -29,7 +40,12 @@ from fractions import Fraction
 
 from randomization.errors import RandomizationError
 
-RNG_ALGORITHM = "hmac-sha256-v1"
+RNG_ALGORITHM_V1 = "hmac-sha256-v1"
+RNG_ALGORITHM_V2 = "hmac-sha256-v2"
+#: The algorithm new randomization models start with.
+RNG_ALGORITHM = RNG_ALGORITHM_V2
+#: Every algorithm this release can replay.
+RNG_ALGORITHMS = (RNG_ALGORITHM_V1, RNG_ALGORITHM_V2)
 
 _TWO_64 = 1 << 64
 _TWO_53 = 1 << 53

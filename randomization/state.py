@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
 
 from randomization.errors import StateError
+
+if TYPE_CHECKING:
+    from randomization.designs import Design
 
 STATE_FORMAT = 1
 
@@ -123,6 +127,14 @@ class AllocationResult:
     method: str
     seq_no: int
     evidence: Mapping[str, object]
+    probabilities: tuple[Fraction, ...] | None = None
+
+    @property
+    def is_deterministic(self) -> bool | None:
+        """Return whether the design left no chance (one arm had probability 1); None for lists."""
+        if self.probabilities is None:
+            return None
+        return max(self.probabilities) == 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,13 +143,15 @@ class ReplayInput:
 
     `voided_before_seq` is None for an active allocation; for a voided one it is the seq_no of the
     first allocation made after the void (the trial's next_seq when it was voided), so that the
-    void takes effect in replay exactly when it did in the trial.
+    void takes effect in replay exactly when it did in the trial. `design` is the design the
+    allocation was made with when it is not the one `replay` is given (an amended model).
     """
 
     seq_no: int
     stratum_key: str
     factors: Mapping[str, str] = field(default_factory=dict)
     voided_before_seq: int | None = None
+    design: Design | None = None
 
     @property
     def is_voided(self) -> bool:

@@ -51,6 +51,7 @@ def make_user(
     site: Site | None = None,
     superuser: bool = False,
     password: str = PASSWORD,
+    email: str | None = None,
 ) -> Account:
     user = accounts.create_user(
         db.session,
@@ -58,6 +59,7 @@ def make_user(
         username=username,
         printed_name=username.title(),
         password=password,
+        email=email,
         is_superuser=superuser,
     )
     if role is not None:

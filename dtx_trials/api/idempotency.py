@@ -118,11 +118,11 @@ def idempotent(view: F) -> F:
             db.session.rollback()  # end the read before the view's own transactions
             if stored is not None:
                 return _replay(stored, fingerprint)
-        with deferred_commit():
+        with deferred_commit(db.session):
             response = current_app.make_response(view(*args, **kwargs))
             if key and scope and 200 <= response.status_code < 400:
                 db.session.add(_record(scope, key, fingerprint, response))
-            db.session.commit()
+        db.session.commit()  # outside the block: what runs after commit commits as usual
         return response
 
     apidoc = deepcopy(getattr(wrapper, "_apidoc", {}))

@@ -20,9 +20,9 @@ from dtx_trials.api.context import current_actor
 from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.schemas import StrictSchema
 from dtx_trials.extensions import db
-from dtx_trials.models import AuditEvent, Participant, Site, Visit
+from dtx_trials.models import AuditEvent, Participant, Site, User, Visit
+from dtx_trials.services import notifications, randomization, trials
 from dtx_trials.services import participants as service
-from dtx_trials.services import randomization, trials
 from dtx_trials.services.access import require
 
 blp = Blueprint(
@@ -161,6 +161,28 @@ class UnblindingEventSchema(Schema):
     reason = fields.String()
     category = fields.String()
     recipient = fields.String()
+
+
+class NotificationSchema(Schema):
+    """A message of the outbox and its delivery status; never its text or address."""
+
+    id = fields.Integer()
+    kind = fields.String()
+    channel = fields.String()
+    recipient = fields.Method("recipient_name")
+    recipient_role = fields.String(allow_none=True)
+    entity_type = fields.String(allow_none=True)
+    entity_id = fields.Integer(allow_none=True)
+    status = fields.String(metadata={"description": "pending, sent, failed or undeliverable"})
+    attempts = fields.Integer()
+    last_error = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    next_attempt_at = fields.DateTime()
+    sent_at = fields.DateTime(allow_none=True)
+
+    def recipient_name(self, obj: Any) -> str | None:
+        user = db.session.get(User, obj.recipient_user_id) if obj.recipient_user_id else None
+        return user.printed_name if user else None
 
 
 class VoidSchema(StrictSchema):
@@ -361,6 +383,15 @@ class Unblindings(MethodView):
                 }
             )
         return out
+
+
+@blp.route("/<code>/notifications")
+class Notifications(MethodView):
+    @blp.response(200, NotificationSchema(many=True))
+    def get(self, code: str) -> list[Any]:
+        """Notifications of the trial and their delivery status (sponsor admin, auditor)."""
+        actor = current_actor()
+        return notifications.list_notifications(db.session, actor, _trial(code))
 
 
 @blp.route("/<code>/allocations")

@@ -257,6 +257,7 @@ def audit_verify(app: Flask, trial_code: str | None) -> None:
 
 from dtx_trials.cli import analysis as _analysis  # noqa: E402
 from dtx_trials.cli import demo as _demo  # noqa: E402
+from dtx_trials.cli import notifications as _notifications  # noqa: E402
 from dtx_trials.cli import protocol as _protocol  # noqa: E402
 from dtx_trials.cli import randomization as _randomization  # noqa: E402
 
@@ -266,6 +267,7 @@ cli.add_command(_analysis.analyze)
 cli.add_command(_analysis.export)
 cli.add_command(_analysis.worker)
 cli.add_command(_demo.demo)
+cli.add_command(_notifications.notifications)
 
 
 @cli.command("init-key")

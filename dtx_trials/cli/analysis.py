@@ -151,7 +151,10 @@ def export(trial_code: str, formats: tuple[str, ...], out: Path, unblinded: bool
 @click.command()
 @click.option("--burst", is_flag=True, default=False, help="Stop when the queue is empty.")
 def worker(burst: bool) -> None:
-    """Run analysis jobs from the RQ queue at DTX_QUEUE_URL."""
+    """Run analysis and notification jobs from the RQ queue at DTX_QUEUE_URL.
+
+    The worker also runs RQ's scheduler, which starts the notification retries it planned.
+    """
     from dtx_trials.cli import with_app
 
     @with_app
@@ -166,6 +169,8 @@ def worker(burst: bool) -> None:
             click.echo("error: set DTX_QUEUE_URL (e.g. redis://127.0.0.1:6379/0)", err=True)
             sys.exit(2)
         connection = Redis.from_url(url)
-        Worker([Queue(QUEUE_NAME, connection=connection)], connection=connection).work(burst=burst)
+        Worker([Queue(QUEUE_NAME, connection=connection)], connection=connection).work(
+            burst=burst, with_scheduler=True
+        )
 
     run()

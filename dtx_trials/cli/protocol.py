@@ -145,10 +145,27 @@ def diff(old: Path, new: Path) -> None:
 
 @protocol.command("schema")
 @click.option("--out", type=click.Path(path_type=Path), default=None)
-def schema(out: Path | None) -> None:
+@click.option(
+    "--descriptive",
+    is_flag=True,
+    default=False,
+    help="Instead, list the keys that only describe (no behaviour depends on them), with why.",
+)
+def schema(out: Path | None, descriptive: bool) -> None:
     """Print (or write) the JSON Schema of the protocol format for editor autocompletion."""
-    from protocols.schema import json_schema
+    from protocols.schema import DESCRIPTIVE_KEYS, json_schema, schema_leaves
 
+    if descriptive:
+        leaves = schema_leaves()
+        for key in leaves:
+            if key in DESCRIPTIVE_KEYS:
+                _echo(f"{key}\t{DESCRIPTIVE_KEYS[key]}")
+        _echo(
+            f"{len(DESCRIPTIVE_KEYS)} of {len(leaves)} keys are descriptive; the others change "
+            "what the platform does, each proven by a test (or listed there as pending another "
+            "issue): tests/dtx_trials/test_protocol_key_effects.py"
+        )
+        return
     text = json.dumps(json_schema(), indent=2, ensure_ascii=False)
     if out is None:
         _echo(text)

@@ -5,6 +5,7 @@ from dtx_trials.models.analyses import AnalysisRun
 from dtx_trials.models.audit import AuditChainHead, AuditEvent
 from dtx_trials.models.devices import DeviceObservation
 from dtx_trials.models.forms import DataQuery, FormRecord, Signature
+from dtx_trials.models.notifications import Notification
 from dtx_trials.models.participants import Consent, EproLink, Participant, Visit
 from dtx_trials.models.requests import IdempotentRequest
 from dtx_trials.models.trials import ProtocolVersion, Site, Trial
@@ -23,6 +24,7 @@ __all__ = [
     "FormRecord",
     "IdempotentRequest",
     "Membership",
+    "Notification",
     "Participant",
     "ProtocolVersion",
     "RandomizationState",

@@ -24,11 +24,16 @@ class RandomizationState(Base):
     id: Mapped[intpk]
     trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id"), unique=True)
     next_seq: Mapped[int] = mapped_column(default=1)
-    rng_algorithm: Mapped[str] = mapped_column(String(30), default="hmac-sha256-v1")
+    # The draw version (randomization.draws) the model started with; kept for life, so that
+    # every allocation replays bit-for-bit (set explicitly when the row is created).
+    rng_algorithm: Mapped[str] = mapped_column(String(30))
     secret: Mapped[str] = mapped_column(EncryptedText("randomization_state.secret"))
     model_version: Mapped[int | None] = mapped_column(ForeignKey("protocol_version.id"))
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # randomization/ state
     list_table: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # uploaded list (method list)
+    # randomization numbers of the uploaded list, stratum -> one per slot (None: none uploaded,
+    # numbers are then R00001...)
+    list_numbers: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -43,6 +43,7 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
     "allocation.upload": frozenset({R.UNBLINDED_STATISTICIAN}),
     "unblind.emergency": frozenset({R.INVESTIGATOR}),
     "unblinding.read": frozenset({R.SPONSOR_ADMIN, R.MONITOR, R.INVESTIGATOR, R.AUDITOR}),
+    "notification.read": frozenset({R.SPONSOR_ADMIN, R.AUDITOR}),
     "form.read": frozenset(
         {R.INVESTIGATOR, R.COORDINATOR, R.OUTCOME_ASSESSOR, R.MONITOR, R.DATA_MANAGER, R.AUDITOR}
     ),

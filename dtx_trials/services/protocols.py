@@ -35,6 +35,7 @@ from protocols.canonical import from_canonical_dict, protocol_sha256, to_canonic
 from protocols.diff import Change, check_amendment, diff_protocols
 from protocols.loader import load_protocol_report
 from protocols.model import Protocol
+from randomization.draws import RNG_ALGORITHM
 
 
 def issues_payload(issues: Collection[Any]) -> list[dict[str, Any]]:
@@ -307,7 +308,10 @@ def _ensure_randomization_state(session: Session, trial: Trial, version: Protoco
     if state is None:
         session.add(
             RandomizationState(
-                trial_id=trial.id, secret=secrets.token_hex(32), model_version=version.id
+                trial_id=trial.id,
+                secret=secrets.token_hex(32),
+                model_version=version.id,
+                rng_algorithm=RNG_ALGORITHM,
             )
         )
         session.flush()

@@ -11,17 +11,26 @@ row (no database sequence), so numbers are gap-free: a rollback returns nothing 
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dtx_trials.db import transaction, utcnow
-from dtx_trials.models import Allocation, Participant, RandomizationState, Site, Trial
-from dtx_trials.services import accounts, audit
+from dtx_trials.models import (
+    Allocation,
+    Participant,
+    ProtocolVersion,
+    RandomizationState,
+    Site,
+    Trial,
+)
+from dtx_trials.services import accounts, audit, notifications
 from dtx_trials.services.access import Actor, require
 from dtx_trials.services.errors import Conflict, NotFound, ValidationError
 from dtx_trials.services.participants import (
@@ -30,12 +39,12 @@ from dtx_trials.services.participants import (
     plan_participant_visits,
     protocol_for,
 )
-from dtx_trials.services.protocols import active_protocol
+from dtx_trials.services.protocols import active_protocol, protocol_of
 from ecrf.expressions import ExpressionError, evaluate, truthy
 from protocols.model import Protocol
 from randomization.designs import Design, allocate, build_design, future_slots, replay, void
 from randomization.errors import RandomizationError
-from randomization.lists import parse_allocation_list
+from randomization.lists import parse_allocation_list_rows
 from randomization.state import AllocationResult, ReplayInput
 from randomization.state import RandomizationState as DesignState
 from randomization.strata import SITE_FACTOR, UNSTRATIFIED, stratum_key
@@ -43,33 +52,56 @@ from randomization.strata import SITE_FACTOR, UNSTRATIFIED, stratum_key
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 
 
-def design_for(protocol: Protocol, list_table: Mapping[str, Any] | None = None) -> Design:
-    """Build the pure design the protocol's randomization section describes."""
+def design_parameters(
+    protocol: Protocol, list_table: Mapping[str, Any] | None = None
+) -> dict[str, object]:
+    """Return the `build_design` parameters of the protocol's randomization section.
+
+    Every key of the section that the method uses is passed on (the key-effect test in
+    tests/dtx_trials/test_protocol_key_effects.py changes each one and checks the allocations
+    change); the validator refuses keys a method does not use.
+    """
     spec = protocol.randomization
-    params: dict[str, object] = {}
-    if spec.method == "permuted_block":
-        params = {"block_sizes": list(spec.block_sizes)}
-    elif spec.method == "minimization":
+    method = spec.method
+    if method == "permuted_block":
+        return {"block_sizes": list(spec.block_sizes)}
+    if method == "minimization":
         factors: list[dict[str, object]] = [
             {"name": f.id, "weight": f.weight, "levels": list(f.level_codes)} for f in spec.factors
         ]
         if spec.stratify_by_site:
             factors.append({"name": SITE_FACTOR, "weight": spec.site_weight})
-        params = {"factors": factors, "imbalance": spec.imbalance, "burn_in": spec.burn_in}
+        params: dict[str, object] = {
+            "factors": factors,
+            "imbalance": spec.imbalance,
+            "burn_in": spec.burn_in,
+            "overall_weight": spec.overall_weight,
+        }
         if spec.p is not None:
             params["p"] = spec.p
-    elif spec.method == "efron" and spec.efron_p is not None:
-        params = {"p": spec.efron_p}
-    elif spec.method == "big_stick":
-        params = {"b": spec.bsd_b}
-    elif spec.method == "block_urn":
-        params = {"lambda": spec.bud_lambda}
-    elif spec.method == "list":
+        return params
+    if method == "efron":
+        return {} if spec.efron_p is None else {"p": spec.efron_p}
+    if method == "big_stick":
+        return {"b": spec.bsd_b}
+    if method == "block_urn":
+        return {"lambda": spec.bud_lambda}
+    if method == "maximal":
+        return {"b": spec.mp_b, "block_length": spec.mp_block_length}
+    if method == "list":
         if not list_table:
             raise Conflict("no allocation list has been uploaded for this trial")
-        params = {"table": dict(list_table)}
+        return {"table": dict(list_table)}
+    return {}
+
+
+def design_for(protocol: Protocol, list_table: Mapping[str, Any] | None = None) -> Design:
+    """Build the pure design the protocol's randomization section describes."""
     return build_design(
-        spec.method, [a.code for a in protocol.arms], [a.ratio for a in protocol.arms], params
+        protocol.randomization.method,
+        [a.code for a in protocol.arms],
+        [a.ratio for a in protocol.arms],
+        design_parameters(protocol, list_table),
     )
 
 
@@ -185,9 +217,11 @@ def randomize_participant(
                 seq_no=state_row.next_seq,
                 stratum_key=key,
                 factors=factors,
+                algorithm=state_row.rng_algorithm,
             )
         except RandomizationError as exc:
             raise Conflict(f"cannot randomize: {exc}") from exc
+        number = randomization_number(state_row, result)
         now = utcnow()
         allocation = Allocation(
             trial_id=trial.id,
@@ -199,7 +233,7 @@ def randomize_participant(
             factors=dict(factors),
             method=result.method,
             arm_code=result.arm,
-            randomization_number=f"R{result.seq_no:05d}",
+            randomization_number=number,
             activation_code=_activation_code(protocol.blinding.activation_code_prefix),
             evidence=_jsonable(result.evidence),
             request_id=request_id,
@@ -219,6 +253,16 @@ def randomize_participant(
         audit.record_update(session, actor, "participant.randomized", participant, before)
         plan_participant_visits(session, actor, participant, protocol)
     return allocation, True
+
+
+def randomization_number(state_row: RandomizationState, result: AllocationResult) -> str:
+    """Return the allocation's randomization number: the uploaded list's number for its slot
+    when the list came with numbers, else R + the zero-padded sequence number."""
+    numbers = (state_row.list_numbers or {}).get(result.stratum_key)
+    slot = result.evidence.get("slot")
+    if result.method == "list" and numbers and isinstance(slot, int):
+        return str(numbers[slot - 1])
+    return f"R{result.seq_no:05d}"
 
 
 def _jsonable(evidence: Mapping[str, object]) -> dict[str, Any]:
@@ -323,8 +367,78 @@ def emergency_unblind(
         audit.record_update(
             session, actor, "participant.unblinded", participant, before, reason=reason.strip()
         )
+        site = session.get(Site, participant.site_id)
+        subject, body = unblinding_message(
+            protocol,
+            trial_code=trial.code,
+            subject_code=participant.subject_code,
+            site_code=site.code if site is not None else "",
+            randomization_number=allocation.randomization_number,
+            by=f"{user.printed_name} ({actor.primary_role(trial.id) or 'staff'})",
+            at=now,
+            category=category,
+            reason=reason.strip(),
+            recipient=recipient or user.printed_name,
+        )
+        notifications.notify_roles(
+            session,
+            actor,
+            trial=trial,
+            roles=protocol.blinding.roles_notified_of_unblinding,
+            site_id=participant.site_id,
+            kind="emergency_unblinding",
+            subject=subject,
+            body=body,
+            entity_type="participant",
+            entity_id=participant.id,
+        )
         arm = protocol.arm(allocation.arm_code)
     return Unblinding(allocation, arm.code, arm.name.en, now, user.printed_name)
+
+
+def unblinding_message(
+    protocol: Protocol,
+    *,
+    trial_code: str,
+    subject_code: str,
+    site_code: str,
+    randomization_number: str,
+    by: str,
+    at: datetime,
+    category: str,
+    reason: str,
+    recipient: str,
+) -> tuple[str, str]:
+    """Return (subject, body) of the unblinding notice: who, when, why, never the arm.
+
+    The free-text reason is shown with every arm code and name (en, zh) blacked out, so a
+    reason that names the treatment does not carry it to the recipients.
+    """
+    terms = sorted(
+        {t for a in protocol.arms for t in (a.code, a.name.en, a.name.zh) if t},
+        key=len,
+        reverse=True,
+    )
+    pattern = re.compile("|".join(re.escape(t) for t in terms), re.IGNORECASE)
+    redacted = pattern.sub("[arm withheld]", reason)
+    subject = f"[{trial_code}] Emergency unblinding of participant {subject_code}"
+    body = "\n".join(
+        [
+            f"An emergency unblinding was performed in trial {trial_code}.",
+            "",
+            f"Participant: {subject_code} (site {site_code})",
+            f"Randomization number: {randomization_number}",
+            f"Unblinded by: {by}, signed with the meaning \"emergency unblinding\"",
+            f"When (UTC): {at.strftime('%Y-%m-%d %H:%M:%S')}",
+            f"Category: {category}",
+            f"Reason: {redacted}",
+            f"Treatment information given to: {recipient}",
+            "",
+            "This notice does not contain the treatment arm. The event is in the audit trail "
+            f"and at GET /api/v1/trials/{trial_code}/unblindings.",
+        ]
+    )
+    return subject, body
 
 
 def void_allocation(
@@ -428,9 +542,15 @@ def upload_allocation_list(session: Session, actor: Actor, trial: Trial, csv_tex
     """Store an uploaded allocation table (method `list`) before the first allocation."""
     require(actor, "allocation.upload", trial.id)
     try:
-        table = parse_allocation_list(csv_text)
+        rows = parse_allocation_list_rows(csv_text)
     except RandomizationError as exc:
         raise ValidationError("allocation list rejected", {"list": [str(exc)]}) from exc
+    table: dict[str, list[str]] = {}
+    numbers: dict[str, list[str]] = {}
+    for row in rows:
+        table.setdefault(row.stratum, []).append(row.arm)
+        if row.randomization_number is not None:
+            numbers.setdefault(row.stratum, []).append(row.randomization_number)
     with transaction(session):
         state_row = _lock_state(session, trial)
         if state_row.next_seq != 1:
@@ -441,6 +561,7 @@ def upload_allocation_list(session: Session, actor: Actor, trial: Trial, csv_tex
         except RandomizationError as exc:
             raise ValidationError("allocation list rejected", {"list": [str(exc)]}) from exc
         state_row.list_table = {k: list(v) for k, v in table.items()}
+        state_row.list_numbers = numbers or None
         audit.record_event(
             session,
             actor,
@@ -448,13 +569,62 @@ def upload_allocation_list(session: Session, actor: Actor, trial: Trial, csv_tex
             entity_type="trial",
             entity_id=trial.id,
             trial_id=trial.id,
-            details={"strata": len(table), "slots": sum(len(v) for v in table.values())},
+            details={
+                "strata": len(table),
+                "slots": sum(len(v) for v in table.values()),
+                "with_randomization_numbers": bool(numbers),
+            },
         )
     return sum(len(v) for v in table.values())
 
 
+# Evidence the replay recomputes and compares with what was stored at allocation time.
+_REPLAYED_EVIDENCE = (
+    "slot", "block_index", "block_size", "position", "rule", "imbalance_scores", "preferred",
+    "probabilities", "u", "draw_label", "d", "kappa", "block_position", "counts",
+    "factor_counts",
+)
+
+
+def _stratum_problem(protocol: Protocol, allocation: Allocation) -> str | None:
+    """Return why the stored stratum key and factors disagree with the protocol, if they do.
+
+    The stored factors are authoritative (spec §1.0: "as used"); what must hold is that they
+    are exactly the protocol's factors (and the site when it stratifies by site), with declared
+    levels, and that the key is the one the protocol's stratification builds from them.
+    """
+    spec = protocol.randomization
+    factors = allocation.factors or {}
+    expected_names = {f.id for f in spec.factors} | (
+        {SITE_FACTOR} if spec.stratify_by_site else set()
+    )
+    if set(factors) != expected_names:
+        return (
+            f"factors {sorted(factors)} are not the protocol's {sorted(expected_names)}"
+        )
+    for factor in spec.factors:
+        if factors[factor.id] not in factor.level_codes:
+            return f"{factors[factor.id]!r} is not a level of {factor.id}"
+    if spec.method == "minimization":
+        key = UNSTRATIFIED
+    else:
+        key = stratum_key(
+            factors[SITE_FACTOR] if spec.stratify_by_site else None,
+            [(f.id, factors[f.id]) for f in spec.factors],
+        )
+    if key != allocation.stratum_key:
+        return f"stratum {allocation.stratum_key} should be {key}"
+    return None
+
+
 def replay_problems(session: Session, trial: Trial) -> list[str]:
-    """Recompute every allocation from the secret and stored inputs; name any that differ."""
+    """Recompute every allocation from the secret and stored inputs; name any that differ.
+
+    Each allocation is replayed with the design of the protocol version it was made under
+    (every randomization key honoured) and the draw version the model recorded; the arm, the
+    draw and its evidence (slot, block, scores, probabilities, u) must match, and so must the
+    stratum key and the randomization number of an uploaded list.
+    """
     state_row = session.scalars(
         select(RandomizationState).where(RandomizationState.trial_id == trial.id)
     ).first()
@@ -465,86 +635,158 @@ def replay_problems(session: Session, trial: Trial) -> list[str]:
     )
     if state_row is None or not allocations:
         return []
-    _, protocol = active_protocol(session, trial)
-    inputs = [
-        ReplayInput(
-            seq_no=a.seq_no,
-            stratum_key=a.stratum_key,
-            factors=a.factors,
-            voided_before_seq=a.evidence.get("voided_before_seq"),
-        )
-        for a in allocations
-    ]
+    problems: list[str] = []
+    protocols: dict[int, Protocol] = {}
+    designs: dict[int, Design] = {}
     try:
+        for version_id in sorted({a.protocol_version_id for a in allocations}):
+            version = session.get(ProtocolVersion, version_id)
+            assert version is not None  # foreign key
+            protocols[version_id] = protocol_of(version)
+            designs[version_id] = design_for(protocols[version_id], state_row.list_table)
+        inputs = [
+            ReplayInput(
+                seq_no=a.seq_no,
+                stratum_key=a.stratum_key,
+                factors=a.factors,
+                voided_before_seq=a.evidence.get("voided_before_seq"),
+                design=designs[a.protocol_version_id],
+            )
+            for a in allocations
+        ]
         results = replay(
-            design_for(protocol, state_row.list_table),
+            designs[allocations[0].protocol_version_id],
             bytes.fromhex(state_row.secret),
             trial.code,
             inputs,
+            algorithm=state_row.rng_algorithm,
         )
-    except RandomizationError as exc:
+    except (RandomizationError, Conflict) as exc:
         return [f"allocation replay failed: {exc}"]
-    problems = []
     expected_seq = 1
     for allocation, result in zip(allocations, results, strict=True):
+        where = f"allocation id={allocation.id} (seq {allocation.seq_no})"
         if allocation.seq_no != expected_seq:
             problems.append(
                 f"allocation seq {expected_seq} missing (gap before {allocation.seq_no})"
             )
         expected_seq = allocation.seq_no + 1
         if result.arm != allocation.arm_code:
+            problems.append(f"{where}: stored arm differs from the replayed allocation")
+        replayed = _jsonable(result.evidence)
+        differing = [
+            name
+            for name in _REPLAYED_EVIDENCE
+            if name in allocation.evidence
+            and name in replayed
+            and allocation.evidence[name] != replayed[name]
+        ]
+        if differing:
             problems.append(
-                f"allocation id={allocation.id} (seq {allocation.seq_no}): stored arm "
-                "differs from the replayed allocation"
+                f"{where}: stored {', '.join(differing)} differ from the replayed allocation"
             )
+        stratum = _stratum_problem(protocols[allocation.protocol_version_id], allocation)
+        if stratum:
+            problems.append(f"{where}: {stratum}")
+        if allocation.method != result.method:
+            problems.append(
+                f"{where}: made by method {allocation.method}, the protocol says {result.method}"
+            )
+        number = randomization_number(state_row, result)
+        if allocation.randomization_number != number:
+            problems.append(f"{where}: randomization number is not the one its slot carries")
     return problems
 
 
-def candidate_designs(protocol: Protocol) -> list[tuple[str, Design, list[str]]]:
+Overrides = Mapping[str, Mapping[str, object]]
+
+
+def _overridden(
+    method: str, params: Mapping[str, object], overrides: Overrides
+) -> tuple[dict[str, object], str]:
+    """Return the parameters with the method's overrides applied, and a label suffix.
+
+    An override is a `build_design` parameter of the method (`p`, `block_sizes`, `lambda`…),
+    or `factors.<name>.weight` for a minimization factor's weight.
+    """
+    changed = dict(params)
+    notes = []
+    for key, value in (overrides.get(method) or {}).items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "factors" and parts[2] == "weight":
+            factors = [dict(f) for f in changed.get("factors", [])]  # type: ignore[attr-defined]
+            matching = [f for f in factors if f.get("name") == parts[1]]
+            if not matching:
+                raise ValidationError(
+                    f"{method} has no factor {parts[1]!r}", {"set": [f"{method}.{key}"]}
+                )
+            matching[0]["weight"] = value
+            changed["factors"] = factors
+        else:
+            changed[key] = value
+        notes.append(f"{key}={_show(value)}")
+    return changed, f" ({', '.join(notes)})" if notes else ""
+
+
+def _show(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def candidate_designs(
+    protocol: Protocol, overrides: Overrides | None = None
+) -> list[tuple[str, Design, list[str]]]:
     """The protocol's own design and the usual alternatives on the same arms and factors.
 
     Returns (label, design, stratify_by) triples; minimization balances its factors itself,
-    so it runs unstratified.
+    so it runs unstratified. `overrides` maps a method to parameters replacing its own in every
+    candidate of that method (e.g. {"minimization": {"p": 0.9}}); a method that is not among
+    the candidates is added with those parameters (e.g. {"maximal": {"b": 3,
+    "block_length": 10}}), stratified like the protocol. Raises DesignError on a bad value.
     """
+    overrides = overrides or {}
     spec = protocol.randomization
     arms = [a.code for a in protocol.arms]
     ratio = [a.ratio for a in protocol.arms]
     strata = [f.id for f in spec.factors] + ([SITE_FACTOR] if spec.stratify_by_site else [])
     total = sum(protocol.reduced_ratio)
-    own_strata = [] if spec.method == "minimization" else strata
-    designs = [
-        (
-            f"protocol: {spec.method}",
-            design_for(protocol)
-            if spec.method != "list"
-            else build_design("simple", arms, ratio, {}),
-            own_strata,
-        )
-    ]
     factors: list[dict[str, object]] = [
         {"name": f.id, "weight": f.weight, "levels": list(f.level_codes)} for f in spec.factors
     ]
     if spec.stratify_by_site:
         factors.append({"name": SITE_FACTOR, "weight": spec.site_weight})
-    alternatives: list[tuple[str, str, dict[str, object], list[str]]] = [
+    own_method = spec.method if spec.method != "list" else "simple"  # a list has a fixed length
+    own_params = design_parameters(protocol) if spec.method != "list" else {}
+    candidates: list[tuple[str, str, Mapping[str, object], list[str]]] = [
+        (f"protocol: {spec.method}", own_method, own_params,
+         [] if own_method == "minimization" else strata),
         ("simple", "simple", {}, []),
-        (
-            f"stratified blocks {2 * total}/{4 * total}",
-            "permuted_block",
-            {"block_sizes": [2 * total, 4 * total]},
-            strata,
-        ),
+        (f"stratified blocks {2 * total}/{4 * total}", "permuted_block",
+         {"block_sizes": [2 * total, 4 * total]}, strata),
     ]
     if factors:
-        alternatives.append(
-            ("minimization p=0.8", "minimization", {"factors": factors, "p": 0.8}, [])
-        )
-    for label, method, params, stratify in alternatives:
-        if method == spec.method and (
-            method != "permuted_block" or list(spec.block_sizes) == params["block_sizes"]
-        ):
+        candidates.append(("minimization", "minimization", {"factors": factors, "p": 0.8}, []))
+    designs: list[tuple[str, Design, list[str]]] = []
+    for label, method, params, stratify in candidates:
+        changed, suffix = _overridden(method, params, overrides)
+        if label == "minimization" and "p" not in overrides.get(method, {}):
+            suffix = f" (p=0.8, {suffix[2:]}" if suffix else " (p=0.8)"
+        design = build_design(method, arms, ratio, changed)
+        if any(d == design and s == stratify for _, d, s in designs):
+            continue  # an alternative identical to the protocol's own design
+        designs.append((label + suffix, design, stratify))
+    for method, params in overrides.items():
+        if any(d.method == method for _, d, _ in designs):
             continue
-        designs.append((label, build_design(method, arms, ratio, params), stratify))
+        label = method + " (" + ", ".join(f"{k}={_show(v)}" for k, v in params.items()) + ")"
+        extra = dict(params)
+        if method == "minimization":
+            extra.setdefault("factors", factors)
+        designs.append(
+            (label, build_design(method, arms, ratio, extra),
+             [] if method == "minimization" else strata)
+        )
     return designs
 
 

@@ -70,8 +70,19 @@ def list_trials(session: Session, actor: Actor) -> list[Trial]:
 
 
 def create_site(session: Session, actor: Actor, trial: Trial, data: Mapping[str, Any]) -> Site:
+    """Add a site; refused while the trial runs if its protocol says sites.allow_runtime_sites:
+    false (the protocol's initial sites are created when it is activated)."""
     require(actor, "site.manage", trial.id)
     code = _check_code(str(data.get("code", "")))
+    if trial.active_protocol_version_id is not None:
+        from dtx_trials.services.protocols import active_protocol
+
+        _, protocol = active_protocol(session, trial)
+        if not protocol.sites.allow_runtime_sites:
+            raise Conflict(
+                f"the protocol of {trial.code} does not allow adding sites while the trial runs "
+                "(sites.allow_runtime_sites: false); amend the protocol's sites instead"
+            )
     with transaction(session):
         if session.scalars(
             select(Site).where(Site.trial_id == trial.id, Site.code == code)

@@ -170,7 +170,10 @@ SIMULATION_METRICS = (
     ("stratum |D| max", "stratum_imbalance_max"),
     ("marginal |D| mean", "marginal_imbalance_mean"),
     ("marginal |D| max", "marginal_imbalance_max"),
+    ("exact balance during enrolment (EB)", "exact_balance"),
+    ("P(final sizes within 1 of target)", "final_balance"),
     ("correct guesses", "correct_guess"),
+    ("deterministic allocations", "deterministic_rate"),
 )
 
 

@@ -60,6 +60,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "模拟试验的均值 ± 蒙特卡洛标准误",
     ),
     "metric": ("Metric", "指标"),
+    "chance_level": ("chance level of correct guesses", "随机猜中水平"),
     "unblinded_run": ("Unblinded", "揭盲分析"),
     "blinded_run": ("Blinded (arms A, B)", "设盲分析（A组、B组）"),
     "run_sap": ("Run the analysis plan", "运行统计分析计划"),

@@ -603,3 +603,55 @@ def test_outcome_assessor_forms_are_declared_per_form() -> None:
                         "blinded_roles: [participant]")
     warnings = [i for i in validate_protocol_text(unblinded) if i.severity == "warning"]
     assert any("does not blind the outcome assessor" in w.message for w in warnings)
+
+
+def test_maximal_procedure_parameters() -> None:
+    text = replace(MINIMAL, "method: permuted_block\n  block_sizes: [2, 4]",
+                   "method: maximal\n  mp_b: 2\n  mp_block_length: 8")
+    assert errors(text) == []
+    protocol = load_protocol_text(text)
+    assert (protocol.randomization.mp_b, protocol.randomization.mp_block_length) == (2, 8)
+    odd = replace(text, "mp_block_length: 8", "mp_block_length: 7")
+    assert only_error(odd).message.startswith("mp_block_length must be even")
+    assert only_error(odd).line == line_of(odd, "mp_block_length: 7")
+    missing = replace(text, "\n  mp_block_length: 8", "")
+    assert only_error(missing).message == "method maximal needs mp_block_length"
+    unequal = replace(text, "ratio: 1}\n  - {code: control", "ratio: 2}\n  - {code: control")
+    assert only_error(unequal).message == "maximal is defined for two arms with a 1:1 ratio"
+    stray = replace(MINIMAL, "block_sizes: [2, 4]", "block_sizes: [2, 4]\n  mp_b: 2")
+    assert only_error(stray).message == "mp_b is not used by method permuted_block"
+
+
+def test_unblinding_notify_roles() -> None:
+    blinded = replace(MINIMAL, "blinding: {level: open}",
+                      "blinding: {level: double, blinded_roles: [investigator], "
+                      "activation_code_prefix: T, unblinding_notify: [sponsor_admin, monitor]}")
+    assert errors(blinded) == []
+    assert load_protocol_text(blinded).blinding.roles_notified_of_unblinding == (
+        "sponsor_admin", "monitor"
+    )
+    default = replace(blinded, ", unblinding_notify: [sponsor_admin, monitor]", "")
+    assert load_protocol_text(default).blinding.unblinding_notify is None
+    empty = replace(blinded, "[sponsor_admin, monitor]", "[]")
+    assert only_error(empty).message.startswith("name at least one role")
+    twice = replace(blinded, "[sponsor_admin, monitor]", "[monitor, monitor]")
+    assert only_error(twice).message.startswith("duplicate role 'monitor'")
+    unknown = replace(blinded, "[sponsor_admin, monitor]", "[sponsor]")
+    assert "sponsor_admin" in only_error(unknown).message
+    open_label = replace(MINIMAL, "blinding: {level: open}",
+                         "blinding: {level: open, unblinding_notify: [monitor]}")
+    issue = only_error(open_label)
+    assert issue.message == "an open-label trial has no emergency unblinding to notify"
+    assert issue.path == "blinding.unblinding_notify"
+    assert load_protocol_text(MINIMAL).blinding.roles_notified_of_unblinding == ()
+
+
+def test_one_sided_tests_are_refused() -> None:
+    """A one-sided test needs the direction of benefit, which the language cannot state."""
+    model = "      model: ancova\n"
+    text = replace(MINIMAL, model, model + "      sidedness: one_sided\n")
+    issue = only_error(text)
+    assert issue.path == "endpoints[0].analysis.sidedness"
+    assert issue.message.startswith("one-sided tests are not supported")
+    two_sided = replace(text, "one_sided", "two_sided")
+    assert errors(two_sided) == []

@@ -24,7 +24,7 @@ def test_schema_is_valid_draft_2020_12() -> None:
     assert field["properties"]["show_if"]["description"].startswith("Branching")
     method = schema["$defs"]["Randomization"]["properties"]["method"]
     assert method["enum"] == ["simple", "permuted_block", "minimization", "efron", "big_stick",
-                              "block_urn", "list"]
+                              "block_urn", "maximal", "list"]
     model = schema["$defs"]["Analysis"]["properties"]["model"]
     assert "gee_per_eye" in model["enum"]
     assert json_schema_text().startswith("{\n")
@@ -44,3 +44,23 @@ def test_schema_rejects_unknown_keys_and_bad_enums() -> None:
     messages = [e.message for e in
                 jsonschema.Draft202012Validator(json_schema()).iter_errors(document)]
     assert len(messages) == 2
+
+
+def test_schema_leaves_and_descriptive_keys_cli() -> None:
+    """`dtx protocol schema --descriptive` lists the descriptive keys, each a schema leaf."""
+    from click.testing import CliRunner
+
+    from dtx_trials.cli.protocol import protocol
+    from protocols.schema import DESCRIPTIVE_KEYS, schema_leaves
+
+    leaves = schema_leaves()
+    assert len(leaves) == len(set(leaves))
+    assert {"randomization.overall_weight", "arms[].ratio", "blinding.unblinding_notify[]",
+            "forms[].fields[].choices[].label.zh"} <= set(leaves)
+    result = CliRunner().invoke(protocol, ["schema", "--descriptive"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split("\t")[0] for line in lines[:-1]] == [
+        key for key in leaves if key in DESCRIPTIVE_KEYS
+    ]
+    assert lines[-1].startswith(f"{len(DESCRIPTIVE_KEYS)} of {len(leaves)} keys are descriptive")

@@ -11,6 +11,7 @@ import pytest
 
 from randomization.draws import (
     RNG_ALGORITHM,
+    RNG_ALGORITHMS,
     choose_index,
     randbelow,
     secret_from_seed,
@@ -27,11 +28,13 @@ SECRET = secret_from_seed(0)
 def test_u64_is_the_spec_formula_and_pinned() -> None:
     digest = hmac.new(SECRET, b"coin|m|1", hashlib.sha256).digest()
     assert u64(SECRET, "coin|m", 1) == int.from_bytes(digest[:8], "big")
-    # Pinned values: a change here breaks replay of every active trial (hmac-sha256-v1).
+    # Pinned values: a change here breaks replay of every active trial (v1 and v2 share the
+    # draw functions; they differ only in which label a biased coin draws).
     assert SECRET.hex().startswith("a6e04b1d69cb8209")
     assert u64(SECRET, "coin|m", 1) == 753100784174701340
     assert uniform(SECRET, "coin|m", 1) == (753100784174701340 >> 11) / 2**53
-    assert RNG_ALGORITHM == "hmac-sha256-v1"
+    assert RNG_ALGORITHM == "hmac-sha256-v2"
+    assert RNG_ALGORITHMS == ("hmac-sha256-v1", "hmac-sha256-v2")
 
 
 def test_pinned_fisher_yates_permutation() -> None:

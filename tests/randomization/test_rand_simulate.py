@@ -214,3 +214,75 @@ def test_simulation_request_errors(kwargs: dict[str, object], message: str) -> N
     runs = arguments.pop("runs")
     with pytest.raises(SimulationError, match=message):
         simulate(design, n, runs, **arguments)  # type: ignore[arg-type]
+
+
+def test_prevalences_weight_the_levels_drawn() -> None:
+    """Sex f with prevalence 0.8: about 80% of participants, and every run reports its counts."""
+    design = build_design("simple", ARMS2, [1, 1], {})
+    result = simulate(design, 200, 40, factor_levels={"sex": ["f", "m"]}, site_levels=["S1"],
+                      stratify_by=[], seed=40, prevalences={"sex": {"f": 0.8, "m": 0.2}})
+    shares = [run.level_counts["sex"].get("f", 0) / 200 for run in result.runs_detail]
+    mean = sum(shares) / len(shares)
+    assert _within(mean, 0.8, math.sqrt(0.8 * 0.2 / 200 / 40))
+    assert all(run.level_counts["site"] == {"S1": 200} for run in result.runs_detail)
+    only_f = simulate(build_design("permuted_block", ARMS2, [1, 1], {"block_sizes": [4]}), 40, 5,
+                      factor_levels={"sex": ["f", "m"]}, site_levels=None, stratify_by=["sex"],
+                      seed=41, prevalences={"sex": {"f": 1.0, "m": 0.0}})
+    assert only_f.n_strata.worst == 1 and only_f.final_imbalance.worst == 0
+
+
+@pytest.mark.parametrize(
+    ("prevalences", "message"),
+    [
+        ({"sex": {"f": 0.5, "m": 0.4}}, "must sum to 1"),
+        ({"sex": {"f": 0.5, "x": 0.5}}, "unknown level"),
+        ({"sex": {"f": 1.0}}, "no value for level"),
+        ({"age": {"a": 1.0}}, "unknown factor"),
+        ({"sex": {"f": 1.5, "m": -0.5}}, ">= 0"),
+    ],
+)
+def test_prevalence_errors(prevalences: dict[str, dict[str, float]], message: str) -> None:
+    with pytest.raises(SimulationError, match=message):
+        simulate(build_design("simple", ARMS2, [1, 1], {}), 10, 2,
+                 factor_levels={"sex": ["f", "m"]}, site_levels=None, stratify_by=[], seed=1,
+                 prevalences=prevalences)
+
+
+def test_deterministic_rate_balance_probability_and_chance() -> None:
+    """Blocks of 2: every second allocation is forced (DA = ½) and the trial is balanced after
+    every second one (EB = ½, final balance certain); simple randomization is never forced;
+    chance is 1/k."""
+    blocks = simulate(build_design("permuted_block", ARMS2, [1, 1], {"block_sizes": [2]}), 40, 6,
+                      factor_levels=NO_FACTORS, site_levels=None, stratify_by=[], seed=42)
+    assert blocks.deterministic_rate is not None
+    assert (blocks.deterministic_rate.mean, blocks.deterministic_rate.se) == (0.5, 0.0)
+    assert (blocks.exact_balance.mean, blocks.final_balance.mean) == (0.5, 1.0)
+    assert blocks.chance_level == 0.5 and blocks.correct_guess.mean == 0.75
+    coin = simulate(build_design("simple", ARMS2, [1, 1], {}), 40, 6, factor_levels=NO_FACTORS,
+                    site_levels=None, stratify_by=[], seed=43)
+    assert coin.deterministic_rate is not None and coin.deterministic_rate.worst == 0
+    stick = simulate(build_design("big_stick", ARMS2, [1, 1], {"b": 1}), 40, 6,
+                     factor_levels=NO_FACTORS, site_levels=None, stratify_by=[], seed=44)
+    assert stick.deterministic_rate is not None and stick.deterministic_rate.mean == 0.5
+    three = simulate(build_design("block_urn", ["A", "B", "C"], [1, 1, 1], {"lambda": 1}), 30, 3,
+                     factor_levels=NO_FACTORS, site_levels=None, stratify_by=[], seed=45)
+    assert three.chance_level == pytest.approx(1 / 3)
+    # λ = 1, three arms: the last of every three is forced, balance after every third
+    assert three.deterministic_rate is not None
+    assert three.deterministic_rate.mean == pytest.approx(1 / 3)
+    assert three.exact_balance.mean == pytest.approx(1 / 3)
+
+
+def test_per_run_results_are_kept_and_serialised() -> None:
+    design = build_design("maximal", ARMS2, [1, 1], {"b": 2, "block_length": 10})
+    result = simulate(design, 20, 7, factor_levels={"sex": ["f", "m"]}, site_levels=None,
+                      stratify_by=[], seed=46)
+    assert len(result.runs_detail) == 7
+    assert all(run.final_imbalance == 0 and run.max_imbalance <= 2 for run in result.runs_detail)
+    summary = json.loads(json.dumps(result.to_json(per_run=True)))
+    assert len(summary["per_run"]) == 7 and summary["chance_level"] == 0.5
+    assert summary["per_run"][0]["arm_counts"] == [10, 10]
+    assert "per_run" not in result.to_json()
+    with pytest.raises(SimulationError, match="uploaded list"):
+        simulate(build_design("list", ARMS2, [1, 1], {"table": {"all": ["A", "B"]}}), 2, 2,
+                 factor_levels=NO_FACTORS, site_levels=None, stratify_by=[], seed=1)

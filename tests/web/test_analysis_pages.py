@@ -73,7 +73,7 @@ def test_sponsor_compares_randomization_designs(client: FlaskClient) -> None:
     result = client.get("/trials/MCI-COGTRAIN-01/randomization/simulation?n=40&runs=5")
     text = result.get_data(as_text=True)
     assert result.status_code == 200
-    for label in ("protocol: permuted_block", "simple", "minimization p=0.8", "correct guesses"):
+    for label in ("protocol: permuted_block", "simple", "minimization (p=0.8)", "correct guesses"):
         assert label in text
     assert " ± " in text
     bad = client.get("/trials/MCI-COGTRAIN-01/randomization/simulation?n=999999&runs=5")
