@@ -624,8 +624,9 @@ def test_maximal_procedure_parameters() -> None:
 
 def test_unblinding_notify_roles() -> None:
     blinded = replace(MINIMAL, "blinding: {level: open}",
-                      "blinding: {level: double, blinded_roles: [investigator], "
-                      "activation_code_prefix: T, unblinding_notify: [sponsor_admin, monitor]}")
+                      "blinding: {level: double, blinded_roles: [participant, investigator, "
+                      "coordinator, outcome_assessor], activation_code_prefix: T, "
+                      "unblinding_notify: [sponsor_admin, monitor]}")
     assert errors(blinded) == []
     assert load_protocol_text(blinded).blinding.roles_notified_of_unblinding == (
         "sponsor_admin", "monitor"
