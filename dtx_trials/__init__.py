@@ -24,7 +24,8 @@ def instance_path_from_env() -> str:
 
 
 def ensure_instance_secrets(instance_path: str) -> None:
-    """Create instance/ with a field-encryption key and a session secret if absent (dev only)."""
+    """Create instance/ with a field-encryption key, a session secret and an anchor signing key
+    if absent (development; production keeps them in a secret store or an HSM)."""
     path = Path(instance_path)
     path.mkdir(parents=True, exist_ok=True)
     for name, make in (("field.key", crypto.generate_key), ("secret.key", crypto.generate_key)):
@@ -32,6 +33,10 @@ def ensure_instance_secrets(instance_path: str) -> None:
         if not target.exists():
             target.write_text(make() + "\n")
             target.chmod(0o600)
+    if not (path / "anchor-signing.key").exists():
+        from dtx_trials.anchors import generate_signing_key
+
+        generate_signing_key(path / "anchor-signing.key")
 
 
 def _read_secret(instance_path: str, name: str) -> str | None:
@@ -69,7 +74,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
             "DTX_FIELD_KEY is not set and instance/field.key does not exist; "
             "run `dtx bootstrap` or set DTX_FIELD_KEY"
         )
-    crypto.configure(app.config["FIELD_KEY"])
+    from dtx_trials import trust
+
+    trust.configure_keys(app)
     from dtx_trials.services.accounts import configure_hasher
 
     configure_hasher(int(app.config["ARGON2_TIME_COST"]), int(app.config["ARGON2_MEMORY_KIB"]))
@@ -83,6 +90,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from dtx_trials.web import register_web
 
     app.url_map.converters["int"] = RowIdConverter
+    trust.init_app(app)  # key check (refuses a wrong key), request guard, anchoring
     register_api(app)
     register_web(app)
     edge.init_app(app)

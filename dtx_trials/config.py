@@ -14,6 +14,16 @@ class DefaultConfig:
     SQLALCHEMY_DATABASE_URI: str | None = None
     SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict[str, Any]] = {"pool_pre_ping": True}
     FIELD_KEY: str | None = None
+    FIELD_KEYS_RETIRED: str | None = None  # earlier keys, read/verify only (after a rotation)
+    KEY_CHECK_AT_START = True
+    # anchors (services/checkpoints.py): store, signing key, trusted public keys, RFC 3161 TSA
+    ANCHOR_DIR: str | None = None
+    ANCHOR_SIGNING_KEY: str | None = None
+    ANCHOR_PUBLIC_KEYS: str | None = None
+    ANCHOR_EVERY_EVENTS = 1000
+    ANCHOR_EVERY_MINUTES = 60
+    TSA_URL: str | None = None
+    TSA_CERT: str | None = None
     QUEUE_URL: str | None = None
     # Notification channels (dtx_trials/channels.py): e-mail when SMTP_HOST is set, SMS when
     # SMS_PROVIDER names a provider factory; messages of a channel left unset stay pending.

@@ -5,15 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import func, select
 
 from dtx_trials.api.context import current_actor
-from dtx_trials.api.schemas import AuditPageSchema, AuditQuerySchema, VerifyReportSchema
+from dtx_trials.api.schemas import (
+    AuditExportQuerySchema,
+    AuditPageSchema,
+    AuditQuerySchema,
+    VerifyReportSchema,
+)
 from dtx_trials.extensions import db
 from dtx_trials.models import AuditEvent
-from dtx_trials.services import audit, trials
+from dtx_trials.services import audit, trail_export, trials
 from dtx_trials.services.audit import VerifyReport
 from dtx_trials.services.integrity import check_integrity
 
@@ -41,6 +47,29 @@ class AuditTrail(MethodView):
             stmt.order_by(AuditEvent.seq).offset((page - 1) * per_page).limit(per_page)
         )
         return {"page": page, "per_page": per_page, "total": total, "items": list(items)}
+
+
+@blp.route("/<code>/audit/export.<fmt>")
+class AuditExport(MethodView):
+    @blp.arguments(AuditExportQuerySchema, location="query")
+    @blp.response(200, description="CSV or PDF of the trail (who, when, what, old → new, why)")
+    def get(self, args: dict[str, Any], code: str, fmt: str) -> Response:
+        """Export the trail of the trial, a participant or a form record (auditor; audited)."""
+        trial = trials.get_trial(db.session, current_actor(), code, "audit.read")
+        name, content = trail_export.export_trail(
+            db.session,
+            current_actor(),
+            trial,
+            fmt,
+            subject=args.get("subject"),
+            record_id=args.get("record_id"),
+        )
+        mimetype = "text/csv" if fmt == "csv" else "application/pdf"
+        return Response(
+            content,
+            mimetype=mimetype,
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
 
 @blp.route("/<code>/audit/verify")

@@ -157,6 +157,11 @@ class PageArgsSchema(StrictSchema):
     per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
 
 
+class AuditExportQuerySchema(Schema):
+    subject = fields.String(validate=validate.Length(min=1, max=32))
+    record_id = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1))
+
+
 class AuditQuerySchema(PageArgsSchema):
     entity_type = fields.String(load_default=None)
     entity_id = fields.Integer(load_default=None)

@@ -226,13 +226,31 @@ def audit() -> None:
 
 @audit.command("verify")
 @click.argument("trial_code", required=False)
+@click.option(
+    "--anchors",
+    "anchor_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also check the database against every signed anchor in this directory.",
+)
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    help="Trusted anchor key (ed25519:<base64>, or a file); default: the instance's signer "
+    "and DTX_ANCHOR_PUBLIC_KEYS.",
+)
 @with_app
-def audit_verify(app: Flask, trial_code: str | None) -> None:
+def audit_verify(
+    app: Flask, trial_code: str | None, anchor_dir: Path | None, public_keys: tuple[str, ...]
+) -> None:
     """Recompute the hash chain(s) and compare the data with the trail; exit 1 on any problem."""
     from sqlalchemy import select
 
+    from dtx_trials.anchors import AnchorError, DirectoryStore, public_key_id, read_public_key
     from dtx_trials.extensions import db as sa
     from dtx_trials.models import Trial
+    from dtx_trials.services import checkpoints
     from dtx_trials.services.integrity import check_integrity
 
     trial_id = None
@@ -242,17 +260,155 @@ def audit_verify(app: Flask, trial_code: str | None) -> None:
             _fail(f"unknown trial {trial_code}")
         trial_id = trial.id
     report = check_integrity(sa.session, trial_id)
-    for problem in report.problems:
+    problems = list(report.problems)
+    anchor_summary = ""
+    if anchor_dir is not None:
+        anchoring = app.extensions.get("dtx_anchoring")
+        trusted = dict(anchoring.trusted) if anchoring else {}
+        try:
+            for text in public_keys:
+                raw = read_public_key(text)
+                trusted[public_key_id(raw)] = raw
+        except AnchorError as exc:
+            _fail(str(exc))
+        if not trusted:
+            _fail("no trusted anchor key: pass --public-key or configure DTX_ANCHOR_PUBLIC_KEYS")
+        anchors = checkpoints.verify_anchors(
+            sa.session,
+            DirectoryStore(anchor_dir),
+            trusted,
+            anchoring.tsa_cert if anchoring else None,
+        )
+        problems.extend(anchors.problems)
+        anchor_summary = f", {anchors.n_trusted} of {anchors.n_anchors} anchor(s) trusted"
+    for problem in problems:
         console.print(f"[red]FAIL[/red] {problem.kind:<14} {problem.message}", highlight=False)
     summary = (
         f"{report.chains} chain(s), {report.events} events, "
-        f"{report.rows_checked} rows checked, {len(report.problems)} problem(s)"
+        f"{report.rows_checked} rows checked{anchor_summary}, {len(problems)} problem(s)"
     )
-    if report.ok:
+    if not problems:
         console.print(f"[green]OK[/green] {summary}")
         return
     console.print(f"[red]FAILED[/red] {summary}")
     sys.exit(1)
+
+
+@audit.command("anchor")
+@click.option("--reason", default="manual", show_default=True)
+@with_app
+def audit_anchor(app: Flask, reason: str) -> None:
+    """Sign the head of every chain into a new anchor in the anchor store (checkpoint)."""
+    from dtx_trials.anchors import AnchorError
+    from dtx_trials.extensions import db as sa
+    from dtx_trials.services import checkpoints
+
+    try:
+        anchor = checkpoints.write_checkpoint(sa.session, reason, actor=cli_actor())
+    except checkpoints.CheckpointRefusedError as exc:
+        for problem in exc.problems:
+            err_console.print(f"FAIL {problem.kind:<14} {problem.message}", highlight=False)
+        _fail(str(exc))
+    except AnchorError as exc:
+        _fail(str(exc))
+    stamp = (
+        f", time-stamped {anchor.timestamp.gen_time:%Y-%m-%dT%H:%M:%SZ}" if anchor.timestamp else ""
+    )
+    console.print(
+        f"anchor {anchor.name}: {len(anchor.chains)} chain(s), signed by {anchor.key_id}{stamp}"
+    )
+
+
+@audit.command("export")
+@click.argument("trial_code")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "pdf"]), default="pdf", show_default=True
+)
+@click.option("--subject", default=None, help="Only this participant's trail.")
+@click.option("--record", "record_id", type=int, default=None, help="Only this form record's.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
+@with_app
+def audit_export(
+    app: Flask, trial_code: str, fmt: str, subject: str | None, record_id: int | None, out: Path
+) -> None:
+    """Write the trail for inspectors (who, when, what, old -> new, why) as CSV or PDF."""
+    from sqlalchemy import select
+
+    from dtx_trials.extensions import db as sa
+    from dtx_trials.models import Trial
+    from dtx_trials.models.users import Role
+    from dtx_trials.services.access import Actor, Grant
+    from dtx_trials.services.trail_export import export_trail
+
+    trial = sa.session.scalars(select(Trial).where(Trial.code == trial_code)).first()
+    if trial is None:
+        _fail(f"unknown trial {trial_code}")
+    actor = Actor(
+        user_id=None,
+        username="cli",
+        printed_name="Command line",
+        via="cli",
+        grants=(Grant(trial.id, None, Role.AUDITOR),),
+    )
+    name, content = _run(
+        lambda: export_trail(sa.session, actor, trial, fmt, subject=subject, record_id=record_id)
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_bytes(content)
+    console.print(f"wrote {out / name}")
+
+
+@cli.group()
+def keys() -> None:
+    """Field keys: generate, status, rotate (see README: key custody)."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new random field key (urlsafe base64 of 32 bytes) and its key id."""
+    from dtx_trials import crypto
+
+    key = crypto.generate_key()
+    console.print(key)
+    err_console.print(f"key id {crypto.FieldKey(key).kid}")
+
+
+@keys.command("status")
+@click.option("--check/--no-check", default=True, help="Compare with the database's KCV.")
+def keys_status(check: bool) -> None:
+    """Show the configured key ring and the key the database's data are written under."""
+    from sqlalchemy import select
+
+    from dtx_trials import create_app, crypto
+    from dtx_trials.extensions import db as sa
+    from dtx_trials.models import KeyCheck
+
+    app = create_app({"KEY_CHECK_AT_START": False})
+    with app.app_context():
+        for info in crypto.cipher().key_infos():
+            console.print(f"{info.kid}  {'current' if info.is_current else 'retired'}")
+        if check:
+            for row in sa.session.scalars(select(KeyCheck).order_by(KeyCheck.created_at)):
+                console.print(f"database: {row.kid}  {row.status}")
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Move identifiers and sealed values to DTX_FIELD_KEY (old key in DTX_FIELD_KEYS_RETIRED).
+
+    Stop the app servers first; start them again with the new key afterwards.
+    """
+    from dtx_trials import create_app
+    from dtx_trials.extensions import db as sa
+    from dtx_trials.services import keys as key_service
+
+    app = create_app({"KEY_CHECK_AT_START": False})
+    with app.app_context():
+        result = _run(lambda: key_service.rotate_keys(sa.session, cli_actor()))
+    console.print(
+        f"rotated {', '.join(result.from_kids) or '(none)'} -> {result.to_kid}: "
+        f"{result.n_reencrypted} row(s) re-encrypted, {result.n_resealed} row(s) re-sealed"
+    )
 
 
 from dtx_trials.cli import analysis as _analysis  # noqa: E402

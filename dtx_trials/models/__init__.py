@@ -2,7 +2,7 @@
 
 from dtx_trials.models.allocations import Allocation, RandomizationState
 from dtx_trials.models.analyses import AnalysisRun
-from dtx_trials.models.audit import AuditChainHead, AuditEvent
+from dtx_trials.models.audit import AuditChainHead, AuditEvent, KeyCheck
 from dtx_trials.models.devices import DeviceObservation
 from dtx_trials.models.forms import DataQuery, FormRecord, Signature
 from dtx_trials.models.notifications import Notification
@@ -23,6 +23,7 @@ __all__ = [
     "EproLink",
     "FormRecord",
     "IdempotentRequest",
+    "KeyCheck",
     "Membership",
     "Notification",
     "Participant",

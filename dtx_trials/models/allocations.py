@@ -20,6 +20,20 @@ class RandomizationState(Base):
     """One row per trial, locked FOR UPDATE by every allocation: the gap-free sequence counter."""
 
     __tablename__ = "randomization_state"
+    __audited__ = (
+        "trial_id",
+        "next_seq",
+        "rng_algorithm",
+        "secret",
+        "model_version",
+        "state",
+        "list_table",
+        "list_numbers",
+        "updated_at",
+    )
+    # the secret, the design state and an uploaded list (and its numbers, in slot order) all
+    # reveal arms: sealed
+    __sealed__ = ("secret", "state", "list_table", "list_numbers")
 
     id: Mapped[intpk]
     trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id"), unique=True)
@@ -53,8 +67,17 @@ class Allocation(Base):
         "arm_code",
         "randomization_number",
         "status",
+        "protocol_version_id",
+        "factors",
+        "method",
+        "activation_code",
+        "evidence",
+        "request_id",
+        "void_reason",
+        "allocated_at",
+        "allocated_by_id",
     )
-    __sealed__ = ("arm_code",)
+    __sealed__ = ("arm_code", "evidence")
 
     id: Mapped[intpk]
     trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id"), index=True)

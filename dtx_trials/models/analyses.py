@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, Date, ForeignKey, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -13,6 +13,29 @@ from dtx_trials.db import Base, UTCDateTime, intpk, utcnow
 
 class AnalysisRun(Base):
     __tablename__ = "analysis_run"
+    __audited__ = (
+        "trial_id",
+        "protocol_version_id",
+        "status",
+        "is_unblinded",
+        "cutoff_on",
+        "requested_by_id",
+        "requested_at",
+        "started_at",
+        "finished_at",
+        "data_sha256",
+        "provenance",
+        "results",
+        "report_sha256",
+        "report_pdf",
+        "report_name",
+        "error",
+    )
+    # hashed, not copied: results of an unblinded run and error texts stay out of the trail
+    __digested__ = ("provenance", "results", "report_pdf", "error")
+    __unaudited__: ClassVar[dict[str, str]] = {
+        "progress": "a progress bar for pollers while the run is running"
+    }
 
     id: Mapped[intpk]
     trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id"), index=True)

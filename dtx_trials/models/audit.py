@@ -41,5 +41,26 @@ class AuditEvent(Base):
     changes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     reason: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(80))
+    # how the actor was authenticated: token:<id> | session:<id> (API token, browser or ePRO
+    # session) | cli | system; covered by the hash, checked against the session tables
+    auth_ref: Mapped[str | None] = mapped_column(String(40))
+    # the field key whose chain key computed `hash` (None: a plain SHA-256 from before key ids)
+    key_id: Mapped[str | None] = mapped_column(String(16))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class KeyCheck(Base):
+    """A field key's id and key-check value: a wrong DTX_FIELD_KEY is refused at start-up.
+
+    One row is ``active`` (the key data are written under); rows of earlier keys are
+    ``retired`` by ``dtx keys rotate``. The key itself is never stored.
+    """
+
+    __tablename__ = "key_check"
+
+    kid: Mapped[str] = mapped_column(String(16), primary_key=True)
+    kcv: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(10))  # active|retired
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

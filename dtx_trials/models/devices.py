@@ -1,4 +1,10 @@
-"""Device and DTx-app observations, idempotent on (participant, stream, time, source)."""
+"""Device and DTx-app observations, idempotent on (participant, stream, time, source).
+
+Observations are immutable and covered by batch: each ingest writes one audit event holding the
+batch id, the ids stored and the Merkle root of the stored rows (``services/integrity.py``), and
+each row carries short keyed tags of its columns (``seal``) so `verify` can name the column of a
+changed reading.
+"""
 
 from __future__ import annotations
 
@@ -23,3 +29,5 @@ class DeviceObservation(Base):
     unit: Mapped[str] = mapped_column(String(30))
     source: Mapped[str] = mapped_column(String(60))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    batch_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    seal: Mapped[str | None] = mapped_column(String(80))

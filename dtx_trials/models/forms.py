@@ -14,7 +14,20 @@ from dtx_trials.db import Base, UTCDateTime, intpk, utcnow
 class FormRecord(Base):
     __tablename__ = "form_record"
     __table_args__ = (UniqueConstraint("participant_id", "visit_id", "form_code", "repeat_index"),)
-    __audited__ = ("participant_id", "visit_id", "form_code", "repeat_index", "status", "data")
+    __audited__ = (
+        "participant_id",
+        "visit_id",
+        "form_code",
+        "repeat_index",
+        "status",
+        "data",
+        "protocol_version_id",
+        "version",
+        "created_at",
+        "updated_at",
+        "submitted_at",
+        "device_time",
+    )
 
     id: Mapped[intpk]
     participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
@@ -35,7 +48,19 @@ class FormRecord(Base):
 
 class DataQuery(Base):
     __tablename__ = "data_query"
-    __audited__ = ("form_record_id", "field", "status", "text", "answer")
+    __audited__ = (
+        "form_record_id",
+        "field",
+        "status",
+        "text",
+        "answer",
+        "origin",
+        "raised_by_id",
+        "raised_at",
+        "answered_by_id",
+        "answered_at",
+        "closed_at",
+    )
 
     id: Mapped[intpk]
     form_record_id: Mapped[int] = mapped_column(ForeignKey("form_record.id"), index=True)
@@ -63,6 +88,10 @@ class Signature(Base):
         "content_sha256",
         "record_version",
         "status",
+        "printed_name",
+        "signed_at",
+        "invalidated_at",
+        "invalidated_reason",
     )
 
     id: Mapped[intpk]

@@ -31,7 +31,14 @@ class Notification(Base):
         "entity_id",
         "status",
         "attempts",
+        "next_attempt_at",
+        "last_error",
+        "provider_id",
+        "created_at",
+        "sent_at",
     )
+    # an error text may quote the server's answer: hashed, not copied
+    __digested__ = ("last_error",)
 
     id: Mapped[intpk]
     trial_id: Mapped[int | None] = mapped_column(ForeignKey("trial.id"), index=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, Date, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -68,7 +68,11 @@ class Consent(Base):
         "signer_role",
         "signed_at",
         "withdrawn_at",
+        "document_id",
+        "signer_name",
+        "recorded_by_id",
     )
+    __sealed__ = ("signer_name",)
 
     id: Mapped[intpk]
     participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
@@ -92,6 +96,9 @@ class Visit(Base):
         "planned_on",
         "actual_on",
         "status",
+        "is_unscheduled",
+        "window_start_on",
+        "window_end_on",
     )
 
     id: Mapped[intpk]
@@ -117,7 +124,16 @@ class EproLink(Base):
         "expires_at",
         "completed_at",
         "revoked_at",
+        "token_hash",
+        "channel",
+        "created_at",
+        "created_by_id",
+        "opened_at",
     )
+    __unaudited__: ClassVar[dict[str, str]] = {
+        "otp_hash": "one-time sign-in code digest; each code sent is an epro.code_sent event",
+        "meta": "sign-in bookkeeping (code attempts, pending session); attempts are audited",
+    }
 
     id: Mapped[intpk]
     participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)

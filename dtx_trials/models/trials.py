@@ -13,7 +13,14 @@ from dtx_trials.db import Base, UTCDateTime, intpk, utcnow
 
 class Trial(Base):
     __tablename__ = "trial"
-    __audited__ = ("code", "title", "status", "blinding", "active_protocol_version_id")
+    __audited__ = (
+        "code",
+        "title",
+        "status",
+        "blinding",
+        "active_protocol_version_id",
+        "created_at",
+    )
 
     id: Mapped[intpk]
     code: Mapped[str] = mapped_column(String(40), unique=True)
@@ -36,7 +43,21 @@ class ProtocolVersion(Base):
         UniqueConstraint("trial_id", "version_no"),
         UniqueConstraint("trial_id", "sha256"),
     )
-    __audited__ = ("trial_id", "version_no", "sha256", "status")
+    __audited__ = (
+        "trial_id",
+        "version_no",
+        "sha256",
+        "status",
+        "source_name",
+        "source_text",
+        "content",
+        "accepted_migrations",
+        "created_at",
+        "created_by_id",
+        "activated_at",
+    )
+    # the documents themselves are hashed into the trail; verify also recomputes `sha256`
+    __digested__ = ("source_text", "content")
 
     id: Mapped[intpk]
     trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id"), index=True)
@@ -55,7 +76,16 @@ class ProtocolVersion(Base):
 class Site(Base):
     __tablename__ = "site"
     __table_args__ = (UniqueConstraint("trial_id", "code"),)
-    __audited__ = ("trial_id", "code", "name", "name_zh", "country", "is_active")
+    __audited__ = (
+        "trial_id",
+        "code",
+        "name",
+        "name_zh",
+        "country",
+        "timezone",
+        "is_active",
+        "created_at",
+    )
 
     id: Mapped[intpk]
     trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id"), index=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import ClassVar
 
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -34,7 +35,22 @@ class User(Base):
     """A person. Usernames are unique and never reassigned, even after deactivation (SIG-04)."""
 
     __tablename__ = "user"
-    __audited__ = ("username", "printed_name", "email", "is_active", "is_superuser")
+    __audited__ = (
+        "username",
+        "printed_name",
+        "email",
+        "is_active",
+        "is_superuser",
+        "password_hash",
+        "password_changed_at",
+        "created_at",
+    )
+    __sealed__ = ("password_hash",)
+    __unaudited__: ClassVar[dict[str, str]] = {
+        "language": "the user's display language, a preference",
+        "failed_logins": "lockout counter; every failed sign-in is an audit event",
+        "locked_until": "lockout state; every lock is recorded in the login.failed event",
+    }
 
     id: Mapped[intpk]
     username: Mapped[str] = mapped_column(String(80), unique=True)
@@ -55,7 +71,18 @@ class Membership(Base):
 
     __tablename__ = "membership"
     __table_args__ = (UniqueConstraint("user_id", "trial_id", "site_id", "role"),)
-    __audited__ = ("user_id", "trial_id", "site_id", "role", "is_active")
+    __audited__ = (
+        "user_id",
+        "trial_id",
+        "site_id",
+        "role",
+        "is_active",
+        "created_at",
+        "requested_by_id",
+        "pending_since",
+        "approved_by_id",
+        "approved_at",
+    )
 
     id: Mapped[intpk]
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
@@ -65,8 +92,8 @@ class Membership(Base):
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Two-person rule: a grant that changes what the user may know of the allocation waits,
-    # inactive, until a second administrator approves it (services/accounts.py). Who asked and
-    # who approved are in the trail's membership.request / membership.approve events.
+    # inactive, until a second administrator approves it (services/accounts.py); who asked and
+    # who approved are audited with the row (membership.request / membership.approve).
     requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     approved_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))

@@ -113,6 +113,9 @@ class Actor:
     is_superuser: bool = False
     request_id: str | None = None
     via: str = "api"  # api | web | cli | epro | system
+    # how this caller authenticated, hashed into every event it writes: token:<id> (API),
+    # session:<id> (browser or ePRO); None for cli/system actors
+    auth_ref: str | None = None
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     def roles_in(self, trial_id: int) -> frozenset[Role]:

@@ -86,8 +86,15 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def actor_for(session: Session, user: User, *, via: str, request_id: str | None = None) -> Actor:
-    """Load the user's active grants into an Actor."""
+def actor_for(
+    session: Session,
+    user: User,
+    *,
+    via: str,
+    request_id: str | None = None,
+    auth_ref: str | None = None,
+) -> Actor:
+    """Load the user's active grants into an Actor (`auth_ref`: the token or session used)."""
     grants = tuple(
         Grant(m.trial_id, m.site_id, Role(m.role))
         for m in session.scalars(
@@ -102,6 +109,7 @@ def actor_for(session: Session, user: User, *, via: str, request_id: str | None 
         is_superuser=user.is_superuser,
         request_id=request_id,
         via=via,
+        auth_ref=auth_ref,
     )
 
 
@@ -174,6 +182,7 @@ def set_password(
         if not own and not (actor.is_superuser or actor.via == "cli"):
             raise PermissionDenied("only the user or a superuser changes a password")
         check_password_policy(new_password, policy, user.username)
+        before = audit.snapshot(user)
         user.password_hash = hash_password(new_password)
         user.password_changed_at = utcnow()
         user.failed_logins = 0
@@ -190,14 +199,15 @@ def set_password(
         browsers = session.scalars(ending).all()
         for row in (*tokens, *browsers):
             row.revoked_at = now
-        audit.record_event(
+        # the new hash is sealed into the trail: a hash planted by direct UPDATE is reported;
+        # the reason says how many tokens and browser sessions ended with the old password
+        audit.record_update(
             session,
             actor,
             "user.password_changed",
-            entity_type="user",
-            entity_id=user_id,
-            trial_id=None,
-            details={"tokens_revoked": len(tokens), "sessions_ended": len(browsers)},
+            user,
+            before,
+            reason=f"{len(tokens)} token(s) revoked, {len(browsers)} other session(s) ended",
         )
 
 
@@ -339,7 +349,9 @@ def issue_token(
         session.flush()
         audit.record_event(
             session,
-            actor_for(session, user, via="api", request_id=request_id),
+            actor_for(
+                session, user, via="api", request_id=request_id, auth_ref=f"token:{token.id}"
+            ),
             "token.issued",
             entity_type="api_token",
             entity_id=token.id,
@@ -368,6 +380,12 @@ def revoke_token(session: Session, actor: Actor, token_id: int) -> None:
 
 def user_for_token(session: Session, token_text: str) -> User | None:
     """Return the active user owning an unexpired, unrevoked token (None otherwise)."""
+    found = live_token(session, token_text)
+    return found[0] if found else None
+
+
+def live_token(session: Session, token_text: str) -> tuple[User, ApiToken] | None:
+    """Return the active user and the unexpired, unrevoked token (None otherwise)."""
     token = session.scalars(
         select(ApiToken).where(ApiToken.token_hash == sha256_hex(token_text))
     ).first()
@@ -375,7 +393,7 @@ def user_for_token(session: Session, token_text: str) -> User | None:
     if token is None or token.revoked_at is not None or token.expires_at <= now:
         return None
     user = session.get(User, token.user_id)
-    return user if user is not None and user.is_active else None
+    return (user, token) if user is not None and user.is_active else None
 
 
 def open_session(

@@ -232,16 +232,7 @@ def request_analysis(
             provenance={"seed": secrets.randbelow(2**31)},
         )
         session.add(run)
-        session.flush()
-        audit.record_event(
-            session,
-            actor,
-            "analysis.requested",
-            entity_type="analysis_run",
-            entity_id=run.id,
-            trial_id=trial.id,
-            details={"unblinded": run.is_unblinded, "cutoff_on": cutoff_on},
-        )
+        audit.record_create(session, actor, "analysis.requested", run)
     return run
 
 
@@ -253,7 +244,9 @@ def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
             raise NotFound("analysis run not found")
         if run.status not in ("queued", "failed"):
             return run
+        before = audit.snapshot(run)
         run.status, run.started_at, run.progress = "running", utcnow(), 0.05
+        audit.record_update(session, SYSTEM, "analysis.started", run, before)
     trial = session.get(Trial, run.trial_id)
     assert trial is not None
     version = session.get(ProtocolVersion, run.protocol_version_id)
@@ -292,6 +285,7 @@ def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
         with transaction(session):
             run = lock_row(session, AnalysisRun, run_id)
             assert run is not None
+            before = audit.snapshot(run)
             run.results = results.to_dict()
             run.data_sha256 = sha
             run.report_pdf = pdf
@@ -305,34 +299,20 @@ def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
                 "blinded": blinded,
             }
             run.status, run.progress, run.finished_at = "succeeded", 1.0, utcnow()
-            audit.record_event(
-                session,
-                SYSTEM,
-                "analysis.completed",
-                entity_type="analysis_run",
-                entity_id=run.id,
-                trial_id=trial.id,
-                details={"data_sha256": sha, "report_sha256": run.report_sha256},
-            )
+            # results, provenance and the PDF are hashed into the trail (sha256:...)
+            audit.record_update(session, SYSTEM, "analysis.completed", run, before)
     except Exception as exc:
         session.rollback()
         with transaction(session):
             run = lock_row(session, AnalysisRun, run_id)
             assert run is not None
+            before = audit.snapshot(run)
             run.status, run.error, run.finished_at = (
                 "failed",
                 f"{type(exc).__name__}: {exc}",
                 utcnow(),
             )
-            audit.record_event(
-                session,
-                SYSTEM,
-                "analysis.failed",
-                entity_type="analysis_run",
-                entity_id=run.id,
-                trial_id=trial.id,
-                details={"error": type(exc).__name__},
-            )
+            audit.record_update(session, SYSTEM, "analysis.failed", run, before)
     return run
 
 

@@ -16,10 +16,22 @@ order is the commit order. Different trials never wait on each other. Services a
 events after taking their other row locks, so the head is always the last lock taken (no lock
 cycles).
 
+Keyed hashes and authorship. An event's hash is an HMAC under the chain key of the field key
+named in ``key_id`` (``crypto.py``), so someone who can write the database but does not hold the
+key cannot recompute a hash after editing, inserting or reordering rows. The hash covers
+``auth_ref``, the API token or browser/ePRO session the actor used; `verify` checks it names a
+session of that actor that existed at the event's time, so an event appended by a direct INSERT
+(no app session) is reported. Events from before key ids (``key_id`` NULL) keep their plain
+SHA-256 and are accepted only before the first keyed event of their chain.
+
 Coverage. Models list the columns the trail covers in ``__audited__``; columns in ``__sealed__``
-(direct identifiers, arm codes) are written as keyed HMAC fingerprints, never as values, so the
-trail can be read by blinded roles and still proves the data. `verify` replays the trail into
-the expected state of every covered row and compares it with the database.
+(direct identifiers, arm codes, arm-correlated state) are written as keyed fingerprints
+(``s1:<key id>:<hmac>``), never as values, so the trail can be read by blinded roles and still
+proves the data; columns in ``__digested__`` (large immutable content: protocol documents,
+analysis results, report PDFs) are written as ``sha256:<hex>`` of their canonical JSON. Columns
+deliberately left out are named with a reason in ``__unaudited__``. `verify` replays the trail
+into the expected state of every covered row and compares it with the database. Device
+observations are covered per ingested batch instead (``services/integrity.py``).
 """
 
 from __future__ import annotations
@@ -30,17 +42,17 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import LargeBinary, select, type_coerce
 from sqlalchemy import event as sa_event
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction
 
-from dtx_trials.crypto import cipher
+from dtx_trials.crypto import CiphertextError, EncryptedText, UnknownKeyError, cipher
 from dtx_trials.db import Base, utcnow
 from dtx_trials.models.audit import AuditChainHead, AuditEvent
 from dtx_trials.services.access import Actor
@@ -80,18 +92,45 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else canonical_json(to_jsonable(value))
+
+
+def digest(value: Any) -> str:
+    """``sha256:<hex>`` of a value's canonical JSON (bytes are hashed as they are)."""
+    data = bytes(value) if isinstance(value, bytes | memoryview) else _as_text(value).encode()
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 def snapshot(obj: Base) -> dict[str, Any]:
     """Return the audited columns of a row as canonical JSON values (sealed where required)."""
     sealed = set(getattr(obj, "__sealed__", ()))
+    digested = set(getattr(obj, "__digested__", ()))
     table = obj.__tablename__
     out: dict[str, Any] = {}
     for name in obj.__audited__:  # type: ignore[attr-defined]
         value = getattr(obj, name)
-        if name in sealed and value is not None:
-            out[name] = cipher().seal(str(value), f"{table}.{name}")
+        if value is None:
+            out[name] = None
+        elif name in sealed:
+            out[name] = cipher().seal(_as_text(value), f"{table}.{name}")
+        elif name in digested:
+            out[name] = digest(value)
         else:
             out[name] = to_jsonable(value)
     return out
+
+
+def _matches(obj: Base, name: str, recorded: Any) -> bool:
+    """Whether the row's current value of `name` is what the trail recorded."""
+    value = getattr(obj, name)
+    if value is None or recorded is None:
+        return value is None and recorded is None
+    if name in getattr(obj, "__sealed__", ()):
+        return cipher().seal_matches(recorded, _as_text(value), f"{obj.__tablename__}.{name}")
+    if name in getattr(obj, "__digested__", ()):
+        return bool(digest(value) == recorded)
+    return bool(to_jsonable(value) == recorded)
 
 
 def _trial_of(obj: Base, trial_id: int | None) -> int | None:
@@ -138,10 +177,16 @@ def _forget_heads(session: Session, transaction: SessionTransaction) -> None:
 
 
 def event_hash(fields: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(fields).encode()).hexdigest()
+    """The hash of an event's fields: HMAC under the named key's chain key (plain SHA-256 for
+    events from before key ids, whose fields carry no ``key_id``)."""
+    data = canonical_json(fields).encode()
+    key_id = fields.get("key_id")
+    if key_id is None:
+        return hashlib.sha256(data).hexdigest()
+    return cipher().chain_mac(str(key_id), data)
 
 
-HASHED_FIELDS = (
+LEGACY_HASHED_FIELDS = (
     "chain",
     "seq",
     "op",
@@ -159,10 +204,19 @@ HASHED_FIELDS = (
     "request_id",
     "prev_hash",
 )
+HASHED_FIELDS = (*LEGACY_HASHED_FIELDS, "auth_ref", "key_id")
 
 
 def hashed_fields(event: AuditEvent) -> dict[str, Any]:
-    return {name: to_jsonable(getattr(event, name)) for name in HASHED_FIELDS}
+    names = LEGACY_HASHED_FIELDS if event.key_id is None else HASHED_FIELDS
+    return {name: to_jsonable(getattr(event, name)) for name in names}
+
+
+def auth_ref_of(actor: Actor) -> str | None:
+    """What the event records of how the actor authenticated."""
+    if actor.auth_ref:
+        return actor.auth_ref
+    return actor.via if actor.via in ("cli", "system") else None
 
 
 def append(
@@ -197,6 +251,8 @@ def append(
         changes=changes,
         reason=reason,
         request_id=actor.request_id,
+        auth_ref=auth_ref_of(actor),
+        key_id=cipher().current.kid,
         prev_hash=head.hash,
     )
     event.hash = event_hash(hashed_fields(event))
@@ -204,7 +260,27 @@ def append(
     head.seq = event.seq
     head.hash = event.hash
     session.flush()
+    session.info.setdefault(APPENDED, {}).setdefault(chain, [event.seq, event.seq])[1] = event.seq
+    if action in CHECKPOINT_ACTIONS:
+        session.info.setdefault(CHECKPOINT_PENDING, set()).add(CHECKPOINT_ACTIONS[action])
     return event
+
+
+# What the current transaction asks of the checkpoint scheduler (services/checkpoints.py), read
+# after commit and dropped on rollback: the chains appended to, {chain: [first seq, last seq]},
+# and the reasons for a checkpoint.
+APPENDED = "dtx_audit_appended"
+CHECKPOINT_PENDING = "dtx_checkpoint_pending"
+# Actions whose commit is followed by a checkpoint, and the reason the anchor gives.
+CHECKPOINT_ACTIONS = {
+    "form.locked": "lock",
+    "participant.unblinded": "unblinding",
+    "randomization.emergency_unblinding": "unblinding",
+    "analysis.completed": "analysis",
+    "export.created": "export",
+    "audit.exported": "export",
+    "keys.rotated": "key_rotation",
+}
 
 
 def record_create(
@@ -300,7 +376,9 @@ def record_event(
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # edited|deleted|inserted (trail); data_changed|data_inserted|data_deleted (rows)
+    # trail: edited|deleted|inserted|authorship|key; rows: data_changed|data_inserted|data_deleted;
+    # integrity.py adds allocation|protocol|device; checkpoints.py adds anchor
+    kind: str
     where: str
     message: str
 
@@ -324,14 +402,20 @@ def audited_models() -> list[type[Base]]:
     )
 
 
+def _where(event: AuditEvent) -> str:
+    return f"audit_event id={event.id} ({event.chain} seq {event.seq})"
+
+
 def _verify_chain(
     chain: str, events: list[AuditEvent], head: AuditChainHead | None
 ) -> list[Problem]:
     problems: list[Problem] = []
     prev_hash = GENESIS
     expected_seq = 1
+    keyed_seen = False
+    unknown_keys: dict[str, int] = defaultdict(int)
     for event in events:
-        where = f"audit_event id={event.id} ({chain} seq {event.seq})"
+        where = _where(event)
         if event.seq != expected_seq:
             missing = (
                 f"seq {expected_seq}"
@@ -345,10 +429,28 @@ def _verify_chain(
                     f"{chain}: {missing} missing before {where} (row deleted)",
                 )
             )
-        recomputed = event_hash(hashed_fields(event))
-        if recomputed != event.hash:
+        if event.key_id is None and keyed_seen:
             problems.append(
-                Problem("edited", where, f"{where}: content does not match its hash (row edited)")
+                Problem(
+                    "edited",
+                    where,
+                    f"{where}: carries no key id after keyed events (rewritten with a plain hash)",
+                )
+            )
+        keyed_seen = keyed_seen or event.key_id is not None
+        try:
+            recomputed: str | None = event_hash(hashed_fields(event))
+        except UnknownKeyError:
+            unknown_keys[str(event.key_id)] += 1
+            recomputed = None
+        if recomputed is not None and recomputed != event.hash:
+            problems.append(
+                Problem(
+                    "edited",
+                    where,
+                    f"{where}: content does not match its keyed hash "
+                    "(row edited, or written without the key)",
+                )
             )
         elif event.prev_hash != prev_hash:
             problems.append(
@@ -361,11 +463,30 @@ def _verify_chain(
             )
         prev_hash = event.hash
         expected_seq = event.seq + 1
+    for kid, count in sorted(unknown_keys.items()):
+        problems.append(
+            Problem(
+                "key",
+                f"{chain} key {kid}",
+                f"{chain}: {count} event(s) hashed under key id {kid}, which is not in the key "
+                "ring (add the retired key to DTX_FIELD_KEYS_RETIRED to verify them)",
+            )
+        )
     last_seq = expected_seq - 1
-    if head is not None and last_seq > head.seq:
+    if head is None:
+        if events:
+            problems.append(
+                Problem(
+                    "deleted",
+                    f"{chain} head",
+                    f"{chain}: the chain head row is missing (deleted); the last event is seq "
+                    f"{last_seq}",
+                )
+            )
+    elif last_seq > head.seq:
         for event in events:
             if event.seq > head.seq:
-                where = f"audit_event id={event.id} ({chain} seq {event.seq})"
+                where = _where(event)
                 problems.append(
                     Problem(
                         "inserted",
@@ -373,7 +494,7 @@ def _verify_chain(
                         f"{where}: lies beyond the chain head at seq {head.seq} (row inserted)",
                     )
                 )
-    elif head is not None and (last_seq < head.seq or head.hash != prev_hash):
+    elif last_seq < head.seq or head.hash != prev_hash:
         problems.append(
             Problem(
                 "deleted",
@@ -383,6 +504,78 @@ def _verify_chain(
             )
         )
     return problems
+
+
+def _verify_authorship(session: Session, events: list[AuditEvent]) -> list[Problem]:
+    """Every keyed event by a user names a token or session of that user, live at the event's
+    time; every ePRO event names an ePRO session or the participant's own link."""
+    from dtx_trials.models import ApiToken, EproLink, Participant, WebSession
+
+    wanted: dict[str, set[int]] = {"token": set(), "session": set(), "link": set()}
+    for event in events:
+        kind, _, ident = (event.auth_ref or "").partition(":")
+        if kind in wanted and ident.isdigit():
+            wanted[kind].add(int(ident))
+    # (user id, ePRO link id or participant code, created, expires) per referenced row
+    refs: dict[str, dict[int, tuple[Any, Any, Any, Any]]] = {
+        "token": {
+            t.id: (t.user_id, None, t.created_at, t.expires_at)
+            for t in session.scalars(select(ApiToken).where(ApiToken.id.in_(wanted["token"])))
+        },
+        "session": {
+            w.id: (w.user_id, w.epro_link_id, w.created_at, w.expires_at)
+            for w in session.scalars(select(WebSession).where(WebSession.id.in_(wanted["session"])))
+        },
+        "link": {
+            link_id: (None, code, None, None)
+            for link_id, code in session.execute(
+                select(EproLink.id, Participant.subject_code)
+                .join(Participant, Participant.id == EproLink.participant_id)
+                .where(EproLink.id.in_(wanted["link"]))
+            )
+        },
+    }
+    problems: list[Problem] = []
+    for event in events:
+        if event.key_id is None:
+            continue
+        ref = event.auth_ref or ""
+        kind, _, ident = ref.partition(":")
+        is_user = event.actor_id is not None
+        is_epro = event.actor_name.startswith("Participant ") and event.actor_role == "participant"
+        if kind in ("cli", "system") and not is_epro:
+            continue  # host operator or the system itself: no app session to name
+        found = refs.get(kind, {}).get(int(ident)) if ident.isdigit() else None
+        why = None
+        if not (is_user or is_epro):
+            why = f"names {ref!r} but no user"
+        elif found is None:
+            why = (
+                "was appended without an app session (no token or session named)"
+                if not ref
+                else f"names {ref}, which does not exist"
+            )
+        elif kind == "link":
+            # the link token itself was presented (opening the link, completing it)
+            if not (is_epro and event.actor_name == f"Participant {found[1]}"):
+                why = f"names {ref}, a link of another participant"
+        else:
+            user_id, epro_link_id, created_at, expires_at = found
+            if is_user and user_id != event.actor_id:
+                why = f"names {ref}, which belongs to another user"
+            elif is_epro and epro_link_id is None:
+                why = f"names {ref}, which is not an ePRO session"
+            elif not (created_at - _CLOCK_SLACK <= event.at <= expires_at + _CLOCK_SLACK):
+                why = f"names {ref}, which was not live at {to_jsonable(event.at)}"
+        if why:
+            where = _where(event)
+            problems.append(
+                Problem("authorship", where, f"{where}: event by {event.actor_name} {why}")
+            )
+    return problems
+
+
+_CLOCK_SLACK = timedelta(seconds=5)
 
 
 def _expected_state(events: Iterable[AuditEvent]) -> dict[tuple[str, int], dict[str, Any] | None]:
@@ -395,34 +588,76 @@ def _expected_state(events: Iterable[AuditEvent]) -> dict[tuple[str, int], dict[
             state[key] = None
             continue
         current = dict(state.get(key) or {})
-        for change in event.changes:
-            current[change["field"]] = change.get("new")
+        for change in event.changes if isinstance(event.changes, list) else ():
+            if isinstance(change, dict) and "field" in change:  # else: edited, reported
+                current[str(change["field"])] = change.get("new")
         state[key] = current
     return state
 
 
-def _rows_in_scope(session: Session, model: type[Base], trial_id: int | None) -> list[Base]:
+def _scope(model: type[Base], stmt: Any, trial_id: int) -> Any:
     from dtx_trials.models import FormRecord, Participant
 
-    stmt = select(model)
+    if model.__tablename__ == "trial":
+        return stmt.where(model.id == trial_id)  # type: ignore[attr-defined]
+    if hasattr(model, "trial_id"):
+        return stmt.where(model.trial_id == trial_id)  # type: ignore[attr-defined]
+    if hasattr(model, "participant_id"):
+        return stmt.join(Participant, Participant.id == model.participant_id).where(  # type: ignore[attr-defined]
+            Participant.trial_id == trial_id
+        )
+    if hasattr(model, "form_record_id"):
+        return (
+            stmt.join(FormRecord, FormRecord.id == model.form_record_id)  # type: ignore[attr-defined]
+            .join(Participant, Participant.id == FormRecord.participant_id)
+            .where(Participant.trial_id == trial_id)
+        )
+    return None
+
+
+def _rows_in_scope(
+    session: Session, model: type[Base], trial_id: int | None
+) -> tuple[list[Base], list[Problem]]:
+    """The covered rows of one table, and a problem for each ciphertext that does not open."""
+    stmt: Any = select(model)
     if trial_id is not None:
-        if model.__tablename__ == "trial":
-            stmt = stmt.where(model.id == trial_id)  # type: ignore[attr-defined]
-        elif hasattr(model, "trial_id"):
-            stmt = stmt.where(model.trial_id == trial_id)  # type: ignore[attr-defined]
-        elif hasattr(model, "participant_id"):
-            stmt = stmt.join(Participant, Participant.id == model.participant_id).where(  # type: ignore[attr-defined]
-                Participant.trial_id == trial_id
+        stmt = _scope(model, stmt, trial_id)
+        if stmt is None:
+            return [], []
+    try:
+        return list(session.scalars(stmt)), []
+    except CiphertextError:
+        session.rollback()
+    # some row holds a ciphertext that does not open: load row by row and name the column
+    table = model.__table__  # type: ignore[attr-defined]
+    encrypted = [c for c in table.columns if isinstance(c.type, EncryptedText)]
+    ids = list(session.scalars(stmt.with_only_columns(model.id)))  # type: ignore[attr-defined]
+    rows: list[Base] = []
+    problems: list[Problem] = []
+    for row_id in ids:
+        raw = session.execute(
+            select(*(type_coerce(c, LargeBinary) for c in encrypted)).where(table.c.id == row_id)
+        ).one()
+        bad = []
+        for column, blob in zip(encrypted, raw, strict=True):
+            if blob is None:
+                continue
+            try:
+                cipher().decrypt(bytes(blob), column.type.column)
+            except CiphertextError as exc:
+                bad.append(f"{column.name} ({exc})")
+            except UnknownKeyError as exc:
+                bad.append(f"{column.name} ({exc})")
+        if bad:
+            where = f"{table.name} id={row_id}"
+            problems.extend(
+                Problem("data_changed", f"{where}.{b.split(' ')[0]}", f"{where}: {b}") for b in bad
             )
-        elif hasattr(model, "form_record_id"):
-            stmt = (
-                stmt.join(FormRecord, FormRecord.id == model.form_record_id)  # type: ignore[attr-defined]
-                .join(Participant, Participant.id == FormRecord.participant_id)
-                .where(Participant.trial_id == trial_id)
-            )
-        else:
-            return []
-    return list(session.scalars(stmt))
+            continue
+        row = session.get(model, row_id)
+        if row is not None:
+            rows.append(row)
+    return rows, problems
 
 
 def verify(session: Session, trial_id: int | None = None) -> VerifyReport:
@@ -444,14 +679,21 @@ def verify(session: Session, trial_id: int | None = None) -> VerifyReport:
     problems: list[Problem] = []
     for chain in sorted(set(heads) | set(by_chain)):
         problems.extend(_verify_chain(chain, by_chain.get(chain, []), heads.get(chain)))
+    all_events = [e for events in by_chain.values() for e in events]
+    problems.extend(_verify_authorship(session, all_events))
 
-    expected = _expected_state(e for events in by_chain.values() for e in events)
+    expected = _expected_state(all_events)
     rows_checked = 0
     seen: set[tuple[str, int]] = set()
     for model in audited_models():
         if trial_id is not None and model.__tablename__ == "user":
             continue
-        for row in _rows_in_scope(session, model, trial_id):
+        rows, unreadable = _rows_in_scope(session, model, trial_id)
+        problems.extend(unreadable)
+        seen.update(
+            (model.__tablename__, int(p.where.split(".")[0].split("id=")[1])) for p in unreadable
+        )
+        for row in rows:
             rows_checked += 1
             key = (model.__tablename__, row.id)  # type: ignore[attr-defined]
             seen.add(key)
@@ -466,14 +708,18 @@ def verify(session: Session, trial_id: int | None = None) -> VerifyReport:
                     )
                 )
                 continue
-            have = snapshot(row)
-            for name, value in have.items():
-                if want.get(name) != value:
+            for name in model.__audited__:  # type: ignore[attr-defined]
+                try:
+                    same = _matches(row, name, want.get(name))
+                except UnknownKeyError as exc:
+                    problems.append(Problem("key", f"{where}.{name}", f"{where}: {name}: {exc}"))
+                    continue
+                if not same:
                     problems.append(
                         Problem(
                             "data_changed",
                             f"{where}.{name}",
-                            f"{where}: {name} is {_show(value)} "
+                            f"{where}: {name} is {_show(_shown(row, name))} "
                             f"but the trail says {_show(want.get(name))}",
                         )
                     )
@@ -487,8 +733,16 @@ def verify(session: Session, trial_id: int | None = None) -> VerifyReport:
                     f"{where}: row is in the trail but missing from the database",
                 )
             )
-    n_events = sum(len(v) for v in by_chain.values())
+    n_events = len(all_events)
     return VerifyReport(len(set(heads) | set(by_chain)), n_events, rows_checked, tuple(problems))
+
+
+def _shown(row: Base, name: str) -> Any:
+    """A current value as the report may show it: sealed values never in clear."""
+    if name in getattr(row, "__sealed__", ()):
+        return "(sealed value)"
+    value = getattr(row, name)
+    return digest(value) if name in getattr(row, "__digested__", ()) else to_jsonable(value)
 
 
 def _show(value: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from dtx_trials.models import (
     Trial,
     Visit,
 )
-from dtx_trials.services import audit
+from dtx_trials.services import audit, device_batches
 from dtx_trials.services.access import Actor, can, require, visible_sites
 from dtx_trials.services.errors import DomainError
 from dtx_trials.services.protocols import active_protocol, protocol_of
@@ -171,6 +172,7 @@ def ingest_observations(
     errors: list[RecordError] = []
     rows: list[dict[str, Any]] = []
     n_rejected = 0
+    batch_id = uuid.uuid4().hex
     with transaction(session):
         subjects = {
             code: _Subject(pid, site_id, status, version_id)
@@ -266,8 +268,10 @@ def ingest_observations(
                     "unit": unit,
                     "source": source,
                     "received_at": now,
+                    "batch_id": batch_id,
                 }
             )
+            rows[-1]["seal"] = device_batches.column_tags(rows[-1])
         n_inserted = _insert_ignoring_duplicates(session, rows)
         audit.record_event(
             session,
@@ -282,6 +286,7 @@ def ingest_observations(
                 "n_duplicates": len(rows) - n_inserted,
                 "n_rejected": n_rejected,
                 "sources": sorted(sources)[:20],
+                **device_batches.batch_details(session, batch_id),
             },
         )
     return IngestResult(n_inserted, len(rows) - n_inserted, n_rejected, tuple(errors))

@@ -250,7 +250,7 @@ def issue_link(
 
 def _otp_digest(token_hash: str, code: str) -> str:
     # keyed (field key) so that a copy of the table does not give the code away by brute force
-    return cipher().seal(code, f"epro_link.otp:{token_hash}").removeprefix("hmac:")
+    return cipher().mac_hex(code, f"epro_link.otp:{token_hash}")
 
 
 def _visit_row(session: Session, participant: Participant, visit_code: str) -> Visit | None:
@@ -356,9 +356,17 @@ def _end_sessions(session: Session, link_id: int, keep: int | None = None) -> No
 
 
 def participant_actor(
-    participant: Participant, link: EproLink, request_id: str | None = None
+    participant: Participant,
+    link: EproLink,
+    request_id: str | None = None,
+    *,
+    web_session_id: int | None = None,
 ) -> Actor:
-    """The actor a participant writes as: ePRO only, participant role at their own site."""
+    """The actor a participant writes as: ePRO only, participant role at their own site.
+
+    Its events name the ePRO browser session, or the link itself when the link token was all
+    that was presented (opening it, completing it after the submission).
+    """
     return Actor(
         user_id=None,
         username=f"epro:{participant.subject_code}",
@@ -366,6 +374,7 @@ def participant_actor(
         grants=(Grant(participant.trial_id, participant.site_id, Role.PARTICIPANT),),
         request_id=request_id,
         via="epro",
+        auth_ref=f"session:{web_session_id}" if web_session_id else f"link:{link.id}",
         extra={"epro_link_id": link.id},
     )
 
@@ -410,6 +419,7 @@ def open_link(
         link = lock_row(session, EproLink, found.id) if found is not None else None
         link, participant = _live_link(session, link, now)
         actor = participant_actor(participant, link, request_id)
+        before = audit.snapshot(link)
         if link.opened_at is not None and not allow_reopen:
             action = "epro.reuse_refused"  # recorded, then 410 (committed with the event)
         else:
@@ -421,15 +431,28 @@ def open_link(
             link.opened_at = link.opened_at or now
             link.meta = {**(link.meta or {}), "otp_session_id": None}
             opened = (row, cookie)
-        audit.record_event(
-            session,
-            actor,
-            action,
-            entity_type="epro_link",
-            entity_id=link.id,
-            trial_id=participant.trial_id,
-            site_id=participant.site_id,
-        )
+            actor = participant_actor(participant, link, request_id, web_session_id=row.id)
+        if not (
+            action == "epro.open"
+            and audit.record_update(
+                session,
+                actor,
+                action,
+                link,
+                before,
+                trial_id=participant.trial_id,
+                site_id=participant.site_id,
+            )
+        ):
+            audit.record_event(
+                session,
+                actor,
+                action,
+                entity_type="epro_link",
+                entity_id=link.id,
+                trial_id=participant.trial_id,
+                site_id=participant.site_id,
+            )
     if opened is None:
         raise LinkGoneError("this link has expired or has already been used")
     return opened
@@ -481,7 +504,7 @@ def verify_code(
     with transaction(session):
         link = lock_row(session, EproLink, web_session.epro_link_id or 0)
         link, participant = _live_link(session, link, utcnow())
-        actor = participant_actor(participant, link, request_id)
+        actor = participant_actor(participant, link, request_id, web_session_id=web_session.id)
         meta = dict(link.meta or {})
         expected = link.otp_hash or ""
         code = code.strip()
@@ -568,7 +591,7 @@ def save_response(
     if ctx.needs_code:
         raise OtpRejectedError("enter the one-time code first")
     allowed = {f.id for f in ctx.form.fields}
-    actor = participant_actor(ctx.participant, ctx.link, request_id)
+    actor = participant_actor(ctx.participant, ctx.link, request_id, web_session_id=web_session.id)
     session.rollback()  # end the read transaction: save_form opens its own
     result = forms.save_form(
         session,

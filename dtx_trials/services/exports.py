@@ -308,6 +308,13 @@ def export_trial_files(
     require(actor, "export.run", trial.id)
     blinded = not sees_arms(actor, trial.id, blinded_roles(session, trial))
     files = build_files(export_data(session, trial, blinded=blinded), formats)
+    # the submission package carries the trail (arms and identifiers sealed in it)
+    from dtx_trials.services import trail_export
+
+    rows = trail_export.trail_rows(session, trial)
+    for fmt in trail_export.FORMATS:
+        name, content = trail_export.build_trail_file(trial, rows, fmt, None, None, utcnow())
+        files[f"audit/{name}"] = content
     with transaction(session):
         audit.record_event(
             session,

@@ -279,7 +279,7 @@ def activate_version(
         locked.title = new.title.en[:300]
         audit.record_update(session, actor, "trial.protocol_activated", locked, before_t)
         _ensure_sites(session, actor, locked, new)
-        _ensure_randomization_state(session, locked, version)
+        _ensure_randomization_state(session, actor, locked, version)
     return version, changes
 
 
@@ -301,20 +301,21 @@ def _ensure_sites(session: Session, actor: Actor, trial: Trial, protocol: Protoc
         )
 
 
-def _ensure_randomization_state(session: Session, trial: Trial, version: ProtocolVersion) -> None:
+def _ensure_randomization_state(
+    session: Session, actor: Actor, trial: Trial, version: ProtocolVersion
+) -> None:
     state = session.scalars(
         select(RandomizationState).where(RandomizationState.trial_id == trial.id)
     ).first()
     if state is None:
-        session.add(
-            RandomizationState(
-                trial_id=trial.id,
-                secret=secrets.token_hex(32),
-                model_version=version.id,
-                rng_algorithm=RNG_ALGORITHM,
-            )
+        state = RandomizationState(
+            trial_id=trial.id,
+            secret=secrets.token_hex(32),
+            model_version=version.id,
+            rng_algorithm=RNG_ALGORITHM,
         )
-        session.flush()
+        session.add(state)
+        audit.record_create(session, actor, "randomization.state_created", state)
 
 
 def load_library_file(session: Session, actor: Actor, path: Path) -> str:

@@ -241,12 +241,14 @@ def randomize_participant(
             allocated_by_id=actor.user_id,
         )
         session.add(allocation)
+        state_before = audit.snapshot(state_row)
         state_row.state = next_state.to_json()
         state_row.next_seq = result.seq_no + 1
         state_row.updated_at = now
         audit.record_create(
             session, actor, "randomization.allocate", allocation, site_id=participant.site_id
         )
+        audit.record_update(session, actor, "randomization.advance", state_row, state_before)
         before = audit.snapshot(participant)
         participant.status = "randomized"
         participant.randomized_at = now
@@ -469,7 +471,9 @@ def void_allocation(
             seq_no=allocation.seq_no,
             evidence=allocation.evidence,
         )
+        state_before = audit.snapshot(state_row)
         state_row.state = void(design, _design_state(state_row), result).to_json()
+        audit.record_update(session, actor, "randomization.retire_slot", state_row, state_before)
         before = audit.snapshot(allocation)
         allocation.status = "voided"
         allocation.void_reason = reason.strip()
@@ -560,8 +564,10 @@ def upload_allocation_list(session: Session, actor: Actor, trial: Trial, csv_tex
             design_for(protocol, table)
         except RandomizationError as exc:
             raise ValidationError("allocation list rejected", {"list": [str(exc)]}) from exc
+        state_before = audit.snapshot(state_row)
         state_row.list_table = {k: list(v) for k, v in table.items()}
         state_row.list_numbers = numbers or None
+        audit.record_update(session, actor, "allocation_list.stored", state_row, state_before)
         audit.record_event(
             session,
             actor,

@@ -10,6 +10,7 @@ from flask import Flask, Response, abort, g, request
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from dtx_trials import trust
 from dtx_trials.api.context import account_policy
 from dtx_trials.api.errors import rollback_quietly
 from dtx_trials.extensions import db
@@ -54,15 +55,18 @@ def register_web(app: Flask) -> None:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    def readyz() -> tuple[dict[str, str], int]:
-        """The database answers."""
+    def readyz() -> tuple[dict[str, Any], int]:
+        """The database answers and holds data written under this instance's field key."""
         try:
             db.session.execute(text("SELECT 1"))
             db.session.rollback()
         except SQLAlchemyError:
             rollback_quietly()
             return {"status": "unavailable", "database": "unreachable"}, 503
-        return {"status": "ready", "database": "ok"}, 200
+        keys_ok, trust_status = trust.readiness(app)
+        if not keys_ok:
+            return {"status": "unavailable", "database": "ok", **trust_status}, 503
+        return {"status": "ready", "database": "ok", **trust_status}, 200
 
     @app.before_request
     def _browser_session() -> None:
@@ -84,7 +88,11 @@ def register_web(app: Flask) -> None:
                     user = db.session.get(User, row.user_id)
                     if user is not None and user.is_active:
                         g.actor = accounts.actor_for(
-                            db.session, user, via="web", request_id=g.get("request_id")
+                            db.session,
+                            user,
+                            via="web",
+                            request_id=g.get("request_id"),
+                            auth_ref=f"session:{row.id}",
                         )
         if request.method in ("POST", "PUT", "PATCH", "DELETE"):
             _check_csrf()

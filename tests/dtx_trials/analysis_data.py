@@ -27,6 +27,7 @@ def populated_trial(filename: str, n: int, seed: int = 3) -> Trial:
         user_id=None,
         username="inv",
         printed_name="Investigator",
+        via="cli",
         grants=(Grant(trial.id, None, Role.INVESTIGATOR),),
     )
     form_of = {f.id: form.id for form in protocol.forms for f in form.fields}

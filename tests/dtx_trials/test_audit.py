@@ -128,7 +128,8 @@ def test_aud_05_deleted_last_audit_row_is_named(app: Flask) -> None:
 
 
 def _forge_after(source: AuditEvent, seq: int, prev_hash: str) -> str:
-    """Insert a self-consistent copy of `source` at `seq`; return its hash."""
+    """Insert a self-consistent copy of `source` at `seq`, hashed with the field key (an
+    attacker who holds it); return its hash."""
     forged = {
         **audit.hashed_fields(source),
         "seq": seq,
@@ -138,9 +139,10 @@ def _forge_after(source: AuditEvent, seq: int, prev_hash: str) -> str:
     forged_hash = audit.event_hash(forged)
     _raw(
         "INSERT INTO audit_event (chain, seq, op, at, trial_id, site_id, actor_id, actor_name, "
-        "actor_role, action, entity_type, entity_id, changes, reason, request_id, prev_hash, "
-        "hash) SELECT chain, :seq, op, at, trial_id, site_id, actor_id, actor_name, actor_role, "
-        "'site.forged', entity_type, entity_id, changes, reason, request_id, :prev, :h "
+        "actor_role, action, entity_type, entity_id, changes, reason, request_id, auth_ref, "
+        "key_id, prev_hash, hash) SELECT chain, :seq, op, at, trial_id, site_id, actor_id, "
+        "actor_name, actor_role, 'site.forged', entity_type, entity_id, changes, reason, "
+        "request_id, auth_ref, key_id, :prev, :h "
         "FROM audit_event WHERE id = :id",
         seq=seq,
         prev=prev_hash,

@@ -112,7 +112,9 @@ def test_serve_answers_readyz(instance: tuple[Path, str]) -> None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        assert body == {"status": "ready", "database": "ok"}
+        assert body["status"] == "ready" and body["database"] == "ok" and body["keys"] == "ok"
+        # bootstrap made an anchor signing key: checkpoints go to instance/anchors
+        assert body["anchors"] == str(tmp / "anchors") and body["anchor_failures"] == 0
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -16,7 +16,8 @@ from sqlalchemy import func, select
 
 from dtx_trials.extensions import db
 from dtx_trials.models import AuditEvent, DeviceObservation, Participant, Visit
-from dtx_trials.services import audit
+from dtx_trials.services import device_batches
+from dtx_trials.services.integrity import check_integrity
 from tests.dtx_trials.trial_flow import (
     MCI_CODE,
     TrialStaff,
@@ -82,6 +83,10 @@ def test_same_batch_twice_is_all_duplicates(
     ).all()
     assert len(events) == 2  # one per batch, not one per record
     details = {c["field"]: c["new"] for c in events[0].changes}
+    batch = details.pop("batch")
+    stored = db.session.scalars(select(DeviceObservation.id)).all()
+    assert details.pop("ids") == device_batches.id_ranges(stored)
+    assert len(details.pop("merkle_root")) == 64  # the stored rows, hashed into the trail
     assert details == {
         "n_records": 5,
         "n_accepted": 5,
@@ -89,7 +94,9 @@ def test_same_batch_twice_is_all_duplicates(
         "n_rejected": 0,
         "sources": ["cogtrain-android-2.3"],
     }
-    assert audit.verify(db.session).ok
+    second = {c["field"]: c["new"] for c in events[1].changes}
+    assert second["batch"] != batch and second["ids"] == ""  # all duplicates: nothing stored
+    assert check_integrity(db.session).ok
 
 
 def test_mixed_batch_stores_the_good_records_and_explains_each_bad_one(

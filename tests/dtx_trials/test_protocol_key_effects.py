@@ -884,7 +884,7 @@ def test_key_has_an_effect(key: str) -> None:
 
 def _actor(trial_id: int, role: Role, site_id: int | None = None, user_id: int | None = None,
            name: str = "probe") -> Actor:
-    return Actor(user_id=user_id, username=name, printed_name=name.title(), via="api",
+    return Actor(user_id=user_id, username=name, printed_name=name.title(), via="cli",
                  grants=(Grant(trial_id, site_id, role),))
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import select, text
 from dtx_trials.extensions import db
 from dtx_trials.models import Allocation, RandomizationState, Site, Trial
 from dtx_trials.models.users import Role
-from dtx_trials.services import protocols, randomization
+from dtx_trials.services import audit, protocols, randomization
 from dtx_trials.services.access import Actor, Grant
 from dtx_trials.services.integrity import check_integrity
 from dtx_trials.services.simulation import insert_enrolled_mci_participants
@@ -47,9 +47,11 @@ def _load(path: Path, n: int, *, rng_algorithm: str | None = None) -> tuple[int,
     protocols.load_library_file(db.session, CLI, path)
     trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
     state = db.session.scalars(select(RandomizationState)).one()
+    before = audit.snapshot(state)
     if rng_algorithm is not None:  # a trial activated by a release that drew under this version
         state.rng_algorithm = rng_algorithm
     state.secret = "3c" * 32  # reproducible allocations
+    audit.record_update(db.session, CLI, "randomization.secret_fixed", state, before)
     db.session.commit()
     sites = list(
         db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
@@ -59,7 +61,7 @@ def _load(path: Path, n: int, *, rng_algorithm: str | None = None) -> tuple[int,
 
 def _investigator(trial_id: int) -> Actor:
     return Actor(
-        user_id=None, username="inv", printed_name="Investigator", via="api",
+        user_id=None, username="inv", printed_name="Investigator", via="cli",
         grants=(Grant(trial_id, None, Role.INVESTIGATOR),),
     )
 
@@ -166,7 +168,7 @@ def _list_csv(numbers: bool) -> str:
 
 def _unblinded(trial_id: int) -> Actor:
     return Actor(
-        user_id=None, username="ub", printed_name="Unblinded", via="api",
+        user_id=None, username="ub", printed_name="Unblinded", via="cli",
         grants=(Grant(trial_id, None, Role.UNBLINDED_STATISTICIAN),),
     )
 

@@ -46,7 +46,7 @@ def _investigator(trial_id: int) -> Actor:
         user_id=None,
         username="inv",
         printed_name="Investigator",
-        via="api",
+        via="cli",  # a service-level caller: no app session to name in the trail
         grants=(Grant(trial_id, None, Role.INVESTIGATOR),),
     )
 
@@ -201,6 +201,7 @@ def test_void_retires_the_slot(app: Flask) -> None:
         user_id=account.user.id,
         username="sponsor",
         printed_name="Sponsor",
+        via="cli",
         grants=(Grant(trial_id, None, Role.SPONSOR_ADMIN),),
     )
     inv = _investigator(trial_id)

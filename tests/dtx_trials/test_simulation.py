@@ -29,7 +29,7 @@ from dtx_trials.models import (
     Trial,
     Visit,
 )
-from dtx_trials.services import protocols
+from dtx_trials.services import audit, protocols
 from dtx_trials.services.integrity import check_integrity
 from dtx_trials.services.protocols import active_protocol
 from dtx_trials.services.simulation import (
@@ -57,7 +57,9 @@ def _load(filename: str) -> Trial:
     state = db.session.scalars(
         select(RandomizationState).where(RandomizationState.trial_id == trial.id)
     ).one()
+    before = audit.snapshot(state)
     state.secret = "5a" * 32
+    audit.record_update(db.session, CLI, "randomization.secret_fixed", state, before)
     db.session.commit()
     return trial
 

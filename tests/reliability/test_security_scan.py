@@ -1210,7 +1210,11 @@ class ArmScanner:
         _strings({k: v for k, v in version.content.items() if k != "arms"}, texts)
         terms = [t.lower() for t in self.codes + self.names]
         self.public = sorted(
-            (t for t in texts if t.lower() not in terms and any(x in t.lower() for x in terms)),
+            (
+                re.sub(r"\s+", " ", t)
+                for t in texts
+                if t.lower() not in terms and any(x in t.lower() for x in terms)
+            ),
             key=len,
             reverse=True,
         )
@@ -1224,6 +1228,8 @@ class ArmScanner:
         )
 
     def hits(self, text: str) -> list[str]:
+        # a design text wrapped over lines (a PDF table cell) is still the design text
+        text = re.sub(r"\s+", " ", text)
         text = re.sub(re.escape(self.trial_code), " ", text, flags=re.IGNORECASE)
         text = re.sub(r'name="csrf_token" value="[^"]*"', " ", text)
         for public in self.public:
