@@ -256,6 +256,24 @@ def _endpoint_section(
             ),
         )
     )
+    pooled = result.get("pooled")
+    if pooled:
+        blocks.append(
+            TableBlock(
+                f"{number}.2",
+                f"{endpoint.name}: all arms pooled (blinded data review)",
+                endpoint.population.upper(),
+                n_total,
+                ("Statistic", "Value"),
+                tuple(
+                    (k.replace("_", " "), str(v) if isinstance(v, int) else fmt(v))
+                    for k, v in pooled.items()
+                ),
+                source=meta.source,
+                footnotes=("Blinded data review (ICH E9 section 7.1): figures of the whole "
+                           "trial; no comparison between groups.",),
+            )
+        )
     effects = list(result.get("effects", ()))
     if endpoint.headline is not None:
         h = endpoint.headline
@@ -591,8 +609,13 @@ def _methods_section(results: AnalysisResults) -> Section:
     ]
     texts.append(
         TextBlock(
-            f"Random seed {results.seed}; "
-            f"{'blinded run with dummy arm labels' if results.blinded else 'unblinded run'}."
+            f"Random seed of the imputations {results.seed}; "
+            + {
+                "pooled": "blinded data review with all arms pooled (no comparison between "
+                "groups).",
+                "comparative": "blinded comparative review: arms under dummy labels from a "
+                "keyed derivation, committed to before the run.",
+            }.get(results.review, "unblinded run.")
         )
     )
     return Section("16.1.9", "Statistical methods", tuple(texts))

@@ -1,17 +1,20 @@
 """The statistical analysis plan runner: every endpoint the protocol declares, with its
 sensitivity analyses, subgroups and multiplicity, plus disposition, baseline and safety tables.
 
-``run_sap(data, blinded=..., seed=...)`` takes plain `TrialData` and returns a frozen,
-JSON-serialisable `AnalysisResults`. A blinded run replaces every arm code by a dummy label
-(A, B, ...) assigned by a seeded shuffle before any computation, so nothing downstream can
-carry a real arm.
+``run_sap(data, blinded=..., labels=..., seed=...)`` takes plain `TrialData` and returns a frozen,
+JSON-serialisable `AnalysisResults`. A blinded run replaces every arm code by a label before any
+computation, so nothing downstream can carry a real arm: either one pooled label for every arm
+(blinded data review, ICH E9 section 7.1: no comparison between groups) or dummy labels A, B, ...
+derived from a secret key (`arm_labels`) that the results never contain. The seed drives only
+the imputations; it says nothing about which arm is which.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import math
-import random
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -90,6 +93,8 @@ class AnalysisResults(Serialisable):
     multiplicity: Mapping[str, Any] | None
     safety: Mapping[str, Any]
     listings: Mapping[str, Any]
+    # unblinded | comparative (keyed dummy labels) | pooled (blinded data review)
+    review: str = "unblinded"
 
     def endpoint(self, endpoint_id: str) -> EndpointAnalysis:
         for endpoint in self.endpoints:
@@ -98,14 +103,32 @@ class AnalysisResults(Serialisable):
         raise AnalysisError(f"no endpoint {endpoint_id!r}")
 
 
-def arm_labels(protocol: Protocol, blinded: bool, seed: int) -> dict[str, str]:
-    """Map real arm codes to what results show: themselves, or A, B, ... shuffled by seed."""
-    codes = [arm.code for arm in protocol.arms]
-    if not blinded:
-        return {code: code for code in codes}
-    shuffled = list(codes)
-    random.Random(seed).shuffle(shuffled)
-    return {code: chr(ord("A") + i) for i, code in enumerate(shuffled)}
+POOLED = "All"  # the one label of a pooled blinded review
+
+
+def arm_labels(protocol: Protocol, key: bytes) -> dict[str, str]:
+    """Dummy labels A, B, ... for the real arm codes, in the order of HMAC-SHA256(key, code).
+
+    Without the key every assignment is equally likely; with it the mapping can be recomputed
+    (and checked against the commitment a run records, `label_commitment`)."""
+    if len(key) < 16:
+        raise ValueError("the label key must hold at least 128 bits")
+    codes = sorted(
+        (arm.code for arm in protocol.arms),
+        key=lambda code: hmac.new(key, code.encode(), hashlib.sha256).digest(),
+    )
+    return {code: chr(ord("A") + i) for i, code in enumerate(codes)}
+
+
+def pooled_labels(protocol: Protocol) -> dict[str, str]:
+    """Every arm under one label: the blinded data review sees the trial as one group."""
+    return {arm.code: POOLED for arm in protocol.arms}
+
+
+def label_commitment(labels: Mapping[str, str], nonce: bytes) -> str:
+    """SHA-256 commitment to a label mapping: hiding (the nonce is secret) and binding."""
+    text = "\n".join(f"{code}={label}" for code, label in sorted(labels.items()))
+    return hashlib.sha256(nonce + b"\x00" + text.encode()).hexdigest()
 
 
 def arm_terms(protocol: Protocol) -> list[str]:
@@ -467,39 +490,52 @@ def _subgroups(endpoint: Endpoint, frame: pd.DataFrame, reference: str) -> list[
     return out
 
 
-def analyse_endpoint(
-    data: TrialData, endpoint: Endpoint, reference: str, arms: Sequence[str], seed: int
-) -> EndpointAnalysis:
-    spec = endpoint.analysis
+def _outcome_column(model: str, change_from_baseline: bool) -> str:
+    if model in ("km_logrank", "cox"):
+        return "time"
+    if model in BINARY_MODELS:
+        return "response"
+    return "change" if change_from_baseline else "value"
+
+
+def _endpoint_base(
+    data: TrialData, endpoint: Endpoint, arms: Sequence[str], reference: str | None
+) -> dict[str, Any]:
+    treatment = (
+        f"{' vs '.join(arms)} (reference {reference})"
+        if reference is not None
+        else "all arms pooled (blinded data review)"
+    )
     estimand = {
         "population": endpoint.estimand.population.en,
         "analysis_set": endpoint.estimand.analysis_set,
         "variable": endpoint.estimand.variable.en,
-        "treatment": f"{' vs '.join(arms)} (reference {reference})",
+        "treatment": treatment,
         "intercurrent_events": [
             {"event": e.description.en, "strategy": e.strategy}
             for e in endpoint.estimand.intercurrent_events
         ],
         "summary": endpoint.estimand.summary.en,
     }
-    base: dict[str, Any] = {
+    return {
         "id": endpoint.id,
         "name": endpoint.name.en,
         "name_zh": endpoint.name.zh,
         "role": endpoint.role,
-        "model": spec.model,
+        "model": endpoint.analysis.model,
         "population": endpoint.estimand.analysis_set,
         "estimand": estimand,
     }
+
+
+def analyse_endpoint(
+    data: TrialData, endpoint: Endpoint, reference: str, arms: Sequence[str], seed: int
+) -> EndpointAnalysis:
+    spec = endpoint.analysis
+    base = _endpoint_base(data, endpoint, arms, reference)
     try:
         frame = endpoint_frame(data, endpoint)
-        outcome = (
-            "time"
-            if spec.model in ("km_logrank", "cox")
-            else "response"
-            if spec.model in BINARY_MODELS
-            else ("change" if spec.change_from_baseline else "value")
-        )
+        outcome = _outcome_column(spec.model, spec.change_from_baseline)
         n, missing = _counts(frame, arms, outcome)
         result, headline, supportive = _fit(endpoint, frame, reference)
         warnings = tuple(getattr(result, "warnings", ()))
@@ -772,27 +808,92 @@ def _finite(value: object) -> float | None:
     return None
 
 
+def _pooled_summary(frame: pd.DataFrame, model: str, outcome: str) -> dict[str, Any]:
+    """Whole-trial figures a blinded data review may see: n, spread, event and response rates."""
+    values = frame.groupby("subject")[outcome].last() if "subject" in frame else frame[outcome]
+    observed = values.dropna().astype(float)
+    out: dict[str, Any] = {"n": len(values), "n_observed": len(observed)}
+    if model in ("km_logrank", "cox"):
+        events = frame.groupby("subject")["event"].last().astype(float)
+        follow_up = observed.sum()
+        out.update(events=int(events.sum()), follow_up=float(follow_up),
+                   event_rate=float(events.sum() / follow_up) if follow_up > 0 else None)
+    elif model in BINARY_MODELS:
+        out.update(responders=int(observed.sum()),
+                   proportion=float(observed.mean()) if len(observed) else None)
+    else:
+        out.update(mean=float(observed.mean()) if len(observed) else None,
+                   sd=float(observed.std(ddof=1)) if len(observed) > 1 else None)
+    return out
+
+
+def _pooled_endpoint(data: TrialData, endpoint: Endpoint) -> EndpointAnalysis:
+    """An endpoint in a pooled blinded review: descriptive figures of all arms together."""
+    spec = endpoint.analysis
+    base = _endpoint_base(data, endpoint, [POOLED], None)
+    try:
+        frame = endpoint_frame(data, endpoint)
+        outcome = _outcome_column(spec.model, spec.change_from_baseline)
+        n, missing = _counts(frame, [POOLED], outcome)
+        final = (
+            frame[frame["visit"] == spec.visits[-1]] if "visit" in frame and spec.visits else frame
+        )
+        days = {v.id: v.day for v in data.protocol.schedule.visits}
+        return EndpointAnalysis(
+            **base,
+            n_by_arm=n,
+            n_missing_by_arm=missing,
+            headline=None,
+            result={
+                "model": "pooled blinded review: all arms together, no comparison between groups",
+                "pooled": _pooled_summary(final, spec.model, outcome),
+            },
+            supportive={},
+            sensitivity=(),
+            subgroups=(),
+            mean_by_visit=tuple(
+                _mean_by_visit(frame, "change" if spec.change_from_baseline else "value", days)
+            ),
+            warnings=(),
+        )
+    except (AnalysisError, ValueError, KeyError, ZeroDivisionError) as exc:
+        return EndpointAnalysis(
+            **base, n_by_arm={}, n_missing_by_arm={}, headline=None, result=None, supportive={},
+            sensitivity=(), subgroups=(), mean_by_visit=(), warnings=(), error=str(exc),
+        )
+
+
 def run_sap(
     data: TrialData,
     *,
     blinded: bool,
+    labels: Mapping[str, str] | None = None,
     seed: int = 20261123,
     progress: Progress | None = None,
     protocol_version: str = "",
 ) -> AnalysisResults:
-    """Run every endpoint of the protocol's analysis plan on `data`."""
+    """Run every endpoint of the protocol's analysis plan on `data`.
+
+    A blinded run takes its `labels` from `arm_labels` (keyed dummy labels, comparative review)
+    or `pooled_labels` (pooled review: descriptive summaries of the whole trial only)."""
     protocol = data.protocol
-    labels = arm_labels(protocol, blinded, seed)
+    if not blinded:
+        labels = {arm.code: arm.code for arm in protocol.arms}
+    elif labels is None or set(labels) != {arm.code for arm in protocol.arms}:
+        raise ValueError("a blinded run needs a label for every arm (arm_labels, pooled_labels)")
     masked = _blinded_view(data, labels) if blinded else data
     protocol = masked.protocol  # protocol texts never name an arm in a blinded run
-    arm_order = sorted(labels.values()) if blinded else [a.code for a in protocol.arms]
+    arm_order = sorted(set(labels.values())) if blinded else [a.code for a in protocol.arms]
+    pooled = blinded and arm_order == [POOLED]
     total = len(protocol.endpoints) + 2
     analyses: list[EndpointAnalysis] = []
     for i, endpoint in enumerate(protocol.endpoints):
         if progress:
             progress(i, total, endpoint.id)
         analyses.append(
-            analyse_endpoint(
+            _pooled_endpoint(masked, endpoint)
+            if pooled
+            else analyse_endpoint(
                 masked, endpoint, _reference(protocol, endpoint, labels), arm_order, seed
             )
         )
@@ -809,6 +910,9 @@ def run_sap(
         }
         for a in protocol.arms
     )
+    if pooled:
+        arms = ({"label": POOLED, "name": "All participants (pooled)", "name_zh": None,
+                 "ratio": None},)
     results = AnalysisResults(
         trial=protocol.code,
         title=protocol.title.en,
@@ -821,9 +925,10 @@ def run_sap(
         disposition=_disposition(masked, arm_order, primary),
         baseline=tuple(_baseline_table(masked, arm_order)),
         endpoints=tuple(analyses),
-        multiplicity=_multiplicity(protocol, analyses),
+        multiplicity=None if pooled else _multiplicity(protocol, analyses),
         safety=_safety(masked, arm_order),
         listings=_listings(masked, primary_endpoint),
+        review="pooled" if pooled else "comparative" if blinded else "unblinded",
     )
     if progress:
         progress(total, total, "done")
@@ -831,11 +936,14 @@ def run_sap(
 
 
 __all__ = [
+    "POOLED",
     "AnalysisResults",
     "EndpointAnalysis",
     "SubjectData",
     "TrialData",
     "arm_labels",
+    "label_commitment",
+    "pooled_labels",
     "run_sap",
     "visible_visits",
 ]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from analysis.report import build_report
 from analysis.report_builder import ReportMeta, build_report_spec
-from analysis.sap import run_sap
+from analysis.sap import arm_labels, run_sap
 from analysis.simulation import simulate_trial_data
 from bench.harness import RatioRow, print_table
 from protocols.loader import load_protocol
@@ -28,7 +28,7 @@ def _pipeline(n: int) -> dict[str, float]:
     started = time.perf_counter()
     data = simulate_trial_data(protocol, n, seed=11, effects={"hba1c_pct": {"app": -0.6}})
     simulated = time.perf_counter()
-    results = run_sap(data, blinded=True, seed=3)
+    results = run_sap(data, blinded=True, labels=arm_labels(protocol, b"bench" * 4), seed=3)
     analysed = time.perf_counter()
     meta = ReportMeta(
         generated_at=datetime.datetime.now(datetime.UTC), data_sha256="0" * 64,

@@ -262,6 +262,7 @@ def build_protocol(data: Data) -> Protocol:
                 None if blinding.get("unblinding_notify") is None
                 else tuple(blinding["unblinding_notify"])
             ),
+            comparative_review=tuple(blinding.get("comparative_review", [])),
         ),
         randomization=_randomization(data["randomization"]),
         sites=SitePolicy(

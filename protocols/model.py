@@ -24,6 +24,7 @@ RandomizationMethod = Literal[
     "list",
 ]
 #: Trial roles a protocol can name (e.g. who is notified of an emergency unblinding).
+ComparativeReviewRole = Literal["statistician"]  # the blinded roles that run analyses
 StaffRole = Literal[
     "sponsor_admin", "investigator", "coordinator", "monitor", "data_manager", "statistician",
     "unblinded_statistician", "auditor",
@@ -55,6 +56,7 @@ Signer = Literal["participant", "guardian", "legally_authorized_representative"]
 PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
 BLINDING_LEVELS: tuple[str, ...] = BlindingLevel.__args__  # type: ignore[attr-defined]
 BLINDED_ROLES: tuple[str, ...] = BlindedRole.__args__  # type: ignore[attr-defined]
+COMPARATIVE_REVIEW_ROLES: tuple[str, ...] = ComparativeReviewRole.__args__  # type: ignore[attr-defined]
 RANDOMIZATION_METHODS: tuple[str, ...] = RandomizationMethod.__args__  # type: ignore[attr-defined]
 IMBALANCE_MEASURES: tuple[str, ...] = ImbalanceMeasure.__args__  # type: ignore[attr-defined]
 CRITERION_KINDS: tuple[str, ...] = CriterionKind.__args__  # type: ignore[attr-defined]
@@ -101,6 +103,9 @@ class Blinding:
     # Roles e-mailed when a participant is unblinded in an emergency (never with the arm);
     # None when the protocol does not say: DEFAULT_UNBLINDING_NOTIFY in a blinded trial.
     unblinding_notify: tuple[StaffRole, ...] | None = None
+    # Blinded roles that may request a comparative blinded analysis (arms under keyed dummy
+    # labels); every other blinded run is a pooled data review with no comparison of groups.
+    comparative_review: tuple[ComparativeReviewRole, ...] = ()
 
     @property
     def roles_notified_of_unblinding(self) -> tuple[StaffRole, ...]:

@@ -208,6 +208,10 @@ BLINDING = Obj(
              ListOf(Enum(m.STAFF_ROLES, "Role"),
                     "Roles e-mailed at once when a participant is unblinded in an emergency "
                     "(never told the arm); default sponsor_admin and monitor")),
+        Prop("comparative_review",
+             ListOf(Enum(m.COMPARATIVE_REVIEW_ROLES, "Role"),
+                    "Blinded roles that may run a comparative blinded analysis (arms under "
+                    "keyed dummy labels); otherwise blinded runs pool all arms")),
     ),
 )
 

@@ -313,6 +313,11 @@ def _check_arms(ctx: _Context) -> None:
     if p.blinding.level != "open" and not p.blinding.blinded_roles:
         r.error(("blinding", "level"),
                 f"a {p.blinding.level}-blind trial must list its blinded_roles")
+    for i, role in enumerate(p.blinding.comparative_review):
+        if role not in p.blinding.blinded_roles:
+            r.error(("blinding", "comparative_review", i),
+                    f"{role} is not blinded in this trial: it sees the arms, dummy labels "
+                    "would hide nothing from it")
     # blinded_roles decides who sees arms (services/access.py): a level it contradicts is
     # refused rather than silently widened or narrowed.
     listed = set(p.blinding.blinded_roles)

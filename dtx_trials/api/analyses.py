@@ -7,7 +7,7 @@ from typing import Any
 from flask import Response, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from dtx_trials.api.context import current_actor
 from dtx_trials.api.schemas import StrictSchema
@@ -28,6 +28,21 @@ blp = Blueprint(
 class RequestSchema(StrictSchema):
     cutoff_on = fields.Date(load_default=None, allow_none=True)
     unblinded = fields.Boolean(load_default=False)
+    review = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.OneOf(["pooled", "comparative"]),
+        metadata={"description": "blinded runs: pooled (default) or comparative (dummy labels, "
+                  "roles named in the protocol's blinding.comparative_review)"},
+    )
+
+
+class LabelsSchema(Schema):
+    run_id = fields.Integer()
+    labels = fields.Dict(keys=fields.String(), values=fields.String())
+    nonce = fields.String()
+    commitment = fields.String()
+    matches = fields.Boolean()
 
 
 class RunSchema(Schema):
@@ -96,3 +111,12 @@ class Report(MethodView):
         response = Response(run.report_pdf, mimetype="application/pdf")
         response.headers["Content-Disposition"] = f'attachment; filename="{run.report_name}"'
         return response
+
+
+@blp.route("/<code>/analyses/<int:run_id>/labels")
+class Labels(MethodView):
+    @blp.response(200, LabelsSchema)
+    def get(self, code: str, run_id: int) -> dict[str, Any]:
+        """Open a comparative blinded run's dummy labels (roles that see the arms): dummy label
+        -> arm, with the nonce that reproduces the commitment recorded when it was requested."""
+        return analyses.open_labels(db.session, current_actor(), _trial(code), run_id)

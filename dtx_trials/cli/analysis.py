@@ -57,8 +57,21 @@ def _operator(trial: Any, role: str) -> Any:
     default=False,
     help="Analyse with real arms (acts as the unblinded statistician).",
 )
+@click.option(
+    "--review",
+    type=click.Choice(["pooled", "comparative"]),
+    default=None,
+    help="blinded runs: pooled data review (default) or comparative under dummy labels "
+    "(roles named in blinding.comparative_review)",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
-def analyze(trial_code: str, cutoff: datetime.datetime | None, unblinded: bool, out: Path) -> None:
+def analyze(
+    trial_code: str,
+    cutoff: datetime.datetime | None,
+    unblinded: bool,
+    review: str | None,
+    out: Path,
+) -> None:
     """Run the protocol's statistical analysis plan; write results.json and the PDF report."""
     from dtx_trials.cli import with_app
 
@@ -79,6 +92,7 @@ def analyze(trial_code: str, cutoff: datetime.datetime | None, unblinded: bool, 
                 trial,
                 cutoff_on=cutoff.date() if cutoff else None,
                 unblinded=unblinded,
+                review=review,
             )
             progress.update(task, advance=1, description="running the SAP")
             result = analyses.execute_analysis(db.session, request.id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import hmac
 import importlib.metadata
 import platform
 import secrets
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 from analysis.datasets import SubjectData, TrialData
 from analysis.report import build_report, report_file_name
 from analysis.report_builder import ReportMeta, build_report_spec
-from analysis.sap import arm_terms, run_sap
+from analysis.sap import arm_labels, arm_terms, label_commitment, pooled_labels, run_sap
 from dtx_trials.db import lock_row, transaction, utcnow
 from dtx_trials.models import (
     Allocation,
@@ -27,6 +28,7 @@ from dtx_trials.models import (
     FormRecord,
     Participant,
     ProtocolVersion,
+    RandomizationState,
     Site,
     Trial,
     Visit,
@@ -35,7 +37,12 @@ from dtx_trials.services import audit
 from dtx_trials.services.access import SYSTEM, Actor, require, sees_arms
 from dtx_trials.services.devices import adherence as device_adherence
 from dtx_trials.services.errors import NotFound, PermissionDenied, ValidationError
-from dtx_trials.services.protocols import active_protocol, blinded_roles, protocol_of
+from dtx_trials.services.protocols import (
+    active_protocol,
+    blinded_roles,
+    comparative_review_roles,
+    protocol_of,
+)
 from protocols.model import Protocol
 
 PACKAGES = (
@@ -208,32 +215,114 @@ def request_analysis(
     *,
     cutoff_on: datetime.date | None = None,
     unblinded: bool = False,
+    review: str | None = None,
 ) -> AnalysisRun:
     """Create a queued run (statisticians; unblinded runs only for roles that may see arms).
 
-    A run is unblinded when asked for by a role that may see the allocation, or when the
-    trial blinds nobody; otherwise arms are replaced by dummy labels."""
+    A run is unblinded when asked for by a role that may see the allocation, or when the trial
+    blinds nobody. Otherwise it is a blinded data review: `pooled` (the default; all arms as one
+    group, no comparison) or `comparative` (arms under keyed dummy labels; only for the roles
+    the protocol names in ``blinding.comparative_review``). A comparative run records a
+    commitment to its label mapping before it runs (`open_labels` opens it)."""
     require(actor, "analysis.run", trial.id)
     blinded = blinded_roles(session, trial)
     knows = sees_arms(actor, trial.id, blinded)
     if unblinded and not knows:
         raise PermissionDenied("your role does not allow 'analysis.unblinded' here")
+    if review not in (None, "pooled", "comparative"):
+        raise ValidationError("unknown review", {"review": ["must be pooled or comparative"]})
     if cutoff_on is not None and cutoff_on > datetime.date.today():
         raise ValidationError("cut-off in the future", {"cutoff_on": ["must not be after today"]})
-    version, _ = active_protocol(session, trial)
+    is_unblinded = knows and (unblinded or not blinded)
+    if is_unblinded and review is not None:
+        raise ValidationError(
+            "review applies to blinded runs",
+            {"review": ["this run is unblinded (your role sees the arms); leave review out"]},
+        )
+    review = "unblinded" if is_unblinded else review or "pooled"
+    if review == "comparative" and not actor.roles_in(trial.id) & comparative_review_roles(
+        session, trial
+    ):
+        raise PermissionDenied(
+            "the protocol does not allow your role a comparative blinded analysis "
+            "(blinding.comparative_review); a blinded run pools all arms"
+        )
+    version, protocol = active_protocol(session, trial)
     with transaction(session):
         run = AnalysisRun(
             trial_id=trial.id,
             protocol_version_id=version.id,
             status="queued",
-            is_unblinded=knows and (unblinded or not blinded),
+            is_unblinded=is_unblinded,
             cutoff_on=cutoff_on,
             requested_by_id=actor.user_id,
-            provenance={"seed": secrets.randbelow(2**31)},
+            provenance={"seed": secrets.randbelow(2**31), "review": review},
         )
         session.add(run)
+        session.flush()
+        if review == "comparative":
+            labels, nonce = _dummy_labels(session, trial, run.id, protocol)
+            run.provenance = {**run.provenance,
+                              "label_commitment": label_commitment(labels, nonce)}
         audit.record_create(session, actor, "analysis.requested", run)
     return run
+
+
+def _label_key(session: Session, trial: Trial, run_id: int) -> bytes:
+    """The key of a comparative run's dummy labels: derived from the trial's randomization
+    secret (encrypted at rest, never returned) and the run id; never stored, printed or logged."""
+    state = session.scalars(
+        select(RandomizationState).where(RandomizationState.trial_id == trial.id)
+    ).first()
+    if state is None:
+        raise ValidationError("no randomization", {"review": ["the trial has no allocation yet"]})
+    message = f"dtx-blind-labels\x00{trial.id}\x00{run_id}".encode()
+    return hmac.new(bytes.fromhex(state.secret), message, hashlib.sha256).digest()
+
+
+def _dummy_labels(
+    session: Session, trial: Trial, run_id: int, protocol: Protocol
+) -> tuple[dict[str, str], bytes]:
+    key = _label_key(session, trial, run_id)
+    return arm_labels(protocol, key), hmac.new(key, b"commitment-nonce", hashlib.sha256).digest()
+
+
+def _run_labels(
+    session: Session, trial: Trial, run: AnalysisRun, protocol: Protocol
+) -> dict[str, str] | None:
+    review = run.provenance.get("review", "comparative" if not run.is_unblinded else "unblinded")
+    if run.is_unblinded:
+        return None
+    if review == "pooled":
+        return pooled_labels(protocol)
+    labels, nonce = _dummy_labels(session, trial, run.id, protocol)
+    if run.provenance.get("label_commitment") != label_commitment(labels, nonce):
+        raise RuntimeError("the dummy labels do not open the run's commitment")
+    return labels
+
+
+def open_labels(session: Session, actor: Actor, trial: Trial, run_id: int) -> dict[str, Any]:
+    """Open a comparative blinded run's label commitment (roles that see the arms only): the
+    mapping, the nonce and whether they reproduce the commitment recorded at the request."""
+    run = get_run(session, actor, trial, run_id)
+    if not sees_arms(actor, trial.id, blinded_roles(session, trial)):
+        raise PermissionDenied("only a role that sees the arms may open the dummy labels")
+    committed = run.provenance.get("label_commitment")
+    if committed is None:
+        raise NotFound("this run has no dummy labels (pooled or unblinded)")
+    version = session.get(ProtocolVersion, run.protocol_version_id)
+    assert version is not None
+    labels, nonce = _dummy_labels(session, trial, run.id, protocol_of(version))
+    with transaction(session):
+        audit.record_event(session, actor, "analysis.labels_opened", entity_type="analysis_run",
+                           entity_id=run.id, trial_id=trial.id)
+    return {
+        "run_id": run.id,
+        "labels": {label: code for code, label in sorted(labels.items())},
+        "nonce": nonce.hex(),
+        "commitment": committed,
+        "matches": label_commitment(labels, nonce) == committed,
+    }
 
 
 def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
@@ -258,6 +347,7 @@ def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
         results = run_sap(
             data,
             blinded=blinded,
+            labels=_run_labels(session, trial, run, data.protocol),
             seed=seed,
             progress=lambda done, total, _step: _set_progress(
                 session, run_id, 0.1 + 0.7 * done / total
@@ -331,9 +421,12 @@ def run_analysis(
     *,
     cutoff_on: datetime.date | None = None,
     unblinded: bool = False,
+    review: str | None = None,
 ) -> AnalysisRun:
     """Request and execute an analysis synchronously (CLI, demo)."""
-    run = request_analysis(session, actor, trial, cutoff_on=cutoff_on, unblinded=unblinded)
+    run = request_analysis(
+        session, actor, trial, cutoff_on=cutoff_on, unblinded=unblinded, review=review
+    )
     return execute_analysis(session, run.id)
 
 
@@ -342,9 +435,21 @@ def get_run(session: Session, actor: Actor, trial: Trial, run_id: int) -> Analys
     if run is None or run.trial_id != trial.id:
         raise NotFound("analysis run not found")
     require(actor, "analysis.run", trial.id)
-    if run.is_unblinded and not sees_arms(actor, trial.id, blinded_roles(session, trial)):
+    if not _may_read(session, actor, trial, run):
         raise PermissionDenied("your role does not allow 'analysis.unblinded' here")
     return run
+
+
+def _may_read(session: Session, actor: Actor, trial: Trial, run: AnalysisRun) -> bool:
+    """Unblinded runs for roles that see arms; comparative blinded runs also for the roles the
+    protocol names; pooled runs for every role that runs analyses."""
+    if sees_arms(actor, trial.id, blinded_roles(session, trial)):
+        return True
+    if run.is_unblinded:
+        return False
+    if run.provenance.get("review", "comparative") == "comparative":
+        return bool(actor.roles_in(trial.id) & comparative_review_roles(session, trial))
+    return True
 
 
 def list_runs(session: Session, actor: Actor, trial: Trial) -> list[AnalysisRun]:
@@ -356,9 +461,7 @@ def list_runs(session: Session, actor: Actor, trial: Trial) -> list[AnalysisRun]
             .order_by(AnalysisRun.id.desc())
         )
     )
-    if not sees_arms(actor, trial.id, blinded_roles(session, trial)):
-        runs = [r for r in runs if not r.is_unblinded]
-    return runs
+    return [r for r in runs if _may_read(session, actor, trial, r)]
 
 
 def summary(run: AnalysisRun) -> dict[str, Any]:

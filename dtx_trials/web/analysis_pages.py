@@ -40,6 +40,7 @@ def analyses_page(code: str) -> Response | str:
                 actor,
                 trial,
                 unblinded=request.form.get("unblinded") == "1",
+                review=request.form.get("review") or None,
                 cutoff_on=datetime.date.fromisoformat(cutoff) if cutoff else None,
             )
             enqueue_analysis(run.id)
@@ -53,6 +54,9 @@ def analyses_page(code: str) -> Response | str:
         runs=runs,
         error=error,
         may_unblind=bool(blinded) and sees_arms(actor, trial.id, blinded),
+        may_compare=bool(
+            actor.roles_in(trial.id) & protocols.comparative_review_roles(db.session, trial)
+        ),
         may_export=can(actor, "export.run", trial.id),
         formats=exports.FORMATS,
         **_nav(trial),

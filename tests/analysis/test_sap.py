@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.sap import arm_labels, run_sap
+from analysis.sap import arm_labels, label_commitment, pooled_labels, run_sap
 from analysis.simulation import simulate_trial_data
 from protocols.loader import load_protocol
 
@@ -66,14 +66,57 @@ def test_disposition_adds_up(case) -> None:  # type: ignore[no-untyped-def]
 
 def test_blinded_run_carries_no_real_arm(case) -> None:  # type: ignore[no-untyped-def]
     protocol, data, _ = case
-    blinded = run_sap(data, blinded=True, seed=11)
+    labels = arm_labels(protocol, b"k" * 32)
+    blinded = run_sap(data, blinded=True, labels=labels, seed=11)
     text = json.dumps(blinded.to_dict())
     for arm in protocol.arms:
         assert f'"{arm.code}"' not in text
         assert arm.name.en not in text
-    labels = arm_labels(protocol, True, 11)
     assert sorted(labels.values()) == [chr(ord("A") + i) for i in range(len(protocol.arms))]
     assert {a["label"] for a in blinded.arms} == set(labels.values())
+    assert blinded.review == "comparative"
+
+
+def test_dummy_labels_depend_on_the_key_only() -> None:
+    """The labels are HMAC-ordered: the seed (printed in reports) cannot reproduce them, and over
+    many keys each arm takes each label about equally often (nothing correlates with the arm)."""
+    protocol = load_protocol(LIBRARY / "type2_diabetes.yaml")
+    first_arm = protocol.arms[0].code
+    counts = {"A": 0, "B": 0}
+    for i in range(400):
+        counts[arm_labels(protocol, i.to_bytes(16, "big"))[first_arm]] += 1
+    assert 160 < counts["A"] < 240, counts  # binomial(400, 1/2): 4 SD either side
+    with pytest.raises(ValueError):
+        arm_labels(protocol, b"short")
+
+
+def test_label_commitment_binds_the_mapping() -> None:
+    protocol = load_protocol(LIBRARY / "type2_diabetes.yaml")
+    labels = arm_labels(protocol, b"q" * 32)
+    swapped = {code: ("B" if label == "A" else "A") for code, label in labels.items()}
+    nonce = b"n" * 32
+    assert label_commitment(labels, nonce) == label_commitment(dict(labels), nonce)
+    assert label_commitment(labels, nonce) != label_commitment(swapped, nonce)
+    assert label_commitment(labels, nonce) != label_commitment(labels, b"m" * 32)
+
+
+def test_pooled_review_compares_no_groups(case) -> None:  # type: ignore[no-untyped-def]
+    protocol, data, unblinded = case
+    pooled = run_sap(data, blinded=True, labels=pooled_labels(protocol), seed=11)
+    assert pooled.review == "pooled"
+    assert [a["label"] for a in pooled.arms] == ["All"]
+    assert pooled.multiplicity is None
+    for endpoint in pooled.endpoints:
+        assert endpoint.headline is None and not endpoint.sensitivity and not endpoint.subgroups
+        assert endpoint.error is None, endpoint.error
+        assert list(endpoint.n_by_arm) == ["All"]
+        assert endpoint.result is not None and "effects" not in endpoint.result
+        figures = endpoint.result["pooled"]
+        # the pooled n is the whole analysis set of the unblinded run
+        assert figures["n"] == sum(unblinded.endpoint(endpoint.id).n_by_arm.values())
+    text = json.dumps(pooled.to_dict())
+    for arm in protocol.arms:
+        assert f'"{arm.code}"' not in text
 
 
 def test_treatment_effect_direction_and_sensitivity() -> None:

@@ -47,12 +47,14 @@ def test_analysis_job_report_and_blinding(client: FlaskClient) -> None:
     arms = set(db.session.scalars(select(Allocation.arm_code)))
     for arm in arms:
         assert f'"{arm}"' not in text
+    # a blinded run is a pooled data review: no comparison between groups
     primary = run["results"]["endpoints"][0]
-    assert primary["id"] == "hba1c_change_w24" and primary["headline"] is not None
+    assert primary["id"] == "hba1c_change_w24" and primary["headline"] is None
+    assert primary["result"]["pooled"]["n_observed"] > 0
     pdf = client.get(f"{location}/report.pdf", headers=who["stat"].headers)
     assert pdf.status_code == 200 and pdf.data[:8] == b"%PDF-1.4"
     pages = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.data)).pages)
-    assert "Usual care" not in pages and "Arm A" in pages
+    assert "Usual care" not in pages and "all arms pooled" in pages
     # a blinded statistician cannot run unblinded; the unblinded statistician can
     assert (
         client.post(
@@ -68,6 +70,7 @@ def test_analysis_job_report_and_blinding(client: FlaskClient) -> None:
     assert unblinded.status_code == 202
     detail = client.get(unblinded.headers["Location"], headers=who["unblinded"].headers)
     assert any(f'"{arm}"' in json.dumps(detail.get_json()["results"]) for arm in arms)
+    assert detail.get_json()["results"]["endpoints"][0]["headline"] is not None
     # the blinded statistician cannot read the unblinded run, nor see it listed
     assert client.get(unblinded.headers["Location"], headers=who["stat"].headers).status_code == 403
     listed = client.get(f"/api/v1/trials/{CODE}/analyses", headers=who["stat"].headers)

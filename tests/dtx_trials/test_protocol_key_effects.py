@@ -41,7 +41,7 @@ from dtx_trials.api.blinding import allocation_schema
 from dtx_trials.extensions import db
 from dtx_trials.models import Notification, Participant, Site, Trial
 from dtx_trials.models.users import Role
-from dtx_trials.services import devices, epro, forms, participants, protocols, trials
+from dtx_trials.services import analyses, devices, epro, forms, participants, protocols, trials
 from dtx_trials.services import randomization as shell
 from dtx_trials.services.access import Actor, Grant, sees_arms
 from dtx_trials.services.errors import DomainError
@@ -457,6 +457,10 @@ PROBES: dict[str, Probe] = {
     "blinding.activation_code_prefix": Probe(
         "mci", setter(lambda d: d["blinding"], "activation_code_prefix", "COG"),
         shell_steps=("randomize",),
+    ),
+    "blinding.comparative_review[]": Probe(
+        "mci", setter(lambda d: d["blinding"], "comparative_review", ["statistician"]),
+        shell_steps=("review",),
     ),
     "blinding.unblinding_notify[]": Probe(
         "mci", setter(lambda d: d["blinding"], "unblinding_notify", ["auditor"]),
@@ -989,6 +993,11 @@ def _shell_observation(doc: Doc, steps: tuple[str, ...], tmp_path: Path) -> obje
             now=datetime.datetime(2026, 10, 10, tzinfo=datetime.UTC),
         )
         seen["ingest"] = [result.n_accepted, [(e.index, e.field) for e in result.errors]]
+    if "review" in steps:  # a blinded statistician asks for a comparative blinded analysis
+        statistician = _actor(trial_id, Role.STATISTICIAN)
+        seen["review"] = _outcome(lambda: analyses.request_analysis(
+            db.session, statistician, db.session.get(Trial, trial_id), review="comparative",
+        ).provenance["review"])
     if "consent" in steps:
         participant = participants.screen_participant(
             db.session, investigator, db.session.get(Trial, trial_id), sites[0].code

@@ -656,3 +656,16 @@ def test_one_sided_tests_are_refused() -> None:
     assert issue.message.startswith("one-sided tests are not supported")
     two_sided = replace(text, "one_sided", "two_sided")
     assert errors(two_sided) == []
+
+
+def test_comparative_review_names_blinded_roles_only() -> None:
+    """A comparative blinded review hides the arms behind dummy labels: naming a role that sees
+    the arms anyway is refused with its line."""
+    blinded = "blinding: {level: single, blinded_roles: [outcome_assessor, statistician]"
+    assert errors(replace(MINIMAL, BLINDING, blinded + ", comparative_review: [statistician]}")) \
+        == []
+    text = replace(MINIMAL, BLINDING, "blinding: {level: single, blinded_roles: "
+                   "[outcome_assessor], comparative_review: [statistician]}")
+    issue = only_error(text)
+    assert issue.path == "blinding.comparative_review[0]"
+    assert "not blinded in this trial" in issue.message and issue.line == line_of(text, "blinding:")
