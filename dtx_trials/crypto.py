@@ -14,10 +14,13 @@ Formats (each names its key id, so old data stay readable and verifiable after a
   column name as associated data (a value copied into another column does not decrypt).
   Version ``\\x01`` (no key id, written before key ids existed) is read with whichever key of
   the ring opens it; ``dtx keys rotate`` rewrites it as version 2.
-- sealed value ``s1:<kid>:<hex HMAC(column NUL value)>``: what the audit trail holds instead of
-  an identifier or an arm. The scheme prefix (``s1``) leaves room for other schemes (a salted
-  per-event MAC or randomised encryption) that name their key id the same way; ``hmac:<hex>``
-  is the format before key ids and is checked against every key of the ring.
+- sealed value ``s2:<kid>:<salt>:<hex HMAC(salt NUL column NUL value)>``: what the audit trail
+  holds instead of an identifier or an arm. The salt (16 random bytes, hex) is new for every
+  seal, so two allocations to the same arm, or one phone number in two events or two trials,
+  look unrelated to anyone without the key; `seal_matches` still checks a value against it.
+  Written before this: ``s1:<kid>:<hex HMAC(column NUL value)>`` (unsalted, linkable) and
+  ``hmac:<hex>`` (before key ids, checked against every key of the ring); both still verify,
+  and ``dtx keys rotate`` reseals them as ``s2``.
 - audit chain: an event's ``hash`` is ``HMAC(chain key of event.key_id, canonical JSON)``.
 """
 
@@ -39,7 +42,8 @@ from sqlalchemy.types import TypeDecorator
 _V1 = b"\x01"
 _V2 = b"\x02"
 _KID_LEN = 9
-SEAL_SCHEME = "s1"
+SEAL_SCHEME = "s2"
+_SEAL_SCHEMES = ("s1", "s2")
 
 
 class FieldKeyError(RuntimeError):
@@ -169,7 +173,9 @@ class KeyRing:
     # ---- sealed values (audit trail)
 
     def seal(self, value: str, column: str) -> str:
-        return f"{SEAL_SCHEME}:{self.current.kid}:{self.current.mac_hex(value, column)}"
+        salt = os.urandom(16).hex()
+        mac = self.current.mac_hex(f"{salt}\x00{value}", column)
+        return f"{SEAL_SCHEME}:{self.current.kid}:{salt}:{mac}"
 
     def seal_matches(self, sealed: object, value: str, column: str) -> bool:
         """Whether `sealed` seals `value` (under the key it names; UnknownKeyError if absent)."""
@@ -181,12 +187,17 @@ class KeyRing:
                 hmac.compare_digest(k.mac_hex(value, column), digest) for k in self._keys.values()
             )
         parts = sealed.split(":")
-        if len(parts) != 3 or parts[0] != SEAL_SCHEME:
-            return False
-        return hmac.compare_digest(self.key(parts[1]).mac_hex(value, column), parts[2])
+        if len(parts) == 3 and parts[0] == "s1":
+            return hmac.compare_digest(self.key(parts[1]).mac_hex(value, column), parts[2])
+        if len(parts) == 4 and parts[0] == "s2" and len(parts[2]) == 32:
+            mac = self.key(parts[1]).mac_hex(f"{parts[2]}\x00{value}", column)
+            return hmac.compare_digest(mac, parts[3])
+        return False
 
     @staticmethod
     def sealed_key_id(sealed: object) -> str | None:
+        """The key id a sealed value names; None for the pre-key-id format and for anything that
+        is not the current scheme (``dtx keys rotate`` reseals those)."""
         if isinstance(sealed, str) and sealed.startswith(SEAL_SCHEME + ":"):
             return sealed.split(":")[1]
         return None

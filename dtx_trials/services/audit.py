@@ -102,6 +102,24 @@ def digest(value: Any) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+class SealedValue(str):
+    """A sealed value (salted, so a new string at every seal) that remembers, in memory only,
+    what it seals: `record_update` compares the values, not the salted seals."""
+
+    plain: str
+
+    def __new__(cls, sealed: str, plain: str) -> SealedValue:
+        value = super().__new__(cls, sealed)
+        value.plain = plain
+        return value
+
+
+def _unchanged(before: Any, after: Any) -> bool:
+    if isinstance(before, SealedValue) and isinstance(after, SealedValue):
+        return before.plain == after.plain
+    return bool(before == after)
+
+
 def snapshot(obj: Base) -> dict[str, Any]:
     """Return the audited columns of a row as canonical JSON values (sealed where required)."""
     sealed = set(getattr(obj, "__sealed__", ()))
@@ -113,7 +131,8 @@ def snapshot(obj: Base) -> dict[str, Any]:
         if value is None:
             out[name] = None
         elif name in sealed:
-            out[name] = cipher().seal(_as_text(value), f"{table}.{name}")
+            plain = _as_text(value)
+            out[name] = SealedValue(cipher().seal(plain, f"{table}.{name}"), plain)
         elif name in digested:
             out[name] = digest(value)
         else:
@@ -325,7 +344,9 @@ def record_update(
     session.flush()
     after = snapshot(obj)
     changes = [
-        {"field": k, "old": before.get(k), "new": v} for k, v in after.items() if before.get(k) != v
+        {"field": k, "old": before.get(k), "new": v}
+        for k, v in after.items()
+        if not _unchanged(before.get(k), v)
     ]
     if not changes:
         return None

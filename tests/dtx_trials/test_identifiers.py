@@ -67,7 +67,7 @@ def test_identifiers_never_enter_the_audit_trail(app: Flask) -> None:
         select(AuditEvent).where(AuditEvent.entity_type == "participant")
     ).one()
     sealed = {c["field"]: c["new"] for c in event.changes}
-    assert sealed["phone"].startswith(f"s1:{crypto.cipher().current.kid}:")
+    assert sealed["phone"].startswith(f"s2:{crypto.cipher().current.kid}:")
     assert audit.verify(db.session).ok
 
 
