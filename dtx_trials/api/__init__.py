@@ -29,7 +29,12 @@ from dtx_trials.services.errors import AuthenticationError
 # (endpoint, method) pairs. Checked before the request body or query is parsed, so an anonymous
 # caller learns nothing from validation errors.
 PUBLIC_API_ENDPOINTS = frozenset(
-    {("auth.Tokens", "POST"), ("api-docs.openapi_json", "GET"), ("pages.api_docs", "GET")}
+    {
+        ("auth.Tokens", "POST"),
+        ("auth.Activation", "POST"),
+        ("api-docs.openapi_json", "GET"),
+        ("pages.api_docs", "GET"),
+    }
 )
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,80}$")
 

@@ -10,7 +10,13 @@ from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from dtx_trials.api.context import account_policy, current_actor
-from dtx_trials.api.schemas import IssuedTokenSchema, MeSchema, TokenRequestSchema, TokenSchema
+from dtx_trials.api.schemas import (
+    AccountActivationSchema,
+    IssuedTokenSchema,
+    MeSchema,
+    TokenRequestSchema,
+    TokenSchema,
+)
 from dtx_trials.extensions import db
 from dtx_trials.models import ApiToken
 from dtx_trials.services import accounts
@@ -49,6 +55,19 @@ class Tokens(MethodView):
             db.session.scalars(
                 select(ApiToken).where(ApiToken.user_id == actor.user_id).order_by(ApiToken.id)
             )
+        )
+
+
+@blp.route("/auth/activation")
+class Activation(MethodView):
+    @blp.arguments(AccountActivationSchema)
+    @blp.response(204)
+    @blp.doc(security=[])
+    def post(self, body: dict[str, Any]) -> None:
+        """Choose the password of a new account with the token of its e-mailed activation link
+        (once; 404 when unknown, used or expired). Then sign in with POST /auth/tokens."""
+        accounts.activate_account(
+            db.session, body["token"], body["password"], policy=account_policy()
         )
 
 

@@ -114,7 +114,16 @@ class SiteSchema(Schema):
 class UserCreateSchema(StrictSchema):
     username = fields.String(required=True, validate=validate.Length(min=2, max=80))
     printed_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    email = fields.Email(load_default=None, allow_none=True)
+    email = fields.Email(
+        required=True,
+        validate=validate.Length(max=200),
+        metadata={"description": "the one-time activation link goes here; the user chooses "
+                  "the password (administrators never know it)"},
+    )
+
+
+class AccountActivationSchema(StrictSchema):
+    token = fields.String(required=True, load_only=True, validate=validate.Length(max=200))
     password = fields.String(required=True, load_only=True, validate=validate.Length(max=128))
 
 

@@ -17,6 +17,7 @@ from dtx_trials.models.users import Role
 from dtx_trials.services import accounts
 from dtx_trials.services.access import Actor
 from dtx_trials.services.errors import NotFound, PermissionDenied
+from dtx_trials.web.pages import activation_link
 
 blp = Blueprint("users", __name__, url_prefix="/api/v1/users", description="User accounts")
 
@@ -48,7 +49,9 @@ class Users(MethodView):
         """Create an account (superuser or sponsor admin); grant roles with memberships."""
         actor = current_actor()
         _require_admin(actor)
-        return accounts.create_user(db.session, actor, policy=account_policy(), **body)
+        return accounts.create_user(
+            db.session, actor, policy=account_policy(), activation_link=activation_link, **body
+        )
 
 
 @blp.route("/<int:user_id>")

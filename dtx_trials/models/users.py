@@ -44,8 +44,10 @@ class User(Base):
         "password_hash",
         "password_changed_at",
         "created_at",
+        "activation_sha256",
+        "activation_expires_at",
     )
-    __sealed__ = ("password_hash",)
+    __sealed__ = ("password_hash", "activation_sha256")
     __unaudited__: ClassVar[dict[str, str]] = {
         "language": "the user's display language, a preference",
         "failed_logins": "lockout counter; every failed sign-in is an audit event",
@@ -64,6 +66,10 @@ class User(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # An account created by an administrator waits for its owner to choose a password through a
+    # one-time link e-mailed to them (SHA-256 of the link's token; cleared once used).
+    activation_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    activation_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Membership(Base):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 from dtx_trials.db import lock_row, transaction, utcnow
 from dtx_trials.models import ApiToken, Membership, Site, Trial, User, WebSession
 from dtx_trials.models.users import SITE_BOUND_ROLES, Role
-from dtx_trials.services import audit
+from dtx_trials.services import audit, notifications
 from dtx_trials.services.access import (
     SYSTEM,
     UNBLINDED_ROLES,
@@ -119,12 +120,18 @@ def create_user(
     *,
     username: str,
     printed_name: str,
-    password: str,
+    password: str | None = None,
     email: str | None = None,
     is_superuser: bool = False,
     policy: Policy = Policy(),
+    activation_link: Callable[[str], str] | None = None,
 ) -> User:
-    """Create an account. Only a superuser, or a sponsor admin of some trial, may do so."""
+    """Create an account. Only a superuser, or a sponsor admin of some trial, may do so.
+
+    Administrators never choose the password: without `password` (the server operator's CLI
+    and tests give one) the account gets an unusable password and a one-time activation link,
+    e-mailed to its owner through the notification outbox in the same transaction; the owner
+    chooses the password (`activate_account`). The link is never returned to the creator."""
     if not (
         actor.is_superuser
         or actor.via == "cli"
@@ -136,7 +143,17 @@ def create_user(
     username = username.strip().lower()
     if not username or not username.replace("_", "").replace(".", "").replace("-", "").isalnum():
         raise ValidationError("invalid username", {"username": ["letters, digits, . _ - only"]})
-    check_password_policy(password, policy, username)
+    if password is not None:
+        check_password_policy(password, policy, username)
+    elif not email:
+        raise ValidationError(
+            "an e-mail address is required",
+            {"email": ["required: the activation link, with which the owner chooses a "
+                       "password, goes there"]},
+        )
+    elif activation_link is None:
+        raise ValueError("an account without a password needs an activation link builder")
+    token = secrets.token_urlsafe(32)
     with transaction(session):
         if session.scalars(select(User).where(User.username == username)).first():
             raise Conflict(f"username '{username}' is taken (usernames are never reused)")
@@ -144,11 +161,71 @@ def create_user(
             username=username,
             printed_name=printed_name.strip(),
             email=email,
-            password_hash=hash_password(password),
+            # nobody knows a random password: the account cannot sign in before activation
+            password_hash=hash_password(password or secrets.token_urlsafe(32)),
             is_superuser=is_superuser,
         )
+        if password is None:
+            user.activation_sha256 = hashlib.sha256(token.encode()).hexdigest()
+            user.activation_expires_at = utcnow() + ACTIVATION_VALID
         session.add(user)
+        session.flush()
         audit.record_create(session, actor, "user.create", user, trial_id=None)
+        if password is None and activation_link is not None:
+            notifications.enqueue(
+                session,
+                actor,
+                trial_id=None,
+                kind="account_activation",
+                channel="email",
+                address=email,
+                recipient=user,
+                subject="Your dtx-trials account: choose your password",
+                body=(
+                    f"Dear {user.printed_name},\n\nAn account '{username}' was created for you "
+                    f"on dtx-trials. Choose your password here (the link works once, until "
+                    f"{user.activation_expires_at:%Y-%m-%d %H:%M} UTC):\n\n"
+                    f"{activation_link(token)}\n\nIf you did not expect this, ignore it."
+                ),
+                entity_type="user",
+                entity_id=user.id,
+            )
+    return user
+
+
+ACTIVATION_VALID = timedelta(hours=72)
+
+
+def activate_account(
+    session: Session, token: str, password: str, *, policy: Policy = Policy()
+) -> User:
+    """The account's owner chooses the password with the one-time link (audited, as the owner).
+
+    An unknown, used or expired link is a 404 that says which of these it may be, no more."""
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    with transaction(session):
+        user = session.scalars(
+            select(User).where(User.activation_sha256 == digest).with_for_update()
+        ).first()
+        if (
+            user is None
+            or not user.is_active
+            or user.activation_expires_at is None
+            or user.activation_expires_at <= utcnow()
+        ):
+            raise NotFound("this activation link is unknown, used or expired; ask your "
+                           "administrator for a new one")
+        check_password_policy(password, policy, user.username)
+        before = audit.snapshot(user)
+        user.password_hash = hash_password(password)
+        user.password_changed_at = utcnow()
+        user.activation_sha256 = None
+        user.activation_expires_at = None
+        # no session exists yet: the event is the system's, naming the owner's one-time link
+        audit.record_update(
+            session, _system_actor(None), "user.activated", user, before,
+            reason="password chosen by the account's owner with the e-mailed activation link",
+        )
     return user
 
 

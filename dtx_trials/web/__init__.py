@@ -114,7 +114,7 @@ def _check_csrf() -> None:
     """Every state-changing page request carries the session's CSRF token (form or header)."""
     sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
     expected = [g.web_session.csrf_token] if g.get("web_session") is not None else []
-    if request.endpoint == "pages.login":
+    if request.endpoint in ("pages.login", "pages.activate"):
         expected.append(request.cookies.get("dtx_login_csrf", ""))
     if not sent or not any(e and secrets.compare_digest(sent, e) for e in expected):
         abort(400, description="missing or invalid CSRF token; reload the page and try again")

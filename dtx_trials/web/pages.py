@@ -72,6 +72,41 @@ def login() -> Response | tuple[str, int] | str:
     return response
 
 
+def activation_link(token: str) -> str:
+    """The absolute URL of an account activation link (e-mailed, never shown to an admin)."""
+    return url_for("pages.activate", token=token, _external=True)
+
+
+@bp.route("/activate/<token>", methods=["GET", "POST"])
+def activate(token: str) -> Response | tuple[str, int] | str:
+    """The owner of a new account chooses its password with the one-time e-mailed link."""
+    lang = g.get("lang", "en")
+    if request.method == "GET":
+        csrf = secrets.token_urlsafe(32)
+        response = current_app.make_response(
+            render_template("activate.html", token=token, csrf_token=csrf)
+        )
+        response.set_cookie("dtx_login_csrf", csrf, max_age=3600, **_cookie_args())  # type: ignore[arg-type]
+        return response
+    password = request.form.get("password", "")
+    csrf = request.cookies.get("dtx_login_csrf", "")
+    if password != request.form.get("password_again", ""):
+        return render_template(
+            "activate.html", token=token, csrf_token=csrf,
+            errors={"password_again": [translate("passwords_differ", lang)]},
+        ), 422
+    try:
+        accounts.activate_account(db.session, token, password, policy=account_policy())
+    except DomainError as exc:
+        return render_template(
+            "activate.html", token=token, csrf_token=csrf, error=exc.message,
+            errors=exc.errors,
+        ), exc.status
+    response = redirect(url_for("pages.login", msg="activated"))
+    response.delete_cookie("dtx_login_csrf", path="/")
+    return response
+
+
 @bp.post("/logout")
 def logout() -> Response:
     """End the session on the server, not only in the browser."""

@@ -54,6 +54,7 @@ from dtx_trials.services.access import Actor, can, sees_arms
 from dtx_trials.services.errors import Conflict, DomainError, NotFound, ValidationError
 from dtx_trials.web import charts
 from dtx_trials.web.i18n import translate, translate_message
+from dtx_trials.web.pages import activation_link
 from ecrf.model import FormDef
 from ecrf.render import form_to_json
 from ecrf.schedule import PlannedVisit, next_due
@@ -280,8 +281,9 @@ def create_account(code: str) -> Response | tuple[str, int]:
             _actor(),
             username=request.form.get("username", ""),
             printed_name=request.form.get("printed_name", ""),
-            password=request.form.get("password", ""),
+            email=request.form.get("email", "").strip() or None,
             policy=account_policy(),
+            activation_link=activation_link,
         )
     except DomainError as exc:
         return _render_dashboard(trial, exc.status, account_errors=exc.errors, banner=exc.message)

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from dtx_trials.db import utcnow
 from dtx_trials.extensions import db
 from dtx_trials.models import ApiToken, AuditEvent, User, WebSession
+from tests.dtx_trials.test_account_activation import activation_token
 from tests.helpers import PASSWORD, login, make_user
 
 
@@ -19,11 +20,14 @@ def test_sec_01_passwords_hashed_with_argon2_and_min_length(client: FlaskClient)
     admin = login(client, make_user("root", superuser=True))
     user = db.session.scalars(select(User).where(User.username == "root")).one()
     assert user.password_hash.startswith("$argon2id$")
-    short = client.post(
+    created = client.post(
         "/api/v1/users",
         headers=admin.headers,
-        json={"username": "bob", "printed_name": "Bob", "password": "elevenchars"},
+        json={"username": "bob", "printed_name": "Bob", "email": "bob@example.org"},
     )
+    assert created.status_code == 201
+    token = activation_token("bob@example.org")
+    short = client.post("/api/v1/auth/activation", json={"token": token, "password": "elevenchars"})
     assert short.status_code == 422
     assert "password" in short.get_json()["errors"]
 

@@ -153,7 +153,7 @@ API_BODIES: dict[str, Any] = {
     "trials.Sites": {"code": "PRB1", "name": "Probe"},
     "trials.SiteItem": {"name": "Renamed"},
     "trials.Memberships": {"user_id": NONEXISTENT_ID, "role": "monitor"},
-    "users.Users": {"username": "probe", "printed_name": "Probe", "password": "x" * 16},
+    "users.Users": {"username": "probe", "printed_name": "Probe", "email": "probe@example.org"},
     "participants.Participants": {"site": "BJ01"},
     "participants.Consents": {"document_id": "main_icf", "version": "1.0"},
     "participants.Withdrawal": {"reason": "probe"},

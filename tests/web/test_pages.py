@@ -454,14 +454,12 @@ def test_sponsor_protocol_upload_diff_activation_sites_and_roles(
     bad_site = sponsor.post(f"{MCI}/sites", {"code": "bad code!", "name": "X"})
     assert bad_site.status_code == 422 and 'id="site-code-err"' in bad_site.text
     assert sponsor.post(f"{MCI}/sites", {"code": "CD01", "name": "Chengdu"}).status_code == 302
-    weak = sponsor.post(
-        f"{MCI}/accounts", {"username": "newbie", "printed_name": "New", "password": "short"}
-    )
-    assert weak.status_code == 422 and 'id="new-password-err"' in weak.text
+    no_email = sponsor.post(f"{MCI}/accounts", {"username": "newbie", "printed_name": "New"})
+    assert no_email.status_code == 422 and 'id="new-email-err"' in no_email.text
     assert (
         sponsor.post(
             f"{MCI}/accounts",
-            {"username": "newbie", "printed_name": "New Bie", "password": "a long enough password"},
+            {"username": "newbie", "printed_name": "New Bie", "email": "newbie@example.org"},
         ).status_code
         == 302
     )
