@@ -59,9 +59,11 @@ from pypdf import PdfReader
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
+from dtx_trials import crypto
 from dtx_trials.db import utcnow
 from dtx_trials.extensions import db
 from dtx_trials.models import (
+    Allocation,
     AnalysisRun,
     ApiToken,
     DataQuery,
@@ -70,13 +72,14 @@ from dtx_trials.models import (
     Membership,
     Participant,
     ProtocolVersion,
+    RandomizationState,
     Site,
     Trial,
     User,
     Visit,
 )
 from dtx_trials.models.users import SITE_BOUND_ROLES, Role
-from dtx_trials.services import accounts, analyses, exports, protocols
+from dtx_trials.services import accounts, analyses, audit, exports, protocols
 from dtx_trials.services.access import ACTION_ROLES, Actor, Grant, sees_arms
 from tests.dtx_trials.analysis_data import populated_trial
 from tests.dtx_trials.trial_flow import (
@@ -115,6 +118,11 @@ PUBLIC: dict[tuple[str, str], str] = {
     ("epro.code", "POST"): "ePRO one-time code: bound to the session the link opened",
     ("epro.done", "GET"): "ePRO thank-you page (shows no data)",
     ("auth.Tokens", "POST"): "exchanging a password for a bearer token",
+    ("auth.Activation", "POST"): "a new account's password, chosen with its one-time token",
+    ("pages.activate", "GET"): "the account activation form (the one-time token is checked on "
+    "POST)",
+    ("pages.activate", "POST"): "choosing a new account's password with its one-time token "
+    "(login CSRF cookie checked)",
 }
 # Fixed values for path parameters that name no record.
 CATALOGUE: dict[str, tuple[str, ...]] = {
@@ -303,6 +311,15 @@ def build_world(client: FlaskClient, app: Flask, n_blinded: int, *, run_analyses
     """Two trials with data at several sites: the blinded MCI trial (staff as in trial_flow) and
     the T2D trial, where the outsider holds every role."""
     trial = populated_trial(BLINDED_FILE, n_blinded)
+    # a known randomization secret: the API's allocations (and so what the grouping adversary
+    # sees) are the same in every run
+    state = db.session.scalars(
+        select(RandomizationState).where(RandomizationState.trial_id == trial.id)
+    ).one()
+    before = audit.snapshot(state)
+    state.secret = "5a" * 32
+    audit.record_update(db.session, CLI, "randomization.secret_fixed", state, before)
+    db.session.commit()
     staff = trial_staff(client, trial)
     home, other = list(staff.sites)[:2]
 
@@ -1019,6 +1036,11 @@ def password_routes(app: Flask, pages: Iterable[tuple[str, str]]) -> set[tuple[s
     return found
 
 
+# Forms with a password field that set a new password rather than check one: the credential is a
+# one-time 256-bit token (tests/dtx_trials/test_account_activation.py), nothing to guess.
+SETS_A_PASSWORD = {("auth.Activation", "POST"), ("pages.activate", "POST")}
+
+
 # The failure counter is one row updated under the same row lock on both backends (the API
 # sign-in lockout runs on both in test_auth); the page crawl that discovers the forms is what
 # costs time here, so this runs on SQLite only to keep the module within its CI budget.
@@ -1108,7 +1130,7 @@ def test_sec_02_every_password_check_counts_towards_the_lockout(
             ),
         ),
     }
-    unprobed = discovered - set(attempts)
+    unprobed = discovered - set(attempts) - SETS_A_PASSWORD
     assert not unprobed, f"password checks without a brute-force probe here: {sorted(unprobed)}"
     found = Findings()
     for n, ((endpoint, method), (role, attempt)) in enumerate(sorted(attempts.items())):
@@ -1237,6 +1259,95 @@ class ArmScanner:
         return sorted({m.group(0) for m in self.pattern.finditer(text)})
 
 
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+class GroupingAdversary:
+    """AUD-08 by statistics, not by words: what a blinded role reads next to a participant
+    (any JSON object naming the subject code, the participant id or the allocation, and the
+    objects inside it) is grouped value by value; a value shared by several participants that
+    sorts them by arm — the first release's equal arm seals, dummy labels reproducible from a
+    printed seed — is a leak even though no arm name appears. Instants are left out: rows
+    written in one second share a timestamp by chance, not by arm."""
+
+    def __init__(self) -> None:
+        rows = db.session.execute(
+            select(Participant.id, Participant.subject_code, Allocation.id, Allocation.arm_code)
+            .join(Allocation, Allocation.participant_id == Participant.id)
+        ).all()
+        self.arm = {code: arm for _, code, _, arm in rows}
+        self.by_participant = {pid: code for pid, code, _, _ in rows}
+        self.by_allocation = {aid: code for _, code, aid, _ in rows}
+        # feature (role, where, path) -> subject -> values
+        self.seen: dict[tuple[str, str, str], dict[str, set[str]]] = {}
+        self.objects = 0
+
+    def _subject(self, node: dict[str, Any]) -> str | None:
+        for key, value in node.items():
+            if isinstance(value, str) and value in self.arm:
+                return value
+            if key == "participant_id" and value in self.by_participant:
+                return self.by_participant[value]
+        kind, ident = node.get("entity_type"), node.get("entity_id")
+        if kind == "participant" and ident in self.by_participant:
+            return self.by_participant[ident]
+        if kind == "allocation" and ident in self.by_allocation:
+            return self.by_allocation[ident]
+        return None
+
+    def read(self, who: str, where: str, data: object) -> None:
+        self._walk(who, where, data, "", None)
+
+    def _walk(self, who: str, where: str, node: object, path: str, subject: str | None) -> None:
+        if isinstance(node, list):
+            for item in node:
+                self._walk(who, where, item, path + "[]", subject)
+            return
+        if not isinstance(node, dict):
+            return
+        subject = self._subject(node) or subject
+        if subject is not None:
+            self.objects += 1
+        for key, value in node.items():
+            if isinstance(value, dict | list):
+                if key == "changes" and isinstance(value, list):  # audit: one feature per field
+                    for change in value:
+                        if isinstance(change, dict) and subject is not None:
+                            for side in ("old", "new"):
+                                self._note(who, where, f"{path}.changes.{change.get('field')}"
+                                           f".{side}", subject, change.get(side))
+                    continue
+                self._walk(who, where, value, f"{path}.{key}", subject)
+            elif subject is not None:
+                self._note(who, where, f"{path}.{key}", subject, value)
+
+    def _note(self, who: str, where: str, path: str, subject: str, value: object) -> None:
+        if value is None or (isinstance(value, str) and _TIMESTAMP.match(value)):
+            return
+        self.seen.setdefault((who, where, path), {}).setdefault(subject, set()).add(str(value))
+
+    def leaks(self) -> list[str]:
+        found: list[str] = []
+        for (who, where, path), by_subject in sorted(self.seen.items()):
+            groups: dict[str, set[str]] = {}
+            for subject, values in by_subject.items():
+                for value in values:
+                    groups.setdefault(value, set()).add(subject)
+            shared = {v: s for v, s in groups.items() if len(s) >= 2}
+            if len(shared) < 2 or len(by_subject) < 6:
+                continue
+            arms_of = {v: {self.arm[s] for s in subjects} for v, subjects in shared.items()}
+            pure = all(len(arms) == 1 for arms in arms_of.values())
+            distinct_arms = {next(iter(a)) for a in arms_of.values() if len(a) == 1}
+            covered = sum(len(s) for s in shared.values())
+            if pure and len(distinct_arms) >= 2 and covered >= 0.75 * len(by_subject):
+                found.append(
+                    f"{where} {path} as {who}: {len(shared)} shared values sort "
+                    f"{covered} participants by arm"
+                )
+        return found
+
+
 def _strings(value: object, out: set[str]) -> None:
     if isinstance(value, str):
         out.add(value)
@@ -1294,6 +1405,7 @@ def test_aud_08_rpt_14_cn_02_blinding_and_identifier_scan(
         key=lambda f: f.values.get("subject") not in chosen,
     )
     found = Findings()
+    adversary = GroupingAdversary()
 
     blinded_roles = [
         role
@@ -1375,6 +1487,8 @@ def test_aud_08_rpt_14_cn_02_blinding_and_identifier_scan(
                         if route.endpoint in PROTOCOL_DOCUMENTS:
                             found.counts["protocol documents (arms are the design)"] += 1
                             continue
+                        if route.is_api and status == 200 and response.is_json:
+                            adversary.read(who, route.name, response.get_json())
                         where = f"{route.name} {url} [{lang}]"
                         headers = " ".join(f"{k}: {v}" for k, v in response.headers.items())
                         scan(
@@ -1419,6 +1533,7 @@ def test_aud_08_rpt_14_cn_02_blinding_and_identifier_scan(
                 assert response.status_code == 200
                 total = response.get_json()["total"]
                 found.counts["audit events scanned"] += len(response.get_json()["items"])
+                adversary.read(who, "audit trail", response.get_json())
                 scan(
                     who,
                     f"audit page {page_no}",
@@ -1446,8 +1561,14 @@ def test_aud_08_rpt_14_cn_02_blinding_and_identifier_scan(
             leaked = [i for i in world.identifiers if i in text]
             found.check(not leaked, f"unblinded export {fmt} {name}: identifiers")
     _logs_clean(app_logs, world, found)
+    for leak in adversary.leaks():
+        found.check(False, f"grouping attack: {leak}")
+    found.counts["objects read next to a participant"] = adversary.objects
+    found.counts["values grouped by the adversary"] = len(adversary.seen)
 
     for name in (
+        "objects read next to a participant",
+        "values grouped by the adversary",
         "responses scanned for arms",
         "bytes scanned",
         "exports scanned",
@@ -1480,3 +1601,37 @@ def _crawl_urls(route: Route, url: str) -> list[str]:
     if route.endpoint == "analysis_pages.simulation_page":
         return [url + "?n=40&runs=3"]
     return [url] + [url + q for q in extra.get(route.endpoint, [])]
+
+
+def test_aud_08_the_grouping_adversary_finds_linkable_seals(app: Flask) -> None:
+    """The adversary above is tested as well: the first release's trail (one unsalted seal per
+    arm) sorts the participants by arm; today's salted seals do not."""
+    populated_trial(BLINDED_FILE, 16)
+    allocations = list(db.session.scalars(select(Allocation)))
+    ring, key = crypto.cipher(), crypto.cipher().current
+    unsalted = [
+        {"entity_type": "allocation", "entity_id": a.id, "changes": [
+            {"field": "arm_code",
+             "new": f"s1:{key.kid}:{key.mac_hex(a.arm_code, 'allocation.arm_code')}"}]}
+        for a in allocations
+    ]
+    salted = [
+        {"entity_type": "allocation", "entity_id": a.id, "changes": [
+            {"field": "arm_code", "new": ring.seal(a.arm_code, "allocation.arm_code")}]}
+        for a in allocations
+    ]
+    first_release = GroupingAdversary()
+    first_release.read("auditor", "audit trail", {"items": unsalted})
+    assert first_release.leaks(), "the adversary misses equal arm seals"
+    today = GroupingAdversary()
+    today.read("auditor", "audit trail", {"items": salted})
+    assert today.leaks() == []
+    # dummy labels that follow the arm are found as well, wherever the subject is named
+    labelled = GroupingAdversary()
+    arms = sorted({a.arm_code for a in allocations})
+    code_of = {p.id: p.subject_code for p in db.session.scalars(select(Participant))}
+    labelled.read("statistician", "analysis results", {"listings": [
+        {"subject": code_of[a.participant_id], "arm": "AB"[arms.index(a.arm_code)]}
+        for a in allocations
+    ]})
+    assert labelled.leaks()
