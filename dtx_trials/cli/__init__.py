@@ -54,6 +54,16 @@ class CheckedGroup(click.Group):
                 _fail(f"argument {position} ({shown_safely(arg)!r}) {problem}")
         return super().parse_args(ctx, args)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """A missing, malformed or wrong field key is a message and exit status 2, not a
+        traceback: nothing has been written under it (the key check runs at start-up)."""
+        from dtx_trials.crypto import FieldKeyError
+
+        try:
+            return super().invoke(ctx)
+        except FieldKeyError as exc:
+            _fail(f"field key: {exc}")
+
 
 @click.group(cls=CheckedGroup)
 @click.version_option(package_name="dtx-trials")

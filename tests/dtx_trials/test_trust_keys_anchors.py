@@ -74,6 +74,23 @@ def test_wrong_field_key_stops_start_up_and_readyz_says_why(own_database: str) -
     assert client.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("key", [OTHER_KEY, "not-base64!"])
+def test_the_command_line_names_a_wrong_key_without_a_traceback(
+    own_database: str, key: str
+) -> None:
+    from click.testing import CliRunner
+
+    from dtx_trials.cli import cli
+
+    _screen(make_test_app(own_database))
+    result = CliRunner().invoke(
+        cli, ["audit", "verify"], env={"DATABASE_URL": own_database, "DTX_FIELD_KEY": key}
+    )
+    assert result.exit_code == 2, result.output
+    assert "error: field key:" in result.output and "Traceback" not in result.output
+    assert "wrong key" in result.output or "base64" in result.output
+
+
 def test_keys_rotate_reencrypts_reseals_and_keeps_the_chain(own_database: str) -> None:
     first = make_test_app(own_database)
     first.test_client().get("/readyz")
