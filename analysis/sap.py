@@ -36,7 +36,7 @@ from analysis.estimators.ancova import fit_ancova
 from analysis.estimators.binary import compare_proportions, fit_cmh, fit_logistic
 from analysis.estimators.gee import fit_gee, fit_random_intercept
 from analysis.estimators.mmrm import fit_mmrm
-from analysis.estimators.survival import estimate_kaplan_meier, fit_cox
+from analysis.estimators.survival import estimate_kaplan_meier, fit_cox, pooled_kaplan_meier
 from analysis.multiplicity import adjust_fixed_sequence, adjust_holm
 from analysis.results import AnalysisError, EffectEstimate, Serialisable
 from analysis.sensitivity import as_effect, impute_and_pool, tipping_point
@@ -839,15 +839,19 @@ def _pooled_endpoint(data: TrialData, endpoint: Endpoint) -> EndpointAnalysis:
             frame[frame["visit"] == spec.visits[-1]] if "visit" in frame and spec.visits else frame
         )
         days = {v.id: v.day for v in data.protocol.schedule.visits}
+        result: dict[str, Any] = {
+            "model": "pooled blinded review: all arms together, no comparison between groups",
+            "pooled": _pooled_summary(final, spec.model, outcome),
+        }
+        if spec.model in ("km_logrank", "cox"):
+            curve, median = pooled_kaplan_meier(final, time="time", event="event", label=POOLED)
+            result.update(curves=[curve.to_dict()], medians=[median.to_dict()])
         return EndpointAnalysis(
             **base,
             n_by_arm=n,
             n_missing_by_arm=missing,
             headline=None,
-            result={
-                "model": "pooled blinded review: all arms together, no comparison between groups",
-                "pooled": _pooled_summary(final, spec.model, outcome),
-            },
+            result=result,
             supportive={},
             sensitivity=(),
             subgroups=(),

@@ -283,6 +283,28 @@ def estimate_kaplan_meier(
     )
 
 
+def pooled_kaplan_meier(
+    data: pd.DataFrame,
+    *,
+    time: str,
+    event: str,
+    label: str,
+    conf_type: ConfType = "log-log",
+    alpha: float = 0.05,
+) -> tuple[SurvivalCurve, MedianSurvival]:
+    """One Kaplan-Meier curve (and its median) of every subject together, under `label`: the
+    overall event rate a blinded data review may look at (no comparison of arms)."""
+    frame = data[[time, event]].dropna()
+    if frame.empty:
+        raise AnalysisError("no subject with follow-up time")
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    curve = _kaplan_meier(
+        label, frame[time].to_numpy(dtype=float), frame[event].to_numpy(dtype=float),
+        conf_type, z,
+    )
+    return curve, _median(curve)
+
+
 def _efron_terms(
     beta: FloatArray, x: FloatArray, times: FloatArray, events: FloatArray, strata: FloatArray
 ) -> tuple[float, FloatArray, FloatArray]:

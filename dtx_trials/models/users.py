@@ -68,7 +68,7 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # An account created by an administrator waits for its owner to choose a password through a
     # one-time link e-mailed to them (SHA-256 of the link's token; cleared once used).
-    activation_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    activation_sha256: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
     activation_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 

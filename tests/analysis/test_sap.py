@@ -114,6 +114,9 @@ def test_pooled_review_compares_no_groups(case) -> None:  # type: ignore[no-unty
         figures = endpoint.result["pooled"]
         # the pooled n is the whole analysis set of the unblinded run
         assert figures["n"] == sum(unblinded.endpoint(endpoint.id).n_by_arm.values())
+        if endpoint.model in ("km_logrank", "cox"):  # one curve of everyone: the event rate
+            assert [c["arm"] for c in endpoint.result["curves"]] == ["All"]
+            assert figures["events"] == sum(c for c in endpoint.result["curves"][0]["n_events"])
     text = json.dumps(pooled.to_dict())
     for arm in protocol.arms:
         assert f'"{arm.code}"' not in text
