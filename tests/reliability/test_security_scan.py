@@ -1252,7 +1252,9 @@ class ArmScanner:
     def hits(self, text: str) -> list[str]:
         # a design text wrapped over lines (a PDF table cell) is still the design text
         text = re.sub(r"\s+", " ", text)
-        text = re.sub(re.escape(self.trial_code), " ", text, flags=re.IGNORECASE)
+        # the trial code, also where a PDF cell wrapped it after a hyphen ("MCI- COGTRAIN-01")
+        code = r"-\s?".join(re.escape(part) for part in self.trial_code.split("-"))
+        text = re.sub(code, " ", text, flags=re.IGNORECASE)
         text = re.sub(r'name="csrf_token" value="[^"]*"', " ", text)
         for public in self.public:
             text = text.replace(public, " ")
