@@ -25,6 +25,8 @@ class DefaultConfig:
     TSA_URL: str | None = None
     TSA_CERT: str | None = None
     QUEUE_URL: str | None = None
+    # the RQ queue's name: instances (or test runs) sharing one Redis database keep apart
+    QUEUE_NAME: str = "dtx"
     # Notification channels (dtx_trials/channels.py): e-mail when SMTP_HOST is set, SMS when
     # SMS_PROVIDER names a provider factory; messages of a channel left unset stay pending.
     SMTP_HOST: str | None = None

@@ -14,11 +14,13 @@ from dtx_trials.extensions import db
 
 log = logging.getLogger(__name__)
 
-QUEUE_NAME = "dtx"
-
-
 def queue_url(app: Flask | None = None) -> str | None:
     return (app or current_app).config.get("QUEUE_URL")
+
+
+def queue_name(app: Flask | None = None) -> str:
+    """The RQ queue (``DTX_QUEUE_NAME``, default ``dtx``) the app enqueues to, its worker reads."""
+    return str((app or current_app).config.get("QUEUE_NAME") or "dtx")
 
 
 def enqueue_analysis(run_id: int) -> str:
@@ -28,7 +30,7 @@ def enqueue_analysis(run_id: int) -> str:
         from redis import Redis
         from rq import Queue
 
-        Queue(QUEUE_NAME, connection=Redis.from_url(url)).enqueue(
+        Queue(queue_name(), connection=Redis.from_url(url)).enqueue(
             run_analysis_job, run_id, job_timeout=3600, result_ttl=86400
         )
         return "queued"
@@ -69,7 +71,7 @@ def dispatch_notifications() -> None:
         from rq import Queue
 
         try:
-            Queue(QUEUE_NAME, connection=Redis.from_url(url)).enqueue(
+            Queue(queue_name(app), connection=Redis.from_url(url)).enqueue(
                 deliver_notifications_job, job_timeout=600, result_ttl=3600
             )
         except RedisError as exc:
@@ -106,7 +108,7 @@ def deliver_notifications_job() -> str:
                 from redis import Redis
                 from rq import Queue
 
-                Queue(QUEUE_NAME, connection=Redis.from_url(url)).enqueue_at(
+                Queue(queue_name(app), connection=Redis.from_url(url)).enqueue_at(
                     retry_at, deliver_notifications_job, job_timeout=600, result_ttl=3600
                 )
             return f"sent {report.sent}, retrying {report.retrying}, failed {report.failed}"

@@ -176,14 +176,14 @@ def worker(burst: bool) -> None:
         from redis import Redis
         from rq import Queue, Worker
 
-        from dtx_trials.jobs import QUEUE_NAME, queue_url
+        from dtx_trials.jobs import queue_name, queue_url
 
         url = queue_url(app)
         if not url:
             click.echo("error: set DTX_QUEUE_URL (e.g. redis://127.0.0.1:6379/0)", err=True)
             sys.exit(2)
         connection = Redis.from_url(url)
-        Worker([Queue(QUEUE_NAME, connection=connection)], connection=connection).work(
+        Worker([Queue(queue_name(app), connection=connection)], connection=connection).work(
             burst=burst, with_scheduler=True
         )
 

@@ -18,6 +18,9 @@ from dtx_trials.models import Allocation, AuditEvent
 from tests.dtx_trials.analysis_data import populated_trial
 from tests.helpers import login, make_user
 
+# a queue of this run's own: suites running side by side on one Redis never share jobs
+TEST_QUEUE = f"dtx-test-{os.getpid()}"
+
 CODE = "T2D-COACH-01"
 
 
@@ -118,14 +121,15 @@ def test_analysis_runs_on_an_rq_worker(
     from redis import Redis
     from rq import Queue, SimpleWorker
 
-    from dtx_trials.jobs import QUEUE_NAME
     from tests.conftest import FIELD_KEY
 
     trial = populated_trial("type2_diabetes.yaml", 30)
     client = app.test_client()
     stat = login(client, make_user("stat", role="statistician", trial=trial))
     connection = Redis.from_url(redis_url)
-    queue = Queue(QUEUE_NAME, connection=connection)
+    queue = Queue(TEST_QUEUE, connection=connection)
+    app.config["QUEUE_NAME"] = TEST_QUEUE
+    monkeypatch.setenv("DTX_QUEUE_NAME", TEST_QUEUE)
     queue.empty()
     app.config["QUEUE_URL"] = redis_url
     try:

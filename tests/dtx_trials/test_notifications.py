@@ -36,6 +36,9 @@ from tests.dtx_trials.trial_flow import (
 from tests.helpers import CLI, PASSWORD, login, make_user
 from tests.mail_server import LocalSmtpServer, free_port
 
+# a queue of this run's own: suites running side by side on one Redis never share jobs
+TEST_QUEUE = f"dtx-test-{os.getpid()}"
+
 
 def _mci_staff(client: FlaskClient) -> TrialStaff:
     """The MCI trial with e-mail addresses on every account (two sites, each role once)."""
@@ -321,7 +324,6 @@ def test_rq_worker_delivers_and_schedules_the_retry(
     from rq import Queue, SimpleWorker
     from rq.registry import ScheduledJobRegistry
 
-    from dtx_trials.jobs import QUEUE_NAME
     from tests.conftest import FIELD_KEY
 
     staff = _mci_staff(client)
@@ -329,7 +331,9 @@ def test_rq_worker_delivers_and_schedules_the_retry(
     subject = enrolled_mci_participant(client, staff)
     api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
     connection = Redis.from_url(redis_url)
-    queue = Queue(QUEUE_NAME, connection=connection)
+    queue = Queue(TEST_QUEUE, connection=connection)
+    app.config["QUEUE_NAME"] = TEST_QUEUE
+    monkeypatch.setenv("DTX_QUEUE_NAME", TEST_QUEUE)
     queue.empty()
     _clear_scheduled(queue)
     with LocalSmtpServer() as smtp:
