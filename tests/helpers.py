@@ -83,3 +83,20 @@ def login(client: FlaskClient, account: Account) -> Account:
     assert response.status_code == 201, response.get_json()
     account.token = response.get_json()["token"]
     return account
+
+
+def fix_randomization_secret(trial_id: int, secret: str = "5a" * 32) -> None:
+    """Give a trial a known randomization secret (audited as the operator's change), so that its
+    allocations, and whatever depends on them, are the same in every run."""
+    from sqlalchemy import select
+
+    from dtx_trials.models import RandomizationState
+    from dtx_trials.services import audit
+
+    state = db.session.scalars(
+        select(RandomizationState).where(RandomizationState.trial_id == trial_id)
+    ).one()
+    before = audit.snapshot(state)
+    state.secret = secret
+    audit.record_update(db.session, CLI, "randomization.secret_fixed", state, before)
+    db.session.commit()

@@ -16,11 +16,10 @@ from pypdf import PdfReader
 from sqlalchemy import select
 
 from dtx_trials.extensions import db
-from dtx_trials.models import Allocation, AuditEvent, Participant, RandomizationState, Trial
-from dtx_trials.services import audit
+from dtx_trials.models import Allocation, AuditEvent, Participant, Trial
 from tests.dtx_trials.analysis_data import populated_trial
 from tests.dtx_trials.trial_flow import LIBRARY
-from tests.helpers import CLI, login, make_user
+from tests.helpers import fix_randomization_secret, login, make_user
 
 CODE = "T2D-COACH-01"
 
@@ -38,13 +37,7 @@ def _variant(tmp_path: Path, comparative: bool) -> Path:
 
 def _trial(tmp_path: Path, *, comparative: bool, n: int = 40):  # type: ignore[no-untyped-def]
     trial = populated_trial(str(_variant(tmp_path, comparative)), n)
-    state = db.session.scalars(
-        select(RandomizationState).where(RandomizationState.trial_id == trial.id)
-    ).one()
-    before = audit.snapshot(state)
-    state.secret = "5a" * 32  # a known secret: the label keys (and this test) are reproducible
-    audit.record_update(db.session, CLI, "randomization.secret_fixed", state, before)
-    db.session.commit()
+    fix_randomization_secret(trial.id)  # the label keys (and this test) are reproducible
     return trial
 
 

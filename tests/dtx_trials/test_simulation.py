@@ -25,11 +25,10 @@ from dtx_trials.models import (
     DeviceObservation,
     FormRecord,
     Participant,
-    RandomizationState,
     Trial,
     Visit,
 )
-from dtx_trials.services import audit, protocols
+from dtx_trials.services import protocols
 from dtx_trials.services.integrity import check_integrity
 from dtx_trials.services.protocols import active_protocol
 from dtx_trials.services.simulation import (
@@ -41,7 +40,7 @@ from dtx_trials.services.simulation import (
 )
 from ecrf.checks import evaluate_form
 from protocols.loader import load_protocol
-from tests.helpers import CLI
+from tests.helpers import CLI, fix_randomization_secret
 
 LIBRARY = Path(__file__).resolve().parents[2] / "protocols" / "library"
 TODAY = datetime.date(2026, 11, 2)
@@ -54,13 +53,7 @@ def _load(filename: str) -> Trial:
     code = text.split("\ncode: ", 1)[1].split("\n", 1)[0].strip()
     trial = db.session.scalars(select(Trial).where(Trial.code == code)).one()
     # a known randomization secret makes the allocations, and so the whole run, reproducible
-    state = db.session.scalars(
-        select(RandomizationState).where(RandomizationState.trial_id == trial.id)
-    ).one()
-    before = audit.snapshot(state)
-    state.secret = "5a" * 32
-    audit.record_update(db.session, CLI, "randomization.secret_fixed", state, before)
-    db.session.commit()
+    fix_randomization_secret(trial.id)
     return trial
 
 

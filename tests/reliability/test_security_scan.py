@@ -72,14 +72,13 @@ from dtx_trials.models import (
     Membership,
     Participant,
     ProtocolVersion,
-    RandomizationState,
     Site,
     Trial,
     User,
     Visit,
 )
 from dtx_trials.models.users import SITE_BOUND_ROLES, Role
-from dtx_trials.services import accounts, analyses, audit, exports, protocols
+from dtx_trials.services import accounts, analyses, exports, protocols
 from dtx_trials.services.access import ACTION_ROLES, Actor, Grant, sees_arms
 from tests.dtx_trials.analysis_data import populated_trial
 from tests.dtx_trials.trial_flow import (
@@ -90,7 +89,7 @@ from tests.dtx_trials.trial_flow import (
     load_trial,
     trial_staff,
 )
-from tests.helpers import CLI, PASSWORD, Account, login, make_user
+from tests.helpers import CLI, PASSWORD, Account, fix_randomization_secret, login, make_user
 from tests.reliability.conftest import Figures, scaled
 from tests.web.web_helpers import PageClient
 
@@ -313,13 +312,7 @@ def build_world(client: FlaskClient, app: Flask, n_blinded: int, *, run_analyses
     trial = populated_trial(BLINDED_FILE, n_blinded)
     # a known randomization secret: the API's allocations (and so what the grouping adversary
     # sees) are the same in every run
-    state = db.session.scalars(
-        select(RandomizationState).where(RandomizationState.trial_id == trial.id)
-    ).one()
-    before = audit.snapshot(state)
-    state.secret = "5a" * 32
-    audit.record_update(db.session, CLI, "randomization.secret_fixed", state, before)
-    db.session.commit()
+    fix_randomization_secret(trial.id)
     staff = trial_staff(client, trial)
     home, other = list(staff.sites)[:2]
 
