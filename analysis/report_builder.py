@@ -116,6 +116,14 @@ def _disposition_section(results: AnalysisResults, meta: ReportMeta) -> Section:
         ("Lost to follow-up", *(str(d["arms"][a]["lost_to_follow_up"]) for a in labels)),
         ("Analysed (primary)", *(str(d["arms"][a]["analysed"]) for a in labels)),
     ]
+    event_labels = d.get("intercurrent_event_labels", {})
+    rows.extend(
+        (
+            f"Intercurrent event: {text}",
+            *(str(d["arms"][a].get("intercurrent_events", {}).get(event_id, 0)) for a in labels),
+        )
+        for event_id, text in event_labels.items()
+    )
     return Section(
         "10",
         "Study participants",
@@ -220,7 +228,12 @@ def _endpoint_section(
     blocks: list[Any] = []
     e = endpoint.estimand
     events = "; ".join(
-        f"{ie['event']}: {ie['strategy'].replace('_', ' ')}"
+        f"{ie.get('description') or ie['event']}: {ie['strategy'].replace('_', ' ')}"
+        + (
+            f" (outcome set to {fmt(ie['composite_value'], 2)})"
+            if ie.get("composite_value") is not None
+            else ""
+        )
         for ie in e.get("intercurrent_events", [])
     )
     blocks.append(
@@ -251,11 +264,62 @@ def _endpoint_section(
             tuple(arm_rows),
             source=meta.source,
             footnotes=(
-                "Missing outcomes are handled as the model states "
-                "(MMRM: missing at random; others: excluded).",
+                "Missing outcomes: "
+                + (
+                    str(endpoint.missing_data["handling"])
+                    if endpoint.missing_data
+                    else "censored at the last contact (time to event)"
+                )
+                + ".",
             ),
         )
     )
+    if endpoint.intercurrent:
+        arms = list(endpoint.n_by_arm)
+        ice_rows = [
+            (
+                str(ie["description"]),
+                str(ie["detection"]),
+                str(ie["strategy"]).replace("_", " "),
+                *(
+                    f"{ie['n_with_event'].get(a, 0)} / {ie['n_affected'].get(a, 0)}"
+                    for a in arms
+                ),
+            )
+            for ie in endpoint.intercurrent
+        ]
+        blocks.append(
+            TableBlock(
+                f"{number}.1b",
+                f"{endpoint.name}: intercurrent events and strategies",
+                endpoint.population.upper(),
+                n_total,
+                ("Event", "Detected from", "Strategy", *arms),
+                tuple(ice_rows),
+                source=meta.source,
+                footnotes=(
+                    *(
+                        f"{str(ie['strategy']).replace('_', ' ')}: {ie['handling']}."
+                        for ie in endpoint.intercurrent
+                    ),
+                    "Cells: participants with the event / participants whose analysed data "
+                    "the strategy changed (an assessment is after the event when dated "
+                    "strictly later; a missing one is dated by its scheduled day).",
+                ),
+            )
+        )
+    if endpoint.missing_data:
+        m = endpoint.missing_data
+        blocks.append(
+            TextBlock(
+                f"Missing {endpoint.id} outcome at {m['visit']}: after a hypothetical-strategy "
+                "event "
+                + ", ".join(f"{a} {n}" for a, n in m["after_hypothetical_event"].items())
+                + "; other "
+                + ", ".join(f"{a} {n}" for a, n in m["other"].items())
+                + f". Handled: {m['handling']}."
+            )
+        )
     effects = list(result.get("effects", ()))
     if endpoint.headline is not None:
         h = endpoint.headline

@@ -26,6 +26,7 @@ from analysis.datasets import (
     baseline_values,
     endpoint_frame,
     in_population,
+    subject_events,
     visible_visits,
 )
 from analysis.estimators._covariance import CovarianceStructure
@@ -34,12 +35,20 @@ from analysis.estimators.binary import compare_proportions, fit_cmh, fit_logisti
 from analysis.estimators.gee import fit_gee, fit_random_intercept
 from analysis.estimators.mmrm import fit_mmrm
 from analysis.estimators.survival import estimate_kaplan_meier, fit_cox
+from analysis.intercurrent import HANDLING
 from analysis.multiplicity import adjust_fixed_sequence, adjust_holm
 from analysis.results import AnalysisError, EffectEstimate, Serialisable
 from analysis.sensitivity import as_effect, impute_and_pool, tipping_point
 from analysis.subgroups import estimate_subgroup_effects
 from ecrf.model import Label
-from protocols.model import BINARY_MODELS, Arm, Endpoint, Protocol
+from protocols.model import (
+    BINARY_MODELS,
+    SURVIVAL_MODELS,
+    Arm,
+    Endpoint,
+    IntercurrentEvent,
+    Protocol,
+)
 
 Progress = Callable[[int, int, str], None]
 COVARIANCE: dict[str, CovarianceStructure] = {
@@ -72,6 +81,10 @@ class EndpointAnalysis(Serialisable):
     mean_by_visit: tuple[Mapping[str, Any], ...]
     warnings: tuple[str, ...]
     error: str | None = None
+    # per estimand event: detection, strategy, what was done, participants per arm
+    intercurrent: tuple[Mapping[str, Any], ...] = ()
+    # missing analysed outcome per arm: after an event (hypothetical) or unrelated, and how
+    missing_data: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -309,10 +322,95 @@ def _counts(
     per_subject = frame.groupby("subject").agg(
         arm=("arm", "first"), has=(outcome, lambda s: s.notna().any())
     )
-    n = {arm: int((per_subject["arm"] == arm).sum()) for arm in arms}
+    truncated = frame.attrs.get("truncated", {})
+    n = {arm: int((per_subject["arm"] == arm).sum()) + truncated.get(arm, 0) for arm in arms}
     analysed = per_subject[per_subject["has"]]
     missing = {arm: n[arm] - int((analysed["arm"] == arm).sum()) for arm in arms}
     return n, missing
+
+
+def detection_text(event: IntercurrentEvent, protocol: Protocol) -> str:
+    """How the event is found in the data, in words (stream by its label, which a blinded run
+    has redacted)."""
+    if event.detected_by == "form_field":
+        date = f"dated by {event.date_field}" if event.date_field else "dated by the visit"
+        return f"form data: {event.condition} ({date})"
+    if event.detected_by == "repeating_form":
+        rule = f" where {event.condition}" if event.condition else ""
+        return f"log form {event.form}{rule}, first {event.date_field}"
+    if event.detected_by == "device_inactivity":
+        stream = next((d.label.en for d in protocol.device_streams if d.id == event.stream), "")
+        return (f"device data ({stream}): no use for {event.inactive_days} consecutive "
+                "days (dated by the last day of use)")
+    reasons = f" ({', '.join(event.reasons)})" if event.reasons else " (any reason)"
+    return f"withdrawal{reasons}, dated by the withdrawal"
+
+
+def _per_arm(frame: pd.DataFrame, mask: pd.Series, arms: Sequence[str]) -> dict[str, int]:
+    subjects = frame[mask].groupby("subject")["arm"].first()
+    return {arm: int((subjects == arm).sum()) for arm in arms}
+
+
+def _intercurrent_summary(
+    protocol: Protocol, endpoint: Endpoint, frame: pd.DataFrame, arms: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Per estimand event: how it is detected, the strategy, what was done and counts by arm."""
+    out: list[dict[str, Any]] = []
+    for item in endpoint.estimand.intercurrent_events:
+        event = protocol.intercurrent_event(item.event)
+        column = f"ice_{item.event}"
+        has = frame[column].notna() if column in frame else pd.Series(False, index=frame.index)
+        changed = (frame["ice_event"] == item.event) if "ice_event" in frame else has & False
+        actions = (
+            frame.loc[changed, "ice_action"].value_counts().to_dict() if changed.any() else {}
+        )
+        truncated = frame.attrs.get("truncated", {}) if item.strategy == "while_on_treatment" \
+            else {}
+        out.append(
+            {
+                "event": item.event,
+                "description": event.description.en,
+                "detected_by": event.detected_by,
+                "detection": detection_text(event, protocol),
+                "strategy": item.strategy,
+                "composite_value": item.composite_value,
+                "handling": HANDLING.get(item.strategy, ""),
+                "n_with_event": _per_arm(frame, has, arms),
+                "n_affected": {
+                    arm: n + truncated.get(arm, 0)
+                    for arm, n in _per_arm(frame, changed, arms).items()
+                },
+                "records_changed": {str(k): int(v) for k, v in actions.items()},
+            }
+        )
+    return out
+
+
+def _missing_summary(
+    endpoint: Endpoint, frame: pd.DataFrame, arms: Sequence[str], outcome: str
+) -> dict[str, Any] | None:
+    """Participants whose analysed outcome (final visit) is missing, by arm and by cause."""
+    spec = endpoint.analysis
+    if spec.model in SURVIVAL_MODELS or outcome not in frame:
+        return None
+    final = frame[frame["visit"] == spec.visits[-1]] if "visit" in frame and spec.visits \
+        else frame
+    missing = final[outcome].isna()
+    after_event = missing & (final["ice_action"] == "set_missing")
+    model = spec.model
+    how = {
+        "mmrm": "missing at random: the MMRM likelihood uses every observed visit",
+        "ancova": "missing at random given the covariates: complete-case ANCOVA (the same "
+        "estimate as multiple imputation under MAR with these covariates)",
+        "gee_per_eye": "excluded (GEE is valid under MCAR only); see the sensitivity analyses",
+    }.get(model, "excluded from the fit (valid under MAR given the covariates); see the "
+          "sensitivity analyses")
+    return {
+        "visit": spec.visits[-1] if spec.visits else None,
+        "after_hypothetical_event": _per_arm(final, after_event, arms),
+        "other": _per_arm(final, missing & ~after_event, arms),
+        "handling": how,
+    }
 
 
 def _mean_by_visit(
@@ -477,7 +575,12 @@ def analyse_endpoint(
         "variable": endpoint.estimand.variable.en,
         "treatment": f"{' vs '.join(arms)} (reference {reference})",
         "intercurrent_events": [
-            {"event": e.description.en, "strategy": e.strategy}
+            {
+                "event": e.event,
+                "description": data.protocol.intercurrent_event(e.event).description.en,
+                "strategy": e.strategy,
+                "composite_value": e.composite_value,
+            }
             for e in endpoint.estimand.intercurrent_events
         ],
         "summary": endpoint.estimand.summary.en,
@@ -502,8 +605,20 @@ def analyse_endpoint(
         )
         n, missing = _counts(frame, arms, outcome)
         result, headline, supportive = _fit(endpoint, frame, reference)
+        missing_data = _missing_summary(endpoint, frame, arms, outcome)
         warnings = tuple(getattr(result, "warnings", ()))
+        if missing_data is not None:
+            lost = sum(missing_data["after_hypothetical_event"].values()) + sum(
+                missing_data["other"].values()
+            )
+            if lost:
+                warnings += (
+                    f"{lost} participant(s) without an analysed outcome at "
+                    f"{missing_data['visit']}: {missing_data['handling']}",
+                )
         return EndpointAnalysis(
+            intercurrent=tuple(_intercurrent_summary(data.protocol, endpoint, frame, arms)),
+            missing_data=missing_data,
             **base,
             n_by_arm=n,
             n_missing_by_arm=missing,
@@ -602,6 +717,17 @@ def _disposition(
             "excluded_from_analysis": len(randomized) - analysed,
         }
     failed_by_criterion = Counter(c for s in failed for c in s.failed_criteria)
+    events: dict[str, Counter[str]] = {e.id: Counter() for e in data.protocol.intercurrent_events}
+    if events:
+        for s in subjects:
+            if s.arm is None:
+                continue
+            for event_id in subject_events(data, s):
+                events[event_id][s.arm] += 1
+    for label in labels:
+        per_arm[label]["intercurrent_events"] = {
+            event_id: counts.get(label, 0) for event_id, counts in events.items()
+        }
     return {
         "assessed": len(subjects),
         "excluded": len(failed) + len(pending),
@@ -609,6 +735,9 @@ def _disposition(
         "failed_criteria": dict(failed_by_criterion),
         "randomized": sum(1 for s in subjects if s.arm is not None),
         "arms": per_arm,
+        "intercurrent_event_labels": {
+            e.id: e.description.en for e in data.protocol.intercurrent_events
+        },
     }
 
 

@@ -63,13 +63,17 @@ from tests.helpers import CLI, PASSWORD, make_user
 #: Keys whose effect another issue builds; listed here, in one place, so that the key-effect
 #: test still enumerates every key of the schema.
 PENDING_OTHER_ISSUES: dict[str, str] = {
+    **{
+        key: "issue #17, later part of this branch"
+        for key in (
+            "multiplicity.procedure", "multiplicity.hypotheses[].endpoint",
+            "multiplicity.hypotheses[].weight", "randomization.factors[].visit",
+            "multiplicity.transitions[].to", "multiplicity.alpha", "multiplicity.hypotheses[].arm",
+            "multiplicity.transitions[].from", "multiplicity.hypotheses[].id",
+            "multiplicity.transitions[].weight",
+        )
+    },
     "consents[].signer": "pending issue #20: remote eConsent enforces the protocol's signer",
-    "endpoints[].estimand.intercurrent_events[].strategy": (
-        "pending issue #17: strategies applied in the analysis datasets"
-    ),
-    "endpoints[].estimand.intercurrent_events[].id": (
-        "pending issue #17: intercurrent events detected from the data, by id"
-    ),
 }
 
 LIBRARY_FILES = {
@@ -254,6 +258,42 @@ def rescue_a_month_before_the_visit(subject: SubjectData) -> SubjectData:
     return replace(subject, visits=visits)
 
 
+def dated_events(subject: SubjectData) -> SubjectData:
+    """Dates the simulator sets to the visit date moved 30 days earlier (rescue, a
+    cholinesterase inhibitor), and a glucose-lowering medication log entry for every rescue,
+    so intercurrent events precede the visit that records them."""
+    visits = {}
+    log: list[dict[str, object]] = []
+    for visit, values in subject.visits.items():
+        on = subject.visit_dates.get(visit)
+        if on is not None:
+            month_before = (on - datetime.timedelta(days=30)).isoformat()
+            if values.get("rescue_started") == "1":
+                values = {**values, "rescue_on": month_before}
+                log.append({"dm_med_name": "gliclazide", "dm_med_class": "su",
+                            "dm_med_start_on": month_before, "dm_med_is_rescue": "1"})
+            if values.get("achei_started") == "1":
+                values = {**values, "achei_start_on": month_before}
+        visits[visit] = values
+    repeats = {**subject.repeats, "diabetes_meds": tuple(log)} if log else subject.repeats
+    return replace(subject, visits=visits, repeats=repeats)
+
+
+def event(doc: Doc, event_id: str) -> Doc:
+    return by_id(doc["intercurrent_events"], event_id)
+
+
+def estimand_event(doc: Doc, endpoint_id: str, event_id: str) -> Doc:
+    return by_id(endpoint(doc, endpoint_id)["estimand"]["intercurrent_events"], event_id, "event")
+
+
+def rescue_from_the_log(doc: Doc) -> None:
+    """T2D: the rescue event read from the medication log instead of the end-of-study form."""
+    rescue = event(doc, "rescue")
+    rescue.update(detected_by="repeating_form", form="diabetes_meds",
+                  condition="[dm_med_is_rescue] = '1'", date_field="dm_med_start_on")
+
+
 def form_check(form_id: str, values: dict[str, object], *, submit: bool = True,
                today: datetime.date = TODAY) -> Callable[[Protocol], object]:
     """What the form engine says of these values (errors, warnings, derived, hidden)."""
@@ -415,6 +455,7 @@ ALLOC = allocations()
 SAP = sap()
 MOCA_ONLY = keep_endpoints("moca_change_w24")
 T2D_PRIMARY = keep_endpoints("hba1c_change_w24")
+SAP_DATED = sap(edit=dated_events)
 AE_VALUES = {"ae_term": "headache", "ae_onset_on": "2026-10-01", "ae_severity": "mild",
              "ae_serious": "0", "ae_related": "not_related", "ae_resolved_on": "2026-09-01"}
 
@@ -651,8 +692,11 @@ PROBES: dict[str, Probe] = {
         form_check("adverse_events", AE_VALUES, submit=False),
     ),
     # ---- device streams (adherence probes run against stored device data, see below)
-    "device_streams[].id": Probe("mci", setter(lambda d: d["device_streams"][0], "id",
-                                               "training_time"), shell_steps=("ingest",)),
+    "device_streams[].id": Probe(
+        "mci", both(setter(lambda d: d["device_streams"][0], "id", "training_time"),
+                    setter(lambda d: event(d, "stopped_training"), "stream", "training_time")),
+        shell_steps=("ingest",), also=("intercurrent_events[].stream",),
+    ),
     "device_streams[].unit": Probe("mci", setter(lambda d: d["device_streams"][0], "unit", "h"),
                                    shell_steps=("ingest",)),
     "device_streams[].min": Probe("mci", setter(lambda d: d["device_streams"][0], "min", 10),
@@ -775,6 +819,64 @@ PROBES: dict[str, Probe] = {
              setter(lambda d: analysis(d, "hba1c_change_w24")["subgroups"][0]["levels"][1],
                     "when", "[bmi] >= 32")),
         SAP, setup=T2D_PRIMARY, also=("endpoints[].analysis.subgroups[].levels[].when",),
+    ),
+    # ---- intercurrent events: detection (counts per arm in the disposition table, strategies
+    # applied to the analysis data) and each estimand's strategies
+    "intercurrent_events[].id": Probe(
+        "mci", both(setter(lambda d: event(d, "started_achei"), "id", "achei"),
+                    setter(lambda d: estimand_event(d, "adas_change_w24", "started_achei"),
+                           "event", "achei")),
+        SAP_DATED, setup=keep_endpoints("adas_change_w24"),
+        also=("endpoints[].estimand.intercurrent_events[].event",),
+    ),
+    "intercurrent_events[].detected_by": Probe(
+        "mci", lambda d: event(d, "stopped_training").update(
+            detected_by="form_field", condition="[app_problem] = '1'", stream=None,
+            inactive_days=None),
+        SAP, setup=keep_endpoints("moca_change_w24"),
+        also=("intercurrent_events[].condition", "intercurrent_events[].stream",
+              "intercurrent_events[].inactive_days"),
+    ),
+    "intercurrent_events[].condition": Probe(
+        "mci", setter(lambda d: event(d, "started_achei"), "condition", "[achei_started] = '0'"),
+        SAP, setup=keep_endpoints("moca_change_w24"),
+    ),
+    "intercurrent_events[].date_field": Probe(
+        "mci", setter(lambda d: event(d, "started_achei"), "date_field", "eos_on"),
+        SAP_DATED, setup=keep_endpoints("adas_change_w24"),
+    ),
+    "intercurrent_events[].form": Probe(
+        "t2d", lambda d: event(d, "rescue").update(
+            form="adverse_events", condition="[ae_serious] = '1'", date_field="ae_onset_on"),
+        SAP_DATED, setup=both(T2D_PRIMARY, rescue_from_the_log),
+        also=("intercurrent_events[].condition", "intercurrent_events[].date_field"),
+    ),
+    "intercurrent_events[].stream": Probe(
+        "t2d", setter(lambda d: event(d, "stopped_app"), "stream", "glucose_log"), SAP,
+        setup=T2D_PRIMARY,
+    ),
+    "intercurrent_events[].inactive_days": Probe(
+        "mci", setter(lambda d: event(d, "stopped_training"), "inactive_days", 3), SAP,
+        setup=keep_endpoints("moca_change_w24"),
+    ),
+    "intercurrent_events[].reasons[]": Probe(
+        "mci", setter(lambda d: event(d, "withdrew"), "reasons", ["lost"]), SAP,
+        setup=keep_endpoints("moca_change_w24"),
+    ),
+    "endpoints[].estimand.intercurrent_events[].event": Probe(
+        "mci", setter(lambda d: estimand_event(d, "adas_responder_w24", "withdrew"), "event",
+                      "started_achei"),
+        SAP_DATED, setup=keep_endpoints("adas_responder_w24"),
+    ),
+    "endpoints[].estimand.intercurrent_events[].strategy": Probe(
+        "t2d", setter(lambda d: estimand_event(d, "hba1c_change_w24", "rescue"), "strategy",
+                      "hypothetical"),
+        SAP_DATED, setup=T2D_PRIMARY,
+    ),
+    "endpoints[].estimand.intercurrent_events[].composite_value": Probe(
+        "mci", setter(lambda d: estimand_event(d, "adas_responder_w24", "stopped_training"),
+                      "composite_value", 1),
+        SAP, setup=keep_endpoints("adas_responder_w24"),
     ),
     # ---- sample size and consents
     "sample_size.n": Probe("mci", setter(lambda d: d["sample_size"], "n", 40),
