@@ -444,6 +444,17 @@ class Protocol:
         """Return the field with this id, from whichever form holds it; raise KeyError if none."""
         return self.field_index()[field_id][1]
 
+    def factor_visit(self, factor: StratificationFactor) -> str | None:
+        """Return the visit whose value of the factor's field is used: the factor's ``visit``,
+        else the first visit at or before randomization that collects the field."""
+        if factor.visit is not None:
+            return factor.visit
+        forms = {f.id for f in self.forms if any(x.id == factor.field for x in f.fields)}
+        for visit in self.schedule.visits:
+            if (visit.anchor != "randomization" or visit.day <= 0) and forms & set(visit.forms):
+                return visit.id
+        return None
+
     def visits_of_form(self, form_id: str) -> tuple[str, ...]:
         """Return the ids of the visits at which this form is scheduled, in schedule order."""
         return tuple(v.id for v in self.schedule.visits if form_id in v.forms)

@@ -67,7 +67,7 @@ PENDING_OTHER_ISSUES: dict[str, str] = {
         key: "issue #17, later part of this branch"
         for key in (
             "multiplicity.procedure", "multiplicity.hypotheses[].endpoint",
-            "multiplicity.hypotheses[].weight", "randomization.factors[].visit",
+            "multiplicity.hypotheses[].weight",
             "multiplicity.transitions[].to", "multiplicity.alpha", "multiplicity.hypotheses[].arm",
             "multiplicity.transitions[].from", "multiplicity.hypotheses[].id",
             "multiplicity.transitions[].weight",
@@ -198,11 +198,14 @@ def _screening_values(protocol: Protocol, j: int) -> dict[str, object]:
     return values
 
 
-def allocations(n: int = 40, missing: str | None = None) -> Callable[[Protocol], object]:
+def allocations(
+    n: int = 40, missing: str | None = None, by_visit: bool = False
+) -> Callable[[Protocol], object]:
     """What the randomization service would allocate to n participants, through the shell's
     own design builder and stratum derivation (the path every allocation takes).
 
-    Every ninth participant lacks the screening value `missing` (if given).
+    Every ninth participant lacks the screening value `missing` (if given). With `by_visit`,
+    values are recorded per visit, each pre-randomization visit with different ones.
     """
 
     def observe(protocol: Protocol) -> object:
@@ -216,7 +219,13 @@ def allocations(n: int = 40, missing: str | None = None) -> Callable[[Protocol],
             if missing is not None and j % 9 == 8:
                 values.pop(missing, None)
             try:
-                key, factors = shell.derive_stratum(protocol, values, sites[j % len(sites)])
+                visits = {
+                    v.id: _screening_values(protocol, j + 3 * k)
+                    for k, v in enumerate(protocol.schedule.visits)
+                    if v.anchor != "randomization" or v.day <= 0
+                } if by_visit else None
+                key, factors = shell.derive_stratum(
+                    protocol, {} if by_visit else values, sites[j % len(sites)], visits)
             except DomainError as exc:
                 out.append(("refused", exc.message))
                 continue
@@ -507,6 +516,10 @@ PROBES: dict[str, Probe] = {
     "randomization.method": Probe("t2d", method("simple"), ALLOC,
                                   also=("randomization.block_sizes[]",)),
     "randomization.block_sizes[]": Probe("mci", setter(rand, "block_sizes", [2]), ALLOC),
+    "randomization.factors[].visit": Probe(
+        "mci", setter(lambda d: factor(d), "visit", "baseline"), allocations(by_visit=True),
+        setup=lambda d: by_id(d["schedule"]["visits"], "baseline")["forms"].append("moca"),
+    ),
     "randomization.factors[].id": Probe(
         "mci", rename_factor("moca_band", "moca_group"), ALLOC,
         also=("endpoints[].analysis.strata[]",),
