@@ -543,39 +543,83 @@ def _efficacy_section(results: AnalysisResults, meta: ReportMeta) -> Section:
     ]
     blocks: list[Any] = list(subsections)
     if results.multiplicity:
-        m = results.multiplicity
-        rows = [
-            (
-                str(d["endpoint"]),
-                fmt_p(d["p_value"]),
-                fmt_p(d["adjusted_p_value"]),
-                "yes" if d["rejected"] else "no",
-                "yes" if d["tested"] else "no",
+        blocks.append(_multiplicity_section(f"14.2.{len(subsections) + 1}", results, meta))
+    return Section("14.2", "Efficacy", tuple(blocks))
+
+
+PROCEDURE_NAMES = {
+    "fixed_sequence": "fixed sequence (hierarchical)",
+    "holm": "Holm step-down",
+    "hochberg": "Hochberg step-up",
+    "bonferroni": "Bonferroni (weighted when weights are given)",
+    "graphical": "graphical procedure (Bretz et al. 2009, weighted Bonferroni)",
+}
+
+
+def _multiplicity_section(number: str, results: AnalysisResults, meta: ReportMeta) -> Section:
+    """The confirmatory family, adjusted p-values and (graphical) the rejection path."""
+    m = results.multiplicity or {}
+    result = m["result"]
+    family = {f["id"]: f for f in m.get("family", ())}
+    rows = [
+        (
+            str(d["endpoint"]),
+            str(family.get(d["endpoint"], {}).get("contrast") or "—"),
+            fmt_p(d["p_value"]),
+            fmt_p(d["adjusted_p_value"]),
+            "yes" if d["rejected"] else "no",
+            "yes" if d["tested"] else "no",
+        )
+        for d in result["decisions"]
+    ]
+    text = (
+        f"Procedure: {PROCEDURE_NAMES.get(m['procedure'], m['procedure'])}"
+        f"{' (declared in the protocol)' if m.get('declared') else ''}; family-wise alpha "
+        f"{m['alpha']}; family (in order): {', '.join(m['order'])}."
+    )
+    if m.get("note"):
+        text += f" {m['note']}."
+    blocks: list[Any] = [
+        TextBlock(text),
+        TableBlock(
+            f"{number}.1",
+            "Confirmatory family: adjusted p-values",
+            "FAS",
+            _n_randomized(results),
+            ("Hypothesis", "Contrast", "p", "Adjusted p", "Rejected", "Tested"),
+            tuple(rows),
+            source=meta.source,
+        ),
+    ]
+    path = result.get("path") or ()
+    if path:
+        steps = []
+        for k, step in enumerate(path, start=1):
+            levels = ", ".join(f"{h} {fmt(a, 4)}" for h, a in step["levels"].items())
+            action = f"reject {step['rejected']}" if step["rejected"] else "stop"
+            steps.append((str(k), levels, action))
+        graph = "; ".join(
+            f"{f['id']}: weight {fmt(f.get('weight'), 3)}"
+            + (
+                " → " + ", ".join(f"{t} {fmt(g, 3)}" for t, g in f["transitions"].items())
+                if f.get("transitions")
+                else ""
             )
-            for d in m["fixed_sequence"]["decisions"]
-        ]
+            for f in m.get("family", ())
+        )
         blocks.append(
-            Section(
-                f"14.2.{len(subsections) + 1}",
-                "Multiplicity",
-                (
-                    TextBlock(
-                        f"Procedure: {m['procedure']}; family-wise alpha {m['alpha']}; "
-                        f"testing order: {', '.join(m['order'])}."
-                    ),
-                    TableBlock(
-                        f"14.2.{len(subsections) + 1}.1",
-                        "Hierarchical testing of confirmatory endpoints",
-                        "FAS",
-                        _n_randomized(results),
-                        ("Endpoint", "p", "Adjusted p", "Rejected", "Tested"),
-                        tuple(rows),
-                        source=meta.source,
-                    ),
-                ),
+            TableBlock(
+                f"{number}.2",
+                "Rejection path (local levels at each step)",
+                "FAS",
+                _n_randomized(results),
+                ("Step", "Local levels (weight × alpha)", "Action"),
+                tuple(steps),
+                source=meta.source,
+                footnotes=(f"Initial graph: {graph}.",),
             )
         )
-    return Section("14.2", "Efficacy", tuple(blocks))
+    return Section(number, "Multiplicity", tuple(blocks))
 
 
 def _safety_section(results: AnalysisResults, meta: ReportMeta) -> Section:

@@ -294,6 +294,8 @@ class MultiplicityResult(Serialisable):
     procedure: str
     alpha: float
     decisions: tuple[MultiplicityDecision, ...]
+    # the rejection path: each step's local levels and what was rejected (graphical, stepwise)
+    path: tuple[Mapping[str, object], ...] = ()
 
     def decision(self, endpoint: str) -> MultiplicityDecision:
         """Return the decision for ``endpoint``."""

@@ -36,7 +36,13 @@ from analysis.estimators.gee import fit_gee, fit_random_intercept
 from analysis.estimators.mmrm import fit_mmrm
 from analysis.estimators.survival import estimate_kaplan_meier, fit_cox
 from analysis.intercurrent import HANDLING
-from analysis.multiplicity import adjust_fixed_sequence, adjust_holm
+from analysis.multiplicity import (
+    adjust_bonferroni,
+    adjust_fixed_sequence,
+    adjust_graphical,
+    adjust_hochberg,
+    adjust_holm,
+)
 from analysis.results import AnalysisError, EffectEstimate, Serialisable
 from analysis.sensitivity import as_effect, impute_and_pool, tipping_point
 from analysis.subgroups import estimate_subgroup_effects
@@ -652,28 +658,125 @@ def analyse_endpoint(
         )
 
 
+def _arm_effect(analysis: EndpointAnalysis, arm: str) -> Mapping[str, Any] | None:
+    """The endpoint's effect of ``arm`` versus its reference, at the headline's visit and with
+    the headline's interval method (the headline itself for the first active arm)."""
+    headline = analysis.headline
+    if headline is None:
+        return None
+    effects = (analysis.result or {}).get("effects", ())
+    for effect in effects:
+        left = re.split(r" - | vs | / ", str(effect.get("contrast", "")))[0]
+        if (
+            left == arm
+            and effect.get("visit") == headline.get("visit")
+            and effect.get("ci_method") == headline.get("ci_method")
+        ):
+            return effect  # type: ignore[no-any-return]
+    return None
+
+
+def _p_of(effect: Mapping[str, Any] | None) -> float:
+    """A missing p-value (analysis failed) counts as 1: the hypothesis is never rejected."""
+    p = effect.get("p_value") if effect else None
+    return float(p) if isinstance(p, int | float) and not math.isnan(p) else 1.0
+
+
+def _declared_multiplicity(
+    protocol: Protocol, analyses: Sequence[EndpointAnalysis], labels: Mapping[str, str]
+) -> dict[str, Any]:
+    spec = protocol.multiplicity
+    assert spec is not None
+    family: list[dict[str, Any]] = []
+    for h in spec.hypotheses:
+        analysis = next(a for a in analyses if a.id == h.endpoint)
+        effect = _arm_effect(analysis, labels[h.arm])
+        family.append(
+            {
+                "id": h.id,
+                "endpoint": h.endpoint,
+                "arm": labels[h.arm],
+                "contrast": effect.get("contrast") if effect else None,
+                "p_value": _p_of(effect),
+                "weight": h.weight,
+                "note": None if effect else (analysis.error or "no effect estimate"),
+            }
+        )
+    tests = [(f["id"], f["p_value"]) for f in family]
+    ids = [h.id for h in spec.hypotheses]
+    if spec.procedure == "fixed_sequence":
+        result = adjust_fixed_sequence(tests, spec.alpha)
+    elif spec.procedure == "holm":
+        result = adjust_holm(tests, spec.alpha)
+    elif spec.procedure == "hochberg":
+        result = adjust_hochberg(tests, spec.alpha)
+    elif spec.procedure == "bonferroni":
+        weights = [h.weight for h in spec.hypotheses]
+        result = adjust_bonferroni(
+            tests, spec.alpha,
+            None if any(w is None for w in weights) else [float(w or 0) for w in weights],
+        )
+    else:
+        matrix = [[0.0] * len(ids) for _ in ids]
+        for t in spec.transitions:
+            matrix[ids.index(t.source)][ids.index(t.target)] = t.weight
+        result = adjust_graphical(
+            tests, spec.alpha, [float(h.weight or 0) for h in spec.hypotheses], matrix
+        )
+        for f in family:
+            f["transitions"] = {
+                t.target: t.weight for t in spec.transitions if t.source == f["id"]
+            }
+    return {
+        "declared": True,
+        "procedure": spec.procedure,
+        "alpha": spec.alpha,
+        "order": ids,
+        "family": family,
+        "result": result.to_dict(),
+    }
+
+
 def _multiplicity(
-    protocol: Protocol, analyses: Sequence[EndpointAnalysis]
+    protocol: Protocol, analyses: Sequence[EndpointAnalysis], labels: Mapping[str, str]
 ) -> dict[str, Any] | None:
+    """The confirmatory family and its adjusted p-values: as the protocol's ``multiplicity``
+    declares it, else every active arm of each endpoint with a multiplicity_order, in order
+    (fixed sequence, with Holm shown for reference)."""
+    if protocol.multiplicity is not None:
+        return _declared_multiplicity(protocol, analyses, labels)
     ordered = sorted(
         (e for e in protocol.endpoints if e.analysis.multiplicity_order),
         key=lambda e: e.analysis.multiplicity_order or 0,
     )
     tests: list[tuple[str, float]] = []
+    family: list[dict[str, Any]] = []
     for endpoint in ordered:
         analysis = next(a for a in analyses if a.id == endpoint.id)
-        p = analysis.headline.get("p_value") if analysis.headline else None
-        tests.append((endpoint.id, float(p) if isinstance(p, int | float) else 1.0))
+        reference = _reference(protocol, endpoint, labels)
+        active = [labels[a.code] for a in protocol.arms if labels[a.code] != reference]
+        for arm in sorted(active) if len(active) > 1 else active:
+            name = endpoint.id if len(active) == 1 else f"{endpoint.id} ({arm})"
+            effect = _arm_effect(analysis, arm)
+            tests.append((name, _p_of(effect)))
+            family.append({"id": name, "endpoint": endpoint.id, "arm": arm,
+                           "contrast": effect.get("contrast") if effect else None,
+                           "p_value": _p_of(effect), "weight": None, "note": None})
     if len(tests) < 2:
         return None
     alpha = ordered[0].analysis.alpha
+    fixed = adjust_fixed_sequence(tests, alpha).to_dict()
     return {
+        "declared": False,
         "order": [t[0] for t in tests],
         "alpha": alpha,
-        "fixed_sequence": adjust_fixed_sequence(tests, alpha).to_dict(),
+        "family": family,
+        "result": fixed,
+        "fixed_sequence": fixed,
         "holm": adjust_holm(tests, alpha).to_dict(),
-        "procedure": "fixed-sequence (hierarchical) testing in the protocol's order; "
-        "Holm shown for reference",
+        "procedure": "fixed_sequence",
+        "note": "fixed-sequence (hierarchical) testing in the protocol's multiplicity_order, "
+        "every active arm of an endpoint before the next endpoint; Holm shown for reference",
     }
 
 
@@ -950,7 +1053,7 @@ def run_sap(
         disposition=_disposition(masked, arm_order, primary),
         baseline=tuple(_baseline_table(masked, arm_order)),
         endpoints=tuple(analyses),
-        multiplicity=_multiplicity(protocol, analyses),
+        multiplicity=_multiplicity(protocol, analyses, labels),
         safety=_safety(masked, arm_order),
         listings=_listings(masked, primary_endpoint),
     )

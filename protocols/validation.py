@@ -789,6 +789,11 @@ def _check_multiplicity(ctx: _Context) -> None:
         return
     base: Path = ("multiplicity",)
     endpoints = {e.id: e for e in p.endpoints}
+    for i, item in enumerate(p.endpoints):
+        if item.analysis.multiplicity_order is not None:
+            r.error(("endpoints", i, "analysis", "multiplicity_order"), "multiplicity_order is "
+                    "not used when 'multiplicity' declares the confirmatory family (its "
+                    "hypotheses are in testing order)")
     arm_codes = {a.code for a in p.arms}
     _duplicates(r, "hypothesis id", (
         (h.id, (*base, "hypotheses", k, "id")) for k, h in enumerate(spec.hypotheses)
@@ -967,7 +972,7 @@ def _warn_about_design(ctx: _Context) -> None:
             r.warning(("endpoints", i, "analysis"),
                       f"primary endpoint '{endpoint.id}' has no sensitivity analysis of its "
                       "estimand (ICH E9(R1) A.5.2)")
-    if len(confirmatory) > 1:
+    if len(confirmatory) > 1 and p.multiplicity is None:
         for i in confirmatory:
             if p.endpoints[i].analysis.multiplicity_order is None:
                 r.warning(("endpoints", i, "analysis"),

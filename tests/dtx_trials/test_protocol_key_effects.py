@@ -63,16 +63,6 @@ from tests.helpers import CLI, PASSWORD, make_user
 #: Keys whose effect another issue builds; listed here, in one place, so that the key-effect
 #: test still enumerates every key of the schema.
 PENDING_OTHER_ISSUES: dict[str, str] = {
-    **{
-        key: "issue #17, later part of this branch"
-        for key in (
-            "multiplicity.procedure", "multiplicity.hypotheses[].endpoint",
-            "multiplicity.hypotheses[].weight",
-            "multiplicity.transitions[].to", "multiplicity.alpha", "multiplicity.hypotheses[].arm",
-            "multiplicity.transitions[].from", "multiplicity.hypotheses[].id",
-            "multiplicity.transitions[].weight",
-        )
-    },
     "consents[].signer": "pending issue #20: remote eConsent enforces the protocol's signer",
 }
 
@@ -80,6 +70,8 @@ LIBRARY_FILES = {
     "mci": "cognitive_impairment.yaml",
     "t2d": "type2_diabetes.yaml",
     "myopia": "pediatric_myopia.yaml",
+    # a three-arm trial with a declared confirmatory family (graphical procedure)
+    "three": str(Path(__file__).resolve().parents[1] / "analysis" / "data" / "three_arm.yaml"),
 }
 TODAY = datetime.date(2026, 11, 2)
 
@@ -301,6 +293,14 @@ def rescue_from_the_log(doc: Doc) -> None:
     rescue = event(doc, "rescue")
     rescue.update(detected_by="repeating_form", form="diabetes_meds",
                   condition="[dm_med_is_rescue] = '1'", date_field="dm_med_start_on")
+
+
+def _rename_hypothesis(doc: Doc, old: str, new: str) -> None:
+    family = doc["multiplicity"]
+    by_id(family["hypotheses"], old)["id"] = new
+    for t in family["transitions"]:
+        t["from"] = new if t["from"] == old else t["from"]
+        t["to"] = new if t["to"] == old else t["to"]
 
 
 def form_check(form_id: str, values: dict[str, object], *, submit: bool = True,
@@ -890,6 +890,42 @@ PROBES: dict[str, Probe] = {
         "mci", setter(lambda d: estimand_event(d, "adas_responder_w24", "stopped_training"),
                       "composite_value", 1),
         SAP, setup=keep_endpoints("adas_responder_w24"),
+    ),
+    # ---- multiplicity: the declared confirmatory family (three arms, graphical procedure)
+    "multiplicity.procedure": Probe(
+        "three", both(setter(lambda d: d["multiplicity"], "procedure", "bonferroni"),
+                      popper(lambda d: d["multiplicity"], "transitions")),
+        SAP, also=("multiplicity.transitions[].from", "multiplicity.transitions[].to",
+                   "multiplicity.transitions[].weight"),
+    ),
+    "multiplicity.alpha": Probe("three", setter(lambda d: d["multiplicity"], "alpha", 0.01),
+                                SAP),
+    "multiplicity.hypotheses[].id": Probe(
+        "three", lambda d: _rename_hypothesis(d, "h1", "h_low_memory"), SAP,
+        also=("multiplicity.transitions[].from", "multiplicity.transitions[].to"),
+    ),
+    "multiplicity.hypotheses[].endpoint": Probe(
+        "three", both(setter(lambda d: d["multiplicity"]["hypotheses"][0], "endpoint",
+                             "attention_w12"),
+                      setter(lambda d: d["multiplicity"]["hypotheses"][2], "endpoint",
+                             "memory_w12")), SAP,
+    ),
+    "multiplicity.hypotheses[].arm": Probe(
+        "three", both(setter(lambda d: d["multiplicity"]["hypotheses"][0], "arm", "high"),
+                      setter(lambda d: d["multiplicity"]["hypotheses"][1], "arm", "low")), SAP,
+    ),
+    "multiplicity.hypotheses[].weight": Probe(
+        "three", setter(lambda d: d["multiplicity"]["hypotheses"][0], "weight", 0.25), SAP,
+    ),
+    "multiplicity.transitions[].from": Probe(
+        "three", setter(lambda d: d["multiplicity"]["transitions"][1], "from", "h4"), SAP,
+        setup=setter(lambda d: d["multiplicity"]["transitions"][5], "weight", 0.5),
+    ),
+    "multiplicity.transitions[].to": Probe(
+        "three", setter(lambda d: d["multiplicity"]["transitions"][1], "to", "h4"), SAP,
+    ),
+    "multiplicity.transitions[].weight": Probe(
+        "three", setter(lambda d: d["multiplicity"]["transitions"][0], "weight", 0.2), SAP,
     ),
     # ---- sample size and consents
     "sample_size.n": Probe("mci", setter(lambda d: d["sample_size"], "n", 40),
