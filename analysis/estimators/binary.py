@@ -214,7 +214,7 @@ def fit_logistic(
         se = float(np.sqrt(contrast @ fit.cov @ contrast))
         effects.append(
             EffectEstimate(
-                contrast=f"{a} vs {arms[0]}",
+                contrast=f"{a} / {arms[0]}",
                 estimate=safe_exp(log_or),
                 se=se,
                 ci_low=safe_exp(log_or - z * se),
@@ -281,6 +281,19 @@ def wilson_interval(events: int, n: int, alpha: float = 0.05) -> tuple[float, fl
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
+def yates_chi_square(table: np.ndarray) -> tuple[float, float]:
+    """Pearson chi-square of a 2 x 2 table with Yates' continuity correction, as R's
+    ``chisq.test`` (the correction is capped so |O - E| never crosses zero); NaN for a zero
+    margin."""
+    observed = np.asarray(table, dtype=float)
+    expected = observed.sum(axis=1)[:, None] * observed.sum(axis=0)[None, :] / observed.sum()
+    if np.any(expected == 0):
+        return float("nan"), float("nan")
+    deviation = np.abs(observed - expected)
+    statistic = float(np.sum((deviation - np.minimum(0.5, deviation)) ** 2 / expected))
+    return statistic, float(stats.chi2.sf(statistic, 1))
+
+
 def compare_proportions(
     data: pd.DataFrame,
     *,
@@ -301,9 +314,10 @@ def compare_proportions(
     EndpointResult
         Per arm vs reference: the risk difference twice, with a Wald CI and z test
         (``ci_method="wald"``) and with Newcombe's hybrid-score CI (method 10, Wilson
-        intervals without continuity correction); tests ``fisher_exact <contrast>`` and
+        intervals without continuity correction); tests ``fisher_exact <contrast>``,
         ``pearson_chi2 <contrast>`` (no continuity correction; R ``fisher.test``,
-        ``chisq.test(correct = FALSE)``).
+        ``chisq.test(correct = FALSE)``) and ``pearson_chi2_yates <contrast>`` (R's default
+        ``chisq.test``).
     """
     frame, arms, n_dropped = _prepare(data, outcome, arm, reference_arm, (), ())
     summaries = _arm_summaries(frame, outcome, arm, arms)
@@ -340,13 +354,16 @@ def compare_proportions(
             chi2 = float(np.sum((table - expected) ** 2 / expected))
             chi_p = float(stats.chi2.sf(chi2, 1))
         tests.append(TestResult(f"pearson_chi2 {label}", chi2, chi_p, 1.0))
+        yates, yates_p = yates_chi_square(table)
+        tests.append(TestResult(f"pearson_chi2_yates {label}", yates, yates_p, 1.0))
     warnings = [f"{n_dropped} row(s) with missing values were excluded"] if n_dropped else []
     return EndpointResult(
         method="proportions",
         model=(
             f"unadjusted comparison of P({outcome} = 1) between arms: risk difference with "
-            "Wald and Newcombe hybrid-score (method 10) CIs; Fisher exact and Pearson "
-            "chi-square (no continuity correction) tests"
+            "Wald and Newcombe hybrid-score (method 10) CIs; Fisher exact, Pearson "
+            "chi-square without and with Yates' continuity correction (R chisq.test's "
+            "default for 2 x 2) tests"
         ),
         n_by_arm={s.arm: s.n for s in summaries},
         effects=tuple(effects),
@@ -437,7 +454,7 @@ def fit_cmh(
     var_rd = float((rd * np.sum(sato_p) + np.sum(sato_q)) / np.sum(weights) ** 2)
     se_rd = math.sqrt(var_rd) if var_rd > 0 else math.nan
     p_value = float(stats.chi2.sf(cmh, 1))
-    label = f"{trt_arm} vs {ref_arm}"
+    label = f"{trt_arm} / {ref_arm}"
     effects = (
         EffectEstimate(
             label, mh_or, se_log, safe_exp(np.log(mh_or) - z * se_log),

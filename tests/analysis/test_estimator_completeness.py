@@ -1,0 +1,106 @@
+"""Estimators added by issue #17, against R (tests/reference/issue17.R → issue17.json, the
+tolerances of the existing reference tests) and the worked examples of the estimands reference
+(§7.1 Y-1, §7.3 C-1, §7.4 G-1): Yates' chi-square, Cox score / likelihood-ratio / Wald tests,
+the GEE model-based (naive) SE, one effect-label convention and the ci_method filter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.estimators.binary import compare_proportions, fit_cmh, fit_logistic, yates_chi_square
+from analysis.estimators.gee import fit_gee
+from analysis.estimators.survival import fit_cox
+from analysis.results import AnalysisError
+from tests.analysis.reference_data import read_dataset, read_reference
+from tests.analysis.test_survival import _cox_arguments
+
+REF = read_reference("issue17")
+
+
+@pytest.mark.parametrize("case", REF["yates"], ids=lambda c: c["file"])
+def test_yates_chi_square_matches_r_chisq_test(case: dict) -> None:  # type: ignore[type-arg]
+    result = compare_proportions(read_dataset(case["file"]), outcome="resp", arm="arm",
+                                 reference_arm=case["reference"])
+    test = next(t for t in result.tests if t.name.startswith("pearson_chi2_yates"))
+    assert test.statistic == pytest.approx(case["statistic"], rel=1e-9)
+    assert test.p_value == pytest.approx(case["p_value"], rel=1e-9)
+
+
+def test_yates_worked_example_y1() -> None:
+    statistic, p = yates_chi_square(np.array([[15, 5], [8, 12]]))
+    assert statistic == pytest.approx(3.682864, rel=1e-6) == REF["yates_y1"]["statistic"]
+    assert p == pytest.approx(0.054974, abs=5e-7)
+    assert yates_chi_square(np.array([[5, 5], [5, 6]])) == (0.0, 1.0)  # |ad - bc| < N/2
+
+
+@pytest.mark.parametrize("case", REF["cox"], ids=lambda c: c["rhs"])
+def test_cox_score_lr_and_wald_tests_match_r(case: dict) -> None:  # type: ignore[type-arg]
+    file = "survival_a.csv" if case["reference"] == "control" else "survival_b.csv"
+    result = fit_cox(read_dataset(file), time="time", event="event", arm="arm",
+                     reference_arm=case["reference"], **_cox_arguments(case["rhs"]))
+    assert result.test("score").statistic == pytest.approx(case["score"], rel=1e-6)
+    assert result.test("score").p_value == pytest.approx(case["score_p"], rel=1e-6)
+    assert result.test("likelihood_ratio").statistic == pytest.approx(case["lrt"], rel=1e-6)
+    assert result.test("wald").p_value == pytest.approx(case["wald_p"], rel=1e-6)
+    assert result.test("score").df == case["df"]
+
+
+def test_cox_worked_example_c1_score_test_is_the_log_rank_test() -> None:
+    frame = pd.DataFrame({
+        "time": [6, 10, 15, 22, 30, 3, 5, 8, 12, 18],
+        "event": [1, 0, 1, 0, 1, 1, 1, 1, 0, 1],
+        "arm": ["ACT"] * 5 + ["PBO"] * 5,
+    })
+    result = fit_cox(frame, time="time", event="event", arm="arm", reference_arm="PBO")
+    c1 = REF["cox_c1"]
+    assert result.test("score").statistic == pytest.approx(2.009076, rel=1e-6)
+    assert result.test("score").statistic == pytest.approx(c1["score"], rel=1e-9)
+    assert result.test("likelihood_ratio").statistic == pytest.approx(1.949748, rel=1e-6)
+    assert result.test("wald").p_value == pytest.approx(0.178698, rel=1e-5)
+    assert result.effect("ACT / PBO").estimate == pytest.approx(0.306764, rel=1e-5)
+
+
+@pytest.mark.parametrize("case", REF["gee"], ids=lambda c: f"{c['file']} {c['covariates']}")
+def test_gee_naive_se_matches_geepack(case: dict) -> None:  # type: ignore[type-arg]
+    result = fit_gee(read_dataset(case["file"]), outcome="chg", arm="arm", cluster="subject",
+                     reference_arm=case["reference"], covariates=case["covariates"])
+    contrast = f"active - {case['reference']}"
+    robust = result.effect(contrast, ci_method="wald_robust")
+    naive = result.effect(contrast, ci_method="wald_naive")
+    assert robust.se == pytest.approx(case["se_robust"], rel=1e-4)
+    assert naive.se == pytest.approx(case["se_naive"], rel=1e-4)
+    assert naive.estimate == robust.estimate == pytest.approx(case["estimate"], rel=1e-6)
+
+
+def test_gee_worked_example_g1_naive_and_robust() -> None:
+    """G-1: 6 clusters x 2 visits, independence-like data; geepack's scale = 26/12."""
+    rows = []
+    for k, (arm, values) in enumerate([(0, (1, 3)), (0, (2, 2)), (0, (4, 6)),
+                                       (1, (5, 7)), (1, (3, 5)), (1, (6, 4))]):
+        rows += [{"subject": f"c{k}", "arm": "b" if arm else "a", "y": v} for v in values]
+    result = fit_gee(pd.DataFrame(rows), outcome="y", arm="arm", cluster="subject",
+                     reference_arm="a")
+    robust = result.effect("b - a", ci_method="wald_robust")
+    naive = result.effect("b - a", ci_method="wald_naive")
+    assert robust.estimate == pytest.approx(2.0)
+    assert robust.se**2 == pytest.approx(0.888889, rel=1e-5)
+    assert result.parameters["working_correlation"] == pytest.approx(3 / 13)
+    assert naive.se**2 == pytest.approx(0.888889, rel=1e-5)  # exchangeable, geepack alpha
+
+
+def test_one_label_convention_and_the_ci_method_filter() -> None:
+    data = read_dataset("binary_a.csv")
+    logistic = fit_logistic(data, outcome="resp", arm="arm", reference_arm="control",
+                            profile_ci=True)
+    assert {e.contrast for e in logistic.effects} == {"active / control"}
+    wald = logistic.effect("active / control", ci_method="wald")
+    profile = logistic.effect("active / control", ci_method="profile_likelihood")
+    assert wald.estimate == profile.estimate and wald.ci_low != profile.ci_low
+    with pytest.raises(AnalysisError, match="with ci_method 'sato'"):
+        logistic.effect("active / control", ci_method="sato")
+    cmh = fit_cmh(data, outcome="resp", arm="arm", stratum="stratum", reference_arm="control")
+    assert [e.contrast for e in cmh.effects] == ["active / control", "active - control"]
+    proportions = compare_proportions(data, outcome="resp", arm="arm", reference_arm="control")
+    assert {e.contrast for e in proportions.effects} == {"active - control"}
