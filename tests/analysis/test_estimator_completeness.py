@@ -104,3 +104,48 @@ def test_one_label_convention_and_the_ci_method_filter() -> None:
     assert [e.contrast for e in cmh.effects] == ["active / control", "active - control"]
     proportions = compare_proportions(data, outcome="resp", arm="arm", reference_arm="control")
     assert {e.contrast for e in proportions.effects} == {"active - control"}
+
+
+# ------------------------------------------------------------------ MMRM denominator df
+
+
+def test_between_within_df_worked_example_d1() -> None:
+    from analysis.estimators.mmrm import between_within_df
+
+    assert between_within_df(55, 20, 2, 4) == (17, 31)  # contrast of arm at week 12: 17
+    from scipy import stats
+
+    assert 2 * stats.t.sf(2.2, 17) == pytest.approx(0.041925, abs=5e-7)
+    assert 2 * stats.t.sf(2.2, 48) == pytest.approx(0.032654, abs=5e-7)  # residual 55 - 7
+
+
+@pytest.mark.parametrize("ddf", ["residual", "between_within", "asymptotic"])
+def test_mmrm_df_options(ddf: str) -> None:
+    from scipy import stats
+
+    from analysis.estimators.mmrm import fit_mmrm
+
+    data = read_dataset("mmrm_a.csv")
+    kwargs = {"outcome": "chg", "arm": "arm", "visit": "visit", "subject": "subject",
+              "reference_arm": "control", "baseline": "base", "covariance": "UN"}
+    satterthwaite = fit_mmrm(data, **kwargs)  # type: ignore[arg-type]
+    result = fit_mmrm(data, ddf=ddf, **kwargs)  # type: ignore[arg-type]
+    complete = data.dropna(subset=["chg"])
+    n_obs, n_subjects = len(complete), complete["subject"].nunique()
+    k, n_arms = complete["visit"].nunique(), complete["arm"].nunique()
+    expected = {
+        "residual": n_obs - (n_arms * k + k),  # cells arm x visit + baseline x visit
+        "between_within": min(n_subjects - (n_arms - 1 + 1) - 1,
+                              n_obs - n_subjects - (k - 1) * (n_arms + 1)),
+        "asymptotic": None,
+    }[ddf]
+    for eff in result.effects:
+        same = satterthwaite.effect(eff.contrast, eff.visit)
+        assert eff.estimate == pytest.approx(same.estimate) and eff.se == pytest.approx(same.se)
+        assert eff.df == expected and eff.ci_method == ddf
+        if expected is None:
+            z = stats.norm.ppf(0.975)
+            assert eff.ci_high - eff.estimate == pytest.approx(z * eff.se)
+        else:
+            t = stats.t.ppf(0.975, expected)
+            assert eff.ci_high - eff.estimate == pytest.approx(t * eff.se)
