@@ -149,3 +149,58 @@ def test_mmrm_df_options(ddf: str) -> None:
         else:
             t = stats.t.ppf(0.975, expected)
             assert eff.ci_high - eff.estimate == pytest.approx(t * eff.se)
+
+
+# ------------------------------------------------------------------ Firth (separation)
+
+
+def test_firth_worked_example_f1_closed_form_and_profile() -> None:
+    from analysis.estimators.binary import firth_profile, fit_firth_model
+
+    x = np.column_stack([np.ones(20), np.r_[np.ones(10), np.zeros(10)]])
+    y = np.r_[np.ones(10), np.ones(3), np.zeros(7)]  # ACT 10/10, PBO 3/10: separation
+    fit = fit_firth_model(x, y)
+    assert fit.beta[1] == pytest.approx(np.log(45), rel=1e-9)  # add 1/2 to every cell
+    assert fit.beta[0] == pytest.approx(np.log(3.5 / 7.5), rel=1e-9)
+    assert fit.loglik == pytest.approx(-6.611801, abs=5e-7)
+    assert np.sqrt(np.diag(fit.cov)) == pytest.approx([0.678935, 1.663044], abs=5e-7)
+    assert fit_firth_model(x, y, {1: 0.0}).loglik == pytest.approx(-12.118014, abs=5e-7)
+    low, high, p = firth_profile(x, y, fit, 1, 0.05)
+    assert (low, high) == pytest.approx((1.346790, 8.770175), abs=5e-6)
+    assert p == pytest.approx(0.0009050, abs=5e-8)
+    low, high, p = firth_profile(x, y, fit, 0, 0.05)
+    assert (low, high) == pytest.approx((-2.177092, 0.450123), abs=5e-6)
+    assert p == pytest.approx(0.222461, abs=5e-6)
+
+
+def test_firth_worked_example_f2_continuous_covariate() -> None:
+    from analysis.estimators.binary import firth_profile, fit_firth_model
+
+    xs = np.array([0.5, 1.1, 1.6, 2.0, 2.3, 2.9, 3.2, 3.8, 4.1, 4.7])
+    x = np.column_stack([np.ones(10), xs])
+    y = np.array([0, 0, 0, 1, 0, 1, 0, 1, 1, 1.0])
+    fit = fit_firth_model(x, y)
+    assert fit.beta == pytest.approx([-2.913255, 1.110852], abs=5e-6)
+    assert fit.loglik == pytest.approx(-3.690509, abs=5e-7)
+    assert np.sqrt(np.diag(fit.cov)) == pytest.approx([2.028804, 0.717505], abs=5e-6)
+    low, high, p = firth_profile(x, y, fit, 1, 0.05)
+    assert (low, high, p) == pytest.approx((0.034558, 3.094746, 0.041902), abs=5e-6)
+    low, high, p = firth_profile(x, y, fit, 0, 0.05)
+    assert (low, high, p) == pytest.approx((-8.390816, 0.166459, 0.066073), abs=5e-6)
+
+
+def test_logistic_falls_back_to_firth_under_separation() -> None:
+    """Issue #17: complete separation gave OR ~ 1e32 counted as p = 1."""
+    frame = pd.DataFrame({"arm": ["ACT"] * 10 + ["PBO"] * 10,
+                          "resp": [1] * 10 + [1] * 3 + [0] * 7})
+    result = fit_logistic(frame, outcome="resp", arm="arm", reference_arm="PBO")
+    effect = result.effect("ACT / PBO")
+    assert effect.ci_method == "firth_profile_penalized_likelihood"
+    assert effect.estimate == pytest.approx(45.0, rel=1e-9)
+    assert (effect.ci_low, effect.ci_high) == pytest.approx((3.845, 6439.3), rel=1e-3)
+    assert effect.p_value == pytest.approx(0.0009050, abs=5e-8)
+    assert any("Firth" in w for w in result.warnings) and "Firth" in result.model
+    # without separation the maximum-likelihood fit stays
+    ml = fit_logistic(read_dataset("binary_a.csv"), outcome="resp", arm="arm",
+                      reference_arm="control")
+    assert ml.effects[0].ci_method == "wald" and "Firth" not in ml.model
