@@ -683,17 +683,20 @@ def _p_of(effect: Mapping[str, Any] | None) -> float:
 
 
 def _declared_multiplicity(
-    protocol: Protocol, analyses: Sequence[EndpointAnalysis], labels: Mapping[str, str]
+    protocol: Protocol, analyses: Sequence[EndpointAnalysis], labels: Mapping[str, str],
+    blinded: bool,
 ) -> dict[str, Any]:
     spec = protocol.multiplicity
     assert spec is not None
+    # a blinded run names hypotheses H1, H2, ... (a sponsor's ids may name an arm)
+    name = {h.id: f"H{k}" if blinded else h.id for k, h in enumerate(spec.hypotheses, 1)}
     family: list[dict[str, Any]] = []
     for h in spec.hypotheses:
         analysis = next(a for a in analyses if a.id == h.endpoint)
         effect = _arm_effect(analysis, labels[h.arm])
         family.append(
             {
-                "id": h.id,
+                "id": name[h.id],
                 "endpoint": h.endpoint,
                 "arm": labels[h.arm],
                 "contrast": effect.get("contrast") if effect else None,
@@ -703,7 +706,7 @@ def _declared_multiplicity(
             }
         )
     tests = [(f["id"], f["p_value"]) for f in family]
-    ids = [h.id for h in spec.hypotheses]
+    ids = [name[h.id] for h in spec.hypotheses]
     if spec.procedure == "fixed_sequence":
         result = adjust_fixed_sequence(tests, spec.alpha)
     elif spec.procedure == "holm":
@@ -719,13 +722,13 @@ def _declared_multiplicity(
     else:
         matrix = [[0.0] * len(ids) for _ in ids]
         for t in spec.transitions:
-            matrix[ids.index(t.source)][ids.index(t.target)] = t.weight
+            matrix[ids.index(name[t.source])][ids.index(name[t.target])] = t.weight
         result = adjust_graphical(
             tests, spec.alpha, [float(h.weight or 0) for h in spec.hypotheses], matrix
         )
         for f in family:
             f["transitions"] = {
-                t.target: t.weight for t in spec.transitions if t.source == f["id"]
+                name[t.target]: t.weight for t in spec.transitions if name[t.source] == f["id"]
             }
     return {
         "declared": True,
@@ -738,13 +741,14 @@ def _declared_multiplicity(
 
 
 def _multiplicity(
-    protocol: Protocol, analyses: Sequence[EndpointAnalysis], labels: Mapping[str, str]
+    protocol: Protocol, analyses: Sequence[EndpointAnalysis], labels: Mapping[str, str],
+    blinded: bool = False,
 ) -> dict[str, Any] | None:
     """The confirmatory family and its adjusted p-values: as the protocol's ``multiplicity``
     declares it, else every active arm of each endpoint with a multiplicity_order, in order
     (fixed sequence, with Holm shown for reference)."""
     if protocol.multiplicity is not None:
-        return _declared_multiplicity(protocol, analyses, labels)
+        return _declared_multiplicity(protocol, analyses, labels, blinded)
     ordered = sorted(
         (e for e in protocol.endpoints if e.analysis.multiplicity_order),
         key=lambda e: e.analysis.multiplicity_order or 0,
@@ -1053,7 +1057,7 @@ def run_sap(
         disposition=_disposition(masked, arm_order, primary),
         baseline=tuple(_baseline_table(masked, arm_order)),
         endpoints=tuple(analyses),
-        multiplicity=_multiplicity(protocol, analyses, labels),
+        multiplicity=_multiplicity(protocol, analyses, labels, blinded),
         safety=_safety(masked, arm_order),
         listings=_listings(masked, primary_endpoint),
     )

@@ -183,3 +183,12 @@ def test_the_family_is_validated() -> None:
     doc["endpoints"][0]["analysis"]["multiplicity_order"] = 1
     assert any("multiplicity_order is not used when 'multiplicity' declares" in e
                for e in _errors(doc))
+
+
+def test_a_blinded_run_names_hypotheses_without_arms(three_arm) -> None:  # type: ignore[no-untyped-def]
+    _, data, _ = three_arm
+    results = run_sap(data, blinded=True, seed=3)
+    m = results.multiplicity
+    assert m is not None and m["order"] == ["H1", "H2", "H3", "H4"]
+    assert {f["arm"] for f in m["family"]} <= {"A", "B", "C"}
+    assert "high" not in str(m) and "low" not in str(m)
