@@ -8,6 +8,12 @@ per subject x visit for MMRM, per subject x eye for per-eye GEE) and the columns
 
 plus ``response`` (binary models) or ``time, event`` (time-to-event models) and ``eye``.
 Values recorded after the data cut-off are ignored.
+
+The estimand's intercurrent-event strategies are applied here (`analysis.intercurrent`): every
+row carries ``ice_<event id>`` (the participant's event date, ISO, or None) for each event the
+estimand names, and ``ice_event``, ``ice_strategy``, ``ice_action`` saying which event changed
+that row and how (``set_missing``, ``composite``, ``last_on_treatment``, ``truncated``,
+``censored``, ``event_at_ice``; None: used as observed).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from analysis.intercurrent import PRECEDENCE, EventOccurrence, detect_events, governing_event
 from analysis.results import AnalysisError
 from ecrf.expressions import ExpressionError, evaluate, truthy
 from protocols.model import BINARY_MODELS, SURVIVAL_MODELS, Endpoint, Protocol, StratumLevel
@@ -45,6 +52,8 @@ class SubjectData:
     adherent: bool | None = None  # the protocol's adherence rule, None when not assessed
     failed_criteria: tuple[str, ...] = ()
     deviations: tuple[str, ...] = ()
+    # daily totals of each device stream (site-local days), for device_inactivity events
+    device_days: Mapping[str, Mapping[datetime.date, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,21 @@ def classify(
     return None
 
 
+def subject_events(data: TrialData, subject: SubjectData) -> dict[str, EventOccurrence]:
+    """Return the subject's intercurrent events found in the data visible at the cut-off."""
+    return detect_events(
+        data.protocol,
+        visits=visible_visits(data, subject),
+        visit_dates=subject.visit_dates,
+        repeats=subject.repeats,
+        device_days=subject.device_days,
+        randomized_on=subject.randomized_on,
+        withdrawn_on=subject.withdrawn_on,
+        withdrawal_reason=subject.withdrawal_reason,
+        cutoff_on=data.cutoff_on,
+    )
+
+
 def in_population(
     data: TrialData, subject: SubjectData, population: str, endpoint: Endpoint | None = None
 ) -> bool:
@@ -157,6 +181,44 @@ def _baseline(
     return _number(baseline_values(data, subject).get(spec.baseline_field or field_id))
 
 
+def _assessed_on(
+    data: TrialData, subject: SubjectData, visit_id: str, has_value: bool
+) -> datetime.date | None:
+    """The assessment's date, or (missing assessment) its scheduled date (§0 of the reference)."""
+    on = subject.visit_dates.get(visit_id) if has_value else None
+    if on is not None:
+        return on
+    try:
+        visit = data.protocol.visit(visit_id)
+    except KeyError:
+        return subject.visit_dates.get(visit_id)
+    if subject.randomized_on is not None and visit.anchor == "randomization":
+        return subject.randomized_on + datetime.timedelta(days=visit.day)
+    return subject.visit_dates.get(visit_id)
+
+
+def _last_on_treatment(
+    data: TrialData,
+    subject: SubjectData,
+    field_id: str,
+    before: datetime.date,
+    visits: Mapping[str, Values],
+) -> tuple[str, Values] | None:
+    """The last post-randomization visit recording ``field_id`` on or before ``before``."""
+    best: tuple[datetime.date, str] | None = None
+    for visit in data.protocol.schedule.visits:
+        if visit.anchor == "randomization" and visit.day <= 0:
+            continue
+        if visit.anchor != "randomization":
+            continue
+        on = subject.visit_dates.get(visit.id)
+        if on is None or on > before or _number(visits.get(visit.id, {}).get(field_id)) is None:
+            continue
+        if best is None or on > best[0]:
+            best = (on, visit.id)
+    return (best[1], visits[best[1]]) if best else None
+
+
 def endpoint_frame(
     data: TrialData,
     endpoint: Endpoint,
@@ -166,34 +228,72 @@ def endpoint_frame(
     spec = endpoint.analysis
     population = population or endpoint.estimand.analysis_set
     subjects = [s for s in data.subjects if in_population(data, s, population, endpoint)]
+    named = [e.event for e in endpoint.estimand.intercurrent_events]
+    binary = spec.model in BINARY_MODELS
+    outcome = "response" if binary else ("change" if spec.change_from_baseline else "value")
     rows: list[dict[str, object]] = []
     for subject in subjects:
         common = _subject_row(data, subject, endpoint)
+        events = subject_events(data, subject) if named else {}
+        for event_id in named:
+            common[f"ice_{event_id}"] = events[event_id].on.isoformat() if event_id in events \
+                else None
         visits = visible_visits(data, subject)
         if spec.model in SURVIVAL_MODELS:
-            rows.append({**common, **_time_to_event(data, subject, endpoint, visits)})
+            rows.append({**common, **_time_to_event(data, subject, endpoint, visits, events)})
             continue
         fields = spec.outcome_fields if spec.model == "gee_per_eye" else spec.outcome_fields[:1]
         eyes = ("right", "left") if spec.model == "gee_per_eye" else (None,)
         analysis_visits = spec.visits if spec.model == "mmrm" else spec.visits[-1:]
         for visit in analysis_visits:
-            values = visits.get(visit, {})
             for eye, field_id in zip(eyes, fields, strict=False):
+                values = visits.get(visit, {})
                 value = _number(values.get(field_id))
                 baseline = _baseline(data, subject, endpoint, field_id)
-                row = {
-                    **common,
-                    "visit": visit,
-                    "value": value,
-                    "baseline": baseline,
-                    "change": (value - baseline)
-                    if value is not None and baseline is not None
-                    else None,
+                row: dict[str, object] = {
+                    **common, "visit": visit, "ice_event": None, "ice_strategy": None,
+                    "ice_action": None,
                 }
+                governing = governing_event(
+                    endpoint, events, _assessed_on(data, subject, visit, value is not None)
+                )
+                strategy = governing[0].strategy if governing else "treatment_policy"
+                if governing is not None and strategy != "treatment_policy":
+                    item, occurrence = governing
+                    row.update(ice_event=item.event, ice_strategy=strategy)
+                    if strategy == "hypothetical":
+                        value, values = None, {}
+                        row["ice_action"] = "set_missing"
+                    elif strategy == "while_on_treatment":
+                        if spec.model == "mmrm":
+                            row["ice_action"] = "truncated"
+                            value, values = None, {}
+                        else:
+                            last = _last_on_treatment(
+                                data, subject, field_id, occurrence.on, visits
+                            )
+                            values = last[1] if last else {}
+                            value = _number(values.get(field_id))
+                            row["ice_action"] = "last_on_treatment"
+                            row["ice_from_visit"] = last[0] if last else None
+                    else:  # composite: set below, on the analysed scale
+                        row["ice_action"] = "composite"
+                row.update(value=value, baseline=baseline, change=(
+                    value - baseline if value is not None and baseline is not None else None
+                ))
                 if eye is not None:
                     row["eye"] = eye
-                if spec.model in BINARY_MODELS:
+                if binary:
                     row["response"] = _response(endpoint, field_id, values, visits)
+                if row["ice_action"] == "composite" and governing is not None:
+                    composite = governing[0].composite_value
+                    row[outcome] = composite
+                    if outcome == "change" and composite is not None and baseline is not None:
+                        row["value"] = baseline + composite
+                    elif outcome == "value" and composite is not None and baseline is not None:
+                        row["change"] = composite - baseline
+                if row["ice_action"] == "truncated":
+                    continue  # while on treatment, longitudinal: no post-event record
                 rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -201,7 +301,22 @@ def endpoint_frame(
     for column in ("value", "baseline", "change", "response", "time", "event"):
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame.attrs["truncated"] = _truncated_counts(data, subjects, endpoint, rows)
     return frame
+
+
+def _truncated_counts(
+    data: TrialData, subjects: Sequence[SubjectData], endpoint: Endpoint,
+    rows: Sequence[Mapping[str, object]],
+) -> dict[str, int]:
+    """Participants (by arm) with every analysis row removed by while-on-treatment truncation
+    are still counted by the report: return how many per arm have no row left."""
+    kept = {str(r["subject"]) for r in rows}
+    out: dict[str, int] = {}
+    for s in subjects:
+        if s.subject not in kept and s.arm is not None:
+            out[s.arm] = out.get(s.arm, 0) + 1
+    return out
 
 
 def _response(
@@ -218,6 +333,40 @@ def _response(
 
 
 def _time_to_event(
+    data: TrialData,
+    subject: SubjectData,
+    endpoint: Endpoint,
+    visits: Mapping[str, Values],
+    events: Mapping[str, EventOccurrence] | None = None,
+) -> dict[str, object]:
+    observed = _observed_time_to_event(data, subject, endpoint, visits)
+    start = subject.randomized_on
+    out: dict[str, object] = {**observed, "ice_event": None, "ice_strategy": None,
+                              "ice_action": None}
+    time, event = _number(observed["time"]), observed["event"]
+    if start is None or time is None or not events:
+        return out
+    items = sorted(
+        (
+            (item, events[item.event]) for item in endpoint.estimand.intercurrent_events
+            if item.strategy != "treatment_policy" and item.event in events
+        ),
+        key=lambda c: (c[1].on, PRECEDENCE.index(c[0].strategy)),
+    )  # strategies apply in time order: the first event that precedes the outcome decides
+    for item, occurrence in items:
+        at = float(max((occurrence.on - start).days, 0))
+        if at > time or (at == time and (item.strategy != "composite" or event)):
+            break  # the outcome (or censoring) came first: nothing changes
+        if item.strategy == "composite":
+            out.update(time=at, event=1.0, ice_action="event_at_ice")
+        else:
+            out.update(time=at, event=0.0, ice_action="censored")
+        out.update(ice_event=item.event, ice_strategy=item.strategy)
+        break
+    return out
+
+
+def _observed_time_to_event(
     data: TrialData, subject: SubjectData, endpoint: Endpoint, visits: Mapping[str, Values]
 ) -> dict[str, object]:
     spec = endpoint.analysis

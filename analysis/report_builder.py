@@ -116,6 +116,14 @@ def _disposition_section(results: AnalysisResults, meta: ReportMeta) -> Section:
         ("Lost to follow-up", *(str(d["arms"][a]["lost_to_follow_up"]) for a in labels)),
         ("Analysed (primary)", *(str(d["arms"][a]["analysed"]) for a in labels)),
     ]
+    event_labels = d.get("intercurrent_event_labels", {})
+    rows.extend(
+        (
+            f"Intercurrent event: {text}",
+            *(str(d["arms"][a].get("intercurrent_events", {}).get(event_id, 0)) for a in labels),
+        )
+        for event_id, text in event_labels.items()
+    )
     return Section(
         "10",
         "Study participants",
@@ -220,7 +228,12 @@ def _endpoint_section(
     blocks: list[Any] = []
     e = endpoint.estimand
     events = "; ".join(
-        f"{ie['event']}: {ie['strategy'].replace('_', ' ')}"
+        f"{ie.get('description') or ie['event']}: {ie['strategy'].replace('_', ' ')}"
+        + (
+            f" (outcome set to {fmt(ie['composite_value'], 2)})"
+            if ie.get("composite_value") is not None
+            else ""
+        )
         for ie in e.get("intercurrent_events", [])
     )
     blocks.append(
@@ -251,8 +264,13 @@ def _endpoint_section(
             tuple(arm_rows),
             source=meta.source,
             footnotes=(
-                "Missing outcomes are handled as the model states "
-                "(MMRM: missing at random; others: excluded).",
+                "Missing outcomes: "
+                + (
+                    str(endpoint.missing_data["handling"])
+                    if endpoint.missing_data
+                    else "censored at the last contact (time to event)"
+                )
+                + ".",
             ),
         )
     )
@@ -272,6 +290,52 @@ def _endpoint_section(
                 source=meta.source,
                 footnotes=("Blinded data review (ICH E9 section 7.1): figures of the whole "
                            "trial; no comparison between groups.",),
+            )
+        )
+    if endpoint.intercurrent:
+        arms = list(endpoint.n_by_arm)
+        ice_rows = [
+            (
+                str(ie["description"]),
+                str(ie["detection"]),
+                str(ie["strategy"]).replace("_", " "),
+                *(
+                    f"{ie['n_with_event'].get(a, 0)} / {ie['n_affected'].get(a, 0)}"
+                    for a in arms
+                ),
+            )
+            for ie in endpoint.intercurrent
+        ]
+        blocks.append(
+            TableBlock(
+                f"{number}.1b",
+                f"{endpoint.name}: intercurrent events and strategies",
+                endpoint.population.upper(),
+                n_total,
+                ("Event", "Detected from", "Strategy", *arms),
+                tuple(ice_rows),
+                source=meta.source,
+                footnotes=(
+                    *(
+                        f"{str(ie['strategy']).replace('_', ' ')}: {ie['handling']}."
+                        for ie in endpoint.intercurrent
+                    ),
+                    "Cells: participants with the event / participants whose analysed data "
+                    "the strategy changed (an assessment is after the event when dated "
+                    "strictly later; a missing one is dated by its scheduled day).",
+                ),
+            )
+        )
+    if endpoint.missing_data:
+        m = endpoint.missing_data
+        blocks.append(
+            TextBlock(
+                f"Missing {endpoint.id} outcome at {m['visit']}: after a hypothetical-strategy "
+                "event "
+                + ", ".join(f"{a} {n}" for a, n in m["after_hypothetical_event"].items())
+                + "; other "
+                + ", ".join(f"{a} {n}" for a, n in m["other"].items())
+                + f". Handled: {m['handling']}."
             )
         )
     effects = list(result.get("effects", ()))
@@ -497,39 +561,83 @@ def _efficacy_section(results: AnalysisResults, meta: ReportMeta) -> Section:
     ]
     blocks: list[Any] = list(subsections)
     if results.multiplicity:
-        m = results.multiplicity
-        rows = [
-            (
-                str(d["endpoint"]),
-                fmt_p(d["p_value"]),
-                fmt_p(d["adjusted_p_value"]),
-                "yes" if d["rejected"] else "no",
-                "yes" if d["tested"] else "no",
+        blocks.append(_multiplicity_section(f"14.2.{len(subsections) + 1}", results, meta))
+    return Section("14.2", "Efficacy", tuple(blocks))
+
+
+PROCEDURE_NAMES = {
+    "fixed_sequence": "fixed sequence (hierarchical)",
+    "holm": "Holm step-down",
+    "hochberg": "Hochberg step-up",
+    "bonferroni": "Bonferroni (weighted when weights are given)",
+    "graphical": "graphical procedure (Bretz et al. 2009, weighted Bonferroni)",
+}
+
+
+def _multiplicity_section(number: str, results: AnalysisResults, meta: ReportMeta) -> Section:
+    """The confirmatory family, adjusted p-values and (graphical) the rejection path."""
+    m = results.multiplicity or {}
+    result = m["result"]
+    family = {f["id"]: f for f in m.get("family", ())}
+    rows = [
+        (
+            str(d["endpoint"]),
+            str(family.get(d["endpoint"], {}).get("contrast") or "—"),
+            fmt_p(d["p_value"]),
+            fmt_p(d["adjusted_p_value"]),
+            "yes" if d["rejected"] else "no",
+            "yes" if d["tested"] else "no",
+        )
+        for d in result["decisions"]
+    ]
+    text = (
+        f"Procedure: {PROCEDURE_NAMES.get(m['procedure'], m['procedure'])}"
+        f"{' (declared in the protocol)' if m.get('declared') else ''}; family-wise alpha "
+        f"{m['alpha']}; family (in order): {', '.join(m['order'])}."
+    )
+    if m.get("note"):
+        text += f" {m['note']}."
+    blocks: list[Any] = [
+        TextBlock(text),
+        TableBlock(
+            f"{number}.1",
+            "Confirmatory family: adjusted p-values",
+            "FAS",
+            _n_randomized(results),
+            ("Hypothesis", "Contrast", "p", "Adjusted p", "Rejected", "Tested"),
+            tuple(rows),
+            source=meta.source,
+        ),
+    ]
+    path = result.get("path") or ()
+    if path:
+        steps = []
+        for k, step in enumerate(path, start=1):
+            levels = ", ".join(f"{h} {fmt(a, 4)}" for h, a in step["levels"].items())
+            action = f"reject {step['rejected']}" if step["rejected"] else "stop"
+            steps.append((str(k), levels, action))
+        graph = "; ".join(
+            f"{f['id']}: weight {fmt(f.get('weight'), 3)}"
+            + (
+                " → " + ", ".join(f"{t} {fmt(g, 3)}" for t, g in f["transitions"].items())
+                if f.get("transitions")
+                else ""
             )
-            for d in m["fixed_sequence"]["decisions"]
-        ]
+            for f in m.get("family", ())
+        )
         blocks.append(
-            Section(
-                f"14.2.{len(subsections) + 1}",
-                "Multiplicity",
-                (
-                    TextBlock(
-                        f"Procedure: {m['procedure']}; family-wise alpha {m['alpha']}; "
-                        f"testing order: {', '.join(m['order'])}."
-                    ),
-                    TableBlock(
-                        f"14.2.{len(subsections) + 1}.1",
-                        "Hierarchical testing of confirmatory endpoints",
-                        "FAS",
-                        _n_randomized(results),
-                        ("Endpoint", "p", "Adjusted p", "Rejected", "Tested"),
-                        tuple(rows),
-                        source=meta.source,
-                    ),
-                ),
+            TableBlock(
+                f"{number}.2",
+                "Rejection path (local levels at each step)",
+                "FAS",
+                _n_randomized(results),
+                ("Step", "Local levels (weight × alpha)", "Action"),
+                tuple(steps),
+                source=meta.source,
+                footnotes=(f"Initial graph: {graph}.",),
             )
         )
-    return Section("14.2", "Efficacy", tuple(blocks))
+    return Section(number, "Multiplicity", tuple(blocks))
 
 
 def _safety_section(results: AnalysisResults, meta: ReportMeta) -> Section:

@@ -148,14 +148,25 @@ class EndpointResult(Serialisable):
         _freeze_mapping(self, "n_by_arm")
         _freeze_mapping(self, "parameters")
 
-    def effect(self, contrast: str | None = None, visit: str | None = None) -> EffectEstimate:
-        """Return the effect with this contrast (and visit); the first one if no filter."""
+    def effect(
+        self, contrast: str | None = None, visit: str | None = None,
+        ci_method: str | None = None,
+    ) -> EffectEstimate:
+        """Return the effect with this contrast, visit and interval method (each filter
+        optional; the first match). Contrasts read ``"A - B"`` for differences and
+        ``"A / B"`` for ratios (odds, hazard ratios); one contrast may carry several
+        intervals (e.g. ``wald`` and ``profile_likelihood``), told apart by ``ci_method``."""
         for eff in self.effects:
-            if (contrast is None or eff.contrast == contrast) and (
-                visit is None or eff.visit == visit
+            if (
+                (contrast is None or eff.contrast == contrast)
+                and (visit is None or eff.visit == visit)
+                and (ci_method is None or eff.ci_method == ci_method)
             ):
                 return eff
-        raise AnalysisError(f"no effect {contrast!r} at visit {visit!r}")
+        raise AnalysisError(
+            f"no effect {contrast!r} at visit {visit!r}"
+            + (f" with ci_method {ci_method!r}" if ci_method else "")
+        )
 
     def ls_mean(self, arm: str, visit: str | None = None) -> LSMean:
         """Return the LS mean of ``arm`` (at ``visit``)."""
@@ -294,6 +305,8 @@ class MultiplicityResult(Serialisable):
     procedure: str
     alpha: float
     decisions: tuple[MultiplicityDecision, ...]
+    # the rejection path: each step's local levels and what was rejected (graphical, stepwise)
+    path: tuple[Mapping[str, object], ...] = ()
 
     def decision(self, endpoint: str) -> MultiplicityDecision:
         """Return the decision for ``endpoint``."""

@@ -29,6 +29,7 @@ from analysis.datasets import (
     baseline_values,
     endpoint_frame,
     in_population,
+    subject_events,
     visible_visits,
 )
 from analysis.estimators._covariance import CovarianceStructure
@@ -37,12 +38,26 @@ from analysis.estimators.binary import compare_proportions, fit_cmh, fit_logisti
 from analysis.estimators.gee import fit_gee, fit_random_intercept
 from analysis.estimators.mmrm import fit_mmrm
 from analysis.estimators.survival import estimate_kaplan_meier, fit_cox, pooled_kaplan_meier
-from analysis.multiplicity import adjust_fixed_sequence, adjust_holm
+from analysis.intercurrent import HANDLING
+from analysis.multiplicity import (
+    adjust_bonferroni,
+    adjust_fixed_sequence,
+    adjust_graphical,
+    adjust_hochberg,
+    adjust_holm,
+)
 from analysis.results import AnalysisError, EffectEstimate, Serialisable
 from analysis.sensitivity import as_effect, impute_and_pool, tipping_point
 from analysis.subgroups import estimate_subgroup_effects
 from ecrf.model import Label
-from protocols.model import BINARY_MODELS, Arm, Endpoint, Protocol
+from protocols.model import (
+    BINARY_MODELS,
+    SURVIVAL_MODELS,
+    Arm,
+    Endpoint,
+    IntercurrentEvent,
+    Protocol,
+)
 
 Progress = Callable[[int, int, str], None]
 COVARIANCE: dict[str, CovarianceStructure] = {
@@ -75,6 +90,10 @@ class EndpointAnalysis(Serialisable):
     mean_by_visit: tuple[Mapping[str, Any], ...]
     warnings: tuple[str, ...]
     error: str | None = None
+    # per estimand event: detection, strategy, what was done, participants per arm
+    intercurrent: tuple[Mapping[str, Any], ...] = ()
+    # missing analysed outcome per arm: after an event (hypothetical) or unrelated, and how
+    missing_data: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -332,10 +351,95 @@ def _counts(
     per_subject = frame.groupby("subject").agg(
         arm=("arm", "first"), has=(outcome, lambda s: s.notna().any())
     )
-    n = {arm: int((per_subject["arm"] == arm).sum()) for arm in arms}
+    truncated = frame.attrs.get("truncated", {})
+    n = {arm: int((per_subject["arm"] == arm).sum()) + truncated.get(arm, 0) for arm in arms}
     analysed = per_subject[per_subject["has"]]
     missing = {arm: n[arm] - int((analysed["arm"] == arm).sum()) for arm in arms}
     return n, missing
+
+
+def detection_text(event: IntercurrentEvent, protocol: Protocol) -> str:
+    """How the event is found in the data, in words (stream by its label, which a blinded run
+    has redacted)."""
+    if event.detected_by == "form_field":
+        date = f"dated by {event.date_field}" if event.date_field else "dated by the visit"
+        return f"form data: {event.condition} ({date})"
+    if event.detected_by == "repeating_form":
+        rule = f" where {event.condition}" if event.condition else ""
+        return f"log form {event.form}{rule}, first {event.date_field}"
+    if event.detected_by == "device_inactivity":
+        stream = next((d.label.en for d in protocol.device_streams if d.id == event.stream), "")
+        return (f"device data ({stream}): no use for {event.inactive_days} consecutive "
+                "days (dated by the last day of use)")
+    reasons = f" ({', '.join(event.reasons)})" if event.reasons else " (any reason)"
+    return f"withdrawal{reasons}, dated by the withdrawal"
+
+
+def _per_arm(frame: pd.DataFrame, mask: pd.Series, arms: Sequence[str]) -> dict[str, int]:
+    subjects = frame[mask].groupby("subject")["arm"].first()
+    return {arm: int((subjects == arm).sum()) for arm in arms}
+
+
+def _intercurrent_summary(
+    protocol: Protocol, endpoint: Endpoint, frame: pd.DataFrame, arms: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Per estimand event: how it is detected, the strategy, what was done and counts by arm."""
+    out: list[dict[str, Any]] = []
+    for item in endpoint.estimand.intercurrent_events:
+        event = protocol.intercurrent_event(item.event)
+        column = f"ice_{item.event}"
+        has = frame[column].notna() if column in frame else pd.Series(False, index=frame.index)
+        changed = (frame["ice_event"] == item.event) if "ice_event" in frame else has & False
+        actions = (
+            frame.loc[changed, "ice_action"].value_counts().to_dict() if changed.any() else {}
+        )
+        truncated = frame.attrs.get("truncated", {}) if item.strategy == "while_on_treatment" \
+            else {}
+        out.append(
+            {
+                "event": item.event,
+                "description": event.description.en,
+                "detected_by": event.detected_by,
+                "detection": detection_text(event, protocol),
+                "strategy": item.strategy,
+                "composite_value": item.composite_value,
+                "handling": HANDLING.get(item.strategy, ""),
+                "n_with_event": _per_arm(frame, has, arms),
+                "n_affected": {
+                    arm: n + truncated.get(arm, 0)
+                    for arm, n in _per_arm(frame, changed, arms).items()
+                },
+                "records_changed": {str(k): int(v) for k, v in actions.items()},
+            }
+        )
+    return out
+
+
+def _missing_summary(
+    endpoint: Endpoint, frame: pd.DataFrame, arms: Sequence[str], outcome: str
+) -> dict[str, Any] | None:
+    """Participants whose analysed outcome (final visit) is missing, by arm and by cause."""
+    spec = endpoint.analysis
+    if spec.model in SURVIVAL_MODELS or outcome not in frame:
+        return None
+    final = frame[frame["visit"] == spec.visits[-1]] if "visit" in frame and spec.visits \
+        else frame
+    missing = final[outcome].isna()
+    after_event = missing & (final["ice_action"] == "set_missing")
+    model = spec.model
+    how = {
+        "mmrm": "missing at random: the MMRM likelihood uses every observed visit",
+        "ancova": "missing at random given the covariates: complete-case ANCOVA (the same "
+        "estimate as multiple imputation under MAR with these covariates)",
+        "gee_per_eye": "excluded (GEE is valid under MCAR only); see the sensitivity analyses",
+    }.get(model, "excluded from the fit (valid under MAR given the covariates); see the "
+          "sensitivity analyses")
+    return {
+        "visit": spec.visits[-1] if spec.visits else None,
+        "after_hypothetical_event": _per_arm(final, after_event, arms),
+        "other": _per_arm(final, missing & ~after_event, arms),
+        "handling": how,
+    }
 
 
 def _mean_by_visit(
@@ -512,7 +616,12 @@ def _endpoint_base(
         "variable": endpoint.estimand.variable.en,
         "treatment": treatment,
         "intercurrent_events": [
-            {"event": e.description.en, "strategy": e.strategy}
+            {
+                "event": e.event,
+                "description": data.protocol.intercurrent_event(e.event).description.en,
+                "strategy": e.strategy,
+                "composite_value": e.composite_value,
+            }
             for e in endpoint.estimand.intercurrent_events
         ],
         "summary": endpoint.estimand.summary.en,
@@ -538,8 +647,20 @@ def analyse_endpoint(
         outcome = _outcome_column(spec.model, spec.change_from_baseline)
         n, missing = _counts(frame, arms, outcome)
         result, headline, supportive = _fit(endpoint, frame, reference)
+        missing_data = _missing_summary(endpoint, frame, arms, outcome)
         warnings = tuple(getattr(result, "warnings", ()))
+        if missing_data is not None:
+            lost = sum(missing_data["after_hypothetical_event"].values()) + sum(
+                missing_data["other"].values()
+            )
+            if lost:
+                warnings += (
+                    f"{lost} participant(s) without an analysed outcome at "
+                    f"{missing_data['visit']}: {missing_data['handling']}",
+                )
         return EndpointAnalysis(
+            intercurrent=tuple(_intercurrent_summary(data.protocol, endpoint, frame, arms)),
+            missing_data=missing_data,
             **base,
             n_by_arm=n,
             n_missing_by_arm=missing,
@@ -573,28 +694,129 @@ def analyse_endpoint(
         )
 
 
+def _arm_effect(analysis: EndpointAnalysis, arm: str) -> Mapping[str, Any] | None:
+    """The endpoint's effect of ``arm`` versus its reference, at the headline's visit and with
+    the headline's interval method (the headline itself for the first active arm)."""
+    headline = analysis.headline
+    if headline is None:
+        return None
+    effects = (analysis.result or {}).get("effects", ())
+    for effect in effects:
+        left = re.split(r" - | vs | / ", str(effect.get("contrast", "")))[0]
+        if (
+            left == arm
+            and effect.get("visit") == headline.get("visit")
+            and effect.get("ci_method") == headline.get("ci_method")
+        ):
+            return effect  # type: ignore[no-any-return]
+    return None
+
+
+def _p_of(effect: Mapping[str, Any] | None) -> float:
+    """A missing p-value (analysis failed) counts as 1: the hypothesis is never rejected."""
+    p = effect.get("p_value") if effect else None
+    return float(p) if isinstance(p, int | float) and not math.isnan(p) else 1.0
+
+
+def _declared_multiplicity(
+    protocol: Protocol, analyses: Sequence[EndpointAnalysis], labels: Mapping[str, str],
+    blinded: bool,
+) -> dict[str, Any]:
+    spec = protocol.multiplicity
+    assert spec is not None
+    # a blinded run names hypotheses H1, H2, ... (a sponsor's ids may name an arm)
+    name = {h.id: f"H{k}" if blinded else h.id for k, h in enumerate(spec.hypotheses, 1)}
+    family: list[dict[str, Any]] = []
+    for h in spec.hypotheses:
+        analysis = next(a for a in analyses if a.id == h.endpoint)
+        effect = _arm_effect(analysis, labels[h.arm])
+        family.append(
+            {
+                "id": name[h.id],
+                "endpoint": h.endpoint,
+                "arm": labels[h.arm],
+                "contrast": effect.get("contrast") if effect else None,
+                "p_value": _p_of(effect),
+                "weight": h.weight,
+                "note": None if effect else (analysis.error or "no effect estimate"),
+            }
+        )
+    tests = [(f["id"], f["p_value"]) for f in family]
+    ids = [name[h.id] for h in spec.hypotheses]
+    if spec.procedure == "fixed_sequence":
+        result = adjust_fixed_sequence(tests, spec.alpha)
+    elif spec.procedure == "holm":
+        result = adjust_holm(tests, spec.alpha)
+    elif spec.procedure == "hochberg":
+        result = adjust_hochberg(tests, spec.alpha)
+    elif spec.procedure == "bonferroni":
+        weights = [h.weight for h in spec.hypotheses]
+        result = adjust_bonferroni(
+            tests, spec.alpha,
+            None if any(w is None for w in weights) else [float(w or 0) for w in weights],
+        )
+    else:
+        matrix = [[0.0] * len(ids) for _ in ids]
+        for t in spec.transitions:
+            matrix[ids.index(name[t.source])][ids.index(name[t.target])] = t.weight
+        result = adjust_graphical(
+            tests, spec.alpha, [float(h.weight or 0) for h in spec.hypotheses], matrix
+        )
+        for f in family:
+            f["transitions"] = {
+                name[t.target]: t.weight for t in spec.transitions if name[t.source] == f["id"]
+            }
+    return {
+        "declared": True,
+        "procedure": spec.procedure,
+        "alpha": spec.alpha,
+        "order": ids,
+        "family": family,
+        "result": result.to_dict(),
+    }
+
+
 def _multiplicity(
-    protocol: Protocol, analyses: Sequence[EndpointAnalysis]
+    protocol: Protocol, analyses: Sequence[EndpointAnalysis], labels: Mapping[str, str],
+    blinded: bool = False,
 ) -> dict[str, Any] | None:
+    """The confirmatory family and its adjusted p-values: as the protocol's ``multiplicity``
+    declares it, else every active arm of each endpoint with a multiplicity_order, in order
+    (fixed sequence, with Holm shown for reference)."""
+    if protocol.multiplicity is not None:
+        return _declared_multiplicity(protocol, analyses, labels, blinded)
     ordered = sorted(
         (e for e in protocol.endpoints if e.analysis.multiplicity_order),
         key=lambda e: e.analysis.multiplicity_order or 0,
     )
     tests: list[tuple[str, float]] = []
+    family: list[dict[str, Any]] = []
     for endpoint in ordered:
         analysis = next(a for a in analyses if a.id == endpoint.id)
-        p = analysis.headline.get("p_value") if analysis.headline else None
-        tests.append((endpoint.id, float(p) if isinstance(p, int | float) else 1.0))
+        reference = _reference(protocol, endpoint, labels)
+        active = [labels[a.code] for a in protocol.arms if labels[a.code] != reference]
+        for arm in sorted(active) if len(active) > 1 else active:
+            name = endpoint.id if len(active) == 1 else f"{endpoint.id} ({arm})"
+            effect = _arm_effect(analysis, arm)
+            tests.append((name, _p_of(effect)))
+            family.append({"id": name, "endpoint": endpoint.id, "arm": arm,
+                           "contrast": effect.get("contrast") if effect else None,
+                           "p_value": _p_of(effect), "weight": None, "note": None})
     if len(tests) < 2:
         return None
     alpha = ordered[0].analysis.alpha
+    fixed = adjust_fixed_sequence(tests, alpha).to_dict()
     return {
+        "declared": False,
         "order": [t[0] for t in tests],
         "alpha": alpha,
-        "fixed_sequence": adjust_fixed_sequence(tests, alpha).to_dict(),
+        "family": family,
+        "result": fixed,
+        "fixed_sequence": fixed,
         "holm": adjust_holm(tests, alpha).to_dict(),
-        "procedure": "fixed-sequence (hierarchical) testing in the protocol's order; "
-        "Holm shown for reference",
+        "procedure": "fixed_sequence",
+        "note": "fixed-sequence (hierarchical) testing in the protocol's multiplicity_order, "
+        "every active arm of an endpoint before the next endpoint; Holm shown for reference",
     }
 
 
@@ -638,6 +860,17 @@ def _disposition(
             "excluded_from_analysis": len(randomized) - analysed,
         }
     failed_by_criterion = Counter(c for s in failed for c in s.failed_criteria)
+    events: dict[str, Counter[str]] = {e.id: Counter() for e in data.protocol.intercurrent_events}
+    if events:
+        for s in subjects:
+            if s.arm is None:
+                continue
+            for event_id in subject_events(data, s):
+                events[event_id][s.arm] += 1
+    for label in labels:
+        per_arm[label]["intercurrent_events"] = {
+            event_id: counts.get(label, 0) for event_id, counts in events.items()
+        }
     return {
         "assessed": len(subjects),
         "excluded": len(failed) + len(pending),
@@ -645,6 +878,9 @@ def _disposition(
         "failed_criteria": dict(failed_by_criterion),
         "randomized": sum(1 for s in subjects if s.arm is not None),
         "arms": per_arm,
+        "intercurrent_event_labels": {
+            e.id: e.description.en for e in data.protocol.intercurrent_events
+        },
     }
 
 
@@ -847,6 +1083,7 @@ def _pooled_endpoint(data: TrialData, endpoint: Endpoint) -> EndpointAnalysis:
             curve, median = pooled_kaplan_meier(final, time="time", event="event", label=POOLED)
             result.update(curves=[curve.to_dict()], medians=[median.to_dict()])
         return EndpointAnalysis(
+            intercurrent=tuple(_intercurrent_summary(data.protocol, endpoint, frame, [POOLED])),
             **base,
             n_by_arm=n,
             n_missing_by_arm=missing,
@@ -929,7 +1166,7 @@ def run_sap(
         disposition=_disposition(masked, arm_order, primary),
         baseline=tuple(_baseline_table(masked, arm_order)),
         endpoints=tuple(analyses),
-        multiplicity=None if pooled else _multiplicity(protocol, analyses),
+        multiplicity=None if pooled else _multiplicity(protocol, analyses, labels, blinded),
         safety=_safety(masked, arm_order),
         listings=_listings(masked, primary_endpoint),
         review="pooled" if pooled else "comparative" if blinded else "unblinded",

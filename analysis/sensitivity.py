@@ -4,13 +4,20 @@ Imputation model (per completed dataset m = 1..M): among subjects with the outco
 ``y ~ arm + baseline + covariates + strata`` by OLS; draw sigma^2 from its scaled inverse
 chi-square posterior and beta from N(beta_hat, sigma^2 (X'X)^-1); impute each missing y from
 its own row (MAR), or for non-reference arms from the row with the arm set to the reference
-(jump to reference, J2R), optionally adding delta to imputed values of non-reference arms
-(tipping point). Each completed dataset is analysed by the primary ANCOVA and the estimates
-are combined by Rubin's rules (t reference with Rubin's 1987 degrees of freedom).
+(reference-based: with one analysis visit every missing final value is after the event,
+t~ = 1, where jump to reference, copy reference and copy increments in reference coincide —
+rbmi's rule, `analysis.imputation.strategy_distribution`), optionally adding delta to imputed
+values of non-reference arms (tipping point). Each completed dataset is analysed by the
+primary ANCOVA and the estimates are combined by Rubin's rules with the Barnard-Rubin degrees
+of freedom (nu_com = the ANCOVA's residual df).
+
+The design columns come from the levels of the whole analysed frame (arms, strata), never
+from the levels present among the missing rows only (which crashed with a shape mismatch).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -20,9 +27,11 @@ import pandas as pd
 from scipy import stats
 
 from analysis.estimators.ancova import fit_ancova
+from analysis.imputation import rubin_rules
 from analysis.results import AnalysisError, EffectEstimate, Serialisable
 
-Strategy = Literal["mar", "j2r"]
+Strategy = Literal["mar", "j2r", "cr", "cir"]
+REFERENCE_BASED = frozenset({"j2r", "cr", "cir"})
 
 
 @dataclass(frozen=True)
@@ -40,23 +49,40 @@ class PooledEstimate(Serialisable):
     delta: float = 0.0
 
 
+@dataclass(frozen=True)
+class _Levels:
+    """The column specification of the imputation model, from the whole frame."""
+
+    arms: tuple[str, ...]  # non-reference arms
+    strata: tuple[tuple[str, tuple[str, ...]], ...]  # factor, its non-first levels
+
+
+def _levels(
+    frame: pd.DataFrame, arm: str, reference: str, strata: Sequence[str]
+) -> _Levels:
+    return _Levels(
+        arms=tuple(sorted(str(a) for a in frame[arm].unique() if a != reference)),
+        strata=tuple(
+            (s, tuple(sorted(frame[s].astype(str).unique())[1:])) for s in strata
+        ),
+    )
+
+
 def _design(
     frame: pd.DataFrame,
     arm: str,
-    reference: str,
+    levels: _Levels,
     covariates: Sequence[str],
-    strata: Sequence[str],
     as_reference: bool,
 ) -> np.ndarray:
-    columns = [np.ones(len(frame))]
-    arms = sorted(a for a in frame[arm].unique() if a != reference)
-    for level in arms:
-        indicator = (frame[arm] == level).to_numpy(dtype=float)
+    columns: list[np.ndarray] = [np.ones(len(frame))]
+    for level in levels.arms:
+        indicator = (frame[arm].astype(str) == level).to_numpy(dtype=float)
         columns.append(np.zeros(len(frame)) if as_reference else indicator)
     for covariate in covariates:
         columns.append(frame[covariate].to_numpy(dtype=float))
-    for stratum in strata:
-        for level in sorted(frame[stratum].astype(str).unique())[1:]:
+    for stratum, stratum_levels in levels.strata:
+        for level in stratum_levels:
             columns.append((frame[stratum].astype(str) == level).to_numpy(dtype=float))
     return np.column_stack(columns)
 
@@ -82,8 +108,11 @@ def impute_and_pool(
     observed = frame.loc[~missing]
     if len(observed) <= len(covariates) + 3:
         raise AnalysisError("too few observed outcomes to impute")
+    if strategy not in ("mar", *REFERENCE_BASED):
+        raise AnalysisError(f"unknown imputation strategy {strategy!r}")
     rng = np.random.default_rng(seed)
-    x_obs = _design(observed, arm, reference_arm, covariates, strata, as_reference=False)
+    levels = _levels(frame, arm, reference_arm, strata)
+    x_obs = _design(observed, arm, levels, covariates, as_reference=False)
     y_obs = observed[outcome].to_numpy(dtype=float)
     xtx_inv = np.linalg.pinv(x_obs.T @ x_obs)
     beta_hat = xtx_inv @ x_obs.T @ y_obs
@@ -91,11 +120,12 @@ def impute_and_pool(
     rss = float(np.sum((y_obs - x_obs @ beta_hat) ** 2))
     mis = frame.loc[missing]
     non_reference = (mis[arm] != reference_arm).to_numpy()
-    x_mis = _design(mis, arm, reference_arm, covariates, strata, as_reference=False)
-    if strategy == "j2r" and len(mis):
-        x_ref = _design(mis, arm, reference_arm, covariates, strata, as_reference=True)
+    x_mis = _design(mis, arm, levels, covariates, as_reference=False)
+    if strategy in REFERENCE_BASED and len(mis):
+        x_ref = _design(mis, arm, levels, covariates, as_reference=True)
         x_mis = np.where(non_reference[:, None], x_ref, x_mis)
     fits: dict[str, list[tuple[float, float]]] = {}
+    nu_com = math.inf
     for _ in range(n_imputations):
         sigma2 = rss / rng.chisquare(residual_df)
         beta = rng.multivariate_normal(beta_hat, sigma2 * xtx_inv)
@@ -114,8 +144,9 @@ def impute_and_pool(
         )
         for effect in result.effects:
             fits.setdefault(effect.contrast, []).append((effect.estimate, effect.se or 0.0))
+            nu_com = float(effect.df) if effect.df else math.inf
     return [
-        _pool(contrast, values, alpha, int(missing.sum()), strategy, delta)
+        _pool(contrast, values, alpha, int(missing.sum()), strategy, delta, nu_com)
         for contrast, values in fits.items()
     ]
 
@@ -127,31 +158,28 @@ def _pool(
     n_imputed: int,
     strategy: str,
     delta: float,
+    nu_com: float = math.inf,
 ) -> PooledEstimate:
-    estimates = np.array([v[0] for v in values])
-    variances = np.array([v[1] ** 2 for v in values])
-    m = len(values)
-    q_bar = float(estimates.mean())
-    within = float(variances.mean())
-    between = float(estimates.var(ddof=1)) if m > 1 else 0.0
-    total = within + (1 + 1 / m) * between
-    df = (m - 1) * (1 + within / ((1 + 1 / m) * between)) ** 2 if between > 0 else float("inf")
-    se = float(np.sqrt(total))
+    pooled = rubin_rules([v[0] for v in values], [v[1] for v in values], nu_com)
+    se = math.sqrt(pooled.total)
+    df = pooled.df
     t = (
         float(stats.t.ppf(1 - alpha / 2, df))
-        if np.isfinite(df)
+        if math.isfinite(df)
         else float(stats.norm.ppf(1 - alpha / 2))
     )
-    p = float(2 * stats.t.sf(abs(q_bar / se), df)) if se > 0 else 1.0
+    z = pooled.estimate / se if se > 0 else 0.0
+    p = (float(2 * stats.t.sf(abs(z), df)) if math.isfinite(df)
+         else float(2 * stats.norm.sf(abs(z)))) if se > 0 else 1.0
     return PooledEstimate(
         contrast,
-        q_bar,
+        pooled.estimate,
         se,
-        q_bar - t * se,
-        q_bar + t * se,
+        pooled.estimate - t * se,
+        pooled.estimate + t * se,
         p,
-        float(df) if np.isfinite(df) else 1e9,
-        m,
+        float(df) if math.isfinite(df) else 1e9,
+        len(values),
         n_imputed,
         strategy,
         delta,

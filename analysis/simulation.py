@@ -36,6 +36,34 @@ def _value(field: FieldDef, rng: random.Random, on: datetime.date) -> object:
     return None
 
 
+def _device_days(
+    protocol: Protocol,
+    rng: random.Random,
+    randomized_on: datetime.date,
+    dates: Mapping[str, datetime.date],
+) -> dict[str, dict[datetime.date, float]]:
+    """Daily use of every daily device stream from randomization to the last visit; about one
+    participant in six stops using the app for good at a random day (its own generator, so
+    the form values do not depend on it)."""
+    end = max(dates.values(), default=randomized_on)
+    span = (end - randomized_on).days
+    stop = rng.randint(0, max(span, 0)) if rng.random() < 1 / 6 else None
+    out: dict[str, dict[datetime.date, float]] = {}
+    for stream in protocol.device_streams:
+        if stream.cadence != "daily":
+            continue
+        low = stream.min if stream.min is not None and stream.min > 0 else 1.0
+        high = min(stream.max if stream.max is not None else 60.0, 60.0)
+        out[stream.id] = {
+            randomized_on + datetime.timedelta(days=d): (
+                0.0 if (stop is not None and d >= stop) or rng.random() < 0.15
+                else round(rng.uniform(low, max(high, low)), 1)
+            )
+            for d in range(span + 1)
+        }
+    return out
+
+
 def simulate_trial_data(
     protocol: Protocol,
     n: int,
@@ -99,6 +127,7 @@ def simulate_trial_data(
                 values.update(evaluation.values)
             visits[visit.id] = values
             dates[visit.id] = on
+        device_days = _device_days(protocol, random.Random(seed * 7919 + i), randomized_on, dates)
         subjects.append(
             SubjectData(
                 subject=f"S-{i:04d}",
@@ -127,6 +156,7 @@ def simulate_trial_data(
                 else {},
                 adherent=(i % 5 != 0) if arm else None,
                 failed_criteria=("inc_age",) if arm is None else (),
+                device_days=device_days if arm else {},
             )
         )
     return TrialData(protocol=protocol, subjects=tuple(subjects))

@@ -127,7 +127,7 @@ def estimate_subgroup_effects(
                 ))
             else:
                 effects.append(EffectEstimate(
-                    f"{a} vs {arms[0]}", safe_exp(est), se, safe_exp(est - crit * se),
+                    f"{a} / {arms[0]}", safe_exp(est), se, safe_exp(est - crit * se),
                     safe_exp(est + crit * se), float(2 * stats.norm.sf(abs(est / se))),
                     scale="odds_ratio",
                 ))

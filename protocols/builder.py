@@ -21,7 +21,10 @@ from .model import (
     DeviceStream,
     Endpoint,
     Estimand,
+    EstimandEvent,
+    Hypothesis,
     IntercurrentEvent,
+    MultiplicitySpec,
     Protocol,
     RandomizationSpec,
     SampleSize,
@@ -31,6 +34,7 @@ from .model import (
     StratificationFactor,
     StratumLevel,
     Subgroup,
+    Transition,
 )
 
 Data = dict[str, Any]
@@ -131,6 +135,7 @@ def _randomization(data: Data) -> RandomizationSpec:
                 field=f["field"],
                 levels=tuple(_level(x) for x in f["levels"]),
                 weight=float(f.get("weight", 1.0)),
+                visit=f.get("visit"),
             )
             for f in data.get("factors", [])
         ),
@@ -189,8 +194,9 @@ def _endpoint(data: Data) -> Endpoint:
             analysis_set=est["analysis_set"],
             variable=build_label(est["variable"]),
             intercurrent_events=tuple(
-                IntercurrentEvent(
-                    id=e["id"], description=build_label(e["description"]), strategy=e["strategy"]
+                EstimandEvent(
+                    event=e["event"], strategy=e["strategy"],
+                    composite_value=_float_or_none(e.get("composite_value")),
                 )
                 for e in est.get("intercurrent_events", [])
             ),
@@ -226,6 +232,38 @@ def _endpoint(data: Data) -> Endpoint:
                 )
                 for s in ana.get("subgroups", [])
             ),
+        ),
+    )
+
+
+def _event(data: Data) -> IntercurrentEvent:
+    return IntercurrentEvent(
+        id=data["id"],
+        description=build_label(data["description"]),
+        detected_by=data["detected_by"],
+        condition=data.get("condition"),
+        date_field=data.get("date_field"),
+        form=data.get("form"),
+        stream=data.get("stream"),
+        inactive_days=data.get("inactive_days"),
+        reasons=tuple(data.get("reasons", [])),
+    )
+
+
+def _multiplicity(data: Data | None) -> MultiplicitySpec | None:
+    if data is None:
+        return None
+    return MultiplicitySpec(
+        procedure=data["procedure"],
+        alpha=float(data.get("alpha", 0.05)),
+        hypotheses=tuple(
+            Hypothesis(id=h["id"], endpoint=h["endpoint"], arm=h["arm"],
+                       weight=_float_or_none(h.get("weight")))
+            for h in data["hypotheses"]
+        ),
+        transitions=tuple(
+            Transition(source=t["from"], target=t["to"], weight=float(t["weight"]))
+            for t in data.get("transitions", [])
         ),
     )
 
@@ -284,7 +322,9 @@ def build_protocol(data: Data) -> Protocol:
         ),
         forms=tuple(build_form(f) for f in data["forms"]),
         device_streams=tuple(_stream(s) for s in data.get("device_streams", [])),
+        intercurrent_events=tuple(_event(e) for e in data.get("intercurrent_events", [])),
         endpoints=tuple(_endpoint(e) for e in data.get("endpoints", [])),
+        multiplicity=_multiplicity(data.get("multiplicity")),
         sample_size=None if sample is None else SampleSize(
             n=sample["n"],
             power=_float_or_none(sample.get("power")),

@@ -21,6 +21,8 @@ from .structure import PROTOCOL, Kind, ListOf, Obj
 _ATTRIBUTE_NAMES = {
     ("Sites", "initial"): "initial_sites",
     ("Level", "otherwise"): "is_otherwise",
+    ("Transition", "from"): "source",
+    ("Transition", "to"): "target",
 }
 
 

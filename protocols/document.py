@@ -18,7 +18,7 @@ import yaml
 
 from ecrf.text import text_problem
 
-from .structure import Bool, Enum, Int, Kind, ListOf, Num, NumOrStr, Obj, Str
+from .structure import RETIRED_KEYS, Bool, Enum, Int, Kind, ListOf, Num, NumOrStr, Obj, Str
 
 PathPart = str | int
 Path = tuple[PathPart, ...]
@@ -313,6 +313,8 @@ class DocumentReader:
             if prop is None:
                 self._sources.values[key_path] = _mark(key_node)
                 hint = suggest(key, names)
+                if (kind.name, key) in RETIRED_KEYS:
+                    hint = f" ({RETIRED_KEYS[(kind.name, key)]})"
                 if key == "<<":
                     hint = " (YAML merge keys are not supported; repeat the keys or use an alias)"
                 if not hint and node.flow_style and _is_null(value_node) and " " in key:

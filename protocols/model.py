@@ -42,6 +42,9 @@ AnalysisSet = Literal["itt", "fas", "per_protocol", "safety", "completers"]
 IntercurrentStrategy = Literal[
     "treatment_policy", "hypothetical", "composite", "while_on_treatment", "principal_stratum"
 ]
+#: How an intercurrent event is found in the captured data.
+EventDetection = Literal["form_field", "repeating_form", "device_inactivity", "withdrawal"]
+MultiplicityProcedure = Literal["fixed_sequence", "holm", "hochberg", "bonferroni", "graphical"]
 AnalysisModel = Literal[
     "ancova", "mmrm", "logistic", "risk_difference", "cmh", "km_logrank", "cox", "gee_per_eye"
 ]
@@ -66,6 +69,8 @@ ADHERENCE_METRICS: tuple[str, ...] = AdherenceMetric.__args__  # type: ignore[at
 ENDPOINT_ROLES: tuple[str, ...] = EndpointRole.__args__  # type: ignore[attr-defined]
 ANALYSIS_SETS: tuple[str, ...] = AnalysisSet.__args__  # type: ignore[attr-defined]
 INTERCURRENT_STRATEGIES: tuple[str, ...] = IntercurrentStrategy.__args__  # type: ignore[attr-defined]
+EVENT_DETECTIONS: tuple[str, ...] = EventDetection.__args__  # type: ignore[attr-defined]
+MULTIPLICITY_PROCEDURES: tuple[str, ...] = MultiplicityProcedure.__args__  # type: ignore[attr-defined]
 ANALYSIS_MODELS: tuple[str, ...] = AnalysisModel.__args__  # type: ignore[attr-defined]
 SIDEDNESS: tuple[str, ...] = Sidedness.__args__  # type: ignore[attr-defined]
 COVARIANCE_STRUCTURES: tuple[str, ...] = CovarianceStructure.__args__  # type: ignore[attr-defined]
@@ -132,13 +137,15 @@ class StratumLevel:
 
 @dataclass(frozen=True)
 class StratificationFactor:
-    """A stratification or minimization factor derived from the screening value of ``field``."""
+    """A stratification or minimization factor derived from the value of ``field`` recorded at
+    ``visit`` (None: the first visit at or before randomization that collects the field)."""
 
     id: str
     label: Label
     field: str
     levels: tuple[StratumLevel, ...]
     weight: float = 1.0  # minimization weight v_f; ignored by stratified designs
+    visit: str | None = None
 
     @property
     def level_codes(self) -> tuple[str, ...]:
@@ -231,9 +238,38 @@ class DeviceStream:
 
 @dataclass(frozen=True)
 class IntercurrentEvent:
+    """An intercurrent event category and how it is detected in the data (declared once,
+    used by any estimand).
+
+    - ``form_field``: the first visit whose values satisfy ``condition``; the date is
+      ``date_field`` of that visit, else the visit's date.
+    - ``repeating_form``: the earliest record of log ``form`` (e.g. con-meds) satisfying
+      ``condition`` (every record when none), dated by its ``date_field``.
+    - ``device_inactivity``: ``inactive_days`` consecutive days without use (no value > 0) of
+      device ``stream`` after randomization; the date is the last day of use (randomization
+      day when never used).
+    - ``withdrawal``: the participant withdrew (reason containing one of ``reasons``, any
+      reason when none); the date is the withdrawal date.
+    """
+
     id: str
     description: Label
+    detected_by: EventDetection
+    condition: str | None = None
+    date_field: str | None = None
+    form: str | None = None
+    stream: str | None = None
+    inactive_days: int | None = None
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EstimandEvent:
+    """One intercurrent event of an estimand and the strategy that handles it (ICH E9(R1))."""
+
+    event: str
     strategy: IntercurrentStrategy
+    composite_value: float | None = None  # composite: the outcome the event stands for
 
 
 @dataclass(frozen=True)
@@ -243,8 +279,37 @@ class Estimand:
     population: Label
     analysis_set: AnalysisSet
     variable: Label
-    intercurrent_events: tuple[IntercurrentEvent, ...]
+    intercurrent_events: tuple[EstimandEvent, ...]
     summary: Label
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One confirmatory hypothesis: ``arm`` versus the endpoint's reference arm."""
+
+    id: str
+    endpoint: str
+    arm: str
+    weight: float | None = None  # graphical / weighted Bonferroni: initial local weight
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Graphical procedure: share ``weight`` of a rejected hypothesis' level passes on."""
+
+    source: str
+    target: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class MultiplicitySpec:
+    """The confirmatory family (contrasts x endpoints) and the procedure controlling FWER."""
+
+    procedure: MultiplicityProcedure
+    hypotheses: tuple[Hypothesis, ...]
+    alpha: float = 0.05
+    transitions: tuple[Transition, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -338,6 +403,15 @@ class Protocol:
     endpoints: tuple[Endpoint, ...] = ()
     sample_size: SampleSize | None = None
     consents: tuple[ConsentDocument, ...] = ()
+    intercurrent_events: tuple[IntercurrentEvent, ...] = ()
+    multiplicity: MultiplicitySpec | None = None
+
+    def intercurrent_event(self, event_id: str) -> IntercurrentEvent:
+        """Return the intercurrent event with this id; raise KeyError when there is none."""
+        for event in self.intercurrent_events:
+            if event.id == event_id:
+                return event
+        raise KeyError(event_id)
 
     def form(self, form_id: str) -> FormDef:
         """Return the form with this id; raise KeyError when there is none."""
@@ -374,6 +448,17 @@ class Protocol:
     def field(self, field_id: str) -> FieldDef:
         """Return the field with this id, from whichever form holds it; raise KeyError if none."""
         return self.field_index()[field_id][1]
+
+    def factor_visit(self, factor: StratificationFactor) -> str | None:
+        """Return the visit whose value of the factor's field is used: the factor's ``visit``,
+        else the first visit at or before randomization that collects the field."""
+        if factor.visit is not None:
+            return factor.visit
+        forms = {f.id for f in self.forms if any(x.id == factor.field for x in f.fields)}
+        for visit in self.schedule.visits:
+            if (visit.anchor != "randomization" or visit.day <= 0) and forms & set(visit.forms):
+                return visit.id
+        return None
 
     def visits_of_form(self, form_id: str) -> tuple[str, ...]:
         """Return the ids of the visits at which this form is scheduled, in schedule order."""

@@ -128,7 +128,7 @@ DESCRIPTIVE_KEYS: dict[str, str] = {
         "forms[].fields[].checks[].message", "forms[].fields[].slider_labels[]",
         "forms[].checks[].message", "device_streams[].label", "endpoints[].name",
         "endpoints[].estimand.population", "endpoints[].estimand.variable",
-        "endpoints[].estimand.intercurrent_events[].description", "endpoints[].estimand.summary",
+        "intercurrent_events[].description", "endpoints[].estimand.summary",
         "endpoints[].analysis.sensitivity[].description", "endpoints[].analysis.subgroups[].label",
         "endpoints[].analysis.subgroups[].levels[].label", "sample_size.assumptions",
         "consents[].title",

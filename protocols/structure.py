@@ -233,6 +233,8 @@ FACTOR = Obj(
         Prop("field", _id("Screening field the level is derived from"), required=True),
         Prop("levels", ListOf(LEVEL, "Levels with their rules", min_items=2), required=True),
         Prop("weight", Num("Minimization weight", minimum=0)),
+        Prop("visit", _id("Visit whose value is used (before randomization; default: the "
+                          "first visit at or before randomization collecting the field)")),
     ),
 )
 
@@ -334,9 +336,42 @@ INTERCURRENT = Obj(
     (
         Prop("id", _id("Event id"), required=True),
         Prop("description", LABEL, required=True),
+        Prop("detected_by", Enum(m.EVENT_DETECTIONS, "How the event is found in the data"),
+             required=True),
+        Prop("condition", _expr("form_field / repeating_form: the event happened")),
+        Prop("date_field", _id("form_field / repeating_form: date field of the event")),
+        Prop("form", _id("repeating_form: the log form (e.g. con-meds)")),
+        Prop("stream", _id("device_inactivity: device stream id")),
+        Prop("inactive_days", Int("device_inactivity: consecutive days without use",
+                                  minimum=1)),
+        Prop("reasons", ListOf(Str("Text the withdrawal reason contains", min_length=1),
+                               "withdrawal: reasons that count (any when absent)")),
+    ),
+    "An intercurrent event category and how it is detected in the captured data",
+)
+
+ESTIMAND_EVENT = Obj(
+    "EstimandEvent",
+    (
+        Prop("event", _id("Intercurrent event id (top-level intercurrent_events)"),
+             required=True),
         Prop("strategy", Enum(m.INTERCURRENT_STRATEGIES, "ICH E9(R1) strategy"), required=True),
+        Prop("composite_value", Num("composite: outcome value the event stands for "
+                                    "(binary models: 0 non-responder, 1 responder)")),
     ),
 )
+
+#: Keys of an older shape, refused with what to write instead: (object, key) -> hint.
+RETIRED_KEYS: dict[tuple[str, str], str] = {
+    ("EstimandEvent", "id"): (
+        "intercurrent events are now declared once under the top-level "
+        "'intercurrent_events' (id, description, detected_by, ...); here write "
+        "'- {event: <id>, strategy: <strategy>}'"
+    ),
+    ("EstimandEvent", "description"): (
+        "move the description to the top-level 'intercurrent_events' entry"
+    ),
+}
 
 ESTIMAND = Obj(
     "Estimand",
@@ -344,7 +379,7 @@ ESTIMAND = Obj(
         Prop("population", LABEL, required=True),
         Prop("analysis_set", Enum(m.ANALYSIS_SETS, "Analysis set"), required=True),
         Prop("variable", LABEL, required=True),
-        Prop("intercurrent_events", ListOf(INTERCURRENT, "Intercurrent events and strategies")),
+        Prop("intercurrent_events", ListOf(ESTIMAND_EVENT, "Intercurrent events and strategies")),
         Prop("summary", LABEL, required=True),
     ),
     "ICH E9(R1) estimand attributes",
@@ -415,6 +450,42 @@ SAMPLE_SIZE = Obj(
     ),
 )
 
+HYPOTHESIS = Obj(
+    "Hypothesis",
+    (
+        Prop("id", _id("Hypothesis id"), required=True),
+        Prop("endpoint", _id("Endpoint id"), required=True),
+        Prop("arm", _id("Active arm compared with the endpoint's reference arm"),
+             required=True),
+        Prop("weight", Num("Initial weight (graphical, bonferroni); weights sum to at most 1",
+                           minimum=0, maximum=1)),
+    ),
+)
+
+TRANSITION = Obj(
+    "Transition",
+    (
+        Prop("from", _id("Hypothesis id"), required=True),
+        Prop("to", _id("Hypothesis id"), required=True),
+        Prop("weight", Num("Share of the level passed on when 'from' is rejected", minimum=0,
+                           maximum=1), required=True),
+    ),
+)
+
+MULTIPLICITY = Obj(
+    "Multiplicity",
+    (
+        Prop("procedure", Enum(m.MULTIPLICITY_PROCEDURES, "FWER-controlling procedure"),
+             required=True),
+        Prop("alpha", Num("Family-wise significance level", minimum=0, maximum=0.5,
+                          exclusive_minimum=True)),
+        Prop("hypotheses", ListOf(HYPOTHESIS, "The confirmatory family, in testing order",
+                                  min_items=1), required=True),
+        Prop("transitions", ListOf(TRANSITION, "graphical: the transition matrix, by edge")),
+    ),
+    "Confirmatory family (contrasts x endpoints) and its multiplicity procedure",
+)
+
 CONSENT = Obj(
     "Consent",
     (
@@ -445,7 +516,10 @@ PROTOCOL = Obj(
         Prop("schedule", SCHEDULE, required=True),
         Prop("forms", ListOf(FORM, "Case report forms", min_items=1), required=True),
         Prop("device_streams", ListOf(STREAM, "Device / app data streams")),
+        Prop("intercurrent_events",
+             ListOf(INTERCURRENT, "Intercurrent events and how each is detected")),
         Prop("endpoints", ListOf(ENDPOINT, "Endpoints and their analyses")),
+        Prop("multiplicity", MULTIPLICITY),
         Prop("sample_size", SAMPLE_SIZE),
         Prop("consents", ListOf(CONSENT, "Consent and assent documents per language")),
     ),

@@ -66,7 +66,9 @@ def validate_protocol(protocol: Protocol, reporter: Reporter) -> None:
     _check_randomization(ctx)
     _check_eligibility(ctx)
     _check_streams(ctx)
+    _check_intercurrent_events(ctx)
     _check_endpoints(ctx)
+    _check_multiplicity(ctx)
     _check_consents(ctx)
     _warn_about_design(ctx)
 
@@ -444,6 +446,16 @@ def _check_factor(ctx: _Context, factor: StratificationFactor, base: Path) -> No
     elif source is not None and factor.field not in _pre_randomization_fields(ctx.protocol):
         r.error((*base, "field"), f"field '{factor.field}' is not collected at any visit "
                 "before randomization, so the stratum cannot be derived")
+    if factor.visit is not None:
+        _check_visit_ref(ctx, factor.visit, (*base, "visit"))
+        if factor.visit in ctx.visits:
+            visit = ctx.protocol.visit(factor.visit)
+            if visit.anchor == "randomization" and visit.day > 0:
+                r.error((*base, "visit"), f"visit '{factor.visit}' is after randomization: a "
+                        "stratification factor needs a value known when randomizing")
+            elif source is not None and not _is_collected_at(ctx, factor.field, factor.visit):
+                r.error((*base, "visit"), f"field '{factor.field}' is not collected at visit "
+                        f"'{factor.visit}'")
     _check_levels(ctx, factor.levels, base, require_rules=True)
     if source is not None:
         _check_coverage(ctx, factor, source, base)
@@ -655,11 +667,192 @@ def _check_endpoints(ctx: _Context) -> None:
         _duplicates(r, "subgroup id", (
             (s.id, (*base, "subgroups", k, "id")) for k, s in enumerate(a.subgroups)
         ))
-        _duplicates(r, "intercurrent event id", (
-            (e.id, ("endpoints", i, "estimand", "intercurrent_events", k, "id"))
-            for k, e in enumerate(endpoint.estimand.intercurrent_events)
-        ))
+        _check_estimand_events(ctx, endpoint, ("endpoints", i, "estimand"))
     _duplicates(r, "multiplicity_order", orders)
+
+
+_DETECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "form_field": ("condition", "date_field"),
+    "repeating_form": ("form", "condition", "date_field"),
+    "device_inactivity": ("stream", "inactive_days"),
+    "withdrawal": ("reasons",),
+}
+_REQUIRED_DETECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "form_field": ("condition",),
+    "repeating_form": ("form", "date_field"),
+    "device_inactivity": ("stream", "inactive_days"),
+    "withdrawal": (),
+}
+
+
+def _check_intercurrent_events(ctx: _Context) -> None:
+    """Each event names a detection its data can support: fields, forms and streams exist."""
+    p, r = ctx.protocol, ctx.reporter
+    _duplicates(r, "intercurrent event id", (
+        (e.id, ("intercurrent_events", k, "id")) for k, e in enumerate(p.intercurrent_events)
+    ))
+    streams = {s.id for s in p.device_streams}
+    forms = {f.id: f for f in p.forms}
+    for k, event in enumerate(p.intercurrent_events):
+        base: Path = ("intercurrent_events", k)
+        kind = event.detected_by
+        given = {
+            "condition": event.condition is not None, "date_field": event.date_field is not None,
+            "form": event.form is not None, "stream": event.stream is not None,
+            "inactive_days": event.inactive_days is not None, "reasons": bool(event.reasons),
+        }
+        for key, is_set in given.items():
+            if is_set and key not in _DETECTION_KEYS[kind]:
+                r.error((*base, key), f"{key} is not used by detected_by: {kind}")
+        for key in _REQUIRED_DETECTION_KEYS[kind]:
+            if not given[key]:
+                r.error((*base, "detected_by"), f"detected_by: {kind} needs {key}")
+        if kind == "repeating_form" and event.form is not None:
+            log = forms.get(event.form)
+            if log is None:
+                r.error((*base, "form"), f"unknown form '{event.form}'"
+                        f"{suggest(event.form, set(forms))}")
+            elif not log.repeating:
+                r.error((*base, "form"), f"form '{event.form}' is not a repeating (log) form")
+            else:
+                own = {f.id for f in log.fields}
+                if event.date_field and event.date_field not in own:
+                    r.error((*base, "date_field"), f"field '{event.date_field}' is not in form "
+                            f"'{event.form}'{suggest(event.date_field, own)}")
+                _check_record_condition(ctx, event.condition, own, event.form,
+                                        (*base, "condition"))
+        elif kind == "form_field":
+            check_expression(ctx, event.condition, (*base, "condition"))
+        if event.date_field and kind == "form_field":
+            _check_field_ref(ctx, event.date_field, (*base, "date_field"))
+        date = ctx.fields.get(event.date_field or "")
+        if date is not None and date.type not in ("date", "datetime"):
+            r.error((*base, "date_field"), f"field '{event.date_field}' is a {date.type} "
+                    "field, not a date")
+        if event.stream is not None and event.stream not in streams:
+            r.error((*base, "stream"), f"unknown device stream '{event.stream}'"
+                    f"{suggest(event.stream, streams)}")
+
+
+def _check_record_condition(ctx: _Context, condition: str | None, own: set[str], form: str,
+                            path: Path) -> None:
+    check_expression(ctx, condition, path)
+    if not condition:
+        return
+    try:
+        used = parse(condition).fields
+    except ExpressionError:
+        return
+    foreign = sorted(f for f in used if f in ctx.fields and f not in own)
+    if foreign:
+        ctx.reporter.error(path, f"a record condition can only use fields of form '{form}', "
+                           f"not {', '.join(foreign)}")
+
+
+def _check_estimand_events(ctx: _Context, endpoint: Endpoint, base: Path) -> None:
+    r = ctx.reporter
+    declared = {e.id for e in ctx.protocol.intercurrent_events}
+    events = endpoint.estimand.intercurrent_events
+    _duplicates(r, "intercurrent event", (
+        (e.event, (*base, "intercurrent_events", k, "event")) for k, e in enumerate(events)
+    ))
+    model = endpoint.analysis.model
+    for k, item in enumerate(events):
+        path: Path = (*base, "intercurrent_events", k)
+        if item.event not in declared:
+            r.error((*path, "event"), f"unknown intercurrent event '{item.event}' (declare it "
+                    "under the top-level intercurrent_events with how it is detected)"
+                    f"{suggest(item.event, declared)}")
+        if item.strategy == "principal_stratum":
+            r.error((*path, "strategy"), "principal_stratum needs a causal estimation method, "
+                    "and none is implemented: analysing only the participants without the "
+                    "event is not a principal stratum (ICH E9(R1) A.3.1); choose another "
+                    "strategy, or analyse the stratum outside the platform")
+        if item.strategy == "composite":
+            if model in SURVIVAL_MODELS:
+                if item.composite_value is not None:
+                    r.error((*path, "composite_value"), f"a composite event of a {model} "
+                            "endpoint is an event at its date; remove composite_value")
+            elif item.composite_value is None:
+                r.error((*path, "strategy"), "composite needs composite_value (the outcome "
+                        "the event stands for, e.g. 0 = non-responder)")
+            elif model in BINARY_MODELS and item.composite_value not in (0.0, 1.0):
+                r.error((*path, "composite_value"), f"a {model} outcome is 0 or 1, not "
+                        f"{item.composite_value:g}")
+            elif model == "gee_per_eye":
+                r.error((*path, "strategy"), "composite is not supported for gee_per_eye")
+        elif item.composite_value is not None:
+            r.error((*path, "composite_value"), "composite_value is only used by the "
+                    "composite strategy")
+
+
+def _check_multiplicity(ctx: _Context) -> None:
+    """The family names real endpoints and active arms; graphical weights form a valid graph."""
+    p, r = ctx.protocol, ctx.reporter
+    spec = p.multiplicity
+    if spec is None:
+        return
+    base: Path = ("multiplicity",)
+    endpoints = {e.id: e for e in p.endpoints}
+    for i, item in enumerate(p.endpoints):
+        if item.analysis.multiplicity_order is not None:
+            r.error(("endpoints", i, "analysis", "multiplicity_order"), "multiplicity_order is "
+                    "not used when 'multiplicity' declares the confirmatory family (its "
+                    "hypotheses are in testing order)")
+    arm_codes = {a.code for a in p.arms}
+    _duplicates(r, "hypothesis id", (
+        (h.id, (*base, "hypotheses", k, "id")) for k, h in enumerate(spec.hypotheses)
+    ))
+    _duplicates(r, "hypothesis (endpoint, arm)", (
+        (f"{h.endpoint}/{h.arm}", (*base, "hypotheses", k, "arm"))
+        for k, h in enumerate(spec.hypotheses)
+    ))
+    for k, h in enumerate(spec.hypotheses):
+        path: Path = (*base, "hypotheses", k)
+        endpoint = endpoints.get(h.endpoint)
+        if endpoint is None:
+            r.error((*path, "endpoint"), f"unknown endpoint '{h.endpoint}'"
+                    f"{suggest(h.endpoint, set(endpoints))}")
+        elif endpoint.analysis.model == "km_logrank":
+            r.error((*path, "endpoint"), "km_logrank gives no arm contrast to test; use cox")
+        if h.arm not in arm_codes:
+            r.error((*path, "arm"), f"unknown arm '{h.arm}'{suggest(h.arm, arm_codes)}")
+        elif endpoint is not None:
+            reference = endpoint.analysis.reference_arm or (
+                p.control_arm.code if p.control_arm else p.arms[-1].code)
+            if h.arm == reference:
+                r.error((*path, "arm"), f"arm '{h.arm}' is the reference arm of "
+                        f"'{h.endpoint}': name an active arm")
+        weighted = spec.procedure in ("graphical", "bonferroni")
+        if h.weight is not None and not weighted:
+            r.error((*path, "weight"), f"weights are not used by {spec.procedure}")
+        if spec.procedure == "graphical" and h.weight is None:
+            r.error((*path, "weight"), "the graphical procedure needs every initial weight")
+    weights = [h.weight for h in spec.hypotheses if h.weight is not None]
+    if weights and sum(weights) > 1 + 1e-9:
+        r.error((*base, "hypotheses"), f"initial weights sum to {sum(weights):g}, more than 1")
+    if spec.procedure == "bonferroni" and weights and len(weights) != len(spec.hypotheses):
+        r.error((*base, "hypotheses"), "give a weight to every hypothesis or to none")
+    if spec.transitions and spec.procedure != "graphical":
+        r.error((*base, "transitions"), f"transitions are not used by {spec.procedure}")
+    ids = {h.id for h in spec.hypotheses}
+    out: dict[str, float] = {}
+    for k, t in enumerate(spec.transitions):
+        path = (*base, "transitions", k)
+        for key, value in (("from", t.source), ("to", t.target)):
+            if value not in ids:
+                r.error((*path, key), f"unknown hypothesis '{value}'{suggest(value, ids)}")
+        if t.source == t.target:
+            r.error((*path, "to"), "a hypothesis cannot pass its level to itself")
+        out[t.source] = out.get(t.source, 0.0) + t.weight
+    _duplicates(r, "transition", (
+        (f"{t.source}->{t.target}", (*base, "transitions", k, "to"))
+        for k, t in enumerate(spec.transitions)
+    ))
+    for source, total in out.items():
+        if total > 1 + 1e-9:
+            r.error((*base, "transitions"), f"weights leaving '{source}' sum to {total:g}, "
+                    "more than 1")
 
 
 def _check_collection(ctx: _Context, endpoint: Endpoint, base: Path) -> None:
@@ -784,7 +977,7 @@ def _warn_about_design(ctx: _Context) -> None:
             r.warning(("endpoints", i, "analysis"),
                       f"primary endpoint '{endpoint.id}' has no sensitivity analysis of its "
                       "estimand (ICH E9(R1) A.5.2)")
-    if len(confirmatory) > 1:
+    if len(confirmatory) > 1 and p.multiplicity is None:
         for i in confirmatory:
             if p.endpoints[i].analysis.multiplicity_order is None:
                 r.warning(("endpoints", i, "analysis"),

@@ -118,6 +118,102 @@ def profile_interval(
     return bounds[0], bounds[1], float(stats.chi2.sf(max(lrt, 0.0), 1))
 
 
+@dataclass(frozen=True)
+class FirthFit:
+    """A Firth penalized-likelihood logistic fit (Firth 1993; Heinze & Schemper 2002)."""
+
+    beta: FloatArray
+    cov: FloatArray  # classical I(beta)^-1 at the estimate
+    loglik: float  # penalized log-likelihood l*(beta) = l(beta) + 1/2 log det I(beta)
+    converged: bool
+
+
+def _penalized(x: FloatArray, y: FloatArray, beta: FloatArray) -> tuple[float, FloatArray,
+                                                                        FloatArray]:
+    """Return l*(beta), the modified score U*(beta) and the information I(beta), full X."""
+    eta = x @ beta
+    mu = special.expit(eta)
+    weight = np.maximum(mu * (1 - mu), 1e-300)
+    info = x.T @ (x * weight[:, None])
+    sign, logdet = np.linalg.slogdet(info)
+    if sign <= 0 or logdet < -200:
+        raise AnalysisError("Firth: the information matrix is numerically singular")
+    loglik = float(-np.sum(np.logaddexp(0, eta) - y * eta)) + 0.5 * logdet
+    xw = x * np.sqrt(weight)[:, None]
+    hat = np.einsum("ij,ij->i", xw @ np.linalg.inv(info), xw)
+    score = x.T @ (y - mu + hat * (0.5 - mu))
+    return loglik, score, info
+
+
+def fit_firth_model(
+    x: FloatArray, y: FloatArray, fixed: dict[int, float] | None = None,
+    max_iterations: int = 100,
+) -> FirthFit:
+    """Maximise the penalized log-likelihood, with coefficients in ``fixed`` held at their
+    values (the penalty always uses the full information matrix, as logistf)."""
+    fixed = fixed or {}
+    free = [j for j in range(x.shape[1]) if j not in fixed]
+    beta = np.zeros(x.shape[1])
+    for j, value in fixed.items():
+        beta[j] = value
+    loglik, score, info = _penalized(x, y, beta)
+    converged = False
+    for _ in range(max_iterations):
+        if not free:
+            converged = True
+            break
+        step = np.zeros_like(beta)
+        step[free] = np.linalg.solve(info[np.ix_(free, free)], score[free])
+        largest = float(np.max(np.abs(step)))
+        if largest > 5:
+            step *= 5 / largest
+        shrink = 1.0
+        while True:
+            trial = beta + shrink * step
+            try:
+                new = _penalized(x, y, trial)
+            except AnalysisError:
+                new = (-np.inf, score, info)
+            if new[0] >= loglik - 1e-12 or shrink < 1e-8:
+                break
+            shrink /= 2
+        beta = trial
+        change = new[0] - loglik
+        loglik, score, info = new
+        if np.max(np.abs(shrink * step)) < 1e-10 and abs(change) < 1e-12 and \
+                np.max(np.abs(score[free])) < 1e-8:
+            converged = True
+            break
+    return FirthFit(beta, np.linalg.inv(info), loglik, converged)
+
+
+def firth_profile(
+    x: FloatArray, y: FloatArray, fit: FirthFit, column: int, alpha: float
+) -> tuple[float, float, float]:
+    """Profile penalized-likelihood CI of one coefficient and its penalized likelihood-ratio
+    p-value (logistf's defaults: ``pl = TRUE``); both limits are finite under separation."""
+    target = float(stats.chi2.ppf(1 - alpha, 1)) / 2
+    estimate = float(fit.beta[column])
+    se = float(np.sqrt(fit.cov[column, column]))
+
+    def excess(b: float) -> float:
+        return fit.loglik - fit_firth_model(x, y, {column: b}).loglik - target
+
+    bounds = []
+    for direction in (-1.0, 1.0):
+        step = se
+        far = estimate + direction * step
+        while excess(far) < 0:
+            step *= 2
+            far = estimate + direction * step
+            if step > 1e3:
+                raise AnalysisError("penalized profile bound not found")
+        lo, hi = sorted((estimate, far))
+        bounds.append(float(optimize.brentq(excess, lo, hi, xtol=1e-10, rtol=1e-12)))
+    statistic = 2 * (fit.loglik - fit_firth_model(x, y, {column: 0.0}).loglik)
+    return bounds[0], bounds[1], float(stats.chi2.sf(max(statistic, 0.0), 1))
+
+
 def _binomial_deviance(y: FloatArray, eta: FloatArray) -> float:
     """Return -2 log-likelihood of 0/1 outcomes ``y`` at linear predictor ``eta``."""
     # log(1 + exp(eta)) - y * eta, computed stably
@@ -195,7 +291,9 @@ def fit_logistic(
     EndpointResult
         Odds ratios with Wald CIs and z tests on the log-odds scale (R:
         ``confint.default``), per-arm response counts, and warnings on
-        non-convergence or (quasi-)complete separation.
+        non-convergence or (quasi-)complete separation. Under separation the odds ratios
+        are Firth's (``ci_method="firth_profile_penalized_likelihood"``: profile penalized-
+        likelihood CI, penalized likelihood-ratio p; R ``logistf``).
     """
     covariates, strata = column_names(covariates), column_names(strata)
     frame, arms, n_dropped = _prepare(data, outcome, arm, reference_arm, covariates, strata)
@@ -214,7 +312,7 @@ def fit_logistic(
         se = float(np.sqrt(contrast @ fit.cov @ contrast))
         effects.append(
             EffectEstimate(
-                contrast=f"{a} vs {arms[0]}",
+                contrast=f"{a} / {arms[0]}",
                 estimate=safe_exp(log_or),
                 se=se,
                 ci_low=safe_exp(log_or - z * se),
@@ -224,8 +322,32 @@ def fit_logistic(
             )
         )
     profile_problem = None
+    firth_used = False
+    if fit.separated:
+        # Separation: ML odds ratios diverge (OR ~ 1e32, p ~ 1). Fall back to Firth's
+        # penalized likelihood with profile penalized-likelihood CIs and PLR tests.
+        coded = design.matrix.copy()
+        coded[:, 0] = 1.0
+        try:
+            firth = fit_firth_model(coded, y)
+            firth_effects = []
+            for i, a in enumerate(arms[1:], start=1):
+                low, high, plr_p = firth_profile(coded, y, firth, i, alpha)
+                b = float(firth.beta[i])
+                firth_effects.append(
+                    EffectEstimate(
+                        contrast=f"{a} / {arms[0]}", estimate=safe_exp(b),
+                        se=float(np.sqrt(firth.cov[i, i])), ci_low=safe_exp(low),
+                        ci_high=safe_exp(high), p_value=plr_p, scale="odds_ratio",
+                        ci_method="firth_profile_penalized_likelihood",
+                    )
+                )
+            effects = firth_effects
+            firth_used = True
+        except (AnalysisError, np.linalg.LinAlgError) as exc:
+            profile_problem = f"Firth fallback failed: {exc}"
     if profile_ci and fit.separated:
-        profile_problem = "separation"
+        profile_problem = profile_problem or "separation (Firth penalized likelihood used)"
     elif profile_ci:
         coded = design.matrix.copy()
         coded[:, 0] = 1.0  # intercept + treatment coding: column i is log OR(arm i vs ref)
@@ -251,7 +373,13 @@ def fit_logistic(
         warnings.append(f"logistic regression did not converge in {fit.iterations} iterations")
     if profile_problem:
         warnings.append(f"profile-likelihood CI not computed: {profile_problem}")
-    if fit.separated:
+    if fit.separated and firth_used:
+        warnings.append(
+            "(quasi-)complete separation: maximum-likelihood odds ratios diverge; Firth's "
+            "penalized likelihood used (Heinze & Schemper 2002), profile penalized-likelihood "
+            "CIs and penalized likelihood-ratio tests"
+        )
+    elif fit.separated:
         warnings.append(
             "possible (quasi-)complete separation: fitted probabilities of 0 or 1 or "
             "diverging coefficients; odds ratios and Wald CIs are unreliable"
@@ -261,8 +389,14 @@ def fit_logistic(
         method="logistic",
         model=(
             f"logistic regression: logit P({outcome} = 1) ~ "
-            f"{' + '.join([arm, *covariates, *strata])}; maximum likelihood; odds ratios "
-            "with Wald CIs and z tests on the log-odds scale"
+            f"{' + '.join([arm, *covariates, *strata])}; "
+            + (
+                "Firth penalized likelihood (separation in the data); odds ratios with "
+                "profile penalized-likelihood CIs and penalized likelihood-ratio tests"
+                if firth_used
+                else "maximum likelihood; odds ratios with Wald CIs and z tests on the "
+                "log-odds scale"
+            )
         ),
         n_by_arm={s.arm: s.n for s in arms_summary},
         effects=tuple(effects),
@@ -279,6 +413,19 @@ def wilson_interval(events: int, n: int, alpha: float = 0.05) -> tuple[float, fl
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def yates_chi_square(table: np.ndarray) -> tuple[float, float]:
+    """Pearson chi-square of a 2 x 2 table with Yates' continuity correction, as R's
+    ``chisq.test`` (the correction is capped so |O - E| never crosses zero); NaN for a zero
+    margin."""
+    observed = np.asarray(table, dtype=float)
+    expected = observed.sum(axis=1)[:, None] * observed.sum(axis=0)[None, :] / observed.sum()
+    if np.any(expected == 0):
+        return float("nan"), float("nan")
+    deviation = np.abs(observed - expected)
+    statistic = float(np.sum((deviation - np.minimum(0.5, deviation)) ** 2 / expected))
+    return statistic, float(stats.chi2.sf(statistic, 1))
 
 
 def compare_proportions(
@@ -301,9 +448,10 @@ def compare_proportions(
     EndpointResult
         Per arm vs reference: the risk difference twice, with a Wald CI and z test
         (``ci_method="wald"``) and with Newcombe's hybrid-score CI (method 10, Wilson
-        intervals without continuity correction); tests ``fisher_exact <contrast>`` and
+        intervals without continuity correction); tests ``fisher_exact <contrast>``,
         ``pearson_chi2 <contrast>`` (no continuity correction; R ``fisher.test``,
-        ``chisq.test(correct = FALSE)``).
+        ``chisq.test(correct = FALSE)``) and ``pearson_chi2_yates <contrast>`` (R's default
+        ``chisq.test``).
     """
     frame, arms, n_dropped = _prepare(data, outcome, arm, reference_arm, (), ())
     summaries = _arm_summaries(frame, outcome, arm, arms)
@@ -340,13 +488,16 @@ def compare_proportions(
             chi2 = float(np.sum((table - expected) ** 2 / expected))
             chi_p = float(stats.chi2.sf(chi2, 1))
         tests.append(TestResult(f"pearson_chi2 {label}", chi2, chi_p, 1.0))
+        yates, yates_p = yates_chi_square(table)
+        tests.append(TestResult(f"pearson_chi2_yates {label}", yates, yates_p, 1.0))
     warnings = [f"{n_dropped} row(s) with missing values were excluded"] if n_dropped else []
     return EndpointResult(
         method="proportions",
         model=(
             f"unadjusted comparison of P({outcome} = 1) between arms: risk difference with "
-            "Wald and Newcombe hybrid-score (method 10) CIs; Fisher exact and Pearson "
-            "chi-square (no continuity correction) tests"
+            "Wald and Newcombe hybrid-score (method 10) CIs; Fisher exact, Pearson "
+            "chi-square without and with Yates' continuity correction (R chisq.test's "
+            "default for 2 x 2) tests"
         ),
         n_by_arm={s.arm: s.n for s in summaries},
         effects=tuple(effects),
@@ -437,7 +588,7 @@ def fit_cmh(
     var_rd = float((rd * np.sum(sato_p) + np.sum(sato_q)) / np.sum(weights) ** 2)
     se_rd = math.sqrt(var_rd) if var_rd > 0 else math.nan
     p_value = float(stats.chi2.sf(cmh, 1))
-    label = f"{trt_arm} vs {ref_arm}"
+    label = f"{trt_arm} / {ref_arm}"
     effects = (
         EffectEstimate(
             label, mh_or, se_log, safe_exp(np.log(mh_or) - z * se_log),

@@ -93,7 +93,9 @@ def fit_gee(
     -------
     EndpointResult
         Differences vs the reference arm with the robust sandwich SE, normal CIs and
-        Wald chi-square p-values (R: ``geepack::geeglm(..., corstr = "exchangeable")``);
+        Wald chi-square p-values (R: ``geepack::geeglm(..., corstr = "exchangeable")``),
+        then the same with the model-based (naive) SE (``ci_method="wald_naive"``, geepack's
+        ``vcov(fit, type = "naive")`` convention: scale = sum r^2 / N);
         ``working_correlation`` and ``scale`` in ``parameters``; ``n_by_arm`` counts
         clusters.
     """
@@ -161,6 +163,15 @@ def fit_gee(
                 ci_method="wald_robust",
             )
         )
+    for i, a in enumerate(arms[1:], start=1):  # model-based (naive) SE, geepack's scale
+        est, se = float(beta[i]), float(np.sqrt(bread_inv[i, i]))
+        effects.append(
+            EffectEstimate(
+                contrast=f"{a} - {arms[0]}", estimate=est, se=se, ci_low=est - z * se,
+                ci_high=est + z * se, p_value=float(stats.chi2.sf((est / se) ** 2, 1)),
+                ci_method="wald_naive",
+            )
+        )
     warnings = [f"{n_dropped} row(s) with missing values were excluded"] if n_dropped else []
     if not converged:
         warnings.append(f"GEE did not converge in {max_iterations} iterations")
@@ -173,7 +184,8 @@ def fit_gee(
         method="gee",
         model=(
             f"GEE (Gaussian, identity link): {outcome} ~ {' + '.join(terms)}; exchangeable "
-            f"working correlation within {cluster}; robust sandwich SEs; Wald tests; "
+            f"working correlation within {cluster}; robust sandwich SEs (model-based naive SEs "
+            "beside them, ci_method wald_naive); Wald tests; "
             "geepack moment estimators for scale and correlation"
         ),
         n_by_arm={a: int(frame.loc[frame[arm] == a, cluster].nunique()) for a in arms},

@@ -64,7 +64,18 @@ from analysis.results import (
 )
 
 _LOG_2PI = float(np.log(2 * np.pi))
-DdfMethod = Literal["satterthwaite", "kenward_roger"]
+DdfMethod = Literal["satterthwaite", "kenward_roger", "residual", "between_within", "asymptotic"]
+DDF_METHODS: tuple[str, ...] = DdfMethod.__args__  # type: ignore[attr-defined]
+
+
+def between_within_df(
+    n_obs: int, n_subjects: int, p_between: int, p_within: int, intercept: bool = True
+) -> tuple[int, int]:
+    """Return (between, within) denominator df by the mmrm package's rule: a column is
+    *between* when constant within every subject, *within* otherwise;
+    ``df_between = N_subj - p_between - 1{intercept}``, ``df_within = N_obs - N_subj -
+    p_within`` (estimands reference §7.2, worked example D-1)."""
+    return n_subjects - p_between - int(intercept), n_obs - n_subjects - p_within
 
 
 @dataclass
@@ -341,8 +352,10 @@ def fit_mmrm(
     alpha
         Two-sided CI level is ``1 - alpha``.
     ddf
-        ``"satterthwaite"`` (any structure), or ``"kenward_roger"`` (adjusted SEs and
-        KR df; linear structures UN, CS and TOEP only, as SAS ``DDFM=KR``).
+        ``"satterthwaite"`` (any structure), ``"kenward_roger"`` (adjusted SEs and
+        KR df; linear structures UN, CS and TOEP only, as SAS ``DDFM=KR``), ``"residual"``
+        (N_obs - rank(X), mmrm's "Residual"), ``"between_within"`` (mmrm's rule; arm
+        contrasts and LS means take min(between, within)) or ``"asymptotic"`` (normal).
 
     Returns
     -------
@@ -352,8 +365,8 @@ def fit_mmrm(
     """
     if covariance not in STRUCTURES:
         raise AnalysisError(f"unknown covariance structure {covariance!r}; use one of {STRUCTURES}")
-    if ddf not in ("satterthwaite", "kenward_roger"):
-        raise AnalysisError(f"ddf must be 'satterthwaite' or 'kenward_roger', got {ddf!r}")
+    if ddf not in DDF_METHODS:
+        raise AnalysisError(f"ddf must be one of {', '.join(DDF_METHODS)}, got {ddf!r}")
     if ddf == "kenward_roger" and covariance not in LINEAR_STRUCTURES:
         raise AnalysisError(
             f"Kenward-Roger is implemented for the linear structures {LINEAR_STRUCTURES}; "
@@ -457,8 +470,26 @@ def fit_mmrm(
             _, dsigma = covariance_and_derivatives(covariance, theta, k)
             kenward_roger = KenwardRoger(patterns, evaluation, covariance, theta_cov, dsigma)
 
+    n_subjects = int(frame[subject].nunique())
+    n_levels = sum(int(frame[f].nunique()) - 1 for f in strata)
+    # R's treatment coding of y ~ arm * visit + baseline * visit + covariates + strata:
+    # arm, baseline, covariates and strata are constant within a subject (between); visit,
+    # arm:visit and baseline:visit vary (within). Arm contrasts involve the arm main effect.
+    p_between = (len(arms) - 1) + (1 if baseline else 0) + len(covariates) + n_levels
+    p_within = (k - 1) * (len(arms) + (1 if baseline else 0))
+    df_between, df_within = between_within_df(
+        int(n_obs), n_subjects, p_between, p_within
+    )
+
     def estimate(row: FloatArray) -> tuple[float, float, float]:
         value = float(row @ evaluation.beta)
+        if ddf in ("residual", "between_within", "asymptotic"):
+            plain = float(np.sqrt(row @ evaluation.a_inv @ row))
+            if ddf == "residual":
+                return value, plain, float(n_obs - p)
+            if ddf == "asymptotic":
+                return value, plain, float("inf")
+            return value, plain, float(min(df_between, df_within))
         if kenward_roger is not None:
             adjusted, kr_df = kenward_roger.contrast(row)
             if adjusted > 0 and np.isfinite(kr_df):
@@ -476,7 +507,8 @@ def fit_mmrm(
         return value, float(np.sqrt(variance)), df
 
     def tcrit(df: float) -> float:
-        return float(stats.t.ppf(1 - alpha / 2, df))
+        return float(stats.t.ppf(1 - alpha / 2, df)) if np.isfinite(df) else float(
+            stats.norm.ppf(1 - alpha / 2))
 
     ls_means: list[LSMean] = []
     effects: list[EffectEstimate] = []
@@ -497,8 +529,9 @@ def fit_mmrm(
                     se=se,
                     ci_low=est - tcrit(df) * se,
                     ci_high=est + tcrit(df) * se,
-                    p_value=float(2 * stats.t.sf(abs(tval), df)),
-                    df=df,
+                    p_value=float(2 * stats.t.sf(abs(tval), df)) if np.isfinite(df)
+                    else float(2 * stats.norm.sf(abs(tval))),
+                    df=df if np.isfinite(df) else None,
                     visit=v,
                     ci_method=ddf,
                 )
@@ -532,6 +565,13 @@ def fit_mmrm(
             "Kenward-Roger adjusted covariance and df (linear covariance parameterisation, "
             "expected REML information)"
             if ddf == "kenward_roger"
+            else f"residual df (N_obs - rank(X) = {n_obs - p})"
+            if ddf == "residual"
+            else f"between-within df (mmrm rule: between {df_between}, within {df_within}; "
+            "a contrast takes the smaller)"
+            if ddf == "between_within"
+            else "asymptotic (normal) tests"
+            if ddf == "asymptotic"
             else "Satterthwaite df from the observed REML information (Hessian in the "
             "covariance parameters)"
         )

@@ -380,8 +380,10 @@ def fit_cox(
     -------
     EndpointResult
         Hazard ratios of each arm vs reference with Wald CIs and z tests (R:
-        ``coxph(..., ties = "efron")``), the ``likelihood_ratio`` test of the whole
-        model, coefficients and log-likelihoods in ``parameters``.
+        ``coxph(..., ties = "efron")``), the ``likelihood_ratio``, ``score`` (at beta = 0;
+        the log-rank test for one binary covariate without ties) and ``wald`` tests of the
+        whole model (R ``summary(fit)$logtest``, ``$sctest``, ``$waldtest``), coefficients
+        and log-likelihoods in ``parameters``.
     """
     covariates, factors, strata = (
         column_names(covariates), column_names(factors), column_names(strata)
@@ -407,6 +409,10 @@ def fit_cox(
     beta = np.zeros(x.shape[1])
     loglik0, grad, hess = _efron_terms(beta, x, t, e, s_codes)
     loglik = loglik0
+    try:  # score test at beta = 0 (= the log-rank test for one binary covariate, no ties)
+        score = float(grad @ np.linalg.solve(-hess, grad))
+    except np.linalg.LinAlgError:
+        score = math.nan
     converged = False
     warnings = [f"{n_dropped} row(s) with missing values were excluded"] if n_dropped else []
     for _ in range(max_iterations):
@@ -448,7 +454,7 @@ def fit_cox(
         se = math.sqrt(cov[i, i]) if cov[i, i] > 0 else math.nan
         effects.append(
             EffectEstimate(
-                contrast=f"{a} vs {arms[0]}",
+                contrast=f"{a} / {arms[0]}",
                 estimate=safe_exp(b),
                 se=se,
                 ci_low=safe_exp(b - z * se),
@@ -458,6 +464,8 @@ def fit_cox(
             )
         )
     lrt = 2 * (loglik - loglik0)
+    wald = float(beta @ np.linalg.solve(cov, beta))
+    n_par = float(len(beta))
     arm_values = frame[arm].to_numpy()
     terms = [arm, *covariates, *factors] + [f"strata({s})" for s in strata]
     return EndpointResult(
@@ -468,8 +476,11 @@ def fit_cox(
         ),
         n_by_arm={a: int(np.sum(arm_values == a)) for a in arms},
         effects=tuple(effects),
-        tests=(TestResult("likelihood_ratio", lrt, float(stats.chi2.sf(lrt, len(beta))),
-                          float(len(beta))),),
+        tests=(
+            TestResult("likelihood_ratio", lrt, float(stats.chi2.sf(lrt, n_par)), n_par),
+            TestResult("score", score, float(stats.chi2.sf(score, n_par)), n_par),
+            TestResult("wald", wald, float(stats.chi2.sf(wald, n_par)), n_par),
+        ),
         warnings=tuple(warnings),
         parameters={
             "loglik": loglik,

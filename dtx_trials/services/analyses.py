@@ -36,6 +36,7 @@ from dtx_trials.models import (
 from dtx_trials.services import audit
 from dtx_trials.services.access import SYSTEM, Actor, require, sees_arms
 from dtx_trials.services.devices import adherence as device_adherence
+from dtx_trials.services.devices import device_daily_totals
 from dtx_trials.services.errors import NotFound, PermissionDenied, ValidationError
 from dtx_trials.services.protocols import (
     active_protocol,
@@ -124,6 +125,17 @@ def build_trial_data(
         if v.visit_code in day_zero and v.actual_on is not None
     }
     adherence = _adherence(session, trial, protocol)
+    device_days = device_daily_totals(
+        session,
+        trial,
+        sorted(
+            {
+                e.stream
+                for e in protocol.intercurrent_events
+                if e.detected_by == "device_inactivity" and e.stream
+            }
+        ),
+    )
     subjects = []
     for p in session.scalars(
         select(Participant)
@@ -148,6 +160,7 @@ def build_trial_data(
                 repeats={k: tuple(v) for k, v in repeats.get(p.id, {}).items()},
                 adherent=adherence.get(p.subject_code),
                 failed_criteria=failed.get(p.id, ()),
+                device_days=device_days.get(p.id, {}),
             )
         )
     return TrialData(protocol=protocol, subjects=tuple(subjects), cutoff_on=cutoff_on)
@@ -187,6 +200,10 @@ def data_sha256(data: TrialData) -> str:
             "visit_dates": s.visit_dates,
             "repeats": s.repeats,
             "adherent": s.adherent,
+            "device_days": {
+                stream: {day.isoformat(): value for day, value in sorted(days.items())}
+                for stream, days in sorted(s.device_days.items())
+            },
         }
         for s in data.subjects
     ]

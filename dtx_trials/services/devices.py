@@ -344,6 +344,43 @@ def _condition_met(condition: str | None, values: dict[str, object]) -> bool | N
     return None if result is None else bool(result)
 
 
+def device_daily_totals(
+    session: Session, trial: Trial, streams: Sequence[str]
+) -> dict[int, dict[str, dict[datetime.date, float]]]:
+    """Return, per participant id, each stream's daily totals on the site's local calendar
+    (the days device-inactivity intercurrent events are judged on)."""
+    if not streams:
+        return {}
+    zones = {
+        site.id: _zone(site.timezone)
+        for site in session.scalars(select(Site).where(Site.trial_id == trial.id))
+    }
+    site_of = dict(
+        session.execute(
+            select(Participant.id, Participant.site_id).where(Participant.trial_id == trial.id)
+        ).all()
+    )
+    raw: dict[int, dict[str, list[tuple[datetime.date, float]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for participant_id, stream, observed_at, value in session.execute(
+        select(
+            DeviceObservation.participant_id,
+            DeviceObservation.stream,
+            DeviceObservation.observed_at,
+            DeviceObservation.value,
+        ).where(DeviceObservation.trial_id == trial.id, DeviceObservation.stream.in_(streams))
+    ):
+        zone = zones.get(site_of.get(participant_id, -1), datetime.UTC)
+        if observed_at.tzinfo is None:
+            observed_at = observed_at.replace(tzinfo=datetime.UTC)
+        raw[participant_id][stream].append((observed_at.astimezone(zone).date(), value))
+    return {
+        pid: {stream: daily_totals(obs) for stream, obs in by_stream.items()}
+        for pid, by_stream in raw.items()
+    }
+
+
 def adherence(
     session: Session,
     trial: Trial,

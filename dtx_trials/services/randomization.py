@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from dtx_trials.db import transaction, utcnow
 from dtx_trials.models import (
     Allocation,
+    FormRecord,
     Participant,
     ProtocolVersion,
     RandomizationState,
@@ -106,22 +107,36 @@ def design_for(protocol: Protocol, list_table: Mapping[str, Any] | None = None) 
 
 
 def derive_stratum(
-    protocol: Protocol, values: Mapping[str, object], site_code: str
+    protocol: Protocol,
+    values: Mapping[str, object],
+    site_code: str,
+    by_visit: Mapping[str, Mapping[str, object]] | None = None,
 ) -> tuple[str, dict[str, str]]:
-    """Return (stratum key, factor levels as used) from screening values; 422 when missing."""
+    """Return (stratum key, factor levels as used); 422 when a value is missing.
+
+    Each factor reads its field at its own visit (``visit:``, default the first visit at or
+    before randomization collecting the field) from ``by_visit``; ``values`` are the values
+    not tied to any visit, used only when the participant has no record at that visit (a bulk
+    import). Without ``by_visit`` every factor reads ``values``.
+    """
     spec = protocol.randomization
     levels: list[tuple[str, str]] = []
     for factor in spec.factors:
-        value = values.get(factor.field)
+        visit = protocol.factor_visit(factor)
+        own = values
+        if by_visit is not None and visit in by_visit:
+            own = by_visit[visit]
+        value = own.get(factor.field)
         if value is None or value == "" or isinstance(value, dict):
+            where = f" at visit {visit}" if by_visit is not None and visit else ""
             raise ValidationError(
                 f"cannot randomize: stratification factor {factor.id} missing",
-                {"factors": {factor.id: [f"field {factor.field} has no submitted value"]}},
+                {"factors": {factor.id: [f"field {factor.field} has no submitted value{where}"]}},
             )
         level = None
         for candidate in factor.levels:
             try:
-                matched = candidate.is_otherwise or truthy(evaluate(candidate.when or "", values))
+                matched = candidate.is_otherwise or truthy(evaluate(candidate.when or "", own))
             except ExpressionError as exc:
                 raise ValidationError(f"cannot derive {factor.id}: {exc}") from exc
             if matched:
@@ -161,6 +176,23 @@ def _lock_state(session: Session, trial: Trial) -> RandomizationState:
 def _activation_code(prefix: str | None) -> str:
     body = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(8))
     return f"{prefix + '-' if prefix else ''}{body[:4]}-{body[4:]}"
+
+
+def _values_for_strata(
+    session: Session, participant: Participant
+) -> tuple[dict[str, object], dict[str, dict[str, object]]]:
+    """The participant's submitted values not tied to a visit, and per visit."""
+    unattached: dict[str, object] = {}
+    rows = session.execute(
+        select(FormRecord.data, FormRecord.visit_id, FormRecord.status)
+        .where(FormRecord.participant_id == participant.id)
+        .order_by(FormRecord.id)
+    ).all()
+    for data, visit_id, status in rows:
+        if visit_id is None and status != "draft":
+            unattached.update(data or {})
+    _, by_visit = clinical_values(session, participant)
+    return unattached, by_visit
 
 
 def randomize_participant(
@@ -204,8 +236,8 @@ def randomize_participant(
         protocol = protocol_for(session, participant)
         site = session.get(Site, participant.site_id)
         assert site is not None
-        values, _ = clinical_values(session, participant)
-        key, factors = derive_stratum(protocol, values, site.code)
+        unattached, by_visit = _values_for_strata(session, participant)
+        key, factors = derive_stratum(protocol, unattached, site.code, by_visit)
         _check_caps(session, trial, protocol, site, key)
         try:
             design = design_for(protocol, state_row.list_table)

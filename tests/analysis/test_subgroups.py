@@ -32,7 +32,7 @@ def test_subgroups_match_r(case: dict[str, Any]) -> None:
     )
     for ref in case["effects"]:
         level = next(lv for lv in result.levels if lv.level == ref["level"])
-        label = ref["contrast"].replace(" - ", " vs ") if logistic else ref["contrast"]
+        label = ref["contrast"].replace(" - ", " / ") if logistic else ref["contrast"]
         eff = next(e for e in level.effects if e.contrast == label)
         transform = np.exp if logistic else (lambda v: v)
         assert_allclose(

@@ -407,6 +407,52 @@ def test_stratification_factor_missing_is_422(client: FlaskClient) -> None:
     assert key == "site=BJ01|moca_band=moca_22_25" and factors["site"] == "BJ01"
 
 
+def test_stratification_uses_the_factor_visit_value(client: FlaskClient) -> None:
+    """A later value of the factor's field (here a MoCA recorded at week 24 before
+    randomization, as a data-entry slip would) does not decide the stratum: the factor reads
+    its visit (screening by default) — issue #17."""
+    from dtx_trials.models import FormRecord, Visit
+
+    staff = load_trial(client)
+    subject = enrolled_mci_participant(client, staff, raw_moca=23)  # total 24: MoCA 22-25
+    p = db.session.scalars(select(Participant).where(Participant.subject_code == subject)).one()
+    later = Visit(participant_id=p.id, visit_code="week_24", status="planned")
+    db.session.add(later)
+    db.session.flush()
+    db.session.add(FormRecord(participant_id=p.id, visit_id=later.id, form_code="moca",
+                              status="submitted", data={"moca_total": 19}))
+    db.session.commit()
+    api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+    allocation = db.session.scalars(
+        select(Allocation).where(Allocation.participant_id == p.id)).one()
+    assert allocation.factors["moca_band"] == "moca_22_25"
+
+
+def test_stratification_factor_visit_is_validated() -> None:
+    from protocols.loader import load_protocol_report
+    from tests.dtx_trials.trial_flow import LIBRARY
+
+    text = (LIBRARY / "cognitive_impairment.yaml").read_text(encoding="utf-8")
+    anchor = "      field: moca_total\n"
+    assert anchor in text
+    lines = text[: text.index(anchor)].count("\n") + 2
+
+    def errors(visit: str) -> list[str]:
+        report = load_protocol_report(text.replace(anchor, anchor + f"      visit: {visit}\n"))
+        return [f"{i.line}: {i.path}: {i.message}" for i in report.errors]
+
+    assert errors("screening") == []
+    assert errors("week_24") == [
+        f"{lines}: randomization.factors[0].visit: visit 'week_24' is after "
+        "randomization: a stratification factor needs a value known when randomizing"]
+    assert errors("baseline") == [
+        f"{lines}: randomization.factors[0].visit: field 'moca_total' is not collected at "
+        "visit 'baseline'"]
+    assert errors("screenin") == [
+        f"{lines}: randomization.factors[0].visit: unknown visit 'screenin' (did you mean "
+        "'screening'?)"]
+
+
 def test_consent_due_after_consent_amendment(client: FlaskClient) -> None:
     """A new consent version makes `missing_consents` non-empty: re-consent is required."""
     staff = load_trial(client)

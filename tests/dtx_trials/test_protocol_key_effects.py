@@ -64,18 +64,14 @@ from tests.helpers import CLI, PASSWORD, make_user
 #: test still enumerates every key of the schema.
 PENDING_OTHER_ISSUES: dict[str, str] = {
     "consents[].signer": "pending issue #20: remote eConsent enforces the protocol's signer",
-    "endpoints[].estimand.intercurrent_events[].strategy": (
-        "pending issue #17: strategies applied in the analysis datasets"
-    ),
-    "endpoints[].estimand.intercurrent_events[].id": (
-        "pending issue #17: intercurrent events detected from the data, by id"
-    ),
 }
 
 LIBRARY_FILES = {
     "mci": "cognitive_impairment.yaml",
     "t2d": "type2_diabetes.yaml",
     "myopia": "pediatric_myopia.yaml",
+    # a three-arm trial with a declared confirmatory family (graphical procedure)
+    "three": str(Path(__file__).resolve().parents[1] / "analysis" / "data" / "three_arm.yaml"),
 }
 TODAY = datetime.date(2026, 11, 2)
 
@@ -194,11 +190,14 @@ def _screening_values(protocol: Protocol, j: int) -> dict[str, object]:
     return values
 
 
-def allocations(n: int = 40, missing: str | None = None) -> Callable[[Protocol], object]:
+def allocations(
+    n: int = 40, missing: str | None = None, by_visit: bool = False
+) -> Callable[[Protocol], object]:
     """What the randomization service would allocate to n participants, through the shell's
     own design builder and stratum derivation (the path every allocation takes).
 
-    Every ninth participant lacks the screening value `missing` (if given).
+    Every ninth participant lacks the screening value `missing` (if given). With `by_visit`,
+    values are recorded per visit, each pre-randomization visit with different ones.
     """
 
     def observe(protocol: Protocol) -> object:
@@ -212,7 +211,13 @@ def allocations(n: int = 40, missing: str | None = None) -> Callable[[Protocol],
             if missing is not None and j % 9 == 8:
                 values.pop(missing, None)
             try:
-                key, factors = shell.derive_stratum(protocol, values, sites[j % len(sites)])
+                visits = {
+                    v.id: _screening_values(protocol, j + 3 * k)
+                    for k, v in enumerate(protocol.schedule.visits)
+                    if v.anchor != "randomization" or v.day <= 0
+                } if by_visit else None
+                key, factors = shell.derive_stratum(
+                    protocol, {} if by_visit else values, sites[j % len(sites)], visits)
             except DomainError as exc:
                 out.append(("refused", exc.message))
                 continue
@@ -252,6 +257,50 @@ def rescue_a_month_before_the_visit(subject: SubjectData) -> SubjectData:
             values = {**values, "rescue_on": (on - datetime.timedelta(days=30)).isoformat()}
         visits[visit] = values
     return replace(subject, visits=visits)
+
+
+def dated_events(subject: SubjectData) -> SubjectData:
+    """Dates the simulator sets to the visit date moved 30 days earlier (rescue, a
+    cholinesterase inhibitor), and a glucose-lowering medication log entry for every rescue,
+    so intercurrent events precede the visit that records them."""
+    visits = {}
+    log: list[dict[str, object]] = []
+    for visit, values in subject.visits.items():
+        on = subject.visit_dates.get(visit)
+        if on is not None:
+            month_before = (on - datetime.timedelta(days=30)).isoformat()
+            if values.get("rescue_started") == "1":
+                values = {**values, "rescue_on": month_before}
+                log.append({"dm_med_name": "gliclazide", "dm_med_class": "su",
+                            "dm_med_start_on": month_before, "dm_med_is_rescue": "1"})
+            if values.get("achei_started") == "1":
+                values = {**values, "achei_start_on": month_before}
+        visits[visit] = values
+    repeats = {**subject.repeats, "diabetes_meds": tuple(log)} if log else subject.repeats
+    return replace(subject, visits=visits, repeats=repeats)
+
+
+def event(doc: Doc, event_id: str) -> Doc:
+    return by_id(doc["intercurrent_events"], event_id)
+
+
+def estimand_event(doc: Doc, endpoint_id: str, event_id: str) -> Doc:
+    return by_id(endpoint(doc, endpoint_id)["estimand"]["intercurrent_events"], event_id, "event")
+
+
+def rescue_from_the_log(doc: Doc) -> None:
+    """T2D: the rescue event read from the medication log instead of the end-of-study form."""
+    rescue = event(doc, "rescue")
+    rescue.update(detected_by="repeating_form", form="diabetes_meds",
+                  condition="[dm_med_is_rescue] = '1'", date_field="dm_med_start_on")
+
+
+def _rename_hypothesis(doc: Doc, old: str, new: str) -> None:
+    family = doc["multiplicity"]
+    by_id(family["hypotheses"], old)["id"] = new
+    for t in family["transitions"]:
+        t["from"] = new if t["from"] == old else t["from"]
+        t["to"] = new if t["to"] == old else t["to"]
 
 
 def form_check(form_id: str, values: dict[str, object], *, submit: bool = True,
@@ -415,6 +464,7 @@ ALLOC = allocations()
 SAP = sap()
 MOCA_ONLY = keep_endpoints("moca_change_w24")
 T2D_PRIMARY = keep_endpoints("hba1c_change_w24")
+SAP_DATED = sap(edit=dated_events)
 AE_VALUES = {"ae_term": "headache", "ae_onset_on": "2026-10-01", "ae_severity": "mild",
              "ae_serious": "0", "ae_related": "not_related", "ae_resolved_on": "2026-09-01"}
 
@@ -470,6 +520,10 @@ PROBES: dict[str, Probe] = {
     "randomization.method": Probe("t2d", method("simple"), ALLOC,
                                   also=("randomization.block_sizes[]",)),
     "randomization.block_sizes[]": Probe("mci", setter(rand, "block_sizes", [2]), ALLOC),
+    "randomization.factors[].visit": Probe(
+        "mci", setter(lambda d: factor(d), "visit", "baseline"), allocations(by_visit=True),
+        setup=lambda d: by_id(d["schedule"]["visits"], "baseline")["forms"].append("moca"),
+    ),
     "randomization.factors[].id": Probe(
         "mci", rename_factor("moca_band", "moca_group"), ALLOC,
         also=("endpoints[].analysis.strata[]",),
@@ -655,8 +709,11 @@ PROBES: dict[str, Probe] = {
         form_check("adverse_events", AE_VALUES, submit=False),
     ),
     # ---- device streams (adherence probes run against stored device data, see below)
-    "device_streams[].id": Probe("mci", setter(lambda d: d["device_streams"][0], "id",
-                                               "training_time"), shell_steps=("ingest",)),
+    "device_streams[].id": Probe(
+        "mci", both(setter(lambda d: d["device_streams"][0], "id", "training_time"),
+                    setter(lambda d: event(d, "stopped_training"), "stream", "training_time")),
+        shell_steps=("ingest",), also=("intercurrent_events[].stream",),
+    ),
     "device_streams[].unit": Probe("mci", setter(lambda d: d["device_streams"][0], "unit", "h"),
                                    shell_steps=("ingest",)),
     "device_streams[].min": Probe("mci", setter(lambda d: d["device_streams"][0], "min", 10),
@@ -779,6 +836,100 @@ PROBES: dict[str, Probe] = {
              setter(lambda d: analysis(d, "hba1c_change_w24")["subgroups"][0]["levels"][1],
                     "when", "[bmi] >= 32")),
         SAP, setup=T2D_PRIMARY, also=("endpoints[].analysis.subgroups[].levels[].when",),
+    ),
+    # ---- intercurrent events: detection (counts per arm in the disposition table, strategies
+    # applied to the analysis data) and each estimand's strategies
+    "intercurrent_events[].id": Probe(
+        "mci", both(setter(lambda d: event(d, "started_achei"), "id", "achei"),
+                    setter(lambda d: estimand_event(d, "adas_change_w24", "started_achei"),
+                           "event", "achei")),
+        SAP_DATED, setup=keep_endpoints("adas_change_w24"),
+        also=("endpoints[].estimand.intercurrent_events[].event",),
+    ),
+    "intercurrent_events[].detected_by": Probe(
+        "mci", lambda d: event(d, "stopped_training").update(
+            detected_by="form_field", condition="[app_problem] = '1'", stream=None,
+            inactive_days=None),
+        SAP, setup=keep_endpoints("moca_change_w24"),
+        also=("intercurrent_events[].condition", "intercurrent_events[].stream",
+              "intercurrent_events[].inactive_days"),
+    ),
+    "intercurrent_events[].condition": Probe(
+        "mci", setter(lambda d: event(d, "started_achei"), "condition", "[achei_started] = '0'"),
+        SAP, setup=keep_endpoints("moca_change_w24"),
+    ),
+    "intercurrent_events[].date_field": Probe(
+        "mci", setter(lambda d: event(d, "started_achei"), "date_field", "eos_on"),
+        SAP_DATED, setup=keep_endpoints("adas_change_w24"),
+    ),
+    "intercurrent_events[].form": Probe(
+        "t2d", lambda d: event(d, "rescue").update(
+            form="adverse_events", condition="[ae_serious] = '1'", date_field="ae_onset_on"),
+        SAP_DATED, setup=both(T2D_PRIMARY, rescue_from_the_log),
+        also=("intercurrent_events[].condition", "intercurrent_events[].date_field"),
+    ),
+    "intercurrent_events[].stream": Probe(
+        "t2d", setter(lambda d: event(d, "stopped_app"), "stream", "glucose_log"), SAP,
+        setup=T2D_PRIMARY,
+    ),
+    "intercurrent_events[].inactive_days": Probe(
+        "mci", setter(lambda d: event(d, "stopped_training"), "inactive_days", 3), SAP,
+        setup=keep_endpoints("moca_change_w24"),
+    ),
+    "intercurrent_events[].reasons[]": Probe(
+        "mci", setter(lambda d: event(d, "withdrew"), "reasons", ["lost"]), SAP,
+        setup=keep_endpoints("moca_change_w24"),
+    ),
+    "endpoints[].estimand.intercurrent_events[].event": Probe(
+        "mci", setter(lambda d: estimand_event(d, "adas_responder_w24", "withdrew"), "event",
+                      "started_achei"),
+        SAP_DATED, setup=keep_endpoints("adas_responder_w24"),
+    ),
+    "endpoints[].estimand.intercurrent_events[].strategy": Probe(
+        "t2d", setter(lambda d: estimand_event(d, "hba1c_change_w24", "rescue"), "strategy",
+                      "hypothetical"),
+        SAP_DATED, setup=T2D_PRIMARY,
+    ),
+    "endpoints[].estimand.intercurrent_events[].composite_value": Probe(
+        "mci", setter(lambda d: estimand_event(d, "adas_responder_w24", "stopped_training"),
+                      "composite_value", 1),
+        SAP, setup=keep_endpoints("adas_responder_w24"),
+    ),
+    # ---- multiplicity: the declared confirmatory family (three arms, graphical procedure)
+    "multiplicity.procedure": Probe(
+        "three", both(setter(lambda d: d["multiplicity"], "procedure", "bonferroni"),
+                      popper(lambda d: d["multiplicity"], "transitions")),
+        SAP, also=("multiplicity.transitions[].from", "multiplicity.transitions[].to",
+                   "multiplicity.transitions[].weight"),
+    ),
+    "multiplicity.alpha": Probe("three", setter(lambda d: d["multiplicity"], "alpha", 0.01),
+                                SAP),
+    "multiplicity.hypotheses[].id": Probe(
+        "three", lambda d: _rename_hypothesis(d, "h1", "h_low_memory"), SAP,
+        also=("multiplicity.transitions[].from", "multiplicity.transitions[].to"),
+    ),
+    "multiplicity.hypotheses[].endpoint": Probe(
+        "three", both(setter(lambda d: d["multiplicity"]["hypotheses"][0], "endpoint",
+                             "attention_w12"),
+                      setter(lambda d: d["multiplicity"]["hypotheses"][2], "endpoint",
+                             "memory_w12")), SAP,
+    ),
+    "multiplicity.hypotheses[].arm": Probe(
+        "three", both(setter(lambda d: d["multiplicity"]["hypotheses"][0], "arm", "high"),
+                      setter(lambda d: d["multiplicity"]["hypotheses"][1], "arm", "low")), SAP,
+    ),
+    "multiplicity.hypotheses[].weight": Probe(
+        "three", setter(lambda d: d["multiplicity"]["hypotheses"][0], "weight", 0.25), SAP,
+    ),
+    "multiplicity.transitions[].from": Probe(
+        "three", setter(lambda d: d["multiplicity"]["transitions"][1], "from", "h4"), SAP,
+        setup=setter(lambda d: d["multiplicity"]["transitions"][5], "weight", 0.5),
+    ),
+    "multiplicity.transitions[].to": Probe(
+        "three", setter(lambda d: d["multiplicity"]["transitions"][1], "to", "h4"), SAP,
+    ),
+    "multiplicity.transitions[].weight": Probe(
+        "three", setter(lambda d: d["multiplicity"]["transitions"][0], "weight", 0.2), SAP,
     ),
     # ---- sample size and consents
     "sample_size.n": Probe("mci", setter(lambda d: d["sample_size"], "n", 40),
