@@ -48,7 +48,15 @@ from dtx_trials.models import (
     Visit,
 )
 from dtx_trials.models.users import Role
-from dtx_trials.services import accounts, audit, participants, protocols, randomization, trials
+from dtx_trials.services import (
+    accounts,
+    audit,
+    listing,
+    participants,
+    protocols,
+    randomization,
+    trials,
+)
 from dtx_trials.services import forms as form_service
 from dtx_trials.services.access import Actor, can, sees_arms
 from dtx_trials.services.errors import Conflict, DomainError, NotFound, ValidationError
@@ -57,7 +65,6 @@ from dtx_trials.web.i18n import translate, translate_message
 from dtx_trials.web.pages import activation_link
 from ecrf.model import FormDef
 from ecrf.render import form_to_json
-from ecrf.schedule import PlannedVisit, next_due
 from protocols.loader import load_protocol_report
 from protocols.model import Protocol
 
@@ -323,9 +330,7 @@ def approve_membership(code: str, membership_id: int) -> Response | tuple[str, i
     """Approve a grant waiting under the two-person rule (a second sponsor admin)."""
     trial = _trial(code, "membership.manage")
     try:
-        accounts.approve_grant(
-            db.session, _actor(), trial_id=trial.id, membership_id=membership_id
-        )
+        accounts.approve_grant(db.session, _actor(), trial_id=trial.id, membership_id=membership_id)
     except DomainError as exc:
         return _render_dashboard(trial, exc.status, banner=exc.message)
     return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
@@ -363,43 +368,47 @@ def _as_list(value: Any) -> list[str]:
 # ------------------------------------------------------------------------------ participants
 
 
-def _next_due(visits: list[Visit], done: set[str], today: datetime.date) -> Any:
-    planned = [
-        PlannedVisit(v.visit_code, v.planned_on, v.window_start_on, v.window_end_on)
-        for v in visits
-        if not v.is_unscheduled
-        and v.planned_on is not None
-        and v.window_start_on is not None
-        and v.window_end_on is not None
-    ]
-    return next_due(planned, done, today)
+def _list_args() -> dict[str, Any]:
+    """The list arguments of the query string (validated by the listing service)."""
+    page, per_page = listing.page_args(request.args)
+    return {
+        "search": request.args.get("q", "").strip() or None,
+        "site_code": request.args.get("site", "").strip() or None,
+        "status": request.args.get("status", "").strip() or None,
+        "sort": request.args.get("sort", "").strip() or None,
+        "descending": request.args.get("dir") == "desc",
+        "page": page,
+        "per_page": per_page,
+    }
+
+
+def _page_links(endpoint: str, code: str, result: listing.Page[Any]) -> dict[str, str | None]:
+    """URLs of the first, previous, next and last pages, keeping the filters."""
+    kept = {k: v for k, v in request.args.items() if k != "page" and v}
+
+    def at(number: int) -> str:
+        return url_for(endpoint, code=code, **kept, page=number)
+
+    return {
+        "first": at(1) if result.page > 1 else None,
+        "prev": at(result.page - 1) if result.page > 1 else None,
+        "next": at(result.page + 1) if result.page < result.pages else None,
+        "last": at(result.pages) if result.page < result.pages else None,
+    }
 
 
 def _render_participants(trial: Trial, status: int = 200, **extra: Any) -> tuple[str, int]:
     actor = _actor()
-    rows = participants.list_participants(db.session, actor, trial)
-    ids = [p.id for p in rows]
-    visits: dict[int, list[Visit]] = {}
-    for visit in db.session.scalars(select(Visit).where(Visit.participant_id.in_(ids))):
-        visits.setdefault(visit.participant_id, []).append(visit)
-    done: dict[int, set[str]] = {}
-    for participant_id, visit_code in db.session.execute(
-        select(FormRecord.participant_id, Visit.visit_code)
-        .join(Visit, Visit.id == FormRecord.visit_id)
-        .where(FormRecord.participant_id.in_(ids), FormRecord.status != "draft")
-    ):
-        done.setdefault(participant_id, set()).add(visit_code)
-    today = datetime.date.today()
     sites = trials.list_sites(db.session, actor, trial)
-    site_codes = {s.id: s.code for s in sites}
-    listing = [
-        (
-            p,
-            site_codes.get(p.site_id, ""),
-            _next_due(visits.get(p.id, []), done.get(p.id, set()), today),
-        )
-        for p in rows
-    ]
+    list_errors: dict[str, Any] = {}
+    try:
+        args = _list_args()
+        result = listing.participants_page(db.session, actor, trial, **args)
+    except ValidationError as exc:
+        list_errors = exc.errors
+        status = max(status, 422)
+        result = listing.participants_page(db.session, actor, trial)
+        args = {"search": None, "site_code": None, "status": None, "sort": None}
     labels: dict[str, str] = {}
     if trial.active_protocol_version_id is not None:
         schedule = protocols.active_protocol(db.session, trial)[1].schedule
@@ -409,7 +418,13 @@ def _render_participants(trial: Trial, status: int = 200, **extra: Any) -> tuple
     ]
     return render_template(
         "participants.html",
-        listing=listing,
+        result=result,
+        args=args,
+        list_errors=list_errors,
+        links=_page_links("trial_pages.participant_list", trial.code, result),
+        statuses=listing.PARTICIPANT_STATUSES,
+        sorts=tuple(listing.PARTICIPANT_SORTS),
+        site_choices=[s.code for s in sites],
         screen_sites=screen_sites,
         visit_labels=labels,
         **_nav(trial),
@@ -420,7 +435,8 @@ def _render_participants(trial: Trial, status: int = 200, **extra: Any) -> tuple
 @bp.get("/trials/<code>/participants")
 @signed_in
 def participant_list(code: str) -> tuple[str, int]:
-    """Participants at my sites with status and the next visit due (overdue highlighted)."""
+    """Participants at my sites, a page at a time: search by subject code, filter by site and
+    status, sort; status and the next visit due (overdue highlighted)."""
     return _render_participants(_trial(code))
 
 
@@ -1003,30 +1019,43 @@ def raise_query(code: str, record_id: int) -> Response | tuple[str, int]:
 
 def _render_queries(trial: Trial, status: int = 200, **extra: Any) -> tuple[str, int]:
     actor = _actor()
-    wanted = request.args.get("status") or None
-    if wanted not in (None, "open", "answered", "closed"):
-        wanted = None
-    rows = form_service.list_queries(db.session, actor, trial, wanted)
-    visit_codes = dict(
-        db.session.execute(
-            select(Visit.id, Visit.visit_code).where(
-                Visit.id.in_({r.visit_id for _, r, _ in rows if r.visit_id})
-            )
-        ).all()
-    )
+    list_errors: dict[str, Any] = {}
+    try:
+        args = _list_args()
+        args["age"] = request.args.get("age", "").strip() or None
+        result = listing.queries_page(db.session, actor, trial, **args)
+    except ValidationError as exc:
+        list_errors = exc.errors
+        status = max(status, 422)
+        result = listing.queries_page(db.session, actor, trial)
+        args = {"search": None, "site_code": None, "status": None, "sort": None, "age": None}
     items = [
         {
-            "query": q,
-            "record": r,
-            "participant": p,
-            "visit_code": visit_codes.get(r.visit_id or 0, LOG_VISIT),
-            "may_answer": can(actor, "query.answer", trial.id, p.site_id),
-            "may_close": can(actor, "query.close", trial.id, p.site_id),
+            "query": row.query,
+            "record": row.record,
+            "participant": row.participant,
+            "site_code": row.site_code,
+            "age_days": row.age_days,
+            "visit_code": row.visit_code or LOG_VISIT,
+            "may_answer": can(actor, "query.answer", trial.id, row.participant.site_id),
+            "may_close": can(actor, "query.close", trial.id, row.participant.site_id),
         }
-        for q, r, p in rows
+        for row in result.items
     ]
+    sites = trials.list_sites(db.session, actor, trial)
     return render_template(
-        "queries.html", items=items, wanted=wanted, **_nav(trial), **extra
+        "queries.html",
+        items=items,
+        result=result,
+        args=args,
+        wanted=args.get("status"),
+        list_errors=list_errors,
+        links=_page_links("trial_pages.query_inbox", trial.code, result),
+        age_buckets=[b[0] for b in listing.AGE_BUCKETS],
+        sorts=tuple(listing.QUERY_SORTS),
+        site_choices=[s.code for s in sites],
+        **_nav(trial),
+        **extra,
     ), status
 
 
@@ -1073,41 +1102,50 @@ def _date_arg(name: str) -> datetime.datetime | None:
     try:
         day = datetime.date.fromisoformat(text)
     except ValueError:
-        return None
+        raise ValidationError(f"invalid {name}", {name: ["a date, YYYY-MM-DD"]}) from None
     return datetime.datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 @bp.get("/trials/<code>/audit")
 @signed_in
 def audit_trail(code: str) -> tuple[str, int]:
-    """Browse the trial's audit trail with filters and pages; verify its integrity (auditor)."""
+    """Browse the trial's audit trail with filters (entity type, action, actor, dates) and
+    pages; verify its integrity (auditor). Bad filters answer 422 with the first page."""
     trial = _trial(code, "audit.read")
-    stmt = select(AuditEvent).where(AuditEvent.chain == audit.chain_for(trial.id))
-    filters = {k: request.args.get(k, "").strip() for k in ("entity_type", "action")}
-    for name, value in filters.items():
-        if value:
-            stmt = stmt.where(getattr(AuditEvent, name) == value)
-    since, until = _date_arg("since"), _date_arg("until")
-    if since:
-        stmt = stmt.where(AuditEvent.at >= since)
-    if until:
-        stmt = stmt.where(AuditEvent.at < until)
-    total = db.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    chain = AuditEvent.chain == audit.chain_for(trial.id)
+    stmt = select(AuditEvent).where(chain)
+    filters = {k: request.args.get(k, "").strip() for k in ("entity_type", "action", "actor")}
+    list_errors: dict[str, Any] = {}
+    status = 200
     try:
-        per_page = min(max(10, int(request.args.get("per_page", AUDIT_PAGE_SIZE))), 500)
-    except ValueError:
+        for name in ("entity_type", "action"):
+            if filters[name]:
+                stmt = stmt.where(getattr(AuditEvent, name) == filters[name])
+        if filters["actor"].isdigit():
+            stmt = stmt.where(AuditEvent.actor_id == int(filters["actor"]))
+        elif filters["actor"]:
+            pattern = listing.like_pattern(filters["actor"].lower())
+            stmt = stmt.where(func.lower(AuditEvent.actor_name).like(pattern, escape="\\"))
+        since, until = _date_arg("since"), _date_arg("until")
+        if since:
+            stmt = stmt.where(AuditEvent.at >= since)
+        if until:
+            stmt = stmt.where(AuditEvent.at < until + datetime.timedelta(days=1))
+        page, per_page = listing.page_args(request.args)
+    except ValidationError as exc:
+        list_errors, status = exc.errors, 422
+        stmt = select(AuditEvent).where(chain)
+        page, per_page = 1, AUDIT_PAGE_SIZE
+    if "per_page" not in request.args:
         per_page = AUDIT_PAGE_SIZE
+    total = db.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     pages = max(1, math.ceil(total / per_page))
-    try:
-        page = min(max(1, int(request.args.get("page", "1"))), pages)
-    except ValueError:
-        page = 1
+    page = min(page, pages)
     events = list(
         db.session.scalars(
             stmt.order_by(AuditEvent.seq).offset((page - 1) * per_page).limit(per_page)
         )
     )
-    chain = AuditEvent.chain == audit.chain_for(trial.id)
     choices = {
         name: sorted(db.session.scalars(select(getattr(AuditEvent, name)).where(chain).distinct()))
         for name in ("entity_type", "action")
@@ -1126,5 +1164,6 @@ def audit_trail(code: str) -> tuple[str, int]:
         pages=pages,
         base_args=base_args,
         report=report,
+        list_errors=list_errors,
         **_nav(trial),
-    ), 200
+    ), status
