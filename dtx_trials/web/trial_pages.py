@@ -9,10 +9,13 @@ only the response to an emergency unblinding shows the arm, to the investigator 
 
 from __future__ import annotations
 
+import csv
 import datetime
 import functools
+import io
 import math
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
@@ -57,6 +60,7 @@ from dtx_trials.services import (
     randomization,
     trials,
 )
+from dtx_trials.services import dashboard as dashboard_service
 from dtx_trials.services import forms as form_service
 from dtx_trials.services.access import Actor, can, sees_arms
 from dtx_trials.services.errors import Conflict, DomainError, NotFound, ValidationError
@@ -132,25 +136,150 @@ def expressions_js() -> Response:
 # ------------------------------------------------------------------------------ dashboard
 
 
-def _enrollment_charts(trial: Trial) -> dict[str, Any]:
-    rows = participants.list_participants(db.session, _actor(), trial)
-    sites = {s.id: s.code for s in trials.list_sites(db.session, _actor(), trial)}
-    enrolled = [p for p in rows if p.enrolled_at is not None]
-    by_site = {code: 0 for code in sites.values()}
-    for p in enrolled:
-        by_site[sites.get(p.site_id, "?")] = by_site.get(sites.get(p.site_id, "?"), 0) + 1
+DASHBOARD_TABS = ("overview", "adherence", "setup", "accounts")
+DASHBOARD_TABLES = (
+    "enrollment",
+    "sites",
+    "screen_failures",
+    "queries_by_age",
+    "records",
+    "adherence",
+)
+
+
+def _sees_figures(actor: Actor, trial: Trial) -> bool:
+    """Operational figures: sponsor, monitor and data-management roles (site staff have their
+    participant list; nobody sees a figure broken down by arm)."""
+    return can(actor, "participant.read", trial.id) and (
+        can(actor, "trial.manage", trial.id)
+        or can(actor, "form.verify", trial.id)
+        or can(actor, "form.lock", trial.id)
+    )
+
+
+def _figure_tables(
+    figures: dashboard_service.TrialFigures,
+) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """Each chart's numbers as (column headings, rows): shown under the chart and as CSV."""
+    p = figures.projection
+    cumulative: list[list[Any]] = []
+    running = 0
+    for day, n in sorted(Counter(figures.enrolled_on).items()):
+        running += n
+        cumulative.append([day.isoformat(), n, running])
+    adherence_rows = [
+        [
+            s.stream,
+            w.week,
+            w.n_participants,
+            w.n_adherent,
+            None if w.percent_adherent is None else round(w.percent_adherent, 1),
+            w.mean_value,
+        ]
+        for s in figures.adherence
+        for w in s.weeks
+    ]
     return {
-        "n_enrolled": len(enrolled),
-        "chart_sites": charts.enrollment_by_site(sorted(by_site.items()), _t("enrollment_by_site")),
-        "chart_time": charts.enrollment_over_time(
-            [p.enrolled_at.date() for p in enrolled if p.enrolled_at], _t("enrollment_over_time")
+        "enrollment": (
+            [_t("date"), _t("n_enrolled_that_day"), _t("n_enrolled_cumulative")],
+            cumulative,
+        ),
+        "sites": ([_t("site"), _t("n_enrolled")], [[c, n] for c, n in figures.enrolled_by_site]),
+        "screen_failures": (
+            [_t("criterion"), _t("criterion_text"), _t("n_participants")],
+            [[cid or _t("not_determined"), text, n] for cid, text, n in figures.screen_failures],
+        ),
+        "queries_by_age": (
+            [_t("age_days"), _t("n_open_queries")],
+            [[label, n] for label, n in figures.queries_by_age],
+        ),
+        "records": (
+            [_t("status"), _t("n_records")],
+            [[status, n] for status, n in figures.records_by_status]
+            + [[_t("signed_records"), figures.n_signatures]],
+        ),
+        "adherence": (
+            [
+                _t("stream"),
+                _t("week"),
+                _t("n_participants"),
+                _t("n_adherent"),
+                _t("percent_adherent"),
+                _t("mean_metric"),
+            ],
+            adherence_rows,
+        ),
+        "projection": (
+            [_t("target_n"), _t("n_enrolled"), _t("rate_per_week"), _t("projected_on")],
+            [[p.target, p.enrolled, p.rate_per_week, p.projected_on]],
         ),
     }
 
 
+def _figure_charts(figures: dashboard_service.TrialFigures, today: datetime.date) -> dict[str, Any]:
+    p = figures.projection
+    charts_: dict[str, Any] = {
+        "enrollment": charts.enrollment_over_time(
+            figures.enrolled_on,
+            _t("enrollment_over_time"),
+            today=today,
+            target=p.target,
+            projected_on=p.projected_on,
+            names=(_t("n_enrolled"), _t("target_n"), _t("projection")),
+        ),
+        "sites": charts.enrollment_by_site(figures.enrolled_by_site, _t("enrollment_by_site")),
+        "screen_failures": charts.bar_chart(
+            [(cid or _t("not_determined"), float(n)) for cid, _, n in figures.screen_failures],
+            _t("screen_failures_by_reason"),
+            "chart-screen-failures",
+        ),
+        "queries_by_age": charts.bar_chart(
+            [(label, float(n)) for label, n in figures.queries_by_age],
+            _t("open_queries_by_age"),
+            "chart-queries-age",
+        ),
+        "records": charts.bar_chart(
+            [
+                (_t("st_" + s) if s in RECORD_STATUS_KEYS else s, float(n))
+                for s, n in figures.records_by_status
+            ],
+            _t("forms_by_status"),
+            "chart-records",
+        ),
+    }
+    if figures.adherence:
+        charts_["adherence"] = charts.line_chart(
+            [
+                (
+                    s.label,
+                    [(float(w.week), w.percent_adherent or 0.0) for w in s.weeks],
+                )
+                for s in figures.adherence
+                if s.weeks
+            ],
+            _t("adherence_by_week"),
+            _t("week_since_randomization"),
+            _t("percent_adherent"),
+            "chart-adherence",
+        )
+    return charts_
+
+
+RECORD_STATUS_KEYS = frozenset({"draft", "submitted", "verified", "signed", "frozen", "locked"})
+
+
+def _dashboard_tab(extra: dict[str, Any]) -> str:
+    if any(k in extra for k in ("protocol_issues", "protocol_ok", "protocol_done", "site_errors")):
+        return "setup"
+    if any(k in extra for k in ("account_errors", "grant_errors")):
+        return "accounts"
+    return request.args.get("tab") or "overview"
+
+
 def _render_dashboard(trial: Trial, status: int = 200, **extra: Any) -> tuple[str, int]:
     actor = _actor()
-    context: dict[str, Any] = {**_nav(trial), "message": request.args.get("msg")}
+    tab = _dashboard_tab(extra)
+    context: dict[str, Any] = {**_nav(trial), "message": request.args.get("msg"), "tab": tab}
     if context["message"] not in MESSAGES_AFTER_REDIRECT:
         context["message"] = None
     context["sites"] = trials.list_sites(db.session, actor, trial)
@@ -158,15 +287,41 @@ def _render_dashboard(trial: Trial, status: int = 200, **extra: Any) -> tuple[st
         context["title"] = protocols.active_protocol(db.session, trial)[1].title.get(
             g.get("lang", "en")
         )
-    if can(actor, "participant.read", trial.id) and (
-        can(actor, "trial.manage", trial.id)
-        or can(actor, "form.verify", trial.id)
-        or can(actor, "form.lock", trial.id)
-    ):
-        context.update(_enrollment_charts(trial))
-    if can(actor, "protocol.manage", trial.id):
+    sees_figures = _sees_figures(actor, trial)
+    tabs = ["overview"]
+    if sees_figures:
+        tabs.append("adherence")
+    if can(actor, "protocol.manage", trial.id) or can(actor, "membership.manage", trial.id):
+        tabs.append("setup")
+    if can(actor, "membership.manage", trial.id):
+        tabs.append("accounts")
+    context["tabs"] = tabs
+    if tab not in tabs:
+        abort(404)
+    if sees_figures and tab in ("overview", "adherence"):
+        site_code = request.args.get("site", "").strip() or None
+        today = utcnow().date()
+        figures = dashboard_service.trial_figures(
+            db.session,
+            actor,
+            trial,
+            site_code=site_code,
+            lang=g.get("lang", "en"),
+            today=today,
+            with_adherence=tab == "adherence",
+        )
+        context.update(
+            figures=figures,
+            n_enrolled=figures.projection.enrolled,
+            figure_tables=_figure_tables(figures),
+            figure_charts=_figure_charts(figures, today),
+            site_code=site_code,
+        )
+    if tab == "setup" and can(actor, "protocol.manage", trial.id):
         context["versions"] = protocols.list_versions(db.session, actor, trial)
     if can(actor, "membership.manage", trial.id):
+        context["may_add_site"] = True
+    if tab == "accounts" and can(actor, "membership.manage", trial.id):
         memberships = trials.list_memberships(db.session, actor, trial)
         users = {
             u.id: u
@@ -184,10 +339,44 @@ def _render_dashboard(trial: Trial, status: int = 200, **extra: Any) -> tuple[st
     return render_template("dashboard.html", **context), status
 
 
+@bp.get("/trials/<code>/dashboard/<table>.csv")
+@signed_in
+def dashboard_csv(code: str, table: str) -> Response:
+    """One dashboard chart's numbers as CSV (same roles, sites and filter as the page)."""
+    trial = _trial(code)
+    actor = _actor()
+    if table not in (*DASHBOARD_TABLES, "projection"):
+        abort(404)
+    if not _sees_figures(actor, trial):
+        abort(403)
+    site_code = request.args.get("site", "").strip() or None
+    figures = dashboard_service.trial_figures(
+        db.session,
+        actor,
+        trial,
+        site_code=site_code,
+        lang=g.get("lang", "en"),
+        with_adherence=table == "adherence",
+    )
+    headings, rows = _figure_tables(figures)[table]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(headings)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in row])
+    name = f"{trial.code}-{table}" + (f"-{site_code}" if site_code else "") + ".csv"
+    return Response(
+        "\ufeff" + buffer.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
 @bp.get("/trials/<code>")
 @signed_in
 def dashboard(code: str) -> tuple[str, int]:
-    """The trial's front page; each role sees its own sections."""
+    """The trial's front page in tabs (overview with key figures and charts, adherence,
+    set-up, accounts); each role sees its own tabs."""
     return _render_dashboard(_trial(code))
 
 
@@ -244,7 +433,7 @@ def activate_protocol(code: str, version_no: int) -> Response | tuple[str, int]:
         protocols.activate_version(db.session, _actor(), trial, version_no, accepted)
     except DomainError as exc:
         return _render_dashboard(trial, exc.status, banner=exc.message, banner_list=_flat(exc))
-    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved", tab="setup"))
 
 
 @bp.get("/trials/<code>/protocol/diff")
@@ -273,7 +462,7 @@ def add_site(code: str) -> Response | tuple[str, int]:
         trials.create_site(db.session, _actor(), trial, data)
     except DomainError as exc:
         return _render_dashboard(trial, exc.status, site_errors=exc.errors, banner=exc.message)
-    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved", tab="setup"))
 
 
 @bp.post("/trials/<code>/accounts")
@@ -294,7 +483,7 @@ def create_account(code: str) -> Response | tuple[str, int]:
         )
     except DomainError as exc:
         return _render_dashboard(trial, exc.status, account_errors=exc.errors, banner=exc.message)
-    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved", tab="accounts"))
 
 
 @bp.post("/trials/<code>/memberships")
@@ -320,7 +509,7 @@ def grant_membership(code: str) -> Response | tuple[str, int]:
         )
     except DomainError as exc:
         return _render_dashboard(trial, _inline(exc), grant_errors=exc.errors, banner=exc.message)
-    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved", tab="accounts"))
 
 
 @bp.post("/trials/<code>/memberships/<int:membership_id>/approve")
@@ -333,7 +522,7 @@ def approve_membership(code: str, membership_id: int) -> Response | tuple[str, i
         accounts.approve_grant(db.session, _actor(), trial_id=trial.id, membership_id=membership_id)
     except DomainError as exc:
         return _render_dashboard(trial, exc.status, banner=exc.message)
-    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved", tab="accounts"))
 
 
 @bp.post("/trials/<code>/memberships/<int:membership_id>/revoke")
@@ -343,7 +532,7 @@ def revoke_membership(code: str, membership_id: int) -> Response:
     """Revoke a role (kept in the trail, marked inactive)."""
     trial = _trial(code, "membership.manage")
     accounts.revoke_role(db.session, _actor(), trial_id=trial.id, membership_id=membership_id)
-    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved", tab="accounts"))
 
 
 def _inline(exc: DomainError) -> int:
