@@ -222,7 +222,7 @@ def test_investigator_screens_to_randomization_and_live_branching(
         s.shot("participants")
         page.select_option("#screen-site", "BJ01")
         page.fill("#screen-name", "Zhang Wei")
-        click_and_load(page, "form[action$='/participants'] button[type=submit]")
+        click_and_load(page, "form[method=post][action$='/participants'] button[type=submit]")
         page.wait_for_selector("#participant-status")
         subject = page.locator("h1").inner_text().split()[-1]
         for document, role in (
