@@ -269,6 +269,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "data_table": ("Data table", "数据表"),
     "download_csv": ("Download CSV", "下载 CSV"),
     "n_screened": ("Screened", "已筛选"),
+    "n_screen_failed": ("Screen failures", "筛选失败"),
+    "no_data": ("No data yet.", "暂无数据。"),
     "target_n": ("Target", "目标例数"),
     "projection": ("Projection", "预测"),
     "projected_on": ("Target reached (projected)", "预计达到目标日期"),
