@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from analysis.adherence import daily_totals, evaluate_stream_adherence
@@ -171,7 +171,7 @@ def trial_figures(
     """Collect the dashboard figures of the sites the actor may read (or of one of them)."""
     today = today or utcnow().date()
     sites = _scope(session, actor, trial, site_code)
-    in_scope = [Participant.trial_id == trial.id]
+    in_scope: list[ColumnElement[bool]] = [Participant.trial_id == trial.id]
     if sites is not None:
         in_scope.append(Participant.site_id.in_(sites))
     protocol: Protocol | None = None
@@ -188,6 +188,7 @@ def trial_figures(
         for at in session.scalars(
             select(Participant.enrolled_at).where(*in_scope, Participant.enrolled_at.is_not(None))
         )
+        if at is not None
     )
     site_rows = session.execute(
         select(Site.code, func.count(Participant.id))
@@ -264,7 +265,7 @@ def trial_figures(
 
 
 def _screen_failures(
-    session: Session, in_scope: list[object], protocol: Protocol | None, lang: str
+    session: Session, in_scope: list[ColumnElement[bool]], protocol: Protocol | None, lang: str
 ) -> list[tuple[str, str, int]]:
     """Count screen-failed participants per failed criterion, re-evaluating the protocol's
     eligibility over their screening data as of their screening date."""
@@ -272,7 +273,7 @@ def _screen_failures(
     from ecrf.checks import evaluate_eligibility
 
     failed = list(
-        session.scalars(select(Participant).where(*in_scope, Participant.status == "screen_failed"))  # type: ignore[arg-type]
+        session.scalars(select(Participant).where(*in_scope, Participant.status == "screen_failed"))
     )
     if not failed or protocol is None:
         return [("", "", len(failed))] if failed else []
@@ -292,7 +293,7 @@ def _adherence(
     session: Session,
     trial: Trial,
     protocol: Protocol,
-    in_scope: list[object],
+    in_scope: list[ColumnElement[bool]],
     today: datetime.date,
     lang: str,
 ) -> list[StreamWeeks]:
@@ -301,7 +302,7 @@ def _adherence(
     rows = session.execute(
         select(Participant.id, Participant.randomized_at, Participant.withdrawn_at, Site.timezone)
         .join(Site, Site.id == Participant.site_id)
-        .where(*in_scope, Participant.randomized_at.is_not(None))  # type: ignore[arg-type]
+        .where(*in_scope, Participant.randomized_at.is_not(None))
     ).all()
     from dtx_trials.services.devices import _zone
 
@@ -312,6 +313,7 @@ def _adherence(
             min(today, withdrawn_at.astimezone(zones[pid]).date()) if withdrawn_at else today,
         )
         for pid, randomized_at, withdrawn_at, _ in rows
+        if randomized_at is not None
     }
     result = []
     for stream in protocol.device_streams:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dtx_trials.db import utcnow
@@ -120,7 +120,7 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _paged(session: Session, stmt: Select[Any], page: int, per_page: int) -> tuple[list[Any], int]:
+def _paged(session: Session, stmt: Any, page: int, per_page: int) -> tuple[list[Any], int]:
     total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
     rows = list(session.execute(stmt.offset((page - 1) * per_page).limit(per_page)))
     return rows, total
