@@ -571,9 +571,14 @@ def _list_args() -> dict[str, Any]:
     }
 
 
+# the query arguments a page link keeps (never url_for's own: code, page, _external, ...)
+LIST_ARGS = frozenset({"q", "site", "status", "sort", "dir", "per_page", "age"})
+AUDIT_ARGS = frozenset({"entity_type", "action", "actor", "since", "until", "per_page"})
+
+
 def _page_links(endpoint: str, code: str, result: listing.Page[Any]) -> dict[str, str | None]:
     """URLs of the first, previous, next and last pages, keeping the filters."""
-    kept = {k: v for k, v in request.args.items() if k != "page" and v}
+    kept = {k: v for k, v in request.args.items() if k in LIST_ARGS and v}
 
     def at(number: int) -> str:
         return url_for(endpoint, code=code, **kept, page=number)
@@ -1340,7 +1345,7 @@ def audit_trail(code: str) -> tuple[str, int]:
         for name in ("entity_type", "action")
     }
     report = audit.verify(db.session, trial.id) if request.args.get("verify") else None
-    base_args = {k: v for k, v in request.args.items() if k not in ("page", "verify") and v}
+    base_args = {k: v for k, v in request.args.items() if k in AUDIT_ARGS and v}
     return render_template(
         "audit.html",
         events=events,

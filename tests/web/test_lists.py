@@ -53,11 +53,25 @@ def test_participant_list_pages_searches_filters_and_sorts(app: Flask, client: F
     # the sponsor-side monitor sees every site and filters by one
     monitor = PageClient(app, staff["monitor"])
     assert sorted(_subjects(monitor.text(f"{MCI}/participants?site=GZ01"))) == sorted(theirs)
+    # arguments url_for would take as its own are not carried into the page links
+    odd = inv.get(f"{MCI}/participants?per_page=3&code=X&_external=1&_anchor=a&page=2")
+    assert odd.status_code == 200
+    for rel in ("prev", "next"):
+        link = re.search(rf'href="([^"]*)" rel="{rel}"', odd.text).group(1)  # type: ignore[union-attr]
+        assert "code=X" not in link and "_anchor" not in link and "per_page=3" in link
+    assert auditor_page_ok(app, staff)
     for bad in ("per_page=0", "page=x", "status=asleep", "sort=name", "per_page=501"):
         response = inv.get(f"{MCI}/participants?{bad}")
         assert response.status_code == 422, bad
         assert 'class="error" role="alert"' in response.text
         assert bad.split("=")[0] in response.text
+
+
+def auditor_page_ok(app: Flask, staff: object) -> bool:
+    auditor = PageClient(app, staff["auditor"])  # type: ignore[index]
+    page = auditor.get(f"{MCI}/audit?per_page=10&code=X&_external=1&page=1")
+    link = re.search(r'href="([^"]*)" rel="next"', page.text)
+    return page.status_code == 200 and link is not None and "code=X" not in link.group(1)
 
 
 def test_participant_api_pages_with_headers_and_422(app: Flask, client: FlaskClient) -> None:
