@@ -8,7 +8,7 @@ makes) and, as the baseline measured in the same run, a bare ``SELECT`` of the s
 rows (same filter, order and LIMIT) on the same connection pool. The issue's target is
 under 300 ms per page on this machine.
 
-``python -m bench --only lists`` (``--quick``: 2,000 participants, fewer repetitions).
+``python -m bench --only lists`` (``--quick``: 400 participants, 3 repetitions).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,17 @@ MCI_CODE = "MCI-COGTRAIN-01"
 PASSWORD = "bench lists passphrase"  # noqa: S105  (a throwaway account in a throwaway database)
 PER_SITE = 500
 PAGE = 50
+
+
+@dataclass(frozen=True)
+class Sizes:
+    n_participants: int
+    n_queries: int
+    repeat: int
+
+
+FULL = Sizes(10_000, 2_000, 15)
+QUICK = Sizes(400, 80, 3)
 
 
 def _app(url: str, instance: str) -> Any:
@@ -192,9 +204,8 @@ def _sqlite() -> Iterator[str]:
 
 
 def run(quick: bool = False) -> list[RatioRow]:
-    n_participants = 2_000 if quick else 10_000
-    n_queries = n_participants // 5
-    repeat = 5 if quick else 15
+    sizes = QUICK if quick else FULL
+    n_participants, n_queries, repeat = sizes.n_participants, sizes.n_queries, sizes.repeat
     results: list[RatioRow] = []
     table: list[list[object]] = []
     backends: list[tuple[str, Callable[[], Any]]] = [
