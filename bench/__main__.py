@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "report": "bench.report",
     "sap": "bench.sap",
     "device_ingest": "bench.device_ingest",
+    "lists": "bench.lists",
 }
 
 

@@ -12,11 +12,12 @@ from sqlalchemy import select
 
 from dtx_trials.api.context import current_actor
 from dtx_trials.api.idempotency import idempotent
+from dtx_trials.api.paging import ListArgs, page_headers
 from dtx_trials.api.schemas import StrictSchema
 from dtx_trials.extensions import db
 from dtx_trials.models import DataQuery, FormRecord, Signature, Visit
 from dtx_trials.services import forms as service
-from dtx_trials.services import participants, trials
+from dtx_trials.services import listing, participants, trials
 from dtx_trials.services.errors import NotFound
 from dtx_trials.services.protocols import active_protocol
 from ecrf.render import form_to_fhir_questionnaire, form_to_json
@@ -139,11 +140,17 @@ class NoteSchema(StrictSchema):
     note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
 
 
-class InboxArgs(StrictSchema):
+class InboxArgs(ListArgs):
     status = fields.String(
         load_default=None, validate=validate.OneOf(["open", "answered", "closed"])
     )
     site = fields.String(load_default=None)
+    age = fields.String(
+        load_default=None, validate=validate.OneOf([b[0] for b in listing.AGE_BUCKETS])
+    )
+    sort = fields.String(
+        load_default="raised_at", validate=validate.OneOf(list(listing.QUERY_SORTS))
+    )
 
 
 class InboxItemSchema(QuerySchema):
@@ -291,20 +298,32 @@ class RecordQueries(MethodView):
 class Inbox(MethodView):
     @blp.arguments(InboxArgs, location="query")
     @blp.response(200, InboxItemSchema(many=True))
-    def get(self, args: dict[str, Any], code: str) -> list[dict[str, Any]]:
-        """The query inbox for the sites I may see."""
-        rows = service.list_queries(
-            db.session, current_actor(), _trial(code), args["status"], args["site"]
+    def get(self, args: dict[str, Any], code: str) -> Any:
+        """The query inbox for the sites I may see, a page at a time (``X-Total-Count`` and
+        ``Link`` headers): filter by status, site and age in days, search by subject code."""
+        result = listing.queries_page(
+            db.session,
+            current_actor(),
+            _trial(code),
+            status=args["status"],
+            site_code=args["site"],
+            age=args["age"],
+            search=args["q"],
+            sort=args["sort"],
+            descending=args["dir"] == "desc",
+            page=args["page"],
+            per_page=args["per_page"],
         )
         names = list(QuerySchema().fields)
-        return [
+        items = [
             {
-                **{n: getattr(q, n) for n in names},
-                "subject_code": p.subject_code,
-                "form_code": r.form_code,
+                **{n: getattr(row.query, n) for n in names},
+                "subject_code": row.participant.subject_code,
+                "form_code": row.record.form_code,
             }
-            for q, r, p in rows
+            for row in result.items
         ]
+        return items, page_headers(result)
 
 
 @blp.route("/<code>/queries/<int:query_id>/answer")

@@ -18,10 +18,11 @@ from dtx_trials.api.blinding import (
 )
 from dtx_trials.api.context import current_actor
 from dtx_trials.api.idempotency import idempotent
+from dtx_trials.api.paging import ListArgs, page_headers
 from dtx_trials.api.schemas import StrictSchema
 from dtx_trials.extensions import db
 from dtx_trials.models import AuditEvent, Participant, Site, User, Visit
-from dtx_trials.services import notifications, randomization, trials
+from dtx_trials.services import listing, notifications, randomization, trials
 from dtx_trials.services import participants as service
 from dtx_trials.services.access import require
 
@@ -199,16 +200,34 @@ def _trial(code: str) -> Any:
     return trials.get_trial(db.session, current_actor(), code)
 
 
+class ParticipantListArgs(ListArgs):
+    site = fields.String(load_default=None)
+    status = fields.String(load_default=None, validate=validate.OneOf(listing.PARTICIPANT_STATUSES))
+    sort = fields.String(
+        load_default="subject_code", validate=validate.OneOf(list(listing.PARTICIPANT_SORTS))
+    )
+
+
 @blp.route("/<code>/participants")
 class Participants(MethodView):
-    @blp.arguments(
-        Schema.from_dict({"site": fields.String(load_default=None)}, name="SiteFilter")(),
-        location="query",
-    )
+    @blp.arguments(ParticipantListArgs, location="query")
     @blp.response(200, ParticipantSchema(many=True))
-    def get(self, args: dict[str, Any], code: str) -> list[Participant]:
-        """List participants at the sites I may see."""
-        return service.list_participants(db.session, current_actor(), _trial(code), args["site"])
+    def get(self, args: dict[str, Any], code: str) -> Any:
+        """List participants at the sites I may see, a page at a time (``X-Total-Count`` and
+        ``Link`` headers): search by subject code (``q``), filter by site and status, sort."""
+        result = listing.participants_page(
+            db.session,
+            current_actor(),
+            _trial(code),
+            search=args["q"],
+            site_code=args["site"],
+            status=args["status"],
+            sort=args["sort"],
+            descending=args["dir"] == "desc",
+            page=args["page"],
+            per_page=args["per_page"],
+        )
+        return [row.participant for row in result.items], page_headers(result)
 
     @idempotent
     @blp.arguments(ScreenSchema)

@@ -158,7 +158,7 @@ def users_create(
 
     generated = password is None
     password = password or secrets.token_urlsafe(12)
-    _run(
+    user = _run(
         lambda: accounts.create_user(
             sa.session,
             cli_actor(),
@@ -169,7 +169,123 @@ def users_create(
             is_superuser=superuser,
         )
     )
-    console.print(f"created {username}" + (f" with password {password}" if generated else ""))
+    console.print(
+        f"created {user.username} (user id {user.id})"
+        + (f" with password {password}" if generated else ""),
+        highlight=False,
+    )
+
+
+@cli.command("init-trial")
+@click.argument("trial_code")
+@click.option("--title", required=True, help="The trial's title.")
+@click.option("--admin", "username", required=True, help="Username of its sponsor admin.")
+@click.option("--name", "printed_name", default=None, help="Printed name (new account).")
+@click.option("--email", default=None)
+@click.option(
+    "--protocol",
+    "protocol_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Protocol YAML to store and activate (its code must be TRIAL_CODE).",
+)
+@with_app
+def init_trial(
+    app: Flask,
+    trial_code: str,
+    title: str,
+    username: str,
+    printed_name: str | None,
+    email: str | None,
+    protocol_file: Path | None,
+) -> None:
+    """Create a new trial and its first sponsor admin (the account too, if it is new).
+
+    All or nothing: the account, the trial, the grant and the protocol commit together. A new
+    account's password is generated and printed once.
+    """
+    from sqlalchemy import select
+
+    from dtx_trials.db import deferred_commit
+    from dtx_trials.extensions import db as sa
+    from dtx_trials.models import User
+    from dtx_trials.services import accounts, trials
+    from dtx_trials.services import protocols as protocol_service
+
+    session = sa.session
+    text = None
+    if protocol_file is not None:
+        from protocols.loader import load_protocol_report
+
+        text = protocol_file.read_text(encoding="utf-8")
+        report = load_protocol_report(text, str(protocol_file))
+        if report.errors:
+            for issue in report.issues:
+                err_console.print(str(issue), highlight=False)
+            _fail(f"{protocol_file}: {len(report.errors)} error(s); nothing was created")
+        assert report.protocol is not None
+        if report.protocol.code != trial_code:
+            _fail(
+                f"{protocol_file}: code '{report.protocol.code}' is not the trial code "
+                f"'{trial_code}'; nothing was created"
+            )
+    user = session.scalars(select(User).where(User.username == username.strip().lower())).first()
+    if user is None and not printed_name:
+        _fail(f"user {username} does not exist: give --name to create the account")
+    password = None if user is not None else secrets.token_urlsafe(12)
+    actor = cli_actor()
+    try:
+        with deferred_commit(session):
+            if user is None:
+                assert printed_name is not None
+                user = _run(
+                    lambda: accounts.create_user(
+                        session,
+                        actor,
+                        username=username,
+                        printed_name=printed_name,
+                        email=email,
+                        password=password,
+                    )
+                )
+            trial = _run(lambda: trials.create_trial(session, actor, code=trial_code, title=title))
+            _run(
+                lambda: accounts.grant_role(
+                    session, actor, trial_id=trial.id, user_id=user.id, role="sponsor_admin"
+                )
+            )
+            if text is not None and protocol_file is not None:
+                admin = protocol_service._as_sponsor(actor, trial)
+                version, _ = _run(
+                    lambda: protocol_service.upload_version(
+                        session, admin, trial, text, protocol_file.name
+                    )
+                )
+                _run(
+                    lambda: protocol_service.activate_version(
+                        session, admin, trial, version.version_no
+                    )
+                )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    console.print(
+        f"trial {trial.code} (trial id {trial.id}) created"
+        + (f", protocol version 1 active ({protocol_file.name})" if protocol_file else ""),
+        highlight=False,
+    )
+    console.print(
+        f"sponsor admin {user.username} (user id {user.id})"
+        + (f" password {password}  (shown once)" if password else " (existing account)"),
+        highlight=False,
+    )
+    if protocol_file is None:
+        console.print(
+            f"next: sign in at /login, or store the protocol with "
+            f"`dtx protocol load FILE` (its code: {trial.code})",
+            highlight=False,
+        )
 
 
 @users.command("grant")

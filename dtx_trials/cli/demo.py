@@ -82,6 +82,7 @@ def demo(protocol_files: tuple[Path, ...], n_participants: int, seed: int, out: 
 
         upgrade()
         written = [_demo_trial(path, n_participants, seed, out) for path in files]
+        _print_demo_accounts()
         console.print()
         console.print(f"[bold]database[/bold]  {_safe_url(app)}")
         for summary_path in written:
@@ -92,6 +93,21 @@ def demo(protocol_files: tuple[Path, ...], n_participants: int, seed: int, out: 
                 f"browse it: DATABASE_URL={overrides['SQLALCHEMY_DATABASE_URI']} dtx serve",
                 highlight=False,
             )
+
+
+def _print_demo_accounts() -> None:
+    """Give the demo database accounts that can sign in; their passwords are printed once."""
+    from dtx_trials.cli import cli_actor
+    from dtx_trials.services.demo import create_demo_accounts
+
+    created = create_demo_accounts(cli_actor())
+    if created:
+        console.print()
+        console.print(
+            "[bold]Demo accounts (shown once; reset with `dtx users set-password`):[/bold]"
+        )
+        for username, password, roles in created:
+            console.print(f"  {username:<22} {password}  {roles}", highlight=False)
 
 
 def _demo_trial(path: Path, n_participants: int, seed: int, out: Path) -> Path:

@@ -9,10 +9,13 @@ only the response to an emergency unblinding shows the arm, to the investigator 
 
 from __future__ import annotations
 
+import csv
 import datetime
 import functools
+import io
 import math
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
@@ -48,7 +51,16 @@ from dtx_trials.models import (
     Visit,
 )
 from dtx_trials.models.users import Role
-from dtx_trials.services import accounts, audit, participants, protocols, randomization, trials
+from dtx_trials.services import (
+    accounts,
+    audit,
+    listing,
+    participants,
+    protocols,
+    randomization,
+    trials,
+)
+from dtx_trials.services import dashboard as dashboard_service
 from dtx_trials.services import forms as form_service
 from dtx_trials.services.access import Actor, can, sees_arms
 from dtx_trials.services.errors import Conflict, DomainError, NotFound, ValidationError
@@ -57,7 +69,6 @@ from dtx_trials.web.i18n import translate, translate_message
 from dtx_trials.web.pages import activation_link
 from ecrf.model import FormDef
 from ecrf.render import form_to_json
-from ecrf.schedule import PlannedVisit, next_due
 from protocols.loader import load_protocol_report
 from protocols.model import Protocol
 
@@ -125,25 +136,150 @@ def expressions_js() -> Response:
 # ------------------------------------------------------------------------------ dashboard
 
 
-def _enrollment_charts(trial: Trial) -> dict[str, Any]:
-    rows = participants.list_participants(db.session, _actor(), trial)
-    sites = {s.id: s.code for s in trials.list_sites(db.session, _actor(), trial)}
-    enrolled = [p for p in rows if p.enrolled_at is not None]
-    by_site = {code: 0 for code in sites.values()}
-    for p in enrolled:
-        by_site[sites.get(p.site_id, "?")] = by_site.get(sites.get(p.site_id, "?"), 0) + 1
+DASHBOARD_TABS = ("overview", "adherence", "setup", "accounts")
+DASHBOARD_TABLES = (
+    "enrollment",
+    "sites",
+    "screen_failures",
+    "queries_by_age",
+    "records",
+    "adherence",
+)
+
+
+def _sees_figures(actor: Actor, trial: Trial) -> bool:
+    """Operational figures: sponsor, monitor and data-management roles (site staff have their
+    participant list; nobody sees a figure broken down by arm)."""
+    return can(actor, "participant.read", trial.id) and (
+        can(actor, "trial.manage", trial.id)
+        or can(actor, "form.verify", trial.id)
+        or can(actor, "form.lock", trial.id)
+    )
+
+
+def _figure_tables(
+    figures: dashboard_service.TrialFigures,
+) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """Each chart's numbers as (column headings, rows): shown under the chart and as CSV."""
+    p = figures.projection
+    cumulative: list[list[Any]] = []
+    running = 0
+    for day, n in sorted(Counter(figures.enrolled_on).items()):
+        running += n
+        cumulative.append([day.isoformat(), n, running])
+    adherence_rows = [
+        [
+            s.stream,
+            w.week,
+            w.n_participants,
+            w.n_adherent,
+            None if w.percent_adherent is None else round(w.percent_adherent, 1),
+            w.mean_value,
+        ]
+        for s in figures.adherence
+        for w in s.weeks
+    ]
     return {
-        "n_enrolled": len(enrolled),
-        "chart_sites": charts.enrollment_by_site(sorted(by_site.items()), _t("enrollment_by_site")),
-        "chart_time": charts.enrollment_over_time(
-            [p.enrolled_at.date() for p in enrolled if p.enrolled_at], _t("enrollment_over_time")
+        "enrollment": (
+            [_t("date"), _t("n_enrolled_that_day"), _t("n_enrolled_cumulative")],
+            cumulative,
+        ),
+        "sites": ([_t("site"), _t("n_enrolled")], [[c, n] for c, n in figures.enrolled_by_site]),
+        "screen_failures": (
+            [_t("criterion"), _t("criterion_text"), _t("n_participants")],
+            [[cid or _t("not_determined"), text, n] for cid, text, n in figures.screen_failures],
+        ),
+        "queries_by_age": (
+            [_t("age_days"), _t("n_open_queries")],
+            [[label, n] for label, n in figures.queries_by_age],
+        ),
+        "records": (
+            [_t("status"), _t("n_records")],
+            [[status, n] for status, n in figures.records_by_status]
+            + [[_t("signed_records"), figures.n_signatures]],
+        ),
+        "adherence": (
+            [
+                _t("stream"),
+                _t("week"),
+                _t("n_participants"),
+                _t("n_adherent"),
+                _t("percent_adherent"),
+                _t("mean_metric"),
+            ],
+            adherence_rows,
+        ),
+        "projection": (
+            [_t("target_n"), _t("n_enrolled"), _t("rate_per_week"), _t("projected_on")],
+            [[p.target, p.enrolled, p.rate_per_week, p.projected_on]],
         ),
     }
 
 
+def _figure_charts(figures: dashboard_service.TrialFigures, today: datetime.date) -> dict[str, Any]:
+    p = figures.projection
+    charts_: dict[str, Any] = {
+        "enrollment": charts.enrollment_over_time(
+            figures.enrolled_on,
+            _t("enrollment_over_time"),
+            today=today,
+            target=p.target,
+            projected_on=p.projected_on,
+            names=(_t("n_enrolled"), _t("target_n"), _t("projection")),
+        ),
+        "sites": charts.enrollment_by_site(figures.enrolled_by_site, _t("enrollment_by_site")),
+        "screen_failures": charts.bar_chart(
+            [(cid or _t("not_determined"), float(n)) for cid, _, n in figures.screen_failures],
+            _t("screen_failures_by_reason"),
+            "chart-screen-failures",
+        ),
+        "queries_by_age": charts.bar_chart(
+            [(label, float(n)) for label, n in figures.queries_by_age],
+            _t("open_queries_by_age"),
+            "chart-queries-age",
+        ),
+        "records": charts.bar_chart(
+            [
+                (_t("st_" + s) if s in RECORD_STATUS_KEYS else s, float(n))
+                for s, n in figures.records_by_status
+            ],
+            _t("forms_by_status"),
+            "chart-records",
+        ),
+    }
+    if figures.adherence:
+        charts_["adherence"] = charts.line_chart(
+            [
+                (
+                    s.label,
+                    [(float(w.week), w.percent_adherent or 0.0) for w in s.weeks],
+                )
+                for s in figures.adherence
+                if s.weeks
+            ],
+            _t("adherence_by_week"),
+            _t("week_since_randomization"),
+            _t("percent_adherent"),
+            "chart-adherence",
+        )
+    return charts_
+
+
+RECORD_STATUS_KEYS = frozenset({"draft", "submitted", "verified", "signed", "frozen", "locked"})
+
+
+def _dashboard_tab(extra: dict[str, Any]) -> str:
+    if any(k in extra for k in ("protocol_issues", "protocol_ok", "protocol_done", "site_errors")):
+        return "setup"
+    if any(k in extra for k in ("account_errors", "grant_errors")):
+        return "accounts"
+    return request.args.get("tab") or "overview"
+
+
 def _render_dashboard(trial: Trial, status: int = 200, **extra: Any) -> tuple[str, int]:
     actor = _actor()
-    context: dict[str, Any] = {**_nav(trial), "message": request.args.get("msg")}
+    tab = _dashboard_tab(extra)
+    context: dict[str, Any] = {**_nav(trial), "message": request.args.get("msg"), "tab": tab}
     if context["message"] not in MESSAGES_AFTER_REDIRECT:
         context["message"] = None
     context["sites"] = trials.list_sites(db.session, actor, trial)
@@ -151,15 +287,41 @@ def _render_dashboard(trial: Trial, status: int = 200, **extra: Any) -> tuple[st
         context["title"] = protocols.active_protocol(db.session, trial)[1].title.get(
             g.get("lang", "en")
         )
-    if can(actor, "participant.read", trial.id) and (
-        can(actor, "trial.manage", trial.id)
-        or can(actor, "form.verify", trial.id)
-        or can(actor, "form.lock", trial.id)
-    ):
-        context.update(_enrollment_charts(trial))
-    if can(actor, "protocol.manage", trial.id):
+    sees_figures = _sees_figures(actor, trial)
+    tabs = ["overview"]
+    if sees_figures:
+        tabs.append("adherence")
+    if can(actor, "protocol.manage", trial.id) or can(actor, "membership.manage", trial.id):
+        tabs.append("setup")
+    if can(actor, "membership.manage", trial.id):
+        tabs.append("accounts")
+    context["tabs"] = tabs
+    if tab not in tabs:
+        abort(404)
+    if sees_figures and tab in ("overview", "adherence"):
+        site_code = request.args.get("site", "").strip() or None
+        today = utcnow().date()
+        figures = dashboard_service.trial_figures(
+            db.session,
+            actor,
+            trial,
+            site_code=site_code,
+            lang=g.get("lang", "en"),
+            today=today,
+            with_adherence=tab == "adherence",
+        )
+        context.update(
+            figures=figures,
+            n_enrolled=figures.projection.enrolled,
+            figure_tables=_figure_tables(figures),
+            figure_charts=_figure_charts(figures, today),
+            site_code=site_code,
+        )
+    if tab == "setup" and can(actor, "protocol.manage", trial.id):
         context["versions"] = protocols.list_versions(db.session, actor, trial)
     if can(actor, "membership.manage", trial.id):
+        context["may_add_site"] = True
+    if tab == "accounts" and can(actor, "membership.manage", trial.id):
         memberships = trials.list_memberships(db.session, actor, trial)
         users = {
             u.id: u
@@ -177,10 +339,44 @@ def _render_dashboard(trial: Trial, status: int = 200, **extra: Any) -> tuple[st
     return render_template("dashboard.html", **context), status
 
 
+@bp.get("/trials/<code>/dashboard/<table>.csv")
+@signed_in
+def dashboard_csv(code: str, table: str) -> Response:
+    """One dashboard chart's numbers as CSV (same roles, sites and filter as the page)."""
+    trial = _trial(code)
+    actor = _actor()
+    if table not in (*DASHBOARD_TABLES, "projection"):
+        abort(404)
+    if not _sees_figures(actor, trial):
+        abort(403)
+    site_code = request.args.get("site", "").strip() or None
+    figures = dashboard_service.trial_figures(
+        db.session,
+        actor,
+        trial,
+        site_code=site_code,
+        lang=g.get("lang", "en"),
+        with_adherence=table == "adherence",
+    )
+    headings, rows = _figure_tables(figures)[table]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(headings)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in row])
+    name = f"{trial.code}-{table}" + (f"-{site_code}" if site_code else "") + ".csv"
+    return Response(
+        "\ufeff" + buffer.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
 @bp.get("/trials/<code>")
 @signed_in
 def dashboard(code: str) -> tuple[str, int]:
-    """The trial's front page; each role sees its own sections."""
+    """The trial's front page in tabs (overview with key figures and charts, adherence,
+    set-up, accounts); each role sees its own tabs."""
     return _render_dashboard(_trial(code))
 
 
@@ -237,7 +433,7 @@ def activate_protocol(code: str, version_no: int) -> Response | tuple[str, int]:
         protocols.activate_version(db.session, _actor(), trial, version_no, accepted)
     except DomainError as exc:
         return _render_dashboard(trial, exc.status, banner=exc.message, banner_list=_flat(exc))
-    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved", tab="setup"))
 
 
 @bp.get("/trials/<code>/protocol/diff")
@@ -266,7 +462,7 @@ def add_site(code: str) -> Response | tuple[str, int]:
         trials.create_site(db.session, _actor(), trial, data)
     except DomainError as exc:
         return _render_dashboard(trial, exc.status, site_errors=exc.errors, banner=exc.message)
-    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved", tab="setup"))
 
 
 @bp.post("/trials/<code>/accounts")
@@ -287,7 +483,7 @@ def create_account(code: str) -> Response | tuple[str, int]:
         )
     except DomainError as exc:
         return _render_dashboard(trial, exc.status, account_errors=exc.errors, banner=exc.message)
-    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved", tab="accounts"))
 
 
 @bp.post("/trials/<code>/memberships")
@@ -313,7 +509,7 @@ def grant_membership(code: str) -> Response | tuple[str, int]:
         )
     except DomainError as exc:
         return _render_dashboard(trial, _inline(exc), grant_errors=exc.errors, banner=exc.message)
-    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved", tab="accounts"))
 
 
 @bp.post("/trials/<code>/memberships/<int:membership_id>/approve")
@@ -323,12 +519,10 @@ def approve_membership(code: str, membership_id: int) -> Response | tuple[str, i
     """Approve a grant waiting under the two-person rule (a second sponsor admin)."""
     trial = _trial(code, "membership.manage")
     try:
-        accounts.approve_grant(
-            db.session, _actor(), trial_id=trial.id, membership_id=membership_id
-        )
+        accounts.approve_grant(db.session, _actor(), trial_id=trial.id, membership_id=membership_id)
     except DomainError as exc:
         return _render_dashboard(trial, exc.status, banner=exc.message)
-    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved", tab="accounts"))
 
 
 @bp.post("/trials/<code>/memberships/<int:membership_id>/revoke")
@@ -338,7 +532,7 @@ def revoke_membership(code: str, membership_id: int) -> Response:
     """Revoke a role (kept in the trail, marked inactive)."""
     trial = _trial(code, "membership.manage")
     accounts.revoke_role(db.session, _actor(), trial_id=trial.id, membership_id=membership_id)
-    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved"))
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="saved", tab="accounts"))
 
 
 def _inline(exc: DomainError) -> int:
@@ -363,43 +557,52 @@ def _as_list(value: Any) -> list[str]:
 # ------------------------------------------------------------------------------ participants
 
 
-def _next_due(visits: list[Visit], done: set[str], today: datetime.date) -> Any:
-    planned = [
-        PlannedVisit(v.visit_code, v.planned_on, v.window_start_on, v.window_end_on)
-        for v in visits
-        if not v.is_unscheduled
-        and v.planned_on is not None
-        and v.window_start_on is not None
-        and v.window_end_on is not None
-    ]
-    return next_due(planned, done, today)
+def _list_args() -> dict[str, Any]:
+    """The list arguments of the query string (validated by the listing service)."""
+    page, per_page = listing.page_args(request.args)
+    return {
+        "search": request.args.get("q", "").strip() or None,
+        "site_code": request.args.get("site", "").strip() or None,
+        "status": request.args.get("status", "").strip() or None,
+        "sort": request.args.get("sort", "").strip() or None,
+        "descending": request.args.get("dir") == "desc",
+        "page": page,
+        "per_page": per_page,
+    }
+
+
+# the query arguments a page link keeps (never url_for's own: code, page, _external, ...)
+LIST_ARGS = frozenset({"q", "site", "status", "sort", "dir", "per_page", "age"})
+AUDIT_ARGS = frozenset({"entity_type", "action", "actor", "since", "until", "per_page"})
+
+
+def _page_links(endpoint: str, code: str, result: listing.Page[Any]) -> dict[str, str | None]:
+    """URLs of the first, previous, next and last pages, keeping the filters."""
+    kept = {k: v for k, v in request.args.items() if k in LIST_ARGS and v}
+
+    def at(number: int) -> str:
+        return url_for(endpoint, code=code, **kept, page=number)
+
+    return {
+        "first": at(1) if result.page > 1 else None,
+        "prev": at(result.page - 1) if result.page > 1 else None,
+        "next": at(result.page + 1) if result.page < result.pages else None,
+        "last": at(result.pages) if result.page < result.pages else None,
+    }
 
 
 def _render_participants(trial: Trial, status: int = 200, **extra: Any) -> tuple[str, int]:
     actor = _actor()
-    rows = participants.list_participants(db.session, actor, trial)
-    ids = [p.id for p in rows]
-    visits: dict[int, list[Visit]] = {}
-    for visit in db.session.scalars(select(Visit).where(Visit.participant_id.in_(ids))):
-        visits.setdefault(visit.participant_id, []).append(visit)
-    done: dict[int, set[str]] = {}
-    for participant_id, visit_code in db.session.execute(
-        select(FormRecord.participant_id, Visit.visit_code)
-        .join(Visit, Visit.id == FormRecord.visit_id)
-        .where(FormRecord.participant_id.in_(ids), FormRecord.status != "draft")
-    ):
-        done.setdefault(participant_id, set()).add(visit_code)
-    today = datetime.date.today()
     sites = trials.list_sites(db.session, actor, trial)
-    site_codes = {s.id: s.code for s in sites}
-    listing = [
-        (
-            p,
-            site_codes.get(p.site_id, ""),
-            _next_due(visits.get(p.id, []), done.get(p.id, set()), today),
-        )
-        for p in rows
-    ]
+    list_errors: dict[str, Any] = {}
+    try:
+        args = _list_args()
+        result = listing.participants_page(db.session, actor, trial, **args)
+    except ValidationError as exc:
+        list_errors = exc.errors
+        status = max(status, 422)
+        result = listing.participants_page(db.session, actor, trial)
+        args = {"search": None, "site_code": None, "status": None, "sort": None}
     labels: dict[str, str] = {}
     if trial.active_protocol_version_id is not None:
         schedule = protocols.active_protocol(db.session, trial)[1].schedule
@@ -409,7 +612,13 @@ def _render_participants(trial: Trial, status: int = 200, **extra: Any) -> tuple
     ]
     return render_template(
         "participants.html",
-        listing=listing,
+        result=result,
+        args=args,
+        list_errors=list_errors,
+        links=_page_links("trial_pages.participant_list", trial.code, result),
+        statuses=listing.PARTICIPANT_STATUSES,
+        sorts=tuple(listing.PARTICIPANT_SORTS),
+        site_choices=[s.code for s in sites],
         screen_sites=screen_sites,
         visit_labels=labels,
         **_nav(trial),
@@ -420,7 +629,8 @@ def _render_participants(trial: Trial, status: int = 200, **extra: Any) -> tuple
 @bp.get("/trials/<code>/participants")
 @signed_in
 def participant_list(code: str) -> tuple[str, int]:
-    """Participants at my sites with status and the next visit due (overdue highlighted)."""
+    """Participants at my sites, a page at a time: search by subject code, filter by site and
+    status, sort; status and the next visit due (overdue highlighted)."""
     return _render_participants(_trial(code))
 
 
@@ -1003,30 +1213,43 @@ def raise_query(code: str, record_id: int) -> Response | tuple[str, int]:
 
 def _render_queries(trial: Trial, status: int = 200, **extra: Any) -> tuple[str, int]:
     actor = _actor()
-    wanted = request.args.get("status") or None
-    if wanted not in (None, "open", "answered", "closed"):
-        wanted = None
-    rows = form_service.list_queries(db.session, actor, trial, wanted)
-    visit_codes = dict(
-        db.session.execute(
-            select(Visit.id, Visit.visit_code).where(
-                Visit.id.in_({r.visit_id for _, r, _ in rows if r.visit_id})
-            )
-        ).all()
-    )
+    list_errors: dict[str, Any] = {}
+    try:
+        args = _list_args()
+        args["age"] = request.args.get("age", "").strip() or None
+        result = listing.queries_page(db.session, actor, trial, **args)
+    except ValidationError as exc:
+        list_errors = exc.errors
+        status = max(status, 422)
+        result = listing.queries_page(db.session, actor, trial)
+        args = {"search": None, "site_code": None, "status": None, "sort": None, "age": None}
     items = [
         {
-            "query": q,
-            "record": r,
-            "participant": p,
-            "visit_code": visit_codes.get(r.visit_id or 0, LOG_VISIT),
-            "may_answer": can(actor, "query.answer", trial.id, p.site_id),
-            "may_close": can(actor, "query.close", trial.id, p.site_id),
+            "query": row.query,
+            "record": row.record,
+            "participant": row.participant,
+            "site_code": row.site_code,
+            "age_days": row.age_days,
+            "visit_code": row.visit_code or LOG_VISIT,
+            "may_answer": can(actor, "query.answer", trial.id, row.participant.site_id),
+            "may_close": can(actor, "query.close", trial.id, row.participant.site_id),
         }
-        for q, r, p in rows
+        for row in result.items
     ]
+    sites = trials.list_sites(db.session, actor, trial)
     return render_template(
-        "queries.html", items=items, wanted=wanted, **_nav(trial), **extra
+        "queries.html",
+        items=items,
+        result=result,
+        args=args,
+        wanted=args.get("status"),
+        list_errors=list_errors,
+        links=_page_links("trial_pages.query_inbox", trial.code, result),
+        age_buckets=[b[0] for b in listing.AGE_BUCKETS],
+        sorts=tuple(listing.QUERY_SORTS),
+        site_choices=[s.code for s in sites],
+        **_nav(trial),
+        **extra,
     ), status
 
 
@@ -1073,47 +1296,56 @@ def _date_arg(name: str) -> datetime.datetime | None:
     try:
         day = datetime.date.fromisoformat(text)
     except ValueError:
-        return None
+        raise ValidationError(f"invalid {name}", {name: ["a date, YYYY-MM-DD"]}) from None
     return datetime.datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 @bp.get("/trials/<code>/audit")
 @signed_in
 def audit_trail(code: str) -> tuple[str, int]:
-    """Browse the trial's audit trail with filters and pages; verify its integrity (auditor)."""
+    """Browse the trial's audit trail with filters (entity type, action, actor, dates) and
+    pages; verify its integrity (auditor). Bad filters answer 422 with the first page."""
     trial = _trial(code, "audit.read")
-    stmt = select(AuditEvent).where(AuditEvent.chain == audit.chain_for(trial.id))
-    filters = {k: request.args.get(k, "").strip() for k in ("entity_type", "action")}
-    for name, value in filters.items():
-        if value:
-            stmt = stmt.where(getattr(AuditEvent, name) == value)
-    since, until = _date_arg("since"), _date_arg("until")
-    if since:
-        stmt = stmt.where(AuditEvent.at >= since)
-    if until:
-        stmt = stmt.where(AuditEvent.at < until)
-    total = db.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    chain = AuditEvent.chain == audit.chain_for(trial.id)
+    stmt = select(AuditEvent).where(chain)
+    filters = {k: request.args.get(k, "").strip() for k in ("entity_type", "action", "actor")}
+    list_errors: dict[str, Any] = {}
+    status = 200
     try:
-        per_page = min(max(10, int(request.args.get("per_page", AUDIT_PAGE_SIZE))), 500)
-    except ValueError:
+        for name in ("entity_type", "action"):
+            if filters[name]:
+                stmt = stmt.where(getattr(AuditEvent, name) == filters[name])
+        if filters["actor"].isdigit():
+            stmt = stmt.where(AuditEvent.actor_id == int(filters["actor"]))
+        elif filters["actor"]:
+            pattern = listing.like_pattern(filters["actor"].lower())
+            stmt = stmt.where(func.lower(AuditEvent.actor_name).like(pattern, escape="\\"))
+        since, until = _date_arg("since"), _date_arg("until")
+        if since:
+            stmt = stmt.where(AuditEvent.at >= since)
+        if until:
+            stmt = stmt.where(AuditEvent.at < until + datetime.timedelta(days=1))
+        page, per_page = listing.page_args(request.args)
+    except ValidationError as exc:
+        list_errors, status = exc.errors, 422
+        stmt = select(AuditEvent).where(chain)
+        page, per_page = 1, AUDIT_PAGE_SIZE
+    if "per_page" not in request.args:
         per_page = AUDIT_PAGE_SIZE
+    total = db.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     pages = max(1, math.ceil(total / per_page))
-    try:
-        page = min(max(1, int(request.args.get("page", "1"))), pages)
-    except ValueError:
-        page = 1
+    page = min(page, pages)
     events = list(
         db.session.scalars(
             stmt.order_by(AuditEvent.seq).offset((page - 1) * per_page).limit(per_page)
         )
     )
-    chain = AuditEvent.chain == audit.chain_for(trial.id)
     choices = {
         name: sorted(db.session.scalars(select(getattr(AuditEvent, name)).where(chain).distinct()))
         for name in ("entity_type", "action")
     }
     report = audit.verify(db.session, trial.id) if request.args.get("verify") else None
-    base_args = {k: v for k, v in request.args.items() if k not in ("page", "verify") and v}
+    base_args = {k: v for k, v in request.args.items() if k in AUDIT_ARGS and v}
     return render_template(
         "audit.html",
         events=events,
@@ -1126,5 +1358,6 @@ def audit_trail(code: str) -> tuple[str, int]:
         pages=pages,
         base_args=base_args,
         report=report,
+        list_errors=list_errors,
         **_nav(trial),
-    ), 200
+    ), status

@@ -124,3 +124,15 @@ def test_missing_postgresql_is_reported_not_raised(
     summary = capsys.readouterr().out.split("Summary: ours / baseline (same run)", 1)[1]
     assert "not run: HTTP part not run: PostgreSQL at" in summary
     assert "minimization allocate #200 vs #10" in summary  # the pure part still ran
+
+
+@pytest.mark.postgres
+def test_lists_quick(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The list pages' benchmark builds its trial on SQLite and PostgreSQL and times each page."""
+    _require_server_stack(monkeypatch)
+    from bench import lists
+
+    rows = lists.run(quick=True)
+    output = capsys.readouterr().out
+    _assert_figures(rows, output, "First page (50 rows) of each list")
+    assert len(rows) == 6 and {r.figure.split()[0] for r in rows} == {"sqlite", "postgresql"}

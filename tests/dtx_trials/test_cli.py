@@ -59,7 +59,7 @@ def test_bootstrap_creates_keys_database_and_demo_accounts(instance: tuple[Path,
 def test_users_create_grant_and_errors(instance: tuple[Path, str]) -> None:
     tmp, _ = instance
     created = _dtx(tmp, "users", "create", "carol", "--name", "Carol C")
-    assert re.search(r"created carol with password \S{12,}", created.stdout)
+    assert re.search(r"created carol \(user id \d+\) with password \S{12,}", created.stdout)
     duplicate = _dtx(tmp, "users", "create", "carol", "--name", "Carol C", check=False)
     assert duplicate.returncode == 2
     assert "taken" in duplicate.stderr
@@ -152,3 +152,57 @@ def test_sec_09_cli_protocol_validate_reports_an_alias_bomb_with_its_line(
     assert result.returncode == 1
     assert re.search(r"bomb\.yaml:\d+:\d+: .*document refused: aliases expand", result.stdout
                      + result.stderr)
+
+
+LIBRARY = Path(__file__).resolve().parents[2] / "protocols" / "library"
+
+
+def test_init_trial_creates_first_sponsor_admin_and_trial(instance: tuple[Path, str]) -> None:
+    """The documented first-run command: a new trial and its sponsor admin, who can sign in."""
+    tmp, _ = instance
+    made = _dtx(tmp, "init-trial", "NEW-01", "--title", "A new trial", "--admin", "nina",
+                "--name", "Nina New")
+    match = re.search(r"sponsor admin nina \(user id (\d+)\) password (\S{12,})", made.stdout)
+    assert match, made.stdout
+    assert re.search(r"trial NEW-01 \(trial id \d+\) created", made.stdout)
+    import sqlite3
+
+    with sqlite3.connect(tmp / "dtx.sqlite") as conn:
+        role = conn.execute(
+            "SELECT m.role, m.is_active FROM membership m JOIN trial t ON t.id = m.trial_id "
+            "WHERE m.user_id = ? AND t.code = 'NEW-01'",
+            (int(match.group(1)),),
+        ).fetchall()
+    assert role == [("sponsor_admin", 1)]
+    # the password printed signs in, through the same service as the login page
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from dtx_trials import create_app; app = create_app()\n"
+            "with app.app_context():\n"
+            "    from dtx_trials.extensions import db; from dtx_trials.services import accounts\n"
+            "    print(accounts.authenticate(db.session, 'nina', sys.argv[1]).id)",
+            match.group(2),
+        ],
+        env={**os.environ, "DTX_INSTANCE_PATH": str(tmp), "DATABASE_URL": ""},
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert check.stdout.strip() == match.group(1), check.stderr
+    # an existing account becomes sponsor admin of a second trial; a taken code changes nothing
+    again = _dtx(tmp, "init-trial", "NEW-02", "--title", "Second", "--admin", "nina")
+    assert "(existing account)" in again.stdout
+    taken = _dtx(tmp, "init-trial", "NEW-01", "--title", "X", "--admin", "omar", "--name", "O",
+                 check=False)
+    assert taken.returncode == 2 and "exists" in taken.stderr
+    with sqlite3.connect(tmp / "dtx.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM user WHERE username = 'omar'").fetchone() == (0,)
+    unknown = _dtx(tmp, "init-trial", "NEW-03", "--title", "X", "--admin", "zed", check=False)
+    assert unknown.returncode == 2 and "give --name" in unknown.stderr
+    mismatch = _dtx(tmp, "init-trial", "NEW-04", "--title", "X", "--admin", "nina",
+                    "--protocol", str(LIBRARY / "type2_diabetes.yaml"), check=False)
+    assert mismatch.returncode == 2 and "is not the trial code" in mismatch.stderr
+    with sqlite3.connect(tmp / "dtx.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM trial WHERE code = 'NEW-04'").fetchone() == (0,)

@@ -161,11 +161,11 @@ def test_pages_show_and_approve_pending_grants(
     newcomer = make_user("newcomer")
     body = grant(client, staff["sponsor"], newcomer, "unblinded_statistician").get_json()
     own = PageClient(app, staff["sponsor"])
-    page = own.text(f"/trials/{MCI_CODE}")
+    page = own.text(f"/trials/{MCI_CODE}?tab=accounts")
     assert "Waiting for a second administrator" in page
     assert f"/memberships/{body['id']}/approve" not in page  # the one who asked sees no button
     approver = PageClient(app, other)
-    assert f"/memberships/{body['id']}/approve" in approver.text(f"/trials/{MCI_CODE}")
+    assert f"/memberships/{body['id']}/approve" in approver.text(f"/trials/{MCI_CODE}?tab=accounts")
     done = approver.post(f"/trials/{MCI_CODE}/memberships/{body['id']}/approve")
     assert done.status_code == 302
     assert db.session.get(Membership, body["id"]).is_active  # type: ignore[union-attr]

@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -312,3 +313,7 @@ def test_dtx_demo_writes_database_summary_report_and_exports(tmp_path: Path) -> 
     if summary["analysis_status"] == "succeeded":
         assert Path(summary["report_pdf"]).read_bytes().startswith(b"%PDF")
     assert "everything is under" in result.stdout
+    # the demo database ships with accounts that can sign in, their passwords printed once
+    for username in ("admin", "sponsor", "investigator", "statistician", "auditor"):
+        assert re.search(rf"^\s+{username}\s+\S{{12,}}", result.stdout, re.MULTILINE)
+    assert "sponsor_admin@T2D-COACH-01" in result.stdout

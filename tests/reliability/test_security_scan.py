@@ -80,6 +80,7 @@ from dtx_trials.models import (
 from dtx_trials.models.users import SITE_BOUND_ROLES, Role
 from dtx_trials.services import accounts, analyses, exports, protocols
 from dtx_trials.services.access import ACTION_ROLES, Actor, Grant, sees_arms
+from dtx_trials.web.trial_pages import DASHBOARD_TABLES
 from tests.dtx_trials.analysis_data import populated_trial
 from tests.dtx_trials.trial_flow import (
     TrialStaff,
@@ -129,6 +130,7 @@ CATALOGUE: dict[str, tuple[str, ...]] = {
     "verb": ("answer", "close", "reopen"),
     "filename": ("app.css",),
     "token": ("not-a-link-token",),
+    "table": (*DASHBOARD_TABLES, "projection"),
 }
 ENDPOINT_VALUES: dict[str, dict[str, str]] = {"pages.switch_language": {"code": "zh"}}
 # Path parameters that address a record (swapped for other trials' and sites' ids).
@@ -1589,6 +1591,7 @@ def _crawl_urls(route: Route, url: str) -> list[str]:
     extra = {
         "forms.FormDefinition": ["?lang=zh", "?format=fhir"],
         "trial_pages.audit_trail": ["?verify=1&per_page=500"],
+        "trial_pages.dashboard": ["?tab=adherence", "?tab=setup", "?tab=accounts"],
         "trial_pages.query_inbox": ["?status=closed", "?status=answered"],
         "trial_pages.form_page": ["?repeat=2"],
         "analysis_pages.simulation_page": ["?n=40&runs=3"],

@@ -68,7 +68,7 @@ def test_sponsor_compares_randomization_designs(client: FlaskClient) -> None:
     client.post(
         "/login", data={"username": "sponsor", "password": PASSWORD, "csrf_token": token.group(1)}
     )
-    dashboard = client.get("/trials/MCI-COGTRAIN-01").get_data(as_text=True)
+    dashboard = client.get("/trials/MCI-COGTRAIN-01?tab=setup").get_data(as_text=True)
     assert "/randomization/simulation" in dashboard
     result = client.get("/trials/MCI-COGTRAIN-01/randomization/simulation?n=40&runs=5")
     text = result.get_data(as_text=True)

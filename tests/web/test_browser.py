@@ -197,9 +197,11 @@ def test_sponsor_signs_in_and_sees_the_trial(live_app: Any, browser: Any) -> Non
         s.shot("home")
         click_and_load(s.page, "text=MCI-COGTRAIN-01")
         s.page.wait_for_selector("svg.chart")
-        assert "Protocol versions" in s.page.content()
-        assert s.page.locator("#versions-h").is_visible()
+        assert s.page.locator("#enrollment-h").is_visible()
         s.shot("dashboard")
+        click_and_load(s.page, f"text={s.t('tab_setup')}")
+        assert s.page.locator("#versions-h").is_visible()
+        s.shot("dashboard-setup")
         # keyboard: the skip link is the first stop and is visible when focused
         s.page.keyboard.press("Tab")
         assert s.page.evaluate("document.activeElement.className") == "skip"
@@ -220,7 +222,7 @@ def test_investigator_screens_to_randomization_and_live_branching(
         s.shot("participants")
         page.select_option("#screen-site", "BJ01")
         page.fill("#screen-name", "Zhang Wei")
-        click_and_load(page, "form[action$='/participants'] button[type=submit]")
+        click_and_load(page, "form[method=post][action$='/participants'] button[type=submit]")
         page.wait_for_selector("#participant-status")
         subject = page.locator("h1").inner_text().split()[-1]
         for document, role in (
@@ -368,10 +370,14 @@ def test_sign_in_and_dashboard_in_chinese(live_app: Any, browser: Any) -> None:
         page.wait_for_selector("text=我的试验")
         s.shot("home")
         click_and_load(page, "text=MCI-COGTRAIN-01")
-        page.wait_for_selector("text=方案版本")
-        for label in ("研究中心", "账户与角色", "入组情况", "双盲", "居家认知训练应用"):
+        page.wait_for_selector("text=入组情况")
+        for label in ("研究中心", "账户", "入组情况", "双盲", "居家认知训练应用", "下载 CSV"):
             assert label in page.content()
         s.shot("dashboard")
+        s.goto("/trials/MCI-COGTRAIN-01?tab=setup")
+        page.wait_for_selector("text=方案版本")
+        s.goto("/trials/MCI-COGTRAIN-01?tab=accounts")
+        page.wait_for_selector("text=账户与角色")
         s.goto("/trials/MCI-COGTRAIN-01/participants")
         assert "筛选新受试者" not in page.content() and "受试者编号" in page.content()
         s.shot("participants")
@@ -460,7 +466,7 @@ def test_sponsor_validates_and_uploads_an_amendment(
     s = Session(browser, base, "sponsor-amendment", lang, blinded=False)
     try:
         s.sign_in("sponsor")
-        s.goto("/trials/MCI-COGTRAIN-01")
+        s.goto("/trials/MCI-COGTRAIN-01?tab=setup")
         s.page.fill(
             "#protocol_text", original.replace("block_sizes: [4, 6]", "block_sizes: [3, 6]")
         )

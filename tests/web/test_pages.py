@@ -42,8 +42,10 @@ def test_sign_in_home_and_language_switch(app: Flask, client: FlaskClient) -> No
     assert switched.status_code == 302 and switched.headers["Location"].endswith(MCI)
     page = sponsor.text(MCI)
     assert '<html lang="zh-Hans">' in page
-    for label in ("方案版本", "研究中心", "账户与角色", "退出"):
+    for label in ("入组情况", "研究中心", "方案与中心", "退出"):
         assert label in page
+    assert "方案版本" in sponsor.text(f"{MCI}?tab=setup")
+    assert "账户与角色" in sponsor.text(f"{MCI}?tab=accounts")
     # an off-site "next" is ignored
     assert sponsor.get("/lang/en?next=//evil.example").headers["Location"] == "/"
     # Accept-Language decides when there is no cookie
@@ -119,10 +121,14 @@ def test_anonymous_is_sent_to_sign_in(client: FlaskClient) -> None:
 def test_dashboard_sections_per_role(app: Flask, client: FlaskClient) -> None:
     staff = load_trial(client)
     enrolled_mci_participant(client, staff)
-    sponsor = PageClient(app, staff["sponsor"]).text(MCI)
+    sponsor_client = PageClient(app, staff["sponsor"])
+    sponsor = sponsor_client.text(MCI)
     check_accessible(sponsor)
-    assert "Protocol versions" in sponsor and "<svg" in sponsor and "Enrolled: 1" in sponsor
-    assert "Grant role" in sponsor and "BJ01" in sponsor
+    assert "<svg" in sponsor and "Enrolled: 1" in sponsor
+    setup = sponsor_client.text(f"{MCI}?tab=setup")
+    check_accessible(setup)
+    assert "Protocol versions" in setup and "BJ01" in setup
+    assert "Grant role" in sponsor_client.text(f"{MCI}?tab=accounts")
     inv = PageClient(app, staff["inv"]).text(MCI)
     assert "Protocol versions" not in inv and "Grant role" not in inv and "<svg" not in inv
     assert "Participants" in inv and "Audit trail" not in inv
@@ -448,7 +454,7 @@ def test_sponsor_protocol_upload_diff_activation_sites_and_roles(
     diff = sponsor.text(f"{MCI}/protocol/diff?old=1&new=2")
     assert "per_site" in diff
     assert sponsor.post(f"{MCI}/protocol/2/activate").status_code == 302
-    assert "superseded" in sponsor.text(MCI)
+    assert "superseded" in sponsor.text(f"{MCI}?tab=setup")
     assert sponsor.post(f"{MCI}/protocol/2/activate").status_code == 409
     # sites, accounts and roles
     bad_site = sponsor.post(f"{MCI}/sites", {"code": "bad code!", "name": "X"})
@@ -471,8 +477,8 @@ def test_sponsor_protocol_upload_diff_activation_sites_and_roles(
         f"{MCI}/memberships", {"username": "newbie", "role": "investigator", "site": "CD01"}
     )
     assert granted.status_code == 302
-    dashboard = sponsor.text(MCI)
-    assert "CD01" in dashboard and "newbie (New Bie)" in dashboard
+    assert "CD01" in sponsor.text(f"{MCI}?tab=setup")
+    assert "newbie (New Bie)" in sponsor.text(f"{MCI}?tab=accounts")
     assert (
         PageClient(app, staff["inv"]).post(f"{MCI}/sites", {"code": "X1", "name": "X"}).status_code
         == 403

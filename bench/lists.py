@@ -1,0 +1,269 @@
+"""First page of the staff lists with 10,000 participants: participants, queries, audit trail.
+
+Builds the MCI example trial with 10,000 enrolled participants (each with a submitted form and
+two audit events) and 2,000 data queries, on SQLite and on a throwaway PostgreSQL database,
+then times the first page of ``/trials/<code>/participants``, ``/queries`` and ``/audit``
+through the Flask application (sign-in cookie, template rendering, every query the page
+makes) and, as the baseline measured in the same run, a bare ``SELECT`` of the same page of
+rows (same filter, order and LIMIT) on the same connection pool. The issue's target is
+under 300 ms per page on this machine.
+
+``python -m bench --only lists`` (``--quick``: 400 participants, 3 repetitions).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, text
+
+from bench.harness import (
+    FIELD_KEY,
+    BenchmarkUnavailable,
+    RatioRow,
+    print_table,
+    throwaway_database,
+)
+
+LIBRARY = Path(__file__).resolve().parent.parent / "protocols" / "library"
+MCI_CODE = "MCI-COGTRAIN-01"
+PASSWORD = "bench lists passphrase"  # noqa: S105  (a throwaway account in a throwaway database)
+PER_SITE = 500
+PAGE = 50
+
+
+@dataclass(frozen=True)
+class Sizes:
+    n_participants: int
+    n_queries: int
+    repeat: int
+
+
+FULL = Sizes(10_000, 2_000, 15)
+QUICK = Sizes(400, 80, 3)
+
+
+def _app(url: str, instance: str) -> Any:
+    from dtx_trials import create_app
+
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": url,
+            "FIELD_KEY": FIELD_KEY,
+            "SECRET_KEY": "bench-lists",
+            "ARGON2_TIME_COST": 1,
+            "ARGON2_MEMORY_KIB": 1024,
+            "SESSION_COOKIE_SECURE": False,
+        }
+    )
+    app.instance_path = instance
+    return app
+
+
+def build(app: Any, n_participants: int, n_queries: int) -> None:
+    """Migrate, load the trial, add sites, participants, queries and two staff accounts."""
+    from flask_migrate import upgrade
+
+    from dtx_trials.extensions import db
+    from dtx_trials.models import DataQuery, FormRecord, Site, Trial
+    from dtx_trials.models.users import Role
+    from dtx_trials.services import accounts, audit, protocols, trials
+    from dtx_trials.services.access import Actor, Grant
+    from dtx_trials.services.simulation import insert_enrolled_mci_participants
+
+    cli = Actor(user_id=None, username="cli", printed_name="Bench", via="cli", is_superuser=True)
+    with app.app_context():
+        upgrade()
+        protocols.load_library_file(db.session, cli, LIBRARY / "cognitive_impairment.yaml")
+        trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
+        sponsor = Actor(
+            user_id=None,
+            username="cli",
+            printed_name="Bench",
+            via="cli",
+            is_superuser=True,
+            grants=(Grant(trial.id, None, Role.SPONSOR_ADMIN),),
+        )
+        sites = list(
+            db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
+        )
+        for index in range(len(sites), math.ceil(n_participants / PER_SITE)):
+            code = f"BN{index:02d}"
+            sites.append(
+                trials.create_site(db.session, sponsor, trial, {"code": code, "name": code})
+            )
+        for username, role in (("bench_monitor", "monitor"), ("bench_auditor", "auditor")):
+            user = accounts.create_user(
+                db.session, cli, username=username, printed_name=username, password=PASSWORD
+            )
+            accounts.grant_role(db.session, cli, trial_id=trial.id, user_id=user.id, role=role)
+        insert_enrolled_mci_participants(db.session, cli, trial, sites, n_participants)
+        records = list(db.session.scalars(select(FormRecord.id).order_by(FormRecord.id)))
+        step = max(1, len(records) // n_queries)
+        for i, record_id in enumerate(records[::step][:n_queries]):
+            query = DataQuery(
+                form_record_id=record_id,
+                field="moca_total",
+                text=f"Please confirm the total ({i})",
+                status=("open", "answered", "closed")[i % 3],
+            )
+            db.session.add(query)
+            audit.record_create(db.session, cli, "query.raise", query, trial_id=trial.id)
+            if i % 500 == 499:
+                db.session.commit()
+        db.session.commit()
+        db.session.remove()
+
+
+def _sign_in(app: Any, username: str) -> Any:
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]*)"', page)
+    assert token is not None
+    response = client.post(
+        "/login", data={"username": username, "password": PASSWORD, "csrf_token": token.group(1)}
+    )
+    if response.status_code != 302:
+        raise RuntimeError(f"sign-in of {username} failed: {response.status_code}")
+    return client
+
+
+def _median_ms(call: Callable[[], object], repeat: int) -> float:
+    call()  # warm caches (templates, statement cache, connection pool)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def measure(app: Any, repeat: int) -> list[tuple[str, float, float, str]]:
+    """Return (list, page ms, bare SELECT ms, what the baseline selects) per list."""
+    from dtx_trials.extensions import db
+    from dtx_trials.models import Trial
+    from dtx_trials.services.audit import chain_for
+
+    monitor = _sign_in(app, "bench_monitor")
+    auditor = _sign_in(app, "bench_auditor")
+    with app.app_context():
+        trial_id = db.session.scalars(select(Trial.id).where(Trial.code == MCI_CODE)).one()
+        chain = chain_for(trial_id)
+        engine = db.engine
+        db.session.remove()
+    baselines = {
+        "participants": (
+            "SELECT * FROM participant WHERE trial_id = :t ORDER BY subject_code, id LIMIT 50",
+            {"t": trial_id},
+        ),
+        "queries": (
+            "SELECT q.* FROM data_query q JOIN form_record r ON r.id = q.form_record_id "
+            "JOIN participant p ON p.id = r.participant_id WHERE p.trial_id = :t "
+            "ORDER BY q.raised_at, q.id LIMIT 50",
+            {"t": trial_id},
+        ),
+        "audit": (
+            "SELECT * FROM audit_event WHERE chain = :c ORDER BY seq LIMIT 50",
+            {"c": chain},
+        ),
+    }
+    clients = {"participants": monitor, "queries": monitor, "audit": auditor}
+    rows = []
+    for name, (sql, params) in baselines.items():
+        path = f"/trials/{MCI_CODE}/{name}"
+
+        def page(client: Any = clients[name], path: str = path) -> None:
+            response = client.get(path)
+            assert response.status_code == 200, (path, response.status_code)
+            response.get_data()
+
+        def bare(sql: str = sql, params: dict[str, Any] = params) -> None:
+            with engine.connect() as conn:
+                conn.execute(text(sql), params).fetchall()
+
+        # no application context around the pages: each request pushes and pops its own, so
+        # its session ends with it (as in a server)
+        rows.append((name, _median_ms(page, repeat), _median_ms(bare, repeat), sql))
+    return rows
+
+
+@contextmanager
+def _sqlite() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="dtx-bench-lists-") as folder:
+        yield f"sqlite:///{folder}/lists.sqlite"
+
+
+def run(quick: bool = False) -> list[RatioRow]:
+    sizes = QUICK if quick else FULL
+    n_participants, n_queries, repeat = sizes.n_participants, sizes.n_queries, sizes.repeat
+    results: list[RatioRow] = []
+    table: list[list[object]] = []
+    backends: list[tuple[str, Callable[[], Any]]] = [
+        ("sqlite", _sqlite),
+        ("postgresql", lambda: throwaway_database("lists")),
+    ]
+    unavailable: list[str] = []
+    for backend, database in backends:
+        try:
+            context = database()
+            url = context.__enter__()
+        except BenchmarkUnavailable as exc:
+            unavailable.append(f"{backend}: {exc}")
+            continue
+        try:
+            with tempfile.TemporaryDirectory(prefix="dtx-bench-instance-") as instance:
+                app = _app(url, instance)
+                started = time.perf_counter()
+                build(app, n_participants, n_queries)
+                built_s = time.perf_counter() - started
+                print(
+                    f"lists/{backend}: {n_participants} participants, {n_queries} queries "
+                    f"built in {built_s:.0f} s",
+                    flush=True,
+                )
+                for name, ours, bare, _sql in measure(app, repeat):
+                    table.append(
+                        [backend, name, f"{ours:.1f}", f"{bare:.2f}", f"{ours / bare:.0f}x"]
+                    )
+                    results.append(
+                        RatioRow(
+                            benchmark="lists",
+                            figure=f"{backend} first page of {name} (N={n_participants})",
+                            unit="ms",
+                            ours=ours,
+                            baseline=bare,
+                            baseline_name="bare SELECT of the same 50 rows",
+                            higher_is_better=False,
+                        )
+                    )
+                with app.app_context():
+                    from dtx_trials.extensions import db
+
+                    db.session.remove()
+                    db.engine.dispose()
+        finally:
+            context.__exit__(None, None, None)
+    print_table(
+        f"First page ({PAGE} rows) of each list, median of {repeat} (target < 300 ms)",
+        ["backend", "list", "page ms", "bare SELECT ms", "ratio"],
+        table,
+    )
+    for line in unavailable:
+        print(f"skipped {line}")
+    if not results:
+        raise BenchmarkUnavailable("; ".join(unavailable))
+    return results
+
+
+if __name__ == "__main__":
+    run(quick="--quick" in sys.argv)

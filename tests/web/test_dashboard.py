@@ -1,0 +1,164 @@
+"""Sponsor dashboard (issue #22): key figures, projection, screen failures, queries by age,
+form progress, weekly app adherence — each chart with its table and CSV; tabs; roles, sites
+and blinding."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from dtx_trials.extensions import db
+from dtx_trials.models import FormRecord, Participant
+from dtx_trials.services.dashboard import project_enrollment, weekly_adherence
+from protocols.model import AdherenceRule
+from tests.dtx_trials.test_devices import minutes, post
+from tests.dtx_trials.trial_flow import (
+    MCI_SCREENING,
+    api,
+    consented_mci_participant,
+    enrolled_mci_participant,
+    load_trial,
+    moca,
+)
+from tests.web.web_helpers import ARM_TERMS, MCI, PageClient, check_accessible
+
+D = datetime.date
+
+
+def test_projection_is_a_straight_line_at_the_mean_rate() -> None:
+    # 10 enrolled over the 10 days from 1 to 10 June: 1 a day, 190 more take 190 days
+    dates = [D(2026, 6, day) for day in range(1, 11)]
+    p = project_enrollment(dates, 200, D(2026, 6, 10))
+    assert p.rate_per_week == 7.0 and p.projected_on == D(2026, 6, 10) + datetime.timedelta(190)
+    # everyone on one day (the demo's old vertical line) still projects from that day to today
+    same_day = project_enrollment([D(2026, 6, 1)] * 4, 10, D(2026, 6, 4))
+    assert same_day.rate_per_week == 7.0 and same_day.projected_on == D(2026, 6, 10)
+    assert project_enrollment([], 200, D(2026, 6, 1)).note == "no participant enrolled yet"
+    assert project_enrollment(dates, None, D(2026, 6, 10)).projected_on is None
+    assert project_enrollment(dates, 10, D(2026, 6, 10)).note == "target reached"
+
+
+def test_weekly_adherence_applies_the_protocol_rule_per_whole_week() -> None:
+    rule = AdherenceRule(metric="fraction_of_days_meeting_minimum", threshold=0.7, daily_minimum=20)
+    start = D(2026, 1, 1)
+    trained = [(start + datetime.timedelta(days=i), 30.0) for i in range(7)]  # week 1 only
+    weeks = weekly_adherence(
+        rule,
+        "training_minutes",
+        {1: (start, D(2026, 1, 15)), 2: (start, D(2026, 1, 10))},
+        {1: trained},
+    )
+    # participant 1 has two whole weeks, participant 2 one
+    assert [(w.week, w.n_participants, w.n_adherent) for w in weeks] == [(1, 2, 1), (2, 1, 0)]
+    assert weeks[0].percent_adherent == 50.0 and weeks[0].mean_value == 0.5
+
+
+def _csv(client: PageClient, path: str) -> list[list[str]]:
+    response = client.get(path)
+    assert response.status_code == 200, (path, response.status_code)
+    assert (
+        response.mimetype == "text/csv" and "attachment" in response.headers["Content-Disposition"]
+    )
+    return list(csv.reader(io.StringIO(response.get_data(as_text=True).lstrip("\ufeff"))))
+
+
+def test_overview_figures_tables_csv_and_blinding(app: Flask, client: FlaskClient) -> None:
+    staff = load_trial(client)
+    subjects = [enrolled_mci_participant(client, staff) for _ in range(2)]
+    enrolled_mci_participant(client, staff, site_account="inv2")
+    api(client, staff["inv"], "POST", f"/participants/{subjects[0]}/randomization", {}, 201)
+    record = db.session.scalars(select(FormRecord).where(FormRecord.form_code == "moca")).first()
+    assert record is not None
+    api(
+        client,
+        staff["monitor"],
+        "POST",
+        f"/records/{record.id}/queries",
+        {"field": "moca_raw", "text": "Source?"},
+        201,
+    )
+    sponsor = PageClient(app, staff["sponsor"])
+    page = sponsor.text(MCI)
+    check_accessible(page)
+    assert "Enrolled: 3" in page and "3 / 200" in page  # target N from the protocol
+    assert 'aria-current="page"' in page and "Protocol versions" not in page
+    for heading in ("Screen failures by criterion", "Open queries by age", "Forms by status"):
+        assert heading in page
+    # no screen failure yet: that chart says so instead of drawing nothing
+    assert page.count("<desc ") == 4 and "No data yet." in page and page.count("Download CSV") == 5
+    assert "#0072B2" in page  # Okabe-Ito blue
+    # the blinded sponsor and monitor see nothing arm-shaped, on any tab or CSV
+    monitor = PageClient(app, staff["monitor"])
+    for who in (sponsor, monitor):
+        for path in (MCI, f"{MCI}?tab=adherence"):
+            text = who.text(path)
+            assert not [term for term in ARM_TERMS if term in text], path
+    rows = _csv(sponsor, f"{MCI}/dashboard/sites.csv")
+    assert rows[0] == ["Site", "Enrolled"] and ["BJ01", "2"] in rows and ["GZ01", "1"] in rows
+    enrolment = _csv(sponsor, f"{MCI}/dashboard/enrollment.csv")
+    assert enrolment[-1][2] == "3"
+    ages = _csv(sponsor, f"{MCI}/dashboard/queries_by_age.csv")
+    assert ages[1] == ["0-7", "1"]
+    projection = _csv(sponsor, f"{MCI}/dashboard/projection.csv")
+    assert projection[1][:2] == ["200", "3"]
+    # one site's view
+    bj = _csv(sponsor, f"{MCI}/dashboard/sites.csv?site=GZ01")
+    assert bj[1:] == [["GZ01", "1"]]
+    assert "Enrolled: 1" in sponsor.text(f"{MCI}?site=GZ01")
+    assert sponsor.get(f"{MCI}?site=NOPE").status_code == 404
+    assert sponsor.get(f"{MCI}/dashboard/nothing.csv").status_code == 404
+    assert sponsor.get(f"{MCI}?tab=nothing").status_code == 404
+    # site staff and the statistician get no operational figures
+    inv = PageClient(app, staff["inv"])
+    assert inv.get(f"{MCI}/dashboard/sites.csv").status_code == 403
+    assert inv.get(f"{MCI}?tab=adherence").status_code == 404
+    assert PageClient(app, staff["stat"]).get(f"{MCI}/dashboard/sites.csv").status_code == 403
+
+
+def test_screen_failures_are_counted_by_criterion(app: Flask, client: FlaskClient) -> None:
+    staff = load_trial(client)
+    enrolled_mci_participant(client, staff)
+    # MoCA 30 is above the inclusion range (18-25): a screen failure
+    subject = consented_mci_participant(client, staff)
+    base = f"/participants/{subject}/visits/screening/forms"
+    api(
+        client,
+        staff["inv"],
+        "PUT",
+        f"{base}/screening",
+        {"values": MCI_SCREENING, "submit": True},
+        200,
+    )
+    api(client, staff["inv"], "PUT", f"{base}/moca", {"values": moca(30), "submit": True}, 200)
+    result = api(client, staff["inv"], "POST", f"/participants/{subject}/eligibility", {}, 200)
+    assert result["failed"], result
+    failed_ids = {c["id"] for c in result["failed"]}
+    rows = _csv(PageClient(app, staff["sponsor"]), f"{MCI}/dashboard/screen_failures.csv")
+    assert {r[0] for r in rows[1:]} == failed_ids and all(r[2] == "1" for r in rows[1:])
+
+
+def test_adherence_by_week(app: Flask, client: FlaskClient) -> None:
+    staff = load_trial(client)
+    subject = enrolled_mci_participant(client, staff)
+    api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+    participant = db.session.scalars(
+        select(Participant).where(Participant.subject_code == subject)
+    ).one()
+    assert participant.randomized_at is not None
+    participant.randomized_at -= datetime.timedelta(days=15)  # two whole weeks behind us
+    db.session.commit()
+    start = participant.randomized_at.astimezone(datetime.timezone(datetime.timedelta(hours=8)))
+    first_week = [minutes(subject, start.date() + datetime.timedelta(days=i), 30) for i in range(7)]
+    assert post(client, staff, first_week).status_code == 200
+    sponsor = PageClient(app, staff["sponsor"])
+    page = sponsor.text(f"{MCI}?tab=adherence")
+    check_accessible(page)
+    assert "App adherence by week" in page and "Daily training minutes" in page
+    rows = _csv(sponsor, f"{MCI}/dashboard/adherence.csv")
+    assert rows[1][:5] == ["training_minutes", "1", "1", "1", "100.0"]
+    assert rows[2][:5] == ["training_minutes", "2", "1", "0", "0.0"]
