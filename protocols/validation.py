@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, reduce
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ecrf.checks import calculation_order
 from ecrf.expressions import (
@@ -68,7 +69,28 @@ def validate_protocol(protocol: Protocol, reporter: Reporter) -> None:
     _check_streams(ctx)
     _check_endpoints(ctx)
     _check_consents(ctx)
+    _check_sites(ctx)
     _warn_about_design(ctx)
+
+
+def is_iana_timezone(name: str) -> bool:
+    """Return True when ``name`` is a time zone of the IANA database (e.g. Asia/Shanghai)."""
+    if not name or name != name.strip() or name.startswith("/") or ".." in name:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _check_sites(ctx: _Context) -> None:
+    for i, site in enumerate(ctx.protocol.sites.initial_sites):
+        if site.timezone is not None and not is_iana_timezone(site.timezone):
+            ctx.reporter.error(
+                ("sites", "initial", i, "timezone"),
+                f"'{site.timezone}' is not an IANA time zone (e.g. Asia/Shanghai, Europe/Paris)",
+            )
 
 
 def _duplicates(reporter: Reporter, what: str, items: Iterable[tuple[str, Path]]) -> None:

@@ -93,6 +93,14 @@ def _visit(
             f"form {form.id} is not scheduled at visit {visit_code}",
             {"visit": [f"scheduled at: {', '.join(protocol.visits_of_form(form.id)) or 'none'}"]},
         )
+    known = [v.id for v in protocol.schedule.visits]
+    if not scheduled and visit_code not in known and visit_code != "unscheduled":
+        # a log form (adverse events, medications) is entered at any visit of the schedule,
+        # never at a visit the schedule does not have
+        raise ValidationError(
+            f"visit {visit_code} is not in the schedule",
+            {"visit": [f"one of: {', '.join([*known, 'unscheduled'])}"]},
+        )
     if visit is None:
         # screening visits and visits not planned yet are opened on first data entry
         visit = Visit(

@@ -656,3 +656,14 @@ def test_one_sided_tests_are_refused() -> None:
     assert issue.message.startswith("one-sided tests are not supported")
     two_sided = replace(text, "one_sided", "two_sided")
     assert errors(two_sided) == []
+
+
+def test_site_timezone_must_be_an_iana_name() -> None:
+    sites = "sites:\n  initial:\n    - {code: S1, name: One, timezone: Mars/Olympus}\n"
+    text = replace(MINIMAL, "arms:\n", sites + "arms:\n")
+    issue = only_error(text)
+    assert issue.path == "sites.initial[0].timezone"
+    assert "Mars/Olympus" in issue.message and "IANA" in issue.message
+    assert issue.line == line_of(text, "Mars/Olympus")
+    assert errors(replace(text, "Mars/Olympus", "Asia/Shanghai")) == []
+    assert errors(replace(text, "Mars/Olympus", "../../etc/passwd")) != []
