@@ -129,6 +129,8 @@ class VisitDef:
     window_after: int = 0
     forms: tuple[str, ...] = ()
     anchor: Anchor = "randomization"
+    # the actual date of this visit re-plans the later visits sharing its anchor
+    reanchor: bool = False
 
 
 @dataclass(frozen=True)

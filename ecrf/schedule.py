@@ -15,7 +15,16 @@ from typing import Literal
 
 from ecrf.model import Schedule
 
-__all__ = ["DueVisit", "PlannedVisit", "WindowStatus", "next_due", "plan_visits", "window_status"]
+__all__ = [
+    "DueVisit",
+    "PlannedVisit",
+    "WindowStatus",
+    "days_outside_window",
+    "next_due",
+    "plan_visits",
+    "replan_after",
+    "window_status",
+]
 
 WindowStatus = Literal["early", "in_window", "late"]
 
@@ -65,6 +74,37 @@ def window_status(planned: PlannedVisit, actual_on: datetime.date) -> WindowStat
     if actual_on > planned.window_end_on:
         return "late"
     return "in_window"
+
+
+def days_outside_window(planned: PlannedVisit, actual_on: datetime.date) -> int:
+    """Return how many days ``actual_on`` lies before (negative) or after the window; 0 inside."""
+    if actual_on < planned.window_start_on:
+        return (actual_on - planned.window_start_on).days
+    if actual_on > planned.window_end_on:
+        return (actual_on - planned.window_end_on).days
+    return 0
+
+
+def replan_after(
+    schedule: Schedule, visit_id: str, actual_on: datetime.date
+) -> tuple[PlannedVisit, ...]:
+    """Return the later visits re-planned from the actual date of ``visit_id``.
+
+    Only a visit declared ``reanchor`` re-plans: its actual date minus its day offset becomes the
+    anchor date of every later visit sharing its anchor. Otherwise nothing changes (empty).
+    """
+    ids = [visit.id for visit in schedule.visits]
+    if visit_id not in ids:
+        raise KeyError(visit_id)
+    position = ids.index(visit_id)
+    visit = schedule.visits[position]
+    if not visit.reanchor:
+        return ()
+    anchor_on = actual_on - datetime.timedelta(days=visit.day)
+    later = {v.id for v in schedule.visits[position + 1 :] if v.anchor == visit.anchor}
+    return tuple(
+        p for p in plan_visits(schedule, {visit.anchor: anchor_on}) if p.visit_id in later
+    )
 
 
 def next_due(

@@ -107,6 +107,7 @@ def _visit(data: Data) -> VisitDef:
         window_after=data.get("window_after", 0),
         forms=tuple(data.get("forms", [])),
         anchor=data.get("anchor", "randomization"),
+        reanchor=bool(data.get("reanchor", False)),
     )
 
 

@@ -174,6 +174,8 @@ VISIT = Obj(
         Prop("window_after", Int("Days allowed after the planned day", minimum=0)),
         Prop("anchor", Enum(("screening", "enrollment", "randomization"), "Day 0 of the offset")),
         Prop("forms", ListOf(_id("Form id"), "Forms collected at this visit")),
+        Prop("reanchor", Bool("The actual date of this visit re-plans the later visits that "
+                              "share its anchor (their day offsets count from it)")),
     ),
 )
 

@@ -19,6 +19,7 @@ from dtx_trials.api import (
     protocols,
     trials,
     users,
+    visits,
 )
 from dtx_trials.api.errors import register_error_handlers
 from dtx_trials.extensions import api, db
@@ -39,6 +40,7 @@ BLUEPRINTS = [
     users.blp,
     protocols.blp,
     participants.blp,
+    visits.blp,
     forms.blp,
     epro.blp,
     devices.blp,

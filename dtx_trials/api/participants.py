@@ -123,8 +123,10 @@ class VisitSchema(Schema):
     planned_on = fields.Date(allow_none=True)
     window_start_on = fields.Date(allow_none=True)
     window_end_on = fields.Date(allow_none=True)
-    actual_on = fields.Date(allow_none=True)
+    actual_on = fields.Date(allow_none=True, metadata={"description": "site-local date"})
+    actual_at = fields.DateTime(allow_none=True, metadata={"description": "UTC, when timed"})
     status = fields.String()
+    missed_reason = fields.String(allow_none=True)
 
 
 class RandomizeSchema(StrictSchema):

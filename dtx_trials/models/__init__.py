@@ -6,7 +6,13 @@ from dtx_trials.models.audit import AuditChainHead, AuditEvent, KeyCheck
 from dtx_trials.models.devices import DeviceObservation
 from dtx_trials.models.forms import DataQuery, FormRecord, Signature
 from dtx_trials.models.notifications import Notification
-from dtx_trials.models.participants import Consent, EproLink, Participant, Visit
+from dtx_trials.models.participants import (
+    Consent,
+    EproLink,
+    Participant,
+    ProtocolDeviation,
+    Visit,
+)
 from dtx_trials.models.requests import IdempotentRequest
 from dtx_trials.models.trials import ProtocolVersion, Site, Trial
 from dtx_trials.models.users import ApiToken, Membership, Role, User, WebSession
@@ -27,6 +33,7 @@ __all__ = [
     "Membership",
     "Notification",
     "Participant",
+    "ProtocolDeviation",
     "ProtocolVersion",
     "RandomizationState",
     "Role",

@@ -70,9 +70,10 @@ class Consent(Base):
         "withdrawn_at",
         "document_id",
         "signer_name",
+        "signer_phone",
         "recorded_by_id",
     )
-    __sealed__ = ("signer_name",)
+    __sealed__ = ("signer_name", "signer_phone")
 
     id: Mapped[intpk]
     participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
@@ -81,6 +82,7 @@ class Consent(Base):
     language: Mapped[str] = mapped_column(String(5), default="en")
     signer_role: Mapped[str] = mapped_column(String(40), default="participant")
     signer_name: Mapped[str | None] = mapped_column(EncryptedText("consent.signer_name"))
+    signer_phone: Mapped[str | None] = mapped_column(EncryptedText("consent.signer_phone"))
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -99,6 +101,8 @@ class Visit(Base):
         "is_unscheduled",
         "window_start_on",
         "window_end_on",
+        "actual_at",
+        "missed_reason",
     )
 
     id: Mapped[intpk]
@@ -109,8 +113,45 @@ class Visit(Base):
     planned_on: Mapped[date | None] = mapped_column(Date)
     window_start_on: Mapped[date | None] = mapped_column(Date)
     window_end_on: Mapped[date | None] = mapped_column(Date)
-    actual_on: Mapped[date | None] = mapped_column(Date)
+    actual_on: Mapped[date | None] = mapped_column(Date)  # the site's local calendar date
+    actual_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when a time was given
     status: Mapped[str] = mapped_column(String(20), default="planned")
+    missed_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ProtocolDeviation(Base):
+    """A departure from the protocol (a visit out of its window, a missed visit), raised by the
+    system when it is detected and reviewed by the monitor."""
+
+    __tablename__ = "protocol_deviation"
+    __audited__ = (
+        "trial_id",
+        "site_id",
+        "participant_id",
+        "visit_id",
+        "kind",
+        "description",
+        "days_outside",
+        "detected_at",
+        "status",
+        "reviewed_at",
+        "reviewed_by_id",
+        "review_note",
+    )
+
+    id: Mapped[intpk]
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
+    visit_id: Mapped[int | None] = mapped_column(ForeignKey("visit.id"))
+    kind: Mapped[str] = mapped_column(String(40))  # out_of_window | missed_visit
+    description: Mapped[str] = mapped_column(Text)
+    days_outside: Mapped[int | None] = mapped_column()  # negative: early, positive: late
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open|reviewed|superseded
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reviewed_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    review_note: Mapped[str | None] = mapped_column(Text)
 
 
 class EproLink(Base):

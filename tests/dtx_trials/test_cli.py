@@ -152,3 +152,11 @@ def test_sec_09_cli_protocol_validate_reports_an_alias_bomb_with_its_line(
     assert result.returncode == 1
     assert re.search(r"bomb\.yaml:\d+:\d+: .*document refused: aliases expand", result.stdout
                      + result.stderr)
+
+
+def test_visits_sweep(instance: tuple[Path, str]) -> None:
+    tmp, _ = instance
+    swept = _dtx(tmp, "visits", "sweep", "MCI-COGTRAIN-01")
+    assert "MCI-COGTRAIN-01: 0 missed visit(s) recorded as deviations" in swept.stdout
+    unknown = _dtx(tmp, "visits", "sweep", "NOPE", check=False)
+    assert unknown.returncode == 2 and "error:" in unknown.stderr

@@ -48,7 +48,7 @@ from dtx_trials.services.errors import DomainError
 from dtx_trials.services.simulation import insert_enrolled_mci_participants
 from ecrf.checks import evaluate_eligibility, evaluate_form
 from ecrf.render import form_to_json
-from ecrf.schedule import plan_visits
+from ecrf.schedule import plan_visits, replan_after
 from protocols.loader import load_protocol_report
 from protocols.model import Protocol
 from protocols.schema import DESCRIPTIVE_KEYS, schema_leaves
@@ -278,6 +278,14 @@ def schedule() -> Callable[[Protocol], object]:
     anchors = {"screening": TODAY, "enrollment": TODAY + datetime.timedelta(days=3),
                "randomization": TODAY + datetime.timedelta(days=5)}
     return lambda protocol: plan_visits(protocol.schedule, anchors)
+
+
+def replanned(visit_id: str) -> Callable[[Protocol], object]:
+    """The later visits re-planned when a visit's actual date is recorded (services'
+    record_visit_date applies exactly these; tests/dtx_trials/test_visits.py)."""
+    return lambda protocol: replan_after(
+        protocol.schedule, visit_id, TODAY - datetime.timedelta(days=5)
+    )
 
 
 def eligibility(count: int = 24) -> Callable[[Protocol], object]:
@@ -549,6 +557,10 @@ PROBES: dict[str, Probe] = {
         "mci", setter(lambda d: d["schedule"]["visits"][2], "window_after", 3), schedule()),
     "schedule.visits[].anchor": Probe(
         "mci", setter(lambda d: d["schedule"]["visits"][0], "anchor", "screening"), schedule()),
+    "schedule.visits[].reanchor": Probe(
+        "mci", setter(lambda d: d["schedule"]["visits"][1], "reanchor", True),
+        replanned("baseline"),
+    ),
     "schedule.visits[].forms[]": Probe(
         "mci", setter(lambda d: d["schedule"]["visits"][2], "forms", ["adas_cog"]),
         epro_form("app_experience", "week_4"),

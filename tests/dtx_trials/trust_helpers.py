@@ -64,6 +64,10 @@ def regulated_trial(client: FlaskClient) -> RegulatedTrial:
     other = enrolled_mci_participant(client, staff)
     for who in (subject, other):
         api(client, staff["inv"], "POST", f"/participants/{who}/randomization", {}, 201)
+    # a baseline three days before its planned day: a visit time and a protocol deviation
+    earlier = datetime.datetime.now(datetime.UTC).date() - datetime.timedelta(days=3)
+    api(client, staff["inv"], "POST", f"/participants/{subject}/visits/baseline/date",
+        {"date": earlier.isoformat(), "time": "10:00"}, 200)
     records = api(client, staff["inv"], "GET", f"/participants/{subject}/forms", None, 200)
     record = next(r for r in records if r["form_code"] == "moca")
     record_id = record["id"]

@@ -1,0 +1,74 @@
+"""trial operations: visit times and missed visits, protocol deviations, consent signer phone
+
+Revision ID: 7d3f9a1c2e64
+Revises: 5c1e0a7b9d21
+Create Date: 2026-12-05 05:20:00.000000
+"""
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '7d3f9a1c2e64'
+down_revision = '5c1e0a7b9d21'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('visit', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('actual_at', sa.DateTime(), nullable=True))
+        batch_op.add_column(sa.Column('missed_reason', sa.Text(), nullable=True))
+
+    with op.batch_alter_table('consent', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('signer_phone', sa.LargeBinary(), nullable=True))
+
+    op.create_table(
+        'protocol_deviation',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('trial_id', sa.Integer(), nullable=False),
+        sa.Column('site_id', sa.Integer(), nullable=False),
+        sa.Column('participant_id', sa.Integer(), nullable=False),
+        sa.Column('visit_id', sa.Integer(), nullable=True),
+        sa.Column('kind', sa.String(length=40), nullable=False),
+        sa.Column('description', sa.Text(), nullable=False),
+        sa.Column('days_outside', sa.Integer(), nullable=True),
+        sa.Column('detected_at', sa.DateTime(), nullable=False),
+        sa.Column('status', sa.String(length=20), nullable=False),
+        sa.Column('reviewed_at', sa.DateTime(), nullable=True),
+        sa.Column('reviewed_by_id', sa.Integer(), nullable=True),
+        sa.Column('review_note', sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(['participant_id'], ['participant.id'],
+                                name=op.f('fk_protocol_deviation_participant_id_participant')),
+        sa.ForeignKeyConstraint(['reviewed_by_id'], ['user.id'],
+                                name=op.f('fk_protocol_deviation_reviewed_by_id_user')),
+        sa.ForeignKeyConstraint(['site_id'], ['site.id'],
+                                name=op.f('fk_protocol_deviation_site_id_site')),
+        sa.ForeignKeyConstraint(['trial_id'], ['trial.id'],
+                                name=op.f('fk_protocol_deviation_trial_id_trial')),
+        sa.ForeignKeyConstraint(['visit_id'], ['visit.id'],
+                                name=op.f('fk_protocol_deviation_visit_id_visit')),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_protocol_deviation')),
+    )
+    with op.batch_alter_table('protocol_deviation', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_protocol_deviation_participant_id'),
+                              ['participant_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_protocol_deviation_site_id'), ['site_id'],
+                              unique=False)
+        batch_op.create_index(batch_op.f('ix_protocol_deviation_trial_id'), ['trial_id'],
+                              unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('protocol_deviation', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_protocol_deviation_trial_id'))
+        batch_op.drop_index(batch_op.f('ix_protocol_deviation_site_id'))
+        batch_op.drop_index(batch_op.f('ix_protocol_deviation_participant_id'))
+    op.drop_table('protocol_deviation')
+
+    with op.batch_alter_table('consent', schema=None) as batch_op:
+        batch_op.drop_column('signer_phone')
+
+    with op.batch_alter_table('visit', schema=None) as batch_op:
+        batch_op.drop_column('missed_reason')
+        batch_op.drop_column('actual_at')
