@@ -13,15 +13,18 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from ecrf.model import Schedule
+from ecrf.model import EproWindow, Schedule
 
 __all__ = [
     "DueVisit",
+    "OpenQuestionnaire",
     "PlannedVisit",
     "WindowStatus",
     "days_outside_window",
+    "epro_windows",
     "next_due",
     "plan_visits",
+    "reminder_due",
     "replan_after",
     "window_status",
 ]
@@ -128,3 +131,50 @@ def next_due(
         window_end_on=first.window_end_on,
         is_overdue=today > first.window_end_on,
     )
+
+
+@dataclass(frozen=True)
+class OpenQuestionnaire:
+    """A questionnaire window of one participant, with its dates (both ends included)."""
+
+    form: str
+    visit: str
+    opens_on: datetime.date
+    closes_on: datetime.date
+    remind_after_hours: int | None
+
+    def is_open(self, today: datetime.date) -> bool:
+        return self.opens_on <= today <= self.closes_on
+
+    def is_closed(self, today: datetime.date) -> bool:
+        return today > self.closes_on
+
+
+def epro_windows(
+    windows: Iterable[EproWindow], visit_dates: Mapping[str, datetime.date]
+) -> tuple[OpenQuestionnaire, ...]:
+    """Return the questionnaire windows whose visit has a date (actual, else planned)."""
+    out: list[OpenQuestionnaire] = []
+    for window in windows:
+        on = visit_dates.get(window.visit)
+        if on is None:
+            continue
+        out.append(
+            OpenQuestionnaire(
+                form=window.form,
+                visit=window.visit,
+                opens_on=on + datetime.timedelta(days=window.opens),
+                closes_on=on + datetime.timedelta(days=window.closes),
+                remind_after_hours=window.remind_after_hours,
+            )
+        )
+    return tuple(out)
+
+
+def reminder_due(
+    window: OpenQuestionnaire, link_sent_at: datetime.datetime, now: datetime.datetime
+) -> bool:
+    """Whether an unanswered link sent at ``link_sent_at`` is due a reminder at ``now``."""
+    if window.remind_after_hours is None:
+        return False
+    return now >= link_sent_at + datetime.timedelta(hours=window.remind_after_hours)

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ecrf.model import Choice, EditCheck, FieldDef, FormDef, Label, Schedule, VisitDef
+from ecrf.model import (
+    Choice,
+    EditCheck,
+    EproWindow,
+    FieldDef,
+    FormDef,
+    Label,
+    Schedule,
+    VisitDef,
+)
 
 from .model import (
     AdherenceRule,
@@ -16,6 +25,7 @@ from .model import (
     AnalysisSpec,
     Arm,
     Blinding,
+    ComprehensionQuestion,
     ConsentDocument,
     Criterion,
     DeviceStream,
@@ -281,6 +291,13 @@ def build_protocol(data: Data) -> Protocol:
         schedule=Schedule(
             visits=tuple(_visit(v) for v in schedule["visits"]),
             unscheduled_forms=tuple(schedule.get("unscheduled_forms", [])),
+            epro=tuple(
+                EproWindow(
+                    form=e["form"], visit=e["visit"], opens=e.get("opens", 0),
+                    closes=e.get("closes", 0), remind_after_hours=e.get("remind_after_hours"),
+                )
+                for e in schedule.get("epro", [])
+            ),
         ),
         forms=tuple(build_form(f) for f in data["forms"]),
         device_streams=tuple(_stream(s) for s in data.get("device_streams", [])),
@@ -293,8 +310,22 @@ def build_protocol(data: Data) -> Protocol:
             assumptions=_label_or_none(sample.get("assumptions")),
         ),
         consents=tuple(
-            ConsentDocument(id=c["id"], version=c["version"], language=c["language"],
-                            signer=c.get("signer", "participant"), title=build_label(c["title"]))
+            ConsentDocument(
+                id=c["id"], version=c["version"], language=c["language"],
+                signer=c.get("signer", "participant"), title=build_label(c["title"]),
+                body=build_label(c["body"]) if c.get("body") else None,
+                comprehension=tuple(
+                    ComprehensionQuestion(
+                        id=q["id"], text=build_label(q["text"]),
+                        choices=tuple(
+                            Choice(code=ch["code"], label=build_label(ch["label"]))
+                            for ch in q["choices"]
+                        ),
+                        answer=q["answer"],
+                    )
+                    for q in c.get("comprehension", [])
+                ),
+            )
             for c in data.get("consents", [])
         ),
     )

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from math import gcd
 from typing import Literal
 
+from ecrf.model import Choice, FieldDef, FormDef, Label, Schedule, VisitDef
 from ecrf.model import Criterion as Criterion  # eligibility criteria use the eCRF contract
-from ecrf.model import FieldDef, FormDef, Label, Schedule, VisitDef
 
 Phase = Literal["pilot", "feasibility", "pivotal", "phase_1", "phase_2", "phase_3", "phase_4", "na"]
 BlindingLevel = Literal["open", "single", "double"]
@@ -301,6 +301,16 @@ class SampleSize:
 
 
 @dataclass(frozen=True)
+class ComprehensionQuestion:
+    """A question the signer answers before a remote signature; ``answer`` is the right code."""
+
+    id: str
+    text: Label
+    choices: tuple[Choice, ...]
+    answer: str
+
+
+@dataclass(frozen=True)
 class ConsentDocument:
     """One approved consent (or assent) text version in one language."""
 
@@ -309,6 +319,8 @@ class ConsentDocument:
     language: str
     signer: Signer
     title: Label
+    body: Label | None = None  # the text the signer reads (remote eConsent page and PDF)
+    comprehension: tuple[ComprehensionQuestion, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,8 @@ DESCRIPTIVE_KEYS: dict[str, str] = {
         "endpoints[].estimand.intercurrent_events[].description", "endpoints[].estimand.summary",
         "endpoints[].analysis.sensitivity[].description", "endpoints[].analysis.subgroups[].label",
         "endpoints[].analysis.subgroups[].levels[].label", "sample_size.assumptions",
-        "consents[].title",
+        "consents[].title", "consents[].body", "consents[].comprehension[].text",
+        "consents[].comprehension[].choices[].label",
     ),
 }
 

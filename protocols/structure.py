@@ -179,12 +179,26 @@ VISIT = Obj(
     ),
 )
 
+EPRO_WINDOW = Obj(
+    "EproWindow",
+    (
+        Prop("form", _id("A participant-respondent form scheduled at the visit"), required=True),
+        Prop("visit", _id("Visit id"), required=True),
+        Prop("opens", Int("Days from the visit's date (actual, else planned) the link opens")),
+        Prop("closes", Int("Days from the visit's date the questionnaire closes")),
+        Prop("remind_after_hours", Int("E-mail a reminder this long after the link if still "
+                                       "unanswered", minimum=1)),
+    ),
+)
+
 SCHEDULE = Obj(
     "Schedule",
     (
         Prop("visits", ListOf(VISIT, "Visits in chronological order", min_items=1),
              required=True),
         Prop("unscheduled_forms", ListOf(_id("Form id"), "Forms allowed at unscheduled visits")),
+        Prop("epro", ListOf(EPRO_WINDOW, "Questionnaires whose links are issued automatically "
+                            "(dtx epro tick)")),
     ),
 )
 
@@ -413,6 +427,17 @@ SAMPLE_SIZE = Obj(
     ),
 )
 
+COMPREHENSION = Obj(
+    "ComprehensionQuestion",
+    (
+        Prop("id", _id("Question id"), required=True),
+        Prop("text", LABEL, required=True),
+        Prop("choices", ListOf(CHOICE, "Answer options", min_items=2), required=True),
+        Prop("answer", Str("Code of the right answer; signing waits for it", min_length=1),
+             required=True),
+    ),
+)
+
 CONSENT = Obj(
     "Consent",
     (
@@ -422,6 +447,9 @@ CONSENT = Obj(
              required=True),
         Prop("signer", Enum(m.SIGNERS, "Who signs")),
         Prop("title", LABEL, required=True),
+        Prop("body", LABEL),
+        Prop("comprehension", ListOf(COMPREHENSION, "Questions answered before a remote "
+                                     "signature (every answer must be right)")),
     ),
 )
 

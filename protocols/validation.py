@@ -70,6 +70,7 @@ def validate_protocol(protocol: Protocol, reporter: Reporter) -> None:
     _check_endpoints(ctx)
     _check_consents(ctx)
     _check_sites(ctx)
+    _check_epro_windows(ctx)
     _warn_about_design(ctx)
 
 
@@ -82,6 +83,28 @@ def is_iana_timezone(name: str) -> bool:
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+def _check_epro_windows(ctx: _Context) -> None:
+    protocol = ctx.protocol
+    for i, window in enumerate(protocol.schedule.epro):
+        base: Path = ("schedule", "epro", i)
+        try:
+            form = protocol.form(window.form)
+        except KeyError:
+            ctx.reporter.error((*base, "form"), f"unknown form '{window.form}'")
+            continue
+        if form.respondent != "participant":
+            ctx.reporter.error((*base, "form"), f"form '{window.form}' is not answered by the "
+                               "participant (respondent: participant)")
+        if window.visit not in ctx.visits:
+            ctx.reporter.error((*base, "visit"), f"unknown visit '{window.visit}'")
+        elif window.form not in protocol.visit(window.visit).forms:
+            ctx.reporter.error((*base, "visit"),
+                               f"form '{window.form}' is not scheduled at visit '{window.visit}'")
+        if window.closes < window.opens:
+            ctx.reporter.error((*base, "closes"),
+                               f"closes ({window.closes}) before it opens ({window.opens})")
 
 
 def _check_sites(ctx: _Context) -> None:
@@ -748,6 +771,22 @@ def _check_consents(ctx: _Context) -> None:
         (f"{c.id}/{c.language}", ("consents", i, "language"))
         for i, c in enumerate(ctx.protocol.consents)
     ))
+    for i, document in enumerate(ctx.protocol.consents):
+        _duplicates(ctx.reporter, "question id", (
+            (q.id, ("consents", i, "comprehension", j, "id"))
+            for j, q in enumerate(document.comprehension)
+        ))
+        for j, question in enumerate(document.comprehension):
+            codes = [c.code for c in question.choices]
+            _duplicates(ctx.reporter, "choice code", (
+                (c.code, ("consents", i, "comprehension", j, "choices", k, "code"))
+                for k, c in enumerate(question.choices)
+            ))
+            if question.answer not in codes:
+                ctx.reporter.error(
+                    ("consents", i, "comprehension", j, "answer"),
+                    f"answer '{question.answer}' is not one of the choices: {', '.join(codes)}",
+                )
 
 
 def count_strata(protocol: Protocol) -> int | None:

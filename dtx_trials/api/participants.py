@@ -87,6 +87,12 @@ class ConsentSchema(StrictSchema):
     signer_name = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(max=200)
     )
+    signer_phone = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=40),
+        metadata={"description": "the guardian's or representative's phone (encrypted)"},
+    )
 
 
 class ConsentOutSchema(Schema):

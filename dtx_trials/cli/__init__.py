@@ -413,6 +413,7 @@ def keys_rotate() -> None:
 
 from dtx_trials.cli import analysis as _analysis  # noqa: E402
 from dtx_trials.cli import demo as _demo  # noqa: E402
+from dtx_trials.cli import epro as _epro  # noqa: E402
 from dtx_trials.cli import notifications as _notifications  # noqa: E402
 from dtx_trials.cli import protocol as _protocol  # noqa: E402
 from dtx_trials.cli import randomization as _randomization  # noqa: E402
@@ -426,6 +427,7 @@ cli.add_command(_analysis.worker)
 cli.add_command(_demo.demo)
 cli.add_command(_notifications.notifications)
 cli.add_command(_visits.visits)
+cli.add_command(_epro.epro)
 
 
 @cli.command("init-key")

@@ -8,6 +8,7 @@ from dtx_trials.models.forms import DataQuery, FormRecord, Signature
 from dtx_trials.models.notifications import Notification
 from dtx_trials.models.participants import (
     Consent,
+    ConsentInvitation,
     EproLink,
     Participant,
     ProtocolDeviation,
@@ -24,6 +25,7 @@ __all__ = [
     "AuditChainHead",
     "AuditEvent",
     "Consent",
+    "ConsentInvitation",
     "DataQuery",
     "DeviceObservation",
     "EproLink",

@@ -59,6 +59,7 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
     "query.close": frozenset({R.MONITOR, R.DATA_MANAGER}),
     "epro.issue": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
     "deviation.review": frozenset({R.MONITOR}),
+    "consent.countersign": frozenset({R.INVESTIGATOR}),
     "device.ingest": frozenset({R.DATA_MANAGER, R.COORDINATOR}),
     "analysis.run": frozenset({R.STATISTICIAN, R.UNBLINDED_STATISTICIAN}),
     "export.run": frozenset({R.STATISTICIAN, R.UNBLINDED_STATISTICIAN, R.DATA_MANAGER}),

@@ -24,7 +24,13 @@ from dtx_trials.services.errors import (
     StaleWriteError,
     ValidationError,
 )
-from dtx_trials.services.participants import clinical_values, get_participant, protocol_for
+from dtx_trials.services.participants import (
+    clinical_values,
+    current_protocol,
+    get_participant,
+    missing_consents,
+    protocol_for,
+)
 from ecrf.checks import FormEvaluation, evaluate_form
 from ecrf.model import FormDef
 
@@ -72,6 +78,32 @@ def _check_respondent(actor: Actor, trial: Trial, site_id: int, form: FormDef) -
         raise PermissionDenied(
             f"an outcome assessor enters only outcome-assessor forms, not {form.id}"
         )
+
+
+def _has_answer(form: FormDef, values: Mapping[str, object]) -> bool:
+    """Whether any field the respondent answers holds a value (not blank, not an empty list)."""
+    for field in form.fields:
+        if field.type in ("calculated", "descriptive"):
+            continue
+        value = values.get(field.id)
+        if value is not None and value != "" and value != []:
+            return True
+    return False
+
+
+def _check_consented(session: Session, participant: Participant, form: FormDef) -> None:
+    """No data before the required consents (409 naming what is missing). A participant who
+    consented to an earlier version and owes a re-consent may still have log forms (adverse
+    events, medications) entered: safety reporting does not wait for the re-consent."""
+    missing = missing_consents(session, participant, current_protocol(session, participant))
+    if not missing:
+        return
+    if participant.consented_at is not None and form.repeating:
+        return
+    what = "re-consent" if participant.consented_at is not None else "consent"
+    raise Conflict(
+        f"{what} required before data entry: {', '.join(missing)}", {"consent": missing}
+    )
 
 
 def _visit(
@@ -182,6 +214,7 @@ def save_form(
         protocol = protocol_for(session, participant)
         form = _form(protocol, form_code)
         _check_respondent(actor, trial, participant.site_id, form)
+        _check_consented(session, participant, form)
         visit = _visit(session, actor, participant, protocol, visit_code, form)
         record = session.scalars(
             select(FormRecord)
@@ -213,6 +246,13 @@ def save_form(
         if not evaluation.is_valid:
             raise ValidationError(
                 "the form has errors", {"values": evaluation.errors}, warnings=_warnings(evaluation)
+            )
+        if submit and form.respondent == "participant" and not _has_answer(form, evaluation.values):
+            # a questionnaire with no answer at all is not a submission (the ePRO page and the
+            # app can post an untouched form); a missing-data code counts as an answer
+            raise ValidationError(
+                "an empty questionnaire cannot be submitted",
+                {"values": {"_form": ["answer at least one question"]}},
             )
         unacknowledged = [w for w in evaluation.warnings if w.check_id not in set(acknowledged)]
         if submit and unacknowledged:

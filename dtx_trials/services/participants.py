@@ -154,9 +154,15 @@ def record_consent(
     language: str,
     signer_role: str,
     signer_name: str | None = None,
+    signer_phone: str | None = None,
     signed_at: datetime.datetime | None = None,
 ) -> Consent:
-    """Record a signed consent of a protocol consent document (re-consent when it changes)."""
+    """Record a signed consent of a protocol consent document (re-consent when it changes).
+
+    The signer must be the one the document names (``consents[].signer``): a guardian consent
+    recorded as signed by the participant is refused (422), and so is an assent signed by a
+    guardian. The signer's name and phone are direct identifiers, encrypted at rest.
+    """
     with transaction(session):
         participant = get_participant(
             session, actor, trial, subject_code, "participant.write", lock=True
@@ -168,6 +174,12 @@ def record_consent(
             raise ValidationError(
                 "unknown consent document", {"document_id": [f"one of: {', '.join(known)}"]}
             )
+        document = documents.get((document_id, version, language))
+        if document is not None and signer_role != document.signer:
+            raise ValidationError(
+                f"{document_id} v{version} is signed by the {document.signer}",
+                {"signer_role": [f"must be {document.signer} for {document_id}"]},
+            )
         if participant.status not in ACTIVE_STATUSES:
             raise Conflict(f"participant is {participant.status}")
         consent = Consent(
@@ -177,6 +189,7 @@ def record_consent(
             language=language,
             signer_role=signer_role,
             signer_name=signer_name,
+            signer_phone=signer_phone,
             signed_at=signed_at or utcnow(),
             recorded_by_id=actor.user_id,
         )
@@ -200,7 +213,10 @@ def missing_consents(session: Session, participant: Participant, protocol: Proto
         (c.document_id, c.consent_version)
         for c in session.scalars(
             select(Consent).where(
-                Consent.participant_id == participant.id, Consent.withdrawn_at.is_(None)
+                Consent.participant_id == participant.id,
+                Consent.withdrawn_at.is_(None),
+                # a remote consent counts once an investigator has countersigned it
+                (Consent.method != "remote") | Consent.countersigned_at.is_not(None),
             )
         )
     }

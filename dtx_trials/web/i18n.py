@@ -220,6 +220,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "reason": ("Reason", "原因"),
     "visit_actual": ("Actual date", "实际日期"),
+    "signer_name": ("Signer's name", "签署人姓名"),
+    "signer_phone": ("Signer's phone", "签署人电话"),
+    "reconsent_required": (
+        "Re-consent required before further data entry",
+        "需重新签署知情同意后方可继续录入数据",
+    ),
     "visit_missed": ("Missed", "缺失访视"),
     "visit_date": ("Visit date", "访视日期"),
     "visit_time": ("Time", "时间"),

@@ -607,6 +607,7 @@ def record_consent(code: str, subject: str) -> Response | tuple[str, int]:
             language=language or "en",
             signer_role=request.form.get("signer_role", "participant"),
             signer_name=request.form.get("signer_name", "").strip() or None,
+            signer_phone=request.form.get("signer_phone", "").strip() or None,
         ),
     )
 

@@ -22,6 +22,50 @@ def upgrade() -> None:
 
     with op.batch_alter_table('consent', schema=None) as batch_op:
         batch_op.add_column(sa.Column('signer_phone', sa.LargeBinary(), nullable=True))
+        batch_op.add_column(sa.Column('method', sa.String(length=20), nullable=False,
+                                      server_default='in_person'))
+        batch_op.add_column(sa.Column('pdf', sa.LargeBinary(), nullable=True))
+        batch_op.add_column(sa.Column('pdf_sha256', sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column('countersigned_by_id', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('countersigned_at', sa.DateTime(), nullable=True))
+        batch_op.create_foreign_key(batch_op.f('fk_consent_countersigned_by_id_user'), 'user',
+                                    ['countersigned_by_id'], ['id'])
+    with op.batch_alter_table('consent', schema=None) as batch_op:
+        batch_op.alter_column('method', server_default=None)
+
+    op.create_table(
+        'consent_invitation',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('participant_id', sa.Integer(), nullable=False),
+        sa.Column('document_id', sa.String(length=60), nullable=False),
+        sa.Column('consent_version', sa.String(length=40), nullable=False),
+        sa.Column('language', sa.String(length=10), nullable=False),
+        sa.Column('signer_role', sa.String(length=40), nullable=False),
+        sa.Column('token_hash', sa.String(length=64), nullable=False),
+        sa.Column('otp_hash', sa.String(length=64), nullable=True),
+        sa.Column('channel', sa.String(length=10), nullable=False),
+        sa.Column('address', sa.LargeBinary(), nullable=True),
+        sa.Column('created_at', sa.DateTime(), nullable=False),
+        sa.Column('created_by_id', sa.Integer(), nullable=True),
+        sa.Column('expires_at', sa.DateTime(), nullable=False),
+        sa.Column('opened_at', sa.DateTime(), nullable=True),
+        sa.Column('code_sent_at', sa.DateTime(), nullable=True),
+        sa.Column('signed_at', sa.DateTime(), nullable=True),
+        sa.Column('consent_id', sa.Integer(), nullable=True),
+        sa.Column('revoked_at', sa.DateTime(), nullable=True),
+        sa.Column('meta', sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(['consent_id'], ['consent.id'],
+                                name=op.f('fk_consent_invitation_consent_id_consent')),
+        sa.ForeignKeyConstraint(['created_by_id'], ['user.id'],
+                                name=op.f('fk_consent_invitation_created_by_id_user')),
+        sa.ForeignKeyConstraint(['participant_id'], ['participant.id'],
+                                name=op.f('fk_consent_invitation_participant_id_participant')),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_consent_invitation')),
+        sa.UniqueConstraint('token_hash', name=op.f('uq_consent_invitation_token_hash')),
+    )
+    with op.batch_alter_table('consent_invitation', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_consent_invitation_participant_id'),
+                              ['participant_id'], unique=False)
 
     op.create_table(
         'protocol_deviation',
@@ -66,7 +110,18 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_protocol_deviation_participant_id'))
     op.drop_table('protocol_deviation')
 
+    with op.batch_alter_table('consent_invitation', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_consent_invitation_participant_id'))
+    op.drop_table('consent_invitation')
+
     with op.batch_alter_table('consent', schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f('fk_consent_countersigned_by_id_user'),
+                                 type_='foreignkey')
+        batch_op.drop_column('countersigned_at')
+        batch_op.drop_column('countersigned_by_id')
+        batch_op.drop_column('pdf_sha256')
+        batch_op.drop_column('pdf')
+        batch_op.drop_column('method')
         batch_op.drop_column('signer_phone')
 
     with op.batch_alter_table('visit', schema=None) as batch_op:

@@ -160,3 +160,12 @@ def test_visits_sweep(instance: tuple[Path, str]) -> None:
     assert "MCI-COGTRAIN-01: 0 missed visit(s) recorded as deviations" in swept.stdout
     unknown = _dtx(tmp, "visits", "sweep", "NOPE", check=False)
     assert unknown.returncode == 2 and "error:" in unknown.stderr
+
+
+def test_epro_tick(instance: tuple[Path, str]) -> None:
+    tmp, _ = instance
+    ticked = _dtx(tmp, "epro", "tick", "MCI-COGTRAIN-01")
+    assert "MCI-COGTRAIN-01: 0 open questionnaire(s), 0 link(s) issued, 0 reminder(s)" in (
+        ticked.stdout
+    )
+    assert _dtx(tmp, "epro", "tick", "NOPE", check=False).returncode == 2

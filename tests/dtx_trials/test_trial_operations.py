@@ -109,3 +109,19 @@ def test_adherence_counts_the_site_local_day_near_midnight(client: FlaskClient) 
     assert result.window_end_on == local_today
     assert result.window_start_on == yesterday
     assert result.value == 0.5  # two local days, the record on the second
+
+
+def test_an_all_blank_questionnaire_is_not_a_submission(client: FlaskClient) -> None:
+    staff = load_trial(client)
+    subject = enrolled_mci_participant(client, staff)
+    api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+    url = f"/participants/{subject}/visits/week_4/forms/app_experience"
+    for blank in ({}, {"app_ease": "", "app_problem": ""}):
+        body = api(client, staff["coord"], "PUT", url, {"values": blank, "submit": True}, 422)
+        assert body["errors"]["values"]["_form"] == ["answer at least one question"]
+    assert db.session.scalar(select(func.count()).select_from(FormRecord).where(
+        FormRecord.form_code == "app_experience")) == 0
+    api(client, staff["coord"], "PUT", url, {"values": {}, "submit": False}, 200)  # a draft
+    saved = api(client, staff["coord"], "PUT", url,
+                {"values": {"app_problem": "0"}, "submit": True}, 200)
+    assert saved["record"]["status"] == "submitted"

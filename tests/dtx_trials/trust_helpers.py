@@ -127,6 +127,27 @@ def regulated_trial(client: FlaskClient) -> RegulatedTrial:
         201,
     )
     assert client.get(urlsplit(str(issued["url"])).path).status_code == 303  # opened
+    # a remote consent signed on its link (code through the outbox) and countersigned
+    remote = api(client, staff["inv"], "POST", "/participants",
+                 {"site": "BJ01", "identifiers": {"phone": "13900002222"}}, 201)["subject_code"]
+    link = api(client, staff["inv"], "POST", f"/participants/{remote}/econsent",
+               {"document_id": "main_icf", "version": "1.0", "language": "en",
+                "channel": "sms"}, 201)
+    signer = client.application.test_client()
+    path = urlsplit(str(link["url"])).path
+    page = signer.get(path).get_data(as_text=True)
+    csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    assert signer.post(f"{path}/code", data={"csrf_token": csrf}).status_code == 303
+    from dtx_trials.models import Consent, Notification
+
+    sms = db.session.scalars(select(Notification).where(Notification.kind == "econsent.code")).one()
+    code = sms.body.rsplit(" ", 1)[1]
+    signed = signer.post(f"{path}/sign",
+                         data={"csrf_token": csrf, "typed_name": "Wang Fang", "code": code})
+    assert signed.status_code == 303
+    consent_id = db.session.scalars(select(Consent.id).where(Consent.method == "remote")).one()
+    api(client, staff["inv"], "POST", f"/participants/{remote}/consents/{consent_id}/countersign",
+        {"password": PASSWORD}, 200)
     from dtx_trials.services import accounts
 
     stat = accounts.actor_for(db.session, staff["stat"].user, via="cli")
