@@ -21,6 +21,7 @@ from ecrf.model import (
 
 from .model import (
     AdherenceRule,
+    AlertRule,
     AllocationCaps,
     AnalysisSpec,
     Arm,
@@ -34,6 +35,7 @@ from .model import (
     IntercurrentEvent,
     Protocol,
     RandomizationSpec,
+    SafetySpec,
     SampleSize,
     SensitivityAnalysis,
     Site,
@@ -105,6 +107,30 @@ def build_form(data: Data) -> FormDef:
         respondent=data.get("respondent", "site"),
         repeating=data.get("repeating", False),
         checks=tuple(_check(c) for c in data.get("checks", [])),
+    )
+
+
+def _safety(data: Data | None) -> SafetySpec:
+    if not data:
+        return SafetySpec()
+    defaults = SafetySpec()
+    rule_defaults = AlertRule(id="", form="", when="", message=Label(""))
+    return SafetySpec(
+        form=data.get("form"),
+        serious_if=data.get("serious_if"),
+        report_within_hours=data.get("report_within_hours", defaults.report_within_hours),
+        notify=tuple(data["notify"]) if "notify" in data else defaults.notify,
+        alerts=tuple(
+            AlertRule(
+                id=a["id"], form=a["form"], when=a["when"], message=build_label(a["message"]),
+                notify=tuple(a["notify"]) if "notify" in a else rule_defaults.notify,
+                escalate_after_hours=a.get("escalate_after_hours"),
+                escalate_to=(
+                    tuple(a["escalate_to"]) if "escalate_to" in a else rule_defaults.escalate_to
+                ),
+            )
+            for a in data.get("alerts", [])
+        ),
     )
 
 
@@ -328,4 +354,5 @@ def build_protocol(data: Data) -> Protocol:
             )
             for c in data.get("consents", [])
         ),
+        safety=_safety(data.get("safety")),
     )

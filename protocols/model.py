@@ -324,6 +324,32 @@ class ConsentDocument:
 
 
 @dataclass(frozen=True)
+class AlertRule:
+    """An answer that signals risk (e.g. a self-harm item above 0): on submission the site is
+    alerted, must acknowledge, and ``escalate_to`` is told if nobody has within the hours."""
+
+    id: str
+    form: str
+    when: str
+    message: Label
+    notify: tuple[StaffRole, ...] = ("investigator", "coordinator")
+    escalate_after_hours: int | None = None
+    escalate_to: tuple[StaffRole, ...] = ("sponsor_admin", "monitor")
+
+
+@dataclass(frozen=True)
+class SafetySpec:
+    """Serious adverse events: which entries of which form are serious, the expedited-report
+    clock, who is told at once; and the alert rules on answers."""
+
+    form: str | None = None
+    serious_if: str | None = None
+    report_within_hours: int = 24
+    notify: tuple[StaffRole, ...] = ("sponsor_admin", "investigator", "monitor")
+    alerts: tuple[AlertRule, ...] = ()
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A complete, validated protocol version."""
 
@@ -345,6 +371,7 @@ class Protocol:
     endpoints: tuple[Endpoint, ...] = ()
     sample_size: SampleSize | None = None
     consents: tuple[ConsentDocument, ...] = ()
+    safety: SafetySpec = field(default_factory=SafetySpec)
 
     def form(self, form_id: str) -> FormDef:
         """Return the form with this id; raise KeyError when there is none."""

@@ -132,6 +132,7 @@ DESCRIPTIVE_KEYS: dict[str, str] = {
         "endpoints[].analysis.sensitivity[].description", "endpoints[].analysis.subgroups[].label",
         "endpoints[].analysis.subgroups[].levels[].label", "sample_size.assumptions",
         "consents[].title", "consents[].body", "consents[].comprehension[].text",
+        "safety.alerts[].message",
         "consents[].comprehension[].choices[].label",
     ),
 }

@@ -438,6 +438,37 @@ COMPREHENSION = Obj(
     ),
 )
 
+ALERT = Obj(
+    "AlertRule",
+    (
+        Prop("id", _id("Alert rule id"), required=True),
+        Prop("form", _id("Form whose submitted answers are checked"), required=True),
+        Prop("when", _expr("Expression over the form's fields; true raises the alert"),
+             required=True),
+        Prop("message", LABEL, required=True),
+        Prop("notify", ListOf(Enum(m.STAFF_ROLES, "Role"),
+                              "Told at once (site-bound roles at the participant's site); "
+                              "default investigator, coordinator")),
+        Prop("escalate_after_hours", Int("Escalate if nobody acknowledged within", minimum=1)),
+        Prop("escalate_to", ListOf(Enum(m.STAFF_ROLES, "Role"),
+                                   "Told on escalation; default sponsor_admin, monitor")),
+    ),
+)
+
+SAFETY = Obj(
+    "Safety",
+    (
+        Prop("form", _id("The adverse-event form")),
+        Prop("serious_if", _expr("Expression over an adverse-event entry: serious (SAE)")),
+        Prop("report_within_hours", Int("Expedited initial report due within (default 24)",
+                                        minimum=1)),
+        Prop("notify", ListOf(Enum(m.STAFF_ROLES, "Role"),
+                              "E-mailed when an SAE is entered; default sponsor_admin, "
+                              "investigator, monitor")),
+        Prop("alerts", ListOf(ALERT, "Alert rules on answers")),
+    ),
+)
+
 CONSENT = Obj(
     "Consent",
     (
@@ -474,6 +505,7 @@ PROTOCOL = Obj(
         Prop("endpoints", ListOf(ENDPOINT, "Endpoints and their analyses")),
         Prop("sample_size", SAMPLE_SIZE),
         Prop("consents", ListOf(CONSENT, "Consent and assent documents per language")),
+        Prop("safety", SAFETY),
     ),
     "A dtx-trials protocol version.",
 )

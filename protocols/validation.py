@@ -71,6 +71,7 @@ def validate_protocol(protocol: Protocol, reporter: Reporter) -> None:
     _check_consents(ctx)
     _check_sites(ctx)
     _check_epro_windows(ctx)
+    _check_safety(ctx)
     _warn_about_design(ctx)
 
 
@@ -83,6 +84,24 @@ def is_iana_timezone(name: str) -> bool:
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+def _check_safety(ctx: _Context) -> None:
+    safety = ctx.protocol.safety
+    form_ids = {f.id for f in ctx.protocol.forms}
+    if (safety.form is None) != (safety.serious_if is None):
+        ctx.reporter.error(("safety", "form" if safety.form is None else "serious_if"),
+                           "safety.form and safety.serious_if go together")
+    if safety.form is not None and safety.form not in form_ids:
+        ctx.reporter.error(("safety", "form"), f"unknown form '{safety.form}'")
+    check_expression(ctx, safety.serious_if, ("safety", "serious_if"))
+    _duplicates(ctx.reporter, "alert rule id", (
+        (a.id, ("safety", "alerts", i, "id")) for i, a in enumerate(safety.alerts)
+    ))
+    for i, rule in enumerate(safety.alerts):
+        if rule.form not in form_ids:
+            ctx.reporter.error(("safety", "alerts", i, "form"), f"unknown form '{rule.form}'")
+        check_expression(ctx, rule.when, ("safety", "alerts", i, "when"))
 
 
 def _check_epro_windows(ctx: _Context) -> None:

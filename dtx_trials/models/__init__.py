@@ -15,6 +15,7 @@ from dtx_trials.models.participants import (
     Visit,
 )
 from dtx_trials.models.requests import IdempotentRequest
+from dtx_trials.models.safety import SafetyEvent
 from dtx_trials.models.trials import ProtocolVersion, Site, Trial
 from dtx_trials.models.users import ApiToken, Membership, Role, User, WebSession
 
@@ -39,6 +40,7 @@ __all__ = [
     "ProtocolVersion",
     "RandomizationState",
     "Role",
+    "SafetyEvent",
     "Signature",
     "Site",
     "Trial",

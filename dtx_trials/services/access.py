@@ -60,6 +60,8 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
     "epro.issue": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
     "deviation.review": frozenset({R.MONITOR}),
     "consent.countersign": frozenset({R.INVESTIGATOR}),
+    "safety.acknowledge": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
+    "safety.report": frozenset({R.INVESTIGATOR}),
     "device.ingest": frozenset({R.DATA_MANAGER, R.COORDINATOR}),
     "analysis.run": frozenset({R.STATISTICIAN, R.UNBLINDED_STATISTICIAN}),
     "export.run": frozenset({R.STATISTICIAN, R.UNBLINDED_STATISTICIAN, R.DATA_MANAGER}),

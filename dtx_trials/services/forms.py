@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from dtx_trials.db import lock_row, transaction, utcnow
 from dtx_trials.models import DataQuery, FormRecord, Participant, Signature, Site, Trial, Visit
 from dtx_trials.models.users import Role
-from dtx_trials.services import accounts, audit
+from dtx_trials.services import accounts, audit, safety
 from dtx_trials.services.access import Actor, require, visible_sites
 from dtx_trials.services.errors import (
     Conflict,
@@ -340,6 +340,8 @@ def save_form(
             if submit and w.check_id in set(acknowledged)
         )
         session.flush()
+        # a serious adverse event or a risky answer raises its safety event with the data
+        safety.evaluate_record(session, actor, trial, participant, protocol, record)
     return SaveResult(record, evaluation, queries)
 
 

@@ -103,7 +103,55 @@ def upgrade() -> None:
                               unique=False)
 
 
+    op.create_table(
+        'safety_event',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('trial_id', sa.Integer(), nullable=False),
+        sa.Column('site_id', sa.Integer(), nullable=False),
+        sa.Column('participant_id', sa.Integer(), nullable=False),
+        sa.Column('form_record_id', sa.Integer(), nullable=False),
+        sa.Column('kind', sa.String(length=10), nullable=False),
+        sa.Column('rule_id', sa.String(length=60), nullable=False),
+        sa.Column('message', sa.Text(), nullable=False),
+        sa.Column('detected_at', sa.DateTime(), nullable=False),
+        sa.Column('due_at', sa.DateTime(), nullable=True),
+        sa.Column('status', sa.String(length=20), nullable=False),
+        sa.Column('acknowledged_at', sa.DateTime(), nullable=True),
+        sa.Column('acknowledged_by_id', sa.Integer(), nullable=True),
+        sa.Column('reported_at', sa.DateTime(), nullable=True),
+        sa.Column('reported_by_id', sa.Integer(), nullable=True),
+        sa.Column('causality', sa.String(length=20), nullable=True),
+        sa.Column('expectedness', sa.String(length=20), nullable=True),
+        sa.Column('narrative', sa.Text(), nullable=True),
+        sa.Column('escalated_at', sa.DateTime(), nullable=True),
+        sa.ForeignKeyConstraint(['acknowledged_by_id'], ['user.id'],
+                                name=op.f('fk_safety_event_acknowledged_by_id_user')),
+        sa.ForeignKeyConstraint(['form_record_id'], ['form_record.id'],
+                                name=op.f('fk_safety_event_form_record_id_form_record')),
+        sa.ForeignKeyConstraint(['participant_id'], ['participant.id'],
+                                name=op.f('fk_safety_event_participant_id_participant')),
+        sa.ForeignKeyConstraint(['reported_by_id'], ['user.id'],
+                                name=op.f('fk_safety_event_reported_by_id_user')),
+        sa.ForeignKeyConstraint(['site_id'], ['site.id'],
+                                name=op.f('fk_safety_event_site_id_site')),
+        sa.ForeignKeyConstraint(['trial_id'], ['trial.id'],
+                                name=op.f('fk_safety_event_trial_id_trial')),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_safety_event')),
+    )
+    with op.batch_alter_table('safety_event', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_safety_event_participant_id'), ['participant_id'],
+                              unique=False)
+        batch_op.create_index(batch_op.f('ix_safety_event_site_id'), ['site_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_safety_event_trial_id'), ['trial_id'], unique=False)
+
+
 def downgrade() -> None:
+    with op.batch_alter_table('safety_event', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_safety_event_trial_id'))
+        batch_op.drop_index(batch_op.f('ix_safety_event_site_id'))
+        batch_op.drop_index(batch_op.f('ix_safety_event_participant_id'))
+    op.drop_table('safety_event')
+
     with op.batch_alter_table('protocol_deviation', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_protocol_deviation_trial_id'))
         batch_op.drop_index(batch_op.f('ix_protocol_deviation_site_id'))

@@ -169,3 +169,9 @@ def test_epro_tick(instance: tuple[Path, str]) -> None:
         ticked.stdout
     )
     assert _dtx(tmp, "epro", "tick", "NOPE", check=False).returncode == 2
+
+
+def test_safety_escalate(instance: tuple[Path, str]) -> None:
+    tmp, _ = instance
+    done = _dtx(tmp, "safety", "escalate", "MCI-COGTRAIN-01")
+    assert "MCI-COGTRAIN-01: 0 safety event(s) escalated" in done.stdout

@@ -304,6 +304,29 @@ def with_epro_window(doc: Doc) -> None:
                                 "closes": 4, "remind_after_hours": 24}]
 
 
+def safety_triggers() -> Callable[[Protocol], object]:
+    """The SAE and alert rules a serious AE entry and a low app-ease answer set off."""
+    from dtx_trials.services.safety import triggered
+
+    sae = {"ae_term": "fall", "ae_serious": "1", "ae_severity": "mild"}
+    return lambda protocol: [
+        *triggered(protocol, "adverse_events", sae),
+        *triggered(protocol, "app_experience", {"app_ease": 1}),
+    ]
+
+
+def with_safety(doc: Doc) -> None:
+    doc["safety"] = {
+        "form": "adverse_events", "serious_if": "[ae_serious] = '1'",
+        "report_within_hours": 24, "notify": ["sponsor_admin", "investigator", "monitor"],
+        "alerts": [{
+            "id": "app_distress", "form": "app_experience", "when": "[app_ease] <= 2",
+            "message": {"en": "Very hard to use"}, "notify": ["investigator", "coordinator"],
+            "escalate_after_hours": 4, "escalate_to": ["sponsor_admin", "monitor"],
+        }],
+    }
+
+
 def comprehension() -> Callable[[Protocol], object]:
     """Which comprehension questions a signer's answers get wrong (remote eConsent)."""
     from dtx_trials.services.econsent import wrong_answers
@@ -862,6 +885,47 @@ PROBES: dict[str, Probe] = {
     "consents[].comprehension[].answer": Probe(
         "mci", setter(lambda d: d["consents"][0]["comprehension"][0], "answer", "b"),
         comprehension(), setup=with_question,
+    ),
+    # safety: which SAE and alert rules a submission sets off (services.safety.triggered)
+    "safety.form": Probe(
+        "mci", setter(lambda d: d["safety"], "form", 'con_meds'),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.serious_if": Probe(
+        "mci", setter(lambda d: d["safety"], "serious_if", "[ae_severity] = 'severe'"),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.report_within_hours": Probe(
+        "mci", setter(lambda d: d["safety"], "report_within_hours", 48),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.notify[]": Probe(
+        "mci", setter(lambda d: d["safety"], "notify", ['sponsor_admin']),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.alerts[].id": Probe(
+        "mci", setter(lambda d: d["safety"]["alerts"][0], "id", 'other'),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.alerts[].form": Probe(
+        "mci", setter(lambda d: d["safety"]["alerts"][0], "form", 'adverse_events'),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.alerts[].when": Probe(
+        "mci", setter(lambda d: d["safety"]["alerts"][0], "when", '[app_ease] <= 0'),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.alerts[].notify[]": Probe(
+        "mci", setter(lambda d: d["safety"]["alerts"][0], "notify", ['investigator']),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.alerts[].escalate_after_hours": Probe(
+        "mci", setter(lambda d: d["safety"]["alerts"][0], "escalate_after_hours", 8),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.alerts[].escalate_to[]": Probe(
+        "mci", setter(lambda d: d["safety"]["alerts"][0], "escalate_to", ['monitor']),
+        safety_triggers(), setup=with_safety,
     ),
     # a consent recorded as signed by the participant is refused when a guardian must sign
     "consents[].signer": Probe("mci", setter(lambda d: d["consents"][0], "signer", "guardian"),

@@ -127,6 +127,12 @@ def regulated_trial(client: FlaskClient) -> RegulatedTrial:
         201,
     )
     assert client.get(urlsplit(str(issued["url"])).path).status_code == 303  # opened
+    # a serious adverse event: the expedited-report clock starts (a safety event)
+    sae = {"ae_term": "fracture", "ae_onset_on": day.isoformat(), "ae_severity": "severe",
+           "ae_serious": "1", "ae_related": "not_related"}
+    api(client, staff["inv"], "PUT",
+        f"/participants/{subject}/visits/baseline/forms/adverse_events",
+        {"values": sae, "submit": True}, 200)
     # a remote consent signed on its link (code through the outbox) and countersigned
     remote = api(client, staff["inv"], "POST", "/participants",
                  {"site": "BJ01", "identifiers": {"phone": "13900002222"}}, 201)["subject_code"]
