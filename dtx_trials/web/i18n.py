@@ -221,6 +221,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "reason": ("Reason", "原因"),
     "visit_actual": ("Actual date", "实际日期"),
     "signer_name": ("Signer's name", "签署人姓名"),
+    "econsent_send": ("Send a remote consent link", "发送远程知情同意链接"),
+    "econsent_sent": ("Link sent (shown once):", "链接已发送（仅显示一次）："),
+    "econsent_channel": ("Send by", "发送方式"),
+    "econsent_address": (
+        "Signer's phone or e-mail (blank: the participant's own)",
+        "签署人手机或邮箱（留空：受试者本人）",
+    ),
     "signer_phone": ("Signer's phone", "签署人电话"),
     "reconsent_required": (
         "Re-consent required before further data entry",

@@ -612,6 +612,39 @@ def record_consent(code: str, subject: str) -> Response | tuple[str, int]:
     )
 
 
+@bp.post("/trials/<code>/participants/<subject>/econsent")
+@signed_in
+@idempotent
+def send_econsent(code: str, subject: str) -> tuple[str, int]:
+    """Send the signer a remote eConsent link; the page shows the link once."""
+    from dtx_trials.services import econsent
+
+    trial = _trial(code)
+    document_id, _, rest = request.form.get("document", "").partition("|")
+    version, _, language = rest.partition("|")
+    base = request.host_url.rstrip("/") + "/econsent"
+    try:
+        issued = econsent.issue_invitation(
+            db.session,
+            _actor(),
+            trial,
+            subject,
+            document_id=document_id,
+            version=version,
+            language=language,
+            channel=request.form.get("channel", ""),
+            address=request.form.get("address", "").strip() or None,
+            link_base=base,
+        )
+    except DomainError as exc:
+        if exc.status in (403, 404):
+            raise
+        return _render_participant(
+            trial, subject, exc.status, banner=exc.message, banner_list=_flat(exc)
+        )
+    return _render_participant(trial, subject, 200, econsent_url=f"{base}/{issued.token}")
+
+
 @bp.post("/trials/<code>/participants/<subject>/visits/<visit>/date")
 @signed_in
 @idempotent

@@ -597,3 +597,29 @@ def test_visit_date_page_and_deviation_review(app: Flask, client: FlaskClient) -
     assert "site retrained" in monitor.text(f"{MCI}/deviations?status=reviewed")
     other = PageClient(app, staff["inv2"])  # type: ignore[index]
     assert 'id="deviation-' not in other.text(f"{MCI}/deviations")
+
+
+def test_staff_send_a_remote_consent_link_from_the_participant_page(
+    app: Flask, client: FlaskClient
+) -> None:
+    staff = load_trial(client)
+    subject = api(client, staff["inv"], "POST", "/participants",
+                  {"site": "BJ01", "identifiers": {"phone": "13900004444"}}, 201)["subject_code"]
+    inv = PageClient(app, staff["inv"])
+    page_path = f"{MCI}/participants/{subject}"
+    assert "econsent-doc" in inv.text(page_path)
+    url = f"{page_path}/econsent"
+    missing = inv.post(url, {"document": "partner_icf|1.0|zh-CN", "channel": "sms",
+                             "request_id": "e-1"})
+    assert missing.status_code == 422 and "address" in missing.text
+    sent = inv.post(url, {"document": "main_icf|1.0|zh-CN", "channel": "sms",
+                          "request_id": "e-2"})
+    assert sent.status_code == 200
+    link = re.search(r'id="econsent-url">[^<]*<code>([^<]+)</code>', sent.text)
+    assert link, sent.text[:500]
+    path = link.group(1).split("localhost", 1)[1]
+    opened = app.test_client().get(path)
+    assert opened.status_code == 200 and "受试者知情同意书" in opened.get_data(as_text=True)
+    monitor = PageClient(app, staff["monitor"])
+    assert monitor.post(url, {"document": "main_icf|1.0|zh-CN", "channel": "sms",
+                              "request_id": "e-3"}).status_code == 403
