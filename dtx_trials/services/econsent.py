@@ -27,7 +27,7 @@ from dtx_trials.crypto import cipher
 from dtx_trials.db import lock_row, transaction, utcnow
 from dtx_trials.models import Consent, ConsentInvitation, Participant, Trial
 from dtx_trials.services import accounts, audit, notifications
-from dtx_trials.services.access import Actor, require
+from dtx_trials.services.access import Actor
 from dtx_trials.services.consent_pdf import build_consent_pdf
 from dtx_trials.services.epro import (
     LinkGoneError,
@@ -388,13 +388,14 @@ def countersign_consent(
     password: str,
 ) -> Consent:
     """The investigator countersigns a remote consent (password re-entered); it then counts."""
-    participant = get_participant(session, actor, trial, subject_code, "consent.countersign")
-    _consent(session, participant, consent_id)
+    get_participant(session, actor, trial, subject_code, "consent.countersign")
+    # the password first: every wrong one counts towards the lockout, whatever the consent
     accounts.reauthenticate(session, actor, password, purpose="signature")
     with transaction(session):
         participant = get_participant(
             session, actor, trial, subject_code, "consent.countersign", lock=True
         )
+        _consent(session, participant, consent_id)
         consent = lock_row(session, Consent, consent_id)
         assert consent is not None
         if consent.method != "remote":
@@ -423,7 +424,6 @@ def consent_pdf(
     session: Session, actor: Actor, trial: Trial, subject_code: str, consent_id: int
 ) -> tuple[bytes, str]:
     """The stored PDF of a remote consent and its SHA-256 (site staff; the access is audited)."""
-    require(actor, "participant.identify", trial.id)
     with transaction(session):
         participant = get_participant(session, actor, trial, subject_code, "participant.identify")
         consent = _consent(session, participant, consent_id)

@@ -64,12 +64,15 @@ from dtx_trials.extensions import db
 from dtx_trials.models import (
     AnalysisRun,
     ApiToken,
+    Consent,
     DataQuery,
     EproLink,
     FormRecord,
     Membership,
     Participant,
+    ProtocolDeviation,
     ProtocolVersion,
+    SafetyEvent,
     Site,
     Trial,
     User,
@@ -114,6 +117,10 @@ PUBLIC: dict[tuple[str, str], str] = {
     ("epro.form", "POST"): "ePRO form: bound to the session the link opened",
     ("epro.code", "POST"): "ePRO one-time code: bound to the session the link opened",
     ("epro.done", "GET"): "ePRO thank-you page (shows no data)",
+    ("econsent.page", "GET"): "remote eConsent link: the token is the credential",
+    ("econsent.code", "POST"): "remote eConsent one-time code: the token is the credential",
+    ("econsent.sign", "POST"): "remote eConsent signature: token, code and typed name",
+    ("econsent.done", "GET"): "remote eConsent thank-you page (shows no data)",
     ("auth.Tokens", "POST"): "exchanging a password for a bearer token",
 }
 # Fixed values for path parameters that name no record.
@@ -137,6 +144,9 @@ ID_PARAMS = frozenset(
         "link_id",
         "token_id",
         "user_id",
+        "deviation_id",
+        "consent_id",
+        "event_id",
     }
 )
 # Parameters taken from the same record as the ids (a form of that record's visit, ...).
@@ -174,6 +184,14 @@ API_BODIES: dict[str, Any] = {
     "protocols.Activate": {},
     "analyses.Analyses": {},
     "devices.DeviceData": [],
+    "visits.VisitDate": {"date": "2026-01-01"},
+    "visits.VisitMissed": {"reason": "probe"},
+    "visits.ReviewDeviation": {"note": "probe"},
+    "econsent_api.Invite": {"document_id": "main_icf", "version": "1.0", "language": "en",
+                            "channel": "sms", "address": "13900000000"},
+    "econsent_api.Countersign": {"password": PASSWORD},
+    "safety.Report": {"causality": "possibly", "expectedness": "expected",
+                      "narrative": "probe"},
 }
 PAGE_BODIES: dict[str, dict[str, str]] = {
     "trial_pages.record_status": {"target": "verified"},
@@ -496,6 +514,19 @@ def collect_facts() -> list[Fact]:
                 {"code": trials[p.trial_id], "subject": p.subject_code, "link_id": link.id},
             )
         )
+    for deviation in db.session.scalars(select(ProtocolDeviation)):
+        p = people[deviation.participant_id]
+        facts.append(Fact(trials[p.trial_id], sites[p.site_id].code,
+                          {"code": trials[p.trial_id], "deviation_id": deviation.id}))
+    for consent in db.session.scalars(select(Consent)):
+        p = people[consent.participant_id]
+        facts.append(Fact(trials[p.trial_id], sites[p.site_id].code,
+                          {"code": trials[p.trial_id], "subject": p.subject_code,
+                           "consent_id": consent.id}))
+    for event in db.session.scalars(select(SafetyEvent)):
+        p = people[event.participant_id]
+        facts.append(Fact(trials[p.trial_id], sites[p.site_id].code,
+                          {"code": trials[p.trial_id], "event_id": event.id}))
     for run in db.session.scalars(select(AnalysisRun)):
         facts.append(
             Fact(trials[run.trial_id], None, {"code": trials[run.trial_id], "run_id": run.id})
@@ -1083,6 +1114,14 @@ def test_sec_02_every_password_check_counts_towards_the_lockout(
             lambda who, pw: client.post(
                 f"{mci}/participants/{subject}/randomization/void",
                 json={"password": pw, "reason": "probe"},
+                headers=who.headers,
+            ),
+        ),
+        ("econsent_api.Countersign", "POST"): (
+            "investigator",
+            lambda who, pw: client.post(
+                f"{mci}/participants/{subject}/consents/1/countersign",
+                json={"password": pw},
                 headers=who.headers,
             ),
         ),
