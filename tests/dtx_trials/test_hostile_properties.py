@@ -191,6 +191,7 @@ def test_sec_09_hostile_values_in_every_body_and_query_schema(
         "query_id": "1",
         "deviation_id": "1",
         "consent_id": "1",
+        "event_id": "1",
         "run_id": "1",
         "version_no": "1",
         "old_no": "1",
