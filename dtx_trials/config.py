@@ -36,6 +36,8 @@ class DefaultConfig:
     SMTP_PASSWORD: str | None = None
     SMTP_SECURITY = "none"  # none | starttls | tls
     SMS_PROVIDER: str | None = None
+    # the address participants reach this server at (links sent by `dtx epro tick`)
+    PUBLIC_URL = "http://localhost:5000"
     ENV_NAME = "development"
     SESSION_COOKIE_NAME = "dtx_session"
     SESSION_COOKIE_HTTPONLY = True

@@ -129,9 +129,25 @@ class VisitDef:
     window_after: int = 0
     forms: tuple[str, ...] = ()
     anchor: Anchor = "randomization"
+    # the actual date of this visit re-plans the later visits sharing its anchor
+    reanchor: bool = False
+
+
+@dataclass(frozen=True)
+class EproWindow:
+    """When a participant questionnaire of a visit is open on the phone: from ``opens`` to
+    ``closes`` days around the visit's date (its actual date once recorded, else planned);
+    a reminder goes out ``remind_after_hours`` after the link if it is still unanswered."""
+
+    form: str
+    visit: str
+    opens: int = 0
+    closes: int = 0
+    remind_after_hours: int | None = None
 
 
 @dataclass(frozen=True)
 class Schedule:
     visits: tuple[VisitDef, ...] = field(default_factory=tuple)
     unscheduled_forms: tuple[str, ...] = ()  # forms allowed at an unscheduled visit
+    epro: tuple[EproWindow, ...] = ()  # questionnaires whose links are issued automatically

@@ -13,9 +13,21 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from ecrf.model import Schedule
+from ecrf.model import EproWindow, Schedule
 
-__all__ = ["DueVisit", "PlannedVisit", "WindowStatus", "next_due", "plan_visits", "window_status"]
+__all__ = [
+    "DueVisit",
+    "OpenQuestionnaire",
+    "PlannedVisit",
+    "WindowStatus",
+    "days_outside_window",
+    "epro_windows",
+    "next_due",
+    "plan_visits",
+    "reminder_due",
+    "replan_after",
+    "window_status",
+]
 
 WindowStatus = Literal["early", "in_window", "late"]
 
@@ -67,6 +79,37 @@ def window_status(planned: PlannedVisit, actual_on: datetime.date) -> WindowStat
     return "in_window"
 
 
+def days_outside_window(planned: PlannedVisit, actual_on: datetime.date) -> int:
+    """Return how many days ``actual_on`` lies before (negative) or after the window; 0 inside."""
+    if actual_on < planned.window_start_on:
+        return (actual_on - planned.window_start_on).days
+    if actual_on > planned.window_end_on:
+        return (actual_on - planned.window_end_on).days
+    return 0
+
+
+def replan_after(
+    schedule: Schedule, visit_id: str, actual_on: datetime.date
+) -> tuple[PlannedVisit, ...]:
+    """Return the later visits re-planned from the actual date of ``visit_id``.
+
+    Only a visit declared ``reanchor`` re-plans: its actual date minus its day offset becomes the
+    anchor date of every later visit sharing its anchor. Otherwise nothing changes (empty).
+    """
+    ids = [visit.id for visit in schedule.visits]
+    if visit_id not in ids:
+        raise KeyError(visit_id)
+    position = ids.index(visit_id)
+    visit = schedule.visits[position]
+    if not visit.reanchor:
+        return ()
+    anchor_on = actual_on - datetime.timedelta(days=visit.day)
+    later = {v.id for v in schedule.visits[position + 1 :] if v.anchor == visit.anchor}
+    return tuple(
+        p for p in plan_visits(schedule, {visit.anchor: anchor_on}) if p.visit_id in later
+    )
+
+
 def next_due(
     planned: Iterable[PlannedVisit], done: Collection[str], today: datetime.date
 ) -> DueVisit | None:
@@ -88,3 +131,50 @@ def next_due(
         window_end_on=first.window_end_on,
         is_overdue=today > first.window_end_on,
     )
+
+
+@dataclass(frozen=True)
+class OpenQuestionnaire:
+    """A questionnaire window of one participant, with its dates (both ends included)."""
+
+    form: str
+    visit: str
+    opens_on: datetime.date
+    closes_on: datetime.date
+    remind_after_hours: int | None
+
+    def is_open(self, today: datetime.date) -> bool:
+        return self.opens_on <= today <= self.closes_on
+
+    def is_closed(self, today: datetime.date) -> bool:
+        return today > self.closes_on
+
+
+def epro_windows(
+    windows: Iterable[EproWindow], visit_dates: Mapping[str, datetime.date]
+) -> tuple[OpenQuestionnaire, ...]:
+    """Return the questionnaire windows whose visit has a date (actual, else planned)."""
+    out: list[OpenQuestionnaire] = []
+    for window in windows:
+        on = visit_dates.get(window.visit)
+        if on is None:
+            continue
+        out.append(
+            OpenQuestionnaire(
+                form=window.form,
+                visit=window.visit,
+                opens_on=on + datetime.timedelta(days=window.opens),
+                closes_on=on + datetime.timedelta(days=window.closes),
+                remind_after_hours=window.remind_after_hours,
+            )
+        )
+    return tuple(out)
+
+
+def reminder_due(
+    window: OpenQuestionnaire, link_sent_at: datetime.datetime, now: datetime.datetime
+) -> bool:
+    """Whether an unanswered link sent at ``link_sent_at`` is due a reminder at ``now``."""
+    if window.remind_after_hours is None:
+        return False
+    return now >= link_sent_at + datetime.timedelta(hours=window.remind_after_hours)

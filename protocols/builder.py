@@ -8,14 +8,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from ecrf.model import Choice, EditCheck, FieldDef, FormDef, Label, Schedule, VisitDef
+from ecrf.model import (
+    Choice,
+    EditCheck,
+    EproWindow,
+    FieldDef,
+    FormDef,
+    Label,
+    Schedule,
+    VisitDef,
+)
 
 from .model import (
     AdherenceRule,
+    AlertRule,
     AllocationCaps,
     AnalysisSpec,
     Arm,
     Blinding,
+    ComprehensionQuestion,
     ConsentDocument,
     Criterion,
     DeviceStream,
@@ -27,6 +38,7 @@ from .model import (
     MultiplicitySpec,
     Protocol,
     RandomizationSpec,
+    SafetySpec,
     SampleSize,
     SensitivityAnalysis,
     Site,
@@ -102,6 +114,30 @@ def build_form(data: Data) -> FormDef:
     )
 
 
+def _safety(data: Data | None) -> SafetySpec:
+    if not data:
+        return SafetySpec()
+    defaults = SafetySpec()
+    rule_defaults = AlertRule(id="", form="", when="", message=Label(""))
+    return SafetySpec(
+        form=data.get("form"),
+        serious_if=data.get("serious_if"),
+        report_within_hours=data.get("report_within_hours", defaults.report_within_hours),
+        notify=tuple(data["notify"]) if "notify" in data else defaults.notify,
+        alerts=tuple(
+            AlertRule(
+                id=a["id"], form=a["form"], when=a["when"], message=build_label(a["message"]),
+                notify=tuple(a["notify"]) if "notify" in a else rule_defaults.notify,
+                escalate_after_hours=a.get("escalate_after_hours"),
+                escalate_to=(
+                    tuple(a["escalate_to"]) if "escalate_to" in a else rule_defaults.escalate_to
+                ),
+            )
+            for a in data.get("alerts", [])
+        ),
+    )
+
+
 def _visit(data: Data) -> VisitDef:
     return VisitDef(
         id=data["id"],
@@ -111,6 +147,7 @@ def _visit(data: Data) -> VisitDef:
         window_after=data.get("window_after", 0),
         forms=tuple(data.get("forms", [])),
         anchor=data.get("anchor", "randomization"),
+        reanchor=bool(data.get("reanchor", False)),
     )
 
 
@@ -319,6 +356,13 @@ def build_protocol(data: Data) -> Protocol:
         schedule=Schedule(
             visits=tuple(_visit(v) for v in schedule["visits"]),
             unscheduled_forms=tuple(schedule.get("unscheduled_forms", [])),
+            epro=tuple(
+                EproWindow(
+                    form=e["form"], visit=e["visit"], opens=e.get("opens", 0),
+                    closes=e.get("closes", 0), remind_after_hours=e.get("remind_after_hours"),
+                )
+                for e in schedule.get("epro", [])
+            ),
         ),
         forms=tuple(build_form(f) for f in data["forms"]),
         device_streams=tuple(_stream(s) for s in data.get("device_streams", [])),
@@ -333,8 +377,23 @@ def build_protocol(data: Data) -> Protocol:
             assumptions=_label_or_none(sample.get("assumptions")),
         ),
         consents=tuple(
-            ConsentDocument(id=c["id"], version=c["version"], language=c["language"],
-                            signer=c.get("signer", "participant"), title=build_label(c["title"]))
+            ConsentDocument(
+                id=c["id"], version=c["version"], language=c["language"],
+                signer=c.get("signer", "participant"), title=build_label(c["title"]),
+                body=build_label(c["body"]) if c.get("body") else None,
+                comprehension=tuple(
+                    ComprehensionQuestion(
+                        id=q["id"], text=build_label(q["text"]),
+                        choices=tuple(
+                            Choice(code=ch["code"], label=build_label(ch["label"]))
+                            for ch in q["choices"]
+                        ),
+                        answer=q["answer"],
+                    )
+                    for q in c.get("comprehension", [])
+                ),
+            )
             for c in data.get("consents", [])
         ),
+        safety=_safety(data.get("safety")),
     )

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from math import gcd
 from typing import Literal
 
+from ecrf.model import Choice, FieldDef, FormDef, Label, Schedule, VisitDef
 from ecrf.model import Criterion as Criterion  # eligibility criteria use the eCRF contract
-from ecrf.model import FieldDef, FormDef, Label, Schedule, VisitDef
 
 Phase = Literal["pilot", "feasibility", "pivotal", "phase_1", "phase_2", "phase_3", "phase_4", "na"]
 BlindingLevel = Literal["open", "single", "double"]
@@ -371,6 +371,16 @@ class SampleSize:
 
 
 @dataclass(frozen=True)
+class ComprehensionQuestion:
+    """A question the signer answers before a remote signature; ``answer`` is the right code."""
+
+    id: str
+    text: Label
+    choices: tuple[Choice, ...]
+    answer: str
+
+
+@dataclass(frozen=True)
 class ConsentDocument:
     """One approved consent (or assent) text version in one language."""
 
@@ -379,6 +389,34 @@ class ConsentDocument:
     language: str
     signer: Signer
     title: Label
+    body: Label | None = None  # the text the signer reads (remote eConsent page and PDF)
+    comprehension: tuple[ComprehensionQuestion, ...] = ()
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """An answer that signals risk (e.g. a self-harm item above 0): on submission the site is
+    alerted, must acknowledge, and ``escalate_to`` is told if nobody has within the hours."""
+
+    id: str
+    form: str
+    when: str
+    message: Label
+    notify: tuple[StaffRole, ...] = ("investigator", "coordinator")
+    escalate_after_hours: int | None = None
+    escalate_to: tuple[StaffRole, ...] = ("sponsor_admin", "monitor")
+
+
+@dataclass(frozen=True)
+class SafetySpec:
+    """Serious adverse events: which entries of which form are serious, the expedited-report
+    clock, who is told at once; and the alert rules on answers."""
+
+    form: str | None = None
+    serious_if: str | None = None
+    report_within_hours: int = 24
+    notify: tuple[StaffRole, ...] = ("sponsor_admin", "investigator", "monitor")
+    alerts: tuple[AlertRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -412,6 +450,7 @@ class Protocol:
             if event.id == event_id:
                 return event
         raise KeyError(event_id)
+    safety: SafetySpec = field(default_factory=SafetySpec)
 
     def form(self, form_id: str) -> FormDef:
         """Return the form with this id; raise KeyError when there is none."""

@@ -131,7 +131,9 @@ DESCRIPTIVE_KEYS: dict[str, str] = {
         "intercurrent_events[].description", "endpoints[].estimand.summary",
         "endpoints[].analysis.sensitivity[].description", "endpoints[].analysis.subgroups[].label",
         "endpoints[].analysis.subgroups[].levels[].label", "sample_size.assumptions",
-        "consents[].title",
+        "consents[].title", "consents[].body", "consents[].comprehension[].text",
+        "safety.alerts[].message",
+        "consents[].comprehension[].choices[].label",
     ),
 }
 

@@ -174,6 +174,20 @@ VISIT = Obj(
         Prop("window_after", Int("Days allowed after the planned day", minimum=0)),
         Prop("anchor", Enum(("screening", "enrollment", "randomization"), "Day 0 of the offset")),
         Prop("forms", ListOf(_id("Form id"), "Forms collected at this visit")),
+        Prop("reanchor", Bool("The actual date of this visit re-plans the later visits that "
+                              "share its anchor (their day offsets count from it)")),
+    ),
+)
+
+EPRO_WINDOW = Obj(
+    "EproWindow",
+    (
+        Prop("form", _id("A participant-respondent form scheduled at the visit"), required=True),
+        Prop("visit", _id("Visit id"), required=True),
+        Prop("opens", Int("Days from the visit's date (actual, else planned) the link opens")),
+        Prop("closes", Int("Days from the visit's date the questionnaire closes")),
+        Prop("remind_after_hours", Int("E-mail a reminder this long after the link if still "
+                                       "unanswered", minimum=1)),
     ),
 )
 
@@ -183,6 +197,8 @@ SCHEDULE = Obj(
         Prop("visits", ListOf(VISIT, "Visits in chronological order", min_items=1),
              required=True),
         Prop("unscheduled_forms", ListOf(_id("Form id"), "Forms allowed at unscheduled visits")),
+        Prop("epro", ListOf(EPRO_WINDOW, "Questionnaires whose links are issued automatically "
+                            "(dtx epro tick)")),
     ),
 )
 
@@ -486,6 +502,48 @@ MULTIPLICITY = Obj(
     "Confirmatory family (contrasts x endpoints) and its multiplicity procedure",
 )
 
+COMPREHENSION = Obj(
+    "ComprehensionQuestion",
+    (
+        Prop("id", _id("Question id"), required=True),
+        Prop("text", LABEL, required=True),
+        Prop("choices", ListOf(CHOICE, "Answer options", min_items=2), required=True),
+        Prop("answer", Str("Code of the right answer; signing waits for it", min_length=1),
+             required=True),
+    ),
+)
+
+ALERT = Obj(
+    "AlertRule",
+    (
+        Prop("id", _id("Alert rule id"), required=True),
+        Prop("form", _id("Form whose submitted answers are checked"), required=True),
+        Prop("when", _expr("Expression over the form's fields; true raises the alert"),
+             required=True),
+        Prop("message", LABEL, required=True),
+        Prop("notify", ListOf(Enum(m.STAFF_ROLES, "Role"),
+                              "Told at once (site-bound roles at the participant's site); "
+                              "default investigator, coordinator")),
+        Prop("escalate_after_hours", Int("Escalate if nobody acknowledged within", minimum=1)),
+        Prop("escalate_to", ListOf(Enum(m.STAFF_ROLES, "Role"),
+                                   "Told on escalation; default sponsor_admin, monitor")),
+    ),
+)
+
+SAFETY = Obj(
+    "Safety",
+    (
+        Prop("form", _id("The adverse-event form")),
+        Prop("serious_if", _expr("Expression over an adverse-event entry: serious (SAE)")),
+        Prop("report_within_hours", Int("Expedited initial report due within (default 24)",
+                                        minimum=1)),
+        Prop("notify", ListOf(Enum(m.STAFF_ROLES, "Role"),
+                              "E-mailed when an SAE is entered; default sponsor_admin, "
+                              "investigator, monitor")),
+        Prop("alerts", ListOf(ALERT, "Alert rules on answers")),
+    ),
+)
+
 CONSENT = Obj(
     "Consent",
     (
@@ -495,6 +553,9 @@ CONSENT = Obj(
              required=True),
         Prop("signer", Enum(m.SIGNERS, "Who signs")),
         Prop("title", LABEL, required=True),
+        Prop("body", LABEL),
+        Prop("comprehension", ListOf(COMPREHENSION, "Questions answered before a remote "
+                                     "signature (every answer must be right)")),
     ),
 )
 
@@ -522,6 +583,7 @@ PROTOCOL = Obj(
         Prop("multiplicity", MULTIPLICITY),
         Prop("sample_size", SAMPLE_SIZE),
         Prop("consents", ListOf(CONSENT, "Consent and assent documents per language")),
+        Prop("safety", SAFETY),
     ),
     "A dtx-trials protocol version.",
 )

@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, reduce
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ecrf.checks import calculation_order
 from ecrf.expressions import (
@@ -70,7 +71,70 @@ def validate_protocol(protocol: Protocol, reporter: Reporter) -> None:
     _check_endpoints(ctx)
     _check_multiplicity(ctx)
     _check_consents(ctx)
+    _check_sites(ctx)
+    _check_epro_windows(ctx)
+    _check_safety(ctx)
     _warn_about_design(ctx)
+
+
+def is_iana_timezone(name: str) -> bool:
+    """Return True when ``name`` is a time zone of the IANA database (e.g. Asia/Shanghai)."""
+    if not name or name != name.strip() or name.startswith("/") or ".." in name:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _check_safety(ctx: _Context) -> None:
+    safety = ctx.protocol.safety
+    form_ids = {f.id for f in ctx.protocol.forms}
+    if (safety.form is None) != (safety.serious_if is None):
+        ctx.reporter.error(("safety", "form" if safety.form is None else "serious_if"),
+                           "safety.form and safety.serious_if go together")
+    if safety.form is not None and safety.form not in form_ids:
+        ctx.reporter.error(("safety", "form"), f"unknown form '{safety.form}'")
+    check_expression(ctx, safety.serious_if, ("safety", "serious_if"))
+    _duplicates(ctx.reporter, "alert rule id", (
+        (a.id, ("safety", "alerts", i, "id")) for i, a in enumerate(safety.alerts)
+    ))
+    for i, rule in enumerate(safety.alerts):
+        if rule.form not in form_ids:
+            ctx.reporter.error(("safety", "alerts", i, "form"), f"unknown form '{rule.form}'")
+        check_expression(ctx, rule.when, ("safety", "alerts", i, "when"))
+
+
+def _check_epro_windows(ctx: _Context) -> None:
+    protocol = ctx.protocol
+    for i, window in enumerate(protocol.schedule.epro):
+        base: Path = ("schedule", "epro", i)
+        try:
+            form = protocol.form(window.form)
+        except KeyError:
+            ctx.reporter.error((*base, "form"), f"unknown form '{window.form}'")
+            continue
+        if form.respondent != "participant":
+            ctx.reporter.error((*base, "form"), f"form '{window.form}' is not answered by the "
+                               "participant (respondent: participant)")
+        if window.visit not in ctx.visits:
+            ctx.reporter.error((*base, "visit"), f"unknown visit '{window.visit}'")
+        elif window.form not in protocol.visit(window.visit).forms:
+            ctx.reporter.error((*base, "visit"),
+                               f"form '{window.form}' is not scheduled at visit '{window.visit}'")
+        if window.closes < window.opens:
+            ctx.reporter.error((*base, "closes"),
+                               f"closes ({window.closes}) before it opens ({window.opens})")
+
+
+def _check_sites(ctx: _Context) -> None:
+    for i, site in enumerate(ctx.protocol.sites.initial_sites):
+        if site.timezone is not None and not is_iana_timezone(site.timezone):
+            ctx.reporter.error(
+                ("sites", "initial", i, "timezone"),
+                f"'{site.timezone}' is not an IANA time zone (e.g. Asia/Shanghai, Europe/Paris)",
+            )
 
 
 def _duplicates(reporter: Reporter, what: str, items: Iterable[tuple[str, Path]]) -> None:
@@ -924,6 +988,22 @@ def _check_consents(ctx: _Context) -> None:
         (f"{c.id}/{c.language}", ("consents", i, "language"))
         for i, c in enumerate(ctx.protocol.consents)
     ))
+    for i, document in enumerate(ctx.protocol.consents):
+        _duplicates(ctx.reporter, "question id", (
+            (q.id, ("consents", i, "comprehension", j, "id"))
+            for j, q in enumerate(document.comprehension)
+        ))
+        for j, question in enumerate(document.comprehension):
+            codes = [c.code for c in question.choices]
+            _duplicates(ctx.reporter, "choice code", (
+                (c.code, ("consents", i, "comprehension", j, "choices", k, "code"))
+                for k, c in enumerate(question.choices)
+            ))
+            if question.answer not in codes:
+                ctx.reporter.error(
+                    ("consents", i, "comprehension", j, "answer"),
+                    f"answer '{question.answer}' is not one of the choices: {', '.join(codes)}",
+                )
 
 
 def count_strata(protocol: Protocol) -> int | None:

@@ -12,13 +12,16 @@ from dtx_trials.api import (
     audit,
     auth,
     devices,
+    econsent,
     epro,
     exports,
     forms,
     participants,
     protocols,
+    safety,
     trials,
     users,
+    visits,
 )
 from dtx_trials.api.errors import register_error_handlers
 from dtx_trials.extensions import api, db
@@ -44,8 +47,11 @@ BLUEPRINTS = [
     users.blp,
     protocols.blp,
     participants.blp,
+    visits.blp,
     forms.blp,
     epro.blp,
+    econsent.blp,
+    safety.blp,
     devices.blp,
     analyses.blp,
     exports.blp,

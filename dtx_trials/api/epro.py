@@ -15,7 +15,7 @@ from dtx_trials.api.schemas import StrictSchema
 from dtx_trials.extensions import db
 from dtx_trials.models import EproLink
 from dtx_trials.services import epro as service
-from dtx_trials.services import trials
+from dtx_trials.services import epro_schedule, trials
 
 blp = Blueprint(
     "epro_links",
@@ -101,3 +101,49 @@ class EproLinkItem(MethodView):
         actor = current_actor()
         trial = trials.get_trial(db.session, actor, code)
         service.revoke_link(db.session, actor, trial, subject, link_id)
+
+
+class ComplianceSchema(Schema):
+    subject_code = fields.String()
+    site_code = fields.String()
+    n_due = fields.Integer()
+    n_answered = fields.Integer()
+    n_missed = fields.Integer()
+    rate = fields.Float(allow_none=True)
+
+
+class SiteComplianceSchema(Schema):
+    site_code = fields.String()
+    n_participants = fields.Integer()
+    n_due = fields.Integer()
+    n_answered = fields.Integer()
+    n_missed = fields.Integer()
+    rate = fields.Float(allow_none=True)
+
+
+class ComplianceReportSchema(Schema):
+    participants = fields.List(fields.Nested(ComplianceSchema))
+    sites = fields.List(fields.Nested(SiteComplianceSchema))
+
+
+@blp.route("/<code>/epro-compliance")
+class Compliance(MethodView):
+    @blp.response(200, ComplianceReportSchema)
+    def get(self, code: str) -> dict[str, Any]:
+        """Scheduled questionnaires due, answered and missed, per participant and per site
+        (the sites I may read)."""
+        trial = trials.get_trial(db.session, current_actor(), code)
+        rows = epro_schedule.compliance(db.session, current_actor(), trial)
+        sites: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            site = sites.setdefault(row.site_code, {
+                "site_code": row.site_code, "n_participants": 0, "n_due": 0,
+                "n_answered": 0, "n_missed": 0,
+            })
+            site["n_participants"] += 1
+            site["n_due"] += row.n_due
+            site["n_answered"] += row.n_answered
+            site["n_missed"] += row.n_missed
+        for site in sites.values():
+            site["rate"] = site["n_answered"] / site["n_due"] if site["n_due"] else None
+        return {"participants": rows, "sites": list(sites.values())}

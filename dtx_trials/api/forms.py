@@ -170,7 +170,10 @@ def _trial(code: str) -> Any:
 @blp.route("/<code>/forms/<form_code>")
 class FormDefinition(MethodView):
     @blp.arguments(DefinitionArgs, location="query")
-    @blp.response(200, Schema.from_dict({}, name="FormDescription"))
+    @blp.response(
+        200,
+        description="The form description (format=json) or a FHIR R4 Questionnaire (format=fhir)",
+    )
     def get(self, args: dict[str, Any], code: str, form_code: str) -> dict[str, Any]:
         """The form description for pages and apps (JSON) or a FHIR R4 Questionnaire."""
         trial = _trial(code)

@@ -88,6 +88,12 @@ class ConsentSchema(StrictSchema):
     signer_name = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(max=200)
     )
+    signer_phone = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=40),
+        metadata={"description": "the guardian's or representative's phone (encrypted)"},
+    )
 
 
 class ConsentOutSchema(Schema):
@@ -124,8 +130,10 @@ class VisitSchema(Schema):
     planned_on = fields.Date(allow_none=True)
     window_start_on = fields.Date(allow_none=True)
     window_end_on = fields.Date(allow_none=True)
-    actual_on = fields.Date(allow_none=True)
+    actual_on = fields.Date(allow_none=True, metadata={"description": "site-local date"})
+    actual_at = fields.DateTime(allow_none=True, metadata={"description": "UTC, when timed"})
     status = fields.String()
+    missed_reason = fields.String(allow_none=True)
 
 
 class RandomizeSchema(StrictSchema):

@@ -7,6 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from dtx_trials.models.users import Role
+from protocols.validation import is_iana_timezone
 
 # Every integer column of ours is a 32-bit INTEGER (ids, versions, counts): a request integer
 # outside that range can name no row and fit no column, so it is refused where it is read.
@@ -82,6 +83,11 @@ class TrialSchema(Schema):
     created_at = fields.DateTime()
 
 
+def _iana_timezone(value: str) -> None:
+    if not is_iana_timezone(value):
+        raise ValidationError("not an IANA time zone name (e.g. Asia/Shanghai)")
+
+
 class SiteCreateSchema(StrictSchema):
     code = fields.String(
         required=True, validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
@@ -89,14 +95,18 @@ class SiteCreateSchema(StrictSchema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     name_zh = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
     country = fields.String(load_default=None, allow_none=True, validate=validate.Length(equal=2))
-    timezone = fields.String(load_default="UTC", validate=validate.Length(max=60))
+    timezone = fields.String(
+        load_default="UTC",
+        validate=[validate.Length(max=60), _iana_timezone],
+        metadata={"description": "IANA time zone name, e.g. Asia/Shanghai"},
+    )
 
 
 class SiteUpdateSchema(StrictSchema):
     name = fields.String(validate=validate.Length(min=1, max=200))
     name_zh = fields.String(allow_none=True, validate=validate.Length(max=200))
     country = fields.String(allow_none=True, validate=validate.Length(equal=2))
-    timezone = fields.String(validate=validate.Length(max=60))
+    timezone = fields.String(validate=[validate.Length(max=60), _iana_timezone])
     is_active = fields.Boolean()
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
 

@@ -539,9 +539,12 @@ def keys_rotate() -> None:
 
 from dtx_trials.cli import analysis as _analysis  # noqa: E402
 from dtx_trials.cli import demo as _demo  # noqa: E402
+from dtx_trials.cli import epro as _epro  # noqa: E402
 from dtx_trials.cli import notifications as _notifications  # noqa: E402
 from dtx_trials.cli import protocol as _protocol  # noqa: E402
 from dtx_trials.cli import randomization as _randomization  # noqa: E402
+from dtx_trials.cli import safety as _safety  # noqa: E402
+from dtx_trials.cli import visits as _visits  # noqa: E402
 
 cli.add_command(_protocol.protocol)
 cli.add_command(_randomization.randomization)
@@ -550,6 +553,9 @@ cli.add_command(_analysis.export)
 cli.add_command(_analysis.worker)
 cli.add_command(_demo.demo)
 cli.add_command(_notifications.notifications)
+cli.add_command(_visits.visits)
+cli.add_command(_epro.epro)
+cli.add_command(_safety.safety)
 
 
 @cli.command("init-key")

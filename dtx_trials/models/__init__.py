@@ -6,8 +6,16 @@ from dtx_trials.models.audit import AuditChainHead, AuditEvent, KeyCheck
 from dtx_trials.models.devices import DeviceObservation
 from dtx_trials.models.forms import DataQuery, FormRecord, Signature
 from dtx_trials.models.notifications import Notification
-from dtx_trials.models.participants import Consent, EproLink, Participant, Visit
+from dtx_trials.models.participants import (
+    Consent,
+    ConsentInvitation,
+    EproLink,
+    Participant,
+    ProtocolDeviation,
+    Visit,
+)
 from dtx_trials.models.requests import IdempotentRequest
+from dtx_trials.models.safety import SafetyEvent
 from dtx_trials.models.trials import ProtocolVersion, Site, Trial
 from dtx_trials.models.users import ApiToken, Membership, Role, User, WebSession
 
@@ -18,6 +26,7 @@ __all__ = [
     "AuditChainHead",
     "AuditEvent",
     "Consent",
+    "ConsentInvitation",
     "DataQuery",
     "DeviceObservation",
     "EproLink",
@@ -27,9 +36,11 @@ __all__ = [
     "Membership",
     "Notification",
     "Participant",
+    "ProtocolDeviation",
     "ProtocolVersion",
     "RandomizationState",
     "Role",
+    "SafetyEvent",
     "Signature",
     "Site",
     "Trial",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Date, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Date, ForeignKey, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dtx_trials.crypto import EncryptedText
@@ -70,9 +70,16 @@ class Consent(Base):
         "withdrawn_at",
         "document_id",
         "signer_name",
+        "signer_phone",
         "recorded_by_id",
+        "method",
+        "pdf",
+        "pdf_sha256",
+        "countersigned_by_id",
+        "countersigned_at",
     )
-    __sealed__ = ("signer_name",)
+    __sealed__ = ("signer_name", "signer_phone")
+    __digested__ = ("pdf",)
 
     id: Mapped[intpk]
     participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
@@ -81,9 +88,67 @@ class Consent(Base):
     language: Mapped[str] = mapped_column(String(5), default="en")
     signer_role: Mapped[str] = mapped_column(String(40), default="participant")
     signer_name: Mapped[str | None] = mapped_column(EncryptedText("consent.signer_name"))
+    signer_phone: Mapped[str | None] = mapped_column(EncryptedText("consent.signer_phone"))
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # in_person: recorded by site staff; remote: signed by the signer on a personal link, with
+    # a PDF of what was signed, and counted once an investigator countersigns
+    method: Mapped[str] = mapped_column(String(20), default="in_person")
+    pdf: Mapped[bytes | None] = mapped_column(LargeBinary)
+    pdf_sha256: Mapped[str | None] = mapped_column(String(64))
+    countersigned_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    countersigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ConsentInvitation(Base):
+    """A personal, single-use, expiring link to read and sign one consent document remotely;
+    only the token's SHA-256 is stored."""
+
+    __tablename__ = "consent_invitation"
+    __audited__ = (
+        "participant_id",
+        "document_id",
+        "consent_version",
+        "language",
+        "signer_role",
+        "token_hash",
+        "channel",
+        "address",
+        "created_at",
+        "created_by_id",
+        "expires_at",
+        "opened_at",
+        "code_sent_at",
+        "signed_at",
+        "consent_id",
+        "revoked_at",
+    )
+    __sealed__ = ("address",)
+    __unaudited__: ClassVar[dict[str, str]] = {
+        "otp_hash": "one-time code digest; each code sent is a notification and an audit event",
+        "meta": "code attempts; each failed attempt is an econsent.code_rejected event",
+    }
+
+    id: Mapped[intpk]
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
+    document_id: Mapped[str] = mapped_column(String(60))
+    consent_version: Mapped[str] = mapped_column(String(40))
+    language: Mapped[str] = mapped_column(String(10))
+    signer_role: Mapped[str] = mapped_column(String(40))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    otp_hash: Mapped[str | None] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(10))
+    address: Mapped[str | None] = mapped_column(EncryptedText("consent_invitation.address"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    code_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    consent_id: Mapped[int | None] = mapped_column(ForeignKey("consent.id"))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class Visit(Base):
@@ -99,6 +164,8 @@ class Visit(Base):
         "is_unscheduled",
         "window_start_on",
         "window_end_on",
+        "actual_at",
+        "missed_reason",
     )
 
     id: Mapped[intpk]
@@ -109,8 +176,45 @@ class Visit(Base):
     planned_on: Mapped[date | None] = mapped_column(Date)
     window_start_on: Mapped[date | None] = mapped_column(Date)
     window_end_on: Mapped[date | None] = mapped_column(Date)
-    actual_on: Mapped[date | None] = mapped_column(Date)
+    actual_on: Mapped[date | None] = mapped_column(Date)  # the site's local calendar date
+    actual_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when a time was given
     status: Mapped[str] = mapped_column(String(20), default="planned")
+    missed_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ProtocolDeviation(Base):
+    """A departure from the protocol (a visit out of its window, a missed visit), raised by the
+    system when it is detected and reviewed by the monitor."""
+
+    __tablename__ = "protocol_deviation"
+    __audited__ = (
+        "trial_id",
+        "site_id",
+        "participant_id",
+        "visit_id",
+        "kind",
+        "description",
+        "days_outside",
+        "detected_at",
+        "status",
+        "reviewed_at",
+        "reviewed_by_id",
+        "review_note",
+    )
+
+    id: Mapped[intpk]
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
+    visit_id: Mapped[int | None] = mapped_column(ForeignKey("visit.id"))
+    kind: Mapped[str] = mapped_column(String(40))  # out_of_window | missed_visit
+    description: Mapped[str] = mapped_column(Text)
+    days_outside: Mapped[int | None] = mapped_column()  # negative: early, positive: late
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open|reviewed|superseded
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reviewed_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    review_note: Mapped[str | None] = mapped_column(Text)
 
 
 class EproLink(Base):

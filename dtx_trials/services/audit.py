@@ -530,9 +530,11 @@ def _verify_chain(
 def _verify_authorship(session: Session, events: list[AuditEvent]) -> list[Problem]:
     """Every keyed event by a user names a token or session of that user, live at the event's
     time; every ePRO event names an ePRO session or the participant's own link."""
-    from dtx_trials.models import ApiToken, EproLink, Participant, WebSession
+    from dtx_trials.models import ApiToken, ConsentInvitation, EproLink, Participant, WebSession
 
-    wanted: dict[str, set[int]] = {"token": set(), "session": set(), "link": set()}
+    wanted: dict[str, set[int]] = {
+        "token": set(), "session": set(), "link": set(), "invitation": set()
+    }
     for event in events:
         kind, _, ident = (event.auth_ref or "").partition(":")
         if kind in wanted and ident.isdigit():
@@ -555,6 +557,17 @@ def _verify_authorship(session: Session, events: list[AuditEvent]) -> list[Probl
                 .where(EproLink.id.in_(wanted["link"]))
             )
         },
+        # a remote eConsent signer presents the invitation's token (no account, no session)
+        "invitation": {
+            invitation_id: (None, None, created_at, expires_at)
+            for invitation_id, created_at, expires_at in session.execute(
+                select(
+                    ConsentInvitation.id,
+                    ConsentInvitation.created_at,
+                    ConsentInvitation.expires_at,
+                ).where(ConsentInvitation.id.in_(wanted["invitation"]))
+            )
+        },
     }
     problems: list[Problem] = []
     for event in events:
@@ -568,7 +581,12 @@ def _verify_authorship(session: Session, events: list[AuditEvent]) -> list[Probl
             continue  # host operator or the system itself: no app session to name
         found = refs.get(kind, {}).get(int(ident)) if ident.isdigit() else None
         why = None
-        if not (is_user or is_epro):
+        if kind == "invitation":
+            if is_user or found is None:
+                why = f"names {ref}, which is not a consent invitation of a remote signer"
+            elif not (found[2] - _CLOCK_SLACK <= event.at <= found[3] + _CLOCK_SLACK):
+                why = f"names {ref}, which was not live at {to_jsonable(event.at)}"
+        elif not (is_user or is_epro):
             why = f"names {ref!r} but no user"
         elif found is None:
             why = (

@@ -387,15 +387,18 @@ def adherence(
     protocol: Protocol,
     *,
     today: datetime.date | None = None,
+    now: datetime.datetime | None = None,
     site_ids: frozenset[int] | None = None,
 ) -> dict[str, AdherenceResult]:
     """Return each participant's adherence to every stream rule of the protocol, by subject.
 
     The window runs from the rule's start visit to its end visit (actual date if known, else
     planned), defaulting to randomization → today, and never past today. Days are the site's
-    local calendar days. Participants with no known window start are left out.
+    local calendar days, and so is "today": the site's local date at ``now`` (default: the
+    current time), unless ``today`` fixes one date for every site. Participants with no known
+    window start are left out.
     """
-    today = today or datetime.date.today()
+    now = now or utcnow()
     rules = [(s.id, s.adherence) for s in protocol.device_streams if s.adherence is not None]
     if not rules:
         return {}
@@ -449,6 +452,7 @@ def adherence(
             ):
                 values.update(record.data or {})
         zone = zones.get(participant.site_id, datetime.UTC)
+        local_today = today or now.astimezone(zone).date()
         randomized_on = (
             participant.randomized_at.astimezone(zone).date() if participant.randomized_at else None
         )
@@ -458,7 +462,7 @@ def adherence(
             start_on = _visit_day(visits, rule.window_start_visit) or randomized_on
             if start_on is None:
                 continue
-            end_on = min(_visit_day(visits, rule.window_end_visit) or today, today)
+            end_on = min(_visit_day(visits, rule.window_end_visit) or local_today, local_today)
             stream_results.append(
                 evaluate_stream_adherence(
                     stream_id,

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from dtx_trials.db import lock_row, transaction, utcnow
 from dtx_trials.models import DataQuery, FormRecord, Participant, Signature, Site, Trial, Visit
 from dtx_trials.models.users import Role
-from dtx_trials.services import accounts, audit
+from dtx_trials.services import accounts, audit, safety
 from dtx_trials.services.access import Actor, require, visible_sites
 from dtx_trials.services.errors import (
     Conflict,
@@ -24,7 +24,13 @@ from dtx_trials.services.errors import (
     StaleWriteError,
     ValidationError,
 )
-from dtx_trials.services.participants import clinical_values, get_participant, protocol_for
+from dtx_trials.services.participants import (
+    clinical_values,
+    current_protocol,
+    get_participant,
+    missing_consents,
+    protocol_for,
+)
 from ecrf.checks import FormEvaluation, evaluate_form
 from ecrf.model import FormDef
 
@@ -74,6 +80,32 @@ def _check_respondent(actor: Actor, trial: Trial, site_id: int, form: FormDef) -
         )
 
 
+def _has_answer(form: FormDef, values: Mapping[str, object]) -> bool:
+    """Whether any field the respondent answers holds a value (not blank, not an empty list)."""
+    for field in form.fields:
+        if field.type in ("calculated", "descriptive"):
+            continue
+        value = values.get(field.id)
+        if value is not None and value != "" and value != []:
+            return True
+    return False
+
+
+def _check_consented(session: Session, participant: Participant, form: FormDef) -> None:
+    """No data before the required consents (409 naming what is missing). A participant who
+    consented to an earlier version and owes a re-consent may still have log forms (adverse
+    events, medications) entered: safety reporting does not wait for the re-consent."""
+    missing = missing_consents(session, participant, current_protocol(session, participant))
+    if not missing:
+        return
+    if participant.consented_at is not None and form.repeating:
+        return
+    what = "re-consent" if participant.consented_at is not None else "consent"
+    raise Conflict(
+        f"{what} required before data entry: {', '.join(missing)}", {"consent": missing}
+    )
+
+
 def _visit(
     session: Session,
     actor: Actor,
@@ -92,6 +124,14 @@ def _visit(
         raise ValidationError(
             f"form {form.id} is not scheduled at visit {visit_code}",
             {"visit": [f"scheduled at: {', '.join(protocol.visits_of_form(form.id)) or 'none'}"]},
+        )
+    known = [v.id for v in protocol.schedule.visits]
+    if not scheduled and visit_code not in known and visit_code != "unscheduled":
+        # a log form (adverse events, medications) is entered at any visit of the schedule,
+        # never at a visit the schedule does not have
+        raise ValidationError(
+            f"visit {visit_code} is not in the schedule",
+            {"visit": [f"one of: {', '.join([*known, 'unscheduled'])}"]},
         )
     if visit is None:
         # screening visits and visits not planned yet are opened on first data entry
@@ -174,6 +214,7 @@ def save_form(
         protocol = protocol_for(session, participant)
         form = _form(protocol, form_code)
         _check_respondent(actor, trial, participant.site_id, form)
+        _check_consented(session, participant, form)
         visit = _visit(session, actor, participant, protocol, visit_code, form)
         record = session.scalars(
             select(FormRecord)
@@ -205,6 +246,13 @@ def save_form(
         if not evaluation.is_valid:
             raise ValidationError(
                 "the form has errors", {"values": evaluation.errors}, warnings=_warnings(evaluation)
+            )
+        if submit and form.respondent == "participant" and not _has_answer(form, evaluation.values):
+            # a questionnaire with no answer at all is not a submission (the ePRO page and the
+            # app can post an untouched form); a missing-data code counts as an answer
+            raise ValidationError(
+                "an empty questionnaire cannot be submitted",
+                {"values": {"_form": ["answer at least one question"]}},
             )
         unacknowledged = [w for w in evaluation.warnings if w.check_id not in set(acknowledged)]
         if submit and unacknowledged:
@@ -292,6 +340,8 @@ def save_form(
             if submit and w.check_id in set(acknowledged)
         )
         session.flush()
+        # a serious adverse event or a risky answer raises its safety event with the data
+        safety.evaluate_record(session, actor, trial, participant, protocol, record)
     return SaveResult(record, evaluation, queries)
 
 

@@ -4,7 +4,7 @@ withdrawal, visits. One function per use case, one transaction each, audit insid
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -18,7 +18,7 @@ from dtx_trials.services.access import Actor, require, visible_sites
 from dtx_trials.services.errors import Conflict, NotFound, ValidationError
 from dtx_trials.services.protocols import active_protocol, protocol_of
 from ecrf.checks import EligibilityResult, evaluate_eligibility
-from ecrf.schedule import plan_visits
+from ecrf.schedule import PlannedVisit, days_outside_window, plan_visits, replan_after
 from protocols.model import Protocol
 
 # status -> statuses it may move to
@@ -154,9 +154,15 @@ def record_consent(
     language: str,
     signer_role: str,
     signer_name: str | None = None,
+    signer_phone: str | None = None,
     signed_at: datetime.datetime | None = None,
 ) -> Consent:
-    """Record a signed consent of a protocol consent document (re-consent when it changes)."""
+    """Record a signed consent of a protocol consent document (re-consent when it changes).
+
+    The signer must be the one the document names (``consents[].signer``): a guardian consent
+    recorded as signed by the participant is refused (422), and so is an assent signed by a
+    guardian. The signer's name and phone are direct identifiers, encrypted at rest.
+    """
     with transaction(session):
         participant = get_participant(
             session, actor, trial, subject_code, "participant.write", lock=True
@@ -168,6 +174,12 @@ def record_consent(
             raise ValidationError(
                 "unknown consent document", {"document_id": [f"one of: {', '.join(known)}"]}
             )
+        document = documents.get((document_id, version, language))
+        if document is not None and signer_role != document.signer:
+            raise ValidationError(
+                f"{document_id} v{version} is signed by the {document.signer}",
+                {"signer_role": [f"must be {document.signer} for {document_id}"]},
+            )
         if participant.status not in ACTIVE_STATUSES:
             raise Conflict(f"participant is {participant.status}")
         consent = Consent(
@@ -177,6 +189,7 @@ def record_consent(
             language=language,
             signer_role=signer_role,
             signer_name=signer_name,
+            signer_phone=signer_phone,
             signed_at=signed_at or utcnow(),
             recorded_by_id=actor.user_id,
         )
@@ -200,7 +213,10 @@ def missing_consents(session: Session, participant: Participant, protocol: Proto
         (c.document_id, c.consent_version)
         for c in session.scalars(
             select(Consent).where(
-                Consent.participant_id == participant.id, Consent.withdrawn_at.is_(None)
+                Consent.participant_id == participant.id,
+                Consent.withdrawn_at.is_(None),
+                # a remote consent counts once an investigator has countersigned it
+                (Consent.method != "remote") | Consent.countersigned_at.is_not(None),
             )
         )
     }
@@ -396,6 +412,13 @@ def reveal_identifiers(
         return {k: getattr(participant, k) for k in IDENTIFIER_COLUMNS}
 
 
+def _site_now(session: Session, participant: Participant, now: datetime.datetime) -> Any:
+    from dtx_trials.services.deviations import site_zone
+
+    zone = site_zone(session.get(Site, participant.site_id))
+    return zone, now.astimezone(zone)
+
+
 def record_visit_date(
     session: Session,
     actor: Actor,
@@ -404,14 +427,22 @@ def record_visit_date(
     visit_code: str,
     actual_on: datetime.date,
     *,
-    reanchor: bool = False,
+    time: datetime.time | None = None,
+    reason: str | None = None,
+    reanchor: bool | None = None,
+    now: datetime.datetime | None = None,
 ) -> Visit:
-    """Record the date a scheduled visit took place (the visit is then `completed`).
+    """Record the date (and optionally the local time) a scheduled visit took place.
 
-    With ``reanchor`` the visit's actual date fixes its anchor (actual date minus the visit's
-    day offset): planned dates and windows of the visits sharing that anchor are recomputed,
-    as sites do when day 0 falls on another date than planned. Every change is audited.
+    The date and time are the site's local calendar and clock (its IANA time zone); a visit in
+    the site's future is refused. The visit becomes `completed`; outside its window it raises an
+    `out_of_window` protocol deviation. A visit the protocol declares ``reanchor`` (or
+    ``reanchor=True``, as the simulator asks) re-plans the later visits sharing its anchor from
+    its actual date. Correcting a recorded date needs a reason. Every change is audited.
     """
+    from dtx_trials.services import deviations
+
+    now = now or utcnow()
     with transaction(session):
         participant = get_participant(
             session, actor, trial, subject_code, "participant.write", lock=True
@@ -425,6 +456,17 @@ def record_visit_date(
                 f"visit {visit_code} is not in the schedule",
                 {"visit": [f"one of: {', '.join(v.id for v in protocol.schedule.visits)}"]},
             )
+        zone, local_now = _site_now(session, participant, now)
+        actual_at = (
+            datetime.datetime.combine(actual_on, time, tzinfo=zone).astimezone(datetime.UTC)
+            if time is not None
+            else None
+        )
+        if actual_on > local_now.date() or (actual_at is not None and actual_at > now):
+            raise ValidationError(
+                "the visit date lies in the future",
+                {"date": [f"after the site's current local time {local_now:%Y-%m-%d %H:%M}"]},
+            )
         visits = {
             v.visit_code: v
             for v in session.scalars(
@@ -433,40 +475,36 @@ def record_visit_date(
                 )
             )
         }
-        if reanchor:
-            anchor_on = actual_on - datetime.timedelta(days=definition.day)
-            for planned in plan_visits(protocol.schedule, {definition.anchor: anchor_on}):
-                row = visits.get(planned.visit_id)
-                if row is None or row.planned_on == planned.planned_on:
-                    continue
-                before = audit.snapshot(row)
-                row.planned_on = planned.planned_on
-                row.window_start_on = planned.window_start_on
-                row.window_end_on = planned.window_end_on
-                audit.record_update(
-                    session,
-                    actor,
-                    "visit.replan",
-                    row,
-                    before,
-                    trial_id=trial.id,
-                    site_id=participant.site_id,
-                    reason=f"{visit_code} took place on {actual_on.isoformat()}",
-                )
         visit = visits.get(visit_code)
+        if visit is not None and visit.status == "missed":
+            raise Conflict(f"visit {visit_code} was recorded as missed")
+        is_correction = (
+            visit is not None
+            and visit.actual_on is not None
+            and (visit.actual_on, visit.actual_at) != (actual_on, actual_at)
+        )
+        if is_correction and not (reason and reason.strip()):
+            raise ValidationError(
+                "changing a recorded visit date needs a reason", {"reason": ["required"]}
+            )
+        if reanchor:
+            # the caller fixes day 0 from this visit (the simulator, replaying a site's past):
+            # every visit sharing the anchor, this one included, is re-planned first
+            anchor_on = actual_on - datetime.timedelta(days=definition.day)
+            _apply_plan(
+                session, actor, participant, visits,
+                plan_visits(protocol.schedule, {definition.anchor: anchor_on}),
+                f"{visit_code} took place on {actual_on.isoformat()}", only_planned=False,
+            )
         if visit is None:
             visit = Visit(participant_id=participant.id, visit_code=visit_code, status="open")
             session.add(visit)
             audit.record_create(
-                session,
-                actor,
-                "visit.open",
-                visit,
-                trial_id=trial.id,
-                site_id=participant.site_id,
+                session, actor, "visit.open", visit, trial_id=trial.id, site_id=participant.site_id
             )
         before = audit.snapshot(visit)
         visit.actual_on = actual_on
+        visit.actual_at = actual_at
         visit.status = "completed"
         audit.record_update(
             session,
@@ -476,5 +514,115 @@ def record_visit_date(
             before,
             trial_id=trial.id,
             site_id=participant.site_id,
+            reason=reason.strip() if is_correction and reason else None,
+        )
+        if is_correction:
+            deviations.supersede_open(
+                session, actor, participant, visit, "out_of_window", "visit date corrected"
+            )
+        if (
+            visit.planned_on is not None
+            and visit.window_start_on is not None
+            and visit.window_end_on is not None
+        ):
+            planned = PlannedVisit(
+                visit_code, visit.planned_on, visit.window_start_on, visit.window_end_on
+            )
+            off = days_outside_window(planned, actual_on)
+            if off:
+                deviations.raise_deviation(
+                    session,
+                    actor,
+                    participant,
+                    visit,
+                    "out_of_window",
+                    f"visit {visit_code} on {actual_on.isoformat()}, "
+                    f"{abs(off)} day(s) {'before' if off < 0 else 'after'} its window "
+                    f"{visit.window_start_on.isoformat()} – {visit.window_end_on.isoformat()}",
+                    days_outside=off,
+                )
+        if reanchor is None:
+            # the protocol decides (schedule.visits[].reanchor): later visits not yet done
+            _apply_plan(
+                session, actor, participant, visits,
+                replan_after(protocol.schedule, visit_code, actual_on),
+                f"{visit_code} took place on {actual_on.isoformat()}", only_planned=True,
+            )
+    return visit
+
+
+def _apply_plan(
+    session: Session,
+    actor: Actor,
+    participant: Participant,
+    visits: Mapping[str, Visit],
+    plan: Sequence[PlannedVisit],
+    reason: str,
+    *,
+    only_planned: bool,
+) -> None:
+    for item in plan:
+        row = visits.get(item.visit_id)
+        if row is None or row.planned_on == item.planned_on:
+            continue
+        if only_planned and row.status != "planned":
+            continue
+        before = audit.snapshot(row)
+        row.planned_on = item.planned_on
+        row.window_start_on = item.window_start_on
+        row.window_end_on = item.window_end_on
+        audit.record_update(
+            session,
+            actor,
+            "visit.replan",
+            row,
+            before,
+            trial_id=participant.trial_id,
+            site_id=participant.site_id,
+            reason=reason,
+        )
+
+
+def record_visit_missed(
+    session: Session, actor: Actor, trial: Trial, subject_code: str, visit_code: str, reason: str
+) -> Visit:
+    """Record that a scheduled visit will not take place; a `missed_visit` deviation is raised."""
+    from dtx_trials.services import deviations
+
+    if not reason or not reason.strip():
+        raise ValidationError("a reason is required", {"reason": ["must not be blank"]})
+    with transaction(session):
+        participant = get_participant(
+            session, actor, trial, subject_code, "participant.write", lock=True
+        )
+        if participant.status not in ACTIVE_STATUSES:
+            raise Conflict(f"participant is {participant.status}; no new data may be entered")
+        protocol = protocol_for(session, participant)
+        if visit_code not in {v.id for v in protocol.schedule.visits}:
+            raise ValidationError(
+                f"visit {visit_code} is not in the schedule",
+                {"visit": [f"one of: {', '.join(v.id for v in protocol.schedule.visits)}"]},
+            )
+        visit = session.scalars(
+            select(Visit).where(
+                Visit.participant_id == participant.id,
+                Visit.visit_code == visit_code,
+                Visit.is_unscheduled.is_(False),
+            )
+        ).first()
+        if visit is None:
+            raise Conflict(f"visit {visit_code} is not planned yet")
+        if visit.status in ("completed", "missed"):
+            raise Conflict(f"visit {visit_code} is {visit.status}")
+        before = audit.snapshot(visit)
+        visit.status = "missed"
+        visit.missed_reason = reason.strip()
+        audit.record_update(
+            session, actor, "visit.missed", visit, before, trial_id=trial.id,
+            site_id=participant.site_id,
+        )
+        deviations.raise_deviation(
+            session, actor, participant, visit, "missed_visit",
+            f"visit {visit_code} missed: {reason.strip()}",
         )
     return visit

@@ -25,7 +25,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dtx_trials.models import Allocation, FormRecord, Participant, Site, Trial, User
+from dtx_trials.db import utcnow
+from dtx_trials.models import Allocation, Consent, FormRecord, Participant, Site, Trial, User
 from dtx_trials.models.users import Role
 from dtx_trials.services import (
     accounts,
@@ -1040,6 +1041,8 @@ def insert_enrolled_mci_participants(
     through them). Returns the subject codes (``SITE-00000``), sites taken in turn.
     """
     subjects: list[str] = []
+    _, protocol = active_protocol(session, trial)
+    documents = {d.id: d for d in reversed(protocol.consents)}  # one language per document
     for i in range(n):
         site = sites[i % len(sites)]
         participant = Participant(
@@ -1048,9 +1051,20 @@ def insert_enrolled_mci_participants(
             subject_code=f"{site.code}-{i:05d}",
             status="enrolled",
             protocol_version_id=trial.active_protocol_version_id,
+            consented_at=utcnow(),
         )
         session.add(participant)
         audit.record_create(session, actor, "participant.screen", participant)
+        for document in documents.values():  # data entry needs the consents (forms.save_form)
+            consent = Consent(
+                participant_id=participant.id,
+                document_id=document.id,
+                consent_version=document.version,
+                language=document.language,
+                signer_role=document.signer,
+            )
+            session.add(consent)
+            audit.record_create(session, actor, "consent.sign", consent, trial_id=trial.id)
         record = FormRecord(
             participant_id=participant.id,
             form_code="moca",

@@ -15,6 +15,7 @@ from dtx_trials.models.users import Role
 from dtx_trials.services import audit
 from dtx_trials.services.access import Actor, require
 from dtx_trials.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from protocols.validation import is_iana_timezone
 
 CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 
@@ -69,11 +70,20 @@ def list_trials(session: Session, actor: Actor) -> list[Trial]:
     return list(session.scalars(stmt))
 
 
+def _check_timezone(name: object) -> None:
+    if not isinstance(name, str) or not is_iana_timezone(name):
+        raise ValidationError(
+            "unknown time zone",
+            {"timezone": [f"{name!r} is not an IANA time zone name (e.g. Asia/Shanghai)"]},
+        )
+
+
 def create_site(session: Session, actor: Actor, trial: Trial, data: Mapping[str, Any]) -> Site:
     """Add a site; refused while the trial runs if its protocol says sites.allow_runtime_sites:
     false (the protocol's initial sites are created when it is activated)."""
     require(actor, "site.manage", trial.id)
     code = _check_code(str(data.get("code", "")))
+    _check_timezone(data.get("timezone") or "UTC")
     if trial.active_protocol_version_id is not None:
         from dtx_trials.services.protocols import active_protocol
 
@@ -112,6 +122,8 @@ def update_site(
     with transaction(session):
         site = get_site(session, actor, trial, site_code, lock=True)
         require(actor, "site.manage", trial.id, site.id)
+        if "timezone" in changes:
+            _check_timezone(changes["timezone"])
         before = audit.snapshot(site)
         for name in ("name", "name_zh", "country", "timezone", "is_active"):
             if name in changes:

@@ -16,7 +16,7 @@ from dtx_trials.api.errors import rollback_quietly
 from dtx_trials.extensions import db
 from dtx_trials.models import User
 from dtx_trials.services import accounts
-from dtx_trials.web import analysis_pages, epro, i18n, pages, trial_pages
+from dtx_trials.web import analysis_pages, econsent, epro, i18n, pages, trial_pages
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -27,6 +27,7 @@ CSP = (
 def register_web(app: Flask) -> None:
     app.register_blueprint(pages.bp)
     epro.init_app(app)
+    app.register_blueprint(econsent.bp)
     app.register_blueprint(trial_pages.bp)
     app.register_blueprint(analysis_pages.bp)
 
@@ -116,5 +117,9 @@ def _check_csrf() -> None:
     expected = [g.web_session.csrf_token] if g.get("web_session") is not None else []
     if request.endpoint in ("pages.login", "pages.activate"):
         expected.append(request.cookies.get("dtx_login_csrf", ""))
+    if (request.endpoint or "").startswith("econsent.") and request.view_args:
+        from dtx_trials.web.econsent import csrf_for
+
+        expected.append(csrf_for(str(request.view_args.get("token", ""))))
     if not sent or not any(e and secrets.compare_digest(sent, e) for e in expected):
         abort(400, description="missing or invalid CSRF token; reload the page and try again")

@@ -54,6 +54,7 @@ from dtx_trials.models.users import Role
 from dtx_trials.services import (
     accounts,
     audit,
+    deviations,
     listing,
     participants,
     protocols,
@@ -694,6 +695,7 @@ def _render_participant(
         "request_id": uuid.uuid4().hex,
         "categories": UNBLIND_CATEGORIES,
         "signer_roles": SIGNER_ROLES,
+        "site_zone": deviations.site_zone(site),
     }
     if may["form.read"]:
         context.update(_schedule_context(participant, protocol))
@@ -780,7 +782,12 @@ def _participant_action(
         if exc.status in (403, 404):
             raise
         return _render_participant(
-            trial, subject, exc.status, banner=exc.message, errors=exc.errors
+            trial,
+            subject,
+            exc.status,
+            banner=exc.message,
+            errors=exc.errors,
+            banner_list=_flat(exc),
         )
     return redirect(url_for("trial_pages.participant_page", code=code, subject=subject))
 
@@ -805,8 +812,129 @@ def record_consent(code: str, subject: str) -> Response | tuple[str, int]:
             language=language or "en",
             signer_role=request.form.get("signer_role", "participant"),
             signer_name=request.form.get("signer_name", "").strip() or None,
+            signer_phone=request.form.get("signer_phone", "").strip() or None,
         ),
     )
+
+
+@bp.post("/trials/<code>/participants/<subject>/econsent")
+@signed_in
+@idempotent
+def send_econsent(code: str, subject: str) -> tuple[str, int]:
+    """Send the signer a remote eConsent link; the page shows the link once."""
+    from dtx_trials.services import econsent
+
+    trial = _trial(code)
+    document_id, _, rest = request.form.get("document", "").partition("|")
+    version, _, language = rest.partition("|")
+    base = request.host_url.rstrip("/") + "/econsent"
+    try:
+        issued = econsent.issue_invitation(
+            db.session,
+            _actor(),
+            trial,
+            subject,
+            document_id=document_id,
+            version=version,
+            language=language,
+            channel=request.form.get("channel", ""),
+            address=request.form.get("address", "").strip() or None,
+            link_base=base,
+        )
+    except DomainError as exc:
+        if exc.status in (403, 404):
+            raise
+        return _render_participant(
+            trial, subject, exc.status, banner=exc.message, banner_list=_flat(exc)
+        )
+    return _render_participant(trial, subject, 200, econsent_url=f"{base}/{issued.token}")
+
+
+@bp.post("/trials/<code>/participants/<subject>/visits/<visit>/date")
+@signed_in
+@idempotent
+def record_visit_date(code: str, subject: str, visit: str) -> Response | tuple[str, int]:
+    """Record when a visit took place (the site's local date and time)."""
+    errors: dict[str, list[str]] = {}
+    try:
+        on = datetime.date.fromisoformat(request.form.get("date", ""))
+    except ValueError:
+        errors["date"] = ["a date YYYY-MM-DD"]
+    at: datetime.time | None = None
+    if request.form.get("time", "").strip():
+        try:
+            at = datetime.time.fromisoformat(request.form["time"].strip())
+        except ValueError:
+            errors["time"] = ["a time HH:MM"]
+    if errors:
+        return _render_participant(
+            _trial(code),
+            subject,
+            422,
+            banner="invalid visit date",
+            errors=errors,
+            banner_list=[f"{k}: {m}" for k, v in errors.items() for m in v],
+        )
+    return _participant_action(
+        code,
+        subject,
+        lambda trial: participants.record_visit_date(
+            db.session,
+            _actor(),
+            trial,
+            subject,
+            visit,
+            on,
+            time=at,
+            reason=request.form.get("reason", "").strip() or None,
+        ),
+    )
+
+
+@bp.get("/trials/<code>/deviations")
+@signed_in
+def deviation_list(code: str) -> tuple[str, int]:
+    """Protocol deviations at the sites I may read; the monitor reviews them here."""
+    trial = _trial(code)
+    return _render_deviations(trial)
+
+
+def _render_deviations(trial: Trial, status: int = 200, **extra: Any) -> tuple[str, int]:
+    actor = _actor()
+    wanted = request.args.get("status") or None
+    if wanted not in (None, *deviations.STATUSES):
+        wanted = None
+    rows = deviations.list_deviations(db.session, actor, trial, status=wanted)
+    items = [
+        {
+            "deviation": d,
+            "subject": p.subject_code,
+            "visit_code": v.visit_code if v else None,
+            "may_review": d.status == "open"
+            and can(actor, "deviation.review", trial.id, d.site_id),
+        }
+        for d, p, v in rows
+    ]
+    return render_template(
+        "deviations.html", items=items, wanted=wanted, **_nav(trial), **extra
+    ), status
+
+
+@bp.post("/trials/<code>/deviations/<int:deviation_id>/review")
+@signed_in
+@idempotent
+def review_deviation(code: str, deviation_id: int) -> Response | tuple[str, int]:
+    """The monitor marks a deviation reviewed, with a note."""
+    trial = _trial(code)
+    try:
+        deviations.review_deviation(
+            db.session, _actor(), trial, deviation_id, request.form.get("note", "")
+        )
+    except DomainError as exc:
+        if exc.status in (403, 404):
+            raise
+        return _render_deviations(trial, exc.status, banner=exc.message, errors=exc.errors)
+    return redirect(url_for("trial_pages.deviation_list", code=code))
 
 
 @bp.post("/trials/<code>/participants/<subject>/eligibility")

@@ -206,3 +206,24 @@ def test_init_trial_creates_first_sponsor_admin_and_trial(instance: tuple[Path, 
     assert mismatch.returncode == 2 and "is not the trial code" in mismatch.stderr
     with sqlite3.connect(tmp / "dtx.sqlite") as conn:
         assert conn.execute("SELECT count(*) FROM trial WHERE code = 'NEW-04'").fetchone() == (0,)
+def test_visits_sweep(instance: tuple[Path, str]) -> None:
+    tmp, _ = instance
+    swept = _dtx(tmp, "visits", "sweep", "MCI-COGTRAIN-01")
+    assert "MCI-COGTRAIN-01: 0 missed visit(s) recorded as deviations" in swept.stdout
+    unknown = _dtx(tmp, "visits", "sweep", "NOPE", check=False)
+    assert unknown.returncode == 2 and "error:" in unknown.stderr
+
+
+def test_epro_tick(instance: tuple[Path, str]) -> None:
+    tmp, _ = instance
+    ticked = _dtx(tmp, "epro", "tick", "MCI-COGTRAIN-01")
+    assert "MCI-COGTRAIN-01: 0 open questionnaire(s), 0 link(s) issued, 0 reminder(s)" in (
+        ticked.stdout
+    )
+    assert _dtx(tmp, "epro", "tick", "NOPE", check=False).returncode == 2
+
+
+def test_safety_escalate(instance: tuple[Path, str]) -> None:
+    tmp, _ = instance
+    done = _dtx(tmp, "safety", "escalate", "MCI-COGTRAIN-01")
+    assert "MCI-COGTRAIN-01: 0 safety event(s) escalated" in done.stdout

@@ -48,7 +48,7 @@ from dtx_trials.services.errors import DomainError
 from dtx_trials.services.simulation import insert_enrolled_mci_participants
 from ecrf.checks import evaluate_eligibility, evaluate_form
 from ecrf.render import form_to_json
-from ecrf.schedule import plan_visits
+from ecrf.schedule import epro_windows, plan_visits, reminder_due, replan_after
 from protocols.loader import load_protocol_report
 from protocols.model import Protocol
 from protocols.schema import DESCRIPTIVE_KEYS, schema_leaves
@@ -63,7 +63,6 @@ from tests.helpers import CLI, PASSWORD, make_user
 #: Keys whose effect another issue builds; listed here, in one place, so that the key-effect
 #: test still enumerates every key of the schema.
 PENDING_OTHER_ISSUES: dict[str, str] = {
-    "consents[].signer": "pending issue #20: remote eConsent enforces the protocol's signer",
 }
 
 LIBRARY_FILES = {
@@ -327,6 +326,69 @@ def schedule() -> Callable[[Protocol], object]:
     anchors = {"screening": TODAY, "enrollment": TODAY + datetime.timedelta(days=3),
                "randomization": TODAY + datetime.timedelta(days=5)}
     return lambda protocol: plan_visits(protocol.schedule, anchors)
+
+
+def replanned(visit_id: str) -> Callable[[Protocol], object]:
+    """The later visits re-planned when a visit's actual date is recorded (services'
+    record_visit_date applies exactly these; tests/dtx_trials/test_visits.py)."""
+    return lambda protocol: replan_after(
+        protocol.schedule, visit_id, TODAY - datetime.timedelta(days=5)
+    )
+
+
+def questionnaire_windows() -> Callable[[Protocol], object]:
+    """The scheduled ePRO windows and whether a reminder is due 30 h after a link (the same
+    functions `dtx epro tick` uses, services/epro_schedule.py)."""
+    sent = datetime.datetime(2026, 1, 1, 9, tzinfo=datetime.UTC)
+    dates = {"week_4": TODAY + datetime.timedelta(days=28),
+             "week_12": TODAY + datetime.timedelta(days=84)}
+    return lambda protocol: [
+        (w, reminder_due(w, sent, sent + datetime.timedelta(hours=30)))
+        for w in epro_windows(protocol.schedule.epro, dates)
+    ]
+
+
+def with_epro_window(doc: Doc) -> None:
+    doc["schedule"]["epro"] = [{"form": "app_experience", "visit": "week_4", "opens": -3,
+                                "closes": 4, "remind_after_hours": 24}]
+
+
+def safety_triggers() -> Callable[[Protocol], object]:
+    """The SAE and alert rules a serious AE entry and a low app-ease answer set off."""
+    from dtx_trials.services.safety import triggered
+
+    sae = {"ae_term": "fall", "ae_serious": "1", "ae_severity": "mild"}
+    return lambda protocol: [
+        *triggered(protocol, "adverse_events", sae),
+        *triggered(protocol, "app_experience", {"app_ease": 1}),
+    ]
+
+
+def with_safety(doc: Doc) -> None:
+    doc["safety"] = {
+        "form": "adverse_events", "serious_if": "[ae_serious] = '1'",
+        "report_within_hours": 24, "notify": ["sponsor_admin", "investigator", "monitor"],
+        "alerts": [{
+            "id": "app_distress", "form": "app_experience", "when": "[app_ease] <= 2",
+            "message": {"en": "Very hard to use"}, "notify": ["investigator", "coordinator"],
+            "escalate_after_hours": 4, "escalate_to": ["sponsor_admin", "monitor"],
+        }],
+    }
+
+
+def comprehension() -> Callable[[Protocol], object]:
+    """Which comprehension questions a signer's answers get wrong (remote eConsent)."""
+    from dtx_trials.services.econsent import wrong_answers
+
+    return lambda protocol: wrong_answers(protocol.consents[0], {"q1": "a"})
+
+
+def with_question(doc: Doc) -> None:
+    doc["consents"][0]["comprehension"] = [{
+        "id": "q1", "text": {"en": "Can you stop at any time?"},
+        "choices": [{"code": "a", "label": {"en": "Yes"}}, {"code": "b", "label": {"en": "No"}}],
+        "answer": "a",
+    }]
 
 
 def eligibility(count: int = 24) -> Callable[[Protocol], object]:
@@ -607,6 +669,30 @@ PROBES: dict[str, Probe] = {
         "mci", setter(lambda d: d["schedule"]["visits"][2], "window_after", 3), schedule()),
     "schedule.visits[].anchor": Probe(
         "mci", setter(lambda d: d["schedule"]["visits"][0], "anchor", "screening"), schedule()),
+    "schedule.visits[].reanchor": Probe(
+        "mci", setter(lambda d: d["schedule"]["visits"][1], "reanchor", True),
+        replanned("baseline"),
+    ),
+    "schedule.epro[].form": Probe(
+        "mci", setter(lambda d: d["schedule"]["epro"][0], "form", "adas_cog"),
+        setup=with_epro_window, refused="is not answered by the participant",
+    ),
+    "schedule.epro[].visit": Probe(
+        "mci", setter(lambda d: d["schedule"]["epro"][0], "visit", "week_12"),
+        questionnaire_windows(), setup=with_epro_window,
+    ),
+    "schedule.epro[].opens": Probe(
+        "mci", setter(lambda d: d["schedule"]["epro"][0], "opens", -1),
+        questionnaire_windows(), setup=with_epro_window,
+    ),
+    "schedule.epro[].closes": Probe(
+        "mci", setter(lambda d: d["schedule"]["epro"][0], "closes", 7),
+        questionnaire_windows(), setup=with_epro_window,
+    ),
+    "schedule.epro[].remind_after_hours": Probe(
+        "mci", setter(lambda d: d["schedule"]["epro"][0], "remind_after_hours", 48),
+        questionnaire_windows(), setup=with_epro_window,
+    ),
     "schedule.visits[].forms[]": Probe(
         "mci", setter(lambda d: d["schedule"]["visits"][2], "forms", ["adas_cog"]),
         epro_form("app_experience", "week_4"),
@@ -940,6 +1026,65 @@ PROBES: dict[str, Probe] = {
                                 shell_steps=("consent",)),
     "consents[].language": Probe("mci", setter(lambda d: d["consents"][0], "language", "en-GB"),
                                  shell_steps=("consent",)),
+    # remote eConsent: which answers the signing page accepts (services.econsent)
+    "consents[].comprehension[].id": Probe(
+        "mci", setter(lambda d: d["consents"][0]["comprehension"][0], "id", "q2"),
+        comprehension(), setup=with_question,
+    ),
+    "consents[].comprehension[].choices[].code": Probe(
+        "mci", both(setter(lambda d: d["consents"][0]["comprehension"][0]["choices"][0], "code",
+                           "c"),
+                    setter(lambda d: d["consents"][0]["comprehension"][0], "answer", "c")),
+        comprehension(), setup=with_question, also=("consents[].comprehension[].answer",),
+    ),
+    "consents[].comprehension[].answer": Probe(
+        "mci", setter(lambda d: d["consents"][0]["comprehension"][0], "answer", "b"),
+        comprehension(), setup=with_question,
+    ),
+    # safety: which SAE and alert rules a submission sets off (services.safety.triggered)
+    "safety.form": Probe(
+        "mci", setter(lambda d: d["safety"], "form", 'con_meds'),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.serious_if": Probe(
+        "mci", setter(lambda d: d["safety"], "serious_if", "[ae_severity] = 'severe'"),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.report_within_hours": Probe(
+        "mci", setter(lambda d: d["safety"], "report_within_hours", 48),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.notify[]": Probe(
+        "mci", setter(lambda d: d["safety"], "notify", ['sponsor_admin']),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.alerts[].id": Probe(
+        "mci", setter(lambda d: d["safety"]["alerts"][0], "id", 'other'),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.alerts[].form": Probe(
+        "mci", setter(lambda d: d["safety"]["alerts"][0], "form", 'adverse_events'),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.alerts[].when": Probe(
+        "mci", setter(lambda d: d["safety"]["alerts"][0], "when", '[app_ease] <= 0'),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.alerts[].notify[]": Probe(
+        "mci", setter(lambda d: d["safety"]["alerts"][0], "notify", ['investigator']),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.alerts[].escalate_after_hours": Probe(
+        "mci", setter(lambda d: d["safety"]["alerts"][0], "escalate_after_hours", 8),
+        safety_triggers(), setup=with_safety,
+    ),
+    "safety.alerts[].escalate_to[]": Probe(
+        "mci", setter(lambda d: d["safety"]["alerts"][0], "escalate_to", ['monitor']),
+        safety_triggers(), setup=with_safety,
+    ),
+    # a consent recorded as signed by the participant is refused when a guardian must sign
+    "consents[].signer": Probe("mci", setter(lambda d: d["consents"][0], "signer", "guardian"),
+                               shell_steps=("consent",)),
 }
 
 #: mean_per_day has no per-day minimum: the metric probe drops it too.

@@ -230,6 +230,11 @@ def test_outcome_assessors_enter_their_forms_and_only_those(
         json={"site": site.code, "identifiers": {"full_name": "Chen Xiao"}},
         headers=inv.headers,
     ).get_json()["subject_code"]
+    for document, signer in (("guardian_icf", "guardian"), ("child_assent", "participant")):
+        consent = {"document_id": document, "version": "1.0", "language": "zh-CN",
+                   "signer_role": signer}
+        assert client.post(f"{base}/participants/{subject}/consents", json=consent,
+                           headers=inv.headers).status_code == 201
     refraction = f"{base}/participants/{subject}/visits/screening/forms/refraction"
     by_inv = client.put(refraction, json={"values": {"cyclo_done": "1"}}, headers=inv.headers)
     assert by_inv.status_code == 403 and "outcome assessor" in by_inv.get_json()["message"]

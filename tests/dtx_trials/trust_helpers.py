@@ -64,6 +64,10 @@ def regulated_trial(client: FlaskClient) -> RegulatedTrial:
     other = enrolled_mci_participant(client, staff)
     for who in (subject, other):
         api(client, staff["inv"], "POST", f"/participants/{who}/randomization", {}, 201)
+    # a baseline three days before its planned day: a visit time and a protocol deviation
+    earlier = datetime.datetime.now(datetime.UTC).date() - datetime.timedelta(days=3)
+    api(client, staff["inv"], "POST", f"/participants/{subject}/visits/baseline/date",
+        {"date": earlier.isoformat(), "time": "10:00"}, 200)
     records = api(client, staff["inv"], "GET", f"/participants/{subject}/forms", None, 200)
     record = next(r for r in records if r["form_code"] == "moca")
     record_id = record["id"]
@@ -123,6 +127,33 @@ def regulated_trial(client: FlaskClient) -> RegulatedTrial:
         201,
     )
     assert client.get(urlsplit(str(issued["url"])).path).status_code == 303  # opened
+    # a serious adverse event: the expedited-report clock starts (a safety event)
+    sae = {"ae_term": "fracture", "ae_onset_on": day.isoformat(), "ae_severity": "severe",
+           "ae_serious": "1", "ae_related": "not_related"}
+    api(client, staff["inv"], "PUT",
+        f"/participants/{subject}/visits/baseline/forms/adverse_events",
+        {"values": sae, "submit": True}, 200)
+    # a remote consent signed on its link (code through the outbox) and countersigned
+    remote = api(client, staff["inv"], "POST", "/participants",
+                 {"site": "BJ01", "identifiers": {"phone": "13900002222"}}, 201)["subject_code"]
+    link = api(client, staff["inv"], "POST", f"/participants/{remote}/econsent",
+               {"document_id": "main_icf", "version": "1.0", "language": "en",
+                "channel": "sms"}, 201)
+    signer = client.application.test_client()
+    path = urlsplit(str(link["url"])).path
+    page = signer.get(path).get_data(as_text=True)
+    csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    assert signer.post(f"{path}/code", data={"csrf_token": csrf}).status_code == 303
+    from dtx_trials.models import Consent, Notification
+
+    sms = db.session.scalars(select(Notification).where(Notification.kind == "econsent.code")).one()
+    code = sms.body.rsplit(" ", 1)[1]
+    signed = signer.post(f"{path}/sign",
+                         data={"csrf_token": csrf, "typed_name": "Wang Fang", "code": code})
+    assert signed.status_code == 303
+    consent_id = db.session.scalars(select(Consent.id).where(Consent.method == "remote")).one()
+    api(client, staff["inv"], "POST", f"/participants/{remote}/consents/{consent_id}/countersign",
+        {"password": PASSWORD}, 200)
     from dtx_trials.services import accounts
 
     stat = accounts.actor_for(db.session, staff["stat"].user, via="cli")

@@ -66,3 +66,26 @@ def test_next_due_and_overdue() -> None:
         "week12", date(2024, 4, 3), date(2024, 3, 27), date(2024, 4, 10), False
     )
     assert next_due(planned, {p.visit_id for p in planned}, date(2024, 5, 1)) is None
+
+
+def test_replan_after_a_reanchoring_visit() -> None:
+    from dataclasses import replace
+
+    from ecrf.schedule import days_outside_window, replan_after
+
+    assert replan_after(SCHEDULE, "baseline", date(2024, 1, 13)) == ()
+    visits = list(SCHEDULE.visits)
+    visits[1] = replace(visits[1], reanchor=True)
+    schedule = replace(SCHEDULE, visits=tuple(visits))
+    # the screening visit (another anchor) and the baseline itself keep their plan
+    assert replan_after(schedule, "baseline", date(2024, 1, 13)) == (
+        PlannedVisit("week4", date(2024, 2, 10), date(2024, 2, 7), date(2024, 2, 17)),
+        PlannedVisit("week12", date(2024, 4, 6), date(2024, 3, 30), date(2024, 4, 13)),
+    )
+    with pytest.raises(KeyError):
+        replan_after(schedule, "week99", date(2024, 1, 13))
+    week4 = PlannedVisit("week4", date(2024, 2, 7), date(2024, 2, 4), date(2024, 2, 14))
+    assert days_outside_window(week4, date(2024, 2, 1)) == -3
+    assert days_outside_window(week4, date(2024, 2, 4)) == 0
+    assert days_outside_window(week4, date(2024, 2, 14)) == 0
+    assert days_outside_window(week4, date(2024, 2, 16)) == 2

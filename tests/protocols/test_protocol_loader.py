@@ -669,3 +669,12 @@ def test_comparative_review_names_blinded_roles_only() -> None:
     issue = only_error(text)
     assert issue.path == "blinding.comparative_review[0]"
     assert "not blinded in this trial" in issue.message and issue.line == line_of(text, "blinding:")
+def test_site_timezone_must_be_an_iana_name() -> None:
+    sites = "sites:\n  initial:\n    - {code: S1, name: One, timezone: Mars/Olympus}\n"
+    text = replace(MINIMAL, "arms:\n", sites + "arms:\n")
+    issue = only_error(text)
+    assert issue.path == "sites.initial[0].timezone"
+    assert "Mars/Olympus" in issue.message and "IANA" in issue.message
+    assert issue.line == line_of(text, "Mars/Olympus")
+    assert errors(replace(text, "Mars/Olympus", "Asia/Shanghai")) == []
+    assert errors(replace(text, "Mars/Olympus", "../../etc/passwd")) != []

@@ -66,12 +66,15 @@ from dtx_trials.models import (
     Allocation,
     AnalysisRun,
     ApiToken,
+    Consent,
     DataQuery,
     EproLink,
     FormRecord,
     Membership,
     Participant,
+    ProtocolDeviation,
     ProtocolVersion,
+    SafetyEvent,
     Site,
     Trial,
     User,
@@ -117,6 +120,10 @@ PUBLIC: dict[tuple[str, str], str] = {
     ("epro.form", "POST"): "ePRO form: bound to the session the link opened",
     ("epro.code", "POST"): "ePRO one-time code: bound to the session the link opened",
     ("epro.done", "GET"): "ePRO thank-you page (shows no data)",
+    ("econsent.page", "GET"): "remote eConsent link: the token is the credential",
+    ("econsent.code", "POST"): "remote eConsent one-time code: the token is the credential",
+    ("econsent.sign", "POST"): "remote eConsent signature: token, code and typed name",
+    ("econsent.done", "GET"): "remote eConsent thank-you page (shows no data)",
     ("auth.Tokens", "POST"): "exchanging a password for a bearer token",
     ("auth.Activation", "POST"): "a new account's password, chosen with its one-time token",
     ("pages.activate", "GET"): "the account activation form (the one-time token is checked on "
@@ -146,6 +153,9 @@ ID_PARAMS = frozenset(
         "link_id",
         "token_id",
         "user_id",
+        "deviation_id",
+        "consent_id",
+        "event_id",
     }
 )
 # Parameters taken from the same record as the ids (a form of that record's visit, ...).
@@ -183,6 +193,14 @@ API_BODIES: dict[str, Any] = {
     "protocols.Activate": {},
     "analyses.Analyses": {},
     "devices.DeviceData": [],
+    "visits.VisitDate": {"date": "2026-01-01"},
+    "visits.VisitMissed": {"reason": "probe"},
+    "visits.ReviewDeviation": {"note": "probe"},
+    "econsent_api.Invite": {"document_id": "main_icf", "version": "1.0", "language": "en",
+                            "channel": "sms", "address": "13900000000"},
+    "econsent_api.Countersign": {"password": PASSWORD},
+    "safety.Report": {"causality": "possibly", "expectedness": "expected",
+                      "narrative": "probe"},
 }
 PAGE_BODIES: dict[str, dict[str, str]] = {
     "trial_pages.record_status": {"target": "verified"},
@@ -508,6 +526,19 @@ def collect_facts() -> list[Fact]:
                 {"code": trials[p.trial_id], "subject": p.subject_code, "link_id": link.id},
             )
         )
+    for deviation in db.session.scalars(select(ProtocolDeviation)):
+        p = people[deviation.participant_id]
+        facts.append(Fact(trials[p.trial_id], sites[p.site_id].code,
+                          {"code": trials[p.trial_id], "deviation_id": deviation.id}))
+    for consent in db.session.scalars(select(Consent)):
+        p = people[consent.participant_id]
+        facts.append(Fact(trials[p.trial_id], sites[p.site_id].code,
+                          {"code": trials[p.trial_id], "subject": p.subject_code,
+                           "consent_id": consent.id}))
+    for event in db.session.scalars(select(SafetyEvent)):
+        p = people[event.participant_id]
+        facts.append(Fact(trials[p.trial_id], sites[p.site_id].code,
+                          {"code": trials[p.trial_id], "event_id": event.id}))
     for run in db.session.scalars(select(AnalysisRun)):
         facts.append(
             Fact(trials[run.trial_id], None, {"code": trials[run.trial_id], "run_id": run.id})
@@ -1103,6 +1134,14 @@ def test_sec_02_every_password_check_counts_towards_the_lockout(
                 headers=who.headers,
             ),
         ),
+        ("econsent_api.Countersign", "POST"): (
+            "investigator",
+            lambda who, pw: client.post(
+                f"{mci}/participants/{subject}/consents/1/countersign",
+                json={"password": pw},
+                headers=who.headers,
+            ),
+        ),
         ("pages.login", "POST"): (None, lambda who, pw: who.sign_in(who.username, pw)),
         ("pages.change_password", "POST"): (
             None,
@@ -1247,9 +1286,9 @@ class ArmScanner:
     def hits(self, text: str) -> list[str]:
         # a design text wrapped over lines (a PDF table cell) is still the design text
         text = re.sub(r"\s+", " ", text)
-        # the trial code, also where a PDF cell wrapped it after a hyphen ("MCI- COGTRAIN-01")
-        code = r"-\s?".join(re.escape(part) for part in self.trial_code.split("-"))
-        text = re.sub(code, " ", text, flags=re.IGNORECASE)
+        # so is a trial code or file name a PDF cell wrapped after a hyphen (MCI- / COGTRAIN-01)
+        text = re.sub(r"-\s+", "-", text)
+        text = re.sub(re.escape(self.trial_code), " ", text, flags=re.IGNORECASE)
         text = re.sub(r'name="csrf_token" value="[^"]*"', " ", text)
         for public in self.public:
             text = text.replace(public, " ")

@@ -484,3 +484,64 @@ def test_sponsor_validates_and_uploads_an_amendment(
         s.shot("protocol-uploaded")
     finally:
         s.close()
+
+
+def test_representative_signs_a_remote_consent_on_a_phone(live_app: Any, browser: Any) -> None:
+    """Remote eConsent on a 390 x 844 phone, in Chinese: read the document, ask for a code
+    (sent through the outbox), type the name, sign; the investigator then countersigns."""
+    from sqlalchemy import select
+
+    from dtx_trials.models import Consent, Notification, User
+    from tests.helpers import Account, login
+
+    app, base, _ = live_app
+    with app.app_context():
+        client = app.test_client()
+        user = db.session.scalars(select(User).where(User.username == "inv")).one()
+        inv = login(client, Account(user, PASSWORD))
+        staff = {"inv": inv}
+        subject = api(client, staff["inv"], "POST", "/participants",
+                      {"site": "BJ01", "identifiers": {"phone": "13900003333"}},
+                      201)["subject_code"]
+        link = api(client, staff["inv"], "POST", f"/participants/{subject}/econsent",
+                   {"document_id": "partner_icf", "version": "1.0", "language": "zh-CN",
+                    "channel": "sms", "address": "13700007777"}, 201)
+        db.session.remove()
+    path = urlsplit(str(link["url"])).path
+    context = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN")
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    try:
+        page.goto(base + path)
+        page.wait_for_selector("text=研究伙伴知情同意书")
+        assert "法定代理人" in page.content()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "econsent-01-document.png"), full_page=True)
+        click_and_load(page, "#send-code")
+        page.wait_for_selector("#code-sent")
+        assert "137****7777" in page.locator("#code-sent").inner_text()
+        with app.app_context():
+            sms = db.session.scalars(
+                select(Notification).where(Notification.kind == "econsent.code")
+            ).all()[-1]
+            code = re.search(r"(\d{6})", sms.body).group(1)  # type: ignore[union-attr]
+            db.session.remove()
+        page.fill("#typed_name", "韩梅梅")
+        page.fill("#code", code)
+        page.screenshot(path=str(SCREENSHOTS / "econsent-02-sign.png"), full_page=True)
+        click_and_load(page, "#sign")
+        page.wait_for_selector("text=谢谢")
+        page.screenshot(path=str(SCREENSHOTS / "econsent-03-done.png"), full_page=True)
+        page.goto(base + path)
+        assert "已无法使用" in page.content()  # single use
+    finally:
+        context.close()
+    with app.app_context():
+        consent = db.session.scalars(select(Consent).where(Consent.method == "remote")).one()
+        assert consent.signer_name == "韩梅梅" and consent.pdf_sha256
+        client = app.test_client()
+        api(client, inv, "POST",
+            f"/participants/{subject}/consents/{consent.id}/countersign",
+            {"password": PASSWORD}, 200)
+        db.session.remove()

@@ -565,3 +565,65 @@ def test_edit_check_messages_use_the_protocols_chinese_text() -> None:
     known = {"age out of range": "年龄超出范围"}
     assert translate_message("age out of range", "zh", known) == "年龄超出范围"
     assert translate_message("no translation for this", "zh", known) == "no translation for this"
+
+
+def test_visit_date_page_and_deviation_review(app: Flask, client: FlaskClient) -> None:
+    staff, subject = _randomized(client)
+    inv = PageClient(app, staff["inv"])  # type: ignore[index]
+    page_path = f"{MCI}/participants/{subject}"
+    page = inv.text(page_path)
+    check_accessible(page)
+    assert 'name="date"' in page and "Asia/Shanghai" in page
+    today = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))).date()
+    earlier = today - datetime.timedelta(days=2)
+    url = f"{page_path}/visits/baseline/date"
+    bad = inv.post(url, {"date": "2026-02-30", "request_id": "v-1"})
+    assert bad.status_code == 422 and "date: a date YYYY-MM-DD" in bad.text
+    future = inv.post(url, {"date": (today + datetime.timedelta(days=2)).isoformat(),
+                            "request_id": "v-2"})
+    assert future.status_code == 422 and "future" in future.text
+    done = inv.post(url, {"date": earlier.isoformat(), "time": "08:15", "request_id": "v-3"})
+    assert done.status_code == 302, done.text
+    # the same submit again (a double click) replays, it does not raise a second deviation
+    again = inv.post(url, {"date": earlier.isoformat(), "time": "08:15", "request_id": "v-3"})
+    assert again.status_code == 302
+    shown = inv.text(page_path)
+    assert f"{earlier.isoformat()} 08:15" in shown
+    monitor = PageClient(app, staff["monitor"])  # type: ignore[index]
+    listing = monitor.text(f"{MCI}/deviations")
+    check_accessible(listing)
+    assert listing.count('id="deviation-') == 1 and "Visit out of window" in listing
+    deviation_id = int(re.search(r'id="deviation-(\d+)"', listing).group(1))  # type: ignore[union-attr]
+    review = f"{MCI}/deviations/{deviation_id}/review"
+    assert inv.post(review, {"note": "fine", "request_id": "r-0"}).status_code == 403
+    assert monitor.post(review, {"note": "", "request_id": "r-1"}).status_code == 422
+    assert monitor.post(review, {"note": "site retrained", "request_id": "r-2"}).status_code == 302
+    assert "site retrained" in monitor.text(f"{MCI}/deviations?status=reviewed")
+    other = PageClient(app, staff["inv2"])  # type: ignore[index]
+    assert 'id="deviation-' not in other.text(f"{MCI}/deviations")
+
+
+def test_staff_send_a_remote_consent_link_from_the_participant_page(
+    app: Flask, client: FlaskClient
+) -> None:
+    staff = load_trial(client)
+    subject = api(client, staff["inv"], "POST", "/participants",
+                  {"site": "BJ01", "identifiers": {"phone": "13900004444"}}, 201)["subject_code"]
+    inv = PageClient(app, staff["inv"])
+    page_path = f"{MCI}/participants/{subject}"
+    assert "econsent-doc" in inv.text(page_path)
+    url = f"{page_path}/econsent"
+    missing = inv.post(url, {"document": "partner_icf|1.0|zh-CN", "channel": "sms",
+                             "request_id": "e-1"})
+    assert missing.status_code == 422 and "address" in missing.text
+    sent = inv.post(url, {"document": "main_icf|1.0|zh-CN", "channel": "sms",
+                          "request_id": "e-2"})
+    assert sent.status_code == 200
+    link = re.search(r'id="econsent-url">[^<]*<code>([^<]+)</code>', sent.text)
+    assert link, sent.text[:500]
+    path = link.group(1).split("localhost", 1)[1]
+    opened = app.test_client().get(path)
+    assert opened.status_code == 200 and "受试者知情同意书" in opened.get_data(as_text=True)
+    monitor = PageClient(app, staff["monitor"])
+    assert monitor.post(url, {"document": "main_icf|1.0|zh-CN", "channel": "sms",
+                              "request_id": "e-3"}).status_code == 403

@@ -1,0 +1,166 @@
+"""Remote eConsent: a single-use, expiring personal link; the signer reads the document,
+answers the comprehension questions, signs with typed name and a one-time code sent through the
+outbox (a real SMTP server); the investigator countersigns; the PDF is stored and hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from dtx_trials.channels import SmtpChannel
+from dtx_trials.extensions import db
+from dtx_trials.models import AuditEvent, Consent, ConsentInvitation, Notification, Trial
+from dtx_trials.services import notifications, protocols
+from tests.dtx_trials.trial_flow import LIBRARY, MCI_CODE, TrialStaff, api, trial_staff
+from tests.helpers import CLI, PASSWORD
+from tests.mail_server import LocalSmtpServer
+
+QUESTIONS = '''    body:
+      en: "You will use a training app for 24 weeks.\\nYou may stop at any time."
+      zh: "您将使用训练应用24周。\\n您可以随时退出。"
+    comprehension:
+      - id: can_stop
+        text: {en: "Can you stop taking part at any time?", zh: "您可以随时退出研究吗？"}
+        choices:
+          - {code: "yes", label: {en: "Yes", zh: 可以}}
+          - {code: "no", label: {en: "No", zh: 不可以}}
+        answer: "yes"
+'''
+
+
+def load_with_questions(client: FlaskClient, tmp_path: Path) -> TrialStaff:
+    text = (LIBRARY / "cognitive_impairment.yaml").read_text(encoding="utf-8")
+    old = ('  - {id: partner_icf, version: "1.0", language: zh-CN, '
+           'signer: legally_authorized_representative, title: {en: Study partner consent, '
+           'zh: 研究伙伴知情同意书}}\n')
+    assert old in text
+    new = ('  - id: partner_icf\n    version: "1.0"\n    language: zh-CN\n'
+           '    signer: legally_authorized_representative\n'
+           '    title: {en: Study partner consent, zh: 研究伙伴知情同意书}\n' + QUESTIONS)
+    path = tmp_path / "mci.yaml"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    protocols.load_library_file(db.session, CLI, path)
+    trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
+    return trial_staff(client, trial)
+
+
+def page_csrf(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match
+    return match.group(1)
+
+
+def test_remote_consent_signed_on_a_link_and_countersigned(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    staff = load_with_questions(client, tmp_path)
+    inv = staff["inv"]
+    subject = api(client, inv, "POST", "/participants",
+                  {"site": "BJ01", "identifiers": {"phone": "13900001111"}}, 201)["subject_code"]
+    base = f"/participants/{subject}"
+    api(client, inv, "POST", f"{base}/consents",
+        {"document_id": "main_icf", "version": "1.0", "language": "zh-CN"}, 201)
+    # the representative must be reachable: no address, no link
+    invite = {"document_id": "partner_icf", "version": "1.0", "language": "zh-CN",
+              "channel": "email"}
+    body = api(client, inv, "POST", f"{base}/econsent", invite, 422)
+    assert "address" in body["errors"]
+    issued = api(client, inv, "POST", f"{base}/econsent",
+                 {**invite, "address": "partner@example.org"}, 201)
+    assert issued["signer_role"] == "legally_authorized_representative"
+    assert issued["delivered_to"] == "p***@example.org"
+    url = issued["url"].replace("http://localhost", "")
+    token = url.rsplit("/", 1)[1]
+    stored = db.session.scalars(select(ConsentInvitation)).one()
+    assert stored.token_hash == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in str(db.session.execute(select(AuditEvent.changes)).all())
+
+    with LocalSmtpServer() as smtp:
+        channels = {"email": SmtpChannel(host="127.0.0.1", port=smtp.port,
+                                         sender="trials@example.org")}
+        notifications.deliver_pending(db.session, channels)
+        (to, link_mail), = smtp.wait_for(1)
+        assert to == ["partner@example.org"] and token in link_mail.get_content()
+
+        signer = app.test_client()
+        page = signer.get(url)
+        assert page.status_code == 200
+        html = page.get_data(as_text=True)
+        assert "研究伙伴知情同意书" in html and "您可以随时退出。" in html and "法定代理人" in html
+        csrf = page_csrf(html)
+        assert signer.post(f"{url}/code", data={}).status_code == 400  # no CSRF value
+        sent = signer.post(f"{url}/code", data={"csrf_token": csrf})
+        assert sent.status_code == 303
+        notifications.deliver_pending(db.session, channels)
+        mails = smtp.wait_for(2)
+        code = re.search(r"(\d{6})", mails[1][1].get_content()).group(1)  # type: ignore[union-attr]
+
+    sign = {"csrf_token": csrf, "typed_name": "Han Meimei", "code": code, "q_can_stop": "no"}
+    wrong = signer.post(f"{url}/sign", data=sign)
+    assert wrong.status_code == 422 and "not the right answer" in wrong.get_data(as_text=True)
+    bad_code = signer.post(f"{url}/sign", data={**sign, "q_can_stop": "yes", "code": "000000"
+                                                if code != "000000" else "111111"})
+    assert bad_code.status_code == 403
+    done = signer.post(f"{url}/sign", data={**sign, "q_can_stop": "yes"})
+    assert done.status_code == 303, done.get_data(as_text=True)
+    assert signer.get(url).status_code == 410  # single use
+    consent = db.session.scalars(select(Consent).where(Consent.method == "remote")).one()
+    assert consent.signer_name == "Han Meimei" and consent.pdf is not None
+    # not counted until an investigator countersigns
+    assert api(client, inv, "GET", base)["missing_consents"] == ["partner_icf v1.0"]
+    countersign = f"{base}/consents/{consent.id}/countersign"
+    api(client, staff["coord"], "POST", countersign, {"password": PASSWORD}, 403)
+    api(client, inv, "POST", countersign, {"password": "wrong password!"}, 403)
+    signed = api(client, inv, "POST", countersign, {"password": PASSWORD}, 200)
+    assert signed["countersigned_at"] and signed["method"] == "remote"
+    shown = api(client, inv, "GET", base)
+    assert shown["missing_consents"] == [] and shown["status"] == "consented"
+    api(client, inv, "POST", countersign, {"password": PASSWORD}, 409)
+    # the PDF and its hash, in the trail
+    response = client.get(f"/api/v1/trials/{MCI_CODE}{base}/consents/{consent.id}/consent.pdf",
+                          headers=inv.headers)
+    assert response.status_code == 200 and response.data.startswith(b"%PDF")
+    digest = hashlib.sha256(response.data).hexdigest()
+    assert response.headers["X-Content-SHA256"] == digest == consent.pdf_sha256
+    created = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "consent.sign_remote")).one()
+    assert digest in str(created.changes)
+    monitor = client.get(f"/api/v1/trials/{MCI_CODE}{base}/consents/{consent.id}/consent.pdf",
+                         headers=staff["monitor"].headers)
+    assert monitor.status_code == 403
+    kinds = sorted(db.session.scalars(select(Notification.kind)))
+    assert kinds.count("econsent.countersign") >= 1 and "econsent.code" in kinds
+
+
+def test_three_wrong_codes_revoke_the_link_and_expired_links_are_gone(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    staff = load_with_questions(client, tmp_path)
+    inv = staff["inv"]
+    subject = api(client, inv, "POST", "/participants",
+                  {"site": "BJ01", "identifiers": {"phone": "13900001111"}}, 201)["subject_code"]
+    issued = api(client, inv, "POST", f"/participants/{subject}/econsent",
+                 {"document_id": "main_icf", "version": "1.0", "language": "en",
+                  "channel": "sms"}, 201)
+    assert issued["delivered_to"] == "139****1111"
+    url = issued["url"].replace("http://localhost", "")
+    signer = app.test_client()
+    csrf = page_csrf(signer.get(url).get_data(as_text=True))
+    assert signer.post(f"{url}/code", data={"csrf_token": csrf}).status_code == 303
+    sms = db.session.scalars(select(Notification).where(Notification.kind == "econsent.code")).one()
+    assert sms.channel == "sms" and sms.address == "13900001111"
+    sign = {"csrf_token": csrf, "typed_name": "Li Lei"}
+    code = re.search(r"(\d{6})", sms.body).group(1)  # type: ignore[union-attr]
+    wrong = "000000" if code != "000000" else "111111"
+    for _ in range(2):
+        assert signer.post(f"{url}/sign", data={**sign, "code": wrong}).status_code == 403
+    # the third wrong code revokes the link: the page says it can no longer be used
+    assert signer.post(f"{url}/sign", data={**sign, "code": wrong}).status_code == 410
+    assert signer.post(f"{url}/sign", data={**sign, "code": code}).status_code == 410
+    assert db.session.scalars(select(Consent)).all() == []
+    assert signer.get("/econsent/not-a-token").status_code == 404

@@ -1,0 +1,102 @@
+"""Scheduled ePRO: the protocol's questionnaire windows issue links and reminders by e-mail
+through the outbox (caught by a real local SMTP server), and compliance is counted per
+participant and per site."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from pathlib import Path
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from dtx_trials.channels import SmtpChannel
+from dtx_trials.extensions import db
+from dtx_trials.models import EproLink, Notification, Trial
+from dtx_trials.services import epro_schedule, notifications, protocols
+from tests.dtx_trials.trial_flow import (
+    LIBRARY,
+    MCI_CODE,
+    api,
+    enrolled_mci_participant,
+    trial_staff,
+)
+from tests.helpers import CLI
+from tests.mail_server import LocalSmtpServer
+
+BASE = "http://trials.example.org/epro"
+
+
+def load_scheduled(client: FlaskClient, tmp_path: Path) -> object:
+    text = (LIBRARY / "cognitive_impairment.yaml").read_text(encoding="utf-8")
+    old = "      day: 0\n      forms: [adas_cog]\n"
+    new = "      day: 0\n      forms: [adas_cog, app_experience]\n"
+    window = ("  unscheduled_forms: [adas_cog]\n  epro:\n"
+              "    - {form: app_experience, visit: baseline, opens: 0, closes: 7, "
+              "remind_after_hours: 24}\n")
+    assert old in text and "  unscheduled_forms: [adas_cog]\n" in text
+    text = text.replace(old, new).replace("  unscheduled_forms: [adas_cog]\n", window)
+    path = tmp_path / "mci.yaml"
+    path.write_text(text, encoding="utf-8")
+    protocols.load_library_file(db.session, CLI, path)
+    trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
+    return trial_staff(client, trial)
+
+
+def test_links_and_reminders_by_email_and_compliance(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    staff = load_scheduled(client, tmp_path)
+    subject = enrolled_mci_participant(
+        client, staff, identifiers={"full_name": "Li Lei", "email": "lilei@example.org"})
+    other = enrolled_mci_participant(client, staff)  # enrolled, not randomized: nothing due
+    api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+    trial = db.session.get(Trial, staff.trial.id)
+    assert trial is not None
+    now = datetime.datetime.now(datetime.UTC)
+    first = epro_schedule.tick(db.session, trial, link_base=BASE, now=now)
+    assert (first.issued, first.reminded, first.open_windows) == (1, 0, 1)
+    again = epro_schedule.tick(db.session, trial, link_base=BASE, now=now)
+    assert (again.issued, again.reminded) == (0, 0)  # idempotent: the link is open
+    # a day later, still unanswered: a reminder with a fresh link (the first one is revoked)
+    later = epro_schedule.tick(db.session, trial, link_base=BASE,
+                               now=now + datetime.timedelta(hours=25))
+    assert (later.issued, later.reminded) == (0, 1)
+    assert epro_schedule.tick(db.session, trial, link_base=BASE,
+                              now=now + datetime.timedelta(hours=50)).reminded == 0
+    links = list(db.session.scalars(select(EproLink).order_by(EproLink.id)))
+    assert len(links) == 2 and links[0].revoked_at is not None and links[1].revoked_at is None
+    with LocalSmtpServer() as smtp:
+        channels = {"email": SmtpChannel(host="127.0.0.1", port=smtp.port,
+                                         sender="trials@example.org")}
+        notifications.deliver_pending(db.session, channels)
+        mails = smtp.wait_for(2)
+    assert [m[0] for m in mails] == [["lilei@example.org"], ["lilei@example.org"]]
+    assert mails[1][1]["Subject"].startswith("Reminder: App experience")
+    url = re.search(r"(http\S+)", mails[1][1].get_content()).group(1)  # type: ignore[union-attr]
+    assert url.startswith(BASE)
+    # the participant follows the reminder's link and answers
+    phone = app.test_client()
+    opened = phone.get(url.replace("http://trials.example.org", ""))
+    assert opened.status_code == 303
+    page = phone.get(opened.headers["Location"]).get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    blank = phone.post("/epro/form", data={"csrf_token": csrf, "action": "submit"})
+    assert blank.status_code == 422  # an untouched questionnaire is not a submission
+    done = phone.post("/epro/form", data={"csrf_token": csrf, "action": "submit",
+                                          "app_ease": "8", "app_problem": "0"})
+    assert done.status_code == 303, done.get_data(as_text=True)[:300]
+    assert epro_schedule.tick(db.session, trial, link_base=BASE,
+                              now=now + datetime.timedelta(hours=60)).open_windows == 0
+    report = api(client, staff["monitor"], "GET", "/epro-compliance", expect=200)
+    rows = {r["subject_code"]: r for r in report["participants"]}
+    assert (rows[subject]["n_due"], rows[subject]["n_answered"], rows[subject]["rate"]) == (
+        1, 1, 1.0)
+    assert rows[other]["n_due"] == 0 and rows[other]["rate"] is None
+    assert report["sites"] == [{"site_code": "BJ01", "n_participants": 2, "n_due": 1,
+                                "n_answered": 1, "n_missed": 0, "rate": 1.0}]
+    assert api(client, staff["inv2"], "GET", "/epro-compliance")["participants"] == []
+    kinds = [n.kind for n in db.session.scalars(select(Notification).order_by(Notification.id))]
+    assert kinds == ["epro.link", "epro.reminder"]

@@ -1,0 +1,124 @@
+"""Safety: an SAE starts its 24 h expedited-report clock and e-mails the protocol's roles;
+an alert rule on an answer alerts the site, waits for an acknowledgement and escalates."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from dtx_trials.extensions import db
+from dtx_trials.models import AuditEvent, Notification, SafetyEvent, Trial
+from dtx_trials.services import protocols, safety
+from tests.dtx_trials.trial_flow import (
+    LIBRARY,
+    MCI_CODE,
+    TrialStaff,
+    api,
+    enrolled_mci_participant,
+    trial_staff,
+)
+from tests.helpers import CLI
+
+SAFETY = """
+safety:
+  form: adverse_events
+  serious_if: "[ae_serious] = '1'"
+  report_within_hours: 24
+  notify: [sponsor_admin, investigator, monitor]
+  alerts:
+    - id: app_distress
+      form: app_experience
+      when: "[app_ease] <= 2"
+      message: {en: "The participant finds the app very hard to use", zh: 受试者认为应用非常难用}
+      notify: [investigator, coordinator]
+      escalate_after_hours: 4
+      escalate_to: [sponsor_admin, monitor]
+"""
+AE = {"ae_term": "fall with fracture", "ae_onset_on": datetime.date.today().isoformat(),
+      "ae_severity": "severe", "ae_related": "not_related"}
+
+
+def load_with_safety(client: FlaskClient, tmp_path: Path) -> TrialStaff:
+    text = (LIBRARY / "cognitive_impairment.yaml").read_text(encoding="utf-8")
+    text = text.split("\nsafety:\n", 1)[0]  # the library's SAE rule, replaced with alerts
+    path = tmp_path / "mci.yaml"
+    path.write_text(text.rstrip("\n") + "\n" + SAFETY, encoding="utf-8")
+    protocols.load_library_file(db.session, CLI, path)
+    trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
+    return trial_staff(client, trial)
+
+
+def notified(kind: str) -> list[str]:
+    return sorted(
+        n.recipient_role or ""
+        for n in db.session.scalars(select(Notification).where(Notification.kind == kind))
+    )
+
+
+def test_sae_clock_and_report(client: FlaskClient, tmp_path: Path) -> None:
+    staff = load_with_safety(client, tmp_path)
+    inv = staff["inv"]
+    subject = enrolled_mci_participant(client, staff)
+    url = f"/participants/{subject}/visits/baseline/forms/adverse_events"
+    api(client, inv, "PUT", url, {"values": {**AE, "ae_serious": "0"}, "submit": True}, 200)
+    assert db.session.scalars(select(SafetyEvent)).all() == []
+    before = datetime.datetime.now(datetime.UTC)
+    api(client, inv, "PUT", url, {"values": {**AE, "ae_serious": "1"}, "submit": True,
+                                  "repeat_index": 2}, 200)
+    (event,) = api(client, staff["monitor"], "GET", "/safety-events", expect=200)
+    assert event["kind"] == "sae" and event["status"] == "open"
+    assert "fall with fracture" in event["message"]
+    due = datetime.datetime.fromisoformat(event["due_at"])
+    detected = datetime.datetime.fromisoformat(event["detected_at"])
+    assert due - detected == datetime.timedelta(hours=24) and detected >= before
+    assert notified("safety.sae") == ["investigator", "monitor", "sponsor_admin"]
+    # a later correction of the same entry does not start a second clock
+    api(client, inv, "PUT", url, {"values": {**AE, "ae_serious": "1", "ae_term": "fall"},
+                                  "submit": True, "repeat_index": 2, "reason": "term"}, 200)
+    assert len(api(client, inv, "GET", "/safety-events")) == 1
+    report = f"/safety-events/{event['id']}/report"
+    filed = {"causality": "not_related", "expectedness": "unexpected",
+             "narrative": "Fell at home; hospitalised overnight."}
+    api(client, staff["coord"], "POST", report, filed, 403)
+    api(client, inv, "POST", report, {**filed, "causality": "maybe"}, 422)
+    done = api(client, inv, "POST", report, filed, 200)
+    assert done["status"] == "reported" and done["is_within_clock"] is True
+    api(client, inv, "POST", report, filed, 409)
+    assert api(client, staff["inv2"], "GET", "/safety-events") == []
+    actions = set(db.session.scalars(select(AuditEvent.action)))
+    assert {"safety.sae", "safety.report"} <= actions
+
+
+def test_alert_acknowledged_or_escalated(client: FlaskClient, tmp_path: Path) -> None:
+    staff = load_with_safety(client, tmp_path)
+    trial = db.session.get(Trial, staff.trial.id)
+    assert trial is not None
+    first, second = (enrolled_mci_participant(client, staff) for _ in range(2))
+    for subject in (first, second):
+        api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+        api(client, staff["coord"], "PUT",
+            f"/participants/{subject}/visits/week_4/forms/app_experience",
+            {"values": {"app_ease": 1}, "submit": True}, 200)
+    alerts = api(client, staff["coord"], "GET", "/safety-events?status=open", expect=200)
+    assert [a["rule_id"] for a in alerts] == ["app_distress", "app_distress"]
+    assert notified("safety.alert") == ["coordinator", "coordinator", "investigator",
+                                        "investigator"]
+    by_subject = {a["subject_code"]: a for a in alerts}
+    ack = api(client, staff["coord"], "POST",
+              f"/safety-events/{by_subject[first]['id']}/acknowledge", None, 200)
+    assert ack["status"] == "acknowledged"
+    api(client, staff["coord"], "POST", f"/safety-events/{by_subject[first]['id']}/acknowledge",
+        None, 409)
+    api(client, staff["monitor"], "POST",
+        f"/safety-events/{by_subject[second]['id']}/acknowledge", None, 403)
+    now = datetime.datetime.now(datetime.UTC)
+    assert safety.escalate_overdue(db.session, trial, now + datetime.timedelta(hours=3)) == []
+    escalated = safety.escalate_overdue(db.session, trial, now + datetime.timedelta(hours=5))
+    assert [e.id for e in escalated] == [by_subject[second]["id"]]  # the unacknowledged one
+    assert notified("safety.escalation") == ["monitor", "sponsor_admin"]
+    assert safety.escalate_overdue(db.session, trial, now + datetime.timedelta(hours=9)) == []
+    shown = {a["subject_code"]: a for a in api(client, staff["monitor"], "GET", "/safety-events")}
+    assert shown[second]["escalated_at"] and shown[first]["escalated_at"] is None
