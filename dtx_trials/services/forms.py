@@ -13,10 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dtx_trials.db import lock_row, transaction, utcnow
-from dtx_trials.models import DataQuery, FormRecord, Participant, Signature, Site, Trial, Visit
+from dtx_trials.models import DataQuery, FormRecord, Participant, Signature, Trial, Visit
 from dtx_trials.models.users import Role
 from dtx_trials.services import accounts, audit, safety
-from dtx_trials.services.access import Actor, require, visible_sites
+from dtx_trials.services.access import Actor, require
 from dtx_trials.services.errors import (
     Conflict,
     NotFound,
@@ -644,27 +644,3 @@ def close_query(
             reason=note,
         )
     return query
-
-
-def list_queries(
-    session: Session,
-    actor: Actor,
-    trial: Trial,
-    status: str | None = None,
-    site_code: str | None = None,
-) -> list[tuple[DataQuery, FormRecord, Participant]]:
-    """The query inbox: queries on records at the sites the actor may see."""
-    sites = visible_sites(actor, "form.read", trial.id)
-    stmt = (
-        select(DataQuery, FormRecord, Participant)
-        .join(FormRecord, FormRecord.id == DataQuery.form_record_id)
-        .join(Participant, Participant.id == FormRecord.participant_id)
-        .where(Participant.trial_id == trial.id)
-    )
-    if sites is not None:
-        stmt = stmt.where(Participant.site_id.in_(sites))
-    if status:
-        stmt = stmt.where(DataQuery.status == status)
-    if site_code:
-        stmt = stmt.join(Site, Site.id == Participant.site_id).where(Site.code == site_code)
-    return [tuple(row) for row in session.execute(stmt.order_by(DataQuery.id))]  # type: ignore[misc]
