@@ -1286,9 +1286,10 @@ class ArmScanner:
     def hits(self, text: str) -> list[str]:
         # a design text wrapped over lines (a PDF table cell) is still the design text
         text = re.sub(r"\s+", " ", text)
-        # so is a trial code or file name a PDF cell wrapped after a hyphen (MCI- / COGTRAIN-01)
-        text = re.sub(r"-\s+", "-", text)
-        text = re.sub(re.escape(self.trial_code), " ", text, flags=re.IGNORECASE)
+        # so is the trial code where a PDF cell split it: after a hyphen (MCI- / COGTRAIN-01), or
+        # anywhere inside a long token such as a report's file name (mci-cogtra / in-01-...)
+        code = r"\s?".join(re.escape(c) for c in self.trial_code)
+        text = re.sub(code, " ", text, flags=re.IGNORECASE)
         text = re.sub(r'name="csrf_token" value="[^"]*"', " ", text)
         for public in self.public:
             text = text.replace(public, " ")
