@@ -77,9 +77,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from dtx_trials import trust
 
     trust.configure_keys(app)
-    from dtx_trials.services.accounts import configure_hasher
+    from dtx_trials.services.accounts import configure_hasher, token_cache
 
     configure_hasher(int(app.config["ARGON2_TIME_COST"]), int(app.config["ARGON2_MEMORY_KIB"]))
+    token_cache.seconds = float(app.config["TOKEN_CACHE_SECONDS"])
 
     from dtx_trials import models  # noqa: F401  (register tables)
 

@@ -46,6 +46,9 @@ class DefaultConfig:
     SESSION_IDLE_MINUTES = 30
     SESSION_MAX_HOURS = 12
     TOKEN_HOURS = 12
+    # how long a worker process reuses a token's actor without reading the database again;
+    # a revocation elsewhere is refused by every process within this time (0: no cache)
+    TOKEN_CACHE_SECONDS = 2.0
     LOCKOUT_THRESHOLD = 5
     LOCKOUT_MINUTES = 15
     PASSWORD_MIN_LENGTH = 12

@@ -82,16 +82,9 @@ def register_api(app: Flask) -> None:
             return
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
-            found = accounts.live_token(db.session, header[7:].strip())
-            if found is not None:
-                user, token = found
-                g.actor = accounts.actor_for(
-                    db.session,
-                    user,
-                    via="api",
-                    request_id=g.request_id,
-                    auth_ref=f"token:{token.id}",
-                )
+            g.actor = accounts.actor_for_token(
+                db.session, header[7:].strip(), request_id=g.request_id
+            )
         db.session.rollback()  # end the read transaction before the view opens its own
         method = "GET" if request.method == "HEAD" else request.method
         if (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
@@ -68,6 +69,9 @@ class RecordSchema(Schema):
     )
 
     def _visit_code(self, obj: FormRecord) -> str | None:
+        known: dict[int, str] = g.get("visit_codes") or {}
+        if obj.visit_id in known:
+            return known[obj.visit_id]  # the visit the request itself saved into
         visit = db.session.get(Visit, obj.visit_id) if obj.visit_id else None
         return visit.visit_code if visit else None
 
@@ -226,6 +230,8 @@ class SaveForm(MethodView):
             **body,
         )
         ev = result.evaluation
+        if result.visit is not None:
+            g.visit_codes = {result.visit.id: result.visit.visit_code}
         return {
             "record": result.record,
             "warnings": [

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -471,6 +475,137 @@ def live_token(session: Session, token_text: str) -> tuple[User, ApiToken] | Non
         return None
     user = session.get(User, token.user_id)
     return (user, token) if user is not None and user.is_active else None
+
+
+@dataclass(frozen=True)
+class _CachedToken:
+    actor: Actor  # without request id
+    expires_at: datetime  # the token's own expiry
+    fresh_until: float  # time.monotonic() deadline of this cache entry
+
+
+class TokenCache:
+    """The actors of recently presented API tokens, per process, keyed by the token's hash.
+
+    An entry is used for at most ``seconds`` (``TOKEN_CACHE_SECONDS``) and never past the
+    token's expiry. Any commit in this process that changes an account, a token or a role
+    grant empties the cache (`_note_account_change`), so a revocation, a deactivation or a
+    removed role is refused at once by this process, and by every other worker process within
+    ``seconds``. ``seconds=0`` turns the cache off (every request reads the database)."""
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self) -> None:
+        self.seconds = 2.0
+        self._entries: dict[str, _CachedToken] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token_hash: str, now: datetime) -> Actor | None:
+        entry = self._entries.get(token_hash)
+        if entry is None:
+            return None
+        if entry.fresh_until <= time.monotonic() or entry.expires_at <= now:
+            with self._lock:
+                self._entries.pop(token_hash, None)
+            return None
+        return entry.actor
+
+    def put(self, token_hash: str, actor: Actor, expires_at: datetime) -> None:
+        if self.seconds <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[token_hash] = _CachedToken(
+                actor, expires_at, time.monotonic() + self.seconds
+            )
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+token_cache = TokenCache()
+
+
+def actor_for_token(
+    session: Session, token_text: str, *, request_id: str | None = None
+) -> Actor | None:
+    """The actor of a live API token (None if unknown, expired, revoked or the account is
+    inactive): from the token cache, else one query joining token, user and active grants."""
+    token_hash = sha256_hex(token_text)
+    now = utcnow()
+    cached = token_cache.get(token_hash, now)
+    if cached is None:
+        rows = session.execute(
+            select(
+                ApiToken.id,
+                ApiToken.expires_at,
+                User.id,
+                User.username,
+                User.printed_name,
+                User.is_superuser,
+                Membership.trial_id,
+                Membership.site_id,
+                Membership.role,
+            )
+            .join(User, User.id == ApiToken.user_id)
+            .outerjoin(Membership, (Membership.user_id == User.id) & Membership.is_active)
+            .where(
+                ApiToken.token_hash == token_hash,
+                ApiToken.revoked_at.is_(None),
+                ApiToken.expires_at > now,
+                User.is_active,
+            )
+            .order_by(Membership.id)
+        ).all()
+        if not rows:
+            return None
+        token_id, expires_at, user_id, username, printed_name, is_superuser = rows[0][:6]
+        cached = Actor(
+            user_id=user_id,
+            username=username,
+            printed_name=printed_name,
+            grants=tuple(
+                Grant(r.trial_id, r.site_id, Role(r.role)) for r in rows if r.role is not None
+            ),
+            is_superuser=is_superuser,
+            via="api",
+            auth_ref=f"token:{token_id}",
+        )
+        token_cache.put(token_hash, cached, expires_at)
+    return replace(cached, request_id=request_id, extra={})
+
+
+_ACCOUNT_CHANGED = "dtx_account_changed"
+
+
+@sa_event.listens_for(Session, "after_flush")
+def _note_account_change(session: Session, context: Any) -> None:
+    if any(
+        isinstance(obj, User | ApiToken | Membership)
+        for obj in (*session.new, *session.dirty, *session.deleted)
+    ):
+        session.info[_ACCOUNT_CHANGED] = True
+
+
+@sa_event.listens_for(Session, "do_orm_execute")
+def _note_bulk_account_change(state: Any) -> None:
+    if (state.is_update or state.is_delete) and any(
+        m.class_ in (User, ApiToken, Membership) for m in state.all_mappers
+    ):
+        state.session.info[_ACCOUNT_CHANGED] = True
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _forget_cached_tokens(session: Session) -> None:
+    if session.info.pop(_ACCOUNT_CHANGED, False):
+        token_cache.clear()
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _forget_account_change(session: Session) -> None:
+    session.info.pop(_ACCOUNT_CHANGED, None)
 
 
 def open_session(

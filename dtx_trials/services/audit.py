@@ -4,17 +4,18 @@ Chains. Every trial has its own chain (``trial:<id>``); account-level events use
 An event's hash is SHA-256 over the canonical JSON of all its fields, ``prev_hash`` included, so
 editing, deleting, inserting or reordering a row breaks the chain at that row.
 
-Concurrent writers. The first append of a transaction takes the chain's head row
-(``audit_chain_head``) with ``SELECT ... FOR UPDATE`` (later appends of the same transaction
-reuse the locked row) (on SQLite the whole database is already write-locked by
-``BEGIN IMMEDIATE``), reads (seq, hash), inserts seq+1 with prev_hash = hash, and updates the head,
-all inside the caller's transaction. The lock is held until that transaction commits or rolls
-back, so two transactions of the same trial cannot both read the same head: the second waits,
-then sees the first one's committed head (READ COMMITTED re-reads the locked row). A rolled-back
-transaction leaves neither an event nor a moved head, so seq numbers stay gap-free and the chain
-order is the commit order. Different trials never wait on each other. Services append their
-events after taking their other row locks, so the head is always the last lock taken (no lock
-cycles).
+Concurrent writers. Events are buffered in the unit of work (``session.info``) as they are
+appended and written when the transaction commits (``before_commit``; earlier if something in the
+transaction reads the audit tables): per chain one ``SELECT ... FOR UPDATE`` of the chain's head
+row (``audit_chain_head``; on SQLite the whole database is already write-locked by ``BEGIN
+IMMEDIATE``), then one head update and one multi-row insert of the events with seq+1.. and each
+prev_hash the hash before it, all inside the caller's transaction. The head lock is therefore
+taken after every other lock and held only for those statements and the commit, so two
+transactions of the same trial cannot both read the same head: the second waits, then sees the
+first one's committed head (READ COMMITTED re-reads the locked row). A rolled-back transaction
+leaves neither an event nor a moved head (its buffer is dropped), so seq numbers stay gap-free
+and the chain order is the commit order. Different trials never wait on each other; a
+transaction writing to several chains locks them in name order (no lock cycles).
 
 Keyed hashes and authorship. An event's hash is an HMAC under the chain key of the field key
 named in ``key_id`` (``crypto.py``), so someone who can write the database but does not hold the
@@ -46,11 +47,12 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import LargeBinary, select, type_coerce
+from sqlalchemy import LargeBinary, insert, select, type_coerce, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.sql.util import find_tables
 
 from dtx_trials.crypto import CiphertextError, EncryptedText, UnknownKeyError, cipher
 from dtx_trials.db import Base, utcnow
@@ -160,39 +162,107 @@ def _trial_of(obj: Base, trial_id: int | None) -> int | None:
     return getattr(obj, "trial_id", None)
 
 
-def _lock_head(session: Session, chain: str) -> AuditChainHead:
-    """Lock the chain's head row once per transaction (later appends reuse the locked row)."""
-    heads: dict[str, AuditChainHead] = session.info.setdefault(_HEADS, {})
-    if chain in heads:
-        return heads[chain]
-    stmt_insert = (
-        pg_insert(AuditChainHead)
-        if session.get_bind().dialect.name == "postgresql"
-        else sqlite_insert(AuditChainHead)
-    )
-    session.execute(
-        stmt_insert.values(chain=chain, seq=0, hash=GENESIS).on_conflict_do_nothing(
-            index_elements=["chain"]
+def _lock_head(session: Session, chain: str) -> tuple[int, str]:
+    """Lock the chain's head row and return its (seq, hash): one ``SELECT ... FOR UPDATE`` (the
+    first event of a chain creates the row first)."""
+    head = AuditChainHead.__table__
+    stmt = select(head.c.seq, head.c.hash).where(head.c.chain == chain).with_for_update()
+    row = session.execute(stmt).first()
+    if row is None:
+        stmt_insert = (
+            pg_insert(AuditChainHead)
+            if session.get_bind().dialect.name == "postgresql"
+            else sqlite_insert(AuditChainHead)
         )
-    )
-    head = session.scalars(
-        select(AuditChainHead)
-        .where(AuditChainHead.chain == chain)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
-    heads[chain] = head
-    return head
+        session.execute(
+            stmt_insert.values(chain=chain, seq=0, hash=GENESIS).on_conflict_do_nothing(
+                index_elements=["chain"]
+            )
+        )
+        row = session.execute(stmt).one()
+    return int(row.seq), str(row.hash)
 
 
-_HEADS = "dtx_audit_heads"
+# Events appended in the current transaction and not written yet, in append order. They are
+# written by `write_pending` when the transaction commits (or before anything in it reads the
+# audit tables), and dropped with it on rollback.
+_PENDING = "dtx_audit_pending"
+_AUDIT_TABLES = frozenset({"audit_event", "audit_chain_head"})
+_ROWS_PER_INSERT = 500
+
+
+def write_pending(session: Session) -> None:
+    """Write the transaction's buffered events: per chain one locked head read and one head
+    update, and one multi-row insert of the events (on PostgreSQL the head update rides in the
+    insert's statement). The head is the last lock the transaction takes, held only from here
+    to commit; chains are locked in name order, so two transactions never wait on each other
+    in a cycle."""
+    pending: list[AuditEvent] | None = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    by_chain: dict[str, list[AuditEvent]] = defaultdict(list)
+    for event in pending:
+        by_chain[event.chain].append(event)
+    is_postgres = session.get_bind().dialect.name == "postgresql"
+    head = AuditChainHead.__table__
+    table = AuditEvent.__table__
+    columns = [c.name for c in table.columns if c.name != "id"]
+    rows: list[dict[str, Any]] = []
+    head_updates: list[Any] = []
+    appended: dict[str, list[int]] = session.info.setdefault(APPENDED, {})
+    for chain in sorted(by_chain):
+        seq, prev_hash = _lock_head(session, chain)
+        first = seq + 1
+        for event in by_chain[chain]:
+            seq += 1
+            event.seq = seq
+            event.prev_hash = prev_hash
+            event.hash = event_hash(hashed_fields(event))
+            prev_hash = event.hash
+            rows.append({name: getattr(event, name) for name in columns})
+        head_updates.append(
+            update(head).where(head.c.chain == chain).values(seq=seq, hash=prev_hash)
+        )
+        appended.setdefault(chain, [first, seq])[1] = seq
+    if is_postgres and len(head_updates) == 1 and len(rows) <= _ROWS_PER_INSERT:
+        # PostgreSQL runs a data-modifying WITH exactly once whether or not it is referenced
+        session.execute(
+            insert(table).values(rows).add_cte(head_updates[0].returning(head.c.chain).cte("h"))
+        )
+        return
+    for stmt in head_updates:
+        session.execute(stmt)
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        session.execute(insert(table).values(rows[start : start + _ROWS_PER_INSERT]))
+
+
+def _touches_audit(statement: Any) -> bool:
+    try:
+        tables = find_tables(statement, include_crud=True, include_joins=True)
+    except Exception:  # pragma: no cover - an exotic statement: write first, to be safe
+        return True
+    return any(getattr(t, "name", None) in _AUDIT_TABLES for t in tables)
+
+
+@sa_event.listens_for(Session, "do_orm_execute")
+def _write_before_audit_read(state: ORMExecuteState) -> None:
+    """A transaction that reads the trail sees its own events (written first)."""
+    if state.session.info.get(_PENDING) and _touches_audit(state.statement):
+        write_pending(state.session)
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _write_at_commit(session: Session) -> None:
+    if session.info.get(_PENDING):
+        session.flush()  # the changes first: the chain head stays the last lock taken
+        write_pending(session)
 
 
 @sa_event.listens_for(Session, "after_transaction_end")
-def _forget_heads(session: Session, transaction: SessionTransaction) -> None:
-    """The head lock ends with the outermost transaction; so does the cached row."""
+def _forget_pending(session: Session, transaction: SessionTransaction) -> None:
+    """Events not written by commit end with the outermost transaction (rolled back)."""
     if transaction.parent is None:
-        session.info.pop(_HEADS, None)
+        session.info.pop(_PENDING, None)
 
 
 def event_hash(fields: Mapping[str, Any]) -> str:
@@ -251,12 +321,12 @@ def append(
     site_id: int | None = None,
     reason: str | None = None,
 ) -> AuditEvent:
-    """Append one event to the trial's chain inside the caller's transaction."""
+    """Append one event to the trial's chain inside the caller's transaction (buffered: its
+    seq, prev_hash and hash are set when the transaction writes its events, see
+    `write_pending`)."""
     chain = chain_for(trial_id)
-    head = _lock_head(session, chain)
     event = AuditEvent(
         chain=chain,
-        seq=head.seq + 1,
         op=op,
         at=utcnow(),
         trial_id=trial_id,
@@ -272,14 +342,8 @@ def append(
         request_id=actor.request_id,
         auth_ref=auth_ref_of(actor),
         key_id=cipher().current.kid,
-        prev_hash=head.hash,
     )
-    event.hash = event_hash(hashed_fields(event))
-    session.add(event)
-    head.seq = event.seq
-    head.hash = event.hash
-    session.flush()
-    session.info.setdefault(APPENDED, {}).setdefault(chain, [event.seq, event.seq])[1] = event.seq
+    session.info.setdefault(_PENDING, []).append(event)
     if action in CHECKPOINT_ACTIONS:
         session.info.setdefault(CHECKPOINT_PENDING, set()).add(CHECKPOINT_ACTIONS[action])
     return event

@@ -25,9 +25,9 @@ from dtx_trials.services.errors import (
     ValidationError,
 )
 from dtx_trials.services.participants import (
-    clinical_values,
     current_protocol,
     get_participant,
+    lock_for_entry,
     missing_consents,
     protocol_for,
 )
@@ -91,11 +91,13 @@ def _has_answer(form: FormDef, values: Mapping[str, object]) -> bool:
     return False
 
 
-def _check_consented(session: Session, participant: Participant, form: FormDef) -> None:
+def _check_consented(
+    session: Session, participant: Participant, form: FormDef, signed: set[tuple[str, str]]
+) -> None:
     """No data before the required consents (409 naming what is missing). A participant who
     consented to an earlier version and owes a re-consent may still have log forms (adverse
     events, medications) entered: safety reporting does not wait for the re-consent."""
-    missing = missing_consents(session, participant, current_protocol(session, participant))
+    missing = missing_consents(session, participant, current_protocol(session, participant), signed)
     if not missing:
         return
     if participant.consented_at is not None and form.repeating:
@@ -113,10 +115,10 @@ def _visit(
     protocol: Any,
     visit_code: str,
     form: FormDef,
+    visit: Visit | None,
 ) -> Visit:
-    visit = session.scalars(
-        select(Visit).where(Visit.participant_id == participant.id, Visit.visit_code == visit_code)
-    ).first()
+    """The visit the form is entered at (``visit``: the participant's row of that code, if
+    any), opened on first data entry when the schedule has it."""
     scheduled = visit_code in protocol.visits_of_form(form.id) or (
         visit_code == "unscheduled" and form.id in protocol.schedule.unscheduled_forms
     )
@@ -158,6 +160,7 @@ class SaveResult:
     record: FormRecord
     evaluation: FormEvaluation
     queries: tuple[DataQuery, ...] = ()
+    visit: Visit | None = None  # held so the response reads its code from the session
 
 
 def get_record(
@@ -208,24 +211,41 @@ def save_form(
         raise ValidationError("values must be an object", {"values": ["expected an object"]})
     today = today or datetime.date.today()
     with transaction(session):
-        participant = get_participant(session, actor, trial, subject_code, "form.write", lock=True)
+        participant, signed = lock_for_entry(session, actor, trial, subject_code, "form.write")
         if participant.status not in OPEN_PARTICIPANT_STATUSES:
             raise Conflict(f"participant is {participant.status}; no new data may be entered")
         protocol = protocol_for(session, participant)
         form = _form(protocol, form_code)
         _check_respondent(actor, trial, participant.site_id, form)
-        _check_consented(session, participant, form)
-        visit = _visit(session, actor, participant, protocol, visit_code, form)
-        record = session.scalars(
-            select(FormRecord)
-            .where(
-                FormRecord.participant_id == participant.id,
-                FormRecord.visit_id == visit.id,
-                FormRecord.form_code == form.id,
-                FormRecord.repeat_index == repeat_index,
-            )
-            .with_for_update()
-        ).first()
+        _check_consented(session, participant, form, signed)
+        # the participant's visits with their records, in one query: the visit, the record
+        # and the values of other visits that cross-visit checks read
+        rows = session.execute(
+            select(Visit, FormRecord)
+            .outerjoin(FormRecord, FormRecord.visit_id == Visit.id)
+            .where(Visit.participant_id == participant.id)
+            .order_by(Visit.id, FormRecord.id)
+        ).all()
+        visit = _visit(
+            session, actor, participant, protocol, visit_code, form,
+            next((v for v, _ in rows if v.visit_code == visit_code), None),
+        )  # fmt: skip
+        record = next(
+            (
+                r
+                for _, r in rows
+                if r is not None
+                and r.visit_id == visit.id
+                and r.form_code == form.id
+                and r.repeat_index == repeat_index
+            ),
+            None,
+        )
+        if record is not None:
+            # only a change takes the record's lock (a new record is guarded by the
+            # participant's lock and the unique key); signing and SDV lock the record alone
+            record = lock_row(session, FormRecord, record.id)
+            assert record is not None
         if (
             record is not None
             and expected_version is not None
@@ -239,7 +259,12 @@ def save_form(
         if record is not None and record.status not in EDITABLE:
             raise Conflict(f"the form is {record.status}; it cannot change")
         previous = dict(record.data or {}) if record else {}
-        _, by_visit = clinical_values(session, participant)
+        by_visit: dict[str, dict[str, object]] = {}
+        submitted = sorted(  # as clinical_values: submitted data, in record order
+            (r.id, v.visit_code, r.data) for v, r in rows if r is not None and r.status != "draft"
+        )
+        for _, code_of_visit, data in submitted:
+            by_visit.setdefault(code_of_visit, {}).update(data or {})
         evaluation = evaluate_form(
             form, values, previous=previous, visits=by_visit, today=today, submit=submit
         )
@@ -342,7 +367,7 @@ def save_form(
         session.flush()
         # a serious adverse event or a risky answer raises its safety event with the data
         safety.evaluate_record(session, actor, trial, participant, protocol, record)
-    return SaveResult(record, evaluation, queries)
+    return SaveResult(record, evaluation, queries, visit)
 
 
 def _warnings(evaluation: FormEvaluation) -> list[dict[str, Any]]:

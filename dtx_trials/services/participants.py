@@ -11,12 +11,25 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dtx_trials.db import lock_row, transaction, utcnow
-from dtx_trials.models import Consent, FormRecord, Participant, Site, Trial, Visit
+from dtx_trials.models import (
+    Consent,
+    FormRecord,
+    Participant,
+    ProtocolVersion,
+    Site,
+    Trial,
+    Visit,
+)
 from dtx_trials.models.participants import IDENTIFIER_COLUMNS
 from dtx_trials.services import audit
 from dtx_trials.services.access import Actor, require, visible_sites
 from dtx_trials.services.errors import Conflict, NotFound, ValidationError
-from dtx_trials.services.protocols import active_protocol, protocol_of
+from dtx_trials.services.protocols import (
+    active_protocol,
+    active_protocol_model,
+    note_version_sha,
+    protocol_by_version_id,
+)
 from ecrf.checks import EligibilityResult, evaluate_eligibility
 from ecrf.schedule import PlannedVisit, days_outside_window, plan_visits, replan_after
 from protocols.model import Protocol
@@ -45,22 +58,18 @@ def _move(participant: Participant, status: str) -> None:
 
 
 def protocol_for(session: Session, participant: Participant) -> Protocol:
-    from dtx_trials.models import ProtocolVersion
-
     if participant.protocol_version_id is not None:
-        version = session.get(ProtocolVersion, participant.protocol_version_id)
-        if version is not None:
-            return protocol_of(version)
+        return protocol_by_version_id(session, participant.protocol_version_id)
     trial = session.get(Trial, participant.trial_id)
     assert trial is not None
-    return active_protocol(session, trial)[1]
+    return active_protocol_model(session, trial)
 
 
 def current_protocol(session: Session, participant: Participant) -> Protocol:
     """The trial's active protocol: consent documents always follow the current version."""
     trial = session.get(Trial, participant.trial_id)
     assert trial is not None
-    return active_protocol(session, trial)[1]
+    return active_protocol_model(session, trial)
 
 
 def get_participant(
@@ -73,19 +82,21 @@ def get_participant(
     lock: bool = False,
 ) -> Participant:
     """Return a participant of the trial visible to the actor (404 across sites)."""
-    participant = session.scalars(
-        select(Participant).where(
-            Participant.trial_id == trial.id, Participant.subject_code == subject_code
-        )
-    ).first()
-    if participant is None:
-        raise NotFound("participant not found")
-    require(actor, action, trial.id, participant.site_id)
+    stmt = (
+        select(Participant, ProtocolVersion.sha256)
+        .outerjoin(ProtocolVersion, ProtocolVersion.id == Participant.protocol_version_id)
+        .where(Participant.trial_id == trial.id, Participant.subject_code == subject_code)
+    )
     if lock:
-        locked = lock_row(session, Participant, participant.id)
-        assert locked is not None
-        return locked
-    return participant
+        # read and lock in one statement (a 403 after it rolls back and releases the lock)
+        stmt = stmt.with_for_update(of=Participant).execution_options(populate_existing=True)
+    row = session.execute(stmt).first()
+    if row is None:
+        raise NotFound("participant not found")
+    participant, sha256 = row
+    require(actor, action, trial.id, participant.site_id)
+    note_version_sha(session, participant.protocol_version_id, sha256)
+    return participant  # type: ignore[no-any-return]
 
 
 def list_participants(
@@ -207,19 +218,66 @@ def record_consent(
     return consent
 
 
-def missing_consents(session: Session, participant: Participant, protocol: Protocol) -> list[str]:
-    """Return the consent documents (id vN) still to be signed in their current version."""
-    signed = {
-        (c.document_id, c.consent_version)
-        for c in session.scalars(
-            select(Consent).where(
-                Consent.participant_id == participant.id,
-                Consent.withdrawn_at.is_(None),
-                # a remote consent counts once an investigator has countersigned it
-                (Consent.method != "remote") | Consent.countersigned_at.is_not(None),
+def _standing_consent(participant_id: Any) -> Any:
+    """The condition of a consent that counts: not withdrawn, and a remote consent only once
+    an investigator has countersigned it."""
+    return (
+        (Consent.participant_id == participant_id)
+        & Consent.withdrawn_at.is_(None)
+        & ((Consent.method != "remote") | Consent.countersigned_at.is_not(None))
+    )
+
+
+_SEP_PAIR, _SEP_ITEM = "\x1e", "\x1f"  # record and unit separators (never in ids or versions)
+
+
+def lock_for_entry(
+    session: Session, actor: Actor, trial: Trial, subject_code: str, action: str
+) -> tuple[Participant, set[tuple[str, str]]]:
+    """Lock a participant for data entry and return it with its standing consents
+    (document id, version), read in the same statement (see `missing_consents`)."""
+    signed_text = (
+        select(
+            func.aggregate_strings(
+                Consent.document_id + _SEP_PAIR + Consent.consent_version, _SEP_ITEM
             )
         )
+        .where(_standing_consent(Participant.id))
+        .correlate(Participant)
+        .scalar_subquery()
+    )
+    row = session.execute(
+        select(Participant, ProtocolVersion.sha256, signed_text)
+        .outerjoin(ProtocolVersion, ProtocolVersion.id == Participant.protocol_version_id)
+        .where(Participant.trial_id == trial.id, Participant.subject_code == subject_code)
+        .with_for_update(of=Participant)
+        .execution_options(populate_existing=True)
+    ).first()
+    if row is None:
+        raise NotFound("participant not found")
+    participant, sha256, text = row
+    require(actor, action, trial.id, participant.site_id)
+    note_version_sha(session, participant.protocol_version_id, sha256)
+    signed = {
+        (doc, version)
+        for doc, _, version in (p.partition(_SEP_PAIR) for p in (text or "").split(_SEP_ITEM) if p)
     }
+    return participant, signed
+
+
+def missing_consents(
+    session: Session,
+    participant: Participant,
+    protocol: Protocol,
+    signed: set[tuple[str, str]] | None = None,
+) -> list[str]:
+    """Return the consent documents (id vN) still to be signed in their current version
+    (``signed``: the standing consents when the caller read them already)."""
+    if signed is None:
+        signed = {
+            (c.document_id, c.consent_version)
+            for c in session.scalars(select(Consent).where(_standing_consent(participant.id)))
+        }
     required = {(d.id, d.version) for d in protocol.consents}
     if not protocol.consents:
         return [] if signed else ["consent"]

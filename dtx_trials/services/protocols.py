@@ -7,8 +7,9 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from dtx_trials.db import lock_row, transaction, utcnow
 from dtx_trials.models import (
@@ -76,6 +77,45 @@ def protocol_of(version: ProtocolVersion) -> Protocol:
             _PROTOCOLS.clear()
         _PROTOCOLS[version.sha256] = protocol
     return protocol
+
+
+# {protocol version id: sha256} learnt by the current transaction from a query it ran anyway
+# (the trial's or the participant's row joined with the version's hash): the parsed protocol
+# is then taken from the memo without loading the version row (tens of KB of JSON). Ids are
+# only trusted within one transaction (a deleted and re-created row may reuse an id).
+_VERSION_SHAS = "dtx_protocol_version_shas"
+
+
+def note_version_sha(session: Session, version_id: int | None, sha256: str | None) -> None:
+    if version_id is not None and sha256:
+        session.info.setdefault(_VERSION_SHAS, {})[version_id] = sha256
+
+
+def protocol_by_version_id(session: Session, version_id: int) -> Protocol:
+    """The parsed protocol of a version: from the memo when this transaction knows the
+    version's hash, else from its row."""
+    sha256 = session.info.get(_VERSION_SHAS, {}).get(version_id)
+    if sha256 is not None:
+        protocol = _PROTOCOLS.get(sha256)
+        if protocol is not None:
+            return protocol
+    version = session.get(ProtocolVersion, version_id)
+    if version is None:
+        raise NotFound(f"protocol version {version_id} not found")
+    return protocol_of(version)
+
+
+@sa_event.listens_for(Session, "after_transaction_end")
+def _forget_version_shas(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_VERSION_SHAS, None)
+
+
+def active_protocol_model(session: Session, trial: Trial) -> Protocol:
+    """The trial's active protocol (the parsed model only; see `active_protocol`)."""
+    if trial.active_protocol_version_id is None:
+        raise Conflict(f"trial {trial.code} has no active protocol version")
+    return protocol_by_version_id(session, trial.active_protocol_version_id)
 
 
 def active_protocol(session: Session, trial: Trial) -> tuple[ProtocolVersion, Protocol]:

@@ -85,10 +85,10 @@ def evaluate_record(
     if record.status == "draft":
         return []
     now = now or utcnow()
-    site = session.get(Site, participant.site_id)
-    where = f"{participant.subject_code} ({site.code if site else 'site'})"
     raised: list[SafetyEvent] = []
     for trigger in triggered(protocol, record.form_code, dict(record.data or {})):
+        site = session.get(Site, participant.site_id)
+        where = f"{participant.subject_code} ({site.code if site else 'site'})"
         if _exists(session, record, trigger.rule_id):
             continue
         due = now + datetime.timedelta(hours=trigger.due_hours) if trigger.due_hours else None

@@ -10,11 +10,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dtx_trials.db import lock_row, transaction
-from dtx_trials.models import Membership, Site, Trial
+from dtx_trials.models import Membership, ProtocolVersion, Site, Trial
 from dtx_trials.models.users import Role
 from dtx_trials.services import audit
 from dtx_trials.services.access import Actor, require
 from dtx_trials.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from dtx_trials.services.protocols import note_version_sha
 from protocols.validation import is_iana_timezone
 
 CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
@@ -54,9 +55,15 @@ def create_trial(session: Session, actor: Actor, *, code: str, title: str) -> Tr
 
 def get_trial(session: Session, actor: Actor, code: str, action: str = "trial.read") -> Trial:
     """Return the trial by code if the actor may perform `action` on it (else 404/403)."""
-    trial = session.scalars(select(Trial).where(Trial.code == code)).first()
-    if trial is None:
+    row = session.execute(
+        select(Trial, ProtocolVersion.sha256)
+        .outerjoin(ProtocolVersion, ProtocolVersion.id == Trial.active_protocol_version_id)
+        .where(Trial.code == code)
+    ).first()
+    if row is None:
         raise NotFound("trial not found")
+    trial, sha256 = row
+    note_version_sha(session, trial.active_protocol_version_id, sha256)
     if not actor.is_superuser or action != "trial.read":
         require(actor, action, trial.id)
     return trial

@@ -1,0 +1,152 @@
+"""Database round trips of the hot paths, counted with SQLAlchemy's ``before_cursor_execute``
+event: deterministic, unlike timings (bench/ measures the speed). Transaction control (BEGIN,
+COMMIT) is not counted: psycopg sends BEGIN with the first statement, and SQLite's ``BEGIN
+IMMEDIATE`` never leaves the process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask.testing import FlaskClient
+from sqlalchemy import event, select
+
+from dtx_trials.extensions import db
+from dtx_trials.models import ApiToken, AuditEvent, Membership
+from dtx_trials.services import accounts, audit
+from tests.dtx_trials.trial_flow import (
+    MCI_SCREENING,
+    api,
+    consented_mci_participant,
+    enrolled_mci_participant,
+    load_trial,
+)
+from tests.helpers import CLI
+
+ADAS = {f"adas_q{i + 1:02d}": 1 for i in range(13)}
+_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+
+@contextmanager
+def counted() -> Iterator[list[str]]:
+    """The statements sent to the database inside the block (transaction control left out)."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not statement.lstrip().upper().startswith(_CONTROL):
+            statements.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+
+def _audit_writes(statements: list[str]) -> tuple[int, int, int]:
+    """(head reads FOR UPDATE or upserts, head updates, audit_event inserts) among statements."""
+    head_reads = sum(1 for s in statements if s.startswith("SELECT audit_chain_head"))
+    head_updates = sum(1 for s in statements if "UPDATE audit_chain_head" in s)
+    inserts = sum(1 for s in statements if "INSERT INTO audit_event" in s)
+    return head_reads, head_updates, inserts
+
+
+def test_ecrf_submit_takes_at_most_8_round_trips(client: FlaskClient) -> None:
+    staff = load_trial(client)
+    subject = enrolled_mci_participant(client, staff)
+    api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+    path = f"/participants/{subject}/visits/{{}}/forms/adas_cog"
+    accounts.token_cache.clear()  # the first request of a token reads it from the database
+    with counted() as cold:
+        saved = api(client, staff["inv"], "PUT", path.format("baseline"),
+                    {"values": ADAS, "submit": True}, 200)  # fmt: skip
+    with counted() as warm:
+        api(client, staff["inv"], "PUT", path.format("week_4"),
+            {"values": ADAS, "submit": True}, 200)  # fmt: skip
+    assert len(cold) <= 8, cold
+    assert len(warm) <= 7, warm  # the token's actor came from the per-process cache
+    assert not any("api_token" in s for s in warm), warm
+    for statements in (cold, warm):
+        # the participant is read once (locked), the protocol row (tens of KB) not at all
+        assert sum(1 for s in statements if "FROM participant" in s) == 1, statements
+        assert not any(s.startswith("SELECT protocol_version") for s in statements), statements
+        assert _audit_writes(statements) == (1, 1, 1), statements
+    # the response was built from the request's own state (no re-select after the write)
+    assert saved["record"]["visit_code"] == "baseline"
+    assert saved["record"]["status"] == "submitted"
+    assert saved["record"]["data"]["adas_total"] == 13
+    assert audit.verify(db.session).ok
+
+
+def test_events_of_one_transaction_are_one_head_update_and_one_insert(
+    client: FlaskClient,
+) -> None:
+    """A submit that also opens its visit appends two events: one head read, one head update
+    and one multi-row insert, and the chain verifies."""
+    staff = load_trial(client)
+    subject = consented_mci_participant(client, staff)
+    chain = audit.chain_for(staff.trial.id)
+    before = db.session.scalar(
+        select(AuditEvent.seq).where(AuditEvent.chain == chain).order_by(AuditEvent.seq.desc())
+    )
+    db.session.rollback()
+    with counted() as statements:
+        api(client, staff["inv"], "PUT", f"/participants/{subject}/visits/screening/forms/screening",
+            {"values": MCI_SCREENING, "submit": True}, 200)  # fmt: skip
+    assert _audit_writes(statements) == (1, 1, 1), statements
+    events = db.session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.chain == chain, AuditEvent.seq > (before or 0))
+        .order_by(AuditEvent.seq)
+    ).all()
+    assert [e.action for e in events] == ["visit.open", "form.submit"]
+    assert events[1].prev_hash == events[0].hash
+    assert audit.verify(db.session).ok
+
+
+def test_a_revoked_token_is_refused_at_once(client: FlaskClient) -> None:
+    staff = load_trial(client)
+    inv = staff["inv"]
+    assert client.get("/api/v1/me", headers=inv.headers).status_code == 200  # now cached
+    token_id = client.get("/api/v1/auth/tokens", headers=inv.headers).get_json()[0]["id"]
+    assert client.delete(f"/api/v1/auth/tokens/{token_id}", headers=inv.headers).status_code == 204
+    assert client.get("/api/v1/me", headers=inv.headers).status_code == 401
+
+
+def test_a_token_revoked_by_another_session_is_refused_at_once(client: FlaskClient) -> None:
+    """A revocation committed by any session of the process (the CLI, a job) empties the
+    cache, not only one made through the API."""
+    staff = load_trial(client)
+    inv = staff["inv"]
+    assert client.get("/api/v1/me", headers=inv.headers).status_code == 200
+    token = db.session.scalars(select(ApiToken).where(ApiToken.user_id == inv.user.id)).one()
+    accounts.revoke_token(db.session, CLI, token.id)
+    assert client.get("/api/v1/me", headers=inv.headers).status_code == 401
+
+
+def test_a_removed_role_is_refused_at_once(client: FlaskClient) -> None:
+    staff = load_trial(client)
+    inv = staff["inv"]
+    assert api(client, inv, "GET", "/participants") == []
+    membership = db.session.scalars(
+        select(Membership).where(Membership.user_id == inv.user.id)
+    ).one()
+    accounts.revoke_role(
+        db.session, CLI, trial_id=staff.trial.id, membership_id=membership.id
+    )
+    response = client.get(
+        "/api/v1/trials/MCI-COGTRAIN-01/participants", headers=inv.headers
+    )
+    assert response.status_code in (403, 404)
+
+
+def test_an_uncached_token_still_resolves_in_one_query(client: FlaskClient) -> None:
+    staff = load_trial(client)
+    accounts.token_cache.clear()
+    with counted() as statements:
+        me = client.get("/api/v1/me", headers=staff["inv"].headers)
+    assert me.status_code == 200
+    assert me.get_json()["username"] == "inv"
+    assert len([s for s in statements if "api_token" in s]) == 1, statements
+    assert len(statements) == 1, statements
