@@ -92,8 +92,8 @@ def test_events_of_one_transaction_are_one_head_update_and_one_insert(
     )
     db.session.rollback()
     with counted() as statements:
-        api(client, staff["inv"], "PUT", f"/participants/{subject}/visits/screening/forms/screening",
-            {"values": MCI_SCREENING, "submit": True}, 200)  # fmt: skip
+        path = f"/participants/{subject}/visits/screening/forms/screening"
+        api(client, staff["inv"], "PUT", path, {"values": MCI_SCREENING, "submit": True}, 200)
     assert _audit_writes(statements) == (1, 1, 1), statements
     events = db.session.scalars(
         select(AuditEvent)
