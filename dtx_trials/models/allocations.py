@@ -29,6 +29,7 @@ class RandomizationState(Base):
         "state",
         "list_table",
         "list_numbers",
+        "cap_counts",
         "updated_at",
     )
     # the secret, the design state and an uploaded list (and its numbers, in slot order) all
@@ -48,6 +49,9 @@ class RandomizationState(Base):
     # randomization numbers of the uploaded list, stratum -> one per slot (None: none uploaded,
     # numbers are then R00001...)
     list_numbers: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # active allocations counted for the caps ({"trial": n, "site:<id>": n, "stratum:<key>": n}),
+    # kept by every allocation and void under this row's lock; None until first counted
+    cap_counts: Mapped[dict[str, int] | None] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -410,26 +410,29 @@ def plan_participant_visits(
             )
         )
     }
-    for planned in plan_visits(protocol.schedule, anchors_of(participant)):
-        visit = existing.get(planned.visit_id)
-        if visit is None:
-            visit = Visit(
-                participant_id=participant.id,
-                visit_code=planned.visit_id,
-                planned_on=planned.planned_on,
-                window_start_on=planned.window_start_on,
-                window_end_on=planned.window_end_on,
-                status="planned",
-            )
-            session.add(visit)
-            audit.record_create(
-                session,
-                actor,
-                "visit.plan",
-                visit,
-                trial_id=participant.trial_id,
-                site_id=participant.site_id,
-            )
+    new = [
+        Visit(
+            participant_id=participant.id,
+            visit_code=planned.visit_id,
+            planned_on=planned.planned_on,
+            window_start_on=planned.window_start_on,
+            window_end_on=planned.window_end_on,
+            status="planned",
+        )
+        for planned in plan_visits(protocol.schedule, anchors_of(participant))
+        if planned.visit_id not in existing
+    ]
+    session.add_all(new)
+    session.flush()  # one multi-row insert
+    for visit in new:
+        audit.record_create(
+            session,
+            actor,
+            "visit.plan",
+            visit,
+            trial_id=participant.trial_id,
+            site_id=participant.site_id,
+        )
 
 
 def withdraw_participant(

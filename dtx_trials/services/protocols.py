@@ -132,14 +132,14 @@ def blinded_roles(session: Session, trial: Trial) -> frozenset[Role]:
     unblinded ones of a trial created blinded."""
     if trial.active_protocol_version_id is None:
         return frozenset() if trial.blinding == "open" else ALL_BLINDABLE_ROLES
-    return blinded_account_roles(active_protocol(session, trial)[1].blinding.blinded_roles)
+    return blinded_account_roles(active_protocol_model(session, trial).blinding.blinded_roles)
 
 
 def comparative_review_roles(session: Session, trial: Trial) -> frozenset[Role]:
     """The blinded account roles the active protocol allows a comparative blinded run."""
     if trial.active_protocol_version_id is None:
         return frozenset()
-    return blinded_account_roles(active_protocol(session, trial)[1].blinding.comparative_review)
+    return blinded_account_roles(active_protocol_model(session, trial).blinding.comparative_review)
 
 
 def list_versions(session: Session, actor: Actor, trial: Trial) -> list[ProtocolVersion]:

@@ -1,12 +1,14 @@
 """Randomization service: concurrency-safe allocation, blinding, voiding, emergency unblinding.
 
-`randomize_participant` is one transaction: lock the trial's randomization state row
-(``SELECT ... FOR UPDATE``; the whole database on SQLite), then the participant; check status,
-idempotency and caps; derive the stratum from screening data; allocate with the pure design
+`randomize_participant` is one transaction: lock the participant; check status and
+idempotency; derive the stratum from screening data; move the participant to `randomized` and
+plan its visits (one multi-row insert); then lock the trial's randomization state row
+(``SELECT ... FOR UPDATE``; the whole database on SQLite) and, holding it only for that, check
+the caps against the counters kept in that row, allocate with the pure design
 (`randomization.allocate`, a function of the locked state, the trial secret and the sequence
-number); insert the allocation with ``seq_no = next_seq``; advance the counter; move the
-participant to `randomized`; append the audit events; commit. The counter lives in the locked
-row (no database sequence), so numbers are gap-free: a rollback returns nothing to anyone.
+number), insert the allocation with ``seq_no = next_seq``, advance the counter, and write the
+audit events at commit. The counter lives in the locked row (no database sequence), so numbers
+are gap-free: a rollback returns nothing to anyone.
 """
 
 from __future__ import annotations
@@ -30,17 +32,17 @@ from dtx_trials.models import (
     RandomizationState,
     Site,
     Trial,
+    Visit,
 )
 from dtx_trials.services import accounts, audit, notifications
 from dtx_trials.services.access import Actor, require
 from dtx_trials.services.errors import Conflict, NotFound, ValidationError
 from dtx_trials.services.participants import (
-    clinical_values,
     get_participant,
     plan_participant_visits,
     protocol_for,
 )
-from dtx_trials.services.protocols import active_protocol, protocol_of
+from dtx_trials.services.protocols import active_protocol, note_version_sha, protocol_of
 from ecrf.expressions import ExpressionError, evaluate, truthy
 from protocols.model import Protocol
 from randomization.designs import Design, allocate, build_design, future_slots, replay, void
@@ -181,18 +183,47 @@ def _activation_code(prefix: str | None) -> str:
 def _values_for_strata(
     session: Session, participant: Participant
 ) -> tuple[dict[str, object], dict[str, dict[str, object]]]:
-    """The participant's submitted values not tied to a visit, and per visit."""
+    """The participant's submitted values not tied to a visit, and per visit (one query; as
+    `clinical_values`, in record order)."""
     unattached: dict[str, object] = {}
+    by_visit: dict[str, dict[str, object]] = {}
     rows = session.execute(
-        select(FormRecord.data, FormRecord.visit_id, FormRecord.status)
-        .where(FormRecord.participant_id == participant.id)
+        select(FormRecord.data, Visit.visit_code)
+        .outerjoin(Visit, Visit.id == FormRecord.visit_id)
+        .where(FormRecord.participant_id == participant.id, FormRecord.status != "draft")
         .order_by(FormRecord.id)
     ).all()
-    for data, visit_id, status in rows:
-        if visit_id is None and status != "draft":
+    for data, visit_code in rows:
+        if visit_code is None:
             unattached.update(data or {})
-    _, by_visit = clinical_values(session, participant)
+        else:
+            by_visit.setdefault(visit_code, {}).update(data or {})
     return unattached, by_visit
+
+
+def _cap_counts(session: Session, state_row: RandomizationState) -> dict[str, int]:
+    """The active allocations by trial, site and stratum kept in the locked state row; counted
+    once from the allocations when the row has none yet (a trial from before the counters)."""
+    if state_row.cap_counts is not None:
+        return dict(state_row.cap_counts)
+    counts: dict[str, int] = {"trial": 0}
+    for site_id, key, n in session.execute(
+        select(Participant.site_id, Allocation.stratum_key, func.count())
+        .join(Participant, Participant.id == Allocation.participant_id)
+        .where(Allocation.trial_id == state_row.trial_id, Allocation.status == "allocated")
+        .group_by(Participant.site_id, Allocation.stratum_key)
+    ):
+        counts["trial"] += n
+        counts[f"site:{site_id}"] = counts.get(f"site:{site_id}", 0) + n
+        counts[f"stratum:{key}"] = counts.get(f"stratum:{key}", 0) + n
+    return counts
+
+
+def _count(counts: dict[str, int], site_id: int, key: str, delta: int) -> dict[str, int]:
+    out = dict(counts)
+    for name in ("trial", f"site:{site_id}", f"stratum:{key}"):
+        out[name] = out.get(name, 0) + delta
+    return out
 
 
 def randomize_participant(
@@ -202,12 +233,17 @@ def randomize_participant(
 
     A retry with the same request id returns the original allocation (created=False); any
     other attempt on a randomized participant is a 409 naming the existing allocation.
+
+    Everything that does not need the trial's lock happens before it is taken: the
+    participant is locked (every form write takes that lock too, so the stratum read now is
+    the stratum at allocation), its checks, stratum, status and planned visits are done and
+    flushed; only then is the randomization state row locked (after the participant: the one
+    lock order of every path that takes both) for the allocation itself, the counters and the
+    audit write at commit. The visits do not depend on the arm and are part of the same
+    transaction, so a failure anywhere still leaves nothing.
     """
-    participant = get_participant(session, actor, trial, subject_code, "randomize")
-    require(actor, "randomize", trial.id, participant.site_id)
     with transaction(session):
-        state_row = _lock_state(session, trial)  # lock order: randomization state, participant
-        participant = get_participant(session, actor, trial, subject_code, "randomize", lock=True)
+        participant, site_code = _lock_participant(session, actor, trial, subject_code)
         if request_id:
             previous = session.scalars(
                 select(Allocation).where(
@@ -234,11 +270,21 @@ def randomize_participant(
                 status=participant.status,
             )
         protocol = protocol_for(session, participant)
-        site = session.get(Site, participant.site_id)
-        assert site is not None
         unattached, by_visit = _values_for_strata(session, participant)
-        key, factors = derive_stratum(protocol, unattached, site.code, by_visit)
-        _check_caps(session, trial, protocol, site, key)
+        key, factors = derive_stratum(protocol, unattached, site_code, by_visit)
+        protocol_version_id = participant.protocol_version_id or trial.active_protocol_version_id
+        if protocol_version_id is None:
+            raise Conflict(f"trial {trial.code} has no active protocol version")
+        now = utcnow()
+        before = audit.snapshot(participant)
+        participant.status = "randomized"
+        participant.randomized_at = now
+        audit.record_update(session, actor, "participant.randomized", participant, before)
+        plan_participant_visits(session, actor, participant, protocol)  # flushed: one insert
+
+        state_row = _lock_state(session, trial)  # the trial's lock, held from here to commit
+        counts = _cap_counts(session, state_row)
+        _check_caps(trial, protocol, participant.site_id, site_code, key, counts)
         try:
             design = design_for(protocol, state_row.list_table)
             result, next_state = allocate(
@@ -254,12 +300,10 @@ def randomize_participant(
         except RandomizationError as exc:
             raise Conflict(f"cannot randomize: {exc}") from exc
         number = randomization_number(state_row, result)
-        now = utcnow()
         allocation = Allocation(
             trial_id=trial.id,
             participant_id=participant.id,
-            protocol_version_id=participant.protocol_version_id
-            or active_protocol(session, trial)[0].id,
+            protocol_version_id=protocol_version_id,
             seq_no=result.seq_no,
             stratum_key=key,
             factors=dict(factors),
@@ -276,17 +320,33 @@ def randomize_participant(
         state_before = audit.snapshot(state_row)
         state_row.state = next_state.to_json()
         state_row.next_seq = result.seq_no + 1
+        state_row.cap_counts = _count(counts, participant.site_id, key, +1)
         state_row.updated_at = now
         audit.record_create(
             session, actor, "randomization.allocate", allocation, site_id=participant.site_id
         )
         audit.record_update(session, actor, "randomization.advance", state_row, state_before)
-        before = audit.snapshot(participant)
-        participant.status = "randomized"
-        participant.randomized_at = now
-        audit.record_update(session, actor, "participant.randomized", participant, before)
-        plan_participant_visits(session, actor, participant, protocol)
     return allocation, True
+
+
+def _lock_participant(
+    session: Session, actor: Actor, trial: Trial, subject_code: str
+) -> tuple[Participant, str]:
+    """Lock the participant to randomize; return it with its site's code (one statement)."""
+    row = session.execute(
+        select(Participant, ProtocolVersion.sha256, Site.code)
+        .join(Site, Site.id == Participant.site_id)
+        .outerjoin(ProtocolVersion, ProtocolVersion.id == Participant.protocol_version_id)
+        .where(Participant.trial_id == trial.id, Participant.subject_code == subject_code)
+        .with_for_update(of=Participant)
+        .execution_options(populate_existing=True)
+    ).first()
+    if row is None:
+        raise NotFound("participant not found")
+    participant, sha256, site_code = row
+    require(actor, "randomize", trial.id, participant.site_id)
+    note_version_sha(session, participant.protocol_version_id, sha256)
+    return participant, site_code
 
 
 def randomization_number(state_row: RandomizationState, result: AllocationResult) -> str:
@@ -303,26 +363,23 @@ def _jsonable(evidence: Mapping[str, object]) -> dict[str, Any]:
     return dict(audit.to_jsonable(dict(evidence)))
 
 
-def _check_caps(session: Session, trial: Trial, protocol: Protocol, site: Site, key: str) -> None:
+def _check_caps(
+    trial: Trial,
+    protocol: Protocol,
+    site_id: int,
+    site_code: str,
+    key: str,
+    counts: Mapping[str, int],
+) -> None:
+    """409 when an allocation would pass a cap (the counters of the locked state row)."""
     caps = protocol.randomization.caps
-    active = (
-        select(func.count())
-        .select_from(Allocation)
-        .where(Allocation.trial_id == trial.id, Allocation.status == "allocated")
-    )
     checks = [
-        (caps.trial, active, f"trial {trial.code}"),
-        (
-            caps.per_site,
-            active.join(Participant, Participant.id == Allocation.participant_id).where(
-                Participant.site_id == site.id
-            ),
-            f"site {site.code}",
-        ),
-        (caps.per_stratum, active.where(Allocation.stratum_key == key), "this stratum"),
+        (caps.trial, counts.get("trial", 0), f"trial {trial.code}"),
+        (caps.per_site, counts.get(f"site:{site_id}", 0), f"site {site_code}"),
+        (caps.per_stratum, counts.get(f"stratum:{key}", 0), "this stratum"),
     ]
-    for cap, stmt, what in checks:
-        if cap is not None and (session.scalar(stmt) or 0) >= cap:
+    for cap, n, what in checks:
+        if cap is not None and n >= cap:
             raise Conflict(f"randomization cap of {cap} reached for {what}")
 
 
@@ -504,7 +561,9 @@ def void_allocation(
             evidence=allocation.evidence,
         )
         state_before = audit.snapshot(state_row)
+        counts = _cap_counts(session, state_row)
         state_row.state = void(design, _design_state(state_row), result).to_json()
+        state_row.cap_counts = _count(counts, participant.site_id, allocation.stratum_key, -1)
         audit.record_update(session, actor, "randomization.retire_slot", state_row, state_before)
         before = audit.snapshot(allocation)
         allocation.status = "voided"

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, select
 
 from dtx_trials.extensions import db
-from dtx_trials.models import ApiToken, AuditEvent, Membership
+from dtx_trials.models import ApiToken, AuditEvent, Membership, RandomizationState
 from dtx_trials.services import accounts, audit
 from tests.dtx_trials.trial_flow import (
     MCI_SCREENING,
@@ -150,3 +150,31 @@ def test_an_uncached_token_still_resolves_in_one_query(client: FlaskClient) -> N
     assert me.get_json()["username"] == "inv"
     assert len([s for s in statements if "api_token" in s]) == 1, statements
     assert len(statements) == 1, statements
+
+
+def test_randomization_takes_the_trial_lock_last_and_briefly(
+    client: FlaskClient, backend: str
+) -> None:
+    """The randomization state row (the trial's lock) is locked after every read and the
+    participant's own writes: from it to commit, only the allocation, the counters and the
+    audit write; the visits are planned by one multi-row insert; the caps read counters."""
+    staff = load_trial(client)
+    first = enrolled_mci_participant(client, staff)
+    api(client, staff["inv"], "POST", f"/participants/{first}/randomization", {}, 201)
+    subject = enrolled_mci_participant(client, staff)
+    with counted() as statements:
+        api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+    # SQLite cannot match RETURNING rows of a multi-row insert to its parameters: one INSERT
+    # per planned visit there (statements that never leave the process)
+    visit_inserts = sum(1 for s in statements if s.startswith("INSERT INTO visit"))
+    assert visit_inserts == (1 if backend == "postgresql" else 4), statements
+    assert len(statements) - visit_inserts <= 12, statements
+    lock = next(i for i, s in enumerate(statements) if s.startswith("SELECT randomization_state"))
+    under_lock = statements[lock + 1 :]
+    assert under_lock[0].startswith("INSERT INTO allocation "), under_lock
+    assert under_lock[1].startswith("UPDATE randomization_state "), under_lock
+    assert len(under_lock) <= 2 + 3, under_lock  # + the audit write (2 on PostgreSQL, 3 on SQLite)
+    assert not any("count(" in s for s in statements), statements
+    state = db.session.scalars(select(RandomizationState)).one()
+    assert state.cap_counts is not None and state.cap_counts["trial"] == 2
+    assert audit.verify(db.session).ok
