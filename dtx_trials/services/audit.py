@@ -76,6 +76,8 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return to_jsonable(value.value)
     if isinstance(value, datetime):
+        if value.year >= 1000:  # isoformat pads the year to 4 digits, strftime does not
+            return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
         return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if isinstance(value, date):
         return value.isoformat()

@@ -114,9 +114,14 @@ def _rows(session: Session, where: Any) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in session.execute(select(*cols).where(where))]
 
 
-def batch_details(session: Session, batch_id: str) -> dict[str, Any]:
-    """What the ingest event records about the rows a batch stored."""
-    rows = sorted(_rows(session, DeviceObservation.batch_id == batch_id), key=lambda r: r["id"])
+def batch_details(
+    session: Session, batch_id: str, stored: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """What the ingest event records about the rows a batch stored (``stored``: those rows with
+    their ids as the insert returned them; else they are read back)."""
+    if stored is None:
+        stored = _rows(session, DeviceObservation.batch_id == batch_id)
+    rows = sorted(stored, key=lambda r: r["id"])
     return {
         "batch": batch_id,
         "ids": id_ranges(r["id"] for r in rows),
