@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, request
+from flask import Response, g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
@@ -55,9 +55,15 @@ class ParticipantSchema(Schema):
     )
 
     def consents_due(self, obj: Participant) -> list[str]:
+        known: dict[int, list[str]] = g.get("missing_consents") or {}
+        if obj.id in known:
+            return known[obj.id]  # read for the whole list page at once
         return service.missing_consents(db.session, obj, service.current_protocol(db.session, obj))
 
     def site_code(self, obj: Participant) -> str:
+        known: dict[int, str] = g.get("site_codes") or {}
+        if obj.site_id in known:
+            return known[obj.site_id]
         site = db.session.get(Site, obj.site_id)
         return site.code if site else ""
 
@@ -235,7 +241,14 @@ class Participants(MethodView):
             page=args["page"],
             per_page=args["per_page"],
         )
-        return [row.participant for row in result.items], page_headers(result)
+        participants = [row.participant for row in result.items]
+        # what each row shows beyond its own columns, for the page in one query each
+        g.site_codes = {row.participant.site_id: row.site_code for row in result.items}
+        if participants:
+            g.missing_consents = service.missing_consents_of(
+                db.session, participants, service.current_protocol(db.session, participants[0])
+            )
+        return participants, page_headers(result)
 
     @idempotent
     @blp.arguments(ScreenSchema)

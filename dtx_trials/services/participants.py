@@ -284,6 +284,23 @@ def missing_consents(
     return sorted(f"{doc} v{ver}" for doc, ver in required - signed)
 
 
+def missing_consents_of(
+    session: Session, participants: Sequence[Participant], protocol: Protocol
+) -> dict[int, list[str]]:
+    """`missing_consents` of many participants in one query (a list page)."""
+    signed: dict[int, set[tuple[str, str]]] = {p.id: set() for p in participants}
+    if signed:
+        for participant_id, document_id, version in session.execute(
+            select(Consent.participant_id, Consent.document_id, Consent.consent_version).where(
+                Consent.participant_id.in_(list(signed)),
+                Consent.withdrawn_at.is_(None),
+                (Consent.method != "remote") | Consent.countersigned_at.is_not(None),
+            )
+        ):
+            signed[participant_id].add((document_id, version))
+    return {p.id: missing_consents(session, p, protocol, signed[p.id]) for p in participants}
+
+
 def clinical_values(
     session: Session, participant: Participant
 ) -> tuple[dict[str, object], dict[str, dict[str, object]]]:

@@ -1468,9 +1468,13 @@ def audit_trail(code: str) -> tuple[str, int]:
             stmt.order_by(AuditEvent.seq).offset((page - 1) * per_page).limit(per_page)
         )
     )
+    # the filter values: one pass over the chain for both (entity type, action) pairs
+    pairs = db.session.execute(
+        select(AuditEvent.entity_type, AuditEvent.action).where(chain).distinct()
+    ).all()
     choices = {
-        name: sorted(db.session.scalars(select(getattr(AuditEvent, name)).where(chain).distinct()))
-        for name in ("entity_type", "action")
+        "entity_type": sorted({entity_type for entity_type, _ in pairs}),
+        "action": sorted({action for _, action in pairs}),
     }
     report = audit.verify(db.session, trial.id) if request.args.get("verify") else None
     base_args = {k: v for k, v in request.args.items() if k in AUDIT_ARGS and v}

@@ -178,3 +178,32 @@ def test_randomization_takes_the_trial_lock_last_and_briefly(
     state = db.session.scalars(select(RandomizationState)).one()
     assert state.cap_counts is not None and state.cap_counts["trial"] == 2
     assert audit.verify(db.session).ok
+
+
+def _list_statements(client: FlaskClient, who: Any) -> list[str]:
+    with counted() as statements:
+        page = client.get(
+            "/api/v1/trials/MCI-COGTRAIN-01/participants?per_page=50", headers=who.headers
+        )
+    assert page.status_code == 200
+    return statements
+
+
+def test_participant_list_statements_do_not_grow_with_participants(client: FlaskClient) -> None:
+    staff = load_trial(client)
+    inv = staff["inv"]
+    for _ in range(2):
+        consented_mci_participant(client, staff)
+    enrolled_mci_participant(client, staff)
+    few = _list_statements(client, inv)
+    for _ in range(4):
+        consented_mci_participant(client, staff)
+    enrolled_mci_participant(client, staff)
+    many = _list_statements(client, inv)
+    listed = client.get(
+        "/api/v1/trials/MCI-COGTRAIN-01/participants?per_page=50", headers=inv.headers
+    ).get_json()
+    assert len(listed) == 8
+    assert all(p["missing_consents"] == [] for p in listed)
+    assert len(many) == len(few), (few, many)
+    assert len(many) <= 6, many
