@@ -14,12 +14,13 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bench.harness import BenchmarkUnavailable, RatioRow, format_number, print_table
 
 # name -> module under bench/ with run(quick) -> list[RatioRow]; run in this order
 BENCHMARKS: dict[str, str] = {
+    "roundtrips": "bench.roundtrips",
     "randomization": "bench.randomization",
     "ecrf": "bench.ecrf",
     "mmrm": "bench.mmrm",
@@ -37,26 +38,66 @@ def _available(name: str) -> bool:
     return True
 
 
+# (benchmark, start of the figure's name) -> (target as printed, test of a row); issue #21
+Target = tuple[str, Callable[[RatioRow], bool]]
+TARGETS: dict[tuple[str, str], Target] = {
+    ("ecrf", "submits/s"): ("ratio >= 0.5", lambda r: (r.ratio or 0) >= 0.5),
+    ("ecrf", "p99 latency"): ("ours < 50 ms", lambda r: r.ours < 50),
+    ("roundtrips", "eCRF submit"): ("<= 8 (26 before)", lambda r: r.ours <= 8),
+    ("roundtrips", "audit head lock"): ("<= 1.5 ms", lambda r: r.ours <= 1.5),
+    ("roundtrips", "randomization: trial lock"): ("<= 3 ms", lambda r: r.ours <= 3),
+    ("roundtrips", "list page"): ("ratio = 1 (fixed)", lambda r: r.ratio == 1),
+    ("roundtrips", "randomization round trips"): ("(40 before)", lambda r: r.ours < 40),
+    ("randomization", "randomizations/s"): ("ratio >= 0.3", lambda r: (r.ratio or 0) >= 0.3),
+    ("device_ingest", "records/s vs COPY into the same"): (
+        "ratio >= 0.6", lambda r: (r.ratio or 0) >= 0.6,
+    ),
+    ("sap", "SAP + PDF at"): (
+        "<= 6 s and ratio <= 10", lambda r: r.ours <= 6 and (r.ratio or 99) <= 10,
+    ),
+    ("lists", ""): ("ours <= 100 ms", lambda r: r.ours <= 100),
+    ("mmrm", "MMRM UN fit, 10"): (
+        "ratio <= 0.05 (nlme)", lambda r: r.ratio is not None and r.ratio <= 0.05,
+    ),
+}
+
+
+def target_of(row: RatioRow) -> Target | None:
+    for (benchmark, prefix), target in TARGETS.items():
+        if row.benchmark == benchmark and row.figure.startswith(prefix):
+            return target
+    return None
+
+
+def _spread(row: RatioRow) -> str:
+    if len(row.runs) < 2:
+        return ""
+    return f"{format_number(min(row.runs))}-{format_number(max(row.runs))} ({len(row.runs)} runs)"
+
+
 def print_summary(rows: Sequence[RatioRow], skipped: dict[str, str]) -> None:
-    """Print every summary figure with its ratio ours / baseline and how to read it."""
+    """Print every summary figure with its ratio ours / baseline, its spread over repeated
+    runs, and its target (met or not)."""
     table = []
     for row in rows:
         ratio = row.ratio
-        reading = "higher is better" if row.higher_is_better else "lower is better"
         bound = "> " if row.is_baseline_lower_bound else ""
         ratio_bound = ("< " if row.ours > 0 else "") if row.is_baseline_lower_bound else ""
+        target = target_of(row)
         table.append(
             [row.benchmark, row.figure, f"{format_number(row.ours)} {row.unit}",
-             f"{bound}{format_number(row.baseline)} {row.unit}" if row.baseline is not None
-             else "-",
-             row.baseline_name,
-             f"{ratio_bound}{format_number(ratio)}" if ratio is not None else "-", reading]
+             f"{bound}{format_number(row.baseline)} {row.unit} ({row.baseline_name})"
+             if row.baseline is not None else "-",
+             f"{ratio_bound}{format_number(ratio)}" if ratio is not None else "-",
+             _spread(row),
+             target[0] if target else "-",
+             ("met" if target[1](row) else "NOT MET") if target else ""]
         )  # fmt: skip
     for name, why in skipped.items():
-        table.append([name, f"not run: {why}", "-", "-", "-", "-", ""])
+        table.append([name, f"not run: {why}", "-", "-", "-", "", "", ""])
     print_table(
-        "Summary: ours / baseline (same run)",
-        ["benchmark", "figure", "ours", "baseline", "baseline is", "ours / baseline", "reading"],
+        "Summary: ours / baseline (same run), against the targets of issue #21",
+        ["benchmark", "figure", "ours", "baseline", "ratio", "spread", "target", "verdict"],
         table,
     )
 

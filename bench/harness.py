@@ -52,6 +52,8 @@ class RatioRow:
     baseline_name: str
     higher_is_better: bool
     is_baseline_lower_bound: bool = False  # the baseline was stopped at a cap: it took longer
+    # the ratio (or, for an absolute figure, the value) of each repeated run, when repeated
+    runs: tuple[float, ...] = ()
 
     @property
     def ratio(self) -> float | None:
@@ -69,6 +71,16 @@ class BenchmarkUnavailable(Exception):
     def __init__(self, message: str, rows: Sequence[RatioRow] = ()) -> None:
         super().__init__(message)
         self.rows = tuple(rows)
+
+
+def median_row(rows: Sequence[RatioRow]) -> RatioRow:
+    """One row for repeated runs of a figure: the run with the median ratio, and every run's
+    ratio in ``runs`` (the spread)."""
+    ordered = sorted(rows, key=lambda r: r.ratio if r.ratio is not None else r.ours)
+    middle = ordered[len(ordered) // 2]
+    return dataclasses.replace(
+        middle, runs=tuple(r.ratio if r.ratio is not None else r.ours for r in rows)
+    )
 
 
 def format_number(value: float | None) -> str:

@@ -47,7 +47,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import LargeBinary, insert, select, type_coerce, update
+from sqlalchemy import LargeBinary, String, bindparam, insert, select, text, type_coerce, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -190,7 +190,6 @@ def _lock_head(session: Session, chain: str) -> tuple[int, str]:
 # audit tables), and dropped with it on rollback.
 _PENDING = "dtx_audit_pending"
 _AUDIT_TABLES = frozenset({"audit_event", "audit_chain_head"})
-_ROWS_PER_INSERT = 500
 
 
 def write_pending(session: Session) -> None:
@@ -206,11 +205,8 @@ def write_pending(session: Session) -> None:
     for event in pending:
         by_chain[event.chain].append(event)
     is_postgres = session.get_bind().dialect.name == "postgresql"
-    head = AuditChainHead.__table__
-    table = AuditEvent.__table__
-    columns = [c.name for c in table.columns if c.name != "id"]
     rows: list[dict[str, Any]] = []
-    head_updates: list[Any] = []
+    heads: list[dict[str, Any]] = []
     appended: dict[str, list[int]] = session.info.setdefault(APPENDED, {})
     for chain in sorted(by_chain):
         seq, prev_hash = _lock_head(session, chain)
@@ -221,21 +217,37 @@ def write_pending(session: Session) -> None:
             event.prev_hash = prev_hash
             event.hash = event_hash(hashed_fields(event))
             prev_hash = event.hash
-            rows.append({name: getattr(event, name) for name in columns})
-        head_updates.append(
-            update(head).where(head.c.chain == chain).values(seq=seq, hash=prev_hash)
-        )
+            rows.append({name: getattr(event, name) for name in _EVENT_COLUMNS})
+        heads.append({"head_chain": chain, "head_seq": seq, "head_hash": prev_hash})
         appended.setdefault(chain, [first, seq])[1] = seq
-    if is_postgres and len(head_updates) == 1 and len(rows) <= _ROWS_PER_INSERT:
-        # PostgreSQL runs a data-modifying WITH exactly once whether or not it is referenced
-        session.execute(
-            insert(table).values(rows).add_cte(head_updates[0].returning(head.c.chain).cte("h"))
-        )
+    if is_postgres and len(heads) == 1:
+        # PostgreSQL runs a data-modifying WITH exactly once whether or not it is referenced;
+        # SQLAlchemy sends the rows as one multi-row INSERT ("insertmanyvalues")
+        session.execute(_INSERT_WITH_HEAD_UPDATE, [{**row, **heads[0]} for row in rows])
         return
-    for stmt in head_updates:
-        session.execute(stmt)
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        session.execute(insert(table).values(rows[start : start + _ROWS_PER_INSERT]))
+    for params in heads:
+        session.execute(_HEAD_UPDATE, params)
+    session.execute(_INSERT, rows)
+
+
+# Statements with named parameters only, compiled once per process (literal values in a
+# multi-row VALUES would be compiled again at every commit, under the head lock).
+_HEAD = AuditChainHead.__table__
+_HEAD_UPDATE = (
+    update(_HEAD)
+    .where(_HEAD.c.chain == bindparam("head_chain"))
+    .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
+)
+_INSERT = insert(AuditEvent.__table__)
+_INSERT_WITH_HEAD_UPDATE = _INSERT.add_cte(
+    text(
+        "UPDATE audit_chain_head SET seq = :head_seq, hash = :head_hash "
+        "WHERE chain = :head_chain RETURNING chain"
+    )
+    .columns(chain=String)
+    .cte("h")
+)
+_EVENT_COLUMNS = tuple(c.name for c in AuditEvent.__table__.columns if c.name != "id")
 
 
 def _touches_audit(statement: Any) -> bool:

@@ -1,0 +1,198 @@
+"""Database round trips and lock hold times of the hot paths, in-process on PostgreSQL.
+
+Statement counts do not depend on machine load: they are the most reproducible figures of
+this suite. Counted with SQLAlchemy's ``before_cursor_execute`` (transaction control left out:
+psycopg sends BEGIN with the first statement); lock hold times run from the statement that
+takes the lock to the end of the commit (``after_commit``), median over the requests.
+
+- eCRF submit: ``PUT .../forms/adas_cog`` with ``submit: true`` for randomized participants
+  (a token already seen by this process, and one not seen: the first request of a token).
+- randomization: ``POST .../randomization`` for enrolled participants.
+- list page: ``GET .../participants`` with pages of 10 and of 50 participants (the ratio is
+  1 when the statements do not grow with the participants listed).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from bench.harness import FIELD_KEY, RatioRow, print_table, throwaway_database
+from bench.trial_setup import MCI_CODE, prepare_mci_trial
+from dtx_trials import create_app
+from dtx_trials.extensions import db
+
+NAME = "roundtrips"
+_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+ADAS = {f"adas_q{i + 1:02d}": i % 5 for i in range(13)}
+
+
+class Sizes(NamedTuple):
+    participants: int
+    requests: int
+
+
+FULL = Sizes(120, 30)
+QUICK = Sizes(60, 4)
+
+
+class Probe:
+    """Statements of the current request and the hold time of the first lock it names."""
+
+    def __init__(self, engine: Any, lock_prefix: str) -> None:
+        self.engine = engine
+        self.lock_prefix = lock_prefix
+        self.statements: list[str] = []
+        self.locked_at: float | None = None
+        self.commit_at: float | None = None
+        self.committed_at: float | None = None
+
+    def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        text = statement.lstrip()
+        if text.upper().startswith(_CONTROL):
+            return
+        self.statements.append(text)
+        if self.locked_at is None and text.startswith(self.lock_prefix):
+            self.locked_at = time.perf_counter()
+
+    def _commit_start(self, conn: Any) -> None:
+        if self.locked_at is not None and self.commit_at is None:
+            self.commit_at = time.perf_counter()
+
+    def _commit(self, session: Session) -> None:
+        if self.locked_at is not None and self.committed_at is None:
+            self.committed_at = time.perf_counter()
+
+    @contextmanager
+    def request(self) -> Iterator[Probe]:
+        self.statements, self.locked_at, self.committed_at = [], None, None
+        self.commit_at = None
+        event.listen(self.engine, "before_cursor_execute", self._statement)
+        event.listen(self.engine, "commit", self._commit_start)
+        event.listen(Session, "after_commit", self._commit)
+        try:
+            yield self
+        finally:
+            event.remove(self.engine, "before_cursor_execute", self._statement)
+            event.remove(self.engine, "commit", self._commit_start)
+            event.remove(Session, "after_commit", self._commit)
+
+    @property
+    def lock_ms(self) -> float:
+        if self.locked_at is None or self.committed_at is None:
+            return 0.0
+        return (self.committed_at - self.locked_at) * 1000
+
+    @property
+    def commit_ms(self) -> float:
+        """The COMMIT itself (PostgreSQL's WAL flush): the floor of any lock held to commit."""
+        if self.commit_at is None or self.committed_at is None:
+            return 0.0
+        return (self.committed_at - self.commit_at) * 1000
+
+
+def run(quick: bool = False) -> list[RatioRow]:
+    sizes = QUICK if quick else FULL
+    with throwaway_database("trips") as url, tempfile.TemporaryDirectory() as instance:
+        prepared = prepare_mci_trial(url, instance, sizes.participants)
+        app = create_app({"SQLALCHEMY_DATABASE_URI": url, "FIELD_KEY": FIELD_KEY,
+                          "SECRET_KEY": "bench", "ARGON2_TIME_COST": 1,
+                          "ARGON2_MEMORY_KIB": 1024})  # fmt: skip
+        try:
+            with app.app_context():
+                rows, table = _measure(app, prepared, sizes)
+        finally:
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()
+    print_table(
+        "Database round trips per request and lock hold times (in-process, PostgreSQL)",
+        ["request", "statements (median)", "statements (max)", "lock", "lock held ms (median)",
+         "of which COMMIT ms"],
+        table,
+    )
+    return rows
+
+
+def _measure(app: Any, prepared: Any, sizes: Sizes) -> tuple[list[RatioRow], list[list[Any]]]:
+    from dtx_trials.services import accounts
+
+    client = app.test_client()
+    token = client.post("/api/v1/auth/tokens", json={
+        "username": prepared.username, "password": prepared.password}).get_json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    base = f"/api/v1/trials/{MCI_CODE}"
+    subjects = list(prepared.subjects[: sizes.requests])
+
+    randomize = Probe(db.engine, "SELECT randomization_state")
+    rand_counts, rand_locks, rand_commits = [], [], []
+    for subject in subjects:
+        with randomize.request():
+            answer = client.post(f"{base}/participants/{subject}/randomization", json={},
+                                 headers=headers)  # fmt: skip
+        if answer.status_code != 201:
+            raise RuntimeError(f"randomization answered {answer.status_code}: {answer.json}")
+        rand_counts.append(len(randomize.statements))
+        rand_locks.append(randomize.lock_ms)
+        rand_commits.append(randomize.commit_ms)
+
+    submit = Probe(db.engine, "SELECT audit_chain_head")
+    warm_counts, cold_counts, head_locks, head_commits = [], [], [], []
+    for index, subject in enumerate(subjects):
+        if index % 2:
+            accounts.token_cache.clear()  # as the first request of a token in this process
+        with submit.request():
+            answer = client.put(f"{base}/participants/{subject}/visits/baseline/forms/adas_cog",
+                                json={"values": ADAS, "submit": True}, headers=headers)
+        if answer.status_code != 200:
+            raise RuntimeError(f"submit answered {answer.status_code}: {answer.json}")
+        (cold_counts if index % 2 else warm_counts).append(len(submit.statements))
+        head_locks.append(submit.lock_ms)
+        head_commits.append(submit.commit_ms)
+
+    listing = Probe(db.engine, "-")
+
+    def list_statements(per_page: int) -> int:
+        with listing.request():
+            answer = client.get(f"{base}/participants?per_page={per_page}", headers=headers)
+        if answer.status_code != 200 or len(answer.json) != per_page:
+            raise RuntimeError(f"list answered {answer.status_code}")
+        return len(listing.statements)
+
+    few, many = list_statements(10), list_statements(50)
+
+    def med(values: list[float]) -> float:
+        return float(statistics.median(values))
+
+    table = [
+        ["eCRF submit, token cached", med(warm_counts), max(warm_counts), "audit head",
+         med(head_locks), med(head_commits)],
+        ["eCRF submit, first request of a token", med(cold_counts), max(cold_counts), "", "",
+         ""],
+        ["randomization", med(rand_counts), max(rand_counts), "randomization state row",
+         med(rand_locks), med(rand_commits)],
+        [f"participants list, page of 10 of {sizes.participants}", few, few, "", "", ""],
+        [f"participants list, page of 50 of {sizes.participants}", many, many, "", "", ""],
+    ]  # fmt: skip
+    rows = [
+        RatioRow(NAME, "eCRF submit round trips (first request of a token)", "statements",
+                 float(max(cold_counts)), None, "-", False),
+        RatioRow(NAME, "eCRF submit round trips (token cached)", "statements",
+                 float(max(warm_counts)), None, "-", False),
+        RatioRow(NAME, "audit head lock held (submit)", "ms", med(head_locks),
+                 med(head_commits), "the COMMIT alone", False),
+        RatioRow(NAME, "randomization round trips", "statements", float(max(rand_counts)),
+                 None, "-", False),
+        RatioRow(NAME, "randomization: trial lock held", "ms", med(rand_locks),
+                 med(rand_commits), "the COMMIT alone", False),
+        RatioRow(NAME, "list page statements, page of 50 vs page of 10", "statements",
+                 float(many), float(few), "page of 10", False),
+    ]  # fmt: skip
+    return rows, table
