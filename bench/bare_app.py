@@ -4,8 +4,10 @@ gunicorn) doing the least a transactional endpoint can do.
 ``POST /counter`` locks the single counter row (``SELECT ... FOR UPDATE``) and increments it
 (``UPDATE ... RETURNING``) in one transaction: the floor for anything that hands out
 gap-free numbers under a row lock. ``POST /rows`` inserts the request's JSON as one row: the
-floor for a form submission. Serve it with ``gunicorn 'bench.bare_app:create_bare_app()'``
-and ``BENCH_DATABASE_URL`` set.
+floor for a form submission. Both authenticate as dtx-trials does: the bearer token is
+resolved by the same function (``accounts.actor_for_token``: one joined query, then the same
+short per-process cache), and a request without a live token is a 401. Serve it with
+``gunicorn 'bench.bare_app:create_bare_app()'`` and ``BENCH_DATABASE_URL`` set.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 
 from flask import Flask, Response, jsonify, request
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS bench_counter (id integer PRIMARY KEY, n bigint NOT NULL)",
@@ -50,6 +53,21 @@ def create_bare_app(database_url: str | None = None) -> Flask:
     """Build the baseline app on ``database_url`` (default: ``BENCH_DATABASE_URL``)."""
     engine = create_engine(database_url or os.environ["BENCH_DATABASE_URL"], pool_pre_ping=True)
     app = Flask(__name__)
+
+    @app.before_request
+    def _authenticate() -> tuple[Response, int] | None:
+        from dtx_trials.services.accounts import actor_for_token
+
+        header = request.headers.get("Authorization", "")
+        with Session(engine) as session:
+            actor = (
+                actor_for_token(session, header[7:].strip())
+                if header.startswith("Bearer ")
+                else None
+            )
+        if actor is None:
+            return jsonify({"message": "authentication required"}), 401
+        return None
 
     @app.post("/counter")
     def increment_counter() -> tuple[Response, int]:

@@ -86,7 +86,7 @@ def run(quick: bool = False) -> list[RatioRow]:
                 for visit in VISITS
                 for subject in prepared.subjects
             ][:n_forms]
-            inserts = [HttpRequest("POST", "/rows", r.body["values"]) for r in submits]
+            inserts = [HttpRequest("POST", "/rows", r.body["values"], headers) for r in submits]
             run_load(ours.port, submits[:warmup], sizes.workers, 60)
             run_load(bare.port, inserts[:warmup], sizes.workers, 60)
             bare_run = run_load(bare.port, inserts[warmup:], sizes.n_clients, sizes.time_limit_s)

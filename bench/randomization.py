@@ -100,7 +100,7 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
                 return [HttpRequest("POST", path.format(s), {}, headers, s) for s in taken]
 
             def counters(n: int) -> list[HttpRequest]:
-                return [HttpRequest("POST", "/counter", {})] * n
+                return [HttpRequest("POST", "/counter", {}, headers)] * n
 
             warmup = _warmup_count(sizes)
             ours_results = [run_load(ours.port, randomizations(warmup), sizes.workers, 60)]

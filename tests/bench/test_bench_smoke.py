@@ -113,7 +113,25 @@ def test_device_ingest_quick(monkeypatch: pytest.MonkeyPatch,
         pytest.skip("needs PostgreSQL (TEST_DATABASE_URL)")
     assert main(["--quick", "--only", "device_ingest"]) == 0
     output = capsys.readouterr().out
-    assert "Device-data ingest vs COPY" in output and "raw COPY" in output
+    assert "Device-data ingest vs COPY" in output
+    summary = output.split("Summary: ours / baseline (same run)", 1)[1]
+    assert "records/s vs COPY into the same indexed table" in summary
+    assert "records/s vs COPY into a bare table" in summary
+
+
+@pytest.mark.postgres
+def test_roundtrips_quick(monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Statement counts per request (deterministic) with their targets in the summary."""
+    _require_server_stack(monkeypatch)
+    assert main(["--quick", "--only", "roundtrips"]) == 0
+    output = capsys.readouterr().out
+    assert "Database round trips per request" in output
+    summary = output.split("Summary: ours / baseline (same run)", 1)[1]
+    submit = next(line for line in summary.splitlines() if "eCRF submit round trips (first" in line)
+    assert "| met" in submit, submit
+    page = next(line for line in summary.splitlines() if "list page statements" in line)
+    assert "| met" in page, page
 
 
 def test_missing_postgresql_is_reported_not_raised(
