@@ -116,7 +116,25 @@ def classify(
 
 
 def subject_events(data: TrialData, subject: SubjectData) -> dict[str, EventOccurrence]:
-    """Return the subject's intercurrent events found in the data visible at the cut-off."""
+    """Return the subject's intercurrent events found in the data visible at the cut-off.
+
+    Memoised per data set and subject (both immutable): every endpoint, population and
+    sensitivity analysis asks again, and device-inactivity detection walks every day."""
+    cache: dict[int, tuple[SubjectData, dict[str, EventOccurrence]]] | None = data.__dict__.get(
+        "_events_cache"
+    )
+    if cache is None:
+        cache = {}
+        object.__setattr__(data, "_events_cache", cache)  # not a field: eq and repr unchanged
+    hit = cache.get(id(subject))
+    if hit is not None and hit[0] is subject:  # the cache holds the subject: ids never reused
+        return dict(hit[1])
+    events = _detect_subject_events(data, subject)
+    cache[id(subject)] = (subject, events)
+    return dict(events)
+
+
+def _detect_subject_events(data: TrialData, subject: SubjectData) -> dict[str, EventOccurrence]:
     return detect_events(
         data.protocol,
         visits=visible_visits(data, subject),
