@@ -132,7 +132,9 @@ def _measure(app: Any, prepared: Any, sizes: Sizes) -> tuple[list[RatioRow], lis
     subjects = list(prepared.subjects[: sizes.requests])
 
     randomize = Probe(db.engine, "SELECT randomization_state")
-    rand_counts, rand_locks, rand_commits = [], [], []
+    rand_counts: list[float] = []
+    rand_locks: list[float] = []
+    rand_commits: list[float] = []
     for subject in subjects:
         with randomize.request():
             answer = client.post(f"{base}/participants/{subject}/randomization", json={},
@@ -144,7 +146,10 @@ def _measure(app: Any, prepared: Any, sizes: Sizes) -> tuple[list[RatioRow], lis
         rand_commits.append(randomize.commit_ms)
 
     submit = Probe(db.engine, "SELECT audit_chain_head")
-    warm_counts, cold_counts, head_locks, head_commits = [], [], [], []
+    warm_counts: list[float] = []
+    cold_counts: list[float] = []
+    head_locks: list[float] = []
+    head_commits: list[float] = []
     for index, subject in enumerate(subjects):
         if index % 2:
             accounts.token_cache.clear()  # as the first request of a token in this process
