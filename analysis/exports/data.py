@@ -19,6 +19,7 @@ from datetime import date, datetime
 from typing import Literal, TypeAlias
 
 from ecrf.model import MISSING_CODES, FieldDef, FormDef, VisitDef
+from protocols.model import CdiscSpec
 
 FieldValue: TypeAlias = (
     str | int | float | bool | list[str] | tuple[str, ...] | Mapping[str, str] | None
@@ -61,6 +62,10 @@ class TrialMeta:
     product_name: str = ""
     blinded: bool = True
     arms: tuple[ArmInfo, ...] = ()
+    #: protocol facts for SDTM TS (None: not declared, the TS row is left out)
+    blinding_level: Literal["open", "single", "double"] | None = None
+    registry_id: str | None = None
+    planned_subjects: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ class SubjectRecord:
     subject_code: str
     site_code: str
     status: SubjectStatus
-    sex: Literal["F", "M", "U"] = "U"
+    sex: Literal["F", "M", "U"] | None = None
     age: int | None = None
     arm_code: str | None = None
     consented_on: date | None = None
@@ -90,6 +95,8 @@ class SubjectRecord:
     completed_on: date | None = None
     withdrawn_on: date | None = None
     withdrawal_reason: str | None = None
+    #: date of the screening data on which eligibility failed (DS SCREEN FAILURE)
+    screen_failed_on: date | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +175,36 @@ class Exposure:
 
 
 @dataclass(frozen=True)
+class VisitDate:
+    """The actual date of a held visit (SV)."""
+
+    subject_code: str
+    visit_id: str
+    on: date
+
+
+@dataclass(frozen=True)
+class DeviceValue:
+    """One device/app observation of a stream (EX exposure, XD device findings)."""
+
+    subject_code: str
+    stream: str
+    observed_at: datetime
+    value: float
+    unit: str
+
+
+@dataclass(frozen=True)
+class CodedTerm:
+    """A verbatim term coded against the sponsor's dictionary (AEDECOD, AEBODSYS)."""
+
+    decoded: str
+    body_system: str
+    dictionary: str
+    version: str
+
+
+@dataclass(frozen=True)
 class ExportData:
     """Everything an export may contain; ``exported_at`` is the UTC time stamped in files.
 
@@ -187,6 +224,18 @@ class ExportData:
     adverse_events: tuple[AdverseEvent, ...] = ()
     exposures: tuple[Exposure, ...] = ()
     sdtm_findings: Mapping[str, SdtmFindingsDomain] = field(default_factory=dict)
+    #: the protocol's CDISC mapping; SDTM is refused without one
+    cdisc: CdiscSpec | None = None
+    visit_dates: tuple[VisitDate, ...] = ()
+    device_values: tuple[DeviceValue, ...] = ()
+    #: coded terms by normalised verbatim (``coding_key``), from the coding table
+    coded_terms: Mapping[str, CodedTerm] = field(default_factory=dict)
+
+
+def coding_key(verbatim: str) -> str:
+    """Return the key a verbatim term is coded under: trimmed, inner spaces collapsed,
+    case-folded (exact matches up to case and spacing)."""
+    return " ".join(verbatim.split()).casefold()
 
 
 def exportable_fields(form: FormDef) -> tuple[FieldDef, ...]:
