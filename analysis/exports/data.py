@@ -28,7 +28,6 @@ SubjectStatus = Literal[
     "screening", "screen_failed", "enrolled", "randomized", "completed", "withdrawn"
 ]
 FormStatus = Literal["draft", "submitted", "signed", "locked"]
-SdtmFindingsDomain = Literal["VS", "QS", "XF"]
 StudyStatus = Literal["active", "closed-to-accrual", "completed", "temporarily-closed-to-accrual"]
 
 # Field types with no exportable value (binary payloads, ink signatures, display text).
@@ -147,34 +146,6 @@ class SignatureEntry:
 
 
 @dataclass(frozen=True)
-class AdverseEvent:
-    """An adverse event as analysed (MedDRA-coded term and body system when coded)."""
-
-    subject_code: str
-    term: str
-    start_on: date | None
-    decoded_term: str = ""
-    body_system: str = ""
-    serious: bool = False
-    severity: Literal["MILD", "MODERATE", "SEVERE"] = "MILD"
-    relationship: str = "NOT RELATED"
-    end_on: date | None = None
-    outcome: str = ""
-
-
-@dataclass(frozen=True)
-class Exposure:
-    """DTx exposure over a period: dose is e.g. minutes of app use per day."""
-
-    subject_code: str
-    treatment: str
-    start_on: date
-    end_on: date | None = None
-    dose: float | None = None
-    dose_unit: str = ""
-
-
-@dataclass(frozen=True)
 class VisitDate:
     """The actual date of a held visit (SV)."""
 
@@ -208,8 +179,8 @@ class CodedTerm:
 class ExportData:
     """Everything an export may contain; ``exported_at`` is the UTC time stamped in files.
 
-    ``sdtm_findings`` maps a form id to the SDTM findings domain its fields go to
-    (VS vital signs, QS questionnaires, XF sponsor-defined endpoint findings).
+    SDTM datasets come from ``cdisc`` (the protocol's mapping) over ``values``,
+    ``visit_dates`` and ``device_values``.
     """
 
     trial: TrialMeta
@@ -221,9 +192,6 @@ class ExportData:
     exported_at: datetime
     audit: tuple[AuditEntry, ...] = ()
     signatures: tuple[SignatureEntry, ...] = ()
-    adverse_events: tuple[AdverseEvent, ...] = ()
-    exposures: tuple[Exposure, ...] = ()
-    sdtm_findings: Mapping[str, SdtmFindingsDomain] = field(default_factory=dict)
     #: the protocol's CDISC mapping; SDTM is refused without one
     cdisc: CdiscSpec | None = None
     visit_dates: tuple[VisitDate, ...] = ()

@@ -515,7 +515,7 @@ def findings_datasets(b: _Build) -> list[XptDataset]:
     data = b.data
     by_domain: dict[str, list[tuple[tuple[object, ...], list[Cell]]]] = defaultdict(list)
     has = defaultdict(set)
-    for mapping in b.spec.mappings:
+    for m_index, mapping in enumerate(b.spec.mappings):
         p = mapping.domain
         if p not in ("VS", "LB", "QS", "OE", "XD"):
             continue
@@ -552,7 +552,7 @@ def findings_datasets(b: _Build) -> list[XptDataset]:
             if dtc is None:
                 on = b.visit_dates.get((record.subject, record.visit_id))
                 dtc = _iso(on)
-            for test in mapping.tests:
+            for t_index, test in enumerate(mapping.tests):
                 if test.field not in record.values:
                     continue  # not asked (branching) or not answered: no record
                 field_def = b.field(mapping.form, test.field)
@@ -560,7 +560,8 @@ def findings_datasets(b: _Build) -> list[XptDataset]:
                 reason = missing_code(raw)
                 result, number = (None, None) if reason else _result(field_def, raw)
                 unit = test.unit if result is not None else None
-                key = (record.visit_id, test.testcd, test.laterality or "", dtc or "")
+                key = (f"{b.visit_numbers.get(record.visit_id, 0):04d}", dtc or "",
+                       f"{m_index:03d}", f"{t_index:03d}", record.repeat)
                 by_domain[p].append((key, [
                     data.trial.code, p, usubjid(data, record.subject), None, test.testcd,
                     test.test, mapping.category, mapping.method, test.laterality, result, unit,
