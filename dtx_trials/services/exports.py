@@ -290,7 +290,7 @@ def _audit_entries(
                             field_id=field_id,
                             old_value=old.get(field_id),
                             new_value=new.get(field_id),
-                            user_id=str(event.actor_id or "system"),
+                            user_id=_odm_user(event, codes[pid]),
                             user_name=event.actor_name,
                             site_code=site_of[pid],
                             changed_at=event.at,
@@ -299,6 +299,14 @@ def _audit_entries(
                         )
                     )
     return out
+
+
+def _odm_user(event: AuditEvent, subject_code: str) -> str:
+    """The ODM user of a change: the staff member's account id, or the participant (by the
+    pseudonymous code) for ePRO entries; ``system`` only for changes no person made."""
+    if event.actor_role == "participant":
+        return f"participant-{subject_code}"
+    return str(event.actor_id) if event.actor_id is not None else "system"
 
 
 def build_files(data: ExportData, formats: Sequence[str]) -> dict[str, bytes]:

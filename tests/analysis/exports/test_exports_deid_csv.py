@@ -20,6 +20,7 @@ from export_samples import (
 )
 
 from analysis.exports import ExportError, FormValue, build_all_exports, build_csv_exports
+from analysis.exports.csv import neutralised
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +147,17 @@ def test_unknown_missing_code_is_refused() -> None:
                                            {"missing": "lost"}),))
     with pytest.raises(ExportError, match="unknown missing-data value"):
         build_csv_exports(data)
+
+
+@pytest.mark.parametrize("term", ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)",
+                                  "\tcmd", "\rcmd"])
+def test_csv_formula_injection_is_neutralised(term: str) -> None:
+    data = make_export_data()
+    values = tuple(replace(v, value=term) if v.field_id == "ae_term" else v
+                   for v in data.values)
+    files = build_csv_exports(replace(data, values=values))
+    rows = _rows(files["adverse_events_long.csv"])
+    cells = [r["value"] for r in rows if r["field"] == "ae_term"]
+    assert cells and all(c == "'" + term for c in cells)
+    # numbers keep their sign: a negative spherical equivalent is not a formula
+    assert neutralised("-1.25") == "-1.25" and neutralised("+3") == "+3"
