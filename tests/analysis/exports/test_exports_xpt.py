@@ -228,7 +228,11 @@ def test_ex_treatment_masked_when_blinded(xpt_files: dict[str, bytes]) -> None:
 def test_define_csv_lists_every_variable(xpt_files: dict[str, bytes],
                                          read_back: dict[str, tuple]) -> None:
     rows = list(csv.DictReader(io.StringIO(xpt_files["define.csv"].decode("utf-8-sig"))))
-    assert list(rows[0]) == ["dataset", "variable", "label", "type", "length", "origin"]
+    assert list(rows[0]) == ["dataset", "variable", "label", "type", "length", "origin",
+                             "codelist", "source"]
+    aesev = next(r for r in rows if (r["dataset"], r["variable"]) == ("AE", "AESEV"))
+    assert (aesev["codelist"], aesev["source"]) == ("C66769 (CDISC CT 2025-09-26)",
+                                                    "adverse_events.ae_severity")
     listed = {(r["dataset"], r["variable"]) for r in rows}
     for name, (frame, meta) in read_back.items():
         stem = Path(name).stem.upper()
