@@ -266,11 +266,11 @@ def _check_cdisc_tests(ctx: _Context, mapping: DomainMap, form: FormDef | None,
             ctx.reporter.error((*path, "test"), f"--TEST is {len(test.test)} characters (max 40)")
         if test.laterality is not None and mapping.domain != "OE":
             ctx.reporter.error((*path, "laterality"), "laterality belongs to OE")
-        key = (mapping.domain, test.testcd)
-        if key in tests_seen and tests_seen[key] != test.test:
-            ctx.reporter.error((*path, "test"), f"{test.testcd} is already '{tests_seen[key]}' "
-                               "(--TESTCD and --TEST go 1:1)")
-        tests_seen.setdefault(key, test.test)
+        test_key = (mapping.domain, test.testcd)
+        if test_key in tests_seen and tests_seen[test_key] != test.test:
+            ctx.reporter.error((*path, "test"), f"{test.testcd} is already "
+                               f"'{tests_seen[test_key]}' (--TESTCD and --TEST go 1:1)")
+        tests_seen.setdefault(test_key, test.test)
 
 
 def _check_epro_windows(ctx: _Context) -> None:

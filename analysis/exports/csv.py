@@ -2,7 +2,8 @@
 
 Files are UTF-8 with a byte-order mark (Excel opens Chinese labels correctly) and CRLF line
 ends (RFC 4180). Text a spreadsheet would evaluate (``=cmd|...``, ``+``, ``-``, ``@``, tab,
-CR at the start) is prefixed with ``'``. A missing-data value ``{"missing": code}`` is written as its code text
+CR at the start) is prefixed with ``'``. A missing-data value ``{"missing": code}`` is
+written as its code text
 (``not_done``, ``unknown``, ``not_applicable``), never as a blank; a blank means "not asked".
 """
 

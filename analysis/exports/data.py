@@ -198,6 +198,8 @@ class ExportData:
     device_values: tuple[DeviceValue, ...] = ()
     #: coded terms by normalised verbatim (``coding_key``), from the coding table
     coded_terms: Mapping[str, CodedTerm] = field(default_factory=dict)
+    #: coded concomitant medications, likewise (CMDECOD)
+    coded_medications: Mapping[str, CodedTerm] = field(default_factory=dict)
 
 
 def coding_key(verbatim: str) -> str:

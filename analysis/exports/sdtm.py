@@ -371,11 +371,11 @@ def dm_dataset(b: _Build) -> XptDataset:
         site = sites.get(s.site_code)
         if site is None:
             raise ExportError(f"subject {s.subject_code}: unknown site {s.site_code!r}")
-        record = dm_records.get(s.subject_code)
-        if record is None:
+        found_record = dm_records.get(s.subject_code)
+        if found_record is None:
             raise ExportError(f"participant {s.subject_code}: no submitted {mapping.form} form, "
                               "and DM needs its demographics (SEX is required)")
-        values = {n: b.value(mapping, var, record) for n, var in by_name.items()}
+        values = {n: b.value(mapping, var, found_record) for n, var in by_name.items()}
         found = disposition.get(s.subject_code)
         death = found[2] if found is not None and found[1] == "DEATH" else None
         death = values.get("DTHDTC", death)
@@ -388,15 +388,15 @@ def dm_dataset(b: _Build) -> XptDataset:
             "DTHFL": "Y" if death else None, "SITEID": s.site_code, "COUNTRY": site.country,
             **values,
         }
-        if isinstance(row.get("AGE"), float):
-            row["AGE"] = float(row["AGE"])  # type: ignore[arg-type]
         if not blinded:
             arm = arm_of(data, s)
-            code, name = (arm.code, arm.name) if arm else (None, None)
-            reason = None
+            arm_code: str | None = arm.code if arm else None
+            arm_name: str | None = arm.name if arm else None
+            reason: str | None = None
             if arm is None:
                 reason = "SCREEN FAILURE" if s.status == "screen_failed" else "NOT ASSIGNED"
-            row.update(ARMCD=code, ARM=name, ACTARMCD=code, ACTARM=name, ARMNRS=reason)
+            row.update(ARMCD=arm_code, ARM=arm_name, ACTARMCD=arm_code, ACTARM=arm_name,
+                       ARMNRS=reason)
         rows.append(tuple(row.get(v.name) for v in variables))
     return XptDataset("DM", DOMAIN_LABELS["DM"], tuple(variables), tuple(rows))
 
@@ -464,6 +464,8 @@ def _event_dataset(b: _Build, domain: str) -> XptDataset | None:
     if coded:
         variables += [_v("AEDECOD", "Dictionary-Derived Term", origin="Assigned"),
                       _v("AEBODSYS", "Body System or Organ Class", origin="Assigned")]
+    else:
+        variables += [_v("CMDECOD", "Standardized Medication Name", origin="Assigned")]
     variables += [v for v in mapped if v.name not in (topic, start, end)]
     variables += [v for v in mapped if v.name in (start, end)]
     what = "Adverse Event" if coded else "Medication"
@@ -482,6 +484,9 @@ def _event_dataset(b: _Build, domain: str) -> XptDataset | None:
             term = data.coded_terms.get(coding_key(str(values.get("AETERM") or "")))
             values["AEDECOD"] = term.decoded if term else None
             values["AEBODSYS"] = term.body_system if term else None
+        else:
+            term = data.coded_medications.get(coding_key(str(values.get("CMTRT") or "")))
+            values["CMDECOD"] = term.decoded if term else None
         rf = b.rfstdtc.get(record.subject)
         values[f"{p}STDY"] = study_day(values.get(start), rf)
         values[f"{p}ENDY"] = study_day(values.get(end), rf)
@@ -535,13 +540,13 @@ def findings_datasets(b: _Build) -> list[XptDataset]:
                 if test.unit and obs.unit != test.unit:
                     raise ExportError(f"participant {obs.subject_code}: stream {obs.stream} "
                                       f"value in {obs.unit!r}, the mapping says {test.unit!r}")
-                dtc = obs.observed_at.strftime("%Y-%m-%dT%H:%M")
+                at = obs.observed_at.strftime("%Y-%m-%dT%H:%M")
                 text = f"{obs.value:g}"
-                by_domain[p].append(((test.testcd, dtc), [
+                by_domain[p].append(((test.testcd, at), [
                     data.trial.code, p, usubjid(data, obs.subject_code), None, test.testcd,
                     test.test, mapping.category, None, None, text, test.unit, text, obs.value,
-                    test.unit, None, None, None, None, dtc,
-                    study_day(dtc, b.rfstdtc.get(obs.subject_code))]))
+                    test.unit, None, None, None, None, at,
+                    study_day(at, b.rfstdtc.get(obs.subject_code))]))
             continue
         assert mapping.form is not None
         for record in b.records.get(mapping.form, []):

@@ -46,7 +46,7 @@ from dtx_trials.models import (
     User,
     Visit,
 )
-from dtx_trials.services import audit
+from dtx_trials.services import audit, coding
 from dtx_trials.services.access import Actor, require, sees_arms
 from dtx_trials.services.errors import ValidationError
 from dtx_trials.services.protocols import active_protocol, blinded_roles
@@ -240,6 +240,8 @@ def export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData:
         cdisc=protocol.cdisc,
         visit_dates=visit_dates,
         device_values=device_values,
+        coded_terms=coding.coded_terms(session, trial, "ae"),
+        coded_medications=coding.coded_terms(session, trial, "cm"),
     )
 
 
