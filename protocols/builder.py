@@ -26,10 +26,13 @@ from .model import (
     AnalysisSpec,
     Arm,
     Blinding,
+    CdiscSpec,
     ComprehensionQuestion,
     ConsentDocument,
     Criterion,
+    CtTerm,
     DeviceStream,
+    DomainMap,
     Endpoint,
     Estimand,
     EstimandEvent,
@@ -46,7 +49,9 @@ from .model import (
     StratificationFactor,
     StratumLevel,
     Subgroup,
+    TestMap,
     Transition,
+    VariableMap,
 )
 
 Data = dict[str, Any]
@@ -134,6 +139,38 @@ def _safety(data: Data | None) -> SafetySpec:
                 ),
             )
             for a in data.get("alerts", [])
+        ),
+    )
+
+
+def _cdisc(data: Data | None) -> CdiscSpec | None:
+    if not data:
+        return None
+    return CdiscSpec(
+        sdtmig=data["sdtmig"],
+        ct_version=data["ct_version"],
+        mappings=tuple(
+            DomainMap(
+                domain=d["domain"], form=d.get("form"), stream=d.get("stream"),
+                category=d.get("category"), method=d.get("method"),
+                date_field=d.get("date_field"),
+                variables=tuple(
+                    VariableMap(
+                        variable=v["variable"], field=v.get("field"), value=v.get("value"),
+                        codelist=v.get("codelist"),
+                        terms=tuple(CtTerm(str(t["code"]), str(t["value"]))
+                                    for t in v.get("terms", [])),
+                        nullable=v.get("nullable", False),
+                    )
+                    for v in d.get("variables", [])
+                ),
+                tests=tuple(
+                    TestMap(field=t["field"], testcd=t["testcd"], test=t["test"],
+                            unit=t.get("unit"), laterality=t.get("laterality"))
+                    for t in d.get("tests", [])
+                ),
+            )
+            for d in data.get("mappings", [])
         ),
     )
 
@@ -396,4 +433,5 @@ def build_protocol(data: Data) -> Protocol:
             for c in data.get("consents", [])
         ),
         safety=_safety(data.get("safety")),
+        cdisc=_cdisc(data.get("cdisc")),
     )

@@ -407,6 +407,74 @@ class AlertRule:
     escalate_to: tuple[StaffRole, ...] = ("sponsor_admin", "monitor")
 
 
+#: SDTM domains a protocol can map data to (SDTMIG 3.4; XD is the sponsor-defined device
+#: findings domain for device/app streams).
+SDTM_DOMAINS = ("DM", "AE", "DS", "CM", "VS", "LB", "QS", "OE", "EX", "XD")
+FINDINGS_DOMAINS = ("VS", "LB", "QS", "OE", "XD")
+LATERALITIES = ("RIGHT", "LEFT", "BILATERAL")
+
+
+@dataclass(frozen=True)
+class CtTerm:
+    """One collected code and the controlled-terminology submission value it maps to."""
+
+    code: str
+    value: str
+
+
+@dataclass(frozen=True)
+class VariableMap:
+    """Where one SDTM variable comes from: a form field (``field``) or a protocol constant
+    (``value``); ``codelist`` names the CDISC codelist (NCI C-code) of its values and ``terms``
+    map each collected choice code to a submission value. ``nullable``: the variable may be
+    null when the participant's data lack the field (otherwise that is an export error)."""
+
+    variable: str
+    field: str | None = None
+    value: str | None = None
+    codelist: str | None = None
+    terms: tuple[CtTerm, ...] = ()
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class TestMap:
+    """A findings test: the field (or device stream) whose value is the result."""
+
+    field: str
+    testcd: str
+    test: str
+    unit: str | None = None
+    laterality: str | None = None
+
+
+@dataclass(frozen=True)
+class DomainMap:
+    """The SDTM mapping of one form (or device stream) into one domain."""
+
+    domain: str
+    form: str | None = None
+    stream: str | None = None
+    category: str | None = None
+    method: str | None = None
+    date_field: str | None = None
+    variables: tuple[VariableMap, ...] = ()
+    tests: tuple[TestMap, ...] = ()
+
+
+@dataclass(frozen=True)
+class CdiscSpec:
+    """The protocol's CDISC mapping: standards pinned, and form fields → SDTM."""
+
+    sdtmig: str
+    ct_version: str
+    mappings: tuple[DomainMap, ...] = ()
+
+    def domain_maps(self, domain: str) -> tuple[DomainMap, ...]:
+        """Return the mappings into ``domain``."""
+        return tuple(m for m in self.mappings if m.domain == domain)
+
+
 @dataclass(frozen=True)
 class SafetySpec:
     """Serious adverse events: which entries of which form are serious, the expedited-report
@@ -451,6 +519,7 @@ class Protocol:
                 return event
         raise KeyError(event_id)
     safety: SafetySpec = field(default_factory=SafetySpec)
+    cdisc: CdiscSpec | None = None
 
     def form(self, form_id: str) -> FormDef:
         """Return the form with this id; raise KeyError when there is none."""

@@ -559,6 +559,63 @@ CONSENT = Obj(
     ),
 )
 
+CT_TERM = Obj(
+    "CtTerm",
+    (
+        Prop("code", Str("Collected choice code", min_length=1), required=True),
+        Prop("value", Str("Submission value of the codelist", min_length=1), required=True),
+    ),
+)
+
+VARIABLE_MAP = Obj(
+    "VariableMap",
+    (
+        Prop("variable", Str("SDTM variable, e.g. AESEV", pattern=r"^[A-Z][A-Z0-9]{0,7}$"),
+             required=True),
+        Prop("field", _id("Form field holding the value")),
+        Prop("value", Str("Protocol constant (Assigned origin) instead of a field",
+                          min_length=1)),
+        Prop("codelist", Str("CDISC codelist C-code, e.g. C66769", pattern=r"^C[0-9]+$")),
+        Prop("terms", ListOf(CT_TERM, "Collected code -> submission value")),
+        Prop("nullable", Bool("Null when the data lack the field (else an export error)")),
+    ),
+)
+
+TEST_MAP = Obj(
+    "TestMap",
+    (
+        Prop("field", _id("Field (or device stream) holding the result"), required=True),
+        Prop("testcd", Str("--TESTCD", pattern=r"^[A-Z][A-Z0-9_]{0,7}$"), required=True),
+        Prop("test", Str("--TEST (at most 40 characters)", min_length=1), required=True),
+        Prop("unit", Str("--ORRESU / --STRESU", min_length=1)),
+        Prop("laterality", Enum(m.LATERALITIES, "--LAT (OE: eye)")),
+    ),
+)
+
+DOMAIN_MAP = Obj(
+    "DomainMap",
+    (
+        Prop("domain", Enum(m.SDTM_DOMAINS, "SDTM domain"), required=True),
+        Prop("form", _id("Source form")),
+        Prop("stream", _id("Source device stream (EX, XD)")),
+        Prop("category", Str("--CAT of the records", min_length=1)),
+        Prop("method", Str("--METHOD of the records (e.g. AUTOREFRACTION)", min_length=1)),
+        Prop("date_field", _id("Date field giving --DTC (default: the actual visit date)")),
+        Prop("variables", ListOf(VARIABLE_MAP, "Variables taken from fields or constants")),
+        Prop("tests", ListOf(TEST_MAP, "Findings tests, one record each")),
+    ),
+)
+
+CDISC = Obj(
+    "Cdisc",
+    (
+        Prop("sdtmig", Enum(("3.4",), "SDTM implementation guide version"), required=True),
+        Prop("ct_version", Str("CDISC controlled terminology package date",
+                               pattern=r"^\d{4}-\d{2}-\d{2}$"), required=True),
+        Prop("mappings", ListOf(DOMAIN_MAP, "Form/stream -> SDTM domain mappings")),
+    ),
+)
+
 PROTOCOL = Obj(
     "Protocol",
     (
@@ -584,6 +641,7 @@ PROTOCOL = Obj(
         Prop("sample_size", SAMPLE_SIZE),
         Prop("consents", ListOf(CONSENT, "Consent and assent documents per language")),
         Prop("safety", SAFETY),
+        Prop("cdisc", CDISC),
     ),
     "A dtx-trials protocol version.",
 )

@@ -26,12 +26,15 @@ from ecrf.expressions import (
     parse,
     truthy,
 )
-from ecrf.model import FieldDef
+from ecrf.model import FieldDef, FormDef
 
+from .cdisc import CODELISTS, REQUIRED_VARIABLES, SPONSOR_TERMS, mappable_variables
 from .document import Path, Reporter, suggest
 from .model import (
     BINARY_MODELS,
+    FINDINGS_DOMAINS,
     SURVIVAL_MODELS,
+    DomainMap,
     Endpoint,
     Protocol,
     RandomizationSpec,
@@ -74,6 +77,7 @@ def validate_protocol(protocol: Protocol, reporter: Reporter) -> None:
     _check_sites(ctx)
     _check_epro_windows(ctx)
     _check_safety(ctx)
+    _check_cdisc(ctx)
     _warn_about_design(ctx)
 
 
@@ -104,6 +108,169 @@ def _check_safety(ctx: _Context) -> None:
         if rule.form not in form_ids:
             ctx.reporter.error(("safety", "alerts", i, "form"), f"unknown form '{rule.form}'")
         check_expression(ctx, rule.when, ("safety", "alerts", i, "when"))
+
+
+def _check_cdisc(ctx: _Context) -> None:
+    """The CDISC mapping: sources exist, variables belong to their domain, every collected
+    choice maps to a term of the named codelist, findings tests are well formed."""
+    spec = ctx.protocol.cdisc
+    if spec is None:
+        return
+    forms = {f.id: f for f in ctx.protocol.forms}
+    streams = {s.id for s in ctx.protocol.device_streams}
+    seen_domains: dict[str, int] = {}
+    tests_seen: dict[tuple[str, str], str] = {}
+    for i, mapping in enumerate(spec.mappings):
+        base: Path = ("cdisc", "mappings", i)
+        domain = mapping.domain
+        if domain in ("DM", "DS", "EX") and domain in seen_domains:
+            ctx.reporter.error((*base, "domain"), f"{domain} is mapped twice (first at mapping "
+                               f"{seen_domains[domain] + 1})")
+        seen_domains.setdefault(domain, i)
+        form = None
+        if domain in ("EX", "XD"):
+            if mapping.stream is None:
+                ctx.reporter.error((*base, "domain"), f"{domain} is mapped from a device stream: "
+                                   "give 'stream'")
+            elif mapping.stream not in streams:
+                ctx.reporter.error((*base, "stream"), f"unknown device stream '{mapping.stream}'")
+            if mapping.form is not None:
+                ctx.reporter.error((*base, "form"), f"{domain} comes from a stream, not a form")
+        else:
+            if mapping.stream is not None:
+                ctx.reporter.error((*base, "stream"), f"{domain} comes from a form, not a stream")
+            if mapping.form is None:
+                ctx.reporter.error((*base, "domain"), f"{domain} needs 'form'")
+            elif mapping.form not in forms:
+                ctx.reporter.error((*base, "form"), f"unknown form '{mapping.form}'"
+                                   f"{suggest(mapping.form, set(forms))}")
+            else:
+                form = forms[mapping.form]
+        if mapping.date_field is not None:
+            _check_cdisc_field(ctx, form, mapping.date_field, (*base, "date_field"), ("date",))
+        _check_cdisc_variables(ctx, mapping, form, base)
+        _check_cdisc_tests(ctx, mapping, form, streams, base, tests_seen)
+
+
+def _check_cdisc_field(ctx: _Context, form: FormDef | None, field_id: str, path: Path,
+                       types: tuple[str, ...]) -> FieldDef | None:
+    if form is None:
+        return None
+    found = next((f for f in form.fields if f.id == field_id), None)
+    if found is None:
+        ctx.reporter.error(path, f"form '{form.id}' has no field '{field_id}'"
+                           f"{suggest(field_id, {f.id for f in form.fields})}")
+        return None
+    if found.identifier:
+        ctx.reporter.error(path, f"field '{field_id}' is a direct identifier and is never exported")
+        return None
+    if types and found.type not in types:
+        ctx.reporter.error(path, f"field '{field_id}' is {found.type}, expected "
+                           f"{' or '.join(types)}")
+        return None
+    return found
+
+
+def _check_cdisc_variables(ctx: _Context, mapping: DomainMap, form: FormDef | None,
+                           base: Path) -> None:
+    allowed = mappable_variables(mapping.domain)
+    seen: set[str] = set()
+    for k, var in enumerate(mapping.variables):
+        path: Path = (*base, "variables", k)
+        meta = allowed.get(var.variable)
+        if meta is None:
+            ctx.reporter.error((*path, "variable"), f"{var.variable} is not a mappable "
+                               f"{mapping.domain} variable" + (
+                                   f" (one of {', '.join(sorted(allowed))})" if allowed
+                                   else f": {mapping.domain} is mapped through 'tests'"))
+            continue
+        if var.variable in seen:
+            ctx.reporter.error((*path, "variable"), f"{var.variable} is mapped twice")
+        seen.add(var.variable)
+        if (var.field is None) == (var.value is None):
+            ctx.reporter.error((*path, "variable"), "give exactly one of 'field' and 'value'")
+            continue
+        codelist = CODELISTS.get(var.codelist) if var.codelist else None
+        if var.codelist and codelist is None:
+            ctx.reporter.error((*path, "codelist"), f"unknown codelist {var.codelist} (known: "
+                               f"{', '.join(sorted(CODELISTS))})")
+        if meta.kind == "coded" and var.variable not in SPONSOR_TERMS and var.codelist is None:
+            ctx.reporter.error((*path, "variable"), f"{var.variable} is controlled terminology: "
+                               "name its 'codelist'")
+        if var.value is not None:
+            if var.terms:
+                ctx.reporter.error((*path, "terms"), "terms map collected codes: a constant "
+                                   "'value' has none")
+            if codelist is not None and not codelist.extensible and \
+                    var.value not in codelist.values:
+                ctx.reporter.error((*path, "value"), f"'{var.value}' is not a {codelist.code} "
+                                   f"({codelist.name}) term")
+            continue
+        types = {"date": ("date",), "number": ("integer", "decimal", "calculated", "slider"),
+                 "coded": ("single_choice", "yesno"), "text": ("text", "single_choice")}
+        source = _check_cdisc_field(ctx, form, var.field or "", (*path, "field"),
+                                    types[meta.kind])
+        if source is None:
+            continue
+        codes = ["1", "0"] if source.type == "yesno" else [c.code for c in source.choices]
+        if meta.kind == "coded" or (source.type == "single_choice" and var.terms):
+            mapped = {t.code for t in var.terms}
+            missing = [c for c in codes if c not in mapped]
+            if missing:
+                ctx.reporter.error((*path, "terms"), f"collected code(s) {', '.join(missing)} of "
+                                   f"field '{source.id}' have no term")
+            for t, term in enumerate(var.terms):
+                if term.code not in codes:
+                    ctx.reporter.error((*path, "terms", t, "code"), f"'{term.code}' is not a "
+                                       f"code of field '{source.id}' ({', '.join(codes)})")
+                if codelist is not None and not codelist.extensible and \
+                        term.value not in codelist.values:
+                    ctx.reporter.error((*path, "terms", t, "value"), f"'{term.value}' is not a "
+                                       f"{codelist.code} ({codelist.name}) term")
+        elif var.terms:
+            ctx.reporter.error((*path, "terms"), f"field '{source.id}' is {source.type}: "
+                               "no codes to map")
+    if form is not None or mapping.domain == "EX":
+        for name in REQUIRED_VARIABLES.get(mapping.domain, ()):
+            if name not in seen:
+                ctx.reporter.error((*base, "variables"), f"{mapping.domain} mapping needs {name}")
+
+
+def _check_cdisc_tests(ctx: _Context, mapping: DomainMap, form: FormDef | None,
+                       streams: set[str], base: Path,
+                       tests_seen: dict[tuple[str, str], str]) -> None:
+    findings = mapping.domain in FINDINGS_DOMAINS
+    if not findings:
+        if mapping.tests:
+            ctx.reporter.error((*base, "tests"), f"{mapping.domain} is not a findings domain")
+        for key in ("category", "method"):
+            if getattr(mapping, key) is not None:
+                ctx.reporter.error((*base, key), f"--{key.upper()[:4]} belongs to findings "
+                                   "domains")
+        return
+    if not mapping.tests:
+        ctx.reporter.error((*base, "domain"), f"a {mapping.domain} mapping needs 'tests'")
+    if mapping.domain == "QS" and mapping.category is None:
+        ctx.reporter.error((*base, "domain"), "QS needs 'category' (QSCAT is required)")
+    for k, test in enumerate(mapping.tests):
+        path: Path = (*base, "tests", k)
+        if mapping.domain == "XD":
+            if test.field != mapping.stream:
+                ctx.reporter.error((*path, "field"), f"an XD test reads its stream "
+                                   f"'{mapping.stream}'")
+        else:
+            _check_cdisc_field(ctx, form, test.field, (*path, "field"),
+                               ("integer", "decimal", "calculated", "slider", "single_choice",
+                                "yesno"))
+        if len(test.test) > 40:
+            ctx.reporter.error((*path, "test"), f"--TEST is {len(test.test)} characters (max 40)")
+        if test.laterality is not None and mapping.domain != "OE":
+            ctx.reporter.error((*path, "laterality"), "laterality belongs to OE")
+        test_key = (mapping.domain, test.testcd)
+        if test_key in tests_seen and tests_seen[test_key] != test.test:
+            ctx.reporter.error((*path, "test"), f"{test.testcd} is already "
+                               f"'{tests_seen[test_key]}' (--TESTCD and --TEST go 1:1)")
+        tests_seen.setdefault(test_key, test.test)
 
 
 def _check_epro_windows(ctx: _Context) -> None:

@@ -1,24 +1,26 @@
-"""Standard data exports from plain ExportData: CSV, SAS XPORT v5 (SDTM-like), CDISC ODM 1.3.2
+"""Standard data exports from plain ExportData: CSV, SAS XPORT v5 (SDTM), CDISC ODM 1.3.2
 and HL7 FHIR R4. Each builder returns ``{file name: bytes}`` (the caller writes or zips them);
 all share the de-identification allow-list of ``analysis.exports.data``.
 """
 
 from analysis.exports.csv import build_csv_exports
 from analysis.exports.data import (
-    AdverseEvent,
     ArmInfo,
     AuditEntry,
+    CodedTerm,
+    DeviceValue,
     ExportData,
     ExportError,
-    Exposure,
     FormValue,
     SignatureEntry,
     SiteInfo,
     SubjectRecord,
     TrialMeta,
+    VisitDate,
 )
 from analysis.exports.fhir import build_fhir_bundle, build_fhir_exports, check_fhir_bundle
 from analysis.exports.odm import build_odm
+from analysis.exports.sdtm import build_sdtm_datasets
 from analysis.exports.xport import XptDataset, XptError, XptVariable, write_xpt
 from analysis.exports.xpt import build_xpt_exports
 
@@ -34,17 +36,18 @@ def build_all_exports(data: ExportData) -> dict[str, bytes]:
 
 
 __all__ = [
-    "AdverseEvent",
     "ArmInfo",
     "AuditEntry",
+    "CodedTerm",
+    "DeviceValue",
     "ExportData",
     "ExportError",
-    "Exposure",
     "FormValue",
     "SignatureEntry",
     "SiteInfo",
     "SubjectRecord",
     "TrialMeta",
+    "VisitDate",
     "XptDataset",
     "XptError",
     "XptVariable",
@@ -53,6 +56,7 @@ __all__ = [
     "build_fhir_bundle",
     "build_fhir_exports",
     "build_odm",
+    "build_sdtm_datasets",
     "build_xpt_exports",
     "check_fhir_bundle",
     "write_xpt",

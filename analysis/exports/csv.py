@@ -1,7 +1,9 @@
 """CSV exports: per form in long and wide layouts, a bilingual codebook and a subject list.
 
 Files are UTF-8 with a byte-order mark (Excel opens Chinese labels correctly) and CRLF line
-ends (RFC 4180). A missing-data value ``{"missing": code}`` is written as its code text
+ends (RFC 4180). Text a spreadsheet would evaluate (``=cmd|...``, ``+``, ``-``, ``@``, tab,
+CR at the start) is prefixed with ``'``. A missing-data value ``{"missing": code}`` is
+written as its code text
 (``not_done``, ``unknown``, ``not_applicable``), never as a blank; a blank means "not asked".
 """
 
@@ -47,13 +49,27 @@ CODEBOOK_COLUMNS = (
 )
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def neutralised(cell: object) -> object:
+    """Return a text cell that a spreadsheet would run as a formula (starting with = + - @,
+    tab or carriage return) prefixed with ``'``, so it shows as text (OWASP CSV injection);
+    numbers such as ``-1.5`` stay numbers."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_START) and not NUMBER.match(cell):
+        return "'" + cell
+    return cell
+
+
 def write_csv(header: Sequence[str], rows: Iterable[Sequence[object]]) -> bytes:
-    """Return header and rows as UTF-8 (with BOM) CSV bytes, CRLF line ends, None as blank."""
+    """Return header and rows as UTF-8 (with BOM) CSV bytes, CRLF line ends, None as blank,
+    formula-like text neutralised."""
     buffer = io.StringIO()
     writer = std_csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(header)
+    writer.writerow([neutralised(h) for h in header])
     for row in rows:
-        writer.writerow(["" if cell is None else cell for cell in row])
+        writer.writerow(["" if cell is None else neutralised(cell) for cell in row])
     return ("\ufeff" + buffer.getvalue()).encode("utf-8")
 
 

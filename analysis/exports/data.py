@@ -19,6 +19,7 @@ from datetime import date, datetime
 from typing import Literal, TypeAlias
 
 from ecrf.model import MISSING_CODES, FieldDef, FormDef, VisitDef
+from protocols.model import CdiscSpec
 
 FieldValue: TypeAlias = (
     str | int | float | bool | list[str] | tuple[str, ...] | Mapping[str, str] | None
@@ -27,7 +28,6 @@ SubjectStatus = Literal[
     "screening", "screen_failed", "enrolled", "randomized", "completed", "withdrawn"
 ]
 FormStatus = Literal["draft", "submitted", "signed", "locked"]
-SdtmFindingsDomain = Literal["VS", "QS", "XF"]
 StudyStatus = Literal["active", "closed-to-accrual", "completed", "temporarily-closed-to-accrual"]
 
 # Field types with no exportable value (binary payloads, ink signatures, display text).
@@ -61,6 +61,10 @@ class TrialMeta:
     product_name: str = ""
     blinded: bool = True
     arms: tuple[ArmInfo, ...] = ()
+    #: protocol facts for SDTM TS (None: not declared, the TS row is left out)
+    blinding_level: Literal["open", "single", "double"] | None = None
+    registry_id: str | None = None
+    planned_subjects: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class SubjectRecord:
     subject_code: str
     site_code: str
     status: SubjectStatus
-    sex: Literal["F", "M", "U"] = "U"
+    sex: Literal["F", "M", "U"] | None = None
     age: int | None = None
     arm_code: str | None = None
     consented_on: date | None = None
@@ -90,6 +94,8 @@ class SubjectRecord:
     completed_on: date | None = None
     withdrawn_on: date | None = None
     withdrawal_reason: str | None = None
+    #: date of the screening data on which eligibility failed (DS SCREEN FAILURE)
+    screen_failed_on: date | None = None
 
 
 @dataclass(frozen=True)
@@ -140,39 +146,41 @@ class SignatureEntry:
 
 
 @dataclass(frozen=True)
-class AdverseEvent:
-    """An adverse event as analysed (MedDRA-coded term and body system when coded)."""
+class VisitDate:
+    """The actual date of a held visit (SV)."""
 
     subject_code: str
-    term: str
-    start_on: date | None
-    decoded_term: str = ""
-    body_system: str = ""
-    serious: bool = False
-    severity: Literal["MILD", "MODERATE", "SEVERE"] = "MILD"
-    relationship: str = "NOT RELATED"
-    end_on: date | None = None
-    outcome: str = ""
+    visit_id: str
+    on: date
 
 
 @dataclass(frozen=True)
-class Exposure:
-    """DTx exposure over a period: dose is e.g. minutes of app use per day."""
+class DeviceValue:
+    """One device/app observation of a stream (EX exposure, XD device findings)."""
 
     subject_code: str
-    treatment: str
-    start_on: date
-    end_on: date | None = None
-    dose: float | None = None
-    dose_unit: str = ""
+    stream: str
+    observed_at: datetime
+    value: float
+    unit: str
+
+
+@dataclass(frozen=True)
+class CodedTerm:
+    """A verbatim term coded against the sponsor's dictionary (AEDECOD, AEBODSYS)."""
+
+    decoded: str
+    body_system: str
+    dictionary: str
+    version: str
 
 
 @dataclass(frozen=True)
 class ExportData:
     """Everything an export may contain; ``exported_at`` is the UTC time stamped in files.
 
-    ``sdtm_findings`` maps a form id to the SDTM findings domain its fields go to
-    (VS vital signs, QS questionnaires, XF sponsor-defined endpoint findings).
+    SDTM datasets come from ``cdisc`` (the protocol's mapping) over ``values``,
+    ``visit_dates`` and ``device_values``.
     """
 
     trial: TrialMeta
@@ -184,9 +192,20 @@ class ExportData:
     exported_at: datetime
     audit: tuple[AuditEntry, ...] = ()
     signatures: tuple[SignatureEntry, ...] = ()
-    adverse_events: tuple[AdverseEvent, ...] = ()
-    exposures: tuple[Exposure, ...] = ()
-    sdtm_findings: Mapping[str, SdtmFindingsDomain] = field(default_factory=dict)
+    #: the protocol's CDISC mapping; SDTM is refused without one
+    cdisc: CdiscSpec | None = None
+    visit_dates: tuple[VisitDate, ...] = ()
+    device_values: tuple[DeviceValue, ...] = ()
+    #: coded terms by normalised verbatim (``coding_key``), from the coding table
+    coded_terms: Mapping[str, CodedTerm] = field(default_factory=dict)
+    #: coded concomitant medications, likewise (CMDECOD)
+    coded_medications: Mapping[str, CodedTerm] = field(default_factory=dict)
+
+
+def coding_key(verbatim: str) -> str:
+    """Return the key a verbatim term is coded under: trimmed, inner spaces collapsed,
+    case-folded (exact matches up to case and spacing)."""
+    return " ".join(verbatim.split()).casefold()
 
 
 def exportable_fields(form: FormDef) -> tuple[FieldDef, ...]:

@@ -107,6 +107,16 @@ def _translated(label: Label) -> dict[str, Any]:
         {"url": "lang", "valueCode": "zh"}, {"url": "content", "valueString": label.zh}]}]}
 
 
+#: Base of the bundle's fullUrls: relative references (``Patient/x``) resolve against it. The
+#: reserved ``.invalid`` domain says plainly that the export is not served from a FHIR server.
+FULL_URL_BASE = "https://dtx-trials.invalid/fhir"
+
+
+def full_url(data: ExportData, resource: Resource) -> str:
+    """Return the entry's fullUrl: ``<base>/<trial>/<resourceType>/<id>``."""
+    return f"{FULL_URL_BASE}/{fhir_id(data.trial.code)}/{resource['resourceType']}/{resource['id']}"
+
+
 def questionnaire_url(data: ExportData, form: FormDef) -> str:
     """Return the canonical URL of a form's Questionnaire."""
     return f"urn:dtx-trials:{fhir_id(data.trial.code)}:questionnaire:{fhir_id(form.id)}"
@@ -261,7 +271,9 @@ def build_fhir_bundle(data: ExportData) -> Resource:
         "id": fhir_id(f"{trial.code}-export"),
         "type": "collection",
         "timestamp": data.exported_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "entry": [{"resource": resource} for resource in resources],
+        "entry": [
+            {"fullUrl": full_url(data, resource), "resource": resource} for resource in resources
+        ],
     }
     problems = check_fhir_bundle(bundle)
     if problems:
@@ -285,9 +297,17 @@ def _check_items(items: list[dict[str, Any]], link_ids: list[str], where: str,
 
 
 def check_fhir_bundle(bundle: Mapping[str, Any]) -> list[str]:
-    """Return the FHIR-02/03/04 problems of a bundle (codes, reference types, linkIds)."""
-    problems: list[str] = []
+    """Return the FHIR-01..04 problems of a bundle (fullUrls, codes, reference types,
+    linkIds)."""
     resources = [entry["resource"] for entry in bundle.get("entry", [])]
+    full_urls = [entry.get("fullUrl") for entry in bundle.get("entry", [])]
+    problems = [
+        f"FHIR-01: entry {i} fullUrl {url!r} does not end with {r['resourceType']}/{r.get('id')}"
+        for i, (url, r) in enumerate(zip(full_urls, resources))
+        if not isinstance(url, str) or not url.endswith(f"/{r['resourceType']}/{r.get('id')}")
+    ]
+    if len(set(full_urls)) != len(full_urls):
+        problems.append("FHIR-01: duplicate fullUrl")
     ids = {(r["resourceType"], r.get("id")) for r in resources}
     questionnaires: dict[str, dict[str, str]] = {}
     for resource in resources:

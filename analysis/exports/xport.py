@@ -41,6 +41,10 @@ class XptVariable:
     label: str
     type: Literal["char", "num"]
     origin: str = "Collected"
+    #: CDISC codelist C-code of the values (None: not controlled terminology)
+    codelist: str | None = None
+    #: where a collected value comes from, ``form.field`` or ``stream:<id>`` (None: derived)
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,11 +110,14 @@ def validate_dataset(dataset: XptDataset) -> None:
                 f"{dataset.name}.{variable.name}: variable name must match {NAME_PATTERN.pattern}"
             )
         check_label(f"{dataset.name}.{variable.name}", variable.label)
+    subject = names.index("USUBJID") if "USUBJID" in names else None
     for number, row in enumerate(dataset.rows, start=1):
         if len(row) != len(names):
             raise XptError(f"{dataset.name} row {number}: {len(row)} cells for {len(names)}")
         for variable, cell in zip(dataset.variables, row):
             where = f"{dataset.name}.{variable.name} row {number}"
+            if subject is not None:
+                where += f" (participant {row[subject]})"
             if variable.type == "num":
                 if cell is not None and (
                     isinstance(cell, str) or not math.isfinite(float(cell))
@@ -122,7 +129,11 @@ def validate_dataset(dataset: XptDataset) -> None:
                 if len(cell) > MAX_CHAR:
                     raise XptError(f"{where}: value longer than {MAX_CHAR} bytes")
                 if not _is_printable_ascii(cell):
-                    raise XptError(f"{where}: value {cell!r} is not printable ASCII")
+                    raise XptError(
+                        f"{where}: value {cell!r} is not printable ASCII; SAS XPORT v5 holds "
+                        "ASCII only: correct or translate the value, or use the UTF-8 "
+                        "Dataset-JSON export"
+                    )
 
 
 def ibm_double(value: float) -> bytes:

@@ -147,11 +147,36 @@ def _demo_trial(path: Path, n_participants: int, seed: int, out: Path) -> Path:
     )
     trial_out = out / code
     report: dict[str, Any] = {"trial": code, "protocol_file": str(path), "counts": counts}
+    report.update(_code_terms(trial))
     report.update(_analyse(trial, trial_out))
     report.update(_export(trial, trial_out))
     target = out / f"{code}.summary.json"
     target.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return target
+
+
+SYNTHETIC_DICTIONARY = (
+    Path(__file__).resolve().parents[2] / "protocols" / "library" / "dictionaries"
+    / "synthetic_ae_dictionary.csv"
+)
+
+
+def _code_terms(trial: Any) -> dict[str, Any]:
+    """Load the synthetic demo dictionary (never MedDRA) and auto-code exact matches."""
+    from dtx_trials.cli import _run
+    from dtx_trials.extensions import db
+    from dtx_trials.services import coding
+
+    actor = _operator(trial, "data_manager")
+    text = SYNTHETIC_DICTIONARY.read_text(encoding="utf-8")
+    _run(lambda: coding.load_dictionary(db.session, actor, trial, name="DTX-SYNTHETIC",
+                                        version="1.0", text=text))
+    coded = _run(lambda: coding.auto_code(db.session, actor, trial))
+    left = _run(lambda: coding.coding_queue(db.session, actor, trial))
+    console.print(f"{trial.code}: {coded} AE term(s) auto-coded against the synthetic "
+                  f"dictionary, {len(left)} left in the coding queue", highlight=False)
+    return {"coding": {"dictionary": "DTX-SYNTHETIC 1.0", "auto_coded": coded,
+                       "queue": len(left)}}
 
 
 def _analyse(trial: Any, trial_out: Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from dtx_trials.models.allocations import Allocation, RandomizationState
 from dtx_trials.models.analyses import AnalysisRun
 from dtx_trials.models.audit import AuditChainHead, AuditEvent, KeyCheck
+from dtx_trials.models.coding import CodedTerm, DictionaryTerm
 from dtx_trials.models.devices import DeviceObservation
 from dtx_trials.models.forms import DataQuery, FormRecord, Signature
 from dtx_trials.models.notifications import Notification
@@ -25,10 +26,12 @@ __all__ = [
     "ApiToken",
     "AuditChainHead",
     "AuditEvent",
+    "CodedTerm",
     "Consent",
     "ConsentInvitation",
     "DataQuery",
     "DeviceObservation",
+    "DictionaryTerm",
     "EproLink",
     "FormRecord",
     "IdempotentRequest",

@@ -65,6 +65,9 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
     "device.ingest": frozenset({R.DATA_MANAGER, R.COORDINATOR}),
     "analysis.run": frozenset({R.STATISTICIAN, R.UNBLINDED_STATISTICIAN}),
     "export.run": frozenset({R.STATISTICIAN, R.UNBLINDED_STATISTICIAN, R.DATA_MANAGER}),
+    "coding.dictionary": frozenset({R.SPONSOR_ADMIN, R.DATA_MANAGER}),
+    "coding.code": frozenset({R.DATA_MANAGER}),
+    "coding.read": frozenset({R.DATA_MANAGER, R.SPONSOR_ADMIN, R.MONITOR}),
 }
 
 # What a participant grant allows only through an ePRO link session, which also pins the

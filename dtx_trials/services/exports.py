@@ -4,7 +4,6 @@ see arms, and audited with the SHA-256 of every file written."""
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import io
 import zipfile
@@ -21,9 +20,9 @@ from analysis.exports import (
     build_xpt_exports,
 )
 from analysis.exports.data import (
-    AdverseEvent,
     ArmInfo,
     AuditEntry,
+    DeviceValue,
     ExportData,
     ExportError,
     FormValue,
@@ -31,12 +30,14 @@ from analysis.exports.data import (
     SiteInfo,
     SubjectRecord,
     TrialMeta,
+    VisitDate,
 )
 from analysis.exports.xport import XptError
 from dtx_trials.db import transaction, utcnow
 from dtx_trials.models import (
     Allocation,
     AuditEvent,
+    DeviceObservation,
     FormRecord,
     Participant,
     Signature,
@@ -45,7 +46,7 @@ from dtx_trials.models import (
     User,
     Visit,
 )
-from dtx_trials.services import audit
+from dtx_trials.services import audit, coding
 from dtx_trials.services.access import Actor, require, sees_arms
 from dtx_trials.services.errors import ValidationError
 from dtx_trials.services.protocols import active_protocol, blinded_roles
@@ -66,13 +67,19 @@ PHASES = {
 }
 
 
-def _sex(protocol: Protocol, value: object) -> str:
-    try:
-        field = protocol.field("sex")
-    except KeyError:
-        return "U"
-    label = next((c.label.en.lower() for c in field.choices if c.code == str(value)), "")
-    return "M" if label.startswith("m") else "F" if label.startswith("f") else "U"
+def _dm_value(protocol: Protocol, variable: str, data: dict[str, object]) -> object:
+    """The participant's value of a DM variable through the protocol's cdisc mapping (None
+    when the protocol maps none or the participant has no value)."""
+    if protocol.cdisc is None:
+        return None
+    for mapping in protocol.cdisc.domain_maps("DM"):
+        for var in mapping.variables:
+            if var.variable == variable and var.field is not None:
+                raw = data.get(var.field)
+                if var.terms:
+                    return next((t.value for t in var.terms if t.code == str(raw)), None)
+                return raw
+    return None
 
 
 def export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData:
@@ -103,10 +110,10 @@ def export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData:
     }
     known_forms = {f.id for f in protocol.forms}
     known_visits = {v.id for v in protocol.schedule.visits}
+    screening_visits = {v.id for v in protocol.schedule.visits if v.day < 0}
     values: list[FormValue] = []
     merged: dict[int, dict[str, object]] = {}
     record_index: dict[int, tuple[str, str, int]] = {}
-    adverse: list[AdverseEvent] = []
     for record in session.scalars(
         select(FormRecord)
         .join(Participant)
@@ -135,40 +142,53 @@ def export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData:
                         else "signed"
                         if record.status == "signed"
                         else "submitted",
-                        collected_on=(visit.actual_on or visit.planned_on) if visit else None,
+                        collected_on=visit.actual_on if visit else None,
                     )
                 )
-        if form.repeating and "adverse" in form.id:
-            data = record.data or {}
-            term = str(data.get("ae_term") or "unspecified")
-            onset = data.get("ae_onset_on")
-            adverse.append(
-                AdverseEvent(
-                    subject_code=codes[record.participant_id],
-                    term=term,
-                    start_on=datetime.date.fromisoformat(onset) if isinstance(onset, str) else None,
-                    serious=str(data.get("ae_serious")) == "1",
-                )
-            )
     subjects = []
     for p in participants:
         allocation = allocations.get(p.id)
         data = merged.get(p.id, {})
-        age = data.get("age") if isinstance(data.get("age"), int) else data.get("age_years")
+        age = _dm_value(protocol, "AGE", data)
+        sex = _dm_value(protocol, "SEX", data)
+        screening_dates = [
+            v.actual_on for v in visits.values()
+            if v.participant_id == p.id and v.actual_on is not None
+            and v.visit_code in screening_visits
+        ]
         subjects.append(
             SubjectRecord(
                 subject_code=p.subject_code,
                 site_code=sites[p.site_id].code,
                 status=STATUS.get(p.status, p.status),  # type: ignore[arg-type]
-                sex=_sex(protocol, data.get("sex")),  # type: ignore[arg-type]
+                sex=sex if sex in ("F", "M", "U") else None,  # type: ignore[arg-type]
                 age=age if isinstance(age, int) else None,
                 arm_code=None if blinded or allocation is None else allocation.arm_code,
                 consented_on=p.consented_at.date() if p.consented_at else None,
                 randomized_on=allocation.allocated_at.date() if allocation else None,
                 withdrawn_on=p.withdrawn_at.date() if p.withdrawn_at else None,
                 withdrawal_reason=p.withdrawal_reason,
+                screen_failed_on=(
+                    max(screening_dates) if p.status == "screen_failed" and screening_dates
+                    else None
+                ),
             )
         )
+    visit_dates = tuple(
+        VisitDate(codes[v.participant_id], v.visit_code, v.actual_on)
+        for v in sorted(visits.values(), key=lambda v: (v.participant_id, v.id))
+        if v.actual_on is not None and v.participant_id in codes and not v.is_unscheduled
+    )
+    device_values = tuple(
+        DeviceValue(codes[o.participant_id], o.stream, o.observed_at, o.value, o.unit)
+        for o in session.scalars(
+            select(DeviceObservation)
+            .where(DeviceObservation.trial_id == trial.id)
+            .order_by(DeviceObservation.participant_id, DeviceObservation.observed_at,
+                      DeviceObservation.id)
+        )
+        if o.participant_id in codes
+    )
     users = {u.id: u for u in session.scalars(select(User))}
     signatures = []
     for s in session.scalars(select(Signature).where(Signature.status == "valid")):
@@ -203,6 +223,9 @@ def export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData:
             product_name=protocol.title.en[:80],
             blinded=blinded,
             arms=() if blinded else tuple(ArmInfo(a.code, a.name.en) for a in protocol.arms),
+            blinding_level=protocol.blinding.level,
+            registry_id=protocol.registry_id,
+            planned_subjects=protocol.sample_size.n if protocol.sample_size else None,
         ),
         forms=protocol.forms,
         visits=protocol.schedule.visits,
@@ -214,7 +237,11 @@ def export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData:
         exported_at=utcnow(),
         audit=tuple(trail),
         signatures=tuple(signatures),
-        adverse_events=tuple(adverse),
+        cdisc=protocol.cdisc,
+        visit_dates=visit_dates,
+        device_values=device_values,
+        coded_terms=coding.coded_terms(session, trial, "ae"),
+        coded_medications=coding.coded_terms(session, trial, "cm"),
     )
 
 
@@ -265,7 +292,7 @@ def _audit_entries(
                             field_id=field_id,
                             old_value=old.get(field_id),
                             new_value=new.get(field_id),
-                            user_id=str(event.actor_id or "system"),
+                            user_id=_odm_user(event, codes[pid]),
                             user_name=event.actor_name,
                             site_code=site_of[pid],
                             changed_at=event.at,
@@ -274,6 +301,14 @@ def _audit_entries(
                         )
                     )
     return out
+
+
+def _odm_user(event: AuditEvent, subject_code: str) -> str:
+    """The ODM user of a change: the staff member's account id, or the participant (by the
+    pseudonymous code) for ePRO entries; ``system`` only for changes no person made."""
+    if event.actor_role == "participant":
+        return f"participant-{subject_code}"
+    return str(event.actor_id) if event.actor_id is not None else "system"
 
 
 def build_files(data: ExportData, formats: Sequence[str]) -> dict[str, bytes]:

@@ -709,7 +709,9 @@ class _Run:
         failing = None
         if subject.will_fail:
             failing = subject.rng.choice(self.profile.criteria(self.protocol))
-        screening_values = self.profile.screening(subject, failing)
+        screening_values = {
+            **self._demographics(subject), **self.profile.screening(subject, failing)
+        }
         for visit in self.screening_visits:
             for form_code in visit.forms:
                 self._save(
@@ -743,6 +745,19 @@ class _Run:
         subject.arm = arm
         subject.is_active_arm = arm not in self.control_arms
         self._follow(staff, code, subject)
+
+    def _demographics(self, subject: Subject) -> Values:
+        """Race and ethnicity answers where the screening form asks them (mostly Asian at
+        Chinese sites; some decline to answer)."""
+        fields = {f.id for form in self.protocol.forms for f in form.fields}
+        values: Values = {}
+        if "race" in fields:
+            values["race"] = subject.rng.choices(
+                ("asian", "white", "other", "not_reported"), weights=(90, 3, 2, 5))[0]
+        if "ethnic" in fields:
+            values["ethnic"] = subject.rng.choices(
+                ("not_hispanic", "hispanic", "not_reported"), weights=(93, 1, 6))[0]
+        return values
 
     def _consent(self, staff: Actor, code: str, subject: Subject) -> None:
         documents: dict[tuple[str, str], list[Any]] = {}
@@ -915,6 +930,8 @@ class _Run:
             if any(f.id == "ae_resolved_on" for f in self.ae_form.fields):
                 resolved = onset + datetime.timedelta(days=subject.rng.randint(1, 21))
                 values["ae_resolved_on"] = min(resolved, reported_on).isoformat()
+                if any(f.id == "ae_outcome" for f in self.ae_form.fields):
+                    values["ae_outcome"] = "recovered"
             self._save(
                 staff,
                 code,

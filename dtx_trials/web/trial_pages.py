@@ -54,6 +54,7 @@ from dtx_trials.models.users import Role
 from dtx_trials.services import (
     accounts,
     audit,
+    coding,
     deviations,
     listing,
     participants,
@@ -123,6 +124,7 @@ def _nav(trial: Trial) -> dict[str, Any]:
                 "audit.read",
                 "protocol.manage",
                 "analysis.run",
+                "coding.read",
             )
         },
     }
@@ -935,6 +937,53 @@ def review_deviation(code: str, deviation_id: int) -> Response | tuple[str, int]
             raise
         return _render_deviations(trial, exc.status, banner=exc.message, errors=exc.errors)
     return redirect(url_for("trial_pages.deviation_list", code=code))
+
+
+@bp.get("/trials/<code>/coding")
+@signed_in
+def coding_page(code: str) -> tuple[str, int]:
+    """The data manager's coding queue: uncoded AE terms and medications, coded against the
+    sponsor's dictionary."""
+    return _render_coding(_trial(code))
+
+
+def _render_coding(trial: Trial, status: int = 200, **extra: Any) -> tuple[str, int]:
+    actor = _actor()
+    items = coding.coding_queue(db.session, actor, trial)
+    terms = coding.dictionary_terms(db.session, actor, trial)
+    return render_template(
+        "coding.html", items=items, terms=terms,
+        may_code=can(actor, "coding.code", trial.id), **_nav(trial), **extra,
+    ), status
+
+
+@bp.post("/trials/<code>/coding")
+@signed_in
+@idempotent
+def code_term(code: str) -> Response | tuple[str, int]:
+    """Code one verbatim term (data manager); audited."""
+    trial = _trial(code)
+    try:
+        coding.code_term(
+            db.session, _actor(), trial, kind=request.form.get("kind", ""),
+            verbatim=request.form.get("verbatim", ""),
+            dictionary_term=request.form.get("dictionary_term", ""),
+        )
+    except DomainError as exc:
+        if exc.status in (403, 404):
+            raise
+        return _render_coding(trial, exc.status, banner=exc.message, errors=exc.errors)
+    return redirect(url_for("trial_pages.coding_page", code=code))
+
+
+@bp.post("/trials/<code>/coding/auto")
+@signed_in
+@idempotent
+def auto_code(code: str) -> Response:
+    """Code every exact match (data manager)."""
+    trial = _trial(code)
+    coding.auto_code(db.session, _actor(), trial)
+    return redirect(url_for("trial_pages.coding_page", code=code))
 
 
 @bp.post("/trials/<code>/participants/<subject>/eligibility")

@@ -34,7 +34,18 @@ from flask import Flask
 from sqlalchemy import select
 
 from analysis.datasets import SubjectData
-from analysis.exports.data import exportable_fields
+from analysis.exports.data import (
+    DeviceValue,
+    ExportData,
+    ExportError,
+    FormValue,
+    SiteInfo,
+    SubjectRecord,
+    TrialMeta,
+    VisitDate,
+    exportable_fields,
+)
+from analysis.exports.xpt import build_xpt_exports
 from analysis.sap import run_sap
 from analysis.simulation import simulate_trial_data
 from dtx_trials.api.blinding import allocation_schema
@@ -522,7 +533,83 @@ def rename_factor(old: str, new: str) -> Change:
     return change
 
 
+def sdtm_export(n: int = 4) -> Callable[[Protocol], object]:
+    """The SDTM files (XPT rows + define.csv) built from the protocol's cdisc mapping over
+    synthetic data: n participants with one record of each mapped form, three days of each
+    device stream; participant 0 leaves every optional field blank. An export error is the
+    observation when the mapping refuses the data."""
+
+    def observe(protocol: Protocol) -> object:
+        stamp = datetime.datetime(2026, 11, 2, 12, 0, tzinfo=datetime.UTC)
+        subjects = tuple(
+            SubjectRecord(f"S{j}", protocol.sites.initial_sites[0].code, "randomized",
+                          consented_on=datetime.date(2026, 9, 1),
+                          randomized_on=datetime.date(2026, 9, 2))
+            for j in range(n)
+        )
+        values: list[FormValue] = []
+        visit_dates: list[VisitDate] = []
+        mapped = {m.form for m in (protocol.cdisc.mappings if protocol.cdisc else ()) if m.form}
+        for j, subject in enumerate(subjects):
+            answers = _screening_values(protocol, j)
+            for k, visit in enumerate(protocol.schedule.visits):
+                visit_dates.append(VisitDate(subject.subject_code, visit.id,
+                                             datetime.date(2026, 9, 10 + k)))
+            for fm in protocol.forms:
+                if fm.id not in mapped:
+                    continue
+                visit_id = next((v.id for v in protocol.schedule.visits if fm.id in v.forms),
+                                protocol.schedule.visits[-1].id)
+                for f in fm.fields:
+                    if j == 0 and not f.required:
+                        continue
+                    value: object = answers.get(f.id)
+                    if f.type == "date":
+                        value = f"2026-10-0{j + 1}"
+                    elif f.type == "text" and not f.identifier:
+                        value = f"text {f.id} {j}"
+                    if value is not None and not f.identifier:
+                        values.append(FormValue(subject.subject_code, visit_id, fm.id, f.id,
+                                                value))  # type: ignore[arg-type]
+        device = tuple(
+            DeviceValue(f"S{j}", stream.id,
+                        datetime.datetime(2026, 9, 3 + day, 20, 0, tzinfo=datetime.UTC),
+                        float(day + j), stream.unit)
+            for j in range(n) for stream in protocol.device_streams for day in range(3)
+        )
+        data = ExportData(
+            trial=TrialMeta(code=protocol.code, title=protocol.title.en, protocol_version="1",
+                            sponsor="probe", blinded=True),
+            forms=protocol.forms, visits=protocol.schedule.visits,
+            sites=tuple(SiteInfo(s.code, s.name) for s in protocol.sites.initial_sites),
+            subjects=subjects, values=tuple(values), exported_at=stamp,
+            cdisc=protocol.cdisc, visit_dates=tuple(visit_dates), device_values=device,
+        )
+        try:
+            files = build_xpt_exports(data)
+        except ExportError as exc:
+            return ["refused", str(exc)]
+        return {name: body.hex() for name, body in sorted(files.items())}
+
+    return observe
+
+
+def cdisc_map(doc: Doc, domain: str, form_or_stream: str | None = None) -> Doc:
+    """The library mapping into `domain` (from the named form or stream, if given)."""
+    return next(m for m in doc["cdisc"]["mappings"] if m["domain"] == domain and (
+        form_or_stream is None or form_or_stream in (m.get("form"), m.get("stream"))))
+
+
+def cdisc_var(doc: Doc, domain: str, variable: str) -> Doc:
+    return by_id(cdisc_map(doc, domain)["variables"], variable, "variable")
+
+
+def cdisc_test(doc: Doc, domain: str, form: str, testcd: str) -> Doc:
+    return by_id(cdisc_map(doc, domain, form)["tests"], testcd, "testcd")
+
+
 ALLOC = allocations()
+SDTM = sdtm_export()
 SAP = sap()
 MOCA_ONLY = keep_endpoints("moca_change_w24")
 T2D_PRIMARY = keep_endpoints("hba1c_change_w24")
@@ -618,6 +705,56 @@ PROBES: dict[str, Probe] = {
     "randomization.p": Probe("mci", setter(rand, "p", 0.95), ALLOC, setup=minimization()),
     "randomization.burn_in": Probe("mci", setter(rand, "burn_in", 10), ALLOC,
                                    setup=minimization()),
+    # ---- CDISC mapping (SDTM export)
+    "cdisc.sdtmig": Probe("mci", setter(lambda d: d["cdisc"], "sdtmig", "3.3"),
+                          refused="'3.3' is not one of 3.4"),
+    "cdisc.ct_version": Probe("mci", setter(lambda d: d["cdisc"], "ct_version", "2025-03-28"),
+                              SDTM),
+    "cdisc.mappings[].domain": Probe("mci", setter(lambda d: cdisc_map(d, "QS", "moca"),
+                                                   "domain", "VS"), SDTM,
+                                     also=("cdisc.mappings[].category",)),
+    "cdisc.mappings[].form": Probe("mci", setter(lambda d: cdisc_map(d, "AE"), "form",
+                                                 "con_meds"),
+                                   refused="form 'con_meds' has no field 'ae_term'"),
+    "cdisc.mappings[].stream": Probe("myopia", setter(lambda d: cdisc_map(d, "EX"), "stream",
+                                                      "outdoor_minutes"), SDTM),
+    "cdisc.mappings[].category": Probe("mci", setter(lambda d: cdisc_map(d, "QS", "adas_cog"),
+                                                     "category", "ADAS-COG 13"), SDTM),
+    "cdisc.mappings[].method": Probe("myopia", setter(lambda d: cdisc_map(d, "OE", "refraction"),
+                                                      "method", "REFRACTOMETRY"), SDTM),
+    "cdisc.mappings[].date_field": Probe("t2d", popper(lambda d: cdisc_map(d, "LB", "lab"),
+                                                       "date_field"), SDTM),
+    "cdisc.mappings[].variables[].variable": Probe(
+        "mci", setter(lambda d: cdisc_var(d, "AE", "AEACN"), "variable", "AEACNOTH"), SDTM),
+    "cdisc.mappings[].variables[].field": Probe(
+        "mci", setter(lambda d: cdisc_var(d, "CM", "CMINDC"), "field", "cm_name"), SDTM),
+    "cdisc.mappings[].variables[].value": Probe(
+        "mci", setter(lambda d: cdisc_var(d, "AE", "AEACN"), "value", "UNKNOWN"), SDTM),
+    "cdisc.mappings[].variables[].codelist": Probe(
+        "mci", setter(lambda d: cdisc_var(d, "AE", "AESEV"), "codelist", "C66742"),
+        refused="'MILD' is not a C66742 (NY) term"),
+    "cdisc.mappings[].variables[].terms[].code": Probe(
+        "mci", setter(lambda d: cdisc_var(d, "AE", "AESEV")["terms"][0], "code", "light"),
+        refused="'light' is not a code of field 'ae_severity'"),
+    "cdisc.mappings[].variables[].terms[].value": Probe(
+        "mci", setter(lambda d: cdisc_var(d, "AE", "AESEV")["terms"][0], "value", "MODERATE"),
+        SDTM),
+    "cdisc.mappings[].variables[].nullable": Probe(
+        "mci", setter(lambda d: cdisc_var(d, "AE", "AEENDTC"), "nullable", False), SDTM),
+    "cdisc.mappings[].tests[].field": Probe(
+        "t2d", setter(lambda d: cdisc_test(d, "VS", "vitals", "WEIGHT"), "field", "height_cm"),
+        SDTM),
+    "cdisc.mappings[].tests[].testcd": Probe(
+        "t2d", setter(lambda d: cdisc_test(d, "VS", "vitals", "WEIGHT"), "testcd", "WT"), SDTM),
+    "cdisc.mappings[].tests[].test": Probe(
+        "t2d", setter(lambda d: cdisc_test(d, "VS", "vitals", "WEIGHT"), "test", "Body Weight"),
+        SDTM),
+    "cdisc.mappings[].tests[].unit": Probe(
+        "t2d", setter(lambda d: cdisc_test(d, "VS", "vitals", "WEIGHT"), "unit", "g"), SDTM),
+    "cdisc.mappings[].tests[].laterality": Probe(
+        "myopia",
+        setter(lambda d: cdisc_map(d, "OE", "biometry")["tests"][0], "laterality", "BILATERAL"),
+        SDTM),
     "randomization.overall_weight": Probe("mci", setter(rand, "overall_weight", 2), ALLOC,
                                           setup=minimization()),
     "randomization.efron_p": Probe("mci", setter(rand, "efron_p", 0.9), ALLOC,

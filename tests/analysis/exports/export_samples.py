@@ -6,18 +6,18 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 
 from analysis.exports import (
-    AdverseEvent,
     ArmInfo,
     AuditEntry,
     ExportData,
-    Exposure,
     FormValue,
     SignatureEntry,
     SiteInfo,
     SubjectRecord,
     TrialMeta,
 )
+from analysis.exports.data import DeviceValue, VisitDate
 from ecrf.model import Choice, FieldDef, FormDef, Label, VisitDef
+from protocols.model import CdiscSpec, CtTerm, DomainMap, TestMap, VariableMap
 
 # Direct identifiers that must never appear in any export file.
 PATIENT_NAME = "张伟 Zhang Wei"
@@ -64,11 +64,97 @@ ADAS = FormDef(
         FieldDef("intro", "descriptive", Label("Read the instructions", "请阅读说明")),
     ),
 )
-FORMS = (CONTACT, VITALS, ADAS)
+def _choices(*codes: tuple[str, str]) -> tuple[Choice, ...]:
+    return tuple(Choice(code, Label(label, label)) for code, label in codes)
+
+
+DEMOGRAPHICS = FormDef(
+    id="demographics",
+    title=Label("Demographics", "人口学资料"),
+    fields=(
+        FieldDef("sex", "single_choice", Label("Sex", "性别"),
+                 choices=_choices(("1", "Male"), ("2", "Female"))),
+        FieldDef("age", "integer", Label("Age", "年龄"), unit="years"),
+    ),
+)
+AE_FORM = FormDef(
+    id="adverse_events",
+    title=Label("Adverse events", "不良事件"),
+    repeating=True,
+    fields=(
+        FieldDef("ae_term", "text", Label("Event", "事件"), max_length=200),
+        FieldDef("ae_onset_on", "date", Label("Onset", "发生日期")),
+        FieldDef("ae_end_on", "date", Label("Resolved", "缓解日期"),
+                 allow_missing_codes=("unknown",)),
+        FieldDef("ae_severity", "single_choice", Label("Severity", "严重程度"),
+                 choices=_choices(("mild", "Mild"), ("moderate", "Moderate"),
+                                  ("severe", "Severe"))),
+        FieldDef("ae_serious", "yesno", Label("Serious", "严重")),
+        FieldDef("ae_related", "single_choice", Label("Related", "相关"),
+                 choices=_choices(("no", "Not related"), ("possible", "Possibly related"))),
+    ),
+)
+EOS = FormDef(
+    id="end_of_study",
+    title=Label("End of study", "研究结束"),
+    fields=(
+        FieldDef("eos_on", "date", Label("Last visit", "末次访视")),
+        FieldDef("eos_status", "single_choice", Label("Status", "状态"),
+                 choices=_choices(("completed", "Completed"), ("withdrew", "Withdrew"))),
+    ),
+)
+FORMS = (CONTACT, VITALS, ADAS, DEMOGRAPHICS, AE_FORM, EOS)
 VISITS = (
-    VisitDef("screening", Label("Screening", "筛选"), day=-14, forms=("contact", "vitals"),
-             anchor="screening"),
-    VisitDef("week12", Label("Week 12", "第12周"), day=84, forms=("vitals", "adas_cog")),
+    VisitDef("screening", Label("Screening", "筛选"), day=-14,
+             forms=("contact", "vitals", "demographics"), anchor="screening"),
+    VisitDef("week12", Label("Week 12", "第12周"), day=84,
+             forms=("vitals", "adas_cog", "adverse_events", "end_of_study")),
+)
+
+
+def _terms(*pairs: tuple[str, str]) -> tuple[CtTerm, ...]:
+    return tuple(CtTerm(code, value) for code, value in pairs)
+
+
+CDISC = CdiscSpec(
+    sdtmig="3.4",
+    ct_version="2025-09-26",
+    mappings=(
+        DomainMap("DM", form="demographics", variables=(
+            VariableMap("SEX", field="sex", codelist="C66731",
+                        terms=_terms(("1", "M"), ("2", "F"))),
+            VariableMap("AGE", field="age"),
+            VariableMap("AGEU", value="YEARS", codelist="C66781"),
+        )),
+        DomainMap("AE", form="adverse_events", variables=(
+            VariableMap("AETERM", field="ae_term"),
+            VariableMap("AESTDTC", field="ae_onset_on"),
+            VariableMap("AEENDTC", field="ae_end_on", nullable=True),
+            VariableMap("AESEV", field="ae_severity", codelist="C66769", terms=_terms(
+                ("mild", "MILD"), ("moderate", "MODERATE"), ("severe", "SEVERE"))),
+            VariableMap("AESER", field="ae_serious", codelist="C66742",
+                        terms=_terms(("1", "Y"), ("0", "N"))),
+            VariableMap("AEREL", field="ae_related",
+                        terms=_terms(("no", "NOT RELATED"), ("possible", "POSSIBLY RELATED"))),
+        )),
+        DomainMap("DS", form="end_of_study", variables=(
+            VariableMap("DSTERM", field="eos_status"),
+            VariableMap("DSDECOD", field="eos_status", codelist="C66727", terms=_terms(
+                ("completed", "COMPLETED"), ("withdrew", "WITHDRAWAL BY SUBJECT"))),
+            VariableMap("DSSTDTC", field="eos_on"),
+        )),
+        DomainMap("EX", stream="app_minutes", variables=(
+            VariableMap("EXDOSU", value="min", codelist="C71620"),
+        )),
+        DomainMap("VS", form="vitals", tests=(
+            TestMap("sbp", "SBP", "Systolic Blood Pressure", unit="mmHg"),
+            TestMap("weight", "WEIGHT", "Weight", unit="kg"),
+            TestMap("fasting", "FASTING", "Fasting"),
+        )),
+        DomainMap("QS", form="adas_cog", category="ADAS-COG", tests=(
+            TestMap("total", "ACTOT", "ADAS-Cog Total Score"),
+        )),
+    ),
 )
 EXPORTED_AT = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
 
@@ -94,7 +180,30 @@ def _values(code: str, n: int) -> list[FormValue]:
                   collected_on=date(2026, 4, 1)),
         FormValue(code, "week12", "adas_cog", "comment", "Felt well", status="draft",
                   collected_on=date(2026, 4, 1)),
+        FormValue(code, "screening", "demographics", "sex", "2" if n != 1 else "1"),
+        FormValue(code, "screening", "demographics", "age", (72, 93, 68)[n]),
     ]
+
+
+def _ae(code: str, repeat: int, **values: object) -> list[FormValue]:
+    return [FormValue(code, "week12", "adverse_events", k, v, repeat=repeat)  # type: ignore[arg-type]
+            for k, v in values.items()]
+
+
+AE_VALUES = (
+    *_ae("S001", 1, ae_term="Headache", ae_onset_on="2026-02-01", ae_severity="mild",
+         ae_serious="0", ae_related="no", ae_end_on={"missing": "unknown"}),
+    *_ae("S001", 2, ae_term="Eye strain", ae_onset_on="2026-02-09", ae_severity="moderate",
+         ae_serious="0", ae_related="possible", ae_end_on="2026-02-12"),
+    *_ae("S002", 1, ae_term="Fall", ae_onset_on="2026-03", ae_severity="severe",
+         ae_serious="1", ae_related="no", ae_end_on="2026-03-20"),
+)
+EOS_VALUES = (
+    FormValue("S002", "week12", "end_of_study", "eos_on", "2026-07-01"),
+    FormValue("S002", "week12", "end_of_study", "eos_status", "completed"),
+    FormValue("S003", "week12", "end_of_study", "eos_on", "2026-03-02"),
+    FormValue("S003", "week12", "end_of_study", "eos_status", "withdrew"),
+)
 
 
 def make_export_data(*, blinded: bool = True) -> ExportData:
@@ -108,7 +217,8 @@ def make_export_data(*, blinded: bool = True) -> ExportData:
                       consented_on=date(2026, 1, 6), randomized_on=date(2026, 1, 22),
                       withdrawn_on=date(2026, 3, 2), withdrawal_reason="Moved away"),
     )
-    values = tuple(v for n, s in enumerate(subjects) for v in _values(s.subject_code, n))
+    values = (*(v for n, s in enumerate(subjects) for v in _values(s.subject_code, n)),
+              *AE_VALUES, *EOS_VALUES)
     audit = (
         AuditEntry("S001", "screening", "vitals", "sbp", None, 118, "u-inv1", "Dr Li Na", "BJ01",
                    datetime(2026, 1, 5, 9, 0, tzinfo=UTC)),
@@ -138,20 +248,16 @@ def make_export_data(*, blinded: bool = True) -> ExportData:
         exported_at=EXPORTED_AT,
         audit=audit,
         signatures=signatures,
-        adverse_events=(
-            AdverseEvent("S001", "Headache", date(2026, 2, 1), decoded_term="Headache",
-                         body_system="Nervous system disorders"),
-            AdverseEvent("S001", "Eye strain", date(2026, 2, 9), severity="MODERATE",
-                         relationship="POSSIBLY RELATED", end_on=date(2026, 2, 12)),
-            AdverseEvent("S002", "Fall", date(2026, 3, 1), serious=True, severity="SEVERE",
-                         outcome="Recovered/resolved"),
+        cdisc=CDISC,
+        visit_dates=tuple(
+            VisitDate(s.subject_code, visit, on) for s in subjects
+            for visit, on in (("screening", date(2026, 1, 5)), ("week12", date(2026, 4, 1)))
         ),
-        exposures=tuple(
-            Exposure(s.subject_code, ARM_NAMES[0] if s.arm_code == "ACTIVE" else ARM_NAMES[1],
-                     date(2026, 1, 21), date(2026, 4, 1), 25.0, "min/day")
-            for s in subjects
+        device_values=tuple(
+            DeviceValue(s.subject_code, "app_minutes",
+                        datetime(2026, 1, 21 + day, 21, 0, tzinfo=UTC), minutes, "min")
+            for s in subjects for day, minutes in ((0, 25.0), (1, 0.0), (2, 12.5))
         ),
-        sdtm_findings={"vitals": "VS", "adas_cog": "QS"},
     )
 
 

@@ -42,9 +42,22 @@ def test_fhir_01_bundle_and_every_resource_parse_with_r4b_models(bundle: dict[st
         resource = entry["resource"]
         MODELS[resource["resourceType"]].model_validate(resource)
     kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
-    assert kinds.count("Questionnaire") == 3
+    assert kinds.count("Questionnaire") == 6
     assert kinds.count("Patient") == kinds.count("ResearchSubject") == 3
-    assert kinds.count("QuestionnaireResponse") == 12  # 4 form instances x 3 subjects
+    # 4 form instances x 3 subjects, demographics x 3, 3 adverse events, 2 end-of-study forms
+    assert kinds.count("QuestionnaireResponse") == 12 + 3 + 3 + 2
+
+
+def test_fhir_01_every_entry_has_a_full_url_matching_its_resource(bundle: dict[str, Any]) -> None:
+    urls = [e["fullUrl"] for e in bundle["entry"]]
+    assert len(set(urls)) == len(urls)
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        assert entry["fullUrl"] == (f"https://dtx-trials.invalid/fhir/COG-DTX-01/"
+                                    f"{resource['resourceType']}/{resource['id']}")
+    broken = copy.deepcopy(bundle)
+    del broken["entry"][1]["fullUrl"]
+    assert any("FHIR-01: entry 1 fullUrl" in p for p in check_fhir_bundle(broken))
 
 
 def test_fhir_01_json_file_round_trips() -> None:

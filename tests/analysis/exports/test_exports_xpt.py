@@ -7,7 +7,7 @@ import io
 import math
 import re
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analysis.exports import (
-    AdverseEvent,
     ExportError,
     XptDataset,
     XptError,
@@ -26,7 +25,7 @@ from analysis.exports import (
     build_xpt_exports,
     write_xpt,
 )
-from analysis.exports.sdtm import check_sdtm, short_test_code
+from analysis.exports.sdtm import check_sdtm, study_day
 
 CREATED_AT = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
 
@@ -58,7 +57,8 @@ def test_xpt_01_version_5_headers(xpt_files: dict[str, bytes]) -> None:
 
 
 def test_xpt_02_dataset_name_is_lowercase_file_stem(read_back: dict[str, tuple]) -> None:
-    assert set(read_back) == {"dm.xpt", "ds.xpt", "ae.xpt", "ex.xpt", "vs.xpt", "qs.xpt"}
+    assert set(read_back) == {"ts.xpt", "dm.xpt", "ds.xpt", "sv.xpt", "ae.xpt", "ex.xpt",
+                              "vs.xpt", "qs.xpt"}
     for name, (_, meta) in read_back.items():
         assert re.match(r"^[a-z][a-z0-9]{0,7}\.xpt$", name)
         assert meta.table_name == Path(name).stem.upper()
@@ -93,7 +93,10 @@ def test_xpt_07_dtc_variables_are_iso_8601_text(read_back: dict[str, tuple]) -> 
 def test_xpt_round_trip_values(read_back: dict[str, tuple]) -> None:
     dm, _ = read_back["dm.xpt"]
     assert list(dm["SUBJID"]) == ["S001", "S002", "S003"]
-    assert list(dm["AGE"]) == [72.0, 90.0, 68.0]  # Safe Harbor: 93 -> 90
+    assert list(dm["AGE"]) == [72.0, 93.0, 68.0]  # the real age (capping is de-identification)
+    assert list(dm["SEX"]) == ["F", "M", "F"]
+    assert list(dm["RFXSTDTC"]) == ["2026-01-21"] * 3  # first day with app use
+    assert list(dm["RFXENDTC"]) == ["2026-01-23"] * 3  # 2026-01-22 had 0 minutes
     assert "ARMCD" not in dm.columns and "ARM" not in dm.columns  # blinded
     vs, _ = read_back["vs.xpt"]
     s001 = vs[vs["USUBJID"] == "COG-DTX-01-S001"]
@@ -111,6 +114,13 @@ def test_xpt_read_by_pandas_too(xpt_files: dict[str, bytes]) -> None:
     assert list(frame["AETERM"]) == ["Headache", "Eye strain", "Fall"]
     assert list(frame["AESEQ"]) == [1.0, 2.0, 1.0]
     assert list(frame["AESER"]) == ["N", "N", "Y"]
+    assert list(frame["AESEV"]) == ["MILD", "MODERATE", "SEVERE"]
+    assert list(frame["AEREL"]) == ["NOT RELATED", "POSSIBLY RELATED", "NOT RELATED"]
+    assert list(frame["AESTDTC"]) == ["2026-02-01", "2026-02-09", "2026-03"]  # partial kept
+    assert list(frame["AEENDTC"]) == ["", "2026-02-12", "2026-03-20"]  # unknown -> null
+    assert list(frame["AESTDY"])[:2] == [12.0, 20.0] and math.isnan(frame["AESTDY"][2])
+    # never the verbatim upper-cased pretending to be coded
+    assert list(frame["AEDECOD"]) == ["", "", ""] and list(frame["AEBODSYS"]) == ["", "", ""]
 
 
 def test_sdtm_01_to_05_on_generated_datasets(read_back: dict[str, tuple]) -> None:
@@ -119,20 +129,62 @@ def test_sdtm_01_to_05_on_generated_datasets(read_back: dict[str, tuple]) -> Non
     for name, (frame, _) in read_back.items():
         domain = Path(name).stem.upper()
         assert set(frame["DOMAIN"]) <= {domain}  # SDTM-04
+        if domain == "TS":
+            continue  # trial-level: no subjects
         assert set(frame["USUBJID"]) <= subjects  # SDTM-02
-        if domain != "DM":
-            seq = frame[next(c for c in frame.columns if c.endswith("SEQ"))]
+        if domain not in ("DM", "SV"):
+            seq = frame[f"{domain}SEQ"]
             assert not pd.DataFrame({"u": frame["USUBJID"], "s": seq}).duplicated().any()
         for column in frame.columns:
             if column.endswith("DTC"):
-                assert all(v == "" or re.match(r"^\d{4}-\d{2}-\d{2}$", v) for v in frame[column])
+                assert all(v == "" or re.match(r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2})?)?)?$", v)
+                           for v in frame[column])  # SDTM-05, partial dates as collected
 
 
-def test_sdtm_01_missing_required_value_is_refused() -> None:
+def test_sdtm_01_mapped_value_missing_from_the_data_is_refused_naming_it() -> None:
     data = make_export_data()
-    data = replace(data, adverse_events=(AdverseEvent("S001", "", date(2026, 2, 1)),))
-    with pytest.raises(ExportError, match=r"SDTM-01: AE\.AETERM"):
-        build_xpt_exports(data)
+    values = tuple(v for v in data.values
+                   if not (v.form_id == "adverse_events" and v.field_id == "ae_severity"
+                           and v.subject_code == "S002"))
+    with pytest.raises(ExportError, match=r"participant S002, form adverse_events at visit "
+                                          r"week12: field ae_severity has no value, and "
+                                          r"AE\.AESEV needs one"):
+        build_xpt_exports(replace(data, values=values))
+
+
+def test_sdtm_mapping_is_required_no_defaults() -> None:
+    with pytest.raises(ExportError, match="declares no 'cdisc' mapping"):
+        build_xpt_exports(replace(make_export_data(), cdisc=None))
+
+
+def test_sdtm_ds_disposition_from_the_end_of_study_form() -> None:
+    frame = pd.read_sas(io.BytesIO(build_xpt_exports(make_export_data())["ds.xpt"]),
+                        format="xport", encoding="ascii")
+    events = frame[frame["DSCAT"] == "DISPOSITION EVENT"]
+    assert list(zip(events["USUBJID"], events["DSDECOD"], events["DSSTDTC"])) == [
+        ("COG-DTX-01-S002", "COMPLETED", "2026-07-01"),
+        ("COG-DTX-01-S003", "WITHDRAWAL BY SUBJECT", "2026-03-02"),
+    ]
+    assert "2026-11-23" not in set(frame["DSSTDTC"])  # never the day the export ran
+
+
+def test_sdtm_withdrawn_without_disposition_form_is_refused() -> None:
+    data = make_export_data()
+    values = tuple(v for v in data.values
+                   if not (v.form_id == "end_of_study" and v.subject_code == "S003"))
+    with pytest.raises(ExportError, match="participant S003 is withdrawn but has no "
+                                          "end_of_study form"):
+        build_xpt_exports(replace(data, values=values))
+
+
+@pytest.mark.parametrize(("dtc", "ref", "day"), [
+    ("2026-01-21", "2026-01-21", 1), ("2026-01-20", "2026-01-21", -1),
+    ("2026-02-01T10:00", "2026-01-21", 12), ("2026-02", "2026-01-21", None),
+    ("2026-02-01", None, None),
+])
+def test_sdtm_study_day_has_no_day_zero_and_no_partial_dates(dtc: str, ref: str | None,
+                                                             day: int | None) -> None:
+    assert study_day(dtc, ref) == day
 
 
 def test_sdtm_02_subject_not_in_dm_is_refused() -> None:
@@ -176,7 +228,11 @@ def test_ex_treatment_masked_when_blinded(xpt_files: dict[str, bytes]) -> None:
 def test_define_csv_lists_every_variable(xpt_files: dict[str, bytes],
                                          read_back: dict[str, tuple]) -> None:
     rows = list(csv.DictReader(io.StringIO(xpt_files["define.csv"].decode("utf-8-sig"))))
-    assert list(rows[0]) == ["dataset", "variable", "label", "type", "length", "origin"]
+    assert list(rows[0]) == ["dataset", "variable", "label", "type", "length", "origin",
+                             "codelist", "source"]
+    aesev = next(r for r in rows if (r["dataset"], r["variable"]) == ("AE", "AESEV"))
+    assert (aesev["codelist"], aesev["source"]) == ("C66769 (CDISC CT 2025-09-26)",
+                                                    "adverse_events.ae_severity")
     listed = {(r["dataset"], r["variable"]) for r in rows}
     for name, (frame, meta) in read_back.items():
         stem = Path(name).stem.upper()
@@ -207,13 +263,6 @@ def test_xpt_limits_are_checked_before_writing(dataset: XptDataset, message: str
         write_xpt(dataset, CREATED_AT)
 
 
-def test_short_test_codes_are_unique_sas_names() -> None:
-    taken: set[str] = set()
-    codes = [short_test_code(f, taken) for f in ("adas_cog_total", "adas_cog_total_2", "9x", "")]
-    assert codes == ["ADASCOGT", "ADASCOG1", "T9X", "TEST"]
-    assert all(re.match(r"^[A-Z][A-Z0-9]{0,7}$", c) for c in codes)
-
-
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.one_of(
     st.none(),
@@ -239,7 +288,8 @@ def test_xpt_numbers_round_trip(tmp_path_factory: pytest.TempPathFactory,
 
 
 def test_xpt_empty_dataset_reads_back(tmp_path: Path) -> None:
-    data = replace(make_export_data(), adverse_events=())
+    data = make_export_data()
+    data = replace(data, values=tuple(v for v in data.values if v.form_id != "adverse_events"))
     path = tmp_path / "ae.xpt"
     path.write_bytes(build_xpt_exports(data)["ae.xpt"])
     frame, meta = pyreadstat.read_xport(str(path))
