@@ -65,7 +65,9 @@ def end_of_study(subject: SubjectData) -> tuple[str | None, datetime.date | None
     return status, None
 
 
-def _dm_index(dm: XptDataset | None) -> tuple[list[tuple[str, str, str]], dict[str, dict[str, Cell]]]:
+def _dm_index(
+    dm: XptDataset | None,
+) -> tuple[list[tuple[str, str, str]], dict[str, dict[str, Cell]]]:
     if dm is None:
         return [], {}
     names = [v.name for v in dm.variables]

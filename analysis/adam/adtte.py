@@ -114,7 +114,7 @@ def _rows(
         if not blinded:
             assert subject.arm is not None
             lead += [arms[subject.arm][0], arms[subject.arm][1]]
-        out.append(tuple(lead + [
+        out.append(tuple([*lead,
             code, param, date_cell(start), date_cell(ended_on), float(time), censor,
             described, censor_date, ice_event if isinstance(ice_event, str) else None,
             strategy if isinstance(strategy, str) else None,

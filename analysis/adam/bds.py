@@ -23,6 +23,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
+from analysis.adam.adsl import treatment_start
 from analysis.adam.common import (
     AdamError,
     arm_names,
@@ -34,7 +35,6 @@ from analysis.adam.common import (
     var,
     visit_order,
 )
-from analysis.adam.adsl import treatment_start
 from analysis.datasets import (
     SubjectData,
     TrialData,
@@ -129,7 +129,8 @@ def _frame_rows(
     frame = endpoint_frame(data, endpoint)
     out: dict[tuple[str, str, str], Mapping[str, Any]] = {}
     eyes = ("right", "left")
-    for record in frame.to_dict("records"):
+    for raw in frame.to_dict("records"):
+        record = {str(k): v for k, v in raw.items()}
         field = fields[eyes.index(record["eye"])] if "eye" in record and isinstance(
             record.get("eye"), str) else fields[0]
         out[(str(record["subject"]), str(record["visit"]), field)] = record

@@ -374,8 +374,8 @@ def build_define(datasets: Sequence[XptDataset], context: DefineContext) -> byte
         codelist_element = ET.SubElement(mdv, _o("CodeList"), {
             "OID": oid, "Name": name, "DataType": "text"})
         for code in sorted(decodes):
-            item = ET.SubElement(codelist_element, _o("CodeListItem"), {"CodedValue": code})
-            _text(item, _o("Decode"), decodes[code])
+            term = ET.SubElement(codelist_element, _o("CodeListItem"), {"CodedValue": code})
+            _text(term, _o("Decode"), decodes[code])
     for dataset in datasets:
         for variable in dataset.variables:
             text = method_text(dataset, variable, context.methods)

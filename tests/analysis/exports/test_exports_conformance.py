@@ -52,7 +52,7 @@ def replace_column(dataset: XptDataset, name: str, values: list[object]) -> XptD
 
 
 def test_package_has_every_file_and_only_the_real_findings() -> None:
-    files, report = package()
+    files, _ = package()
     assert {"sdtm/define.xml", "adam/define.xml", "conformance.json", "sdtm/dm.xpt",
             "adam/adsl.xpt", "adam/adhba1cc.xpt", "adam/adtte.xpt", "adam/adae.xpt",
             "json/sdtm/ae.json", "json/adam/adsl.json"} <= set(files)
@@ -111,7 +111,7 @@ def test_conformance_adam_rules_fire_on_their_defects() -> None:
     adsl, bds = adam[0], adam[1]
     flags = [v for v in (r[[x.name for x in adsl.variables].index("ITTFL")]
                          for r in adsl.rows)]
-    bad_adsl = replace_column(adsl, "ITTFL", [None] + flags[1:])
+    bad_adsl = replace_column(adsl, "ITTFL", [None, *flags[1:]])
     names = [v.name for v in bds.variables]
     base = [r[names.index("BASE")] for r in bds.rows]
     bad_bds = replace_column(bds, "BASE", [None if i == 0 else b for i, b in enumerate(base)])

@@ -65,7 +65,7 @@ def test_dsj_02_utf8_chinese_text_travels_intact() -> None:
     assert rows[0][names.index("AETERM")] == "头晕"
     adae = next(d for d in adam_unblinded() if d.name == "ADAE")
     names, rows = read_dataset_json(write_dataset_json(adae, CONTEXT))
-    assert [r[names.index("AETERM")] for r in rows][0] == "头晕"
+    assert rows[0][names.index("AETERM")] == "头晕"
 
 
 def test_dsj_03_types_lengths_and_nulls_come_from_the_data() -> None:
