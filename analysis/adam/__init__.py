@@ -6,7 +6,7 @@ dataset interface as SDTM, so the XPT, Dataset-JSON and Define-XML writers serve
 * ADSL - one record per subject: populations, treatment (unblinded only), strata,
   intercurrent-event flags and dates (`analysis.adam.adsl`);
 * one BDS dataset per continuous endpoint, ANL01FL marking the SAP's analysis rows and DTYPE
-  the derived ones (`analysis.adam.bds`);
+  the derived ones, and one per binary (responder) endpoint (`analysis.adam.bds`);
 * ADTTE for time-to-event endpoints (`analysis.adam.adtte`);
 * ADAE from SDTM AE (`analysis.adam.adae`).
 
@@ -22,7 +22,16 @@ from collections.abc import Sequence
 from analysis.adam.adae import ADAE_METHODS, build_adae
 from analysis.adam.adsl import adsl_methods, build_adsl
 from analysis.adam.adtte import ADTTE_METHODS, build_adtte
-from analysis.adam.bds import bds_methods, build_bds, dataset_names, is_continuous, source_dataset
+from analysis.adam.bds import (
+    bds_methods,
+    binary_methods,
+    build_bds,
+    build_binary_bds,
+    dataset_names,
+    is_binary,
+    is_continuous,
+    source_dataset,
+)
 from analysis.adam.common import AdamError, usubjid
 from analysis.datasets import TrialData
 from analysis.exports.xport import XptDataset
@@ -50,6 +59,9 @@ def build_adam(
         if is_continuous(endpoint):
             datasets.append(build_bds(data, endpoint, name=names[endpoint.id], studyid=studyid,
                                       blinded=blinded))
+        elif is_binary(endpoint):
+            datasets.append(build_binary_bds(data, endpoint, name=names[endpoint.id],
+                                             studyid=studyid, blinded=blinded))
     adtte = build_adtte(data, studyid=studyid, blinded=blinded)
     if adtte is not None:
         datasets.append(adtte)
@@ -66,6 +78,9 @@ def adam_methods(data: TrialData) -> dict[str, str]:
         if is_continuous(endpoint):
             methods.update({f"{names[endpoint.id]}.{k}": v
                             for k, v in bds_methods(endpoint).items()})
+        elif is_binary(endpoint):
+            methods.update({f"{names[endpoint.id]}.{k}": v
+                            for k, v in binary_methods(endpoint).items()})
     methods.update({f"ADTTE.{k}": v for k, v in ADTTE_METHODS.items()})
     methods.update({f"ADAE.{k}": v for k, v in ADAE_METHODS.items()})
     return methods

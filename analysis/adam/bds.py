@@ -53,25 +53,23 @@ DERIVED_TYPES = {"last_on_treatment": "LOCF", "composite": "COMPOSITE"}
 def dataset_names(protocol: Protocol) -> dict[str, str]:
     """Return endpoint id -> name of the ADaM dataset its analysis reads.
 
-    Continuous endpoints get their own BDS dataset (``AD`` + up to six letters/digits of the
-    endpoint id, a clash ending in a counter); time-to-event endpoints share ``ADTTE``;
-    binary endpoints have no ADaM dataset yet (empty name)."""
+    Continuous and binary endpoints get their own BDS dataset (``AD`` + up to six letters/
+    digits of the endpoint id, a clash ending in a counter); time-to-event endpoints share
+    ``ADTTE``."""
     taken = {"ADSL", "ADTTE", "ADAE"}
     names: dict[str, str] = {}
     for endpoint in protocol.endpoints:
         model = endpoint.analysis.model
         if model in SURVIVAL_MODELS:
             names[endpoint.id] = "ADTTE"
-        elif model in CONTINUOUS_MODELS:
-            names[endpoint.id] = short_code(endpoint.id, taken, prefix="AD")
         else:
-            names[endpoint.id] = ""
+            names[endpoint.id] = short_code(endpoint.id, taken, prefix="AD")
     return names
 
 
 def source_dataset(protocol: Protocol, endpoint_id: str) -> str:
-    """Return the name of the ADaM dataset the analysis of ``endpoint_id`` reads ("" when the
-    endpoint's model has no ADaM dataset yet, e.g. binary responder analyses)."""
+    """Return the name of the ADaM dataset the analysis of ``endpoint_id`` reads; raise
+    KeyError for an endpoint the protocol does not have."""
     names = dataset_names(protocol)
     if endpoint_id not in names:
         raise KeyError(endpoint_id)
@@ -255,6 +253,100 @@ def build_bds(
     label = f"Endpoint {endpoint.id}"
     return XptDataset(name, label if len(label) <= 40 else f"Endpoint dataset {name}",
                       tuple(variables), tuple(rows))
+
+
+def build_binary_bds(
+    data: TrialData, endpoint: Endpoint, *, name: str, studyid: str, blinded: bool
+) -> XptDataset:
+    """Return the BDS dataset of one binary (responder) endpoint: one record per subject with
+    an analysed response at the analysis visit (AVAL 1/0, AVALC Y/N, ANL01FL=Y); a response
+    assigned by a composite strategy is a DTYPE ``COMPOSITE`` record."""
+    spec = endpoint.analysis
+    if spec.model not in BINARY_MODELS:
+        raise AdamError(f"{endpoint.id}: {spec.model} is not a binary endpoint")
+    protocol = data.protocol
+    arms = arm_names(protocol)
+    order = visit_order(protocol)
+    labels = {v.id: v.label.en for v in protocol.schedule.visits}
+    subjects = {s.subject: s for s in data.subjects}
+    try:
+        frame = endpoint_frame(data, endpoint)
+    except ValueError as exc:
+        raise AdamError(f"{endpoint.id}: {exc}") from exc
+    code = short_code(endpoint.id, set())
+    param = f"{endpoint.name.en}: responder (1 = yes)"
+    variables: list[XptVariable] = [
+        var("STUDYID", "Study Identifier", origin="Predecessor"),
+        var("USUBJID", "Unique Subject Identifier", origin="Predecessor"),
+        var("SITEID", "Study Site Identifier", origin="Predecessor"),
+    ]
+    if not blinded:
+        variables += [var("TRTP", "Planned Treatment"), var("TRTPN", "Planned Treatment (N)",
+                                                             "num")]
+    variables += [
+        var("PARAMCD", "Parameter Code", origin="Assigned"),
+        var("PARAM", "Parameter", origin="Assigned"),
+        var("AVISIT", "Analysis Visit"),
+        var("AVISITN", "Analysis Visit (N)", "num"),
+        var("ADT", "Analysis Date", "num"),
+        var("ADY", "Analysis Relative Day", "num"),
+        var("AVAL", "Analysis Value", "num"),
+        var("AVALC", "Analysis Value (C)"),
+        var("DTYPE", "Derivation Type"),
+        var("ANL01FL", "Analysis Flag 01"),
+        var("ICEID", "Governing Intercurrent Event"),
+        var("ICESTRAT", "Intercurrent Event Strategy"),
+        var("ICEACT", "Intercurrent Event Action"),
+    ]
+    rows: list[tuple[Cell, ...]] = []
+    for raw in frame.to_dict("records"):
+        record = {str(k): v for k, v in raw.items()}
+        response = _cell(record.get("response"))
+        if response is None:
+            continue
+        subject = subjects[str(record["subject"])]
+        assert subject.arm is not None
+        visit = str(record["visit"])
+        on = subject.visit_dates.get(visit)
+        composite = record.get("ice_action") == "composite"
+        lead: list[Cell] = [studyid, usubjid(studyid, subject.subject), subject.site]
+        if not blinded:
+            lead += [arms[subject.arm][0], arms[subject.arm][1]]
+        ice = [record.get(k) if isinstance(record.get(k), str) else None
+               for k in ("ice_event", "ice_strategy", "ice_action")]
+        rows.append(tuple([
+            *lead, code, param, labels.get(visit, visit), order.get(visit),
+            None if composite else date_cell(on),
+            None if composite else study_day(on, treatment_start(subject)),
+            response, "Y" if response == 1.0 else "N", "COMPOSITE" if composite else None,
+            "Y", *ice,
+        ]))
+    label = f"Endpoint {endpoint.id}"
+    return XptDataset(name, label if len(label) <= 40 else f"Endpoint dataset {name}",
+                      tuple(variables), tuple(rows))
+
+
+def binary_methods(endpoint: Endpoint) -> dict[str, str]:
+    """Return the Define method texts of a binary endpoint's BDS dataset."""
+    spec = endpoint.analysis
+    rule = spec.responder_if or "outcome field = 1"
+    return {
+        "TRTP": "TRT01P from ADSL.",
+        "TRTPN": "TRT01PN from ADSL.",
+        "AVISIT": "Label of the analysis visit.",
+        "AVISITN": "Position of the visit in the protocol's schedule (1-based).",
+        "ADT": "Date of the analysis visit; null for a composite-strategy record.",
+        "ADY": "ADT - TRTSDT + 1 when ADT >= TRTSDT, else ADT - TRTSDT.",
+        "AVAL": f"1 when the responder rule {rule} holds at the analysis visit, else 0; the "
+        "composite value when a composite strategy applies.",
+        "AVALC": "Y when AVAL = 1, N when AVAL = 0.",
+        "DTYPE": "COMPOSITE: response assigned by the estimand's composite strategy.",
+        "ANL01FL": f"Y on every record: the {spec.model} analysis uses each subject's response "
+        f"in the {endpoint.estimand.analysis_set} set (analysis.datasets.endpoint_frame).",
+        "ICEID": "Intercurrent event that changed the record, if any.",
+        "ICESTRAT": "Estimand strategy for that event.",
+        "ICEACT": "What the strategy did (composite, set_missing).",
+    }
 
 
 def bds_methods(endpoint: Endpoint) -> dict[str, str]:

@@ -348,3 +348,37 @@ def test_adsl_copies_demographics_from_dm() -> None:
     adsl = records(build_adam(data, blinded=True, sdtm=[dm])[0])
     assert [r["AGE"] for r in adsl] == [60 + i for i in range(len(adsl))]
     assert [r["SEX"] for r in adsl] == ["F" if i % 2 else None for i in range(len(adsl))]
+
+
+@pytest.mark.parametrize("name", LIBRARY)
+def test_adam_binary_endpoints_trace_to_responder_records(name: str) -> None:
+    """Responder analyses: N and missing by arm, and the responders and proportion per arm the
+    result reports, recomputed from the ANL01FL records of the dataset it names."""
+    data = trial(name)
+    datasets = by_name(build_adam(data, blinded=False))
+    result = sap(name)
+    code_of = {arm.name.en: arm.code for arm in data.protocol.arms}
+    binary = [e for e in data.protocol.endpoints
+              if e.analysis.model in ("logistic", "risk_difference", "cmh")]
+    if name != "pediatric_myopia":
+        assert binary
+    for endpoint in binary:
+        analysis = result.endpoint(endpoint.id)
+        assert analysis.error is None
+        rows = records(datasets[str(analysis.source_dataset)])
+        assert all(r["ANL01FL"] == "Y" and r["AVAL"] in (0.0, 1.0) for r in rows)
+        per_arm: dict[str, list[float]] = defaultdict(list)
+        for row in rows:
+            per_arm[code_of[str(row["TRTP"])]].append(float(row["AVAL"]))  # type: ignore[arg-type]
+        missing = {a: analysis.n_by_arm[a] - len(per_arm[a]) for a in analysis.n_by_arm}
+        assert missing == dict(analysis.n_missing_by_arm)
+        proportions = (analysis.result or {}).get("arms") or (
+            analysis.supportive.get("risk_difference") or {}).get("arms")
+        if proportions:
+            for arm in proportions:
+                values = per_arm[arm["arm"]]
+                assert arm["n"] == len(values)
+                assert arm["n_events"] == sum(values)
+                assert arm["proportion"] == pytest.approx(sum(values) / len(values))
+        composite = [r for r in rows if r["DTYPE"] == "COMPOSITE"]
+        assert all(r["ICESTRAT"] == "composite" for r in composite)
