@@ -25,6 +25,7 @@ checks below run offline on every package; each names the CORE rule it mirrors w
 | DTX-015 | Define ↔ data: groups, item order, lengths, OID references, leaves | Define-XML 2.1 |
 | DTX-016 | derived variables have a MethodDef | Define-XML 2.1 |
 | DTX-017 | Dataset-JSON: row shape, record count, OIDs as in the Define | Dataset-JSON v1.1 |
+| DTX-018 | expected (Exp) variables present (warning) | SDTMIG §4.1.5, cdisc-package.md §2.7 |
 """
 
 from __future__ import annotations
@@ -67,6 +68,26 @@ RULES = {
     "DTX-015": "Define-XML consistent with the data",
     "DTX-016": "derived variable has a method",
     "DTX-017": "Dataset-JSON consistent with the Define",
+    "DTX-018": "expected variable present",
+}
+#: Expected (Exp) variables of the SDTMIG 3.4 domains the platform writes (§2.7 of the
+#: reference): present even when never collected (then null, with a Define comment).
+EXPECTED: dict[str, tuple[str, ...]] = {
+    "DM": ("RFSTDTC", "RFENDTC", "RFXSTDTC", "RFXENDTC", "RFICDTC", "RFPENDTC", "DTHDTC",
+           "DTHFL", "AGE", "AGEU", "RACE", "ARMCD", "ARM", "ACTARMCD", "ACTARM", "ARMNRS",
+           "ACTARMUD"),
+    "AE": ("AESER", "AEACN", "AEREL", "AESTDTC", "AEENDTC", "AEBODSYS"),
+    "DS": ("DSCAT", "DSSTDTC"),
+    "EX": ("EXDOSE", "EXDOSU", "EXDOSFRM", "EXSTDTC", "EXENDTC"),
+    "SV": ("SVSTDTC", "SVENDTC"),
+    "TS": ("TSVAL", "TSVALCD", "TSVCDREF", "TSVCDVER"),
+    "QS": ("QSORRES", "QSSTRESC", "QSLOBXFL", "VISITNUM", "QSDTC"),
+    "VS": ("VSORRES", "VSORRESU", "VSSTRESC", "VSSTRESN", "VSSTRESU", "VSLOBXFL", "VISITNUM",
+           "VSDTC"),
+    "LB": ("LBORRES", "LBORRESU", "LBSTRESC", "LBSTRESN", "LBSTRESU", "LBLOBXFL", "VISITNUM",
+           "LBDTC"),
+    "OE": ("OEORRES", "OEORRESU", "OESTRESC", "OESTRESN", "OESTRESU", "OELOC", "OELAT",
+           "OEMETHOD", "OELOBXFL", "VISITNUM", "OEDTC", "OEDY"),
 }
 FULL_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})")
 POPULATION_FLAGS = ("RANDFL", "ITTFL", "FASFL", "SAFFL", "PPROTFL")
@@ -179,6 +200,11 @@ def check_datasets(datasets: Sequence[XptDataset]) -> list[Finding]:
                     continue
                 findings.append(_finding("DTX-002", dataset.name, name,
                                          f"{nulls} null value(s)", nulls))
+        absent = [n for n in EXPECTED.get(dataset.name, ()) if n not in columns]
+        if sdtm and absent:
+            findings.append(_finding("DTX-018", dataset.name, None,
+                                     f"expected variable(s) missing: {', '.join(absent)}",
+                                     len(absent), severity="warning"))
         seq = f"{dataset.name[:2]}SEQ"
         if sdtm and seq in columns and "USUBJID" in columns:
             pairs = Counter(zip(columns["USUBJID"], columns[seq], strict=True))

@@ -60,10 +60,15 @@ def test_package_has_every_file_and_only_the_real_findings() -> None:
         if name.endswith(".xpt"):
             assert files[name].startswith(b"HEADER RECORD*******LIBRARY HEADER RECORD!!!!!!!")
     body = json.loads(files["conformance.json"])
-    # the sample DM has no RACE (ADSL Req) and no method for its derived RFSTDTC
+    # the sample DM has no RACE (ADSL Req) and no method for its derived RFSTDTC; DM, AE and
+    # VS lack expected variables (e.g. DM's arm variables, AE's AEREL, VS's VSSTRESU)
     assert {(f["rule"], f["dataset"], f["variable"]) for f in body["findings"]} == {
-        ("DTX-001", "ADSL", "RACE"), ("DTX-016", "DM", "RFSTDTC")}
-    assert body["n_findings"] == 2 and body["n_errors"] == 1 and body["n_warnings"] == 1
+        ("DTX-001", "ADSL", "RACE"), ("DTX-016", "DM", "RFSTDTC"), ("DTX-018", "DM", None),
+        ("DTX-018", "AE", None), ("DTX-018", "VS", None)}
+    assert body["n_findings"] == 5 and body["n_errors"] == 1 and body["n_warnings"] == 4
+    expected = {f["dataset"]: f["message"] for f in body["findings"] if f["rule"] == "DTX-018"}
+    assert "ARMNRS" in expected["DM"] and "AEREL" in expected["AE"]
+    assert "VSSTRESU" in expected["VS"] and "VSORRES," not in expected["VS"]
     assert "CORE" in body["engine"] and set(body["rules"]) >= {"DTX-001", "DTX-017"}
 
 
@@ -108,7 +113,8 @@ def test_conformance_study_day_rule() -> None:
 
 def test_conformance_adam_rules_fire_on_their_defects() -> None:
     adam = build_adam(trial_data(), blinded=False, studyid=STUDY)
-    adsl, bds = adam[0], adam[1]
+    named = {d.name: d for d in adam}
+    adsl, bds, tte = named["ADSL"], named["ADHBA1CC"], named["ADTTE"]
     flags = [v for v in (r[[x.name for x in adsl.variables].index("ITTFL")]
                          for r in adsl.rows)]
     bad_adsl = replace_column(adsl, "ITTFL", [None, *flags[1:]])
@@ -117,7 +123,6 @@ def test_conformance_adam_rules_fire_on_their_defects() -> None:
     bad_bds = replace_column(bds, "BASE", [None if i == 0 else b for i, b in enumerate(base)])
     found = check_datasets([bad_adsl, bad_bds, *adam[2:]])
     assert {"DTX-011", "DTX-012"} <= rules(found)
-    tte = adam[2]
     bad_tte = replace_column(tte, "CNSR", [-1] * len(tte.rows))
     assert "DTX-013" in rules(check_datasets([adsl, bad_tte]))
     assert not rules(check_datasets(adam)) - {"DTX-001"}
