@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime
 
 from analysis.adam.adsl import treatment_start
+from analysis.adam.bds import analysis_records
 from analysis.adam.common import AdamError, arm_names, date_cell, short_code, usubjid, var
-from analysis.datasets import SubjectData, TrialData, endpoint_frame, visible_visits
+from analysis.datasets import SubjectData, TrialData, visible_visits
 from analysis.exports.xport import Cell, XptDataset, XptVariable
 from protocols.model import SURVIVAL_MODELS, Endpoint
 
@@ -80,13 +81,9 @@ def _rows(
     data: TrialData, endpoint: Endpoint, subjects: dict[str, SubjectData], code: str,
     studyid: str, blinded: bool, arms: dict[str, tuple[str, int]],
 ) -> list[tuple[Cell, ...]]:
-    try:
-        frame = endpoint_frame(data, endpoint)
-    except ValueError as exc:
-        raise AdamError(f"{endpoint.id}: {exc}") from exc
     param = f"{endpoint.name.en} (days)"
     out: list[tuple[Cell, ...]] = []
-    for record in frame.to_dict("records"):
+    for record in analysis_records(data, endpoint):
         time, event = record.get("time"), record.get("event")
         if time is None or event is None or time != time or event != event:
             continue

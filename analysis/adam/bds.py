@@ -39,6 +39,7 @@ from analysis.datasets import (
     SubjectData,
     TrialData,
     endpoint_frame,
+    in_population,
     subject_events,
     visible_visits,
 )
@@ -119,16 +120,28 @@ def baseline_visit(
     return None
 
 
+def analysis_records(data: TrialData, endpoint: Endpoint) -> list[dict[str, Any]]:
+    """Return the SAP's analysis rows of an endpoint (`analysis.datasets.endpoint_frame`) as
+    plain records; none while no participant is in the endpoint's analysis set (e.g. before
+    the first randomization). Raises AdamError when the rows cannot be built."""
+    population = endpoint.estimand.analysis_set
+    if not any(in_population(data, s, population, endpoint) for s in data.subjects):
+        return []
+    try:
+        frame = endpoint_frame(data, endpoint)
+    except ValueError as exc:
+        raise AdamError(f"{endpoint.id}: {exc}") from exc
+    return [{str(k): v for k, v in raw.items()} for raw in frame.to_dict("records")]
+
+
 def _frame_rows(
     data: TrialData, endpoint: Endpoint
 ) -> dict[tuple[str, str, str], Mapping[str, Any]]:
     """Index the SAP's analysis rows by (subject, visit, outcome field)."""
     fields = _analysis_fields(endpoint)
-    frame = endpoint_frame(data, endpoint)
     out: dict[tuple[str, str, str], Mapping[str, Any]] = {}
     eyes = ("right", "left")
-    for raw in frame.to_dict("records"):
-        record = {str(k): v for k, v in raw.items()}
+    for record in analysis_records(data, endpoint):
         field = fields[eyes.index(record["eye"])] if "eye" in record and isinstance(
             record.get("eye"), str) else fields[0]
         out[(str(record["subject"]), str(record["visit"]), field)] = record
@@ -163,10 +176,7 @@ def build_bds(
     fields = _analysis_fields(endpoint)
     analysis_visits = set(_analysis_visits(endpoint))
     outcome = "change" if spec.change_from_baseline else "value"
-    try:
-        analysed = _frame_rows(data, endpoint)
-    except ValueError as exc:
-        raise AdamError(f"{endpoint.id}: {exc}") from exc
+    analysed = _frame_rows(data, endpoint)
     variables: list[XptVariable] = [
         var("STUDYID", "Study Identifier", origin="Predecessor"),
         var("USUBJID", "Unique Subject Identifier", origin="Predecessor"),
@@ -269,10 +279,6 @@ def build_binary_bds(
     order = visit_order(protocol)
     labels = {v.id: v.label.en for v in protocol.schedule.visits}
     subjects = {s.subject: s for s in data.subjects}
-    try:
-        frame = endpoint_frame(data, endpoint)
-    except ValueError as exc:
-        raise AdamError(f"{endpoint.id}: {exc}") from exc
     code = short_code(endpoint.id, set())
     param = f"{endpoint.name.en}: responder (1 = yes)"
     variables: list[XptVariable] = [
@@ -299,8 +305,7 @@ def build_binary_bds(
         var("ICEACT", "Intercurrent Event Action"),
     ]
     rows: list[tuple[Cell, ...]] = []
-    for raw in frame.to_dict("records"):
-        record = {str(k): v for k, v in raw.items()}
+    for record in analysis_records(data, endpoint):
         response = _cell(record.get("response"))
         if response is None:
             continue

@@ -382,3 +382,19 @@ def test_adam_binary_endpoints_trace_to_responder_records(name: str) -> None:
                 assert arm["proportion"] == pytest.approx(sum(values) / len(values))
         composite = [r for r in rows if r["DTYPE"] == "COMPOSITE"]
         assert all(r["ICESTRAT"] == "composite" for r in composite)
+
+
+@pytest.mark.parametrize("name", LIBRARY)
+def test_adam_before_the_first_randomization_has_empty_analysis_datasets(name: str) -> None:
+    """No participant in any analysis set yet: ADSL lists the screened participants with
+    every population flag N; the endpoint datasets exist with no records (no error)."""
+    data = trial(name)
+    screened = tuple(dataclasses.replace(s, arm=None, randomized_on=None, strata={})
+                     for s in data.subjects)
+    datasets = build_adam(dataclasses.replace(data, subjects=screened), blinded=False)
+    adsl = records(datasets[0])
+    assert len(adsl) == len(screened) and {r["FASFL"] for r in adsl} == {"N"}
+    assert [d.name for d in datasets[1:]] == [
+        n for n in dict.fromkeys(source_dataset(data.protocol, e.id)
+                                 for e in data.protocol.endpoints)]
+    assert all(not d.rows for d in datasets[1:])

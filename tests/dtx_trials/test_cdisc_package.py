@@ -4,6 +4,7 @@ schema, blinded for blinded roles, audited, role-checked; the ADaM rows are the 
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import zipfile
@@ -22,6 +23,7 @@ from dtx_trials.models import Allocation, AuditEvent
 from dtx_trials.services.analyses import build_trial_data
 from dtx_trials.services.protocols import active_protocol
 from tests.dtx_trials.analysis_data import populated_trial
+from tests.dtx_trials.trial_flow import MCI_CODE, api, enrolled_mci_participant, load_trial
 from tests.helpers import login, make_user
 
 CODE = "T2D-COACH-01"
@@ -95,3 +97,24 @@ def test_cdisc_package_download_blinded_unblinded_and_audited(client: FlaskClien
                       headers=who["monitor"]).status_code == 403
     assert client.get(f"/api/v1/trials/{CODE}/exports/nope.zip",
                       headers=who["dm"]).status_code == 404
+
+
+def test_cdisc_package_with_a_chinese_ae_term_is_422_naming_it(client: FlaskClient) -> None:
+    """XPT v5 holds printable ASCII only: the package is refused with the dataset, variable
+    and row named, and nothing is audited as exported."""
+    staff = load_trial(client)
+    subject = enrolled_mci_participant(client, staff)
+    api(client, staff["inv"], "PUT",
+        f"/participants/{subject}/visits/baseline/forms/adverse_events",
+        {"values": {"ae_term": "头晕", "ae_onset_on": datetime.date.today().isoformat(),
+                    "ae_severity": "moderate", "ae_serious": "0", "ae_related": "possibly"},
+         "submit": True}, 200)
+    response = client.get(f"/api/v1/trials/{MCI_CODE}/exports/cdisc.zip",
+                          headers=staff["unblinded"].headers)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    body = response.get_json()
+    assert "ASCII" in body["message"], body
+    assert "AETERM" in body["errors"]["cdisc"][0]
+    assert "not printable ASCII" in body["errors"]["cdisc"][0]
+    assert not list(db.session.scalars(select(AuditEvent).where(
+        AuditEvent.action == "export.created")))
