@@ -20,7 +20,9 @@ from analysis.adam import source_dataset
 from analysis.sap import run_sap
 from dtx_trials.extensions import db
 from dtx_trials.models import Allocation, AuditEvent
-from dtx_trials.services.analyses import build_trial_data
+from dtx_trials.models.users import Role
+from dtx_trials.services.access import Actor, Grant
+from dtx_trials.services.analyses import build_trial_data, run_analysis
 from dtx_trials.services.protocols import active_protocol
 from tests.dtx_trials.analysis_data import populated_trial
 from tests.dtx_trials.trial_flow import MCI_CODE, api, enrolled_mci_participant, load_trial
@@ -93,6 +95,17 @@ def test_cdisc_package_download_blinded_unblinded_and_audited(client: FlaskClien
     events = list(db.session.scalars(select(AuditEvent).where(
         AuditEvent.action == "export.created")))
     assert len(events) == 2
+    # an analysis run records, per endpoint, the ADaM dataset its analysis reads
+    run = run_analysis(db.session, Actor(
+        user_id=None, username="cli", printed_name="Command line", via="cli",
+        grants=(Grant(trial.id, None, Role("unblinded_statistician")),)),
+        trial, cutoff_on=None, unblinded=True)
+    assert run.status == "succeeded", run.error
+    assert run.provenance["adam_datasets"] == {
+        "hba1c_change_w24": "ADHBA1CC", "hba1c_target_or": "ADHBA1CT",
+        "hba1c_target_rd": "ADHBA1C1", "time_to_rescue_km": "ADTTE",
+        "time_to_rescue_cox": "ADTTE"}
+    assert run.results["endpoints"][0]["source_dataset"] == "ADHBA1CC"
     assert client.get(f"/api/v1/trials/{CODE}/exports/cdisc.zip",
                       headers=who["monitor"]).status_code == 403
     assert client.get(f"/api/v1/trials/{CODE}/exports/nope.zip",
