@@ -75,6 +75,11 @@ SDTM_METHODS = {
 }
 
 
+#: SDTM variable roles (SDTM v2.0 §2.1) an ItemRef may carry.
+ROLES = frozenset({"Identifier", "Topic", "Timing", "Grouping Qualifier", "Result Qualifier",
+                   "Synonym Qualifier", "Record Qualifier", "Variable Qualifier", "Rule"})
+
+
 class DefineError(ValueError):
     """Datasets that cannot be described in one Define-XML document."""
 
@@ -349,6 +354,9 @@ def build_define(datasets: Sequence[XptDataset], context: DefineContext) -> byte
                 attrs["KeySequence"] = str(keys.index(variable.name) + 1)
             if variable.origin == "Derived" and method_text(dataset, variable, context.methods):
                 attrs["MethodOID"] = f"MT.{dataset.name}.{variable.name}"
+            role = getattr(variable, "role", None)  # optional SDTM variable role from the map
+            if standard == "SDTM" and isinstance(role, str) and role in ROLES:
+                attrs["Role"] = role
             ET.SubElement(group, _o("ItemRef"), attrs)
         class_element = ET.SubElement(group, _d("Class"), {"Name": cls})
         if sub:

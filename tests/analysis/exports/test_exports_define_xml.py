@@ -18,7 +18,7 @@ from odmlib.oid_generator import create_oid_checker
 
 from analysis.adam import adam_methods, build_adam
 from analysis.exports.define_xml import DefineContext, DefineError, build_define
-from analysis.exports.xport import XptDataset
+from analysis.exports.xport import XptDataset, XptVariable
 
 NS = {"odm": "http://www.cdisc.org/ns/odm/v1.3", "def": "http://www.cdisc.org/ns/def/v2.1",
       "xlink": "http://www.w3.org/1999/xlink"}
@@ -172,3 +172,23 @@ def test_define_08_blinded_adam_define_has_no_treatment_items(tmp_path: Path) ->
     root = assert_valid(written(tmp_path, datasets, adam_methods(trial_data())))
     names = {i.get("Name") for i in root.findall(".//odm:ItemDef", NS)}
     assert not names & {"ARM", "TRT01P", "TRT01A", "TRTP", "TRTA", "TRT01PN"}
+
+
+def test_define_09_optional_sdtm_role_metadata_reaches_the_item_refs(tmp_path: Path) -> None:
+    """A mapping may attach a role to a variable (an optional attribute on the shared
+    dataset interface); the Define carries it, still XSD-valid."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class RoledVariable(XptVariable):
+        role: str | None = None
+
+    dm = sdtm()[0]
+    roles = {"STUDYID": "Identifier", "SEX": "Record Qualifier"}
+    roled = dataclasses.replace(dm, variables=tuple(
+        RoledVariable(v.name, v.label, v.type, v.origin, roles.get(v.name))
+        for v in dm.variables))
+    root = assert_valid(written(tmp_path, [roled]))
+    refs = {r.get("ItemOID"): r.get("Role") for r in root.findall(".//odm:ItemRef", NS)}
+    assert refs["IT.DM.STUDYID"] == "Identifier" and refs["IT.DM.SEX"] == "Record Qualifier"
+    assert refs["IT.DM.AGE"] is None
