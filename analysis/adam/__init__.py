@@ -17,6 +17,7 @@ report's footnotes.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from analysis.adam.adae import ADAE_METHODS, build_adae
@@ -48,9 +49,13 @@ def build_adam(
     time-to-event endpoint) and ADAE (when ``sdtm`` holds AE).
 
     ``sdtm`` supplies DM (demographics copied into ADSL) and AE; ``studyid`` defaults to the
-    protocol code. Raises AdamError when a required input is missing (never fills a default).
+    protocol code. A blinded build reads the protocol's texts (endpoint names, field labels,
+    event descriptions) with every arm name redacted, as a blinded analysis run does. Raises
+    AdamError when a required input is missing (never fills a default).
     """
     studyid = studyid or data.protocol.code
+    if blinded:
+        data = _redacted(data)
     by_name = {d.name: d for d in sdtm}
     adsl = build_adsl(data, studyid=studyid, blinded=blinded, dm=by_name.get("DM"))
     datasets = [adsl]
@@ -70,8 +75,17 @@ def build_adam(
     return datasets
 
 
-def adam_methods(data: TrialData) -> dict[str, str]:
-    """Return Define method texts keyed ``DATASET.VARIABLE`` for every derived ADaM variable."""
+def _redacted(data: TrialData) -> TrialData:
+    from analysis.sap import redact_protocol  # the SAP runner imports this package
+
+    return dataclasses.replace(data, protocol=redact_protocol(data.protocol))
+
+
+def adam_methods(data: TrialData, *, blinded: bool = False) -> dict[str, str]:
+    """Return Define method texts keyed ``DATASET.VARIABLE`` for every derived ADaM variable
+    (arm names redacted from the protocol texts they quote when ``blinded``)."""
+    if blinded:
+        data = _redacted(data)
     methods = {f"ADSL.{k}": v for k, v in adsl_methods(data).items()}
     names = dataset_names(data.protocol)
     for endpoint in data.protocol.endpoints:

@@ -44,7 +44,7 @@ def build_cdisc_package(
         adam = build_adam(trial_data, blinded=blinded, sdtm=sdtm, studyid=data.trial.code)
         meta = PackageMeta(study=data.trial.code, title=data.trial.title,
                            description=data.trial.description, created_at=data.exported_at,
-                           methods=adam_methods(trial_data))
+                           methods=adam_methods(trial_data, blinded=blinded))
         files, report = build_package(sdtm, adam, meta)
     except XptError as exc:
         raise ValidationError(

@@ -398,3 +398,24 @@ def test_adam_before_the_first_randomization_has_empty_analysis_datasets(name: s
         n for n in dict.fromkeys(source_dataset(data.protocol, e.id)
                                  for e in data.protocol.endpoints)]
     assert all(not d.rows for d in datasets[1:])
+
+
+def test_adam_blinded_build_redacts_arm_names_from_protocol_texts() -> None:
+    """An endpoint name or field label that names an arm reaches PARAM only when unblinded."""
+    from analysis.adam import adam_methods
+    from ecrf.model import Label
+
+    data = trial("type2_diabetes")
+    arm = data.protocol.arms[0].name.en
+    endpoints = tuple(
+        dataclasses.replace(e, name=Label(f"{e.name.en} ({arm} vs control)"))
+        for e in data.protocol.endpoints)
+    named = dataclasses.replace(data, protocol=dataclasses.replace(data.protocol,
+                                                                   endpoints=endpoints))
+    blinded = build_adam(named, blinded=True)
+    texts = {c for d in blinded for r in d.rows for c in r if isinstance(c, str)}
+    assert not [t for t in texts if arm in t]
+    assert any("[arm]" in t for t in texts)
+    assert not [t for t in adam_methods(named, blinded=True).values() if arm in t]
+    unblinded = build_adam(named, blinded=False)
+    assert any(arm in c for d in unblinded for r in d.rows for c in r if isinstance(c, str))
