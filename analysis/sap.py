@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.adam.bds import source_dataset
 from analysis.datasets import (
     SubjectData,
     TrialData,
@@ -94,6 +95,9 @@ class EndpointAnalysis(Serialisable):
     intercurrent: tuple[Mapping[str, Any], ...] = ()
     # missing analysed outcome per arm: after an event (hypothetical) or unrelated, and how
     missing_data: Mapping[str, Any] | None = None
+    # the ADaM dataset whose ANL01FL records this analysis reads (report footnotes name it);
+    # None when the endpoint's model has no ADaM dataset yet
+    source_dataset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -634,6 +638,7 @@ def _endpoint_base(
         "model": endpoint.analysis.model,
         "population": endpoint.estimand.analysis_set,
         "estimand": estimand,
+        "source_dataset": source_dataset(data.protocol, endpoint.id) or None,
     }
 
 

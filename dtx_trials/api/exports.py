@@ -1,4 +1,5 @@
-"""Export downloads: a ZIP of CSV, SAS XPORT, CDISC ODM or FHIR files (audited)."""
+"""Export downloads: a ZIP of CSV, SAS XPORT, CDISC ODM or FHIR files, or the CDISC package
+(SDTM + ADaM XPT, Dataset-JSON, define.xml, conformance report); audited."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from flask_smorest import Blueprint
 
 from dtx_trials.api.context import current_actor
 from dtx_trials.extensions import db
-from dtx_trials.services import exports, trials
+from dtx_trials.services import cdisc_package, exports, trials
 from dtx_trials.services.errors import NotFound
 
 blp = Blueprint(
@@ -20,13 +21,17 @@ blp = Blueprint(
 class Export(MethodView):
     @blp.response(200, description="ZIP archive of the export files")
     def get(self, code: str, fmt: str) -> Response:
-        """Download an export (csv, xpt, odm, fhir); de-identified; blinded unless you may see
-        arms."""
-        if fmt not in exports.FORMATS:
-            raise NotFound(f"unknown export format {fmt}; one of {', '.join(exports.FORMATS)}")
+        """Download an export (csv, xpt, odm, fhir, or cdisc: the SDTM + ADaM package);
+        de-identified; blinded unless you may see arms."""
+        formats = (*exports.FORMATS, "cdisc")
+        if fmt not in formats:
+            raise NotFound(f"unknown export format {fmt}; one of {', '.join(formats)}")
         actor = current_actor()
         trial = trials.get_trial(db.session, actor, code)
-        files, blinded = exports.export_trial_files(db.session, actor, trial, [fmt])
+        if fmt == "cdisc":
+            files, _, blinded = cdisc_package.build_cdisc_package(db.session, actor, trial)
+        else:
+            files, blinded = exports.export_trial_files(db.session, actor, trial, [fmt])
         response = Response(exports.zip_files(files), mimetype="application/zip")
         suffix = "blinded" if blinded else "unblinded"
         response.headers["Content-Disposition"] = (

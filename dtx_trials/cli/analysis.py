@@ -132,7 +132,9 @@ def analyze(
     "formats",
     multiple=True,
     required=True,
-    type=click.Choice(["csv", "xpt", "odm", "fhir"]),
+    type=click.Choice(["csv", "xpt", "odm", "fhir", "cdisc"]),
+    help="cdisc: the SDTM + ADaM package (XPT, Dataset-JSON, define.xml, conformance.json) "
+    "under OUT/cdisc.",
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option(
@@ -142,19 +144,29 @@ def analyze(
     help="Include real arms (acts as the unblinded statistician).",
 )
 def export(trial_code: str, formats: tuple[str, ...], out: Path, unblinded: bool) -> None:
-    """Write de-identified exports (CSV, SAS XPORT v5, CDISC ODM 1.3.2, FHIR R4)."""
+    """Write de-identified exports (CSV, SAS XPORT v5, CDISC ODM 1.3.2, FHIR R4, CDISC package)."""
     from dtx_trials.cli import _run, with_app
 
     @with_app
     def run(app: Flask) -> None:
         from dtx_trials.extensions import db
-        from dtx_trials.services import exports
+        from dtx_trials.services import cdisc_package, exports
 
         trial = _trial(trial_code)
         actor = _operator(trial, "unblinded_statistician" if unblinded else "data_manager")
+        plain = tuple(f for f in formats if f != "cdisc")
         written = _run(
-            lambda: exports.export_trial(db.session, actor, trial, formats=formats, out_dir=out)
-        )
+            lambda: exports.export_trial(db.session, actor, trial, formats=plain, out_dir=out)
+        ) if plain else []
+        if "cdisc" in formats:
+            package, report = _run(lambda: cdisc_package.export_cdisc_package(
+                db.session, actor, trial, out / "cdisc"))
+            written += package
+            console.print(
+                f"conformance: {len(report.findings)} finding(s) ({report.n_errors} error(s), "
+                f"{report.n_warnings} warning(s)) in {out / 'cdisc' / 'conformance.json'}",
+                highlight=False,
+            )
         for path in written:
             console.print(str(path), highlight=False)
         console.print(f"{len(written)} file(s) in {out}")

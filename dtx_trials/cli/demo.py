@@ -226,4 +226,34 @@ def _export(trial: Any, trial_out: Path) -> dict[str, Any]:
             )
         )
     console.print(f"{trial.code}: {len(written)} export file(s) → {folder}", highlight=False)
-    return {"exports_dir": str(folder), "export_files": [str(p) for p in written]}
+    result: dict[str, Any] = {"exports_dir": str(folder),
+                              "export_files": [str(p) for p in written]}
+    result.update(_cdisc_package(trial, trial_out))
+    return result
+
+
+def _cdisc_package(trial: Any, trial_out: Path) -> dict[str, Any]:
+    """Write the CDISC package (SDTM + ADaM XPT, Dataset-JSON, define.xml, conformance)."""
+    from dtx_trials.cli import _run
+    from dtx_trials.extensions import db
+    from dtx_trials.services import cdisc_package
+
+    actor = _operator(trial, "unblinded_statistician")
+    folder = trial_out / "package"
+    with console.status(f"{trial.code}: writing the CDISC package"):
+        written, report = _run(
+            lambda: cdisc_package.export_cdisc_package(db.session, actor, trial, folder)
+        )
+    console.print(
+        f"{trial.code}: CDISC package, {len(written)} file(s) → {folder}; conformance: "
+        f"{len(report.findings)} finding(s) ({report.n_errors} error(s), "
+        f"{report.n_warnings} warning(s)) → {folder / 'conformance.json'}",
+        highlight=False,
+    )
+    return {
+        "cdisc_package_dir": str(folder),
+        "cdisc_package_files": [str(p) for p in written],
+        "conformance_findings": len(report.findings),
+        "conformance_errors": report.n_errors,
+        "conformance_warnings": report.n_warnings,
+    }

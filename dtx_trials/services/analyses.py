@@ -404,6 +404,8 @@ def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
                 "protocol_sha256": version.sha256 if version else None,
                 "data_sha256": sha,
                 "blinded": blinded,
+                # the ADaM dataset each endpoint's analysis reads (report footnotes name it)
+                "adam_datasets": {e.id: e.source_dataset for e in results.endpoints},
             }
             run.status, run.progress, run.finished_at = "succeeded", 1.0, utcnow()
             # results, provenance and the PDF are hashed into the trail (sha256:...)

@@ -133,7 +133,7 @@ PUBLIC: dict[tuple[str, str], str] = {
 }
 # Fixed values for path parameters that name no record.
 CATALOGUE: dict[str, tuple[str, ...]] = {
-    "fmt": exports.FORMATS,
+    "fmt": (*exports.FORMATS, "cdisc"),
     "verb": ("answer", "close", "reopen"),
     "filename": ("app.css",),
     "token": ("not-a-link-token",),
@@ -1587,7 +1587,7 @@ def test_aud_08_rpt_14_cn_02_blinding_and_identifier_scan(
         scan("ePRO participant", path, path, response.data, export=False, role_ids=True)
     # identifiers never reach an export, unblinded ones included
     unblinded = world.staff["unblinded"]
-    for fmt in exports.FORMATS:
+    for fmt in (*exports.FORMATS, "cdisc"):
         response = client.get(f"/api/v1/trials/{A}/exports/{fmt}.zip", headers=unblinded.headers)
         assert response.status_code == 200
         found.counts["exports scanned"] += 1
