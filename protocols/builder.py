@@ -36,6 +36,7 @@ from .model import (
     Hypothesis,
     IntercurrentEvent,
     MultiplicitySpec,
+    Product,
     Protocol,
     RandomizationSpec,
     SafetySpec,
@@ -319,6 +320,13 @@ def build_protocol(data: Data) -> Protocol:
         version=data["version"],
         registry_id=data.get("registry_id"),
         description=_label_or_none(data.get("description")),
+        sponsor=data.get("sponsor"),
+        product=(
+            Product(name=build_label(data["product"]["name"]),
+                    version=str(data["product"]["version"]))
+            if data.get("product") else None
+        ),
+        indication=_label_or_none(data.get("indication")),
         arms=tuple(
             Arm(
                 code=a["code"],

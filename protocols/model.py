@@ -420,6 +420,14 @@ class SafetySpec:
 
 
 @dataclass(frozen=True)
+class Product:
+    """The DTx product (and its software version) a trial investigates."""
+
+    name: Label
+    version: str
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A complete, validated protocol version."""
 
@@ -434,6 +442,9 @@ class Protocol:
     forms: tuple[FormDef, ...]
     registry_id: str | None = None
     description: Label | None = None
+    sponsor: str | None = None
+    product: Product | None = None
+    indication: Label | None = None
     blinding: Blinding = field(default_factory=Blinding)
     sites: SitePolicy = field(default_factory=SitePolicy)
     eligibility: tuple[Criterion, ...] = ()

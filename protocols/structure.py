@@ -559,6 +559,16 @@ CONSENT = Obj(
     ),
 )
 
+PRODUCT = Obj(
+    "Product",
+    (
+        Prop("name", LABEL, required=True),
+        Prop("version", Str("Product (software) version under investigation", min_length=1),
+             required=True),
+    ),
+    "The digital therapeutic under investigation, printed on reports.",
+)
+
 PROTOCOL = Obj(
     "Protocol",
     (
@@ -567,6 +577,9 @@ PROTOCOL = Obj(
         Prop("phase", Enum(m.PHASES, "Development phase"), required=True),
         Prop("therapeutic_area", Str("Therapeutic area", min_length=1), required=True),
         Prop("registry_id", Str("Trial registry id, e.g. NCT01234567")),
+        Prop("sponsor", Str("Sponsor (legal name), printed on reports", min_length=1)),
+        Prop("product", PRODUCT),
+        Prop("indication", LABEL),
         Prop("version", Str("Protocol version label", min_length=1), required=True),
         Prop("description", LABEL),
         Prop("arms", ListOf(ARM, "Treatment arms", min_items=2), required=True),
