@@ -259,7 +259,8 @@ def _endpoint(data: Data) -> Endpoint:
             covariance=ana.get("covariance"),
             sensitivity=tuple(
                 SensitivityAnalysis(
-                    id=s["id"], method=s["method"], description=build_label(s["description"])
+                    id=s["id"], method=s["method"], description=build_label(s["description"]),
+                    supplementary=s.get("supplementary"),
                 )
                 for s in ana.get("sensitivity", [])
             ),

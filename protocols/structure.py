@@ -407,6 +407,10 @@ SENSITIVITY = Obj(
         Prop("id", _id("Sensitivity analysis id"), required=True),
         Prop("method", Enum(m.SENSITIVITY_METHODS, "Method"), required=True),
         Prop("description", LABEL, required=True),
+        Prop("supplementary", Bool(
+            "True: a supplementary analysis (another estimand: other population or intercurrent-"
+            "event strategy), reported apart from the sensitivity analyses of the same estimand; "
+            "default: true for per_protocol, false otherwise")),
     ),
 )
 
@@ -439,7 +443,8 @@ ANALYSIS = Obj(
         Prop("sidedness", Enum(m.SIDEDNESS, "Test sidedness")),
         Prop("multiplicity_order", Int("Position in the fixed testing sequence", minimum=1)),
         Prop("covariance", Enum(m.COVARIANCE_STRUCTURES, "MMRM covariance structure")),
-        Prop("sensitivity", ListOf(SENSITIVITY, "Sensitivity analyses of the same estimand")),
+        Prop("sensitivity", ListOf(SENSITIVITY, "Sensitivity analyses of the same estimand and "
+                                   "supplementary analyses (supplementary: true)")),
         Prop("subgroups", ListOf(SUBGROUP, "Pre-specified subgroups")),
     ),
 )

@@ -534,8 +534,11 @@ class StoryBuilder:
         preferred: list[float] = []
         for i, column in enumerate(columns):
             cells = [(column, True), *((row[i], False) for row in rows)]
+            # a number cell ("31 (58.5%)", "(-0.98, 9.15)") is one token: it never wraps
             minimum.append(max((self.text_width(token, bold=bold)
-                                for text, bold in cells for token in tokens_of(text)),
+                                for text, bold in cells
+                                for token in ([text] if not bold and NUMERIC_CELL.match(
+                                    text.strip()) else tokens_of(text))),
                                default=0.0) + CELL_PADDING)
             preferred.append(max((self.text_width(line, bold=bold)
                                   for text, bold in cells for line in text.split("\n")),
