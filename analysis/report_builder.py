@@ -109,6 +109,18 @@ def protocol_identity(protocol: Protocol, language: Language = "en") -> dict[str
     }
 
 
+def lint_vocabulary(protocol: Protocol) -> tuple[list[str], list[str]]:
+    """Return (codes a cell must not print, the protocol's own label texts) for the lint."""
+    codes = [a.code for a in protocol.arms] + [v.id for v in protocol.schedule.visits]
+    texts: list[str] = []
+    for form in protocol.forms:
+        for f in form.fields:
+            texts += [f.label.en, f.label.zh or ""]
+            for choice in f.choices or ():
+                texts += [choice.label.en, choice.label.zh or ""]
+    return codes, [t for t in texts if t]
+
+
 # --- number formats --------------------------------------------------------------------------
 
 
@@ -462,7 +474,8 @@ class Builder:
             f"recorded {last or 'not recorded'}. The system records no decision to end the "
             "trial; this report covers the data captured up to "
             + (f"the cut-off {self.meta.cutoff_on}." if self.meta.cutoff_on else "the run."),
-            f"招募与随访：首例知情同意 {start or '未记录'}，最后一次访视 {last or '未记录'}。系统未记录终止"
+            f"招募与随访：首例知情同意 {start or '未记录'}，"
+            f"最后一次访视 {last or '未记录'}。系统未记录终止"
             "试验的决定；本报告涵盖截至"
             + (f"截止日 {self.meta.cutoff_on} " if self.meta.cutoff_on else "本次运行")
             + "采集的数据。",
@@ -571,7 +584,8 @@ class Builder:
             (self.population_note("fas"),
              L.t("Every variable the protocol collects before randomization; n (%) of the "
                  "column N for categories; n is the number with a value.",
-                 "方案在随机化前采集的全部变量；分类变量为 n（占列 N 的百分比）；n 为有数据的人数。")),
+                 "方案在随机化前采集的全部变量；分类变量为 n"
+                 "（占列 N 的百分比）；n 为有数据的人数。")),
             self.source("subject_level"),
         )
         return Section("14.1", L.t("Demographic and baseline characteristics",
@@ -635,7 +649,8 @@ class Builder:
         model_text = L.humanize(str(result.get("model", L.method(endpoint.model))))
         missing_text = L.humanize(
             str(endpoint.missing_data["handling"]) if endpoint.missing_data
-            else L.t("censored at the last contact (time to event)", "在最后一次联系时删失（事件时间）")
+            else L.t("censored at the last contact (time to event)", "在最后一次联系时"
+                                                                     "删失（事件时间）")
             if endpoint.model in ("km_logrank", "cox")
             else L.t("excluded from the analysis", "不纳入分析")
         )
@@ -829,13 +844,15 @@ class Builder:
         notes = [f"{L.method(ie['strategy'])}: {L.humanize(str(ie['handling']))}."
                  for ie in endpoint.intercurrent]
         return _table(
-            numbers, f"{name}: " + L.t("intercurrent events and strategies", "伴发事件及其处理策略"),
+            numbers, f"{name}: " + L.t("intercurrent events and strategies", "伴发事件及"
+                                                                             "其处理策略"),
             population, sum(endpoint.n_by_arm.values()),
             [L.t("Event", "事件"), L.t("Detected from", "识别依据"), L.t("Strategy", "策略"),
              *(L.arm(a) for a in arms)], rows,
             (*dict.fromkeys(notes),
              L.t("Cells: participants with the event / participants whose analysed data the "
-                 "strategy changed.", "单元格：发生事件的受试者数 / 其分析数据被策略改变的受试者数。")),
+                 "strategy changed.", "单元格：发生事件的受试者数 / "
+                                      "其分析数据被策略改变的受试者数。")),
             source,
         )
 
@@ -1024,7 +1041,8 @@ class Builder:
         n = self.n_randomized()
         blocks: list[Any] = [
             TextBlock(text),
-            _table(numbers, L.t("Confirmatory family: adjusted p-values", "确证性检验族：校正 p 值"),
+            _table(numbers, L.t("Confirmatory family: adjusted p-values", "确证性检验族"
+                                                                          "：校正 p 值"),
                    L.set_label("fas"), n,
                    [L.t("Hypothesis", "假设"), L.t("Comparison", "比较"), "p",
                     L.t("Adjusted p", "校正 p"), L.t("Rejected", "拒绝"), L.t("Tested", "已检验")],
@@ -1042,7 +1060,8 @@ class Builder:
                           if step["rejected"] else L.t("stop", "停止"))
                 steps.append((str(k), levels, action))
             blocks.append(_table(
-                numbers, L.t("Rejection path (local levels at each step)", "拒绝路径（每步局部水平）"),
+                numbers, L.t("Rejection path (local levels at each step)", "拒绝路径（每"
+                                                                           "步局部水平）"),
                 L.set_label("fas"), n,
                 [L.t("Step", "步骤"), L.t("Local levels (weight × alpha)", "局部水平（权重 × α）"),
                  L.t("Action", "操作")], steps, (self.population_note("fas"),),
@@ -1112,7 +1131,8 @@ class Builder:
                           L.t("Participants with at least one event, n (%) of the arm's N. "
                               "Leading to discontinuation: the participant's withdrawal reason "
                               "names an adverse event. Deaths: withdrawal reason recorded as "
-                              "death.", "至少发生一次事件的受试者，n（占该组 N 的百分比）。导致中止："
+                              "death.", "至少发生一次事件的受试者，n（占"
+                                        "该组 N 的百分比）。导致中止："
                               "受试者的退出原因提及不良事件。死亡：退出原因记录为死亡。")]
         if not_collected:
             overview_notes.append(L.t("Not collected on this protocol's AE form: ",
@@ -1167,11 +1187,11 @@ class Builder:
                 worst[key] = max(worst.get(key, -1), rank[value])
             rows = []
             for i, (_, label) in enumerate(scale):
-                groups: dict[str, set[str]] = defaultdict(set)
+                at_level: dict[str, set[str]] = defaultdict(set)
                 for (arm, subject), r in worst.items():
                     if r == i:
-                        groups[arm].add(subject)
-                rows.append(count_row(label, groups))
+                        at_level[arm].add(subject)
+                rows.append(count_row(label, at_level))
             field_label = str(fields[role]["label_zh" if L.zh else "label"])
             blocks.append(_table(
                 numbers, L.t(title_en, title_zh), pop, n, [field_label, *head[1:]], rows,
@@ -1188,7 +1208,8 @@ class Builder:
         sae_columns = [L.t("Subject", "受试者"), L.t("Arm", "组别"), L.t("Term", "术语"),
                        L.t("Onset", "发生日期")]
         if sae_rows:
-            sae_blocks.append(_listing(listing_numbers, L.t("Serious adverse events", "严重不良事件"),
+            sae_blocks.append(_listing(listing_numbers, L.t("Serious adverse events", "严重不"
+                                                                                      "良事件"),
                                        pop, n, sae_columns, sae_rows, (note,), src))
         else:
             sae_blocks.append(TextBlock(L.t("No serious adverse event was recorded.",
@@ -1279,8 +1300,10 @@ class Builder:
             "non-zero value that rounds to zero keeps 2 significant digits); p-values with 3 "
             "decimals, <0.001 below 0.001 and 4 decimals when 3 would round up to 0.050; n (%) "
             "of the column N; mean (SD) with 2 decimals.",
-            "格式：估计值、标准误和置信限保留 3 位小数（舍入为零的非零值保留 2 位有效数字）；p 值保留 3 位"
-            "小数，小于 0.001 记为 <0.001，若舍入为 0.050 则保留 4 位；n（占列 N 的百分比）；均值（标准差）"
+            "格式：估计值、标准误和置信限保留 3 位小数（舍入为"
+            "零的非零值保留 2 位有效数字）；p 值保留 3 位"
+            "小数，小于 0.001 记为 <0.001，若舍入为 0.0"
+            "50 则保留 4 位；n（占列 N 的百分比）；均值（标准差）"
             "保留 2 位小数。")))
         return Section("16.1.9", L.t("Statistical methods", "统计方法"), tuple(texts))
 

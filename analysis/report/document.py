@@ -524,8 +524,8 @@ class StoryBuilder:
 
     def text_width(self, text: str, *, bold: bool = False) -> float:
         """Return the width of ``text`` at table size in the fonts that draw it."""
-        return sum(stringWidth(run, font, TABLE_SIZE)
-                   for font, run in self.fonts.runs(text, bold=bold))
+        return float(sum(stringWidth(run, font, TABLE_SIZE)
+                         for font, run in self.fonts.runs(text, bold=bold)))
 
     def column_widths(self, columns: Sequence[str], rows: Sequence[Sequence[str]],
                       width: float) -> list[float]:

@@ -124,7 +124,7 @@ def lint_spec(spec: ReportSpec, known_codes: Iterable[str] = (),
         if NEGATIVE_ZERO.search(text):
             issues.append(LintIssue("negative-zero", where, f"-0.000 in {text[:60]!r}"))
     numbers: dict[tuple[str, str], list[str]] = {}
-    for section, block in _blocks(spec.sections):
+    for _, block in _blocks(spec.sections):
         if isinstance(block, TableBlock | ListingBlock):
             for r, row in enumerate(block.rows, start=1):
                 is_heading = bool(row[0].strip()) and not any(c.strip() for c in row[1:])
