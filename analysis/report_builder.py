@@ -240,8 +240,8 @@ SET_LABELS: dict[str, tuple[str, str, str, str]] = {
                      "recorded protocol deviation and did not withdraw",
                      "达到方案依从性规则、无记录的方案偏离且未退出的随机化受试者"),
     "safety": ("Safety set", "安全性分析集",
-               "all randomized participants (every randomized participant is given the DTx "
-               "app), analysed as randomized",
+               "all randomized participants (every randomized participant is given the DTx), "
+               "analysed as randomized",
                "所有随机化的受试者（每位随机化受试者均获得数字疗法应用），按随机分组分析"),
     "completers": ("Completers set", "完成者分析集",
                    "randomized participants with every analysed visit",
@@ -607,7 +607,7 @@ class Builder:
         if self.not_run:
             not_run_blocks = [_table(
                 numbers, L.t("Pre-specified analyses that were not run", "未实施的预设分析"),
-                L.t("Not applicable", "不适用"), 0,
+                L.set_label("fas"), self.n_randomized(),
                 [L.t("Endpoint", "终点"), L.t("Analysis", "分析"), L.t("Reason", "原因")],
                 self.not_run,
                 (L.t("Every analysis the protocol pre-specifies is reported: a result table, "
@@ -1271,7 +1271,7 @@ class Builder:
             numbers, title, L.set_label("safety"), sum(n_by_arm.values()),
             ["", *self.arm_header(n_by_arm)], rows,
             (self.population_note("safety"),
-             L.t("From the DTx app's daily device data, randomization to the last visit; "
+             L.t("From the DTx's daily device data, randomization to the last visit; "
                  "adherence per the protocol's adherence rule (percent of those assessed).",
                  "来自数字疗法应用的每日设备数据（随机化至最后一次访视）；依从性按方案规则（占已评估者百分比）。")),
             self.source("exposure"))
