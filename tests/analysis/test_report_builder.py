@@ -204,7 +204,7 @@ def test_protocol_without_sponsor_or_product_says_so() -> None:
 
 
 def test_rpt_04_analysis_sets_and_rpt_03_completed_row() -> None:
-    spec, pdf = _demo("type2_diabetes", "en")
+    spec, _ = _demo("type2_diabetes", "en")
     tables = {t.title: t for t in _tables(spec)}
     sets = tables["Analysis sets"]
     assert [r[0] for r in sets.rows] == ["Full analysis set", "Per-protocol set", "Safety set"]
@@ -234,7 +234,7 @@ def test_numbers_are_continuous_and_labels_replace_codes() -> None:
 
 
 def test_sensitivity_and_supplementary_are_separate_and_not_run_has_reasons() -> None:
-    spec, pdf = _demo("type2_diabetes", "en")
+    spec, _ = _demo("type2_diabetes", "en")
     titles = [t.title for t in _tables(spec)]
     primary = "Change in HbA1c from baseline to week 24"
     assert f"{primary}: supplementary analyses (other estimands)" in titles
@@ -291,7 +291,7 @@ def test_rpt_12_safety_tables_by_soc_pt_severity_relationship_and_exposure() -> 
 
 
 def test_chinese_edition_uses_protocol_zh_labels_and_embedded_cjk_font() -> None:
-    spec, pdf = _demo("cognitive_impairment", "zh")
+    _, pdf = _demo("cognitive_impairment", "zh")
     text = _flat(pdf)
     for expected in ("统计分析报告", "自适应认知训练", "研究受试者", "安全性分析集", "第 1 页"):
         assert expected in text, expected
