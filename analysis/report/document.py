@@ -565,14 +565,17 @@ class StoryBuilder:
         return Paragraph(markup(self.fonts, text), style)
 
     def grid(self, columns: Sequence[str], rows: Sequence[Sequence[str]], width: float,
-             *, long: bool) -> Table:
+             *, long: bool, widths: Sequence[float] | None = None,
+             numeric: Sequence[bool] | None = None) -> Table:
         for index, row in enumerate(rows):
             if len(row) != len(columns):
                 raise ReportError(
                     f"row {index + 1} has {len(row)} cells for {len(columns)} columns"
                 )
-        widths = self.column_widths(columns, rows, width)
-        numeric = numeric_columns(columns, rows)
+        if widths is None:
+            widths = self.column_widths(columns, rows, width)
+        if numeric is None:
+            numeric = numeric_columns(columns, rows)
         header_styles = [
             self.styles.cell_header_right if numeric[i] else self.styles.cell_header
             for i in range(len(columns))
@@ -601,6 +604,49 @@ class StoryBuilder:
             ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
         ]))
         return table
+
+    def listing_pages(self, block: ListingBlock, width: float, height: float) -> list[Flowable]:
+        """Return a long listing as page-sized tables, each with the column header.
+
+        ReportLab re-measures every remaining row of a table each time it splits it at a page
+        end, which is quadratic in the rows of a long listing; cutting the rows into chunks that
+        fit a page first (row heights estimated from the column widths) keeps the layout linear.
+        Every chunk is laid out with the same column widths, computed once from all rows.
+        """
+        widths = self.column_widths(block.columns, block.rows, width)
+        leading = TABLE_SIZE * 1.25
+        header = max(self.lines(c, w, bold=True) for c, w in zip(block.columns, widths,
+                                                                  strict=True))
+        budget = height * 0.9 - header * leading - 4
+        chunks: list[list[tuple[str, ...]]] = [[]]
+        used = 0.0
+        for row in block.rows:
+            lines = max(self.lines(c, w) for c, w in zip(row, widths, strict=True))
+            row_height = lines * leading + 4  # 2 pt top + 2 pt bottom padding
+            if chunks[-1] and used + row_height > budget:
+                chunks.append([])
+                used = 0.0
+            chunks[-1].append(tuple(row))
+            used += row_height
+        numeric = numeric_columns(block.columns, block.rows)
+        return [self.grid(block.columns, chunk, width, long=False, widths=widths,
+                          numeric=numeric) for chunk in chunks]
+
+    def lines(self, text: str, width: float, *, bold: bool = False) -> int:
+        """Estimate how many lines ``text`` takes in a cell of ``width`` (at least one)."""
+        room = max(width - CELL_PADDING, 1.0)
+        total = 0
+        for paragraph in text.split("\n"):
+            line = 0.0
+            count = 1
+            for token in tokens_of(paragraph):
+                size = self.text_width(token + " ", bold=bold)
+                if line and line + size > room:
+                    count += 1
+                    line = 0.0
+                line += size
+            total += count
+        return max(total, 1)
 
     def figure(self, block: FigureBlock, width: float, height: float) -> Flowable:
         data = block.data
@@ -651,7 +697,7 @@ class StoryBuilder:
             elif isinstance(block, ListingBlock):
                 story.append(self.caption("Listing", block.number, block.title,
                                           block.population, block.n, level + 1))
-                story.append(self.grid(block.columns, block.rows, width, long=True))
+                story += self.listing_pages(block, width, height)
                 story += self.notes(block.footnotes, block.source)
                 story.append(Spacer(1, 8))
             else:
