@@ -900,7 +900,10 @@ class Builder:
             blocks.append(FigureBlock(
                 numbers.next("figure"), f"{name}: " + L.t("Kaplan-Meier estimate",
                                                          "Kaplan-Meier 估计"),
-                population, n_total, KaplanMeierData(tuple(drawn), risk_times),
+                population, n_total,
+                KaplanMeierData(tuple(drawn), risk_times,
+                                time_label=L.t("Time (days)", "时间（天）"),
+                                survival_label=L.t("Probability of no event", "无事件概率")),
                 tuple(notes[:1]), source))
         return blocks
 
@@ -1011,7 +1014,11 @@ class Builder:
                 means=tuple(float(r["mean"]) for r in rows),
                 errors=tuple(1.96 * float(r["se"] or 0.0) for r in rows),
             ))
-        return MeanChangeData(tuple(series))
+        L = self.L
+        return MeanChangeData(
+            tuple(series), time_label=L.t("Week", "周"),
+            value_label=L.t("Mean change from baseline", "相对基线的平均变化"),
+            error_label=L.t("Error bars: 95% CI", "误差线：95% CI"))
 
     def multiplicity(self, number: str) -> Section:
         L = self.L

@@ -650,14 +650,15 @@ class StoryBuilder:
 
     def figure(self, block: FigureBlock, width: float, height: float) -> Flowable:
         data = block.data
+        lang = self.spec.language
         if isinstance(data, KaplanMeierData):
-            drawing = draw_kaplan_meier(self.fonts, data, width)
+            drawing = draw_kaplan_meier(self.fonts, data, width, lang)
         elif isinstance(data, ForestData):
-            drawing = draw_forest(self.fonts, data, width)
+            drawing = draw_forest(self.fonts, data, width, lang)
         elif isinstance(data, MeanChangeData):
             drawing = draw_mean_change(self.fonts, data, width)
         elif isinstance(data, ConsortData):
-            drawing = draw_consort(self.fonts, data, width)
+            drawing = draw_consort(self.fonts, data, width, lang)
         else:
             raise ReportError(f"figure {block.number}: unknown data {type(data).__name__}")
         if drawing.height > height - 60:

@@ -315,3 +315,14 @@ def test_blinded_report_refuses_real_arm_names() -> None:
         for term in forbidden:
             assert not re.search(rf"(?<![\w-]){re.escape(term)}(?![\w-])", text), term
         assert expected in text
+
+
+def test_i18n_every_fixed_text_exists_in_both_languages() -> None:
+    from analysis.report.i18n import TEXTS, text
+
+    for key, (en, zh) in TEXTS.items():
+        assert en and zh, key
+        values = {"date": "2026-01-01", "at": "x", "sha": "y", "page": 1, "total": 2,
+                  "source": "s", "population": "p", "n": 3, "name": "n", "version": "v",
+                  "arm": "a"}
+        assert text(key, "en", **values) and text(key, "zh", **values)
