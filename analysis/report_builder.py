@@ -1463,7 +1463,8 @@ def build_report_spec(results: AnalysisResults, meta: ReportMeta) -> ReportSpec:
         generated_at=meta.generated_at,
         software_versions=dict(meta.software_versions),
         data_snapshot_sha256=meta.data_sha256,
-        gcp_statement=(GCP_FACTS[1] if L.zh else GCP_FACTS[0]) + " " + status + L.t(".", "。"),
+        gcp_statement=(GCP_FACTS[1] if L.zh else GCP_FACTS[0]) + " " + status[:1].upper()
+        + status[1:] + L.t(".", "。"),
         sections=(
             builder.disposition(),
             builder.baseline(),

@@ -502,10 +502,13 @@ def run_analysis(
     cutoff_on: datetime.date | None = None,
     unblinded: bool = False,
     review: str | None = None,
+    language: str = "en",
+    paper: str = "letter",
 ) -> AnalysisRun:
     """Request and execute an analysis synchronously (CLI, demo)."""
     run = request_analysis(
-        session, actor, trial, cutoff_on=cutoff_on, unblinded=unblinded, review=review
+        session, actor, trial, cutoff_on=cutoff_on, unblinded=unblinded, review=review,
+        language=language, paper=paper,
     )
     return execute_analysis(session, run.id)
 
