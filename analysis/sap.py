@@ -50,7 +50,7 @@ from analysis.multiplicity import (
 from analysis.results import AnalysisError, EffectEstimate, Serialisable
 from analysis.sensitivity import as_effect, impute_and_pool, tipping_point
 from analysis.subgroups import estimate_subgroup_effects
-from ecrf.model import Label
+from ecrf.model import FormDef, Label
 from protocols.model import (
     BINARY_MODELS,
     SURVIVAL_MODELS,
@@ -480,6 +480,7 @@ def _sensitivities(
             "id": sensitivity.id,
             "method": sensitivity.method,
             "description": sensitivity.description.en,
+            "supplementary": sensitivity.is_supplementary,
         }
         try:
             if sensitivity.method == "per_protocol":
@@ -853,6 +854,11 @@ def _disposition(
             else 0
         )
         per_arm[label] = {
+            "completed": len(randomized) - len(withdrawn),
+            "analysis_sets": {
+                population: sum(1 for s in randomized if in_population(data, s, population))
+                for population in ("fas", "per_protocol", "safety")
+            },
             "allocated": len(randomized),
             "received": len(randomized),
             "not_received": 0,
@@ -907,7 +913,7 @@ def _baseline_table(data: TrialData, labels: Sequence[str]) -> list[dict[str, An
     randomized = [s for s in data.subjects if s.arm is not None]
     values = {s.subject: baseline_values(data, s) for s in randomized}
     rows: list[dict[str, Any]] = []
-    for f in fields[:16]:
+    for f in fields:
         groups = {
             label: [values[s.subject].get(f.id) for s in randomized if s.arm == label]
             for label in labels
@@ -927,6 +933,7 @@ def _baseline_table(data: TrialData, labels: Sequence[str]) -> list[dict[str, An
                 rows.append(
                     {
                         "field": f.id,
+                        "choice": code,
                         "label": f"{f.label.en}: {text}",
                         "kind": "count",
                         "cells": cells,
@@ -968,14 +975,31 @@ def _safety(data: TrialData, labels: Sequence[str]) -> dict[str, Any]:
         return {"n_by_arm": n_arm, "overview": [], "by_term": [], "serious": []}
     form = forms[0]
     term = next((f.id for f in form.fields if "term" in f.id), form.fields[0].id)
+    roles = _ae_field_roles(form)
     serious = next((f.id for f in form.fields if "serious" in f.id), None)
     onset = next((f.id for f in form.fields if "onset" in f.id), None)
     any_ae: dict[str, set[str]] = defaultdict(set)
     any_sae: dict[str, set[str]] = defaultdict(set)
     by_term: dict[tuple[str, str], set[str]] = defaultdict(set)
     sae_listing: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
     for s in randomized:
         for event in s.repeats.get(form.id, ()):
+            events.append(
+                {
+                    "subject": s.subject,
+                    "arm": s.arm,
+                    "term": str(event.get(term) or "").strip(),
+                    # codes only as carried by the data (a coding dictionary); never invented
+                    "soc": _code_of(event, ("soc", "aebodsys", "ae_soc")),
+                    "pt": _code_of(event, ("pt", "aedecod", "ae_pt")),
+                    **{
+                        role: (None if event.get(fid) in (None, "") else str(event.get(fid)))
+                        for role, fid in roles.items()
+                    },
+                    "withdrawal_reason": s.withdrawal_reason,
+                }
+            )
             name = str(event.get(term) or "unspecified").strip().lower()
             any_ae[s.arm or ""].add(s.subject)
             by_term[(name, s.arm or "")].add(s.subject)
@@ -1010,10 +1034,82 @@ def _safety(data: TrialData, labels: Sequence[str]) -> dict[str, Any]:
             {"term": t, "cells": {a: cell(by_term[(t, a)], a) for a in labels}} for t in terms[:40]
         ],
         "serious": sae_listing,
+        "events": events,
+        "fields": {role: _choice_labels(form, fid) for role, fid in roles.items()},
+        "withdrawals": [
+            {"subject": s.subject, "arm": s.arm, "reason": s.withdrawal_reason}
+            for s in randomized
+            if s.withdrawn_on is not None
+        ],
+        "exposure": _exposure(data, randomized),
     }
 
 
-def _listings(data: TrialData, primary: Endpoint | None) -> dict[str, Any]:
+#: What the AE form fields are for, recognised by their ids (as collected: a protocol whose
+#: form has no such field gets "not collected" in the report, never a default).
+AE_FIELD_ROLES = {
+    "onset": ("onset",),
+    "severity": ("severity", "intensity", "grade"),
+    "relationship": ("related", "relationship", "causality"),
+    "serious": ("serious",),
+    "outcome": ("outcome",),
+}
+
+
+def _ae_field_roles(form: FormDef) -> dict[str, str]:
+    roles: dict[str, str] = {}
+    for role, words in AE_FIELD_ROLES.items():
+        found = next((f.id for f in form.fields if any(w in f.id for w in words)), None)
+        if found is not None:
+            roles[role] = found
+    return roles
+
+
+def _choice_labels(form: FormDef, field_id: str) -> dict[str, Any]:
+    """A field's id, label and choices in order (code, en, zh): the order is the scale."""
+    fdef = next(f for f in form.fields if f.id == field_id)
+    choices = [(c.code, c.label.en, c.label.zh or c.label.en) for c in fdef.choices or ()]
+    if fdef.type == "yesno":
+        choices = [("0", "No", "否"), ("1", "Yes", "是")]
+    return {"field": field_id, "label": fdef.label.en, "label_zh": fdef.label.zh or fdef.label.en,
+            "choices": choices}
+
+
+def _code_of(event: Mapping[str, object], keys: Sequence[str]) -> str | None:
+    for key in keys:
+        value = event.get(key)
+        if value not in (None, ""):
+            return str(value)
+    return None
+
+
+def _exposure(data: TrialData, randomized: Sequence[SubjectData]) -> list[dict[str, Any]]:
+    """DTx use per participant and daily device stream: days observed, days used, mean/day."""
+    out: list[dict[str, Any]] = []
+    for s in randomized:
+        for stream in data.protocol.device_streams:
+            days = s.device_days.get(stream.id)
+            if not days:
+                continue
+            values = list(days.values())
+            out.append(
+                {
+                    "subject": s.subject,
+                    "arm": s.arm,
+                    "stream": stream.id,
+                    "days": len(values),
+                    "days_used": sum(1 for v in values if v > 0),
+                    "mean_per_day": sum(values) / len(values),
+                    "adherent": s.adherent,
+                }
+            )
+    return out
+
+
+def _listings(
+    data: TrialData, primary: Endpoint | None, baseline: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    demographic_fields = [str(r["field"]) for r in baseline if r["kind"] == "numeric"][:3]
     withdrawn = [
         {
             "subject": s.subject,
@@ -1040,7 +1136,34 @@ def _listings(data: TrialData, primary: Endpoint | None) -> dict[str, Any]:
                 )
         except AnalysisError:
             efficacy = []
-    return {"discontinued": withdrawn, "primary_efficacy": efficacy}
+    return {
+        "discontinued": withdrawn,
+        "primary_efficacy": efficacy,
+        "deviations": [
+            {"subject": s.subject, "arm": s.arm, "deviation": d}
+            for s in data.subjects
+            if s.arm is not None
+            for d in s.deviations
+        ],
+        "adherence": [
+            {"subject": s.subject, "arm": s.arm, "adherent": s.adherent}
+            for s in data.subjects
+            if s.arm is not None
+        ],
+        # the first numeric baseline variables of each randomized participant (listing 16.2.4)
+        "demographics": [
+            {
+                "subject": s.subject,
+                "arm": s.arm,
+                "values": {
+                    f: _finite(v) for f, v in baseline_values(data, s).items()
+                    if f in demographic_fields
+                },
+            }
+            for s in data.subjects
+            if s.arm is not None
+        ],
+    }
 
 
 def _finite(value: object) -> float | None:
@@ -1159,6 +1282,7 @@ def run_sap(
     if pooled:
         arms = ({"label": POOLED, "name": "All participants (pooled)", "name_zh": None,
                  "ratio": None},)
+    baseline = tuple(_baseline_table(masked, arm_order))
     results = AnalysisResults(
         trial=protocol.code,
         title=protocol.title.en,
@@ -1169,11 +1293,11 @@ def run_sap(
         cutoff_on=data.cutoff_on.isoformat() if data.cutoff_on else None,
         seed=seed,
         disposition=_disposition(masked, arm_order, primary),
-        baseline=tuple(_baseline_table(masked, arm_order)),
+        baseline=baseline,
         endpoints=tuple(analyses),
         multiplicity=None if pooled else _multiplicity(protocol, analyses, labels, blinded),
         safety=_safety(masked, arm_order),
-        listings=_listings(masked, primary_endpoint),
+        listings=_listings(masked, primary_endpoint, baseline),
         review="pooled" if pooled else "comparative" if blinded else "unblinded",
     )
     if progress:

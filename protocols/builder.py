@@ -39,6 +39,7 @@ from .model import (
     Hypothesis,
     IntercurrentEvent,
     MultiplicitySpec,
+    Product,
     Protocol,
     RandomizationSpec,
     SafetySpec,
@@ -295,7 +296,8 @@ def _endpoint(data: Data) -> Endpoint:
             covariance=ana.get("covariance"),
             sensitivity=tuple(
                 SensitivityAnalysis(
-                    id=s["id"], method=s["method"], description=build_label(s["description"])
+                    id=s["id"], method=s["method"], description=build_label(s["description"]),
+                    supplementary=s.get("supplementary"),
                 )
                 for s in ana.get("sensitivity", [])
             ),
@@ -356,6 +358,13 @@ def build_protocol(data: Data) -> Protocol:
         version=data["version"],
         registry_id=data.get("registry_id"),
         description=_label_or_none(data.get("description")),
+        sponsor=data.get("sponsor"),
+        product=(
+            Product(name=build_label(data["product"]["name"]),
+                    version=str(data["product"]["version"]))
+            if data.get("product") else None
+        ),
+        indication=_label_or_none(data.get("indication")),
         arms=tuple(
             Arm(
                 code=a["code"],

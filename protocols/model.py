@@ -314,9 +314,20 @@ class MultiplicitySpec:
 
 @dataclass(frozen=True)
 class SensitivityAnalysis:
+    """A sensitivity analysis of the primary estimand, or (``supplementary``) an analysis of
+    another estimand (ICH E9(R1) A.5.2/A.5.3): they are reported in separate tables."""
+
     id: str
     method: SensitivityMethod
     description: Label
+    supplementary: bool | None = None  # None: by method (per_protocol is supplementary)
+
+    @property
+    def is_supplementary(self) -> bool:
+        """Return whether this analysis targets another estimand than the primary one."""
+        if self.supplementary is not None:
+            return self.supplementary
+        return self.method == "per_protocol"
 
 
 @dataclass(frozen=True)
@@ -488,6 +499,14 @@ class SafetySpec:
 
 
 @dataclass(frozen=True)
+class Product:
+    """The DTx product (and its software version) a trial investigates."""
+
+    name: Label
+    version: str
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A complete, validated protocol version."""
 
@@ -502,6 +521,9 @@ class Protocol:
     forms: tuple[FormDef, ...]
     registry_id: str | None = None
     description: Label | None = None
+    sponsor: str | None = None
+    product: Product | None = None
+    indication: Label | None = None
     blinding: Blinding = field(default_factory=Blinding)
     sites: SitePolicy = field(default_factory=SitePolicy)
     eligibility: tuple[Criterion, ...] = ()

@@ -407,6 +407,10 @@ SENSITIVITY = Obj(
         Prop("id", _id("Sensitivity analysis id"), required=True),
         Prop("method", Enum(m.SENSITIVITY_METHODS, "Method"), required=True),
         Prop("description", LABEL, required=True),
+        Prop("supplementary", Bool(
+            "True: a supplementary analysis (another estimand: other population or intercurrent-"
+            "event strategy), reported apart from the sensitivity analyses of the same estimand; "
+            "default: true for per_protocol, false otherwise")),
     ),
 )
 
@@ -439,7 +443,8 @@ ANALYSIS = Obj(
         Prop("sidedness", Enum(m.SIDEDNESS, "Test sidedness")),
         Prop("multiplicity_order", Int("Position in the fixed testing sequence", minimum=1)),
         Prop("covariance", Enum(m.COVARIANCE_STRUCTURES, "MMRM covariance structure")),
-        Prop("sensitivity", ListOf(SENSITIVITY, "Sensitivity analyses of the same estimand")),
+        Prop("sensitivity", ListOf(SENSITIVITY, "Sensitivity analyses of the same estimand and "
+                                   "supplementary analyses (supplementary: true)")),
         Prop("subgroups", ListOf(SUBGROUP, "Pre-specified subgroups")),
     ),
 )
@@ -616,6 +621,16 @@ CDISC = Obj(
     ),
 )
 
+PRODUCT = Obj(
+    "Product",
+    (
+        Prop("name", LABEL, required=True),
+        Prop("version", Str("Product (software) version under investigation", min_length=1),
+             required=True),
+    ),
+    "The digital therapeutic under investigation, printed on reports.",
+)
+
 PROTOCOL = Obj(
     "Protocol",
     (
@@ -624,6 +639,9 @@ PROTOCOL = Obj(
         Prop("phase", Enum(m.PHASES, "Development phase"), required=True),
         Prop("therapeutic_area", Str("Therapeutic area", min_length=1), required=True),
         Prop("registry_id", Str("Trial registry id, e.g. NCT01234567")),
+        Prop("sponsor", Str("Sponsor (legal name), printed on reports", min_length=1)),
+        Prop("product", PRODUCT),
+        Prop("indication", LABEL),
         Prop("version", Str("Protocol version label", min_length=1), required=True),
         Prop("description", LABEL),
         Prop("arms", ListOf(ARM, "Treatment arms", min_items=2), required=True),

@@ -10,6 +10,7 @@ from reportlab.lib import colors
 
 from analysis.report.drawing import LABEL_SIZE, LINE_HEIGHT, label, new_drawing, wrap
 from analysis.report.fonts import FontSet
+from analysis.report.i18n import Language, text
 from analysis.report.spec import ConsortArm, ConsortData, ConsortError
 
 BOX_PAD = 5.0
@@ -112,22 +113,23 @@ def _reason_items(reasons: Mapping[str, int]) -> list[str]:
     return [f"• {reason} (n={count})" for reason, count in reasons.items()]
 
 
-def _arm_sections(arm: ConsortArm) -> tuple[list[str], list[str], list[str]]:
+def _arm_sections(arm: ConsortArm, lang: Language = "en"
+                  ) -> tuple[list[str], list[str], list[str]]:
     allocation = [
-        f"Allocated to {arm.label} (n={arm.n_allocated})",
-        f"Received allocated intervention (n={arm.n_received})",
-        f"Did not receive allocated intervention (n={arm.n_not_received})",
+        text("consort_allocated", lang, arm=arm.label, n=arm.n_allocated),
+        text("consort_received", lang, n=arm.n_received),
+        text("consort_not_received", lang, n=arm.n_not_received),
         *_reason_items(arm.not_received_reasons),
     ]
     follow_up = [
-        f"Lost to follow-up (n={arm.n_lost_to_follow_up})",
+        text("consort_lost", lang, n=arm.n_lost_to_follow_up),
         *_reason_items(arm.lost_reasons),
-        f"Discontinued intervention (n={arm.n_discontinued})",
+        text("consort_discontinued", lang, n=arm.n_discontinued),
         *_reason_items(arm.discontinued_reasons),
     ]
     analysis = [
-        f"Analysed (n={arm.n_analysed})",
-        f"Excluded from analysis (n={arm.n_excluded_from_analysis})",
+        text("consort_analysed", lang, n=arm.n_analysed),
+        text("consort_excluded_analysis", lang, n=arm.n_excluded_from_analysis),
         *_reason_items(arm.excluded_from_analysis_reasons),
     ]
     return allocation, follow_up, analysis
@@ -145,7 +147,8 @@ def _arrow(x1: float, y1: float, x2: float, y2: float) -> Group:
     return group
 
 
-def draw_consort(fonts: FontSet, data: ConsortData, width: float) -> Drawing:
+def draw_consort(fonts: FontSet, data: ConsortData, width: float,
+                 lang: Language = "en") -> Drawing:
     """Validate ``data`` and draw the CONSORT 2010 flow diagram ``width`` points wide."""
     validate_consort(data)
     main_w = width * 0.46
@@ -153,22 +156,22 @@ def draw_consort(fonts: FontSet, data: ConsortData, width: float) -> Drawing:
     side_x = width * 0.54
     side_w = width - side_x
     assessed = _Box(main_x, main_w, _box_lines(fonts, main_w,
-                                               [f"Assessed for eligibility (n={data.n_assessed})"]))
+                                               [text("consort_assessed", lang, n=data.n_assessed)]))
     excluded = _Box(
         side_x,
         side_w,
-        _box_lines(fonts, side_w, [f"Excluded (n={data.n_excluded})",
+        _box_lines(fonts, side_w, [text("consort_excluded", lang, n=data.n_excluded),
                                    *_reason_items(data.excluded_reasons)]),
     )
-    randomized = _Box(main_x, main_w, _box_lines(fonts, main_w,
-                                                 [f"Randomized (n={data.n_randomized})"]))
+    randomized_line = text("consort_randomized", lang, n=data.n_randomized)
+    randomized = _Box(main_x, main_w, _box_lines(fonts, main_w, [randomized_line]))
     n_arms = len(data.arms)
     col_gap = 10.0
     col_w = (width - col_gap * (n_arms - 1)) / n_arms
     arm_rows: list[list[_Box]] = [[], [], []]
     for index, arm in enumerate(data.arms):
         x = index * (col_w + col_gap)
-        for row, items in zip(arm_rows, _arm_sections(arm)):
+        for row, items in zip(arm_rows, _arm_sections(arm, lang)):
             row.append(_Box(x, col_w, _box_lines(fonts, col_w, items)))
     row_heights = [max(box.height for box in row) for row in arm_rows]
     excluded_drop = max(excluded.height, 24.0)
@@ -196,7 +199,7 @@ def draw_consort(fonts: FontSet, data: ConsortData, width: float) -> Drawing:
             drawing.add(label(fonts, box.x + BOX_PAD, y, line))
             y -= LINE_HEIGHT
 
-    band("Enrollment")
+    band(text("consort_enrollment", lang))
     place(assessed, top)
     centre = main_x + main_w / 2
     line_top = top - assessed.height
@@ -209,10 +212,11 @@ def draw_consort(fonts: FontSet, data: ConsortData, width: float) -> Drawing:
     place(randomized, top)
     rand_bottom = top - randomized.height
     top = rand_bottom - GAP
-    for title, row, height in zip(("Allocation", "Follow-up", "Analysis"), arm_rows, row_heights):
+    for title, row, height in zip(("allocation", "follow_up", "analysis"), arm_rows,
+                                  row_heights, strict=True):
         connector_top = top + GAP
-        band(title)
-        if title == "Allocation":
+        band(text(f"consort_{title}", lang))
+        if title == "allocation":
             bar_y = connector_top - GAP / 2
             drawing.add(Line(centre, connector_top, centre, bar_y, strokeColor=colors.black,
                              strokeWidth=0.8))

@@ -50,6 +50,7 @@ from reportlab.platypus.tableofcontents import TableOfContents
 from analysis.report.consort import draw_consort
 from analysis.report.figures import draw_forest, draw_kaplan_meier, draw_mean_change
 from analysis.report.fonts import FontSet, load_fonts
+from analysis.report.i18n import text as fixed_text
 from analysis.report.spec import (
     BlindingError,
     ConsortData,
@@ -66,6 +67,19 @@ from analysis.report.spec import (
 )
 
 MAX_OUTLINE_DEPTH = 4
+CELL_PADDING = 12.0  # ReportLab's default 6 pt left + right cell padding
+#: one CJK character (a line may break before or after it)
+CJK_CHAR = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]")
+#: a word that never breaks: a run of non-space, non-CJK characters
+TOKEN = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]|"
+                   r"[^\s\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]+")
+#: a cell holding only numbers: 12, -0.981, 31 (58.5%), 4.1 (2.0), (-0.98, 9.15), <0.001,
+#: 9/0, 53, 10.0 (3.9) …
+NUMERIC_CELL = re.compile(
+    r"^[<>≥≤]?[-−]?\d[\d,]*(\.\d+)?%?"
+    r"(\s*[(\[/]\s*[<>]?[-−]?\d[\d,]*(\.\d+)?%?(,\s*[-−]?\d[\d,]*(\.\d+)?%?)?\s*[)\]]?)*$"
+    r"|^\([-−]?\d[\d.]*,\s*[-−]?\d[\d.]*\)$"
+)
 CJK_HINT = "pip install paperang-p2-fonts-cjk or apt-get install fonts-wqy-microhei"
 # Margins in points: FDA asks ≥ 3/4 in left, ≥ 3/8 in elsewhere, landscape top ≥ 3/4 in.
 MARGIN_LEFT = 1.0 * inch
@@ -100,7 +114,7 @@ def draw_text(
     """Draw one line of plain text on the canvas at RUNNING_SIZE with per-script fonts."""
     runs = list(fonts.runs(text))
     width = sum(canvas.stringWidth(run, font, RUNNING_SIZE) for font, run in runs)
-    cursor = x - width if anchor == "end" else x
+    cursor = x - width if anchor == "end" else x - width / 2 if anchor == "middle" else x
     for font, run in runs:
         canvas.setFont(font, RUNNING_SIZE)
         canvas.drawString(cursor, y, run)
@@ -140,6 +154,42 @@ def check_blinding(spec: ReportSpec, forbidden_terms: Sequence[str]) -> None:
                 )
 
 
+def tokens_of(text: str) -> list[str]:
+    """Return the pieces of ``text`` a line may not break inside (words, single CJK chars)."""
+    return TOKEN.findall(text)
+
+
+def numeric_columns(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[bool]:
+    """Return, per column, whether every non-empty cell below the header is a number cell."""
+    out = []
+    for i in range(len(columns)):
+        cells = [row[i].strip() for row in rows if row[i].strip()]
+        out.append(bool(cells) and all(NUMERIC_CELL.match(c) for c in cells))
+    return out
+
+
+def layout_columns(minimum: Sequence[float], preferred: Sequence[float],
+                   width: float) -> list[float]:
+    """Return column widths that fill ``width``.
+
+    Each column gets at least its widest unbreakable token (``minimum``) so no number, code
+    or date is ever broken; if every cell fits on one line (``preferred``) the spare width is
+    shared in proportion to the content; otherwise the width left after the minima goes to the
+    columns whose text must wrap, in proportion to how much they lack. When even the minima do
+    not fit, they are scaled down (the report lint then reports the overflowing table).
+    """
+    total_min = sum(minimum)
+    if total_min >= width:
+        return [width * m / total_min for m in minimum]
+    total_pref = sum(preferred)
+    if total_pref <= width:
+        return [width * p / total_pref for p in preferred]
+    spare = width - total_min
+    lack = [p - m for p, m in zip(preferred, minimum, strict=True)]
+    total_lack = sum(lack)
+    return [m + spare * need / total_lack for m, need in zip(minimum, lack, strict=True)]
+
+
 # --- styles ----------------------------------------------------------------------------------
 
 
@@ -154,6 +204,9 @@ class Styles:
     caption: ParagraphStyle
     cell: ParagraphStyle
     cell_header: ParagraphStyle
+    cell_right: ParagraphStyle
+    cell_header_right: ParagraphStyle
+    cell_cjk: ParagraphStyle
     footnote: ParagraphStyle
     toc_heading: ParagraphStyle
     toc_levels: tuple[ParagraphStyle, ...]
@@ -183,8 +236,15 @@ def make_styles(fonts: FontSet) -> Styles:
             style("H4", 10, bold=True, spaceBefore=4, spaceAfter=4),
         ),
         caption=style("Caption", 10, bold=True, spaceBefore=8, spaceAfter=4),
-        cell=style("Cell", TABLE_SIZE),
-        cell_header=style("CellHeader", TABLE_SIZE, bold=True),
+        # cells never split a word: numbers, codes and dates stay whole (column widths are
+        # made wide enough for the longest unbreakable token, see column_widths)
+        cell=style("Cell", TABLE_SIZE, splitLongWords=0),
+        cell_header=style("CellHeader", TABLE_SIZE, bold=True, splitLongWords=0),
+        cell_right=style("CellRight", TABLE_SIZE, splitLongWords=0, alignment=2),
+        cell_header_right=style("CellHeaderRight", TABLE_SIZE, bold=True, splitLongWords=0,
+                                alignment=2),
+        # Chinese has no spaces: break between CJK characters, never inside a Latin token
+        cell_cjk=style("CellCJK", TABLE_SIZE, splitLongWords=0, wordWrap="CJK"),
         footnote=style("Footnote", 9, spaceAfter=1),
         toc_heading=style("TOCHeading", 14, bold=True, spaceAfter=10),
         toc_levels=tuple(
@@ -303,22 +363,33 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
         width, height = canvas._pagesize
         canvas.saveState()
         canvas.setFillColor(colors.black)
-        blinding = "BLINDED" if spec.blinded else "UNBLINDED"
+        lang = spec.language
+        blinding = fixed_text("blinded" if spec.blinded else "unblinded", lang)
         top = height - header_offset
         draw_text(canvas, self.fonts, MARGIN_LEFT, top,
                   f"{spec.trial_code} · {spec.report_title} · {blinding}")
-        draw_text(canvas, self.fonts, width - MARGIN_RIGHT, top,
-                  f"Data cut-off {spec.data_cutoff_on.isoformat()}", anchor="end")
+        cutoff = (
+            fixed_text("cutoff_header", lang, date=spec.data_cutoff_on.isoformat())
+            if spec.data_cutoff_on is not None
+            else fixed_text("no_cutoff_header", lang)
+        )
+        draw_text(canvas, self.fonts, width - MARGIN_RIGHT, top, cutoff, anchor="end")
         canvas.setStrokeColor(colors.black)
         canvas.setLineWidth(0.5)
         canvas.line(MARGIN_LEFT, top - 4, width - MARGIN_RIGHT, top - 4)
+        if spec.is_draft:
+            # a banner under the header rule on every page (inside the top margin, above the
+            # text frame): a draft is never mistaken for a report on locked data
+            draw_text(canvas, self.fonts, (MARGIN_LEFT + width - MARGIN_RIGHT) / 2, top - 15,
+                      fixed_text("draft_banner", lang), anchor="middle")
         canvas.line(MARGIN_LEFT, FOOTER_OFFSET + 11, width - MARGIN_RIGHT, FOOTER_OFFSET + 11)
         generated = spec.generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
         draw_text(canvas, self.fonts, MARGIN_LEFT, FOOTER_OFFSET,
-                  f"Generated {generated} · data snapshot {spec.data_snapshot_sha256[:12]}")
+                  fixed_text("generated_footer", lang, at=generated,
+                             sha=spec.data_snapshot_sha256[:12]))
         total = "?" if self.total_pages is None else str(self.total_pages)
         draw_text(canvas, self.fonts, width - MARGIN_RIGHT, FOOTER_OFFSET,
-                  f"Page {document.page} of {total}", anchor="end")
+                  fixed_text("page_of", lang, page=document.page, total=total), anchor="end")
         canvas.restoreState()
 
     def afterFlowable(self, flowable: Flowable) -> None:
@@ -367,22 +438,32 @@ class StoryBuilder:
 
     def title_page(self) -> list[Flowable]:
         spec, fonts, styles = self.spec, self.fonts, self.styles
+        lang = spec.language
+
+        def t(key: str, **values: object) -> str:
+            return fixed_text(key, lang, **values)
+
+        def day(on: object) -> str:
+            return on.isoformat() if hasattr(on, "isoformat") else t("no_data_yet")
+
         rows = [
-            ("Protocol code", spec.trial_code),
-            ("Protocol version", spec.protocol_version),
-            ("Product", f"{spec.product_name} version {spec.product_version}"),
-            ("Indication", spec.indication),
-            ("Design", spec.design),
-            ("Phase", spec.phase),
-            ("Sponsor", spec.sponsor),
-            ("Study start", spec.study_start_on.isoformat() if spec.study_start_on else "ongoing"),
-            ("Study completion",
-             spec.study_completion_on.isoformat() if spec.study_completion_on else "ongoing"),
-            ("Data cut-off", spec.data_cutoff_on.isoformat()),
-            ("Report date", spec.generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")),
-            ("Blinding status", "Blinded" if spec.blinded else "Unblinded"),
-            ("Data snapshot SHA-256", spec.data_snapshot_sha256),
-            ("Software",
+            (t("protocol_code"), spec.trial_code),
+            (t("protocol_version"), spec.protocol_version),
+            (t("product"), t("product_version", name=spec.product_name,
+                             version=spec.product_version)),
+            (t("indication"), spec.indication),
+            (t("design"), spec.design),
+            (t("phase"), spec.phase),
+            (t("sponsor"), spec.sponsor),
+            (t("study_start"), day(spec.study_start_on)),
+            (t("study_last_visit"), day(spec.study_completion_on)),
+            (t("data_cutoff"), spec.data_cutoff_on.isoformat() if spec.data_cutoff_on
+             else t("no_cutoff")),
+            (t("report_date"), spec.generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+            (t("blinding_status"), t("blinded_title" if spec.blinded else "unblinded_title")),
+            *([(t("database_lock"), spec.data_status)] if spec.data_status else []),
+            (t("snapshot"), spec.data_snapshot_sha256),
+            (t("software"),
              ", ".join(f"{name} {version}" for name, version in
                        sorted(spec.software_versions.items()))),
         ]
@@ -402,7 +483,7 @@ class StoryBuilder:
             Paragraph(markup(fonts, spec.report_title), styles.subtitle),
             table,
             Spacer(1, 14),
-            Paragraph(markup(fonts, "GCP statement", bold=True), styles.caption),
+            Paragraph(markup(fonts, t("statement"), bold=True), styles.caption),
             Paragraph(markup(fonts, spec.gcp_statement), styles.body),
             PageBreak(),
         ]
@@ -421,62 +502,100 @@ class StoryBuilder:
             ]),
         )
         return [
-            Paragraph(markup(self.fonts, "Table of Contents", bold=True), self.styles.toc_heading),
+            Paragraph(markup(self.fonts, fixed_text("toc", self.spec.language), bold=True),
+                      self.styles.toc_heading),
             toc,
         ]
 
     def caption(self, kind: str, number: str, title: str, population: str, n: int,
                 level: int) -> OutlinedParagraph:
-        text = f"{kind} {number} {title} ({population}, N = {n})"
+        lang = self.spec.language
+        population_n = fixed_text("caption_n", lang, population=population, n=n)
+        text = f"{fixed_text(kind, lang)} {number} {title} ({population_n})"
         return self.outlined(text, self.styles.caption, level)
 
     def notes(self, footnotes: Sequence[str], source: str) -> list[Flowable]:
         items = [Paragraph(markup(self.fonts, note), self.styles.footnote) for note in footnotes]
         if source:
-            items.append(Paragraph(markup(self.fonts, f"Source: {source}"), self.styles.footnote))
+            items.append(Paragraph(
+                markup(self.fonts, fixed_text("source", self.spec.language, source=source)),
+                self.styles.footnote))
         return items
+
+    def text_width(self, text: str, *, bold: bool = False) -> float:
+        """Return the width of ``text`` at table size in the fonts that draw it."""
+        return float(sum(stringWidth(run, font, TABLE_SIZE)
+                         for font, run in self.fonts.runs(text, bold=bold)))
 
     def column_widths(self, columns: Sequence[str], rows: Sequence[Sequence[str]],
                       width: float) -> list[float]:
-        longest = [
-            max([len(columns[i])] + [len(row[i]) for row in rows]) for i in range(len(columns))
-        ]
-        weights = [min(max(n, 8), 40) for n in longest]
-        total = sum(weights)
-        return [width * w / total for w in weights]
+        """Return column widths from the content (see ``layout_columns``)."""
+        minimum: list[float] = []
+        preferred: list[float] = []
+        for i, column in enumerate(columns):
+            cells = [(column, True), *((row[i], False) for row in rows)]
+            # a number cell ("31 (58.5%)", "(-0.98, 9.15)") is one token: it never wraps
+            minimum.append(max((self.text_width(token, bold=bold)
+                                for text, bold in cells
+                                for token in ([text] if not bold and NUMERIC_CELL.match(
+                                    text.strip()) else tokens_of(text))),
+                               default=0.0) + CELL_PADDING)
+            preferred.append(max((self.text_width(line, bold=bold)
+                                  for text, bold in cells for line in text.split("\n")),
+                                 default=0.0) + CELL_PADDING)
+        return layout_columns(minimum, preferred, width)
 
-    def cell(self, text: str, width: float) -> Flowable | str:
+    def cell(self, text: str, width: float, *, right: bool = False) -> Flowable | str:
         """Return a table cell: plain text when it fits in the Latin font, else a Paragraph.
 
         Plain strings are several times faster to lay out than Paragraphs, which matters for
-        long listings; Paragraphs wrap and switch to the CJK font where needed.
+        long listings; Paragraphs wrap (at spaces, or between CJK characters) and switch to the
+        CJK font where needed.
         """
-        padding = 12.0  # ReportLab's default 6 pt left + right cell padding
         if (
             "\n" not in text
             and all(ord(c) in self.fonts.latin_chars for c in text)
-            and stringWidth(text, self.fonts.regular, TABLE_SIZE) <= width - padding
+            and stringWidth(text, self.fonts.regular, TABLE_SIZE) <= width - CELL_PADDING
         ):
             return text
-        return Paragraph(markup(self.fonts, text), self.styles.cell)
+        if CJK_CHAR.search(text):
+            style = self.styles.cell_cjk
+        else:
+            style = self.styles.cell_right if right else self.styles.cell
+        return Paragraph(markup(self.fonts, text), style)
 
     def grid(self, columns: Sequence[str], rows: Sequence[Sequence[str]], width: float,
-             *, long: bool) -> Table:
+             *, long: bool, widths: Sequence[float] | None = None,
+             numeric: Sequence[bool] | None = None) -> Table:
         for index, row in enumerate(rows):
             if len(row) != len(columns):
                 raise ReportError(
                     f"row {index + 1} has {len(row)} cells for {len(columns)} columns"
                 )
-        widths = self.column_widths(columns, rows, width)
-        data: list[list[Flowable | str]] = [
-            [Paragraph(markup(self.fonts, c, bold=True), self.styles.cell_header)
-             for c in columns]
+        if widths is None:
+            widths = self.column_widths(columns, rows, width)
+        if numeric is None:
+            numeric = numeric_columns(columns, rows)
+        header_styles = [
+            self.styles.cell_header_right if numeric[i] else self.styles.cell_header
+            for i in range(len(columns))
         ]
-        data += [[self.cell(cell, w) for cell, w in zip(row, widths)] for row in rows]
+        data: list[list[Flowable | str]] = [
+            [Paragraph(markup(self.fonts, c, bold=True),
+                       self.styles.cell_cjk if CJK_CHAR.search(c) else header_styles[i])
+             for i, c in enumerate(columns)]
+        ]
+        data += [[self.cell(cell, w, right=numeric[i])
+                  for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
+                 for row in rows]
         table_class = LongTable if long else Table
         table = table_class(data, colWidths=widths, repeatRows=1)
+        # numeric columns are right-aligned: each column prints one number of decimals, so
+        # right alignment lines the decimal points up (see README, report conventions)
+        align = [("ALIGN", (i, 1), (i, -1), "RIGHT") for i in range(len(columns)) if numeric[i]]
         table.setStyle(TableStyle([
             *self.cell_font(),
+            *align,
             ("VALIGN", (0, 0), (-1, -1), "TOP"),
             ("LINEABOVE", (0, 0), (-1, 0), 0.8, colors.black),
             ("LINEBELOW", (0, 0), (-1, 0), 0.5, colors.black),
@@ -486,16 +605,60 @@ class StoryBuilder:
         ]))
         return table
 
+    def listing_pages(self, block: ListingBlock, width: float, height: float) -> list[Flowable]:
+        """Return a long listing as page-sized tables, each with the column header.
+
+        ReportLab re-measures every remaining row of a table each time it splits it at a page
+        end, which is quadratic in the rows of a long listing; cutting the rows into chunks that
+        fit a page first (row heights estimated from the column widths) keeps the layout linear.
+        Every chunk is laid out with the same column widths, computed once from all rows.
+        """
+        widths = self.column_widths(block.columns, block.rows, width)
+        leading = TABLE_SIZE * 1.25
+        header = max(self.lines(c, w, bold=True) for c, w in zip(block.columns, widths,
+                                                                  strict=True))
+        budget = height * 0.9 - header * leading - 4
+        chunks: list[list[tuple[str, ...]]] = [[]]
+        used = 0.0
+        for row in block.rows:
+            lines = max(self.lines(c, w) for c, w in zip(row, widths, strict=True))
+            row_height = lines * leading + 4  # 2 pt top + 2 pt bottom padding
+            if chunks[-1] and used + row_height > budget:
+                chunks.append([])
+                used = 0.0
+            chunks[-1].append(tuple(row))
+            used += row_height
+        numeric = numeric_columns(block.columns, block.rows)
+        return [self.grid(block.columns, chunk, width, long=False, widths=widths,
+                          numeric=numeric) for chunk in chunks]
+
+    def lines(self, text: str, width: float, *, bold: bool = False) -> int:
+        """Estimate how many lines ``text`` takes in a cell of ``width`` (at least one)."""
+        room = max(width - CELL_PADDING, 1.0)
+        total = 0
+        for paragraph in text.split("\n"):
+            line = 0.0
+            count = 1
+            for token in tokens_of(paragraph):
+                size = self.text_width(token + " ", bold=bold)
+                if line and line + size > room:
+                    count += 1
+                    line = 0.0
+                line += size
+            total += count
+        return max(total, 1)
+
     def figure(self, block: FigureBlock, width: float, height: float) -> Flowable:
         data = block.data
+        lang = self.spec.language
         if isinstance(data, KaplanMeierData):
-            drawing = draw_kaplan_meier(self.fonts, data, width)
+            drawing = draw_kaplan_meier(self.fonts, data, width, lang)
         elif isinstance(data, ForestData):
-            drawing = draw_forest(self.fonts, data, width)
+            drawing = draw_forest(self.fonts, data, width, lang)
         elif isinstance(data, MeanChangeData):
             drawing = draw_mean_change(self.fonts, data, width)
         elif isinstance(data, ConsortData):
-            drawing = draw_consort(self.fonts, data, width)
+            drawing = draw_consort(self.fonts, data, width, lang)
         else:
             raise ReportError(f"figure {block.number}: unknown data {type(data).__name__}")
         if drawing.height > height - 60:
@@ -535,7 +698,7 @@ class StoryBuilder:
             elif isinstance(block, ListingBlock):
                 story.append(self.caption("Listing", block.number, block.title,
                                           block.population, block.n, level + 1))
-                story.append(self.grid(block.columns, block.rows, width, long=True))
+                story += self.listing_pages(block, width, height)
                 story += self.notes(block.footnotes, block.source)
                 story.append(Spacer(1, 8))
             else:
@@ -591,7 +754,9 @@ def report_file_name(spec: ReportSpec) -> str:
     Example: ``cog-dtx-01-sar-blinded-2026-10-31.pdf``.
     """
     stem = re.sub(r"[^a-z0-9]+", "-", spec.trial_code.lower()).strip("-") or "trial"
-    tail = f"-sar-{'blinded' if spec.blinded else 'unblinded'}-{spec.data_cutoff_on.isoformat()}"
+    on = spec.data_cutoff_on or spec.generated_at.astimezone(UTC).date()
+    language = "" if spec.language == "en" else f"-{spec.language}"
+    tail = f"-sar-{'blinded' if spec.blinded else 'unblinded'}-{on.isoformat()}{language}"
     return f"{stem[: 64 - len(tail) - 4].rstrip('-')}{tail}.pdf"
 
 

@@ -16,6 +16,7 @@ from analysis.report.drawing import (
     text_width,
 )
 from analysis.report.fonts import FontSet
+from analysis.report.i18n import Language, text
 from analysis.report.spec import ForestData, ForestRow, KaplanMeierData, MeanChangeData, ReportError
 
 PLOT_HEIGHT = 200.0
@@ -32,16 +33,17 @@ def _legend(
     fonts: FontSet, drawing: Drawing, x: float, y: float, labels: list[str], markers: bool = False
 ) -> None:
     cursor = x
-    for index, text in enumerate(labels):
+    for index, caption_text in enumerate(labels):
         drawing.add(styled_line([cursor, y + 3, cursor + 22, y + 3], index))
         if markers:
             colour, _ = SERIES_STYLES[index % len(SERIES_STYLES)]
             drawing.add(Rect(cursor + 9, y + 0.5, 5, 5, fillColor=colour, strokeColor=colour))
-        drawing.add(label(fonts, cursor + 26, y, text))
-        cursor += 26 + text_width(fonts, text) + 16
+        drawing.add(label(fonts, cursor + 26, y, caption_text))
+        cursor += 26 + text_width(fonts, caption_text) + 16
 
 
-def draw_kaplan_meier(fonts: FontSet, data: KaplanMeierData, width: float) -> Drawing:
+def draw_kaplan_meier(fonts: FontSet, data: KaplanMeierData, width: float,
+                      lang: Language = "en") -> Drawing:
     """Draw KM step curves with censor ticks and the numbers at risk under the time axis."""
     if not data.curves:
         raise ReportError("Kaplan-Meier figure needs at least one curve")
@@ -110,7 +112,7 @@ def draw_kaplan_meier(fonts: FontSet, data: KaplanMeierData, width: float) -> Dr
             )
     _legend(fonts, drawing, left, bottom + PLOT_HEIGHT + 26, [c.label for c in data.curves])
     y = bottom - 34 - LINE_HEIGHT + 4
-    drawing.add(label(fonts, 4, y + 2, "Number at risk", bold=True))
+    drawing.add(label(fonts, 4, y + 2, text("number_at_risk", lang), bold=True))
     for curve in data.curves:
         y -= LINE_HEIGHT
         drawing.add(label(fonts, 4, y, curve.label))
@@ -119,7 +121,8 @@ def draw_kaplan_meier(fonts: FontSet, data: KaplanMeierData, width: float) -> Dr
     return drawing
 
 
-def draw_forest(fonts: FontSet, data: ForestData, width: float) -> Drawing:
+def draw_forest(fonts: FontSet, data: ForestData, width: float,
+                lang: Language = "en") -> Drawing:
     """Draw subgroup levels with n, estimate and CI, interaction p per subgroup factor."""
     if not data.rows:
         raise ReportError("forest plot needs at least one row")
@@ -154,10 +157,11 @@ def draw_forest(fonts: FontSet, data: ForestData, width: float) -> Drawing:
         return plot_l + (plot_r - plot_l) * (v - ticks[0]) / (ticks[-1] - ticks[0])
 
     header_y = height - 14
-    drawing.add(label(fonts, 0, header_y, "Subgroup", bold=True))
+    drawing.add(label(fonts, 0, header_y, text("subgroup", lang), bold=True))
     drawing.add(label(fonts, col_n, header_y, "n", anchor="end", bold=True))
     drawing.add(label(fonts, col_est, header_y, data.estimate_label, bold=True))
-    drawing.add(label(fonts, col_p, header_y, "Interaction p", anchor="end", bold=True))
+    drawing.add(label(fonts, col_p, header_y, text("interaction_p", lang), anchor="end",
+                      bold=True))
     y = header_y - row_h - 4
     for kind, item in lines:
         if kind == "header":
@@ -175,8 +179,8 @@ def draw_forest(fonts: FontSet, data: ForestData, width: float) -> Drawing:
                 Rect(sx(item.estimate) - 3, mid - 3, 6, 6, fillColor=colors.black,
                      strokeColor=colors.black)
             )
-            text = f"{item.estimate:.2f} ({item.ci_low:.2f}, {item.ci_high:.2f})"
-            drawing.add(label(fonts, col_est, y, text))
+            caption_text = f"{item.estimate:.2f} ({item.ci_low:.2f}, {item.ci_high:.2f})"
+            drawing.add(label(fonts, col_est, y, caption_text))
         y -= row_h
     axis_y = y + row_h - 8
     drawing.add(Line(plot_l, axis_y, plot_r, axis_y, strokeColor=AXIS_COLOUR))
@@ -193,8 +197,8 @@ def draw_forest(fonts: FontSet, data: ForestData, width: float) -> Drawing:
     if data.favours_right:
         drawing.add(label(fonts, sx(data.null_value) + 4, axis_y - 27,
                           f"{data.favours_right} →"))
-    kind = "Pre-specified" if data.is_prespecified else "Exploratory (not pre-specified)"
-    drawing.add(label(fonts, 0, axis_y - 42, f"{kind} subgroup analysis"))
+    kind = "prespecified_subgroups" if data.is_prespecified else "exploratory_subgroups"
+    drawing.add(label(fonts, 0, axis_y - 42, text(kind, lang)))
     return drawing
 
 

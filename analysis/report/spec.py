@@ -17,6 +17,35 @@ from datetime import date, datetime
 from typing import Literal, TypeAlias
 
 PageSize = Literal["letter", "a4"]
+Language = Literal["en", "zh"]
+
+#: Models whose outcome is a time to event (their analysis dataset is ADTTE).
+TIME_TO_EVENT_MODELS = frozenset({"km_logrank", "cox"})
+#: Report topics that read a fixed ADaM dataset rather than an endpoint's own.
+TOPIC_DATASETS = {
+    "subject_level": "ADSL",  # populations, disposition, demographics, baseline, strata
+    "adverse_events": "ADAE",
+    "exposure": "ADEX",  # DTx use (device data) and adherence
+}
+
+
+def source_dataset_name(endpoint: str, model: str | None = None) -> str:
+    """Return the ADaM dataset a report table names in its source footnote.
+
+    The naming rule (one place; the ADaM builder may take this function over):
+    ``subject_level`` → ADSL, ``adverse_events`` → ADAE, ``exposure`` → ADEX; an endpoint
+    analysed with a time-to-event model → ADTTE; any other endpoint → its BDS dataset "AD" +
+    the first six letters/digits of the endpoint id in upper case (``hba1c_change`` →
+    ``ADHBA1CC``), a valid 8-character SAS dataset name.
+    """
+    if endpoint in TOPIC_DATASETS:
+        return TOPIC_DATASETS[endpoint]
+    if model in TIME_TO_EVENT_MODELS:
+        return "ADTTE"
+    stem = "".join(c for c in endpoint.upper() if c.isascii() and c.isalnum())
+    if not stem:
+        raise ValueError(f"endpoint id {endpoint!r} has no letters or digits")
+    return f"AD{stem[:6]}"
 
 
 class ReportError(Exception):
@@ -233,7 +262,7 @@ class ReportSpec:
     sponsor: str
     phase: str
     protocol_version: str
-    data_cutoff_on: date
+    data_cutoff_on: date | None
     blinded: bool
     generated_at: datetime
     software_versions: Mapping[str, str]
@@ -245,3 +274,8 @@ class ReportSpec:
     study_start_on: date | None = None
     study_completion_on: date | None = None
     page_size: PageSize = "letter"
+    language: Language = "en"
+    #: a statement of the database lock state the system knows ("records locked: ...")
+    data_status: str = ""
+    #: draft/interim: not every record is locked; every page says so in its header
+    is_draft: bool = False

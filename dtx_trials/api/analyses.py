@@ -35,6 +35,14 @@ class RequestSchema(StrictSchema):
         metadata={"description": "blinded runs: pooled (default) or comparative (dummy labels, "
                   "roles named in the protocol's blinding.comparative_review)"},
     )
+    language = fields.String(
+        load_default="en", validate=validate.OneOf(["en", "zh"]),
+        metadata={"description": "report language: en, or zh (Simplified Chinese)"},
+    )
+    paper = fields.String(
+        load_default="letter", validate=validate.OneOf(["letter", "a4"]),
+        metadata={"description": "report paper size"},
+    )
 
 
 class LabelsSchema(Schema):

@@ -64,12 +64,29 @@ def _operator(trial: Any, role: str) -> Any:
     help="blinded runs: pooled data review (default) or comparative under dummy labels "
     "(roles named in blinding.comparative_review)",
 )
+@click.option(
+    "--lang",
+    "language",
+    type=click.Choice(["en", "zh"]),
+    default="en",
+    show_default=True,
+    help="Report language: English, or Simplified Chinese (labels from the protocol's zh texts).",
+)
+@click.option(
+    "--paper",
+    type=click.Choice(["letter", "a4"]),
+    default="letter",
+    show_default=True,
+    help="Report paper size.",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def analyze(
     trial_code: str,
     cutoff: datetime.datetime | None,
     unblinded: bool,
     review: str | None,
+    language: str,
+    paper: str,
     out: Path,
 ) -> None:
     """Run the protocol's statistical analysis plan; write results.json and the PDF report."""
@@ -93,6 +110,8 @@ def analyze(
                 cutoff_on=cutoff.date() if cutoff else None,
                 unblinded=unblinded,
                 review=review,
+                language=language,
+                paper=paper,
             )
             progress.update(task, advance=1, description="running the SAP")
             result = analyses.execute_analysis(db.session, request.id)
@@ -108,13 +127,15 @@ def analyze(
                 indent=2,
             )
         )
+        from analysis.report_builder import fmt, p_phrase
+
         pdf = out / (result.report_name or "report.pdf")
         pdf.write_bytes(result.report_pdf or b"")
         for endpoint in (result.results or {}).get("endpoints", []):
             h = endpoint.get("headline") or {}
             line = f"{endpoint['id']:<24} {endpoint['model']:<16} " + (
-                f"{h.get('contrast')}: {h.get('estimate'):.3f} "
-                f"({h.get('ci_low'):.3f}, {h.get('ci_high'):.3f}) p={h.get('p_value'):.4f}"
+                f"{h.get('contrast')}: {fmt(h.get('estimate'))} "
+                f"({fmt(h.get('ci_low'))}, {fmt(h.get('ci_high'))}) {p_phrase(h.get('p_value'))}"
                 if h.get("estimate") is not None and h.get("p_value") is not None
                 else endpoint.get("error") or "see results.json"
             )

@@ -205,6 +205,19 @@ def _analyse(trial: Any, trial_out: Path) -> dict[str, Any]:
     results.write_text(json.dumps(run.results, indent=2, ensure_ascii=False), encoding="utf-8")
     console.print(f"{trial.code}: analysis run {run.id} → {pdf}", highlight=False)
     result.update(report_pdf=str(pdf), results_json=str(results), data_sha256=run.data_sha256)
+    # the Chinese edition on A4 paper, from the same data
+    with console.status(f"{trial.code}: Chinese edition of the report"):
+        zh = _run(lambda: analyses.run_analysis(db.session, actor, trial, cutoff_on=None,
+                                                unblinded=True, language="zh", paper="a4"))
+    if zh.status != "succeeded":
+        console.print(f"[red]{trial.code}: Chinese report failed[/red]: {zh.error}",
+                      highlight=False)
+        result["report_zh_error"] = zh.error
+        return result
+    pdf_zh = trial_out / (zh.report_name or "report-zh.pdf")
+    pdf_zh.write_bytes(zh.report_pdf or b"")
+    console.print(f"{trial.code}: analysis run {zh.id} → {pdf_zh}", highlight=False)
+    result["report_pdf_zh"] = str(pdf_zh)
     return result
 
 

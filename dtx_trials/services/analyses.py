@@ -13,13 +13,26 @@ import secrets
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from analysis.datasets import SubjectData, TrialData
 from analysis.report import build_report, report_file_name
-from analysis.report_builder import ReportMeta, build_report_spec
-from analysis.sap import arm_labels, arm_terms, label_commitment, pooled_labels, run_sap
+from analysis.report.lint import check_report
+from analysis.report_builder import (
+    ReportMeta,
+    build_report_spec,
+    lint_vocabulary,
+    protocol_identity,
+)
+from analysis.sap import (
+    arm_labels,
+    arm_terms,
+    label_commitment,
+    pooled_labels,
+    redact_protocol,
+    run_sap,
+)
 from dtx_trials.db import lock_row, transaction, utcnow
 from dtx_trials.models import (
     Allocation,
@@ -56,6 +69,46 @@ PACKAGES = (
     "reportlab",
     "pikepdf",
 )
+LANGUAGES = ("en", "zh")
+PAPER_SIZES = ("letter", "a4")
+
+
+def data_facts(
+    session: Session, trial: Trial, cutoff_on: datetime.date | None
+) -> dict[str, Any]:
+    """What the report may state about the data: study period and database lock state.
+
+    First consent and last visit are the earliest consent and latest actual visit date
+    recorded (up to the cut-off); the lock state counts non-draft form records and those
+    locked, with the date of the latest lock in the audit trail.
+    """
+    participants = select(Participant.id).where(Participant.trial_id == trial.id)
+    first_consent = session.scalar(
+        select(func.min(Participant.consented_at)).where(Participant.trial_id == trial.id)
+    )
+    last_visit_query = select(func.max(Visit.actual_on)).where(
+        Visit.participant_id.in_(participants)
+    )
+    if cutoff_on is not None:
+        last_visit_query = last_visit_query.where(Visit.actual_on <= cutoff_on)
+    last_visit = session.scalar(last_visit_query)
+    records = select(func.count(FormRecord.id)).where(
+        FormRecord.participant_id.in_(participants), FormRecord.status != "draft"
+    )
+    n_records = int(session.scalar(records) or 0)
+    n_locked = int(session.scalar(records.where(FormRecord.status == "locked")) or 0)
+    last_locked = session.scalar(
+        select(func.max(AuditEvent.at)).where(
+            AuditEvent.chain == audit.chain_for(trial.id), AuditEvent.action == "form.locked"
+        )
+    )
+    return {
+        "first_consent_on": first_consent.date() if first_consent else None,
+        "last_visit_on": last_visit,
+        "n_records": n_records,
+        "n_locked": n_locked,
+        "last_locked_on": last_locked.date() if last_locked and n_locked else None,
+    }
 
 
 def build_trial_data(
@@ -233,8 +286,12 @@ def request_analysis(
     cutoff_on: datetime.date | None = None,
     unblinded: bool = False,
     review: str | None = None,
+    language: str = "en",
+    paper: str = "letter",
 ) -> AnalysisRun:
     """Create a queued run (statisticians; unblinded runs only for roles that may see arms).
+
+    ``language`` (en, zh) and ``paper`` (letter, a4) choose the report's edition.
 
     A run is unblinded when asked for by a role that may see the allocation, or when the trial
     blinds nobody. Otherwise it is a blinded data review: `pooled` (the default; all arms as one
@@ -248,6 +305,10 @@ def request_analysis(
         raise PermissionDenied("your role does not allow 'analysis.unblinded' here")
     if review not in (None, "pooled", "comparative"):
         raise ValidationError("unknown review", {"review": ["must be pooled or comparative"]})
+    if language not in LANGUAGES:
+        raise ValidationError("unknown language", {"language": ["must be en or zh"]})
+    if paper not in PAPER_SIZES:
+        raise ValidationError("unknown paper size", {"paper": ["must be letter or a4"]})
     if cutoff_on is not None and cutoff_on > datetime.date.today():
         raise ValidationError("cut-off in the future", {"cutoff_on": ["must not be after today"]})
     is_unblinded = knows and (unblinded or not blinded)
@@ -273,7 +334,8 @@ def request_analysis(
             is_unblinded=is_unblinded,
             cutoff_on=cutoff_on,
             requested_by_id=actor.user_id,
-            provenance={"seed": secrets.randbelow(2**31), "review": review},
+            provenance={"seed": secrets.randbelow(2**31), "review": review,
+                        "language": language, "paper": paper},
         )
         session.add(run)
         session.flush()
@@ -373,22 +435,23 @@ def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
         )
         protocol = protocol_of(version) if version else data.protocol
         generated = utcnow()
+        language = str(run.provenance.get("language", "en"))
+        shown = redact_protocol(protocol) if blinded else protocol
         meta = ReportMeta(
             generated_at=generated,
             data_sha256=sha,
             software_versions=_versions(),
-            product_name=results.title[:80],  # redacted in blinded runs
-            product_version=protocol.version,
-            indication=protocol.therapeutic_area,
-            design=f"randomized, {protocol.blinding.level}-blind, "
-            f"{protocol.randomization.method.replace('_', ' ')}",
-            sponsor="Trial sponsor",
-            phase=protocol.phase,
-            cutoff_on=run.cutoff_on or generated.date(),
+            cutoff_on=run.cutoff_on,
             source=f"dtx-trials analysis run {run.id}",
+            language="zh" if language == "zh" else "en",
+            page_size="a4" if run.provenance.get("paper") == "a4" else "letter",
+            protocol=shown,
+            **protocol_identity(shown, "zh" if language == "zh" else "en"),
+            **data_facts(session, trial, run.cutoff_on),
         )
         spec = build_report_spec(results, meta)
         pdf = build_report(spec, forbidden_terms=blinding_terms(protocol) if blinded else ())
+        check_report(pdf, spec, *lint_vocabulary(protocol))
         with transaction(session):
             run = lock_row(session, AnalysisRun, run_id)
             assert run is not None
@@ -441,10 +504,13 @@ def run_analysis(
     cutoff_on: datetime.date | None = None,
     unblinded: bool = False,
     review: str | None = None,
+    language: str = "en",
+    paper: str = "letter",
 ) -> AnalysisRun:
     """Request and execute an analysis synchronously (CLI, demo)."""
     run = request_analysis(
-        session, actor, trial, cutoff_on=cutoff_on, unblinded=unblinded, review=review
+        session, actor, trial, cutoff_on=cutoff_on, unblinded=unblinded, review=review,
+        language=language, paper=paper,
     )
     return execute_analysis(session, run.id)
 

@@ -216,11 +216,13 @@ def export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData:
             code=trial.code,
             title=protocol.title.en,
             protocol_version=f"v{version.version_no} ({protocol.version})",
-            sponsor="Trial sponsor",
+            # the protocol's sponsor; never a made-up name when it does not say
+            sponsor=protocol.sponsor or "not stated in the protocol",
             phase=PHASES.get(protocol.phase, "n-a"),
             status="active",
             description=(protocol.description.en if protocol.description else ""),
-            product_name=protocol.title.en[:80],
+            product_name=(protocol.product.name.en if protocol.product
+                          else protocol.title.en)[:80],
             blinded=blinded,
             arms=() if blinded else tuple(ArmInfo(a.code, a.name.en) for a in protocol.arms),
             blinding_level=protocol.blinding.level,

@@ -42,6 +42,8 @@ def analyses_page(code: str) -> Response | str:
                 unblinded=request.form.get("unblinded") == "1",
                 review=request.form.get("review") or None,
                 cutoff_on=datetime.date.fromisoformat(cutoff) if cutoff else None,
+                language=request.form.get("language") or "en",
+                paper=request.form.get("paper") or "letter",
             )
             enqueue_analysis(run.id)
             return redirect(url_for("analysis_pages.run_page", code=code, run_id=run.id))

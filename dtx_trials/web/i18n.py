@@ -51,6 +51,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "audit_trail": ("Audit trail", "稽查轨迹"),
     "analyses": ("Analyses", "统计分析"),
     "data_cutoff": ("Data cut-off", "数据截止日期"),
+    "report_language": ("Report language", "报告语言"),
+    "report_paper": ("Paper", "纸张"),
     "randomization_simulation": ("Randomization design simulation", "随机化设计模拟"),
     "participants_per_trial": ("Participants per simulated trial", "每次模拟的受试者数"),
     "simulated_trials": ("Simulated trials", "模拟次数"),

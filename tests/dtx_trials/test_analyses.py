@@ -163,3 +163,54 @@ def test_blinded_analysis_when_the_trial_code_contains_an_arm_code(client: Flask
     text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.data)).pages)
     for term in ("Adaptive cognitive training", "Sham training", " sham ", " cogtrain "):
         assert term not in text
+
+
+def test_report_states_lock_state_and_study_period_and_edition_options(
+    client: FlaskClient,
+) -> None:
+    """The title page counts locked records (a draft banner until all are locked), gives the
+    first consent and last visit, never prints today as a cut-off; language and paper are
+    request options, bad values a 422 naming the field."""
+    from dtx_trials.models import FormRecord, Participant
+    from dtx_trials.models.users import Role
+    from dtx_trials.services import forms
+    from dtx_trials.services.access import Actor, Grant
+
+    trial = populated_trial("type2_diabetes.yaml", 30)
+    who = _accounts(client, trial)
+    bad = client.post(f"/api/v1/trials/{CODE}/analyses", json={"language": "fr", "paper": "a5"},
+                      headers=who["unblinded"].headers)
+    assert bad.status_code == 422
+    assert {"language", "paper"} <= set(bad.get_json()["errors"]["json"])
+
+    def report(body: dict[str, object]) -> str:
+        response = client.post(f"/api/v1/trials/{CODE}/analyses", json=body,
+                               headers=who["unblinded"].headers)
+        assert response.status_code == 202, response.get_json()
+        run = client.get(response.headers["Location"], headers=who["unblinded"].headers)
+        assert run.get_json()["status"] == "succeeded", run.get_json().get("error")
+        pdf = client.get(f"{response.headers['Location']}/report.pdf",
+                         headers=who["unblinded"].headers)
+        reader = PdfReader(io.BytesIO(pdf.data))
+        return " ".join(" ".join(p.extract_text().split()) for p in reader.pages[:3])
+
+    n_records = len(db.session.scalars(
+        select(FormRecord.id).join(Participant).where(
+            Participant.trial_id == trial.id, FormRecord.status != "draft")).all())
+    draft = report({"unblinded": True})
+    assert f"records locked: 0 of {n_records:,}" in draft
+    assert "DRAFT: data NOT locked (interim/draft)" in draft
+    assert "none set: all data captured up to the report date" in draft
+    assert "Trial sponsor" not in draft and "dtx-trials example sponsor" in draft
+    first = min(p.consented_at for p in db.session.scalars(
+        select(Participant).where(Participant.trial_id == trial.id)) if p.consented_at)
+    assert first.date().isoformat() in draft
+
+    manager = Actor(user_id=None, username="cli", printed_name="Command line", via="cli",
+                    grants=(Grant(trial.id, None, Role("data_manager")),))
+    for code in db.session.scalars(select(Participant.subject_code).where(
+            Participant.trial_id == trial.id)):
+        forms.lock_participant(db.session, manager, trial, code)
+    locked = report({"unblinded": True, "language": "zh", "paper": "a4"})
+    assert f"已锁定记录：{n_records:,} / {n_records:,}" in locked
+    assert "草稿" not in locked and "统计分析报告" in locked

@@ -46,6 +46,7 @@ from analysis.exports.data import (
     exportable_fields,
 )
 from analysis.exports.xpt import build_xpt_exports
+from analysis.report_builder import protocol_identity
 from analysis.sap import run_sap
 from analysis.simulation import simulate_trial_data
 from dtx_trials.api.blinding import allocation_schema
@@ -611,6 +612,13 @@ def cdisc_test(doc: Doc, domain: str, form: str, testcd: str) -> Doc:
 ALLOC = allocations()
 SDTM = sdtm_export()
 SAP = sap()
+
+
+def report_identity(protocol: Protocol) -> object:
+    """The title-page facts the report prints, in both editions (analysis.report_builder)."""
+    return [protocol_identity(protocol, "en"), protocol_identity(protocol, "zh")]
+
+
 MOCA_ONLY = keep_endpoints("moca_change_w24")
 T2D_PRIMARY = keep_endpoints("hba1c_change_w24")
 SAP_DATED = sap(edit=dated_events)
@@ -620,6 +628,17 @@ AE_VALUES = {"ae_term": "headache", "ae_onset_on": "2026-10-01", "ae_severity": 
 PROBES: dict[str, Probe] = {
     # ---- identification
     "code": Probe("mci", setter(lambda d: d, "code", "MCI-OTHER-01"), shell_steps=("upload",)),
+    "sponsor": Probe("mci", setter(lambda d: d, "sponsor", "Other Sponsor Ltd"), report_identity),
+    "product.name.en": Probe("mci", setter(lambda d: d["product"]["name"], "en", "MemoryApp"),
+                             report_identity),
+    "product.name.zh": Probe("mci", setter(lambda d: d["product"]["name"], "zh", "记忆应用"),
+                             report_identity),
+    "product.version": Probe("mci", setter(lambda d: d["product"], "version", "9.9.9"),
+                             report_identity),
+    "indication.en": Probe("mci", setter(lambda d: d["indication"], "en", "Dementia"),
+                           report_identity),
+    "indication.zh": Probe("mci", setter(lambda d: d["indication"], "zh", "痴呆"),
+                           report_identity),
     # ---- arms
     "arms[].code": Probe("mci", rename_arm("sham", "sham_games"), ALLOC,
                          also=("endpoints[].analysis.reference_arm",)),
@@ -1038,6 +1057,11 @@ PROBES: dict[str, Probe] = {
     "endpoints[].analysis.sensitivity[].method": Probe(
         "t2d", setter(lambda d: analysis(d, "hba1c_change_w24")["sensitivity"][1], "method",
                       "complete_case"),
+        SAP, setup=keep_endpoints("hba1c_change_w24", sensitivity=True),
+    ),
+    "endpoints[].analysis.sensitivity[].supplementary": Probe(
+        "t2d", setter(lambda d: analysis(d, "hba1c_change_w24")["sensitivity"][0],
+                      "supplementary", False),
         SAP, setup=keep_endpoints("hba1c_change_w24", sensitivity=True),
     ),
     "endpoints[].analysis.subgroups[].id": Probe(

@@ -3,9 +3,11 @@ the PDF and exports; blinded statisticians never see arms; other roles get 403."
 
 from __future__ import annotations
 
+import io
 import re
 
 from flask.testing import FlaskClient
+from pypdf import PdfReader
 from sqlalchemy import select
 
 from dtx_trials.extensions import db
@@ -113,3 +115,26 @@ def test_run_page_shows_a_headline_without_an_estimate(client: FlaskClient) -> N
     page = client.get(f"/trials/{CODE}/analyses/{run.id}")
     assert page.status_code == 200
     assert "<td>B vs A</td><td>NA</td>" in page.get_data(as_text=True)
+
+
+def test_statistician_runs_a_chinese_a4_report_and_bad_options_are_refused(
+    client: FlaskClient,
+) -> None:
+    trial = populated_trial("type2_diabetes.yaml", 30)
+    make_user("stat", role="statistician", trial=trial)
+    csrf = _sign_in(client, "stat")
+    page = client.get(f"/trials/{CODE}/analyses").get_data(as_text=True)
+    assert 'name="language"' in page and 'name="paper"' in page
+    refused = client.post(f"/trials/{CODE}/analyses",
+                          data={"csrf_token": csrf, "language": "fr", "paper": "a4"})
+    assert refused.status_code == 200 and "unknown language" in refused.get_data(as_text=True)
+    response = client.post(f"/trials/{CODE}/analyses",
+                           data={"csrf_token": csrf, "language": "zh", "paper": "a4"})
+    assert response.status_code == 302
+    run = db.session.scalars(select(AnalysisRun).order_by(AnalysisRun.id.desc())).first()
+    assert run is not None and run.status == "succeeded", run and run.error
+    assert run.provenance["language"] == "zh" and run.provenance["paper"] == "a4"
+    assert run.report_name and run.report_name.endswith("-zh.pdf")
+    reader = PdfReader(io.BytesIO(run.report_pdf or b""))
+    assert "统计分析报告" in reader.pages[0].extract_text()
+    assert [round(float(x)) for x in reader.pages[0].mediabox[2:]] == [595, 842]  # A4

@@ -173,3 +173,27 @@ def test_subsection_cannot_switch_orientation() -> None:
     spec = replace(make_spec(), sections=(Section("1", "Outer", (inner,)),))
     with pytest.raises(ReportError, match="only top-level sections"):
         build_report(spec)
+
+
+def test_long_listing_is_laid_out_as_page_sized_tables() -> None:
+    """A 1,500-row listing becomes one table per page (no quadratic re-measuring at splits),
+    each chunk repeating the header, every row printed once."""
+    from analysis.report import ListingBlock
+    from analysis.report.document import ReportDocument, StoryBuilder, make_styles
+    from analysis.report.fonts import load_fonts
+
+    rows = tuple((f"S-{i:04d}", "Arm A", f"2026-01-{i % 28 + 1:02d}", f"{i * 0.5:.1f}")
+                 for i in range(1500))
+    block = ListingBlock("16.2.9.1", "Long", "FAS", 1500, ("Subject", "Arm", "Date", "Value"),
+                         rows)
+    spec = _small_spec(block)
+    fonts = load_fonts()
+    builder = StoryBuilder(spec, fonts, make_styles(fonts),  # type: ignore[arg-type]
+                           ReportDocument(io.BytesIO(), spec, fonts))  # type: ignore[arg-type]
+    width, height = builder.document.frame_size(False)
+    tables = builder.listing_pages(block, width, height)
+    assert len(tables) >= 1500 // 60
+    assert sum(len(t._cellvalues) - 1 for t in tables) == 1500
+    assert all(t.wrap(width, height)[1] <= height for t in tables)
+    pdf = build_report(spec)  # type: ignore[arg-type]
+    assert "S-1499" in _text(pdf)
