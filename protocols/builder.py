@@ -23,6 +23,7 @@ from .model import (
     AdherenceRule,
     AlertRule,
     AllocationCaps,
+    AmendmentSpec,
     AnalysisSpec,
     Arm,
     Blinding,
@@ -396,4 +397,8 @@ def build_protocol(data: Data) -> Protocol:
             for c in data.get("consents", [])
         ),
         safety=_safety(data.get("safety")),
+        amendment=(
+            AmendmentSpec(transition=data["amendment"]["transition"])
+            if data.get("amendment") else None
+        ),
     )

@@ -559,6 +559,18 @@ CONSENT = Obj(
     ),
 )
 
+AMENDMENT = Obj(
+    "Amendment",
+    (
+        Prop("transition",
+             Enum(m.AMENDMENT_TRANSITIONS,
+                  "When participants already in the trial move to this version on its "
+                  "activation: immediately, at their next visit, or after re-consent (every "
+                  "consent document of this version signed); default immediately"),
+             required=True),
+    ),
+)
+
 PROTOCOL = Obj(
     "Protocol",
     (
@@ -584,6 +596,7 @@ PROTOCOL = Obj(
         Prop("sample_size", SAMPLE_SIZE),
         Prop("consents", ListOf(CONSENT, "Consent and assent documents per language")),
         Prop("safety", SAFETY),
+        Prop("amendment", AMENDMENT),
     ),
     "A dtx-trials protocol version.",
 )

@@ -74,6 +74,7 @@ def validate_protocol(protocol: Protocol, reporter: Reporter) -> None:
     _check_sites(ctx)
     _check_epro_windows(ctx)
     _check_safety(ctx)
+    _check_amendment(ctx)
     _warn_about_design(ctx)
 
 
@@ -981,6 +982,15 @@ def _check_model(ctx: _Context, endpoint: Endpoint, base: Path) -> None:
         # rather than test in a guessed direction, refuse (every key has an effect or is refused).
         r.error((*base, "sidedness"), "one-sided tests are not supported (the direction of "
                 "benefit cannot be stated); use two_sided with alpha = twice the one-sided level")
+
+
+def _check_amendment(ctx: _Context) -> None:
+    amendment = ctx.protocol.amendment
+    if amendment is not None and amendment.transition == "after_reconsent" and not (
+        ctx.protocol.consents
+    ):
+        ctx.reporter.error(("amendment", "transition"),
+                           "after_reconsent needs the consent documents to re-sign (consents)")
 
 
 def _check_consents(ctx: _Context) -> None:

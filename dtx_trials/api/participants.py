@@ -19,7 +19,7 @@ from dtx_trials.api.blinding import (
 from dtx_trials.api.context import current_actor
 from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.paging import ListArgs, page_headers
-from dtx_trials.api.schemas import StrictSchema
+from dtx_trials.api.schemas import StrictSchema, version_ref
 from dtx_trials.extensions import db
 from dtx_trials.models import AuditEvent, Participant, Site, User, Visit
 from dtx_trials.services import listing, notifications, randomization, trials
@@ -53,6 +53,22 @@ class ParticipantSchema(Schema):
             "re-consent is required"
         },
     )
+
+    protocol_version = fields.Method(
+        "_protocol_version",
+        metadata={"description": "the version the participant's new forms follow"},
+    )
+    amendment_pending = fields.Method(
+        "_amendment_pending",
+        metadata={"description": "the active version the participant has not moved to yet: "
+                  "{version_no, version, transition, missing_consents}; null when none"},
+    )
+
+    def _protocol_version(self, obj: Participant) -> dict[str, Any] | None:
+        return version_ref(obj.protocol_version_id)
+
+    def _amendment_pending(self, obj: Participant) -> dict[str, Any] | None:
+        return service.waiting_for(db.session, obj)
 
     def consents_due(self, obj: Participant) -> list[str]:
         return service.missing_consents(db.session, obj, service.current_protocol(db.session, obj))

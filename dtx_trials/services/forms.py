@@ -29,7 +29,9 @@ from dtx_trials.services.participants import (
     current_protocol,
     get_participant,
     missing_consents,
+    move_at_new_visit,
     protocol_for,
+    version_protocol,
 )
 from ecrf.checks import FormEvaluation, evaluate_form
 from ecrf.model import FormDef
@@ -211,6 +213,7 @@ def save_form(
         participant = get_participant(session, actor, trial, subject_code, "form.write", lock=True)
         if participant.status not in OPEN_PARTICIPANT_STATUSES:
             raise Conflict(f"participant is {participant.status}; no new data may be entered")
+        move_at_new_visit(session, actor, participant, visit_code, form_code)
         protocol = protocol_for(session, participant)
         form = _form(protocol, form_code)
         _check_respondent(actor, trial, participant.site_id, form)
@@ -238,6 +241,13 @@ def save_form(
             )
         if record is not None and record.status not in EDITABLE:
             raise Conflict(f"the form is {record.status}; it cannot change")
+        if record is not None and record.protocol_version_id not in (
+            None,
+            participant.protocol_version_id,
+        ):
+            # data captured under an earlier version is kept as is: its record follows the
+            # version it was captured under, not the one the participant moved to
+            form = _form(version_protocol(session, record.protocol_version_id), form_code)
         previous = dict(record.data or {}) if record else {}
         _, by_visit = clinical_values(session, participant)
         evaluation = evaluate_form(
