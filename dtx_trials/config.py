@@ -46,6 +46,10 @@ class DefaultConfig:
     SESSION_IDLE_MINUTES = 30
     SESSION_MAX_HOURS = 12
     TOKEN_HOURS = 12
+    # the DTx app: a participant's token (redeemed once from the activation code) lasts this
+    # many days; a service token (client credentials) this many minutes
+    APP_TOKEN_DAYS = 365
+    SERVICE_TOKEN_MINUTES = 60
     LOCKOUT_THRESHOLD = 5
     LOCKOUT_MINUTES = 15
     PASSWORD_MIN_LENGTH = 12

@@ -2,6 +2,7 @@
 
 from dtx_trials.models.allocations import Allocation, RandomizationState
 from dtx_trials.models.analyses import AnalysisRun
+from dtx_trials.models.apps import AppToken, ServiceCredential
 from dtx_trials.models.audit import AuditChainHead, AuditEvent, KeyCheck
 from dtx_trials.models.devices import DeviceObservation
 from dtx_trials.models.forms import DataQuery, FormRecord, Signature
@@ -23,6 +24,7 @@ __all__ = [
     "Allocation",
     "AnalysisRun",
     "ApiToken",
+    "AppToken",
     "AuditChainHead",
     "AuditEvent",
     "Consent",
@@ -41,6 +43,7 @@ __all__ = [
     "RandomizationState",
     "Role",
     "SafetyEvent",
+    "ServiceCredential",
     "Signature",
     "Site",
     "Trial",

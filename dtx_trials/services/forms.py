@@ -68,6 +68,12 @@ def _check_respondent(actor: Actor, trial: Trial, site_id: int, form: FormDef) -
     nothing else: a blinded assessment stays blinded (issue #14)."""
     if actor.via == "epro":
         return  # an ePRO link session is pinned to its own participant form (services/epro.py)
+    if actor.via == "app":
+        # the app's token is pinned to its participant (services/apps.py); it answers only
+        # what the participant answers
+        if form.respondent != "participant":
+            raise PermissionDenied(f"{form.id} is not answered by the participant")
+        return
     roles = {
         g.role
         for g in actor.grants
