@@ -361,6 +361,7 @@ def build_protocol(data: Data) -> Protocol:
                 EproWindow(
                     form=e["form"], visit=e["visit"], opens=e.get("opens", 0),
                     closes=e.get("closes", 0), remind_after_hours=e.get("remind_after_hours"),
+                    every_days=e.get("every_days"), times=e.get("times"),
                 )
                 for e in schedule.get("epro", [])
             ),

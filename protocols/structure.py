@@ -188,6 +188,10 @@ EPRO_WINDOW = Obj(
         Prop("closes", Int("Days from the visit's date the questionnaire closes")),
         Prop("remind_after_hours", Int("E-mail a reminder this long after the link if still "
                                        "unanswered", minimum=1)),
+        Prop("every_days", Int("Repeat the window every this many days (e.g. 7: weekly); "
+                               "with times", minimum=1)),
+        Prop("times", Int("How many windows in all, the first included; with every_days",
+                          minimum=2)),
     ),
 )
 

@@ -127,6 +127,13 @@ def _check_epro_windows(ctx: _Context) -> None:
         if window.closes < window.opens:
             ctx.reporter.error((*base, "closes"),
                                f"closes ({window.closes}) before it opens ({window.opens})")
+        if (window.every_days is None) != (window.times is None):
+            ctx.reporter.error((*base, "every_days" if window.every_days is None else "times"),
+                               "every_days and times go together")
+        elif window.every_days is not None and window.every_days <= window.closes - window.opens:
+            ctx.reporter.error((*base, "every_days"),
+                               f"every {window.every_days} days overlaps the window "
+                               f"({window.closes - window.opens + 1} days): one open at a time")
 
 
 def _check_sites(ctx: _Context) -> None:

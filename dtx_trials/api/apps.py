@@ -99,6 +99,8 @@ class AppLangArgs(StrictSchema):
 class AppWindowSchema(Schema):
     visit = fields.String()
     form = fields.String()
+    occurrence = fields.Integer(metadata={"description": "the n-th window of a repeating "
+                                          "questionnaire (weekly, ...); 1 otherwise"})
     opens_on = fields.Date()
     closes_on = fields.Date()
     status = fields.String(metadata={"description": "upcoming, open, answered or closed"})

@@ -365,8 +365,8 @@ def _window_out(window: OpenQuestionnaire, today: datetime.date, answered: bool
                 ) -> dict[str, Any]:
     state = ("answered" if answered else "open" if window.is_open(today)
              else "closed" if window.is_closed(today) else "upcoming")
-    return {"visit": window.visit, "form": window.form, "opens_on": window.opens_on,
-            "closes_on": window.closes_on, "status": state}
+    return {"visit": window.visit, "form": window.form, "occurrence": window.occurrence,
+            "opens_on": window.opens_on, "closes_on": window.closes_on, "status": state}
 
 
 def today_questionnaires(
@@ -383,7 +383,8 @@ def today_questionnaires(
     for window in windows:
         if not window.is_open(today):
             continue
-        if _submitted(session, participant, visits.get(window.visit), window.form):
+        if _submitted(session, participant, visits.get(window.visit), window.form,
+                      window.occurrence):
             continue
         out.append({**_window_out(window, today, False),
                     "definition": form_to_json(protocol.form(window.form), language)})
@@ -416,7 +417,8 @@ def own_schedule(
             for v in visits
         ],
         "questionnaires": [
-            _window_out(w, today, _submitted(session, participant, by_code.get(w.visit), w.form))
+            _window_out(w, today, _submitted(session, participant, by_code.get(w.visit), w.form,
+                                             w.occurrence))
             for w in windows
         ],
     }
@@ -443,19 +445,23 @@ def submit_answers(
     participant = _participant_of(principal)
     today = _today(session, participant, now or utcnow())
     windows, visits = _windows(session, participant)
-    window = next((w for w in windows if (w.visit, w.form) == (visit_code, form_code)), None)
-    if window is None:
+    mine = [w for w in windows if (w.visit, w.form) == (visit_code, form_code)]
+    if not mine:
         raise NotFound(f"no questionnaire {form_code} at {visit_code} in your schedule")
-    if not window.is_open(today):
-        raise Conflict(f"{form_code} is open from {window.opens_on.isoformat()} to "
-                       f"{window.closes_on.isoformat()}")
-    if _submitted(session, participant, visits.get(visit_code), form_code):
+    # windows of a repeating questionnaire never overlap (the protocol validator): at most one
+    # is open today
+    window = next((w for w in mine if w.is_open(today)), None)
+    if window is None:
+        spans = ", ".join(f"{w.opens_on.isoformat()} to {w.closes_on.isoformat()}"
+                          for w in mine)
+        raise Conflict(f"{form_code} is not open today; it is open {spans}")
+    if _submitted(session, participant, visits.get(visit_code), form_code, window.occurrence):
         raise Conflict(f"{form_code} at {visit_code} has been answered already")
     session.rollback()
     return forms.save_form(
         session, principal.actor, principal.trial, participant.subject_code, visit_code,
         form_code, values, submit=submit, expected_version=expected_version,
-        device_time=clean_device_time(device_time),
+        device_time=clean_device_time(device_time), repeat_index=window.occurrence,
     )
 
 

@@ -125,7 +125,7 @@ def test_todays_questionnaires_answers_and_schedule(client: FlaskClient, tmp_pat
     assert week_4["status"] == "upcoming"
     body = app_call(client, token, "PUT", "/questionnaires/week_4/app_experience",
                     {"values": {"app_ease": 7}, "submit": True}, 409)
-    assert "is open from" in body["message"]
+    assert "is not open today; it is open" in body["message"]
 
     # the week 4 visit took place today: its questionnaire is open (site calendar)
     today = datetime.date.today().isoformat()

@@ -353,6 +353,11 @@ def with_epro_window(doc: Doc) -> None:
                                 "closes": 4, "remind_after_hours": 24}]
 
 
+def with_weekly_window(doc: Doc) -> None:
+    doc["schedule"]["epro"] = [{"form": "app_experience", "visit": "week_4", "opens": 0,
+                                "closes": 2, "every_days": 7, "times": 3}]
+
+
 def safety_triggers() -> Callable[[Protocol], object]:
     """The SAE and alert rules a serious AE entry and a low app-ease answer set off."""
     from dtx_trials.services.safety import triggered
@@ -692,6 +697,15 @@ PROBES: dict[str, Probe] = {
     "schedule.epro[].remind_after_hours": Probe(
         "mci", setter(lambda d: d["schedule"]["epro"][0], "remind_after_hours", 48),
         questionnaire_windows(), setup=with_epro_window,
+    ),
+    # a repeating (weekly) questionnaire: one window per occurrence
+    "schedule.epro[].every_days": Probe(
+        "mci", setter(lambda d: d["schedule"]["epro"][0], "every_days", 14),
+        questionnaire_windows(), setup=with_weekly_window,
+    ),
+    "schedule.epro[].times": Probe(
+        "mci", setter(lambda d: d["schedule"]["epro"][0], "times", 4),
+        questionnaire_windows(), setup=with_weekly_window,
     ),
     "schedule.visits[].forms[]": Probe(
         "mci", setter(lambda d: d["schedule"]["visits"][2], "forms", ["adas_cog"]),
