@@ -16,7 +16,7 @@ from dtx_trials.models.participants import (
     Visit,
 )
 from dtx_trials.models.requests import IdempotentRequest
-from dtx_trials.models.safety import SafetyEvent
+from dtx_trials.models.safety import SafetyEvent, SafetyFollowUp
 from dtx_trials.models.trials import ProtocolVersion, Site, Trial
 from dtx_trials.models.users import ApiToken, Membership, Role, User, WebSession
 
@@ -43,6 +43,7 @@ __all__ = [
     "RandomizationState",
     "Role",
     "SafetyEvent",
+    "SafetyFollowUp",
     "ServiceCredential",
     "Signature",
     "Site",

@@ -662,7 +662,7 @@ def _expected_state(events: Iterable[AuditEvent]) -> dict[tuple[str, int], dict[
 
 
 def _scope(model: type[Base], stmt: Any, trial_id: int) -> Any:
-    from dtx_trials.models import FormRecord, Participant
+    from dtx_trials.models import FormRecord, Participant, SafetyEvent
 
     if model.__tablename__ == "trial":
         return stmt.where(model.id == trial_id)  # type: ignore[attr-defined]
@@ -677,6 +677,10 @@ def _scope(model: type[Base], stmt: Any, trial_id: int) -> Any:
             stmt.join(FormRecord, FormRecord.id == model.form_record_id)  # type: ignore[attr-defined]
             .join(Participant, Participant.id == FormRecord.participant_id)
             .where(Participant.trial_id == trial_id)
+        )
+    if hasattr(model, "safety_event_id"):
+        return stmt.join(SafetyEvent, SafetyEvent.id == model.safety_event_id).where(  # type: ignore[attr-defined]
+            SafetyEvent.trial_id == trial_id
         )
     return None
 

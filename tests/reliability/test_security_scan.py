@@ -207,6 +207,8 @@ API_BODIES: dict[str, Any] = {
     "econsent_api.Countersign": {"password": PASSWORD},
     "safety.Report": {"causality": "possibly", "expectedness": "expected",
                       "narrative": "probe"},
+    "safety.FollowUps": {"causality": "possibly", "expectedness": "expected",
+                         "outcome": "recovering", "narrative": "probe"},
     "app_admin.Credentials": {"name": "probe"},
     "dtx_app.Activation": {"trial": "NO-SUCH-TRIAL", "activation_code": "NONE-NONE"},
     "dtx_app.ServiceToken": {"grant_type": "client_credentials", "client_id": "probe",
