@@ -243,6 +243,7 @@ def clinical_values(
     """Return the participant's values merged across forms, and per visit (non-draft first)."""
     merged: dict[str, object] = {}
     by_visit: dict[str, dict[str, object]] = {}
+    logs = {f.id for f in protocol_for(session, participant).forms if f.repeating}
     rows = session.execute(
         select(FormRecord, Visit.visit_code)
         .outerjoin(Visit, Visit.id == FormRecord.visit_id)
@@ -252,6 +253,8 @@ def clinical_values(
     for record, visit_code in rows:
         if record.status == "draft":
             continue
+        if record.repeat_index != 1 and record.form_code not in logs:
+            continue  # a repeating questionnaire's later windows are not the visit's values
         merged.update(record.data or {})
         if visit_code:
             by_visit.setdefault(visit_code, {}).update(record.data or {})
