@@ -121,6 +121,13 @@ class ConsentOutSchema(Schema):
     signed_at = fields.DateTime()
 
 
+class ConsentListSchema(ConsentOutSchema):
+    method = fields.String()
+    pdf_sha256 = fields.String(allow_none=True)
+    countersigned_at = fields.DateTime(allow_none=True)
+    withdrawn_at = fields.DateTime(allow_none=True)
+
+
 class CriterionOutSchema(Schema):
     id = fields.String()
     kind = fields.String()
@@ -287,6 +294,12 @@ class Consents(MethodView):
     def post(self, body: dict[str, Any], code: str, subject: str) -> Any:
         """Record a signed consent document version."""
         return service.record_consent(db.session, current_actor(), _trial(code), subject, **body)
+
+    @blp.response(200, ConsentListSchema(many=True))
+    def get(self, code: str, subject: str) -> Any:
+        """The participant's signed consents, oldest first (a remote one counts once
+        countersigned); no signer names."""
+        return service.list_consents(db.session, current_actor(), _trial(code), subject)
 
 
 @blp.route("/<code>/participants/<subject>/eligibility")

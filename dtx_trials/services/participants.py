@@ -218,6 +218,15 @@ def record_consent(
     return consent
 
 
+def list_consents(
+    session: Session, actor: Actor, trial: Trial, subject_code: str
+) -> list[Consent]:
+    participant = get_participant(session, actor, trial, subject_code, "participant.read")
+    return list(session.scalars(
+        select(Consent).where(Consent.participant_id == participant.id).order_by(Consent.id)
+    ))
+
+
 def missing_consents(session: Session, participant: Participant, protocol: Protocol) -> list[str]:
     """Return the consent documents (id vN) still to be signed in their current version."""
     signed = {
