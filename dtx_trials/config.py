@@ -49,6 +49,10 @@ class DefaultConfig:
     # how long a worker process reuses a token's actor without reading the database again;
     # a revocation elsewhere is refused by every process within this time (0: no cache)
     TOKEN_CACHE_SECONDS = 2.0
+    # the DTx app: a participant's token (redeemed once from the activation code) lasts this
+    # many days; a service token (client credentials) this many minutes
+    APP_TOKEN_DAYS = 365
+    SERVICE_TOKEN_MINUTES = 60
     LOCKOUT_THRESHOLD = 5
     LOCKOUT_MINUTES = 15
     PASSWORD_MIN_LENGTH = 12

@@ -137,13 +137,17 @@ class VisitDef:
 class EproWindow:
     """When a participant questionnaire of a visit is open on the phone: from ``opens`` to
     ``closes`` days around the visit's date (its actual date once recorded, else planned);
-    a reminder goes out ``remind_after_hours`` after the link if it is still unanswered."""
+    a reminder goes out ``remind_after_hours`` after the link if it is still unanswered.
+    With ``every_days`` and ``times`` the window repeats (e.g. weekly, 12 times) from that
+    first window; each occurrence is its own entry (``repeat_index``) at the visit."""
 
     form: str
     visit: str
     opens: int = 0
     closes: int = 0
     remind_after_hours: int | None = None
+    every_days: int | None = None
+    times: int | None = None
 
 
 @dataclass(frozen=True)

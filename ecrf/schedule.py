@@ -142,6 +142,7 @@ class OpenQuestionnaire:
     opens_on: datetime.date
     closes_on: datetime.date
     remind_after_hours: int | None
+    occurrence: int = 1  # the n-th window of a repeating schedule (stored as repeat_index)
 
     def is_open(self, today: datetime.date) -> bool:
         return self.opens_on <= today <= self.closes_on
@@ -153,21 +154,26 @@ class OpenQuestionnaire:
 def epro_windows(
     windows: Iterable[EproWindow], visit_dates: Mapping[str, datetime.date]
 ) -> tuple[OpenQuestionnaire, ...]:
-    """Return the questionnaire windows whose visit has a date (actual, else planned)."""
+    """Return the questionnaire windows whose visit has a date (actual, else planned); a
+    repeating window (``every_days`` × ``times``) gives one window per occurrence."""
     out: list[OpenQuestionnaire] = []
     for window in windows:
         on = visit_dates.get(window.visit)
         if on is None:
             continue
-        out.append(
-            OpenQuestionnaire(
-                form=window.form,
-                visit=window.visit,
-                opens_on=on + datetime.timedelta(days=window.opens),
-                closes_on=on + datetime.timedelta(days=window.closes),
-                remind_after_hours=window.remind_after_hours,
+        step = window.every_days or 0
+        for k in range(window.times or 1):
+            shift = k * step
+            out.append(
+                OpenQuestionnaire(
+                    form=window.form,
+                    visit=window.visit,
+                    opens_on=on + datetime.timedelta(days=window.opens + shift),
+                    closes_on=on + datetime.timedelta(days=window.closes + shift),
+                    remind_after_hours=window.remind_after_hours,
+                    occurrence=k + 1,
+                )
             )
-        )
     return tuple(out)
 
 

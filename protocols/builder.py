@@ -23,6 +23,7 @@ from .model import (
     AdherenceRule,
     AlertRule,
     AllocationCaps,
+    AmendmentSpec,
     AnalysisSpec,
     Arm,
     Blinding,
@@ -406,6 +407,7 @@ def build_protocol(data: Data) -> Protocol:
                 EproWindow(
                     form=e["form"], visit=e["visit"], opens=e.get("opens", 0),
                     closes=e.get("closes", 0), remind_after_hours=e.get("remind_after_hours"),
+                    every_days=e.get("every_days"), times=e.get("times"),
                 )
                 for e in schedule.get("epro", [])
             ),
@@ -443,4 +445,8 @@ def build_protocol(data: Data) -> Protocol:
         ),
         safety=_safety(data.get("safety")),
         cdisc=_cdisc(data.get("cdisc")),
+        amendment=(
+            AmendmentSpec(transition=data["amendment"]["transition"])
+            if data.get("amendment") else None
+        ),
     )

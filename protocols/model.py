@@ -76,6 +76,8 @@ SIDEDNESS: tuple[str, ...] = Sidedness.__args__  # type: ignore[attr-defined]
 COVARIANCE_STRUCTURES: tuple[str, ...] = CovarianceStructure.__args__  # type: ignore[attr-defined]
 SENSITIVITY_METHODS: tuple[str, ...] = SensitivityMethod.__args__  # type: ignore[attr-defined]
 SIGNERS: tuple[str, ...] = Signer.__args__  # type: ignore[attr-defined]
+AmendmentTransition = Literal["immediately", "next_visit", "after_reconsent"]
+AMENDMENT_TRANSITIONS: tuple[str, ...] = AmendmentTransition.__args__  # type: ignore[attr-defined]
 STAFF_ROLES: tuple[str, ...] = StaffRole.__args__  # type: ignore[attr-defined]
 #: Who is told of an emergency unblinding when the protocol does not say (spec §1.7: sponsor
 #: and medical monitor at once).
@@ -507,6 +509,16 @@ class Product:
 
 
 @dataclass(frozen=True)
+class AmendmentSpec:
+    """How participants already in the trial move to this version when it is activated as an
+    amendment: ``immediately``; at their ``next_visit`` (the next visit whose date is recorded
+    or whose first data is entered); or ``after_reconsent`` (once every consent document of
+    this version is signed). Until moved, a participant's forms follow their own version."""
+
+    transition: AmendmentTransition
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A complete, validated protocol version."""
 
@@ -542,6 +554,7 @@ class Protocol:
         raise KeyError(event_id)
     safety: SafetySpec = field(default_factory=SafetySpec)
     cdisc: CdiscSpec | None = None
+    amendment: AmendmentSpec | None = None
 
     def form(self, form_id: str) -> FormDef:
         """Return the form with this id; raise KeyError when there is none."""

@@ -188,6 +188,10 @@ EPRO_WINDOW = Obj(
         Prop("closes", Int("Days from the visit's date the questionnaire closes")),
         Prop("remind_after_hours", Int("E-mail a reminder this long after the link if still "
                                        "unanswered", minimum=1)),
+        Prop("every_days", Int("Repeat the window every this many days (e.g. 7: weekly); "
+                               "with times", minimum=1)),
+        Prop("times", Int("How many windows in all, the first included; with every_days",
+                          minimum=2)),
     ),
 )
 
@@ -631,6 +635,18 @@ PRODUCT = Obj(
     "The digital therapeutic under investigation, printed on reports.",
 )
 
+AMENDMENT = Obj(
+    "Amendment",
+    (
+        Prop("transition",
+             Enum(m.AMENDMENT_TRANSITIONS,
+                  "When participants already in the trial move to this version on its "
+                  "activation: immediately, at their next visit, or after re-consent (every "
+                  "consent document of this version signed); default immediately"),
+             required=True),
+    ),
+)
+
 PROTOCOL = Obj(
     "Protocol",
     (
@@ -660,6 +676,7 @@ PROTOCOL = Obj(
         Prop("consents", ListOf(CONSENT, "Consent and assent documents per language")),
         Prop("safety", SAFETY),
         Prop("cdisc", CDISC),
+        Prop("amendment", AMENDMENT),
     ),
     "A dtx-trials protocol version.",
 )

@@ -78,6 +78,7 @@ def validate_protocol(protocol: Protocol, reporter: Reporter) -> None:
     _check_epro_windows(ctx)
     _check_safety(ctx)
     _check_cdisc(ctx)
+    _check_amendment(ctx)
     _warn_about_design(ctx)
 
 
@@ -293,6 +294,13 @@ def _check_epro_windows(ctx: _Context) -> None:
         if window.closes < window.opens:
             ctx.reporter.error((*base, "closes"),
                                f"closes ({window.closes}) before it opens ({window.opens})")
+        if (window.every_days is None) != (window.times is None):
+            ctx.reporter.error((*base, "every_days" if window.every_days is None else "times"),
+                               "every_days and times go together")
+        elif window.every_days is not None and window.every_days <= window.closes - window.opens:
+            ctx.reporter.error((*base, "every_days"),
+                               f"every {window.every_days} days overlaps the window "
+                               f"({window.closes - window.opens + 1} days): one open at a time")
 
 
 def _check_sites(ctx: _Context) -> None:
@@ -1148,6 +1156,15 @@ def _check_model(ctx: _Context, endpoint: Endpoint, base: Path) -> None:
         # rather than test in a guessed direction, refuse (every key has an effect or is refused).
         r.error((*base, "sidedness"), "one-sided tests are not supported (the direction of "
                 "benefit cannot be stated); use two_sided with alpha = twice the one-sided level")
+
+
+def _check_amendment(ctx: _Context) -> None:
+    amendment = ctx.protocol.amendment
+    if amendment is not None and amendment.transition == "after_reconsent" and not (
+        ctx.protocol.consents
+    ):
+        ctx.reporter.error(("amendment", "transition"),
+                           "after_reconsent needs the consent documents to re-sign (consents)")
 
 
 def _check_consents(ctx: _Context) -> None:

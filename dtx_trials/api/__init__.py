@@ -9,6 +9,7 @@ from flask import Flask, Response, g, request
 
 from dtx_trials.api import (
     analyses,
+    apps,
     audit,
     auth,
     coding,
@@ -27,6 +28,7 @@ from dtx_trials.api import (
 from dtx_trials.api.errors import register_error_handlers
 from dtx_trials.extensions import api, db
 from dtx_trials.services import accounts
+from dtx_trials.services import apps as app_service
 from dtx_trials.services.errors import AuthenticationError
 
 # Deny by default (ASVS V4.1.3): every API route needs a bearer token except these
@@ -36,6 +38,8 @@ PUBLIC_API_ENDPOINTS = frozenset(
     {
         ("auth.Tokens", "POST"),
         ("auth.Activation", "POST"),
+        ("dtx_app.Activation", "POST"),
+        ("dtx_app.ServiceToken", "POST"),
         ("api-docs.openapi_json", "GET"),
         ("pages.api_docs", "GET"),
     }
@@ -55,6 +59,8 @@ BLUEPRINTS = [
     safety.blp,
     coding.blp,
     devices.blp,
+    apps.blp,
+    apps.staff_blp,
     analyses.blp,
     exports.blp,
     audit.blp,
@@ -83,7 +89,14 @@ def register_api(app: Flask) -> None:
         if not request.path.startswith("/api/"):
             return
         header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
+        g.app_principal = None
+        if header.startswith("Bearer ") and request.blueprint == apps.blp.name:
+            # the app API knows app tokens only, and app tokens open nothing else
+            principal = app_service.principal_for(db.session, header[7:].strip(), g.request_id)
+            if principal is not None:
+                g.app_principal = principal
+                g.actor = principal.actor
+        elif header.startswith("Bearer "):
             g.actor = accounts.actor_for_token(
                 db.session, header[7:].strip(), request_id=g.request_id
             )

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from dtx_trials.api.context import current_actor
 from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.paging import ListArgs, page_headers
-from dtx_trials.api.schemas import StrictSchema
+from dtx_trials.api.schemas import StrictSchema, version_ref
 from dtx_trials.extensions import db
 from dtx_trials.models import DataQuery, FormRecord, Signature, Visit
 from dtx_trials.services import forms as service
@@ -63,10 +63,18 @@ class RecordSchema(Schema):
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
     submitted_at = fields.DateTime(allow_none=True)
+    protocol_version = fields.Method(
+        "_protocol_version",
+        metadata={"description": "the protocol version the data was captured under: "
+                  "{version_no, version}; data keeps it after an amendment"},
+    )
     content_sha256 = fields.Function(
         service.content_sha256,
         metadata={"description": "what a signature of this version covers; show it to a signer"},
     )
+
+    def _protocol_version(self, obj: FormRecord) -> dict[str, Any] | None:
+        return version_ref(obj.protocol_version_id)
 
     def _visit_code(self, obj: FormRecord) -> str | None:
         known: dict[int, str] = g.get("visit_codes") or {}

@@ -19,7 +19,7 @@ from dtx_trials.api.blinding import (
 from dtx_trials.api.context import current_actor
 from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.paging import ListArgs, page_headers
-from dtx_trials.api.schemas import StrictSchema
+from dtx_trials.api.schemas import StrictSchema, version_ref
 from dtx_trials.extensions import db
 from dtx_trials.models import AuditEvent, Participant, Site, User, Visit
 from dtx_trials.services import listing, notifications, randomization, trials
@@ -53,6 +53,22 @@ class ParticipantSchema(Schema):
             "re-consent is required"
         },
     )
+
+    protocol_version = fields.Method(
+        "_protocol_version",
+        metadata={"description": "the version the participant's new forms follow"},
+    )
+    amendment_pending = fields.Method(
+        "_amendment_pending",
+        metadata={"description": "the active version the participant has not moved to yet: "
+                  "{version_no, version, transition, missing_consents}; null when none"},
+    )
+
+    def _protocol_version(self, obj: Participant) -> dict[str, Any] | None:
+        return version_ref(obj.protocol_version_id)
+
+    def _amendment_pending(self, obj: Participant) -> dict[str, Any] | None:
+        return service.waiting_for(db.session, obj)
 
     def consents_due(self, obj: Participant) -> list[str]:
         known: dict[int, list[str]] = g.get("missing_consents") or {}
@@ -109,6 +125,13 @@ class ConsentOutSchema(Schema):
     language = fields.String()
     signer_role = fields.String()
     signed_at = fields.DateTime()
+
+
+class ConsentListSchema(ConsentOutSchema):
+    method = fields.String()
+    pdf_sha256 = fields.String(allow_none=True)
+    countersigned_at = fields.DateTime(allow_none=True)
+    withdrawn_at = fields.DateTime(allow_none=True)
 
 
 class CriterionOutSchema(Schema):
@@ -284,6 +307,12 @@ class Consents(MethodView):
     def post(self, body: dict[str, Any], code: str, subject: str) -> Any:
         """Record a signed consent document version."""
         return service.record_consent(db.session, current_actor(), _trial(code), subject, **body)
+
+    @blp.response(200, ConsentListSchema(many=True))
+    def get(self, code: str, subject: str) -> Any:
+        """The participant's signed consents, oldest first (a remote one counts once
+        countersigned); no signer names."""
+        return service.list_consents(db.session, current_actor(), _trial(code), subject)
 
 
 @blp.route("/<code>/participants/<subject>/eligibility")

@@ -25,8 +25,27 @@ blp = Blueprint(
 
 class SafetyArgs(StrictSchema):
     status = fields.String(
-        load_default=None, validate=validate.OneOf(["open", "acknowledged", "reported"])
+        load_default=None,
+        validate=validate.OneOf(["open", "acknowledged", "reported", "closed"]),
     )
+
+
+class FollowUpSchema(Schema):
+    number = fields.Integer()
+    reported_at = fields.DateTime()
+    causality = fields.String()
+    expectedness = fields.String()
+    outcome = fields.String()
+    narrative = fields.String()
+    is_final = fields.Boolean()
+
+
+class FollowUpRequestSchema(StrictSchema):
+    causality = fields.String(required=True, validate=validate.OneOf(safety.CAUSALITY))
+    expectedness = fields.String(required=True, validate=validate.OneOf(safety.EXPECTEDNESS))
+    outcome = fields.String(required=True, validate=validate.OneOf(safety.OUTCOMES))
+    narrative = fields.String(required=True, validate=validate.Length(min=1, max=10000))
+    is_final = fields.Boolean(load_default=False)
 
 
 class SafetyEventSchema(Schema):
@@ -44,6 +63,11 @@ class SafetyEventSchema(Schema):
     causality = fields.String(allow_none=True)
     expectedness = fields.String(allow_none=True)
     escalated_at = fields.DateTime(allow_none=True)
+    follow_ups = fields.List(
+        fields.Nested(FollowUpSchema),
+        metadata={"description": "SAE follow-up reports, oldest first; the last one holds the "
+                  "current causality, expectedness and outcome"},
+    )
 
 
 class ReportSchema(StrictSchema):
@@ -63,7 +87,8 @@ def _out(event: SafetyEvent, subject: str) -> dict[str, Any]:
     if event.kind == "sae" and event.reported_at is not None and event.due_at is not None:
         within = event.reported_at <= event.due_at
     return {**{n: getattr(event, n) for n in names}, "subject_code": subject,
-            "is_within_clock": within}
+            "is_within_clock": within,
+            "follow_ups": safety.follow_ups(db.session, event.id) if event.kind == "sae" else []}
 
 
 def _subject(event: SafetyEvent) -> str:
@@ -101,4 +126,19 @@ class Report(MethodView):
         """File the SAE's expedited initial report with causality and expectedness
         (investigator); `is_within_clock` says whether it met the deadline."""
         event = safety.report_sae(db.session, current_actor(), _trial(code), event_id, **body)
+        return _out(event, _subject(event))
+
+
+@blp.route("/<code>/safety-events/<int:event_id>/follow-ups")
+class FollowUps(MethodView):
+    @idempotent
+    @blp.arguments(FollowUpRequestSchema)
+    @blp.response(201, SafetyEventSchema)
+    def post(self, body: dict[str, Any], code: str, event_id: int) -> dict[str, Any]:
+        """File a follow-up of a reported SAE (investigator): current causality and
+        expectedness, outcome, new information; `is_final` closes the case."""
+        trial = _trial(code)
+        safety.report_follow_up(db.session, current_actor(), trial, event_id, **body)
+        event = db.session.get(SafetyEvent, event_id)
+        assert event is not None
         return _out(event, _subject(event))

@@ -234,3 +234,16 @@ class VerifyReportSchema(Schema):
     events = fields.Integer()
     rows_checked = fields.Integer()
     problems = fields.List(fields.Nested(ProblemSchema))
+
+
+def version_ref(version_id: int | None) -> dict[str, Any] | None:
+    """A protocol version as responses show it: its number and the document's label."""
+    from dtx_trials.extensions import db
+    from dtx_trials.models import ProtocolVersion
+
+    if version_id is None:
+        return None
+    version = db.session.get(ProtocolVersion, version_id)
+    if version is None:
+        return None
+    return {"version_no": version.version_no, "version": version.content.get("version")}

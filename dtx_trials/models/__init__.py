@@ -2,6 +2,7 @@
 
 from dtx_trials.models.allocations import Allocation, RandomizationState
 from dtx_trials.models.analyses import AnalysisRun
+from dtx_trials.models.apps import AppToken, ServiceCredential
 from dtx_trials.models.audit import AuditChainHead, AuditEvent, KeyCheck
 from dtx_trials.models.coding import CodedTerm, DictionaryTerm
 from dtx_trials.models.devices import DeviceObservation
@@ -16,7 +17,7 @@ from dtx_trials.models.participants import (
     Visit,
 )
 from dtx_trials.models.requests import IdempotentRequest
-from dtx_trials.models.safety import SafetyEvent
+from dtx_trials.models.safety import SafetyEvent, SafetyFollowUp
 from dtx_trials.models.trials import ProtocolVersion, Site, Trial
 from dtx_trials.models.users import ApiToken, Membership, Role, User, WebSession
 
@@ -24,6 +25,7 @@ __all__ = [
     "Allocation",
     "AnalysisRun",
     "ApiToken",
+    "AppToken",
     "AuditChainHead",
     "AuditEvent",
     "CodedTerm",
@@ -44,6 +46,8 @@ __all__ = [
     "RandomizationState",
     "Role",
     "SafetyEvent",
+    "SafetyFollowUp",
+    "ServiceCredential",
     "Signature",
     "Site",
     "Trial",

@@ -62,7 +62,10 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
     "consent.countersign": frozenset({R.INVESTIGATOR}),
     "safety.acknowledge": frozenset({R.INVESTIGATOR, R.COORDINATOR}),
     "safety.report": frozenset({R.INVESTIGATOR}),
-    "device.ingest": frozenset({R.DATA_MANAGER, R.COORDINATOR}),
+    # a participant grant ingests only as the DTx app (its own data) or a service credential
+    "device.ingest": frozenset({R.DATA_MANAGER, R.COORDINATOR, R.PARTICIPANT}),
+    "device.read": frozenset({R.MONITOR, R.DATA_MANAGER, R.INVESTIGATOR, R.COORDINATOR}),
+    "service.manage": frozenset({R.SPONSOR_ADMIN}),
     "analysis.run": frozenset({R.STATISTICIAN, R.UNBLINDED_STATISTICIAN}),
     "export.run": frozenset({R.STATISTICIAN, R.UNBLINDED_STATISTICIAN, R.DATA_MANAGER}),
     "coding.dictionary": frozenset({R.SPONSOR_ADMIN, R.DATA_MANAGER}),
@@ -71,9 +74,13 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
 }
 
 # What a participant grant allows only through an ePRO link session, which also pins the
-# subject, visit and form (services/epro.py): an account holding a participant membership
-# never writes forms through the API or the staff pages.
-EPRO_ONLY_ACTIONS = frozenset({"form.write"})
+# subject, visit and form (services/epro.py), or the DTx app's own token (services/apps.py,
+# pinned to the participant): an account holding a participant membership never writes forms
+# or device data through the staff API or pages.
+PARTICIPANT_CHANNELS: dict[str, frozenset[str]] = {
+    "form.write": frozenset({"epro", "app"}),
+    "device.ingest": frozenset({"app", "service"}),
+}
 
 # Roles whose purpose is to know the allocation: never blinded, and granted only under the
 # two-person rule (services/accounts.py).
@@ -146,7 +153,11 @@ def can(actor: Actor, action: str, trial_id: int | None, site_id: int | None = N
     for grant in actor.grants:
         if grant.trial_id != trial_id or grant.role not in roles:
             continue
-        if grant.role == R.PARTICIPANT and action in EPRO_ONLY_ACTIONS and actor.via != "epro":
+        if (
+            grant.role == R.PARTICIPANT
+            and action in PARTICIPANT_CHANNELS
+            and actor.via not in PARTICIPANT_CHANNELS[action]
+        ):
             continue
         if grant.site_id is None or site_id is None or grant.site_id == site_id:
             return True

@@ -157,7 +157,9 @@ def build_trial_data(
         if record.form_code in repeating:
             repeats[record.participant_id][record.form_code].append(dict(record.data or {}))
             continue
-        if visit is None:
+        if visit is None or record.repeat_index != 1:
+            # later windows of a repeating questionnaire (weekly, ...) are entries of their
+            # own (exported with their repeat number), not the visit's value
             continue
         values[record.participant_id].setdefault(visit.visit_code, {}).update(record.data or {})
         on = (

@@ -611,7 +611,7 @@ def _verify_authorship(session: Session, events: list[AuditEvent]) -> list[Probl
     from dtx_trials.models import ApiToken, ConsentInvitation, EproLink, Participant, WebSession
 
     wanted: dict[str, set[int]] = {
-        "token": set(), "session": set(), "link": set(), "invitation": set()
+        "token": set(), "session": set(), "link": set(), "invitation": set(), "app_token": set()
     }
     for event in events:
         kind, _, ident = (event.auth_ref or "").partition(":")
@@ -646,6 +646,8 @@ def _verify_authorship(session: Session, events: list[AuditEvent]) -> list[Probl
                 ).where(ConsentInvitation.id.in_(wanted["invitation"]))
             )
         },
+        # the DTx app (a participant's token) or an app vendor's backend (a service token)
+        "app_token": _app_token_refs(session, wanted["app_token"]),
     }
     problems: list[Problem] = []
     for event in events:
@@ -662,6 +664,13 @@ def _verify_authorship(session: Session, events: list[AuditEvent]) -> list[Probl
         if kind == "invitation":
             if is_user or found is None:
                 why = f"names {ref}, which is not a consent invitation of a remote signer"
+            elif not (found[2] - _CLOCK_SLACK <= event.at <= found[3] + _CLOCK_SLACK):
+                why = f"names {ref}, which was not live at {to_jsonable(event.at)}"
+        elif kind == "app_token":
+            if is_user or found is None:
+                why = f"names {ref}, which is not an app token"
+            elif event.actor_name != found[1]:
+                why = f"names {ref}, the app token of another participant or service"
             elif not (found[2] - _CLOCK_SLACK <= event.at <= found[3] + _CLOCK_SLACK):
                 why = f"names {ref}, which was not live at {to_jsonable(event.at)}"
         elif not (is_user or is_epro):
@@ -695,6 +704,24 @@ def _verify_authorship(session: Session, events: list[AuditEvent]) -> list[Probl
 _CLOCK_SLACK = timedelta(seconds=5)
 
 
+def _app_token_refs(session: Session, ids: set[int]) -> dict[int, tuple[Any, Any, Any, Any]]:
+    """(None, the actor name its events carry, created, expires) per app token."""
+    from dtx_trials.models import AppToken, Participant, ServiceCredential
+
+    out: dict[int, tuple[Any, Any, Any, Any]] = {}
+    if not ids:
+        return out
+    for token, subject, service in session.execute(
+        select(AppToken, Participant.subject_code, ServiceCredential.name)
+        .outerjoin(Participant, Participant.id == AppToken.participant_id)
+        .outerjoin(ServiceCredential, ServiceCredential.id == AppToken.credential_id)
+        .where(AppToken.id.in_(ids))
+    ):
+        name = f"Participant {subject}" if subject is not None else f"Service {service}"
+        out[token.id] = (None, name, token.created_at, token.expires_at)
+    return out
+
+
 def _expected_state(events: Iterable[AuditEvent]) -> dict[tuple[str, int], dict[str, Any] | None]:
     state: dict[tuple[str, int], dict[str, Any] | None] = {}
     for event in events:
@@ -713,7 +740,7 @@ def _expected_state(events: Iterable[AuditEvent]) -> dict[tuple[str, int], dict[
 
 
 def _scope(model: type[Base], stmt: Any, trial_id: int) -> Any:
-    from dtx_trials.models import FormRecord, Participant
+    from dtx_trials.models import FormRecord, Participant, SafetyEvent
 
     if model.__tablename__ == "trial":
         return stmt.where(model.id == trial_id)  # type: ignore[attr-defined]
@@ -728,6 +755,10 @@ def _scope(model: type[Base], stmt: Any, trial_id: int) -> Any:
             stmt.join(FormRecord, FormRecord.id == model.form_record_id)  # type: ignore[attr-defined]
             .join(Participant, Participant.id == FormRecord.participant_id)
             .where(Participant.trial_id == trial_id)
+        )
+    if hasattr(model, "safety_event_id"):
+        return stmt.join(SafetyEvent, SafetyEvent.id == model.safety_event_id).where(  # type: ignore[attr-defined]
+            SafetyEvent.trial_id == trial_id
         )
     return None
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import CursorResult, Table, select
+from sqlalchemy import CursorResult, Table, func, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,7 @@ from dtx_trials.models import (
 from dtx_trials.services import audit, device_batches
 from dtx_trials.services.access import Actor, can, require, visible_sites
 from dtx_trials.services.errors import DomainError
+from dtx_trials.services.listing import Page
 from dtx_trials.services.protocols import active_protocol, protocol_of
 from ecrf.expressions import ExpressionError, evaluate
 from ecrf.fields import EARLIEST_DATE, LATEST_DATE
@@ -566,3 +567,24 @@ def trial_adherence(
     result = adherence(session, trial, protocol, today=today, site_ids=sites)
     session.rollback()  # end the read transaction
     return result
+
+
+def observations_page(
+    session: Session,
+    participant: Participant,
+    *,
+    page: int,
+    per_page: int,
+    stream: str | None = None,
+) -> Page[DeviceObservation]:
+    """One page of a participant's observations, oldest first (the caller checked access)."""
+    stmt = select(DeviceObservation).where(DeviceObservation.participant_id == participant.id)
+    if stream is not None:
+        stmt = stmt.where(DeviceObservation.stream == stream)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = list(session.scalars(
+        stmt.order_by(DeviceObservation.observed_at, DeviceObservation.id)
+        .offset((page - 1) * per_page).limit(per_page)
+    ))
+    session.rollback()
+    return Page(rows, page, per_page, total)

@@ -41,6 +41,7 @@ from dtx_trials.services.participants import (
     current_protocol,
     get_participant,
     missing_consents,
+    move_if_due,
 )
 from protocols.model import ConsentDocument
 
@@ -417,6 +418,7 @@ def countersign_consent(
             participant.status = "consented"
             participant.consented_at = consent.signed_at
             audit.record_update(session, actor, "participant.consented", participant, before_p)
+        move_if_due(session, actor, participant, "consent")
     return consent
 
 

@@ -167,6 +167,7 @@ def issue_link(
     sender: Sender,
     expires_in_hours: int = DEFAULT_HOURS,
     channel: str = "none",
+    repeat_index: int = 1,
 ) -> IssuedLink:
     """Create a personal link for one participant, visit and ePRO form (site staff).
 
@@ -185,7 +186,7 @@ def issue_link(
             raise Conflict(f"participant is {participant.status}; no new data may be entered")
         form_def = _participant_form(protocol_for(session, participant), form, visit)
         visit_row = _visit_row(session, participant, visit)
-        record = _record(session, participant, visit_row, form_def.id)
+        record = _record(session, participant, visit_row, form_def.id, repeat_index)
         if record is not None and record.status != "draft":
             raise Conflict(f"form {form} at visit {visit} is already {record.status}")
         address = None
@@ -223,7 +224,9 @@ def issue_link(
             created_at=now,
             created_by_id=actor.user_id,
             expires_at=now + datetime.timedelta(hours=expires_in_hours),
-            meta={"visit_code": visit, "otp_failures": 0},
+            # a repeating questionnaire (weekly, ...) answers its n-th window as entry n
+            meta={"visit_code": visit, "otp_failures": 0,
+                  **({"repeat_index": repeat_index} if repeat_index != 1 else {})},
         )
         if code is not None:
             link.otp_hash = _otp_digest(link.token_hash, code)
@@ -264,7 +267,8 @@ def _visit_row(session: Session, participant: Participant, visit_code: str) -> V
 
 
 def _record(
-    session: Session, participant: Participant, visit: Visit | None, form_code: str
+    session: Session, participant: Participant, visit: Visit | None, form_code: str,
+    repeat_index: int = 1,
 ) -> FormRecord | None:
     if visit is None:
         return None
@@ -273,7 +277,7 @@ def _record(
             FormRecord.participant_id == participant.id,
             FormRecord.visit_id == visit.id,
             FormRecord.form_code == form_code,
-            FormRecord.repeat_index == 1,
+            FormRecord.repeat_index == repeat_index,
         )
     ).first()
 
@@ -469,6 +473,7 @@ class EproContext:
     visit_code: str
     record: FormRecord | None
     needs_code: bool
+    repeat_index: int = 1
 
 
 def context_for(
@@ -487,14 +492,17 @@ def context_for(
     assert trial is not None
     visit_code = str((link.meta or {}).get("visit_code", ""))
     form = protocol_for(session, participant).form(link.form_code)
-    record = _record(session, participant, _visit_row(session, participant, visit_code), form.id)
+    repeat_index = int((link.meta or {}).get("repeat_index", 1))
+    record = _record(session, participant, _visit_row(session, participant, visit_code), form.id,
+                     repeat_index)
     if record is not None and record.status != "draft":
         complete_link(session, link.id, request_id=request_id)
         raise LinkGoneError("this link has expired or has already been used")
     needs_code = (
         link.otp_hash is not None and (link.meta or {}).get("otp_session_id") != web_session.id
     )
-    return EproContext(link, participant, trial, form, visit_code, record, needs_code)
+    return EproContext(link, participant, trial, form, visit_code, record, needs_code,
+                       repeat_index)
 
 
 def verify_code(
@@ -605,6 +613,7 @@ def save_response(
         expected_version=expected_version,
         acknowledged=acknowledged,
         device_time=clean_device_time(device_time),
+        repeat_index=ctx.repeat_index,
     )
     if submit:
         complete_link(session, ctx.link.id, request_id=request_id)

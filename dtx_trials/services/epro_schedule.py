@@ -67,8 +67,9 @@ def _windows(session: Session, participant: Participant) -> tuple[
     return epro_windows(protocol.schedule.epro, _visit_dates(visits)), by_code
 
 
-def _submitted(session: Session, participant: Participant, visit: Visit | None, form: str
-               ) -> bool:
+def _submitted(session: Session, participant: Participant, visit: Visit | None, form: str,
+               occurrence: int = 1) -> bool:
+    """Whether the occurrence-th window of this form at this visit has a submitted answer."""
     if visit is None:
         return False
     return (
@@ -77,6 +78,7 @@ def _submitted(session: Session, participant: Participant, visit: Visit | None, 
                 FormRecord.participant_id == participant.id,
                 FormRecord.visit_id == visit.id,
                 FormRecord.form_code == form,
+                FormRecord.repeat_index == occurrence,
                 FormRecord.status != "draft",
             )
         ).first()
@@ -96,7 +98,12 @@ def _open_link(session: Session, participant: Participant, window: OpenQuestionn
         )
         .order_by(EproLink.id.desc())
     ):
-        if link.expires_at > now and (link.meta or {}).get("visit_code") == window.visit:
+        meta = link.meta or {}
+        if (
+            link.expires_at > now
+            and meta.get("visit_code") == window.visit
+            and meta.get("repeat_index", 1) == window.occurrence
+        ):
             return link
     return None
 
@@ -124,7 +131,8 @@ def tick(
         for window in windows:
             if not window.is_open(today):
                 continue
-            if _submitted(session, participant, visits.get(window.visit), window.form):
+            if _submitted(session, participant, visits.get(window.visit), window.form,
+                          window.occurrence):
                 continue
             n_open += 1
             link = _open_link(session, participant, window, now)
@@ -154,6 +162,7 @@ def _issue(session: Session, actor: Actor, trial: Trial, participant: Participan
     issued = epro.issue_link(
         session, actor, trial, participant.subject_code, visit=window.visit, form=window.form,
         sender=epro.LogSender(), expires_in_hours=hours, channel="none",
+        repeat_index=window.occurrence,
     )
     with transaction(session):
         link = session.get(EproLink, issued.link.id)
@@ -207,7 +216,7 @@ def compliance(
         windows, visits = _windows(session, participant)
         due = [w for w in windows if w.opens_on <= today]
         answered = [w for w in due if _submitted(session, participant, visits.get(w.visit),
-                                                 w.form)]
+                                                 w.form, w.occurrence)]
         missed = [w for w in due if w.is_closed(today) and w not in answered]
         site = sites.get(participant.site_id)
         rows.append(ComplianceRow(participant.subject_code, site.code if site else "",

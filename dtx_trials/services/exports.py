@@ -4,6 +4,8 @@ see arms, and audited with the SHA-256 of every file written."""
 
 from __future__ import annotations
 
+import csv
+import datetime
 import hashlib
 import io
 import zipfile
@@ -345,6 +347,8 @@ def export_trial_files(
     require(actor, "export.run", trial.id)
     blinded = not sees_arms(actor, trial.id, blinded_roles(session, trial))
     files = build_files(export_data(session, trial, blinded=blinded), formats)
+    if "csv" in formats:
+        files["csv/device_observations.csv"] = device_observations_csv(session, trial)
     # the submission package carries the trail (arms and identifiers sealed in it)
     from dtx_trials.services import trail_export
 
@@ -367,6 +371,34 @@ def export_trial_files(
             },
         )
     return files, blinded
+
+
+DEVICE_COLUMNS = ("subject_code", "site_code", "stream", "time_utc", "value", "unit",
+                  "source", "received_at_utc")
+
+
+def device_observations_csv(session: Session, trial: Trial) -> bytes:
+    """Every device / app observation of the trial, by subject, stream and time (UTC); no
+    identifiers and nothing of the allocation."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(DEVICE_COLUMNS)
+    rows = session.execute(
+        select(Participant.subject_code, Site.code, DeviceObservation.stream,
+               DeviceObservation.observed_at, DeviceObservation.value, DeviceObservation.unit,
+               DeviceObservation.source, DeviceObservation.received_at)
+        .join(Participant, Participant.id == DeviceObservation.participant_id)
+        .join(Site, Site.id == Participant.site_id)
+        .where(DeviceObservation.trial_id == trial.id)
+        .order_by(Participant.subject_code, DeviceObservation.stream,
+                  DeviceObservation.observed_at, DeviceObservation.id)
+        .execution_options(yield_per=5000)
+    )
+    for subject, site, stream, at, value, unit, source, received in rows:
+        writer.writerow((subject, site, stream, at.astimezone(datetime.UTC).isoformat(),
+                         repr(value), unit, source,
+                         received.astimezone(datetime.UTC).isoformat()))
+    return buffer.getvalue().encode("utf-8")
 
 
 def export_trial(

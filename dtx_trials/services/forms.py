@@ -29,7 +29,9 @@ from dtx_trials.services.participants import (
     get_participant,
     lock_for_entry,
     missing_consents,
+    move_at_new_visit,
     protocol_for,
+    version_protocol,
 )
 from ecrf.checks import FormEvaluation, evaluate_form
 from ecrf.model import FormDef
@@ -66,6 +68,12 @@ def _check_respondent(actor: Actor, trial: Trial, site_id: int, form: FormDef) -
     nothing else: a blinded assessment stays blinded (issue #14)."""
     if actor.via == "epro":
         return  # an ePRO link session is pinned to its own participant form (services/epro.py)
+    if actor.via == "app":
+        # the app's token is pinned to its participant (services/apps.py); it answers only
+        # what the participant answers
+        if form.respondent != "participant":
+            raise PermissionDenied(f"{form.id} is not answered by the participant")
+        return
     roles = {
         g.role
         for g in actor.grants
@@ -214,6 +222,7 @@ def save_form(
         participant, signed = lock_for_entry(session, actor, trial, subject_code, "form.write")
         if participant.status not in OPEN_PARTICIPANT_STATUSES:
             raise Conflict(f"participant is {participant.status}; no new data may be entered")
+        move_at_new_visit(session, actor, participant, visit_code, form_code)
         protocol = protocol_for(session, participant)
         form = _form(protocol, form_code)
         _check_respondent(actor, trial, participant.site_id, form)
@@ -258,6 +267,13 @@ def save_form(
             )
         if record is not None and record.status not in EDITABLE:
             raise Conflict(f"the form is {record.status}; it cannot change")
+        if record is not None and record.protocol_version_id not in (
+            None,
+            participant.protocol_version_id,
+        ):
+            # data captured under an earlier version is kept as is: its record follows the
+            # version it was captured under, not the one the participant moved to
+            form = _form(version_protocol(session, record.protocol_version_id), form_code)
         previous = dict(record.data or {}) if record else {}
         by_visit: dict[str, dict[str, object]] = {}
         submitted = sorted(  # as clinical_values: submitted data, in record order

@@ -29,6 +29,7 @@ from dtx_trials.services.protocols import (
     active_protocol_model,
     note_version_sha,
     protocol_by_version_id,
+    protocol_of,
 )
 from ecrf.checks import EligibilityResult, evaluate_eligibility
 from ecrf.schedule import PlannedVisit, days_outside_window, plan_visits, replan_after
@@ -63,6 +64,11 @@ def protocol_for(session: Session, participant: Participant) -> Protocol:
     trial = session.get(Trial, participant.trial_id)
     assert trial is not None
     return active_protocol_model(session, trial)
+
+
+def version_protocol(session: Session, version_id: int) -> Protocol:
+    """The protocol of a stored version (a record's own version)."""
+    return protocol_by_version_id(session, version_id)
 
 
 def current_protocol(session: Session, participant: Participant) -> Protocol:
@@ -215,7 +221,17 @@ def record_consent(
             _move(participant, "consented")
             participant.consented_at = consent.signed_at
             audit.record_update(session, actor, "participant.consented", participant, before)
+        move_if_due(session, actor, participant, "consent")
     return consent
+
+
+def list_consents(
+    session: Session, actor: Actor, trial: Trial, subject_code: str
+) -> list[Consent]:
+    participant = get_participant(session, actor, trial, subject_code, "participant.read")
+    return list(session.scalars(
+        select(Consent).where(Consent.participant_id == participant.id).order_by(Consent.id)
+    ))
 
 
 def _standing_consent(participant_id: Any) -> Any:
@@ -307,6 +323,7 @@ def clinical_values(
     """Return the participant's values merged across forms, and per visit (non-draft first)."""
     merged: dict[str, object] = {}
     by_visit: dict[str, dict[str, object]] = {}
+    logs = {f.id for f in protocol_for(session, participant).forms if f.repeating}
     rows = session.execute(
         select(FormRecord, Visit.visit_code)
         .outerjoin(Visit, Visit.id == FormRecord.visit_id)
@@ -316,6 +333,8 @@ def clinical_values(
     for record, visit_code in rows:
         if record.status == "draft":
             continue
+        if record.repeat_index != 1 and record.form_code not in logs:
+            continue  # a repeating questionnaire's later windows are not the visit's values
         merged.update(record.data or {})
         if visit_code:
             by_visit.setdefault(visit_code, {}).update(record.data or {})
@@ -626,6 +645,8 @@ def record_visit_date(
                 replan_after(protocol.schedule, visit_code, actual_on),
                 f"{visit_code} took place on {actual_on.isoformat()}", only_planned=True,
             )
+        if not is_correction:
+            move_if_due(session, actor, participant, "visit")
     return visit
 
 
@@ -704,3 +725,154 @@ def record_visit_missed(
             f"visit {visit_code} missed: {reason.strip()}",
         )
     return visit
+
+
+# ------------------------------------------------------------------ amendments
+
+
+def amendment_transition(protocol: Protocol) -> str:
+    """How participants move to this version when it is activated as an amendment
+    (``amendment.transition``; a version that declares none moves them immediately)."""
+    return protocol.amendment.transition if protocol.amendment is not None else "immediately"
+
+
+def pending_version(
+    session: Session, participant: Participant
+) -> tuple[Any, Protocol, str] | None:
+    """The trial's active version when this participant still follows an earlier one:
+    (version row, its protocol, the transition rule); None when they are on it already or no
+    longer take part."""
+    trial = session.get(Trial, participant.trial_id)
+    assert trial is not None
+    if (
+        trial.active_protocol_version_id is None
+        or participant.protocol_version_id in (None, trial.active_protocol_version_id)
+        or participant.status not in ACTIVE_STATUSES
+    ):
+        return None
+    version, protocol = active_protocol(session, trial)
+    return version, protocol, amendment_transition(protocol)
+
+
+def waiting_for(session: Session, participant: Participant) -> dict[str, Any] | None:
+    """What moving this participant to the active version waits for (None: nothing pending)."""
+    pending = pending_version(session, participant)
+    if pending is None:
+        return None
+    version, protocol, rule = pending
+    return {
+        "version_no": version.version_no,
+        "version": protocol.version,
+        "transition": rule,
+        "missing_consents": missing_consents(session, participant, protocol)
+        if rule == "after_reconsent"
+        else [],
+    }
+
+
+def move_to_version(
+    session: Session, actor: Actor, participant: Participant, version: Any, why: str
+) -> None:
+    """Move a participant to a protocol version (inside the caller's transaction, audited):
+    their new forms follow it; records captured before keep the version they were captured
+    under. Visits the new version adds are planned from the anchors known so far."""
+    before = audit.snapshot(participant)
+    participant.protocol_version_id = version.id
+    audit.record_update(
+        session, actor, "participant.protocol_version", participant, before,
+        reason=f"amendment v{version.version_no}: {why}",
+    )
+    if participant.status in ("enrolled", "randomized"):
+        plan_participant_visits(session, actor, participant, protocol_of(version))
+
+
+def move_if_due(session: Session, actor: Actor, participant: Participant, event: str) -> bool:
+    """Apply the active version's transition rule after ``event`` (``activation``, ``visit``:
+    a visit date recorded or a visit's first data, ``consent``: a consent now counts); return
+    whether the participant moved. Inside the caller's transaction."""
+    pending = pending_version(session, participant)
+    if pending is None:
+        return False
+    version, protocol, rule = pending
+    if rule == "immediately":
+        why = "moved on activation"
+    elif rule == "next_visit" and event == "visit":
+        why = "moved at the next visit"
+    elif rule == "after_reconsent" and not missing_consents(session, participant, protocol):
+        why = "moved after re-consent" if event != "activation" else "no consent to re-sign"
+    else:
+        return False
+    move_to_version(session, actor, participant, version, why)
+    return True
+
+
+def _moves_at_visit(
+    session: Session, participant: Participant, visit_code: str, form_code: str
+) -> bool:
+    """Whether entering this form at this visit is the participant's next visit taking place
+    under a pending ``next_visit`` amendment: a scheduled visit holding no data yet (a log
+    form — adverse events, medications — entered at any visit is not a visit taking place)."""
+    pending = pending_version(session, participant)
+    if pending is None or pending[2] != "next_visit" or visit_code == "unscheduled":
+        return False
+    form = None
+    for protocol in (pending[1], protocol_for(session, participant)):
+        try:
+            form = protocol.form(form_code)
+            break
+        except KeyError:
+            continue
+    if form is None or form.repeating:
+        return False
+    has_data = session.scalar(
+        select(FormRecord.id)
+        .join(Visit, Visit.id == FormRecord.visit_id)
+        .where(FormRecord.participant_id == participant.id, Visit.visit_code == visit_code)
+        .limit(1)
+    )
+    return has_data is None
+
+
+def move_at_new_visit(
+    session: Session, actor: Actor, participant: Participant, visit_code: str, form_code: str
+) -> bool:
+    """Under a ``next_visit`` amendment, the first data of a scheduled visit moves the
+    participant before that data is validated (inside the caller's transaction)."""
+    if not _moves_at_visit(session, participant, visit_code, form_code):
+        return False
+    return move_if_due(session, actor, participant, "visit")
+
+
+def form_protocol(
+    session: Session, participant: Participant, visit_code: str, form_code: str,
+    record: FormRecord | None,
+) -> Protocol:
+    """The protocol a form entry follows: a stored record its own version (data captured under
+    an earlier version is kept as is); a new entry the participant's version, or the
+    amendment's when this entry is the visit that moves them."""
+    if record is not None and record.protocol_version_id is not None:
+        return version_protocol(session, record.protocol_version_id)
+    if _moves_at_visit(session, participant, visit_code, form_code):
+        pending = pending_version(session, participant)
+        assert pending is not None
+        return pending[1]
+    return protocol_for(session, participant)
+
+
+def apply_amendment(session: Session, actor: Actor, trial: Trial) -> dict[str, int]:
+    """On activation of an amendment: move the participants the rule moves now (inside the
+    activation's transaction); return how many moved and how many wait."""
+    moved = waiting = 0
+    for participant in session.scalars(
+        select(Participant)
+        .where(Participant.trial_id == trial.id, Participant.status.in_(ACTIVE_STATUSES))
+        .order_by(Participant.id)
+        .with_for_update()
+    ):
+        if participant.protocol_version_id == trial.active_protocol_version_id:
+            continue
+        if move_if_due(session, actor, participant, "activation"):
+            moved += 1
+        else:
+            waiting += 1
+    return {"moved": moved, "waiting": waiting}

@@ -271,6 +271,7 @@ def activate_version(
         version = get_version(session, actor, locked, version_no)
         new = protocol_of(version)
         changes: list[Change] = []
+        is_amendment = locked.active_protocol_version_id is not None
         if locked.active_protocol_version_id == version.id:
             raise Conflict(f"version {version_no} is already active")
         _refuse_mixed_blinding(session, locked, blinded_account_roles(new.blinding.blinded_roles))
@@ -327,7 +328,24 @@ def activate_version(
         audit.record_update(session, actor, "trial.protocol_activated", locked, before_t)
         _ensure_sites(session, actor, locked, new)
         _ensure_randomization_state(session, actor, locked, version)
+        if is_amendment:
+            _reach_participants(session, actor, locked, version, new)
     return version, changes
+
+
+def _reach_participants(
+    session: Session, actor: Actor, trial: Trial, version: ProtocolVersion, protocol: Protocol
+) -> None:
+    """An amendment reaches the participants already in the trial by the rule it declares
+    (``amendment.transition``); the outcome is one audit event of the activation."""
+    from dtx_trials.services import participants
+
+    counts = participants.apply_amendment(session, actor, trial)
+    audit.record_event(
+        session, actor, "protocol.amendment_applied", entity_type="protocol_version",
+        entity_id=version.id, trial_id=trial.id,
+        details={"transition": participants.amendment_transition(protocol), **counts},
+    )
 
 
 def _ensure_sites(session: Session, actor: Actor, trial: Trial, protocol: Protocol) -> None:

@@ -14,7 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dtx_trials.db import lock_row, transaction, utcnow
-from dtx_trials.models import FormRecord, Participant, SafetyEvent, Site, Trial
+from dtx_trials.models import (
+    FormRecord,
+    Participant,
+    SafetyEvent,
+    SafetyFollowUp,
+    Site,
+    Trial,
+)
 from dtx_trials.services import audit, notifications
 from dtx_trials.services.access import SYSTEM, Actor, require, visible_sites
 from dtx_trials.services.errors import Conflict, NotFound, ValidationError
@@ -23,6 +30,8 @@ from protocols.model import Protocol
 
 CAUSALITY = ("not_related", "unlikely", "possibly", "probably", "related")
 EXPECTEDNESS = ("expected", "unexpected")
+OUTCOMES = ("recovered", "recovering", "not_recovered", "recovered_with_sequelae", "fatal",
+            "unknown")
 
 
 def _holds(expression: str, values: Mapping[str, object]) -> bool:
@@ -215,6 +224,71 @@ def report_sae(
         audit.record_update(session, actor, "safety.report", event, before, trial_id=trial.id,
                             site_id=event.site_id)
     return event
+
+
+def report_follow_up(
+    session: Session, actor: Actor, trial: Trial, event_id: int, *, causality: str,
+    expectedness: str, outcome: str, narrative: str, is_final: bool = False,
+) -> SafetyFollowUp:
+    """The investigator files a follow-up of a reported SAE: the current causality and
+    expectedness assessment (a change from the previous one is recorded as such), the outcome
+    and the new information; a final follow-up closes the case."""
+    errors: dict[str, list[str]] = {}
+    if causality not in CAUSALITY:
+        errors["causality"] = [f"one of {', '.join(CAUSALITY)}"]
+    if expectedness not in EXPECTEDNESS:
+        errors["expectedness"] = [f"one of {', '.join(EXPECTEDNESS)}"]
+    if outcome not in OUTCOMES:
+        errors["outcome"] = [f"one of {', '.join(OUTCOMES)}"]
+    if not narrative or not narrative.strip():
+        errors["narrative"] = ["must not be blank"]
+    if errors:
+        raise ValidationError("the follow-up is incomplete", errors)
+    with transaction(session):
+        event = _event(session, actor, trial, event_id, "safety.report")
+        if event.kind != "sae":
+            raise Conflict("only an SAE has follow-up reports")
+        if event.status == "closed":
+            raise Conflict("the SAE was closed by its final follow-up")
+        if event.status != "reported":
+            raise Conflict("file the initial report first")
+        previous = follow_ups(session, event.id)
+        follow_up = SafetyFollowUp(
+            safety_event_id=event.id,
+            number=len(previous) + 1,
+            reported_at=utcnow(),
+            reported_by_id=actor.user_id,
+            causality=causality,
+            expectedness=expectedness,
+            outcome=outcome,
+            narrative=narrative.strip(),
+            is_final=is_final,
+        )
+        session.add(follow_up)
+        last = previous[-1] if previous else None
+        was = (last.causality, last.expectedness) if last else (event.causality,
+                                                                 event.expectedness)
+        changed = [name for name, old, new in (("causality", was[0], causality),
+                                                ("expectedness", was[1], expectedness))
+                   if old != new]
+        audit.record_create(
+            session, actor, "safety.follow_up", follow_up, trial_id=trial.id,
+            site_id=event.site_id,
+            reason=f"assessment changed: {', '.join(changed)}" if changed else None,
+        )
+        if is_final:
+            before = audit.snapshot(event)
+            event.status = "closed"
+            audit.record_update(session, actor, "safety.close", event, before,
+                                trial_id=trial.id, site_id=event.site_id)
+    return follow_up
+
+
+def follow_ups(session: Session, event_id: int) -> list[SafetyFollowUp]:
+    return list(session.scalars(
+        select(SafetyFollowUp).where(SafetyFollowUp.safety_event_id == event_id)
+        .order_by(SafetyFollowUp.number)
+    ))
 
 
 def escalate_overdue(

@@ -242,6 +242,16 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "签署人手机或邮箱（留空：受试者本人）",
     ),
     "signer_phone": ("Signer's phone", "签署人电话"),
+    "protocol_version": ("Protocol version", "方案版本"),
+    "captured_under": ("captured under protocol", "采集时方案"),
+    "amendment_pending": ("Moves to protocol", "待转入方案"),
+    "amendment_rule_immediately": ("immediately", "立即"),
+    "amendment_rule_next_visit": ("at the next visit", "下次访视时"),
+    "amendment_rule_after_reconsent": ("after re-consent", "重新知情同意后"),
+    "earlier_version_data": (
+        "Data captured under earlier protocol versions",
+        "早期方案版本下采集的数据",
+    ),
     "reconsent_required": (
         "Re-consent required before further data entry",
         "需重新签署知情同意后方可继续录入数据",

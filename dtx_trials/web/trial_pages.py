@@ -44,6 +44,7 @@ from dtx_trials.models import (
     DataQuery,
     FormRecord,
     Participant,
+    ProtocolVersion,
     Signature,
     Site,
     Trial,
@@ -698,19 +699,36 @@ def _render_participant(
         "categories": UNBLIND_CATEGORIES,
         "signer_roles": SIGNER_ROLES,
         "site_zone": deviations.site_zone(site),
+        "version_labels": _version_labels(trial),
+        "amendment_pending": participants.waiting_for(db.session, participant),
     }
     if may["form.read"]:
         context.update(_schedule_context(participant, protocol))
+        context["earlier_records"] = [
+            (record, visit_code)
+            for record, visit_code in db.session.execute(
+                select(FormRecord, Visit.visit_code)
+                .join(Visit, Visit.id == FormRecord.visit_id)
+                .where(
+                    FormRecord.participant_id == participant.id,
+                    FormRecord.protocol_version_id.is_not(None),
+                    FormRecord.protocol_version_id != participant.protocol_version_id,
+                )
+                .order_by(FormRecord.id)
+            )
+        ]
     if may["participant.write"]:
         context["consents"] = list(
             db.session.scalars(
                 select(Consent).where(Consent.participant_id == participant.id).order_by(Consent.id)
             )
         )
+        # consent documents always follow the trial's current version (re-consent)
+        current = participants.current_protocol(db.session, participant)
         context["missing_consents"] = participants.missing_consents(
-            db.session, participant, protocol
+            db.session, participant, current
         )
-        context["consent_documents"] = protocol.consents
+        context["consent_documents"] = current.consents
     context.update(extra)
     return render_template("participant.html", **context), status
 
@@ -1084,6 +1102,31 @@ def _form_values(form: FormDef) -> dict[str, object]:
     return values
 
 
+def _version_labels(trial: Trial) -> dict[int, str]:
+    """Protocol version id -> "v2 (1.1)": the number and the document's own label."""
+    return {
+        v.id: f"v{v.version_no} ({v.content.get('version', '')})"
+        for v in db.session.scalars(
+            select(ProtocolVersion).where(ProtocolVersion.trial_id == trial.id)
+        )
+    }
+
+
+def _stored_record(
+    participant: Participant, visit: Visit | None, form_code: str, repeat: int
+) -> FormRecord | None:
+    if visit is None:
+        return None
+    return db.session.scalars(
+        select(FormRecord).where(
+            FormRecord.participant_id == participant.id,
+            FormRecord.visit_id == visit.id,
+            FormRecord.form_code == form_code,
+            FormRecord.repeat_index == repeat,
+        )
+    ).first()
+
+
 def _render_form(
     trial: Trial,
     subject: str,
@@ -1095,25 +1138,16 @@ def _render_form(
 ) -> tuple[str, int]:
     actor = _actor()
     participant = participants.get_participant(db.session, actor, trial, subject, "form.read")
-    protocol = participants.protocol_for(db.session, participant)
-    try:
-        form = protocol.form(form_code)
-    except KeyError as exc:
-        raise NotFound(f"form {form_code} is not part of the protocol") from exc
     lang = g.get("lang", "en")
     visit = db.session.scalars(
         select(Visit).where(Visit.participant_id == participant.id, Visit.visit_code == visit_code)
     ).first()
-    record = None
-    if visit is not None:
-        record = db.session.scalars(
-            select(FormRecord).where(
-                FormRecord.participant_id == participant.id,
-                FormRecord.visit_id == visit.id,
-                FormRecord.form_code == form.id,
-                FormRecord.repeat_index == repeat,
-            )
-        ).first()
+    record = _stored_record(participant, visit, form_code, repeat)
+    protocol = participants.form_protocol(db.session, participant, visit_code, form_code, record)
+    try:
+        form = protocol.form(form_code)
+    except KeyError as exc:
+        raise NotFound(f"form {form_code} is not part of the protocol") from exc
     signatures: list[Signature] = []
     queries: list[DataQuery] = []
     if record is not None:
@@ -1140,6 +1174,7 @@ def _render_form(
         "values": extra.pop("values", None) or (record.data if record else {}),
         "signatures": signatures,
         "record_sha256": form_service.content_sha256(record) if record is not None else "",
+        "version_labels": _version_labels(trial),
         "queries": queries,
         "field_errors": {},
         "today": datetime.date.today().isoformat(),
@@ -1212,7 +1247,11 @@ def save_form(code: str, subject: str, visit: str, form: str) -> Response | tupl
     trial = _trial(code)
     repeat = _repeat()
     participant = participants.get_participant(db.session, _actor(), trial, subject, "form.read")
-    protocol = participants.protocol_for(db.session, participant)
+    stored_visit = db.session.scalars(
+        select(Visit).where(Visit.participant_id == participant.id, Visit.visit_code == visit)
+    ).first()
+    stored = _stored_record(participant, stored_visit, form, repeat)
+    protocol = participants.form_protocol(db.session, participant, visit, form, stored)
     try:
         form_def = protocol.form(form)
     except KeyError as exc:

@@ -1,7 +1,7 @@
 """randomization cap counters in the locked state row
 
 Revision ID: fe4a083c6338
-Revises: 7d3f9a1c2e64
+Revises: c0d1e8a4b7f2
 Create Date: 2026-12-05 08:30:00.000000
 """
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from dtx_trials.channels import SmtpChannel
 from dtx_trials.extensions import db
 from dtx_trials.models import EproLink, Notification, Trial
-from dtx_trials.services import epro_schedule, notifications, protocols
+from dtx_trials.services import accounts, epro_schedule, notifications, protocols
 from tests.dtx_trials.trial_flow import (
     LIBRARY,
     MCI_CODE,
@@ -100,3 +100,73 @@ def test_links_and_reminders_by_email_and_compliance(
     assert api(client, staff["inv2"], "GET", "/epro-compliance")["participants"] == []
     kinds = [n.kind for n in db.session.scalars(select(Notification).order_by(Notification.id))]
     assert kinds == ["epro.link", "epro.reminder"]
+
+
+def load_weekly(client: FlaskClient, tmp_path: Path) -> object:
+    text = (LIBRARY / "cognitive_impairment.yaml").read_text(encoding="utf-8")
+    old = "      day: 0\n      forms: [adas_cog]\n"
+    new = "      day: 0\n      forms: [adas_cog, app_experience]\n"
+    window = ("  unscheduled_forms: [adas_cog]\n  epro:\n"
+              "    - {form: app_experience, visit: baseline, opens: 0, closes: 2, "
+              "every_days: 7, times: 3}\n")
+    text = text.replace(old, new).replace("  unscheduled_forms: [adas_cog]\n", window)
+    path = tmp_path / "mci-weekly.yaml"
+    path.write_text(text, encoding="utf-8")
+    protocols.load_library_file(db.session, CLI, path)
+    trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
+    return trial_staff(client, trial)
+
+
+def test_a_weekly_questionnaire_opens_a_window_each_week_answered_as_its_own_entry(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    staff = load_weekly(client, tmp_path)
+    subject = enrolled_mci_participant(
+        client, staff, identifiers={"full_name": "Li Lei", "email": "lilei@example.org"})
+    api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+    trial = db.session.get(Trial, staff.trial.id)
+    assert trial is not None
+    now = datetime.datetime.now(datetime.UTC)
+    phone = app.test_client()
+
+    def answer(link: EproLink, token_url: str, ease: str) -> None:
+        opened = phone.get(token_url.replace("http://trials.example.org", ""))
+        assert opened.status_code == 303
+        page = phone.get(opened.headers["Location"]).get_data(as_text=True)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        done = phone.post("/epro/form", data={"csrf_token": csrf, "action": "submit",
+                                              "app_ease": ease, "app_problem": "0"})
+        assert done.status_code == 303, done.get_data(as_text=True)[:300]
+
+    urls = []
+    with LocalSmtpServer() as smtp:
+        channels = {"email": SmtpChannel(host="127.0.0.1", port=smtp.port,
+                                         sender="trials@example.org")}
+        for week in range(3):
+            day = now + datetime.timedelta(days=7 * week, hours=1)
+            report = epro_schedule.tick(db.session, trial, link_base=BASE, now=day)
+            assert (report.issued, report.open_windows) == (1, 1), week
+            notifications.deliver_pending(db.session, channels)
+            mail = smtp.wait_for(week + 1)[-1][1]
+            urls.append(re.search(r"(http\S+)", mail.get_content()).group(1))  # type: ignore[union-attr]
+            link = db.session.scalars(select(EproLink).order_by(EproLink.id.desc())).first()
+            assert link is not None
+            assert link.meta.get("repeat_index", 1) == week + 1
+            answer(link, urls[-1], str(5 + week))
+            assert epro_schedule.tick(db.session, trial, link_base=BASE,
+                                      now=day).open_windows == 0
+    records = api(client, staff["inv"], "GET", f"/participants/{subject}/forms", expect=200)
+    weekly = sorted((r["repeat_index"], r["data"]["app_ease"]) for r in records
+                    if r["form_code"] == "app_experience")
+    assert weekly == [(1, 5), (2, 6), (3, 7)]
+    # after the third week nothing more opens
+    assert epro_schedule.tick(db.session, trial, link_base=BASE,
+                              now=now + datetime.timedelta(days=21, hours=1)).open_windows == 0
+    # compliance counts each week: one due today, three once the third window has opened
+    report = api(client, staff["monitor"], "GET", "/epro-compliance", expect=200)
+    row = next(r for r in report["participants"] if r["subject_code"] == subject)
+    assert (row["n_due"], row["n_answered"]) == (1, 1)
+    monitor = accounts.actor_for(db.session, staff["monitor"].user, via="api")
+    [later] = epro_schedule.compliance(db.session, monitor, trial,
+                                       now=now + datetime.timedelta(days=15))
+    assert (later.n_due, later.n_answered, later.n_missed) == (3, 3, 0)

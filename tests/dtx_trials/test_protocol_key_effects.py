@@ -365,6 +365,11 @@ def with_epro_window(doc: Doc) -> None:
                                 "closes": 4, "remind_after_hours": 24}]
 
 
+def with_weekly_window(doc: Doc) -> None:
+    doc["schedule"]["epro"] = [{"form": "app_experience", "visit": "week_4", "opens": 0,
+                                "closes": 2, "every_days": 7, "times": 3}]
+
+
 def safety_triggers() -> Callable[[Protocol], object]:
     """The SAE and alert rules a serious AE entry and a low app-ease answer set off."""
     from dtx_trials.services.safety import triggered
@@ -849,6 +854,15 @@ PROBES: dict[str, Probe] = {
         "mci", setter(lambda d: d["schedule"]["epro"][0], "remind_after_hours", 48),
         questionnaire_windows(), setup=with_epro_window,
     ),
+    # a repeating (weekly) questionnaire: one window per occurrence
+    "schedule.epro[].every_days": Probe(
+        "mci", setter(lambda d: d["schedule"]["epro"][0], "every_days", 14),
+        questionnaire_windows(), setup=with_weekly_window,
+    ),
+    "schedule.epro[].times": Probe(
+        "mci", setter(lambda d: d["schedule"]["epro"][0], "times", 4),
+        questionnaire_windows(), setup=with_weekly_window,
+    ),
     "schedule.visits[].forms[]": Probe(
         "mci", setter(lambda d: d["schedule"]["visits"][2], "forms", ["adas_cog"]),
         epro_form("app_experience", "week_4"),
@@ -1243,6 +1257,11 @@ PROBES: dict[str, Probe] = {
         "mci", setter(lambda d: d["safety"]["alerts"][0], "escalate_to", ['monitor']),
         safety_triggers(), setup=with_safety,
     ),
+    # amendments: when a participant already in the trial moves to the activated version
+    "amendment.transition": Probe("mci", setter(lambda d: d["amendment"], "transition",
+                                                "next_visit"),
+                                  setup=lambda d: d.update(amendment={"transition": "immediately"}),
+                                  shell_steps=("amend",)),
     # a consent recorded as signed by the participant is refused when a guardian must sign
     "consents[].signer": Probe("mci", setter(lambda d: d["consents"][0], "signer", "guardian"),
                                shell_steps=("consent",)),
@@ -1455,6 +1474,22 @@ def _shell_observation(doc: Doc, steps: tuple[str, ...], tmp_path: Path) -> obje
         seen["review"] = _outcome(lambda: analyses.request_analysis(
             db.session, statistician, db.session.get(Trial, trial_id), review="comparative",
         ).provenance["review"])
+    if "amend" in steps:
+        # version 1 loaded; the probed document, labelled 1.1, activated as an amendment
+        participant = participants.screen_participant(
+            db.session, investigator, db.session.get(Trial, trial_id), sites[0].code
+        )
+        subject_id = participant.id
+        amended = {**doc, "version": f"{doc['version']}-amended"}
+        path = tmp_path / "amended.yaml"
+        path.write_text(dump(amended), encoding="utf-8")
+        protocols.load_library_file(db.session, CLI, path)
+        person = db.session.get(Participant, subject_id)
+        assert person is not None
+        seen["amend"] = [
+            participants.version_protocol(db.session, person.protocol_version_id).version,
+            participants.waiting_for(db.session, person),
+        ]
     if "consent" in steps:
         participant = participants.screen_participant(
             db.session, investigator, db.session.get(Trial, trial_id), sites[0].code

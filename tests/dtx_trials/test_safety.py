@@ -92,6 +92,49 @@ def test_sae_clock_and_report(client: FlaskClient, tmp_path: Path) -> None:
     assert {"safety.sae", "safety.report"} <= actions
 
 
+def test_sae_follow_ups_track_causality_expectedness_and_outcome(
+    client: FlaskClient, tmp_path: Path
+) -> None:
+    staff = load_with_safety(client, tmp_path)
+    inv = staff["inv"]
+    subject = enrolled_mci_participant(client, staff)
+    url = f"/participants/{subject}/visits/baseline/forms/adverse_events"
+    api(client, inv, "PUT", url, {"values": {**AE, "ae_serious": "1"}, "submit": True}, 200)
+    (event,) = api(client, inv, "GET", "/safety-events", expect=200)
+    follow = f"/safety-events/{event['id']}/follow-ups"
+    update = {"causality": "possibly", "expectedness": "unexpected", "outcome": "recovering",
+              "narrative": "Discharged; physiotherapy started."}
+    body = api(client, inv, "POST", follow, update, 409)
+    assert body["message"] == "file the initial report first"
+    api(client, inv, "POST", f"/safety-events/{event['id']}/report",
+        {"causality": "not_related", "expectedness": "unexpected",
+         "narrative": "Fell at home; hospitalised overnight."}, 200)
+    api(client, staff["coord"], "POST", follow, update, 403)
+    body = api(client, inv, "POST", follow, {**update, "outcome": "better"}, 422)
+    assert "outcome" in body["errors"]["json"]
+    first = api(client, inv, "POST", follow, update, 201)
+    assert first["status"] == "reported"
+    assert [(f["number"], f["causality"], f["outcome"]) for f in first["follow_ups"]] == [
+        (1, "possibly", "recovering")]
+    final = api(client, inv, "POST", follow,
+                {**update, "outcome": "recovered", "narrative": "Fully recovered.",
+                 "is_final": True}, 201)
+    assert final["status"] == "closed" and len(final["follow_ups"]) == 2
+    assert api(client, inv, "POST", follow, update, 409)["message"] == (
+        "the SAE was closed by its final follow-up")
+    assert [e["status"] for e in api(client, staff["monitor"], "GET",
+                                     "/safety-events?status=closed")] == ["closed"]
+    # the changed assessment is named in the trail, the closure is audited
+    reasons = [e.reason for e in db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "safety.follow_up").order_by(AuditEvent.id))]
+    assert reasons == ["assessment changed: causality", None]
+    assert db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "safety.close")).one()
+    from dtx_trials.services.integrity import check_integrity
+
+    assert check_integrity(db.session).ok
+
+
 def test_alert_acknowledged_or_escalated(client: FlaskClient, tmp_path: Path) -> None:
     staff = load_with_safety(client, tmp_path)
     trial = db.session.get(Trial, staff.trial.id)

@@ -33,6 +33,10 @@ from tests.dtx_trials.trust_helpers import problems_after, regulated_trial
 NOT_REGULATED = {
     "api_token": "authentication state; events name tokens and verify checks them",
     "web_session": "authentication state; events name sessions and verify checks them",
+    "app_token": "authentication state of the DTx app; events name app tokens and verify "
+    "checks them",
+    "service_credential": "authentication state (client credentials); creation and revocation "
+    "are audit events",
     "key_check": "checked against the key at start-up; altering it stops the app",
     "idempotent_request": "a retry's stored answer (encrypted); the change it answers for is "
     "audited in its own rows",

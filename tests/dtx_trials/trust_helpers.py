@@ -133,6 +133,13 @@ def regulated_trial(client: FlaskClient) -> RegulatedTrial:
     api(client, staff["inv"], "PUT",
         f"/participants/{subject}/visits/baseline/forms/adverse_events",
         {"values": sae, "submit": True}, 200)
+    # its initial report and a follow-up with a changed causality assessment
+    sae_id = api(client, staff["inv"], "GET", "/safety-events")[0]["id"]
+    api(client, staff["inv"], "POST", f"/safety-events/{sae_id}/report",
+        {"causality": "not_related", "expectedness": "unexpected", "narrative": "Fell."}, 200)
+    api(client, staff["inv"], "POST", f"/safety-events/{sae_id}/follow-ups",
+        {"causality": "possibly", "expectedness": "unexpected", "outcome": "recovering",
+         "narrative": "Discharged."}, 201)
     # a remote consent signed on its link (code through the outbox) and countersigned
     remote = api(client, staff["inv"], "POST", "/participants",
                  {"site": "BJ01", "identifiers": {"phone": "13900002222"}}, 201)["subject_code"]

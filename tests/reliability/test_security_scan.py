@@ -75,6 +75,7 @@ from dtx_trials.models import (
     ProtocolDeviation,
     ProtocolVersion,
     SafetyEvent,
+    ServiceCredential,
     Site,
     Trial,
     User,
@@ -126,6 +127,10 @@ PUBLIC: dict[tuple[str, str], str] = {
     ("econsent.done", "GET"): "remote eConsent thank-you page (shows no data)",
     ("auth.Tokens", "POST"): "exchanging a password for a bearer token",
     ("auth.Activation", "POST"): "a new account's password, chosen with its one-time token",
+    ("dtx_app.Activation", "POST"): "the DTx app redeems an activation code (the code is the "
+    "credential, once)",
+    ("dtx_app.ServiceToken", "POST"): "client-credentials grant (client id and secret are the "
+    "credential)",
     ("pages.activate", "GET"): "the account activation form (the one-time token is checked on "
     "POST)",
     ("pages.activate", "POST"): "choosing a new account's password with its one-time token "
@@ -156,6 +161,7 @@ ID_PARAMS = frozenset(
         "deviation_id",
         "consent_id",
         "event_id",
+        "credential_id",
     }
 )
 # Parameters taken from the same record as the ids (a form of that record's visit, ...).
@@ -201,6 +207,14 @@ API_BODIES: dict[str, Any] = {
     "econsent_api.Countersign": {"password": PASSWORD},
     "safety.Report": {"causality": "possibly", "expectedness": "expected",
                       "narrative": "probe"},
+    "safety.FollowUps": {"causality": "possibly", "expectedness": "expected",
+                         "outcome": "recovering", "narrative": "probe"},
+    "app_admin.Credentials": {"name": "probe"},
+    "dtx_app.Activation": {"trial": "NO-SUCH-TRIAL", "activation_code": "NONE-NONE"},
+    "dtx_app.ServiceToken": {"grant_type": "client_credentials", "client_id": "probe",
+                             "client_secret": "probe"},
+    "dtx_app.Answer": {"values": {}},
+    "dtx_app.AppDeviceData": [],
 }
 PAGE_BODIES: dict[str, dict[str, str]] = {
     "trial_pages.record_status": {"target": "verified"},
@@ -380,6 +394,8 @@ def build_world(client: FlaskClient, app: Flask, n_blinded: int, *, run_analyses
     unblinded_too = run_analyses and scaled(False, True)
     _analyses(client, A, staff["stat"], staff["unblinded"], run_analyses, unblinded_too)
     on_a("dm", "GET", "/exports/csv.zip")
+    # an app vendor's backend credential (sponsor admin); its id is probed across trials
+    on_a("sponsor", "POST", "/service-credentials", {"name": "vendor"}, 201)
 
     other_trial = populated_trial(OTHER_FILE, 8)
     outsider = make_user("outsider")
@@ -424,6 +440,7 @@ def build_world(client: FlaskClient, app: Flask, n_blinded: int, *, run_analyses
     screened = on_b("POST", "/participants", {"site": first_b.code}, 201)["subject_code"]
     link = {"visit": epro_visit.id, "form": epro_form.id}
     on_b("POST", f"/participants/{screened}/epro-links", link, 201)
+    on_b("POST", "/service-credentials", {"name": "vendor b"}, 201)
 
     # stale credentials: an expired and a revoked bearer token
     expired = login(client, make_user("expired", role="monitor", trial=trial))
@@ -539,6 +556,9 @@ def collect_facts() -> list[Fact]:
         p = people[event.participant_id]
         facts.append(Fact(trials[p.trial_id], sites[p.site_id].code,
                           {"code": trials[p.trial_id], "event_id": event.id}))
+    for credential in db.session.scalars(select(ServiceCredential)):
+        facts.append(Fact(trials[credential.trial_id], None,
+                          {"code": trials[credential.trial_id], "credential_id": credential.id}))
     for run in db.session.scalars(select(AnalysisRun)):
         facts.append(
             Fact(trials[run.trial_id], None, {"code": trials[run.trial_id], "run_id": run.id})
