@@ -59,6 +59,7 @@ from dtx_trials.services import (
     participants,
     protocols,
     randomization,
+    status_grid,
     trials,
 )
 from dtx_trials.services import dashboard as dashboard_service
@@ -573,7 +574,7 @@ def _list_args() -> dict[str, Any]:
 
 
 # the query arguments a page link keeps (never url_for's own: code, page, _external, ...)
-LIST_ARGS = frozenset({"q", "site", "status", "sort", "dir", "per_page", "age"})
+LIST_ARGS = frozenset({"q", "site", "status", "sort", "dir", "per_page", "age", "record"})
 AUDIT_ARGS = frozenset({"entity_type", "action", "actor", "since", "until", "per_page"})
 
 
@@ -633,6 +634,61 @@ def participant_list(code: str) -> tuple[str, int]:
     """Participants at my sites, a page at a time: search by subject code, filter by site and
     status, sort; status and the next visit due (overdue highlighted)."""
     return _render_participants(_trial(code))
+
+
+@bp.get("/trials/<code>/records")
+@signed_in
+def record_grid(code: str) -> tuple[str, int]:
+    """The record-status grid: my sites' participants × scheduled visits × forms, each cell's
+    status in words (colour repeats it), a page at a time with search and filters."""
+    trial = _trial(code, "form.read")
+    actor = _actor()
+    lang = g.get("lang", "en")
+    if trial.active_protocol_version_id is None:
+        abort(404)
+    protocol = protocols.active_protocol(db.session, trial)[1]
+    status = 200
+    list_errors: dict[str, Any] = {}
+    page, per_page = 1, listing.DEFAULT_PER_PAGE
+    args: dict[str, Any] = {}
+    try:
+        page, per_page = listing.page_args(request.args)
+        args = {
+            "search": request.args.get("q", "").strip() or None,
+            "site_code": request.args.get("site", "").strip() or None,
+            "status": request.args.get("status", "").strip() or None,
+            "record_status": request.args.get("record", "").strip() or None,
+        }
+        columns, result = status_grid.status_grid_page(
+            db.session, actor, trial, protocol, page=page, per_page=per_page, **args
+        )
+    except ValidationError as exc:
+        list_errors, status, args = exc.errors, 422, {}
+        columns, result = status_grid.status_grid_page(db.session, actor, trial, protocol)
+    visit_labels = {v.id: v.label.get(lang) for v in protocol.schedule.visits}
+    form_titles = {f.id: f.title.get(lang) for f in protocol.forms}
+    visit_spans: list[tuple[str, int]] = []
+    for column in columns:
+        if visit_spans and visit_spans[-1][0] == column.visit_code:
+            visit_spans[-1] = (column.visit_code, visit_spans[-1][1] + 1)
+        else:
+            visit_spans.append((column.visit_code, 1))
+    sites = trials.list_sites(db.session, actor, trial)
+    return render_template(
+        "records.html",
+        columns=columns,
+        result=result,
+        args=args,
+        list_errors=list_errors,
+        links=_page_links("trial_pages.record_grid", trial.code, result),
+        statuses=listing.PARTICIPANT_STATUSES,
+        cell_statuses=status_grid.CELL_STATUSES,
+        site_choices=[s.code for s in sites],
+        visit_labels=visit_labels,
+        visit_spans=visit_spans,
+        form_titles=form_titles,
+        **_nav(trial),
+    ), status
 
 
 @bp.post("/trials/<code>/participants")
