@@ -56,6 +56,28 @@ def skeleton(code: str, title: Data) -> Data:
     }
 
 
+def put_trial(data: Data, values: Data) -> None:
+    """Set identification and design keys: top-level keys as given, ``blinding.level``,
+    ``randomization.method`` and ``randomization.block_sizes`` (other keys of those kept)."""
+    for key in ("title", "therapeutic_area", "phase", "version", "registry_id"):
+        if key in values:
+            if values[key] is None:
+                data.pop(key, None)
+            else:
+                data[key] = values[key]
+    for section, key in (
+        ("blinding", "level"),
+        ("randomization", "method"),
+        ("randomization", "block_sizes"),
+    ):
+        if values.get(f"{section}.{key}") is None:
+            continue
+        part = data.get(section)
+        if not isinstance(part, dict):
+            part = data[section] = {}
+        part[key] = values[f"{section}.{key}"]
+
+
 def _list(data: Data, key: str) -> list[Any]:
     value = data.get(key)
     if value is None:

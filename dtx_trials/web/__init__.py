@@ -16,7 +16,7 @@ from dtx_trials.api.errors import rollback_quietly
 from dtx_trials.extensions import db
 from dtx_trials.models import User
 from dtx_trials.services import accounts
-from dtx_trials.web import analysis_pages, econsent, epro, i18n, pages, trial_pages
+from dtx_trials.web import analysis_pages, builder_pages, econsent, epro, i18n, pages, trial_pages
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -29,6 +29,7 @@ def register_web(app: Flask) -> None:
     epro.init_app(app)
     app.register_blueprint(econsent.bp)
     app.register_blueprint(trial_pages.bp)
+    app.register_blueprint(builder_pages.bp)
     app.register_blueprint(analysis_pages.bp)
 
     @app.context_processor
