@@ -36,6 +36,7 @@ from protocols.model import BLINDING_LEVELS, PHASES, RANDOMIZATION_METHODS
 bp = Blueprint("builder_pages", __name__, template_folder="templates")
 
 RESPONDENTS = ("site", "participant", "outcome_assessor")
+ANCHORS = ("screening", "enrollment", "randomization")
 MAX_PROTOCOL_CHARS = 1_000_000
 
 
@@ -197,6 +198,7 @@ def _apply(action: str, data: dict[str, Any], errors: dict[str, list[str]]) -> N
             "window_before": _number("v_before", errors, whole=True),
             "window_after": _number("v_after", errors, whole=True),
             "forms": forms or None,
+            "anchor": _text("v_anchor"),
         }
         for name, key in (("v_id", "id"), ("v_label_en", "label"), ("v_day", "day")):
             if visit[key] is None and name not in errors:
@@ -285,6 +287,7 @@ def _render(
         field_types=FIELD_TYPES,
         missing_codes=MISSING_CODES,
         respondents=RESPONDENTS,
+        anchors=ANCHORS,
         errors=errors or {},
         posted=request.form if request.method == "POST" and errors else {},
         may_save=can(_actor(), "protocol.manage", trial.id),

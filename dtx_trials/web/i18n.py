@@ -372,6 +372,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "no_schedule": ("The active protocol schedules no forms.", "当前方案没有安排表单。"),
     "b_new_trial": ("Create a trial", "创建试验"),
     "b_trial": ("Trial", "试验"),
+    "b_anchor": ("Counted from", "起算日"),
     "b_put_trial": ("Change identification and design", "修改标识与设计"),
     "b_area": ("Therapeutic area", "治疗领域"),
     "b_phase": ("Phase", "分期"),
