@@ -40,11 +40,18 @@ def register_web(app: Flask) -> None:
         def t(key: str, **values: object) -> str:
             return i18n.translate(key, lang, **values)
 
+        def tn(key: str, n: int, **values: object) -> str:
+            return i18n.translate_plural(key, n, lang, **values)
+
         return {
             "t": t,
+            "tn": tn,
             "lang": lang,
             "html_lang": i18n.HTML_LANG[lang],
+            "html_langs": i18n.HTML_LANG,
             "languages": i18n.LANGUAGE_NAMES,
+            "day": lambda value: i18n.format_day(value, lang),
+            "number": lambda value: i18n.format_number(value, lang),
             "csrf_token": web_session.csrf_token if web_session is not None else "",
             # a fresh idempotency key per form: a double click or a resubmission replays
             "new_request_id": lambda: uuid.uuid4().hex,

@@ -44,7 +44,7 @@ def test_sponsor_builds_a_trial_from_scratch(app: Flask, client: FlaskClient) ->
     page = sponsor.text("/trials/SLEEP-01/builder")
     check_accessible(page)
     text = _yaml(page)
-    assert "code: SLEEP-01" in text and "error(s) to fix" in page
+    assert "code: SLEEP-01" in text and "errors to fix before saving." in page
     status, page = _act(
         sponsor,
         "SLEEP-01",
