@@ -53,7 +53,8 @@ Data = dict[str, Any]
 
 
 def build_label(data: Data) -> Label:
-    return Label(en=data.get("en", ""), zh=data.get("zh"))
+    others = tuple(sorted((k, v) for k, v in data.items() if k not in ("en", "zh")))
+    return Label(en=data.get("en", ""), zh=data.get("zh"), others=others)
 
 
 def _label_or_none(data: Data | None) -> Label | None:
@@ -318,6 +319,7 @@ def build_protocol(data: Data) -> Protocol:
         therapeutic_area=data["therapeutic_area"],
         version=data["version"],
         registry_id=data.get("registry_id"),
+        languages=tuple(data["languages"]) if data.get("languages") is not None else None,
         description=_label_or_none(data.get("description")),
         arms=tuple(
             Arm(

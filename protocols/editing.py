@@ -59,7 +59,7 @@ def skeleton(code: str, title: Data) -> Data:
 def put_trial(data: Data, values: Data) -> None:
     """Set identification and design keys: top-level keys as given, ``blinding.level``,
     ``randomization.method`` and ``randomization.block_sizes`` (other keys of those kept)."""
-    for key in ("title", "therapeutic_area", "phase", "version", "registry_id"):
+    for key in ("title", "therapeutic_area", "phase", "version", "registry_id", "languages"):
         if key in values:
             if values[key] is None:
                 data.pop(key, None)

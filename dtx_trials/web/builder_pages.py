@@ -86,10 +86,18 @@ def _latest_text(trial: Trial) -> str:
     return editing.dump(editing.skeleton(trial.code, {"en": trial.title}))
 
 
-def _label(prefix: str) -> dict[str, str] | None:
+def _extra_languages(data: dict[str, Any]) -> list[str]:
+    """The declared languages other than English and Simplified Chinese (their own inputs)."""
+    declared = data.get("languages")
+    if not isinstance(declared, list):
+        return []
+    return [str(lang) for lang in declared if lang not in ("en", "zh", "zh-Hans")]
+
+
+def _label(prefix: str, extra: list[str] | None = None) -> dict[str, str] | None:
     label = {
         lang: request.form.get(f"{prefix}_{lang}", "").strip()
-        for lang in ("en", "zh")
+        for lang in ("en", "zh", *(extra or []))
         if request.form.get(f"{prefix}_{lang}", "").strip()
     }
     return label or None
@@ -131,6 +139,7 @@ def _choices(errors: dict[str, list[str]]) -> list[dict[str, Any]] | None:
 def _apply(action: str, data: dict[str, Any], errors: dict[str, list[str]]) -> None:
     """Apply one builder action to the document (errors name the inputs)."""
     verb, _, target = action.partition(":")
+    extra = _extra_languages(data)
     if verb == "put_trial":
         blocks: list[int] | None = None
         raw_blocks = request.form.get("t_blocks", "").replace(" ", "")
@@ -139,8 +148,12 @@ def _apply(action: str, data: dict[str, Any], errors: dict[str, list[str]]) -> N
                 blocks = [int(b) for b in raw_blocks.split(",") if b]
             except ValueError:
                 errors["t_blocks"] = [_t("b_whole_number")]
+        languages = [
+            lang.strip() for lang in request.form.get("t_languages", "").split(",") if lang.strip()
+        ]
         values = {
-            "title": _label("t_title"),
+            "languages": languages or None,
+            "title": _label("t_title", extra + [x for x in languages if x not in extra]),
             "therapeutic_area": _text("t_area"),
             "phase": _text("t_phase"),
             "version": _text("t_version"),
@@ -155,7 +168,7 @@ def _apply(action: str, data: dict[str, Any], errors: dict[str, list[str]]) -> N
     elif verb == "put_form":
         form = {
             "id": _text("form_id"),
-            "title": _label("form_title"),
+            "title": _label("form_title", extra),
             "respondent": _text("form_respondent"),
             "repeating": True if request.form.get("form_repeating") else None,
         }
@@ -169,7 +182,7 @@ def _apply(action: str, data: dict[str, Any], errors: dict[str, list[str]]) -> N
         field = {
             "id": _text("f_id"),
             "type": _text("f_type"),
-            "label": _label("f_label"),
+            "label": _label("f_label", extra),
             "required": True if request.form.get("f_required") else None,
             "unit": _text("f_unit"),
             "min": _number("f_min", errors),
@@ -193,7 +206,7 @@ def _apply(action: str, data: dict[str, Any], errors: dict[str, list[str]]) -> N
         forms = [f.strip() for f in request.form.get("v_forms", "").split(",") if f.strip()]
         visit = {
             "id": _text("v_id"),
-            "label": _label("v_label"),
+            "label": _label("v_label", extra),
             "day": _number("v_day", errors, whole=True),
             "window_before": _number("v_before", errors, whole=True),
             "window_after": _number("v_after", errors, whole=True),
@@ -208,7 +221,7 @@ def _apply(action: str, data: dict[str, Any], errors: dict[str, list[str]]) -> N
     elif verb == "put_arm":
         arm = {
             "code": _text("a_code"),
-            "name": _label("a_name"),
+            "name": _label("a_name", extra),
             "ratio": _number("a_ratio", errors, whole=True),
             "is_control": True if request.form.get("a_control") else None,
         }
@@ -248,6 +261,11 @@ def _trial_values(data: dict[str, Any]) -> dict[str, str]:
         "t_blinding": str(part("blinding", "level") or ""),
         "t_method": str(part("randomization", "method") or ""),
         "t_blocks": ", ".join(map(str, blocks)) if isinstance(blocks, list) else "",
+        "t_languages": ", ".join(map(str, data.get("languages") or [])),
+        **{
+            f"t_title_{lang}": str(title.get(lang) or "")
+            for lang in _extra_languages(data)
+        },
     }
 
 
@@ -281,6 +299,7 @@ def _render(
         visits=[v for v in visits or [] if isinstance(v, dict)],
         arms=[a for a in arms or [] if isinstance(a, dict)] if isinstance(arms, list) else [],
         trial_values=trial_values,
+        extra_languages=_extra_languages(data or {}),
         phases=PHASES,
         blinding_levels=BLINDING_LEVELS,
         methods=RANDOMIZATION_METHODS,

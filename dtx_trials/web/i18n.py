@@ -47,14 +47,14 @@ def catalog(lang: str) -> Translations:
     return translations
 
 
-def translate(key: str, lang: str, **values: object) -> str:
+def translate(key: str, lang: str, /, **values: object) -> str:
     """Return the label for `key` in `lang` (English when the catalog lacks it; the key itself
     when no catalog has it), with `{name}` filled in."""
     text = catalog(lang if lang in CATALOGS else "en").gettext(key)
     return text.format(**values) if values else text
 
 
-def translate_plural(key: str, n: int, lang: str, **values: object) -> str:
+def translate_plural(key: str, n: int, lang: str, /, **values: object) -> str:
     """The plural form of `key` for `n` under the catalog's plural rule; `{n}` is filled in."""
     text = catalog(lang if lang in CATALOGS else "en").ngettext(key, key, n)
     return text.format(n=format_number(n, lang), **values)

@@ -45,6 +45,8 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 PROTOCOL = load_protocol(LIBRARY / "cognitive_impairment.yaml")
 # The staff flows run once per page language; the browser's language picks it (Accept-Language).
 LANGS = pytest.mark.parametrize("lang", ["en", "zh"])
+# the builder runs in the three page languages (zh-Hant: Traditional Chinese, issue #22)
+ALL_LANGS = pytest.mark.parametrize("lang", ["en", "zh", "zh-Hant"])
 
 
 def form_title(form_id: str, lang: str) -> str:
@@ -146,7 +148,8 @@ class Session:
     def __init__(
         self, browser: Any, base: str, name: str, lang: str = "en", blinded: bool = True
     ) -> None:
-        self.context = browser.new_context(locale="zh-CN" if lang == "zh" else "en-US")
+        locale = {"en": "en-US", "zh": "zh-CN", "zh-Hant": "zh-TW"}[lang]
+        self.context = browser.new_context(locale=locale)
         self.page = self.context.new_page()
         self.page.set_default_timeout(10_000)
         self.base = base
@@ -547,7 +550,7 @@ def test_representative_signs_a_remote_consent_on_a_phone(live_app: Any, browser
         db.session.remove()
 
 
-@LANGS
+@ALL_LANGS
 def test_sponsor_builds_a_trial_in_the_browser_and_a_site_enters_its_form(
     live_app: Any, browser: Any, lang: str
 ) -> None:
@@ -558,7 +561,7 @@ def test_sponsor_builds_a_trial_in_the_browser_and_a_site_enters_its_form(
     from playwright.sync_api import expect
 
     _, base, _ = live_app
-    code = f"SLEEP-{lang.upper()}"
+    code = f"SLEEP-{lang.upper().replace('-', '')}"
     s = Session(browser, base, "builder", lang, blinded=False)
     page = s.page
     try:
@@ -572,10 +575,15 @@ def test_sponsor_builds_a_trial_in_the_browser_and_a_site_enters_its_form(
         s.shot("builder-new")
         page.fill("#b-t-area", "insomnia")
         page.fill("#b-t-title-zh", "失眠数字认知行为治疗")
+        page.fill("#b-t-languages", "zh-Hans, zh-Hant")
+        click_and_load(page, "#b-put-trial")
+        # the declared Traditional Chinese has its own inputs now
+        page.fill("#b-t-title-zh-Hant", "失眠數位認知行為治療")
         click_and_load(page, "#b-put-trial")
         page.fill("#b-form-id", "sleep_diary")
         page.fill("#b-form-title-en", "Sleep diary")
         page.fill("#b-form-title-zh", "睡眠日记")
+        page.fill("#b-form-title-zh-Hant", "睡眠日記")
         click_and_load(page, "#b-put-form")
 
         def add_field(field_id: str, field_type: str, label: str, **extra: str) -> None:
@@ -645,7 +653,8 @@ def test_sponsor_builds_a_trial_in_the_browser_and_a_site_enters_its_form(
         click_and_load(page, f"text={inv.t('check_eligibility')}")
         click_and_load(page, f"button:has-text('{inv.t('enroll')}')")
         assert page.locator("#participant-status").inner_text() == inv.t("st_enrolled")
-        click_and_load(page, "text=睡眠日记" if lang == "zh" else "text=Sleep diary")
+        title = {"en": "Sleep diary", "zh": "睡眠日记", "zh-Hant": "睡眠日記"}[lang]
+        click_and_load(page, f"text={title}")
         follow_up = page.locator("#wrap-nap_minutes")
         assert follow_up.is_hidden()
         page.fill("#hours_slept", "7.5")
