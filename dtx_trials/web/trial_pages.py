@@ -145,6 +145,9 @@ DASHBOARD_TABLES = (
     "screen_failures",
     "queries_by_age",
     "records",
+    "visits",
+    "deviations",
+    "progress",
     "adherence",
 )
 
@@ -200,6 +203,24 @@ def _figure_tables(
             [[status, n] for status, n in figures.records_by_status]
             + [[_t("signed_records"), figures.n_signatures]],
         ),
+        "visits": (
+            [_t("visit_outcome"), _t("n_visits")],
+            [[_t("vo_" + outcome), n] for outcome, n in figures.visit_compliance],
+        ),
+        "deviations": (
+            [_t("deviation_kind"), _t("status"), _t("n_deviations")],
+            [[_t("dk_" + kind), _t("st_" + status), n] for kind, status, n in figures.deviations],
+        ),
+        "progress": (
+            [_t("progress_item"), _t("n_done"), _t("n_of"), _t("percent_done")],
+            [
+                [label, done, of, round(100 * done / of, 1) if of else None]
+                for label, done, of in (
+                    (_t("sdv_progress"), figures.n_verified, figures.n_records_to_sign),
+                    (_t("signature_progress"), figures.n_signatures, figures.n_records_to_sign),
+                )
+            ],
+        ),
         "adherence": (
             [
                 _t("stream"),
@@ -249,6 +270,29 @@ def _figure_charts(figures: dashboard_service.TrialFigures, today: datetime.date
             "chart-records",
         ),
     }
+    charts_["visits"] = charts.bar_chart(
+        [(_t("vo_" + outcome), float(n)) for outcome, n in figures.visit_compliance],
+        _t("visit_compliance"),
+        "chart-visits",
+    )
+    by_kind: Counter[str] = Counter()
+    for kind, _status, n in figures.deviations:
+        by_kind[kind] += n
+    charts_["deviations"] = charts.bar_chart(
+        [(_t("dk_" + kind), float(n)) for kind, n in sorted(by_kind.items())],
+        _t("deviations_by_kind"),
+        "chart-deviations",
+    )
+    total = figures.n_records_to_sign
+    charts_["progress"] = charts.bar_chart(
+        [
+            (_t("sdv_progress"), 100 * figures.n_verified / total if total else 0.0),
+            (_t("signature_progress"), 100 * figures.n_signatures / total if total else 0.0),
+        ],
+        _t("sdv_and_signatures"),
+        "chart-progress",
+        unit="%",
+    )
     if figures.adherence:
         charts_["adherence"] = charts.line_chart(
             [
