@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test lint pytest setup bench demo reliability clean
+.PHONY: run test lint pytest setup bench demo reliability clean translations
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ pytest: $(STAMP)
 ## demo: simulated participants in every example protocol, analyses and exports under out/demo
 demo: $(STAMP)
 	$(BIN)/dtx demo --out out/demo
+
+## translations: extract the page labels (babel.cfg) to messages.pot and compile every catalog
+## (.po -> .mo); a key new in the .pot is added to each messages.po by hand (the test says which)
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k t -k tn -k _t -k translate -o dtx_trials/web/translations/messages.pot --no-location --omit-header .
+	$(BIN)/pybabel compile -d dtx_trials/web/translations -D messages --statistics
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

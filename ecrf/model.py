@@ -47,15 +47,45 @@ MISSING_CODES: dict[str, str] = {
 }
 
 
+def _traditional(language: str) -> bool:
+    tag = language.lower()
+    return tag.startswith("zh") and (
+        "hant" in tag or ("hans" not in tag and tag.split("-")[-1] in ("tw", "hk", "mo"))
+    )
+
+
 @dataclass(frozen=True)
 class Label:
-    """Bilingual text: English is required, Simplified Chinese optional (falls back to English)."""
+    """Text in several languages: English is required; ``zh`` is Simplified Chinese (written
+    ``zh`` or ``zh-Hans`` in a protocol); ``others`` holds any other BCP-47 language, e.g.
+    ``(("ja", "..."), ("zh-Hant", "..."))``, sorted by tag."""
 
     en: str
     zh: str | None = None
+    others: tuple[tuple[str, str], ...] = ()
+
+    def text_in(self, language: str) -> str | None:
+        """The text written in exactly this language (``zh``/``zh-Hans`` alike), or None."""
+        tag = language.lower()
+        if tag == "en":
+            return self.en
+        if tag in ("zh", "zh-hans"):
+            return self.zh
+        return next((text for lang, text in self.others if lang.lower() == tag), None)
 
     def get(self, language: str) -> str:
-        return self.zh if language.startswith("zh") and self.zh else self.en
+        """The text for a reader of ``language``: that language, else its primary language
+        (``ja-JP`` reads ``ja``), else for Chinese the other script, else English."""
+        tag = language.lower()
+        exact = self.text_in(tag)
+        if exact:
+            return exact
+        if _traditional(tag):
+            return self.text_in("zh-Hant") or self.zh or self.en
+        primary = tag.split("-")[0]
+        if primary == "zh":
+            return self.zh or self.text_in("zh-Hant") or self.en
+        return self.text_in(primary) or self.en
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,8 @@ Data = dict[str, Any]
 
 
 def build_label(data: Data) -> Label:
-    return Label(en=data.get("en", ""), zh=data.get("zh"))
+    others = tuple(sorted((k, v) for k, v in data.items() if k not in ("en", "zh")))
+    return Label(en=data.get("en", ""), zh=data.get("zh"), others=others)
 
 
 def _label_or_none(data: Data | None) -> Label | None:
@@ -358,6 +359,7 @@ def build_protocol(data: Data) -> Protocol:
         therapeutic_area=data["therapeutic_area"],
         version=data["version"],
         registry_id=data.get("registry_id"),
+        languages=tuple(data["languages"]) if data.get("languages") is not None else None,
         description=_label_or_none(data.get("description")),
         sponsor=data.get("sponsor"),
         product=(

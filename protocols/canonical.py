@@ -34,6 +34,8 @@ def _plain(value: Any, kind: Kind) -> Any:
             item = getattr(value, attribute)
             if item is not None:
                 result[prop.name] = _plain(item, prop.kind)
+        if kind.extra is not None:  # a label's other languages
+            result.update(dict(getattr(value, "others", ())))
         return result
     if isinstance(kind, ListOf):
         return [_plain(item, kind.item) for item in value]

@@ -298,6 +298,7 @@ class DocumentReader:
                 self._sources.values[(*path, str(key))] = _mark(key_node)
                 self._reporter.error((*path, str(key)), "keys must be strings")
                 continue
+            key = dict(kind.aliases).get(key, key)  # zh-Hans is written zh
             key_path = (*path, key)
             if key in first_seen:
                 self._sources.keys.setdefault(key_path, _mark(key_node))
@@ -310,6 +311,10 @@ class DocumentReader:
             first_seen[key] = _mark(key_node)[0]
             self._sources.keys[key_path] = _mark(key_node)
             prop = kind.prop(key)
+            if prop is None and kind.extra is not None and _matches(kind.extra_pattern or "", key):
+                if not _is_null(value_node):
+                    result[key] = self.read(value_node, kind.extra, key_path)
+                continue
             if prop is None:
                 self._sources.values[key_path] = _mark(key_node)
                 hint = suggest(key, names)

@@ -532,6 +532,9 @@ class Protocol:
     schedule: Schedule
     forms: tuple[FormDef, ...]
     registry_id: str | None = None
+    # BCP-47 tags of the languages the texts are written in besides English (None: not
+    # declared, meaning English and Simplified Chinese)
+    languages: tuple[str, ...] | None = None
     description: Label | None = None
     sponsor: str | None = None
     product: Product | None = None

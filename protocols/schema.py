@@ -10,7 +10,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .structure import PROTOCOL, Bool, Enum, Int, Kind, ListOf, Num, NumOrStr, Obj, Str
+from .structure import (
+    EXTRA_LANGUAGE_LEAF,
+    PROTOCOL,
+    Bool,
+    Enum,
+    Int,
+    Kind,
+    ListOf,
+    Num,
+    NumOrStr,
+    Obj,
+    Str,
+)
 
 SCHEMA_ID = "https://dtx-trials.org/schemas/protocol.schema.json"
 
@@ -71,6 +83,12 @@ def _object_schema(kind: Obj, definitions: dict[str, Any]) -> dict[str, Any]:
         },
         "additionalProperties": False,
     }
+    if kind.extra is not None and kind.extra_pattern:
+        schema["patternProperties"] = {kind.extra_pattern: _kind_schema(kind.extra, definitions)}
+    for alias, name in kind.aliases:
+        schema["properties"][alias] = _kind_schema(
+            kind.prop(name).kind, definitions, f"the same as {name}"  # type: ignore[union-attr]
+        )
     required = [p.name for p in kind.props if p.required]
     if required:
         schema["required"] = required
@@ -95,10 +113,12 @@ def schema_leaves(kind: Obj = PROTOCOL, prefix: str = "") -> tuple[str, ...]:
             paths.extend(schema_leaves(item, path + "."))
         else:
             paths.append(path)
+    if kind.extra is not None:  # a label's further languages, one leaf per label
+        paths.append(f"{prefix}{EXTRA_LANGUAGE_LEAF}")
     return tuple(paths)
 
 
-_LABELS = ("en", "zh")
+_LABELS = ("en", "zh", EXTRA_LANGUAGE_LEAF)
 
 
 def _texts(*paths: str) -> dict[str, str]:
@@ -114,6 +134,8 @@ DESCRIPTIVE_KEYS: dict[str, str] = {
     "registry_id": "identification: the public registry number, for people",
     "version": "identification: the sponsor's version label (versions are identified by hash)",
     "sites.initial[].name": "text shown to people",
+    "arms[].name.<language>": "text shown to people in that language, only where the arm "
+    "may be shown (as the English and Chinese names)",
     "device_streams[].kind": "what the stream measures, for people (unit and range are checked)",
     "device_streams[].cadence": "expected frequency, for people (nothing checks data timing)",
     "forms[].fields[].unit": "text shown beside the input and in exports",

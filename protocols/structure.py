@@ -78,6 +78,11 @@ class Obj:
     name: str
     props: tuple[Prop, ...]
     description: str = ""
+    # further keys matching ``extra_pattern`` (e.g. a label's BCP-47 languages), each of kind
+    # ``extra``; ``aliases`` maps another spelling of a key to its prop (``zh-Hans`` -> ``zh``)
+    extra: Str | None = None
+    extra_pattern: str | None = None
+    aliases: tuple[tuple[str, str], ...] = ()
 
     def prop(self, name: str) -> Prop | None:
         return next((p for p in self.props if p.name == name), None)
@@ -94,13 +99,21 @@ def _expr(description: str) -> Str:
     return Str(description, min_length=1, is_expression=True)
 
 
+# a BCP-47 language tag: language, optional script, region and variants (zh-Hant, pt-BR, ja)
+BCP47_PATTERN = r"^[a-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?(-[A-Za-z0-9]{5,8})*$"
+EXTRA_LANGUAGE_LEAF = "<language>"
+
 LABEL = Obj(
     "Label",
     (
         Prop("en", Str("English text", min_length=1), required=True),
-        Prop("zh", Str("Simplified Chinese text (falls back to English)")),
+        Prop("zh", Str("Simplified Chinese text, also written zh-Hans (falls back to English)")),
     ),
-    "Bilingual text; English is required.",
+    "Text in the protocol's languages; English is required, any other BCP-47 language "
+    "(zh-Hant, ja, ...) may be given when the protocol declares it under languages.",
+    extra=Str("Text in this BCP-47 language (falls back to English)", min_length=1),
+    extra_pattern=BCP47_PATTERN,
+    aliases=(("zh-Hans", "zh"),),
 )
 
 CHOICE = Obj(
@@ -659,6 +672,15 @@ PROTOCOL = Obj(
         Prop("product", PRODUCT),
         Prop("indication", LABEL),
         Prop("version", Str("Protocol version label", min_length=1), required=True),
+        Prop(
+            "languages",
+            ListOf(
+                Str("BCP-47 language tag", pattern=BCP47_PATTERN, min_length=2),
+                "Languages the protocol's texts are written in besides English (e.g. zh-Hans, "
+                "zh-Hant, ja); a text in an undeclared language is refused and the validator "
+                "reports each declared language's coverage. Without it: English and zh-Hans.",
+            ),
+        ),
         Prop("description", LABEL),
         Prop("arms", ListOf(ARM, "Treatment arms", min_items=2), required=True),
         Prop("blinding", BLINDING),

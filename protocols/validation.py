@@ -79,6 +79,7 @@ def validate_protocol(protocol: Protocol, reporter: Reporter) -> None:
     _check_safety(ctx)
     _check_cdisc(ctx)
     _check_amendment(ctx)
+    _check_languages(ctx)
     _warn_about_design(ctx)
 
 
@@ -1247,3 +1248,81 @@ def _warn_about_design(ctx: _Context) -> None:
                 r.warning(("endpoints", i, "analysis"),
                           f"confirmatory endpoint '{p.endpoints[i].id}' has no "
                           "multiplicity_order although several endpoints are confirmatory")
+
+
+# ------------------------------------------------------------------------------ languages
+
+SIMPLIFIED = ("zh", "zh-Hans")
+
+
+def label_texts(protocol: Protocol) -> list[tuple[Path, dict[str, str]]]:
+    """Every text of the protocol: (document path of the label, language -> text)."""
+    from .canonical import to_canonical_dict
+    from .structure import PROTOCOL, ListOf, Obj
+
+    found: list[tuple[Path, dict[str, str]]] = []
+
+    def walk(value: object, kind: object, path: Path) -> None:
+        if isinstance(kind, Obj) and isinstance(value, dict):
+            if kind.extra is not None:
+                found.append((path, {k: v for k, v in value.items() if isinstance(v, str)}))
+                return
+            for prop in kind.props:
+                if prop.name in value:
+                    walk(value[prop.name], prop.kind, (*path, prop.name))
+        elif isinstance(kind, ListOf) and isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, kind.item, (*path, index))
+
+    walk(to_canonical_dict(protocol), PROTOCOL, ())
+    return found
+
+
+def language_coverage(protocol: Protocol) -> dict[str, tuple[int, int]]:
+    """Per declared language (English first): (texts written in it, texts in all)."""
+    texts = label_texts(protocol)
+    declared = protocol.languages if protocol.languages is not None else ("zh-Hans",)
+    out = {"en": (len(texts), len(texts))}
+    for language in declared:
+        keys = ("zh",) if language in SIMPLIFIED else (language,)
+        out[language] = (sum(1 for _, t in texts if any(k in t for k in keys)), len(texts))
+    return out
+
+
+def _check_languages(ctx: _Context) -> None:
+    """A text in a language the protocol does not declare is refused; each declared language
+    missing texts is reported with its coverage (those texts show in English)."""
+    protocol = ctx.protocol
+    declared = protocol.languages
+    if declared is not None:
+        _duplicates(ctx.reporter, "language", (
+            ("zh-Hans" if lang in SIMPLIFIED else lang, ("languages", i))
+            for i, lang in enumerate(declared)
+        ))
+        for i, language in enumerate(declared):
+            if language == "en":
+                ctx.reporter.error(("languages", i), "English is always a language; do not list it")
+    allowed = set(declared) if declared is not None else {"zh-Hans"}
+    if allowed & set(SIMPLIFIED):
+        allowed |= set(SIMPLIFIED)
+    hint = "add it under languages" if declared is not None else (
+        "declare the protocol's languages, e.g. languages: [zh-Hans, zh-Hant]"
+    )
+    for path, texts in label_texts(protocol):
+        for language in texts:
+            if language != "en" and language not in allowed:
+                ctx.reporter.error(
+                    (*path, language),
+                    f"text in '{language}', which the protocol does not declare ({hint})",
+                )
+    if declared is None:
+        return
+    for i, (language, (done, total)) in enumerate(
+        (lang, cov) for lang, cov in language_coverage(protocol).items() if lang != "en"
+    ):
+        if done < total:
+            ctx.reporter.warning(
+                ("languages", i),
+                f"{language}: {done} of {total} texts translated ({100 * done // total}%); "
+                "the others show in English",
+            )

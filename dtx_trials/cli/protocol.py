@@ -11,6 +11,7 @@ from flask import Flask
 
 from protocols.document import Issue
 from protocols.loader import load_protocol_report
+from protocols.model import Protocol
 
 
 def _echo(text: str, err: bool = False) -> None:
@@ -46,7 +47,19 @@ def validate(files: tuple[Path, ...]) -> None:
         status = "ok" if not result.errors else f"{len(result.errors)} error(s)"
         warnings = f", {len(result.warnings)} warning(s)" if result.warnings else ""
         _echo(f"{path}: {status}{warnings}")
+        if result.protocol is not None and not result.errors:
+            _echo(f"{path}: languages: {_coverage_line(result.protocol)}")
     sys.exit(1 if n_errors else 0)
+
+
+def _coverage_line(protocol: Protocol) -> str:
+    """Each language's share of the protocol's texts, e.g. ``en 100% (310/310), zh-Hans 97%``."""
+    from protocols.validation import language_coverage
+
+    return ", ".join(
+        f"{lang} {100 * done // max(total, 1)}% ({done}/{total})"
+        for lang, (done, total) in language_coverage(protocol).items()
+    )
 
 
 @protocol.command("load")

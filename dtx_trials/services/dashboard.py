@@ -18,7 +18,16 @@ from sqlalchemy.orm import Session
 
 from analysis.adherence import daily_totals, evaluate_stream_adherence
 from dtx_trials.db import utcnow
-from dtx_trials.models import DataQuery, DeviceObservation, FormRecord, Participant, Site, Trial
+from dtx_trials.models import (
+    DataQuery,
+    DeviceObservation,
+    FormRecord,
+    Participant,
+    ProtocolDeviation,
+    Site,
+    Trial,
+    Visit,
+)
 from dtx_trials.models.forms import Signature
 from dtx_trials.services.access import Actor, visible_sites
 from dtx_trials.services.errors import NotFound
@@ -141,6 +150,10 @@ class TrialFigures:
     records_by_status: list[tuple[str, int]]
     n_signatures: int
     n_records_to_sign: int
+    # scheduled visits: done in window, done out of window, missed (site-local dates)
+    visit_compliance: list[tuple[str, int]] = field(default_factory=list)
+    deviations: list[tuple[str, str, int]] = field(default_factory=list)  # kind, status, n
+    n_verified: int = 0  # forms whose status is "verified" (source data verified)
     adherence: list[StreamWeeks] = field(default_factory=list)
 
 
@@ -241,6 +254,14 @@ def trial_figures(
         or 0
     )
     n_to_sign = sum(n for status, n in records.items() if status != "draft")
+    visit_compliance = _visit_compliance(session, in_scope)
+    deviation_rows = session.execute(
+        select(ProtocolDeviation.kind, ProtocolDeviation.status, func.count())
+        .join(Participant, Participant.id == ProtocolDeviation.participant_id)
+        .where(*in_scope, ProtocolDeviation.status != "superseded")
+        .group_by(ProtocolDeviation.kind, ProtocolDeviation.status)
+        .order_by(ProtocolDeviation.kind, ProtocolDeviation.status)
+    ).all()
     adherence = (
         _adherence(session, trial, protocol, in_scope, today, lang)
         if with_adherence and protocol is not None
@@ -260,8 +281,39 @@ def trial_figures(
         + [(s, n) for s, n in sorted(records.items()) if s not in RECORD_STATUSES],
         n_signatures=n_signatures,
         n_records_to_sign=n_to_sign,
+        visit_compliance=visit_compliance,
+        deviations=[(kind, status, n) for kind, status, n in deviation_rows],
+        n_verified=records.get("verified", 0),
         adherence=adherence,
     )
+
+
+VISIT_OUTCOMES = ("in_window", "out_of_window", "missed")
+
+
+def _visit_compliance(
+    session: Session, in_scope: list[ColumnElement[bool]]
+) -> list[tuple[str, int]]:
+    """Scheduled visits by outcome: done inside their window, done outside it, missed."""
+    in_window = (Visit.actual_on >= Visit.window_start_on) & (
+        Visit.actual_on <= Visit.window_end_on
+    )
+    counts: Counter[str] = Counter()
+    for status, inside, n in session.execute(
+        select(Visit.status, in_window, func.count())
+        .join(Participant, Participant.id == Visit.participant_id)
+        .where(
+            *in_scope,
+            Visit.is_unscheduled.is_(False),
+            Visit.status.in_(("completed", "missed")),
+        )
+        .group_by(Visit.status, in_window)
+    ):
+        if status == "missed":
+            counts["missed"] += n
+        else:
+            counts["in_window" if inside else "out_of_window"] += n
+    return [(outcome, counts.get(outcome, 0)) for outcome in VISIT_OUTCOMES]
 
 
 def _screen_failures(

@@ -16,7 +16,7 @@ from dtx_trials.api.errors import rollback_quietly
 from dtx_trials.extensions import db
 from dtx_trials.models import User
 from dtx_trials.services import accounts
-from dtx_trials.web import analysis_pages, econsent, epro, i18n, pages, trial_pages
+from dtx_trials.web import analysis_pages, builder_pages, econsent, epro, i18n, pages, trial_pages
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -29,6 +29,7 @@ def register_web(app: Flask) -> None:
     epro.init_app(app)
     app.register_blueprint(econsent.bp)
     app.register_blueprint(trial_pages.bp)
+    app.register_blueprint(builder_pages.bp)
     app.register_blueprint(analysis_pages.bp)
 
     @app.context_processor
@@ -39,11 +40,18 @@ def register_web(app: Flask) -> None:
         def t(key: str, **values: object) -> str:
             return i18n.translate(key, lang, **values)
 
+        def tn(key: str, n: int, **values: object) -> str:
+            return i18n.translate_plural(key, n, lang, **values)
+
         return {
             "t": t,
+            "tn": tn,
             "lang": lang,
             "html_lang": i18n.HTML_LANG[lang],
+            "html_langs": i18n.HTML_LANG,
             "languages": i18n.LANGUAGE_NAMES,
+            "day": lambda value: i18n.format_day(value, lang),
+            "number": lambda value: i18n.format_number(value, lang),
             "csrf_token": web_session.csrf_token if web_session is not None else "",
             # a fresh idempotency key per form: a double click or a resubmission replays
             "new_request_id": lambda: uuid.uuid4().hex,

@@ -102,9 +102,14 @@ def _page(token: str, status: int = 200, **extra: Any) -> tuple[str, int]:
     except LinkGoneError:
         return _message("gone", 410, _lang())
     lang = _lang(view.document.language)
+    # the page's own words are English or Chinese; a document in another language (ja, ko, ...)
+    # is read in its own language, the one it was approved in
+    document_language = view.document.language
+    text_lang = lang if document_language.split("-")[0] in ("en", "zh") else document_language
     return render_template(
         "econsent/sign.html",
         lang=lang,
+        text_lang=text_lang,
         t=TEXT[lang],
         other_lang="en" if lang == "zh" else "zh",
         view=view,

@@ -11,6 +11,7 @@ from dtx_trials.api.context import account_policy
 from dtx_trials.db import transaction, utcnow
 from dtx_trials.edge import same_origin_path
 from dtx_trials.extensions import db
+from dtx_trials.models.users import Role
 from dtx_trials.services import accounts, trials
 from dtx_trials.services.errors import AccountLocked, AuthenticationError, DomainError
 from dtx_trials.web.i18n import LANGUAGES, translate
@@ -129,6 +130,8 @@ def home() -> Response | str:
         "home.html",
         trials=trials.list_trials(db.session, actor),
         csrf_token=g.web_session.csrf_token,
+        may_create_trials=actor.is_superuser
+        or any(grant.role == Role.SPONSOR_ADMIN for grant in actor.grants),
     )
 
 

@@ -61,6 +61,7 @@ from dtx_trials.services import (
     participants,
     protocols,
     randomization,
+    status_grid,
     trials,
 )
 from dtx_trials.services import dashboard as dashboard_service
@@ -147,6 +148,9 @@ DASHBOARD_TABLES = (
     "screen_failures",
     "queries_by_age",
     "records",
+    "visits",
+    "deviations",
+    "progress",
     "adherence",
 )
 
@@ -202,6 +206,24 @@ def _figure_tables(
             [[status, n] for status, n in figures.records_by_status]
             + [[_t("signed_records"), figures.n_signatures]],
         ),
+        "visits": (
+            [_t("visit_outcome"), _t("n_visits")],
+            [[_t("vo_" + outcome), n] for outcome, n in figures.visit_compliance],
+        ),
+        "deviations": (
+            [_t("deviation_kind"), _t("status"), _t("n_deviations")],
+            [[_t("dk_" + kind), _t("st_" + status), n] for kind, status, n in figures.deviations],
+        ),
+        "progress": (
+            [_t("progress_item"), _t("n_done"), _t("n_of"), _t("percent_done")],
+            [
+                [label, done, of, round(100 * done / of, 1) if of else None]
+                for label, done, of in (
+                    (_t("sdv_progress"), figures.n_verified, figures.n_records_to_sign),
+                    (_t("signature_progress"), figures.n_signatures, figures.n_records_to_sign),
+                )
+            ],
+        ),
         "adherence": (
             [
                 _t("stream"),
@@ -251,6 +273,29 @@ def _figure_charts(figures: dashboard_service.TrialFigures, today: datetime.date
             "chart-records",
         ),
     }
+    charts_["visits"] = charts.bar_chart(
+        [(_t("vo_" + outcome), float(n)) for outcome, n in figures.visit_compliance],
+        _t("visit_compliance"),
+        "chart-visits",
+    )
+    by_kind: Counter[str] = Counter()
+    for kind, _status, n in figures.deviations:
+        by_kind[kind] += n
+    charts_["deviations"] = charts.bar_chart(
+        [(_t("dk_" + kind), float(n)) for kind, n in sorted(by_kind.items())],
+        _t("deviations_by_kind"),
+        "chart-deviations",
+    )
+    total = figures.n_records_to_sign
+    charts_["progress"] = charts.bar_chart(
+        [
+            (_t("sdv_progress"), 100 * figures.n_verified / total if total else 0.0),
+            (_t("signature_progress"), 100 * figures.n_signatures / total if total else 0.0),
+        ],
+        _t("sdv_and_signatures"),
+        "chart-progress",
+        unit="%",
+    )
     if figures.adherence:
         charts_["adherence"] = charts.line_chart(
             [
@@ -576,7 +621,7 @@ def _list_args() -> dict[str, Any]:
 
 
 # the query arguments a page link keeps (never url_for's own: code, page, _external, ...)
-LIST_ARGS = frozenset({"q", "site", "status", "sort", "dir", "per_page", "age"})
+LIST_ARGS = frozenset({"q", "site", "status", "sort", "dir", "per_page", "age", "record"})
 AUDIT_ARGS = frozenset({"entity_type", "action", "actor", "since", "until", "per_page"})
 
 
@@ -636,6 +681,61 @@ def participant_list(code: str) -> tuple[str, int]:
     """Participants at my sites, a page at a time: search by subject code, filter by site and
     status, sort; status and the next visit due (overdue highlighted)."""
     return _render_participants(_trial(code))
+
+
+@bp.get("/trials/<code>/records")
+@signed_in
+def record_grid(code: str) -> tuple[str, int]:
+    """The record-status grid: my sites' participants × scheduled visits × forms, each cell's
+    status in words (colour repeats it), a page at a time with search and filters."""
+    trial = _trial(code, "form.read")
+    actor = _actor()
+    lang = g.get("lang", "en")
+    if trial.active_protocol_version_id is None:
+        abort(404)
+    protocol = protocols.active_protocol(db.session, trial)[1]
+    status = 200
+    list_errors: dict[str, Any] = {}
+    page, per_page = 1, listing.DEFAULT_PER_PAGE
+    args: dict[str, Any] = {}
+    try:
+        page, per_page = listing.page_args(request.args)
+        args = {
+            "search": request.args.get("q", "").strip() or None,
+            "site_code": request.args.get("site", "").strip() or None,
+            "status": request.args.get("status", "").strip() or None,
+            "record_status": request.args.get("record", "").strip() or None,
+        }
+        columns, result = status_grid.status_grid_page(
+            db.session, actor, trial, protocol, page=page, per_page=per_page, **args
+        )
+    except ValidationError as exc:
+        list_errors, status, args = exc.errors, 422, {}
+        columns, result = status_grid.status_grid_page(db.session, actor, trial, protocol)
+    visit_labels = {v.id: v.label.get(lang) for v in protocol.schedule.visits}
+    form_titles = {f.id: f.title.get(lang) for f in protocol.forms}
+    visit_spans: list[tuple[str, int]] = []
+    for column in columns:
+        if visit_spans and visit_spans[-1][0] == column.visit_code:
+            visit_spans[-1] = (column.visit_code, visit_spans[-1][1] + 1)
+        else:
+            visit_spans.append((column.visit_code, 1))
+    sites = trials.list_sites(db.session, actor, trial)
+    return render_template(
+        "records.html",
+        columns=columns,
+        result=result,
+        args=args,
+        list_errors=list_errors,
+        links=_page_links("trial_pages.record_grid", trial.code, result),
+        statuses=listing.PARTICIPANT_STATUSES,
+        cell_statuses=status_grid.CELL_STATUSES,
+        site_choices=[s.code for s in sites],
+        visit_labels=visit_labels,
+        visit_spans=visit_spans,
+        form_titles=form_titles,
+        **_nav(trial),
+    ), status
 
 
 @bp.post("/trials/<code>/participants")

@@ -153,4 +153,6 @@ def test_lists_quick(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
     rows = lists.run(quick=True)
     output = capsys.readouterr().out
     _assert_figures(rows, output, "First page (50 rows) of each list")
-    assert len(rows) == 6 and {r.figure.split()[0] for r in rows} == {"sqlite", "postgresql"}
+    assert len(rows) == 8 and {r.figure.split()[0] for r in rows} == {"sqlite", "postgresql"}
+    assert "first page of records" in " ".join(r.figure for r in rows)
+    assert "statements" in output

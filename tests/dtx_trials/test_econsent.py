@@ -164,3 +164,39 @@ def test_three_wrong_codes_revoke_the_link_and_expired_links_are_gone(
     assert signer.post(f"{url}/sign", data={**sign, "code": code}).status_code == 410
     assert db.session.scalars(select(Consent)).all() == []
     assert signer.get("/econsent/not-a-token").status_code == 404
+
+
+def test_a_consent_document_in_a_declared_language_is_read_in_it(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    """Issue #22: a protocol declaring Japanese ships a Japanese consent; its remote eConsent
+    page shows the Japanese text (marked lang="ja") inside the English page."""
+    text = (LIBRARY / "cognitive_impairment.yaml").read_text(encoding="utf-8")
+    text = text.replace('\nversion: ', '\nlanguages: [zh-Hans, ja]\nversion: ', 1)
+    old = ('  - {id: partner_icf, version: "1.0", language: zh-CN, '
+           'signer: legally_authorized_representative, title: {en: Study partner consent, '
+           'zh: 研究伙伴知情同意书}}\n')
+    assert old in text
+    japanese = (
+        '  - id: partner_icf\n    version: "1.0"\n    language: ja\n'
+        '    signer: legally_authorized_representative\n'
+        '    title: {en: Study partner consent, ja: 研究パートナーの同意書}\n'
+        '    body: {en: "You may stop at any time.", ja: "いつでも参加をやめることができます。"}\n'
+    )
+    path = tmp_path / "mci.yaml"
+    path.write_text(text.replace(old, old + japanese), encoding="utf-8")
+    protocols.load_library_file(db.session, CLI, path)
+    trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
+    staff = trial_staff(client, trial)
+    inv = staff["inv"]
+    subject = api(client, inv, "POST", "/participants",
+                  {"site": "BJ01", "identifiers": {"phone": "13900001111"}}, 201)["subject_code"]
+    issued = api(client, inv, "POST", f"/participants/{subject}/econsent",
+                 {"document_id": "partner_icf", "version": "1.0", "language": "ja",
+                  "channel": "email", "address": "partner@example.org"}, 201)
+    page = app.test_client().get(issued["url"].replace("http://localhost", ""))
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert '<h1 lang="ja">研究パートナーの同意書</h1>' in html
+    assert 'lang="ja"' in html and "いつでも参加をやめることができます。" in html
+    assert "You may stop at any time." not in html

@@ -663,6 +663,12 @@ PROBES: dict[str, Probe] = {
         "mci", setter(lambda d: d["arms"][1]["name"], "zh", "安慰游戏"),
         unblinding_notice("是否为假训练（非自适应游戏）"),
     ),
+    # ---- languages: declaring them decides which texts are accepted (and their coverage)
+    "languages[]": Probe(
+        "mci",
+        lambda d: d.__setitem__("languages", ["zh-Hant"]),
+        refused="text in 'zh', which the protocol does not declare",
+    ),
     # ---- blinding
     "blinding.level": Probe(
         "mci",

@@ -45,6 +45,8 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 PROTOCOL = load_protocol(LIBRARY / "cognitive_impairment.yaml")
 # The staff flows run once per page language; the browser's language picks it (Accept-Language).
 LANGS = pytest.mark.parametrize("lang", ["en", "zh"])
+# the builder runs in the three page languages (zh-Hant: Traditional Chinese, issue #22)
+ALL_LANGS = pytest.mark.parametrize("lang", ["en", "zh", "zh-Hant"])
 
 
 def form_title(form_id: str, lang: str) -> str:
@@ -146,7 +148,8 @@ class Session:
     def __init__(
         self, browser: Any, base: str, name: str, lang: str = "en", blinded: bool = True
     ) -> None:
-        self.context = browser.new_context(locale="zh-CN" if lang == "zh" else "en-US")
+        locale = {"en": "en-US", "zh": "zh-CN", "zh-Hant": "zh-TW"}[lang]
+        self.context = browser.new_context(locale=locale)
         self.page = self.context.new_page()
         self.page.set_default_timeout(10_000)
         self.base = base
@@ -545,3 +548,127 @@ def test_representative_signs_a_remote_consent_on_a_phone(live_app: Any, browser
             f"/participants/{subject}/consents/{consent.id}/countersign",
             {"password": PASSWORD}, 200)
         db.session.remove()
+
+
+@ALL_LANGS
+def test_sponsor_builds_a_trial_in_the_browser_and_a_site_enters_its_form(
+    live_app: Any, browser: Any, lang: str
+) -> None:
+    """Issue #22: a sponsor admin creates a trial, builds its protocol in the form builder
+    (a form with a range, choices, branching and a calculation previewed live on the form
+    engine; a visit), saves and activates it, adds a site and grants an investigator there;
+    the investigator screens, consents, enrols a participant and enters the new form."""
+    from playwright.sync_api import expect
+
+    _, base, _ = live_app
+    code = f"SLEEP-{lang.upper().replace('-', '')}"
+    s = Session(browser, base, "builder", lang, blinded=False)
+    page = s.page
+    try:
+        s.sign_in("sponsor")
+        click_and_load(page, "#new-trial")
+        page.fill("#nt-code", code)
+        page.fill("#nt-title", "Digital CBT-I for insomnia")
+        click_and_load(page, "main button[type=submit]")
+        page.wait_for_url(f"{base}/trials/{code}/builder")
+        assert int(page.locator("#b-errors").get_attribute("data-errors") or "0") > 0
+        s.shot("builder-new")
+        page.fill("#b-t-area", "insomnia")
+        page.fill("#b-t-title-zh", "失眠数字认知行为治疗")
+        page.fill("#b-t-languages", "zh-Hans, zh-Hant")
+        click_and_load(page, "#b-put-trial")
+        # the declared Traditional Chinese has its own inputs now
+        page.fill("#b-t-title-zh-Hant", "失眠數位認知行為治療")
+        click_and_load(page, "#b-put-trial")
+        page.fill("#b-form-id", "sleep_diary")
+        page.fill("#b-form-title-en", "Sleep diary")
+        page.fill("#b-form-title-zh", "睡眠日记")
+        page.fill("#b-form-title-zh-Hant", "睡眠日記")
+        click_and_load(page, "#b-put-form")
+
+        def add_field(field_id: str, field_type: str, label: str, **extra: str) -> None:
+            page.select_option("#b-f-form", "sleep_diary")
+            page.fill("#b-f-id", field_id)
+            page.select_option("#b-f-type", field_type)
+            page.fill("#b-f-label-en", label)
+            for selector, value in extra.items():
+                page.fill(f"#b-f-{selector}", value)
+
+        add_field("hours_slept", "decimal", "Hours slept", min="0", max="24", dec="1")
+        page.check("#b-f-req")
+        click_and_load(page, "#b-put-field")
+        add_field("napped", "single_choice", "Napped today?", choices="1 = Yes | 是\n2 = No | 否")
+        click_and_load(page, "#b-put-field")
+        add_field("nap_minutes", "integer", "Nap length (minutes)")
+        page.fill("#b-sample", '{"napped": "1", "hours_slept": 7.5}')
+        page.fill("#b-f-show", "[napped] = '1'")
+        expect(page.locator("#b-f-show-out")).to_have_text("→ true")
+        page.check("#b-f-miss-unknown")
+        click_and_load(page, "#b-put-field")
+        add_field("minutes_slept", "calculated", "Minutes slept")
+        page.fill("#b-sample", '{"hours_slept": 7.5}')
+        page.fill("#b-f-calc", "[hours_slept] * ")
+        expect(page.locator("#b-f-calc-out")).to_have_attribute("data-ok", "0")
+        page.fill("#b-f-calc", "[hours_slept] * 60")
+        expect(page.locator("#b-f-calc-out")).to_have_text("→ 450")
+        s.shot("builder-preview")
+        click_and_load(page, "#b-put-field")
+        page.fill("#b-v-id", "baseline")
+        page.fill("#b-v-label-en", "Baseline")
+        page.fill("#b-v-label-zh", "基线")
+        page.fill("#b-v-day", "0")
+        page.fill("#b-v-forms", "sleep_diary")
+        page.select_option("#b-v-anchor", "screening")
+        click_and_load(page, "#b-put-visit")
+        assert page.locator("#b-errors").get_attribute("data-errors") == "0", page.locator(
+            "ul.issues"
+        ).all_inner_texts()
+        assert page.locator("#b-errors").inner_text() == s.t("b_valid")
+        s.shot("builder-valid")
+        click_and_load(page, "#b-save")
+        assert page.locator("#b-saved").inner_text() == s.t("protocol_uploaded", n=1)
+        click_and_load(page, "#b-activate")
+        click_and_load(page, f"text={s.t('tab_setup')}")
+        page.fill("#site-code", "SL01")
+        page.fill("#site-name", "Sleep clinic")
+        click_and_load(page, f"button:has-text('{s.t('add_site')}')")
+        click_and_load(page, f"text={s.t('tab_accounts')}")
+        page.fill("#grant-user", "inv")
+        page.select_option("#grant-role", "investigator")
+        page.select_option("#grant-site", "SL01")
+        click_and_load(page, f"button:has-text('{s.t('grant_role')}')")
+    finally:
+        s.close()
+    inv = Session(browser, base, "builder-site", lang)
+    page = inv.page
+    try:
+        inv.sign_in("inv")
+        inv.goto(f"/trials/{code}/participants")
+        page.select_option("#screen-site", "SL01")
+        click_and_load(page, "form[method=post][action$='/participants'] button[type=submit]")
+        page.wait_for_selector("#participant-status")
+        subject = page.locator("h1").inner_text().split()[-1]
+        click_and_load(page, f"text={inv.t('record_consent')}")
+        assert page.locator("#participant-status").inner_text() == inv.t("st_consented")
+        click_and_load(page, f"text={inv.t('check_eligibility')}")
+        click_and_load(page, f"button:has-text('{inv.t('enroll')}')")
+        assert page.locator("#participant-status").inner_text() == inv.t("st_enrolled")
+        title = {"en": "Sleep diary", "zh": "睡眠日记", "zh-Hant": "睡眠日記"}[lang]
+        click_and_load(page, f"text={title}")
+        follow_up = page.locator("#wrap-nap_minutes")
+        assert follow_up.is_hidden()
+        page.fill("#hours_slept", "7.5")
+        page.check("#napped-1")
+        follow_up.wait_for(state="visible")
+        page.fill("#nap_minutes", "20")
+        click_and_load(page, "button[value=submit]")
+        page.wait_for_selector(f"text={inv.t('saved')}")
+        assert page.locator("#minutes_slept").input_value() == "450"
+        assert page.locator("#record-status").inner_text() == inv.t("st_submitted")
+        inv.shot("built-form-entered")
+        inv.goto(f"/trials/{code}/records")
+        row = page.locator("tr", has_text=subject)
+        assert row.locator("td.cell").first.get_attribute("data-status") == "submitted"
+        inv.shot("built-trial-grid")
+    finally:
+        inv.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+from zoneinfo import ZoneInfo
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -90,7 +91,8 @@ def test_overview_figures_tables_csv_and_blinding(app: Flask, client: FlaskClien
     for heading in ("Screen failures by criterion", "Open queries by age", "Forms by status"):
         assert heading in page
     # no screen failure yet: that chart says so instead of drawing nothing
-    assert page.count("<desc ") == 4 and "No data yet." in page and page.count("Download CSV") == 5
+    # (visit compliance and SDV/signature progress always have rows; deviations not yet)
+    assert page.count("<desc ") == 6 and "No data yet." in page and page.count("Download CSV") == 8
     assert "#0072B2" in page  # Okabe-Ito blue
     # the blinded sponsor and monitor see nothing arm-shaped, on any tab or CSV
     monitor = PageClient(app, staff["monitor"])
@@ -162,3 +164,70 @@ def test_adherence_by_week(app: Flask, client: FlaskClient) -> None:
     rows = _csv(sponsor, f"{MCI}/dashboard/adherence.csv")
     assert rows[1][:5] == ["training_minutes", "1", "1", "1", "100.0"]
     assert rows[2][:5] == ["training_minutes", "2", "1", "0", "0.0"]
+
+
+def test_visit_compliance_deviations_sdv_and_signature_progress(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Issue #22: scheduled visits done in or out of their window or missed, protocol
+    deviations by kind and status, and the share of submitted forms verified and signed."""
+    staff = load_trial(client)
+    late, on_time = (enrolled_mci_participant(client, staff) for _ in range(2))
+    for subject in (late, on_time):
+        api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+    today = datetime.datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    api(
+        client,
+        staff["inv"],
+        "POST",
+        f"/participants/{on_time}/visits/baseline/date",
+        {"date": today.isoformat()},
+        200,
+    )
+    api(
+        client,
+        staff["inv"],
+        "POST",
+        f"/participants/{late}/visits/baseline/date",
+        {"date": (today + datetime.timedelta(days=-60)).isoformat()},
+        200,
+    )
+    record = db.session.scalars(select(FormRecord).where(FormRecord.form_code == "moca")).first()
+    assert record is not None
+    api(client, staff["monitor"], "POST", f"/records/{record.id}/verify", {"reason": "SDV"}, 200)
+    sponsor = PageClient(app, staff["sponsor"])
+    page = sponsor.text(MCI)
+    check_accessible(page)
+    for heading in (
+        "Visit compliance (scheduled visits)",
+        "Protocol deviations by kind",
+        "SDV and signature progress",
+    ):
+        assert heading in page
+    visits = _csv(sponsor, f"{MCI}/dashboard/visits.csv")
+    assert visits == [
+        ["Scheduled visit", "Visits"],
+        ["done in window", "1"],
+        ["done out of window", "1"],
+        ["missed", "0"],
+    ]
+    deviations = _csv(sponsor, f"{MCI}/dashboard/deviations.csv")
+    assert deviations[1] == ["visit out of window", "open", "1"]
+    progress = _csv(sponsor, f"{MCI}/dashboard/progress.csv")
+    submitted = db.session.query(FormRecord).filter(FormRecord.status != "draft").count()
+    assert progress[1] == [
+        "Source data verified",
+        "1",
+        str(submitted),
+        str(round(100 / submitted, 1)),
+    ]
+    assert progress[2][:2] == ["Signed by the investigator", "0"]
+    # one site's view counts only its own
+    assert _csv(sponsor, f"{MCI}/dashboard/visits.csv?site=GZ01")[1:] == [
+        ["done in window", "0"],
+        ["done out of window", "0"],
+        ["missed", "0"],
+    ]
+    # the Traditional Chinese dashboard
+    sponsor.client.set_cookie("lang", "zh-Hant")
+    assert "訪視依從性（計畫訪視）" in sponsor.text(MCI)

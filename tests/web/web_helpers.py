@@ -98,6 +98,6 @@ class FormAudit(HTMLParser):
 def check_accessible(html: str) -> None:
     audit = FormAudit()
     audit.feed(html)
-    assert audit.html_lang in ("en", "zh-Hans"), audit.html_lang
+    assert audit.html_lang in ("en", "zh-Hans", "zh-Hant"), audit.html_lang
     assert not audit.missing_labels(), audit.missing_labels()
     assert "style=" not in html and "<script>" not in html  # CSP: no inline styles or scripts
