@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = 'fe4a083c6338'
-down_revision = '7d3f9a1c2e64'
+down_revision = 'c0d1e8a4b7f2'
 branch_labels = None
 depends_on = None
 
