@@ -10,7 +10,6 @@ numeric codes) exist only in an unblinded build. Demographics are copied from SD
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
 
 from analysis.adam.common import (
     AdamError,
@@ -213,6 +212,3 @@ def adsl_lookup(adsl: XptDataset) -> dict[str, dict[str, Cell]]:
     names = [v.name for v in adsl.variables]
     return {str(row[1]): dict(zip(names, row, strict=True)) for row in adsl.rows}
 
-
-def subjects_by_id(subjects: Sequence[SubjectData]) -> dict[str, SubjectData]:
-    return {s.subject: s for s in subjects}

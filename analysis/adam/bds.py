@@ -19,7 +19,6 @@ protocol). Treatment (TRTP/TRTPN) exists only in unblinded builds.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Mapping
 from typing import Any
 
@@ -394,6 +393,3 @@ def is_continuous(endpoint: Endpoint) -> bool:
 def is_binary(endpoint: Endpoint) -> bool:
     return endpoint.analysis.model in BINARY_MODELS
 
-
-def visit_date(subject: SubjectData, visit: str) -> datetime.date | None:
-    return subject.visit_dates.get(visit)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import math
 import re
-from collections.abc import Sequence
 
 from analysis.exports.metadata import sas_date
 from analysis.exports.xport import Cell, XptVariable
@@ -70,20 +70,12 @@ def visit_order(protocol: Protocol) -> dict[str, int]:
 
 
 def number(value: object) -> float | None:
-    """Return a captured value as a finite number, else None (text, missing codes, blanks)."""
-    if isinstance(value, bool) or value is None or isinstance(value, dict):
+    """Return a captured value as a finite number, else None (text, missing codes, blanks),
+    as `analysis.datasets` reads it."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
-    if isinstance(value, int | float):
-        return float(value) if float(value) == float(value) and abs(float(value)) != float(
-            "inf") else None
-    if isinstance(value, str):
-        try:
-            parsed = float(value)
-        except ValueError:
-            return None
-        return parsed if parsed == parsed and abs(parsed) != float("inf") else None
-    return None
-
-
-def ordered_rows(rows: Sequence[tuple[Cell, ...]]) -> tuple[tuple[Cell, ...], ...]:
-    return tuple(rows)
+    try:
+        parsed = float(value)
+    except ValueError:
+        return None
+    return parsed if math.isfinite(parsed) else None
