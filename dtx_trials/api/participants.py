@@ -19,7 +19,7 @@ from dtx_trials.api.blinding import (
 from dtx_trials.api.context import current_actor
 from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.paging import ListArgs, page_headers
-from dtx_trials.api.schemas import StrictSchema, version_ref
+from dtx_trials.api.schemas import StrictSchema, version_ref, version_refs
 from dtx_trials.extensions import db
 from dtx_trials.models import AuditEvent, Participant, Site, User, Visit
 from dtx_trials.services import listing, notifications, randomization, trials
@@ -65,9 +65,15 @@ class ParticipantSchema(Schema):
     )
 
     def _protocol_version(self, obj: Participant) -> dict[str, Any] | None:
+        known: dict[int | None, dict[str, Any] | None] | None = g.get("version_refs")
+        if known is not None and obj.protocol_version_id in known:
+            return known[obj.protocol_version_id]  # read for the whole list page at once
         return version_ref(obj.protocol_version_id)
 
     def _amendment_pending(self, obj: Participant) -> dict[str, Any] | None:
+        on_active: set[int] | None = g.get("on_active_version")
+        if on_active is not None and obj.id in on_active:
+            return None  # nothing to move to: no statement per row of a list page
         return service.waiting_for(db.session, obj)
 
     def consents_due(self, obj: Participant) -> list[str]:
@@ -271,6 +277,13 @@ class Participants(MethodView):
             g.missing_consents = service.missing_consents_of(
                 db.session, participants, service.current_protocol(db.session, participants[0])
             )
+            g.version_refs = version_refs({p.protocol_version_id for p in participants})
+            active = _trial(code).active_protocol_version_id
+            g.on_active_version = {
+                p.id for p in participants
+                if p.protocol_version_id in (None, active)
+                or p.status not in service.ACTIVE_STATUSES
+            }
         return participants, page_headers(result)
 
     @idempotent

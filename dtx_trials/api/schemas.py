@@ -238,12 +238,24 @@ class VerifyReportSchema(Schema):
 
 def version_ref(version_id: int | None) -> dict[str, Any] | None:
     """A protocol version as responses show it: its number and the document's label."""
+    if version_id is None:
+        return None
+    return version_refs({version_id}).get(version_id)
+
+
+def version_refs(version_ids: set[int | None]) -> dict[int | None, dict[str, Any] | None]:
+    """`version_ref` of several versions in one query (a list page)."""
+    from sqlalchemy import select
+
     from dtx_trials.extensions import db
     from dtx_trials.models import ProtocolVersion
 
-    if version_id is None:
-        return None
-    version = db.session.get(ProtocolVersion, version_id)
-    if version is None:
-        return None
-    return {"version_no": version.version_no, "version": version.content.get("version")}
+    found: dict[int | None, dict[str, Any] | None] = {v: None for v in version_ids}
+    ids = [v for v in version_ids if v is not None]
+    if ids:
+        for version_id, version_no, content in db.session.execute(
+            select(ProtocolVersion.id, ProtocolVersion.version_no, ProtocolVersion.content)
+            .where(ProtocolVersion.id.in_(ids))
+        ):
+            found[version_id] = {"version_no": version_no, "version": content.get("version")}
+    return found

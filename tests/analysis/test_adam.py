@@ -360,7 +360,7 @@ def test_adam_binary_endpoints_trace_to_responder_records(name: str) -> None:
     code_of = {arm.name.en: arm.code for arm in data.protocol.arms}
     binary = [e for e in data.protocol.endpoints
               if e.analysis.model in ("logistic", "risk_difference", "cmh")]
-    if name != "pediatric_myopia":
+    if name in ("cognitive_impairment", "type2_diabetes"):  # the libraries with responder endpoints
         assert binary
     for endpoint in binary:
         analysis = result.endpoint(endpoint.id)

@@ -186,7 +186,7 @@ def test_define_09_optional_sdtm_role_metadata_reaches_the_item_refs(tmp_path: P
     dm = sdtm()[0]
     roles = {"STUDYID": "Identifier", "SEX": "Record Qualifier"}
     roled = dataclasses.replace(dm, variables=tuple(
-        RoledVariable(v.name, v.label, v.type, v.origin, roles.get(v.name))
+        RoledVariable(v.name, v.label, v.type, v.origin, role=roles.get(v.name))
         for v in dm.variables))
     root = assert_valid(written(tmp_path, [roled]))
     refs = {r.get("ItemOID"): r.get("Role") for r in root.findall(".//odm:ItemRef", NS)}
