@@ -171,7 +171,7 @@ def test_report_states_lock_state_and_study_period_and_edition_options(
     """The title page counts locked records (a draft banner until all are locked), gives the
     first consent and last visit, never prints today as a cut-off; language and paper are
     request options, bad values a 422 naming the field."""
-    from dtx_trials.models import FormRecord, Participant
+    from dtx_trials.models import FormRecord, Participant, Visit
     from dtx_trials.models.users import Role
     from dtx_trials.services import forms
     from dtx_trials.services.access import Actor, Grant
@@ -202,9 +202,14 @@ def test_report_states_lock_state_and_study_period_and_edition_options(
     assert "DRAFT: data NOT locked (interim/draft)" in draft
     assert "none set: all data captured up to the report date" in draft
     assert "Trial sponsor" not in draft and "dtx-trials example sponsor" in draft
-    first = min(p.consented_at for p in db.session.scalars(
-        select(Participant).where(Participant.trial_id == trial.id)) if p.consented_at)
-    assert first.date().isoformat() in draft
+    consents = [p.consented_at for p in db.session.scalars(
+        select(Participant).where(Participant.trial_id == trial.id)) if p.consented_at]
+    visits = [v.actual_on for v in db.session.scalars(
+        select(Visit).join(Participant).where(Participant.trial_id == trial.id)) if v.actual_on]
+    assert (f"Study start (first consent) {min(consents).date().isoformat()}" if consents
+            else "Study start (first consent) no data recorded") in draft
+    assert (f"Last visit recorded {max(visits).isoformat()}" if visits
+            else "Last visit recorded no data recorded") in draft
 
     manager = Actor(user_id=None, username="cli", printed_name="Command line", via="cli",
                     grants=(Grant(trial.id, None, Role("data_manager")),))
