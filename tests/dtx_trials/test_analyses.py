@@ -171,7 +171,7 @@ def test_report_states_lock_state_and_study_period_and_edition_options(
     """The title page counts locked records (a draft banner until all are locked), gives the
     first consent and last visit, never prints today as a cut-off; language and paper are
     request options, bad values a 422 naming the field."""
-    from dtx_trials.models import FormRecord, Participant, Visit
+    from dtx_trials.models import FormRecord, Participant, ProtocolDeviation, Visit
     from dtx_trials.models.users import Role
     from dtx_trials.services import forms
     from dtx_trials.services.access import Actor, Grant
@@ -192,12 +192,24 @@ def test_report_states_lock_state_and_study_period_and_edition_options(
         pdf = client.get(f"{response.headers['Location']}/report.pdf",
                          headers=who["unblinded"].headers)
         reader = PdfReader(io.BytesIO(pdf.data))
-        return " ".join(" ".join(p.extract_text().split()) for p in reader.pages[:3])
+        return " ".join(" ".join(p.extract_text().split()) for p in reader.pages)
 
     n_records = len(db.session.scalars(
         select(FormRecord.id).join(Participant).where(
             Participant.trial_id == trial.id, FormRecord.status != "draft")).all())
+    # a deviation the system recorded is listed (16.2.2); a superseded one is not
+    someone = db.session.scalars(select(Participant).join(
+        Allocation, Allocation.participant_id == Participant.id).where(
+        Participant.trial_id == trial.id, Allocation.status == "allocated")).first()
+    assert someone is not None
+    for description, status in (("Week 12 visit 9 days late", "open"),
+                                ("Week 4 visit replaced", "superseded")):
+        db.session.add(ProtocolDeviation(trial_id=trial.id, site_id=someone.site_id,
+                                         participant_id=someone.id, kind="out_of_window",
+                                         description=description, status=status))
+    db.session.commit()
     draft = report({"unblinded": True})
+    assert "Week 12 visit 9 days late" in draft and "Week 4 visit replaced" not in draft
     assert f"records locked: 0 of {n_records:,}" in draft
     assert "DRAFT: data NOT locked (interim/draft)" in draft
     assert "none set: all data captured up to the report date" in draft
