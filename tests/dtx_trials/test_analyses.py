@@ -231,3 +231,33 @@ def test_report_states_lock_state_and_study_period_and_edition_options(
     locked = report({"unblinded": True, "language": "zh", "paper": "a4"})
     assert f"已锁定记录：{n_records:,} / {n_records:,}" in locked
     assert "草稿" not in locked and "统计分析报告" in locked
+
+
+def test_dtx_analyze_writes_the_chinese_a4_edition(app: Flask, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from dtx_trials import cli as cli_module
+
+    populated_trial("type2_diabetes.yaml", 30)
+    db.session.commit()
+
+    def with_test_app(func):  # type: ignore[no-untyped-def]
+        def wrapper(*a, **k):  # type: ignore[no-untyped-def]
+            return func(app, *a, **k)
+
+        return wrapper
+
+    monkeypatch.setattr(cli_module, "with_app", with_test_app)
+    runner = CliRunner()
+    refused = runner.invoke(cli_module.cli, ["analyze", CODE, "--lang", "fr", "--out",
+                                             str(tmp_path)])
+    assert refused.exit_code == 2 and "--lang" in refused.output
+    result = runner.invoke(cli_module.cli, ["analyze", CODE, "--unblinded", "--lang", "zh",
+                                            "--paper", "a4", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    pdfs = list(tmp_path.glob("*-zh.pdf"))
+    assert len(pdfs) == 1
+    reader = PdfReader(io.BytesIO(pdfs[0].read_bytes()))
+    assert "统计分析报告" in reader.pages[0].extract_text()
+    assert [round(float(x)) for x in reader.pages[0].mediabox[2:]] == [595, 842]
+    assert "p = " in result.output or "p < " in result.output
