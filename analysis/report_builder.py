@@ -140,7 +140,9 @@ def fmt(value: Any, digits: int = 3, missing: str = "not estimable") -> str:
     if float(text) == 0.0:
         if number == 0.0:
             return f"{0.0:.{digits}f}"
-        return f"{number:.2g}" if "e" not in f"{number:.2g}" else f"{number:.{digits + 3}f}"
+        # two significant digits, in fixed notation (-0.00045, 0.00000012)
+        decimals = 1 - math.floor(math.log10(abs(number)))
+        return f"{number:.{decimals}f}"
     return text
 
 

@@ -40,6 +40,7 @@ from dtx_trials.models import (
     AuditEvent,
     FormRecord,
     Participant,
+    ProtocolDeviation,
     ProtocolVersion,
     RandomizationState,
     Site,
@@ -191,6 +192,14 @@ def build_trial_data(
             }
         ),
     )
+    deviations: dict[int, list[str]] = defaultdict(list)
+    for deviation in session.scalars(
+        select(ProtocolDeviation)
+        .where(ProtocolDeviation.trial_id == trial.id, ProtocolDeviation.status != "superseded")
+        .order_by(ProtocolDeviation.detected_at, ProtocolDeviation.id)
+    ):
+        if cutoff_on is None or deviation.detected_at.date() <= cutoff_on:
+            deviations[deviation.participant_id].append(deviation.description)
     subjects = []
     for p in session.scalars(
         select(Participant)
@@ -216,6 +225,7 @@ def build_trial_data(
                 adherent=adherence.get(p.subject_code),
                 failed_criteria=failed.get(p.id, ()),
                 device_days=device_days.get(p.id, {}),
+                deviations=tuple(deviations.get(p.id, ())),
             )
         )
     return TrialData(protocol=protocol, subjects=tuple(subjects), cutoff_on=cutoff_on)
@@ -255,6 +265,7 @@ def data_sha256(data: TrialData) -> str:
             "visit_dates": s.visit_dates,
             "repeats": s.repeats,
             "adherent": s.adherent,
+            "deviations": s.deviations,
             "device_days": {
                 stream: {day.isoformat(): value for day, value in sorted(days.items())}
                 for stream, days in sorted(s.device_days.items())

@@ -112,6 +112,7 @@ def test_p_values_follow_the_convention() -> None:
 
 def test_ci_bound_never_prints_negative_zero() -> None:
     assert fmt(-0.00045) == "-0.00045"
+    assert fmt(1.2e-7) == "0.00000012"
     assert fmt(-0.0) == "0.000"
     assert fmt(0.0) == "0.000"
     assert fmt(-0.5934) == "-0.593"

@@ -171,7 +171,7 @@ def test_report_states_lock_state_and_study_period_and_edition_options(
     """The title page counts locked records (a draft banner until all are locked), gives the
     first consent and last visit, never prints today as a cut-off; language and paper are
     request options, bad values a 422 naming the field."""
-    from dtx_trials.models import FormRecord, Participant
+    from dtx_trials.models import FormRecord, Participant, ProtocolDeviation, Visit
     from dtx_trials.models.users import Role
     from dtx_trials.services import forms
     from dtx_trials.services.access import Actor, Grant
@@ -192,19 +192,36 @@ def test_report_states_lock_state_and_study_period_and_edition_options(
         pdf = client.get(f"{response.headers['Location']}/report.pdf",
                          headers=who["unblinded"].headers)
         reader = PdfReader(io.BytesIO(pdf.data))
-        return " ".join(" ".join(p.extract_text().split()) for p in reader.pages[:3])
+        return " ".join(" ".join(p.extract_text().split()) for p in reader.pages)
 
     n_records = len(db.session.scalars(
         select(FormRecord.id).join(Participant).where(
             Participant.trial_id == trial.id, FormRecord.status != "draft")).all())
+    # a deviation the system recorded is listed (16.2.2); a superseded one is not
+    someone = db.session.scalars(select(Participant).join(
+        Allocation, Allocation.participant_id == Participant.id).where(
+        Participant.trial_id == trial.id, Allocation.status == "allocated")).first()
+    assert someone is not None
+    for description, status in (("Week 12 visit 9 days late", "open"),
+                                ("Week 4 visit replaced", "superseded")):
+        db.session.add(ProtocolDeviation(trial_id=trial.id, site_id=someone.site_id,
+                                         participant_id=someone.id, kind="out_of_window",
+                                         description=description, status=status))
+    db.session.commit()
     draft = report({"unblinded": True})
+    assert "Week 12 visit 9 days late" in draft and "Week 4 visit replaced" not in draft
     assert f"records locked: 0 of {n_records:,}" in draft
     assert "DRAFT: data NOT locked (interim/draft)" in draft
     assert "none set: all data captured up to the report date" in draft
     assert "Trial sponsor" not in draft and "dtx-trials example sponsor" in draft
-    first = min(p.consented_at for p in db.session.scalars(
-        select(Participant).where(Participant.trial_id == trial.id)) if p.consented_at)
-    assert first.date().isoformat() in draft
+    consents = [p.consented_at for p in db.session.scalars(
+        select(Participant).where(Participant.trial_id == trial.id)) if p.consented_at]
+    visits = [v.actual_on for v in db.session.scalars(
+        select(Visit).join(Participant).where(Participant.trial_id == trial.id)) if v.actual_on]
+    assert (f"Study start (first consent) {min(consents).date().isoformat()}" if consents
+            else "Study start (first consent) no data recorded") in draft
+    assert (f"Last visit recorded {max(visits).isoformat()}" if visits
+            else "Last visit recorded no data recorded") in draft
 
     manager = Actor(user_id=None, username="cli", printed_name="Command line", via="cli",
                     grants=(Grant(trial.id, None, Role("data_manager")),))
@@ -214,3 +231,33 @@ def test_report_states_lock_state_and_study_period_and_edition_options(
     locked = report({"unblinded": True, "language": "zh", "paper": "a4"})
     assert f"已锁定记录：{n_records:,} / {n_records:,}" in locked
     assert "草稿" not in locked and "统计分析报告" in locked
+
+
+def test_dtx_analyze_writes_the_chinese_a4_edition(app: Flask, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from dtx_trials import cli as cli_module
+
+    populated_trial("type2_diabetes.yaml", 30)
+    db.session.commit()
+
+    def with_test_app(func):  # type: ignore[no-untyped-def]
+        def wrapper(*a, **k):  # type: ignore[no-untyped-def]
+            return func(app, *a, **k)
+
+        return wrapper
+
+    monkeypatch.setattr(cli_module, "with_app", with_test_app)
+    runner = CliRunner()
+    refused = runner.invoke(cli_module.cli, ["analyze", CODE, "--lang", "fr", "--out",
+                                             str(tmp_path)])
+    assert refused.exit_code == 2 and "--lang" in refused.output
+    result = runner.invoke(cli_module.cli, ["analyze", CODE, "--unblinded", "--lang", "zh",
+                                            "--paper", "a4", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    pdfs = list(tmp_path.glob("*-zh.pdf"))
+    assert len(pdfs) == 1
+    reader = PdfReader(io.BytesIO(pdfs[0].read_bytes()))
+    assert "统计分析报告" in reader.pages[0].extract_text()
+    assert [round(float(x)) for x in reader.pages[0].mediabox[2:]] == [595, 842]
+    assert "p = " in result.output or "p < " in result.output
