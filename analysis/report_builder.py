@@ -13,7 +13,7 @@ Conventions (README "Report conventions"; `analysis.report.lint` checks the outp
 - labels come from the protocol (arms, visits, fields, analysis sets, methods), never codes;
 - tables and figures are numbered 1, 2, 3 … within their section with no gaps, each with
   footnotes naming its population, model, missing-data handling and source dataset
-  (`analysis.report.spec.source_dataset_name`).
+  (`TOPIC_DATASETS`, or the ADaM dataset the endpoint's result names).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from analysis.report import (
     TableBlock,
     TextBlock,
 )
-from analysis.report.spec import source_dataset_name
+from analysis.report.spec import TOPIC_DATASETS
 from analysis.sap import AnalysisResults, EndpointAnalysis
 from protocols.model import Protocol
 
@@ -393,9 +393,12 @@ class Builder:
 
     # shared pieces ------------------------------------------------------------------------
 
-    def source(self, topic: str, model: str | None = None) -> str:
+    def source(self, topic: str) -> str:
+        """The source footnote of a table on a fixed topic or on an endpoint (by its id)."""
         run = self.meta.generated_at.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        return f"{source_dataset_name(topic, model)}; {self.meta.source}; run {run}"
+        dataset = TOPIC_DATASETS.get(topic) or self.results.endpoint(topic).source_dataset
+        where = f"{dataset}; " if dataset else ""
+        return f"{where}{self.meta.source}; run {run}"
 
     def n_randomized(self) -> int:
         return int(self.results.disposition["randomized"])
@@ -638,7 +641,7 @@ class Builder:
         title = f"{name} ({role})"
         population = endpoint.population
         pop_label = L.set_label(population)
-        source = self.source(endpoint.id, endpoint.model)
+        source = self.source(endpoint.id)
         blocks: list[Any] = [TextBlock(self.estimand_text(endpoint))]
         n_total = sum(endpoint.n_by_arm.values())
         if endpoint.error:
@@ -1402,7 +1405,7 @@ class Builder:
             "16.2.6", L.t("Primary efficacy data", "主要有效性数据") + (
                 f": {primary_name}" if primary_name else ""),
             [subj, arm, L.t("Visit", "访视"), L.t("Value", "数值"), L.t("Change", "变化")],
-            efficacy, self.source(primary.id, primary.model) if primary else src,
+            efficacy, self.source(primary.id) if primary else src,
             L.set_label("fas")))
         sections.append(listing(
             "16.2.7", L.t("Adverse events", "不良事件"),

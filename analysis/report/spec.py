@@ -19,33 +19,14 @@ from typing import Literal, TypeAlias
 PageSize = Literal["letter", "a4"]
 Language = Literal["en", "zh"]
 
-#: Models whose outcome is a time to event (their analysis dataset is ADTTE).
-TIME_TO_EVENT_MODELS = frozenset({"km_logrank", "cox"})
-#: Report topics that read a fixed ADaM dataset rather than an endpoint's own.
+#: Report topics that read a fixed dataset rather than an endpoint's own (an endpoint's tables
+#: name the ADaM dataset its analysis read, recorded in its result by the SAP runner:
+#: `analysis.adam.source_dataset`, the one naming rule the ADaM package follows too).
 TOPIC_DATASETS = {
     "subject_level": "ADSL",  # populations, disposition, demographics, baseline, strata
     "adverse_events": "ADAE",
-    "exposure": "ADEX",  # DTx use (device data) and adherence
+    "exposure": "EX",  # DTx use from the device data (SDTM EX; no ADaM exposure dataset yet)
 }
-
-
-def source_dataset_name(endpoint: str, model: str | None = None) -> str:
-    """Return the ADaM dataset a report table names in its source footnote.
-
-    The naming rule (one place; the ADaM builder may take this function over):
-    ``subject_level`` → ADSL, ``adverse_events`` → ADAE, ``exposure`` → ADEX; an endpoint
-    analysed with a time-to-event model → ADTTE; any other endpoint → its BDS dataset "AD" +
-    the first six letters/digits of the endpoint id in upper case (``hba1c_change`` →
-    ``ADHBA1CC``), a valid 8-character SAS dataset name.
-    """
-    if endpoint in TOPIC_DATASETS:
-        return TOPIC_DATASETS[endpoint]
-    if model in TIME_TO_EVENT_MODELS:
-        return "ADTTE"
-    stem = "".join(c for c in endpoint.upper() if c.isascii() and c.isalnum())
-    if not stem:
-        raise ValueError(f"endpoint id {endpoint!r} has no letters or digits")
-    return f"AD{stem[:6]}"
 
 
 class ReportError(Exception):

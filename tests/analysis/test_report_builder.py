@@ -21,11 +21,13 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Table
 
+from analysis.adam import source_dataset
 from analysis.report import ReportSpec, TableBlock, build_report
 from analysis.report.fonts import load_fonts
 from analysis.report.lint import check_report, lint_pdf, lint_spec
-from analysis.report.spec import Section, source_dataset_name
+from analysis.report.spec import Section
 from analysis.report_builder import (
+    Builder,
     ReportMeta,
     build_report_spec,
     fmt,
@@ -119,11 +121,19 @@ def test_ci_bound_never_prints_negative_zero() -> None:
     assert fmt(None) == "not estimable"
 
 
-def test_source_dataset_names_follow_the_rule() -> None:
-    assert source_dataset_name("subject_level") == "ADSL"
-    assert source_dataset_name("adverse_events") == "ADAE"
-    assert source_dataset_name("time_to_rescue_km", "km_logrank") == "ADTTE"
-    assert source_dataset_name("hba1c_change_w24", "ancova") == "ADHBA1CC"
+def test_each_endpoint_table_names_the_adam_dataset_its_analysis_read() -> None:
+    """The source footnote of an endpoint's tables is the ADaM dataset named by the one
+    naming rule the ADaM package follows (`analysis.adam.source_dataset`)."""
+    protocol = _protocol("type2_diabetes")
+    results = _results("type2_diabetes")
+    builder = Builder(results, _meta(protocol))
+    assert results.endpoints
+    for endpoint in results.endpoints:
+        expected = source_dataset(protocol, endpoint.id)
+        assert endpoint.source_dataset == expected
+        assert builder.source(endpoint.id).startswith(f"{expected}; ")
+    assert builder.source("subject_level").startswith("ADSL; ")
+    assert builder.source("adverse_events").startswith("ADAE; ")
 
 
 # --- the demo reports pass the lint in both languages ------------------------------------------
