@@ -557,10 +557,87 @@ class DiabetesProfile(Profile):
         return 0.0 if minutes == 0 else max(1.0, min(30.0, subject.rng.gauss(5, 2)))
 
 
+class DepressionProfile(Profile):
+    """Adolescent depression: CDRS-R falls 16 points over 12 weeks with either programme and
+    11 with the attention control (SD 8); the weekly PHQ-A follows it; item 9 (self-harm
+    thoughts) is above 0 in about one answer in ten."""
+
+    ae_terms = ("headache", "sleep problems", "irritability", "eye strain", "nausea")
+    serious_ae_terms = ("hospital admission for self-harm", "hospital admission for appendicitis")
+    ae_rate = 0.3
+
+    def traits(self, subject: Subject) -> None:
+        rng = subject.rng
+        subject.traits.update(
+            age=rng.randint(12, 17),
+            sex=rng.choice(("1", "2", "2")),
+            cdrs=max(40, min(80, round(rng.gauss(56, 7)))),
+            phqa=rng.randint(11, 18),
+            response=rng.gauss(0, 8),
+        )
+
+    def _phq_items(self, subject: Subject, total: int) -> Values:
+        rng = subject.rng
+        items = split_total(max(0, total), [3] * 8, rng)
+        item9 = 1 if rng.random() < 0.1 else 0
+        return {**{f"phqa_{i}": v for i, v in enumerate(items, start=1)}, "phqa_9": item9}
+
+    def screening(self, subject: Subject, failing: str | None) -> Values:
+        rng, t = subject.rng, subject.traits
+        values: Values = {
+            "screening_on": subject.screening_on.isoformat(),
+            "age_years": t["age"],
+            "sex": t["sex"],
+            "has_phone": "1",
+            "suicide_plan": "0",
+            "psychosis_bipolar": "0",
+            "antidepressant": "1" if rng.random() < 0.2 else "0",
+            **self._phq_items(subject, t["phqa"]),
+        }
+        values["phqa_9"] = 0  # an item-9 answer at screening goes to the clinician at once
+        if failing == "inc_age":
+            values["age_years"] = rng.choice((10, 11, 18, 19))
+        elif failing == "inc_phqa":
+            values.update(self._phq_items(subject, rng.choice((4, 6, 22))))
+            values["phqa_9"] = 0
+        elif failing == "inc_phone":
+            values["has_phone"] = "0"
+        elif failing == "exc_suicide_plan":
+            values["suicide_plan"] = "1"
+        elif failing == "exc_psychosis":
+            values["psychosis_bipolar"] = "1"
+        return values
+
+    def visit(
+        self, subject: Subject, visit: VisitDef, fraction: float, on: datetime.date
+    ) -> Values:
+        rng, t = subject.rng, subject.traits
+        drop = (16 if subject.is_active_arm else 11) * fraction + t["response"] * fraction
+        cdrs = max(17, min(113, round(t["cdrs"] - drop + rng.gauss(0, 3))))
+        phqa = round(t["phqa"] * (cdrs - 17) / max(1, t["cdrs"] - 17))
+        return {"cdrs_total": cdrs, "cdrs_by_interview": "1",
+                **self._phq_items(subject, min(24, phqa))}
+
+    def end_of_study(self, subject: Subject, status: str, on: datetime.date) -> Values:
+        changed = subject.rng.random() < 0.05
+        values = {**super().end_of_study(subject, status, on),
+                  "started_antidepressant": "1" if changed else "0"}
+        if changed:
+            values["antidepressant_on"] = on.isoformat()
+        return values
+
+    def adverse_event(self, subject: Subject, onset_on: datetime.date, serious: bool) -> Values:
+        values = super().adverse_event(subject, onset_on, serious)
+        values.pop("ae_hypo", None)
+        values["ae_related"] = "no"
+        return values
+
+
 PROFILES: dict[str, type[Profile]] = {
     "MCI-COGTRAIN-01": CognitiveProfile,
     "MYOPIA-DTX-01": MyopiaProfile,
     "T2D-COACH-01": DiabetesProfile,
+    "ADOL-DEP-01": DepressionProfile,
 }
 
 
@@ -636,6 +713,12 @@ class _Run:
             s.id: ensure_staff(session, trial, "investigator", s) for s in self.sites
         }
         self.data_manager = ensure_staff(session, trial, "data_manager")
+        # a protocol's outcome-assessor forms are entered by a (blinded) assessor of the site
+        self.assessors = (
+            {s.id: ensure_staff(session, trial, "outcome_assessor", s) for s in self.sites}
+            if any(f.respondent == "outcome_assessor" for f in protocol.forms)
+            else {}
+        )
         self.device_batch: list[dict[str, object]] = []
         visits = protocol.schedule.visits
         self.screening_visits = [v for v in visits if v.day < 0]
@@ -840,9 +923,17 @@ class _Run:
             )
             epro.complete_link(self.session, link.link.id)
         else:
+            writer = staff
+            if form.respondent == "outcome_assessor":
+                site_id = self.session.scalars(
+                    select(Participant.site_id).where(
+                        Participant.trial_id == self.trial.id, Participant.subject_code == code
+                    )
+                ).one()
+                writer = self.assessors[site_id]
             forms.save_form(
                 self.session,
-                staff,
+                writer,
                 self.trial,
                 code,
                 visit_code,

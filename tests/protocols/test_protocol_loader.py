@@ -510,7 +510,7 @@ def test_library_paths_and_merge_key_hint() -> None:
     from protocols.loader import library_protocol_paths
 
     assert list(library_protocol_paths()) == [
-        "cognitive_impairment", "pediatric_myopia", "type2_diabetes"]
+        "adolescent_depression", "cognitive_impairment", "pediatric_myopia", "type2_diabetes"]
     text = replace(MINIMAL, "sample_size: {n: 100}", "base: &b {n: 100}\nsample_size: {<<: *b}")
     messages = [i.message for i in errors(text)]
     assert "unknown key 'base' in Protocol (did you mean 'phase'?)" in messages
