@@ -181,6 +181,14 @@ def test_sec_09_hostile_values_in_every_body_and_query_schema(
     staff = load_trial(client)
     subject = enrolled_mci_participant(client, staff)
     root = login(client, make_user("root", superuser=True))
+    # the DTx app's routes open to a participant's app token only (staff tokens are refused)
+    randomized = client.post(f"/api/v1/trials/{MCI_CODE}/participants/{subject}/randomization",
+                             json={}, headers=staff["inv"].headers)
+    assert randomized.status_code == 201, randomized.get_json()
+    redeemed = client.post("/api/v1/app/activation", json={
+        "trial": MCI_CODE, "activation_code": randomized.get_json()["activation_code"]})
+    assert redeemed.status_code == 201, redeemed.get_json()
+    app_headers = {"Authorization": f"Bearer {redeemed.get_json()['token']}"}
     ids = {
         "code": MCI_CODE,
         "subject": subject,
@@ -221,7 +229,8 @@ def test_sec_09_hostile_values_in_every_body_and_query_schema(
                 ).map(lambda bad, name=param[0]: (f"{url}?{name}={_query_text(bad)}", ""))
             )
 
-        sent += _probe(client, root.headers, method, strategy, failures)
+        headers = app_headers if path.startswith("/api/v1/app/") else root.headers
+        sent += _probe(client, headers, method, strategy, failures)
     print(f"hostile requests sent: {sent} over {len(operations)} operations")
     assert sent >= len(operations) * 3
     assert not failures, "\n".join(failures[:20])
