@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -127,16 +126,14 @@ def _simulate(n_subjects: int, n_visits: int, seed: int) -> pd.DataFrame:
     return frame
 
 
-def test_mmrm_fits_ten_thousand_subjects_quickly() -> None:
-    """10,000 subjects x 5 visits with intermittent missing values fit by UN in < 5 s."""
+def test_mmrm_fits_ten_thousand_subjects() -> None:
+    """10,000 subjects x 5 visits with intermittent missing values fit by UN (its speed against
+    R is a benchmark: bench/mmrm.py)."""
     frame = _simulate(10_000, 5, seed=7)
-    started = time.perf_counter()
     result = fit_mmrm(
         frame, outcome="y", arm="arm", visit="visit", subject="subject", baseline="base",
         reference_arm="control",
     )
-    elapsed = time.perf_counter() - started
-    assert elapsed < 5.0
     assert result.warnings == ()
     assert result.effect(visit="V5").estimate == pytest.approx(-0.5, abs=0.06)
     assert result.n_by_arm["active"] + result.n_by_arm["control"] == 10_000

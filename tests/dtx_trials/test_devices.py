@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import time
 from typing import Any
 
 import pytest
@@ -233,7 +232,7 @@ def test_who_may_send_data(client: FlaskClient, staff_and_subject: tuple[TrialSt
     assert post(client, staff, late, who="coord").get_json()["errors"][0]["field"] == "subject"
 
 
-def test_fifty_thousand_records_ingest_quickly(
+def test_fifty_thousand_records_in_one_batch_are_all_stored(
     client: FlaskClient, staff_and_subject: tuple[TrialStaff, str], backend: str
 ) -> None:
     staff, subject = staff_and_subject
@@ -249,13 +248,11 @@ def test_fifty_thousand_records_ingest_quickly(
         }
         for i in range(50_000)
     ]
-    began = time.perf_counter()
+    # one request, every record stored (its speed is a benchmark: bench/device_ingest.py)
     response = post(client, staff, batch)
-    elapsed = time.perf_counter() - began
     assert response.status_code == 200
     assert response.get_json()["accepted"] == 50_000
     assert n_observations() == 50_000
-    assert elapsed < 30, f"{backend}: {elapsed:.1f} s"
 
 
 def test_adherence_on_a_known_data_set(client: FlaskClient) -> None:
