@@ -69,6 +69,15 @@ def target_of(row: RatioRow) -> Target | None:
     return None
 
 
+def _verdict(row: RatioRow, target: Target | None) -> str:
+    if target is None:
+        return ""
+    if target[1](row):
+        return "met"
+    # a baseline stopped at its cap: the ratio is only an upper bound
+    return "unknown (baseline capped)" if row.is_baseline_lower_bound else "NOT MET"
+
+
 def _spread(row: RatioRow) -> str:
     if len(row.runs) < 2:
         return ""
@@ -91,7 +100,7 @@ def print_summary(rows: Sequence[RatioRow], skipped: dict[str, str]) -> None:
              f"{ratio_bound}{format_number(ratio)}" if ratio is not None else "-",
              _spread(row),
              target[0] if target else "-",
-             ("met" if target[1](row) else "NOT MET") if target else ""]
+             _verdict(row, target)]
         )  # fmt: skip
     for name, why in skipped.items():
         table.append([name, f"not run: {why}", "-", "-", "-", "", "", ""])
