@@ -201,8 +201,10 @@ API_BODIES: dict[str, Any] = {
     "econsent_api.Countersign": {"password": PASSWORD},
     "safety.Report": {"causality": "possibly", "expectedness": "expected",
                       "narrative": "probe"},
+    "coding.CodingQueue": {"kind": "ae", "verbatim": "probe", "dictionary_term": "probe"},
 }
 PAGE_BODIES: dict[str, dict[str, str]] = {
+    "trial_pages.code_term": {"kind": "ae", "verbatim": "probe", "dictionary_term": "probe"},
     "trial_pages.record_status": {"target": "verified"},
     "trial_pages.screen": {"site": "BJ01"},
     "trial_pages.sign": {"password": PASSWORD, "meaning": "review", "expected_version": "1"},
