@@ -331,7 +331,8 @@ def build_files(data: ExportData, formats: Sequence[str]) -> dict[str, bytes]:
         except XptError as exc:
             raise ValidationError(
                 "the data cannot be written as SAS XPORT v5, which holds printable ASCII only "
-                "(FDA); correct the value, or export CSV, ODM or FHIR (UTF-8)",
+                "(FDA); correct or translate the value, or use a UTF-8 export (Dataset-JSON, "
+                "CSV, ODM or FHIR)",
                 {"xpt": [str(exc)]},
             ) from exc
         except ExportError as exc:

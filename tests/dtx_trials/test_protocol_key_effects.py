@@ -883,9 +883,10 @@ PROBES: dict[str, Probe] = {
         both(setter(lambda d: form(d, "app_experience"), "id", "app_feedback"),
              lambda d: [v.__setitem__("forms", ["app_feedback" if f == "app_experience" else f
                                                 for f in v.get("forms", [])])
-                        for v in d["schedule"]["visits"]]),
+                        for v in d["schedule"]["visits"]],
+             setter(lambda d: cdisc_map(d, "QS", "app_experience"), "form", "app_feedback")),
         epro_form("app_experience", "week_4"),
-        also=("schedule.visits[].forms[]",),
+        also=("schedule.visits[].forms[]", "cdisc.mappings[].form"),
     ),
     "forms[].respondent": Probe("mci", setter(lambda d: form(d, "app_experience"), "respondent",
                                               "site"), epro_form("app_experience", "week_4")),
@@ -925,8 +926,12 @@ PROBES: dict[str, Probe] = {
                    submit=False),
     ),
     "forms[].fields[].choices[].code": Probe(
-        "mci", setter(lambda d: fld(d, "eos_status")["choices"][4], "code", "other_reason"),
+        "mci",
+        both(setter(lambda d: fld(d, "eos_status")["choices"][4], "code", "other_reason"),
+             setter(lambda d: cdisc_var(d, "DS", "DSDECOD")["terms"][4], "code",
+                    "other_reason")),
         form_check("end_of_study", {"eos_status": "other"}, submit=False),
+        also=("cdisc.mappings[].variables[].terms[].code",),
     ),
     "forms[].fields[].show_if": Probe(
         "mci", setter(lambda d: fld(d, "app_problem_text"), "show_if", "[app_problem] = '0'"),
@@ -956,6 +961,8 @@ PROBES: dict[str, Probe] = {
     "forms[].fields[].identifier": Probe(
         "mci", setter(lambda d: fld(d, "cm_indication"), "identifier", True),
         export_columns("con_meds"),
+        # an identifier is never mapped to SDTM (the validator refuses it): unmap it first
+        setup=lambda d: cdisc_map(d, "CM")["variables"].remove(cdisc_var(d, "CM", "CMINDC")),
     ),
     "forms[].checks[].id": Probe(
         "mci", setter(lambda d: form(d, "adverse_events")["checks"][0], "id", "ae_order"),
@@ -973,8 +980,9 @@ PROBES: dict[str, Probe] = {
     # ---- device streams (adherence probes run against stored device data, see below)
     "device_streams[].id": Probe(
         "mci", both(setter(lambda d: d["device_streams"][0], "id", "training_time"),
-                    setter(lambda d: event(d, "stopped_training"), "stream", "training_time")),
-        shell_steps=("ingest",), also=("intercurrent_events[].stream",),
+                    setter(lambda d: event(d, "stopped_training"), "stream", "training_time"),
+                    setter(lambda d: cdisc_map(d, "EX"), "stream", "training_time")),
+        shell_steps=("ingest",), also=("intercurrent_events[].stream", "cdisc.mappings[].stream"),
     ),
     "device_streams[].unit": Probe("mci", setter(lambda d: d["device_streams"][0], "unit", "h"),
                                    shell_steps=("ingest",)),

@@ -140,6 +140,14 @@ def regulated_trial(client: FlaskClient) -> RegulatedTrial:
     api(client, staff["inv"], "POST", f"/safety-events/{sae_id}/follow-ups",
         {"causality": "possibly", "expectedness": "unexpected", "outcome": "recovering",
          "narrative": "Discharged."}, 201)
+    # the AE term coded against a (synthetic) sponsor dictionary by the data manager
+    from dtx_trials.services import accounts, coding
+
+    manager = accounts.actor_for(db.session, staff["dm"].user, via="cli")
+    coding.load_dictionary(db.session, manager, staff.trial, name="DTX-SYNTHETIC", version="1.0",
+                           text="term,preferred_term,body_system\nfracture,Fracture,"
+                                "Injury poisoning and procedural complications\n")
+    assert api(client, staff["dm"], "POST", "/coding/auto", None, 200)["n_coded"] == 1
     # a remote consent signed on its link (code through the outbox) and countersigned
     remote = api(client, staff["inv"], "POST", "/participants",
                  {"site": "BJ01", "identifiers": {"phone": "13900002222"}}, 201)["subject_code"]
@@ -161,8 +169,6 @@ def regulated_trial(client: FlaskClient) -> RegulatedTrial:
     consent_id = db.session.scalars(select(Consent.id).where(Consent.method == "remote")).one()
     api(client, staff["inv"], "POST", f"/participants/{remote}/consents/{consent_id}/countersign",
         {"password": PASSWORD}, 200)
-    from dtx_trials.services import accounts
-
     stat = accounts.actor_for(db.session, staff["stat"].user, via="cli")
     analyses.request_analysis(db.session, stat, staff.trial)
     return RegulatedTrial(staff, subject, other, record_id)

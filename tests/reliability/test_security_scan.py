@@ -215,8 +215,10 @@ API_BODIES: dict[str, Any] = {
                              "client_secret": "probe"},
     "dtx_app.Answer": {"values": {}},
     "dtx_app.AppDeviceData": [],
+    "coding.CodingQueue": {"kind": "ae", "verbatim": "probe", "dictionary_term": "probe"},
 }
 PAGE_BODIES: dict[str, dict[str, str]] = {
+    "trial_pages.code_term": {"kind": "ae", "verbatim": "probe", "dictionary_term": "probe"},
     "trial_pages.record_status": {"target": "verified"},
     "trial_pages.screen": {"site": "BJ01"},
     "trial_pages.sign": {"password": PASSWORD, "meaning": "review", "expected_version": "1"},
