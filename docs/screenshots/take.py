@@ -2,9 +2,10 @@
 
     .venv/bin/dtx demo --protocol protocols/library/cognitive_impairment.yaml \\
         --participants 120 --out out/demo
-    .venv/bin/dtx users set-password monitor        # (DATABASE_URL as below)
-    DATABASE_URL=sqlite:///out/demo/demo.sqlite DTX_SHOT_PASSWORD=... \\
-        .venv/bin/python docs/screenshots/take.py monitor
+    export DATABASE_URL=sqlite:///out/demo/demo.sqlite
+    .venv/bin/dtx users set-password sim-mci-cogtrain-01-data-manager --password '...'
+    DTX_SHOT_PASSWORD='...' .venv/bin/python docs/screenshots/take.py \\
+        sim-mci-cogtrain-01-data-manager
 
 Serves the app on a free local port, signs in with Debian's chromium (Playwright), saves
 ``dashboard.png`` and ``record-grid.png`` here (1280 px wide, palette PNG to keep them small).

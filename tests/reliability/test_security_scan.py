@@ -232,7 +232,10 @@ QUERIES: dict[str, str] = {
     "trial_pages.protocol_diff": "?old=1&new=1",
 }
 # Responses that are the protocol itself: the design names its arms; no allocation is shown.
-PROTOCOL_DOCUMENTS = frozenset({"protocols.VersionItem"})
+# the protocol itself, to those who manage it: its arms are the design, not an allocation
+PROTOCOL_DOCUMENTS = frozenset(
+    {"protocols.VersionItem", "builder_pages.builder", "builder_pages.builder_action"}
+)
 IDENTITIES = (
     {
         "full_name": "Ouyang Xiaofeng",
