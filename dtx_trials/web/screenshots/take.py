@@ -4,7 +4,7 @@
         --participants 120 --out out/demo
     export DATABASE_URL=sqlite:///out/demo/demo.sqlite
     .venv/bin/dtx users set-password sim-mci-cogtrain-01-data-manager --password '...'
-    DTX_SHOT_PASSWORD='...' .venv/bin/python docs/screenshots/take.py \\
+    DTX_SHOT_PASSWORD='...' .venv/bin/python dtx_trials/web/screenshots/take.py \\
         sim-mci-cogtrain-01-data-manager
 
 Serves the app on a free local port, signs in with Debian's chromium (Playwright), saves
