@@ -36,10 +36,10 @@ pytest: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dtx demo --out out/demo
 
-## translations: extract the page labels (babel.cfg) to messages.pot and compile every catalog
+## translations: extract the page labels (dtx_trials/web/translations/babel.cfg) to messages.pot and compile every catalog
 ## (.po -> .mo); a key new in the .pot is added to each messages.po by hand (the test says which)
 translations: $(STAMP)
-	$(BIN)/pybabel extract -F babel.cfg -k t -k tn -k _t -k translate -o dtx_trials/web/translations/messages.pot --no-location --omit-header .
+	$(BIN)/pybabel extract -F dtx_trials/web/translations/babel.cfg -k t -k tn -k _t -k translate -o dtx_trials/web/translations/messages.pot --no-location --omit-header .
 	$(BIN)/pybabel compile -d dtx_trials/web/translations -D messages --statistics
 
 bench: $(STAMP)

@@ -41,3 +41,19 @@ def test_core_respects_dependency_direction(package: str) -> None:
     loaded = _modules_after_import(package)
     others = (set(CORES) - {package}) & loaded
     assert others <= ALLOWED[package], f"{package} imports {sorted(others - ALLOWED[package])}"
+
+
+def test_the_top_level_is_fixed() -> None:
+    """DESIGN.md's fixed top level: nothing else is tracked at the repository root."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert tracked, "not a git checkout"
+    allowed = {
+        "dtx_trials", "protocols", "randomization", "ecrf", "analysis", "migrations", "tests",
+        "setup.cfg", "README.md", "Makefile", "pyproject.toml", "bench", ".ci", ".gitignore",
+    }
+    assert {path.split("/", 1)[0] for path in tracked} <= allowed

@@ -52,7 +52,7 @@ def test_every_extracted_label_is_in_every_catalog(tmp_path: Path) -> None:
             "--quiet",
             "extract",
             "-F",
-            "babel.cfg",
+            "dtx_trials/web/translations/babel.cfg",
             "-k",
             "t",
             "-k",
