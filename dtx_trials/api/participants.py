@@ -258,10 +258,12 @@ class Participants(MethodView):
     def get(self, args: dict[str, Any], code: str) -> Any:
         """List participants at the sites I may see, a page at a time (``X-Total-Count`` and
         ``Link`` headers): search by subject code (``q``), filter by site and status, sort."""
+        trial = _trial(code)
+        active = trial.active_protocol_version_id  # read before the listing ends its transaction
         result = listing.participants_page(
             db.session,
             current_actor(),
-            _trial(code),
+            trial,
             search=args["q"],
             site_code=args["site"],
             status=args["status"],
@@ -278,7 +280,6 @@ class Participants(MethodView):
                 db.session, participants, service.current_protocol(db.session, participants[0])
             )
             g.version_refs = version_refs({p.protocol_version_id for p in participants})
-            active = _trial(code).active_protocol_version_id
             g.on_active_version = {
                 p.id for p in participants
                 if p.protocol_version_id in (None, active)
