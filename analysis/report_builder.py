@@ -1032,15 +1032,28 @@ class Builder:
         result = m["result"]
         family = {f["id"]: f for f in m.get("family", ())}
         yes, no = L.t("yes", "是"), L.t("no", "否")
+
+        def hypothesis(h: str) -> str:
+            """A hypothesis by its endpoint's label (and its arm's, one per active arm)."""
+            if h in L.ids:
+                return L.ids[h]
+            member = family.get(h) or {}
+            endpoint = str(member.get("endpoint") or "")
+            if endpoint not in L.ids:
+                return h
+            arm = member.get("arm")
+            return f"{L.ids[endpoint]} ({L.arm(str(arm))})" if arm and h != endpoint \
+                else L.ids[endpoint]
+
         rows = [
-            (L.ids.get(str(d["endpoint"]), str(d["endpoint"])),
+            (hypothesis(str(d["endpoint"])),
              L.contrast(str(family.get(d["endpoint"], {}).get("contrast") or ""))
              or L.t("all arms", "全部组"),
              fmt_p(d["p_value"]), fmt_p(d["adjusted_p_value"]),
              yes if d["rejected"] else no, yes if d["tested"] else no)
             for d in result["decisions"]
         ]
-        order = ", ".join(L.ids.get(str(o), str(o)) for o in m["order"])
+        order = ", ".join(hypothesis(str(o)) for o in m["order"])
         text = L.t(
             f"Procedure: {L.method(m['procedure'])}"
             f"{' (declared in the protocol)' if m.get('declared') else ''}; family-wise alpha "
@@ -1066,9 +1079,9 @@ class Builder:
         if path:
             steps = []
             for k, step in enumerate(path, start=1):
-                levels = ", ".join(f"{L.ids.get(h, h)} {fmt(a, 4)}"
+                levels = ", ".join(f"{hypothesis(h)} {fmt(a, 4)}"
                                    for h, a in step["levels"].items())
-                action = (L.t("reject ", "拒绝 ") + L.ids.get(step["rejected"], step["rejected"])
+                action = (L.t("reject ", "拒绝 ") + hypothesis(step["rejected"])
                           if step["rejected"] else L.t("stop", "停止"))
                 steps.append((str(k), levels, action))
             blocks.append(_table(

@@ -229,18 +229,28 @@ def _export(trial: Any, trial_out: Path) -> dict[str, Any]:
         return {"exports": "not available in this installation"}
     from dtx_trials.cli import _run
     from dtx_trials.extensions import db
+    from dtx_trials.services.protocols import active_protocol_model
 
     actor = _operator(trial, "unblinded_statistician")
     folder = trial_out / "exports"
+    # SDTM (and the package built on it) exists only from a declared mapping: never guessed
+    mapped = active_protocol_model(db.session, trial).cdisc is not None
+    db.session.rollback()
+    formats = EXPORT_FORMATS if mapped else tuple(f for f in EXPORT_FORMATS if f != "xpt")
     with console.status(f"{trial.code}: writing exports"):
         written = _run(
             lambda: exports.export_trial(
-                db.session, actor, trial, formats=EXPORT_FORMATS, out_dir=folder
+                db.session, actor, trial, formats=formats, out_dir=folder
             )
         )
     console.print(f"{trial.code}: {len(written)} export file(s) → {folder}", highlight=False)
     result: dict[str, Any] = {"exports_dir": str(folder),
                               "export_files": [str(p) for p in written]}
+    if not mapped:
+        note = "not written: the protocol declares no cdisc mapping (SDTM comes only from one)"
+        console.print(f"{trial.code}: SDTM/ADaM package {note}", highlight=False)
+        result["cdisc_package"] = note
+        return result
     result.update(_cdisc_package(trial, trial_out))
     return result
 

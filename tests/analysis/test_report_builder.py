@@ -42,7 +42,8 @@ from protocols.loader import load_protocol
 from protocols.model import Protocol
 
 LIBRARY = Path(__file__).resolve().parents[2] / "protocols" / "library"
-DEMOS = ("cognitive_impairment", "pediatric_myopia", "type2_diabetes")
+# every library protocol (the three-arm adolescent trial tests one hypothesis per active arm)
+DEMOS = ("cognitive_impairment", "pediatric_myopia", "type2_diabetes", "adolescent_depression")
 GENERATED = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
 
 

@@ -317,3 +317,29 @@ def test_dtx_demo_writes_database_summary_report_and_exports(tmp_path: Path) -> 
     for username in ("admin", "sponsor", "investigator", "statistician", "auditor"):
         assert re.search(rf"^\s+{username}\s+\S{{12,}}", result.stdout, re.MULTILINE)
     assert "sponsor_admin@T2D-COACH-01" in result.stdout
+
+
+def test_dtx_demo_of_a_protocol_without_a_cdisc_mapping_writes_no_sdtm(tmp_path: Path) -> None:
+    """SDTM comes only from a declared mapping: the demo of a protocol without one writes the
+    other exports and says the package was not written (it neither guesses nor aborts)."""
+    env = {
+        **os.environ,
+        "DTX_INSTANCE_PATH": str(tmp_path / "instance"),
+        "DTX_ARGON2_TIME_COST": "1",
+        "DTX_ARGON2_MEMORY_KIB": "1024",
+    }
+    env.pop("DATABASE_URL", None)
+    env.pop("DTX_FIELD_KEY", None)
+    out = tmp_path / "demo"
+    protocol = LIBRARY / "adolescent_depression.yaml"
+    assert "\ncdisc:" not in protocol.read_text(encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "dtx_trials", "demo", "--protocol", str(protocol),
+         "--participants", "6", "--out", str(out)],
+        env=env, text=True, capture_output=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "ADOL-DEP-01.summary.json").read_text(encoding="utf-8"))
+    assert summary["cdisc_package"].startswith("not written: the protocol declares no cdisc")
+    assert summary["export_files"] and not any(p.endswith(".xpt") for p in summary["export_files"])
+    assert not (out / "ADOL-DEP-01" / "package").exists()
