@@ -136,6 +136,10 @@ DESCRIPTIVE_KEYS: dict[str, str] = {
     "sites.initial[].name": "text shown to people",
     "arms[].name.<language>": "text shown to people in that language, only where the arm "
     "may be shown (as the English and Chinese names)",
+    "product.name.<language>": "the product's name in that language, for people (the report's "
+    "title page prints the English or Chinese name, each probed)",
+    "indication.<language>": "the indication in that language, for people (the report's title "
+    "page prints the English or Chinese text, each probed)",
     "device_streams[].kind": "what the stream measures, for people (unit and range are checked)",
     "device_streams[].cadence": "expected frequency, for people (nothing checks data timing)",
     "forms[].fields[].unit": "text shown beside the input and in exports",
