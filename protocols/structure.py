@@ -156,6 +156,10 @@ FIELD = Obj(
              ListOf(Enum(tuple(MISSING_CODES), "Missing-data code"), "Missing codes allowed")),
         Prop("identifier", Bool("Direct identifier: encrypted at rest, never exported")),
         Prop("slider_labels", ListOf(LABEL, "Slider anchors: left, (middle), right")),
+        Prop("classification", Enum(
+            ("identifier", "quasi_identifier", "sensitive", "free_text"),
+            "Data classification for de-identified exports (safe_harbor drops "
+            "quasi-identifiers, drops or scrubs free text)")),
     ),
 )
 
