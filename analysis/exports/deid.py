@@ -118,7 +118,13 @@ def apply_profile(
         return data
     if not key:
         raise ValueError("the safe_harbor profile needs the instance key (DTX_FIELD_KEY)")
-    names = tuple(names)
+    # the trial's own direct identifiers (names, phones, ids) are scrubbed from free text too
+    defs = {(f.id, fd.id): fd for f in data.forms for fd in f.fields}
+    names = (*names, *(
+        v.value for v in data.values
+        if isinstance(v.value, str) and len(v.value.strip()) >= 2
+        and (fd_ := defs.get((v.form_id, v.field_id))) is not None and fd_.identifier
+    ))
     offsets = {s.subject_code: date_shift_days(key, s.subject_code) for s in data.subjects}
 
     def move(d: date | None, code: str) -> date | None:
@@ -141,7 +147,6 @@ def apply_profile(
     mapped = _cdisc_fields(data)
     ages = {v.field for m in (data.cdisc.domain_maps("DM") if data.cdisc else ())
             for v in m.variables if v.variable == "AGE" and v.field is not None}
-    defs = {(f.id, fd.id): fd for f in data.forms for fd in f.fields}
     recoded: dict[str, CodedTerm] = dict(data.coded_terms)
     recoded_cm: dict[str, CodedTerm] = dict(data.coded_medications)
     values: list[FormValue] = []
