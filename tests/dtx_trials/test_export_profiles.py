@@ -107,3 +107,21 @@ def test_deid_02_unknown_profile_is_422_and_cdisc_takes_limited_only(
     assert response.get_json()["errors"]["profile"]
     assert not list(db.session.scalars(select(AuditEvent).where(
         AuditEvent.action == "export.created")))
+
+
+def test_deid_01_sensitive_fields_are_named_for_the_audit_event() -> None:
+    """PIPL Art. 28: an export names the fields classified sensitive that it carries."""
+    from dataclasses import replace
+
+    from tests.analysis.exports.export_samples import make_export_data
+
+    data = make_export_data()
+    assert exports.sensitive_fields(data) == []
+    forms = tuple(replace(f, fields=tuple(
+        replace(fd, classification="sensitive") if fd.id in ("total", "ae_serious", "postcode")
+        else fd for fd in f.fields)) for f in data.forms)
+    marked = replace(data, forms=forms)
+    assert exports.sensitive_fields(marked) == ["adas_cog.total", "adverse_events.ae_serious"]
+    # a sensitive field with no value in the export is not named
+    assert exports.sensitive_fields(replace(marked, values=tuple(
+        v for v in marked.values if v.field_id != "total"))) == ["adverse_events.ae_serious"]
