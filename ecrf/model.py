@@ -121,6 +121,9 @@ class FieldDef:
     allow_missing_codes: tuple[str, ...] = ()
     identifier: bool = False  # a direct identifier: encrypted at rest, never exported
     slider_labels: tuple[Label, ...] = ()  # left, (middle), right
+    #: data classification for de-identified exports (identifier, quasi_identifier, sensitive,
+    #: free_text); None: not classified
+    classification: str | None = None
 
 
 @dataclass(frozen=True)

@@ -106,8 +106,9 @@ def build_field(data: Data) -> FieldDef:
         calculation=data.get("calculation"),
         checks=tuple(_check(c) for c in data.get("checks", [])),
         allow_missing_codes=tuple(data.get("allow_missing_codes", [])),
-        identifier=data.get("identifier", False),
+        identifier=data.get("identifier", data.get("classification") == "identifier"),
         slider_labels=tuple(build_label(x) for x in data.get("slider_labels", [])),
+        classification=data.get("classification"),
     )
 
 

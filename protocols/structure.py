@@ -156,6 +156,12 @@ FIELD = Obj(
              ListOf(Enum(tuple(MISSING_CODES), "Missing-data code"), "Missing codes allowed")),
         Prop("identifier", Bool("Direct identifier: encrypted at rest, never exported")),
         Prop("slider_labels", ListOf(LABEL, "Slider anchors: left, (middle), right")),
+        Prop("classification", Enum(
+            ("sensitive", "free_text", "quasi_identifier", "identifier"),
+            "Data classification for de-identified exports: identifier (as identifier: true), "
+            "quasi_identifier (dropped by safe_harbor), free_text (safe_harbor drops it, or "
+            "scrubs it where the CDISC mapping needs it), sensitive (named in the export's "
+            "audit event)")),
     ),
 )
 

@@ -481,6 +481,15 @@ def _check_field(ctx: _Context, f: FieldDef, base: Path) -> None:
                 f"not on {f.type}")
     if f.slider_labels and f.type != "slider":
         r.error((*base, "slider_labels"), "slider_labels are only allowed on slider fields")
+    if f.classification == "identifier" and not f.identifier:
+        r.error((*base, "identifier"), f"field '{f.id}' is classified identifier but says "
+                "identifier: false")
+    if f.identifier and f.classification not in (None, "identifier"):
+        r.error((*base, "classification"), f"field '{f.id}' is a direct identifier "
+                f"(identifier: true) and cannot be classified {f.classification}")
+    if f.classification == "free_text" and f.type != "text":
+        r.error((*base, "classification"), f"free_text is only allowed on text fields, "
+                f"not on {f.type}")
     if f.type == "slider" and (f.min is None or f.max is None):
         r.error((*base, "type"), f"slider field '{f.id}' needs min and max")
     if isinstance(f.min, (int, float)) and isinstance(f.max, (int, float)) and f.min > f.max:

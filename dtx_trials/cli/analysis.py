@@ -164,7 +164,18 @@ def analyze(
     default=False,
     help="Include real arms (acts as the unblinded statistician).",
 )
-def export(trial_code: str, formats: tuple[str, ...], out: Path, unblinded: bool) -> None:
+@click.option(
+    "--profile",
+    type=click.Choice(["limited", "safe_harbor"]),
+    default="limited",
+    show_default=True,
+    help="De-identification: limited (ISO dates, identifiers dropped) or safe_harbor (dates "
+    "shifted per participant, ages 90+, free text scrubbed or dropped, quasi-identifiers "
+    "dropped, no audit trail; not with cdisc).",
+)
+def export(
+    trial_code: str, formats: tuple[str, ...], out: Path, unblinded: bool, profile: str
+) -> None:
     """Write de-identified exports (CSV, SAS XPORT v5, CDISC ODM 1.3.2, FHIR R4, CDISC package)."""
     from dtx_trials.cli import _run, with_app
 
@@ -177,11 +188,12 @@ def export(trial_code: str, formats: tuple[str, ...], out: Path, unblinded: bool
         actor = _operator(trial, "unblinded_statistician" if unblinded else "data_manager")
         plain = tuple(f for f in formats if f != "cdisc")
         written = _run(
-            lambda: exports.export_trial(db.session, actor, trial, formats=plain, out_dir=out)
+            lambda: exports.export_trial(db.session, actor, trial, formats=plain, out_dir=out,
+                                         profile=profile)
         ) if plain else []
         if "cdisc" in formats:
             package, report = _run(lambda: cdisc_package.export_cdisc_package(
-                db.session, actor, trial, out / "cdisc"))
+                db.session, actor, trial, out / "cdisc", profile))
             written += package
             console.print(
                 f"conformance: {len(report.findings)} finding(s) ({report.n_errors} error(s), "

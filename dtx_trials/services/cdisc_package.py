@@ -29,13 +29,20 @@ from dtx_trials.services.protocols import blinded_roles
 
 
 def build_cdisc_package(
-    session: Session, actor: Actor, trial: Trial
+    session: Session, actor: Actor, trial: Trial, profile: str = "limited"
 ) -> tuple[dict[str, bytes], ConformanceReport, bool]:
     """Return (files, conformance report, blinded) for the actor; audited with file hashes.
 
     Raises ValidationError (422) naming the dataset, variable and row when the data cannot be
-    packaged (e.g. a non-ASCII value XPT v5 cannot hold, or a missing required input)."""
+    packaged (e.g. a non-ASCII value XPT v5 cannot hold, or a missing required input), and
+    for any profile but ``limited``: the package's ADaM and --DTC dates are a limited data
+    set (DEID-02)."""
     require(actor, "export.run", trial.id)
+    if profile != "limited":
+        raise ValidationError(
+            "the CDISC package is a limited data set (real --DTC dates, ADaM from the analysis "
+            "data); use profile limited, or the xpt/csv/odm/fhir exports with safe_harbor",
+            {"profile": [f"the cdisc package takes only limited, not {profile}"]})
     blinded = not sees_arms(actor, trial.id, blinded_roles(session, trial))
     data = export_data(session, trial, blinded=blinded)
     try:
@@ -61,6 +68,7 @@ def build_cdisc_package(
             details={
                 "formats": ["cdisc"],
                 "blinded": blinded,
+                "profile": "limited",
                 "conformance_findings": len(report.findings),
                 "files": {k: hashlib.sha256(v).hexdigest() for k, v in sorted(files.items())},
             },
@@ -69,10 +77,10 @@ def build_cdisc_package(
 
 
 def export_cdisc_package(
-    session: Session, actor: Actor, trial: Trial, out_dir: Path
+    session: Session, actor: Actor, trial: Trial, out_dir: Path, profile: str = "limited"
 ) -> tuple[list[Path], ConformanceReport]:
     """Write the package under ``out_dir``; return the paths written and the report."""
-    files, report, _ = build_cdisc_package(session, actor, trial)
+    files, report, _ = build_cdisc_package(session, actor, trial, profile)
     written = []
     for name, content in sorted(files.items()):
         target = out_dir / name

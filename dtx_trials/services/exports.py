@@ -34,7 +34,9 @@ from analysis.exports.data import (
     TrialMeta,
     VisitDate,
 )
+from analysis.exports.deid import PROFILES, apply_profile
 from analysis.exports.xport import XptError
+from dtx_trials import crypto
 from dtx_trials.db import transaction, utcnow
 from dtx_trials.models import (
     Allocation,
@@ -84,8 +86,23 @@ def _dm_value(protocol: Protocol, variable: str, data: dict[str, object]) -> obj
     return None
 
 
-def export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData:
-    """Read the trial into the exporters' plain input (only allow-listed columns)."""
+def export_data(
+    session: Session, trial: Trial, *, blinded: bool, profile: str = "limited"
+) -> ExportData:
+    """Read the trial into the exporters' plain input (only allow-listed columns), as the
+    de-identification ``profile`` allows (``limited`` or ``safe_harbor``)."""
+    if profile not in PROFILES:
+        raise ValidationError("unknown export profile", {"profile": [f"one of {PROFILES}"]})
+    return apply_profile(_export_data(session, trial, blinded=blinded), profile,
+                         key=_deid_key() if profile == "safe_harbor" else None)
+
+
+def _deid_key() -> bytes:
+    """The safe_harbor date-shift key: derived from the instance's field key (never stored)."""
+    return bytes.fromhex(crypto.cipher().mac_hex("date-shift", "deid-export-v1"))
+
+
+def _export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData:
     version, protocol = active_protocol(session, trial)
     sites = {s.id: s for s in session.scalars(select(Site).where(Site.trial_id == trial.id))}
     allocations = {
@@ -341,22 +358,34 @@ def build_files(data: ExportData, formats: Sequence[str]) -> dict[str, bytes]:
     return files
 
 
+def sensitive_fields(data: ExportData) -> list[str]:
+    """``form.field`` of the fields classified sensitive an export carries (PIPL Art. 28)."""
+    carried = {(v.form_id, v.field_id) for v in data.values}
+    return sorted(f"{form.id}.{f.id}" for form in data.forms for f in form.fields
+                  if f.classification == "sensitive" and (form.id, f.id) in carried)
+
+
 def export_trial_files(
-    session: Session, actor: Actor, trial: Trial, formats: Sequence[str]
+    session: Session, actor: Actor, trial: Trial, formats: Sequence[str],
+    profile: str = "limited",
 ) -> tuple[dict[str, bytes], bool]:
-    """Build the export files for the actor; (files, blinded). Audited with file hashes."""
+    """Build the export files for the actor; (files, blinded). Audited with file hashes and
+    the de-identification profile. A safe_harbor export leaves out the raw device file and
+    the audit trail (real time stamps)."""
     require(actor, "export.run", trial.id)
     blinded = not sees_arms(actor, trial.id, blinded_roles(session, trial))
-    files = build_files(export_data(session, trial, blinded=blinded), formats)
-    if "csv" in formats:
-        files["csv/device_observations.csv"] = device_observations_csv(session, trial)
-    # the submission package carries the trail (arms and identifiers sealed in it)
-    from dtx_trials.services import trail_export
+    data = export_data(session, trial, blinded=blinded, profile=profile)
+    files = build_files(data, formats)
+    if profile == "limited":
+        if "csv" in formats:
+            files["csv/device_observations.csv"] = device_observations_csv(session, trial)
+        # the submission package carries the trail (arms and identifiers sealed in it)
+        from dtx_trials.services import trail_export
 
-    rows = trail_export.trail_rows(session, trial)
-    for fmt in trail_export.FORMATS:
-        name, content = trail_export.build_trail_file(trial, rows, fmt, None, None, utcnow())
-        files[f"audit/{name}"] = content
+        rows = trail_export.trail_rows(session, trial)
+        for fmt in trail_export.FORMATS:
+            name, content = trail_export.build_trail_file(trial, rows, fmt, None, None, utcnow())
+            files[f"audit/{name}"] = content
     with transaction(session):
         audit.record_event(
             session,
@@ -368,6 +397,8 @@ def export_trial_files(
             details={
                 "formats": list(formats),
                 "blinded": blinded,
+                "profile": profile,
+                "sensitive_fields": sensitive_fields(data),
                 "files": {k: hashlib.sha256(v).hexdigest() for k, v in sorted(files.items())},
             },
         )
@@ -403,10 +434,11 @@ def device_observations_csv(session: Session, trial: Trial) -> bytes:
 
 
 def export_trial(
-    session: Session, actor: Actor, trial: Trial, *, formats: Sequence[str], out_dir: Path
+    session: Session, actor: Actor, trial: Trial, *, formats: Sequence[str], out_dir: Path,
+    profile: str = "limited",
 ) -> list[Path]:
     """Write the export files under `out_dir` (one folder per format)."""
-    files, _ = export_trial_files(session, actor, trial, formats)
+    files, _ = export_trial_files(session, actor, trial, formats, profile)
     written = []
     for name, content in sorted(files.items()):
         target = out_dir / name

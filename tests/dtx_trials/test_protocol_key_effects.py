@@ -45,6 +45,7 @@ from analysis.exports.data import (
     VisitDate,
     exportable_fields,
 )
+from analysis.exports.deid import apply_profile
 from analysis.exports.xpt import build_xpt_exports
 from analysis.report_builder import protocol_identity
 from analysis.sap import run_sap
@@ -423,6 +424,27 @@ def eligibility(count: int = 24) -> Callable[[Protocol], object]:
 def export_columns(form_id: str) -> Callable[[Protocol], object]:
     """The fields exports may carry for a form."""
     return lambda protocol: [f.id for f in exportable_fields(protocol.form(form_id))]
+
+
+def safe_harbor_columns(form_id: str) -> Callable[[Protocol], object]:
+    """The fields of a form a safe_harbor export carries, and how a value of each reads."""
+
+    def observe(protocol: Protocol) -> object:
+        form_def = protocol.form(form_id)
+        subject = SubjectRecord("S1", "X", "enrolled")
+        values = tuple(FormValue("S1", protocol.schedule.visits[0].id, form_id, f.id,
+                                 "call 13812345678") for f in exportable_fields(form_def))
+        data = ExportData(
+            trial=TrialMeta(code=protocol.code, title=protocol.title.en, protocol_version="1",
+                            sponsor="probe"),
+            forms=protocol.forms, visits=protocol.schedule.visits, sites=(),
+            subjects=(subject,), values=values,
+            exported_at=datetime.datetime(2026, 11, 2, tzinfo=datetime.UTC), cdisc=protocol.cdisc,
+        )
+        safe = apply_profile(data, "safe_harbor", key=b"probe-key")
+        return sorted((v.field_id, str(v.value)) for v in safe.values)
+
+    return observe
 
 
 def epro_form(form_id: str, visit: str) -> Callable[[Protocol], object]:
@@ -959,10 +981,17 @@ PROBES: dict[str, Probe] = {
         form_check("adverse_events", {**AE_VALUES, "ae_resolved_on": {"missing": "unknown"}}),
     ),
     "forms[].fields[].identifier": Probe(
-        "mci", setter(lambda d: fld(d, "cm_indication"), "identifier", True),
-        export_columns("con_meds"),
+        "mci", both(setter(lambda d: fld(d, "cm_indication"), "identifier", True),
+                    popper(lambda d: fld(d, "cm_indication"), "classification")),
+        export_columns("con_meds"), also=("forms[].fields[].classification",),
         # an identifier is never mapped to SDTM (the validator refuses it): unmap it first
         setup=lambda d: cdisc_map(d, "CM")["variables"].remove(cdisc_var(d, "CM", "CMINDC")),
+    ),
+    # safe_harbor drops a quasi-identifier (the library classifies the indication free_text:
+    # scrubbed and kept, since CMINDC needs it)
+    "forms[].fields[].classification": Probe(
+        "mci", setter(lambda d: fld(d, "cm_indication"), "classification", "quasi_identifier"),
+        safe_harbor_columns("con_meds"),
     ),
     "forms[].checks[].id": Probe(
         "mci", setter(lambda d: form(d, "adverse_events")["checks"][0], "id", "ae_order"),
