@@ -173,9 +173,11 @@ def _dtx(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_validate_exit_codes_and_line_numbers(tmp_path: Path) -> None:
-    ok = _dtx("protocol", "validate", *(str(p) for p in sorted(LIBRARY.glob("*.yaml"))))
+    library = sorted(LIBRARY.glob("*.yaml"))
+    assert len(library) == 4
+    ok = _dtx("protocol", "validate", *(str(p) for p in library))
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.count(": ok") == 3
+    assert all(f"{p}: ok" in ok.stdout for p in library), ok.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text(MCI.replace("ratio: 1\n", "ratio: one\n", 1), encoding="utf-8")
     result = _dtx("protocol", "validate", str(bad))
