@@ -134,6 +134,35 @@ PARTICIPANT_SORTS = {
 }
 
 
+def participants_query(
+    trial: Trial,
+    sites: Any,
+    site_code: str | None,
+    status: str | None,
+    search: str | None,
+) -> Any:
+    """Participants of a trial with their site code, at ``sites`` (None: all), filtered by
+    site code, status and part of the subject code (case-insensitive)."""
+    stmt = (
+        select(Participant, Site.code)
+        .join(Site, Site.id == Participant.site_id)
+        .where(Participant.trial_id == trial.id)
+    )
+    if sites is not None:
+        stmt = stmt.where(Participant.site_id.in_(sites))
+    if site_code:
+        stmt = stmt.where(Site.code == site_code)
+    if status:
+        stmt = stmt.where(Participant.status == status)
+    if search and search.strip():
+        stmt = stmt.where(
+            func.lower(Participant.subject_code).like(
+                like_pattern(search.strip().lower()), escape="\\"
+            )
+        )
+    return stmt
+
+
 def participants_page(
     session: Session,
     actor: Actor,
@@ -155,23 +184,7 @@ def participants_page(
     status = _choice(status, "status", PARTICIPANT_STATUSES)
     sort = _choice(sort, "sort", tuple(PARTICIPANT_SORTS)) or "subject_code"
     sites = visible_sites(actor, "participant.read", trial.id)
-    stmt = (
-        select(Participant, Site.code)
-        .join(Site, Site.id == Participant.site_id)
-        .where(Participant.trial_id == trial.id)
-    )
-    if sites is not None:
-        stmt = stmt.where(Participant.site_id.in_(sites))
-    if site_code:
-        stmt = stmt.where(Site.code == site_code)
-    if status:
-        stmt = stmt.where(Participant.status == status)
-    if search and search.strip():
-        stmt = stmt.where(
-            func.lower(Participant.subject_code).like(
-                like_pattern(search.strip().lower()), escape="\\"
-            )
-        )
+    stmt = participants_query(trial, sites, site_code, status, search)
     keys = [*PARTICIPANT_SORTS[sort], Participant.id]
     stmt = stmt.order_by(*(k.desc() if descending else k.asc() for k in keys))
     rows, total = _paged(session, stmt, page, per_page)

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
-from dtx_trials.models import DataQuery, FormRecord, Participant, Site, Trial, Visit
+from dtx_trials.models import DataQuery, FormRecord, Participant, Trial, Visit
 from dtx_trials.services.access import Actor, visible_sites
 from dtx_trials.services.errors import ValidationError
 from dtx_trials.services.listing import (
     DEFAULT_PER_PAGE,
     PARTICIPANT_STATUSES,
     Page,
-    like_pattern,
+    participants_query,
 )
 from protocols.model import Protocol
 
@@ -112,23 +112,7 @@ def status_grid_page(
     record_status = _choice(record_status, "record", CELL_STATUSES[1:])
     columns = grid_columns(protocol)
     sites = visible_sites(actor, "form.read", trial.id)
-    stmt = (
-        select(Participant, Site.code)
-        .join(Site, Site.id == Participant.site_id)
-        .where(Participant.trial_id == trial.id)
-    )
-    if sites is not None:
-        stmt = stmt.where(Participant.site_id.in_(sites))
-    if site_code:
-        stmt = stmt.where(Site.code == site_code)
-    if status:
-        stmt = stmt.where(Participant.status == status)
-    if search and search.strip():
-        stmt = stmt.where(
-            func.lower(Participant.subject_code).like(
-                like_pattern(search.strip().lower()), escape="\\"
-            )
-        )
+    stmt = participants_query(trial, sites, site_code, status, search)
     if record_status:
         scheduled = (
             select(FormRecord.id)
