@@ -67,6 +67,36 @@ def dataset_names(protocol: Protocol) -> dict[str, str]:
     return names
 
 
+def _bds_keys(blinded: bool) -> list[XptVariable]:
+    """The variables every BDS dataset here starts with, up to AVAL (treatment unblinded only)."""
+    keys = [
+        var("STUDYID", "Study Identifier", origin="Predecessor"),
+        var("USUBJID", "Unique Subject Identifier", origin="Predecessor"),
+        var("SITEID", "Study Site Identifier", origin="Predecessor"),
+    ]
+    if not blinded:
+        keys += [var("TRTP", "Planned Treatment"), var("TRTPN", "Planned Treatment (N)", "num")]
+    return [
+        *keys,
+        var("PARAMCD", "Parameter Code", origin="Assigned"),
+        var("PARAM", "Parameter", origin="Assigned"),
+        var("AVISIT", "Analysis Visit"),
+        var("AVISITN", "Analysis Visit (N)", "num"),
+        var("ADT", "Analysis Date", "num"),
+        var("ADY", "Analysis Relative Day", "num"),
+        var("AVAL", "Analysis Value", "num"),
+    ]
+
+
+_BDS_FLAGS = (  # derivation, analysis flag and the governing intercurrent event
+    var("DTYPE", "Derivation Type"),
+    var("ANL01FL", "Analysis Flag 01"),
+    var("ICEID", "Governing Intercurrent Event"),
+    var("ICESTRAT", "Intercurrent Event Strategy"),
+    var("ICEACT", "Intercurrent Event Action"),
+)
+
+
 def source_dataset(protocol: Protocol, endpoint_id: str) -> str:
     """Return the name of the ADaM dataset the analysis of ``endpoint_id`` reads; raise
     KeyError for an endpoint the protocol does not have."""
@@ -177,29 +207,11 @@ def build_bds(
     outcome = "change" if spec.change_from_baseline else "value"
     analysed = _frame_rows(data, endpoint)
     variables: list[XptVariable] = [
-        var("STUDYID", "Study Identifier", origin="Predecessor"),
-        var("USUBJID", "Unique Subject Identifier", origin="Predecessor"),
-        var("SITEID", "Study Site Identifier", origin="Predecessor"),
-    ]
-    if not blinded:
-        variables += [var("TRTP", "Planned Treatment"), var("TRTPN", "Planned Treatment (N)",
-                                                             "num")]
-    variables += [
-        var("PARAMCD", "Parameter Code", origin="Assigned"),
-        var("PARAM", "Parameter", origin="Assigned"),
-        var("AVISIT", "Analysis Visit"),
-        var("AVISITN", "Analysis Visit (N)", "num"),
-        var("ADT", "Analysis Date", "num"),
-        var("ADY", "Analysis Relative Day", "num"),
-        var("AVAL", "Analysis Value", "num"),
+        *_bds_keys(blinded),
         var("BASE", "Baseline Value", "num"),
         var("CHG", "Change from Baseline", "num"),
         var("ABLFL", "Baseline Record Flag"),
-        var("DTYPE", "Derivation Type"),
-        var("ANL01FL", "Analysis Flag 01"),
-        var("ICEID", "Governing Intercurrent Event"),
-        var("ICESTRAT", "Intercurrent Event Strategy"),
-        var("ICEACT", "Intercurrent Event Action"),
+        *_BDS_FLAGS,
         var("SRCVIS", "Source Visit of Analysis Value", origin="Derived"),
     ]
     rows: list[tuple[Cell, ...]] = []
@@ -281,27 +293,9 @@ def build_binary_bds(
     code = short_code(endpoint.id, set())
     param = f"{endpoint.name.en}: responder (1 = yes)"
     variables: list[XptVariable] = [
-        var("STUDYID", "Study Identifier", origin="Predecessor"),
-        var("USUBJID", "Unique Subject Identifier", origin="Predecessor"),
-        var("SITEID", "Study Site Identifier", origin="Predecessor"),
-    ]
-    if not blinded:
-        variables += [var("TRTP", "Planned Treatment"), var("TRTPN", "Planned Treatment (N)",
-                                                             "num")]
-    variables += [
-        var("PARAMCD", "Parameter Code", origin="Assigned"),
-        var("PARAM", "Parameter", origin="Assigned"),
-        var("AVISIT", "Analysis Visit"),
-        var("AVISITN", "Analysis Visit (N)", "num"),
-        var("ADT", "Analysis Date", "num"),
-        var("ADY", "Analysis Relative Day", "num"),
-        var("AVAL", "Analysis Value", "num"),
+        *_bds_keys(blinded),
         var("AVALC", "Analysis Value (C)"),
-        var("DTYPE", "Derivation Type"),
-        var("ANL01FL", "Analysis Flag 01"),
-        var("ICEID", "Governing Intercurrent Event"),
-        var("ICESTRAT", "Intercurrent Event Strategy"),
-        var("ICEACT", "Intercurrent Event Action"),
+        *_BDS_FLAGS,
     ]
     rows: list[tuple[Cell, ...]] = []
     for record in analysis_records(data, endpoint):
