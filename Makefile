@@ -29,8 +29,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy ecrf randomization protocols analysis
 
+## the suite runs on every core (at most 4 workers), a test file per worker at a time: each worker
+## has its own SQLite and PostgreSQL databases and module fixtures stay within one process
 pytest: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --maxprocesses=4 --dist loadfile $(PYTEST_ARGS)
 
 ## demo: simulated participants in every example protocol, analyses and exports under out/demo
 demo: $(STAMP)
