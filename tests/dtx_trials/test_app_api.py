@@ -250,3 +250,37 @@ def test_service_credentials_write_device_data_of_their_trial_only(
     app_call(client, None, "POST", "/token", {**grant, "client_secret": secret}, 401)
     report = check_integrity(db.session)
     assert report.ok, [p.message for p in report.problems]
+
+
+def test_a_service_token_cannot_reach_another_trials_participant(
+    client: FlaskClient, tmp_path: Path
+) -> None:
+    """SEC (adversary): a vendor's credential of one trial names a subject code of another trial
+    (same site-numbered code pattern): the record is refused and nothing reaches that trial."""
+    from dtx_trials.models import DeviceObservation, Participant, Trial
+    from tests.dtx_trials.analysis_data import populated_trial
+
+    staff = load_mci(client, tmp_path)
+    subject, _ = randomized(client, staff)
+    other_trial = populated_trial("type2_diabetes.yaml", 4)
+    foreign = db.session.scalars(select(Participant.subject_code).where(
+        Participant.trial_id == other_trial.id).order_by(Participant.id)).first()
+    assert foreign is not None and foreign != subject
+    created = api(client, staff["sponsor"], "POST", "/service-credentials",
+                  {"name": "CogTrain backend"}, 201)
+    token = app_call(client, None, "POST", "/token", {
+        "grant_type": "client_credentials", "client_id": created["client_id"],
+        "client_secret": created["client_secret"]}, 201)["access_token"]
+
+    result = app_call(client, token, "POST", "/device-data",
+                      [usage(1, 40, foreign), usage(2, 41, subject)], 200)
+    assert (result["accepted"], result["rejected"]) == (1, 1)
+    [error] = result["errors"]
+    assert error["index"] == 0 and "subject" in str(error)
+    rows = db.session.execute(select(DeviceObservation.trial_id, Participant.subject_code).join(
+        Participant, Participant.id == DeviceObservation.participant_id)).all()
+    mci = db.session.scalars(select(Trial.id).where(Trial.code == MCI_CODE)).one()
+    assert [tuple(r) for r in rows] == [(mci, subject)]
+    # the other trial's data are not reachable with the token either
+    assert client.get(f"/api/v1/trials/{other_trial.code}/participants/{foreign}/device-data",
+                      headers={"Authorization": f"Bearer {token}"}).status_code == 401
