@@ -22,7 +22,7 @@ from dtx_trials.channels import (
 )
 from dtx_trials.db import transaction, utcnow
 from dtx_trials.extensions import db
-from dtx_trials.models import AuditEvent, Notification, Site, Trial
+from dtx_trials.models import AuditEvent, Notification, Trial
 from dtx_trials.services import audit, notifications, protocols
 from dtx_trials.services.integrity import check_integrity
 from protocols.loader import load_protocol
@@ -32,8 +32,9 @@ from tests.dtx_trials.trial_flow import (
     TrialStaff,
     api,
     enrolled_mci_participant,
+    trial_staff,
 )
-from tests.helpers import CLI, PASSWORD, login, make_user
+from tests.helpers import CLI, PASSWORD
 from tests.mail_server import LocalSmtpServer, free_port
 
 # a queue of this run's own: suites running side by side on one Redis never share jobs
@@ -44,31 +45,7 @@ def _mci_staff(client: FlaskClient) -> TrialStaff:
     """The MCI trial with e-mail addresses on every account (two sites, each role once)."""
     protocols.load_library_file(db.session, CLI, LIBRARY / "cognitive_impairment.yaml")
     trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
-    sites = {
-        s.code: s
-        for s in db.session.scalars(
-            select(Site).where(Site.trial_id == trial.id).order_by(Site.code)
-        )
-    }
-    first, second = list(sites.values())[:2]
-    plan = [
-        ("sponsor", "sponsor_admin", None),
-        ("monitor", "monitor", None),
-        ("inv", "investigator", first),
-        ("coord", "coordinator", first),
-        ("inv2", "investigator", second),
-        ("stat", "statistician", None),
-        ("unblinded", "unblinded_statistician", None),
-        ("auditor", "auditor", None),
-    ]
-    accounts = {
-        name: login(
-            client,
-            make_user(name, role=role, trial=trial, site=site, email=f"{name}@example.org"),
-        )
-        for name, role, site in plan
-    }
-    return TrialStaff(trial, sites, accounts)
+    return trial_staff(client, trial, emails=True)
 
 
 def _arm_terms() -> list[str]:

@@ -41,8 +41,9 @@ def load_trial(client: FlaskClient, filename: str = "cognitive_impairment.yaml")
     return trial_staff(client, trial)
 
 
-def trial_staff(client: FlaskClient, trial: Trial) -> TrialStaff:
-    """Sign in one account per staff role (site-bound roles at the first two sites)."""
+def trial_staff(client: FlaskClient, trial: Trial, *, emails: bool = False) -> TrialStaff:
+    """Sign in one account per staff role (site-bound roles at the first two sites); with
+    `emails`, each account has the address `<name>@example.org`."""
     sites = {
         s.code: s
         for s in db.session.scalars(
@@ -63,7 +64,8 @@ def trial_staff(client: FlaskClient, trial: Trial) -> TrialStaff:
         ("auditor", "auditor", None),
     ]
     accounts = {
-        name: login(client, make_user(name, role=role, trial=trial, site=site))
+        name: login(client, make_user(name, role=role, trial=trial, site=site,
+                                      email=f"{name}@example.org" if emails else None))
         for name, role, site in plan
     }
     return TrialStaff(trial, sites, accounts)
