@@ -74,7 +74,7 @@ def test_wrong_field_key_stops_start_up_and_readyz_says_why(own_database: str) -
     assert client.get("/healthz").status_code == 200
 
 
-@pytest.mark.parametrize("key", [OTHER_KEY, "not-base64!"])
+@pytest.mark.parametrize("key", [OTHER_KEY, "not-base64!"], ids=["another-key", "not-base64"])
 def test_the_command_line_names_a_wrong_key_without_a_traceback(
     own_database: str, key: str
 ) -> None:
