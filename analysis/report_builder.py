@@ -65,7 +65,8 @@ class ReportMeta:
 
     ``None`` means "not known": the report says so in words (never a default value).
     ``n_records``/``n_locked``/``last_locked_on`` describe the database lock state;
-    ``first_consent_on``/``last_visit_on`` the study period as captured.
+    ``first_consent_on``/``last_visit_on`` the study period as captured; ``signer`` names the
+    instance's report-signing certificate (None: the instance has none).
     """
 
     generated_at: datetime.datetime
@@ -87,6 +88,7 @@ class ReportMeta:
     language: Language = "en"
     page_size: PageSize = "letter"
     protocol: Protocol | None = None
+    signer: str | None = None
 
 
 def protocol_identity(protocol: Protocol, language: Language = "en") -> dict[str, str | None]:
@@ -434,6 +436,23 @@ class Builder:
             text += L.t("; data NOT locked: interim/draft report",
                         "；数据未锁定：期中/草稿报告")
         return text, not locked
+
+    def signature_status(self, is_draft: bool) -> str:
+        """Say whether the report is signed: only the final report (unblinded, every record
+        locked) is, after rendering, by the instance's report-signing key."""
+        L, signer = self.L, self.meta.signer
+        if self.results.blinded or is_draft:
+            why = L.t("blinded", "设盲") if self.results.blinded else L.t("data not locked",
+                                                                          "数据未锁定")
+            return L.t(f"none: only the final report (unblinded, every record locked) is signed; "
+                       f"this report is {why}",
+                       f"无：仅最终报告（非设盲且全部记录已锁定）签名；本报告{why}")
+        if signer is None:
+            return L.t("NOT signed: this instance has no report-signing key (dtx report init-key)",
+                       "未签名：本实例没有报告签名密钥（dtx report init-key）")
+        return L.t(f"PAdES digital signature of this file by {signer}; check it with "
+                   f"dtx report verify",
+                   f"本文件带有 PAdES 数字签名，签名者 {signer}；可用 dtx report verify 核验")
 
     # sections -----------------------------------------------------------------------------
 
@@ -1498,4 +1517,5 @@ def build_report_spec(results: AnalysisResults, meta: ReportMeta) -> ReportSpec:
         language=meta.language,
         data_status=status,
         is_draft=is_draft,
+        signature_status=builder.signature_status(is_draft),
     )

@@ -260,3 +260,5 @@ class ReportSpec:
     data_status: str = ""
     #: draft/interim: not every record is locked; every page says so in its header
     is_draft: bool = False
+    #: whether and by whom the report is signed (a final report is signed after rendering)
+    signature_status: str = ""

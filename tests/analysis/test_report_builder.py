@@ -206,6 +206,22 @@ def test_no_cutoff_is_never_printed_as_today_and_unlocked_data_is_a_draft() -> N
     assert "records locked: 0 of 6,793; data NOT locked: interim/draft report" in pages[0]
 
 
+def test_signature_status_on_the_title_page() -> None:
+    """Only the final report (unblinded, all records locked) is signed; the title page says
+    whether, by whom, or why not (item 6; the signing itself: tests/dtx_trials)."""
+    protocol, results = _protocol("type2_diabetes"), _results("type2_diabetes")
+    signer = "dtx report signing (certificate SHA-256 " + "ab" * 32 + ")"
+    final = build_report_spec(results, _meta(protocol, signer=signer)).signature_status
+    assert final == f"PAdES digital signature of this file by {signer}; check it with dtx " \
+        "report verify"
+    keyless = build_report_spec(results, _meta(protocol)).signature_status
+    assert keyless.startswith("NOT signed: this instance has no report-signing key")
+    draft = build_report_spec(results, _meta(protocol, n_locked=10, signer=signer))
+    assert draft.is_draft and draft.signature_status.endswith("this report is data not locked")
+    zh = build_report_spec(results, _meta(protocol, "zh", signer=signer)).signature_status
+    assert zh.startswith("本文件带有 PAdES 数字签名")
+
+
 def test_protocol_without_sponsor_or_product_says_so() -> None:
     protocol = replace(_protocol("type2_diabetes"), sponsor=None, product=None, indication=None)
     spec = build_report_spec(_results("type2_diabetes"), _meta(protocol))
@@ -327,6 +343,9 @@ def test_blinded_report_refuses_real_arm_names() -> None:
         for term in forbidden:
             assert not re.search(rf"(?<![\w-]){re.escape(term)}(?![\w-])", text), term
         assert expected in text
+        # a blinded report is never signed, even on locked data, and says so
+        assert "Electronic signature none: only the final report (unblinded, every record " \
+            "locked) is signed; this report is blinded" in text
 
 
 def test_i18n_every_fixed_text_exists_in_both_languages() -> None:
