@@ -22,7 +22,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Table
 
 from analysis.adam import source_dataset
-from analysis.report import ReportSpec, TableBlock, build_report
+from analysis.report import ReportSpec, TableBlock, TextBlock, build_report
 from analysis.report.fonts import load_fonts
 from analysis.report.lint import check_report, lint_pdf, lint_spec
 from analysis.report.spec import Section
@@ -150,6 +150,35 @@ def test_demo_report_passes_the_lint(name: str, language: str) -> None:
         box = [float(x) for x in document.pages[0].MediaBox]
     expected = A4 if language == "zh" else (612, 792)
     assert box[2:] == pytest.approx(list(expected), abs=0.01)
+
+
+def test_lint_finds_english_left_in_the_chinese_edition() -> None:
+    """A fixed text still in English fails the Chinese report's lint; protocol labels, units
+    and data printed as recorded (verbatim AE terms, free-text reasons) do not."""
+    spec, _ = _demo("type2_diabetes", "zh")
+    codes, texts = lint_vocabulary(_protocol("type2_diabetes"))
+    assert lint_spec(spec, codes, texts) == []
+    first = spec.sections[0]
+    english = replace(first, blocks=(*first.blocks,
+                                     TextBlock("缺失数据：missing at random given the covariates")))
+    issues = lint_spec(replace(spec, sections=(english, *spec.sections[1:])), codes, texts)
+    assert [i.rule for i in issues] == ["untranslated"]
+    assert "missing at random given the covariates" in issues[0].message
+    recorded = replace(spec, sections=(replace(first, blocks=(
+        *first.blocks, TextBlock("不良事件：sore throat (未编码)"))), *spec.sections[1:]),
+        recorded_texts=(*spec.recorded_texts, "sore throat"))
+    assert lint_spec(recorded, codes, texts) == []
+
+
+def test_chinese_edition_translates_model_handling_and_reason_texts() -> None:
+    _, pdf = _demo("cognitive_impairment", "zh")
+    text = _flat(pdf)
+    for english in ("missing at random", "LS means by", "post-event", "withdrew consent",
+                    "dtx-trials analysis run", "residual df", "not meeting eligibility",
+                    "(years)", "pivotal"):
+        assert english not in text, english
+    for chinese in ("随机缺失", "LS 均值", "撤回知情同意", "残差自由度", "关键性研究", "(年)"):
+        assert chinese in text, chinese
 
 
 def test_lint_finds_a_number_broken_across_lines(tmp_path: Path) -> None:
