@@ -315,7 +315,8 @@ class Verdict:
     """`verify_report`'s answer: ``status`` is valid, invalid, unsigned or not_pdf."""
 
     status: str
-    messages: tuple[str, ...]
+    messages: tuple[str, ...]  # why it is not valid (empty when it is)
+    notes: tuple[str, ...] = ()  # what was not checked
     signer: str | None = None
     signed_at: datetime.datetime | None = None
     timestamped_at: datetime.datetime | None = None
@@ -395,7 +396,8 @@ def verify_report(
             problems.append("the time-stamp is not from the given TSA certificate")
     return Verdict(
         "invalid" if problems else "valid",
-        tuple(problems + notes),
+        tuple(problems),
+        tuple(notes),
         signer=signer,
         signed_at=embedded.self_reported_timestamp,
         timestamped_at=stamped_at,

@@ -113,7 +113,9 @@ def verify(file: Path, cert_path: Path | None, tsa_cert_path: Path | None) -> No
     console.print(f"{file}: {head} signature by {verdict.signer}{signed}{stamped}"
                   if verdict.signer else f"{file}: {head}")
     for message in verdict.messages:
-        console.print(f"  {'note' if verdict.ok else 'FAIL'}: {message}")
+        console.print(f"  FAIL: {message}")
+    for note in verdict.notes:
+        console.print(f"  note: {note}")
     if verdict.pdf_sha256:
         console.print(f"  file SHA-256 {verdict.pdf_sha256}")
     if verdict.signature_sha256:
