@@ -23,7 +23,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from analysis.report import (
@@ -42,6 +42,7 @@ from analysis.report import (
     TableBlock,
     TextBlock,
 )
+from analysis.report.phrases import translate
 from analysis.report.spec import TOPIC_DATASETS
 from analysis.sap import AnalysisResults, EndpointAnalysis
 from protocols.model import Protocol
@@ -59,13 +60,32 @@ GCP_FACTS = (
 )
 
 
+#: the protocol's phase codes in the Chinese edition
+PHASES_ZH = {"pilot": "预试验", "feasibility": "可行性研究", "pivotal": "关键性研究",
+             "phase_1": "I 期", "phase_2": "II 期", "phase_3": "III 期", "phase_4": "IV 期",
+             "na": "不适用"}
+#: units written as words (a protocol's ``unit`` is one text); symbols (kg, mmol/mol, min)
+#: stay as they are in the Chinese edition
+UNITS_ZH = {"years": "年", "year": "年", "months": "月", "weeks": "周", "days": "天",
+            "day": "天", "hours": "小时", "h/day": "小时/天", "min/day": "分钟/天",
+            "minutes": "分钟", "times": "次", "score": "分", "points": "分"}
+#: controlled discontinuation reasons (CDISC NCOMPLT wording) in the Chinese edition; any
+#: other reason is data and printed as recorded
+REASONS_ZH = {"withdrew consent": "撤回知情同意", "withdrawal by subject": "受试者退出",
+              "lost to follow-up": "失访", "adverse event": "不良事件", "death": "死亡",
+              "physician decision": "研究者决定", "protocol deviation": "方案偏离",
+              "lack of efficacy": "疗效不佳", "pregnancy": "妊娠",
+              "study terminated by sponsor": "申办方终止研究", "other": "其他"}
+
+
 @dataclass(frozen=True)
 class ReportMeta:
     """What the report says about the trial and its data besides the results.
 
     ``None`` means "not known": the report says so in words (never a default value).
     ``n_records``/``n_locked``/``last_locked_on`` describe the database lock state;
-    ``first_consent_on``/``last_visit_on`` the study period as captured.
+    ``first_consent_on``/``last_visit_on`` the study period as captured; ``signer`` names the
+    instance's report-signing certificate (None: the instance has none).
     """
 
     generated_at: datetime.datetime
@@ -87,6 +107,7 @@ class ReportMeta:
     language: Language = "en"
     page_size: PageSize = "letter"
     protocol: Protocol | None = None
+    signer: str | None = None
 
 
 def protocol_identity(protocol: Protocol, language: Language = "en") -> dict[str, str | None]:
@@ -99,25 +120,43 @@ def protocol_identity(protocol: Protocol, language: Language = "en") -> dict[str
     if language == "zh":
         blind = {"open": "开放", "single": "单盲", "double": "双盲"}[protocol.blinding.level]
         design = f"随机、{blind}，分配比例 " + ":".join(str(r) for r in protocol.reduced_ratio)
+    phase = protocol.phase.replace("_", " ")
+    if language == "zh":
+        phase = PHASES_ZH.get(protocol.phase, phase)
     return {
         "sponsor": protocol.sponsor,
         "product_name": protocol.product.name.get(language) if protocol.product else None,
         "product_version": protocol.product.version if protocol.product else None,
         "indication": protocol.indication.get(language) if protocol.indication else None,
         "design": design,
-        "phase": protocol.phase.replace("_", " "),
+        "phase": phase,
     }
 
 
 def lint_vocabulary(protocol: Protocol) -> tuple[list[str], list[str]]:
     """Return (codes a cell must not print, the protocol's own label texts) for the lint."""
     codes = [a.code for a in protocol.arms] + [v.id for v in protocol.schedule.visits]
-    texts: list[str] = []
+    texts: list[str] = [protocol.sponsor or "", *(a.name.zh or "" for a in protocol.arms)]
+    if protocol.product is not None:
+        texts += [protocol.product.name.en, protocol.product.name.zh or "",
+                  protocol.product.version]
     for form in protocol.forms:
         for f in form.fields:
             texts += [f.label.en, f.label.zh or ""]
+            if f.unit and f.unit not in UNITS_ZH:
+                texts.append(f.unit)  # a symbol (kg, mmol/mol) stays in the Chinese edition
             for choice in f.choices or ():
                 texts += [choice.label.en, choice.label.zh or ""]
+    for stream in protocol.device_streams:
+        texts += [stream.label.zh or "", stream.unit or ""]
+    for endpoint in protocol.endpoints:
+        texts.append(endpoint.name.zh or "")
+        for sub in endpoint.analysis.subgroups:
+            texts.append(sub.label.zh or "")
+        for sens in endpoint.analysis.sensitivity:
+            texts.append(sens.description.zh or "")
+    for event in protocol.intercurrent_events:
+        texts.append(event.description.zh or "")
     return codes, [t for t in texts if t]
 
 
@@ -271,6 +310,7 @@ class Labels:
                     name = "全体受试者（合并）"
             self.arm_names[str(arm["label"])] = name
         self.ids: dict[str, str] = {}
+        self.recorded_texts: set[str] = set()
         self.visits: dict[str, str] = {}
         self.fields: dict[str, str] = {}
         self.choices: dict[tuple[str, str], str] = {}
@@ -279,7 +319,8 @@ class Labels:
                 self.visits[visit.id] = visit.label.get(language)
             for form in protocol.forms:
                 for f in form.fields:
-                    self.fields[f.id] = f.label.get(language) + (f" ({f.unit})" if f.unit else "")
+                    unit = UNITS_ZH.get(f.unit, f.unit) if self.zh and f.unit else f.unit
+                    self.fields[f.id] = f.label.get(language) + (f" ({unit})" if unit else "")
                     for choice in f.choices or ():
                         self.choices[(f.id, choice.code)] = choice.label.get(language)
             for factor in protocol.randomization.factors:
@@ -328,6 +369,25 @@ class Labels:
     def set_definition(self, code: str) -> str:
         entry = SET_LABELS.get(code)
         return (entry[3] if self.zh else entry[2]) if entry else self.humanize(code)
+
+    def reason(self, text: str) -> str:
+        """A discontinuation reason: a controlled term in the report's language, any other
+        text as recorded (it is data; the lint is told so)."""
+        if self.zh and text.strip().lower() in REASONS_ZH:
+            return REASONS_ZH[text.strip().lower()]
+        return self.recorded(text)
+
+    def error(self, text: str) -> str:
+        """Why an analysis did not run: the analysis's own message (labels for codes), in
+        Chinese where `analysis.report.phrases` knows it; a message it does not know is
+        printed as the analysis gave it (a run must not fail for an unforeseen message)."""
+        text = self.humanize(text)
+        return self.recorded(translate(text)) if self.zh else text
+
+    def recorded(self, text: str) -> str:
+        """Mark ``text`` as data printed as recorded (verbatim terms, reasons) and return it."""
+        self.recorded_texts.add(text.strip())
+        return text
 
     def field(self, field_id: str, fallback: str) -> str:
         return self.fields.get(field_id, fallback)
@@ -397,8 +457,9 @@ class Builder:
         """The source footnote of a table on a fixed topic or on an endpoint (by its id)."""
         run = self.meta.generated_at.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         dataset = TOPIC_DATASETS.get(topic) or self.results.endpoint(topic).source_dataset
-        where = f"{dataset}; " if dataset else ""
-        return f"{where}{self.meta.source}; run {run}"
+        where = f"{dataset}{self.L.t('; ', '；')}" if dataset else ""
+        return self.L.t(f"{where}{self.meta.source}; run {run}",
+                        f"{where}{self.meta.source}；运行于 {run}")
 
     def n_randomized(self) -> int:
         return int(self.results.disposition["randomized"])
@@ -435,6 +496,23 @@ class Builder:
                         "；数据未锁定：期中/草稿报告")
         return text, not locked
 
+    def signature_status(self, is_draft: bool) -> str:
+        """Say whether the report is signed: only the final report (unblinded, every record
+        locked) is, after rendering, by the instance's report-signing key."""
+        L, signer = self.L, self.meta.signer
+        if self.results.blinded or is_draft:
+            why = L.t("blinded", "设盲") if self.results.blinded else L.t("data not locked",
+                                                                          "数据未锁定")
+            return L.t(f"none: only the final report (unblinded, every record locked) is signed; "
+                       f"this report is {why}",
+                       f"无：仅最终报告（非设盲且全部记录已锁定）签名；本报告{why}")
+        if signer is None:
+            return L.t("NOT signed: this instance has no report-signing key (dtx report init-key)",
+                       "未签名：本实例没有报告签名密钥（dtx report init-key）")
+        return L.t(f"PAdES digital signature of this file by {signer}; check it with "
+                   f"dtx report verify",
+                   f"本文件带有 PAdES 数字签名，签名者 {signer}；可用 dtx report verify 核验")
+
     # sections -----------------------------------------------------------------------------
 
     def disposition(self) -> Section:
@@ -462,7 +540,7 @@ class Builder:
         reasons: dict[str, dict[str, int]] = defaultdict(dict)
         for a in self.arms:
             for reason, count in arms[a]["discontinued_reasons"].items():
-                reasons[str(reason)][a] = int(count)
+                reasons[L.reason(str(reason))][a] = int(count)
             if arms[a]["lost_to_follow_up"]:
                 reasons[L.t("lost to follow-up", "失访")][a] = int(arms[a]["lost_to_follow_up"])
         for reason in sorted(reasons):
@@ -529,7 +607,7 @@ class Builder:
                 lost_reasons={L.t("lost to follow-up", "失访"): int(a["lost_to_follow_up"])}
                 if a["lost_to_follow_up"] else {},
                 n_discontinued=int(a["discontinued"]),
-                discontinued_reasons={str(k): int(v)
+                discontinued_reasons={L.reason(str(k)): int(v)
                                       for k, v in a["discontinued_reasons"].items()},
                 n_analysed=int(a["analysed"]),
                 n_excluded_from_analysis=int(a["excluded_from_analysis"]),
@@ -541,7 +619,8 @@ class Builder:
         )
         return ConsortData(
             n_assessed=int(d["assessed"]), n_excluded=int(d["excluded"]),
-            excluded_reasons={str(k): int(v) for k, v in d["excluded_reasons"].items()},
+            excluded_reasons={L.t(str(k), translate(str(k))): int(v)
+                              for k, v in d["excluded_reasons"].items()},
             n_randomized=int(d["randomized"]), arms=arms,
         )
 
@@ -646,9 +725,9 @@ class Builder:
         n_total = sum(endpoint.n_by_arm.values())
         if endpoint.error:
             self.not_run.append((name, L.t("primary analysis", "主要分析"),
-                                 L.humanize(endpoint.error)))
+                                 L.error(endpoint.error)))
             blocks.append(TextBlock(L.t("The analysis could not be run: ", "分析未能实施：")
-                                    + L.humanize(endpoint.error)))
+                                    + L.error(endpoint.error)))
             return Section(number, title, tuple(blocks))
         result = endpoint.result or {}
         model_text = L.humanize(str(result.get("model", L.method(endpoint.model))))
@@ -921,7 +1000,7 @@ class Builder:
             label = L.ids.get(str(s["id"]), str(s.get("description") or s["id"]))
             if s.get("status") == "not_run":
                 self.not_run.append((name, f"{label} ({L.method(s['method'])})",
-                                     L.humanize(str(s.get("note", "")))))
+                                     L.error(str(s.get("note", "")))))
                 continue
             target = supplementary if s.get("supplementary") else same
             effects = [e for e in s.get("effects", ()) if e is not None]
@@ -965,7 +1044,7 @@ class Builder:
             label = L.ids.get(f"subgroup_{subgroup.get('id')}", str(subgroup.get("label")))
             if subgroup.get("status") == "not_run":
                 self.not_run.append((name, L.t("subgroup: ", "亚组：") + label,
-                                     L.humanize(str(subgroup.get("note", "")))))
+                                     L.error(str(subgroup.get("note", "")))))
                 continue
             level_labels = subgroup.get("level_labels", {})
             interaction = subgroup.get("interaction", {}).get("p_value")
@@ -1170,7 +1249,9 @@ class Builder:
         for e in events:
             soc = str(e.get("soc") or uncoded)
             pt = str(e.get("pt") or "")
-            term = pt if e.get("pt") else f"{str(e.get('term') or '').strip().lower()} ({uncoded})"
+            term = L.recorded(pt) if e.get("pt") else (
+                f"{L.recorded(str(e.get('term') or '').strip().lower())} ({uncoded})")
+            L.recorded(soc)
             by_code[(soc, term)][str(e["arm"])].add(str(e["subject"]))
         soc_rows: list[tuple[str, ...]] = []
         for soc in sorted({k[0] for k in by_code}, key=lambda x: (x == uncoded, x)):
@@ -1243,7 +1324,8 @@ class Builder:
             sae_blocks.append(_listing(
                 listing_numbers, L.t("Deaths", "死亡"), pop, n,
                 [L.t("Subject", "受试者"), L.t("Arm", "组别"), L.t("Reason recorded", "记录原因")],
-                [(str(w["subject"]), L.arm(str(w["arm"])), str(w["reason"])) for w in deaths],
+                [(str(w["subject"]), L.arm(str(w["arm"])), L.reason(str(w["reason"])))
+                 for w in deaths],
                 (note,), self.source("subject_level")))
         else:
             sae_blocks.append(TextBlock(L.t("No death was recorded.", "未记录死亡。")))
@@ -1350,7 +1432,8 @@ class Builder:
             return Section(number, title, (block,))
 
         discontinued = [(str(x["subject"]), L.arm(str(x["arm"])), str(x["withdrawn_on"]),
-                         str(x.get("reason") or L.t("not recorded", "未记录")))
+                         L.reason(str(x["reason"])) if x.get("reason")
+                         else L.t("not recorded", "未记录"))
                         for x in r.listings["discontinued"]]
         deviations = [(str(x["subject"]), L.arm(str(x["arm"])), L.humanize(str(x["deviation"])))
                       for x in r.listings.get("deviations", ())]
@@ -1466,7 +1549,7 @@ def build_report_spec(results: AnalysisResults, meta: ReportMeta) -> ReportSpec:
     title = results.title
     if L.zh and meta.protocol is not None and not results.blinded:
         title = meta.protocol.title.get("zh")
-    return ReportSpec(
+    spec = ReportSpec(
         trial_code=results.trial,
         trial_title=title,
         product_name=meta.product_name or not_stated,
@@ -1498,4 +1581,44 @@ def build_report_spec(results: AnalysisResults, meta: ReportMeta) -> ReportSpec:
         language=meta.language,
         data_status=status,
         is_draft=is_draft,
+        signature_status=builder.signature_status(is_draft),
+        recorded_texts=tuple(sorted(L.recorded_texts)),
     )
+    return in_chinese(spec, meta.protocol) if L.zh else spec
+
+
+def in_chinese(spec: ReportSpec, protocol: Protocol | None) -> ReportSpec:
+    """Put the English the analysis wrote into its results (model descriptions, handling of
+    missing data and intercurrent events, reasons not run, number words) into Chinese
+    (`analysis.report.phrases`) in every fixed text of a Chinese report. Data printed as
+    recorded (``spec.recorded_texts``, data listings' cells) are left as they are; a device
+    stream's English label becomes its Chinese one."""
+    recorded = set(spec.recorded_texts)
+    streams = [(f"({d.label.en})", f"（{d.label.zh}）") for d in
+               (protocol.device_streams if protocol is not None else ()) if d.label.zh]
+
+    def tr(text: str) -> str:
+        if text.strip() in recorded:
+            return text
+        for en, zh in streams:
+            text = text.replace(en, zh)
+        return translate(text)
+
+    def block(item: Any) -> Any:
+        if isinstance(item, Section):
+            return replace(item, title=tr(item.title), blocks=tuple(block(b) for b in item.blocks))
+        if isinstance(item, TextBlock):
+            return replace(item, text=tr(item.text))
+        if isinstance(item, TableBlock | ListingBlock | FigureBlock):
+            changes: dict[str, Any] = {
+                "title": tr(item.title), "population": tr(item.population),
+                "footnotes": tuple(tr(f) for f in item.footnotes), "source": tr(item.source)}
+            if isinstance(item, TableBlock | ListingBlock):
+                changes["columns"] = tuple(tr(c) for c in item.columns)
+            if isinstance(item, TableBlock):
+                changes["rows"] = tuple(tuple(tr(c) for c in row) for row in item.rows)
+            return replace(item, **changes)
+        return item
+
+    return replace(spec, sections=tuple(block(s) for s in spec.sections),
+                   data_status=tr(spec.data_status), design=tr(spec.design))

@@ -216,19 +216,7 @@ class TimestampAuthority:
                 "cert_req": True,
             }
         ).dump()
-        if not self.url.startswith(("http://", "https://")):
-            raise TimestampError(f"TSA URL must be http(s): {self.url}")
-        http = urllib.request.Request(  # noqa: S310 (scheme checked above)
-            self.url,
-            data=request,
-            headers={"Content-Type": "application/timestamp-query"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(http, timeout=self.timeout) as answer:  # noqa: S310
-                body = answer.read()
-        except OSError as exc:
-            raise TimestampError(f"TSA {self.url} unreachable: {exc}") from exc
+        body = post_timestamp_query(self.url, request, self.timeout)
         try:
             response = tsp.TimeStampResp.load(body)
             status = response["status"]["status"].native
@@ -241,6 +229,23 @@ class TimestampAuthority:
         if info.nonce != nonce:
             raise TimestampError("TSA answered another request (nonce differs)")
         return token
+
+
+def post_timestamp_query(url: str, request: bytes, timeout: float = 10.0) -> bytes:
+    """POST a DER TimeStampReq to the TSA at ``url``; return the raw answer (RFC 3161 §3.4)."""
+    if not url.startswith(("http://", "https://")):
+        raise TimestampError(f"TSA URL must be http(s): {url}")
+    http = urllib.request.Request(  # noqa: S310 (scheme checked above)
+        url,
+        data=request,
+        headers={"Content-Type": "application/timestamp-query"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(http, timeout=timeout) as answer:  # noqa: S310
+            return bytes(answer.read())
+    except OSError as exc:
+        raise TimestampError(f"TSA {url} unreachable: {exc}") from exc
 
 
 @dataclass(frozen=True)

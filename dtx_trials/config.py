@@ -24,6 +24,11 @@ class DefaultConfig:
     ANCHOR_EVERY_MINUTES = 60
     TSA_URL: str | None = None
     TSA_CERT: str | None = None
+    # final reports are signed (PAdES) with this key and certificate (PEM files; default outside
+    # tests: instance/report-signing.key and .crt, written by `dtx report init-key`); the TSA
+    # above time-stamps the signature when both TSA settings are set
+    REPORT_SIGNING_KEY: str | None = None
+    REPORT_SIGNING_CERT: str | None = None
     QUEUE_URL: str | None = None
     # the RQ queue's name: instances (or test runs) sharing one Redis database keep apart
     QUEUE_NAME: str = "dtx"

@@ -462,6 +462,7 @@ class StoryBuilder:
             (t("report_date"), spec.generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")),
             (t("blinding_status"), t("blinded_title" if spec.blinded else "unblinded_title")),
             *([(t("database_lock"), spec.data_status)] if spec.data_status else []),
+            *([(t("signature"), spec.signature_status)] if spec.signature_status else []),
             (t("snapshot"), spec.data_snapshot_sha256),
             (t("software"),
              ", ".join(f"{name} {version}" for name, version in

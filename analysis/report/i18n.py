@@ -49,6 +49,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "software": ("Software", "软件"),
     "database_lock": ("Database lock", "数据库锁定"),
     "statement": ("Statement of data status", "数据状态声明"),
+    "signature": ("Electronic signature", "电子签名"),
     "not_stated": ("not stated in the protocol", "方案未说明"),
     # figures (analysis/report/consort.py, figures.py)
     "consort_enrollment": ("Enrollment", "入组"),

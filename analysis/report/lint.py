@@ -11,7 +11,12 @@
   anywhere, or a cell that is exactly an arm code or visit id (``known_codes``);
 - ``number-gap``: table (or figure, listing) numbers in a section that are not 1, 2, 3 … or
   carry letters (14.2.1.1b);
-- ``negative-zero``: a number printed as -0.000.
+- ``negative-zero``: a number printed as -0.000;
+- ``untranslated`` (Chinese edition): a fixed text left in English: a lower-case Latin word
+  (``missing at random``, ``withdrew consent``) outside a protocol label, a data listing's
+  cells (data as recorded) and the notation and names a Chinese report keeps in Latin script
+  (abbreviations and names are capitalised: MMRM, CI, Wald; ``LATIN_KEPT`` lists the
+  lower-case ones: t, p, df, logit …; units and Latin words of the protocol's zh labels pass).
 
 ``lint_pdf(pdf, spec)`` checks the rendered PDF: ``wrapped-number`` — a number, code or date of
 a table cell (e.g. 0.0491, BJ01-0005, 2026-03-01, 31 (58.5%)) that does not appear whole on one
@@ -41,6 +46,15 @@ from analysis.report.spec import (
 SNAKE_CASE = re.compile(r"(?<![\w/.:-])[a-z][a-z0-9]*(?:_[a-z0-9]+)+(?![\w/.-])")
 MISSING_WORDS = re.compile(r"(?<![\w-])(NA|N/A|nan|NaN|None|null)(?![\w-])")
 NEGATIVE_ZERO = re.compile(r"-0\.0+(?!\d*[1-9])\b")
+#: a lower-case Latin word of two or more letters (English prose), not part of a code
+LOWER_WORD = re.compile(r"(?<![A-Za-z0-9_.-])[a-z][a-z'-]*[a-z](?![A-Za-z0-9_])")
+CJK = re.compile(r"[\u3400-\u9fff]")
+#: lower-case notation and names a Chinese report prints in Latin script
+LATIN_KEPT = frozenset({
+    "df", "vs", "logit", "log", "log-rank", "log-odds", "log-log", "dtx-trials", "dtx",
+    "chisq", "survfit", "emmeans", "geepack", "nlme", "lme", "glm", "coxph", "survdiff",
+    "logistic", "conf", "type", "strata",  # "logistic 回归"; R notation: conf.type, strata()
+})
 #: tokens that must never be split across lines: numbers (with sign, decimals, percent),
 #: subject / site codes with digits, ISO dates
 ATOMIC = re.compile(
@@ -80,8 +94,9 @@ def _blocks(sections: Iterable[Section]) -> Iterator[tuple[Section, object]]:
                 yield section, block
 
 
-def _texts(spec: ReportSpec) -> Iterator[tuple[str, str]]:
-    """Yield (where, text) for every text a reader sees in the body."""
+def _texts(spec: ReportSpec, data_cells: bool = True) -> Iterator[tuple[str, str]]:
+    """Yield (where, text) for every text a reader sees in the body (``data_cells``: with the
+    cells of data listings, which print the data as recorded)."""
     yield "title page", spec.trial_title
     for field in (spec.product_name, spec.indication, spec.design, spec.sponsor, spec.phase):
         yield "title page", field
@@ -96,7 +111,8 @@ def _texts(spec: ReportSpec) -> Iterator[tuple[str, str]]:
             yield from ((where, note) for note in block.footnotes)
             if isinstance(block, TableBlock | ListingBlock):
                 yield from ((where, c) for c in block.columns)
-                yield from ((where, cell) for row in block.rows for cell in row)
+                if data_cells or isinstance(block, TableBlock):
+                    yield from ((where, cell) for row in block.rows for cell in row)
 
 
 def lint_spec(spec: ReportSpec, known_codes: Iterable[str] = (),
@@ -123,6 +139,8 @@ def lint_spec(spec: ReportSpec, known_codes: Iterable[str] = (),
                                     f"in {text[:60]!r}"))
         if NEGATIVE_ZERO.search(text):
             issues.append(LintIssue("negative-zero", where, f"-0.000 in {text[:60]!r}"))
+    if spec.language == "zh":
+        issues += lint_untranslated(spec, labels)
     numbers: dict[tuple[str, str], list[str]] = {}
     for _, block in _blocks(spec.sections):
         if isinstance(block, TableBlock | ListingBlock):
@@ -149,6 +167,36 @@ def lint_spec(spec: ReportSpec, known_codes: Iterable[str] = (),
         if [int(x) for x in lasts] != list(range(1, len(lasts) + 1)):
             issues.append(LintIssue("number-gap", parent,
                                     f"{label} numbers {parent}.{lasts} are not 1, 2, 3 …"))
+    return issues
+
+
+def lint_untranslated(spec: ReportSpec, protocol_texts: Iterable[str] = ()) -> list[LintIssue]:
+    """Return an ``untranslated`` issue per text of a Chinese report with English words left.
+
+    A protocol label passes whole; the Latin words of the protocol's Chinese labels and its
+    units (texts without a space, e.g. ``mmol/mol``) pass anywhere.
+    """
+    labels = {t.strip() for t in protocol_texts}
+    kept = set(LATIN_KEPT)
+    for label in labels:
+        if CJK.search(label) or " " not in label:
+            kept.update(w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'-]*", label))
+    recorded = sorted((t for t in spec.recorded_texts if t), key=len, reverse=True)
+    issues = []
+    seen: set[tuple[str, str]] = set()
+    texts = [("title page", spec.trial_title), ("title page", spec.report_title),
+             ("title page", spec.design), ("title page", spec.data_status),
+             ("title page", spec.gcp_statement), *_texts(spec, data_cells=False)]
+    for where, text in texts:
+        if text.strip() in labels or (where, text) in seen:
+            continue
+        seen.add((where, text))
+        for data in recorded:
+            text = text.replace(data, " ")
+        english = [w for w in LOWER_WORD.findall(text) if w not in kept]
+        if english:
+            issues.append(LintIssue("untranslated", where,
+                                    f"English {' '.join(english[:6])!r} in {text[:70]!r}"))
     return issues
 
 

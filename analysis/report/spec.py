@@ -260,3 +260,8 @@ class ReportSpec:
     data_status: str = ""
     #: draft/interim: not every record is locked; every page says so in its header
     is_draft: bool = False
+    #: whether and by whom the report is signed (a final report is signed after rendering)
+    signature_status: str = ""
+    #: data printed as recorded (verbatim AE terms, free-text reasons): not fixed texts, so
+    #: the Chinese edition's lint does not ask for a translation
+    recorded_texts: tuple[str, ...] = ()

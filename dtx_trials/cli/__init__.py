@@ -544,6 +544,7 @@ from dtx_trials.cli import epro as _epro  # noqa: E402
 from dtx_trials.cli import notifications as _notifications  # noqa: E402
 from dtx_trials.cli import protocol as _protocol  # noqa: E402
 from dtx_trials.cli import randomization as _randomization  # noqa: E402
+from dtx_trials.cli import report as _report  # noqa: E402
 from dtx_trials.cli import safety as _safety  # noqa: E402
 from dtx_trials.cli import visits as _visits  # noqa: E402
 
@@ -558,6 +559,7 @@ cli.add_command(_notifications.notifications)
 cli.add_command(_visits.visits)
 cli.add_command(_epro.epro)
 cli.add_command(_safety.safety)
+cli.add_command(_report.report)
 
 
 @cli.command("init-key")

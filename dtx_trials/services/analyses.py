@@ -13,6 +13,7 @@ import secrets
 from collections import defaultdict
 from typing import Any
 
+from flask import current_app, has_app_context
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -47,6 +48,7 @@ from dtx_trials.models import (
     Trial,
     Visit,
 )
+from dtx_trials.report_signing import ReportSigner, SignedReport, configured_signer, sign_report
 from dtx_trials.services import audit
 from dtx_trials.services.access import SYSTEM, Actor, require, sees_arms
 from dtx_trials.services.devices import adherence as device_adherence
@@ -417,8 +419,21 @@ def open_labels(session: Session, actor: Actor, trial: Trial, run_id: int) -> di
     }
 
 
+def report_signer() -> ReportSigner | None:
+    """The instance's report-signing key (REPORT_SIGNING_KEY/_CERT), or None."""
+    if not has_app_context():
+        return None
+    return configured_signer(dict(current_app.config), current_app.instance_path)
+
+
 def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
-    """Run a queued analysis to completion; failures are recorded on the run, not raised."""
+    """Run a queued analysis to completion; failures are recorded on the run, not raised.
+
+    The final report (unblinded, every record locked) is signed with the instance's
+    report-signing key (`dtx_trials.report_signing`); the stored PDF is the signed one and the
+    ``report.signed`` event (hashes of the signed PDF, of the signature and of the certificate)
+    is written in the transaction that stores it.
+    """
     with transaction(session):
         run = lock_row(session, AnalysisRun, run_id)
         if run is None:
@@ -450,6 +465,7 @@ def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
         generated = utcnow()
         language = str(run.provenance.get("language", "en"))
         shown = redact_protocol(protocol) if blinded else protocol
+        signer = report_signer()
         meta = ReportMeta(
             generated_at=generated,
             data_sha256=sha,
@@ -461,10 +477,16 @@ def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
             protocol=shown,
             **protocol_identity(shown, "zh" if language == "zh" else "en"),
             **data_facts(session, trial, run.cutoff_on),
+            signer=signer.describe() if signer else None,
         )
         spec = build_report_spec(results, meta)
         pdf = build_report(spec, forbidden_terms=blinding_terms(protocol) if blinded else ())
         check_report(pdf, spec, *lint_vocabulary(protocol))
+        signed: SignedReport | None = None
+        if signer is not None and not spec.blinded and not spec.is_draft:
+            signed = sign_report(pdf, signer, signed_at=generated,
+                                 reason=f"Final statistical report, analysis run {run.id}")
+            pdf = signed.pdf
         with transaction(session):
             run = lock_row(session, AnalysisRun, run_id)
             assert run is not None
@@ -482,10 +504,17 @@ def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
                 "blinded": blinded,
                 # the ADaM dataset each endpoint's analysis reads (report footnotes name it)
                 "adam_datasets": {e.id: e.source_dataset for e in results.endpoints},
+                "signature": _signature_facts(signed),
             }
             run.status, run.progress, run.finished_at = "succeeded", 1.0, utcnow()
             # results, provenance and the PDF are hashed into the trail (sha256:...)
             audit.record_update(session, SYSTEM, "analysis.completed", run, before)
+            if signed is not None:
+                audit.record_event(
+                    session, SYSTEM, "report.signed", entity_type="analysis_run",
+                    entity_id=run.id, trial_id=run.trial_id,
+                    details={**(_signature_facts(signed) or {}), "report_name": run.report_name},
+                )
     except Exception as exc:
         session.rollback()
         with transaction(session):
@@ -499,6 +528,17 @@ def execute_analysis(session: Session, run_id: int) -> AnalysisRun:
             )
             audit.record_update(session, SYSTEM, "analysis.failed", run, before)
     return run
+
+
+def _signature_facts(signed: SignedReport | None) -> dict[str, Any] | None:
+    if signed is None:
+        return None
+    return {
+        "pdf_sha256": signed.pdf_sha256,
+        "signature_sha256": signed.signature_sha256,
+        "certificate_sha256": signed.certificate_sha256,
+        "timestamped_at": signed.timestamped_at.isoformat() if signed.timestamped_at else None,
+    }
 
 
 def _set_progress(session: Session, run_id: int, fraction: float) -> None:

@@ -22,7 +22,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Table
 
 from analysis.adam import source_dataset
-from analysis.report import ReportSpec, TableBlock, build_report
+from analysis.report import ReportSpec, TableBlock, TextBlock, build_report
 from analysis.report.fonts import load_fonts
 from analysis.report.lint import check_report, lint_pdf, lint_spec
 from analysis.report.spec import Section
@@ -152,6 +152,35 @@ def test_demo_report_passes_the_lint(name: str, language: str) -> None:
     assert box[2:] == pytest.approx(list(expected), abs=0.01)
 
 
+def test_lint_finds_english_left_in_the_chinese_edition() -> None:
+    """A fixed text still in English fails the Chinese report's lint; protocol labels, units
+    and data printed as recorded (verbatim AE terms, free-text reasons) do not."""
+    spec, _ = _demo("type2_diabetes", "zh")
+    codes, texts = lint_vocabulary(_protocol("type2_diabetes"))
+    assert lint_spec(spec, codes, texts) == []
+    first = spec.sections[0]
+    english = replace(first, blocks=(*first.blocks,
+                                     TextBlock("缺失数据：missing at random given the covariates")))
+    issues = lint_spec(replace(spec, sections=(english, *spec.sections[1:])), codes, texts)
+    assert [i.rule for i in issues] == ["untranslated"]
+    assert "missing at random given the covariates" in issues[0].message
+    recorded = replace(spec, sections=(replace(first, blocks=(
+        *first.blocks, TextBlock("不良事件：sore throat (未编码)"))), *spec.sections[1:]),
+        recorded_texts=(*spec.recorded_texts, "sore throat"))
+    assert lint_spec(recorded, codes, texts) == []
+
+
+def test_chinese_edition_translates_model_handling_and_reason_texts() -> None:
+    _, pdf = _demo("cognitive_impairment", "zh")
+    text = _flat(pdf)
+    for english in ("missing at random", "LS means by", "post-event", "withdrew consent",
+                    "dtx-trials analysis run", "residual df", "not meeting eligibility",
+                    "(years)", "pivotal"):
+        assert english not in text, english
+    for chinese in ("随机缺失", "LS 均值", "撤回知情同意", "残差自由度", "关键性研究", "(年)"):
+        assert chinese in text, chinese
+
+
 def test_lint_finds_a_number_broken_across_lines(tmp_path: Path) -> None:
     """Render a cell the old way (ReportLab splits a long word anywhere) and catch it."""
     fonts = load_fonts()
@@ -204,6 +233,22 @@ def test_no_cutoff_is_never_printed_as_today_and_unlocked_data_is_a_draft() -> N
         assert "DRAFT: data NOT locked (interim/draft)" in page
         assert "Data cut-off 2026-11-23" not in page
     assert "records locked: 0 of 6,793; data NOT locked: interim/draft report" in pages[0]
+
+
+def test_signature_status_on_the_title_page() -> None:
+    """Only the final report (unblinded, all records locked) is signed; the title page says
+    whether, by whom, or why not (item 6; the signing itself: tests/dtx_trials)."""
+    protocol, results = _protocol("type2_diabetes"), _results("type2_diabetes")
+    signer = "dtx report signing (certificate SHA-256 " + "ab" * 32 + ")"
+    final = build_report_spec(results, _meta(protocol, signer=signer)).signature_status
+    assert final == f"PAdES digital signature of this file by {signer}; check it with dtx " \
+        "report verify"
+    keyless = build_report_spec(results, _meta(protocol)).signature_status
+    assert keyless.startswith("NOT signed: this instance has no report-signing key")
+    draft = build_report_spec(results, _meta(protocol, n_locked=10, signer=signer))
+    assert draft.is_draft and draft.signature_status.endswith("this report is data not locked")
+    zh = build_report_spec(results, _meta(protocol, "zh", signer=signer)).signature_status
+    assert zh.startswith("本文件带有 PAdES 数字签名")
 
 
 def test_protocol_without_sponsor_or_product_says_so() -> None:
@@ -327,6 +372,9 @@ def test_blinded_report_refuses_real_arm_names() -> None:
         for term in forbidden:
             assert not re.search(rf"(?<![\w-]){re.escape(term)}(?![\w-])", text), term
         assert expected in text
+        # a blinded report is never signed, even on locked data, and says so
+        assert "Electronic signature none: only the final report (unblinded, every record " \
+            "locked) is signed; this report is blinded" in text
 
 
 def test_i18n_every_fixed_text_exists_in_both_languages() -> None:

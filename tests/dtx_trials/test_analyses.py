@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -166,16 +167,31 @@ def test_blinded_analysis_when_the_trial_code_contains_an_arm_code(client: Flask
 
 
 def test_report_states_lock_state_and_study_period_and_edition_options(
-    client: FlaskClient,
+    client: FlaskClient, tmp_path, monkeypatch  # type: ignore[no-untyped-def]
 ) -> None:
     """The title page counts locked records (a draft banner until all are locked), gives the
     first consent and last visit, never prints today as a cut-off; language and paper are
-    request options, bad values a 422 naming the field."""
+    request options, bad values a 422 naming the field.
+
+    PDF-18 / issue #19 item 6: the interim report stays unsigned and says so; the final one
+    (unblinded, all locked) is served signed by the instance's report-signing key, and
+    ``report.signed`` holds the SHA-256 of the signed PDF and of its CMS signature, written
+    in the transaction that stored the report (right after ``analysis.completed``)."""
+    from cryptography.hazmat.primitives import serialization
+
     from dtx_trials.models import FormRecord, Participant, ProtocolDeviation, Visit
     from dtx_trials.models.users import Role
+    from dtx_trials.report_signing import generate_report_key, read_certificate, verify_report
     from dtx_trials.services import forms
     from dtx_trials.services.access import Actor, Grant
 
+    generate_report_key(tmp_path / "report.key", tmp_path / "report.crt", "dtx test signing")
+    monkeypatch.setitem(client.application.config, "REPORT_SIGNING_KEY",
+                        str(tmp_path / "report.key"))
+    monkeypatch.setitem(client.application.config, "REPORT_SIGNING_CERT",
+                        str(tmp_path / "report.crt"))
+    certificate = read_certificate(tmp_path / "report.crt")
+    served: dict[str, bytes] = {}
     trial = populated_trial("type2_diabetes.yaml", 30)
     who = _accounts(client, trial)
     bad = client.post(f"/api/v1/trials/{CODE}/analyses", json={"language": "fr", "paper": "a5"},
@@ -191,6 +207,7 @@ def test_report_states_lock_state_and_study_period_and_edition_options(
         assert run.get_json()["status"] == "succeeded", run.get_json().get("error")
         pdf = client.get(f"{response.headers['Location']}/report.pdf",
                          headers=who["unblinded"].headers)
+        served["pdf"], served["run"] = pdf.data, str(run.get_json()["id"]).encode()
         reader = PdfReader(io.BytesIO(pdf.data))
         return " ".join(" ".join(p.extract_text().split()) for p in reader.pages)
 
@@ -213,6 +230,9 @@ def test_report_states_lock_state_and_study_period_and_edition_options(
     assert f"records locked: 0 of {n_records:,}" in draft
     assert "DRAFT: data NOT locked (interim/draft)" in draft
     assert "none set: all data captured up to the report date" in draft
+    assert verify_report(served["pdf"], certificate).status == "unsigned"
+    assert "Electronic signature none: only the final report (unblinded, every record " \
+        "locked) is signed; this report is data not locked" in draft
     assert "Trial sponsor" not in draft and "dtx-trials example sponsor" in draft
     consents = [p.consented_at for p in db.session.scalars(
         select(Participant).where(Participant.trial_id == trial.id)) if p.consented_at]
@@ -231,6 +251,20 @@ def test_report_states_lock_state_and_study_period_and_edition_options(
     locked = report({"unblinded": True, "language": "zh", "paper": "a4"})
     assert f"已锁定记录：{n_records:,} / {n_records:,}" in locked
     assert "草稿" not in locked and "统计分析报告" in locked
+    verdict = verify_report(served["pdf"], certificate)
+    assert verdict.ok, verdict.messages
+    assert "本文件带有 PAdES 数字签名，签名者 dtx test signing" in locked
+    run_id = int(served["run"])
+    signed = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.action == "report.signed", AuditEvent.trial_id == trial.id)).one()
+    completed = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.action == "analysis.completed", AuditEvent.entity_id == run_id)).one()
+    details = {c["field"]: c["new"] for c in signed.changes}
+    assert signed.entity_id == run_id and signed.seq == completed.seq + 1
+    assert details["pdf_sha256"] == verdict.pdf_sha256 == hashlib.sha256(served["pdf"]).hexdigest()
+    assert details["signature_sha256"] == verdict.signature_sha256
+    assert details["certificate_sha256"] == hashlib.sha256(
+        certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def test_dtx_analyze_writes_the_chinese_a4_edition(app: Flask, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
