@@ -298,6 +298,18 @@ def to_inputs(section: Section, item: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def kept_inputs(section: Section, item: Mapping[str, Any]) -> list[str]:
+    """The inputs ``to_inputs`` leaves out although the item has a value: shown read-only."""
+    shown = to_inputs(section, item)
+    return [
+        spec.name
+        for spec in section.inputs
+        if _get(item, spec.path) not in (_MISSING, None)
+        and spec.name not in shown
+        and not any(k.startswith(f"{spec.name}.") for k in shown)
+    ]
+
+
 def _parse_rows(raw: str, columns: tuple[str, ...]) -> list[Data]:
     rows = []
     for number, line in enumerate(raw.splitlines(), start=1):
