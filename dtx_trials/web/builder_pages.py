@@ -22,7 +22,7 @@ from dtx_trials.api.idempotency import idempotent
 from dtx_trials.extensions import db
 from dtx_trials.models import ProtocolVersion, Trial
 from dtx_trials.models.users import Role
-from dtx_trials.services import protocols, trials
+from dtx_trials.services import protocols, randomization, trials
 from dtx_trials.services.access import can
 from dtx_trials.services.errors import DomainError
 from dtx_trials.web.trial_pages import _actor, _nav, _t, _trial, signed_in
@@ -392,6 +392,7 @@ def _render(
     posted = filled if filled is not None else (
         request.form if request.method == "POST" and errors else {}
     )
+    posted = {"sim_n": "200", "sim_runs": "50", **posted}
     if "minimization.p" not in posted:  # the one mapping is always shown filled
         posted = {**_filled("minimization", minimization), **posted}
     base_languages = ["en", "zh", *_extra_languages(data or {})]
@@ -481,6 +482,8 @@ def builder_action(code: str) -> Response | tuple[str, int]:
     action = request.form.get("action", "validate")
     if action == "validate":
         return _render(trial, text)
+    if action == "simulate":
+        return _simulate(trial, text)
     if action == "save":
         try:
             version, created = protocols.upload_version(db.session, _actor(), trial, text)
@@ -499,6 +502,34 @@ def builder_action(code: str) -> Response | tuple[str, int]:
     if errors:
         return _render(trial, text, 422, errors)
     return _render(trial, editing.dump(data))
+
+
+def _simulate(trial: Trial, text: str) -> tuple[str, int]:
+    """Run the randomization simulation on the draft's own design and its alternatives."""
+    from dtx_trials.web.analysis_pages import SIMULATION_METRICS
+
+    errors: dict[str, list[str]] = {}
+    sizes = {name: _number(name, errors, whole=True) for name in ("sim_n", "sim_runs")}
+    for name, value in sizes.items():
+        if value is None and name not in errors:
+            errors[name] = [_t("b_required")]
+    report = load_protocol_report(text, "protocol.yaml")
+    if report.errors:
+        errors["sim"] = [_t("bs_sim_invalid")]
+    if errors:
+        return _render(trial, text, 422, errors)
+    try:
+        comparisons = randomization.compare_protocol_designs(
+            report.protocol, n=sizes["sim_n"], runs=sizes["sim_runs"]
+        )
+    except DomainError as exc:
+        return _render(trial, text, exc.status, {
+            "sim_n": exc.errors.get("n", []), "sim_runs": exc.errors.get("runs", [])})
+    rows = [
+        (title, [getattr(c.result, name) for c in comparisons])
+        for title, name in SIMULATION_METRICS
+    ]
+    return _render(trial, text, simulation=comparisons, simulation_rows=rows)
 
 
 def _flat(exc: DomainError) -> list[str]:

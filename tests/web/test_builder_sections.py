@@ -142,3 +142,26 @@ def test_added_items_are_checked_by_the_loader(app: Flask, client: FlaskClient) 
         for action in ("put:eligibility", "edit:eligibility:inc_age", "remove:consents:x|en"):
             assert _act(other, text, action)[0] == 403, (role, action)
 
+
+
+def test_simulation_report_on_the_draft(app: Flask, client: FlaskClient) -> None:
+    """The builder's simulate button runs the randomization simulation on the draft's own
+    design (not the active version's) and shows balance and predictability per design."""
+    staff = load_trial(client)
+    sponsor = PageClient(app, staff["sponsor"])
+    text = _yaml(sponsor.text(f"{MCI}/builder"))
+    draft = editing.parse(text)
+    draft["randomization"] = {**draft["randomization"], "method": "simple"}
+    draft["randomization"].pop("block_sizes")
+    status, page = _act(sponsor, editing.dump(draft), "simulate", sim_n="40", sim_runs="5")
+    assert status == 200, re.findall(r'class="error"[^>]*>([^<]*)', page)
+    table = re.search(r'<table id="b-sim-table">(.*?)</table>', page, re.S)
+    assert table and "protocol: simple" in table.group(1) and "correct guesses" in table.group(1)
+    assert "stratified blocks" in table.group(1) and "minimization" in table.group(1)
+    check_accessible(page)
+    status, page = _act(sponsor, text, "simulate", sim_n="5000", sim_runs="5")
+    assert status == 422 and 'id="b-sim-n-err"' in page
+    status, page = _act(sponsor, "code: X\n", "simulate", sim_n="40", sim_runs="5")
+    assert status == 422 and "Fix the protocol&#39;s errors first" in page
+    assert _act(PageClient(app, staff["inv"]), text, "simulate", sim_n="40",
+                sim_runs="5")[0] == 403
