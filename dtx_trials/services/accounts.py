@@ -838,6 +838,13 @@ def approve_grant(
             raise PermissionDenied(
                 "a second administrator approves: not the one who asked for it, nor the grantee"
             )
+        if actor.user_id is not None and not actor.is_superuser and _appointed_by(
+            session, trial_id, actor.user_id, membership.requested_by_id
+        ):
+            raise PermissionDenied(
+                "a second administrator approves: not one whose administrator role goes back "
+                "to the one who asked (an account they invited could be their own)"
+            )
         trial = session.get(Trial, trial_id)
         assert trial is not None
         held = session.scalars(
@@ -856,6 +863,34 @@ def approve_grant(
         membership.approved_at = utcnow()
         audit.record_update(session, actor, "membership.approve", membership, before)
     return membership
+
+
+def _appointed_by(
+    session: Session, trial_id: int, user_id: int, requester_id: int | None
+) -> bool:
+    """Whether ``user_id``'s sponsor-admin role in the trial was granted by ``requester_id``,
+    directly or through administrators that one appointed (A invites B, B invites D: D is A's)."""
+    if requester_id is None:
+        return False
+    seen: set[int] = set()
+    frontier = {user_id}
+    while frontier:
+        seen |= frontier
+        granters = set(
+            session.scalars(
+                select(Membership.requested_by_id).where(
+                    Membership.user_id.in_(frontier),
+                    Membership.trial_id == trial_id,
+                    Membership.role == Role.SPONSOR_ADMIN.value,
+                    Membership.is_active.is_(True),
+                    Membership.requested_by_id.is_not(None),
+                )
+            )
+        )
+        if requester_id in granters:
+            return True
+        frontier = {g for g in granters if g is not None} - seen
+    return False
 
 
 def revoke_role(session: Session, actor: Actor, *, trial_id: int, membership_id: int) -> None:

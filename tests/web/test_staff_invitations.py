@@ -150,3 +150,53 @@ def test_invitations_grant_nothing_the_sender_could_not(app: Flask, client: Flas
         assert _invite(other, username=f"x_{name}", email=f"{name}@example.org").status_code in (
             403, 404), name
     assert _count(User) == users_before + 1
+
+
+def test_an_invited_administrator_cannot_approve_for_the_one_who_invited_it(
+    app: Flask, client: FlaskClient
+) -> None:
+    """The two-person rule is not bypassed with sock puppets: admin A invites B (an address A
+    reads) as sponsor admin, B invites D; neither approves A's request for an unblinded role.
+    An administrator A did not appoint does."""
+    from tests.helpers import make_user
+
+    staff = load_trial(client)
+    sponsor = PageClient(app, staff["sponsor"])
+
+    def activate(email: str, username: str) -> PageClient:
+        with LocalSmtpServer() as smtp:
+            notifications.deliver_pending(db.session, {"email": SmtpChannel(
+                host="127.0.0.1", port=smtp.port, sender="trials@example.org")})
+            mails = smtp.wait_for(1)
+        body = next(m.get_content() for to, m in mails if to == [email])
+        path = re.search(r"(/activate/[A-Za-z0-9_-]+)", body)
+        assert path
+        owner = PageClient(app)
+        form = owner.client.get(path.group(1)).get_data(as_text=True)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert csrf
+        assert owner.client.post(path.group(1), data={
+            "password": PASSPHRASE, "password_again": PASSPHRASE,
+            "csrf_token": csrf.group(1)}).status_code == 302
+        assert owner.sign_in(username, PASSPHRASE).status_code == 302
+        return owner
+
+    assert _invite(sponsor, username="puppet", email="a.private@example.org",
+                   role="sponsor_admin", site="").status_code == 302
+    puppet = activate("a.private@example.org", "puppet")
+    assert _invite(puppet, username="puppet2", email="a.other@example.org",
+                   role="sponsor_admin", site="").status_code == 302
+    puppet2 = activate("a.other@example.org", "puppet2")
+    assert _invite(sponsor, username="insider", email="insider@example.org",
+                   role="unblinded_statistician", site="").status_code == 302
+    insider = db.session.scalars(select(User).where(User.username == "insider")).one()
+    pending = db.session.scalars(select(Membership).where(Membership.user_id == insider.id)).one()
+    for approver in (puppet, puppet2):
+        refused = approver.post(f"{MCI}/memberships/{pending.id}/approve", {})
+        assert refused.status_code == 403
+        db.session.refresh(pending)
+        assert not pending.is_active
+    independent = PageClient(app, make_user("admin_b", role="sponsor_admin", trial=staff.trial))
+    assert independent.post(f"{MCI}/memberships/{pending.id}/approve", {}).status_code == 302
+    db.session.refresh(pending)
+    assert pending.is_active and pending.approved_by_id is not None
