@@ -14,6 +14,9 @@ from typing import Any
 import yaml
 
 Data = dict[str, Any]
+# libyaml when present (the same documents, several times faster on a 1,500-line protocol)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class EditError(ValueError):
@@ -23,7 +26,7 @@ class EditError(ValueError):
 def parse(text: str) -> Data:
     """Return the document as plain data; raise EditError when it is not a YAML mapping."""
     try:
-        data = yaml.safe_load(text) if text.strip() else {}
+        data = yaml.load(text, Loader=_LOADER) if text.strip() else {}  # noqa: S506 (a safe loader)
     except yaml.YAMLError as exc:
         raise EditError(f"the YAML cannot be read: {exc}") from None
     if not isinstance(data, dict):
@@ -33,7 +36,7 @@ def parse(text: str) -> Data:
 
 def dump(data: Data) -> str:
     """The document as YAML, keys in the order they were given, non-ASCII text as written."""
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=100)
 
 
 def skeleton(code: str, title: Data) -> Data:

@@ -17,7 +17,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dtx_trials.db import lock_row, transaction, utcnow
+from dtx_trials.db import deferred_commit, lock_row, transaction, utcnow
 from dtx_trials.models import ApiToken, Membership, Site, Trial, User, WebSession
 from dtx_trials.models.users import SITE_BOUND_ROLES, Role
 from dtx_trials.services import audit, notifications
@@ -129,6 +129,7 @@ def create_user(
     is_superuser: bool = False,
     policy: Policy = Policy(),
     activation_link: Callable[[str], str] | None = None,
+    invitation: str = "",
 ) -> User:
     """Create an account. Only a superuser, or a sponsor admin of some trial, may do so.
 
@@ -187,7 +188,8 @@ def create_user(
                 subject="Your dtx-trials account: choose your password",
                 body=(
                     f"Dear {user.printed_name},\n\nAn account '{username}' was created for you "
-                    f"on dtx-trials. Choose your password here (the link works once, until "
+                    f"on dtx-trials.{invitation} Choose your password here (the link works "
+                    f"once, until "
                     f"{user.activation_expires_at:%Y-%m-%d %H:%M} UTC):\n\n"
                     f"{activation_link(token)}\n\nIf you did not expect this, ignore it."
                 ),
@@ -198,6 +200,56 @@ def create_user(
 
 
 ACTIVATION_VALID = timedelta(hours=72)
+
+
+def invite_staff(
+    session: Session,
+    actor: Actor,
+    *,
+    trial_id: int,
+    username: str,
+    printed_name: str,
+    email: str | None,
+    role: str,
+    site_id: int | None,
+    policy: Policy = Policy(),
+    activation_link: Callable[[str], str],
+) -> Membership:
+    """Invite a new member of staff to a trial: an account whose owner chooses the password
+    with the e-mailed one-time link (``create_user``) and its role there (``grant_role``, under
+    every separation-of-duties and two-person rule: an unblinded role in a blinded trial waits
+    for a second administrator), in one transaction: both or neither. Sponsor admins of the
+    trial (or a superuser) invite; the link is never shown to them."""
+    if not actor.is_superuser:
+        require(actor, "membership.manage", trial_id)
+    if not email:
+        raise ValidationError("an e-mail address is required",
+                              {"email": ["required: the invitation link goes there"]})
+    try:
+        Role(role)
+    except ValueError as exc:
+        raise ValidationError("unknown role", {"role": [f"one of {', '.join(Role)}"]}) from exc
+    trial = session.get(Trial, trial_id)
+    if trial is None:
+        raise NotFound("trial not found")
+    site = session.get(Site, site_id) if site_id is not None else None
+    where = f" at site {site.code}" if site is not None else ""
+    invitation = f" You are invited to trial {trial.code} as {role}{where}."
+    try:
+        with deferred_commit(session):  # the account and its role: one unit of work
+            user = create_user(
+                session, actor, username=username, printed_name=printed_name, email=email,
+                policy=policy, activation_link=activation_link, invitation=invitation,
+            )
+            membership = grant_role(
+                session, actor, trial_id=trial_id, user_id=user.id, role=role, site_id=site_id
+            )
+    except BaseException:
+        session.rollback()  # a refusal before grant_role's own transaction leaves nothing
+        raise
+    with transaction(session):  # commit now, or with the request that defers it
+        pass
+    return membership
 
 
 def activate_account(
@@ -786,6 +838,13 @@ def approve_grant(
             raise PermissionDenied(
                 "a second administrator approves: not the one who asked for it, nor the grantee"
             )
+        if actor.user_id is not None and not actor.is_superuser and _appointed_by(
+            session, trial_id, actor.user_id, membership.requested_by_id
+        ):
+            raise PermissionDenied(
+                "a second administrator approves: not one whose administrator role goes back "
+                "to the one who asked (an account they invited could be their own)"
+            )
         trial = session.get(Trial, trial_id)
         assert trial is not None
         held = session.scalars(
@@ -804,6 +863,34 @@ def approve_grant(
         membership.approved_at = utcnow()
         audit.record_update(session, actor, "membership.approve", membership, before)
     return membership
+
+
+def _appointed_by(
+    session: Session, trial_id: int, user_id: int, requester_id: int | None
+) -> bool:
+    """Whether ``user_id``'s sponsor-admin role in the trial was granted by ``requester_id``,
+    directly or through administrators that one appointed (A invites B, B invites D: D is A's)."""
+    if requester_id is None:
+        return False
+    seen: set[int] = set()
+    frontier = {user_id}
+    while frontier:
+        seen |= frontier
+        granters = set(
+            session.scalars(
+                select(Membership.requested_by_id).where(
+                    Membership.user_id.in_(frontier),
+                    Membership.trial_id == trial_id,
+                    Membership.role == Role.SPONSOR_ADMIN.value,
+                    Membership.is_active.is_(True),
+                    Membership.requested_by_id.is_not(None),
+                )
+            )
+        )
+        if requester_id in granters:
+            return True
+        frontier = {g for g in granters if g is not None} - seen
+    return False
 
 
 def revoke_role(session: Session, actor: Actor, *, trial_id: int, membership_id: int) -> None:

@@ -897,14 +897,22 @@ def compare_designs(
     session: Session, actor: Actor, trial: Trial, *, n: int, runs: int, seed: int = 20261123
 ) -> list[DesignComparison]:
     """Simulate the active protocol's design and its alternatives (sponsor admins)."""
+    require(actor, "protocol.manage", trial.id)
+    _, protocol = active_protocol(session, trial)
+    return compare_protocol_designs(protocol, n=n, runs=runs, seed=seed)
+
+
+def compare_protocol_designs(
+    protocol: Protocol, *, n: int, runs: int, seed: int = 20261123
+) -> list[DesignComparison]:
+    """Simulate a protocol's design (active, or a builder draft) and its alternatives: balance
+    and predictability per design, on the protocol's arms, factors and initial sites."""
     from randomization.simulate import simulate
 
-    require(actor, "protocol.manage", trial.id)
     if not (2 <= n <= 2000 and 1 <= runs <= 500):
         raise ValidationError(
             "simulation too large or too small", {"n": ["2 to 2,000"], "runs": ["1 to 500"]}
         )
-    _, protocol = active_protocol(session, trial)
     factor_levels = {f.id: list(f.level_codes) for f in protocol.randomization.factors}
     sites = [s.code for s in protocol.sites.initial_sites] or ["S1", "S2", "S3", "S4"]
     return [

@@ -22,13 +22,14 @@ from dtx_trials.api.idempotency import idempotent
 from dtx_trials.extensions import db
 from dtx_trials.models import ProtocolVersion, Trial
 from dtx_trials.models.users import Role
-from dtx_trials.services import protocols, trials
+from dtx_trials.services import protocols, randomization, trials
 from dtx_trials.services.access import can
 from dtx_trials.services.errors import DomainError
 from dtx_trials.web.trial_pages import _actor, _nav, _t, _trial, signed_in
 from ecrf.expressions import ExpressionError, evaluate, parse
 from ecrf.model import FIELD_TYPES, MISSING_CODES
 from protocols import editing
+from protocols import sections as builder_sections
 from protocols.diff import diff_protocols
 from protocols.loader import load_protocol_report
 from protocols.model import BLINDING_LEVELS, PHASES, RANDOMIZATION_METHODS
@@ -136,11 +137,103 @@ def _choices(errors: dict[str, list[str]]) -> list[dict[str, Any]] | None:
     return out or None
 
 
+# the builder's list sections, in page order, with the document path their loader issues sit at
+SECTION_PATHS = {
+    "eligibility": "eligibility",
+    "endpoints": "endpoints",
+    "factors": "randomization.factors",
+    "minimization": "randomization",
+    "checks": "forms[",
+    "consents": "consents",
+    "streams": "device_streams",
+}
+
+
+def _section_labels() -> dict[str, str]:
+    """The section inputs' labels, by input name (the same name means the same thing)."""
+    return {
+        "id": _t("bs_id"), "kind": _t("bs_kind"), "text": _t("bs_text"),
+        "expression": _t("bs_expression"), "name": _t("bs_name"), "role": _t("bs_role"),
+        "population": _t("bs_population"), "analysis_set": _t("bs_analysis_set"),
+        "variable": _t("bs_variable"), "events": _t("bs_events"), "summary": _t("bs_summary"),
+        "model": _t("bs_model"), "outcome_fields": _t("bs_outcome_fields"),
+        "visits": _t("bs_visits"), "baseline_field": _t("bs_baseline_field"),
+        "baseline_visit": _t("bs_baseline_visit"),
+        "change_from_baseline": _t("bs_change_from_baseline"),
+        "responder_if": _t("bs_responder_if"), "covariates": _t("bs_covariates"),
+        "strata": _t("bs_strata"), "reference_arm": _t("bs_reference_arm"),
+        "alpha": _t("bs_alpha"), "sidedness": _t("bs_sidedness"),
+        "multiplicity_order": _t("bs_multiplicity_order"), "label": _t("bs_label"),
+        "field": _t("bs_field"), "weight": _t("bs_weight"), "levels": _t("bs_levels"),
+        "stratify_by_site": _t("bs_stratify_by_site"), "site_weight": _t("bs_site_weight"),
+        "imbalance": _t("bs_imbalance"), "p": _t("bs_p"), "form": _t("bs_form"),
+        "condition": _t("bs_condition"), "severity": _t("bs_severity"),
+        "message": _t("bs_message"), "language": _t("bs_language"), "version": _t("version"),
+        "signer": _t("bs_signer"), "title": _t("bs_title"), "body": _t("bs_body"),
+        "unit": _t("b_unit"), "cadence": _t("bs_cadence"), "min": _t("b_min"),
+        "max": _t("b_max"), "adherence_metric": _t("bs_adherence_metric"),
+        "adherence_threshold": _t("bs_adherence_threshold"),
+        "daily_minimum": _t("bs_daily_minimum"),
+        "window_start_visit": _t("bs_window_start_visit"),
+        "window_end_visit": _t("bs_window_end_visit"),
+        "defines_per_protocol": _t("bs_defines_per_protocol"),
+    }
+
+
+def _section_titles() -> dict[str, tuple[str, str]]:
+    """Each section's heading and its put button."""
+    return {
+        "eligibility": (_t("bs_eligibility"), _t("bs_put_eligibility")),
+        "endpoints": (_t("bs_endpoints"), _t("bs_put_endpoints")),
+        "factors": (_t("bs_factors"), _t("bs_put_factors")),
+        "minimization": (_t("bs_minimization"), _t("bs_put_minimization")),
+        "checks": (_t("bs_checks"), _t("bs_put_checks")),
+        "consents": (_t("bs_consents"), _t("bs_put_consents")),
+        "streams": (_t("bs_streams"), _t("bs_put_streams")),
+    }
+
+
+def _section(name: str) -> builder_sections.Section:
+    section = builder_sections.SECTIONS.get(name)
+    if section is None or name not in SECTION_PATHS:
+        abort(400, description="unknown builder section")
+    return section
+
+
+def _posted_section(name: str) -> dict[str, str]:
+    prefix = f"{name}."
+    return {k[len(prefix):]: v for k, v in request.form.items() if k.startswith(prefix)}
+
+
+def _filled(name: str, item: dict[str, Any]) -> dict[str, str]:
+    """A section's inputs filled from one item, under their page names."""
+    section = builder_sections.SECTIONS[name]
+    return {f"{name}.{k}": v for k, v in builder_sections.to_inputs(section, item).items()}
+
+
+def _apply_section(verb: str, target: str, data: dict[str, Any],
+                   errors: dict[str, list[str]]) -> None:
+    name, _, ref = target.partition(":")
+    section = _section(name)
+    if verb == "remove":
+        builder_sections.remove_item(data, section, ref)
+        return
+    changes, problems = builder_sections.from_inputs(section, _posted_section(name))
+    for input_name, messages in problems.items():
+        errors[f"{name}.{input_name}"] = [
+            _t("b_required") if m == "required" else m for m in messages
+        ]
+    if not errors:
+        builder_sections.put_item(data, section, changes)
+
+
 def _apply(action: str, data: dict[str, Any], errors: dict[str, list[str]]) -> None:
     """Apply one builder action to the document (errors name the inputs)."""
     verb, _, target = action.partition(":")
     extra = _extra_languages(data)
-    if verb == "put_trial":
+    if verb in ("put", "remove"):
+        _apply_section(verb, target, data, errors)
+    elif verb == "put_trial":
         blocks: list[int] | None = None
         raw_blocks = request.form.get("t_blocks", "").replace(" ", "")
         if raw_blocks:
@@ -274,6 +367,8 @@ def _render(
     text: str,
     status: int = 200,
     errors: dict[str, list[str]] | None = None,
+    filled: dict[str, str] | None = None,
+    kept: list[str] | None = None,
     **extra: Any,
 ) -> tuple[str, int]:
     report = load_protocol_report(text, "protocol.yaml")
@@ -289,6 +384,27 @@ def _render(
     visits = schedule.get("visits") if isinstance(schedule, dict) else None
     arms = (data or {}).get("arms")
     trial_values = _trial_values(data or {})
+    section_items = {
+        name: list(builder_sections.items(data or {}, builder_sections.SECTIONS[name]))
+        for name in SECTION_PATHS
+    }
+    minimization = next(iter(section_items["minimization"]), ("", {}))[1]
+    posted = filled if filled is not None else (
+        request.form if request.method == "POST" and errors else {}
+    )
+    posted = {"sim_n": "200", "sim_runs": "50", **posted}
+    if "minimization.p" not in posted:  # the one mapping is always shown filled
+        posted = {**_filled("minimization", minimization), **posted}
+    base_languages = ["en", "zh", *_extra_languages(data or {})]
+    label_languages = {
+        f"{name}.{spec.name}": base_languages + sorted(
+            {k.rsplit(".", 1)[1] for k in posted if k.startswith(f"{name}.{spec.name}.")}
+            - set(base_languages)
+        )
+        for name in SECTION_PATHS
+        for spec in builder_sections.SECTIONS[name].inputs
+        if spec.kind in ("label", "longlabel")
+    }
     return render_template(
         "builder.html",
         protocol_yaml=text,
@@ -308,11 +424,42 @@ def _render(
         respondents=RESPONDENTS,
         anchors=ANCHORS,
         errors=errors or {},
-        posted=request.form if request.method == "POST" and errors else {},
+        posted=posted,
+        kept=kept or [],
+        sections=[(n, builder_sections.SECTIONS[n]) for n in SECTION_PATHS],
+        section_items=section_items,
+        section_issues={
+            name: [str(i) for i in report.issues if _issue_in(name, i.path)]
+            for name in SECTION_PATHS
+        },
+        section_labels=_section_labels(),
+        label_languages=label_languages,
+        section_titles=_section_titles(),
         may_save=can(_actor(), "protocol.manage", trial.id),
         **_nav(trial),
         **extra,
     ), status
+
+
+def _issue_in(name: str, path: str) -> bool:
+    prefix = SECTION_PATHS[name]
+    if name == "checks":
+        return path.startswith("forms[") and ".checks[" in path
+    if name == "minimization":
+        return path.startswith("randomization.") and not path.startswith("randomization.factors")
+    return path == prefix or path.startswith((f"{prefix}[", f"{prefix}."))
+
+
+def _edit(trial: Trial, text: str, target: str) -> tuple[str, int]:
+    """Show the document unchanged with one item's inputs filled (``edit:<section>:<ref>``);
+    a value its input cannot show without loss is listed as kept as written."""
+    name, _, ref = target.partition(":")
+    section = _section(name)
+    item = builder_sections.find_item(editing.parse(text), section, ref)
+    if item is None:
+        abort(404, description="no such item in the document")
+    kept = builder_sections.kept_inputs(section, item)
+    return _render(trial, text, filled=_filled(name, item), kept=kept, editing_section=name)
 
 
 @bp.get("/trials/<code>/builder")
@@ -335,6 +482,8 @@ def builder_action(code: str) -> Response | tuple[str, int]:
     action = request.form.get("action", "validate")
     if action == "validate":
         return _render(trial, text)
+    if action == "simulate":
+        return _simulate(trial, text)
     if action == "save":
         try:
             version, created = protocols.upload_version(db.session, _actor(), trial, text)
@@ -344,6 +493,8 @@ def builder_action(code: str) -> Response | tuple[str, int]:
         return _render(trial, text, saved=version, protocol_done=_t(key, n=version.version_no))
     errors: dict[str, list[str]] = {}
     try:
+        if action.startswith("edit:"):
+            return _edit(trial, text, action[len("edit:"):])
         data = editing.parse(text)
         _apply(action, data, errors)
     except editing.EditError as exc:
@@ -351,6 +502,34 @@ def builder_action(code: str) -> Response | tuple[str, int]:
     if errors:
         return _render(trial, text, 422, errors)
     return _render(trial, editing.dump(data))
+
+
+def _simulate(trial: Trial, text: str) -> tuple[str, int]:
+    """Run the randomization simulation on the draft's own design and its alternatives."""
+    from dtx_trials.web.analysis_pages import SIMULATION_METRICS
+
+    errors: dict[str, list[str]] = {}
+    sizes = {name: _number(name, errors, whole=True) for name in ("sim_n", "sim_runs")}
+    for name, value in sizes.items():
+        if value is None and name not in errors:
+            errors[name] = [_t("b_required")]
+    report = load_protocol_report(text, "protocol.yaml")
+    if report.errors:
+        errors["sim"] = [_t("bs_sim_invalid")]
+    if errors:
+        return _render(trial, text, 422, errors)
+    try:
+        comparisons = randomization.compare_protocol_designs(
+            report.protocol, n=sizes["sim_n"], runs=sizes["sim_runs"]
+        )
+    except DomainError as exc:
+        return _render(trial, text, exc.status, {
+            "sim_n": exc.errors.get("n", []), "sim_runs": exc.errors.get("runs", [])})
+    rows = [
+        (title, [getattr(c.result, name) for c in comparisons])
+        for title, name in SIMULATION_METRICS
+    ]
+    return _render(trial, text, simulation=comparisons, simulation_rows=rows)
 
 
 def _flat(exc: DomainError) -> list[str]:

@@ -79,7 +79,7 @@ from protocols.model import Protocol
 ECRF_STATIC = str(Path(__file__).resolve().parents[2] / "ecrf" / "static")
 LOG_VISIT = "unscheduled"  # repeating forms (adverse events, medications) are kept here
 AUDIT_PAGE_SIZE = 50
-MESSAGES_AFTER_REDIRECT = frozenset({"saved", "password_changed"})
+MESSAGES_AFTER_REDIRECT = frozenset({"saved", "password_changed", "invited"})
 UNBLIND_CATEGORIES = ("serious_adverse_event", "medical_emergency", "regulatory", "other")
 SIGNER_ROLES = ("participant", "guardian", "legally_authorized_representative", "witness")
 
@@ -320,7 +320,7 @@ RECORD_STATUS_KEYS = frozenset({"draft", "submitted", "verified", "signed", "fro
 def _dashboard_tab(extra: dict[str, Any]) -> str:
     if any(k in extra for k in ("protocol_issues", "protocol_ok", "protocol_done", "site_errors")):
         return "setup"
-    if any(k in extra for k in ("account_errors", "grant_errors")):
+    if any(k in extra for k in ("account_errors", "grant_errors", "invite_errors")):
         return "accounts"
     return request.args.get("tab") or "overview"
 
@@ -533,6 +533,37 @@ def create_account(code: str) -> Response | tuple[str, int]:
     except DomainError as exc:
         return _render_dashboard(trial, exc.status, account_errors=exc.errors, banner=exc.message)
     return redirect(url_for("trial_pages.dashboard", code=code, msg="saved", tab="accounts"))
+
+
+@bp.post("/trials/<code>/invitations")
+@signed_in
+@idempotent
+def invite_staff(code: str) -> Response | tuple[str, int]:
+    """Invite a member of staff by e-mail: a new account with its role (and site) in this trial;
+    the invitee chooses a password with the one-time link (sponsor admin)."""
+    trial = _trial(code, "membership.manage")
+    try:
+        site_code = request.form.get("site", "")
+        try:
+            site = trials.get_site(db.session, _actor(), trial, site_code) if site_code else None
+        except NotFound:
+            raise ValidationError("unknown site", {"site": ["not a site of this trial"]}) from None
+        accounts.invite_staff(
+            db.session,
+            _actor(),
+            trial_id=trial.id,
+            username=request.form.get("username", ""),
+            printed_name=request.form.get("printed_name", ""),
+            email=request.form.get("email", "").strip() or None,
+            role=request.form.get("role", ""),
+            site_id=site.id if site is not None else None,
+            policy=account_policy(),
+            activation_link=activation_link,
+        )
+    except DomainError as exc:
+        return _render_dashboard(trial, _inline(exc), invite_errors=exc.errors,
+                                 banner=exc.message)
+    return redirect(url_for("trial_pages.dashboard", code=code, msg="invited", tab="accounts"))
 
 
 @bp.post("/trials/<code>/memberships")

@@ -620,6 +620,49 @@ def test_sponsor_builds_a_trial_in_the_browser_and_a_site_enters_its_form(
         page.fill("#b-v-forms", "sleep_diary")
         page.select_option("#b-v-anchor", "screening")
         click_and_load(page, "#b-put-visit")
+        if lang == "en":  # the other sections, once (their labels: the catalog tests)
+
+            selects = {"kind", "severity", "signer", "cadence", "role", "model", "analysis-set"}
+
+            def put(section: str, **inputs: str) -> None:
+                for name, value in inputs.items():
+                    if name in selects:
+                        page.select_option(f"#b-{section}-{name}", value)
+                    else:
+                        page.fill(f"#b-{section}-{name}", value)
+                click_and_load(page, f"#b-put-{section}")
+                errors = page.locator("p.error")
+                assert not errors.count(), errors.all_inner_texts()
+
+            page.fill("#b-sample", '{"hours_slept": 7.5}')
+            page.fill("#b-eligibility-expression", "[hours_slept] < 6")
+            expect(page.locator("#b-eligibility-expression-out")).to_have_text("→ false")
+            put("eligibility", id="inc_short_sleep", kind="inclusion",
+                **{"text-en": "Sleeps less than 6 hours"})
+            put("checks", form="sleep_diary", id="nap_sane", condition="[nap_minutes] <= 180",
+                severity="warning", **{"message-en": "A nap over 3 hours?"})
+            put("consents", id="main_icf", language="en", version="1.0", signer="participant",
+                **{"title-en": "Participant consent"})
+            put("streams", id="sleep_tracker", kind="sleep", unit="min", cadence="daily",
+                **{"label-en": "Minutes asleep (tracker)"})
+            put("factors", id="sleep_band", field="hours_slept",
+                levels="short | [hours_slept] < 5 | en: Under 5 h\nlonger | * | en: 5 h or more",
+                **{"label-en": "Sleep band"})
+            put("endpoints", id="hours_w0", role="primary", model="ancova",
+                **{"name-en": "Hours slept at baseline", "population-en": "All randomized",
+                   "analysis-set": "fas", "variable-en": "Hours slept", "summary-en": "Mean",
+                   "outcome-fields": "hours_slept", "visits": "baseline"})
+            # Edit fills the criterion's inputs from the YAML; Remove takes it out again (the
+            # site below screens with no sleep data yet)
+            click_and_load(page, "button[value='edit:eligibility:inc_short_sleep']")
+            assert page.locator("#b-eligibility-expression").input_value() == "[hours_slept] < 6"
+            click_and_load(page, "button[value='remove:eligibility:inc_short_sleep']")
+            assert "inc_short_sleep" not in page.locator("#b-yaml").input_value()
+            page.fill("#b-sim-n", "40")
+            page.fill("#b-sim-runs", "5")
+            click_and_load(page, "#b-simulate")
+            expect(page.locator("#b-sim-table")).to_contain_text("correct guesses")
+            s.shot("builder-sections")
         assert page.locator("#b-errors").get_attribute("data-errors") == "0", page.locator(
             "ul.issues"
         ).all_inner_texts()
@@ -637,6 +680,14 @@ def test_sponsor_builds_a_trial_in_the_browser_and_a_site_enters_its_form(
         page.select_option("#grant-role", "investigator")
         page.select_option("#grant-site", "SL01")
         click_and_load(page, f"button:has-text('{s.t('grant_role')}')")
+        if lang == "en":
+            page.fill("#invite-email", "night.nurse@example.org")
+            page.fill("#invite-printed", "Night Nurse")
+            page.fill("#invite-username", "nightnurse")
+            page.select_option("#invite-role", "coordinator")
+            page.select_option("#invite-site", "SL01")
+            click_and_load(page, "#invite-send")
+            expect(page.locator("p.notice")).to_have_text(s.t("invited"))
     finally:
         s.close()
     inv = Session(browser, base, "builder-site", lang)
