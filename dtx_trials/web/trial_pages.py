@@ -151,6 +151,8 @@ DASHBOARD_TABLES = (
     "visits",
     "deviations",
     "progress",
+    "epro",
+    "entry_lag",
     "adherence",
 )
 
@@ -224,6 +226,18 @@ def _figure_tables(
                 )
             ],
         ),
+        "epro": (
+            [_t("epro_outcome"), _t("n_questionnaires"), _t("percent_of_due")],
+            [
+                [_t("eo_" + outcome), n, _percent(n, sum(m for _, m in figures.epro_compliance))]
+                for outcome, n in figures.epro_compliance
+            ],
+        ),
+        "entry_lag": (
+            [_t("lag_days"), _t("n_records")],
+            [[label, n] for label, n in figures.entry_lag] if any(
+                n for _, n in figures.entry_lag) else [],
+        ),
         "adherence": (
             [
                 _t("stream"),
@@ -240,6 +254,10 @@ def _figure_tables(
             [[p.target, p.enrolled, p.rate_per_week, p.projected_on]],
         ),
     }
+
+
+def _percent(n: int, of: int) -> float | None:
+    return round(100 * n / of, 1) if of else None
 
 
 def _figure_charts(figures: dashboard_service.TrialFigures, today: datetime.date) -> dict[str, Any]:
@@ -295,6 +313,17 @@ def _figure_charts(figures: dashboard_service.TrialFigures, today: datetime.date
         _t("sdv_and_signatures"),
         "chart-progress",
         unit="%",
+    )
+    charts_["epro"] = charts.bar_chart(
+        [(_t("eo_" + outcome), float(n)) for outcome, n in figures.epro_compliance],
+        _t("epro_compliance"),
+        "chart-epro",
+        label_width=130,
+    )
+    charts_["entry_lag"] = charts.bar_chart(
+        [(label, float(n)) for label, n in figures.entry_lag],
+        _t("data_entry_lag"),
+        "chart-entry-lag",
     )
     if figures.adherence:
         charts_["adherence"] = charts.line_chart(
