@@ -38,6 +38,7 @@ observations are covered per ingested batch instead (``services/integrity.py``).
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 from collections import defaultdict
@@ -90,18 +91,36 @@ def filter_choices(session: Session, chain: str) -> tuple[list[str], list[str]]:
     A skip scan over the (chain, entity_type, action) index: a recursive query takes the next
     (entity type, action) pair after the last one found, one index seek per pair, so the cost
     grows with the number of distinct pairs (tens), not with the length of the trail."""
+    found = session.execute(_filter_choices_statement(), {"chain": chain}).all()
+    return sorted({e for e, _ in found}), sorted({a for _, a in found if a is not None})
+
+
+@functools.cache
+def _filter_choices_statement() -> Any:
+    """The skip scan of ``filter_choices`` (built once; the chain is a parameter). Each step is
+    ``ORDER BY ... LIMIT 1`` rather than ``min()``: PostgreSQL without statistics scans every
+    row of an entity type for a ``min()`` whose bound comes from another subquery."""
     table = AuditEvent.__table__
+    chain = bindparam("chain")
 
     def first_type(after: Any = None) -> Any:
         a = table.alias()
-        stmt = select(func.min(a.c.entity_type)).where(a.c.chain == chain).correlate_except(a)
+        stmt = (
+            select(a.c.entity_type)
+            .where(a.c.chain == chain)
+            .order_by(a.c.entity_type)
+            .limit(1)
+            .correlate_except(a)
+        )
         return (stmt if after is None else stmt.where(a.c.entity_type > after)).scalar_subquery()
 
     def first_action(entity_type: Any, after: Any = None) -> Any:
         a = table.alias()
         stmt = (
-            select(func.min(a.c.action))
+            select(a.c.action)
             .where(a.c.chain == chain, a.c.entity_type == entity_type)
+            .order_by(a.c.action)
+            .limit(1)
             .correlate_except(a)
         )
         return (stmt if after is None else stmt.where(a.c.action > after)).scalar_subquery()
@@ -118,10 +137,7 @@ def filter_choices(session: Session, chain: str) -> tuple[list[str], list[str]]:
             func.coalesce(next_action, first_action(next_type)),
         ).where(pairs.c.entity_type.is_not(None))
     )
-    found = session.execute(
-        select(pairs.c.entity_type, pairs.c.action).where(pairs.c.entity_type.is_not(None))
-    ).all()
-    return sorted({e for e, _ in found}), sorted({a for _, a in found if a is not None})
+    return select(pairs.c.entity_type, pairs.c.action).where(pairs.c.entity_type.is_not(None))
 
 
 def to_jsonable(value: Any) -> Any:
