@@ -55,7 +55,9 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("sap", "SAP + PDF at"): (
         "<= 6 s and ratio <= 10", lambda r: r.ours <= 6 and (r.ratio or 99) <= 10,
     ),
-    ("lists", ""): ("ours <= 100 ms", lambda r: r.ours <= 100),
+    # issue #22: the API's first page of a list within 100 ms, a page within 300 ms
+    ("lists", "API "): ("ours <= 100 ms", lambda r: r.ours <= 100),
+    ("lists", ""): ("ours < 300 ms", lambda r: r.ours < 300),
     ("mmrm", "MMRM UN fit, 10"): (
         "ratio <= 0.05 (nlme)", lambda r: r.ratio is not None and r.ratio <= 0.05,
     ),

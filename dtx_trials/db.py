@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 from sqlalchemy import DateTime, Integer, MetaData, event, select
@@ -53,9 +53,45 @@ class Base(DeclarativeBase):
 intpk = Annotated[int, mapped_column(Integer, primary_key=True)]
 
 
+class SimulatedClock:
+    """A clock set to past times by a simulation (``dtx demo``), so that what the services
+    stamp (screening, enrolment, submissions, audit events) falls on the simulated calendar.
+
+    It never runs backwards and never ahead of the real time: ``advance_to`` moves it to a
+    later time only (capped at now), and between moves it ticks with the real clock."""
+
+    def __init__(self) -> None:
+        self.offset: timedelta | None = None
+
+    def now(self) -> datetime:
+        real = datetime.now(UTC)
+        return real if self.offset is None else real + self.offset
+
+    def advance_to(self, at: datetime) -> None:
+        real = datetime.now(UTC)
+        target = at if self.offset is None else max(at, real + self.offset)
+        self.offset = min(target, real) - real
+
+
+_CLOCK: ContextVar[SimulatedClock | None] = ContextVar("dtx_simulated_clock", default=None)
+
+
+@contextmanager
+def simulated_clock() -> Iterator[SimulatedClock]:
+    """Within the block, ``utcnow()`` reads a ``SimulatedClock`` (this context only)."""
+    clock = SimulatedClock()
+    token = _CLOCK.set(clock)
+    try:
+        yield clock
+    finally:
+        _CLOCK.reset(token)
+
+
 def utcnow() -> datetime:
-    """Return the current time in UTC, to the microsecond."""
-    return datetime.now(UTC)
+    """Return the current time in UTC, to the microsecond (a simulation's clock inside
+    ``simulated_clock()``)."""
+    clock = _CLOCK.get()
+    return datetime.now(UTC) if clock is None else clock.now()
 
 
 @event.listens_for(Engine, "connect")

@@ -33,7 +33,9 @@ class AuditTrail(MethodView):
     def get(self, args: dict[str, Any], code: str) -> dict[str, Any]:
         """Page through the trial's audit trail in chain order (auditor)."""
         trial = trials.get_trial(db.session, current_actor(), code, "audit.read")
-        stmt = select(AuditEvent).where(AuditEvent.chain == audit.chain_for(trial.id))
+        chain = audit.chain_for(trial.id)
+        unfiltered = select(AuditEvent).where(AuditEvent.chain == chain)
+        stmt = unfiltered
         for name in ("entity_type", "entity_id", "action", "actor_id"):
             if args.get(name) is not None:
                 stmt = stmt.where(getattr(AuditEvent, name) == args[name])
@@ -41,7 +43,11 @@ class AuditTrail(MethodView):
             stmt = stmt.where(AuditEvent.at >= _as_utc(args["since"]))
         if args.get("until"):
             stmt = stmt.where(AuditEvent.at < _as_utc(args["until"]))
-        total = db.session.scalar(select(func.count()).select_from(stmt.subquery()))
+        total = (
+            audit.n_events(db.session, chain)
+            if stmt is unfiltered
+            else db.session.scalar(select(func.count()).select_from(stmt.subquery()))
+        )
         page, per_page = args["page"], args["per_page"]
         items = db.session.scalars(
             stmt.order_by(AuditEvent.seq).offset((page - 1) * per_page).limit(per_page)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dtx_trials.db import Base, UTCDateTime, intpk, utcnow
@@ -48,6 +48,9 @@ class FormRecord(Base):
 
 class DataQuery(Base):
     __tablename__ = "data_query"
+    # the query inbox's first page in its default order: an index walk that stops after a
+    # page, not a sort of every query of the trial
+    __table_args__ = (Index("ix_data_query_raised_at_id", "raised_at", "id"),)
     __audited__ = (
         "form_record_id",
         "field",

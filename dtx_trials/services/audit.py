@@ -38,6 +38,7 @@ observations are covered per ingested batch instead (``services/integrity.py``).
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 from collections import defaultdict
@@ -47,7 +48,18 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import LargeBinary, String, bindparam, insert, select, text, type_coerce, update
+from sqlalchemy import (
+    LargeBinary,
+    String,
+    bindparam,
+    case,
+    func,
+    insert,
+    select,
+    text,
+    type_coerce,
+    update,
+)
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -65,6 +77,67 @@ GLOBAL_CHAIN = "global"
 
 def chain_for(trial_id: int | None) -> str:
     return GLOBAL_CHAIN if trial_id is None else f"trial:{trial_id}"
+
+
+def n_events(session: Session, chain: str) -> int:
+    """The number of events in a chain, from its last seq: one index seek, not a COUNT over the
+    chain (seq numbers are gap-free from 1; a missing row is what ``verify`` reports)."""
+    return session.scalar(select(func.max(AuditEvent.seq)).where(AuditEvent.chain == chain)) or 0
+
+
+def filter_choices(session: Session, chain: str) -> tuple[list[str], list[str]]:
+    """The entity types and actions present in a chain, for the trail's filters.
+
+    A skip scan over the (chain, entity_type, action) index: a recursive query takes the next
+    (entity type, action) pair after the last one found, one index seek per pair, so the cost
+    grows with the number of distinct pairs (tens), not with the length of the trail."""
+    found = session.execute(_filter_choices_statement(), {"chain": chain}).all()
+    return sorted({e for e, _ in found}), sorted({a for _, a in found if a is not None})
+
+
+@functools.cache
+def _filter_choices_statement() -> Any:
+    """The skip scan of ``filter_choices`` (built once; the chain is a parameter). Each step is
+    ``ORDER BY ... LIMIT 1`` rather than ``min()``: PostgreSQL without statistics scans every
+    row of an entity type for a ``min()`` whose bound comes from another subquery."""
+    table = AuditEvent.__table__
+    chain = bindparam("chain")
+
+    def first_type(after: Any = None) -> Any:
+        a = table.alias()
+        stmt = (
+            select(a.c.entity_type)
+            .where(a.c.chain == chain)
+            .order_by(a.c.entity_type)
+            .limit(1)
+            .correlate_except(a)
+        )
+        return (stmt if after is None else stmt.where(a.c.entity_type > after)).scalar_subquery()
+
+    def first_action(entity_type: Any, after: Any = None) -> Any:
+        a = table.alias()
+        stmt = (
+            select(a.c.action)
+            .where(a.c.chain == chain, a.c.entity_type == entity_type)
+            .order_by(a.c.action)
+            .limit(1)
+            .correlate_except(a)
+        )
+        return (stmt if after is None else stmt.where(a.c.action > after)).scalar_subquery()
+
+    start = first_type()
+    pairs = select(start.label("entity_type"), first_action(start).label("action")).cte(
+        "pairs", recursive=True
+    )
+    next_action = first_action(pairs.c.entity_type, pairs.c.action)
+    next_type = first_type(pairs.c.entity_type)
+    pairs = pairs.union_all(
+        select(
+            case((next_action.is_not(None), pairs.c.entity_type), else_=next_type),
+            func.coalesce(next_action, first_action(next_type)),
+        ).where(pairs.c.entity_type.is_not(None))
+    )
+    return select(pairs.c.entity_type, pairs.c.action).where(pairs.c.entity_type.is_not(None))
 
 
 def to_jsonable(value: Any) -> Any:

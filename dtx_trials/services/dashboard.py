@@ -8,7 +8,9 @@ data (``project_enrollment``, ``weekly_adherence``) so they are tested without a
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import functools
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +34,8 @@ from dtx_trials.models.forms import Signature
 from dtx_trials.services.access import Actor, visible_sites
 from dtx_trials.services.errors import NotFound
 from dtx_trials.services.listing import AGE_BUCKETS
-from dtx_trials.services.protocols import active_protocol
+from dtx_trials.services.protocols import active_protocol, protocol_by_version_id
+from ecrf.schedule import epro_windows
 from protocols.model import AdherenceRule, Protocol
 
 RECORD_STATUSES = ("draft", "submitted", "verified", "signed", "frozen", "locked")
@@ -125,6 +128,53 @@ def weekly_adherence(
     return weeks
 
 
+EPRO_OUTCOMES = ("answered", "missed", "open")
+
+
+def epro_outcomes(
+    windows: Iterable[tuple[datetime.date, datetime.date, bool]], today: datetime.date
+) -> Counter[str]:
+    """Count questionnaire windows (opens on, closes on, answered) opened by ``today``:
+    answered, missed (closed unanswered) or still open (the same rule as
+    ``services.epro_schedule.compliance``)."""
+    counts: Counter[str] = Counter()
+    for opens_on, closes_on, answered in windows:
+        if opens_on > today:
+            continue
+        counts["answered" if answered else "missed" if closes_on < today else "open"] += 1
+    return counts
+
+
+LAG_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
+    ("0-1", 0, 1),
+    ("2-3", 2, 3),
+    ("4-7", 4, 7),
+    ("8-14", 8, 14),
+    ("15-30", 15, 30),
+    ("31+", 31, None),
+)
+
+
+def lag_buckets(lags: Sequence[int]) -> tuple[list[tuple[str, int]], float | None]:
+    """Bucket data-entry lags (whole days, negative ones counted as 0) and their median."""
+    counts: Counter[str] = Counter()
+    clamped = sorted(max(0, lag) for lag in lags)
+    for lag in clamped:
+        for label, low, high in LAG_BUCKETS:
+            if lag >= low and (high is None or lag <= high):
+                counts[label] += 1
+                break
+    median: float | None = None
+    if clamped:
+        mid = len(clamped) // 2
+        median = (
+            float(clamped[mid])
+            if len(clamped) % 2
+            else (clamped[mid - 1] + clamped[mid]) / 2
+        )
+    return [(label, counts.get(label, 0)) for label, _, _ in LAG_BUCKETS], median
+
+
 @dataclass(frozen=True)
 class StreamWeeks:
     stream: str
@@ -155,6 +205,11 @@ class TrialFigures:
     deviations: list[tuple[str, str, int]] = field(default_factory=list)  # kind, status, n
     n_verified: int = 0  # forms whose status is "verified" (source data verified)
     adherence: list[StreamWeeks] = field(default_factory=list)
+    # scheduled ePRO windows opened so far: answered, missed (closed unanswered), still open
+    epro_compliance: list[tuple[str, int]] = field(default_factory=list)
+    # site forms: days from the visit date to the first submission, by bucket
+    entry_lag: list[tuple[str, int]] = field(default_factory=list)
+    entry_lag_median: float | None = None
 
 
 def _scope(
@@ -217,6 +272,8 @@ def trial_figures(
     if protocol is not None and protocol.sample_size is not None and site_code is None:
         target = protocol.sample_size.n
     projection = project_enrollment(enrolled_on, target, today)
+    if site_code is not None and projection.note == "the protocol sets no sample size":
+        projection = dataclasses.replace(projection, note="the protocol sets no target per site")
 
     failures = _screen_failures(session, in_scope, protocol, lang)
 
@@ -262,6 +319,7 @@ def trial_figures(
         .group_by(ProtocolDeviation.kind, ProtocolDeviation.status)
         .order_by(ProtocolDeviation.kind, ProtocolDeviation.status)
     ).all()
+    lag_rows, lag_median = lag_buckets(_entry_lags(session, in_scope, protocol))
     adherence = (
         _adherence(session, trial, protocol, in_scope, today, lang)
         if with_adherence and protocol is not None
@@ -285,6 +343,9 @@ def trial_figures(
         deviations=[(kind, status, n) for kind, status, n in deviation_rows],
         n_verified=records.get("verified", 0),
         adherence=adherence,
+        epro_compliance=_epro_compliance(session, trial, in_scope, protocol),
+        entry_lag=lag_rows,
+        entry_lag_median=lag_median,
     )
 
 
@@ -396,3 +457,89 @@ def _adherence(
             )
         )
     return result
+
+
+@functools.lru_cache(maxsize=64)
+def _site_zone(name: str | None) -> datetime.tzinfo:
+    from dtx_trials.services.devices import _zone
+
+    return _zone(name) if name else datetime.UTC
+
+
+def _epro_compliance(
+    session: Session,
+    trial: Trial,
+    in_scope: list[ColumnElement[bool]],
+    protocol: Protocol | None,
+) -> list[tuple[str, int]]:
+    """Scheduled ePRO windows (``schedule.epro``) of enrolled participants opened by today (in
+    each site's calendar): answered, missed, still open. Three queries whatever the size (the
+    per-participant report ``services.epro_schedule.compliance`` reads each one's rows)."""
+    if protocol is None or not protocol.schedule.epro:
+        return []
+    now = utcnow()
+    people = session.execute(
+        select(Participant.id, Participant.protocol_version_id, Site.timezone)
+        .join(Site, Site.id == Participant.site_id)
+        .where(*in_scope, Participant.enrolled_at.is_not(None))
+    ).all()
+    dates: dict[int, dict[str, datetime.date]] = defaultdict(dict)
+    for pid, code, actual_on, planned_on in session.execute(
+        select(Visit.participant_id, Visit.visit_code, Visit.actual_on, Visit.planned_on)
+        .join(Participant, Participant.id == Visit.participant_id)
+        .where(*in_scope, Visit.is_unscheduled.is_(False))
+    ):
+        on = actual_on or planned_on
+        if on is not None:
+            dates[pid][code] = on
+    forms = {w.form for w in protocol.schedule.epro}
+    answered = {
+        (pid, code, form, index)
+        for pid, code, form, index in session.execute(
+            select(FormRecord.participant_id, Visit.visit_code, FormRecord.form_code,
+                   FormRecord.repeat_index)
+            .join(Participant, Participant.id == FormRecord.participant_id)
+            .join(Visit, Visit.id == FormRecord.visit_id)
+            .where(*in_scope, FormRecord.form_code.in_(forms), FormRecord.status != "draft")
+        )
+    }
+    counts: Counter[str] = Counter()
+    for pid, version_id, timezone in people:
+        own = protocol if version_id is None else protocol_by_version_id(session, version_id)
+        today = now.astimezone(_site_zone(timezone)).date()
+        counts.update(
+            epro_outcomes(
+                (
+                    (w.opens_on, w.closes_on, (pid, w.visit, w.form, w.occurrence) in answered)
+                    for w in epro_windows(own.schedule.epro, dates.get(pid, {}))
+                ),
+                today,
+            )
+        )
+    return [(outcome, counts.get(outcome, 0)) for outcome in EPRO_OUTCOMES]
+
+
+def _entry_lags(
+    session: Session, in_scope: list[ColumnElement[bool]], protocol: Protocol | None
+) -> list[int]:
+    """Days from each submitted site form's visit date to its first submission (site-local
+    calendar); forms the participant answers (ePRO) are left out."""
+    own = [f.id for f in protocol.forms if f.respondent == "participant"] if protocol else []
+    lags = []
+    for actual_on, submitted_at, timezone in session.execute(
+        select(Visit.actual_on, FormRecord.submitted_at, Site.timezone)
+        .join(Visit, Visit.id == FormRecord.visit_id)
+        .join(Participant, Participant.id == FormRecord.participant_id)
+        .join(Site, Site.id == Participant.site_id)
+        .where(
+            *in_scope,
+            FormRecord.submitted_at.is_not(None),
+            Visit.actual_on.is_not(None),
+            *([FormRecord.form_code.not_in(own)] if own else []),
+        )
+    ):
+        if actual_on is None or submitted_at is None:
+            continue
+        local = submitted_at.astimezone(_site_zone(timezone)).date()
+        lags.append((local - actual_on).days)
+    return lags

@@ -120,8 +120,14 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _paged(session: Session, stmt: Any, page: int, per_page: int) -> tuple[list[Any], int]:
-    total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+def _paged(
+    session: Session, stmt: Any, page: int, per_page: int, count: Any = None
+) -> tuple[list[Any], int]:
+    """One page of ``stmt``'s rows and the number of all of them (``count``, when given, is a
+    COUNT with only the joins the filters need)."""
+    if count is None:
+        count = select(func.count()).select_from(stmt.order_by(None).subquery())
+    total = session.scalar(count) or 0
     rows = list(session.execute(stmt.offset((page - 1) * per_page).limit(per_page)))
     return rows, total
 
@@ -270,35 +276,44 @@ def queries_page(
     sort = _choice(sort, "sort", tuple(QUERY_SORTS)) or "raised_at"
     now = now or utcnow()
     sites = visible_sites(actor, "form.read", trial.id)
+    where: list[Any] = [Participant.trial_id == trial.id]
+    if sites is not None:
+        where.append(Participant.site_id.in_(sites))
+    if status:
+        where.append(DataQuery.status == status)
+    if site_code:
+        where.append(Participant.site_id.in_(select(Site.id).where(
+            Site.trial_id == trial.id, Site.code == site_code)))
+    if age:
+        oldest, newest = age_bucket_bounds(age, now)
+        if newest is not None:
+            where.append(DataQuery.raised_at <= newest)
+        if oldest is not None:
+            where.append(DataQuery.raised_at > oldest)
+    if search and search.strip():
+        where.append(
+            func.lower(Participant.subject_code).like(
+                like_pattern(search.strip().lower()), escape="\\"
+            )
+        )
     stmt = (
         select(DataQuery, FormRecord, Participant, Site.code, Visit.visit_code)
         .join(FormRecord, FormRecord.id == DataQuery.form_record_id)
         .join(Participant, Participant.id == FormRecord.participant_id)
         .join(Site, Site.id == Participant.site_id)
         .outerjoin(Visit, Visit.id == FormRecord.visit_id)
-        .where(Participant.trial_id == trial.id)
+        .where(*where)
     )
-    if sites is not None:
-        stmt = stmt.where(Participant.site_id.in_(sites))
-    if status:
-        stmt = stmt.where(DataQuery.status == status)
-    if site_code:
-        stmt = stmt.where(Site.code == site_code)
-    if age:
-        oldest, newest = age_bucket_bounds(age, now)
-        if newest is not None:
-            stmt = stmt.where(DataQuery.raised_at <= newest)
-        if oldest is not None:
-            stmt = stmt.where(DataQuery.raised_at > oldest)
-    if search and search.strip():
-        stmt = stmt.where(
-            func.lower(Participant.subject_code).like(
-                like_pattern(search.strip().lower()), escape="\\"
-            )
-        )
+    # the count needs neither the site's code nor the visit: two joins fewer
+    count = (
+        select(func.count(DataQuery.id))
+        .join(FormRecord, FormRecord.id == DataQuery.form_record_id)
+        .join(Participant, Participant.id == FormRecord.participant_id)
+        .where(*where)
+    )
     keys = [*QUERY_SORTS[sort], DataQuery.id]
     stmt = stmt.order_by(*(k.desc() if descending else k.asc() for k in keys))
-    rows, total = _paged(session, stmt, page, per_page)
+    rows, total = _paged(session, stmt, page, per_page, count)
     items = [
         QueryRow(
             query=q,

@@ -15,17 +15,18 @@ shape the simulated outcomes; it is never returned or printed.
 from __future__ import annotations
 
 import datetime
+import heapq
 import math
 import random
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dtx_trials.db import utcnow
+from dtx_trials.db import simulated_clock, utcnow
 from dtx_trials.models import Allocation, Consent, FormRecord, Participant, Site, Trial, User
 from dtx_trials.models.users import Role
 from dtx_trials.services import (
@@ -38,6 +39,7 @@ from dtx_trials.services import (
     randomization,
 )
 from dtx_trials.services.access import Actor, Grant
+from dtx_trials.services.deviations import site_zone
 from dtx_trials.services.errors import Conflict
 from dtx_trials.services.protocols import active_protocol
 from ecrf.model import FieldDef, FormDef, VisitDef
@@ -51,6 +53,11 @@ SCREEN_FAIL_RATE = 0.15
 DROPOUT_RATE = 0.10
 MISSED_VISIT_RATE = 0.05
 STILL_SCREENING_RATE = 0.03
+# sites open one after another over the first half of accrual (the first on day 0); each
+# site's people are spread over the days it recruits, so enrolment speeds up as sites open
+SITE_STAGGER = 0.5
+# the simulated clock's time of day for a step on a date, at the participant's site
+STEP_TIME = datetime.time(10, 0)
 DEVICE_BATCH = 20_000
 
 SIMULATOR = Actor(
@@ -750,29 +757,33 @@ class _Run:
     def subject(self, index: int, n: int) -> Subject:
         """Draw the index-th of n people: site, dates, screening fate, dropout, traits."""
         rng = random.Random(self.rng.getrandbits(64))
-        offset = round(self.accrual_days * (index + rng.random()) / max(n, 1))
-        randomized_on = self.first_randomization + datetime.timedelta(days=offset)
+        place = (index + rng.random()) / max(n, 1)  # where in the accrual, 0..1
         screening = self.screening_visits[0] if self.screening_visits else None
         if screening is not None:
             low, high = (
                 screening.day - screening.window_before,
                 screening.day + screening.window_after,
             )
-            screening_on = randomized_on + datetime.timedelta(days=rng.randint(low, min(high, -1)))
+            lead = rng.randint(low, min(high, -1))
         else:
-            screening_on = randomized_on - datetime.timedelta(days=rng.randint(3, 14))
+            lead = -rng.randint(3, 14)
         still = index >= n - max(1, round(n * STILL_SCREENING_RATE)) and n >= 10
-        if still:
-            screening_on = self.today - datetime.timedelta(days=rng.randint(1, 10))
+        still_on = self.today - datetime.timedelta(days=rng.randint(1, 10)) if still else None
         n_visits = len(self.follow_up)
         dropout_after = (
             rng.randint(0, max(0, n_visits - 2)) if rng.random() < DROPOUT_RATE else None
         )
+        site_index = rng.randrange(len(self.sites))
+        opens = round(
+            self.accrual_days * SITE_STAGGER * site_index / max(1, len(self.sites) - 1)
+        )
+        offset = opens + round((self.accrual_days - opens) * place)
+        randomized_on = self.first_randomization + datetime.timedelta(days=offset)
         subject = Subject(
             index=index,
             rng=rng,
-            site=self.sites[rng.randrange(len(self.sites))],
-            screening_on=screening_on,
+            site=self.sites[site_index],
+            screening_on=still_on or randomized_on + datetime.timedelta(days=lead),
             randomized_on=randomized_on,
             will_fail=not still and rng.random() < SCREEN_FAIL_RATE,
             still_screening=still,
@@ -781,9 +792,11 @@ class _Run:
         self.profile.traits(subject)
         return subject
 
-    def simulate(self, subject: Subject) -> None:
-        """Take one person from screening as far as their simulated calendar reaches."""
+    def simulate(self, subject: Subject) -> Iterator[datetime.date]:
+        """Take one person from screening as far as their simulated calendar reaches, one step
+        per date: yield the date of the next step, then (when resumed) take it."""
         session, trial = self.session, self.trial
+        yield subject.screening_on
         staff = self.investigators[subject.site.id]
         participant = participants.screen_participant(session, staff, trial, subject.site.code)
         code = participant.subject_code
@@ -818,6 +831,7 @@ class _Run:
             if result.failed:
                 self.counts.screen_failed += 1
             return
+        yield subject.randomized_on
         participants.enroll_participant(session, staff, trial, code)
         self.counts.enrolled += 1
         allocation, _ = randomization.randomize_participant(
@@ -827,7 +841,7 @@ class _Run:
         arm = session.scalar(select(Allocation.arm_code).where(Allocation.id == allocation.id))
         subject.arm = arm
         subject.is_active_arm = arm not in self.control_arms
-        self._follow(staff, code, subject)
+        yield from self._follow(staff, code, subject)
 
     def _demographics(self, subject: Subject) -> Values:
         """Race and ethnicity answers where the screening form asks them (mostly Asian at
@@ -956,8 +970,9 @@ class _Run:
         shift = round(subject.rng.triangular(-visit.window_before, visit.window_after, 0))
         return planned + datetime.timedelta(days=shift)
 
-    def _follow(self, staff: Actor, code: str, subject: Subject) -> None:
-        """Hold the follow-up visits that fall before `today`, then AEs, device data, dropout."""
+    def _follow(self, staff: Actor, code: str, subject: Subject) -> Iterator[datetime.date]:
+        """Hold the follow-up visits that fall before `today` (each on its date), then AEs,
+        device data (the day after the last one sent) and dropout."""
         session, trial = self.session, self.trial
         done: list[tuple[VisitDef, datetime.date]] = []
         dropped = False
@@ -971,6 +986,7 @@ class _Run:
             is_last = number == len(self.follow_up) - 1
             if number > 0 and not is_last and subject.rng.random() < MISSED_VISIT_RATE:
                 continue
+            yield on
             fraction = max(0.0, visit.day / self.last_day)
             values = self.profile.visit(subject, visit, fraction, on)
             self._rescue(subject, on, fraction)
@@ -986,10 +1002,13 @@ class _Run:
             return
         self._adverse_events(staff, code, subject, done)
         end_on = done[-1][1]
-        self._device_data(code, subject, end_on)
+        if self.protocol.device_streams:
+            # sent by the app up to the day before today: ingested the morning after the last
+            yield min(end_on, self.today - datetime.timedelta(days=1)) + datetime.timedelta(days=1)
+            self._device_data(code, subject, end_on)
         if dropped:
             self._flush_devices()
-            self._withdraw(staff, code, subject, done)
+            yield from self._withdraw(staff, code, subject, done)
 
     def _rescue(self, subject: Subject, on: datetime.date, fraction: float) -> None:
         if not isinstance(self.profile, DiabetesProfile) or "rescue_on" in subject.traits:
@@ -1051,10 +1070,11 @@ class _Run:
 
     def _withdraw(
         self, staff: Actor, code: str, subject: Subject, done: list[tuple[VisitDef, datetime.date]]
-    ) -> None:
+    ) -> Iterator[datetime.date]:
         status, reason = subject.rng.choice(WITHDRAWAL_REASONS)
         last_on = done[-1][1] + datetime.timedelta(days=subject.rng.randint(7, 30))
         last_on = min(last_on, self.today)
+        yield last_on
         if self.eos_form is not None:
             choices = {
                 c.code for f in self.eos_form.fields if f.id == "eos_status" for c in f.choices
@@ -1202,15 +1222,40 @@ def populate_trial(
     Site investigators and a data manager are created when missing (random passwords, never
     shown). About 15% fail screening on a criterion, ~10% of those randomized withdraw, ~5% of
     follow-up visits are missed; visits fall in their windows around a simulated randomization
-    date within the ~18 months before `today`. Deterministic for a seed, apart from the random
-    parts the services add themselves (activation codes, randomization secret).
+    date within the ~18 months before `today`, sites opening one after another.
+
+    Everyone's steps (screening, randomization, each visit, device data, withdrawal) are taken
+    in calendar order under a simulated clock (``db.simulated_clock``), so what the services
+    stamp (enrolment and randomization times, submissions, the audit trail) falls on the
+    simulated dates, in order. Deterministic for a seed, apart from the random parts the
+    services add themselves (activation codes, randomization secret).
     """
     today = today or datetime.date.today()
     _, protocol = active_protocol(session, trial)
     run = _Run(session, trial, protocol, random.Random(seed), today)
-    for index in range(n_participants):
-        run.simulate(run.subject(index, n_participants))
-        if progress is not None:
-            progress(index + 1, n_participants)
-    run._flush_devices()
+    subjects = [run.subject(index, n_participants) for index in range(n_participants)]
+    zones = {s.id: site_zone(s) for s in run.sites}
+
+    def step_at(subject: Subject, on: datetime.date) -> datetime.datetime:
+        local = datetime.datetime.combine(on, STEP_TIME, tzinfo=zones[subject.site.id])
+        return local.astimezone(datetime.UTC)
+
+    finished = 0
+    with simulated_clock() as clock:
+        # (UTC time of the next step, subject index, that subject's steps)
+        queue: list[tuple[datetime.datetime, int, Iterator[datetime.date]]] = []
+        for subject in subjects:
+            steps = run.simulate(subject)
+            heapq.heappush(queue, (step_at(subject, next(steps)), subject.index, steps))
+        while queue:
+            at, index, steps = heapq.heappop(queue)
+            clock.advance_to(at)
+            following = next(steps, None)
+            if following is not None:
+                heapq.heappush(queue, (step_at(subjects[index], following), index, steps))
+                continue
+            finished += 1
+            if progress is not None:
+                progress(finished, n_participants)
+        run._flush_devices()
     return SimulationSummary(**vars(run.counts))

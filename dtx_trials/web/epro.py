@@ -1,6 +1,8 @@
 """The participant's ePRO pages: open a personal link, enter the one-time code, answer, submit.
 
-Phone-first, English or Chinese (``?lang=zh`` or Accept-Language), no inline script (CSP):
+Phone-first, in English, Simplified or Traditional Chinese (``?lang=zh``, ``?lang=zh-Hant`` or
+Accept-Language; labels from the gettext catalogs), no inline script (CSP): a protocol text with
+no translation in the page's language shows in the language it falls back to, marked as such;
 branching runs live in ``/static/ecrf/expressions.js`` + ``/static/web/epro.js``, and the server
 re-validates everything through `services.forms.save_form`.
 """
@@ -28,6 +30,8 @@ from dtx_trials.api.context import account_policy
 from dtx_trials.extensions import db
 from dtx_trials.services import epro as service
 from dtx_trials.services.errors import Conflict, ValidationError
+from dtx_trials.web import i18n
+from ecrf.model import FormDef, Label
 from ecrf.render import form_to_json
 
 bp = Blueprint("epro", __name__, template_folder="templates")
@@ -49,59 +53,40 @@ ANSWERABLE = frozenset(
     }
 )
 
-TEXT: dict[str, dict[str, str]] = {
-    "en": {
-        "title": "Questionnaire",
-        "save": "Save and continue later",
-        "submit": "Submit my answers",
-        "saved": "Your answers are saved. You can come back to finish them.",
-        "errors": "Please check the answers marked below.",
-        "warnings": "Please confirm these answers before submitting:",
-        "confirm": "I confirm this answer is correct",
-        "yes": "Yes",
-        "no": "No",
-        "code_title": "Enter your code",
-        "code_help": "We sent a 6-digit code to your phone or e-mail. Enter it to continue.",
-        "code_label": "6-digit code",
-        "code_button": "Continue",
-        "code_wrong": "That code is not correct. Attempts left: {n}.",
-        "done_title": "Thank you",
-        "done_text": "Your answers were submitted. You can close this page.",
-        "gone_title": "This link can no longer be used",
-        "gone_text": "It has expired, was withdrawn or was already used. "
-        "Please contact your study team for a new link.",
-        "invalid_title": "This link is not valid",
-        "invalid_text": "Please check the link you received, or contact your study team.",
-        "conflict": "Your answers could not be saved: {message}",
-        "not_supported": "This question is answered at the study site.",
-        "language": "中文",
-    },
-    "zh": {
-        "title": "问卷",
-        "save": "保存，稍后继续",
-        "submit": "提交我的回答",
-        "saved": "您的回答已保存，可以稍后回来完成。",
-        "errors": "请检查下面标出的回答。",
-        "warnings": "提交前请确认以下回答：",
-        "confirm": "我确认此回答无误",
-        "yes": "是",
-        "no": "否",
-        "code_title": "请输入验证码",
-        "code_help": "我们已向您的手机或邮箱发送了6位验证码，请输入以继续。",
-        "code_label": "6位验证码",
-        "code_button": "继续",
-        "code_wrong": "验证码不正确。剩余尝试次数：{n}。",
-        "done_title": "谢谢",
-        "done_text": "您的回答已提交，可以关闭此页面。",
-        "gone_title": "此链接已无法使用",
-        "gone_text": "链接已过期、已被撤回或已被使用。请联系研究团队获取新链接。",
-        "invalid_title": "此链接无效",
-        "invalid_text": "请核对您收到的链接，或联系研究团队。",
-        "conflict": "您的回答未能保存：{message}",
-        "not_supported": "此问题由研究中心填写。",
-        "language": "English",
-    },
-}
+# the ePRO pages' languages (the page languages of ``i18n``): the participant picks one with
+# ?lang=, else the browser's Accept-Language decides
+LANGUAGES = i18n.LANGUAGES
+
+
+def texts(lang: str) -> dict[str, str]:
+    """The ePRO pages' labels in ``lang``, from the gettext catalogs."""
+    translate = i18n.translate
+    return {
+        "title": translate("epro_title", lang),
+        "save": translate("epro_save", lang),
+        "submit": translate("epro_submit", lang),
+        "saved": translate("epro_saved", lang),
+        "errors": translate("epro_errors", lang),
+        "warnings": translate("epro_warnings", lang),
+        "confirm": translate("epro_confirm", lang),
+        "yes": translate("epro_yes", lang),
+        "no": translate("epro_no", lang),
+        "code_title": translate("epro_code_title", lang),
+        "code_help": translate("epro_code_help", lang),
+        "code_label": translate("epro_code_label", lang),
+        "code_button": translate("epro_code_button", lang),
+        "code_wrong": translate("epro_code_wrong", lang),
+        "done_title": translate("epro_done_title", lang),
+        "done_text": translate("epro_done_text", lang),
+        "gone_title": translate("epro_gone_title", lang),
+        "gone_text": translate("epro_gone_text", lang),
+        "invalid_title": translate("epro_invalid_title", lang),
+        "invalid_text": translate("epro_invalid_text", lang),
+        "conflict": translate("epro_conflict", lang),
+        "not_supported": translate("epro_not_supported", lang),
+        "untranslated": translate("epro_untranslated", lang),
+        "language": translate("epro_language", lang),
+    }
 
 
 def init_app(app: Flask) -> None:
@@ -115,9 +100,45 @@ def init_app(app: Flask) -> None:
 
 def _lang() -> str:
     asked = request.args.get("lang", "")
-    if asked in TEXT:
+    if asked in LANGUAGES:
         return asked
-    return request.accept_languages.best_match(["en", "zh"], default="en") or "en"
+    return i18n.pick_language(None, request.headers.get("Accept-Language"))
+
+
+def _page(lang: str) -> dict[str, Any]:
+    """What every ePRO page shows around its content: labels, the html lang, the switch."""
+    return {
+        "lang": lang,
+        "html_lang": i18n.HTML_LANG[lang],
+        "t": texts(lang),
+        "other_languages": [(code, i18n.LANGUAGE_NAMES[code], i18n.HTML_LANG[code])
+                            for code in LANGUAGES if code != lang],
+    }
+
+
+def _shown_in(label: Label | None, lang: str) -> str | None:
+    """The language a protocol text is shown in when it lacks ``lang`` (its fallback, as
+    ``Label.get`` picks it), or None when it is written in ``lang``."""
+    tag = i18n.HTML_LANG[lang]
+    if label is None or label.text_in(tag) is not None:
+        return None
+    shown = label.get(tag)
+    for other in ("zh-Hant", "zh-Hans", "en"):
+        if label.text_in(other) == shown:
+            return other
+    return "en"
+
+
+def fallbacks(form: FormDef, lang: str) -> dict[str, str]:
+    """Which texts of a form show in another language than the page's: ``title``, a field's
+    id, ``<field>.help`` and ``<field>:<choice code>``, each mapped to the language shown."""
+    found: dict[str, str | None] = {"title": _shown_in(form.title, lang)}
+    for field in form.fields:
+        found[field.id] = _shown_in(field.label, lang)
+        found[f"{field.id}.help"] = _shown_in(field.help, lang)
+        for choice in field.choices:
+            found[f"{field.id}:{choice.code}"] = _shown_in(choice.label, lang)
+    return {key: shown for key, shown in found.items() if shown is not None}
 
 
 def _url(endpoint: str, lang: str) -> str:
@@ -125,14 +146,12 @@ def _url(endpoint: str, lang: str) -> str:
 
 
 def _message(kind: str, status: int, lang: str) -> tuple[str, int]:
-    text = TEXT[lang]
+    page = _page(lang)
     return render_template(
         "epro/message.html",
-        lang=lang,
-        t=text,
-        heading=text[f"{kind}_title"],
-        body=text[f"{kind}_text"],
-        other_lang="en" if lang == "zh" else "zh",
+        heading=page["t"][f"{kind}_title"],
+        body=page["t"][f"{kind}_text"],
+        **page,
     ), status
 
 
@@ -208,7 +227,8 @@ def form() -> Response | tuple[str, int]:
         if request.method == "POST":
             return redirect(_url("epro.form", lang), code=303)
         return _render_code(lang, None, 200)
-    description = form_to_json(ctx.form, lang)
+    description = form_to_json(ctx.form, i18n.HTML_LANG[lang])
+    description["fallbacks"] = fallbacks(ctx.form, lang)
     if request.method == "GET":
         data = ctx.record.data if ctx.record is not None else {}
         return _render_form(
@@ -255,7 +275,7 @@ def form() -> Response | tuple[str, int]:
             description,
             {k: _shown(v) for k, v in values.items()},
             version=None,
-            problem=TEXT[lang]["conflict"].format(message=exc.message),
+            problem=texts(lang)["conflict"].format(message=exc.message),
             status=409,
         )
     if action == "submit":
@@ -282,8 +302,6 @@ def _render_form(
 ) -> tuple[str, int]:
     return render_template(
         "epro/form.html",
-        lang=lang,
-        t=TEXT[lang],
         form=description,
         values=values,
         version=version,
@@ -294,19 +312,17 @@ def _render_form(
         answerable=ANSWERABLE,
         csrf_token=g.web_session.csrf_token,
         action_url=_url("epro.form", lang),
-        other_lang="en" if lang == "zh" else "zh",
+        **_page(lang),
     ), status
 
 
 def _render_code(lang: str, attempts_left: int | None, status: int) -> tuple[str, int]:
     return render_template(
         "epro/code.html",
-        lang=lang,
-        t=TEXT[lang],
         attempts_left=attempts_left,
         csrf_token=g.web_session.csrf_token,
         action_url=_url("epro.code", lang),
-        other_lang="en" if lang == "zh" else "zh",
+        **_page(lang),
     ), status
 
 

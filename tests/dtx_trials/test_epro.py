@@ -19,6 +19,8 @@ from dtx_trials.db import utcnow
 from dtx_trials.extensions import db
 from dtx_trials.models import AuditEvent, EproLink, FormRecord, Participant, WebSession
 from dtx_trials.services import audit, epro
+from dtx_trials.web import epro as web_epro
+from ecrf.model import Choice, FieldDef, FormDef, Label
 from tests.dtx_trials.trial_flow import (
     MCI_CODE,
     TrialStaff,
@@ -186,9 +188,43 @@ def test_pages_speak_chinese(
     opened = client.get(link_path(issued) + "?lang=zh")
     assert opened.headers["Location"] == "/epro/form?lang=zh"
     html = client.get("/epro/form?lang=zh").get_data(as_text=True)
-    assert "应用使用起来容易吗？" in html and "提交我的回答" in html and 'lang="zh-CN"' in html
+    assert "应用使用起来容易吗？" in html and "提交我的回答" in html and 'lang="zh-Hans"' in html
+    assert "epro-fallback" not in html  # every text of the form is written in Chinese
     by_header = client.get(FORM_PAGE, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
     assert "提交我的回答" in by_header.get_data(as_text=True)
+    # Traditional Chinese (issue #22): the page's own labels from the zh-Hant catalog; the
+    # protocol's texts (written in en and zh-Hans only) show in Simplified, marked as such
+    hant = client.get("/epro/form?lang=zh-Hant").get_data(as_text=True)
+    assert 'lang="zh-Hant"' in hant and "儲存，稍後繼續" in hant
+    assert '<span lang="zh-Hans">应用使用起来容易吗？</span>' in hant
+    assert '<small class="epro-fallback" lang="zh-Hant">(未翻譯成您的語言)</small>' in hant
+    by_region = client.get(FORM_PAGE, headers={"Accept-Language": "zh-TW,zh;q=0.9"})
+    assert "儲存，稍後繼續" in by_region.get_data(as_text=True)
+    # the switch offers the two other languages, each named in itself
+    assert 'href="?lang=en"' in hant and 'href="?lang=zh"' in hant and "简体中文" in hant
+
+
+def test_a_text_without_a_translation_is_marked_with_the_language_shown() -> None:
+    form = FormDef(
+        id="diary",
+        title=Label("Sleep diary", zh="睡眠日记"),
+        fields=(
+            FieldDef(id="hours", type="integer", label=Label("Hours slept")),
+            FieldDef(
+                id="mood",
+                type="single_choice",
+                label=Label("Mood", zh="情绪", others=(("zh-Hant", "情緒"),)),
+                choices=(Choice("1", Label("Good", zh="好")),),
+            ),
+        ),
+    )
+    assert web_epro.fallbacks(form, "en") == {}
+    assert web_epro.fallbacks(form, "zh") == {"hours": "en"}
+    assert web_epro.fallbacks(form, "zh-Hant") == {
+        "title": "zh-Hans",
+        "hours": "en",
+        "mood:1": "zh-Hans",
+    }
 
 
 def test_validation_errors_are_shown_on_the_page(

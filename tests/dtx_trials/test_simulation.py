@@ -14,6 +14,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean
+from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
@@ -26,6 +27,7 @@ from dtx_trials.models import (
     DeviceObservation,
     FormRecord,
     Participant,
+    Site,
     Trial,
     Visit,
 )
@@ -169,6 +171,38 @@ def _check_invariants(trial: Trial, summary: SimulationSummary) -> None:
         .select_from(AuditEvent)
         .where(AuditEvent.trial_id == trial.id, AuditEvent.action == "visit.date")
     ) == len(visits)
+    # calendar time (issue #22): the services stamped the simulated dates, not the run's -
+    # enrolment spreads over months (a curve on the dashboard, not a vertical line), each
+    # randomization falls on its baseline visit's (site-local) day, the trail is in time order
+    first_follow_up = next(v.id for v in protocol.schedule.visits if v.day >= 0)
+    enrolled = sorted(
+        at.date()
+        for at in db.session.scalars(
+            select(Participant.enrolled_at).where(in_trial, Participant.enrolled_at.is_not(None))
+        )
+        if at is not None
+    )
+    assert enrolled[-1] < TODAY and (enrolled[-1] - enrolled[0]).days > 60
+    for randomized_at, baseline_on, zone in db.session.execute(
+        select(Participant.randomized_at, Visit.actual_on, Site.timezone)
+        .join(Visit, Visit.participant_id == Participant.id)
+        .join(Site, Site.id == Participant.site_id)
+        .where(in_trial, Visit.visit_code == first_follow_up, Visit.actual_on.is_not(None))
+    ):
+        assert randomized_at.astimezone(ZoneInfo(zone)).date() == baseline_on
+    first_screen = db.session.scalar(
+        select(func.min(AuditEvent.seq)).where(
+            AuditEvent.trial_id == trial.id, AuditEvent.action == "participant.screen"
+        )
+    )
+    stamps = list(
+        db.session.scalars(
+            select(AuditEvent.at)
+            .where(AuditEvent.trial_id == trial.id, AuditEvent.seq >= first_screen)
+            .order_by(AuditEvent.seq)
+        )
+    )
+    assert stamps == sorted(stamps) and stamps[-1].date() <= TODAY
     report = check_integrity(db.session)
     assert report.ok, report.problems[:5]
 
@@ -343,3 +377,17 @@ def test_dtx_demo_of_a_protocol_without_a_cdisc_mapping_writes_no_sdtm(tmp_path:
     assert summary["cdisc_package"].startswith("not written: the protocol declares no cdisc")
     assert summary["export_files"] and not any(p.endswith(".xpt") for p in summary["export_files"])
     assert not (out / "ADOL-DEP-01" / "package").exists()
+
+
+def test_simulated_clock_moves_forward_only_and_never_past_now() -> None:
+    from dtx_trials.db import simulated_clock, utcnow
+
+    past = datetime.datetime(2025, 3, 1, 2, 0, tzinfo=datetime.UTC)
+    with simulated_clock() as clock:
+        clock.advance_to(past)
+        assert past <= utcnow() < past + datetime.timedelta(minutes=1)
+        clock.advance_to(past - datetime.timedelta(days=30))  # never backwards
+        assert utcnow() >= past
+        clock.advance_to(datetime.datetime(2999, 1, 1, tzinfo=datetime.UTC))  # never ahead
+        assert utcnow() <= datetime.datetime.now(datetime.UTC)
+    assert utcnow() - datetime.datetime.now(datetime.UTC) < datetime.timedelta(seconds=1)

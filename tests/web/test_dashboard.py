@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from flask import Flask
@@ -15,9 +16,16 @@ from sqlalchemy import select
 
 from dtx_trials.extensions import db
 from dtx_trials.models import FormRecord, Participant
-from dtx_trials.services.dashboard import project_enrollment, weekly_adherence
+from dtx_trials.services.dashboard import (
+    epro_outcomes,
+    lag_buckets,
+    project_enrollment,
+    weekly_adherence,
+)
+from dtx_trials.web.trial_pages import DASHBOARD_TABLES
 from protocols.model import AdherenceRule
 from tests.dtx_trials.test_devices import minutes, post
+from tests.dtx_trials.test_epro_schedule import load_scheduled
 from tests.dtx_trials.trial_flow import (
     MCI_SCREENING,
     api,
@@ -29,6 +37,7 @@ from tests.dtx_trials.trial_flow import (
 from tests.web.web_helpers import ARM_TERMS, MCI, PageClient, check_accessible
 
 D = datetime.date
+ADAS_COG = {f"adas_q{i:02d}": 1 for i in range(1, 14)}
 
 
 def test_projection_is_a_straight_line_at_the_mean_rate() -> None:
@@ -92,7 +101,8 @@ def test_overview_figures_tables_csv_and_blinding(app: Flask, client: FlaskClien
         assert heading in page
     # no screen failure yet: that chart says so instead of drawing nothing
     # (visit compliance and SDV/signature progress always have rows; deviations not yet)
-    assert page.count("<desc ") == 6 and "No data yet." in page and page.count("Download CSV") == 8
+    # (no ePRO schedule in this protocol, no form of a dated visit submitted yet)
+    assert page.count("<desc ") == 6 and "No data yet." in page and page.count("Download CSV") == 10
     assert "#0072B2" in page  # Okabe-Ito blue
     # the blinded sponsor and monitor see nothing arm-shaped, on any tab or CSV
     monitor = PageClient(app, staff["monitor"])
@@ -231,3 +241,80 @@ def test_visit_compliance_deviations_sdv_and_signature_progress(
     # the Traditional Chinese dashboard
     sponsor.client.set_cookie("lang", "zh-Hant")
     assert "訪視依從性（計畫訪視）" in sponsor.text(MCI)
+
+
+def test_epro_outcomes_and_lag_buckets_are_pure() -> None:
+    today = D(2026, 6, 10)
+    windows = [
+        (D(2026, 6, 1), D(2026, 6, 3), True),  # answered
+        (D(2026, 6, 1), D(2026, 6, 3), False),  # closed unanswered: missed
+        (D(2026, 6, 8), D(2026, 6, 10), False),  # closes today: still open
+        (D(2026, 6, 11), D(2026, 6, 13), False),  # not open yet: not due
+    ]
+    assert dict(epro_outcomes(windows, today)) == {"answered": 1, "missed": 1, "open": 1}
+    rows, median = lag_buckets([0, 1, 5, -2, 40])
+    assert dict(rows) == {"0-1": 3, "2-3": 0, "4-7": 1, "8-14": 0, "15-30": 0, "31+": 1}
+    assert median == 1.0 and lag_buckets([])[1] is None and lag_buckets([2, 5])[1] == 3.5
+
+
+def test_epro_compliance_and_data_entry_lag(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    """Issue #22: scheduled ePRO windows answered/missed/open, and days from each site form's
+    visit to its first submission; both per site, neither by arm."""
+    staff = load_scheduled(client, tmp_path)  # app_experience due days 0-7 after baseline
+    late, on_time = (enrolled_mci_participant(client, staff) for _ in range(2))
+    for subject in (late, on_time):
+        api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+    today = datetime.datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    for subject, days in ((late, -20), (on_time, 0)):
+        api(
+            client,
+            staff["inv"],
+            "POST",
+            f"/participants/{subject}/visits/baseline/date",
+            {"date": (today + datetime.timedelta(days=days)).isoformat()},
+            200,
+        )
+    # a baseline form submitted today for the visit 20 days ago: a lag of 20 days
+    api(
+        client,
+        staff["inv"],
+        "PUT",
+        f"/participants/{late}/visits/baseline/forms/adas_cog",
+        {"values": ADAS_COG, "submit": True},
+        200,
+    )
+    sponsor = PageClient(app, staff["sponsor"])
+    page = sponsor.text(MCI)
+    check_accessible(page)
+    assert "ePRO compliance (scheduled questionnaires)" in page
+    assert "Data-entry lag (days from visit to first submission)" in page
+    epro_rows = _csv(sponsor, f"{MCI}/dashboard/epro.csv")
+    assert epro_rows == [
+        ["Questionnaire window", "Questionnaires", "% of due"],
+        ["answered", "0", "0.0"],
+        ["missed", "1", "50.0"],
+        ["still open", "1", "50.0"],
+    ]
+    lag = dict((r[0], r[1]) for r in _csv(sponsor, f"{MCI}/dashboard/entry_lag.csv")[1:])
+    assert lag["15-30"] == "1"
+    # the other site sees neither
+    assert _csv(sponsor, f"{MCI}/dashboard/epro.csv?site=GZ01")[1:] == [
+        ["answered", "0", ""],
+        ["missed", "0", ""],
+        ["still open", "0", ""],
+    ]
+    assert _csv(sponsor, f"{MCI}/dashboard/entry_lag.csv?site=GZ01")[1:] == []
+    # as the adversary: no page or CSV of a blinded role names an arm or splits by one
+    monitor = PageClient(app, staff["monitor"])
+    for who in (sponsor, monitor):
+        for table in DASHBOARD_TABLES:
+            text = who.get(f"{MCI}/dashboard/{table}.csv").get_data(as_text=True)
+            assert not [term for term in ARM_TERMS if term in text], table
+        for path in (MCI, f"{MCI}?tab=adherence", f"{MCI}?site=BJ01"):
+            text = who.text(path)
+            assert not [term for term in ARM_TERMS if term in text], path
+    # Traditional Chinese labels
+    sponsor.client.set_cookie("lang", "zh-Hant")
+    assert "ePRO依從性（計畫問卷）" in sponsor.text(MCI)

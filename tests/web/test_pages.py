@@ -8,10 +8,11 @@ import re
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from dtx_trials.extensions import db
-from dtx_trials.models import Allocation, FormRecord, Visit
+from dtx_trials.models import Allocation, AuditEvent, FormRecord, Visit
+from dtx_trials.services import audit
 from dtx_trials.web.i18n import translate_message
 from ecrf.fields import FieldValueError, coerce_value
 from ecrf.model import FieldDef, Label
@@ -499,6 +500,21 @@ def test_audit_browser_filters_and_pages(app: Flask, client: FlaskClient) -> Non
     assert "(0 events)" in future
     verified = auditor.text(f"{MCI}/audit?verify=1")
     assert 'id="integrity-result"' in verified and "Intact:" in verified
+    # the unfiltered total is the chain's last seq, the filter choices come from the index
+    # skip scan: both as a COUNT and a DISTINCT over the chain would say
+    chain = AuditEvent.chain == audit.chain_for(staff.trial.id)
+    n_events = db.session.scalar(select(func.count()).select_from(AuditEvent).where(chain))
+    pairs = db.session.execute(
+        select(AuditEvent.entity_type, AuditEvent.action).where(chain).distinct()
+    ).all()
+    assert f"({n_events} events)" in page and n_events > 10
+    assert audit.filter_choices(db.session, audit.chain_for(staff.trial.id)) == (
+        sorted({e for e, _ in pairs}),
+        sorted({a for _, a in pairs}),
+    )
+    assert audit.filter_choices(db.session, "trial:no-such") == ([], [])
+    for action in ("randomization.allocate", "participant.screen"):
+        assert f">{action}</option>" in page
 
 
 @pytest.mark.parametrize("path", ["/static/ecrf/expressions.js", "/static/web/form.js"])
