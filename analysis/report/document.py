@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -70,9 +70,14 @@ MAX_OUTLINE_DEPTH = 4
 CELL_PADDING = 12.0  # ReportLab's default 6 pt left + right cell padding
 #: one CJK character (a line may break before or after it)
 CJK_CHAR = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]")
-#: a word that never breaks: a run of non-space, non-CJK characters
-TOKEN = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]|"
-                   r"[^\s\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]+")
+#: what a line may not break inside, with the spaces before it: one CJK character, or a word
+#: (a run of non-space, non-CJK characters: Latin words, numbers, codes and dates)
+PIECE = re.compile(r"(\s*)([\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]|"
+                   r"[^\s\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]+)")
+#: CJK punctuation that may not start a line (kept with the character before it) and that may
+#: not end one (kept with the character after it)
+NO_LINE_START = frozenset("，。、；：？！）」』》〉】〕％・…,.;:?!)]%")
+NO_LINE_END = frozenset("（「『《〈【〔([")
 #: a cell holding only numbers: 12, -0.981, 31 (58.5%), 4.1 (2.0), (-0.98, 9.15), <0.001,
 #: 9/0, 53, 10.0 (3.9) …
 NUMERIC_CELL = re.compile(
@@ -154,9 +159,49 @@ def check_blinding(spec: ReportSpec, forbidden_terms: Sequence[str]) -> None:
                 )
 
 
+def pieces_of(text: str) -> list[tuple[bool, str]]:
+    """Return (space before, piece) for the pieces of one paragraph a line may not break
+    inside: a Latin word (never split, hyphenated or not), a number, code or date, or one CJK
+    character with the punctuation that may not be separated from it."""
+    out: list[tuple[bool, str]] = []
+    for space, piece in PIECE.findall(text):
+        glued = bool(out) and not space and (piece[0] in NO_LINE_START
+                                              or out[-1][1][-1] in NO_LINE_END)
+        if glued:
+            out[-1] = (out[-1][0], out[-1][1] + piece)
+        else:
+            out.append((bool(space) and bool(out), piece))
+    return out
+
+
 def tokens_of(text: str) -> list[str]:
-    """Return the pieces of ``text`` a line may not break inside (words, single CJK chars)."""
-    return TOKEN.findall(text)
+    """Return the pieces of ``text`` a line may not break inside (see ``pieces_of``)."""
+    return [piece for line in text.split("\n") for _, piece in pieces_of(line)]
+
+
+def break_lines(text: str, room: float, measure: Callable[[str], float]) -> list[str]:
+    """Return ``text`` broken into lines no wider than ``room`` (as far as the pieces allow).
+
+    Lines break only at spaces, between CJK characters and where CJK meets Latin script,
+    never inside a piece (``pieces_of``): a Latin word, number, code or date longer than
+    ``room`` stands alone on its line. ``measure`` gives a text's width (additive: ReportLab
+    does not kern).
+    """
+    lines: list[str] = []
+    space = measure(" ")
+    for paragraph in text.split("\n"):
+        line, used = "", 0.0
+        for spaced, piece in pieces_of(paragraph):
+            size = measure(piece)
+            gap = space if spaced and line else 0.0
+            if line and used + gap + size > room:
+                lines.append(line)
+                line, used = piece, size
+            else:
+                line += " " + piece if gap else piece
+                used += gap + size
+        lines.append(line)
+    return lines
 
 
 def numeric_columns(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[bool]:
@@ -175,12 +220,16 @@ def layout_columns(minimum: Sequence[float], preferred: Sequence[float],
     Each column gets at least its widest unbreakable token (``minimum``) so no number, code
     or date is ever broken; if every cell fits on one line (``preferred``) the spare width is
     shared in proportion to the content; otherwise the width left after the minima goes to the
-    columns whose text must wrap, in proportion to how much they lack. When even the minima do
-    not fit, they are scaled down (the report lint then reports the overflowing table).
+    columns whose text must wrap, in proportion to how much they lack (the other columns are
+    reflowed to their minimum). When even the minima do not fit, no layout keeps every word
+    whole at the smallest allowed font size (9 pt, PDF-06): ReportError.
     """
     total_min = sum(minimum)
-    if total_min >= width:
-        return [width * m / total_min for m in minimum]
+    if total_min > width:
+        raise ReportError(
+            f"the columns need {total_min:.0f} pt for their longest unbreakable words "
+            f"({', '.join(f'{m:.0f}' for m in minimum)} pt) but the page has {width:.0f} pt"
+        )
     total_pref = sum(preferred)
     if total_pref <= width:
         return [width * p / total_pref for p in preferred]
@@ -206,7 +255,6 @@ class Styles:
     cell_header: ParagraphStyle
     cell_right: ParagraphStyle
     cell_header_right: ParagraphStyle
-    cell_cjk: ParagraphStyle
     footnote: ParagraphStyle
     toc_heading: ParagraphStyle
     toc_levels: tuple[ParagraphStyle, ...]
@@ -236,15 +284,14 @@ def make_styles(fonts: FontSet) -> Styles:
             style("H4", 10, bold=True, spaceBefore=4, spaceAfter=4),
         ),
         caption=style("Caption", 10, bold=True, spaceBefore=8, spaceAfter=4),
-        # cells never split a word: numbers, codes and dates stay whole (column widths are
-        # made wide enough for the longest unbreakable token, see column_widths)
+        # cells never split a word: Latin words, numbers, codes and dates stay whole (column
+        # widths are made wide enough for the longest unbreakable piece, see column_widths);
+        # text with CJK characters is broken into lines by break_lines before it gets here
         cell=style("Cell", TABLE_SIZE, splitLongWords=0),
         cell_header=style("CellHeader", TABLE_SIZE, bold=True, splitLongWords=0),
         cell_right=style("CellRight", TABLE_SIZE, splitLongWords=0, alignment=2),
         cell_header_right=style("CellHeaderRight", TABLE_SIZE, bold=True, splitLongWords=0,
                                 alignment=2),
-        # Chinese has no spaces: break between CJK characters, never inside a Latin token
-        cell_cjk=style("CellCJK", TABLE_SIZE, splitLongWords=0, wordWrap="CJK"),
         footnote=style("Footnote", 9, spaceAfter=1),
         toc_heading=style("TOCHeading", 14, bold=True, spaceAfter=10),
         toc_levels=tuple(
@@ -468,10 +515,13 @@ class StoryBuilder:
              ", ".join(f"{name} {version}" for name, version in
                        sorted(spec.software_versions.items()))),
         ]
+        widths = (130, self.document.frame_size(False)[0] - 130)
         table = Table(
-            [[Paragraph(markup(fonts, k, bold=True), styles.cell_header),
-              Paragraph(markup(fonts, v), styles.cell)] for k, v in rows],
-            colWidths=(130, self.document.frame_size(False)[0] - 130),
+            [[Paragraph(markup(fonts, self.wrapped(k, widths[0], bold=True), bold=True),
+                        styles.cell_header),
+              Paragraph(markup(fonts, self.wrapped(v, widths[1])), styles.cell)]
+             for k, v in rows],
+            colWidths=widths,
         )
         table.setStyle(TableStyle([
             *self.cell_font(),
@@ -529,7 +579,7 @@ class StoryBuilder:
                          for font, run in self.fonts.runs(text, bold=bold)))
 
     def column_widths(self, columns: Sequence[str], rows: Sequence[Sequence[str]],
-                      width: float) -> list[float]:
+                      width: float, number: str = "") -> list[float]:
         """Return column widths from the content (see ``layout_columns``)."""
         minimum: list[float] = []
         preferred: list[float] = []
@@ -544,14 +594,19 @@ class StoryBuilder:
             preferred.append(max((self.text_width(line, bold=bold)
                                   for text, bold in cells for line in text.split("\n")),
                                  default=0.0) + CELL_PADDING)
-        return layout_columns(minimum, preferred, width)
+        try:
+            return layout_columns(minimum, preferred, width)
+        except ReportError as error:
+            raise ReportError(f"table {number} ({', '.join(columns)}): {error}; shorten the "
+                              "longest words or put the table in a landscape section") from None
 
     def cell(self, text: str, width: float, *, right: bool = False) -> Flowable | str:
         """Return a table cell: plain text when it fits in the Latin font, else a Paragraph.
 
         Plain strings are several times faster to lay out than Paragraphs, which matters for
-        long listings; Paragraphs wrap (at spaces, or between CJK characters) and switch to the
-        CJK font where needed.
+        long listings; Paragraphs switch to the CJK font where needed and wrap at spaces only
+        (ReportLab's own CJK wrapping breaks Latin words anywhere, so text with CJK characters
+        is broken into lines here, by ``break_lines``).
         """
         if (
             "\n" not in text
@@ -559,14 +614,19 @@ class StoryBuilder:
             and stringWidth(text, self.fonts.regular, TABLE_SIZE) <= width - CELL_PADDING
         ):
             return text
-        if CJK_CHAR.search(text):
-            style = self.styles.cell_cjk
-        else:
-            style = self.styles.cell_right if right else self.styles.cell
-        return Paragraph(markup(self.fonts, text), style)
+        style = self.styles.cell_right if right else self.styles.cell
+        return Paragraph(markup(self.fonts, self.wrapped(text, width)), style)
+
+    def wrapped(self, text: str, width: float, *, bold: bool = False) -> str:
+        """Return ``text`` with its line breaks made when it has CJK characters (else as is)."""
+        if not CJK_CHAR.search(text):
+            return text
+        # half a point to spare: ReportLab must never find a pre-broken line too long
+        return "\n".join(break_lines(text, width - CELL_PADDING - 0.5,
+                                      partial(self.text_width, bold=bold)))
 
     def grid(self, columns: Sequence[str], rows: Sequence[Sequence[str]], width: float,
-             *, long: bool, widths: Sequence[float] | None = None,
+             *, long: bool, number: str = "", widths: Sequence[float] | None = None,
              numeric: Sequence[bool] | None = None) -> Table:
         for index, row in enumerate(rows):
             if len(row) != len(columns):
@@ -574,7 +634,7 @@ class StoryBuilder:
                     f"row {index + 1} has {len(row)} cells for {len(columns)} columns"
                 )
         if widths is None:
-            widths = self.column_widths(columns, rows, width)
+            widths = self.column_widths(columns, rows, width, number)
         if numeric is None:
             numeric = numeric_columns(columns, rows)
         header_styles = [
@@ -582,9 +642,9 @@ class StoryBuilder:
             for i in range(len(columns))
         ]
         data: list[list[Flowable | str]] = [
-            [Paragraph(markup(self.fonts, c, bold=True),
-                       self.styles.cell_cjk if CJK_CHAR.search(c) else header_styles[i])
-             for i, c in enumerate(columns)]
+            [Paragraph(markup(self.fonts, self.wrapped(c, w, bold=True), bold=True),
+                       header_styles[i])
+             for i, (c, w) in enumerate(zip(columns, widths, strict=True))]
         ]
         data += [[self.cell(cell, w, right=numeric[i])
                   for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
@@ -614,7 +674,7 @@ class StoryBuilder:
         fit a page first (row heights estimated from the column widths) keeps the layout linear.
         Every chunk is laid out with the same column widths, computed once from all rows.
         """
-        widths = self.column_widths(block.columns, block.rows, width)
+        widths = self.column_widths(block.columns, block.rows, width, block.number)
         leading = TABLE_SIZE * 1.25
         header = max(self.lines(c, w, bold=True) for c, w in zip(block.columns, widths,
                                                                   strict=True))
@@ -634,20 +694,9 @@ class StoryBuilder:
                           numeric=numeric) for chunk in chunks]
 
     def lines(self, text: str, width: float, *, bold: bool = False) -> int:
-        """Estimate how many lines ``text`` takes in a cell of ``width`` (at least one)."""
-        room = max(width - CELL_PADDING, 1.0)
-        total = 0
-        for paragraph in text.split("\n"):
-            line = 0.0
-            count = 1
-            for token in tokens_of(paragraph):
-                size = self.text_width(token + " ", bold=bold)
-                if line and line + size > room:
-                    count += 1
-                    line = 0.0
-                line += size
-            total += count
-        return max(total, 1)
+        """Return how many lines ``text`` takes in a cell of ``width`` (at least one)."""
+        return len(break_lines(text, width - CELL_PADDING - 0.5,
+                               partial(self.text_width, bold=bold)))
 
     def figure(self, block: FigureBlock, width: float, height: float) -> Flowable:
         data = block.data
@@ -689,7 +738,8 @@ class StoryBuilder:
             elif isinstance(block, TableBlock):
                 caption = self.caption("Table", block.number, block.title, block.population,
                                        block.n, level + 1)
-                grid = self.grid(block.columns, block.rows, width, long=False)
+                grid = self.grid(block.columns, block.rows, width, long=False,
+                                 number=block.number)
                 notes = self.notes(block.footnotes, block.source)
                 if grid.wrap(width, height)[1] < height * 0.8:
                     story.append(KeepTogether([caption, grid, *notes]))

@@ -20,7 +20,11 @@
 
 ``lint_pdf(pdf, spec)`` checks the rendered PDF: ``wrapped-number`` — a number, code or date of
 a table cell (e.g. 0.0491, BJ01-0005, 2026-03-01, 31 (58.5%)) that does not appear whole on one
-text line of the rendered pages (it was broken across lines).
+text line of the rendered pages (it was broken across lines); ``wrapped-word`` — a Latin word of
+a table or listing cell or column header ("Satterthwaite") that is whole on fewer rendered lines
+than the report prints it (one of its copies was broken inside the word, "Satterthwa/ite"). A
+word is a run of Latin letters, so a hyphenated word ("Kenward-Roger") is two and a line break
+at its hyphen is not a finding.
 
 ``check_report(pdf, spec, known_codes)`` runs both and raises ReportLintError listing every
 issue (the analysis service calls it before it stores a report).
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -61,6 +66,9 @@ ATOMIC = re.compile(
     r"(?<![\w.])(?:[<>]?-?\d+(?:\.\d+)?%?|[A-Z][A-Z0-9]*-\d{2,}[A-Z0-9-]*|\d{4}-\d{2}-\d{2})"
     r"(?![\w.])"
 )
+
+#: a Latin word: a run of two or more Latin letters (a hyphen, digit or space ends it)
+LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]{2,}")
 
 
 class ReportLintError(ReportError):
@@ -100,8 +108,11 @@ def _texts(spec: ReportSpec, data_cells: bool = True) -> Iterator[tuple[str, str
     yield "title page", spec.trial_title
     for field in (spec.product_name, spec.indication, spec.design, spec.sponsor, spec.phase):
         yield "title page", field
+    titled: set[int] = set()
     for section, block in _blocks(spec.sections):
-        yield section.number, section.title
+        if id(section) not in titled:  # each section title once
+            titled.add(id(section))
+            yield section.number, section.title
         if isinstance(block, TextBlock):
             yield section.number, block.text
         elif isinstance(block, TableBlock | ListingBlock | FigureBlock):
@@ -232,8 +243,21 @@ def atomic_tokens(spec: ReportSpec) -> set[str]:
     return tokens
 
 
+def cell_words(spec: ReportSpec) -> set[str]:
+    """Return the Latin words printed in table and listing cells and column headers."""
+    words: set[str] = set()
+    for _, block in _blocks(spec.sections):
+        if isinstance(block, TableBlock | ListingBlock):
+            for text in (*block.columns, *(cell for row in block.rows for cell in row)):
+                words.update(LATIN_WORD.findall(text))
+    return words
+
+
 def lint_pdf(pdf: bytes, spec: ReportSpec) -> list[LintIssue]:
-    """Return a ``wrapped-number`` issue for each cell token not whole on one rendered line."""
+    """Return a ``wrapped-number`` issue for each cell token not whole on one rendered line
+    and a ``wrapped-word`` issue for each cell word whole on fewer rendered lines than the
+    report's texts print it (every text of the body is printed at least once, and nothing but
+    a broken word makes a copy go missing)."""
     lines = _pdf_lines(pdf)
     words = {w for line in lines for w in line.split()}
     text = "\n".join(lines)
@@ -243,6 +267,14 @@ def lint_pdf(pdf: bytes, spec: ReportSpec) -> list[LintIssue]:
             continue
         issues.append(LintIssue("wrapped-number", "PDF",
                                 f"{token!r} is not whole on any rendered line"))
+    rendered = Counter(w for line in lines for w in LATIN_WORD.findall(line))
+    printed = Counter(w for _, text in _texts(spec) for w in LATIN_WORD.findall(text))
+    for word in sorted(cell_words(spec)):
+        if rendered[word] < printed[word]:
+            issues.append(LintIssue(
+                "wrapped-word", "PDF",
+                f"{word!r} is printed {printed[word]} times but whole on only {rendered[word]} "
+                "rendered lines: a copy was broken inside the word"))
     return issues
 
 

@@ -96,11 +96,14 @@ def _safe_url(app: Flask) -> str:
 @cli.command()
 @click.option("--demo-accounts/--no-demo-accounts", default=True, show_default=True)
 def bootstrap(demo_accounts: bool) -> None:
-    """Prepare a development instance: keys, migrations, example protocols, demo accounts."""
+    """Prepare a development instance: keys (field, session, anchor and report signing),
+    migrations, example protocols, demo accounts. Existing keys are never replaced."""
     from dtx_trials import create_app, ensure_instance_secrets, instance_path_from_env
+    from dtx_trials.cli.report import ensure_report_key
 
     ensure_instance_secrets(instance_path_from_env())
     app = create_app()
+    console.print(ensure_report_key(app))
     with app.app_context():
         from flask_migrate import upgrade
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 
+if TYPE_CHECKING:
+    from flask import Flask
+
 console = Console(soft_wrap=True, highlight=False)
+DEFAULT_SIGNER = "dtx-trials report signing"
 
 
 @click.group()
@@ -16,11 +21,11 @@ def report() -> None:
     """Signed statistical reports (PAdES)."""
 
 
-def _config_paths() -> tuple[Path, Path, dict[str, object]]:
+def _config_paths(app: Flask | None = None) -> tuple[Path, Path, dict[str, object]]:
     from dtx_trials import create_app
     from dtx_trials.report_signing import report_key_paths
 
-    app = create_app()
+    app = app or create_app()
     key_default, cert_default = report_key_paths(app.instance_path)
     config = dict(app.config)
     key = Path(str(config.get("REPORT_SIGNING_KEY") or key_default))
@@ -28,11 +33,40 @@ def _config_paths() -> tuple[Path, Path, dict[str, object]]:
     return key, cert, config
 
 
+def ensure_report_key(app: Flask) -> str:
+    """Create the instance's report-signing key and certificate when both are absent (as
+    `dtx report init-key` does, default name); never replace either. Return what to print:
+    where they are and the certificate's SHA-256 fingerprint, or why reports stay unsigned."""
+    from dtx_trials.report_signing import (
+        ReportSigningError,
+        certificate_sha256,
+        generate_report_key,
+        read_certificate,
+    )
+
+    key, cert, _ = _config_paths(app)
+    try:
+        if key.exists() and cert.exists():
+            fingerprint = certificate_sha256(read_certificate(cert))
+            return (f"report-signing key {key} and certificate {cert} exist (not replaced); "
+                    f"certificate SHA-256 {fingerprint}")
+        if key.exists() or cert.exists():
+            there, missing = (key, cert) if key.exists() else (cert, key)
+            return (f"warning: report-signing {there} exists but {missing} does not; neither "
+                    "replaced, final reports are not signed until both exist")
+        certificate = generate_report_key(key, cert, DEFAULT_SIGNER)
+    except ReportSigningError as exc:
+        return f"warning: report-signing key: {exc}"
+    return (f"wrote report-signing key {key} (private key, mode 0600) and certificate {cert}; "
+            f"certificate SHA-256 {certificate_sha256(certificate)}, valid until "
+            f"{certificate.not_valid_after_utc:%Y-%m-%d}")
+
+
 @report.command("init-key")
 @click.option(
     "--name",
     "common_name",
-    default="dtx-trials report signing",
+    default=DEFAULT_SIGNER,
     show_default=True,
     help="Common name of the self-signed certificate (the signer the report names).",
 )

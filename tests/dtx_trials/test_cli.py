@@ -52,8 +52,35 @@ def test_bootstrap_creates_keys_database_and_demo_accounts(instance: tuple[Path,
     assert oct((tmp / "field.key").stat().st_mode)[-3:] == "600"
     for username in ("admin", "sponsor", "investigator", "monitor", "auditor"):
         assert re.search(rf"^\s+{username}\s+\S{{12,}}", output, re.MULTILINE), output
+    key, cert = tmp / "report-signing.key", tmp / "report-signing.crt"
+    before = key.read_bytes(), cert.read_bytes()
     again = _dtx(tmp, "bootstrap").stdout  # idempotent; passwords are printed only once
     assert "Demo accounts" not in again
+    # the report-signing key pair: written once, where and with which fingerprint, kept after
+    from dtx_trials.report_signing import certificate_sha256, read_certificate
+
+    assert oct(key.stat().st_mode)[-3:] == "600"
+    fingerprint = certificate_sha256(read_certificate(cert))
+    assert f"wrote report-signing key {key} (private key, mode 0600) and certificate {cert}; " \
+        f"certificate SHA-256 {fingerprint}" in output
+    assert f"report-signing key {key} and certificate {cert} exist (not replaced); " \
+        f"certificate SHA-256 {fingerprint}" in again
+    assert (key.read_bytes(), cert.read_bytes()) == before
+
+
+def test_bootstrap_never_completes_half_a_report_signing_key_pair(tmp_path: Path) -> None:
+    """A key without its certificate (or the reverse) is reported, nothing written."""
+    from flask import Flask
+
+    from dtx_trials.cli.report import ensure_report_key
+
+    app = Flask(__name__, instance_path=str(tmp_path))
+    (tmp_path / "report-signing.key").write_bytes(b"kept")
+    message = ensure_report_key(app)
+    assert message.startswith(f"warning: report-signing {tmp_path / 'report-signing.key'} "
+                              f"exists but {tmp_path / 'report-signing.crt'} does not")
+    assert (tmp_path / "report-signing.key").read_bytes() == b"kept"
+    assert not (tmp_path / "report-signing.crt").exists()
 
 
 def test_users_create_grant_and_errors(instance: tuple[Path, str]) -> None:
