@@ -294,6 +294,21 @@ class PageCount(IndexingFlowable):  # type: ignore[misc]
         return None
 
 
+class _DrawnOnceTable(Table):  # type: ignore[misc]
+    """A table laid out in every pass of the document's ``multiBuild`` but drawn only in the
+    pass whose output is kept (see ``ReportDocument.multiBuild``): drawing the cells is most
+    of the cost of a long listing, and nothing drawn in a discarded pass reaches the PDF."""
+
+    def draw(self) -> None:
+        if getattr(getattr(self.canv, "_doctemplate", None), "layout_only", False):
+            return
+        super().draw()
+
+
+class _DrawnOnceLongTable(_DrawnOnceTable, LongTable):  # type: ignore[misc]
+    pass
+
+
 class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
     """Document template with portrait/landscape pages, running header/footer and outline."""
 
@@ -318,6 +333,7 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
         self.spec = spec
         self.fonts = fonts
         self.total_pages: int | None = None
+        self.layout_only = False
         portrait_size = page
         landscape_size = landscape(page)
         self.addPageTemplates(
@@ -392,6 +408,50 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
                   fixed_text("page_of", lang, page=document.page, total=total), anchor="end")
         canvas.restoreState()
 
+    def multiBuild(self, story: list[Flowable], maxPasses: int = 10,  # noqa: N803
+                   **build_options: Any) -> int:
+        """Lay the story out (tables not drawn, output discarded) until the page numbers of
+        the contents and the page count settle, then build once more, drawing everything.
+
+        ReportLab's ``multiBuild`` draws every pass and keeps the last; a report needs three
+        (contents empty, contents and count filled in, confirmation), so two thirds of the
+        drawing was thrown away. This is its loop with that one change: the drawing pass
+        starts from the settled entries and the same pending edits applied, so it lays out
+        exactly as the last layout pass did (checked: still satisfied afterwards)."""
+        self._indexingFlowables = [f for f in story if f.isIndexing()]
+        edits: list[tuple[Any, ...]] = []
+        self._multiBuildEdits = edits.append
+        target = self.filename
+        settled = False
+        passes = 0
+        try:
+            while True:
+                passes += 1
+                self.layout_only = not settled
+                self.filename = target if settled else io.BytesIO()  # layout output dropped
+                self._doSave = int(settled)
+                for flowable in self._indexingFlowables:
+                    flowable.beforeBuild()
+                self.build(story[:], **build_options)
+                for flowable in self._indexingFlowables:
+                    flowable.afterBuild()
+                satisfied = bool(self._allSatisfied())
+                if settled:
+                    if not satisfied:
+                        raise ReportError("the drawing pass laid the report out differently")
+                    return passes
+                if passes > maxPasses:
+                    raise ReportError(f"contents not settled after {maxPasses} passes")
+                settled = satisfied
+                while edits:  # e.g. clear the "postponed" mark of flowables moved on a page
+                    edit = edits.pop(0)
+                    edit[0](*edit[1:])
+        finally:
+            self.filename = target
+            self.layout_only = False
+            self._doSave = 0
+            del self._multiBuildEdits
+
     def afterFlowable(self, flowable: Flowable) -> None:
         if isinstance(flowable, OutlinedParagraph):
             key = flowable.outline_key
@@ -416,6 +476,7 @@ class StoryBuilder:
         self.styles = styles
         self.document = document
         self.n_keys = 0
+        self.widths: dict[tuple[str, bool], float] = {}  # text_width memo: listings repeat
 
     def outlined(self, title: str, style: ParagraphStyle, level: int) -> OutlinedParagraph:
         if level >= MAX_OUTLINE_DEPTH:
@@ -524,8 +585,12 @@ class StoryBuilder:
 
     def text_width(self, text: str, *, bold: bool = False) -> float:
         """Return the width of ``text`` at table size in the fonts that draw it."""
-        return float(sum(stringWidth(run, font, TABLE_SIZE)
-                         for font, run in self.fonts.runs(text, bold=bold)))
+        width = self.widths.get((text, bold))
+        if width is None:
+            width = self.widths[(text, bold)] = float(sum(
+                stringWidth(run, font, TABLE_SIZE) for font, run in self.fonts.runs(text, bold=bold)
+            ))
+        return width
 
     def column_widths(self, columns: Sequence[str], rows: Sequence[Sequence[str]],
                       width: float) -> list[float]:
@@ -588,7 +653,7 @@ class StoryBuilder:
         data += [[self.cell(cell, w, right=numeric[i])
                   for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
                  for row in rows]
-        table_class = LongTable if long else Table
+        table_class = _DrawnOnceLongTable if long else _DrawnOnceTable
         table = table_class(data, colWidths=widths, repeatRows=1)
         # numeric columns are right-aligned: each column prints one number of decimals, so
         # right alignment lines the decimal points up (see README, report conventions)
