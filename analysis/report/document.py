@@ -309,6 +309,21 @@ class _DrawnOnceLongTable(_DrawnOnceTable, LongTable):  # type: ignore[misc]
     pass
 
 
+class _ListingPage(_DrawnOnceTable):
+    """One page-sized piece of a listing: moved whole to the next page rather than split.
+
+    Splitting it where the previous piece ended would leave the rest to push the next piece
+    down, and so on: every piece split in two, at twice the layout cost. Only at the top of
+    a page (the height estimate was short) is it split like any table."""
+
+    page_height = 0.0  # the frame's height; parts made by Table.split keep the default
+
+    def split(self, availWidth: float, availHeight: float) -> list[Flowable]:
+        if availHeight < self.page_height - 1:
+            return []
+        return list(super().split(availWidth, availHeight))
+
+
 class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
     """Document template with portrait/landscape pages, running header/footer and outline."""
 
@@ -408,7 +423,7 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
                   fixed_text("page_of", lang, page=document.page, total=total), anchor="end")
         canvas.restoreState()
 
-    def multiBuild(self, story: list[Flowable], maxPasses: int = 10,  # noqa: N803
+    def multiBuild(self, story: list[Flowable], maxPasses: int = 10,
                    **build_options: Any) -> int:
         """Lay the story out (tables not drawn, output discarded) until the page numbers of
         the contents and the page count settle, then build once more, drawing everything.
@@ -631,7 +646,8 @@ class StoryBuilder:
 
     def grid(self, columns: Sequence[str], rows: Sequence[Sequence[str]], width: float,
              *, long: bool, widths: Sequence[float] | None = None,
-             numeric: Sequence[bool] | None = None) -> Table:
+             numeric: Sequence[bool] | None = None,
+             table_class: type[Table] | None = None) -> Table:
         for index, row in enumerate(rows):
             if len(row) != len(columns):
                 raise ReportError(
@@ -653,7 +669,8 @@ class StoryBuilder:
         data += [[self.cell(cell, w, right=numeric[i])
                   for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
                  for row in rows]
-        table_class = _DrawnOnceLongTable if long else _DrawnOnceTable
+        if table_class is None:
+            table_class = _DrawnOnceLongTable if long else _DrawnOnceTable
         table = table_class(data, colWidths=widths, repeatRows=1)
         # numeric columns are right-aligned: each column prints one number of decimals, so
         # right alignment lines the decimal points up (see README, report conventions)
@@ -682,7 +699,7 @@ class StoryBuilder:
         leading = TABLE_SIZE * 1.25
         header = max(self.lines(c, w, bold=True) for c, w in zip(block.columns, widths,
                                                                   strict=True))
-        budget = height * 0.9 - header * leading - 4
+        budget = height * 0.97 - header * leading - 4
         chunks: list[list[tuple[str, ...]]] = [[]]
         used = 0.0
         for row in block.rows:
@@ -694,8 +711,13 @@ class StoryBuilder:
             chunks[-1].append(tuple(row))
             used += row_height
         numeric = numeric_columns(block.columns, block.rows)
-        return [self.grid(block.columns, chunk, width, long=False, widths=widths,
-                          numeric=numeric) for chunk in chunks]
+        pages: list[Flowable] = []
+        for chunk in chunks:
+            page = self.grid(block.columns, chunk, width, long=False, widths=widths,
+                             numeric=numeric, table_class=_ListingPage)
+            page.page_height = height
+            pages.append(page)
+        return pages
 
     def lines(self, text: str, width: float, *, bold: bool = False) -> int:
         """Estimate how many lines ``text`` takes in a cell of ``width`` (at least one)."""
@@ -761,9 +783,10 @@ class StoryBuilder:
                     story += [caption, grid, *notes]
                 story.append(Spacer(1, 8))
             elif isinstance(block, ListingBlock):
-                story.append(self.caption("Listing", block.number, block.title,
-                                          block.population, block.n, level + 1))
-                story += self.listing_pages(block, width, height)
+                caption = self.caption("Listing", block.number, block.title,
+                                       block.population, block.n, level + 1)
+                first, *rest = self.listing_pages(block, width, height)
+                story += [KeepTogether([caption, first]), *rest]  # no caption left alone
                 story += self.notes(block.footnotes, block.source)
                 story.append(Spacer(1, 8))
             else:
