@@ -436,7 +436,7 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
         self._indexingFlowables = [f for f in story if f.isIndexing()]
         edits: list[tuple[Any, ...]] = []
         self._multiBuildEdits = edits.append
-        target = self.filename
+        target: Any = self.filename  # type: ignore[has-type]  # set by BaseDocTemplate
         settled = False
         passes = 0
         try:
