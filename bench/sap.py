@@ -54,7 +54,8 @@ def _sizes(quick: bool) -> tuple[int, ...]:
 
 def run(quick: bool = False) -> list[RatioRow]:
     sizes = _sizes(quick)
-    _pipeline(50)  # warm-up (imports, fonts, caches): not charged to the smallest size
+    if not quick:  # warm-up (imports, fonts, caches): not charged to the smallest size
+        _pipeline(50)
     figures = {n: _pipeline(n) for n in sizes}
     print_table(
         "Full SAP + PDF (type 2 diabetes protocol, 5 endpoints, MI sensitivity, subgroups)",
