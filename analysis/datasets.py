@@ -22,6 +22,7 @@ import datetime
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -76,6 +77,27 @@ def _number(value: object) -> float | None:
     return None
 
 
+def _memo(data: TrialData, name: str, owners: tuple[object, ...]) -> tuple[dict[Any, Any], Any]:
+    """Return (the data set's memo ``name``, the key of ``owners``) for per-subject results.
+
+    Data sets and subjects are immutable, and every endpoint, population and sensitivity
+    analysis asks again for the same subject's derived values. The memo lives on the data set
+    (not a field: eq and repr unchanged) and keys by object identity; each entry keeps its
+    owners alive, so an id is never reused while its entry exists."""
+    memo: dict[Any, Any] | None = data.__dict__.get(name)
+    if memo is None:
+        memo = {}
+        object.__setattr__(data, name, memo)
+    return memo, tuple(id(o) for o in owners)
+
+
+def _recall(memo: Mapping[Any, Any], key: Any, owners: tuple[object, ...]) -> Any:
+    hit = memo.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], owners, strict=True)):
+        return hit[1]
+    return None
+
+
 def visible_visits(data: TrialData, subject: SubjectData) -> dict[str, Values]:
     """The subject's visits on or before the cut-off (visits without a date are kept)."""
     if data.cutoff_on is None:
@@ -89,7 +111,16 @@ def visible_visits(data: TrialData, subject: SubjectData) -> dict[str, Values]:
 
 def baseline_values(data: TrialData, subject: SubjectData) -> dict[str, object]:
     """Values known before treatment: visits anchored before randomization, then the rest
-    in schedule order for fields not seen yet (first non-blank value wins)."""
+    in schedule order for fields not seen yet (first non-blank value wins). Memoised."""
+    memo, key = _memo(data, "_baseline_cache", (subject,))
+    hit = _recall(memo, key, (subject,))
+    if hit is None:
+        hit = _baseline_values(data, subject)
+        memo[key] = ((subject,), hit)
+    return dict(hit)
+
+
+def _baseline_values(data: TrialData, subject: SubjectData) -> dict[str, object]:
     visits = visible_visits(data, subject)
     order = [
         v.id for v in data.protocol.schedule.visits if v.anchor != "randomization" or v.day <= 0
@@ -243,76 +274,11 @@ def endpoint_frame(
     population: str | None = None,
 ) -> pd.DataFrame:
     """Return the analysis dataset of one endpoint (see the module docstring for columns)."""
-    spec = endpoint.analysis
     population = population or endpoint.estimand.analysis_set
     subjects = [s for s in data.subjects if in_population(data, s, population, endpoint)]
-    named = [e.event for e in endpoint.estimand.intercurrent_events]
-    binary = spec.model in BINARY_MODELS
-    outcome = "response" if binary else ("change" if spec.change_from_baseline else "value")
     rows: list[dict[str, object]] = []
     for subject in subjects:
-        common = _subject_row(data, subject, endpoint)
-        events = subject_events(data, subject) if named else {}
-        for event_id in named:
-            common[f"ice_{event_id}"] = events[event_id].on.isoformat() if event_id in events \
-                else None
-        visits = visible_visits(data, subject)
-        if spec.model in SURVIVAL_MODELS:
-            rows.append({**common, **_time_to_event(data, subject, endpoint, visits, events)})
-            continue
-        fields = spec.outcome_fields if spec.model == "gee_per_eye" else spec.outcome_fields[:1]
-        eyes = ("right", "left") if spec.model == "gee_per_eye" else (None,)
-        analysis_visits = spec.visits if spec.model == "mmrm" else spec.visits[-1:]
-        for visit in analysis_visits:
-            for eye, field_id in zip(eyes, fields, strict=False):
-                values = visits.get(visit, {})
-                value = _number(values.get(field_id))
-                baseline = _baseline(data, subject, endpoint, field_id)
-                row: dict[str, object] = {
-                    **common, "visit": visit, "ice_event": None, "ice_strategy": None,
-                    "ice_action": None,
-                }
-                governing = governing_event(
-                    endpoint, events, _assessed_on(data, subject, visit, value is not None)
-                )
-                strategy = governing[0].strategy if governing else "treatment_policy"
-                if governing is not None and strategy != "treatment_policy":
-                    item, occurrence = governing
-                    row.update(ice_event=item.event, ice_strategy=strategy)
-                    if strategy == "hypothetical":
-                        value, values = None, {}
-                        row["ice_action"] = "set_missing"
-                    elif strategy == "while_on_treatment":
-                        if spec.model == "mmrm":
-                            row["ice_action"] = "truncated"
-                            value, values = None, {}
-                        else:
-                            last = _last_on_treatment(
-                                data, subject, field_id, occurrence.on, visits
-                            )
-                            values = last[1] if last else {}
-                            value = _number(values.get(field_id))
-                            row["ice_action"] = "last_on_treatment"
-                            row["ice_from_visit"] = last[0] if last else None
-                    else:  # composite: set below, on the analysed scale
-                        row["ice_action"] = "composite"
-                row.update(value=value, baseline=baseline, change=(
-                    value - baseline if value is not None and baseline is not None else None
-                ))
-                if eye is not None:
-                    row["eye"] = eye
-                if binary:
-                    row["response"] = _response(endpoint, field_id, values, visits)
-                if row["ice_action"] == "composite" and governing is not None:
-                    composite = governing[0].composite_value
-                    row[outcome] = composite
-                    if outcome == "change" and composite is not None and baseline is not None:
-                        row["value"] = baseline + composite
-                    elif outcome == "value" and composite is not None and baseline is not None:
-                        row["change"] = composite - baseline
-                if row["ice_action"] == "truncated":
-                    continue  # while on treatment, longitudinal: no post-event record
-                rows.append(row)
+        rows += _subject_rows(data, subject, endpoint)
     frame = pd.DataFrame(rows)
     if frame.empty:
         raise AnalysisError(f"{endpoint.id}: no subjects in population {population}")
@@ -321,6 +287,94 @@ def endpoint_frame(
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame.attrs["truncated"] = _truncated_counts(data, subjects, endpoint, rows)
     return frame
+
+
+def _subject_rows(
+    data: TrialData, subject: SubjectData, endpoint: Endpoint
+) -> list[dict[str, object]]:
+    """Return one subject's analysis rows of ``endpoint`` (memoised: read, never modified).
+
+    The rows do not depend on the population, which only selects subjects: the main analysis,
+    the per-protocol sensitivity analysis and the listings share them."""
+    owners = (endpoint, subject)
+    memo, key = _memo(data, "_rows_cache", owners)
+    hit = _recall(memo, key, owners)
+    if hit is None:
+        hit = _derive_subject_rows(data, subject, endpoint)
+        memo[key] = (owners, hit)
+    return list(hit)
+
+
+def _derive_subject_rows(
+    data: TrialData, subject: SubjectData, endpoint: Endpoint
+) -> list[dict[str, object]]:
+    spec = endpoint.analysis
+    named = [e.event for e in endpoint.estimand.intercurrent_events]
+    binary = spec.model in BINARY_MODELS
+    outcome = "response" if binary else ("change" if spec.change_from_baseline else "value")
+    rows: list[dict[str, object]] = []
+    common = _subject_row(data, subject, endpoint)
+    events = subject_events(data, subject) if named else {}
+    for event_id in named:
+        common[f"ice_{event_id}"] = events[event_id].on.isoformat() if event_id in events \
+            else None
+    visits = visible_visits(data, subject)
+    if spec.model in SURVIVAL_MODELS:
+        return [{**common, **_time_to_event(data, subject, endpoint, visits, events)}]
+    fields = spec.outcome_fields if spec.model == "gee_per_eye" else spec.outcome_fields[:1]
+    eyes = ("right", "left") if spec.model == "gee_per_eye" else (None,)
+    analysis_visits = spec.visits if spec.model == "mmrm" else spec.visits[-1:]
+    for visit in analysis_visits:
+        for eye, field_id in zip(eyes, fields, strict=False):
+            values = visits.get(visit, {})
+            value = _number(values.get(field_id))
+            baseline = _baseline(data, subject, endpoint, field_id)
+            row: dict[str, object] = {
+                **common, "visit": visit, "ice_event": None, "ice_strategy": None,
+                "ice_action": None,
+            }
+            governing = governing_event(
+                endpoint, events, _assessed_on(data, subject, visit, value is not None)
+            )
+            strategy = governing[0].strategy if governing else "treatment_policy"
+            if governing is not None and strategy != "treatment_policy":
+                item, occurrence = governing
+                row.update(ice_event=item.event, ice_strategy=strategy)
+                if strategy == "hypothetical":
+                    value, values = None, {}
+                    row["ice_action"] = "set_missing"
+                elif strategy == "while_on_treatment":
+                    if spec.model == "mmrm":
+                        row["ice_action"] = "truncated"
+                        value, values = None, {}
+                    else:
+                        last = _last_on_treatment(
+                            data, subject, field_id, occurrence.on, visits
+                        )
+                        values = last[1] if last else {}
+                        value = _number(values.get(field_id))
+                        row["ice_action"] = "last_on_treatment"
+                        row["ice_from_visit"] = last[0] if last else None
+                else:  # composite: set below, on the analysed scale
+                    row["ice_action"] = "composite"
+            row.update(value=value, baseline=baseline, change=(
+                value - baseline if value is not None and baseline is not None else None
+            ))
+            if eye is not None:
+                row["eye"] = eye
+            if binary:
+                row["response"] = _response(endpoint, field_id, values, visits)
+            if row["ice_action"] == "composite" and governing is not None:
+                composite = governing[0].composite_value
+                row[outcome] = composite
+                if outcome == "change" and composite is not None and baseline is not None:
+                    row["value"] = baseline + composite
+                elif outcome == "value" and composite is not None and baseline is not None:
+                    row["change"] = composite - baseline
+            if row["ice_action"] == "truncated":
+                continue  # while on treatment, longitudinal: no post-event record
+            rows.append(row)
+    return rows
 
 
 def _truncated_counts(

@@ -22,6 +22,7 @@ from bench.harness import FIELD_KEY, RatioRow, median_row, print_table, throwawa
 from bench.trial_setup import prepare_mci_trial
 from dtx_trials import create_app
 from dtx_trials.extensions import db
+from dtx_trials.services.device_partitions import ensure_partitions, is_partitioned
 
 # a throwaway account in a throwaway database, dropped after the run
 DM_PASSWORD = "bench dm passphrase"  # noqa: S105
@@ -75,6 +76,8 @@ def run(quick: bool = False) -> list[RatioRow]:
                 "username": "bench_dm", "password": DM_PASSWORD}).get_json()["token"]
             records = _records(prepared.subjects, sizes.records)
             with db.engine.begin() as conn:
+                if is_partitioned(conn):  # PostgreSQL: the records' months exist, as in use
+                    ensure_partitions(conn, today=datetime.date(2026, 1, 1), ahead=1)
                 conn.execute(text("CREATE TABLE bench_copy (participant_id int, stream text, "
                                   "observed_at timestamp, value float8, unit text, "
                                   "source text)"))

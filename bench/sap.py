@@ -2,10 +2,13 @@
 
 Baseline: the same pipeline at 1,000 participants in the same run, so the ratio shows how the
 cost scales with trial size (10 = linear). Each stage is timed: analysis datasets, every
-endpoint with its sensitivity analyses and subgroups (`run_sap`), report layout and PDF."""
+endpoint with its sensitivity analyses and subgroups (`run_sap`), report layout and PDF, and
+the growth of each stage against the smallest size is printed (time ratio / size ratio: 1 is
+linear). ``BENCH_SAP_SIZES=1000,10000,50000`` adds sizes (50,000 takes minutes)."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -42,15 +45,33 @@ def _pipeline(n: int) -> dict[str, float]:
             "total_s": reported - simulated}
 
 
+def _sizes(quick: bool) -> tuple[int, ...]:
+    chosen = os.environ.get("BENCH_SAP_SIZES", "")
+    if chosen and not quick:
+        return tuple(sorted({int(n) for n in chosen.split(",")}))
+    return QUICK if quick else FULL
+
+
 def run(quick: bool = False) -> list[RatioRow]:
-    sizes = QUICK if quick else FULL
+    sizes = _sizes(quick)
+    if not quick:  # warm-up (imports, fonts, caches): not charged to the smallest size
+        _pipeline(50)
     figures = {n: _pipeline(n) for n in sizes}
     print_table(
         "Full SAP + PDF (type 2 diabetes protocol, 5 endpoints, MI sensitivity, subgroups)",
-        ["participants", "simulate data (s)", "SAP (s)", "report PDF (s)", "SAP + PDF (s)"],
-        [[f"{n:,}", f["simulate_s"], f["sap_s"], f["report_s"], f["total_s"]]
+        ["participants", "simulate data (s)", "SAP (s)", "report PDF (s)", "pages",
+         "SAP + PDF (s)"],
+        [[f"{n:,}", f["simulate_s"], f["sap_s"], f["report_s"], int(f["pages"]), f["total_s"]]
          for n, f in figures.items()])
-    small, large = sizes
+    base = sizes[0]
+    print_table(
+        f"Growth against {base:,} participants: (time ratio) / (size ratio), 1 = linear",
+        ["participants", "size ratio", "SAP", "report PDF", "SAP + PDF"],
+        [[f"{n:,}", n / base,
+          *(figures[n][k] / figures[base][k] / (n / base)
+            for k in ("sap_s", "report_s", "total_s"))]
+         for n in sizes[1:]])
+    small, large = base, (10_000 if 10_000 in sizes and not quick else sizes[-1])
     return [RatioRow("sap", f"SAP + PDF at {large:,} participants", "s",
                      figures[large]["total_s"], figures[small]["total_s"],
                      f"same pipeline at {small:,}", higher_is_better=False)]

@@ -316,7 +316,14 @@ def _efron_terms(
 def _efron_sums(
     beta: FloatArray, x: FloatArray, times: FloatArray, events: FloatArray, strata: FloatArray
 ) -> tuple[float, FloatArray, FloatArray]:
-    """Accumulate the Efron terms over strata and distinct event times."""
+    """Accumulate the Efron terms over strata and distinct event times in O(n log n).
+
+    Within a stratum the rows are sorted by time once; the risk-set sums at every time are
+    suffix cumulative sums (``rs*[start]`` = the sum over rows with time >= t), the tied
+    deaths' sums come from one ``reduceat`` over the event rows grouped by time, and the
+    Efron terms of the k-th of d tied deaths (k = 0..d-1) are one vectorised expression over
+    all event rows: no pass over the data per event time.
+    """
     p = x.shape[1]
     loglik = 0.0
     grad = np.zeros(p)
@@ -327,26 +334,31 @@ def _efron_sums(
         t, e, xs = times[in_s][order], events[in_s][order], x[in_s][order]
         eta = xs @ beta
         w = np.exp(eta)
+        wx = w[:, None] * xs
+        wxx = wx[:, :, None] * xs[:, None, :]
         rs0 = np.cumsum(w[::-1])[::-1]
-        rs1 = np.cumsum((w[:, None] * xs)[::-1], axis=0)[::-1]
-        rs2 = np.cumsum((w[:, None, None] * xs[:, :, None] * xs[:, None, :])[::-1], axis=0)[::-1]
-        for tt in np.unique(t[e == 1]):
-            start = int(np.searchsorted(t, tt, side="left"))
-            dead = (t == tt) & (e == 1)
-            d = int(dead.sum())
-            d0 = w[dead].sum()
-            d1 = (w[dead, None] * xs[dead]).sum(axis=0)
-            d2 = (w[dead, None, None] * xs[dead][:, :, None] * xs[dead][:, None, :]).sum(axis=0)
-            loglik += float(eta[dead].sum())
-            grad += xs[dead].sum(axis=0)
-            for k in range(d):
-                frac = k / d
-                den = rs0[start] - frac * d0
-                m1 = rs1[start] - frac * d1
-                m2 = rs2[start] - frac * d2
-                loglik -= float(np.log(den))
-                grad -= m1 / den
-                hess -= m2 / den - np.outer(m1, m1) / den**2
+        rs1 = np.cumsum(wx[::-1], axis=0)[::-1]
+        rs2 = np.cumsum(wxx[::-1], axis=0)[::-1]
+        dead = np.flatnonzero(e == 1)  # sorted by time: tied deaths are contiguous
+        if dead.size == 0:
+            continue
+        td = t[dead]
+        first = np.flatnonzero(np.r_[True, td[1:] != td[:-1]])  # first death of each time
+        d = np.diff(np.r_[first, dead.size])  # deaths per distinct time
+        start = np.searchsorted(t, td[first], side="left")  # first row at risk
+        d0 = np.add.reduceat(w[dead], first)
+        d1 = np.add.reduceat(wx[dead], first, axis=0)
+        d2 = np.add.reduceat(wxx[dead], first, axis=0)
+        group = np.repeat(np.arange(first.size), d)  # each death's time index
+        frac = (np.arange(dead.size) - first[group]) / d[group]  # k / d
+        den = rs0[start][group] - frac * d0[group]
+        m1 = rs1[start][group] - frac[:, None] * d1[group]
+        m2 = rs2[start][group] - frac[:, None, None] * d2[group]
+        loglik += float(eta[dead].sum() - np.log(den).sum())
+        grad += xs[dead].sum(axis=0) - (m1 / den[:, None]).sum(axis=0)
+        hess -= (m2 / den[:, None, None]).sum(axis=0) - np.einsum(
+            "ni,nj,n->ij", m1, m1, 1.0 / den**2
+        )
     return loglik, grad, hess
 
 

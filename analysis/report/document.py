@@ -341,6 +341,36 @@ class PageCount(IndexingFlowable):  # type: ignore[misc]
         return None
 
 
+class _DrawnOnceTable(Table):  # type: ignore[misc]
+    """A table laid out in every pass of the document's ``multiBuild`` but drawn only in the
+    pass whose output is kept (see ``ReportDocument.multiBuild``): drawing the cells is most
+    of the cost of a long listing, and nothing drawn in a discarded pass reaches the PDF."""
+
+    def draw(self) -> None:
+        if getattr(getattr(self.canv, "_doctemplate", None), "layout_only", False):
+            return
+        super().draw()
+
+
+class _DrawnOnceLongTable(_DrawnOnceTable, LongTable):  # type: ignore[misc]
+    pass
+
+
+class _ListingPage(_DrawnOnceTable):
+    """One page-sized piece of a listing: moved whole to the next page rather than split.
+
+    Splitting it where the previous piece ended would leave the rest to push the next piece
+    down, and so on: every piece split in two, at twice the layout cost. Only at the top of
+    a page (the height estimate was short) is it split like any table."""
+
+    page_height = 0.0  # the frame's height; parts made by Table.split keep the default
+
+    def split(self, availWidth: float, availHeight: float) -> list[Flowable]:
+        if availHeight < self.page_height - 1:
+            return []
+        return list(super().split(availWidth, availHeight))
+
+
 class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
     """Document template with portrait/landscape pages, running header/footer and outline."""
 
@@ -365,6 +395,7 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
         self.spec = spec
         self.fonts = fonts
         self.total_pages: int | None = None
+        self.layout_only = False
         portrait_size = page
         landscape_size = landscape(page)
         self.addPageTemplates(
@@ -439,6 +470,50 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
                   fixed_text("page_of", lang, page=document.page, total=total), anchor="end")
         canvas.restoreState()
 
+    def multiBuild(self, story: list[Flowable], maxPasses: int = 10,
+                   **build_options: Any) -> int:
+        """Lay the story out (tables not drawn, output discarded) until the page numbers of
+        the contents and the page count settle, then build once more, drawing everything.
+
+        ReportLab's ``multiBuild`` draws every pass and keeps the last; a report needs three
+        (contents empty, contents and count filled in, confirmation), so two thirds of the
+        drawing was thrown away. This is its loop with that one change: the drawing pass
+        starts from the settled entries and the same pending edits applied, so it lays out
+        exactly as the last layout pass did (checked: still satisfied afterwards)."""
+        self._indexingFlowables = [f for f in story if f.isIndexing()]
+        edits: list[tuple[Any, ...]] = []
+        self._multiBuildEdits = edits.append
+        target: Any = self.filename  # type: ignore[has-type]  # set by BaseDocTemplate
+        settled = False
+        passes = 0
+        try:
+            while True:
+                passes += 1
+                self.layout_only = not settled
+                self.filename = target if settled else io.BytesIO()  # layout output dropped
+                self._doSave = int(settled)
+                for flowable in self._indexingFlowables:
+                    flowable.beforeBuild()
+                self.build(story[:], **build_options)
+                for flowable in self._indexingFlowables:
+                    flowable.afterBuild()
+                satisfied = bool(self._allSatisfied())
+                if settled:
+                    if not satisfied:
+                        raise ReportError("the drawing pass laid the report out differently")
+                    return passes
+                if passes > maxPasses:
+                    raise ReportError(f"contents not settled after {maxPasses} passes")
+                settled = satisfied
+                while edits:  # e.g. clear the "postponed" mark of flowables moved on a page
+                    edit = edits.pop(0)
+                    edit[0](*edit[1:])
+        finally:
+            self.filename = target
+            self.layout_only = False
+            self._doSave = 0
+            del self._multiBuildEdits
+
     def afterFlowable(self, flowable: Flowable) -> None:
         if isinstance(flowable, OutlinedParagraph):
             key = flowable.outline_key
@@ -463,6 +538,7 @@ class StoryBuilder:
         self.styles = styles
         self.document = document
         self.n_keys = 0
+        self.widths: dict[tuple[str, bool], float] = {}  # text_width memo: listings repeat
 
     def outlined(self, title: str, style: ParagraphStyle, level: int) -> OutlinedParagraph:
         if level >= MAX_OUTLINE_DEPTH:
@@ -575,8 +651,12 @@ class StoryBuilder:
 
     def text_width(self, text: str, *, bold: bool = False) -> float:
         """Return the width of ``text`` at table size in the fonts that draw it."""
-        return float(sum(stringWidth(run, font, TABLE_SIZE)
-                         for font, run in self.fonts.runs(text, bold=bold)))
+        width = self.widths.get((text, bold))
+        if width is None:
+            width = self.widths[(text, bold)] = float(sum(
+                stringWidth(run, font, TABLE_SIZE) for font, run in self.fonts.runs(text, bold=bold)
+            ))
+        return width
 
     def column_widths(self, columns: Sequence[str], rows: Sequence[Sequence[str]],
                       width: float, number: str = "") -> list[float]:
@@ -627,7 +707,8 @@ class StoryBuilder:
 
     def grid(self, columns: Sequence[str], rows: Sequence[Sequence[str]], width: float,
              *, long: bool, number: str = "", widths: Sequence[float] | None = None,
-             numeric: Sequence[bool] | None = None) -> Table:
+             numeric: Sequence[bool] | None = None,
+             table_class: type[Table] | None = None) -> Table:
         for index, row in enumerate(rows):
             if len(row) != len(columns):
                 raise ReportError(
@@ -649,7 +730,8 @@ class StoryBuilder:
         data += [[self.cell(cell, w, right=numeric[i])
                   for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
                  for row in rows]
-        table_class = LongTable if long else Table
+        if table_class is None:
+            table_class = _DrawnOnceLongTable if long else _DrawnOnceTable
         table = table_class(data, colWidths=widths, repeatRows=1)
         # numeric columns are right-aligned: each column prints one number of decimals, so
         # right alignment lines the decimal points up (see README, report conventions)
@@ -678,7 +760,7 @@ class StoryBuilder:
         leading = TABLE_SIZE * 1.25
         header = max(self.lines(c, w, bold=True) for c, w in zip(block.columns, widths,
                                                                   strict=True))
-        budget = height * 0.9 - header * leading - 4
+        budget = height * 0.97 - header * leading - 4
         chunks: list[list[tuple[str, ...]]] = [[]]
         used = 0.0
         for row in block.rows:
@@ -690,8 +772,13 @@ class StoryBuilder:
             chunks[-1].append(tuple(row))
             used += row_height
         numeric = numeric_columns(block.columns, block.rows)
-        return [self.grid(block.columns, chunk, width, long=False, widths=widths,
-                          numeric=numeric) for chunk in chunks]
+        pages: list[Flowable] = []
+        for chunk in chunks:
+            page = self.grid(block.columns, chunk, width, long=False, widths=widths,
+                             numeric=numeric, table_class=_ListingPage)
+            page.page_height = height
+            pages.append(page)
+        return pages
 
     def lines(self, text: str, width: float, *, bold: bool = False) -> int:
         """Return how many lines ``text`` takes in a cell of ``width`` (at least one)."""
@@ -747,9 +834,10 @@ class StoryBuilder:
                     story += [caption, grid, *notes]
                 story.append(Spacer(1, 8))
             elif isinstance(block, ListingBlock):
-                story.append(self.caption("Listing", block.number, block.title,
-                                          block.population, block.n, level + 1))
-                story += self.listing_pages(block, width, height)
+                caption = self.caption("Listing", block.number, block.title,
+                                       block.population, block.n, level + 1)
+                first, *rest = self.listing_pages(block, width, height)
+                story += [KeepTogether([caption, first]), *rest]  # no caption left alone
                 story += self.notes(block.footnotes, block.source)
                 story.append(Spacer(1, 8))
             else:

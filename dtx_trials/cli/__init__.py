@@ -543,6 +543,7 @@ def keys_rotate() -> None:
 from dtx_trials.cli import analysis as _analysis  # noqa: E402
 from dtx_trials.cli import coding as _coding  # noqa: E402
 from dtx_trials.cli import demo as _demo  # noqa: E402
+from dtx_trials.cli import devices as _devices  # noqa: E402
 from dtx_trials.cli import epro as _epro  # noqa: E402
 from dtx_trials.cli import notifications as _notifications  # noqa: E402
 from dtx_trials.cli import protocol as _protocol  # noqa: E402
@@ -557,6 +558,7 @@ cli.add_command(_analysis.analyze)
 cli.add_command(_analysis.export)
 cli.add_command(_analysis.worker)
 cli.add_command(_demo.demo)
+cli.add_command(_devices.devices)
 cli.add_command(_coding.coding)
 cli.add_command(_notifications.notifications)
 cli.add_command(_visits.visits)

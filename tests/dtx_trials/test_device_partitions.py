@@ -1,0 +1,120 @@
+"""device_observation partitioned by month on PostgreSQL: rows land in their month's
+partition, the maintenance command is idempotent and drains the default partition, ingest still
+deduplicates across partitions; SQLite keeps one plain table."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from dtx_trials.extensions import db
+from dtx_trials.services.device_partitions import (
+    DEFAULT,
+    ensure_partitions,
+    months_ahead,
+    next_month,
+    partition_name,
+    partitions,
+)
+from dtx_trials.services.integrity import check_integrity
+from tests.dtx_trials.test_devices import minutes, post
+from tests.dtx_trials.trial_flow import enrolled_mci_participant, load_trial
+
+TODAY = datetime.datetime.now(datetime.UTC).date()
+
+
+@pytest.fixture
+def dtx(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+    from dtx_trials import cli as cli_module
+
+    def with_test_app(func: Callable[..., Any]) -> Callable[..., Any]:
+        return lambda *a, **k: func(app, *a, **k)
+
+    monkeypatch.setattr(cli_module, "with_app", with_test_app)
+    return lambda *args: CliRunner().invoke(cli_module.cli, list(args))
+
+
+def placement() -> dict[int, str]:
+    """Stored row id -> the partition holding it (read transaction ended: the command's
+    CREATE TABLE ... PARTITION OF waits for every reader of the table)."""
+    with db.engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT id, tableoid::regclass::text FROM device_observation")
+        ).all()
+    return {int(row_id): str(table) for row_id, table in rows}
+
+
+def test_months_ahead_and_names() -> None:
+    assert months_ahead(datetime.date(2026, 11, 30), 3) == [
+        datetime.date(2026, 11, 1), datetime.date(2026, 12, 1), datetime.date(2027, 1, 1),
+        datetime.date(2027, 2, 1),
+    ]
+    assert next_month(datetime.date(2026, 12, 1)) == datetime.date(2027, 1, 1)
+    assert partition_name(datetime.date(2027, 1, 1)) == "device_observation_y2027m01"
+    with pytest.raises(ValueError):
+        months_ahead(TODAY, -1)
+
+
+def test_partitions_rows_by_month_and_the_command_is_idempotent(
+    client: FlaskClient, backend: str, dtx: Callable[..., Result]
+) -> None:
+    if backend == "sqlite":
+        result = dtx("devices", "partitions")
+        assert result.exit_code == 0 and "nothing to do" in result.output
+        return
+    # the migration made the default partition and this month plus three ahead
+    with db.engine.begin() as connection:
+        made = set(partitions(connection))
+    assert {DEFAULT, *(partition_name(m) for m in months_ahead(TODAY, 3))} <= made
+
+    staff = load_trial(client)
+    subject = enrolled_mci_participant(client, staff)
+    earlier = TODAY.replace(day=1) - datetime.timedelta(days=1)  # last day of last month
+    older = earlier.replace(day=1) - datetime.timedelta(days=1)  # the month before it
+    days = [TODAY, earlier, older]
+    batch = [minutes(subject, day, 10 + i) for i, day in enumerate(days)]
+    assert post(client, staff, batch).get_json()["accepted"] == 3
+    db.session.remove()  # the request's session ends its transaction, as after a request
+    before = placement()
+    by_day = dict(zip(days, sorted(before), strict=True))  # ids follow the batch order
+    assert before[by_day[TODAY]] == partition_name(TODAY)
+    # months not created yet land in the default partition: no insert fails
+    for day in (earlier, older):
+        expected = partition_name(day) if partition_name(day) in made else DEFAULT
+        assert before[by_day[day]] == expected
+
+    first = dtx("devices", "partitions", "--months-ahead", "2")
+    assert first.exit_code == 0, first.output
+    after = placement()
+    assert set(after) == set(before)  # same rows, same ids
+    assert {after[by_day[d]] for d in days} == {partition_name(d) for d in days}
+    with db.engine.connect() as connection:
+        assert connection.execute(text(f"SELECT count(*) FROM {DEFAULT}")).scalar() == 0
+
+    again = dtx("devices", "partitions", "--months-ahead", "2")
+    assert again.exit_code == 0
+    assert "partitions created: none; rows moved out of the default partition: 0" in again.output
+    assert placement() == after
+
+    # the same readings again, and one new one: duplicates found in the month partitions
+    repeat = post(client, staff, [*batch, minutes(subject, TODAY - datetime.timedelta(days=1), 5)])
+    assert repeat.get_json() == {"accepted": 1, "duplicates": 3, "rejected": 0, "errors": []}
+    assert check_integrity(db.session).ok  # moved rows keep their seals and batch roots
+
+
+def test_ensure_partitions_refuses_an_unpartitioned_table(app: Flask, backend: str) -> None:
+    with db.engine.connect() as connection:
+        try:
+            if backend == "postgresql":  # shadows the partitioned table in this session
+                connection.execute(text("CREATE TEMPORARY TABLE device_observation (id integer)"))
+            with pytest.raises(ValueError, match="not a partitioned"):
+                ensure_partitions(connection, today=TODAY, ahead=1)
+        finally:
+            connection.rollback()  # the temporary table goes with the transaction
