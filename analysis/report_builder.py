@@ -1597,12 +1597,24 @@ def in_chinese(spec: ReportSpec, protocol: Protocol | None) -> ReportSpec:
     streams = [(f"({d.label.en})", f"（{d.label.zh}）") for d in
                (protocol.device_streams if protocol is not None else ()) if d.label.zh]
 
+    # recorded data inside a fixed text ("   eye strain (uncoded)") stays as recorded: only the
+    # text around it is translated (a formula word such as "eye" must not touch a verbatim term)
+    inside = re.compile("(?<![A-Za-z])(" + "|".join(
+        re.escape(t) for t in sorted(recorded, key=len, reverse=True) if t) + ")(?![A-Za-z])"
+    ) if any(recorded) else None
+
     def tr(text: str) -> str:
         if text.strip() in recorded:
             return text
         for en, zh in streams:
             text = text.replace(en, zh)
-        return translate(text)
+        if inside is None:
+            return translate(text)
+        pieces, last = [], 0
+        for found in inside.finditer(text):
+            pieces += [translate(text[last:found.start()]), found.group()]
+            last = found.end()
+        return "".join(pieces) + translate(text[last:])
 
     def block(item: Any) -> Any:
         if isinstance(item, Section):

@@ -32,6 +32,7 @@ from analysis.report_builder import (
     build_report_spec,
     fmt,
     fmt_p,
+    in_chinese,
     lint_vocabulary,
     p_phrase,
     protocol_identity,
@@ -168,6 +169,20 @@ def test_lint_finds_english_left_in_the_chinese_edition() -> None:
         *first.blocks, TextBlock("不良事件：sore throat (未编码)"))), *spec.sections[1:]),
         recorded_texts=(*spec.recorded_texts, "sore throat"))
     assert lint_spec(recorded, codes, texts) == []
+
+
+def test_chinese_edition_keeps_a_recorded_term_inside_a_fixed_text_as_recorded() -> None:
+    """A verbatim AE term in a table cell ("   eye strain (no data)") is data: the Chinese
+    edition translates the text around it, never a word of it ("eye" is also a formula word)."""
+    spec, _ = _demo("type2_diabetes", "en")
+    table = TableBlock("14.3.1.2", "AEs", "Safety set", 1, ("Term", "n"),
+                       (("   eye strain (no data)", "3"), ("eye", "1")))
+    english = replace(spec, sections=(Section("14.3", "Safety", (table,)),),
+                      recorded_texts=("eye strain",))
+    chinese = in_chinese(english, None)
+    [[cell, _], [word, _]] = chinese.sections[0].blocks[0].rows  # type: ignore[union-attr]
+    assert cell == "   eye strain (无数据)"
+    assert word == "眼"  # outside recorded data the formula word is translated
 
 
 def test_chinese_edition_translates_model_handling_and_reason_texts() -> None:
