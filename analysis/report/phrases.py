@@ -120,7 +120,9 @@ PHRASES: tuple[tuple[str, str], ...] = (
     ("first", "首次"),
     # CONSORT exclusions (analysis/sap.py)
     ("not meeting eligibility criteria", "不符合入选标准"),
+    ("other reasons (screening or randomization pending)", "其他原因（筛选或随机化尚未完成）"),
     ("other reasons", "其他原因"),
+    ("declined to participate", "拒绝参加"),
     # not run (analysis/sap.py)
     ("multiple imputation is implemented for continuous endpoints, not",
      "多重插补仅适用于连续型终点，不适用于"),

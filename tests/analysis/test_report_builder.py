@@ -190,7 +190,7 @@ def test_chinese_edition_translates_model_handling_and_reason_texts() -> None:
     text = _flat(pdf)
     for english in ("missing at random", "LS means by", "post-event", "withdrew consent",
                     "dtx-trials analysis run", "residual df", "not meeting eligibility",
-                    "(years)", "pivotal"):
+                    "(years)", "pivotal", "randomization pending"):
         assert english not in text, english
     for chinese in ("随机缺失", "LS 均值", "撤回知情同意", "残差自由度", "关键性研究", "(年)"):
         assert chinese in text, chinese
