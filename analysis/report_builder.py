@@ -750,7 +750,8 @@ class Builder:
                 numbers, f"{name}: " + L.t("all arms pooled (blinded data review)",
                                           "全部组合并（设盲数据审核）"),
                 pop_label, n_total, [L.t("Statistic", "统计量"), L.t("Value", "数值")],
-                [(L.humanize(str(k)), str(v) if isinstance(v, int) else fmt(v))
+                [(L.t(*POOLED_STATISTICS[k]) if k in POOLED_STATISTICS else L.humanize(str(k)),
+                  str(v) if isinstance(v, int) else fmt(v))
                  for k, v in pooled.items()],
                 (*notes, L.t("Blinded data review (ICH E9 section 7.1): figures of the whole "
                              "trial; no comparison between groups.",
@@ -1539,6 +1540,21 @@ def _mean_sd(values: Sequence[float], L: Labels) -> str:
     return f"{mean:.1f} ({sd:.1f})"
 
 
+#: the whole-trial figures of a pooled blinded review (`analysis.sap._pooled_summary`)
+POOLED_STATISTICS: dict[str, tuple[str, str]] = {
+    "n": ("N", "N"),
+    "n_observed": ("n observed", "观察到的 n"),
+    "mean": ("Mean", "均值"),
+    "sd": ("SD", "标准差"),
+    "responders": ("Responders", "应答者"),
+    "proportion": ("Proportion responding", "应答比例"),
+    "events": ("Events", "事件数"),
+    "follow_up": ("Follow-up (total time)", "随访（总时间）"),
+    "event_rate": ("Event rate (events per unit of follow-up time)",
+                   "事件率（每单位随访时间的事件数）"),
+}
+
+
 def build_report_spec(results: AnalysisResults, meta: ReportMeta) -> ReportSpec:
     """Lay the results out as an ICH E3-style statistical analysis report."""
     builder = Builder(results, meta)
@@ -1547,8 +1563,8 @@ def build_report_spec(results: AnalysisResults, meta: ReportMeta) -> ReportSpec:
     not_stated = L.t("not stated in the protocol", "方案未说明")
     efficacy = builder.efficacy()  # collects the analyses not run (shown at its end)
     title = results.title
-    if L.zh and meta.protocol is not None and not results.blinded:
-        title = meta.protocol.title.get("zh")
+    if L.zh and meta.protocol is not None:
+        title = meta.protocol.title.get("zh") or title
     spec = ReportSpec(
         trial_code=results.trial,
         trial_title=title,
