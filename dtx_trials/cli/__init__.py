@@ -58,11 +58,14 @@ class CheckedGroup(click.Group):
         """A missing, malformed or wrong field key is a message and exit status 2, not a
         traceback: nothing has been written under it (the key check runs at start-up)."""
         from dtx_trials.crypto import FieldKeyError
+        from dtx_trials.services.errors import DomainError
 
         try:
             return super().invoke(ctx)
         except FieldKeyError as exc:
             _fail(f"field key: {exc}")
+        except DomainError as exc:  # what a command did not catch itself: a message, not a trace
+            _fail(_domain_message(exc))
 
 
 @click.group(cls=CheckedGroup)
@@ -588,8 +591,13 @@ def _run(call: Callable[[], Any]) -> Any:
     try:
         return call()
     except DomainError as exc:
-        details = "; ".join(
-            f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in exc.errors.items()
-        )
-        _fail(exc.message + (f" ({details})" if details else ""))
+        _fail(_domain_message(exc))
+
+
+def _domain_message(exc: Any) -> str:
+    """A domain error's message with its field errors, as the command line prints it."""
+    details = "; ".join(
+        f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in exc.errors.items()
+    )
+    return str(exc.message + (f" ({details})" if details else ""))

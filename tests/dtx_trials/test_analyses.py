@@ -286,6 +286,12 @@ def test_dtx_analyze_writes_the_chinese_a4_edition(app: Flask, tmp_path, monkeyp
     refused = runner.invoke(cli_module.cli, ["analyze", CODE, "--lang", "fr", "--out",
                                              str(tmp_path)])
     assert refused.exit_code == 2 and "--lang" in refused.output
+    # a run the protocol does not allow: the service's message and status 2, not a traceback
+    denied = runner.invoke(cli_module.cli, ["analyze", CODE, "--review", "comparative", "--out",
+                                            str(tmp_path)])
+    assert denied.exit_code == 2, denied.output
+    assert "error: the protocol does not allow your role a comparative blinded analysis" in (
+        denied.output) and "Traceback" not in denied.output
     result = runner.invoke(cli_module.cli, ["analyze", CODE, "--unblinded", "--lang", "zh",
                                             "--paper", "a4", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
