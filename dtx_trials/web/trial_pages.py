@@ -194,7 +194,13 @@ def _figure_tables(
             [_t("date"), _t("n_enrolled_that_day"), _t("n_enrolled_cumulative")],
             cumulative,
         ),
-        "sites": ([_t("site"), _t("n_enrolled")], [[c, n] for c, n in figures.enrolled_by_site]),
+        "sites": (
+            [_t("site"), _t("n_enrolled"), _t("target_n"), _t("percent_of_target")],
+            [
+                [c, n, figures.site_targets.get(c), _percent(n, figures.site_targets.get(c, 0))]
+                for c, n in figures.enrolled_by_site
+            ],
+        ),
         "screen_failures": (
             [_t("criterion"), _t("criterion_text"), _t("n_participants")],
             [[cid or _t("not_determined"), text, n] for cid, text, n in figures.screen_failures],

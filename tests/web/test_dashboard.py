@@ -111,7 +111,10 @@ def test_overview_figures_tables_csv_and_blinding(app: Flask, client: FlaskClien
             text = who.text(path)
             assert not [term for term in ARM_TERMS if term in text], path
     rows = _csv(sponsor, f"{MCI}/dashboard/sites.csv")
-    assert rows[0] == ["Site", "Enrolled"] and ["BJ01", "2"] in rows and ["GZ01", "1"] in rows
+    # each site against its protocol target (sites.initial[].target)
+    assert rows[0] == ["Site", "Enrolled", "Target", "% of target"]
+    assert ["BJ01", "2", "60", "3.3"] in rows and ["GZ01", "1", "50", "2.0"] in rows
+    assert "BJ01 2 / 60" in page
     enrolment = _csv(sponsor, f"{MCI}/dashboard/enrollment.csv")
     assert enrolment[-1][2] == "3"
     ages = _csv(sponsor, f"{MCI}/dashboard/queries_by_age.csv")
@@ -120,8 +123,11 @@ def test_overview_figures_tables_csv_and_blinding(app: Flask, client: FlaskClien
     assert projection[1][:2] == ["200", "3"]
     # one site's view
     bj = _csv(sponsor, f"{MCI}/dashboard/sites.csv?site=GZ01")
-    assert bj[1:] == [["GZ01", "1"]]
-    assert "Enrolled: 1" in sponsor.text(f"{MCI}?site=GZ01")
+    assert bj[1:] == [["GZ01", "1", "50", "2.0"]]
+    site_page = sponsor.text(f"{MCI}?site=GZ01")
+    assert "Enrolled: 1" in site_page and "1 / 50" in site_page  # the site's own target
+    assert "no target per site" not in site_page
+    assert _csv(sponsor, f"{MCI}/dashboard/projection.csv?site=GZ01")[1][:2] == ["50", "1"]
     assert sponsor.get(f"{MCI}?site=NOPE").status_code == 404
     assert sponsor.get(f"{MCI}/dashboard/nothing.csv").status_code == 404
     assert sponsor.get(f"{MCI}?tab=nothing").status_code == 404
