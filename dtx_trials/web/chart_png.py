@@ -20,6 +20,7 @@ from typing import Any
 import matplotlib
 from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
 from analysis.report.fonts import cjk_font_candidates
@@ -40,14 +41,12 @@ def _cjk_family() -> str | None:
 
 
 def _style(lang: str) -> dict[str, Any]:
-    """matplotlib settings for a page language: DejaVu Sans, then a CJK font for Chinese."""
-    families = ["DejaVu Sans"]
-    if lang.startswith("zh"):
-        cjk = _cjk_family()
-        if cjk is None:
-            raise RuntimeError("no CJK font found for a Chinese chart (fonts-wqy-microhei)")
-        families.append(cjk)
-    return {"font.family": families}
+    """matplotlib settings for a page language: DejaVu Sans, then a CJK font (for Chinese
+    pages, and for any Chinese text a chart of another page shows)."""
+    cjk = _cjk_family()
+    if cjk is None and lang.startswith("zh"):
+        raise RuntimeError("no CJK font found for a Chinese chart (fonts-wqy-microhei)")
+    return {"font.family": ["DejaVu Sans", *([cjk] if cjk else [])]}
 
 
 def _figure(height: float) -> Figure:
@@ -90,7 +89,7 @@ def bar_png(
               for row in rows]
     values = [float(row[value_column] or 0) for row in rows]
     with matplotlib.rc_context(_style(lang)):
-        figure = _figure(1.6 + 0.35 * max(1, len(rows)))
+        figure = _figure(2.4 + 0.35 * len(rows))
         axes = figure.add_subplot()
         positions = list(range(len(rows)))
         axes.barh(positions, values, color=OKABE_ITO[0], label=value_label)
@@ -108,7 +107,8 @@ def bar_png(
         axes.set_xlabel(value_label)
         axes.set_ylabel(category_label)
         axes.set_title(title)
-        axes.legend(loc="lower right")
+        if rows:
+            axes.legend(loc="lower right")
         return _png(figure, title, rows)
 
 
@@ -177,7 +177,9 @@ def enrollment_png(
         axes.set_xlabel(x_label)
         axes.set_ylabel(names[0])
         axes.set_title(title)
-        figure.autofmt_xdate()
+        locator = AutoDateLocator()
+        axes.xaxis.set_major_locator(locator)
+        axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
         if days or target is not None:
             axes.legend(loc="upper left")
         return _png(figure, title, rows)
