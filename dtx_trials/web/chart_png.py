@@ -11,10 +11,12 @@ a title, axis labels and a legend in the page's language, with a CJK font for Ch
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import io
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import matplotlib
@@ -27,6 +29,7 @@ from analysis.report.fonts import cjk_font_candidates
 from dtx_trials.web.charts import OKABE_ITO
 
 DASHES = ("-", "--", ":", "-.")
+_LOCK = threading.Lock()
 Row = Sequence[Any]
 
 
@@ -40,13 +43,16 @@ def _cjk_family() -> str | None:
     return None
 
 
-def _style(lang: str) -> dict[str, Any]:
-    """matplotlib settings for a page language: DejaVu Sans, then a CJK font (for Chinese
-    pages, and for any Chinese text a chart of another page shows)."""
+@contextlib.contextmanager
+def _drawing(lang: str) -> Iterator[None]:
+    """Draw with DejaVu Sans, then a CJK font (for Chinese pages, and for any Chinese text a
+    chart of another page shows). matplotlib's settings are process-wide, so one image is
+    drawn at a time (threaded servers)."""
     cjk = _cjk_family()
     if cjk is None and lang.startswith("zh"):
         raise RuntimeError("no CJK font found for a Chinese chart (fonts-wqy-microhei)")
-    return {"font.family": ["DejaVu Sans", *([cjk] if cjk else [])]}
+    with _LOCK, matplotlib.rc_context({"font.family": ["DejaVu Sans", *([cjk] if cjk else [])]}):
+        yield
 
 
 def _figure(height: float) -> Figure:
@@ -88,7 +94,7 @@ def bar_png(
     labels = [" / ".join(str(row[i]) for i in label_column if row[i] not in (None, "")) or "—"
               for row in rows]
     values = [float(row[value_column] or 0) for row in rows]
-    with matplotlib.rc_context(_style(lang)):
+    with _drawing(lang):
         figure = _figure(2.4 + 0.35 * len(rows))
         axes = figure.add_subplot()
         positions = list(range(len(rows)))
@@ -131,7 +137,7 @@ def lines_png(
             series.setdefault(str(row[series_column]), []).append(
                 (float(row[x_column]), float(row[y_column]))
             )
-    with matplotlib.rc_context(_style(lang)):
+    with _drawing(lang):
         figure = _figure(3.6)
         axes = figure.add_subplot()
         for i, (name, points) in enumerate(series.items()):
@@ -161,7 +167,7 @@ def enrollment_png(
     today, the target as a horizontal line and the straight projection to it."""
     days = [datetime.date.fromisoformat(str(row[0])) for row in rows]
     totals = [int(row[2]) for row in rows]
-    with matplotlib.rc_context(_style(lang)):
+    with _drawing(lang):
         figure = _figure(3.8)
         axes = figure.add_subplot()
         if days:
