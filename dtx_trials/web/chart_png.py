@@ -24,6 +24,7 @@ from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from analysis.report.fonts import cjk_font_candidates
 from dtx_trials.web.charts import OKABE_ITO
@@ -109,6 +110,7 @@ def bar_png(
                 axes.scatter([t for _, t in marks], [y for y, _ in marks], marker="|", s=400,
                              color=OKABE_ITO[7], linewidths=2.5, label=target_label, zorder=3)
         axes.set_yticks(positions, labels)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.invert_yaxis()
         axes.set_xlabel(value_label)
         axes.set_ylabel(category_label)
@@ -144,6 +146,7 @@ def lines_png(
             axes.plot([x for x, _ in points], [y for _, y in points], marker="o",
                       color=OKABE_ITO[i % len(OKABE_ITO)], linestyle=DASHES[i % len(DASHES)],
                       label=name)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole weeks
         axes.set_xlabel(x_label)
         axes.set_ylabel(y_label)
         axes.set_title(title)
@@ -186,6 +189,7 @@ def enrollment_png(
         locator = AutoDateLocator()
         axes.xaxis.set_major_locator(locator)
         axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # participants
         if days or target is not None:
             axes.legend(loc="upper left")
         return _png(figure, title, rows)
