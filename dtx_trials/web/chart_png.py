@@ -168,17 +168,19 @@ def enrollment_png(
 ) -> bytes:
     """Cumulative enrolment (rows: ISO date, enrolled that day, cumulative) as a step line up to
     today, the target as a horizontal line and the straight projection to it."""
-    days = [datetime.date.fromisoformat(str(row[0])) for row in rows]
+    days: list[Any] = [datetime.date.fromisoformat(str(row[0])) for row in rows]  # date units
     totals = [int(row[2]) for row in rows]
     with _drawing(lang):
         figure = _figure(3.8)
         axes = figure.add_subplot()
         if days:
             end = max(today, days[-1])
-            axes.step([days[0], *days, end], [0, *totals, totals[-1]], where="post",
+            steps: list[Any] = [days[0], *days, end]
+            axes.step(steps, [0, *totals, totals[-1]], where="post",
                       color=OKABE_ITO[0], label=names[0])
             if target is not None and projected_on is not None:
-                axes.plot([end, projected_on], [totals[-1], target], color=OKABE_ITO[1],
+                line: list[Any] = [end, projected_on]
+                axes.plot(line, [totals[-1], target], color=OKABE_ITO[1],
                           linestyle=DASHES[1], label=names[2])
         if target is not None:
             axes.axhline(target, color=OKABE_ITO[7], linestyle=DASHES[2], linewidth=1,
@@ -186,9 +188,9 @@ def enrollment_png(
         axes.set_xlabel(x_label)
         axes.set_ylabel(names[0])
         axes.set_title(title)
-        locator = AutoDateLocator()
+        locator = AutoDateLocator()  # type: ignore[no-untyped-call]
         axes.xaxis.set_major_locator(locator)
-        axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # participants
         if days or target is not None:
             axes.legend(loc="upper left")
