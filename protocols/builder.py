@@ -394,7 +394,7 @@ def build_protocol(data: Data) -> Protocol:
             allow_runtime_sites=sites.get("allow_runtime_sites", True),
             initial_sites=tuple(
                 Site(code=s["code"], name=s["name"], country=s.get("country"),
-                     timezone=s.get("timezone"))
+                     timezone=s.get("timezone"), target=s.get("target"))
                 for s in sites.get("initial", [])
             ),
         ),

@@ -196,6 +196,9 @@ class Site:
     name: str
     country: str | None = None
     timezone: str | None = None
+    # participants this site aims to enrol (the sponsor dashboard's per-site target); the sum
+    # over sites may differ from sample_size.n (over-recruiting sites, sites added later)
+    target: int | None = None
 
 
 @dataclass(frozen=True)

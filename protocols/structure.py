@@ -321,6 +321,8 @@ SITE = Obj(
         Prop("name", Str("Site name", min_length=1), required=True),
         Prop("country", Str("ISO 3166 country code")),
         Prop("timezone", Str("IANA time zone")),
+        Prop("target", Int("Participants this site aims to enrol (dashboard target; the sum "
+                           "over sites may differ from sample_size.n)", minimum=1)),
     ),
 )
 

@@ -79,6 +79,15 @@ def project_enrollment(
     return EnrollmentProjection(target, n, first, rate_per_week, projected, "")
 
 
+def site_targets(protocol: Protocol | None) -> dict[str, int]:
+    """Each declared site's enrolment target (``sites.initial[].target``) by site code; sites
+    without one (or added while the trial runs) are absent. The targets need not add up to
+    ``sample_size.n``: they are operational, the sample size is the statistical plan."""
+    if protocol is None:
+        return {}
+    return {s.code: s.target for s in protocol.sites.initial_sites if s.target is not None}
+
+
 @dataclass(frozen=True)
 class WeekAdherence:
     week: int  # 1 = the first 7 days from the window start
@@ -210,6 +219,8 @@ class TrialFigures:
     # site forms: days from the visit date to the first submission, by bucket
     entry_lag: list[tuple[str, int]] = field(default_factory=list)
     entry_lag_median: float | None = None
+    # enrolment targets of the sites in scope that the protocol gives one (site code -> n)
+    site_targets: dict[str, int] = field(default_factory=dict)
 
 
 def _scope(
@@ -268,8 +279,11 @@ def trial_figures(
         .group_by(Site.code)
         .order_by(Site.code)
     ).all()
+    targets = site_targets(protocol)
     target = None
-    if protocol is not None and protocol.sample_size is not None and site_code is None:
+    if site_code is not None:
+        target = targets.get(site_code)
+    elif protocol is not None and protocol.sample_size is not None:
         target = protocol.sample_size.n
     projection = project_enrollment(enrolled_on, target, today)
     if site_code is not None and projection.note == "the protocol sets no sample size":
@@ -346,6 +360,7 @@ def trial_figures(
         epro_compliance=_epro_compliance(session, trial, in_scope, protocol),
         entry_lag=lag_rows,
         entry_lag_median=lag_median,
+        site_targets={code: targets[code] for code, _ in site_rows if code in targets},
     )
 
 

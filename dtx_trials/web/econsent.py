@@ -1,5 +1,7 @@
-"""The signer's remote eConsent pages (phone-first, en/zh): read the document, answer the
-comprehension questions, ask for a one-time code, type the name and sign.
+"""The signer's remote eConsent pages (phone-first, in English, Simplified or Traditional
+Chinese, labels from the gettext catalogs): read the document, answer the comprehension
+questions, ask for a one-time code, type the name and sign. A document text missing in the
+page's language shows in the language it falls back to, marked as such (as on the ePRO pages).
 
 The link's token is the capability: pages post back to it, with a CSRF value derived from it
 (`csrf_for`), since the signer has no session."""
@@ -16,60 +18,58 @@ from dtx_trials.extensions import db
 from dtx_trials.services import econsent as service
 from dtx_trials.services.epro import LinkGoneError, LinkNotFoundError, OtpRejectedError
 from dtx_trials.services.errors import Conflict, ValidationError
+from dtx_trials.web import i18n
+from dtx_trials.web.epro import shown_in
+from protocols.model import ConsentDocument
 
 bp = Blueprint("econsent", __name__, template_folder="templates")
 
-TEXT: dict[str, dict[str, str]] = {
-    "en": {
-        "title": "Consent",
-        "language": "中文",
-        "version": "Version",
-        "questions": "Before you sign: check your understanding",
-        "send_code": "Send me a signing code",
-        "code_sent": "A 6-digit code was sent to {to}.",
-        "sign_title": "Sign",
-        "signer": "You sign as: {role}",
-        "typed_name": "Type your full name",
-        "code_label": "6-digit code",
-        "sign": "I agree and sign",
-        "code_wrong": "That code is not correct. Attempts left: {n}.",
-        "fix": "Please check the answers marked below.",
-        "done_title": "Thank you",
-        "done_text": "Your signed consent was sent to the study team. You can close this page.",
-        "gone_title": "This link can no longer be used",
-        "gone_text": "It has expired, was withdrawn or was already used. "
-        "Please contact your study team.",
-        "invalid_title": "This link is not valid",
-        "invalid_text": "Please check the link you received, or contact your study team.",
-        "participant": "participant",
-        "guardian": "parent or guardian",
-        "legally_authorized_representative": "legally authorised representative",
-    },
-    "zh": {
-        "title": "知情同意",
-        "language": "English",
-        "version": "版本",
-        "questions": "签署前请确认您已理解",
-        "send_code": "发送签署验证码",
-        "code_sent": "6位验证码已发送至 {to}。",
-        "sign_title": "签署",
-        "signer": "您的签署身份：{role}",
-        "typed_name": "请输入您的全名",
-        "code_label": "6位验证码",
-        "sign": "我同意并签署",
-        "code_wrong": "验证码不正确。剩余尝试次数：{n}。",
-        "fix": "请检查下面标出的回答。",
-        "done_title": "谢谢",
-        "done_text": "您签署的知情同意书已发送给研究团队，可以关闭此页面。",
-        "gone_title": "此链接已无法使用",
-        "gone_text": "链接已过期、已被撤回或已被使用。请联系研究团队。",
-        "invalid_title": "此链接无效",
-        "invalid_text": "请核对您收到的链接，或联系研究团队。",
-        "participant": "受试者本人",
-        "guardian": "父母或监护人",
-        "legally_authorized_representative": "法定代理人",
-    },
-}
+
+def texts(lang: str) -> dict[str, str]:
+    """The signing pages' own labels in ``lang``, from the gettext catalogs."""
+    translate = i18n.translate
+    return {
+        "title": translate("econsent_title", lang),
+        "language": translate("epro_language", lang),
+        "untranslated": translate("epro_untranslated", lang),
+        "version": translate("econsent_version", lang),
+        "questions": translate("econsent_questions", lang),
+        "send_code": translate("econsent_send_code", lang),
+        "code_sent": translate("econsent_code_sent", lang),
+        "sign_title": translate("econsent_sign_title", lang),
+        "signer": translate("econsent_signer", lang),
+        "typed_name": translate("econsent_typed_name", lang),
+        "code_label": translate("econsent_code_label", lang),
+        "sign": translate("econsent_sign", lang),
+        "code_wrong": translate("econsent_code_wrong", lang),
+        "fix": translate("econsent_fix", lang),
+        "done_title": translate("econsent_done_title", lang),
+        "done_text": translate("econsent_done_text", lang),
+        "gone_title": translate("econsent_gone_title", lang),
+        "gone_text": translate("econsent_gone_text", lang),
+        "invalid_title": translate("econsent_invalid_title", lang),
+        "invalid_text": translate("econsent_invalid_text", lang),
+        "participant": translate("econsent_participant", lang),
+        "guardian": translate("econsent_guardian", lang),
+        "legally_authorized_representative": translate(
+            "econsent_legally_authorized_representative", lang
+        ),
+    }
+
+
+def document_fallbacks(document: ConsentDocument, lang: str) -> dict[str, str]:
+    """Which texts of a consent document show in another language than the page's (``title``,
+    ``body``, a question's id, ``<question>:<choice code>``), each mapped to the language
+    shown (the ePRO pages' rule, ``web.epro.shown_in``)."""
+    found: dict[str, str | None] = {
+        "title": shown_in(document.title, lang),
+        "body": shown_in(document.body, lang),
+    }
+    for question in document.comprehension:
+        found[question.id] = shown_in(question.text, lang)
+        for choice in question.choices:
+            found[f"{question.id}:{choice.code}"] = shown_in(choice.label, lang)
+    return {key: shown for key, shown in found.items() if shown}
 
 
 def csrf_for(token: str) -> str:
@@ -78,19 +78,31 @@ def csrf_for(token: str) -> str:
 
 
 def _lang(document_language: str | None = None) -> str:
+    """``?lang=`` (en, zh, zh-Hant), else the browser's language (zh-TW, zh-HK and zh-Hant read
+    Traditional Chinese), else the document's own language, else English (as the ePRO pages)."""
     asked = request.args.get("lang", "")
-    if asked in TEXT:
+    if asked in i18n.LANGUAGES:
         return asked
-    if document_language:
-        return "zh" if document_language.startswith("zh") else "en"
-    return request.accept_languages.best_match(["en", "zh"], default="en") or "en"
+    wanted = [request.headers.get("Accept-Language"), document_language]
+    return i18n.pick_language(None, ",".join(w for w in wanted if w))
+
+
+def _chrome(lang: str) -> dict[str, Any]:
+    """What every signing page shows around its content: labels, html lang, language links."""
+    return {
+        "lang": lang,
+        "html_lang": i18n.HTML_LANG[lang],
+        "t": texts(lang),
+        "other_languages": [(code, i18n.LANGUAGE_NAMES[code], i18n.HTML_LANG[code])
+                            for code in i18n.LANGUAGES if code != lang],
+    }
 
 
 def _message(kind: str, status: int, lang: str) -> tuple[str, int]:
-    text = TEXT[lang]
+    chrome = _chrome(lang)
     return render_template(
-        "epro/message.html", lang=lang, t=text, heading=text[f"{kind}_title"],
-        body=text[f"{kind}_text"], other_lang="en" if lang == "zh" else "zh",
+        "epro/message.html", heading=chrome["t"][f"{kind}_title"],
+        body=chrome["t"][f"{kind}_text"], **chrome,
     ), status
 
 
@@ -101,23 +113,27 @@ def _page(token: str, status: int = 200, **extra: Any) -> tuple[str, int]:
         return _message("invalid", 404, _lang())
     except LinkGoneError:
         return _message("gone", 410, _lang())
-    lang = _lang(view.document.language)
-    # the page's own words are English or Chinese; a document in another language (ja, ko, ...)
-    # is read in its own language, the one it was approved in
-    document_language = view.document.language
-    text_lang = lang if document_language.split("-")[0] in ("en", "zh") else document_language
+    document = view.document
+    lang = _lang(document.language)
+    chrome = _chrome(lang)
+    # a document in a language with no page catalog (ja, ko, ...) is read in its own language,
+    # the one it was approved in; one in English or Chinese follows the page's language, a text
+    # missing in it falls back (Label.get) and is marked as such
+    if document.language.split("-")[0] in ("en", "zh"):
+        text_lang, fallbacks = chrome["html_lang"], document_fallbacks(document, lang)
+    else:
+        text_lang, fallbacks = document.language, {}
     return render_template(
         "econsent/sign.html",
-        lang=lang,
         text_lang=text_lang,
-        t=TEXT[lang],
-        other_lang="en" if lang == "zh" else "zh",
+        fallbacks=fallbacks,
         view=view,
-        document=view.document,
+        document=document,
         token=token,
         csrf_token=csrf_for(token),
         sent_to=request.args.get("sent"),
         answers=request.form if request.method == "POST" else {},
+        **chrome,
         **extra,
     ), status
 

@@ -116,7 +116,7 @@ def _page(lang: str) -> dict[str, Any]:
     }
 
 
-def _shown_in(label: Label | None, lang: str) -> str | None:
+def shown_in(label: Label | None, lang: str) -> str | None:
     """The language a protocol text is shown in when it lacks ``lang`` (its fallback, as
     ``Label.get`` picks it), or None when it is written in ``lang``."""
     tag = i18n.HTML_LANG[lang]
@@ -132,12 +132,12 @@ def _shown_in(label: Label | None, lang: str) -> str | None:
 def fallbacks(form: FormDef, lang: str) -> dict[str, str]:
     """Which texts of a form show in another language than the page's: ``title``, a field's
     id, ``<field>.help`` and ``<field>:<choice code>``, each mapped to the language shown."""
-    found: dict[str, str | None] = {"title": _shown_in(form.title, lang)}
+    found: dict[str, str | None] = {"title": shown_in(form.title, lang)}
     for field in form.fields:
-        found[field.id] = _shown_in(field.label, lang)
-        found[f"{field.id}.help"] = _shown_in(field.help, lang)
+        found[field.id] = shown_in(field.label, lang)
+        found[f"{field.id}.help"] = shown_in(field.help, lang)
         for choice in field.choices:
-            found[f"{field.id}:{choice.code}"] = _shown_in(choice.label, lang)
+            found[f"{field.id}:{choice.code}"] = shown_in(choice.label, lang)
     return {key: shown for key, shown in found.items() if shown is not None}
 
 

@@ -16,7 +16,7 @@ import io
 import math
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -194,7 +194,13 @@ def _figure_tables(
             [_t("date"), _t("n_enrolled_that_day"), _t("n_enrolled_cumulative")],
             cumulative,
         ),
-        "sites": ([_t("site"), _t("n_enrolled")], [[c, n] for c, n in figures.enrolled_by_site]),
+        "sites": (
+            [_t("site"), _t("n_enrolled"), _t("target_n"), _t("percent_of_target")],
+            [
+                [c, n, figures.site_targets.get(c), _percent(n, figures.site_targets.get(c, 0))]
+                for c, n in figures.enrolled_by_site
+            ],
+        ),
         "screen_failures": (
             [_t("criterion"), _t("criterion_text"), _t("n_participants")],
             [[cid or _t("not_determined"), text, n] for cid, text, n in figures.screen_failures],
@@ -417,13 +423,13 @@ def _render_dashboard(trial: Trial, status: int = 200, **extra: Any) -> tuple[st
     return render_template("dashboard.html", **context), status
 
 
-@bp.get("/trials/<code>/dashboard/<table>.csv")
-@signed_in
-def dashboard_csv(code: str, table: str) -> Response:
-    """One dashboard chart's numbers as CSV (same roles, sites and filter as the page)."""
+def _dashboard_table(
+    code: str, table: str, tables: Iterable[str]
+) -> tuple[Trial, str | None, dashboard_service.TrialFigures, list[str], list[list[Any]]]:
+    """The figures behind one chart or table, with the page's roles, sites and site filter."""
     trial = _trial(code)
     actor = _actor()
-    if table not in (*DASHBOARD_TABLES, "projection"):
+    if table not in tables:
         abort(404)
     if not _sees_figures(actor, trial):
         abort(403)
@@ -437,16 +443,102 @@ def dashboard_csv(code: str, table: str) -> Response:
         with_adherence=table == "adherence",
     )
     headings, rows = _figure_tables(figures)[table]
+    return trial, site_code, figures, headings, rows
+
+
+def _download(trial: Trial, table: str, site_code: str | None, suffix: str) -> str:
+    name = f"{trial.code}-{table}" + (f"-{site_code}" if site_code else "") + suffix
+    return f'attachment; filename="{name}"'
+
+
+@bp.get("/trials/<code>/dashboard/<table>.csv")
+@signed_in
+def dashboard_csv(code: str, table: str) -> Response:
+    """One dashboard chart's numbers as CSV (same roles, sites and filter as the page)."""
+    trial, site_code, _, headings, rows = _dashboard_table(
+        code, table, (*DASHBOARD_TABLES, "projection")
+    )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(headings)
     for row in rows:
         writer.writerow(["" if v is None else v for v in row])
-    name = f"{trial.code}-{table}" + (f"-{site_code}" if site_code else "") + ".csv"
     return Response(
         "\ufeff" + buffer.getvalue(),
         mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        headers={"Content-Disposition": _download(trial, table, site_code, ".csv")},
+    )
+
+
+#: dashboard chart -> its title's key (the charts that have a PNG download)
+CHART_TITLES = {
+    "enrollment": "enrollment_over_time",
+    "sites": "enrollment_by_site",
+    "screen_failures": "screen_failures_by_reason",
+    "queries_by_age": "open_queries_by_age",
+    "records": "forms_by_status",
+    "visits": "visit_compliance",
+    "deviations": "deviations_by_kind",
+    "progress": "sdv_and_signatures",
+    "epro": "epro_compliance",
+    "entry_lag": "data_entry_lag",
+    "adherence": "adherence_by_week",
+}
+# bars: (label columns, value column, target column)
+BAR_COLUMNS: dict[str, tuple[tuple[int, ...], int, int | None]] = {
+    "sites": ((0,), 1, 2),
+    "screen_failures": ((0,), 2, None),
+    "queries_by_age": ((0,), 1, None),
+    "records": ((0,), 1, None),
+    "visits": ((0,), 1, None),
+    "deviations": ((0, 1), 2, None),
+    "progress": ((0,), 3, None),
+    "epro": ((0,), 1, None),
+    "entry_lag": ((0,), 1, None),
+}
+
+
+def _chart_png(
+    table: str,
+    headings: list[str],
+    rows: list[list[Any]],
+    figures: dashboard_service.TrialFigures,
+) -> bytes:
+    """Draw one dashboard chart as PNG from its CSV table (``web.chart_png``)."""
+    from dtx_trials.web import chart_png  # matplotlib loads on the first image, not at start
+
+    lang = g.get("lang", "en")
+    title = _t(CHART_TITLES[table])
+    if table == "enrollment":
+        p = figures.projection
+        return chart_png.enrollment_png(
+            rows, title=title, target=p.target, projected_on=p.projected_on,
+            today=utcnow().date(), names=(_t("n_enrolled"), _t("target_n"), _t("projection")),
+            x_label=headings[0], lang=lang,
+        )
+    if table == "adherence":
+        return chart_png.lines_png(
+            rows, title=title, series_column=0, x_column=1, y_column=4,
+            x_label=_t("week_since_randomization"), y_label=headings[4], lang=lang,
+        )
+    labels, value, target = BAR_COLUMNS[table]
+    return chart_png.bar_png(
+        rows, title=title, label_column=labels, value_column=value, value_label=headings[value],
+        category_label=" / ".join(headings[i] for i in labels), lang=lang,
+        target_column=target, target_label=headings[target] if target is not None else "",
+    )
+
+
+@bp.get("/trials/<code>/dashboard/<table>.png")
+@signed_in
+def dashboard_png(code: str, table: str) -> Response:
+    """One dashboard chart as a PNG image, drawn from the numbers of its CSV (same roles, sites
+    and filter; pooled over arms like every dashboard figure)."""
+    trial, site_code, figures, headings, rows = _dashboard_table(code, table, CHART_TITLES)
+    return Response(
+        _chart_png(table, headings, rows, figures),
+        mimetype="image/png",
+        headers={"Content-Disposition": _download(trial, table, site_code, ".png")},
     )
 
 

@@ -200,3 +200,38 @@ def test_a_consent_document_in_a_declared_language_is_read_in_it(
     assert '<h1 lang="ja">研究パートナーの同意書</h1>' in html
     assert 'lang="ja"' in html and "いつでも参加をやめることができます。" in html
     assert "You may stop at any time." not in html
+
+
+def test_signing_page_in_traditional_chinese_marks_texts_it_lacks(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    """Issue #22: the signing page's own labels come from the gettext catalogs in en, zh-Hans
+    and zh-Hant, chosen by ?lang= or the browser (zh-TW, zh-HK: Traditional); a document text
+    without a Traditional version shows in Simplified Chinese, marked visibly and by lang."""
+    staff = load_with_questions(client, tmp_path)
+    inv = staff["inv"]
+    subject = api(client, inv, "POST", "/participants",
+                  {"site": "BJ01", "identifiers": {"phone": "13900001111"}}, 201)["subject_code"]
+    issued = api(client, inv, "POST", f"/participants/{subject}/econsent",
+                 {"document_id": "partner_icf", "version": "1.0", "language": "zh-CN",
+                  "channel": "email", "address": "partner@example.org"}, 201)
+    url = issued["url"].replace("http://localhost", "")
+    signer = app.test_client()
+    by_query = signer.get(f"{url}?lang=zh-Hant").get_data(as_text=True)
+    by_browser = signer.get(url, headers={"Accept-Language": "zh-TW,zh;q=0.8"}).get_data(
+        as_text=True)
+    for html in (by_query, by_browser):
+        assert '<html lang="zh-Hant">' in html
+        for label in ("簽署前請確認您已理解", "我同意並簽署", "法定代理人", "發送簽署驗證碼"):
+            assert label in html, label
+        assert '<h1 lang="zh-Hans">研究伙伴知情同意书</h1>' in html  # the Simplified text
+        assert html.count("(未翻譯成您的語言)") == 5  # title, body, question, two choices
+        assert '<article class="econsent-body" id="consent-body" lang="zh-Hans">' in html
+    english = signer.get(f"{url}?lang=en").get_data(as_text=True)
+    assert '<html lang="en">' in english and "I agree and sign" in english
+    assert "Study partner consent" in english and "not translated" not in english
+    simplified = signer.get(url).get_data(as_text=True)  # no browser language: the document's
+    assert '<html lang="zh-Hans">' in simplified and "我同意并签署" in simplified
+    assert "未翻译" not in simplified
+    gone = signer.get("/econsent/not-a-token", headers={"Accept-Language": "zh-HK"})
+    assert gone.status_code == 404 and "此連結無效" in gone.get_data(as_text=True)

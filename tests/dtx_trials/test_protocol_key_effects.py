@@ -54,7 +54,16 @@ from dtx_trials.api.blinding import allocation_schema
 from dtx_trials.extensions import db
 from dtx_trials.models import Notification, Participant, Site, Trial
 from dtx_trials.models.users import Role
-from dtx_trials.services import analyses, devices, epro, forms, participants, protocols, trials
+from dtx_trials.services import (
+    analyses,
+    dashboard,
+    devices,
+    epro,
+    forms,
+    participants,
+    protocols,
+    trials,
+)
 from dtx_trials.services import randomization as shell
 from dtx_trials.services.access import Actor, Grant, sees_arms
 from dtx_trials.services.errors import DomainError
@@ -641,6 +650,14 @@ SDTM = sdtm_export()
 SAP = sap()
 
 
+def site_projection(protocol: Protocol, site: str) -> object:
+    """The per-site view's enrolment projection: 10 enrolled in 10 days, against the site's
+    target (dtx_trials.services.dashboard)."""
+    days = [datetime.date(2026, 6, day) for day in range(1, 11)]
+    target = dashboard.site_targets(protocol).get(site)
+    return dashboard.project_enrollment(days, target, datetime.date(2026, 6, 10))
+
+
 def report_identity(protocol: Protocol) -> object:
     """The title-page facts the report prints, in both editions (analysis.report_builder)."""
     return [protocol_identity(protocol, "en"), protocol_identity(protocol, "zh")]
@@ -837,6 +854,9 @@ PROBES: dict[str, Probe] = {
     "sites.initial[].timezone": Probe("mci", setter(lambda d: d["sites"]["initial"][0],
                                                     "timezone", "Asia/Urumqi"),
                                       shell_steps=("sites",)),
+    # the sponsor dashboard's per-site target and projection (services.dashboard)
+    "sites.initial[].target": Probe("mci", setter(lambda d: d["sites"]["initial"][0], "target",
+                                                  80), lambda p: site_projection(p, "BJ01")),
     # ---- eligibility
     "eligibility[].id": Probe("mci", setter(lambda d: d["eligibility"][0], "id", "inc_age_band"),
                               eligibility()),

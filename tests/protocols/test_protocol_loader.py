@@ -678,3 +678,16 @@ def test_site_timezone_must_be_an_iana_name() -> None:
     assert issue.line == line_of(text, "Mars/Olympus")
     assert errors(replace(text, "Mars/Olympus", "Asia/Shanghai")) == []
     assert errors(replace(text, "Mars/Olympus", "../../etc/passwd")) != []
+
+
+def test_site_target_is_a_positive_integer() -> None:
+    """Issue #22: `sites.initial[].target` (the dashboard's per-site target); the targets need
+    not add up to sample_size.n (sites over-recruit, sites are added later)."""
+    sites = "sites:\n  initial:\n    - {code: S1, name: One, target: 0}\n"
+    text = replace(MINIMAL, "arms:\n", sites + "arms:\n")
+    issue = only_error(text)
+    assert issue.path == "sites.initial[0].target" and issue.message == "must be at least 1, got 0"
+    assert (issue.line, issue.column) == (line_of(text, "target: 0"), column_of(text, "0}"))
+    assert "integer" in only_error(replace(text, "target: 0", "target: 2.5")).message
+    protocol = load_protocol_text(replace(text, "target: 0", "target: 12345"))
+    assert protocol.sites.initial_sites[0].target == 12345

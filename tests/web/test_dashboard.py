@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask
 from flask.testing import FlaskClient
+from PIL import Image
 from sqlalchemy import select
 
 from dtx_trials.extensions import db
@@ -22,7 +23,8 @@ from dtx_trials.services.dashboard import (
     project_enrollment,
     weekly_adherence,
 )
-from dtx_trials.web.trial_pages import DASHBOARD_TABLES
+from dtx_trials.web.chart_png import describe
+from dtx_trials.web.trial_pages import CHART_TITLES, DASHBOARD_TABLES
 from protocols.model import AdherenceRule
 from tests.dtx_trials.test_devices import minutes, post
 from tests.dtx_trials.test_epro_schedule import load_scheduled
@@ -111,7 +113,10 @@ def test_overview_figures_tables_csv_and_blinding(app: Flask, client: FlaskClien
             text = who.text(path)
             assert not [term for term in ARM_TERMS if term in text], path
     rows = _csv(sponsor, f"{MCI}/dashboard/sites.csv")
-    assert rows[0] == ["Site", "Enrolled"] and ["BJ01", "2"] in rows and ["GZ01", "1"] in rows
+    # each site against its protocol target (sites.initial[].target)
+    assert rows[0] == ["Site", "Enrolled", "Target", "% of target"]
+    assert ["BJ01", "2", "60", "3.3"] in rows and ["GZ01", "1", "50", "2.0"] in rows
+    assert "BJ01 2 / 60" in page
     enrolment = _csv(sponsor, f"{MCI}/dashboard/enrollment.csv")
     assert enrolment[-1][2] == "3"
     ages = _csv(sponsor, f"{MCI}/dashboard/queries_by_age.csv")
@@ -120,8 +125,11 @@ def test_overview_figures_tables_csv_and_blinding(app: Flask, client: FlaskClien
     assert projection[1][:2] == ["200", "3"]
     # one site's view
     bj = _csv(sponsor, f"{MCI}/dashboard/sites.csv?site=GZ01")
-    assert bj[1:] == [["GZ01", "1"]]
-    assert "Enrolled: 1" in sponsor.text(f"{MCI}?site=GZ01")
+    assert bj[1:] == [["GZ01", "1", "50", "2.0"]]
+    site_page = sponsor.text(f"{MCI}?site=GZ01")
+    assert "Enrolled: 1" in site_page and "1 / 50" in site_page  # the site's own target
+    assert "no target per site" not in site_page
+    assert _csv(sponsor, f"{MCI}/dashboard/projection.csv?site=GZ01")[1][:2] == ["50", "1"]
     assert sponsor.get(f"{MCI}?site=NOPE").status_code == 404
     assert sponsor.get(f"{MCI}/dashboard/nothing.csv").status_code == 404
     assert sponsor.get(f"{MCI}?tab=nothing").status_code == 404
@@ -130,6 +138,50 @@ def test_overview_figures_tables_csv_and_blinding(app: Flask, client: FlaskClien
     assert inv.get(f"{MCI}/dashboard/sites.csv").status_code == 403
     assert inv.get(f"{MCI}?tab=adherence").status_code == 404
     assert PageClient(app, staff["stat"]).get(f"{MCI}/dashboard/sites.csv").status_code == 403
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png(client: PageClient, path: str) -> dict[str, str]:
+    """Fetch a chart image; return its text chunks (title, the drawn rows as text)."""
+    response = client.get(path)
+    assert response.status_code == 200, (path, response.status_code)
+    assert response.mimetype == "image/png" and response.data.startswith(PNG_SIGNATURE)
+    assert "attachment" in response.headers["Content-Disposition"]
+    image = Image.open(io.BytesIO(response.data))
+    image.load()
+    assert image.format == "PNG" and image.size[0] >= 600
+    return dict(image.text)  # type: ignore[attr-defined]
+
+
+def test_dashboard_charts_as_png(app: Flask, client: FlaskClient) -> None:
+    """Issue #22: every chart downloads as PNG, drawn from its CSV's numbers, with the same
+    roles, site filter and blinding as the CSV."""
+    staff = load_trial(client)
+    for account in ("inv", "inv", "inv2"):
+        enrolled_mci_participant(client, staff, site_account=account)
+    sponsor = PageClient(app, staff["sponsor"])
+    assert sponsor.text(MCI).count("Download PNG") == 6  # the charts drawn (not the empty ones)
+    for table in CHART_TITLES:
+        text = _png(sponsor, f"{MCI}/dashboard/{table}.png")
+        # the blinded sponsor's image carries no arm: it is drawn from the pooled CSV rows
+        assert not [term for term in ARM_TERMS if term in str(text)], table
+        assert text["Description"] == (
+            describe(_csv(sponsor, f"{MCI}/dashboard/{table}.csv")[1:]) or "-"
+        ), table
+    # one site's image holds that site's rows only, against its target
+    gz = _png(sponsor, f"{MCI}/dashboard/sites.png?site=GZ01")
+    assert gz["Description"] == "GZ01, 1, 50, 2.0" and gz["Title"] == "Enrolled by site"
+    # the page's language: title and labels in Traditional Chinese (drawn with a CJK font)
+    sponsor.client.set_cookie("lang", "zh-Hant")
+    zh = _png(sponsor, f"{MCI}/dashboard/enrollment.png")
+    assert zh["Title"] == "累計入組人數隨時間變化"
+    assert sponsor.get(f"{MCI}/dashboard/projection.png").status_code == 404  # a table only
+    assert sponsor.get(f"{MCI}/dashboard/sites.png?site=NOPE").status_code == 404
+    inv = PageClient(app, staff["inv"])
+    assert inv.get(f"{MCI}/dashboard/sites.png").status_code == 403
+    assert PageClient(app, staff["stat"]).get(f"{MCI}/dashboard/sites.png").status_code == 403
 
 
 def test_screen_failures_are_counted_by_criterion(app: Flask, client: FlaskClient) -> None:
