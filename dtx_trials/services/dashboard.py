@@ -51,7 +51,7 @@ class EnrollmentProjection:
     first_on: datetime.date | None
     rate_per_week: float | None
     projected_on: datetime.date | None
-    note: str  # why there is no projection, or "" when there is one
+    note: str  # why there is no projection (a code the pages translate), or "" when there is one
 
 
 def project_enrollment(
@@ -64,16 +64,16 @@ def project_enrollment(
     n = len(enrolled_on)
     first = min(enrolled_on) if enrolled_on else None
     if first is None:
-        return EnrollmentProjection(target, 0, None, None, None, "no participant enrolled yet")
+        return EnrollmentProjection(target, 0, None, None, None, "no_enrolment")
     days = (today - first).days + 1
     rate_per_day = n / days
     rate_per_week = round(rate_per_day * 7, 2)
     if target is None:
         return EnrollmentProjection(
-            target, n, first, rate_per_week, None, "the protocol sets no sample size"
+            target, n, first, rate_per_week, None, "no_sample_size"
         )
     if n >= target:
-        return EnrollmentProjection(target, n, first, rate_per_week, None, "target reached")
+        return EnrollmentProjection(target, n, first, rate_per_week, None, "target_reached")
     remaining_days = (target - n) / rate_per_day
     projected = today + datetime.timedelta(days=int(-(-remaining_days // 1)))
     return EnrollmentProjection(target, n, first, rate_per_week, projected, "")
@@ -286,8 +286,8 @@ def trial_figures(
     elif protocol is not None and protocol.sample_size is not None:
         target = protocol.sample_size.n
     projection = project_enrollment(enrolled_on, target, today)
-    if site_code is not None and projection.note == "the protocol sets no sample size":
-        projection = dataclasses.replace(projection, note="the protocol sets no target per site")
+    if site_code is not None and projection.note == "no_sample_size":
+        projection = dataclasses.replace(projection, note="no_site_target")
 
     failures = _screen_failures(session, in_scope, protocol, lang)
 

@@ -50,9 +50,18 @@ def test_projection_is_a_straight_line_at_the_mean_rate() -> None:
     # everyone on one day (the demo's old vertical line) still projects from that day to today
     same_day = project_enrollment([D(2026, 6, 1)] * 4, 10, D(2026, 6, 4))
     assert same_day.rate_per_week == 7.0 and same_day.projected_on == D(2026, 6, 10)
-    assert project_enrollment([], 200, D(2026, 6, 1)).note == "no participant enrolled yet"
+    assert project_enrollment([], 200, D(2026, 6, 1)).note == "no_enrolment"
     assert project_enrollment(dates, None, D(2026, 6, 10)).projected_on is None
-    assert project_enrollment(dates, 10, D(2026, 6, 10)).note == "target reached"
+    assert project_enrollment(dates, 10, D(2026, 6, 10)).note == "target_reached"
+
+
+def test_every_projection_note_reads_in_each_page_language() -> None:
+    """The page shows a projection's note through the catalogs (no English left in zh pages)."""
+    from dtx_trials.web import i18n
+
+    for note in ("no_enrolment", "no_sample_size", "target_reached", "no_site_target"):
+        shown = {lang: i18n.translate(f"projection_{note}", lang) for lang in i18n.LANGUAGES}
+        assert f"projection_{note}" not in shown.values() and len(set(shown.values())) == 3, shown
 
 
 def test_weekly_adherence_applies_the_protocol_rule_per_whole_week() -> None:
