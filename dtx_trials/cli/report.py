@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -58,7 +58,14 @@ def ensure_report_key(app: Flask) -> str:
     except ReportSigningError as exc:
         return f"warning: report-signing key: {exc}"
     return (f"wrote report-signing key {key} (private key, mode 0600) and certificate {cert}; "
-            f"certificate SHA-256 {certificate_sha256(certificate)}, valid until "
+            + _certificate_facts(certificate))
+
+
+def _certificate_facts(certificate: Any) -> str:
+    """What both commands print of a new certificate: its fingerprint and validity."""
+    from dtx_trials.report_signing import certificate_sha256
+
+    return (f"certificate SHA-256 {certificate_sha256(certificate)}, valid until "
             f"{certificate.not_valid_after_utc:%Y-%m-%d}")
 
 
@@ -78,21 +85,16 @@ def init_key(common_name: str, days: int) -> None:
     Paths: DTX_REPORT_SIGNING_KEY / DTX_REPORT_SIGNING_CERT, else instance/report-signing.key
     and instance/report-signing.crt. An existing key is never replaced.
     """
-    from dtx_trials.report_signing import (
-        ReportSigningError,
-        certificate_sha256,
-        generate_report_key,
-    )
+    from dtx_trials.cli import _fail
+    from dtx_trials.report_signing import ReportSigningError, generate_report_key
 
     key, cert, _ = _config_paths()
     try:
         certificate = generate_report_key(key, cert, common_name, days=days)
     except ReportSigningError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        _fail(str(exc))
     console.print(f"wrote {key} (private key, mode 0600) and {cert}")
-    console.print(f"certificate SHA-256 {certificate_sha256(certificate)}, valid until "
-                  f"{certificate.not_valid_after_utc:%Y-%m-%d}")
+    console.print(_certificate_facts(certificate))
 
 
 @report.command("verify")
