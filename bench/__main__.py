@@ -58,8 +58,11 @@ TARGETS: dict[tuple[str, str], Target] = {
     # issue #22: the API's first page of a list within 100 ms, a page within 300 ms
     ("lists", "API "): ("ours <= 100 ms", lambda r: r.ours <= 100),
     ("lists", ""): ("ours < 300 ms", lambda r: r.ours < 300),
-    ("mmrm", "MMRM UN fit, 10"): (
-        "ratio <= 0.05 (nlme)", lambda r: r.ratio is not None and r.ratio <= 0.05,
+    ("mmrm", "MMRM UN fit, 10,000 subjects x 5 visits vs nlme"): (
+        "ratio <= 0.05", lambda r: r.ratio is not None and r.ratio <= 0.05,
+    ),
+    ("mmrm", "MMRM UN fit, 10,000 subjects x 5 visits vs glmmTMB"): (
+        "ratio <= 0.5", lambda r: r.ratio is not None and r.ratio <= 0.5,
     ),
 }
 
