@@ -4,7 +4,8 @@ Baseline: the same pipeline at 1,000 participants in the same run, so the ratio 
 cost scales with trial size (10 = linear). Each stage is timed: analysis datasets, every
 endpoint with its sensitivity analyses and subgroups (`run_sap`), report layout and PDF, and
 the growth of each stage against the smallest size is printed (time ratio / size ratio: 1 is
-linear). ``BENCH_SAP_SIZES=1000,10000,50000`` adds sizes (50,000 takes minutes)."""
+linear). ``BENCH_SAP_SIZES=1000,10000,50000`` adds sizes (50,000 takes minutes). At the largest
+size R fits the same models on the same datasets when it is installed (``bench.sap_r``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from analysis.report import build_report
 from analysis.report_builder import ReportMeta, build_report_spec
 from analysis.sap import arm_labels, run_sap
 from analysis.simulation import simulate_trial_data
+from bench import sap_r
 from bench.harness import RatioRow, print_table
 from protocols.loader import load_protocol
 
@@ -24,7 +26,9 @@ QUICK = (100, 300)
 PROTOCOL = Path(__file__).resolve().parent.parent / "protocols" / "library" / "type2_diabetes.yaml"
 
 
-def _pipeline(n: int) -> dict[str, float]:
+def _pipeline(n: int, *, with_r: bool = False) -> dict[str, float]:
+    """Time the stages at n participants; with_r: fit the SAP's models in R on the same
+    datasets afterwards (bench.sap_r, when R is installed)."""
     import datetime
 
     protocol = load_protocol(PROTOCOL)
@@ -40,9 +44,12 @@ def _pipeline(n: int) -> dict[str, float]:
         cutoff_on=datetime.date.today())
     pdf = build_report(build_report_spec(results, meta))
     reported = time.perf_counter()
-    return {"simulate_s": simulated - started, "sap_s": analysed - simulated,
-            "report_s": reported - analysed, "pages": float(pdf.count(b"/Type /Page")),
-            "total_s": reported - simulated}
+    figures = {"simulate_s": simulated - started, "sap_s": analysed - simulated,
+               "report_s": reported - analysed, "pages": float(pdf.count(b"/Type /Page")),
+               "total_s": reported - simulated}
+    if with_r:
+        sap_r.compare(data, results, analysed - simulated)
+    return figures
 
 
 def _sizes(quick: bool) -> tuple[int, ...]:
@@ -56,7 +63,8 @@ def run(quick: bool = False) -> list[RatioRow]:
     sizes = _sizes(quick)
     if not quick:  # warm-up (imports, fonts, caches): not charged to the smallest size
         _pipeline(50)
-    figures = {n: _pipeline(n) for n in sizes}
+    # R fits the same models on the largest size's datasets (printed as the size is done)
+    figures = {n: _pipeline(n, with_r=not quick and n == sizes[-1]) for n in sizes}
     print_table(
         "Full SAP + PDF (type 2 diabetes protocol, 5 endpoints, MI sensitivity, subgroups)",
         ["participants", "simulate data (s)", "SAP (s)", "report PDF (s)", "pages",
