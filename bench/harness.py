@@ -1,6 +1,6 @@
 """Shared benchmark machinery: result rows and tables, throwaway PostgreSQL databases, a
-private PostgreSQL cluster to stop and start, gunicorn servers bound to 127.0.0.1, and a
-bounded closed-loop HTTP load generator."""
+private PostgreSQL cluster to stop and start, gunicorn servers bound to 127.0.0.1, and
+closed-loop HTTP load: wrk for the benchmarks, Python threads for the reliability suites."""
 
 from __future__ import annotations
 
@@ -501,6 +501,7 @@ class LoadResult:
     outcomes: tuple[Outcome, ...]
     elapsed_s: float
     is_time_capped: bool
+    wrk_summary: Mapping[str, Any] | None = None  # wrk's own counts, when wrk ran the load
 
     def ok(self, status: int) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == status]
@@ -533,7 +534,111 @@ def send_request(port: int, request: HttpRequest) -> Outcome:
     return Outcome(request.tag, status, time.perf_counter() - started, data)
 
 
+WRK_SCRIPT = Path(__file__).resolve().with_name("wrk_load.lua")
+WRK_JSON_PREFIX = "DTX-WRK-JSON "
+
+
+def wrk_path() -> str:
+    """Return the wrk executable; BenchmarkUnavailable when it is not installed."""
+    path = shutil.which("wrk")
+    if path is None:
+        raise BenchmarkUnavailable(
+            "the load generator wrk is not installed (apt-get install wrk)"
+        )
+    return path
+
+
+def raw_request(request: HttpRequest, port: int) -> bytes:
+    """Return the HTTP/1.1 bytes of a request as sent on the wire (JSON body)."""
+    body = b"" if request.body is None else json.dumps(request.body).encode()
+    headers = {
+        "Host": f"127.0.0.1:{port}",
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        **request.headers,
+    }
+    head = f"{request.method} {request.path} HTTP/1.1\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers.items()
+    )
+    return head.encode() + b"\r\n" + body
+
+
 def run_load(
+    port: int,
+    requests: Sequence[HttpRequest],
+    n_clients: int,
+    time_limit_s: float,
+) -> LoadResult:
+    """Send the requests from n_clients closed-loop connections of wrk; stop at the time limit.
+
+    wrk (compiled, event-driven: it leaves the cores to the server) runs one thread per
+    connection with ``bench/wrk_load.lua``: connection k sends requests k, k + n, k + 2n...
+    in order, each as soon as the previous one is answered (gunicorn's sync workers close
+    the connection after each answer; wrk reconnects). A connection stops after the answer
+    that ends its share or that arrives past the time limit, so no request is left in
+    flight: every request sent has its answer (status 0 if the connection failed), and a
+    write the server committed was answered. The elapsed time runs from the first request
+    sent to the last answer.
+    """
+    wrk = wrk_path()
+    n_connections = max(1, min(n_clients, len(requests)))
+    shares = [list(requests[k::n_connections]) for k in range(n_connections)]
+    with tempfile.TemporaryDirectory(prefix="dtx-wrk-") as directory:
+        for k, share in enumerate(shares, start=1):
+            with open(os.path.join(directory, f"requests-{k}"), "wb") as out:
+                for request in share:
+                    data = raw_request(request, port)
+                    out.write(b"%d\n" % len(data) + data)
+        # wrk's own duration is only a backstop: the script stops every connection first
+        backstop_s = int(time_limit_s) + 120
+        deadline = time.monotonic() + time_limit_s
+        process = subprocess.Popen(
+            [
+                wrk, "-t", str(n_connections), "-c", str(n_connections),
+                "-d", f"{backstop_s}s", "--timeout", "60s", "-s", str(WRK_SCRIPT),
+                f"http://127.0.0.1:{port}/", "--", directory, repr(deadline),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            done = [os.path.join(directory, f"done-{k}") for k in range(1, n_connections + 1)]
+            while process.poll() is None and not all(os.path.exists(d) for d in done):
+                time.sleep(0.02)
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)  # wrk's early stop: join, then done()
+            stdout, stderr = process.communicate(timeout=60)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    line = next((x for x in stdout.splitlines() if x.startswith(WRK_JSON_PREFIX)), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result ({process.returncode}):\n{stdout}{stderr}")
+    report = json.loads(line[len(WRK_JSON_PREFIX) :])
+    outcomes: list[Outcome] = []
+    first, last = float("inf"), 0.0
+    is_stopped_by_wrk = False
+    for thread in report["threads"]:
+        share = shares[thread["id"] - 1]
+        for request, status, latency in zip(share, thread["statuses"], thread["latencies"]):
+            outcomes.append(Outcome(request.tag, max(status, 0), latency, b""))
+        is_stopped_by_wrk |= not thread["finished"]
+        if thread["statuses"]:
+            first = min(first, thread["first"])
+            last = max(last, thread["last"])
+    elapsed = max(last - first, 0.0) if outcomes else 0.0
+    return LoadResult(
+        n_connections,
+        tuple(outcomes),
+        elapsed,
+        is_time_capped=len(outcomes) < len(requests) or is_stopped_by_wrk,
+        wrk_summary=report,
+    )
+
+
+def run_threaded_load(
     port: int,
     requests: Sequence[HttpRequest],
     n_clients: int,
@@ -541,7 +646,10 @@ def run_load(
     retry_statuses: frozenset[int] = frozenset(),
     max_attempts: int = 1,
 ) -> LoadResult:
-    """Send every request from n_clients closed-loop clients (threads); stop at the time limit.
+    """Send every request from n_clients closed-loop clients (Python threads); stop at the
+    time limit. For the reliability suites, which need retries and the answers' bodies; the
+    benchmarks measure with ``run_load`` (wrk), as Python threads compete with the server
+    for the cores.
 
     Each client takes the next request from a shared queue as soon as its previous one is
     answered, so at most n_clients requests are in flight. A new connection per request, as

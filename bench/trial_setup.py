@@ -3,11 +3,13 @@ participants (screening MoCA submitted, every row audited), and log in over HTTP
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -15,7 +17,7 @@ from bench.harness import FIELD_KEY
 from dtx_trials import create_app
 from dtx_trials.extensions import db
 from dtx_trials.models import Site, Trial
-from dtx_trials.models.users import Role
+from dtx_trials.models.users import Role, User
 from dtx_trials.services import accounts, protocols, trials
 from dtx_trials.services.access import Actor, Grant
 from dtx_trials.services.simulation import insert_enrolled_mci_participants
@@ -42,10 +44,7 @@ class PreparedTrial:
     password: str
 
 
-def prepare_mci_trial(database_url: str, instance_path: str, n_participants: int) -> PreparedTrial:
-    """Migrate the database, load the MCI trial, add sites, an investigator and participants."""
-    from flask_migrate import upgrade
-
+def _setup_app(database_url: str, instance_path: str) -> Any:
     app = create_app(
         {
             "SQLALCHEMY_DATABASE_URI": database_url,
@@ -56,40 +55,70 @@ def prepare_mci_trial(database_url: str, instance_path: str, n_participants: int
         }
     )
     app.instance_path = instance_path
+    return app
+
+
+def prepare_mci_trial(database_url: str, instance_path: str, n_participants: int) -> PreparedTrial:
+    """Migrate the database, load the MCI trial, add sites, an investigator and participants."""
+    from flask_migrate import upgrade
+
+    app = _setup_app(database_url, instance_path)
     with app.app_context():
         upgrade()
         protocols.load_library_file(db.session, CLI, LIBRARY / MCI_FILE)
-        trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
-        sponsor = Actor(
-            user_id=None,
-            username="cli",
-            printed_name="Command line",
-            via="cli",
-            is_superuser=True,
-            grants=(Grant(trial.id, None, Role.SPONSOR_ADMIN),),
-        )
-        sites = list(
-            db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
-        )
-        for index in range(len(sites), math.ceil(n_participants / PARTICIPANTS_PER_SITE)):
-            code = f"BN{index:02d}"
-            sites.append(
-                trials.create_site(
-                    db.session, sponsor, trial, {"code": code, "name": f"Bench {code}"}
-                )
-            )
-        user = accounts.create_user(
+        accounts.create_user(
             db.session, CLI, username=USERNAME, printed_name="Bench Investigator", password=PASSWORD
         )
-        for site in sites:
-            accounts.grant_role(
-                db.session, CLI, trial_id=trial.id, user_id=user.id, role="investigator",
-                site_id=site.id,
-            )  # fmt: skip
-        subjects = insert_enrolled_mci_participants(db.session, CLI, trial, sites, n_participants)
+        subjects = _enrol(n_participants, is_first_batch=True)
         db.session.remove()
         db.engine.dispose()
     return PreparedTrial(MCI_CODE, tuple(subjects), USERNAME, PASSWORD)
+
+
+def add_participants(
+    database_url: str, instance_path: str, prepared: PreparedTrial, n_participants: int
+) -> PreparedTrial:
+    """Enrol n more participants in the prepared trial, on new sites (the investigator granted
+    there too); return the trial with every subject code, the new ones last."""
+    app = _setup_app(database_url, instance_path)
+    with app.app_context():
+        subjects = _enrol(n_participants, is_first_batch=False)
+        db.session.remove()
+        db.engine.dispose()
+    return dataclasses.replace(prepared, subjects=prepared.subjects + tuple(subjects))
+
+
+def _enrol(n_participants: int, *, is_first_batch: bool) -> list[str]:
+    """Add the sites n participants need (the trial's own sites first, then BNxx runtime
+    sites, PARTICIPANTS_PER_SITE each), grant the investigator on them, enrol."""
+    trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
+    sponsor = Actor(
+        user_id=None,
+        username="cli",
+        printed_name="Command line",
+        via="cli",
+        is_superuser=True,
+        grants=(Grant(trial.id, None, Role.SPONSOR_ADMIN),),
+    )
+    existing = list(
+        db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
+    )
+    n_runtime = sum(s.code.startswith("BN") for s in existing)
+    sites = list(existing) if is_first_batch else []
+    index = n_runtime
+    while len(sites) < math.ceil(n_participants / PARTICIPANTS_PER_SITE):
+        code = f"BN{index:02d}"
+        sites.append(
+            trials.create_site(db.session, sponsor, trial, {"code": code, "name": f"Bench {code}"})
+        )
+        index += 1
+    user = db.session.scalars(select(User).where(User.username == USERNAME)).one()
+    for site in sites:
+        accounts.grant_role(
+            db.session, CLI, trial_id=trial.id, user_id=user.id, role="investigator",
+            site_id=site.id,
+        )  # fmt: skip
+    return insert_enrolled_mci_participants(db.session, CLI, trial, sites, n_participants)
 
 
 def issue_token(port: int, username: str, password: str) -> str:

@@ -240,9 +240,7 @@ def _trial_of(obj: Base, trial_id: int | None) -> int | None:
 def _lock_head(session: Session, chain: str) -> tuple[int, str]:
     """Lock the chain's head row and return its (seq, hash): one ``SELECT ... FOR UPDATE`` (the
     first event of a chain creates the row first)."""
-    head = AuditChainHead.__table__
-    stmt = select(head.c.seq, head.c.hash).where(head.c.chain == chain).with_for_update()
-    row = session.execute(stmt).first()
+    row = session.execute(_LOCK_HEAD, {"chain": chain}).first()
     if row is None:
         stmt_insert = (
             pg_insert(AuditChainHead)
@@ -254,8 +252,15 @@ def _lock_head(session: Session, chain: str) -> tuple[int, str]:
                 index_elements=["chain"]
             )
         )
-        row = session.execute(stmt).one()
+        row = session.execute(_LOCK_HEAD, {"chain": chain}).one()
     return int(row.seq), str(row.hash)
+
+
+_LOCK_HEAD = (
+    select(AuditChainHead.__table__.c.seq, AuditChainHead.__table__.c.hash)
+    .where(AuditChainHead.__table__.c.chain == bindparam("chain"))
+    .with_for_update()
+)
 
 
 # Events appended in the current transaction and not written yet, in append order. They are

@@ -9,7 +9,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from dtx_trials.db import lock_row, transaction, utcnow
@@ -192,6 +192,15 @@ def get_record(
     return record, participant
 
 
+# built once per process: the participant's visits with their records (see save_form)
+_VISITS_WITH_RECORDS = (
+    select(Visit, FormRecord)
+    .outerjoin(FormRecord, FormRecord.visit_id == Visit.id)
+    .where(Visit.participant_id == bindparam("participant_id"))
+    .order_by(Visit.id, FormRecord.id)
+)
+
+
 def save_form(
     session: Session,
     actor: Actor,
@@ -229,12 +238,7 @@ def save_form(
         _check_consented(session, participant, form, signed)
         # the participant's visits with their records, in one query: the visit, the record
         # and the values of other visits that cross-visit checks read
-        rows = session.execute(
-            select(Visit, FormRecord)
-            .outerjoin(FormRecord, FormRecord.visit_id == Visit.id)
-            .where(Visit.participant_id == participant.id)
-            .order_by(Visit.id, FormRecord.id)
-        ).all()
+        rows = session.execute(_VISITS_WITH_RECORDS, {"participant_id": participant.id}).all()
         visit = _visit(
             session, actor, participant, protocol, visit_code, form,
             next((v for v, _ in rows if v.visit_code == visit_code), None),

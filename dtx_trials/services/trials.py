@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from dtx_trials.db import lock_row, transaction
@@ -53,13 +53,17 @@ def create_trial(session: Session, actor: Actor, *, code: str, title: str) -> Tr
     return trial
 
 
+# built once per process (every API request of a trial runs it)
+_TRIAL_BY_CODE = (
+    select(Trial, ProtocolVersion.sha256)
+    .outerjoin(ProtocolVersion, ProtocolVersion.id == Trial.active_protocol_version_id)
+    .where(Trial.code == bindparam("code"))
+)
+
+
 def get_trial(session: Session, actor: Actor, code: str, action: str = "trial.read") -> Trial:
     """Return the trial by code if the actor may perform `action` on it (else 404/403)."""
-    row = session.execute(
-        select(Trial, ProtocolVersion.sha256)
-        .outerjoin(ProtocolVersion, ProtocolVersion.id == Trial.active_protocol_version_id)
-        .where(Trial.code == code)
-    ).first()
+    row = session.execute(_TRIAL_BY_CODE, {"code": code}).first()
     if row is None:
         raise NotFound("trial not found")
     trial, sha256 = row

@@ -2,7 +2,7 @@
 
 Not a timing assertion: only that each benchmark runs end to end, verifies what it claims to
 verify (gap-free sequence numbers, rows matching answers) and returns a ratio per figure.
-The HTTP benchmarks need PostgreSQL (TEST_DATABASE_URL) and gunicorn, like the other
+The HTTP benchmarks need PostgreSQL (TEST_DATABASE_URL), gunicorn and wrk, like the other
 PostgreSQL tests: skipped locally without them, a failure under CI=true.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 
 import pytest
 
@@ -26,6 +27,8 @@ def _require_server_stack(monkeypatch: pytest.MonkeyPatch) -> None:
         missing.append("TEST_DATABASE_URL")
     if importlib.util.find_spec("gunicorn") is None:
         missing.append("gunicorn")
+    if shutil.which("wrk") is None:
+        missing.append("wrk (apt-get install wrk)")
     if missing:
         if IN_CI:
             pytest.fail(f"the HTTP benchmarks need {' and '.join(missing)} under CI=true")

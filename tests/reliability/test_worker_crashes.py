@@ -37,7 +37,7 @@ from bench.harness import (
     HttpRequest,
     LoadResult,
     app_environment,
-    run_load,
+    run_threaded_load,
     throwaway_database,
 )
 from bench.trial_setup import issue_token, prepare_mci_trial
@@ -233,7 +233,7 @@ def test_rel_01_acknowledged_writes_survive_worker_sigkill(figures: Figures) -> 
             killer.start()
             cutter.start()
             try:
-                result = run_load(
+                result = run_threaded_load(
                     server.port,
                     requests,
                     sizes.n_clients,
@@ -247,7 +247,7 @@ def test_rel_01_acknowledged_writes_survive_worker_sigkill(figures: Figures) -> 
                 killer.join()
                 cutter.join()
             n_workers_after = wait_for_workers(master, WORKERS)
-            after = run_load(server.port, [HttpRequest("GET", "/readyz")], 1, 30)
+            after = run_threaded_load(server.port, [HttpRequest("GET", "/readyz")], 1, 30)
         verdict = verify(url, code, requests, result)
         audit = audit_verify(env)
 
