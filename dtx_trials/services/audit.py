@@ -270,13 +270,15 @@ def write_pending(session: Session) -> None:
     update, and one multi-row insert of the events (on PostgreSQL the head update rides in the
     insert's statement). The head is the last lock the transaction takes, held only from here
     to commit; chains are locked in name order, so two transactions never wait on each other
-    in a cycle."""
-    pending: list[AuditEvent] | None = session.info.pop(_PENDING, None)
+    in a cycle. Under the lock only what depends on the head is computed: each event's
+    canonical JSON and its row were prepared when it was appended (`_Prepared`), so an event
+    costs one HMAC copy and update here."""
+    pending: list[_Prepared] | None = session.info.pop(_PENDING, None)
     if not pending:
         return
-    by_chain: dict[str, list[AuditEvent]] = defaultdict(list)
-    for event in pending:
-        by_chain[event.chain].append(event)
+    by_chain: dict[str, list[_Prepared]] = defaultdict(list)
+    for prepared in pending:
+        by_chain[prepared.event.chain].append(prepared)
     is_postgres = session.get_bind().dialect.name == "postgresql"
     rows: list[dict[str, Any]] = []
     heads: list[dict[str, Any]] = []
@@ -284,23 +286,80 @@ def write_pending(session: Session) -> None:
     for chain in sorted(by_chain):
         seq, prev_hash = _lock_head(session, chain)
         first = seq + 1
-        for event in by_chain[chain]:
+        for prepared in by_chain[chain]:
             seq += 1
-            event.seq = seq
-            event.prev_hash = prev_hash
-            event.hash = event_hash(hashed_fields(event))
-            prev_hash = event.hash
-            rows.append({name: getattr(event, name) for name in _EVENT_COLUMNS})
+            event_hash_ = prepared.hash(seq, prev_hash)
+            rows.append({**prepared.row, "seq": seq, "prev_hash": prev_hash, "hash": event_hash_})
+            prev_hash = event_hash_
         heads.append({"head_chain": chain, "head_seq": seq, "head_hash": prev_hash})
         appended.setdefault(chain, [first, seq])[1] = seq
     if is_postgres and len(heads) == 1:
         # PostgreSQL runs a data-modifying WITH exactly once whether or not it is referenced;
         # SQLAlchemy sends the rows as one multi-row INSERT ("insertmanyvalues")
         session.execute(_INSERT_WITH_HEAD_UPDATE, [{**row, **heads[0]} for row in rows])
-        return
-    for params in heads:
-        session.execute(_HEAD_UPDATE, params)
-    session.execute(_INSERT, rows)
+    else:
+        for params in heads:
+            session.execute(_HEAD_UPDATE, params)
+        session.execute(_INSERT, rows)
+    # the events as written, for callers holding them (after the lock's statements: plain
+    # attribute sets, no database work)
+    for prepared, row in zip(pending_in_order(by_chain), rows, strict=True):
+        event = prepared.event
+        event.seq, event.prev_hash, event.hash = row["seq"], row["prev_hash"], row["hash"]
+
+
+def pending_in_order(by_chain: Mapping[str, list[_Prepared]]) -> Iterable[_Prepared]:
+    for chain in sorted(by_chain):
+        yield from by_chain[chain]
+
+
+class _Prepared:
+    """An appended event and what its hash and row need that does not depend on the chain
+    head, computed when it is appended (before any lock): its row without seq, prev_hash and
+    hash, and its canonical JSON (`hashed_fields` → `canonical_json`) cut around the values
+    of ``prev_hash`` and ``seq``, the part before them already fed to the chain key's HMAC.
+
+    The canonical JSON of an object with sorted keys is "{" + the "key":value pieces in key
+    order joined by "," + "}", each value dumped with the same options, so the pieces joined
+    with the head's values in their places are byte for byte what `event_hash` hashes (the
+    test suite checks `hash` against `event_hash` and every `verify`)."""
+
+    __slots__ = ("_mac", "_middle", "_plain", "_tail", "event", "row")
+
+    def __init__(self, event: AuditEvent) -> None:
+        self.event = event
+        self.row = {name: getattr(event, name) for name in _PREPARED_COLUMNS}
+        fields = hashed_fields(event)
+        names = sorted(fields)
+        before, between, after = (
+            names[: names.index("prev_hash")],
+            names[names.index("prev_hash") + 1 : names.index("seq")],
+            names[names.index("seq") + 1 :],
+        )
+
+        def pieces(keys: list[str]) -> str:
+            return ",".join(
+                json.dumps(k, ensure_ascii=False) + ":" + canonical_json(fields[k]) for k in keys
+            )
+
+        head = "{" + pieces(before) + ("," if before else "") + '"prev_hash":'
+        self._middle = ("," + pieces(between) if between else "") + ',"seq":'
+        self._tail = ("," + pieces(after) if after else "") + "}"
+        self._plain: str | None = None
+        if event.key_id is None:
+            self._mac: Any = None
+            self._plain = head
+        else:
+            self._mac = cipher().chain_hmac(str(event.key_id))
+            self._mac.update(head.encode())
+
+    def hash(self, seq: int, prev_hash: str) -> str:
+        rest = (json.dumps(prev_hash) + self._middle + str(seq) + self._tail).encode()
+        if self._mac is None:
+            return hashlib.sha256(str(self._plain).encode() + rest).hexdigest()
+        mac = self._mac.copy()
+        mac.update(rest)
+        return str(mac.hexdigest())
 
 
 # Statements with named parameters only, compiled once per process (literal values in a
@@ -321,6 +380,7 @@ _INSERT_WITH_HEAD_UPDATE = _INSERT.add_cte(
     .cte("h")
 )
 _EVENT_COLUMNS = tuple(c.name for c in AuditEvent.__table__.columns if c.name != "id")
+_PREPARED_COLUMNS = tuple(c for c in _EVENT_COLUMNS if c not in ("seq", "prev_hash", "hash"))
 
 
 def _touches_audit(statement: Any) -> bool:
@@ -430,7 +490,7 @@ def append(
         auth_ref=auth_ref_of(actor),
         key_id=cipher().current.kid,
     )
-    session.info.setdefault(_PENDING, []).append(event)
+    session.info.setdefault(_PENDING, []).append(_Prepared(event))
     if action in CHECKPOINT_ACTIONS:
         session.info.setdefault(CHECKPOINT_PENDING, set()).add(CHECKPOINT_ACTIONS[action])
     return event
