@@ -1,9 +1,11 @@
 """Randomization service: concurrency-safe allocation, blinding, voiding, emergency unblinding.
 
-`randomize_participant` is one transaction: lock the participant; check status and
-idempotency; derive the stratum from screening data; move the participant to `randomized` and
-plan its visits (one multi-row insert); then lock the trial's randomization state row
-(``SELECT ... FOR UPDATE``; the whole database on SQLite) and, holding it only for that, check
+`randomize_participant` is one transaction: lock the participant (the same statement reads the
+trial's randomization state row, unlocked: its design inputs, the list and the secret, are fixed
+once an allocation exists); check status and idempotency; derive the stratum from screening
+data; move the participant to `randomized` and plan its visits (one multi-row insert); then lock
+the trial's randomization state row (``SELECT ... FOR UPDATE`` of the counter, the design state
+and the cap counters only; the whole database on SQLite) and, holding it only for that, check
 the caps against the counters kept in that row, allocate with the pure design
 (`randomization.allocate`, a function of the locked state, the trial secret and the sequence
 number), insert the allocation with ``seq_no = next_seq``, advance the counter, and write the
@@ -22,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from dtx_trials.db import transaction, utcnow
 from dtx_trials.models import (
@@ -243,7 +246,7 @@ def randomize_participant(
     transaction, so a failure anywhere still leaves nothing.
     """
     with transaction(session):
-        participant, site_code = _lock_participant(session, actor, trial, subject_code)
+        participant, site_code, state_row = _lock_participant(session, actor, trial, subject_code)
         if request_id:
             previous = session.scalars(
                 select(Allocation).where(
@@ -281,16 +284,32 @@ def randomize_participant(
         participant.randomized_at = now
         audit.record_update(session, actor, "participant.randomized", participant, before)
         plan_participant_visits(session, actor, participant, protocol)  # flushed: one insert
+        if state_row is None:
+            raise Conflict(f"trial {trial.code} has no active randomization model")
+        activation_code = _activation_code(protocol.blinding.activation_code_prefix)
+        # The design and the secret come from the row read (unlocked) with the participant:
+        # an uploaded list (`list_table`, `list_numbers`) changes only under this lock while
+        # no allocation exists (`upload_allocation_list`), and `secret` and `rng_algorithm`
+        # never change, so a row read with next_seq > 1 already had its final list. Only the
+        # first allocation reads the whole row again under the lock.
+        frozen = state_row.next_seq > 1
+        design = _design(protocol, state_row) if frozen else None
+        secret = bytes.fromhex(state_row.secret)
 
-        state_row = _lock_state(session, trial)  # the trial's lock, held from here to commit
+        # the trial's lock, held from here to commit: the counter, the design state and the
+        # cap counters read under it, then the O(1) allocation, two writes and the audit write
+        if frozen:
+            _lock_counters(session, state_row)
+        else:
+            state_row = _lock_state(session, trial)
+            design = _design(protocol, state_row)
         counts = _cap_counts(session, state_row)
         _check_caps(trial, protocol, participant.site_id, site_code, key, counts)
         try:
-            design = design_for(protocol, state_row.list_table)
             result, next_state = allocate(
                 design,
                 _design_state(state_row),
-                secret=bytes.fromhex(state_row.secret),
+                secret=secret,
                 model=trial.code,
                 seq_no=state_row.next_seq,
                 stratum_key=key,
@@ -310,14 +329,14 @@ def randomize_participant(
             method=result.method,
             arm_code=result.arm,
             randomization_number=number,
-            activation_code=_activation_code(protocol.blinding.activation_code_prefix),
+            activation_code=activation_code,
             evidence=_jsonable(result.evidence),
             request_id=request_id,
             allocated_at=now,
             allocated_by_id=actor.user_id,
         )
         session.add(allocation)
-        state_before = audit.snapshot(state_row)
+        state_before = audit.snapshot(state_row, _ADVANCED)
         state_row.state = next_state.to_json()
         state_row.next_seq = result.seq_no + 1
         state_row.cap_counts = _count(counts, participant.site_id, key, +1)
@@ -325,28 +344,59 @@ def randomize_participant(
         audit.record_create(
             session, actor, "randomization.allocate", allocation, site_id=participant.site_id
         )
-        audit.record_update(session, actor, "randomization.advance", state_row, state_before)
+        audit.record_update(
+            session, actor, "randomization.advance", state_row, state_before, fields=_ADVANCED
+        )
     return allocation, True
+
+
+# The columns an allocation changes in the state row (the others only change without
+# allocations: the list upload, or never: the secret).
+_ADVANCED = ("next_seq", "state", "cap_counts", "updated_at")
+
+
+def _design(protocol: Protocol, state_row: RandomizationState) -> Design:
+    try:
+        return design_for(protocol, state_row.list_table)
+    except RandomizationError as exc:
+        raise Conflict(f"cannot randomize: {exc}") from exc
+
+
+def _lock_counters(session: Session, state_row: RandomizationState) -> None:
+    """Lock the state row and read the columns allocations change into the row already
+    loaded (one ``SELECT ... FOR UPDATE``; READ COMMITTED returns the latest committed values
+    once the lock is granted), as their committed values: the row then holds what the lock
+    holder sees and the ORM writes back only what the allocation changes."""
+    table = RandomizationState.__table__
+    locked = session.execute(
+        select(*(table.c[name] for name in _ADVANCED))
+        .where(table.c.id == state_row.id)
+        .with_for_update()
+    ).one()
+    for name in _ADVANCED:
+        set_committed_value(state_row, name, getattr(locked, name))
 
 
 def _lock_participant(
     session: Session, actor: Actor, trial: Trial, subject_code: str
-) -> tuple[Participant, str]:
-    """Lock the participant to randomize; return it with its site's code (one statement)."""
+) -> tuple[Participant, str, RandomizationState | None]:
+    """Lock the participant to randomize; return it with its site's code and the trial's
+    randomization state row, read without its lock (one statement)."""
     row = session.execute(
-        select(Participant, ProtocolVersion.sha256, Site.code)
+        select(Participant, ProtocolVersion.sha256, Site.code, RandomizationState)
         .join(Site, Site.id == Participant.site_id)
         .outerjoin(ProtocolVersion, ProtocolVersion.id == Participant.protocol_version_id)
+        .outerjoin(RandomizationState, RandomizationState.trial_id == Participant.trial_id)
         .where(Participant.trial_id == trial.id, Participant.subject_code == subject_code)
         .with_for_update(of=Participant)
         .execution_options(populate_existing=True)
     ).first()
     if row is None:
         raise NotFound("participant not found")
-    participant, sha256, site_code = row
+    participant, sha256, site_code, state_row = row
     require(actor, "randomize", trial.id, participant.site_id)
     note_version_sha(session, participant.protocol_version_id, sha256)
-    return participant, site_code
+    return participant, site_code, state_row
 
 
 def randomization_number(state_row: RandomizationState, result: AllocationResult) -> str:
