@@ -45,14 +45,24 @@ def counted() -> Iterator[list[str]]:
 
 
 def _audit_writes(statements: list[str]) -> tuple[int, int, int]:
-    """(head reads FOR UPDATE or upserts, head updates, audit_event inserts) among statements."""
-    head_reads = sum(1 for s in statements if s.startswith("SELECT audit_chain_head"))
+    """(head locks, head updates, audit_event inserts) among statements (on PostgreSQL, with
+    the head this process last wrote as the guess, the three are one statement)."""
+    head_reads = sum(
+        1
+        for s in statements
+        if s.startswith("SELECT audit_chain_head")  # SQLite: BEGIN IMMEDIATE locked it all
+        or ("audit_chain_head" in s and "FOR UPDATE" in s)
+    )
     head_updates = sum(1 for s in statements if "UPDATE audit_chain_head" in s)
     inserts = sum(1 for s in statements if "INSERT INTO audit_event" in s)
     return head_reads, head_updates, inserts
 
 
-def test_ecrf_submit_takes_at_most_8_round_trips(client: FlaskClient) -> None:
+def _audit_statements(statements: list[str]) -> int:
+    return sum(1 for s in statements if "audit_chain_head" in s or "audit_event" in s)
+
+
+def test_ecrf_submit_takes_at_most_8_round_trips(client: FlaskClient, backend: str) -> None:
     staff = load_trial(client)
     subject = enrolled_mci_participant(client, staff)
     api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
@@ -64,14 +74,16 @@ def test_ecrf_submit_takes_at_most_8_round_trips(client: FlaskClient) -> None:
     with counted() as warm:
         api(client, staff["inv"], "PUT", path.format("week_4"),
             {"values": ADAS, "submit": True}, 200)  # fmt: skip
-    assert len(cold) <= 8, cold
-    assert len(warm) <= 7, warm  # the token's actor came from the per-process cache
+    # PostgreSQL: the audit write is one statement (the chain head guessed, see audit.py)
+    assert len(cold) == (6 if backend == "postgresql" else 8), cold
+    assert len(warm) == (5 if backend == "postgresql" else 7), warm  # actor from the cache
     assert not any("api_token" in s for s in warm), warm
     for statements in (cold, warm):
         # the participant is read once (locked), the protocol row (tens of KB) not at all
         assert sum(1 for s in statements if "FROM participant" in s) == 1, statements
         assert not any(s.startswith("SELECT protocol_version") for s in statements), statements
         assert _audit_writes(statements) == (1, 1, 1), statements
+        assert _audit_statements(statements) == (1 if backend == "postgresql" else 3), statements
     # the response was built from the request's own state (no re-select after the write)
     assert saved["record"]["visit_code"] == "baseline"
     assert saved["record"]["status"] == "submitted"
