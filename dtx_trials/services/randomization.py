@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from dtx_trials.db import transaction, utcnow
@@ -295,6 +295,10 @@ def randomize_participant(
         frozen = state_row.next_seq > 1
         design = _design(protocol, state_row) if frozen else None
         secret = bytes.fromhex(state_row.secret)
+        # the advance event's old values as read now; reused if the lock finds the same row
+        # (no allocation since), else sealed again under the lock
+        read = {name: getattr(state_row, name) for name in _ADVANCED}
+        read_snapshot = audit.snapshot(state_row, _ADVANCED)
 
         # the trial's lock, held from here to commit: the counter, the design state and the
         # cap counters read under it, then the O(1) allocation, two writes and the audit write
@@ -334,13 +338,22 @@ def randomize_participant(
             request_id=request_id,
             allocated_at=now,
             allocated_by_id=actor.user_id,
+            status="allocated",
+            void_reason=None,
         )
-        session.add(allocation)
-        state_before = audit.snapshot(state_row, _ADVANCED)
-        state_row.state = next_state.to_json()
-        state_row.next_seq = result.seq_no + 1
-        state_row.cap_counts = _count(counts, participant.site_id, key, +1)
-        state_row.updated_at = now
+        unchanged = all(getattr(state_row, name) == read[name] for name in _ADVANCED)
+        state_before = read_snapshot if unchanged else audit.snapshot(state_row, _ADVANCED)
+        _write_allocation(
+            session,
+            allocation,
+            state_row,
+            {
+                "next_seq": result.seq_no + 1,
+                "state": next_state.to_json(),
+                "cap_counts": _count(counts, participant.site_id, key, +1),
+                "updated_at": now,
+            },
+        )
         audit.record_create(
             session, actor, "randomization.allocate", allocation, site_id=participant.site_id
         )
@@ -353,6 +366,60 @@ def randomize_participant(
 # The columns an allocation changes in the state row (the others only change without
 # allocations: the list upload, or never: the secret).
 _ADVANCED = ("next_seq", "state", "cap_counts", "updated_at")
+
+
+def _allocate_statement() -> Any:
+    """``WITH advance AS (UPDATE randomization_state ...) INSERT INTO allocation ... RETURNING
+    id`` with named parameters (built once: nothing to compile under the lock)."""
+    state = RandomizationState.__table__
+    advance = (
+        update(state)
+        .where(state.c.id == bindparam("advance_id"))
+        .values({n: bindparam(f"advance_{n}", type_=state.c[n].type) for n in _ADVANCED})
+        .cte("advance")
+    )
+    table = Allocation.__table__
+    return (
+        insert(table)
+        .values({c.name: bindparam(f"new_{c.name}", type_=c.type) for c in _ALLOCATION_COLUMNS})
+        .returning(table.c.id)
+        .add_cte(advance)
+    )
+
+
+_ALLOCATION_COLUMNS = tuple(c for c in Allocation.__table__.columns if c.name != "id")
+_ALLOCATE = _allocate_statement()
+
+
+def _write_allocation(
+    session: Session,
+    allocation: Allocation,
+    state_row: RandomizationState,
+    advanced: Mapping[str, Any],
+) -> None:
+    """Insert the allocation and advance the state row (the `_ADVANCED` columns).
+
+    On PostgreSQL one statement, under the trial's lock: the state row's UPDATE rides as a
+    data-modifying WITH on the allocation's INSERT (both run, in the caller's transaction, or
+    neither), and the two rows are then known to the session as written (the allocation
+    persistent with its id and every column set, the state row's columns committed): the same
+    rows and the same audit events as the ORM's flush of the two, one round trip fewer. On
+    SQLite (the database already write-locked) the ORM writes them."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.add(allocation)
+        for name, value in advanced.items():
+            setattr(state_row, name, value)
+        session.flush()
+        return
+    # (no parameter named like a state column: the UPDATE would set it)
+    params = {f"new_{c.name}": getattr(allocation, c.name) for c in _ALLOCATION_COLUMNS}
+    params["advance_id"] = state_row.id
+    params.update({f"advance_{name}": value for name, value in advanced.items()})
+    allocation.id = session.execute(_ALLOCATE, params).scalar_one()
+    make_transient_to_detached(allocation)
+    session.add(allocation)
+    for name, value in advanced.items():
+        set_committed_value(state_row, name, value)
 
 
 def _design(protocol: Protocol, state_row: RandomizationState) -> Design:
