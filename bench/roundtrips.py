@@ -3,7 +3,10 @@
 Statement counts do not depend on machine load: they are the most reproducible figures of
 this suite. Counted with SQLAlchemy's ``before_cursor_execute`` (transaction control left out:
 psycopg sends BEGIN with the first statement); lock hold times run from the statement that
-takes the lock to the end of the commit (``after_commit``), median over the requests.
+takes the lock to the end of the commit (``after_commit``), median over the requests: for the
+trial lock the ``SELECT randomization_state ... FOR UPDATE``, for the audit head the first
+statement that locks ``audit_chain_head`` (a ``SELECT ... FOR UPDATE``, or on PostgreSQL the
+one statement that locks, checks and moves a guessed head; see ``services/audit.py``).
 
 - eCRF submit: ``PUT .../forms/adas_cog`` with ``submit: true`` for randomized participants
   (a token already seen by this process, and one not seen: the first request of a token).
@@ -46,9 +49,9 @@ QUICK = Sizes(60, 4)
 class Probe:
     """Statements of the current request and the hold time of the first lock it names."""
 
-    def __init__(self, engine: Any, lock_prefix: str) -> None:
+    def __init__(self, engine: Any, lock_table: str) -> None:
         self.engine = engine
-        self.lock_prefix = lock_prefix
+        self.lock_table = lock_table
         self.statements: list[str] = []
         self.locked_at: float | None = None
         self.commit_at: float | None = None
@@ -59,8 +62,15 @@ class Probe:
         if text.upper().startswith(_CONTROL):
             return
         self.statements.append(text)
-        if self.locked_at is None and text.startswith(self.lock_prefix):
+        if self.locked_at is None and self._locks(text):
             self.locked_at = time.perf_counter()
+
+    def _locks(self, text: str) -> bool:
+        """Whether the statement locks the table's row: a ``SELECT <table>... FOR UPDATE``, or
+        one that updates it (a row lock whatever else the statement does)."""
+        if text.startswith(f"SELECT {self.lock_table}") and "FOR UPDATE" in text:
+            return True
+        return f"UPDATE {self.lock_table} " in text
 
     def _commit_start(self, conn: Any) -> None:
         if self.locked_at is not None and self.commit_at is None:
@@ -131,7 +141,7 @@ def _measure(app: Any, prepared: Any, sizes: Sizes) -> tuple[list[RatioRow], lis
     base = f"/api/v1/trials/{MCI_CODE}"
     subjects = list(prepared.subjects[: sizes.requests])
 
-    randomize = Probe(db.engine, "SELECT randomization_state")
+    randomize = Probe(db.engine, "randomization_state")
     rand_counts: list[float] = []
     rand_locks: list[float] = []
     rand_commits: list[float] = []
@@ -145,7 +155,7 @@ def _measure(app: Any, prepared: Any, sizes: Sizes) -> tuple[list[RatioRow], lis
         rand_locks.append(randomize.lock_ms)
         rand_commits.append(randomize.commit_ms)
 
-    submit = Probe(db.engine, "SELECT audit_chain_head")
+    submit = Probe(db.engine, "audit_chain_head")
     warm_counts: list[float] = []
     cold_counts: list[float] = []
     head_locks: list[float] = []

@@ -102,6 +102,11 @@ class FieldKey:
     def chain_mac(self, data: bytes) -> str:
         return hmac.new(self._chain_key, data, "sha256").hexdigest()
 
+    def chain_hmac(self) -> hmac.HMAC:
+        """An HMAC of the chain key with nothing fed yet (fed, copied and finished by the
+        audit trail; the digest is `chain_mac` of everything fed)."""
+        return hmac.new(self._chain_key, digestmod="sha256")
+
     def short_tag(self, value: str, context: str) -> str:
         """A 16-bit keyed tag (BLAKE2b): a pointer to a changed column, not a proof."""
         data = f"{context}\x00{value}".encode()
@@ -210,6 +215,9 @@ class KeyRing:
 
     def chain_mac(self, kid: str, data: bytes) -> str:
         return self.key(kid).chain_mac(data)
+
+    def chain_hmac(self, kid: str) -> hmac.HMAC:
+        return self.key(kid).chain_hmac()
 
 
 _ring: KeyRing | None = None

@@ -5,12 +5,17 @@ An event's hash is SHA-256 over the canonical JSON of all its fields, ``prev_has
 editing, deleting, inserting or reordering a row breaks the chain at that row.
 
 Concurrent writers. Events are buffered in the unit of work (``session.info``) as they are
-appended and written when the transaction commits (``before_commit``; earlier if something in the
-transaction reads the audit tables): per chain one ``SELECT ... FOR UPDATE`` of the chain's head
-row (``audit_chain_head``; on SQLite the whole database is already write-locked by ``BEGIN
+appended (their canonical JSON and HMAC input prepared then, before any lock) and written when
+the transaction commits (``before_commit``; earlier if something in the transaction reads the
+audit tables): per chain one ``SELECT ... FOR UPDATE`` of the chain's head row
+(``audit_chain_head``; on SQLite the whole database is already write-locked by ``BEGIN
 IMMEDIATE``), then one head update and one multi-row insert of the events with seq+1.. and each
-prev_hash the hash before it, all inside the caller's transaction. The head lock is therefore
-taken after every other lock and held only for those statements and the commit, so two
+prev_hash the hash before it, all inside the caller's transaction. On PostgreSQL, when this
+process committed the chain's last head, the events are hashed on that head before the lock and
+one statement locks the head, checks it is still that head and only then moves it and inserts
+them (`_GUESSED_WRITE`); otherwise (another process wrote since) the same statement has locked
+the head and returned it, and the events are hashed on it and written as above. The head lock
+is therefore taken after every other lock and held only for those statements and the commit, so two
 transactions of the same trial cannot both read the same head: the second waits, then sees the
 first one's committed head (READ COMMITTED re-reads the locked row). A rolled-back transaction
 leaves neither an event nor a moved head (its buffer is dropped), so seq numbers stay gap-free
@@ -197,13 +202,18 @@ def _unchanged(before: Any, after: Any) -> bool:
     return bool(before == after)
 
 
-def snapshot(obj: Base) -> dict[str, Any]:
-    """Return the audited columns of a row as canonical JSON values (sealed where required)."""
+def snapshot(obj: Base, fields: Iterable[str] | None = None) -> dict[str, Any]:
+    """Return the audited columns of a row as canonical JSON values (sealed where required).
+
+    ``fields`` limits the snapshot to those audited columns (a caller that changes only them:
+    `record_update` then records the same changes without sealing the untouched columns)."""
     sealed = set(getattr(obj, "__sealed__", ()))
     digested = set(getattr(obj, "__digested__", ()))
     table = obj.__tablename__
     out: dict[str, Any] = {}
-    for name in obj.__audited__:  # type: ignore[attr-defined]
+    audited: tuple[str, ...] = obj.__audited__  # type: ignore[attr-defined]
+    names = audited if fields is None else [n for n in audited if n in set(fields)]
+    for name in names:
         value = getattr(obj, name)
         if value is None:
             out[name] = None
@@ -273,39 +283,165 @@ _AUDIT_TABLES = frozenset({"audit_event", "audit_chain_head"})
 def write_pending(session: Session) -> None:
     """Write the transaction's buffered events: per chain one locked head read and one head
     update, and one multi-row insert of the events (on PostgreSQL the head update rides in the
-    insert's statement). The head is the last lock the transaction takes, held only from here
-    to commit; chains are locked in name order, so two transactions never wait on each other
-    in a cycle."""
-    pending: list[AuditEvent] | None = session.info.pop(_PENDING, None)
+    insert's statement, and with a good guess of the head the locked read too). The head is
+    the last lock the transaction takes, held only from here to commit; chains are locked in
+    name order, so two transactions never wait on each other in a cycle. Under the lock only
+    what depends on the head is computed: each event's canonical JSON and its row were
+    prepared when it was appended (`_Prepared`), so an event costs one HMAC copy and update."""
+    pending: list[_Prepared] | None = session.info.pop(_PENDING, None)
     if not pending:
         return
-    by_chain: dict[str, list[AuditEvent]] = defaultdict(list)
-    for event in pending:
-        by_chain[event.chain].append(event)
-    is_postgres = session.get_bind().dialect.name == "postgresql"
-    rows: list[dict[str, Any]] = []
-    heads: list[dict[str, Any]] = []
+    by_chain: dict[str, list[_Prepared]] = defaultdict(list)
+    for prepared in pending:
+        by_chain[prepared.event.chain].append(prepared)
+    bind = session.get_bind()
+    is_postgres = bind.dialect.name == "postgresql"
     appended: dict[str, list[int]] = session.info.setdefault(APPENDED, {})
+    written: dict[str, tuple[int, str]] = session.info.setdefault(_WRITTEN_HEADS, {})
+    if is_postgres and len(by_chain) == 1:
+        [(chain, events)] = by_chain.items()
+        guess = _last_heads.get((bind.engine.url, chain))
+        if guess is not None:
+            rows, head = _chain_rows(events, *guess)
+            found = session.execute(
+                _GUESSED_WRITE,
+                {"chain": chain, "guess_seq": guess[0], "guess_hash": guess[1],
+                 "head_seq": head[0], "head_hash": head[1],
+                 "rows": "[" + ",".join(
+                     p.row_json(r["seq"], r["prev_hash"], r["hash"])
+                     for p, r in zip(events, rows, strict=True)
+                 ) + "]"},
+            ).first()  # fmt: skip
+            if found is not None and found.written:
+                _written(events, rows, chain, guess[0], head, appended, written)
+                return
+            if found is not None:  # the head moved since: this statement locked it
+                rows, head = _chain_rows(events, int(found.seq), str(found.hash))
+                session.execute(
+                    _INSERT_WITH_HEAD_UPDATE,
+                    [{**row, "head_chain": chain, "head_seq": head[0], "head_hash": head[1]}
+                     for row in rows],
+                )  # fmt: skip
+                _written(events, rows, chain, int(found.seq), head, appended, written)
+                return
+    all_rows: list[dict[str, Any]] = []
+    heads: list[dict[str, Any]] = []
     for chain in sorted(by_chain):
         seq, prev_hash = _lock_head(session, chain)
-        first = seq + 1
-        for event in by_chain[chain]:
-            seq += 1
-            event.seq = seq
-            event.prev_hash = prev_hash
-            event.hash = event_hash(hashed_fields(event))
-            prev_hash = event.hash
-            rows.append({name: getattr(event, name) for name in _EVENT_COLUMNS})
-        heads.append({"head_chain": chain, "head_seq": seq, "head_hash": prev_hash})
-        appended.setdefault(chain, [first, seq])[1] = seq
+        rows, head = _chain_rows(by_chain[chain], seq, prev_hash)
+        _written(by_chain[chain], rows, chain, seq, head, appended, written)
+        all_rows.extend(rows)
+        heads.append({"head_chain": chain, "head_seq": head[0], "head_hash": head[1]})
     if is_postgres and len(heads) == 1:
         # PostgreSQL runs a data-modifying WITH exactly once whether or not it is referenced;
         # SQLAlchemy sends the rows as one multi-row INSERT ("insertmanyvalues")
-        session.execute(_INSERT_WITH_HEAD_UPDATE, [{**row, **heads[0]} for row in rows])
-        return
-    for params in heads:
-        session.execute(_HEAD_UPDATE, params)
-    session.execute(_INSERT, rows)
+        session.execute(_INSERT_WITH_HEAD_UPDATE, [{**row, **heads[0]} for row in all_rows])
+    else:
+        for params in heads:
+            session.execute(_HEAD_UPDATE, params)
+        session.execute(_INSERT, all_rows)
+
+
+def _chain_rows(
+    events: list[_Prepared], seq: int, prev_hash: str
+) -> tuple[list[dict[str, Any]], tuple[int, str]]:
+    """The rows of a chain's events after the head (seq, prev_hash), and the new head."""
+    rows = []
+    for prepared in events:
+        seq += 1
+        event_hash_ = prepared.hash(seq, prev_hash)
+        rows.append({**prepared.row, "seq": seq, "prev_hash": prev_hash, "hash": event_hash_})
+        prev_hash = event_hash_
+    return rows, (seq, prev_hash)
+
+
+def _written(
+    events: list[_Prepared],
+    rows: list[dict[str, Any]],
+    chain: str,
+    seq: int,
+    head: tuple[int, str],
+    appended: dict[str, list[int]],
+    written: dict[str, tuple[int, str]],
+) -> None:
+    """Note what was written: on the events (plain attribute sets, for callers holding them),
+    for the checkpoint scheduler, and the head for the next transaction's guess."""
+    for prepared, row in zip(events, rows, strict=True):
+        event = prepared.event
+        event.seq, event.prev_hash, event.hash = row["seq"], row["prev_hash"], row["hash"]
+    appended.setdefault(chain, [seq + 1, head[0]])[1] = head[0]
+    written[chain] = head
+
+
+# The head each chain had after the last commit of this process that wrote to it, by database:
+# a guess for the next write (`_GUESSED_WRITE`), checked under the lock, never trusted.
+_last_heads: dict[tuple[Any, str], tuple[int, str]] = {}
+_WRITTEN_HEADS = "dtx_audit_written_heads"
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _remember_heads(session: Session) -> None:
+    written: dict[str, tuple[int, str]] | None = session.info.pop(_WRITTEN_HEADS, None)
+    if written:
+        if len(_last_heads) > 10_000:
+            _last_heads.clear()
+        url = session.get_bind().engine.url
+        for chain, head in written.items():
+            _last_heads[(url, chain)] = head
+
+
+class _Prepared:
+    """An appended event and what its hash and row need that does not depend on the chain
+    head, computed when it is appended (before any lock): its row without seq, prev_hash and
+    hash, and its canonical JSON (`hashed_fields` → `canonical_json`) cut around the values
+    of ``prev_hash`` and ``seq``, the part before them already fed to the chain key's HMAC.
+
+    The canonical JSON of an object with sorted keys is "{" + the "key":value pieces in key
+    order joined by "," + "}", each value dumped with the same options, so the pieces joined
+    with the head's values in their places are byte for byte what `event_hash` hashes (the
+    test suite checks `hash` against `event_hash` and every `verify`)."""
+
+    __slots__ = ("_head", "_mac", "_middle", "_tail", "event", "row")
+
+    def __init__(self, event: AuditEvent) -> None:
+        self.event = event
+        self.row = {name: getattr(event, name) for name in _PREPARED_COLUMNS}
+        fields = hashed_fields(event)
+        names = sorted(fields)
+        before, between, after = (
+            names[: names.index("prev_hash")],
+            names[names.index("prev_hash") + 1 : names.index("seq")],
+            names[names.index("seq") + 1 :],
+        )
+
+        def pieces(keys: list[str]) -> str:
+            return ",".join(
+                json.dumps(k, ensure_ascii=False) + ":" + canonical_json(fields[k]) for k in keys
+            )
+
+        self._head = "{" + pieces(before) + ("," if before else "") + '"prev_hash":'
+        self._middle = ("," + pieces(between) if between else "") + ',"seq":'
+        self._tail = ("," + pieces(after) if after else "") + "}"
+        self._mac: Any = None
+        if event.key_id is not None:
+            self._mac = cipher().chain_hmac(str(event.key_id))
+            self._mac.update(self._head.encode())
+
+    def _rest(self, seq: int, prev_hash: str) -> str:
+        return json.dumps(prev_hash) + self._middle + str(seq) + self._tail
+
+    def hash(self, seq: int, prev_hash: str) -> str:
+        rest = self._rest(seq, prev_hash).encode()
+        if self._mac is None:
+            return hashlib.sha256(self._head.encode() + rest).hexdigest()
+        mac = self._mac.copy()
+        mac.update(rest)
+        return str(mac.hexdigest())
+
+    def row_json(self, seq: int, prev_hash: str, hash_: str) -> str:
+        """The event's row as a JSON object: the hashed canonical JSON (every column but id
+        and hash, in their JSON forms) with the hash added."""
+        return self._head + self._rest(seq, prev_hash)[:-1] + ',"hash":' + json.dumps(hash_) + "}"
 
 
 # Statements with named parameters only, compiled once per process (literal values in a
@@ -326,6 +462,28 @@ _INSERT_WITH_HEAD_UPDATE = _INSERT.add_cte(
     .cte("h")
 )
 _EVENT_COLUMNS = tuple(c.name for c in AuditEvent.__table__.columns if c.name != "id")
+# PostgreSQL, one chain, its head guessed (the head this process last committed): one statement
+# locks the head, and only if it is still the guess moves it and inserts the events hashed on
+# it; it returns the locked head either way. The lock is then taken by the write itself, held
+# for that one statement and the commit; when the guess is stale (another process wrote), the
+# head is locked all the same and the events are hashed on the returned head and written by the
+# usual statement: the same two statements as without a guess. Under READ COMMITTED the locking
+# read returns the latest committed head once the lock is granted, and the UPDATE re-checks its
+# condition on that version, so the events are written on the head they were hashed on or not
+# at all. The rows travel as one JSON array (``json``, not ``jsonb``: texts kept as sent).
+_GUESSED_WRITE = text(
+    "WITH cur AS (SELECT seq, hash FROM audit_chain_head WHERE chain = :chain FOR UPDATE), "
+    "h AS (UPDATE audit_chain_head SET seq = :head_seq, hash = :head_hash FROM cur "
+    "WHERE audit_chain_head.chain = :chain AND cur.seq = :guess_seq "
+    "AND cur.hash = :guess_hash RETURNING audit_chain_head.chain), "
+    "ins AS (INSERT INTO audit_event ({columns}) SELECT {columns} "
+    "FROM json_populate_recordset(NULL::audit_event, CAST(:rows AS json)) "
+    "WHERE EXISTS (SELECT 1 FROM h)) "
+    "SELECT cur.seq, cur.hash, EXISTS (SELECT 1 FROM h) AS written FROM cur".replace(
+        "{columns}", ", ".join(_EVENT_COLUMNS)
+    )
+)
+_PREPARED_COLUMNS = tuple(c for c in _EVENT_COLUMNS if c not in ("seq", "prev_hash", "hash"))
 
 
 def _touches_audit(statement: Any) -> bool:
@@ -355,6 +513,7 @@ def _forget_pending(session: Session, transaction: SessionTransaction) -> None:
     """Events not written by commit end with the outermost transaction (rolled back)."""
     if transaction.parent is None:
         session.info.pop(_PENDING, None)
+        session.info.pop(_WRITTEN_HEADS, None)
 
 
 def event_hash(fields: Mapping[str, Any]) -> str:
@@ -435,7 +594,7 @@ def append(
         auth_ref=auth_ref_of(actor),
         key_id=cipher().current.kid,
     )
-    session.info.setdefault(_PENDING, []).append(event)
+    session.info.setdefault(_PENDING, []).append(_Prepared(event))
     if action in CHECKPOINT_ACTIONS:
         session.info.setdefault(CHECKPOINT_PENDING, set()).add(CHECKPOINT_ACTIONS[action])
     return event
@@ -495,10 +654,12 @@ def record_update(
     trial_id: int | None = None,
     site_id: int | None = None,
     reason: str | None = None,
+    fields: Iterable[str] | None = None,
 ) -> AuditEvent | None:
-    """Audit the covered columns that changed since `before` (a `snapshot`); None if none did."""
+    """Audit the covered columns that changed since `before` (a `snapshot`, limited to
+    ``fields`` when the caller changed only those); None if none did."""
     session.flush()
-    after = snapshot(obj)
+    after = snapshot(obj, fields)
     changes = [
         {"field": k, "old": before.get(k), "new": v}
         for k, v in after.items()

@@ -1,9 +1,11 @@
 """Randomization service: concurrency-safe allocation, blinding, voiding, emergency unblinding.
 
-`randomize_participant` is one transaction: lock the participant; check status and
-idempotency; derive the stratum from screening data; move the participant to `randomized` and
-plan its visits (one multi-row insert); then lock the trial's randomization state row
-(``SELECT ... FOR UPDATE``; the whole database on SQLite) and, holding it only for that, check
+`randomize_participant` is one transaction: lock the participant (the same statement reads the
+trial's randomization state row, unlocked: its design inputs, the list and the secret, are fixed
+once an allocation exists); check status and idempotency; derive the stratum from screening
+data; move the participant to `randomized` and plan its visits (one multi-row insert); then lock
+the trial's randomization state row (``SELECT ... FOR UPDATE`` of the counter, the design state
+and the cap counters only; the whole database on SQLite) and, holding it only for that, check
 the caps against the counters kept in that row, allocate with the pure design
 (`randomization.allocate`, a function of the locked state, the trial secret and the sequence
 number), insert the allocation with ``seq_no = next_seq``, advance the counter, and write the
@@ -20,8 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from dtx_trials.db import transaction, utcnow
 from dtx_trials.models import (
@@ -243,7 +246,7 @@ def randomize_participant(
     transaction, so a failure anywhere still leaves nothing.
     """
     with transaction(session):
-        participant, site_code = _lock_participant(session, actor, trial, subject_code)
+        participant, site_code, state_row = _lock_participant(session, actor, trial, subject_code)
         if request_id:
             previous = session.scalars(
                 select(Allocation).where(
@@ -281,16 +284,36 @@ def randomize_participant(
         participant.randomized_at = now
         audit.record_update(session, actor, "participant.randomized", participant, before)
         plan_participant_visits(session, actor, participant, protocol)  # flushed: one insert
+        if state_row is None:
+            raise Conflict(f"trial {trial.code} has no active randomization model")
+        activation_code = _activation_code(protocol.blinding.activation_code_prefix)
+        # The design and the secret come from the row read (unlocked) with the participant:
+        # an uploaded list (`list_table`, `list_numbers`) changes only under this lock while
+        # no allocation exists (`upload_allocation_list`), and `secret` and `rng_algorithm`
+        # never change, so a row read with next_seq > 1 already had its final list. Only the
+        # first allocation reads the whole row again under the lock.
+        frozen = state_row.next_seq > 1
+        design = _design(protocol, state_row) if frozen else None
+        secret = bytes.fromhex(state_row.secret)
+        # the advance event's old values as read now; reused if the lock finds the same row
+        # (no allocation since), else sealed again under the lock
+        read = {name: getattr(state_row, name) for name in _ADVANCED}
+        read_snapshot = audit.snapshot(state_row, _ADVANCED)
 
-        state_row = _lock_state(session, trial)  # the trial's lock, held from here to commit
+        # the trial's lock, held from here to commit: the counter, the design state and the
+        # cap counters read under it, then the O(1) allocation, two writes and the audit write
+        if frozen:
+            _lock_counters(session, state_row)
+        else:
+            state_row = _lock_state(session, trial)
+            design = _design(protocol, state_row)
         counts = _cap_counts(session, state_row)
         _check_caps(trial, protocol, participant.site_id, site_code, key, counts)
         try:
-            design = design_for(protocol, state_row.list_table)
             result, next_state = allocate(
                 design,
                 _design_state(state_row),
-                secret=bytes.fromhex(state_row.secret),
+                secret=secret,
                 model=trial.code,
                 seq_no=state_row.next_seq,
                 stratum_key=key,
@@ -310,43 +333,137 @@ def randomize_participant(
             method=result.method,
             arm_code=result.arm,
             randomization_number=number,
-            activation_code=_activation_code(protocol.blinding.activation_code_prefix),
+            activation_code=activation_code,
             evidence=_jsonable(result.evidence),
             request_id=request_id,
             allocated_at=now,
             allocated_by_id=actor.user_id,
+            status="allocated",
+            void_reason=None,
         )
-        session.add(allocation)
-        state_before = audit.snapshot(state_row)
-        state_row.state = next_state.to_json()
-        state_row.next_seq = result.seq_no + 1
-        state_row.cap_counts = _count(counts, participant.site_id, key, +1)
-        state_row.updated_at = now
+        unchanged = all(getattr(state_row, name) == read[name] for name in _ADVANCED)
+        state_before = read_snapshot if unchanged else audit.snapshot(state_row, _ADVANCED)
+        _write_allocation(
+            session,
+            allocation,
+            state_row,
+            {
+                "next_seq": result.seq_no + 1,
+                "state": next_state.to_json(),
+                "cap_counts": _count(counts, participant.site_id, key, +1),
+                "updated_at": now,
+            },
+        )
         audit.record_create(
             session, actor, "randomization.allocate", allocation, site_id=participant.site_id
         )
-        audit.record_update(session, actor, "randomization.advance", state_row, state_before)
+        audit.record_update(
+            session, actor, "randomization.advance", state_row, state_before, fields=_ADVANCED
+        )
     return allocation, True
+
+
+# The columns an allocation changes in the state row (the others only change without
+# allocations: the list upload, or never: the secret).
+_ADVANCED = ("next_seq", "state", "cap_counts", "updated_at")
+
+
+def _allocate_statement() -> Any:
+    """``WITH advance AS (UPDATE randomization_state ...) INSERT INTO allocation ... RETURNING
+    id`` with named parameters (built once: nothing to compile under the lock)."""
+    state = RandomizationState.__table__
+    advance = (
+        update(state)
+        .where(state.c.id == bindparam("advance_id"))
+        .values({n: bindparam(f"advance_{n}", type_=state.c[n].type) for n in _ADVANCED})
+        .cte("advance")
+    )
+    table = Allocation.__table__
+    return (
+        insert(table)
+        .values({c.name: bindparam(f"new_{c.name}", type_=c.type) for c in _ALLOCATION_COLUMNS})
+        .returning(table.c.id)
+        .add_cte(advance)
+    )
+
+
+_ALLOCATION_COLUMNS = tuple(c for c in Allocation.__table__.columns if c.name != "id")
+_ALLOCATE = _allocate_statement()
+
+
+def _write_allocation(
+    session: Session,
+    allocation: Allocation,
+    state_row: RandomizationState,
+    advanced: Mapping[str, Any],
+) -> None:
+    """Insert the allocation and advance the state row (the `_ADVANCED` columns).
+
+    On PostgreSQL one statement, under the trial's lock: the state row's UPDATE rides as a
+    data-modifying WITH on the allocation's INSERT (both run, in the caller's transaction, or
+    neither), and the two rows are then known to the session as written (the allocation
+    persistent with its id and every column set, the state row's columns committed): the same
+    rows and the same audit events as the ORM's flush of the two, one round trip fewer. On
+    SQLite (the database already write-locked) the ORM writes them."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.add(allocation)
+        for name, value in advanced.items():
+            setattr(state_row, name, value)
+        session.flush()
+        return
+    # (no parameter named like a state column: the UPDATE would set it)
+    params = {f"new_{c.name}": getattr(allocation, c.name) for c in _ALLOCATION_COLUMNS}
+    params["advance_id"] = state_row.id
+    params.update({f"advance_{name}": value for name, value in advanced.items()})
+    allocation.id = session.execute(_ALLOCATE, params).scalar_one()
+    make_transient_to_detached(allocation)
+    session.add(allocation)
+    for name, value in advanced.items():
+        set_committed_value(state_row, name, value)
+
+
+def _design(protocol: Protocol, state_row: RandomizationState) -> Design:
+    try:
+        return design_for(protocol, state_row.list_table)
+    except RandomizationError as exc:
+        raise Conflict(f"cannot randomize: {exc}") from exc
+
+
+def _lock_counters(session: Session, state_row: RandomizationState) -> None:
+    """Lock the state row and read the columns allocations change into the row already
+    loaded (one ``SELECT ... FOR UPDATE``; READ COMMITTED returns the latest committed values
+    once the lock is granted), as their committed values: the row then holds what the lock
+    holder sees and the ORM writes back only what the allocation changes."""
+    table = RandomizationState.__table__
+    locked = session.execute(
+        select(*(table.c[name] for name in _ADVANCED))
+        .where(table.c.id == state_row.id)
+        .with_for_update()
+    ).one()
+    for name in _ADVANCED:
+        set_committed_value(state_row, name, getattr(locked, name))
 
 
 def _lock_participant(
     session: Session, actor: Actor, trial: Trial, subject_code: str
-) -> tuple[Participant, str]:
-    """Lock the participant to randomize; return it with its site's code (one statement)."""
+) -> tuple[Participant, str, RandomizationState | None]:
+    """Lock the participant to randomize; return it with its site's code and the trial's
+    randomization state row, read without its lock (one statement)."""
     row = session.execute(
-        select(Participant, ProtocolVersion.sha256, Site.code)
+        select(Participant, ProtocolVersion.sha256, Site.code, RandomizationState)
         .join(Site, Site.id == Participant.site_id)
         .outerjoin(ProtocolVersion, ProtocolVersion.id == Participant.protocol_version_id)
+        .outerjoin(RandomizationState, RandomizationState.trial_id == Participant.trial_id)
         .where(Participant.trial_id == trial.id, Participant.subject_code == subject_code)
         .with_for_update(of=Participant)
         .execution_options(populate_existing=True)
     ).first()
     if row is None:
         raise NotFound("participant not found")
-    participant, sha256, site_code = row
+    participant, sha256, site_code, state_row = row
     require(actor, "randomize", trial.id, participant.site_id)
     note_version_sha(session, participant.protocol_version_id, sha256)
-    return participant, site_code
+    return participant, site_code, state_row
 
 
 def randomization_number(state_row: RandomizationState, result: AllocationResult) -> str:

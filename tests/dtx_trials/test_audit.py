@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import event as sa_event
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
@@ -272,6 +273,43 @@ def test_audit_api_is_auditor_only_and_paginated(client: FlaskClient) -> None:
     assert client.get("/api/v1/trials/T1/audit", headers=monitor.headers).status_code == 403
     verify = client.get("/api/v1/trials/T1/audit/verify", headers=auditor.headers).get_json()
     assert verify["ok"] is True
+
+
+def test_a_write_on_a_stale_head_guess_relinks_on_the_locked_head(
+    app: Flask, backend: str
+) -> None:
+    """On PostgreSQL a write first tries the head this process last committed; when another
+    writer (another process: simulated by restoring this process's guess after a write) moved
+    the head since, the guessed statement writes nothing and the events are hashed on the head
+    it locked: the chain stays gap-free and verifies, and the next write's guess is good."""
+    trial = make_trial("T1")
+    chain = audit.chain_for(trial.id)
+    make_site(trial, "S1", "Site one")
+    stale = dict(audit._last_heads)
+    make_site(trial, "S2", "Site two")  # "another process": its head is not what we guess
+    audit._last_heads.clear()
+    audit._last_heads.update(stale)
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    sa_event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        make_site(trial, "S3", "Site three")
+    finally:
+        sa_event.remove(db.engine, "before_cursor_execute", record)
+    writes = [s for s in statements if "audit_chain_head" in s or "audit_event" in s]
+    if backend == "postgresql":
+        assert len(writes) == 2 and "WHERE EXISTS (SELECT 1 FROM h)" in writes[0], writes
+        assert audit._last_heads[(db.engine.url, chain)][0] == audit.n_events(db.session, chain)
+    seqs = list(
+        db.session.scalars(
+            select(AuditEvent.seq).where(AuditEvent.chain == chain).order_by(AuditEvent.seq)
+        )
+    )
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert audit.verify(db.session, trial.id).ok
 
 
 def test_concurrent_writers_leave_a_valid_chain(app: Flask, backend: str) -> None:
