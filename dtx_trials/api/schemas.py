@@ -243,33 +243,28 @@ def version_ref(version_id: int | None) -> dict[str, Any] | None:
     return version_refs({version_id}).get(version_id)
 
 
-# (database, protocol version id) -> its reference: a version's number and document never
-# change once it is no longer a draft, so responses need not read the row (tens of KB) again
-_VERSION_REFS: dict[tuple[str, int], dict[str, Any]] = {}
-
-
 def version_refs(version_ids: set[int | None]) -> dict[int | None, dict[str, Any] | None]:
-    """`version_ref` of several versions, reading only those this process has not seen."""
+    """`version_ref` of several versions: those the request's session learnt already, the rest
+    in one small query (the version number and the document's ``version`` key, not the
+    document). Never cached across requests: a database restored or edited under a running
+    process must not be answered from memory."""
     from sqlalchemy import select
 
     from dtx_trials.extensions import db
     from dtx_trials.models import ProtocolVersion
+    from dtx_trials.services.protocols import VERSION_REFS, note_version_ref
 
-    database = db.session.get_bind().url.render_as_string(hide_password=True)
+    known: dict[int, dict[str, Any]] = db.session.info.get(VERSION_REFS, {})
     found: dict[int | None, dict[str, Any] | None] = {
-        v: _VERSION_REFS.get((database, v)) if v is not None else None for v in version_ids
+        v: known.get(v) if v is not None else None for v in version_ids
     }
-    missing = [v for v, ref in found.items() if v is not None and ref is None]
-    if missing:
-        for version_id, version_no, status, content in db.session.execute(
-            select(ProtocolVersion.id, ProtocolVersion.version_no, ProtocolVersion.status,
-                   ProtocolVersion.content)
-            .where(ProtocolVersion.id.in_(missing))
-        ):
-            ref = {"version_no": version_no, "version": content.get("version")}
-            found[version_id] = ref
-            if status != "draft":
-                if len(_VERSION_REFS) > 1024:
-                    _VERSION_REFS.clear()
-                _VERSION_REFS[(database, version_id)] = ref
+    wanted = [v for v, ref in found.items() if v is not None and ref is None]
+    if wanted:
+        for version_id, version_no, version in db.session.execute(
+            select(ProtocolVersion.id, ProtocolVersion.version_no,
+                   ProtocolVersion.content["version"].as_string())
+            .where(ProtocolVersion.id.in_(wanted))
+        ):  # fmt: skip
+            note_version_ref(db.session, version_id, version_no, version)
+            found[version_id] = {"version_no": version_no, "version": version}
     return found

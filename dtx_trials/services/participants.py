@@ -27,6 +27,7 @@ from dtx_trials.services.errors import Conflict, NotFound, ValidationError
 from dtx_trials.services.protocols import (
     active_protocol,
     active_protocol_model,
+    note_version_ref,
     note_version_sha,
     protocol_by_version_id,
     protocol_of,
@@ -253,6 +254,8 @@ _LOCK_FOR_ENTRY = (
     select(
         Participant,
         ProtocolVersion.sha256,
+        ProtocolVersion.version_no,
+        ProtocolVersion.content["version"].as_string(),
         select(
             func.aggregate_strings(
                 Consent.document_id + _SEP_PAIR + Consent.consent_version, _SEP_ITEM
@@ -282,9 +285,10 @@ def lock_for_entry(
     ).first()
     if row is None:
         raise NotFound("participant not found")
-    participant, sha256, text = row
+    participant, sha256, version_no, version, text = row
     require(actor, action, trial.id, participant.site_id)
     note_version_sha(session, participant.protocol_version_id, sha256)
+    note_version_ref(session, participant.protocol_version_id, version_no, version)
     signed = {
         (doc, version)
         for doc, _, version in (p.partition(_SEP_PAIR) for p in (text or "").split(_SEP_ITEM) if p)

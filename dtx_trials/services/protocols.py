@@ -105,6 +105,20 @@ def protocol_by_version_id(session: Session, version_id: int) -> Protocol:
     return protocol_of(version)
 
 
+# {protocol version id: {version_no, version}} as responses show a version (`version_ref`),
+# learnt from a query the request ran anyway; kept for the session's life (one request: the
+# scoped session is removed at its end), so a response built after the commit needs no query
+VERSION_REFS = "dtx_protocol_version_refs"
+
+
+def note_version_ref(
+    session: Session, version_id: int | None, version_no: int | None, version: str | None
+) -> None:
+    if version_id is not None and version_no is not None:
+        refs = session.info.setdefault(VERSION_REFS, {})
+        refs[version_id] = {"version_no": version_no, "version": version}
+
+
 @sa_event.listens_for(Session, "after_transaction_end")
 def _forget_version_shas(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
