@@ -30,7 +30,7 @@ import base64
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +111,18 @@ class FieldKey:
         """A 16-bit keyed tag (BLAKE2b): a pointer to a changed column, not a proof."""
         data = f"{context}\x00{value}".encode()
         return hashlib.blake2b(data, key=self._tag_key, digest_size=2).hexdigest()
+
+    def short_tagger(self, context: str) -> Callable[[str], str]:
+        """``short_tag`` for one context, with the key and context absorbed once (a bulk ingest
+        tags two columns of every row)."""
+        base = hashlib.blake2b(f"{context}\x00".encode(), key=self._tag_key, digest_size=2)
+
+        def tag(value: str) -> str:
+            h = base.copy()
+            h.update(value.encode())
+            return h.hexdigest()
+
+        return tag
 
 
 @dataclass(frozen=True)

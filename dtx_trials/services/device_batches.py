@@ -10,10 +10,12 @@ written at ingest: after a root mismatch, the column whose tag no longer matches
 
 from __future__ import annotations
 
+import datetime
 import functools
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -81,6 +83,79 @@ def merkle_root(leaves: Sequence[bytes]) -> str:
             nxt.append(level[-1])
         level = nxt
     return level[0].hex()
+
+
+@dataclass(frozen=True)
+class SeriesSeal:
+    """What the seal and the leaf of every row of one series (participant, stream, unit,
+    source) in one batch share, formatted once."""
+
+    seal_head: str  # "t1:<kid>:" and the tags of trial_id, participant_id, stream
+    seal_tail: str  # the tags of unit, source, received_at, batch_id
+    leaf_head: str  # the leaf's JSON from trial_id to the opening quote of observed_at
+    leaf_tail: str  # the leaf's JSON from unit to the opening quote of seal
+
+
+class BatchSealer:
+    """The seals (`column_tags`) and Merkle leaves (`leaf`) of one ingest batch's rows, equal to
+    theirs character for character (tests/dtx_trials/test_devices.py compares them), with what
+    repeats across rows formatted once: only observed_at and value change from row to row."""
+
+    def __init__(self, trial_id: int, received_at: datetime.datetime, batch_id: str) -> None:
+        key = cipher().current
+        self._kid = key.kid
+        self._trial_id = trial_id
+        self._received_at = to_jsonable(received_at)
+        self._batch_id = batch_id
+        self._taggers = {c: key.short_tagger(f"device_observation.{c}") for c in COLUMNS}
+        self._tag_observed_at = self._taggers["observed_at"]
+        self._value_tags: dict[str, str] = {}
+        self._series: dict[tuple[int, str, str, str], SeriesSeal] = {}
+
+    def _tag(self, column: str, value: Any) -> str:
+        return self._taggers[column](canonical_json(to_jsonable(value)))
+
+    def series(self, participant_id: int, stream: str, unit: str, source: str) -> SeriesSeal:
+        key = (participant_id, stream, unit, source)
+        found = self._series.get(key)
+        if found is None:
+            values = {"trial_id": self._trial_id, "participant_id": participant_id,
+                      "stream": stream, "unit": unit, "source": source,
+                      "received_at": self._received_at, "batch_id": self._batch_id}
+            tags = {c: self._tag(c, v) for c, v in values.items()}
+            text = {c: canonical_json(v) for c, v in values.items()}
+            found = self._series[key] = SeriesSeal(
+                seal_head=f"t1:{self._kid}:" + tags["trial_id"] + tags["participant_id"]
+                + tags["stream"],
+                seal_tail=tags["unit"] + tags["source"] + tags["received_at"]
+                + tags["batch_id"],
+                leaf_head=f",{text['trial_id']},{text['participant_id']},{text['stream']},\"",
+                leaf_tail=f",{text['unit']},{text['source']},{text['received_at']},"
+                f"{text['batch_id']},\"",
+            )  # fmt: skip
+        return found
+
+    def seal_and_leaf(
+        self, row_id: int, series: SeriesSeal, observed_at: str, value: str
+    ) -> tuple[str, bytes]:
+        """The seal and the leaf of a row; ``observed_at`` is its naive UTC time in ISO form
+        with microseconds (no "Z"), ``value`` the JSON (repr) of its float value."""
+        value_tag = self._value_tags.get(value)
+        if value_tag is None:
+            value_tag = self._value_tags[value] = self._taggers["value"](value)
+        seal = (
+            series.seal_head
+            + self._tag_observed_at(f'"{observed_at}Z"')
+            + value_tag
+            + series.seal_tail
+        )
+        text = f'[{row_id}{series.leaf_head}{observed_at}Z",{value}{series.leaf_tail}{seal}"]'
+        return seal, hashlib.sha256(text.encode()).digest()
+
+
+def details(batch_id: str, ids: Sequence[int], leaves: Sequence[bytes]) -> dict[str, Any]:
+    """``batch_details`` from the stored rows' ids and leaves, in id order."""
+    return {"batch": batch_id, "ids": id_ranges(ids), "merkle_root": merkle_root(leaves)}
 
 
 def id_ranges(ids: Iterable[int]) -> str:

@@ -7,7 +7,7 @@ import datetime
 import math
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -145,6 +145,214 @@ class _Protocols:
         return self._by_version[version_id]
 
 
+@dataclass(eq=False)
+class _Series:
+    """What the records of one participant, stream, unit and source share, checked once."""
+
+    participant_id: int
+    stream: DeviceStream
+    unit: str
+    source: str
+    seal: device_batches.SeriesSeal
+    copy_head: str  # a row's COPY text from trial_id to the tab before observed_at
+    copy_tail: str  # from the tab before unit to the tab before seal
+
+
+# a good record: its series, its time (aware, UTC) and its value
+_Accepted = tuple[_Series, datetime.datetime, float]
+
+
+_FIELD_SET = frozenset(RECORD_FIELDS)
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: str) -> str:
+    """A text column in COPY's text format."""
+    return value.translate(_COPY_ESCAPES)
+
+
+class _BatchChecker:
+    """Checks the records of one batch: `check` returns a good record's series, time and value,
+    or notes why the record was rejected (``errors``, ``n_rejected``).
+
+    Every rule is in `_problems`. A record with exactly the six fields whose subject, stream,
+    unit and source repeat those of a record already accepted has nothing left to check but its
+    time and value (the same functions, the same bounds); any record that fails them, or any
+    other record, goes through `_problems`, so what is accepted and every error are as if each
+    record had gone through it. Whatever the check needs from the database is read before the
+    first record (the rows are streamed to PostgreSQL while records are checked)."""
+
+    def __init__(
+        self,
+        session: Session,
+        actor: Actor,
+        trial: Trial,
+        now: datetime.datetime,
+        sealer: device_batches.BatchSealer,
+        received_at: str,
+        batch_id: str,
+    ) -> None:
+        self._actor = actor
+        self._trial_id = trial.id
+        self._latest = now + FUTURE_TOLERANCE
+        self._sealer = sealer
+        self._received_at = received_at
+        self.batch_id = batch_id
+        self._subjects = {
+            code: _Subject(pid, site_id, status, version_id)
+            for pid, code, site_id, status, version_id in session.execute(
+                select(
+                    Participant.id,
+                    Participant.subject_code,
+                    Participant.site_id,
+                    Participant.status,
+                    Participant.protocol_version_id,
+                ).where(Participant.trial_id == trial.id)
+            )
+        }
+        self._allowed_sites: dict[int, bool] = {}
+        protocols = _Protocols(session, trial)
+        self._streams_of: dict[int | None, dict[str, DeviceStream] | DomainError] = {}
+        for version_id in sorted(
+            {s.protocol_version_id for s in self._subjects.values()}, key=lambda v: v or 0
+        ):
+            try:
+                self._streams_of[version_id] = {
+                    s.id: s for s in protocols.of(version_id).device_streams
+                }
+            except DomainError as exc:  # raised when a record names such a participant
+                self._streams_of[version_id] = exc
+        # (subject, stream, unit, source) as sent -> the series of an accepted record
+        self._known: dict[tuple[str, str, str, str], _Series] = {}
+        self._series: dict[tuple[int, str, str, str], _Series] = {}
+        self.errors: list[RecordError] = []
+        self.n_rejected = 0
+
+    @property
+    def sources(self) -> set[str]:
+        return {series.source for series in self._series.values()}
+
+    def check(self, index: int, record: object) -> _Accepted | None:
+        if type(record) is dict and record.keys() == _FIELD_SET:
+            subject, stream, unit, source = (
+                record["subject"], record["stream"], record["unit"], record["source"]
+            )  # fmt: skip
+            series = (
+                self._known.get((subject, stream, unit, source))
+                if type(subject) is str
+                and type(stream) is str
+                and type(unit) is str
+                and type(source) is str
+                else None
+            )
+            if series is not None:
+                raw_value = record["value"]
+                kind = type(raw_value)
+                value = _finite(raw_value) if kind is float or kind is int else None
+                observed_at = _parse_time(record["time"])
+                if (
+                    value is not None
+                    and observed_at is not None
+                    and observed_at <= self._latest
+                    and not _stream_problems(series.stream, None, value)
+                ):
+                    return series, observed_at, value
+        return self._problems(index, record)
+
+    def _problems(self, index: int, record: object) -> _Accepted | None:
+        """Check a record against every rule (the reference path)."""
+        problems: list[tuple[str, str]] = []
+        subject_code: str | None = None
+        if not isinstance(record, dict):
+            self.errors.append(RecordError(index, None, "record", "must be a JSON object"))
+            self.n_rejected += 1
+            return None
+        subject_code = record["subject"] if isinstance(record.get("subject"), str) else None
+        for name in sorted(set(record) - _FIELD_SET, key=str):
+            problems.append((str(name)[:60], "unknown field"))
+        for name in RECORD_FIELDS:
+            if record.get(name) is None:
+                problems.append((name, "required"))
+        subject: _Subject | None = None
+        if subject_code is not None:
+            subject = self._subjects.get(subject_code)
+            if subject is not None and subject.site_id not in self._allowed_sites:
+                self._allowed_sites[subject.site_id] = can(
+                    self._actor, "device.ingest", self._trial_id, subject.site_id
+                )
+            if subject is None or not self._allowed_sites[subject.site_id]:
+                problems.append(("subject", "no such participant in this trial"))
+                subject = None
+            elif subject.status in CLOSED_STATUSES:
+                problems.append(
+                    ("subject", f"participant is {subject.status}; no new data accepted")
+                )
+        elif "subject" in record and record["subject"] is not None:
+            problems.append(("subject", "must be a subject code"))
+        stream_id = _text(record, "stream", 60)
+        if stream_id is None and record.get("stream") is not None:
+            problems.append(("stream", "must be a stream id"))
+        unit = _text(record, "unit", 30)
+        if unit is None and record.get("unit") is not None:
+            problems.append(("unit", "must be a unit"))
+        source = _text(record, "source", 60)
+        if source is None and record.get("source") is not None:
+            problems.append(("source", "must be a text of 1-60 characters"))
+        raw_value = record.get("value")
+        value: float | None = None
+        if isinstance(raw_value, int | float) and not isinstance(raw_value, bool):
+            value = _finite(raw_value)
+            if value is None:
+                problems.append(("value", "must be a finite number"))
+        elif raw_value is not None:
+            problems.append(("value", "must be a number"))
+        observed_at = _parse_time(record.get("time"))
+        if observed_at is None and record.get("time") is not None:
+            problems.append(("time", "must be an ISO 8601 date-time with a UTC offset"))
+        elif observed_at is not None and observed_at > self._latest:
+            problems.append(("time", "lies in the future"))
+        stream: DeviceStream | None = None
+        if subject is not None and stream_id is not None:
+            streams = self._streams_of[subject.protocol_version_id]
+            if isinstance(streams, DomainError):
+                raise streams
+            stream = streams.get(stream_id)
+            if stream is None:
+                problems.append(("stream", f"unknown stream {stream_id!r}"))
+            else:
+                problems.extend(_stream_problems(stream, unit, value))
+        if problems:
+            self.n_rejected += 1
+            self.errors.extend(RecordError(index, subject_code, f, m) for f, m in problems)
+            return None
+        assert subject is not None and stream is not None and stream_id is not None
+        assert unit is not None and source is not None
+        assert observed_at is not None and value is not None
+        series = self._series_of(subject.id, stream, stream_id, unit, source)
+        self._known[(record["subject"], record["stream"], record["unit"], record["source"])] = (
+            series
+        )
+        return series, observed_at, value
+
+    def _series_of(
+        self, participant_id: int, stream: DeviceStream, stream_id: str, unit: str, source: str
+    ) -> _Series:
+        key = (participant_id, stream_id, unit, source)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series(
+                participant_id,
+                stream,
+                unit,
+                source,
+                self._sealer.series(participant_id, stream_id, unit, source),
+                f"\t{self._trial_id}\t{participant_id}\t{_copy_text(stream_id)}\t",
+                f"\t{_copy_text(unit)}\t{_copy_text(source)}\t{self._received_at}"
+                f"\t{self.batch_id}\t",
+            )
+        return series
+
+
 def ingest_observations(
     session: Session,
     actor: Actor,
@@ -168,111 +376,21 @@ def ingest_observations(
             f"a batch holds at most {MAX_RECORDS} records; split it",
             {"records": [f"{len(records)} records sent"]},
         )
-    now = now or utcnow()
-    errors: list[RecordError] = []
-    rows: list[dict[str, Any]] = []
-    n_rejected = 0
+    now = (now or utcnow()).astimezone(datetime.UTC)
     batch_id = uuid.uuid4().hex
+    received_at = _naive_utc(now)
     with transaction(session):
-        subjects = {
-            code: _Subject(pid, site_id, status, version_id)
-            for pid, code, site_id, status, version_id in session.execute(
-                select(
-                    Participant.id,
-                    Participant.subject_code,
-                    Participant.site_id,
-                    Participant.status,
-                    Participant.protocol_version_id,
-                ).where(Participant.trial_id == trial.id)
+        sealer = device_batches.BatchSealer(trial.id, now, batch_id)
+        checker = _BatchChecker(
+            session, actor, trial, now, sealer, received_at.isoformat(sep=" "), batch_id
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            n_accepted, n_inserted, stored = _copy_batch(session, records, checker, sealer)
+        else:
+            n_accepted, n_inserted = _insert_batch(
+                session, records, checker, sealer, trial.id, now, batch_id
             )
-        }
-        allowed_sites: dict[int, bool] = {}
-        protocols = _Protocols(session, trial)
-        streams_of: dict[int | None, dict[str, DeviceStream]] = {}
-        sources: set[str] = set()
-        for index, record in enumerate(records):
-            problems: list[tuple[str, str]] = []
-            subject_code: str | None = None
-            if not isinstance(record, dict):
-                errors.append(RecordError(index, None, "record", "must be a JSON object"))
-                n_rejected += 1
-                continue
-            subject_code = record["subject"] if isinstance(record.get("subject"), str) else None
-            for name in sorted(set(record) - set(RECORD_FIELDS), key=str):
-                problems.append((str(name)[:60], "unknown field"))
-            for name in RECORD_FIELDS:
-                if record.get(name) is None:
-                    problems.append((name, "required"))
-            subject: _Subject | None = None
-            if subject_code is not None:
-                subject = subjects.get(subject_code)
-                if subject is not None and subject.site_id not in allowed_sites:
-                    allowed_sites[subject.site_id] = can(
-                        actor, "device.ingest", trial.id, subject.site_id
-                    )
-                if subject is None or not allowed_sites[subject.site_id]:
-                    problems.append(("subject", "no such participant in this trial"))
-                    subject = None
-                elif subject.status in CLOSED_STATUSES:
-                    problems.append(
-                        ("subject", f"participant is {subject.status}; no new data accepted")
-                    )
-            elif "subject" in record and record["subject"] is not None:
-                problems.append(("subject", "must be a subject code"))
-            stream_id = _text(record, "stream", 60)
-            if stream_id is None and record.get("stream") is not None:
-                problems.append(("stream", "must be a stream id"))
-            unit = _text(record, "unit", 30)
-            if unit is None and record.get("unit") is not None:
-                problems.append(("unit", "must be a unit"))
-            source = _text(record, "source", 60)
-            if source is None and record.get("source") is not None:
-                problems.append(("source", "must be a text of 1-60 characters"))
-            raw_value = record.get("value")
-            value: float | None = None
-            if isinstance(raw_value, int | float) and not isinstance(raw_value, bool):
-                value = _finite(raw_value)
-                if value is None:
-                    problems.append(("value", "must be a finite number"))
-            elif raw_value is not None:
-                problems.append(("value", "must be a number"))
-            observed_at = _parse_time(record.get("time"))
-            if observed_at is None and record.get("time") is not None:
-                problems.append(("time", "must be an ISO 8601 date-time with a UTC offset"))
-            elif observed_at is not None and observed_at > now + FUTURE_TOLERANCE:
-                problems.append(("time", "lies in the future"))
-            if subject is not None and stream_id is not None:
-                version_id = subject.protocol_version_id
-                if version_id not in streams_of:
-                    streams_of[version_id] = {
-                        s.id: s for s in protocols.of(version_id).device_streams
-                    }
-                stream = streams_of[version_id].get(stream_id)
-                if stream is None:
-                    problems.append(("stream", f"unknown stream {stream_id!r}"))
-                else:
-                    problems.extend(_stream_problems(stream, unit, value))
-            if problems:
-                n_rejected += 1
-                errors.extend(RecordError(index, subject_code, f, m) for f, m in problems)
-                continue
-            assert subject is not None and source is not None and observed_at is not None
-            sources.add(source)
-            rows.append(
-                {
-                    "trial_id": trial.id,
-                    "participant_id": subject.id,
-                    "stream": stream_id,
-                    "observed_at": observed_at,
-                    "value": value,
-                    "unit": unit,
-                    "source": source,
-                    "received_at": now,
-                    "batch_id": batch_id,
-                }
-            )
-            rows[-1]["seal"] = device_batches.column_tags(rows[-1])
-        n_inserted, stored = _insert_ignoring_duplicates(session, rows)
+            stored = device_batches.batch_details(session, batch_id)
         audit.record_event(
             session,
             actor,
@@ -283,32 +401,42 @@ def ingest_observations(
             details={
                 "n_records": len(records),
                 "n_accepted": n_inserted,
-                "n_duplicates": len(rows) - n_inserted,
-                "n_rejected": n_rejected,
-                "sources": sorted(sources)[:20],
-                **device_batches.batch_details(session, batch_id, stored),
+                "n_duplicates": n_accepted - n_inserted,
+                "n_rejected": checker.n_rejected,
+                "sources": sorted(checker.sources)[:20],
+                **stored,
             },
         )
-    return IngestResult(n_inserted, len(rows) - n_inserted, n_rejected, tuple(errors))
+    return IngestResult(
+        n_inserted, n_accepted - n_inserted, checker.n_rejected, tuple(checker.errors)
+    )
 
 
-def _insert_ignoring_duplicates(
-    session: Session, rows: list[dict[str, Any]]
-) -> tuple[int, list[dict[str, Any]] | None]:
-    """Insert the rows, skipping those already stored (same participant, stream, time and
-    source; the first of duplicates within the rows wins); return how many rows were new and,
-    where the database returned them, the stored rows with their ids.
-
-    PostgreSQL: COPY into a per-connection temporary table, then one ``INSERT ... SELECT ...
-    ON CONFLICT DO NOTHING`` (no per-row statement parsing: COPY speed, the same checks).
-    SQLite: ``INSERT ... ON CONFLICT DO NOTHING`` as executemany in chunks (one compiled
-    statement; sqlite3 reports the summed row count).
-    """
-    if not rows:
-        return 0, []
-    if session.get_bind().dialect.name == "postgresql":
-        stored = _copy_ignoring_duplicates(session, rows)
-        return len(stored), stored
+def _insert_batch(
+    session: Session,
+    records: Sequence[object],
+    checker: _BatchChecker,
+    sealer: device_batches.BatchSealer,
+    trial_id: int,
+    received_at: datetime.datetime,
+    batch_id: str,
+) -> tuple[int, int]:
+    """SQLite: ``INSERT ... ON CONFLICT DO NOTHING`` as executemany in chunks (one compiled
+    statement; sqlite3 reports the summed row count); return (accepted, inserted)."""
+    rows: list[dict[str, Any]] = []
+    for index, record in enumerate(records):
+        accepted = checker.check(index, record)
+        if accepted is None:
+            continue
+        series, observed_at, value = accepted
+        seal, _ = sealer.seal_and_leaf(0, series.seal, _utc_text(observed_at), repr(value))
+        rows.append({
+            "trial_id": trial_id, "participant_id": series.participant_id,
+            "stream": series.stream.id,
+            "observed_at": observed_at,
+            "value": value, "unit": series.unit, "source": series.source,
+            "received_at": received_at, "batch_id": batch_id, "seal": seal,
+        })  # fmt: skip
     table = cast(Table, DeviceObservation.__table__)
     stmt = sqlite_insert(table).on_conflict_do_nothing(
         index_elements=["participant_id", "stream", "observed_at", "source"]
@@ -318,76 +446,142 @@ def _insert_ignoring_duplicates(
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
         n_inserted += cast("CursorResult[Any]", connection.execute(stmt, chunk)).rowcount
-    return n_inserted, None
+    return len(rows), n_inserted
 
 
-_COPY_COLUMNS = (
-    "trial_id",
-    "participant_id",
-    "stream",
-    "observed_at",
-    "value",
-    "unit",
-    "source",
-    "received_at",
-    "batch_id",
-    "seal",
+_COLUMNS = (
+    "id, trial_id, participant_id, stream, observed_at, value, unit, source, received_at, "
+    "batch_id, seal"
 )
-_STAGING = "device_observation_in"
+_STAGING = "device_observation_incoming"
+_ROWS_PER_WRITE = 500
 
 
-def _copy_ignoring_duplicates(
-    session: Session, rows: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    columns = ", ".join(_COPY_COLUMNS)
-    # the DBAPI connection of the session's transaction: the staging rows, the insert and the
-    # audit event commit or roll back together
+def _copy_batch(
+    session: Session,
+    records: Sequence[object],
+    checker: _BatchChecker,
+    sealer: device_batches.BatchSealer,
+) -> tuple[int, int, dict[str, Any]]:
+    """PostgreSQL: store the good records by COPY; return (accepted, inserted, the batch's
+    details for its audit event).
+
+    Rows are written to the COPY stream as records pass their check, so PostgreSQL parses and
+    indexes them on one core while Python checks the next ones on another. Ids are taken from
+    the table's sequence before (one per record, so each row's Merkle leaf is computed as it is
+    written); a reading repeated within the batch is written once (the first wins).
+
+    The COPY goes straight into ``device_observation`` (the cost of a plain bulk load): a batch
+    of new readings is stored as it is. Readings already stored make that COPY fail on the
+    table's unique key (ON CONFLICT is not available to COPY); it then runs again, from the
+    text already made, into a temporary table followed by one ``INSERT ... SELECT ... ON
+    CONFLICT DO NOTHING``, which stores exactly the new rows, also when another batch stored
+    some of the same readings meanwhile (its COPY waits for that batch's transaction, then
+    fails on the key). Either way the rows, ids and audit details are those of the one
+    ``INSERT ... ON CONFLICT``, which is the specification.
+    """
+    from psycopg.errors import UniqueViolation  # PostgreSQL only (the "postgres" extra)
+
+    # the DBAPI connection of the session's transaction: the rows and the audit event commit or
+    # roll back together
     raw = session.connection().connection.driver_connection
     assert raw is not None
+    chunks: list[bytes] = []
+    written: list[tuple[int, bytes]] = []  # (id, Merkle leaf) of every row written, in id order
     with raw.cursor() as cursor:
+        # the table's own sequence (its column default), one value per record
         cursor.execute(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} ("
-            "n integer NOT NULL, trial_id integer NOT NULL, participant_id integer NOT NULL, "
-            "stream varchar(60) NOT NULL, observed_at timestamp NOT NULL, "
-            "value double precision NOT NULL, unit varchar(30) NOT NULL, "
-            "source varchar(60) NOT NULL, received_at timestamp NOT NULL, "
-            "batch_id varchar(32), seal varchar(80)) ON COMMIT DELETE ROWS"
+            "SELECT nextval('device_observation_id_seq') FROM generate_series(1, %s)",
+            (len(records),),
         )
-        with cursor.copy(f"COPY {_STAGING} (n, {columns}) FROM STDIN") as copy:
-            for n, row in enumerate(rows):
-                copy.write_row(
-                    (
-                        n,
-                        row["trial_id"],
-                        row["participant_id"],
-                        row["stream"],
-                        _naive_utc(row["observed_at"]),
-                        row["value"],
-                        row["unit"],
-                        row["source"],
-                        _naive_utc(row["received_at"]),
-                        row["batch_id"],
-                        row["seal"],
-                    )
-                )
-        cursor.execute(
-            f"INSERT INTO device_observation ({columns}) "
-            f"SELECT {columns} FROM {_STAGING} ORDER BY n "
-            "ON CONFLICT (participant_id, stream, observed_at, source) DO NOTHING "
-            "RETURNING id, participant_id, stream, observed_at, source"
-        )
-        returned = cursor.fetchall()
-        cursor.execute(f"TRUNCATE {_STAGING}")
-    first: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in rows:
-        key = (row["participant_id"], row["stream"], _naive_utc(row["observed_at"]), row["source"])
-        first.setdefault(key, row)
-    # the stored rows as the database holds them (a double precision value reads as a float)
-    return [
-        {**first[(pid, stream, at, source)], "id": row_id,
-         "value": float(first[(pid, stream, at, source)]["value"])}
-        for row_id, pid, stream, at, source in returned
-    ]  # fmt: skip
+        ids = sorted(row_id for (row_id,) in cursor.fetchall())
+        cursor.execute("SAVEPOINT device_copy")
+        try:
+            with cursor.copy(f"COPY device_observation ({_COLUMNS}) FROM STDIN") as copy:
+                n_accepted = _write_rows(copy.write, records, checker, sealer, ids, chunks,
+                                         written)  # fmt: skip
+        except UniqueViolation:
+            # a reading already stored (any other key, e.g. an id the sequence gave twice,
+            # fails the INSERT below the same way)
+            cursor.execute("ROLLBACK TO SAVEPOINT device_copy")
+            stored = _insert_new_rows(cursor, chunks)
+            written = [(row_id, leaf) for row_id, leaf in written if row_id in stored]
+        else:
+            cursor.execute("RELEASE SAVEPOINT device_copy")
+    details = device_batches.details(
+        checker.batch_id, [row_id for row_id, _ in written], [leaf for _, leaf in written]
+    )
+    return n_accepted, len(written), details
+
+
+def _write_rows(
+    write: Callable[[bytes], None],
+    records: Sequence[object],
+    checker: _BatchChecker,
+    sealer: device_batches.BatchSealer,
+    ids: list[int],
+    chunks: list[bytes],
+    written: list[tuple[int, bytes]],
+) -> int:
+    """Check every record and write the good ones (COPY text format) in chunks; return how
+    many records were good (repeats within the batch included)."""
+    seen: set[tuple[_Series, str]] = set()
+    lines: list[str] = []
+    n_accepted = 0
+    for index, record in enumerate(records):
+        accepted = checker.check(index, record)
+        if accepted is None:
+            continue
+        n_accepted += 1
+        series, observed_at, number = accepted
+        at = _utc_text(observed_at)
+        if (series, at) in seen:
+            continue
+        seen.add((series, at))
+        row_id = ids[len(written)]
+        value = repr(number)  # the float's JSON and COPY text
+        seal, leaf = sealer.seal_and_leaf(row_id, series.seal, at, value)
+        written.append((row_id, leaf))
+        lines.append(f"{row_id}{series.copy_head}{at}\t{value}{series.copy_tail}{seal}\n")
+        if len(lines) == _ROWS_PER_WRITE:
+            chunks.append("".join(lines).encode())
+            write(chunks[-1])
+            lines.clear()
+    if lines:
+        chunks.append("".join(lines).encode())
+        write(chunks[-1])
+    return n_accepted
+
+
+def _insert_new_rows(cursor: Any, chunks: list[bytes]) -> set[int]:
+    """COPY the rows into a temporary table, insert those whose reading is not stored yet;
+    return their ids."""
+    cursor.execute(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} ("
+        "id integer NOT NULL, trial_id integer NOT NULL, participant_id integer NOT NULL, "
+        "stream varchar(60) NOT NULL, observed_at timestamp NOT NULL, "
+        "value double precision NOT NULL, unit varchar(30) NOT NULL, "
+        "source varchar(60) NOT NULL, received_at timestamp NOT NULL, "
+        "batch_id varchar(32), seal varchar(80)) ON COMMIT DELETE ROWS"
+    )
+    with cursor.copy(f"COPY {_STAGING} ({_COLUMNS}) FROM STDIN") as copy:
+        for chunk in chunks:
+            copy.write(chunk)
+    cursor.execute(
+        f"INSERT INTO device_observation ({_COLUMNS}) "
+        f"SELECT {_COLUMNS} FROM {_STAGING} ORDER BY id "
+        "ON CONFLICT (participant_id, stream, observed_at, source) DO NOTHING "
+        "RETURNING id"
+    )
+    stored = {row_id for (row_id,) in cursor.fetchall()}
+    cursor.execute(f"TRUNCATE {_STAGING}")
+    return stored
+
+
+def _utc_text(moment: datetime.datetime) -> str:
+    """The naive ISO form, microseconds included, of a UTC time of years 1900-2199 (what the
+    seal, the leaf and COPY take): its aware form less the "+00:00"."""
+    return moment.isoformat(timespec="microseconds")[:26]
 
 
 def _naive_utc(value: datetime.datetime) -> datetime.datetime:

@@ -118,3 +118,82 @@ def test_ensure_partitions_refuses_an_unpartitioned_table(app: Flask, backend: s
                 ensure_partitions(connection, today=TODAY, ahead=1)
         finally:
             connection.rollback()  # the temporary table goes with the transaction
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_aud_05_dba_moving_or_editing_readings_across_partitions_is_detected(
+    client: FlaskClient,
+) -> None:
+    """AUD-05 against a DBA who works on the monthly partitions themselves: a reading moved to
+    another month (UPDATE of observed_at, or DELETE then INSERT into another partition), edited
+    in place in its partition, copied into the default partition, two readings' months swapped,
+    or a month's partition detached, is reported by the device batch check, naming the row."""
+    from tests.dtx_trials.trust_helpers import problems_after
+
+    staff = load_trial(client)
+    subject = enrolled_mci_participant(client, staff)
+    last_month = TODAY.replace(day=1) - datetime.timedelta(days=1)
+    batch = [minutes(subject, TODAY, 30), minutes(subject, last_month, 40),
+             minutes(subject, TODAY - datetime.timedelta(days=1), 50)]  # fmt: skip
+    assert post(client, staff, batch).get_json()["accepted"] == 3
+    db.session.remove()
+    _partition_months_of_the_batch()
+    rows = placement()
+    this_id, last_id = min(rows), min(rows) + 1
+    this_part = rows[this_id]
+    assert this_part == partition_name(TODAY) and rows[last_id] != this_part
+    assert problems_after(lambda conn: None) == []
+
+    def run(*sql: str) -> Callable[[Any], None]:
+        return lambda conn: [conn.execute(text(s)) for s in sql] and None
+
+    columns = ("id, trial_id, participant_id, stream, observed_at, value, unit, source, "
+               "received_at, batch_id, seal")
+    attacks = {
+        "observed_at moved a month back (row moves partition)": (run(
+            f"UPDATE device_observation SET observed_at = observed_at - interval '31 days' "
+            f"WHERE id = {this_id}"), f"id={this_id}: observed_at changed"),
+        "deleted, inserted into another month's partition": (run(
+            f"CREATE TEMP TABLE moved ON COMMIT DROP AS SELECT * FROM {this_part} "
+            f"WHERE id = {this_id}",
+            f"DELETE FROM {this_part} WHERE id = {this_id}",
+            "UPDATE moved SET observed_at = observed_at - interval '31 days'",
+            f"INSERT INTO {rows[last_id]} ({columns}) SELECT {columns} FROM moved"),
+            f"id={this_id}: observed_at changed"),
+        "value edited in its partition": (run(
+            f"UPDATE {this_part} SET value = 31 WHERE id = {this_id}"),
+            f"id={this_id}: value changed"),
+        "a copy planted in the default partition (a month without one)": (run(
+            f"INSERT INTO {DEFAULT} ({columns}) SELECT "
+            + columns.replace("id,", "-id,", 1).replace(
+                "observed_at", "observed_at - interval '5 years'")
+            + f" FROM device_observation WHERE id = {last_id}"),
+            f"id(s) -{last_id}: inserted into batch"),
+        "two readings' times swapped across partitions": (run(
+            "CREATE TEMP TABLE was ON COMMIT DROP AS SELECT id, observed_at "
+            f"FROM device_observation WHERE id IN ({this_id}, {last_id})",
+            "UPDATE device_observation SET observed_at = observed_at - interval '50 years' "
+            f"WHERE id = {this_id}",  # parked in the default partition, off the unique key
+            "UPDATE device_observation SET observed_at = "
+            f"(SELECT observed_at FROM was WHERE id = {this_id}) WHERE id = {last_id}",
+            "UPDATE device_observation SET observed_at = "
+            f"(SELECT observed_at FROM was WHERE id = {last_id}) WHERE id = {this_id}"),
+            f"id={last_id}: observed_at changed"),
+        "this month's partition detached": (run(
+            f"ALTER TABLE device_observation DETACH PARTITION {this_part}"),
+            "deleted from batch"),
+    }  # fmt: skip
+    missed = []
+    for name, (attack, must_name) in attacks.items():
+        found = "\n".join(p.message for p in problems_after(attack))
+        if must_name not in found:
+            missed.append(f"{name}: expected {must_name!r} in {found[:300]!r}")
+    assert not missed, "\n".join(missed)
+    assert problems_after(lambda conn: None) == []  # every attack was rolled back
+
+
+def _partition_months_of_the_batch() -> None:
+    """Last month's reading moves from the default partition into its own month's."""
+    with db.engine.begin() as connection:
+        ensure_partitions(connection, today=TODAY, ahead=1,
+                          also=[TODAY.replace(day=1) - datetime.timedelta(days=1)])  # fmt: skip

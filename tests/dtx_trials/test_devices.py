@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import random
 from typing import Any
 
 import pytest
@@ -383,3 +384,135 @@ def test_default_window_and_condition_over_form_data(client: FlaskClient) -> Non
         db.session, staff.trial, with_rule("[moca_total] > 25"), today=local_today
     )[subject]
     assert unmet.streams[0].condition_met is False and not unmet.is_adherent
+
+
+def test_a_resent_batch_with_new_readings_stores_only_the_new_ones(
+    client: FlaskClient, staff_and_subject: tuple[TrialStaff, str]
+) -> None:
+    """A batch that repeats stored readings (PostgreSQL: the direct COPY fails on the unique
+    key and the batch goes through the staging table) stores exactly its new readings, the
+    first of a reading repeated within the batch, and the audit event covers those rows."""
+    staff, subject = staff_and_subject
+    days = [TODAY - datetime.timedelta(days=d) for d in range(1, 6)]
+    first = post(client, staff, [minutes(subject, day, 10) for day in days[:3]]).get_json()
+    assert (first["accepted"], first["duplicates"]) == (3, 0)
+    second = [
+        minutes(subject, days[0], 99),  # stored already (another value: still the same reading)
+        minutes(subject, days[3], 20),  # new
+        minutes(subject, days[3], 21),  # the same reading again within the batch
+        minutes(subject, days[2], 10),  # stored already
+        minutes(subject, days[4], 30, source=" cogtrain-android-2.3 "),  # new (source trimmed)
+    ]
+    assert post(client, staff, second).get_json() == {
+        "accepted": 2, "duplicates": 3, "rejected": 0, "errors": []
+    }  # fmt: skip
+    stored = db.session.scalars(select(DeviceObservation).order_by(DeviceObservation.id)).all()
+    assert [(o.observed_at.date(), o.value) for o in stored] == [
+        (days[0], 10.0), (days[1], 10.0), (days[2], 10.0), (days[3], 20.0), (days[4], 30.0)
+    ]  # fmt: skip
+    event = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "device.ingest").order_by(AuditEvent.seq)
+    ).all()[-1]
+    details = {c["field"]: c["new"] for c in event.changes}
+    assert details["ids"] == device_batches.id_ranges(o.id for o in stored[3:])
+    assert (details["n_accepted"], details["n_duplicates"]) == (2, 3)
+    assert check_integrity(db.session).ok
+
+
+def test_batch_sealer_writes_what_the_verifier_recomputes(app: Any) -> None:
+    """The seals and leaves the ingest formats per series are `column_tags` and `leaf`."""
+    texts = st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12
+    )
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.integers(1, 2**31 - 1), st.integers(1, 2**31 - 1), texts, texts, texts,
+        st.datetimes(datetime.datetime(1900, 1, 1), datetime.datetime(2199, 12, 31)),
+        st.floats(allow_nan=False, allow_infinity=False), st.integers(1, 2**31 - 1),
+    )  # fmt: skip
+    def same(
+        trial_id: int, participant_id: int, stream: str, unit: str, source: str,
+        observed_at: datetime.datetime, value: float, row_id: int,
+    ) -> None:  # fmt: skip
+        received_at = datetime.datetime(2026, 12, 5, 9, 30, 1, 5, tzinfo=datetime.UTC)
+        sealer = device_batches.BatchSealer(trial_id, received_at, "b" * 32)
+        series = sealer.series(participant_id, stream, unit, source)
+        seal, leaf = sealer.seal_and_leaf(
+            row_id, series, observed_at.isoformat(timespec="microseconds"), repr(value)
+        )
+        row = {
+            "id": row_id, "trial_id": trial_id, "participant_id": participant_id,
+            "stream": stream, "observed_at": observed_at.replace(tzinfo=datetime.UTC),
+            "value": value, "unit": unit, "source": source, "received_at": received_at,
+            "batch_id": "b" * 32,
+        }  # fmt: skip
+        assert seal == device_batches.column_tags(row)
+        assert leaf == device_batches.leaf({**row, "seal": seal})
+
+    with app.app_context():
+        same()
+
+
+def test_known_series_shortcut_accepts_and_rejects_as_every_rule_does(
+    client: FlaskClient, staff_and_subject: tuple[TrialStaff, str]
+) -> None:
+    """A record whose subject, stream, unit and source repeat an accepted record's is checked
+    for its time and value only; the outcome is that of checking it against every rule."""
+    from dtx_trials.services import devices
+    from dtx_trials.services.access import Actor, Grant
+    from dtx_trials.services.trials import get_trial
+
+    _, subject = staff_and_subject
+    now = datetime.datetime.now(datetime.UTC)
+    # mostly good records, so that series repeat and the shortcut meets bad times and values
+    rng = random.Random(21)
+
+    def pick(good: list[Any], bad: list[Any]) -> Any:
+        return rng.choice(good) if rng.random() < 0.8 else rng.choice(bad)
+
+    def record() -> dict[str, Any]:
+        offset = datetime.timezone(datetime.timedelta(minutes=rng.randrange(-14 * 60, 14 * 60)))
+        moment = datetime.datetime(2026, 1, 1, tzinfo=offset) + datetime.timedelta(
+            seconds=rng.randrange(10**7), microseconds=rng.randrange(10**6)
+        )
+        fields: dict[str, Any] = {
+            "subject": pick([subject], [f" {subject}", "BJ01-0099", 7]),
+            "stream": pick(["training_minutes"], ["training_minutes ", "steps", None]),
+            "time": pick([moment.isoformat()], [
+                (now + datetime.timedelta(minutes=4)).isoformat(),
+                (now + datetime.timedelta(minutes=6)).isoformat(), "2026-01-01T12:00:00",
+                "yesterday", "0001-01-01T00:00:00+14:00", "2200-01-01T00:00:00+00:00", 5]),
+            "value": pick([rng.randint(0, 240), rng.uniform(0, 240)], [
+                -1, 241, 240.0000001, -0.0, 1e300, True, None, "30", 10**400, float("inf")]),
+            "unit": pick(["min"], ["h", " min", ""]),
+            "source": pick(["a", "b"], [" a", "", "x" * 61]),
+        }  # fmt: skip
+        if rng.random() < 0.05:
+            fields["extra"] = 1
+        return fields
+
+    cli = Actor(user_id=None, username="cli", printed_name="cli", via="cli", is_superuser=True)
+    trial = get_trial(db.session, cli, MCI_CODE)
+    actor = Actor(user_id=None, username="dm", printed_name="DM",
+                  grants=(Grant(trial.id, None, "data_manager"),))  # fmt: skip
+
+    def outcome(use_shortcut: bool, batch: list[Any]) -> Any:
+        sealer = device_batches.BatchSealer(trial.id, now, "b" * 32)
+        checker = devices._BatchChecker(db.session, actor, trial, now, sealer, "r", "b" * 32)
+        check = checker.check if use_shortcut else checker._problems
+        accepted = [check(i, r) for i, r in enumerate(batch)]
+        return (
+            [None if a is None else (a[0].participant_id, a[0].stream.id, a[0].unit,
+                                     a[0].source, a[1], a[2]) for a in accepted],
+            checker.errors, checker.n_rejected,
+        )  # fmt: skip
+
+    n_accepted = 0
+    for _ in range(10):
+        batch = [record() for _ in range(200)]
+        checked = outcome(False, batch)
+        assert outcome(True, batch) == checked
+        n_accepted += sum(a is not None for a in checked[0])
+    assert n_accepted > 200  # and most of them took the shortcut
+    db.session.rollback()
