@@ -26,9 +26,16 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.intercurrent import PRECEDENCE, EventOccurrence, detect_events, governing_event
+from analysis.intercurrent import (
+    PRECEDENCE,
+    Evaluators,
+    EventOccurrence,
+    detect_events,
+    evaluator,
+    governing_event,
+)
 from analysis.results import AnalysisError
-from ecrf.expressions import ExpressionError, evaluate, truthy
+from ecrf.expressions import ExpressionError, MemoEvaluator, truthy
 from protocols.model import BINARY_MODELS, SURVIVAL_MODELS, Endpoint, Protocol, StratumLevel
 
 POPULATIONS = ("itt", "fas", "per_protocol", "safety", "completers")
@@ -133,13 +140,31 @@ def _baseline_values(data: TrialData, subject: SubjectData) -> dict[str, object]
     return merged
 
 
+def _evaluators(data: TrialData) -> Evaluators:
+    """The data set's expression evaluators by text (`MemoEvaluator`: each protocol rule is
+    evaluated once per distinct input over all subjects and visits; not a field)."""
+    found: Evaluators | None = data.__dict__.get("_evaluators")
+    if found is None:
+        found = {}
+        object.__setattr__(data, "_evaluators", found)
+    return found
+
+
+def _rule(data: TrialData, text: str) -> MemoEvaluator:
+    return evaluator(_evaluators(data), text)
+
+
 def classify(
-    levels: Sequence[StratumLevel], values: Values, visits: Mapping[str, Values] | None = None
+    levels: Sequence[StratumLevel], values: Values, visits: Mapping[str, Values] | None = None,
+    evaluators: Evaluators | None = None,
 ) -> str | None:
     """Return the first level whose rule holds (or the `otherwise` level)."""
     for level in levels:
         try:
-            if level.is_otherwise or truthy(evaluate(level.when or "", values, visits=visits)):
+            if level.is_otherwise or truthy(
+                evaluator({} if evaluators is None else evaluators, level.when or "")(
+                    values, visits)
+            ):
                 return level.code
         except ExpressionError:
             return None
@@ -176,6 +201,7 @@ def _detect_subject_events(data: TrialData, subject: SubjectData) -> dict[str, E
         withdrawn_on=subject.withdrawn_on,
         withdrawal_reason=subject.withdrawal_reason,
         cutoff_on=data.cutoff_on,
+        evaluators=_evaluators(data),
     )
 
 
@@ -216,7 +242,9 @@ def _subject_row(data: TrialData, subject: SubjectData, endpoint: Endpoint) -> d
     for covariate in _covariate_columns(endpoint):
         row[covariate] = _number(base.get(covariate))
     for subgroup in endpoint.analysis.subgroups:
-        row[f"subgroup_{subgroup.id}"] = classify(subgroup.levels, base)
+        row[f"subgroup_{subgroup.id}"] = classify(
+            subgroup.levels, base, evaluators=_evaluators(data)
+        )
     return row
 
 
@@ -363,7 +391,7 @@ def _derive_subject_rows(
             if eye is not None:
                 row["eye"] = eye
             if binary:
-                row["response"] = _response(endpoint, field_id, values, visits)
+                row["response"] = _response(data, endpoint, field_id, values, visits)
             if row["ice_action"] == "composite" and governing is not None:
                 composite = governing[0].composite_value
                 row[outcome] = composite
@@ -392,7 +420,8 @@ def _truncated_counts(
 
 
 def _response(
-    endpoint: Endpoint, field_id: str, values: Values, visits: Mapping[str, Values]
+    data: TrialData, endpoint: Endpoint, field_id: str, values: Values,
+    visits: Mapping[str, Values],
 ) -> float | None:
     """1 for a responder, 0 for a non-responder, None when the outcome is missing."""
     if not values or values.get(field_id) in (None, "") or isinstance(values.get(field_id), dict):
@@ -400,7 +429,7 @@ def _response(
     rule = endpoint.analysis.responder_if
     if rule is None:
         return 1.0 if str(values.get(field_id)) == "1" else 0.0
-    result = evaluate(rule, values, visits=visits)
+    result = _rule(data, rule)(values, visits)
     return None if result is None else (1.0 if truthy(result) else 0.0)
 
 
@@ -411,7 +440,14 @@ def _time_to_event(
     visits: Mapping[str, Values],
     events: Mapping[str, EventOccurrence] | None = None,
 ) -> dict[str, object]:
-    observed = _observed_time_to_event(data, subject, endpoint, visits)
+    """The subject's time and event (``visits``: `visible_visits`), the estimand applied."""
+    spec = endpoint.analysis
+    memo, key = _memo(data, "_observed_cache", (subject,))
+    key = (key, spec.event_if, spec.event_date_field)  # the only inputs besides the subject
+    observed = _recall(memo, key, (subject,))
+    if observed is None:  # endpoints sharing the event rule (KM, Cox) share the search
+        observed = _observed_time_to_event(data, subject, endpoint, visits)
+        memo[key] = ((subject,), observed)
     start = subject.randomized_on
     out: dict[str, object] = {**observed, "ice_event": None, "ice_strategy": None,
                               "ice_action": None}
@@ -445,9 +481,10 @@ def _observed_time_to_event(
     start = subject.randomized_on
     if start is None:
         return {"time": None, "event": None}
+    event_if = _rule(data, spec.event_if) if spec.event_if else None
     for visit in [v.id for v in data.protocol.schedule.visits] + list(visits):
         values = visits.get(visit, {})
-        if values and spec.event_if and truthy(evaluate(spec.event_if, values, visits=visits)):
+        if values and event_if is not None and truthy(event_if(values, visits)):
             when = values.get(spec.event_date_field or "")
             event_on = (
                 datetime.date.fromisoformat(when)
