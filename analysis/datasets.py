@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,12 +96,15 @@ def _memo(data: TrialData, name: str, owners: tuple[object, ...]) -> tuple[dict[
     if memo is None:
         memo = {}
         object.__setattr__(data, name, memo)
-    return memo, tuple(id(o) for o in owners)
+    return memo, tuple(map(id, owners))
 
 
 def _recall(memo: Mapping[Any, Any], key: Any, owners: tuple[object, ...]) -> Any:
     hit = memo.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0], owners, strict=True)):
+    if hit is None:
+        return None
+    held = hit[0]
+    if len(held) == len(owners) and all(map(operator.is_, held, owners)):
         return hit[1]
     return None
 
