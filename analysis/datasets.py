@@ -21,9 +21,9 @@ from __future__ import annotations
 import datetime
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -39,6 +39,7 @@ from analysis.results import AnalysisError
 from ecrf.expressions import ExpressionError, MemoEvaluator, truthy
 from protocols.model import BINARY_MODELS, SURVIVAL_MODELS, Endpoint, Protocol, StratumLevel
 
+_T = TypeVar("_T")
 POPULATIONS = ("itt", "fas", "per_protocol", "safety", "completers")
 Values = Mapping[str, object]
 
@@ -109,6 +110,36 @@ def _recall(memo: Mapping[Any, Any], key: Any, owners: tuple[object, ...]) -> An
     return None
 
 
+def _per_subject(
+    data: TrialData, name: str, subject: SubjectData,
+    compute: Callable[[TrialData, SubjectData], _T],
+) -> _T:
+    """Return ``compute(data, subject)`` memoised on the data set by subject identity, shared
+    and never modified: the module's own readers take it as is (the public functions copy)."""
+    memo: dict[int, tuple[SubjectData, _T]] | None = data.__dict__.get(name)
+    if memo is None:
+        memo = {}
+        object.__setattr__(data, name, memo)  # not a field: eq and repr unchanged
+    hit = memo.get(id(subject))
+    if hit is not None and hit[0] is subject:  # the memo holds the subject: ids never reused
+        return hit[1]
+    value = compute(data, subject)
+    memo[id(subject)] = (subject, value)
+    return value
+
+
+def _visits_view(data: TrialData, subject: SubjectData) -> dict[str, Values]:
+    return _per_subject(data, "_visits_cache", subject, visible_visits)
+
+
+def _baseline_view(data: TrialData, subject: SubjectData) -> dict[str, object]:
+    return _per_subject(data, "_baseline_cache", subject, _baseline_values)
+
+
+def _events_view(data: TrialData, subject: SubjectData) -> dict[str, EventOccurrence]:
+    return _per_subject(data, "_events_cache", subject, _detect_subject_events)
+
+
 def visible_visits(data: TrialData, subject: SubjectData) -> dict[str, Values]:
     """The subject's visits on or before the cut-off (visits without a date are kept)."""
     if data.cutoff_on is None:
@@ -123,16 +154,11 @@ def visible_visits(data: TrialData, subject: SubjectData) -> dict[str, Values]:
 def baseline_values(data: TrialData, subject: SubjectData) -> dict[str, object]:
     """Values known before treatment: visits anchored before randomization, then the rest
     in schedule order for fields not seen yet (first non-blank value wins). Memoised."""
-    memo, key = _memo(data, "_baseline_cache", (subject,))
-    hit = _recall(memo, key, (subject,))
-    if hit is None:
-        hit = _baseline_values(data, subject)
-        memo[key] = ((subject,), hit)
-    return dict(hit)
+    return dict(_baseline_view(data, subject))
 
 
 def _baseline_values(data: TrialData, subject: SubjectData) -> dict[str, object]:
-    visits = visible_visits(data, subject)
+    visits = _visits_view(data, subject)
     order = [
         v.id for v in data.protocol.schedule.visits if v.anchor != "randomization" or v.day <= 0
     ]
@@ -179,25 +205,14 @@ def subject_events(data: TrialData, subject: SubjectData) -> dict[str, EventOccu
     """Return the subject's intercurrent events found in the data visible at the cut-off.
 
     Memoised per data set and subject (both immutable): every endpoint, population and
-    sensitivity analysis asks again, and device-inactivity detection walks every day."""
-    cache: dict[int, tuple[SubjectData, dict[str, EventOccurrence]]] | None = data.__dict__.get(
-        "_events_cache"
-    )
-    if cache is None:
-        cache = {}
-        object.__setattr__(data, "_events_cache", cache)  # not a field: eq and repr unchanged
-    hit = cache.get(id(subject))
-    if hit is not None and hit[0] is subject:  # the cache holds the subject: ids never reused
-        return dict(hit[1])
-    events = _detect_subject_events(data, subject)
-    cache[id(subject)] = (subject, events)
-    return dict(events)
+    sensitivity analysis asks again."""
+    return dict(_events_view(data, subject))
 
 
 def _detect_subject_events(data: TrialData, subject: SubjectData) -> dict[str, EventOccurrence]:
     return detect_events(
         data.protocol,
-        visits=visible_visits(data, subject),
+        visits=_visits_view(data, subject),
         visit_dates=subject.visit_dates,
         repeats=subject.repeats,
         device_days=subject.device_days,
@@ -226,7 +241,7 @@ def in_population(
             and (subject.withdrawn_on is None)
         )
     visits = endpoint.analysis.visits if endpoint else ()
-    seen = visible_visits(data, subject)
+    seen = _visits_view(data, subject)
     return all(v in seen for v in visits)
 
 
@@ -239,7 +254,7 @@ def _strata_columns(endpoint: Endpoint) -> list[str]:
 
 
 def _subject_row(data: TrialData, subject: SubjectData, endpoint: Endpoint) -> dict[str, object]:
-    base = baseline_values(data, subject)
+    base = _baseline_view(data, subject)
     row: dict[str, object] = {"subject": subject.subject, "site": subject.site, "arm": subject.arm}
     for factor in _strata_columns(endpoint):
         row[factor] = subject.site if factor == "site" else subject.strata.get(factor)
@@ -256,10 +271,10 @@ def _baseline(
     data: TrialData, subject: SubjectData, endpoint: Endpoint, field_id: str
 ) -> float | None:
     spec = endpoint.analysis
-    visits = visible_visits(data, subject)
+    visits = _visits_view(data, subject)
     if spec.baseline_visit:
         return _number(visits.get(spec.baseline_visit, {}).get(spec.baseline_field or field_id))
-    return _number(baseline_values(data, subject).get(spec.baseline_field or field_id))
+    return _number(_baseline_view(data, subject).get(spec.baseline_field or field_id))
 
 
 def _assessed_on(
@@ -346,11 +361,11 @@ def _derive_subject_rows(
     outcome = "response" if binary else ("change" if spec.change_from_baseline else "value")
     rows: list[dict[str, object]] = []
     common = _subject_row(data, subject, endpoint)
-    events = subject_events(data, subject) if named else {}
+    events = _events_view(data, subject) if named else {}
     for event_id in named:
         common[f"ice_{event_id}"] = events[event_id].on.isoformat() if event_id in events \
             else None
-    visits = visible_visits(data, subject)
+    visits = _visits_view(data, subject)
     if spec.model in SURVIVAL_MODELS:
         return [{**common, **_time_to_event(data, subject, endpoint, visits, events)}]
     fields = spec.outcome_fields if spec.model == "gee_per_eye" else spec.outcome_fields[:1]
