@@ -1102,7 +1102,7 @@ def _exposure(data: TrialData, randomized: Sequence[SubjectData]) -> list[dict[s
                     "arm": s.arm,
                     "stream": stream.id,
                     "days": len(values),
-                    "days_used": sum(1 for v in values if v > 0),
+                    "days_used": len([v for v in values if v > 0]),
                     "mean_per_day": sum(values) / len(values),
                     "adherent": s.adherent,
                 }
