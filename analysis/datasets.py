@@ -20,17 +20,26 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
-from analysis.intercurrent import PRECEDENCE, EventOccurrence, detect_events, governing_event
+from analysis.intercurrent import (
+    PRECEDENCE,
+    Evaluators,
+    EventOccurrence,
+    detect_events,
+    evaluator,
+    governing_event,
+)
 from analysis.results import AnalysisError
-from ecrf.expressions import ExpressionError, evaluate, truthy
+from ecrf.expressions import ExpressionError, MemoEvaluator, truthy
 from protocols.model import BINARY_MODELS, SURVIVAL_MODELS, Endpoint, Protocol, StratumLevel
 
+_T = TypeVar("_T")
 POPULATIONS = ("itt", "fas", "per_protocol", "safety", "completers")
 Values = Mapping[str, object]
 
@@ -88,14 +97,47 @@ def _memo(data: TrialData, name: str, owners: tuple[object, ...]) -> tuple[dict[
     if memo is None:
         memo = {}
         object.__setattr__(data, name, memo)
-    return memo, tuple(id(o) for o in owners)
+    return memo, tuple(map(id, owners))
 
 
 def _recall(memo: Mapping[Any, Any], key: Any, owners: tuple[object, ...]) -> Any:
     hit = memo.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0], owners, strict=True)):
+    if hit is None:
+        return None
+    held = hit[0]
+    if len(held) == len(owners) and all(map(operator.is_, held, owners)):
         return hit[1]
     return None
+
+
+def _per_subject(
+    data: TrialData, name: str, subject: SubjectData,
+    compute: Callable[[TrialData, SubjectData], _T],
+) -> _T:
+    """Return ``compute(data, subject)`` memoised on the data set by subject identity, shared
+    and never modified: the module's own readers take it as is (the public functions copy)."""
+    memo: dict[int, tuple[SubjectData, _T]] | None = data.__dict__.get(name)
+    if memo is None:
+        memo = {}
+        object.__setattr__(data, name, memo)  # not a field: eq and repr unchanged
+    hit = memo.get(id(subject))
+    if hit is not None and hit[0] is subject:  # the memo holds the subject: ids never reused
+        return hit[1]
+    value = compute(data, subject)
+    memo[id(subject)] = (subject, value)
+    return value
+
+
+def _visits_view(data: TrialData, subject: SubjectData) -> dict[str, Values]:
+    return _per_subject(data, "_visits_cache", subject, visible_visits)
+
+
+def _baseline_view(data: TrialData, subject: SubjectData) -> dict[str, object]:
+    return _per_subject(data, "_baseline_cache", subject, _baseline_values)
+
+
+def _events_view(data: TrialData, subject: SubjectData) -> dict[str, EventOccurrence]:
+    return _per_subject(data, "_events_cache", subject, _detect_subject_events)
 
 
 def visible_visits(data: TrialData, subject: SubjectData) -> dict[str, Values]:
@@ -112,16 +154,11 @@ def visible_visits(data: TrialData, subject: SubjectData) -> dict[str, Values]:
 def baseline_values(data: TrialData, subject: SubjectData) -> dict[str, object]:
     """Values known before treatment: visits anchored before randomization, then the rest
     in schedule order for fields not seen yet (first non-blank value wins). Memoised."""
-    memo, key = _memo(data, "_baseline_cache", (subject,))
-    hit = _recall(memo, key, (subject,))
-    if hit is None:
-        hit = _baseline_values(data, subject)
-        memo[key] = ((subject,), hit)
-    return dict(hit)
+    return dict(_baseline_view(data, subject))
 
 
 def _baseline_values(data: TrialData, subject: SubjectData) -> dict[str, object]:
-    visits = visible_visits(data, subject)
+    visits = _visits_view(data, subject)
     order = [
         v.id for v in data.protocol.schedule.visits if v.anchor != "randomization" or v.day <= 0
     ]
@@ -133,13 +170,31 @@ def _baseline_values(data: TrialData, subject: SubjectData) -> dict[str, object]
     return merged
 
 
+def _evaluators(data: TrialData) -> Evaluators:
+    """The data set's expression evaluators by text (`MemoEvaluator`: each protocol rule is
+    evaluated once per distinct input over all subjects and visits; not a field)."""
+    found: Evaluators | None = data.__dict__.get("_evaluators")
+    if found is None:
+        found = {}
+        object.__setattr__(data, "_evaluators", found)
+    return found
+
+
+def _rule(data: TrialData, text: str) -> MemoEvaluator:
+    return evaluator(_evaluators(data), text)
+
+
 def classify(
-    levels: Sequence[StratumLevel], values: Values, visits: Mapping[str, Values] | None = None
+    levels: Sequence[StratumLevel], values: Values, visits: Mapping[str, Values] | None = None,
+    evaluators: Evaluators | None = None,
 ) -> str | None:
     """Return the first level whose rule holds (or the `otherwise` level)."""
     for level in levels:
         try:
-            if level.is_otherwise or truthy(evaluate(level.when or "", values, visits=visits)):
+            if level.is_otherwise or truthy(
+                evaluator({} if evaluators is None else evaluators, level.when or "")(
+                    values, visits)
+            ):
                 return level.code
         except ExpressionError:
             return None
@@ -150,25 +205,14 @@ def subject_events(data: TrialData, subject: SubjectData) -> dict[str, EventOccu
     """Return the subject's intercurrent events found in the data visible at the cut-off.
 
     Memoised per data set and subject (both immutable): every endpoint, population and
-    sensitivity analysis asks again, and device-inactivity detection walks every day."""
-    cache: dict[int, tuple[SubjectData, dict[str, EventOccurrence]]] | None = data.__dict__.get(
-        "_events_cache"
-    )
-    if cache is None:
-        cache = {}
-        object.__setattr__(data, "_events_cache", cache)  # not a field: eq and repr unchanged
-    hit = cache.get(id(subject))
-    if hit is not None and hit[0] is subject:  # the cache holds the subject: ids never reused
-        return dict(hit[1])
-    events = _detect_subject_events(data, subject)
-    cache[id(subject)] = (subject, events)
-    return dict(events)
+    sensitivity analysis asks again."""
+    return dict(_events_view(data, subject))
 
 
 def _detect_subject_events(data: TrialData, subject: SubjectData) -> dict[str, EventOccurrence]:
     return detect_events(
         data.protocol,
-        visits=visible_visits(data, subject),
+        visits=_visits_view(data, subject),
         visit_dates=subject.visit_dates,
         repeats=subject.repeats,
         device_days=subject.device_days,
@@ -176,6 +220,7 @@ def _detect_subject_events(data: TrialData, subject: SubjectData) -> dict[str, E
         withdrawn_on=subject.withdrawn_on,
         withdrawal_reason=subject.withdrawal_reason,
         cutoff_on=data.cutoff_on,
+        evaluators=_evaluators(data),
     )
 
 
@@ -196,7 +241,7 @@ def in_population(
             and (subject.withdrawn_on is None)
         )
     visits = endpoint.analysis.visits if endpoint else ()
-    seen = visible_visits(data, subject)
+    seen = _visits_view(data, subject)
     return all(v in seen for v in visits)
 
 
@@ -209,14 +254,16 @@ def _strata_columns(endpoint: Endpoint) -> list[str]:
 
 
 def _subject_row(data: TrialData, subject: SubjectData, endpoint: Endpoint) -> dict[str, object]:
-    base = baseline_values(data, subject)
+    base = _baseline_view(data, subject)
     row: dict[str, object] = {"subject": subject.subject, "site": subject.site, "arm": subject.arm}
     for factor in _strata_columns(endpoint):
         row[factor] = subject.site if factor == "site" else subject.strata.get(factor)
     for covariate in _covariate_columns(endpoint):
         row[covariate] = _number(base.get(covariate))
     for subgroup in endpoint.analysis.subgroups:
-        row[f"subgroup_{subgroup.id}"] = classify(subgroup.levels, base)
+        row[f"subgroup_{subgroup.id}"] = classify(
+            subgroup.levels, base, evaluators=_evaluators(data)
+        )
     return row
 
 
@@ -224,10 +271,10 @@ def _baseline(
     data: TrialData, subject: SubjectData, endpoint: Endpoint, field_id: str
 ) -> float | None:
     spec = endpoint.analysis
-    visits = visible_visits(data, subject)
+    visits = _visits_view(data, subject)
     if spec.baseline_visit:
         return _number(visits.get(spec.baseline_visit, {}).get(spec.baseline_field or field_id))
-    return _number(baseline_values(data, subject).get(spec.baseline_field or field_id))
+    return _number(_baseline_view(data, subject).get(spec.baseline_field or field_id))
 
 
 def _assessed_on(
@@ -314,11 +361,11 @@ def _derive_subject_rows(
     outcome = "response" if binary else ("change" if spec.change_from_baseline else "value")
     rows: list[dict[str, object]] = []
     common = _subject_row(data, subject, endpoint)
-    events = subject_events(data, subject) if named else {}
+    events = _events_view(data, subject) if named else {}
     for event_id in named:
         common[f"ice_{event_id}"] = events[event_id].on.isoformat() if event_id in events \
             else None
-    visits = visible_visits(data, subject)
+    visits = _visits_view(data, subject)
     if spec.model in SURVIVAL_MODELS:
         return [{**common, **_time_to_event(data, subject, endpoint, visits, events)}]
     fields = spec.outcome_fields if spec.model == "gee_per_eye" else spec.outcome_fields[:1]
@@ -363,7 +410,7 @@ def _derive_subject_rows(
             if eye is not None:
                 row["eye"] = eye
             if binary:
-                row["response"] = _response(endpoint, field_id, values, visits)
+                row["response"] = _response(data, endpoint, field_id, values, visits)
             if row["ice_action"] == "composite" and governing is not None:
                 composite = governing[0].composite_value
                 row[outcome] = composite
@@ -392,7 +439,8 @@ def _truncated_counts(
 
 
 def _response(
-    endpoint: Endpoint, field_id: str, values: Values, visits: Mapping[str, Values]
+    data: TrialData, endpoint: Endpoint, field_id: str, values: Values,
+    visits: Mapping[str, Values],
 ) -> float | None:
     """1 for a responder, 0 for a non-responder, None when the outcome is missing."""
     if not values or values.get(field_id) in (None, "") or isinstance(values.get(field_id), dict):
@@ -400,7 +448,7 @@ def _response(
     rule = endpoint.analysis.responder_if
     if rule is None:
         return 1.0 if str(values.get(field_id)) == "1" else 0.0
-    result = evaluate(rule, values, visits=visits)
+    result = _rule(data, rule)(values, visits)
     return None if result is None else (1.0 if truthy(result) else 0.0)
 
 
@@ -411,7 +459,14 @@ def _time_to_event(
     visits: Mapping[str, Values],
     events: Mapping[str, EventOccurrence] | None = None,
 ) -> dict[str, object]:
-    observed = _observed_time_to_event(data, subject, endpoint, visits)
+    """The subject's time and event (``visits``: `visible_visits`), the estimand applied."""
+    spec = endpoint.analysis
+    memo, key = _memo(data, "_observed_cache", (subject,))
+    key = (key, spec.event_if, spec.event_date_field)  # the only inputs besides the subject
+    observed = _recall(memo, key, (subject,))
+    if observed is None:  # endpoints sharing the event rule (KM, Cox) share the search
+        observed = _observed_time_to_event(data, subject, endpoint, visits)
+        memo[key] = ((subject,), observed)
     start = subject.randomized_on
     out: dict[str, object] = {**observed, "ice_event": None, "ice_strategy": None,
                               "ice_action": None}
@@ -445,9 +500,10 @@ def _observed_time_to_event(
     start = subject.randomized_on
     if start is None:
         return {"time": None, "event": None}
+    event_if = _rule(data, spec.event_if) if spec.event_if else None
     for visit in [v.id for v in data.protocol.schedule.visits] + list(visits):
         values = visits.get(visit, {})
-        if values and spec.event_if and truthy(evaluate(spec.event_if, values, visits=visits)):
+        if values and event_if is not None and truthy(event_if(values, visits)):
             when = values.get(spec.event_date_field or "")
             event_on = (
                 datetime.date.fromisoformat(when)

@@ -14,11 +14,14 @@ estimands-and-missing-data.md §1.3-1.4):
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
-from ecrf.expressions import ExpressionError, evaluate, truthy
+from ecrf.expressions import ExpressionError, MemoEvaluator, truthy
 from protocols.model import Endpoint, EstimandEvent, IntercurrentEvent, Protocol
+
+#: Evaluators by expression text, shared by the calls over one data set (see `detect_events`).
+Evaluators = MutableMapping[str, MemoEvaluator]
 
 #: Strategy precedence when several events precede one assessment (first wins).
 PRECEDENCE = ("composite", "hypothetical", "while_on_treatment", "treatment_policy")
@@ -54,12 +57,23 @@ def _date(value: object) -> datetime.date | None:
     return None
 
 
+def evaluator(evaluators: Evaluators, text: str) -> MemoEvaluator:
+    """Return the evaluator of ``text`` kept in ``evaluators`` (made on first use; a bad
+    expression raises ExpressionError, as `ecrf.expressions.evaluate` would)."""
+    found = evaluators.get(text)
+    if found is None:
+        found = evaluators[text] = MemoEvaluator(text)
+    return found
+
+
 def _holds(condition: str | None, values: Mapping[str, object],
-           visits: Mapping[str, Mapping[str, object]] | None = None) -> bool:
+           visits: Mapping[str, Mapping[str, object]] | None = None,
+           evaluators: Evaluators | None = None) -> bool:
     if not condition:
         return True
     try:
-        return truthy(evaluate(condition, values, visits=visits))
+        return truthy(evaluator({} if evaluators is None else evaluators, condition)(
+            values, visits))
     except ExpressionError:
         return False
 
@@ -69,12 +83,13 @@ def _form_field(
     protocol: Protocol,
     visits: Mapping[str, Mapping[str, object]],
     visit_dates: Mapping[str, datetime.date],
+    evaluators: Evaluators | None = None,
 ) -> EventOccurrence | None:
     order = [v.id for v in protocol.schedule.visits]
     found: list[EventOccurrence] = []
     for visit in order + [v for v in visits if v not in order]:
         values = visits.get(visit)
-        if not values or not _holds(event.condition, values, visits):
+        if not values or not _holds(event.condition, values, visits, evaluators):
             continue
         on = _date(values.get(event.date_field or "")) if event.date_field else None
         source = f"{visit}.{event.date_field}" if on is not None else f"{visit} (visit date)"
@@ -85,12 +100,13 @@ def _form_field(
 
 
 def _repeating_form(
-    event: IntercurrentEvent, records: Sequence[Mapping[str, object]]
+    event: IntercurrentEvent, records: Sequence[Mapping[str, object]],
+    evaluators: Evaluators | None = None,
 ) -> EventOccurrence | None:
     found: list[EventOccurrence] = []
     for k, record in enumerate(records, start=1):
         on = _date(record.get(event.date_field or ""))
-        if on is not None and _holds(event.condition, record):
+        if on is not None and _holds(event.condition, record, None, evaluators):
             found.append(EventOccurrence(event.id, on, f"{event.form} record {k}"))
     return min(found, key=lambda o: o.on) if found else None
 
@@ -100,7 +116,32 @@ def inactivity_start(
 ) -> datetime.date | None:
     """Return the last day of use before the first run of ``length`` consecutive days without
     use (no value > 0) within [start, end]; ``start`` when the run begins at once; None when
-    there is no such run."""
+    there is no such run.
+
+    `inactivity_start_daily` (a walk over every calendar day) is the definition; this reads
+    only the days of use, in date order: the run begins after the first gap of more than
+    ``length`` days between consecutive uses (the day before ``start`` counts as a use), or
+    after the last use when ``length`` days remain before ``end``."""
+    if length < 1 or not set(map(type, days)) <= {datetime.date}:
+        return inactivity_start_daily(days, start, end, length)  # keys the walk cannot read
+    first, last = start.toordinal(), end.toordinal()
+    previous = first - 1
+    used = sorted([d for d, v in days.items() if v > 0])
+    for day in map(datetime.date.toordinal, used):
+        if day < first:
+            continue
+        if day > last or day - previous > length:
+            break  # (gap) the day previous + length had no use and lies within [start, end]
+        previous = day
+    if previous + length > last:
+        return None
+    return datetime.date.fromordinal(max(previous, first))
+
+
+def inactivity_start_daily(
+    days: Mapping[datetime.date, float], start: datetime.date, end: datetime.date, length: int
+) -> datetime.date | None:
+    """The definition of `inactivity_start`, one calendar day at a time (kept for its tests)."""
     last_use = start - datetime.timedelta(days=1)
     day = start
     while day <= end:
@@ -123,11 +164,13 @@ def detect_events(
     withdrawn_on: datetime.date | None,
     withdrawal_reason: str | None,
     cutoff_on: datetime.date | None = None,
+    evaluators: Evaluators | None = None,
 ) -> dict[str, EventOccurrence]:
     """Return the participant's first occurrence of every declared event (absent: none seen).
 
     Occurrences after the cut-off, and any before randomization, are ignored (an intercurrent
-    event happens after treatment starts)."""
+    event happens after treatment starts). ``evaluators``, shared by the calls over one data
+    set, evaluates each condition once per distinct input (`MemoEvaluator`)."""
     out: dict[str, EventOccurrence] = {}
     if randomized_on is None:
         return out
@@ -142,9 +185,9 @@ def detect_events(
     for event in protocol.intercurrent_events:
         found: EventOccurrence | None = None
         if event.detected_by == "form_field":
-            found = _form_field(event, protocol, visits, visit_dates)
+            found = _form_field(event, protocol, visits, visit_dates, evaluators)
         elif event.detected_by == "repeating_form":
-            found = _repeating_form(event, repeats.get(event.form or "", ()))
+            found = _repeating_form(event, repeats.get(event.form or "", ()), evaluators)
         elif event.detected_by == "withdrawal":
             reason = (withdrawal_reason or "").lower()
             if withdrawn_on is not None and (

@@ -865,7 +865,10 @@ def _disposition(
             "lost_to_follow_up": len(lost),
             "discontinued": len(withdrawn) - len(lost),
             "discontinued_reasons": dict(
-                Counter(s.withdrawal_reason or "not given" for s in withdrawn if s not in lost)
+                Counter(  # not lost to follow-up: the test of `lost`, not a scan of it
+                    s.withdrawal_reason or "not given" for s in withdrawn
+                    if "lost" not in (s.withdrawal_reason or "").lower()
+                )
             ),
             "analysed": analysed,
             "excluded_from_analysis": len(randomized) - analysed,
@@ -912,13 +915,14 @@ def _baseline_table(data: TrialData, labels: Sequence[str]) -> list[dict[str, An
                     fields.append(f)
     randomized = [s for s in data.subjects if s.arm is not None]
     values = {s.subject: baseline_values(data, s) for s in randomized}
+    by_label = {  # each arm's subjects' baseline values, in subject order, found once
+        label: [values[s.subject] for s in randomized if s.arm == label] for label in labels
+    }
+    everyone = [values[s.subject] for s in randomized]
     rows: list[dict[str, Any]] = []
     for f in fields:
-        groups = {
-            label: [values[s.subject].get(f.id) for s in randomized if s.arm == label]
-            for label in labels
-        }
-        groups["Total"] = [values[s.subject].get(f.id) for s in randomized]
+        groups = {label: [v.get(f.id) for v in by_label[label]] for label in labels}
+        groups["Total"] = [v.get(f.id) for v in everyone]
         if f.type in ("single_choice", "yesno"):
             choices = (
                 [(c.code, c.label.en) for c in f.choices]
@@ -1098,7 +1102,7 @@ def _exposure(data: TrialData, randomized: Sequence[SubjectData]) -> list[dict[s
                     "arm": s.arm,
                     "stream": stream.id,
                     "days": len(values),
-                    "days_used": sum(1 for v in values if v > 0),
+                    "days_used": len([v for v in values if v > 0]),
                     "mean_per_day": sum(values) / len(values),
                     "adherent": s.adherent,
                 }

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.estimators.ancova import fit_ancova
+from analysis.estimators.ancova import PreparedAncova, fit_ancova, prepare_ancova
 from analysis.imputation import rubin_rules
 from analysis.results import AnalysisError, EffectEstimate, Serialisable
 
@@ -126,6 +126,7 @@ def impute_and_pool(
         x_mis = np.where(non_reference[:, None], x_ref, x_mis)
     fits: dict[str, list[tuple[float, float]]] = {}
     nu_com = math.inf
+    prepared: PreparedAncova | None = None
     for _ in range(n_imputations):
         sigma2 = rss / rng.chisquare(residual_df)
         beta = rng.multivariate_normal(beta_hat, sigma2 * xtx_inv)
@@ -133,15 +134,24 @@ def impute_and_pool(
         draws = x_mis @ beta + rng.normal(0.0, np.sqrt(sigma2), size=len(mis))
         draws = draws + delta * non_reference
         completed.loc[missing, outcome] = draws
-        result = fit_ancova(
-            completed,
-            outcome=outcome,
-            arm=arm,
-            reference_arm=reference_arm,
-            covariates=list(covariates),
-            strata=list(strata),
-            alpha=alpha,
-        )
+        if prepared is None or prepared.n_dropped or np.isnan(draws).any():
+            result = fit_ancova(
+                completed,
+                outcome=outcome,
+                arm=arm,
+                reference_arm=reference_arm,
+                covariates=list(covariates),
+                strata=list(strata),
+                alpha=alpha,
+            )
+            if prepared is None and not np.isnan(draws).any():
+                # every row complete: the next imputations refit this design with new outcomes
+                prepared = prepare_ancova(
+                    completed, outcome=outcome, arm=arm, reference_arm=reference_arm,
+                    covariates=list(covariates), strata=list(strata), alpha=alpha,
+                )
+        else:
+            result = prepared.fit(completed[outcome].to_numpy(dtype=float))
         for effect in result.effects:
             fits.setdefault(effect.contrast, []).append((effect.estimate, effect.se or 0.0))
             nu_com = float(effect.df) if effect.df else math.inf

@@ -1087,3 +1087,61 @@ def evaluate(
         values=values if isinstance(values, Mapping) else {}, visits=visits or {}, today=day
     )
     return _eval(expression.ast, context)
+
+
+_KEYABLE = (type(None), bool, int, float, str, datetime.date, datetime.datetime)
+
+
+class MemoEvaluator:
+    """Evaluate one expression over many records (analysis datasets: every subject and visit),
+    once per distinct combination of the raw values it references.
+
+    The result of `evaluate` is a function of the referenced raw values and the evaluation day
+    only, so a record whose referenced values equal (same types, same values) those of an
+    earlier record gets the earlier result: identical by construction, missing values
+    included. Records holding a value that cannot be a key (a checkbox list, a missing-code or
+    instance mapping) are evaluated directly. ``today`` is fixed when the evaluator is made;
+    the memo lives as long as the evaluator."""
+
+    __slots__ = ("_expression", "_memo", "_references", "_today")
+
+    def __init__(self, expr: Expression | str, *, today: datetime.date | None = None) -> None:
+        expression = parse(expr) if isinstance(expr, str) else expr
+        if not isinstance(expression, Expression):
+            raise ExpressionError("not an expression", repr(expr), 0)
+        self._expression = expression
+        self._references = tuple(sorted(expression.references, key=lambda r: r.text))
+        self._today = today if today is not None else datetime.datetime.now(datetime.UTC).date()
+        self._memo: dict[tuple[object, ...], Value] = {}
+
+    def __call__(
+        self,
+        values: Mapping[str, object],
+        visits: Mapping[str, Mapping[str, object]] | None = None,
+    ) -> Value:
+        """Return ``evaluate(expr, values, visits=visits, today=today)``."""
+        key: list[object] = []
+        for ref in self._references:
+            source: object = values if ref.visit is None else (visits or {}).get(ref.visit)
+            if ref.instance is not None or not (source is None or isinstance(source, dict)):
+                return self._slow(values, visits)  # instances, other mappings: no memo
+            raw = None if source is None else source.get(ref.field)  # an unknown visit: blank
+            if not isinstance(raw, _KEYABLE):
+                return self._slow(values, visits)
+            key += (type(raw), raw)
+        found = self._memo.get(tuple(key), _MISS)
+        if found is _MISS:
+            found = self._memo[tuple(key)] = self._slow(values, visits)
+        return found  # type: ignore[return-value]
+
+    def _slow(
+        self, values: Mapping[str, object], visits: Mapping[str, Mapping[str, object]] | None
+    ) -> Value:
+        context = _Context(
+            values=values if isinstance(values, Mapping) else {}, visits=visits or {},
+            today=self._today,
+        )
+        return _eval(self._expression.ast, context)
+
+
+_MISS = object()

@@ -128,8 +128,8 @@ def build_cell_design(
     cols: list[FloatArray] = []
     names: list[str] = []
     cell_matrix = np.zeros((n, len(cell_levels)))
-    for r, key in enumerate(keys):
-        cell_matrix[r, index[tuple(key)]] = 1.0
+    at = np.fromiter((index[tuple(key)] for key in keys), dtype=np.intp, count=n)
+    cell_matrix[np.arange(n), at] = 1.0  # one 1 per row, in its cell's column
     cols.append(cell_matrix)
     names.extend(":".join(cell) for cell in cell_levels)
     means: list[float] = []

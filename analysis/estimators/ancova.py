@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from analysis.estimators._design import (
+    CellDesign,
     FloatArray,
     build_cell_design,
     check_full_rank,
@@ -75,6 +77,50 @@ def fit_ancova(
         emmeans does), differences vs the reference with t CIs and p-values on the
         residual df, and the F test of no arm effect.
     """
+    prepared = prepare_ancova(
+        data, outcome=outcome, arm=arm, reference_arm=reference_arm, covariates=covariates,
+        strata=strata, alpha=alpha,
+    )
+    return _fit_prepared(prepared, prepared.frame[outcome].to_numpy(dtype=float), prepared.frame)
+
+
+@dataclass(frozen=True)
+class PreparedAncova:
+    """Everything `fit_ancova` computes before it reads the outcome values of the kept rows:
+    multiple imputation refits the same rows with new outcomes (`fit`) without rebuilding it.
+    Rows missing a model value were dropped (``n_dropped``), as `fit_ancova` does."""
+
+    frame: pd.DataFrame
+    n_dropped: int
+    outcome: str
+    arm: str
+    covariates: list[str]
+    strata: list[str]
+    arms: list[str]
+    design: CellDesign
+    xtx_inv: FloatArray
+    tcrit: float
+
+    def fit(self, y: FloatArray) -> EndpointResult:
+        """Return `fit_ancova`'s result with ``y`` as the outcome of the kept rows."""
+        frame = self.frame
+        if not np.array_equal(y, frame[self.outcome].to_numpy(dtype=float)):
+            frame = frame.copy()  # the arm summaries read the outcome from the frame
+            frame[self.outcome] = y
+        return _fit_prepared(self, y, frame)
+
+
+def prepare_ancova(
+    data: pd.DataFrame,
+    *,
+    outcome: str,
+    arm: str,
+    reference_arm: str | None = None,
+    covariates: Sequence[str] = (),
+    strata: Sequence[str] = (),
+    alpha: float = 0.05,
+) -> PreparedAncova:
+    """Check ``data`` and build the design of `fit_ancova` (same arguments)."""
     if not 0 < alpha < 1:
         raise AnalysisError(f"alpha must be in (0, 1), got {alpha}")
     covariates, strata = column_names(covariates), column_names(strata)
@@ -92,17 +138,28 @@ def fit_ancova(
     )
     check_full_rank(design.matrix, design.names)
     x = design.matrix
-    y = frame[outcome].to_numpy(dtype=float)
     n, p = x.shape
     df_resid = n - p
     if df_resid < 1:
         raise AnalysisError(f"no residual degrees of freedom ({n} rows, {p} parameters)")
     xtx_inv = np.linalg.inv(x.T @ x)
+    tcrit = float(stats.t.ppf(1 - alpha / 2, df_resid))
+    return PreparedAncova(frame, n_dropped, outcome, arm, list(covariates), list(strata),
+                          list(arms), design, xtx_inv, tcrit)
+
+
+def _fit_prepared(prepared: PreparedAncova, y: FloatArray, frame: pd.DataFrame) -> EndpointResult:
+    design, xtx_inv, tcrit = prepared.design, prepared.xtx_inv, prepared.tcrit
+    outcome, arm, arms, n_dropped = (
+        prepared.outcome, prepared.arm, prepared.arms, prepared.n_dropped)
+    covariates, strata = prepared.covariates, prepared.strata
+    x = design.matrix
+    n, p = x.shape
+    df_resid = n - p
     beta = xtx_inv @ x.T @ y
     resid = y - x @ beta
     sigma2 = float(resid @ resid) / df_resid
     cov = sigma2 * xtx_inv
-    tcrit = float(stats.t.ppf(1 - alpha / 2, df_resid))
     rows = {a: design.lsmean_row((a,)) for a in arms}
     ls_means = []
     for a in arms:

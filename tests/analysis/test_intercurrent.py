@@ -5,12 +5,15 @@ whose answer is known by construction (worked example E-1 of
 from __future__ import annotations
 
 import datetime
+import math
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analysis.datasets import SubjectData, TrialData, endpoint_frame, subject_events
-from analysis.intercurrent import inactivity_start
+from analysis.intercurrent import inactivity_start, inactivity_start_daily
 from analysis.sap import run_sap
 from protocols.loader import load_protocol_report, load_protocol_text
 
@@ -402,3 +405,22 @@ def test_the_old_estimand_shape_is_refused_with_what_to_write() -> None:
     assert "intercurrent events are now declared once under the top-level " \
         "'intercurrent_events'" in joined
     assert "here write '- {event: <id>, strategy: <strategy>}'" in joined
+
+
+_DAY_VALUES = st.sampled_from([0.0, 0.0, 0.5, 3.0, 30.0, -1.0, math.nan])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.integers(-10, 80), _DAY_VALUES, max_size=60),
+    st.integers(-5, 5),
+    st.integers(-3, 90),
+    st.integers(-1, 12),
+)
+def test_inactivity_start_reads_the_days_of_use_as_the_daily_walk_does(
+    used: dict[int, float], start: int, end: int, length: int
+) -> None:
+    days = {D0 + datetime.timedelta(days=k): v for k, v in used.items()}
+    first, last = D0 + datetime.timedelta(days=start), D0 + datetime.timedelta(days=end)
+    assert inactivity_start(days, first, last, length) == inactivity_start_daily(
+        days, first, last, length)
