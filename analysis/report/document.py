@@ -543,6 +543,7 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
             initialFontName=fonts.regular,
             initialFontSize=BODY_SIZE,
             invariant=True,
+            pageCompression=0,
         )
         self.spec = spec
         self.fonts = fonts
@@ -712,6 +713,9 @@ class StoryBuilder:
         self.document = document
         self.n_keys = 0
         self.widths: dict[tuple[str, bool], float] = {}  # text_width memo: listings repeat
+        self.toc = TableOfContents()  # replaced by table_of_contents()
+        #: every heading and caption in story order, as TableOfContents entries (page unknown)
+        self.toc_entries: list[tuple[int, str, int, str]] = []
 
     def outlined(self, title: str, style: ParagraphStyle, level: int) -> OutlinedParagraph:
         if level >= MAX_OUTLINE_DEPTH:
@@ -722,6 +726,7 @@ class StoryBuilder:
         self.n_keys += 1
         text = markup(self.fonts, title, bold=True)
         toc_text = markup(self.fonts, title)
+        self.toc_entries.append((level, toc_text, 0, f"dest{self.n_keys}"))
         return OutlinedParagraph(text, style, title, level, f"dest{self.n_keys}", toc_text)
 
     def cell_font(self) -> list[tuple[Any, ...]]:
@@ -789,7 +794,7 @@ class StoryBuilder:
         ]
 
     def table_of_contents(self) -> list[Flowable]:
-        toc = TableOfContents(
+        toc = self.toc = TableOfContents(
             levelStyles=list(self.styles.toc_levels),
             dotsMinLevel=0,
             tableStyle=TableStyle([
@@ -1068,6 +1073,10 @@ class StoryBuilder:
                 current_landscape = section.landscape
             story.append(PageBreak())
             story += self.section(section, 0, section.landscape)
+        # the contents know their entries before the first pass: it lays them out as they will
+        # be (a page number is drawn after its entry and takes no room), so the page numbers
+        # found in that pass are final and one pass confirms them (else multiBuild goes on)
+        self.toc.addEntries(self.toc_entries)
         return story
 
 
