@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import UTC, datetime
 from functools import partial
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -216,8 +217,9 @@ def numeric_columns(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> li
     """Return, per column, whether every non-empty cell below the header is a number cell."""
     out = []
     for i in range(len(columns)):
-        cells = [row[i].strip() for row in rows if row[i].strip()]
-        out.append(bool(cells) and all(NUMERIC_CELL.match(c) for c in cells))
+        cells = {row[i] for row in rows}  # each distinct value checked once
+        texts = [c for c in (cell.strip() for cell in cells) if c]
+        out.append(bool(texts) and all(NUMERIC_CELL.match(c) for c in texts))
     return out
 
 
@@ -364,6 +366,19 @@ class _DrawnOnceLongTable(_DrawnOnceTable, LongTable):  # type: ignore[misc]
     pass
 
 
+class _ReportCanvas(Canvas):  # type: ignore[misc]
+    """A canvas that keeps each finished page's content as bytes when it is ASCII (all of a
+    report's is: text is written as escaped glyph codes): uncompressed (pikepdf compresses
+    the streams when it linearizes, see ``_finish``), ReportLab would otherwise encode every
+    page through its Python PDFDocEncoding codec when it writes the file."""
+
+    def showPage(self) -> None:
+        super().showPage()
+        page = self._doc.Pages.pages[-1]
+        if isinstance(page.stream, str) and page.stream.isascii():
+            page.stream = page.stream.encode("ascii")
+
+
 class _RoomFor(CondPageBreak):  # type: ignore[misc]
     """A page break unless ``height`` points are left in the frame, that passes the space
     after the flowable before it on (a plain CondPageBreak would add the next one's space
@@ -393,6 +408,10 @@ class ListingLayout:
 #: the text of a listing page already encoded for a PDF document: (font name, text) → the
 #: (subset font resource, escaped string) pieces ReportLab's text objects would write
 _ENCODED: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], list[tuple[str, str]]]] = (
+    weakref.WeakKeyDictionary())
+#: the same for the one-line cells of listings in the Latin font: text → (first font
+#: resource, show operators with any font switch inside, last font resource)
+_SHOWN: weakref.WeakKeyDictionary[Any, dict[str, tuple[str, str, str]]] = (
     weakref.WeakKeyDictionary())
 
 
@@ -443,7 +462,7 @@ class Listing(Flowable):  # type: ignore[misc]
         layout = self.layout
         fonts, measure, numeric = layout.fonts, layout.measure, layout.numeric
         doc = self.canv._doc
-        encoded = _ENCODED.setdefault(doc, {})
+        shown = _SHOWN.setdefault(doc, {})
         lefts = [sum(layout.widths[:i]) for i in range(len(layout.widths))]
         left_text = [f"{left + CELL_PADDING / 2:.2f}" for left in lefts]
         right_edge = [left + width - CELL_PADDING / 2
@@ -491,15 +510,20 @@ class Listing(Flowable):  # type: ignore[misc]
                 if not text.isascii():
                     cell(column, (text,), row_top, False)
                     continue
-                pieces = encoded.get((regular, text)) or _encoded(doc, regular, text)
+                entry = shown.get(text)
+                if entry is None:
+                    pieces = _encoded(doc, regular, text)
+                    entry = shown[text] = (pieces[0][0], " ".join(
+                        f"{resource} {TABLE_SIZE:g} Tf ({chunk}) Tj" if i else f"({chunk}) Tj"
+                        for i, (resource, chunk) in enumerate(pieces)), pieces[-1][0])
+                first, body, last = entry
                 x = (f"{right_edge[column] - measure(text):.2f}" if numeric[column]
                      else left_text[column])
-                append(f"1 0 0 1 {x} {y} Tm")
-                for resource, chunk in pieces:
-                    if resource != current:
-                        append(f"{resource} {TABLE_SIZE:g} Tf")
-                        current = resource
-                    append(f"({chunk}) Tj")
+                if first == current:
+                    append(f"1 0 0 1 {x} {y} Tm {body}")
+                else:
+                    append(f"1 0 0 1 {x} {y} Tm {first} {TABLE_SIZE:g} Tf {body}")
+                current = last
         append("ET 0 G")
         # the rules: above and below the column header, below the last row
         bottom = self.height - layout.header_height - (offsets[self.stop] - base)
@@ -543,13 +567,14 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
             initialFontName=fonts.regular,
             initialFontSize=BODY_SIZE,
             invariant=True,
-            pageCompression=0,
+            pageCompression=0,  # pikepdf compresses the page streams (see _ReportCanvas)
         )
         self.spec = spec
         self.fonts = fonts
         self.total_pages: int | None = None
         self.layout_only = False
         self._running_runs: dict[str, tuple[list[tuple[str, str]], float]] = {}
+        self._running_cache: dict[tuple[Any, ...], tuple[str, str]] = {}
         portrait_size = page
         landscape_size = landscape(page)
         self.addPageTemplates(
@@ -593,14 +618,29 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
     def _decorate(self, canvas: Canvas, document: BaseDocTemplate, header_offset: float) -> None:
         if self.layout_only:
             return  # nothing drawn in a layout pass reaches the PDF
+        width, _ = canvas._pagesize
+        before, after = self._running_parts(canvas, header_offset)
+        total = "?" if self.total_pages is None else str(self.total_pages)
+        page_of = self._running_line(
+            canvas._doc, width - MARGIN_RIGHT, FOOTER_OFFSET,
+            fixed_text("page_of", self.spec.language, page=document.page, total=total),
+            anchor="end")
+        canvas.addLiteral(f"{before}\n{page_of}\n{after}")
+
+    def _running_parts(self, canvas: Canvas, header_offset: float) -> tuple[str, str]:
+        """Return the operators of the running header and footer but the page number (before
+        it, after it), the same on every page of one size: made once."""
+        key = (canvas._doc, *canvas._pagesize, header_offset)
+        parts = self._running_cache.get(key)
+        if parts is not None:
+            return parts
         spec = self.spec
         width, height = canvas._pagesize
-        canvas.saveState()
         lang = spec.language
         blinding = fixed_text("blinded" if spec.blinded else "unblinded", lang)
         top = height - header_offset
         line = partial(self._running_line, canvas._doc)
-        ops = ["BT 0 g",
+        ops = ["q BT 0 g",
                line(MARGIN_LEFT, top, f"{spec.trial_code} · {spec.report_title} · {blinding}")]
         cutoff = (
             fixed_text("cutoff_header", lang, date=spec.data_cutoff_on.isoformat())
@@ -617,17 +657,11 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
         ops.append(line(MARGIN_LEFT, FOOTER_OFFSET,
                         fixed_text("generated_footer", lang, at=generated,
                                    sha=spec.data_snapshot_sha256[:12])))
-        total = "?" if self.total_pages is None else str(self.total_pages)
-        ops.append(line(width - MARGIN_RIGHT, FOOTER_OFFSET,
-                        fixed_text("page_of", lang, page=document.page, total=total),
-                        anchor="end"))
-        ops.append("ET")
-        canvas.addLiteral("\n".join(ops))
-        canvas.setStrokeColor(colors.black)
-        canvas.setLineWidth(0.5)
-        canvas.line(MARGIN_LEFT, top - 4, width - MARGIN_RIGHT, top - 4)
-        canvas.line(MARGIN_LEFT, FOOTER_OFFSET + 11, width - MARGIN_RIGHT, FOOTER_OFFSET + 11)
-        canvas.restoreState()
+        rules = [f"{MARGIN_LEFT:.2f} {y:.2f} m {width - MARGIN_RIGHT:.2f} {y:.2f} l S"
+                 for y in (top - 4, FOOTER_OFFSET + 11)]
+        parts = self._running_cache[key] = ("\n".join(ops),
+                                            "\n".join(["ET 0 G 0.5 w", *rules, "Q"]))
+        return parts
 
     def _running_line(self, doc: Any, x: float, y: float, text: str, *,
                       anchor: str = "start") -> str:
@@ -956,27 +990,26 @@ class StoryBuilder:
         padding = 2 * CELL_TOP_PADDING
         header_height = max(len(lines) for lines in header) * LEADING + padding
         one_line = LEADING + padding
-        text_width = self.text_width
-        offsets = [0.0]
+        # the cells that do not fit on one line, found among each column's distinct values
+        # (listings repeat values): usually none, and then only their rows are broken
+        wraps = [{cell for cell in {row[i] for row in rows}
+                  if "\n" in cell or self.text_width(cell) > room + 1e-6}
+                 for i, room in enumerate(rooms)]
+        heights = [one_line] * len(rows)
         broken: dict[int, tuple[tuple[str, ...], ...]] = {}
-        used = 0.0
         tallest = 0.0
-        for index, row in enumerate(rows):
-            fits = True
-            for cell, room in zip(row, rooms):
-                if "\n" in cell or text_width(cell) > room + 1e-6:
-                    fits = False
-                    break
-            if fits:
-                row_height = one_line
-            else:
+        for i, wrapping in enumerate(wraps):
+            if not wrapping:
+                continue
+            for index, row in enumerate(rows):
+                if index in broken or row[i] not in wrapping:
+                    continue
                 cells = tuple(tuple(self.break_cell(cell, room))
                               for cell, room in zip(row, rooms, strict=True))
                 broken[index] = cells
-                row_height = max(len(lines) for lines in cells) * LEADING + padding
-                tallest = max(tallest, row_height)
-            used += row_height
-            offsets.append(used)
+                heights[index] = max(len(lines) for lines in cells) * LEADING + padding
+                tallest = max(tallest, heights[index])
+        offsets = list(accumulate(heights, initial=0.0))
         if header_height + tallest > height:
             raise ReportError(f"listing {block.number}: a row is {tallest:.0f} pt tall with "
                               f"its header and does not fit a page of {height:.0f} pt")
@@ -1144,5 +1177,6 @@ def build_report(
     buffer = io.BytesIO()
     document = ReportDocument(buffer, spec, fonts)
     story = StoryBuilder(spec, fonts, styles, document).story()
-    document.multiBuild(story, canvasmaker=partial(Canvas, pdfVersion=(1, 4)), maxPasses=8)
+    document.multiBuild(story, canvasmaker=partial(_ReportCanvas, pdfVersion=(1, 4)),
+                        maxPasses=8)
     return _finish(buffer.getvalue(), spec.generated_at)
