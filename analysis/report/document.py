@@ -467,25 +467,23 @@ class Listing(Flowable):  # type: ignore[misc]
         left_text = [f"{left + CELL_PADDING / 2:.2f}" for left in lefts]
         right_edge = [left + width - CELL_PADDING / 2
                       for left, width in zip(lefts, layout.widths, strict=True)]
-        out = ["BT 0 g"]
+        # one text object per cell line, its font set in it and ending with a line feed (T*),
+        # as ReportLab's tables write them: text extraction sees each cell as its own line
+        out = ["0 g"]
         append = out.append
-        current = ""  # the font resource set last (Tf)
 
         def cell(column: int, lines: Sequence[str], top: float, bold: bool) -> None:
             """Any cell: several lines, several scripts, bold (the column header)."""
-            nonlocal current
             y = top - CELL_TOP_PADDING - TABLE_SIZE
             for line in lines:
                 if line:
                     x = (f"{right_edge[column] - measure(line, bold=bold):.2f}"
                          if numeric[column] else left_text[column])
-                    append(f"1 0 0 1 {x} {y:.2f} Tm")
+                    append(f"BT 1 0 0 1 {x} {y:.2f} Tm")
                     for font, run in fonts.runs(line, bold=bold):
                         for resource, chunk in _encoded(doc, font, run):
-                            if resource != current:
-                                append(f"{resource} {TABLE_SIZE:g} Tf")
-                                current = resource
-                            append(f"({chunk}) Tj")
+                            append(f"{resource} {TABLE_SIZE:g} Tf {LEADING:g} TL ({chunk}) Tj")
+                    append("T* ET")
                 y -= LEADING
 
         top = self.height
@@ -495,6 +493,7 @@ class Listing(Flowable):  # type: ignore[misc]
         offsets, rows, broken = layout.offsets, layout.rows, layout.broken
         base = offsets[self.start]
         regular = fonts.regular
+        font_size = f"{TABLE_SIZE:g} Tf {LEADING:g} TL"
         for index in self.rows:
             row_top = top - (offsets[index] - base)
             broken_row = broken.get(index)
@@ -516,15 +515,11 @@ class Listing(Flowable):  # type: ignore[misc]
                     entry = shown[text] = (pieces[0][0], " ".join(
                         f"{resource} {TABLE_SIZE:g} Tf ({chunk}) Tj" if i else f"({chunk}) Tj"
                         for i, (resource, chunk) in enumerate(pieces)), pieces[-1][0])
-                first, body, last = entry
+                first, body, _ = entry
                 x = (f"{right_edge[column] - measure(text):.2f}" if numeric[column]
                      else left_text[column])
-                if first == current:
-                    append(f"1 0 0 1 {x} {y} Tm {body}")
-                else:
-                    append(f"1 0 0 1 {x} {y} Tm {first} {TABLE_SIZE:g} Tf {body}")
-                current = last
-        append("ET 0 G")
+                append(f"BT 1 0 0 1 {x} {y} Tm {first} {font_size} {body} T* ET")
+        append("0 G")
         # the rules: above and below the column header, below the last row
         bottom = self.height - layout.header_height - (offsets[self.stop] - base)
         for rule, weight in ((self.height, 0.8), (self.height - layout.header_height, 0.5),
@@ -640,7 +635,7 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
         blinding = fixed_text("blinded" if spec.blinded else "unblinded", lang)
         top = height - header_offset
         line = partial(self._running_line, canvas._doc)
-        ops = ["q BT 0 g",
+        ops = ["q 0 g",
                line(MARGIN_LEFT, top, f"{spec.trial_code} · {spec.report_title} · {blinding}")]
         cutoff = (
             fixed_text("cutoff_header", lang, date=spec.data_cutoff_on.isoformat())
@@ -660,12 +655,12 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
         rules = [f"{MARGIN_LEFT:.2f} {y:.2f} m {width - MARGIN_RIGHT:.2f} {y:.2f} l S"
                  for y in (top - 4, FOOTER_OFFSET + 11)]
         parts = self._running_cache[key] = ("\n".join(ops),
-                                            "\n".join(["ET 0 G 0.5 w", *rules, "Q"]))
+                                            "\n".join(["0 G 0.5 w", *rules, "Q"]))
         return parts
 
     def _running_line(self, doc: Any, x: float, y: float, text: str, *,
                       anchor: str = "start") -> str:
-        """Return the text operators (inside BT … ET) of one line of the running header or
+        """Return a text object (BT … ET) drawing one line of the running header or
         footer at RUNNING_SIZE, each script in its font, anchored at ``x``."""
         measured = self._running_runs.get(text)
         if measured is None:
@@ -674,9 +669,9 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
                 runs, sum(stringWidth(run, font, RUNNING_SIZE) for font, run in runs))
         runs, width = measured
         cursor = x - width if anchor == "end" else x - width / 2 if anchor == "middle" else x
-        return f"1 0 0 1 {cursor:.2f} {y:.2f} Tm " + " ".join(
+        return f"BT 1 0 0 1 {cursor:.2f} {y:.2f} Tm " + " ".join(
             f"{resource} {RUNNING_SIZE:g} Tf ({chunk}) Tj"
-            for font, run in runs for resource, chunk in _encoded(doc, font, run))
+            for font, run in runs for resource, chunk in _encoded(doc, font, run)) + " T* ET"
 
     def multiBuild(self, story: list[Flowable], maxPasses: int = 10,
                    **build_options: Any) -> int:
