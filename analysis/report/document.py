@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import io
 import re
+import weakref
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import UTC, datetime
 from functools import partial
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -25,8 +28,10 @@ from xml.sax.saxutils import escape
 import pikepdf
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4, LETTER, landscape
+from reportlab.lib.rl_accel import escapePDF
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import inch
+from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
@@ -68,6 +73,7 @@ from analysis.report.spec import (
 
 MAX_OUTLINE_DEPTH = 4
 CELL_PADDING = 12.0  # ReportLab's default 6 pt left + right cell padding
+CELL_TOP_PADDING = 2.0  # the tables' top (and bottom) cell padding
 #: one CJK character (a line may break before or after it)
 CJK_CHAR = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]")
 #: what a line may not break inside, with the spaces before it: one CJK character, or a word
@@ -97,6 +103,7 @@ LANDSCAPE_HEADER_OFFSET = 0.95 * inch
 FOOTER_OFFSET = 0.5 * inch  # baseline of the footer above the bottom edge
 RUNNING_SIZE = 9.0
 TABLE_SIZE = 9.0
+LEADING = TABLE_SIZE * 1.25  # of table and listing cells
 BODY_SIZE = 10.0
 
 
@@ -113,33 +120,29 @@ def markup(fonts: FontSet, text: str, *, bold: bool = False) -> str:
     return "".join(parts)
 
 
-def draw_text(
-    canvas: Canvas, fonts: FontSet, x: float, y: float, text: str, *, anchor: str = "start"
-) -> None:
-    """Draw one line of plain text on the canvas at RUNNING_SIZE with per-script fonts."""
-    runs = list(fonts.runs(text))
-    width = sum(canvas.stringWidth(run, font, RUNNING_SIZE) for font, run in runs)
-    cursor = x - width if anchor == "end" else x - width / 2 if anchor == "middle" else x
-    for font, run in runs:
-        canvas.setFont(font, RUNNING_SIZE)
-        canvas.drawString(cursor, y, run)
-        cursor += canvas.stringWidth(run, font, RUNNING_SIZE)
-
-
 def iter_texts(value: object) -> Iterator[str]:
     """Yield every string inside a spec (dataclasses, mappings, sequences; keys included)."""
+    texts: list[str] = []
+    _collect_texts(value, texts.append)
+    return iter(texts)
+
+
+def _collect_texts(value: object, add: Callable[[str], None]) -> None:
     if isinstance(value, str):
-        yield value
+        add(value)
     elif is_dataclass(value) and not isinstance(value, type):
         for item in fields(value):
-            yield from iter_texts(getattr(value, item.name))
+            _collect_texts(getattr(value, item.name), add)
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            yield from iter_texts(key)
-            yield from iter_texts(item)
+            _collect_texts(key, add)
+            _collect_texts(item, add)
     elif isinstance(value, list | tuple):
         for item in value:
-            yield from iter_texts(item)
+            if isinstance(item, str):  # e.g. the cells of a row: no call per string
+                add(item)
+            else:
+                _collect_texts(item, add)
 
 
 def check_blinding(spec: ReportSpec, forbidden_terms: Sequence[str]) -> None:
@@ -151,7 +154,13 @@ def check_blinding(spec: ReportSpec, forbidden_terms: Sequence[str]) -> None:
         for term in forbidden_terms
         if term.strip()
     ]
-    for text in iter_texts(spec):
+    texts = list(iter_texts(spec))
+    # one search of all texts at once per term first (no match there, none in any text);
+    # "\n" between texts is no word character, so a text's own matches stay matches
+    everything = "\n".join(texts)
+    if not any(pattern.search(everything) for _, pattern in patterns):
+        return
+    for text in texts:
         for term, pattern in patterns:
             if pattern.search(text):
                 raise BlindingError(
@@ -208,8 +217,9 @@ def numeric_columns(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> li
     """Return, per column, whether every non-empty cell below the header is a number cell."""
     out = []
     for i in range(len(columns)):
-        cells = [row[i].strip() for row in rows if row[i].strip()]
-        out.append(bool(cells) and all(NUMERIC_CELL.match(c) for c in cells))
+        cells = {row[i] for row in rows}  # each distinct value checked once
+        texts = [c for c in (cell.strip() for cell in cells) if c]
+        out.append(bool(texts) and all(NUMERIC_CELL.match(c) for c in texts))
     return out
 
 
@@ -356,19 +366,180 @@ class _DrawnOnceLongTable(_DrawnOnceTable, LongTable):  # type: ignore[misc]
     pass
 
 
-class _ListingPage(_DrawnOnceTable):
-    """One page-sized piece of a listing: moved whole to the next page rather than split.
+class _ReportCanvas(Canvas):  # type: ignore[misc]
+    """A canvas that keeps each finished page's content as bytes when it is ASCII (all of a
+    report's is: text is written as escaped glyph codes): uncompressed (pikepdf compresses
+    the streams when it linearizes, see ``_finish``), ReportLab would otherwise encode every
+    page through its Python PDFDocEncoding codec when it writes the file."""
 
-    Splitting it where the previous piece ended would leave the rest to push the next piece
-    down, and so on: every piece split in two, at twice the layout cost. Only at the top of
-    a page (the height estimate was short) is it split like any table."""
+    def showPage(self) -> None:
+        super().showPage()
+        page = self._doc.Pages.pages[-1]
+        if isinstance(page.stream, str) and page.stream.isascii():
+            page.stream = page.stream.encode("ascii")
 
-    page_height = 0.0  # the frame's height; parts made by Table.split keep the default
+
+class _RoomFor(CondPageBreak):  # type: ignore[misc]
+    """A page break unless ``height`` points are left in the frame, that passes the space
+    after the flowable before it on (a plain CondPageBreak would add the next one's space
+    before in full, where the frame lets the larger of the two stand for both)."""
+
+    _SPACETRANSFER = True
+
+
+@dataclass(frozen=True)
+class ListingLayout:
+    """A data listing measured once: column widths and alignment, the lines of every cell and
+    the height of every row (row ``i`` spans ``offsets[i]`` to ``offsets[i + 1]`` below the
+    column header). Lines are made by ``break_lines``; a row whose cells each fit on one line
+    (nearly all of them) keeps its cells as given instead of a copy in ``broken``."""
+
+    fonts: FontSet
+    widths: tuple[float, ...]
+    numeric: tuple[bool, ...]
+    header: tuple[tuple[str, ...], ...]
+    header_height: float
+    rows: tuple[tuple[str, ...], ...]
+    broken: Mapping[int, tuple[tuple[str, ...], ...]]
+    offsets: Sequence[float]
+    measure: Callable[..., float]  # text width at table size (``bold=`` keyword)
+
+
+#: the text of a listing page already encoded for a PDF document: (font name, text) → the
+#: (subset font resource, escaped string) pieces ReportLab's text objects would write
+_ENCODED: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], list[tuple[str, str]]]] = (
+    weakref.WeakKeyDictionary())
+#: the same for the one-line cells of listings in the Latin font: text → (first font
+#: resource, show operators with any font switch inside, last font resource)
+_SHOWN: weakref.WeakKeyDictionary[Any, dict[str, tuple[str, str, str]]] = (
+    weakref.WeakKeyDictionary())
+
+
+class Listing(Flowable):  # type: ignore[misc]
+    """Rows ``start`` to ``stop`` of a measured listing (``ListingLayout``) under its column
+    header: what one page shows of a listing, or what is left of it to lay out.
+
+    ReportLab's Table measures every cell of the rows it is given each time it is wrapped or
+    split, in every layout pass; a listing's row heights are known in advance, so here ``wrap``
+    is a subtraction and ``split`` a bisection that fills the space left on the page, however
+    many rows remain. ``draw`` writes the rules and the cells' text as PDF text operators
+    (positions as a Table with 6 pt side and 2 pt top/bottom padding, top-aligned, numeric
+    columns right-aligned, would put them), and only in the pass whose output is kept."""
+
+    def __init__(self, layout: ListingLayout, start: int = 0, stop: int | None = None) -> None:
+        super().__init__()
+        self.layout = layout
+        self.start = start
+        self.stop = len(layout.rows) if stop is None else stop
+        self.width = sum(layout.widths)
+        self.height = (layout.header_height + layout.offsets[self.stop]
+                       - layout.offsets[self.start])
+
+    @property
+    def rows(self) -> range:
+        """The indexes of the rows this piece shows."""
+        return range(self.start, self.stop)
+
+    def wrap(self, availWidth: float, availHeight: float) -> tuple[float, float]:
+        return (self.width, self.height)
 
     def split(self, availWidth: float, availHeight: float) -> list[Flowable]:
-        if availHeight < self.page_height - 1:
-            return []
-        return list(super().split(availWidth, availHeight))
+        offsets = self.layout.offsets
+        room = availHeight - self.layout.header_height
+        end = bisect_right(offsets, offsets[self.start] + room + 1e-6, self.start,
+                           self.stop + 1) - 1
+        if end <= self.start or end >= self.stop:
+            return []  # not one row fits (next page), or everything does (no split)
+        return [Listing(self.layout, self.start, end), Listing(self.layout, end, self.stop)]
+
+    def draw(self) -> None:
+        if getattr(getattr(self.canv, "_doctemplate", None), "layout_only", False):
+            return
+        self.canv.addLiteral(self.operators())
+
+    def operators(self) -> str:
+        """Return the PDF content operators that draw this piece at the flowable's origin."""
+        layout = self.layout
+        fonts, measure, numeric = layout.fonts, layout.measure, layout.numeric
+        doc = self.canv._doc
+        shown = _SHOWN.setdefault(doc, {})
+        lefts = [sum(layout.widths[:i]) for i in range(len(layout.widths))]
+        left_text = [f"{left + CELL_PADDING / 2:.2f}" for left in lefts]
+        right_edge = [left + width - CELL_PADDING / 2
+                      for left, width in zip(lefts, layout.widths, strict=True)]
+        # one text object per cell line, its font set in it and ending with a line feed (T*),
+        # as ReportLab's tables write them: text extraction sees each cell as its own line
+        out = ["0 g"]
+        append = out.append
+
+        def cell(column: int, lines: Sequence[str], top: float, bold: bool) -> None:
+            """Any cell: several lines, several scripts, bold (the column header)."""
+            y = top - CELL_TOP_PADDING - TABLE_SIZE
+            for line in lines:
+                if line:
+                    x = (f"{right_edge[column] - measure(line, bold=bold):.2f}"
+                         if numeric[column] else left_text[column])
+                    append(f"BT 1 0 0 1 {x} {y:.2f} Tm")
+                    for font, run in fonts.runs(line, bold=bold):
+                        for resource, chunk in _encoded(doc, font, run):
+                            append(f"{resource} {TABLE_SIZE:g} Tf {LEADING:g} TL ({chunk}) Tj")
+                    append("T* ET")
+                y -= LEADING
+
+        top = self.height
+        for column, header_lines in enumerate(layout.header):
+            cell(column, header_lines, top, True)
+        top -= layout.header_height
+        offsets, rows, broken = layout.offsets, layout.rows, layout.broken
+        base = offsets[self.start]
+        regular = fonts.regular
+        font_size = f"{TABLE_SIZE:g} Tf {LEADING:g} TL"
+        for index in self.rows:
+            row_top = top - (offsets[index] - base)
+            broken_row = broken.get(index)
+            if broken_row is not None:
+                for column, cell_lines in enumerate(broken_row):
+                    cell(column, cell_lines, row_top, False)
+                continue
+            # the common row: every cell one line; ASCII text is one run in the Latin font
+            y = f"{row_top - CELL_TOP_PADDING - TABLE_SIZE:.2f}"
+            for column, text in enumerate(rows[index]):
+                if not text:
+                    continue
+                if not text.isascii():
+                    cell(column, (text,), row_top, False)
+                    continue
+                entry = shown.get(text)
+                if entry is None:
+                    pieces = _encoded(doc, regular, text)
+                    entry = shown[text] = (pieces[0][0], " ".join(
+                        f"{resource} {TABLE_SIZE:g} Tf ({chunk}) Tj" if i else f"({chunk}) Tj"
+                        for i, (resource, chunk) in enumerate(pieces)), pieces[-1][0])
+                first, body, _ = entry
+                x = (f"{right_edge[column] - measure(text):.2f}" if numeric[column]
+                     else left_text[column])
+                append(f"BT 1 0 0 1 {x} {y} Tm {first} {font_size} {body} T* ET")
+        append("0 G")
+        # the rules: above and below the column header, below the last row
+        bottom = self.height - layout.header_height - (offsets[self.stop] - base)
+        for rule, weight in ((self.height, 0.8), (self.height - layout.header_height, 0.5),
+                             (bottom, 0.8)):
+            append(f"{weight:g} w 0 {rule:.2f} m {self.width:.2f} {rule:.2f} l S")
+        return "\n".join(out)
+
+
+def _encoded(doc: Any, font_name: str, text: str) -> list[tuple[str, str]]:
+    """Return ``text`` in ``font_name`` as (font resource, escaped string) pieces for the PDF
+    document ``doc`` (ReportLab assigns the glyphs to the font's subsets as its text objects
+    do), each text encoded once per document."""
+    cache = _ENCODED.setdefault(doc, {})
+    pieces = cache.get((font_name, text))
+    if pieces is None:
+        font = pdfmetrics.getFont(font_name)
+        pieces = cache[(font_name, text)] = [
+            (font.getSubsetInternalName(subset, doc), escapePDF(chunk))
+            for subset, chunk in font.splitString(text, doc)]
+    return pieces
 
 
 class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
@@ -391,11 +562,14 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
             initialFontName=fonts.regular,
             initialFontSize=BODY_SIZE,
             invariant=True,
+            pageCompression=0,  # pikepdf compresses the page streams (see _ReportCanvas)
         )
         self.spec = spec
         self.fonts = fonts
         self.total_pages: int | None = None
         self.layout_only = False
+        self._running_runs: dict[str, tuple[list[tuple[str, str]], float]] = {}
+        self._running_cache: dict[tuple[Any, ...], tuple[str, str]] = {}
         portrait_size = page
         landscape_size = landscape(page)
         self.addPageTemplates(
@@ -437,38 +611,67 @@ class ReportDocument(BaseDocTemplate):  # type: ignore[misc]
         return (frame._width, frame._height)
 
     def _decorate(self, canvas: Canvas, document: BaseDocTemplate, header_offset: float) -> None:
+        if self.layout_only:
+            return  # nothing drawn in a layout pass reaches the PDF
+        width, _ = canvas._pagesize
+        before, after = self._running_parts(canvas, header_offset)
+        total = "?" if self.total_pages is None else str(self.total_pages)
+        page_of = self._running_line(
+            canvas._doc, width - MARGIN_RIGHT, FOOTER_OFFSET,
+            fixed_text("page_of", self.spec.language, page=document.page, total=total),
+            anchor="end")
+        canvas.addLiteral(f"{before}\n{page_of}\n{after}")
+
+    def _running_parts(self, canvas: Canvas, header_offset: float) -> tuple[str, str]:
+        """Return the operators of the running header and footer but the page number (before
+        it, after it), the same on every page of one size: made once."""
+        key = (canvas._doc, *canvas._pagesize, header_offset)
+        parts = self._running_cache.get(key)
+        if parts is not None:
+            return parts
         spec = self.spec
         width, height = canvas._pagesize
-        canvas.saveState()
-        canvas.setFillColor(colors.black)
         lang = spec.language
         blinding = fixed_text("blinded" if spec.blinded else "unblinded", lang)
         top = height - header_offset
-        draw_text(canvas, self.fonts, MARGIN_LEFT, top,
-                  f"{spec.trial_code} · {spec.report_title} · {blinding}")
+        line = partial(self._running_line, canvas._doc)
+        ops = ["q 0 g",
+               line(MARGIN_LEFT, top, f"{spec.trial_code} · {spec.report_title} · {blinding}")]
         cutoff = (
             fixed_text("cutoff_header", lang, date=spec.data_cutoff_on.isoformat())
             if spec.data_cutoff_on is not None
             else fixed_text("no_cutoff_header", lang)
         )
-        draw_text(canvas, self.fonts, width - MARGIN_RIGHT, top, cutoff, anchor="end")
-        canvas.setStrokeColor(colors.black)
-        canvas.setLineWidth(0.5)
-        canvas.line(MARGIN_LEFT, top - 4, width - MARGIN_RIGHT, top - 4)
+        ops.append(line(width - MARGIN_RIGHT, top, cutoff, anchor="end"))
         if spec.is_draft:
             # a banner under the header rule on every page (inside the top margin, above the
             # text frame): a draft is never mistaken for a report on locked data
-            draw_text(canvas, self.fonts, (MARGIN_LEFT + width - MARGIN_RIGHT) / 2, top - 15,
-                      fixed_text("draft_banner", lang), anchor="middle")
-        canvas.line(MARGIN_LEFT, FOOTER_OFFSET + 11, width - MARGIN_RIGHT, FOOTER_OFFSET + 11)
+            ops.append(line((MARGIN_LEFT + width - MARGIN_RIGHT) / 2, top - 15,
+                            fixed_text("draft_banner", lang), anchor="middle"))
         generated = spec.generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        draw_text(canvas, self.fonts, MARGIN_LEFT, FOOTER_OFFSET,
-                  fixed_text("generated_footer", lang, at=generated,
-                             sha=spec.data_snapshot_sha256[:12]))
-        total = "?" if self.total_pages is None else str(self.total_pages)
-        draw_text(canvas, self.fonts, width - MARGIN_RIGHT, FOOTER_OFFSET,
-                  fixed_text("page_of", lang, page=document.page, total=total), anchor="end")
-        canvas.restoreState()
+        ops.append(line(MARGIN_LEFT, FOOTER_OFFSET,
+                        fixed_text("generated_footer", lang, at=generated,
+                                   sha=spec.data_snapshot_sha256[:12])))
+        rules = [f"{MARGIN_LEFT:.2f} {y:.2f} m {width - MARGIN_RIGHT:.2f} {y:.2f} l S"
+                 for y in (top - 4, FOOTER_OFFSET + 11)]
+        parts = self._running_cache[key] = ("\n".join(ops),
+                                            "\n".join(["0 G 0.5 w", *rules, "Q"]))
+        return parts
+
+    def _running_line(self, doc: Any, x: float, y: float, text: str, *,
+                      anchor: str = "start") -> str:
+        """Return a text object (BT … ET) drawing one line of the running header or
+        footer at RUNNING_SIZE, each script in its font, anchored at ``x``."""
+        measured = self._running_runs.get(text)
+        if measured is None:
+            runs = list(self.fonts.runs(text))
+            measured = self._running_runs[text] = (
+                runs, sum(stringWidth(run, font, RUNNING_SIZE) for font, run in runs))
+        runs, width = measured
+        cursor = x - width if anchor == "end" else x - width / 2 if anchor == "middle" else x
+        return f"BT 1 0 0 1 {cursor:.2f} {y:.2f} Tm " + " ".join(
+            f"{resource} {RUNNING_SIZE:g} Tf ({chunk}) Tj"
+            for font, run in runs for resource, chunk in _encoded(doc, font, run)) + " T* ET"
 
     def multiBuild(self, story: list[Flowable], maxPasses: int = 10,
                    **build_options: Any) -> int:
@@ -539,6 +742,9 @@ class StoryBuilder:
         self.document = document
         self.n_keys = 0
         self.widths: dict[tuple[str, bool], float] = {}  # text_width memo: listings repeat
+        self.toc = TableOfContents()  # replaced by table_of_contents()
+        #: every heading and caption in story order, as TableOfContents entries (page unknown)
+        self.toc_entries: list[tuple[int, str, int, str]] = []
 
     def outlined(self, title: str, style: ParagraphStyle, level: int) -> OutlinedParagraph:
         if level >= MAX_OUTLINE_DEPTH:
@@ -549,6 +755,7 @@ class StoryBuilder:
         self.n_keys += 1
         text = markup(self.fonts, title, bold=True)
         toc_text = markup(self.fonts, title)
+        self.toc_entries.append((level, toc_text, 0, f"dest{self.n_keys}"))
         return OutlinedParagraph(text, style, title, level, f"dest{self.n_keys}", toc_text)
 
     def cell_font(self) -> list[tuple[Any, ...]]:
@@ -616,7 +823,7 @@ class StoryBuilder:
         ]
 
     def table_of_contents(self) -> list[Flowable]:
-        toc = TableOfContents(
+        toc = self.toc = TableOfContents(
             levelStyles=list(self.styles.toc_levels),
             dotsMinLevel=0,
             tableStyle=TableStyle([
@@ -653,9 +860,13 @@ class StoryBuilder:
         """Return the width of ``text`` at table size in the fonts that draw it."""
         width = self.widths.get((text, bold))
         if width is None:
-            width = self.widths[(text, bold)] = float(sum(
-                stringWidth(run, font, TABLE_SIZE) for font, run in self.fonts.runs(text, bold=bold)
-            ))
+            if text.isascii():  # one run in the Latin font (it has every ASCII character)
+                width = stringWidth(text, self.fonts.bold if bold else self.fonts.regular,
+                                    TABLE_SIZE)
+            else:
+                width = sum(stringWidth(run, font, TABLE_SIZE)
+                            for font, run in self.fonts.runs(text, bold=bold))
+            width = self.widths[(text, bold)] = float(width)
         return width
 
     def column_widths(self, columns: Sequence[str], rows: Sequence[Sequence[str]],
@@ -663,16 +874,23 @@ class StoryBuilder:
         """Return column widths from the content (see ``layout_columns``)."""
         minimum: list[float] = []
         preferred: list[float] = []
+        text_width = self.text_width
         for i, column in enumerate(columns):
-            cells = [(column, True), *((row[i], False) for row in rows)]
-            # a number cell ("31 (58.5%)", "(-0.98, 9.15)") is one token: it never wraps
-            minimum.append(max((self.text_width(token, bold=bold)
-                                for text, bold in cells
-                                for token in ([text] if not bold and NUMERIC_CELL.match(
-                                    text.strip()) else tokens_of(text))),
-                               default=0.0) + CELL_PADDING)
-            preferred.append(max((self.text_width(line, bold=bold)
-                                  for text, bold in cells for line in text.split("\n")),
+            cells = {row[i] for row in rows}  # listings repeat values: each measured once
+            tokens: set[str] = set()
+            for text in cells:
+                if NUMERIC_CELL.match(text.strip()):
+                    # a number cell ("31 (58.5%)", "(-0.98, 9.15)") is one token: never wraps
+                    tokens.add(text)
+                elif text.isascii():  # no CJK character to break at: tokens_of's pieces
+                    tokens.update(text.split())
+                else:
+                    tokens.update(tokens_of(text))
+            minimum.append(max([*(text_width(token, bold=True) for token in tokens_of(column)),
+                                *map(text_width, tokens)], default=0.0) + CELL_PADDING)
+            preferred.append(max([*(text_width(line, bold=True) for line in column.split("\n")),
+                                  *(text_width(line) for text in cells
+                                    for line in text.split("\n"))],
                                  default=0.0) + CELL_PADDING)
         try:
             return layout_columns(minimum, preferred, width)
@@ -707,8 +925,7 @@ class StoryBuilder:
 
     def grid(self, columns: Sequence[str], rows: Sequence[Sequence[str]], width: float,
              *, long: bool, number: str = "", widths: Sequence[float] | None = None,
-             numeric: Sequence[bool] | None = None,
-             table_class: type[Table] | None = None) -> Table:
+             numeric: Sequence[bool] | None = None) -> Table:
         for index, row in enumerate(rows):
             if len(row) != len(columns):
                 raise ReportError(
@@ -730,8 +947,7 @@ class StoryBuilder:
         data += [[self.cell(cell, w, right=numeric[i])
                   for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
                  for row in rows]
-        if table_class is None:
-            table_class = _DrawnOnceLongTable if long else _DrawnOnceTable
+        table_class = _DrawnOnceLongTable if long else _DrawnOnceTable
         table = table_class(data, colWidths=widths, repeatRows=1)
         # numeric columns are right-aligned: each column prints one number of decimals, so
         # right alignment lines the decimal points up (see README, report conventions)
@@ -748,42 +964,63 @@ class StoryBuilder:
         ]))
         return table
 
-    def listing_pages(self, block: ListingBlock, width: float, height: float) -> list[Flowable]:
-        """Return a long listing as page-sized tables, each with the column header.
+    def listing(self, block: ListingBlock, width: float, height: float) -> Listing:
+        """Return a data listing measured once, as one flowable that splits at page ends.
 
-        ReportLab re-measures every remaining row of a table each time it splits it at a page
-        end, which is quadratic in the rows of a long listing; cutting the rows into chunks that
-        fit a page first (row heights estimated from the column widths) keeps the layout linear.
-        Every chunk is laid out with the same column widths, computed once from all rows.
+        Column widths come from all rows (``column_widths``, as for tables); each cell is
+        broken into lines by ``break_lines`` (a cell that fits its column stays one line) and
+        each row's height is the tallest cell's lines plus the cell padding. A row taller than
+        a page could never be placed: ReportError.
         """
-        widths = self.column_widths(block.columns, block.rows, width, block.number)
-        leading = TABLE_SIZE * 1.25
-        header = max(self.lines(c, w, bold=True) for c, w in zip(block.columns, widths,
-                                                                  strict=True))
-        budget = height * 0.97 - header * leading - 4
-        chunks: list[list[tuple[str, ...]]] = [[]]
-        used = 0.0
-        for row in block.rows:
-            lines = max(self.lines(c, w) for c, w in zip(row, widths, strict=True))
-            row_height = lines * leading + 4  # 2 pt top + 2 pt bottom padding
-            if chunks[-1] and used + row_height > budget:
-                chunks.append([])
-                used = 0.0
-            chunks[-1].append(tuple(row))
-            used += row_height
-        numeric = numeric_columns(block.columns, block.rows)
-        pages: list[Flowable] = []
-        for chunk in chunks:
-            page = self.grid(block.columns, chunk, width, long=False, widths=widths,
-                             numeric=numeric, table_class=_ListingPage)
-            page.page_height = height
-            pages.append(page)
-        return pages
+        columns, rows = block.columns, block.rows
+        for index, row in enumerate(rows):
+            if len(row) != len(columns):
+                raise ReportError(
+                    f"row {index + 1} has {len(row)} cells for {len(columns)} columns"
+                )
+        widths = self.column_widths(columns, rows, width, block.number)
+        rooms = [w - CELL_PADDING for w in widths]
+        header = tuple(tuple(self.break_cell(c, room, bold=True))
+                       for c, room in zip(columns, rooms, strict=True))
+        padding = 2 * CELL_TOP_PADDING
+        header_height = max(len(lines) for lines in header) * LEADING + padding
+        one_line = LEADING + padding
+        # the cells that do not fit on one line, found among each column's distinct values
+        # (listings repeat values): usually none, and then only their rows are broken
+        wraps = [{cell for cell in {row[i] for row in rows}
+                  if "\n" in cell or self.text_width(cell) > room + 1e-6}
+                 for i, room in enumerate(rooms)]
+        heights = [one_line] * len(rows)
+        broken: dict[int, tuple[tuple[str, ...], ...]] = {}
+        tallest = 0.0
+        for i, wrapping in enumerate(wraps):
+            if not wrapping:
+                continue
+            for index, row in enumerate(rows):
+                if index in broken or row[i] not in wrapping:
+                    continue
+                cells = tuple(tuple(self.break_cell(cell, room))
+                              for cell, room in zip(row, rooms, strict=True))
+                broken[index] = cells
+                heights[index] = max(len(lines) for lines in cells) * LEADING + padding
+                tallest = max(tallest, heights[index])
+        offsets = list(accumulate(heights, initial=0.0))
+        if header_height + tallest > height:
+            raise ReportError(f"listing {block.number}: a row is {tallest:.0f} pt tall with "
+                              f"its header and does not fit a page of {height:.0f} pt")
+        layout = ListingLayout(
+            fonts=self.fonts, widths=tuple(widths),
+            numeric=tuple(numeric_columns(columns, rows)), header=header,
+            header_height=header_height, rows=rows, broken=broken, offsets=offsets,
+            measure=self.text_width)
+        return Listing(layout)
 
-    def lines(self, text: str, width: float, *, bold: bool = False) -> int:
-        """Return how many lines ``text`` takes in a cell of ``width`` (at least one)."""
-        return len(break_lines(text, width - CELL_PADDING - 0.5,
-                               partial(self.text_width, bold=bold)))
+    def break_cell(self, text: str, room: float, *, bold: bool = False) -> list[str]:
+        """Return the lines of a cell with ``room`` points for its text: the text itself when
+        it fits on one line, else ``break_lines``."""
+        if "\n" not in text and self.text_width(text, bold=bold) <= room + 1e-6:
+            return [text]
+        return break_lines(text, room, partial(self.text_width, bold=bold))
 
     def figure(self, block: FigureBlock, width: float, height: float) -> Flowable:
         data = block.data
@@ -836,8 +1073,13 @@ class StoryBuilder:
             elif isinstance(block, ListingBlock):
                 caption = self.caption("Listing", block.number, block.title,
                                        block.population, block.n, level + 1)
-                first, *rest = self.listing_pages(block, width, height)
-                story += [KeepTogether([caption, first]), *rest]  # no caption left alone
+                listing = self.listing(block, width, height)
+                # no caption left alone at the foot of a page: it starts a new page unless
+                # the column header and the first rows (up to three) fit below it
+                first = listing.layout.offsets[min(3, len(block.rows))]
+                needed = (caption.wrap(width, height)[1] + caption.getSpaceBefore()
+                          + caption.getSpaceAfter() + listing.layout.header_height + first)
+                story += [_RoomFor(needed), caption, listing]
                 story += self.notes(block.footnotes, block.source)
                 story.append(Spacer(1, 8))
             else:
@@ -859,6 +1101,10 @@ class StoryBuilder:
                 current_landscape = section.landscape
             story.append(PageBreak())
             story += self.section(section, 0, section.landscape)
+        # the contents know their entries before the first pass: it lays them out as they will
+        # be (a page number is drawn after its entry and takes no room), so the page numbers
+        # found in that pass are final and one pass confirms them (else multiBuild goes on)
+        self.toc.addEntries(self.toc_entries)
         return story
 
 
@@ -926,5 +1172,6 @@ def build_report(
     buffer = io.BytesIO()
     document = ReportDocument(buffer, spec, fonts)
     story = StoryBuilder(spec, fonts, styles, document).story()
-    document.multiBuild(story, canvasmaker=partial(Canvas, pdfVersion=(1, 4)), maxPasses=8)
+    document.multiBuild(story, canvasmaker=partial(_ReportCanvas, pdfVersion=(1, 4)),
+                        maxPasses=8)
     return _finish(buffer.getvalue(), spec.generated_at)

@@ -72,7 +72,7 @@ class FontSet:
             sorted(
                 {
                     c
-                    for c in text
+                    for c in set(text)  # each distinct character once
                     if c not in "\n\t\r"
                     and ord(c) not in self.latin_chars
                     and ord(c) not in self.cjk_chars

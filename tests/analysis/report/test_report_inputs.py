@@ -175,9 +175,10 @@ def test_subsection_cannot_switch_orientation() -> None:
         build_report(spec)
 
 
-def test_long_listing_is_laid_out_as_page_sized_tables() -> None:
-    """A 1,500-row listing becomes one table per page (no quadratic re-measuring at splits),
-    each chunk repeating the header, every row printed once."""
+def test_long_listing_is_laid_out_page_by_page() -> None:
+    """A 1,500-row listing is measured once and cut at each page end into a page-sized piece
+    (no quadratic re-measuring at splits), each piece under the column header, every row
+    printed once and in order; a caption is never left alone at a page foot."""
     from analysis.report import ListingBlock
     from analysis.report.document import ReportDocument, StoryBuilder, make_styles
     from analysis.report.fonts import load_fonts
@@ -191,9 +192,19 @@ def test_long_listing_is_laid_out_as_page_sized_tables() -> None:
     builder = StoryBuilder(spec, fonts, make_styles(fonts),  # type: ignore[arg-type]
                            ReportDocument(io.BytesIO(), spec, fonts))  # type: ignore[arg-type]
     width, height = builder.document.frame_size(False)
-    tables = builder.listing_pages(block, width, height)
-    assert len(tables) >= 1500 // 60
-    assert sum(len(t._cellvalues) - 1 for t in tables) == 1500
-    assert all(t.wrap(width, height)[1] <= height for t in tables)
+    pieces, rest = [], builder.listing(block, width, height)
+    while rest.wrap(width, height)[1] > height:
+        first, rest = rest.split(width, height)
+        pieces.append(first)
+    pieces.append(rest)
+    assert len(pieces) >= 1500 // 60
+    assert [i for piece in pieces for i in piece.rows] == list(range(1500))
+    assert all(piece.wrap(width, height)[1] <= height for piece in pieces)
     pdf = build_report(spec)  # type: ignore[arg-type]
+    pages = [page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages]
+    listing_pages = [text for text in pages if "S-0" in text or "S-1" in text]
+    # the first page holds fewer rows (the caption above them): one page more at most
+    assert len(pieces) <= len(listing_pages) <= len(pieces) + 1
+    assert all("Subject" in text and "Value" in text for text in listing_pages)
+    assert "Listing 16.2.9.1" in listing_pages[0]
     assert "S-1499" in _text(pdf)
