@@ -21,8 +21,13 @@ STATUSES = ("open", "reviewed", "superseded")
 
 def site_zone(site: Site | None) -> datetime.tzinfo:
     """The site's time zone (validated IANA names; UTC for rows older than the check)."""
+    return zone_named(site.timezone if site is not None else None)
+
+
+def zone_named(name: str | None) -> datetime.tzinfo:
+    """A site's time zone from its stored name (see `site_zone`)."""
     try:
-        return ZoneInfo(site.timezone) if site is not None and site.timezone else datetime.UTC
+        return ZoneInfo(name) if name else datetime.UTC
     except (ZoneInfoNotFoundError, ValueError):
         return datetime.UTC
 

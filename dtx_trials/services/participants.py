@@ -436,12 +436,20 @@ def enroll_participant(
     return participant
 
 
-def anchors_of(participant: Participant) -> dict[str, datetime.date]:
-    anchors = {"screening": participant.screened_at.date()}
+def anchors_of(participant: Participant, zone: datetime.tzinfo) -> dict[str, datetime.date]:
+    """The schedule's anchor days: the site's calendar day of screening, enrolment and
+    randomization (stored in UTC; randomized at 00:30 in Beijing is that day, not the UTC
+    day before)."""
+
+    def day(moment: datetime.datetime) -> datetime.date:
+        aware = moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+        return aware.astimezone(zone).date()
+
+    anchors = {"screening": day(participant.screened_at)}
     if participant.enrolled_at:
-        anchors["enrollment"] = participant.enrolled_at.date()
+        anchors["enrollment"] = day(participant.enrolled_at)
     if participant.randomized_at:
-        anchors["randomization"] = participant.randomized_at.date()
+        anchors["randomization"] = day(participant.randomized_at)
     return anchors
 
 
@@ -451,8 +459,14 @@ def plan_participant_visits(
     participant: Participant,
     protocol: Protocol,
     today: datetime.date | None = None,
+    zone: datetime.tzinfo | None = None,
 ) -> None:
-    """Create or update planned visits whose anchor is now known (inside the caller's txn)."""
+    """Create or update planned visits whose anchor is now known (inside the caller's txn);
+    ``zone``: the site's time zone when the caller read it already."""
+    if zone is None:
+        from dtx_trials.services.deviations import site_zone
+
+        zone = site_zone(session.get(Site, participant.site_id))
     existing = {
         v.visit_code: v
         for v in session.scalars(
@@ -470,7 +484,7 @@ def plan_participant_visits(
             window_end_on=planned.window_end_on,
             status="planned",
         )
-        for planned in plan_visits(protocol.schedule, anchors_of(participant))
+        for planned in plan_visits(protocol.schedule, anchors_of(participant, zone))
         if planned.visit_id not in existing
     ]
     session.add_all(new)

@@ -19,7 +19,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
@@ -39,6 +39,7 @@ from dtx_trials.models import (
 )
 from dtx_trials.services import accounts, audit, notifications
 from dtx_trials.services.access import Actor, require
+from dtx_trials.services.deviations import zone_named
 from dtx_trials.services.errors import Conflict, NotFound, ValidationError
 from dtx_trials.services.participants import (
     get_participant,
@@ -246,7 +247,9 @@ def randomize_participant(
     transaction, so a failure anywhere still leaves nothing.
     """
     with transaction(session):
-        participant, site_code, state_row = _lock_participant(session, actor, trial, subject_code)
+        participant, site_code, zone, state_row = _lock_participant(
+            session, actor, trial, subject_code
+        )
         if request_id:
             previous = session.scalars(
                 select(Allocation).where(
@@ -283,7 +286,8 @@ def randomize_participant(
         participant.status = "randomized"
         participant.randomized_at = now
         audit.record_update(session, actor, "participant.randomized", participant, before)
-        plan_participant_visits(session, actor, participant, protocol)  # flushed: one insert
+        # flushed: one insert; anchored on the site's calendar day
+        plan_participant_visits(session, actor, participant, protocol, zone=zone)
         if state_row is None:
             raise Conflict(f"trial {trial.code} has no active randomization model")
         activation_code = _activation_code(protocol.blinding.activation_code_prefix)
@@ -446,11 +450,11 @@ def _lock_counters(session: Session, state_row: RandomizationState) -> None:
 
 def _lock_participant(
     session: Session, actor: Actor, trial: Trial, subject_code: str
-) -> tuple[Participant, str, RandomizationState | None]:
-    """Lock the participant to randomize; return it with its site's code and the trial's
-    randomization state row, read without its lock (one statement)."""
+) -> tuple[Participant, str, tzinfo, RandomizationState | None]:
+    """Lock the participant to randomize; return it with its site's code and time zone and
+    the trial's randomization state row, read without its lock (one statement)."""
     row = session.execute(
-        select(Participant, ProtocolVersion.sha256, Site.code, RandomizationState)
+        select(Participant, ProtocolVersion.sha256, Site.code, Site.timezone, RandomizationState)
         .join(Site, Site.id == Participant.site_id)
         .outerjoin(ProtocolVersion, ProtocolVersion.id == Participant.protocol_version_id)
         .outerjoin(RandomizationState, RandomizationState.trial_id == Participant.trial_id)
@@ -460,10 +464,10 @@ def _lock_participant(
     ).first()
     if row is None:
         raise NotFound("participant not found")
-    participant, sha256, site_code, state_row = row
+    participant, sha256, site_code, timezone, state_row = row
     require(actor, "randomize", trial.id, participant.site_id)
     note_version_sha(session, participant.protocol_version_id, sha256)
-    return participant, site_code, state_row
+    return participant, site_code, zone_named(timezone), state_row
 
 
 def randomization_number(state_row: RandomizationState, result: AllocationResult) -> str:

@@ -142,3 +142,27 @@ def test_without_reanchor_the_schedule_keeps_its_planned_dates(
     api(client, staff["inv"], "POST", f"/participants/{subject}/visits/baseline/date",
         {"date": baseline_on.isoformat()}, 200)
     assert visits_of(client, staff, subject)["week_4"]["planned_on"] == before
+
+
+def test_schedule_anchors_are_the_sites_calendar_day() -> None:
+    """Randomized at 00:30 in Beijing (16:30 UTC the day before): the schedule is anchored on
+    the site's day, whatever the hour CI runs at (this failed between 16:00 and 24:00 UTC)."""
+    from zoneinfo import ZoneInfo
+
+    from dtx_trials.models import Participant
+    from dtx_trials.services.participants import anchors_of
+
+    participant = Participant(
+        screened_at=datetime.datetime(2026, 2, 20, 23, 0),  # naive UTC, as stored
+        enrolled_at=datetime.datetime(2026, 2, 28, 3, 0, tzinfo=datetime.UTC),
+        randomized_at=datetime.datetime(2026, 3, 1, 16, 30),
+    )
+    assert anchors_of(participant, ZoneInfo("Asia/Shanghai")) == {
+        "screening": datetime.date(2026, 2, 21),
+        "enrollment": datetime.date(2026, 2, 28),
+        "randomization": datetime.date(2026, 3, 2),
+    }
+    assert anchors_of(participant, ZoneInfo("America/Los_Angeles"))["randomization"] == (
+        datetime.date(2026, 3, 1)
+    )
+    assert anchors_of(participant, datetime.UTC)["screening"] == datetime.date(2026, 2, 20)
