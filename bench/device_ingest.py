@@ -59,10 +59,9 @@ def run(quick: bool = False) -> list[RatioRow]:
 
             from dtx_trials.models import Participant, Trial
             from dtx_trials.services import accounts
-            from dtx_trials.services.access import Actor
+            from dtx_trials.services.access import command_line
 
-            cli = Actor(user_id=None, username="cli", printed_name="cli", via="cli",
-                        is_superuser=True)
+            cli = command_line()
             trial = db.session.scalars(select(Trial).where(Trial.code == prepared.code)).one()
             user = accounts.create_user(db.session, cli, username="bench_dm",
                                         printed_name="Bench DM", password=DM_PASSWORD)

@@ -77,34 +77,23 @@ def build(app: Any, n_participants: int, n_queries: int) -> None:
     """Migrate, load the trial, add sites, participants, queries and two staff accounts."""
     from flask_migrate import upgrade
 
+    from bench.trial_setup import add_bench_sites
     from dtx_trials.extensions import db
     from dtx_trials.models import DataQuery, FormRecord, Site, Trial
-    from dtx_trials.models.users import Role
-    from dtx_trials.services import accounts, audit, protocols, trials
-    from dtx_trials.services.access import Actor, Grant
+    from dtx_trials.services import accounts, audit, protocols
+    from dtx_trials.services.access import command_line
     from dtx_trials.services.simulation import insert_enrolled_mci_participants
 
-    cli = Actor(user_id=None, username="cli", printed_name="Bench", via="cli", is_superuser=True)
+    cli = command_line()
     with app.app_context():
         upgrade()
         protocols.load_library_file(db.session, cli, LIBRARY / "cognitive_impairment.yaml")
         trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
-        sponsor = Actor(
-            user_id=None,
-            username="cli",
-            printed_name="Bench",
-            via="cli",
-            is_superuser=True,
-            grants=(Grant(trial.id, None, Role.SPONSOR_ADMIN),),
-        )
         sites = list(
             db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
         )
-        for index in range(len(sites), math.ceil(n_participants / PER_SITE)):
-            code = f"BN{index:02d}"
-            sites.append(
-                trials.create_site(db.session, sponsor, trial, {"code": code, "name": code})
-            )
+        needed = math.ceil(n_participants / PER_SITE) - len(sites)
+        sites += add_bench_sites(trial, first=len(sites), n=needed)
         for username, role in (("bench_monitor", "monitor"), ("bench_auditor", "auditor")):
             user = accounts.create_user(
                 db.session, cli, username=username, printed_name=username, password=PASSWORD

@@ -17,9 +17,9 @@ from bench.harness import FIELD_KEY
 from dtx_trials import create_app
 from dtx_trials.extensions import db
 from dtx_trials.models import Site, Trial
-from dtx_trials.models.users import Role, User
+from dtx_trials.models.users import User
 from dtx_trials.services import accounts, protocols, trials
-from dtx_trials.services.access import Actor, Grant
+from dtx_trials.services.access import command_line, with_role
 from dtx_trials.services.simulation import insert_enrolled_mci_participants
 
 LIBRARY = Path(__file__).resolve().parent.parent / "protocols" / "library"
@@ -31,7 +31,7 @@ PARTICIPANTS_PER_SITE = 60
 USERNAME = "bench_investigator"
 # a throwaway account in a throwaway database, dropped after the run
 PASSWORD = "bench investigator passphrase"  # noqa: S105
-CLI = Actor(user_id=None, username="cli", printed_name="Command line", via="cli", is_superuser=True)
+CLI = command_line()
 
 
 @dataclass(frozen=True)
@@ -92,26 +92,12 @@ def _enrol(n_participants: int, *, is_first_batch: bool) -> list[str]:
     """Add the sites n participants need (the trial's own sites first, then BNxx runtime
     sites, PARTICIPANTS_PER_SITE each), grant the investigator on them, enrol."""
     trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
-    sponsor = Actor(
-        user_id=None,
-        username="cli",
-        printed_name="Command line",
-        via="cli",
-        is_superuser=True,
-        grants=(Grant(trial.id, None, Role.SPONSOR_ADMIN),),
-    )
     existing = list(
         db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
     )
-    n_runtime = sum(s.code.startswith("BN") for s in existing)
-    sites = list(existing) if is_first_batch else []
-    index = n_runtime
-    while len(sites) < math.ceil(n_participants / PARTICIPANTS_PER_SITE):
-        code = f"BN{index:02d}"
-        sites.append(
-            trials.create_site(db.session, sponsor, trial, {"code": code, "name": f"Bench {code}"})
-        )
-        index += 1
+    sites = existing if is_first_batch else []
+    needed = math.ceil(n_participants / PARTICIPANTS_PER_SITE) - len(sites)
+    sites += add_bench_sites(trial, first=sum(s.code.startswith("BN") for s in existing), n=needed)
     user = db.session.scalars(select(User).where(User.username == USERNAME)).one()
     for site in sites:
         accounts.grant_role(
@@ -119,6 +105,16 @@ def _enrol(n_participants: int, *, is_first_batch: bool) -> list[str]:
             site_id=site.id,
         )  # fmt: skip
     return insert_enrolled_mci_participants(db.session, CLI, trial, sites, n_participants)
+
+
+def add_bench_sites(trial: Trial, first: int, n: int) -> list[Site]:
+    """Add n runtime sites BN<first>, BN<first+1>, ... to the trial (the MCI protocol allows
+    sites added at runtime), as the command line acting as the trial's sponsor admin."""
+    sponsor = with_role(CLI, trial.id, "sponsor_admin")
+    return [
+        trials.create_site(db.session, sponsor, trial, {"code": code, "name": f"Bench {code}"})
+        for code in (f"BN{index:02d}" for index in range(first, first + max(n, 0)))
+    ]
 
 
 def issue_token(port: int, username: str, password: str) -> str:

@@ -9,9 +9,9 @@ from flask.testing import FlaskClient
 from dtx_trials.extensions import db
 from dtx_trials.models import Site, Trial, User
 from dtx_trials.services import accounts, trials
-from dtx_trials.services.access import Actor
+from dtx_trials.services.access import Actor, command_line
 
-CLI = Actor(user_id=None, username="cli", printed_name="Command line", via="cli", is_superuser=True)
+CLI = command_line()
 PASSWORD = "correct horse battery"
 
 

@@ -33,11 +33,9 @@ def with_app(func: F) -> F:
 
 
 def cli_actor() -> Any:
-    from dtx_trials.services.access import Actor
+    from dtx_trials.services.access import command_line
 
-    return Actor(
-        user_id=None, username="cli", printed_name="Command line", via="cli", is_superuser=True
-    )
+    return command_line()
 
 
 class CheckedGroup(click.Group):
@@ -217,6 +215,7 @@ def init_trial(
     from dtx_trials.models import User
     from dtx_trials.services import accounts, trials
     from dtx_trials.services import protocols as protocol_service
+    from dtx_trials.services.access import with_role
 
     session = sa.session
     text = None
@@ -261,7 +260,7 @@ def init_trial(
                 )
             )
             if text is not None and protocol_file is not None:
-                admin = protocol_service._as_sponsor(actor, trial)
+                admin = with_role(actor, trial.id, "sponsor_admin")
                 version, _ = _run(
                     lambda: protocol_service.upload_version(
                         session, admin, trial, text, protocol_file.name
@@ -468,20 +467,13 @@ def audit_export(
 
     from dtx_trials.extensions import db as sa
     from dtx_trials.models import Trial
-    from dtx_trials.models.users import Role
-    from dtx_trials.services.access import Actor, Grant
+    from dtx_trials.services.access import command_line
     from dtx_trials.services.trail_export import export_trail
 
     trial = sa.session.scalars(select(Trial).where(Trial.code == trial_code)).first()
     if trial is None:
         _fail(f"unknown trial {trial_code}")
-    actor = Actor(
-        user_id=None,
-        username="cli",
-        printed_name="Command line",
-        via="cli",
-        grants=(Grant(trial.id, None, Role.AUDITOR),),
-    )
+    actor = command_line(trial.id, "auditor")
     name, content = _run(
         lambda: export_trail(sa.session, actor, trial, fmt, subject=subject, record_id=record_id)
     )

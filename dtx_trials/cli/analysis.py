@@ -13,6 +13,8 @@ from flask import Flask
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
+from dtx_trials.services.access import command_line
+
 console = Console(soft_wrap=True)
 
 
@@ -27,20 +29,6 @@ def _trial(code: str) -> Any:
         click.echo(f"error: unknown trial {code}", err=True)
         sys.exit(2)
     return trial
-
-
-def _operator(trial: Any, role: str) -> Any:
-    """The command line acts with the role it needs on the server (it runs on the host)."""
-    from dtx_trials.models.users import Role
-    from dtx_trials.services.access import Actor, Grant
-
-    return Actor(
-        user_id=None,
-        username="cli",
-        printed_name="Command line",
-        via="cli",
-        grants=(Grant(trial.id, None, Role(role)),),
-    )
 
 
 @click.command()
@@ -98,7 +86,7 @@ def analyze(
         from dtx_trials.services import analyses
 
         trial = _trial(trial_code)
-        actor = _operator(trial, "unblinded_statistician" if unblinded else "statistician")
+        actor = command_line(trial.id, "unblinded_statistician" if unblinded else "statistician")
         with Progress(
             TextColumn("{task.description}"), BarColumn(), console=console, transient=True
         ) as progress:
@@ -185,7 +173,7 @@ def export(
         from dtx_trials.services import cdisc_package, exports
 
         trial = _trial(trial_code)
-        actor = _operator(trial, "unblinded_statistician" if unblinded else "data_manager")
+        actor = command_line(trial.id, "unblinded_statistician" if unblinded else "data_manager")
         plain = tuple(f for f in formats if f != "cdisc")
         written = _run(
             lambda: exports.export_trial(db.session, actor, trial, formats=plain, out_dir=out,

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 from flask import Flask
+
+from dtx_trials.services.access import command_line
 
 
 @click.group()
 def coding() -> None:
     """Medical coding of adverse-event terms and medications (AEDECOD, CMDECOD)."""
-
-
-def _operator(trial_id: int, role: str) -> Any:
-    from dtx_trials.models.users import Role
-    from dtx_trials.services.access import Actor, Grant
-
-    return Actor(user_id=None, username="cli", printed_name="Command line", via="cli",
-                 grants=(Grant(trial_id, None, Role(role)),))
 
 
 @coding.command("load")
@@ -38,7 +31,7 @@ def load(trial_code: str, file: Path, name: str, version: str) -> None:
         from dtx_trials.services import trials
 
         trial = _run(lambda: trials.get_trial(db.session, cli_actor(), trial_code))
-        actor = _operator(trial.id, "data_manager")
+        actor = command_line(trial.id, "data_manager")
         text = file.read_text(encoding="utf-8")
         n = _run(lambda: service.load_dictionary(db.session, actor, trial, name=name,
                                                  version=version, text=text))
@@ -63,7 +56,7 @@ def queue(trial_code: str) -> None:
         from dtx_trials.services import trials
 
         trial = _run(lambda: trials.get_trial(db.session, cli_actor(), trial_code))
-        actor = _operator(trial.id, "data_manager")
+        actor = command_line(trial.id, "data_manager")
         coded = _run(lambda: service.auto_code(db.session, actor, trial))
         left = _run(lambda: service.coding_queue(db.session, actor, trial))
         click.echo(f"{trial.code}: {coded} auto-coded, {len(left)} uncoded")

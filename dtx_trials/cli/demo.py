@@ -13,22 +13,10 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dtx_trials.services.access import command_line
+
 console = Console(soft_wrap=True)
 EXPORT_FORMATS = ("csv", "xpt", "odm", "fhir")
-
-
-def _operator(trial: Any, role: str) -> Any:
-    """The command line acts with the role it needs on the host it runs on."""
-    from dtx_trials.models.users import Role
-    from dtx_trials.services.access import Actor, Grant
-
-    return Actor(
-        user_id=None,
-        username="cli",
-        printed_name="Command line (demo)",
-        via="cli",
-        grants=(Grant(trial.id, None, Role(role)),),
-    )
 
 
 def _protocol_code(path: Path) -> str:
@@ -167,7 +155,7 @@ def _code_terms(trial: Any) -> dict[str, Any]:
     from dtx_trials.extensions import db
     from dtx_trials.services import coding
 
-    actor = _operator(trial, "data_manager")
+    actor = command_line(trial.id, "data_manager")
     text = SYNTHETIC_DICTIONARY.read_text(encoding="utf-8")
     _run(lambda: coding.load_dictionary(db.session, actor, trial, name="DTX-SYNTHETIC",
                                         version="1.0", text=text))
@@ -188,7 +176,7 @@ def _analyse(trial: Any, trial_out: Path) -> dict[str, Any]:
     from dtx_trials.cli import _run
     from dtx_trials.extensions import db
 
-    actor = _operator(trial, "unblinded_statistician")
+    actor = command_line(trial.id, "unblinded_statistician")
     with console.status(f"{trial.code}: running the statistical analysis plan"):
         run = _run(
             lambda: analyses.run_analysis(db.session, actor, trial, cutoff_on=None, unblinded=True)
@@ -231,7 +219,7 @@ def _export(trial: Any, trial_out: Path) -> dict[str, Any]:
     from dtx_trials.extensions import db
     from dtx_trials.services.protocols import active_protocol_model
 
-    actor = _operator(trial, "unblinded_statistician")
+    actor = command_line(trial.id, "unblinded_statistician")
     folder = trial_out / "exports"
     # SDTM (and the package built on it) exists only from a declared mapping: never guessed
     mapped = active_protocol_model(db.session, trial).cdisc is not None
@@ -261,7 +249,7 @@ def _cdisc_package(trial: Any, trial_out: Path) -> dict[str, Any]:
     from dtx_trials.extensions import db
     from dtx_trials.services import cdisc_package
 
-    actor = _operator(trial, "unblinded_statistician")
+    actor = command_line(trial.id, "unblinded_statistician")
     folder = trial_out / "package"
     with console.status(f"{trial.code}: writing the CDISC package"):
         written, report = _run(

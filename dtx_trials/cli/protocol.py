@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from flask import Flask
 
+from dtx_trials.services.access import with_role
 from protocols.document import Issue
 from protocols.loader import load_protocol_report
 from protocols.model import Protocol
@@ -102,7 +103,7 @@ def load(file: Path, accepted: tuple[str, ...], activate: bool) -> None:
                     title=result.protocol.title.en[:300],
                 )
             )
-        admin = service._as_sponsor(actor, trial)
+        admin = with_role(actor, trial.id, "sponsor_admin")
         version, created = _run(
             lambda: service.upload_version(db.session, admin, trial, text, file.name)
         )

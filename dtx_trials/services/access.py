@@ -9,7 +9,7 @@ different site — gets 404; an actor who can see the trial but lacks the action
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dtx_trials.models.users import Role
 from dtx_trials.services.errors import NotFound, PermissionDenied
@@ -143,6 +143,23 @@ class Actor:
 
 
 SYSTEM = Actor(user_id=None, username="system", printed_name="System", via="system")
+
+
+def command_line(trial_id: int | None = None, role: Role | str | None = None) -> Actor:
+    """The command line's actor: it runs on the server itself. Without a role it is the
+    operator setting the server up (a superuser); with one it acts in that role of one trial
+    and nothing else."""
+    if role is None:
+        return Actor(None, "cli", "Command line", via="cli", is_superuser=True)
+    if trial_id is None:
+        raise ValueError("a role is granted in a trial")
+    return Actor(None, "cli", "Command line", (Grant(trial_id, None, Role(role)),), via="cli")
+
+
+def with_role(actor: Actor, trial_id: int, role: Role | str) -> Actor:
+    """The actor with one more trial-wide grant (the command line acting as a trial's sponsor
+    admin after creating the trial, say)."""
+    return replace(actor, grants=(*actor.grants, Grant(trial_id, None, Role(role))))
 
 
 def can(actor: Actor, action: str, trial_id: int | None, site_id: int | None = None) -> bool:

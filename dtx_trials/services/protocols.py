@@ -30,6 +30,7 @@ from dtx_trials.services.access import (
     blinded_account_roles,
     knows_allocation,
     require,
+    with_role,
 )
 from dtx_trials.services.errors import Conflict, NotFound, ValidationError
 from protocols.canonical import from_canonical_dict, protocol_sha256, to_canonical_dict
@@ -408,7 +409,7 @@ def load_library_file(session: Session, actor: Actor, path: Path) -> str:
         trial = trial_service.create_trial(
             session, actor, code=protocol.code, title=protocol.title.en[:300]
         )
-    admin = actor if actor.via != "cli" else _as_sponsor(actor, trial)
+    admin = actor if actor.via != "cli" else with_role(actor, trial.id, "sponsor_admin")
     version, created = upload_version(session, admin, trial, text, path.name)
     if trial.active_protocol_version_id == version.id:
         return f"{protocol.code}: version {version.version_no} already active ({path.name})"
@@ -418,12 +419,3 @@ def load_library_file(session: Session, actor: Actor, path: Path) -> str:
         f"{'loaded and ' if created else ''}activated ({path.name})"
     )
 
-
-def _as_sponsor(actor: Actor, trial: Trial) -> Actor:
-    """The command line acts as the trial's sponsor admin (it runs on the server itself)."""
-    from dataclasses import replace
-
-    from dtx_trials.models.users import Role
-    from dtx_trials.services.access import Grant
-
-    return replace(actor, grants=(*actor.grants, Grant(trial.id, None, Role.SPONSOR_ADMIN)))
