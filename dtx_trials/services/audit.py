@@ -46,6 +46,7 @@ import enum
 import functools
 import hashlib
 import json
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -145,8 +146,20 @@ def _filter_choices_statement() -> Any:
     return select(pairs.c.entity_type, pairs.c.action).where(pairs.c.entity_type.is_not(None))
 
 
+# exact types whose canonical JSON form is the value itself (subclasses such as enums and
+# sealed values take the general path below)
+_PLAIN_TYPES = frozenset({type(None), bool, int, str, float})
+
+
 def to_jsonable(value: Any) -> Any:
     """Return the canonical JSON form of a column value (UTC datetimes end in Z)."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:  # the common cases first, without the isinstance chain
+        return value
+    if kind is dict:
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if kind is list:
+        return [to_jsonable(v) for v in value]
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
@@ -390,6 +403,36 @@ def _remember_heads(session: Session) -> None:
             _last_heads[(url, chain)] = head
 
 
+# Markers standing in for prev_hash and seq in an event's canonical JSON (`_Prepared`): random
+# per process, so no stored value holds them unless it was made from this process's memory
+_PREV_MARK = f"\x00prev_hash:{uuid.uuid4().hex}"
+_SEQ_MARK = f"\x00seq:{uuid.uuid4().hex}"
+_PREV_MARK_JSON = json.dumps(_PREV_MARK, ensure_ascii=False)
+_SEQ_MARK_JSON = json.dumps(_SEQ_MARK, ensure_ascii=False)
+
+
+def _cut_by_keys(fields: Mapping[str, Any]) -> tuple[str, str, str]:
+    """The canonical JSON of ``fields`` before prev_hash's value, between it and seq's value,
+    and after seq's value, built key by key (see `_Prepared`)."""
+    names = sorted(fields)
+    before, between, after = (
+        names[: names.index("prev_hash")],
+        names[names.index("prev_hash") + 1 : names.index("seq")],
+        names[names.index("seq") + 1 :],
+    )
+
+    def pieces(keys: list[str]) -> str:
+        return ",".join(
+            json.dumps(k, ensure_ascii=False) + ":" + canonical_json(fields[k]) for k in keys
+        )
+
+    return (
+        "{" + pieces(before) + ("," if before else "") + '"prev_hash":',
+        ("," + pieces(between) if between else "") + ',"seq":',
+        ("," + pieces(after) if after else "") + "}",
+    )
+
+
 class _Prepared:
     """An appended event and what its hash and row need that does not depend on the chain
     head, computed when it is appended (before any lock): its row without seq, prev_hash and
@@ -407,21 +450,13 @@ class _Prepared:
         self.event = event
         self.row = {name: getattr(event, name) for name in _PREPARED_COLUMNS}
         fields = hashed_fields(event)
-        names = sorted(fields)
-        before, between, after = (
-            names[: names.index("prev_hash")],
-            names[names.index("prev_hash") + 1 : names.index("seq")],
-            names[names.index("seq") + 1 :],
-        )
-
-        def pieces(keys: list[str]) -> str:
-            return ",".join(
-                json.dumps(k, ensure_ascii=False) + ":" + canonical_json(fields[k]) for k in keys
-            )
-
-        self._head = "{" + pieces(before) + ("," if before else "") + '"prev_hash":'
-        self._middle = ("," + pieces(between) if between else "") + ',"seq":'
-        self._tail = ("," + pieces(after) if after else "") + "}"
+        # one canonical dump with markers in the places of prev_hash and seq, cut at them
+        whole = canonical_json({**fields, "prev_hash": _PREV_MARK, "seq": _SEQ_MARK})
+        if whole.count(_PREV_MARK_JSON) == 1 and whole.count(_SEQ_MARK_JSON) == 1:
+            self._head, _, rest = whole.partition(_PREV_MARK_JSON)
+            self._middle, _, self._tail = rest.partition(_SEQ_MARK_JSON)
+        else:  # a value holds a marker's text (it cannot by chance): cut key by key
+            self._head, self._middle, self._tail = _cut_by_keys(fields)
         self._mac: Any = None
         if event.key_id is not None:
             self._mac = cipher().chain_hmac(str(event.key_id))

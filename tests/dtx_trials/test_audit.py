@@ -83,6 +83,27 @@ def test_aud_01_event_fields_and_chain(app: Flask) -> None:
     assert site_event.actor_name == "Command line"
 
 
+@pytest.mark.parametrize("reason", [None, "ordinary", "marker"])
+def test_prepared_hash_is_the_event_hash(app: Flask, reason: str | None) -> None:
+    """The hash prepared at append (one canonical dump cut at markers standing for prev_hash
+    and seq, or key by key when a value holds a marker's text) is the hash of the event's
+    fields with its seq and prev_hash."""
+    from dtx_trials.services.access import command_line
+
+    trial = _trial_with_sites()
+    text_ = f"x{audit._PREV_MARK}y{audit._SEQ_MARK}" if reason == "marker" else reason
+    event = audit.record_event(
+        db.session, command_line(), "test.event", entity_type="trial", entity_id=trial.id,
+        trial_id=trial.id, details={"note": text_, "n": 1.5}, reason=text_,
+    )  # fmt: skip
+    [prepared] = [p for p in db.session.info[audit._PENDING] if p.event is event]
+    fields = audit.hashed_fields(event)
+    assert (prepared._head, prepared._middle, prepared._tail) == audit._cut_by_keys(fields)
+    event.seq, event.prev_hash = 7, "ab" * 32
+    assert prepared.hash(7, "ab" * 32) == audit.event_hash(audit.hashed_fields(event))
+    db.session.rollback()  # a NUL character is no PostgreSQL text: nothing is written
+
+
 def test_verify_passes_on_untouched_data(app: Flask) -> None:
     _trial_with_sites()
     report = audit.verify(db.session)
