@@ -221,7 +221,9 @@ class ParticipantForms(MethodView):
 @blp.route("/<code>/participants/<subject>/visits/<visit>/forms/<form_code>")
 class SaveForm(MethodView):
     @idempotent
-    @blp.arguments(SaveSchema)
+    # an instance, not the class: webargs would build a new schema (a deep copy of its fields)
+    # for every request of the hottest write path
+    @blp.arguments(SaveSchema())
     @blp.response(200, SaveResultSchema)
     def put(
         self, body: dict[str, Any], code: str, subject: str, visit: str, form_code: str

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from dtx_trials.db import lock_row, transaction, utcnow
+from dtx_trials.db import insert_row, lock_row, transaction, utcnow
 from dtx_trials.models import DataQuery, FormRecord, Participant, Signature, Trial, Visit
 from dtx_trials.models.users import Role
 from dtx_trials.services import accounts, audit, safety
@@ -145,13 +145,22 @@ def _visit(
         )
     if visit is None:
         # screening visits and visits not planned yet are opened on first data entry
-        visit = Visit(
-            participant_id=participant.id,
-            visit_code=visit_code,
-            status="open",
-            is_unscheduled=visit_code == "unscheduled",
+        visit = insert_row(
+            session,
+            Visit(
+                participant_id=participant.id,
+                visit_code=visit_code,
+                occurrence=1,
+                is_unscheduled=visit_code == "unscheduled",
+                planned_on=None,
+                window_start_on=None,
+                window_end_on=None,
+                actual_on=None,
+                actual_at=None,
+                status="open",
+                missed_reason=None,
+            ),
         )
-        session.add(visit)
         audit.record_create(
             session,
             actor,
@@ -320,20 +329,24 @@ def save_form(
             )
         now = utcnow()
         if record is None:
-            record = FormRecord(
-                participant_id=participant.id,
-                visit_id=visit.id,
-                form_code=form.id,
-                repeat_index=repeat_index,
-                protocol_version_id=participant.protocol_version_id,
-                status="submitted" if submit else "draft",
-                data=new_data,
-                created_at=now,
-                updated_at=now,
-                device_time=device_time,
-                submitted_at=now if submit else None,
+            # one INSERT, no unit-of-work flush (db.insert_row): every column set here
+            record = insert_row(
+                session,
+                FormRecord(
+                    participant_id=participant.id,
+                    visit_id=visit.id,
+                    form_code=form.id,
+                    repeat_index=repeat_index,
+                    protocol_version_id=participant.protocol_version_id,
+                    status="submitted" if submit else "draft",
+                    data=new_data,
+                    version=1,
+                    created_at=now,
+                    updated_at=now,
+                    device_time=device_time,
+                    submitted_at=now if submit else None,
+                ),
             )
-            session.add(record)
             audit.record_create(
                 session,
                 actor,
