@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import bindparam, func, literal, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -494,15 +494,19 @@ def _lock_counters(session: Session, state_row: RandomizationState) -> None:
     """Lock the state row and read the columns allocations change into the row already
     loaded (one ``SELECT ... FOR UPDATE``; READ COMMITTED returns the latest committed values
     once the lock is granted), as their committed values: the row then holds what the lock
-    holder sees and the ORM writes back only what the allocation changes."""
-    table = RandomizationState.__table__
-    locked = session.execute(
-        select(*(table.c[name] for name in _ADVANCED))
-        .where(table.c.id == state_row.id)
-        .with_for_update()
-    ).one()
+    holder sees and the ORM writes back only what the allocation changes. A Core statement
+    built once, on the session's connection: nothing of the ORM's execution runs under the
+    lock (it reads no audit table and the session has nothing left to flush)."""
+    locked = session.connection().execute(_LOCK_COUNTERS, {"state_id": state_row.id}).one()
     for name in _ADVANCED:
         set_committed_value(state_row, name, getattr(locked, name))
+
+
+_LOCK_COUNTERS = (
+    select(*(RandomizationState.__table__.c[name] for name in _ADVANCED))
+    .where(RandomizationState.__table__.c.id == bindparam("state_id"))
+    .with_for_update()
+)
 
 
 def _lock_participant(
