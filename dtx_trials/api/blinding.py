@@ -7,6 +7,7 @@ roles that may see arms get `UnblindedAllocationSchema`. Nothing else in the API
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from flask import Response, jsonify
@@ -38,15 +39,26 @@ class UnblindedAllocationSchema(AllocationReceiptSchema):
 
 def allocation_schema(actor: Actor, trial: Trial, many: bool = False) -> Schema:
     """Return the allocation schema this actor may receive for this trial."""
-    if sees_arms(actor, trial.id, blinded_roles(db.session, trial)):
-        return UnblindedAllocationSchema(many=many)
-    return AllocationReceiptSchema(many=many)
+    sees = sees_arms(actor, trial.id, blinded_roles(db.session, trial))
+    return _schema(UnblindedAllocationSchema if sees else AllocationReceiptSchema, many)
+
+
+@functools.cache
+def _schema(cls: type[Schema], many: bool) -> Schema:
+    """One instance per shape (a schema without context dumps the same from any thread)."""
+    return cls(many=many)
 
 
 def shaped(
-    actor: Actor, trial: Trial, allocation: Allocation | list[Any], status: int = 200
+    actor: Actor,
+    trial: Trial,
+    allocation: Allocation | list[Any],
+    status: int = 200,
+    schema: Schema | None = None,
 ) -> Response:
+    """The allocation(s) as JSON in the actor's shape (``schema``: that shape, chosen
+    beforehand with `allocation_schema`, e.g. before a lock is taken)."""
     many = isinstance(allocation, list)
-    response = jsonify(allocation_schema(actor, trial, many=many).dump(allocation))
+    response = jsonify((schema or allocation_schema(actor, trial, many=many)).dump(allocation))
     response.status_code = status
     return response

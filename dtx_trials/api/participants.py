@@ -14,6 +14,7 @@ from sqlalchemy import select
 from dtx_trials.api.blinding import (
     AllocationReceiptSchema,
     UnblindedAllocationSchema,
+    allocation_schema,
     shaped,
 )
 from dtx_trials.api.context import current_actor
@@ -392,10 +393,13 @@ class Randomization(MethodView):
     def post(self, body: dict[str, Any], code: str, subject: str) -> Response:
         """Randomize an enrolled participant (blinded roles receive no arm)."""
         actor, trial = current_actor(), _trial(code)
+        # the shape is chosen before the allocation: the response is built under the trial's
+        # lock (the request commits last), so nothing is left to look up there
+        schema = allocation_schema(actor, trial)
         allocation, created = randomization.randomize_participant(
             db.session, actor, trial, subject, request_id=body["request_id"]
         )
-        return shaped(actor, trial, allocation, 201 if created else 200)
+        return shaped(actor, trial, allocation, 201 if created else 200, schema=schema)
 
     @blp.response(200, AllocationReceiptSchema)
     def get(self, code: str, subject: str) -> Response:

@@ -293,16 +293,32 @@ _PENDING = "dtx_audit_pending"
 _AUDIT_TABLES = frozenset({"audit_event", "audit_chain_head"})
 
 
-def write_pending(session: Session) -> None:
+@dataclass(frozen=True)
+class Rider:
+    """Data-modifying CTEs that ride on the events' write (PostgreSQL): ``sql`` is their
+    definitions, ``name AS (UPDATE ...), name AS (INSERT ...)``, with named parameters (none
+    of them named like a parameter of the audit statements: prefix them), and ``params`` their
+    values. They run exactly once, whether or not the guessed head holds."""
+
+    sql: str
+    params: Mapping[str, Any]
+
+
+def write_pending(session: Session, rider: Rider | None = None) -> None:
     """Write the transaction's buffered events: per chain one locked head read and one head
     update, and one multi-row insert of the events (on PostgreSQL the head update rides in the
     insert's statement, and with a good guess of the head the locked read too). The head is
     the last lock the transaction takes, held only from here to commit; chains are locked in
     name order, so two transactions never wait on each other in a cycle. Under the lock only
     what depends on the head is computed: each event's canonical JSON and its row were
-    prepared when it was appended (`_Prepared`), so an event costs one HMAC copy and update."""
+    prepared when it was appended (`_Prepared`), so an event costs one HMAC copy and update.
+
+    A `rider` (PostgreSQL only) is the caller's last writes, sent in the statement that takes
+    the head with a guess (one round trip for both), or just before the events otherwise."""
     pending: list[_Prepared] | None = session.info.pop(_PENDING, None)
     if not pending:
+        if rider is not None:
+            session.execute(_rider_alone(rider.sql), dict(rider.params))
         return
     by_chain: dict[str, list[_Prepared]] = defaultdict(list)
     for prepared in pending:
@@ -317,14 +333,15 @@ def write_pending(session: Session) -> None:
         if guess is not None:
             rows, head = _chain_rows(events, *guess)
             found = session.execute(
-                _GUESSED_WRITE,
+                _GUESSED_WRITE if rider is None else _guessed_write_with(rider.sql),
                 {"chain": chain, "guess_seq": guess[0], "guess_hash": guess[1],
                  "head_seq": head[0], "head_hash": head[1],
                  "rows": "[" + ",".join(
                      p.row_json(r["seq"], r["prev_hash"], r["hash"])
                      for p, r in zip(events, rows, strict=True)
-                 ) + "]"},
+                 ) + "]", **(rider.params if rider is not None else {})},
             ).first()  # fmt: skip
+            rider = None  # written, whatever the head was
             if found is not None and found.written:
                 _written(events, rows, chain, guess[0], head, appended, written)
                 return
@@ -337,6 +354,8 @@ def write_pending(session: Session) -> None:
                 )  # fmt: skip
                 _written(events, rows, chain, int(found.seq), head, appended, written)
                 return
+    if rider is not None:
+        session.execute(_rider_alone(rider.sql), dict(rider.params))
     all_rows: list[dict[str, Any]] = []
     heads: list[dict[str, Any]] = []
     for chain in sorted(by_chain):
@@ -519,6 +538,19 @@ _GUESSED_WRITE = text(
     )
 )
 _PREPARED_COLUMNS = tuple(c for c in _EVENT_COLUMNS if c not in ("seq", "prev_hash", "hash"))
+
+
+@functools.lru_cache(maxsize=16)
+def _guessed_write_with(rider_sql: str) -> Any:
+    """`_GUESSED_WRITE` with a rider's CTEs before its own (built once per rider text)."""
+    own = _GUESSED_WRITE.text
+    assert own.startswith("WITH ")
+    return text("WITH " + rider_sql + ", " + own[len("WITH ") :])
+
+
+@functools.lru_cache(maxsize=16)
+def _rider_alone(rider_sql: str) -> Any:
+    return text("WITH " + rider_sql + " SELECT 1")
 
 
 def _touches_audit(statement: Any) -> bool:

@@ -9,20 +9,25 @@ and the cap counters only; the whole database on SQLite) and, holding it only fo
 the caps against the counters kept in that row, allocate with the pure design
 (`randomization.allocate`, a function of the locked state, the trial secret and the sequence
 number), insert the allocation with ``seq_no = next_seq``, advance the counter, and write the
-audit events at commit. The counter lives in the locked row (no database sequence), so numbers
-are gap-free: a rollback returns nothing to anyone.
+audit events. On PostgreSQL the allocation's INSERT, the counter's UPDATE and the audit events
+are one statement (the rows ride on the events' write, `audit.Rider`), so the lock is held for
+the locking read, the allocation's Python, that statement and COMMIT; what does not depend on
+the draw (the allocation's other columns and their audit values, its id from the table's
+sequence) is prepared before the lock. The counter lives in the locked row (no database
+sequence), so numbers are gap-free: a rollback returns nothing to anyone.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, literal, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -243,12 +248,13 @@ def randomize_participant(
     the stratum at allocation), its checks, stratum, status and planned visits are done and
     flushed; only then is the randomization state row locked (after the participant: the one
     lock order of every path that takes both) for the allocation itself, the counters and the
-    audit write at commit. The visits do not depend on the arm and are part of the same
-    transaction, so a failure anywhere still leaves nothing.
+    audit write (one statement on PostgreSQL). The visits do not depend on the arm and are part
+    of the same transaction, so a failure anywhere still leaves nothing.
     """
     with transaction(session):
-        participant, site_code, zone, state_row = _lock_participant(
-            session, actor, trial, subject_code
+        is_postgres = session.get_bind().dialect.name == "postgresql"
+        participant, site_code, zone, state_row, allocation_id = _lock_participant(
+            session, actor, trial, subject_code, new_allocation_id=is_postgres
         )
         if request_id:
             previous = session.scalars(
@@ -290,7 +296,6 @@ def randomize_participant(
         plan_participant_visits(session, actor, participant, protocol, zone=zone)
         if state_row is None:
             raise Conflict(f"trial {trial.code} has no active randomization model")
-        activation_code = _activation_code(protocol.blinding.activation_code_prefix)
         # The design and the secret come from the row read (unlocked) with the participant:
         # an uploaded list (`list_table`, `list_numbers`) changes only under this lock while
         # no allocation exists (`upload_allocation_list`), and `secret` and `rng_algorithm`
@@ -303,9 +308,27 @@ def randomize_participant(
         # (no allocation since), else sealed again under the lock
         read = {name: getattr(state_row, name) for name in _ADVANCED}
         read_snapshot = audit.snapshot(state_row, _ADVANCED)
+        # the allocation as far as it does not depend on the draw, and the audited values of
+        # those columns (the draw's five are set and sealed under the lock)
+        allocation = Allocation(
+            id=allocation_id,
+            trial_id=trial.id,
+            participant_id=participant.id,
+            protocol_version_id=protocol_version_id,
+            stratum_key=key,
+            factors=dict(factors),
+            activation_code=_activation_code(protocol.blinding.activation_code_prefix),
+            request_id=request_id,
+            allocated_at=now,
+            allocated_by_id=actor.user_id,
+            status="allocated",
+            void_reason=None,
+        )
+        undrawn = audit.snapshot(allocation, _UNDRAWN) if is_postgres else None
 
         # the trial's lock, held from here to commit: the counter, the design state and the
-        # cap counters read under it, then the O(1) allocation, two writes and the audit write
+        # cap counters read under it, then the O(1) allocation and one write (the allocation,
+        # the counters and the audit events) before COMMIT
         if frozen:
             _lock_counters(session, state_row)
         else:
@@ -326,104 +349,138 @@ def randomize_participant(
             )
         except RandomizationError as exc:
             raise Conflict(f"cannot randomize: {exc}") from exc
-        number = randomization_number(state_row, result)
-        allocation = Allocation(
-            trial_id=trial.id,
-            participant_id=participant.id,
-            protocol_version_id=protocol_version_id,
-            seq_no=result.seq_no,
-            stratum_key=key,
-            factors=dict(factors),
-            method=result.method,
-            arm_code=result.arm,
-            randomization_number=number,
-            activation_code=activation_code,
-            evidence=_jsonable(result.evidence),
-            request_id=request_id,
-            allocated_at=now,
-            allocated_by_id=actor.user_id,
-            status="allocated",
-            void_reason=None,
-        )
+        allocation.seq_no = result.seq_no
+        allocation.method = result.method
+        allocation.arm_code = result.arm
+        allocation.randomization_number = randomization_number(state_row, result)
+        allocation.evidence = _jsonable(result.evidence)
         unchanged = all(getattr(state_row, name) == read[name] for name in _ADVANCED)
         state_before = read_snapshot if unchanged else audit.snapshot(state_row, _ADVANCED)
-        _write_allocation(
-            session,
-            allocation,
-            state_row,
-            {
-                "next_seq": result.seq_no + 1,
-                "state": next_state.to_json(),
-                "cap_counts": _count(counts, participant.site_id, key, +1),
-                "updated_at": now,
-            },
-        )
-        audit.record_create(
-            session, actor, "randomization.allocate", allocation, site_id=participant.site_id
-        )
-        audit.record_update(
-            session, actor, "randomization.advance", state_row, state_before, fields=_ADVANCED
-        )
+        advanced = {
+            "next_seq": result.seq_no + 1,
+            "state": next_state.to_json(),
+            "cap_counts": _count(counts, participant.site_id, key, +1),
+            "updated_at": now,
+        }
+        if undrawn is None:
+            _write_allocation_orm(
+                session, actor, allocation, state_row, state_before, advanced, participant.site_id
+            )
+        else:
+            _write_allocation(
+                session,
+                actor,
+                allocation,
+                undrawn,
+                state_row,
+                state_before,
+                advanced,
+                participant.site_id,
+            )
     return allocation, True
 
 
 # The columns an allocation changes in the state row (the others only change without
 # allocations: the list upload, or never: the secret).
 _ADVANCED = ("next_seq", "state", "cap_counts", "updated_at")
+# The allocation's columns set by the draw, under the lock; the other audited ones are known
+# (and their audit values prepared) before it.
+_DRAWN = ("seq_no", "method", "arm_code", "randomization_number", "evidence")
+_UNDRAWN = tuple(name for name in Allocation.__audited__ if name not in _DRAWN)
+_ALLOCATION_COLUMNS = tuple(c.name for c in Allocation.__table__.columns)
+# PostgreSQL: the allocation's INSERT and the state row's UPDATE as data-modifying CTEs riding
+# on the audit events' write (`audit.Rider`); each row travels as one JSON object.
+_ALLOCATE_RIDER = (
+    "advance AS (UPDATE randomization_state SET {set} FROM json_populate_record("
+    "NULL::randomization_state, CAST(:alloc_advance AS json)) AS r "
+    "WHERE randomization_state.id = :alloc_state_id), "
+    "allocate AS (INSERT INTO allocation ({columns}) SELECT {columns} FROM "
+    "json_populate_record(NULL::allocation, CAST(:alloc_row AS json)))"
+).format(
+    set=", ".join(f"{name} = r.{name}" for name in _ADVANCED),
+    columns=", ".join(_ALLOCATION_COLUMNS),
+)
 
 
-def _allocate_statement() -> Any:
-    """``WITH advance AS (UPDATE randomization_state ...) INSERT INTO allocation ... RETURNING
-    id`` with named parameters (built once: nothing to compile under the lock)."""
-    state = RandomizationState.__table__
-    advance = (
-        update(state)
-        .where(state.c.id == bindparam("advance_id"))
-        .values({n: bindparam(f"advance_{n}", type_=state.c[n].type) for n in _ADVANCED})
-        .cte("advance")
-    )
-    table = Allocation.__table__
-    return (
-        insert(table)
-        .values({c.name: bindparam(f"new_{c.name}", type_=c.type) for c in _ALLOCATION_COLUMNS})
-        .returning(table.c.id)
-        .add_cte(advance)
-    )
+def _row_json(values: Mapping[str, Any]) -> str:
+    """A row as the JSON object `json_populate_record` reads (UTC datetimes stored naive)."""
 
+    def plain(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat()
+        raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
-_ALLOCATION_COLUMNS = tuple(c for c in Allocation.__table__.columns if c.name != "id")
-_ALLOCATE = _allocate_statement()
+    return json.dumps(values, default=plain)
 
 
 def _write_allocation(
     session: Session,
+    actor: Actor,
     allocation: Allocation,
+    undrawn: Mapping[str, Any],
     state_row: RandomizationState,
+    state_before: Mapping[str, Any],
     advanced: Mapping[str, Any],
+    site_id: int,
 ) -> None:
-    """Insert the allocation and advance the state row (the `_ADVANCED` columns).
+    """PostgreSQL: audit the allocation and the state row's advance, and write both rows and
+    the transaction's audit events in one statement (the rows ride on the events' write,
+    `audit.Rider`; the allocation's id was drawn from its sequence before the lock).
 
-    On PostgreSQL one statement, under the trial's lock: the state row's UPDATE rides as a
-    data-modifying WITH on the allocation's INSERT (both run, in the caller's transaction, or
-    neither), and the two rows are then known to the session as written (the allocation
-    persistent with its id and every column set, the state row's columns committed): the same
-    rows and the same audit events as the ORM's flush of the two, one round trip fewer. On
-    SQLite (the database already write-locked) the ORM writes them."""
-    if session.get_bind().dialect.name != "postgresql":
-        session.add(allocation)
-        for name, value in advanced.items():
-            setattr(state_row, name, value)
-        session.flush()
-        return
-    # (no parameter named like a state column: the UPDATE would set it)
-    params = {f"new_{c.name}": getattr(allocation, c.name) for c in _ALLOCATION_COLUMNS}
-    params["advance_id"] = state_row.id
-    params.update({f"advance_{name}": value for name, value in advanced.items()})
-    allocation.id = session.execute(_ALLOCATE, params).scalar_one()
-    make_transient_to_detached(allocation)
-    session.add(allocation)
+    The events are the ones `audit.record_create` and `record_update` make (the allocation's
+    audited columns, those set before the lock prepared then, and the advanced columns), and
+    the two rows are then known to the session as written (the allocation persistent with its
+    id and every column set, the state row's columns committed)."""
     for name, value in advanced.items():
         set_committed_value(state_row, name, value)
+    values = {**undrawn, **audit.snapshot(allocation, _DRAWN)}
+    audit.append(
+        session,
+        actor,
+        op="create",
+        action="randomization.allocate",
+        entity_type=Allocation.__tablename__,
+        entity_id=allocation.id,
+        changes=[{"field": k, "old": None, "new": values[k]} for k in Allocation.__audited__],
+        trial_id=allocation.trial_id,
+        site_id=site_id,
+    )
+    audit.record_update(
+        session, actor, "randomization.advance", state_row, state_before, fields=_ADVANCED
+    )
+    row = _row_json({name: getattr(allocation, name) for name in _ALLOCATION_COLUMNS})
+    make_transient_to_detached(allocation)
+    session.add(allocation)
+    session.flush()  # (nothing left to flush: the chain head stays the last lock taken)
+    audit.write_pending(
+        session,
+        audit.Rider(
+            _ALLOCATE_RIDER,
+            {"alloc_state_id": state_row.id, "alloc_advance": _row_json(advanced),
+             "alloc_row": row},
+        ),
+    )  # fmt: skip
+
+
+def _write_allocation_orm(
+    session: Session,
+    actor: Actor,
+    allocation: Allocation,
+    state_row: RandomizationState,
+    state_before: Mapping[str, Any],
+    advanced: Mapping[str, Any],
+    site_id: int,
+) -> None:
+    """SQLite (the database already write-locked): the ORM writes the two rows and the audit
+    events are written at commit."""
+    session.add(allocation)
+    for name, value in advanced.items():
+        setattr(state_row, name, value)
+    session.flush()
+    audit.record_create(session, actor, "randomization.allocate", allocation, site_id=site_id)
+    audit.record_update(
+        session, actor, "randomization.advance", state_row, state_before, fields=_ADVANCED
+    )
 
 
 def _design(protocol: Protocol, state_row: RandomizationState) -> Design:
@@ -437,24 +494,41 @@ def _lock_counters(session: Session, state_row: RandomizationState) -> None:
     """Lock the state row and read the columns allocations change into the row already
     loaded (one ``SELECT ... FOR UPDATE``; READ COMMITTED returns the latest committed values
     once the lock is granted), as their committed values: the row then holds what the lock
-    holder sees and the ORM writes back only what the allocation changes."""
-    table = RandomizationState.__table__
-    locked = session.execute(
-        select(*(table.c[name] for name in _ADVANCED))
-        .where(table.c.id == state_row.id)
-        .with_for_update()
-    ).one()
+    holder sees and the ORM writes back only what the allocation changes. A Core statement
+    built once, on the session's connection: nothing of the ORM's execution runs under the
+    lock (it reads no audit table and the session has nothing left to flush)."""
+    locked = session.connection().execute(_LOCK_COUNTERS, {"state_id": state_row.id}).one()
     for name in _ADVANCED:
         set_committed_value(state_row, name, getattr(locked, name))
 
 
+_LOCK_COUNTERS = (
+    select(*(RandomizationState.__table__.c[name] for name in _ADVANCED))
+    .where(RandomizationState.__table__.c.id == bindparam("state_id"))
+    .with_for_update()
+)
+
+
 def _lock_participant(
-    session: Session, actor: Actor, trial: Trial, subject_code: str
-) -> tuple[Participant, str, tzinfo, RandomizationState | None]:
-    """Lock the participant to randomize; return it with its site's code and time zone and
-    the trial's randomization state row, read without its lock (one statement)."""
+    session: Session, actor: Actor, trial: Trial, subject_code: str, *, new_allocation_id: bool
+) -> tuple[Participant, str, tzinfo, RandomizationState | None, int | None]:
+    """Lock the participant to randomize; return it with its site's code and time zone, the
+    trial's randomization state row, read without its lock, and with `new_allocation_id` (on
+    PostgreSQL) an id drawn from the allocation's sequence (one statement)."""
+    new_id: Any = (
+        func.nextval(func.pg_get_serial_sequence("allocation", "id"))
+        if new_allocation_id
+        else literal(None)
+    )
     row = session.execute(
-        select(Participant, ProtocolVersion.sha256, Site.code, Site.timezone, RandomizationState)
+        select(
+            Participant,
+            ProtocolVersion.sha256,
+            Site.code,
+            Site.timezone,
+            RandomizationState,
+            new_id,
+        )
         .join(Site, Site.id == Participant.site_id)
         .outerjoin(ProtocolVersion, ProtocolVersion.id == Participant.protocol_version_id)
         .outerjoin(RandomizationState, RandomizationState.trial_id == Participant.trial_id)
@@ -464,10 +538,10 @@ def _lock_participant(
     ).first()
     if row is None:
         raise NotFound("participant not found")
-    participant, sha256, site_code, timezone, state_row = row
+    participant, sha256, site_code, timezone, state_row, allocation_id = row
     require(actor, "randomize", trial.id, participant.site_id)
     note_version_sha(session, participant.protocol_version_id, sha256)
-    return participant, site_code, zone_named(timezone), state_row
+    return participant, site_code, zone_named(timezone), state_row, allocation_id
 
 
 def randomization_number(state_row: RandomizationState, result: AllocationResult) -> str:
