@@ -53,6 +53,7 @@ def create_bare_app(database_url: str | None = None) -> Flask:
     """Build the baseline app on ``database_url`` (default: ``BENCH_DATABASE_URL``)."""
     engine = create_engine(database_url or os.environ["BENCH_DATABASE_URL"], pool_pre_ping=True)
     app = Flask(__name__)
+    app.extensions["bare_engine"] = engine  # disposed by in-process callers
 
     @app.before_request
     def _authenticate() -> tuple[Response, int] | None:

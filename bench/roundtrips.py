@@ -13,20 +13,32 @@ one statement that locks, checks and moves a guessed head; see ``services/audit.
 - randomization: ``POST .../randomization`` for enrolled participants.
 - list page: ``GET .../participants`` with pages of 10 and of 50 participants (the ratio is
   1 when the statements do not grow with the participants listed).
+
+CPU per request: randomizations and then submits of other participants, without the probes,
+against the bare app's locked counter and JSON insert (``bench/bare_app.py``) called the same
+way: this process's CPU plus that of the database's PostgreSQL backends (read from
+``/proc/<pid>/stat``: the server must run on this host, else the rows are not printed).
+On a machine whose cores are all busy (load generator, servers and database share them) the
+throughput ratio through HTTP cannot pass (bare + c) / (ours + c) for long, where c is the CPU
+the HTTP server and the load generator spend per request, the same for both: c = cores / the
+bare endpoint's HTTP rate (the randomization and ecrf benchmarks) - bare here.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
+from bench.bare_app import create_bare_app, create_bare_tables
 from bench.harness import FIELD_KEY, RatioRow, print_table, throwaway_database
 from bench.trial_setup import MCI_CODE, prepare_mci_trial
 from dtx_trials import create_app
@@ -39,11 +51,12 @@ ADAS = {f"adas_q{i + 1:02d}": i % 5 for i in range(13)}
 
 class Sizes(NamedTuple):
     participants: int
-    requests: int
+    requests: int  # probed requests of each kind
+    cpu_requests: int  # requests of each kind timed for CPU (other participants)
 
 
-FULL = Sizes(120, 30)
-QUICK = Sizes(60, 4)
+FULL = Sizes(260, 30, 200)
+QUICK = Sizes(60, 4, 8)
 
 
 class Probe:
@@ -118,6 +131,7 @@ def run(quick: bool = False) -> list[RatioRow]:
         try:
             with app.app_context():
                 rows, table = _measure(app, prepared, sizes)
+                cpu = _cpu(app, url, prepared, sizes)
         finally:
             with app.app_context():
                 db.session.remove()
@@ -128,6 +142,19 @@ def run(quick: bool = False) -> list[RatioRow]:
          "of which COMMIT ms"],
         table,
     )
+    if cpu:
+        print_table(
+            f"CPU per request, in process: this process + the PostgreSQL backends "
+            f"({sizes.cpu_requests} requests of each kind)",
+            ["request", "app CPU ms", "PostgreSQL CPU ms", "total ms", "bare", "bare total ms",
+             "bare / ours"],
+            cpu,
+        )
+        rows += [
+            RatioRow(NAME, f"CPU per {what}, app + PostgreSQL", "ms", ours, bare,
+                     f"{baseline}, same way", False)
+            for what, _, _, ours, baseline, bare, _ in cpu
+        ]  # fmt: skip
     return rows
 
 
@@ -211,3 +238,93 @@ def _measure(app: Any, prepared: Any, sizes: Sizes) -> tuple[list[RatioRow], lis
                  float(many), float(few), "page of 10", False),
     ]  # fmt: skip
     return rows, table
+
+
+def _backend_cpu_s(engine: Any) -> float | None:
+    """CPU seconds used so far by the database's PostgreSQL backends (None when they do not
+    run on this host)."""
+    with engine.connect() as conn:
+        pids = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalars().all()
+    ticks, seen = 0, 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime + stime
+        seen += 1
+    return ticks / os.sysconf("SC_CLK_TCK") if seen else None
+
+
+def _cpu_ms(engine: Any, calls: list[Callable[[], None]]) -> tuple[float, float] | None:
+    """(app CPU ms, PostgreSQL backend CPU ms) per call."""
+    before, started = _backend_cpu_s(engine), time.process_time()
+    for call in calls:
+        call()
+    app_s, after = time.process_time() - started, _backend_cpu_s(engine)
+    if before is None or after is None:
+        return None
+    return 1000 * app_s / len(calls), 1000 * (after - before) / len(calls)
+
+
+def _cpu(app: Any, url: str, prepared: Any, sizes: Sizes) -> list[list[Any]]:
+    """CPU per randomization and per submit against the bare app's counter and insert."""
+    client = app.test_client()
+    token = client.post("/api/v1/auth/tokens", json={
+        "username": prepared.username, "password": prepared.password}).get_json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    base = f"/api/v1/trials/{MCI_CODE}"
+    start = sizes.requests
+    subjects = list(prepared.subjects[start : start + sizes.cpu_requests])
+    if len(subjects) < sizes.cpu_requests:
+        raise RuntimeError("not enough enrolled participants for the CPU figures")
+
+    def expect(status: int, answer: Any) -> None:
+        if answer.status_code != status:
+            raise RuntimeError(f"answered {answer.status_code}: {answer.get_data(as_text=True)}")
+
+    def randomize(subject: str) -> Callable[[], None]:
+        return lambda: expect(201, client.post(
+            f"{base}/participants/{subject}/randomization", json={}, headers=headers))
+
+    def submit(subject: str) -> Callable[[], None]:
+        return lambda: expect(200, client.put(
+            f"{base}/participants/{subject}/visits/baseline/forms/adas_cog",
+            json={"values": ADAS, "submit": True}, headers=headers))
+
+    with _bare_client(url) as bare:
+        def bare_call(path: str, body: dict[str, Any] | None) -> Callable[[], None]:
+            return lambda: expect(201, bare.post(path, json=body, headers=headers))
+
+        n = len(subjects)
+        for call in (bare_call("/counter", None), bare_call("/rows", ADAS)):
+            for _ in range(10):  # warm-up: connections, token cache
+                call()
+        figures = [
+            ("randomization", [randomize(s) for s in subjects], "bare locked counter",
+             [bare_call("/counter", None)] * n),
+            ("eCRF submit", [submit(s) for s in subjects], "bare JSON insert",
+             [bare_call("/rows", ADAS)] * n),
+        ]
+        table = []
+        for what, calls, baseline, bare_calls in figures:
+            ours, theirs = _cpu_ms(db.engine, calls), _cpu_ms(db.engine, bare_calls)
+            if ours is None or theirs is None:
+                print("\n(CPU per request not measured: PostgreSQL does not run on this host)")
+                return []
+            total, bare_total = sum(ours), sum(theirs)
+            table.append([what, ours[0], ours[1], total, baseline, bare_total, bare_total / total])
+        return table
+
+
+@contextmanager
+def _bare_client(url: str) -> Iterator[Any]:
+    """A test client of the bare app on this database (its engine disposed afterwards)."""
+    create_bare_tables(url)
+    app = create_bare_app(url)
+    try:
+        yield app.test_client()
+    finally:
+        app.extensions["bare_engine"].dispose()

@@ -135,6 +135,12 @@ def test_roundtrips_quick(monkeypatch: pytest.MonkeyPatch,
     assert "| met" in submit, submit
     page = next(line for line in summary.splitlines() if "list page statements" in line)
     assert "| met" in page, page
+    # CPU per request against the bare app's (the PostgreSQL of CI runs on this host)
+    assert "CPU per request, in process" in output
+    for what in ("randomization", "eCRF submit"):
+        line = next(line for line in summary.splitlines() if f"CPU per {what}, app" in line)
+        ours, bare = (float(cell.split()[0]) for cell in line.split("|")[3:5])
+        assert ours > bare > 0, line
 
 
 def test_missing_postgresql_is_reported_not_raised(
