@@ -504,12 +504,7 @@ def _copy_batch(
     written_ids: list[int] = []
     leaves: list[bytes] = []
     with raw.cursor() as cursor:
-        # the table's own sequence (its column default), one value per record
-        cursor.execute(
-            "SELECT nextval('device_observation_id_seq') FROM generate_series(1, %s)",
-            (len(records),),
-        )
-        ids = sorted(row_id for (row_id,) in cursor.fetchall())
+        ids = _draw_ids(cursor, len(records))
         cursor.execute("SAVEPOINT device_copy")
         try:
             with cursor.copy(f"COPY device_observation ({_COLUMNS}) FROM STDIN") as copy:
@@ -529,12 +524,39 @@ def _copy_batch(
     return n_accepted, len(written_ids), details
 
 
+# length of a time sent in UTC in the extended form -> (its suffix, what `_utc_text` adds
+# to its first 19 characters: "" when it has microseconds, then its first 26 are the text)
+_UTC_FORMS = {
+    20: ("Z", ".000000"),  # 2026-01-01T00:01:00Z
+    25: ("+00:00", ".000000"),  # 2026-01-01T00:01:00+00:00
+    27: ("Z", ""),  # 2026-01-01T00:01:00.000000Z
+    32: ("+00:00", ""),  # 2026-01-01T00:01:00.000000+00:00
+}
+
+
+def _draw_ids(cursor: Any, n: int) -> Sequence[int]:
+    """``n`` values of the table's own sequence (its column default), in increasing order.
+    When no other session drew between them (the usual case) they are one run, and only its
+    ends come back instead of ``n`` rows."""
+    if n == 0:
+        return []
+    cursor.execute(
+        "SELECT min(id), max(id), CASE WHEN max(id) - min(id) + 1 = count(*) THEN NULL "
+        "ELSE array_agg(id ORDER BY id) END "
+        "FROM (SELECT nextval('device_observation_id_seq') AS id "
+        "FROM generate_series(1, %s)) AS drawn",
+        (n,),
+    )
+    low, high, interleaved = cursor.fetchone()
+    return range(low, high + 1) if interleaved is None else interleaved
+
+
 def _write_rows(
     write: Callable[[bytes], None],
     records: Sequence[object],
     checker: _BatchChecker,
     sealer: device_batches.BatchSealer,
-    ids: list[int],
+    ids: Sequence[int],
     chunks: list[bytes],
     written_ids: list[int],
     leaves: list[bytes],
@@ -572,9 +594,10 @@ def _write_rows(
             kind = type(number)
             if (kind is int or kind is float) and type(moment) is str and len(moment) <= 40:
                 # _finite and _parse_time, then the future and the stream's bounds
+                sent = moment
                 try:
                     number = float(number)
-                    moment = parse_time(moment)
+                    moment = parse_time(sent)
                 except (OverflowError, ValueError):
                     series = None
                 else:
@@ -587,10 +610,23 @@ def _write_rows(
                     ):
                         series = None
                     else:
-                        # _utc_text of the time in UTC; naive UTC texts compare as times
-                        at = (moment - offset if offset else moment).isoformat(
-                            timespec="microseconds"
-                        )[:26]
+                        # _utc_text of the time in UTC: read off a time sent in UTC in the
+                        # extended form (isoformat's own), else formatted; naive UTC texts
+                        # compare as the times do
+                        form = _UTC_FORMS.get(len(sent))
+                        if (
+                            form is not None
+                            and sent.endswith(form[0])
+                            and sent[10] == "T"
+                            and sent[4] == "-" == sent[7]
+                            and sent[13] == ":" == sent[16]
+                            and (form[1] or sent[19] == ".")
+                        ):
+                            at = sent[:19] + form[1] if form[1] else sent[:26]
+                        else:
+                            at = (moment - offset if offset else moment).isoformat(
+                                timespec="microseconds"
+                            )[:26]
                         if at > latest:
                             series = None
             else:
