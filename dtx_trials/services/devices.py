@@ -510,6 +510,9 @@ def _copy_batch(
             with cursor.copy(f"COPY device_observation ({_COLUMNS}) FROM STDIN") as copy:
                 n_accepted = _write_rows(copy.write, records, checker, sealer, ids, chunks,
                                          written_ids, leaves)  # fmt: skip
+                # the details if every row is stored, computed while PostgreSQL loads the
+                # last rows (leaving the block waits for it)
+                details = device_batches.details(checker.batch_id, written_ids, leaves)
         except UniqueViolation:
             # a reading already stored (any other key, e.g. an id the sequence gave twice,
             # fails the INSERT below the same way)
@@ -517,10 +520,11 @@ def _copy_batch(
             stored = _insert_new_rows(cursor, chunks)
             kept = [n for n, row_id in enumerate(written_ids) if row_id in stored]
             written_ids = [written_ids[n] for n in kept]
-            leaves = [leaves[n] for n in kept]
+            details = device_batches.details(
+                checker.batch_id, written_ids, [leaves[n] for n in kept]
+            )
         else:
             cursor.execute("RELEASE SAVEPOINT device_copy")
-    details = device_batches.details(checker.batch_id, written_ids, leaves)
     return n_accepted, len(written_ids), details
 
 
