@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, overload
 from urllib.parse import urlsplit
 
 from flask import Flask, g, request
@@ -252,7 +252,7 @@ def _check_request_input() -> None:
         if raw:
             g.json_body = parse_json(raw)
     elif request.mimetype == NDJSON:
-        g.ndjson_records = list(_ndjson_records(request.get_data(cache=True)))
+        g.ndjson_records = ndjson_batch(request.get_data(cache=True))
 
 
 def _has_form() -> bool:
@@ -293,6 +293,94 @@ def _ndjson_records(raw: bytes) -> Iterator[object]:
 
 
 _JSON_SPACE = " \t\n\r"
+
+
+def ndjson_batch(raw: bytes) -> Sequence[object]:
+    """The records of an NDJSON body, as `_ndjson_records` gives them; a body none of whose
+    lines can fail the request is parsed only as its records are read (`DeferredNDJSON`), so
+    the device ingest parses each line while PostgreSQL loads the rows before it."""
+    text = _never_refused(raw)
+    if text is None:
+        return list(_ndjson_records(raw))
+    lines = [line for line in text.split("\n") if line.strip(_JSON_SPACE)]
+    return DeferredNDJSON(lines)
+
+
+# `_never_refused`: a 19-digit run (an integer that may not fit in 64 bits), an exponent of
+# three digits or more (a float that may overflow: with at most 18 digits before the point
+# and at most 2 after the "e" a number is below 1e117), and NaN/Infinity (constants)
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789E", b"000000000e")
+_LONG_RUN = b"0" * 19
+_BIG_EXPONENT = b"e000"  # after the "+" signs are deleted
+_OPENERS_AND_NEWLINES = bytes(b for b in range(256) if b not in b"{[\n")
+
+
+def _never_refused(raw: bytes) -> str | None:
+    """The text of an NDJSON body no line of which `_ndjson_record` can refuse (422), or None.
+
+    Conservative and cheap (whole-body byte scans, no parse): strings with nothing
+    `text_problem` refuses (as `_has_plain_strings`), every number within 64 bits or finite
+    (see above), and at most ``MAX_JSON_DEPTH`` brackets opened on any line (so no line nests
+    deeper). Such a body's lines are records or `Unparsable`, whatever order they are read in;
+    anything else (also anything merely looking like a problem, such as "NaN" inside a string)
+    is parsed up front by `_ndjson_records`, which names the line."""
+    if not _has_plain_strings(raw) or b"NaN" in raw or b"Infinity" in raw:
+        return None
+    numbers = raw.translate(_DIGITS_TO_ZERO, b"+")
+    if _LONG_RUN in numbers or _BIG_EXPONENT in numbers:
+        return None
+    openers = raw.translate(None, _OPENERS_AND_NEWLINES)
+    if (
+        len(openers) - openers.count(b"\n") > MAX_JSON_DEPTH
+        and max(map(len, openers.split(b"\n"))) > MAX_JSON_DEPTH
+    ):
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+class DeferredNDJSON(Sequence[object]):
+    """The records of an NDJSON body that `_never_refused` passed, each parsed when read: the
+    record `_ndjson_records` would give (a plain JSON value, or `Unparsable`).
+
+    Its numbers are 64-bit integers or finite floats, so the C scanner without hooks gives the
+    values the hooked one gives; a line the scanner does not take whole is not JSON."""
+
+    __slots__ = ("_lines",)
+
+    def __init__(self, lines: list[str]) -> None:
+        self._lines = lines  # the non-blank lines, in order
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    @overload
+    def __getitem__(self, index: int) -> object: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[object]: ...
+
+    def __getitem__(self, index: int | slice) -> object:
+        if isinstance(index, slice):
+            return [_deferred_record(line) for line in self._lines[index]]
+        return _deferred_record(self._lines[index])
+
+    def __iter__(self) -> Iterator[object]:
+        return map(_deferred_record, self._lines)
+
+
+_PLAIN_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _deferred_record(line: str) -> object:
+    value = line.strip(_JSON_SPACE)
+    try:
+        record, end = _PLAIN_SCAN(value, 0)
+    except (StopIteration, ValueError):
+        return Unparsable()
+    return record if end == len(value) else Unparsable()
 
 
 def _ndjson_record(number: int, line: bytes) -> object:

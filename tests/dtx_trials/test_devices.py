@@ -467,6 +467,7 @@ def test_known_series_shortcut_accepts_and_rejects_as_every_rule_does(
     now = datetime.datetime.now(datetime.UTC)
     # mostly good records, so that series repeat and the shortcut meets bad times and values
     rng = random.Random(21)
+    arabic = str.maketrans("0123456789", "".join(map(chr, range(0x660, 0x66A))))  # digits
 
     def pick(good: list[Any], bad: list[Any]) -> Any:
         return rng.choice(good) if rng.random() < 0.8 else rng.choice(bad)
@@ -476,13 +477,24 @@ def test_known_series_shortcut_accepts_and_rejects_as_every_rule_does(
         moment = datetime.datetime(2026, 1, 1, tzinfo=offset) + datetime.timedelta(
             seconds=rng.randrange(10**7), microseconds=rng.randrange(10**6)
         )
+        utc = moment.astimezone(datetime.UTC)
         fields: dict[str, Any] = {
             "subject": pick([subject], [f" {subject}", "BJ01-0099", 7]),
             "stream": pick(["training_minutes"], ["training_minutes ", "steps", None]),
-            "time": pick([moment.isoformat()], [
+            "time": pick([moment.isoformat(), utc.isoformat(),
+                          utc.replace(microsecond=0).isoformat(),
+                          utc.isoformat().replace("+00:00", "Z"),
+                          utc.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+                          utc.strftime("%Y-%m-%dt%H:%M:%S+00:00"),
+                          utc.strftime("%Y-%m-%d %H:%M:%S+00:00"),
+                          utc.strftime("%G-W%V-%uT%H:%M:%S+00:00"),
+                          utc.strftime("%Y-%m-%dT%H:%M:%S,%f+00:00"),
+                          utc.strftime("%Y-%m-%dT%H:%M:%S.%f-00:00"),
+                          utc.strftime("%Y-%m-%dT%H:%M:%S.%f").translate(arabic) + "+00:00"], [
                 (now + datetime.timedelta(minutes=4)).isoformat(),
                 (now + datetime.timedelta(minutes=6)).isoformat(), "2026-01-01T12:00:00",
-                "yesterday", "0001-01-01T00:00:00+14:00", "2200-01-01T00:00:00+00:00", 5]),
+                "yesterday", "0001-01-01T00:00:00+14:00", "2200-01-01T00:00:00+00:00", 5,
+                "1899-12-31T23:59:59-05:00", "1900-01-01T01:00:00+05:00"]),
             "value": pick([rng.randint(0, 240), rng.uniform(0, 240)], [
                 -1, 241, 240.0000001, -0.0, 1e300, True, None, "30", 10**400, float("inf")]),
             "unit": pick(["min"], ["h", " min", ""]),
@@ -508,11 +520,44 @@ def test_known_series_shortcut_accepts_and_rejects_as_every_rule_does(
             checker.errors, checker.n_rejected,
         )  # fmt: skip
 
+    class EveryRule(devices._BatchChecker):
+        """The reference: every record checked against every rule, no shortcut."""
+
+        @property
+        def known(self) -> dict[Any, Any]:
+            return {}
+
+        def check(self, index: int, record: object) -> Any:
+            return self._problems(index, record)
+
+    def rows(checker_class: Any, batch: list[Any]) -> Any:
+        """What the COPY ingest writes for a batch: the text, ids, leaves and errors."""
+        sealer = device_batches.BatchSealer(trial.id, now, "b" * 32)
+        checker = checker_class(db.session, actor, trial, now, sealer, "r", "b" * 32)
+        sent: list[bytes] = []
+        ids: list[int] = []
+        leaves: list[bytes] = []
+        n = devices._write_rows(sent.append, batch, checker, sealer,
+                                list(range(100, 100 + len(batch))), [], ids, leaves)
+        return n, b"".join(sent), ids, leaves, checker.errors, checker.n_rejected
+
     n_accepted = 0
     for _ in range(10):
         batch = [record() for _ in range(200)]
         checked = outcome(False, batch)
         assert outcome(True, batch) == checked
         n_accepted += sum(a is not None for a in checked[0])
+        # and the COPY writer's own loop: readings repeated as sent and at another offset
+        again = rng.sample(batch, 20)
+        for r in rng.sample(batch, 20):
+            try:
+                moved = datetime.datetime.fromisoformat(r["time"]).astimezone(
+                    datetime.timezone(datetime.timedelta(hours=3)))
+            except (TypeError, ValueError, OverflowError):
+                continue
+            again.append({**r, "time": moved.isoformat()})
+        written = rows(devices._BatchChecker, batch + again)
+        assert written == rows(EveryRule, batch + again)
+        assert written[0] > len(written[2])  # repeats counted, written once
     assert n_accepted > 200  # and most of them took the shortcut
     db.session.rollback()

@@ -7,15 +7,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dtx_trials.edge import (
+    DeferredNDJSON,
     MalformedJSON,
     Unparsable,
     _ndjson_record,
     _ndjson_records,
     _parse_checked,
+    ndjson_batch,
     parse_json,
 )
 from dtx_trials.services.errors import ValidationError
@@ -105,7 +108,9 @@ def test_json_body_fast_path_equals_checked_parse(doc: Any, depth: int, extra: s
             st.dictionaries(_text(), documents, max_size=6).map(_token),
             documents.map(_token),
             st.sampled_from(["", "  ", "\r", "{not json", "{}{}", '{"a":1},{"b":2}', "[1", "2]",
-                             _deep(33), _deep(3000), "\x0b", "\xa0", "\ufeff{}"]),
+                             _deep(33), _deep(3000), "\x0b", "\xa0", "\ufeff{}", '{"a":1e308}',
+                             '{"a":1E+309}', '{"a":-9223372036854775808}', '{"a":[[{}]]}',
+                             "{" * 33 + "}" * 33, '{"t":"2026-01-01T00:00:00+00:00"}']),
         ),
         max_size=8,
     )
@@ -113,3 +118,53 @@ def test_json_body_fast_path_equals_checked_parse(doc: Any, depth: int, extra: s
 def test_ndjson_fast_path_equals_checked_lines(lines: list[str]) -> None:
     raw = "\n".join(lines).encode("utf-8", "surrogatepass")
     assert _outcome(lambda r: list(_ndjson_records(r)), raw) == _outcome(_ndjson_checked, raw)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.dictionaries(_text(), documents, max_size=6).map(_token),
+            documents.map(_token),
+            st.sampled_from(["", "  ", "\r", "{not json", "{}{}", '{"a":1},{"b":2}', "[1", "2]",
+                             _deep(32), _deep(33), "\xa0", '{"a":1e308}', '{"a":1E+309}',
+                             '{"a":1.5e-400}', '{"a":123456789012345678}', '{"x":"NaN"}',
+                             '{"a":-9223372036854775808}', "{" * 33 + "}" * 33]),
+        ),
+        max_size=8,
+    )
+)
+def test_ndjson_batch_is_the_checked_lines_and_defers_only_what_cannot_fail(
+    lines: list[str],
+) -> None:
+    """`ndjson_batch` gives the records of the checked line-by-line parse; it leaves the parse
+    for later (while the ingest writes rows) only for a body no line of which is refused, so
+    a refusal still comes before anything else the request does."""
+    raw = "\n".join(lines).encode("utf-8", "surrogatepass")
+    batch = _outcome(lambda r: list(ndjson_batch(r)), raw)
+    assert batch == _outcome(_ndjson_checked, raw)
+    try:
+        deferred = isinstance(ndjson_batch(raw), DeferredNDJSON)
+    except ValidationError:
+        deferred = False
+    if deferred:
+        assert batch[0] == "ok"
+        records = ndjson_batch(raw)
+        assert len(records) == len(batch[1])
+        assert _comparable([records[i] for i in range(len(records))]) == batch[1]
+
+
+def test_a_plain_device_batch_is_deferred_and_a_hostile_one_is_not() -> None:
+    plain = b'{"subject":"S-1","time":"2026-01-01T00:00:00+00:00","value":5}\n\n{"x":1.5}'
+    assert isinstance(ndjson_batch(plain), DeferredNDJSON)
+    assert len(ndjson_batch(plain)) == 2
+    for hostile in (b'{"v":1e400}', b'{"v":NaN}', b'{"v":12345678901234567890}',
+                    b'{"v":"a\\u0000"}', _deep(40).encode()):
+        with pytest.raises(ValidationError) as refused:  # at the edge, naming the line
+            ndjson_batch(plain + b"\n\n" + hostile)
+        assert list(refused.value.errors["ndjson"]) == ["line 5"]
+    for harmless in (b'{"v":1e300}', b'{"v":"NaN"}', b'{"v":1234567890123456789.5}',
+                     _deep(33).encode()):
+        records = ndjson_batch(plain + b"\n" + harmless)
+        assert not isinstance(records, DeferredNDJSON)  # looks like a problem: parsed at once
+        assert len(records) == 3
