@@ -161,7 +161,9 @@ def run(quick: bool = False) -> list[RatioRow]:
         len(warm_floor.ok(200)) + sum(len(t.floor.ok(200)) for t in trios),
         len(warm_bare.ok(201)) + sum(len(t.bare.ok(201)) for t in trios),
     )
-    figures = [_report(t, written, answered, sizes) for t in trios]
+    figures = [_report(t, sizes) for t in trios]
+    _check_rows(written, answered, [warm_bare, warm_floor, warm_ours, *(
+        r for t in trios for r in (t.bare, t.floor, t.ours))])  # fmt: skip
     return [median_row([f[i] for f in figures]) for i in range(len(figures[0]))]
 
 
@@ -181,6 +183,27 @@ class _Written:
     records: int  # submitted adas_cog records (the real submit)
     floor_records: int  # the floor handler's records
     bare_rows: int
+
+
+def _check_rows(written: _Written, answered: _Written, runs: list[LoadResult]) -> None:
+    """Print each endpoint's rows beside its successful answers; raise if they differ (the
+    message lists every run's answers by status: a write answered with 0, the connection
+    failed, is committed all the same)."""
+    is_consistent = written == answered
+    print_table(
+        "Rows after the run",
+        ["submitted adas_cog records", "answered 200", "minimal handler records",
+         "answered 200", "bare rows", "answered 201", "verdict"],
+        [[written.records, answered.records, written.floor_records, answered.floor_records,
+          written.bare_rows, answered.bare_rows, "OK" if is_consistent else "FAILED"]],
+    )  # fmt: skip
+    if not is_consistent:
+        names = ("bare", "minimal handler", "ours")
+        statuses = "; ".join(
+            f"{'warm-up' if i < 3 else f'run {i // 3}'} {names[i % 3]}: {r.statuses()}"
+            for i, r in enumerate(runs)
+        )
+        raise RuntimeError(f"eCRF rows do not match the answers: {written} {answered} ({statuses})")
 
 
 def _unsent(requests: list[HttpRequest], sent: LoadResult) -> list[HttpRequest]:
@@ -220,7 +243,7 @@ def _little_floor_ms(result: LoadResult, status: int) -> float:
     return 1000 * result.n_clients / throughput if throughput else 0.0
 
 
-def _report(trio: _Trio, written: _Written, answered: _Written, sizes: Sizes) -> list[RatioRow]:
+def _report(trio: _Trio, sizes: Sizes) -> list[RatioRow]:
     ours, floor, bare = trio.ours, trio.floor, trio.bare
     table: list[list[Any]] = []
     for label, result, status in (
@@ -271,16 +294,6 @@ def _report(trio: _Trio, written: _Written, answered: _Written, sizes: Sizes) ->
         "HMAC-chained events with the head update) with no ORM, no checks and no derivation: "
         "no handler of the same statements is faster."
     )
-    is_consistent = written == answered
-    print_table(
-        "Rows after the run",
-        ["submitted adas_cog records", "answered 200", "minimal handler records",
-         "answered 200", "bare rows", "answered 201", "verdict"],
-        [[written.records, answered.records, written.floor_records, answered.floor_records,
-          written.bare_rows, answered.bare_rows, "OK" if is_consistent else "FAILED"]],
-    )  # fmt: skip
-    if not is_consistent:
-        raise RuntimeError(f"eCRF rows do not match the answers: {written} {answered}")
     n = ours.n_clients
     return [
         RatioRow(NAME, f"submits/s, {n} clients", "req/s",
