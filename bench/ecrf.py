@@ -6,20 +6,23 @@ The MCI example trial on a fresh PostgreSQL database, served by gunicorn (sync w
 ``submit: true``; the total is derived, edit checks run, the visit is opened, everything is
 audited), each request for a different participant x visit so that no two wait on the same
 participant lock. Beside it, in the same run and with the same gunicorn settings,
-``bench.bare_app`` inserts the same values as one JSON row.
+``bench.bare_app`` inserts the same values as one JSON row, and sends the statements of a
+submit from a minimal handler (``bare_app.floor_submit``): the floor of the submit, which shows
+how much of the distance to the bare insert is the statements themselves.
 """
 
 from __future__ import annotations
 
 import random
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from bench.bare_app import create_bare_tables, read_counter
+from bench.bare_app import FLOOR_FORM, create_bare_tables, read_counter
 from bench.harness import (
     GunicornServer,
     HttpRequest,
@@ -64,13 +67,15 @@ def adas_values(rng: random.Random) -> dict[str, int]:
 
 
 def run(quick: bool = False) -> list[RatioRow]:
-    """Measure submits/s and latency against the bare insert (pairs back to back, repeated in
-    full mode for the spread); print the tables.
+    """Measure submits/s and latency against the bare insert, and the floor of the submit's
+    statements between them (the three back to back, repeated in full mode for the spread);
+    print the tables.
 
     The load is wrk's (``harness.run_load``): each endpoint is warmed up with the measured
     number of connections, the warm-up's rate sizes the requests of the measured runs (more
     participants are enrolled if they would run out before the run's duration), then each
-    pair runs for ``duration_s``.
+    trio runs for ``duration_s`` each. The real submits and the floor's have participants of
+    their own (the floor's would otherwise open the submits' visits).
     """
     sizes = QUICK if quick else FULL
     reps = 1 if quick else REPEATS
@@ -87,13 +92,14 @@ def run(quick: bool = False) -> list[RatioRow]:
             token = issue_token(ours.port, prepared.username, prepared.password)
             headers = {"Authorization": f"Bearer {token}"}
             path = "/api/v1/trials/{}/participants/{}/visits/{}/forms/adas_cog"
+            floor_path = "/trials/{}/participants/{}/visits/{}/floor"
 
-            def submits(subjects: tuple[str, ...]) -> list[HttpRequest]:
+            def submits(template: str, subjects: Sequence[str]) -> list[HttpRequest]:
                 # visit-major order: neighbouring requests belong to different participants
                 return [
                     HttpRequest(
                         "PUT",
-                        path.format(prepared.code, subject, visit),
+                        template.format(prepared.code, subject, visit),
                         {"values": adas_values(rng), "submit": True},
                         headers,
                         f"{subject}/{visit}",
@@ -107,43 +113,115 @@ def run(quick: bool = False) -> list[RatioRow]:
                     HttpRequest("POST", "/rows", adas_values(rng), headers) for _ in range(n)
                 ]
 
-            pending = submits(prepared.subjects)
-            warm_ours = run_load(ours.port, pending, sizes.n_clients, sizes.warmup_s)
-            warm_bare = run_load(bare.port, inserts(len(pending)), sizes.n_clients,
+            # every other participant submits through the floor handler
+            pending = submits(path, prepared.subjects[0::2])
+            pending_floor = submits(floor_path, prepared.subjects[1::2])
+            warm_bare = run_load(bare.port, inserts(len(pending_floor)), sizes.n_clients,
                                  sizes.warmup_s)  # fmt: skip
-            sent = {o.tag for o in warm_ours.outcomes}
-            pending = [r for r in pending if r.tag not in sent]
+            warm_floor = run_load(bare.port, pending_floor, sizes.n_clients, sizes.warmup_s)
+            warm_ours = run_load(ours.port, pending, sizes.n_clients, sizes.warmup_s)
+            print(
+                f"\nWarm-up, {sizes.warmup_s:g} s each (answers by status): bare insert "
+                f"{dict(warm_bare.statuses())}, minimal handler {dict(warm_floor.statuses())}, "
+                f"eCRF submit {dict(warm_ours.statuses())}"
+            )
+            pending = _unsent(pending, warm_ours)
+            pending_floor = _unsent(pending_floor, warm_floor)
             # enough requests for every measured run at the warm-up's rate, with headroom
-            n_needed = int(HEADROOM * reps * sizes.duration_s * warm_ours.throughput(200)) + 1
-            n_needed = max(n_needed, len(VISITS) * sizes.n_participants // 2)
-            if n_needed > len(pending):
-                n_more = -(-(n_needed - len(pending)) // len(VISITS))
+            least = len(VISITS) * sizes.n_participants // 4
+            n_more = _participants_short(pending, warm_ours, reps, sizes.duration_s, least)
+            n_more_floor = _participants_short(
+                pending_floor, warm_floor, reps, sizes.duration_s, least
+            )
+            if n_more or n_more_floor:
                 before = len(prepared.subjects)
-                prepared = add_participants(url, instance, prepared, n_more)
-                pending += submits(prepared.subjects[before:])
-            n_ours = len(pending) // reps
+                prepared = add_participants(url, instance, prepared, n_more + n_more_floor)
+                added = prepared.subjects[before:]
+                pending += submits(path, added[:n_more])
+                pending_floor += submits(floor_path, added[n_more:])
+            n_ours, n_floor = len(pending) // reps, len(pending_floor) // reps
             # bare rows cost nothing to prepare: enough for a rate far above this machine's
             n_bare = int(HEADROOM * sizes.duration_s * max(warm_bare.throughput(201), 2_000))
-            pairs: list[tuple[LoadResult, LoadResult]] = []
+            trios: list[_Trio] = []
             for k in range(reps):
                 bare_run = run_load(bare.port, inserts(n_bare), sizes.n_clients, sizes.duration_s)
+                floor_run = run_load(
+                    bare.port, pending_floor[k * n_floor : (k + 1) * n_floor], sizes.n_clients,
+                    sizes.duration_s,
+                )  # fmt: skip
                 ours_run = run_load(
                     ours.port, pending[k * n_ours : (k + 1) * n_ours], sizes.n_clients,
                     sizes.duration_s,
                 )  # fmt: skip
-                pairs.append((ours_run, bare_run))
-        n_records = _count_submitted(url)
-        _, n_rows = read_counter(url)
-    expected_records = len(warm_ours.ok(200)) + sum(len(o.ok(200)) for o, _ in pairs)
-    expected_rows = len(warm_bare.ok(201)) + sum(len(b.ok(201)) for _, b in pairs)
-    figures = [
-        _report(o, b, (n_records, expected_records), (n_rows, expected_rows), sizes)
-        for o, b in pairs
-    ]
+                trios.append(_Trio(ours_run, floor_run, bare_run))
+        written = _Written(_count_submitted(url, "adas_cog"),
+                           _count_submitted(url, FLOOR_FORM), read_counter(url)[1])  # fmt: skip
+    answered = _Written(
+        len(warm_ours.ok(200)) + sum(len(t.ours.ok(200)) for t in trios),
+        len(warm_floor.ok(200)) + sum(len(t.floor.ok(200)) for t in trios),
+        len(warm_bare.ok(201)) + sum(len(t.bare.ok(201)) for t in trios),
+    )
+    figures = [_report(t, sizes) for t in trios]
+    _check_rows(written, answered, [warm_bare, warm_floor, warm_ours, *(
+        r for t in trios for r in (t.bare, t.floor, t.ours))])  # fmt: skip
     return [median_row([f[i] for f in figures]) for i in range(len(figures[0]))]
 
 
-def _count_submitted(url: str) -> int:
+@dataclass(frozen=True)
+class _Trio:
+    """One repetition: the real submit, the floor handler and the bare insert, back to back."""
+
+    ours: LoadResult
+    floor: LoadResult
+    bare: LoadResult
+
+
+@dataclass(frozen=True)
+class _Written:
+    """Rows of each endpoint (or the answers that say they were written)."""
+
+    records: int  # submitted adas_cog records (the real submit)
+    floor_records: int  # the floor handler's records
+    bare_rows: int
+
+
+def _check_rows(written: _Written, answered: _Written, runs: list[LoadResult]) -> None:
+    """Print each endpoint's rows beside its successful answers; raise if they differ (the
+    message lists every run's answers by status: a write answered with 0, the connection
+    failed, is committed all the same)."""
+    is_consistent = written == answered
+    print_table(
+        "Rows after the run",
+        ["submitted adas_cog records", "answered 200", "minimal handler records",
+         "answered 200", "bare rows", "answered 201", "verdict"],
+        [[written.records, answered.records, written.floor_records, answered.floor_records,
+          written.bare_rows, answered.bare_rows, "OK" if is_consistent else "FAILED"]],
+    )  # fmt: skip
+    if not is_consistent:
+        names = ("bare", "minimal handler", "ours")
+        statuses = "; ".join(
+            f"{'warm-up' if i < 3 else f'run {i // 3}'} {names[i % 3]}: {r.statuses()}"
+            for i, r in enumerate(runs)
+        )
+        raise RuntimeError(f"eCRF rows do not match the answers: {written} {answered} ({statuses})")
+
+
+def _unsent(requests: list[HttpRequest], sent: LoadResult) -> list[HttpRequest]:
+    """The requests a run did not send (each participant x visit is submitted once)."""
+    tags = {o.tag for o in sent.outcomes}
+    return [r for r in requests if r.tag not in tags]
+
+
+def _participants_short(
+    pending: list[HttpRequest], warm: LoadResult, reps: int, duration_s: float, least: int
+) -> int:
+    """The participants to enrol so that ``pending`` lasts every measured run at the warm-up's
+    rate with headroom (and holds at least ``least`` requests)."""
+    n_needed = max(int(HEADROOM * reps * duration_s * warm.throughput(200)) + 1, least)
+    return -(-max(n_needed - len(pending), 0) // len(VISITS))
+
+
+def _count_submitted(url: str, form_code: str) -> int:
     engine = create_engine(url)
     try:
         with Session(engine) as session:
@@ -151,7 +229,7 @@ def _count_submitted(url: str) -> int:
                 session.scalar(
                     select(func.count())
                     .select_from(FormRecord)
-                    .where(FormRecord.form_code == "adas_cog", FormRecord.status == "submitted")
+                    .where(FormRecord.form_code == form_code, FormRecord.status == "submitted")
                 )
                 or 0
             )
@@ -165,15 +243,14 @@ def _little_floor_ms(result: LoadResult, status: int) -> float:
     return 1000 * result.n_clients / throughput if throughput else 0.0
 
 
-def _report(
-    ours: LoadResult,
-    bare: LoadResult,
-    records: tuple[int, int],
-    rows: tuple[int, int],
-    sizes: Sizes,
-) -> list[RatioRow]:
+def _report(trio: _Trio, sizes: Sizes) -> list[RatioRow]:
+    ours, floor, bare = trio.ours, trio.floor, trio.bare
     table: list[list[Any]] = []
-    for label, result, status in (("bare JSON insert", bare, 201), ("eCRF submit API", ours, 200)):
+    for label, result, status in (
+        ("bare JSON insert", bare, 201),
+        ("same statements, minimal handler", floor, 200),
+        ("eCRF submit API", ours, 200),
+    ):
         errors = {s: n for s, n in result.statuses().items() if s != status}
         table.append(
             [
@@ -189,14 +266,20 @@ def _report(
                 "yes" if result.is_time_capped else "no",
             ]
         )
-    throughput_ratio = ours.throughput(200) / bare.throughput(201) if bare.throughput(201) else 0.0
-    table.append(
-        ["**ours / bare**", ours.n_clients, "", "", throughput_ratio,
-         ours.latency_ms(50) / max(bare.latency_ms(50), 1e-9),
-         ours.latency_ms(99) / max(bare.latency_ms(99), 1e-9), "", "", ""]
-    )  # fmt: skip
+    for label, top, top_status, under, under_status in (
+        ("**ours / bare**", ours, 200, bare, 201),
+        ("**minimal handler / bare**", floor, 200, bare, 201),
+        ("**ours / minimal handler**", ours, 200, floor, 200),
+    ):
+        table.append(
+            [label, top.n_clients, "", "", _ratio(top.throughput(top_status),
+                                                  under.throughput(under_status)),
+             _ratio(top.latency_ms(50), under.latency_ms(50)),
+             _ratio(top.latency_ms(99), under.latency_ms(99)), "", "", ""]
+        )  # fmt: skip
     print_table(
-        "eCRF submit (ADAS-Cog-13) through the API vs a bare JSON insert "
+        "eCRF submit (ADAS-Cog-13) through the API vs a bare JSON insert, and the submit's "
+        "statements sent by a minimal handler "
         f"(gunicorn, {sizes.workers} sync workers each; wrk, {ours.n_clients} closed-loop "
         "connections; PostgreSQL)",
         ["endpoint", "clients", "ok", "other statuses", "req/s", "p50 ms", "p99 ms",
@@ -205,19 +288,24 @@ def _report(
     )  # fmt: skip
     print(
         "\nA closed loop keeps every client waiting: by Little's law the mean latency is "
-        "clients / throughput, so p99 cannot fall below that floor at this throughput."
+        "clients / throughput, so p99 cannot fall below that floor at this throughput. The "
+        "minimal handler (bench/bare_app.py, floor_submit) sends the statements of a submit "
+        "(trial, locked participant, visits with records, visit and record inserts, the "
+        "HMAC-chained events with the head update) with no ORM, no checks and no derivation: "
+        "no handler of the same statements is faster."
     )
-    is_consistent = records[0] == records[1] and rows[0] == rows[1]
-    print_table(
-        "Rows after the run",
-        ["submitted adas_cog records", "answered 200", "bare rows", "answered 201", "verdict"],
-        [[records[0], records[1], rows[0], rows[1], "OK" if is_consistent else "FAILED"]],
-    )
-    if not is_consistent:
-        raise RuntimeError(f"eCRF rows do not match the answers: {records} {rows}")
+    n = ours.n_clients
     return [
-        RatioRow(NAME, f"submits/s, {ours.n_clients} clients", "req/s",
+        RatioRow(NAME, f"submits/s, {n} clients", "req/s",
                  ours.throughput(200), bare.throughput(201), "JSON insert", True),
-        RatioRow(NAME, f"p99 latency, {ours.n_clients} clients", "ms",
+        RatioRow(NAME, f"p99 latency, {n} clients", "ms",
                  ours.latency_ms(99), bare.latency_ms(99), "JSON insert", False),
+        RatioRow(NAME, f"same statements, minimal handler vs bare insert, {n} clients", "req/s",
+                 floor.throughput(200), bare.throughput(201), "JSON insert", True),
+        RatioRow(NAME, f"ours vs the minimal handler (same statements), {n} clients", "req/s",
+                 ours.throughput(200), floor.throughput(200), "minimal handler", True),
     ]  # fmt: skip
+
+
+def _ratio(top: float, under: float) -> float:
+    return top / under if under else 0.0
