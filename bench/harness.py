@@ -515,6 +515,18 @@ class LoadResult:
     def statuses(self) -> dict[int, int]:
         return dict(collections.Counter(o.status for o in self.outcomes))
 
+    def lost(self) -> list[Outcome]:
+        """Requests sent whose connection failed before an answer (status 0): the server may
+        have committed them (a write is only known lost or kept by reading the database)."""
+        return self.ok(0)
+
+
+def rows_account_for_answers(rows: int, answered: int, lost: int) -> bool:
+    """Whether a table's new rows match the answers: every acknowledged write is stored, and
+    every stored row was acknowledged or sent on a connection that failed before its answer
+    (never one answered with an error)."""
+    return answered <= rows <= answered + lost
+
 
 def send_request(port: int, request: HttpRequest) -> Outcome:
     """Send one request on a new connection; status 0 when the connection failed."""

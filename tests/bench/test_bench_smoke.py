@@ -15,7 +15,7 @@ import shutil
 import pytest
 
 from bench.__main__ import BENCHMARKS, main
-from bench.harness import RatioRow
+from bench.harness import RatioRow, rows_account_for_answers
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -179,3 +179,13 @@ def test_lists_quick(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
     figures = " ".join(r.figure for r in rows)
     assert "first page of records" in figures and "API" in figures
     assert "statements" in output
+
+
+def test_rows_account_for_answers_allows_only_answers_lost_in_transit() -> None:
+    """A load run's rows: every acknowledged write stored; a row more only for a request
+    whose connection failed before its answer."""
+    assert rows_account_for_answers(rows=10, answered=10, lost=0)
+    assert rows_account_for_answers(rows=11, answered=10, lost=1)  # committed, answer lost
+    assert rows_account_for_answers(rows=10, answered=10, lost=1)  # lost before the commit
+    assert not rows_account_for_answers(rows=9, answered=10, lost=1)  # an acknowledged loss
+    assert not rows_account_for_answers(rows=12, answered=10, lost=1)  # a write nobody sent
