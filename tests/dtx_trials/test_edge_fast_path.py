@@ -101,39 +101,31 @@ def test_json_body_fast_path_equals_checked_parse(doc: Any, depth: int, extra: s
     assert _outcome(parse_json, tampered) == _outcome(_checked, tampered)
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    st.lists(
+def _ndjson_lines(*edge_cases: str) -> st.SearchStrategy[list[str]]:
+    """Up to 8 NDJSON lines: JSON documents (objects or not) and hand-picked hostile lines."""
+    shared = ["", "  ", "\r", "{not json", "{}{}", '{"a":1},{"b":2}', "[1", "2]", "\xa0",
+              '{"a":1e308}', '{"a":1E+309}', '{"a":-9223372036854775808}', "{" * 33 + "}" * 33]
+    return st.lists(
         st.one_of(
             st.dictionaries(_text(), documents, max_size=6).map(_token),
             documents.map(_token),
-            st.sampled_from(["", "  ", "\r", "{not json", "{}{}", '{"a":1},{"b":2}', "[1", "2]",
-                             _deep(33), _deep(3000), "\x0b", "\xa0", "\ufeff{}", '{"a":1e308}',
-                             '{"a":1E+309}', '{"a":-9223372036854775808}', '{"a":[[{}]]}',
-                             "{" * 33 + "}" * 33, '{"t":"2026-01-01T00:00:00+00:00"}']),
+            st.sampled_from([*shared, *edge_cases]),
         ),
         max_size=8,
     )
-)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_ndjson_lines(_deep(33), _deep(3000), "\x0b", "\ufeff{}", '{"a":[[{}]]}',
+                     '{"t":"2026-01-01T00:00:00+00:00"}'))
 def test_ndjson_fast_path_equals_checked_lines(lines: list[str]) -> None:
     raw = "\n".join(lines).encode("utf-8", "surrogatepass")
     assert _outcome(lambda r: list(_ndjson_records(r)), raw) == _outcome(_ndjson_checked, raw)
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    st.lists(
-        st.one_of(
-            st.dictionaries(_text(), documents, max_size=6).map(_token),
-            documents.map(_token),
-            st.sampled_from(["", "  ", "\r", "{not json", "{}{}", '{"a":1},{"b":2}', "[1", "2]",
-                             _deep(32), _deep(33), "\xa0", '{"a":1e308}', '{"a":1E+309}',
-                             '{"a":1.5e-400}', '{"a":123456789012345678}', '{"x":"NaN"}',
-                             '{"a":-9223372036854775808}', "{" * 33 + "}" * 33]),
-        ),
-        max_size=8,
-    )
-)
+@given(_ndjson_lines(_deep(32), _deep(33), '{"a":1.5e-400}', '{"a":123456789012345678}',
+                     '{"x":"NaN"}'))
 def test_ndjson_batch_is_the_checked_lines_and_defers_only_what_cannot_fail(
     lines: list[str],
 ) -> None:
