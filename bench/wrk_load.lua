@@ -6,7 +6,9 @@
 -- CLOCK_MONOTONIC (Python's time.monotonic()). Thread k reads requests-<k> (each request
 -- as "<length>\n<raw HTTP bytes>"), sends them in order and stops after the answer that
 -- ends its list or arrives past the deadline: no request is left in flight, so every
--- write the server committed has been answered. On stopping it creates done-<k>. The
+-- write the server committed has been answered. It stops on the connection wrk opens after
+-- that answer, by sending the stop request there (never leaving it idle, see request()).
+-- On stopping it creates done-<k>. The
 -- done() hook prints one JSON line (prefix DTX-WRK-JSON): per thread, the status (0: the
 -- connection failed) and latency of each request sent, the first send and last answer
 -- times; wrk's own summary and latency percentiles.
@@ -114,6 +116,13 @@ function request()
     latencies[sent] = now() - started_at
     is_pending = false
   end
+  -- the list is done (or the time is up): stop on this connection with a complete request.
+  -- A thread never stops in response(): wrk reconnects after every answer (sync workers close
+  -- the connection), and a connection opened by a stopped thread stays idle until wrk exits.
+  -- A gunicorn sync worker that accepts an idle connection waits for its request until
+  -- gunicorn kills it (--timeout, 60 s), and wrk exits only when every thread has stopped:
+  -- once the sync workers have each taken an idle connection of a thread that ran out, the
+  -- other threads' requests queued behind them wait that long.
   if sent >= #requests or (sent > 0 and now() >= deadline) then
     finish()
     return STOP_REQUEST
@@ -132,7 +141,4 @@ function response(status, headers, body)
   statuses[sent] = status
   latencies[sent] = t - started_at
   last_answered = t
-  if sent >= #requests or t >= deadline then
-    finish()
-  end
 end
