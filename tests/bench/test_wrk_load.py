@@ -13,7 +13,6 @@ after IDLE_TIMEOUT_S instead, so the test cannot hang.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import threading
@@ -24,8 +23,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from bench.harness import HttpRequest, run_load
+from tests.bench import absent
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
 IDLE_TIMEOUT_S = 3.0
 STOP_PATH = "/__wrk_stopped"
 
@@ -111,9 +110,7 @@ class OneWorkerServer:
 @pytest.fixture
 def server() -> Iterator[OneWorkerServer]:
     if shutil.which("wrk") is None:
-        if IN_CI:
-            pytest.fail("the wrk load needs wrk under CI=true (apt-get install wrk)")
-        pytest.skip("the wrk load needs wrk (apt-get install wrk)")
+        absent("the wrk load needs wrk (apt-get install wrk)")
     one = OneWorkerServer()
     yield one
     one.close()
