@@ -8,14 +8,26 @@ fails with SQLITE_BUSY instead of waiting, so taking the write lock up front is 
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar, cast
 
-from sqlalchemy import DateTime, Integer, MetaData, Table, event, insert, inspect, select
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    MetaData,
+    Table,
+    bindparam,
+    event,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -24,6 +36,7 @@ from sqlalchemy.orm import (
     mapped_column,
     scoped_session,
 )
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -165,30 +178,79 @@ M = TypeVar("M", bound=Base)
 
 
 def insert_row(session: Session, obj: M) -> M:
-    """Insert a new object's row with one Core ``INSERT`` (its key returned) and put the object
-    in the session as persistent and clean: the row and the object a flush would give, without
-    the unit of work's per-flush bookkeeping (a hot path's one new row; see save_form).
+    """Insert a new object's row with one Core ``INSERT`` (see `insert_rows`)."""
+    insert_rows(session, [obj])
+    return obj
 
-    Every column attribute but the primary key must be set on the object: no column default is
-    applied here (a ``ValueError`` names a missing one), so the row holds exactly the values
-    the object shows."""
+
+def insert_rows(session: Session, objs: Sequence[M]) -> None:
+    """Insert new objects of one class with one Core ``INSERT`` (their keys returned, in order)
+    and put them in the session as persistent and clean: the rows and the objects a flush would
+    give, without the unit of work's per-flush bookkeeping (a hot path's new rows; see
+    save_form and plan_participant_visits). Runs before any pending change of the session is
+    flushed: the caller has set what the rows need.
+
+    Every column attribute but the primary key must be set on each object: no column default
+    is applied here (a ``ValueError`` names a missing one), so the rows hold exactly the values
+    the objects show."""
+    if not objs:
+        return
+    mapper = inspect(type(objs[0]))
+    [key] = mapper.primary_key
+    columns = [(prop.key, prop.columns[0].key) for prop in mapper.column_attrs
+               if prop.columns[0] is not key]  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    for obj in objs:
+        if type(obj) is not mapper.class_:
+            raise TypeError(f"insert_rows: {type(obj).__name__} among {mapper.class_.__name__}")
+        given = obj.__dict__
+        missing = [attr for attr, _ in columns if attr not in given]
+        if missing:
+            raise ValueError(f"insert_row: {type(obj).__name__}.{missing[0]} is not set")
+        rows.append({column: given[attr] for attr, column in columns})
+    table = cast(Table, mapper.local_table)
+    key_attr = mapper.get_property_by_column(key).key
+    if len(rows) == 1:
+        inserted = session.connection().execute(insert(table), rows[0]).inserted_primary_key
+        assert inserted is not None
+        ids = [inserted[0]]
+    else:
+        # one multi-row INSERT where the dialect can match RETURNING rows to parameters
+        # (PostgreSQL); one per row otherwise (SQLite), the same rows either way
+        ids = list(
+            session.connection()
+            .execute(insert(table).returning(key, sort_by_parameter_order=True), rows)
+            .scalars()
+        )
+    for obj, id_ in zip(objs, ids, strict=True):
+        setattr(obj, key_attr, id_)
+        make_transient_to_detached(obj)
+        session.add(obj)
+
+
+def update_row(session: Session, obj: Base, values: Mapping[str, Any]) -> None:
+    """Set columns of a persistent object's row with one Core ``UPDATE`` by its key, and on the
+    object as committed values: the row and the object a flush of these changes would give,
+    without the unit of work (a hot path's one changed row; see randomize_participant).
+
+    For rows the transaction holds locked; the object's other pending changes stay pending."""
     mapper = inspect(type(obj))
     [key] = mapper.primary_key
-    values: dict[str, Any] = {}
-    for prop in mapper.column_attrs:
-        column = prop.columns[0]
-        if column is key:
-            continue
-        if prop.key not in obj.__dict__:
-            raise ValueError(f"insert_row: {type(obj).__name__}.{prop.key} is not set")
-        values[column.key] = obj.__dict__[prop.key]
-    result = session.connection().execute(insert(cast(Table, mapper.local_table)), values)
-    inserted = result.inserted_primary_key
-    assert inserted is not None
-    setattr(obj, mapper.get_property_by_column(key).key, inserted[0])
-    make_transient_to_detached(obj)
-    session.add(obj)
-    return obj
+    if mapper.version_id_col is not None:  # pragma: no cover - no such model yet
+        raise ValueError(f"update_row: {type(obj).__name__} is versioned; flush it instead")
+    columns = {mapper.get_property(name).columns[0].key: value for name, value in values.items()}
+    key_value = getattr(obj, mapper.get_property_by_column(key).key)
+    statement = _update_by_key(cast(Table, mapper.local_table), tuple(columns))
+    session.connection().execute(statement, {**columns, "_key": key_value})
+    for name, value in values.items():
+        set_committed_value(obj, name, value)
+
+
+@functools.lru_cache(maxsize=64)
+def _update_by_key(table: Table, columns: tuple[str, ...]) -> Any:
+    """``UPDATE table SET columns WHERE key = :_key``, built once per table and columns."""
+    [key] = table.primary_key.columns
+    return update(table).where(key == bindparam("_key")).values({c: bindparam(c) for c in columns})
 
 
 def lock_row(session: Session, model: type[M], row_id: int) -> M | None:

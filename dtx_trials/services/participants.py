@@ -4,13 +4,13 @@ withdrawal, visits. One function per use case, one transaction each, audit insid
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from dtx_trials.db import lock_row, transaction, utcnow
+from dtx_trials.db import insert_rows, lock_row, transaction, utcnow
 from dtx_trials.models import (
     Consent,
     FormRecord,
@@ -453,6 +453,11 @@ def anchors_of(participant: Participant, zone: datetime.tzinfo) -> dict[str, dat
     return anchors
 
 
+_SCHEDULED_VISIT_CODES = select(Visit.visit_code).where(
+    Visit.participant_id == bindparam("participant_id"), Visit.is_unscheduled.is_(False)
+)
+
+
 def plan_participant_visits(
     session: Session,
     actor: Actor,
@@ -460,35 +465,37 @@ def plan_participant_visits(
     protocol: Protocol,
     today: datetime.date | None = None,
     zone: datetime.tzinfo | None = None,
+    existing: Collection[str] | None = None,
 ) -> None:
-    """Create or update planned visits whose anchor is now known (inside the caller's txn);
-    ``zone``: the site's time zone when the caller read it already."""
+    """Create the planned visits whose anchor is now known (inside the caller's txn);
+    ``zone``: the site's time zone, and ``existing``: the codes of the participant's scheduled
+    visits, when the caller read them already (under the participant's lock)."""
     if zone is None:
         from dtx_trials.services.deviations import site_zone
 
         zone = site_zone(session.get(Site, participant.site_id))
-    existing = {
-        v.visit_code: v
-        for v in session.scalars(
-            select(Visit).where(
-                Visit.participant_id == participant.id, Visit.is_unscheduled.is_(False)
-            )
+    if existing is None:
+        existing = set(
+            session.scalars(_SCHEDULED_VISIT_CODES, {"participant_id": participant.id})
         )
-    }
     new = [
         Visit(
             participant_id=participant.id,
             visit_code=planned.visit_id,
+            occurrence=1,
+            is_unscheduled=False,
             planned_on=planned.planned_on,
             window_start_on=planned.window_start_on,
             window_end_on=planned.window_end_on,
+            actual_on=None,
+            actual_at=None,
             status="planned",
+            missed_reason=None,
         )
         for planned in plan_visits(protocol.schedule, anchors_of(participant, zone))
         if planned.visit_id not in existing
     ]
-    session.add_all(new)
-    session.flush()  # one multi-row insert
+    insert_rows(session, new)  # one multi-row insert (every column set above)
     for visit in new:
         audit.record_create(
             session,

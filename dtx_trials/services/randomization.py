@@ -31,7 +31,7 @@ from sqlalchemy import bindparam, func, literal, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
-from dtx_trials.db import transaction, utcnow
+from dtx_trials.db import transaction, update_row, utcnow
 from dtx_trials.models import (
     Allocation,
     FormRecord,
@@ -253,24 +253,18 @@ def randomize_participant(
     """
     with transaction(session):
         is_postgres = session.get_bind().dialect.name == "postgresql"
-        participant, site_code, zone, state_row, allocation_id = _lock_participant(
+        locked = _lock_participant(
             session, actor, trial, subject_code, new_allocation_id=is_postgres
         )
-        if request_id:
-            previous = session.scalars(
-                select(Allocation).where(
-                    Allocation.trial_id == trial.id, Allocation.request_id == request_id
-                )
-            ).first()
-            if previous is not None:
-                if previous.participant_id != participant.id:
-                    raise Conflict("this request id was used for another participant")
-                return previous, False
-        existing = session.scalars(
-            select(Allocation).where(
-                Allocation.trial_id == trial.id, Allocation.participant_id == participant.id
+        participant, state_row, existing = locked.participant, locked.state_row, locked.existing
+        if request_id and existing is not None and existing.request_id == request_id:
+            return existing, False  # a retry
+        if request_id and session.scalar(
+            select(Allocation.id).where(
+                Allocation.trial_id == trial.id, Allocation.request_id == request_id
             )
-        ).first()
+        ):
+            raise Conflict("this request id was used for another participant")
         if existing is not None:
             raise Conflict(
                 "participant is already randomized",
@@ -283,17 +277,19 @@ def randomize_participant(
             )
         protocol = protocol_for(session, participant)
         unattached, by_visit = _values_for_strata(session, participant)
-        key, factors = derive_stratum(protocol, unattached, site_code, by_visit)
+        key, factors = derive_stratum(protocol, unattached, locked.site_code, by_visit)
         protocol_version_id = participant.protocol_version_id or trial.active_protocol_version_id
         if protocol_version_id is None:
             raise Conflict(f"trial {trial.code} has no active protocol version")
         now = utcnow()
         before = audit.snapshot(participant)
-        participant.status = "randomized"
-        participant.randomized_at = now
+        # one UPDATE of the locked row, no unit-of-work flush
+        update_row(session, participant, {"status": "randomized", "randomized_at": now})
         audit.record_update(session, actor, "participant.randomized", participant, before)
         # flushed: one insert; anchored on the site's calendar day
-        plan_participant_visits(session, actor, participant, protocol, zone=zone)
+        plan_participant_visits(
+            session, actor, participant, protocol, zone=locked.zone, existing=locked.visit_codes
+        )
         if state_row is None:
             raise Conflict(f"trial {trial.code} has no active randomization model")
         # The design and the secret come from the row read (unlocked) with the participant:
@@ -311,7 +307,7 @@ def randomize_participant(
         # the allocation as far as it does not depend on the draw, and the audited values of
         # those columns (the draw's five are set and sealed under the lock)
         allocation = Allocation(
-            id=allocation_id,
+            id=locked.allocation_id,
             trial_id=trial.id,
             participant_id=participant.id,
             protocol_version_id=protocol_version_id,
@@ -335,7 +331,7 @@ def randomize_participant(
             state_row = _lock_state(session, trial)
             design = _design(protocol, state_row)
         counts = _cap_counts(session, state_row)
-        _check_caps(trial, protocol, participant.site_id, site_code, key, counts)
+        _check_caps(trial, protocol, participant.site_id, locked.site_code, key, counts)
         try:
             result, next_state = allocate(
                 design,
@@ -509,39 +505,87 @@ _LOCK_COUNTERS = (
 )
 
 
+@dataclass(frozen=True)
+class _Locked:
+    participant: Participant
+    site_code: str
+    zone: tzinfo
+    state_row: RandomizationState | None  # read without its lock
+    allocation_id: int | None  # drawn from the allocation's sequence (PostgreSQL)
+    existing: Allocation | None  # the participant's allocation, if it has one
+    visit_codes: frozenset[str]  # its scheduled visits' codes
+
+
 def _lock_participant(
     session: Session, actor: Actor, trial: Trial, subject_code: str, *, new_allocation_id: bool
-) -> tuple[Participant, str, tzinfo, RandomizationState | None, int | None]:
-    """Lock the participant to randomize; return it with its site's code and time zone, the
-    trial's randomization state row, read without its lock, and with `new_allocation_id` (on
-    PostgreSQL) an id drawn from the allocation's sequence (one statement)."""
-    new_id: Any = (
-        func.nextval(func.pg_get_serial_sequence("allocation", "id"))
-        if new_allocation_id
-        else literal(None)
-    )
+) -> _Locked:
+    """Lock the participant to randomize (one statement): it, its site's code and time zone,
+    the trial's randomization state row (unlocked), its allocation if it has one, the codes
+    of its scheduled visits and, with `new_allocation_id` (PostgreSQL), an id drawn from the
+    allocation's sequence."""
     row = session.execute(
+        _LOCK_FOR_ALLOCATION if new_allocation_id else _LOCK_FOR_ALLOCATION_NO_ID,
+        {"trial_id": trial.id, "subject_code": subject_code},
+    ).first()
+    if row is None:
+        raise NotFound("participant not found")
+    participant, sha256, site_code, timezone, state_row, existing, codes, allocation_id = row
+    require(actor, "randomize", trial.id, participant.site_id)
+    note_version_sha(session, participant.protocol_version_id, sha256)
+    return _Locked(
+        participant,
+        site_code,
+        zone_named(timezone),
+        state_row,
+        allocation_id,
+        existing,
+        frozenset(codes.split(_CODES_SEPARATOR)) if codes else frozenset(),
+    )
+
+
+# Visit codes are protocol identifiers (letters, digits, "_", "-"): never a newline.
+_CODES_SEPARATOR = "\n"
+
+
+def _lock_for_allocation(new_id: Any) -> Any:
+    visit_codes = (
+        select(func.aggregate_strings(Visit.visit_code, _CODES_SEPARATOR))
+        .where(Visit.participant_id == Participant.id, Visit.is_unscheduled.is_(False))
+        .scalar_subquery()
+    )
+    return (
         select(
             Participant,
             ProtocolVersion.sha256,
             Site.code,
             Site.timezone,
             RandomizationState,
+            Allocation,
+            visit_codes,
             new_id,
         )
         .join(Site, Site.id == Participant.site_id)
         .outerjoin(ProtocolVersion, ProtocolVersion.id == Participant.protocol_version_id)
         .outerjoin(RandomizationState, RandomizationState.trial_id == Participant.trial_id)
-        .where(Participant.trial_id == trial.id, Participant.subject_code == subject_code)
+        .outerjoin(
+            Allocation,
+            (Allocation.trial_id == Participant.trial_id)
+            & (Allocation.participant_id == Participant.id),
+        )
+        .where(
+            Participant.trial_id == bindparam("trial_id"),
+            Participant.subject_code == bindparam("subject_code"),
+        )
         .with_for_update(of=Participant)
         .execution_options(populate_existing=True)
-    ).first()
-    if row is None:
-        raise NotFound("participant not found")
-    participant, sha256, site_code, timezone, state_row, allocation_id = row
-    require(actor, "randomize", trial.id, participant.site_id)
-    note_version_sha(session, participant.protocol_version_id, sha256)
-    return participant, site_code, zone_named(timezone), state_row, allocation_id
+    )
+
+
+# built once per process
+_LOCK_FOR_ALLOCATION = _lock_for_allocation(
+    func.nextval(func.pg_get_serial_sequence("allocation", "id"))
+)
+_LOCK_FOR_ALLOCATION_NO_ID = _lock_for_allocation(literal(None))
 
 
 def randomization_number(state_row: RandomizationState, result: AllocationResult) -> str:

@@ -241,3 +241,34 @@ def test_audit_verify_replays_allocations(app: Flask) -> None:
     messages = [p.message for p in report.problems]
     assert any("seq 2): stored arm differs from the replayed allocation" in m for m in messages)
     assert any("allocation id=" in m and "arm_code" in m for m in messages)  # the trail, too
+
+
+def test_a_retry_returns_the_allocation_and_any_other_attempt_is_409(app: Flask) -> None:
+    """The participant's allocation is read with its lock: a retry with the request id returns
+    it (created=False, nothing written), the same request id for another participant and a
+    second randomization of the participant are 409s that write nothing."""
+    from dtx_trials.services.errors import Conflict
+
+    trial_id, subjects = _mci_with_enrolled(2)
+    trial = db.session.get(Trial, trial_id)
+    inv = _investigator(trial_id)
+    first, created = randomization.randomize_participant(
+        db.session, inv, trial, subjects[0], request_id="req-1"
+    )
+    assert created and first.seq_no == 1
+    events = db.session.scalar(select(func.count()).select_from(AuditEvent))
+    again, created = randomization.randomize_participant(
+        db.session, inv, trial, subjects[0], request_id="req-1"
+    )
+    assert (again.id, again.seq_no, created) == (first.id, 1, False)
+    with pytest.raises(Conflict, match="request id was used for another participant"):
+        randomization.randomize_participant(db.session, inv, trial, subjects[1], "req-1")
+    for request_id in (None, "req-2"):
+        with pytest.raises(Conflict, match="already randomized") as refused:
+            randomization.randomize_participant(db.session, inv, trial, subjects[0], request_id)
+        assert refused.value.extra == {"randomization_number": first.randomization_number}
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == events
+    assert db.session.scalar(select(func.count()).select_from(Allocation)) == 1
+    second, created = randomization.randomize_participant(db.session, inv, trial, subjects[1])
+    assert created and second.seq_no == 2
+    assert not randomization.replay_problems(db.session, trial)

@@ -180,7 +180,7 @@ def test_randomization_takes_the_trial_lock_last_and_briefly(
     # per planned visit there (statements that never leave the process)
     visit_inserts = sum(1 for s in statements if s.startswith("INSERT INTO visit"))
     assert visit_inserts == (1 if backend == "postgresql" else 4), statements
-    assert len(statements) - visit_inserts == (8 if backend == "postgresql" else 12), statements
+    assert len(statements) - visit_inserts == (6 if backend == "postgresql" else 10), statements
     lock = next(i for i, s in enumerate(statements) if s.startswith("SELECT randomization_state"))
     under_lock = statements[lock + 1 :]
     if backend == "postgresql":
