@@ -189,6 +189,14 @@ def _activation_code(prefix: str | None) -> str:
     return f"{prefix + '-' if prefix else ''}{body[:4]}-{body[4:]}"
 
 
+_SUBMITTED_VALUES = (  # built once per process
+    select(FormRecord.data, Visit.visit_code)
+    .outerjoin(Visit, Visit.id == FormRecord.visit_id)
+    .where(FormRecord.participant_id == bindparam("participant_id"), FormRecord.status != "draft")
+    .order_by(FormRecord.id)
+)
+
+
 def _values_for_strata(
     session: Session, participant: Participant
 ) -> tuple[dict[str, object], dict[str, dict[str, object]]]:
@@ -196,12 +204,7 @@ def _values_for_strata(
     `clinical_values`, in record order)."""
     unattached: dict[str, object] = {}
     by_visit: dict[str, dict[str, object]] = {}
-    rows = session.execute(
-        select(FormRecord.data, Visit.visit_code)
-        .outerjoin(Visit, Visit.id == FormRecord.visit_id)
-        .where(FormRecord.participant_id == participant.id, FormRecord.status != "draft")
-        .order_by(FormRecord.id)
-    ).all()
+    rows = session.execute(_SUBMITTED_VALUES, {"participant_id": participant.id}).all()
     for data, visit_code in rows:
         if visit_code is None:
             unattached.update(data or {})
@@ -282,11 +285,15 @@ def randomize_participant(
         if protocol_version_id is None:
             raise Conflict(f"trial {trial.code} has no active protocol version")
         now = utcnow()
-        before = audit.snapshot(participant)
+        randomized = {"status": "randomized", "randomized_at": now}
+        # only these columns change: nothing else is snapshot (nor sealed again)
+        before = audit.snapshot(participant, randomized)
         # one UPDATE of the locked row, no unit-of-work flush
-        update_row(session, participant, {"status": "randomized", "randomized_at": now})
-        audit.record_update(session, actor, "participant.randomized", participant, before)
-        # flushed: one insert; anchored on the site's calendar day
+        update_row(session, participant, randomized)
+        audit.record_update(
+            session, actor, "participant.randomized", participant, before, fields=randomized
+        )
+        # one insert; anchored on the site's calendar day
         plan_participant_visits(
             session, actor, participant, protocol, zone=locked.zone, existing=locked.visit_codes
         )
