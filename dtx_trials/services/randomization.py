@@ -28,7 +28,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import bindparam, func, literal, select
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from dtx_trials.db import transaction, update_row, utcnow
@@ -62,6 +62,7 @@ from randomization.state import RandomizationState as DesignState
 from randomization.strata import SITE_FACTOR, UNSTRATIFIED, stratum_key
 
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
+_ScheduledVisit = aliased(Visit)
 
 
 def design_parameters(
@@ -189,28 +190,71 @@ def _activation_code(prefix: str | None) -> str:
     return f"{prefix + '-' if prefix else ''}{body[:4]}-{body[4:]}"
 
 
-_SUBMITTED_VALUES = (  # built once per process
-    select(FormRecord.data, Visit.visit_code)
-    .outerjoin(Visit, Visit.id == FormRecord.visit_id)
-    .where(FormRecord.participant_id == bindparam("participant_id"), FormRecord.status != "draft")
-    .order_by(FormRecord.id)
-)
+@dataclass(frozen=True)
+class _AfterLock:
+    """What the participant's lock guards, read once it is held (one statement)."""
+
+    allocation_id: int | None  # the participant's allocation, if it has one
+    visit_codes: frozenset[str]  # its scheduled visits' codes
+    unattached: dict[str, object]  # its submitted values not tied to a visit
+    by_visit: dict[str, dict[str, object]]  # and per visit (as `clinical_values`)
 
 
-def _values_for_strata(
-    session: Session, participant: Participant
-) -> tuple[dict[str, object], dict[str, dict[str, object]]]:
-    """The participant's submitted values not tied to a visit, and per visit (one query; as
-    `clinical_values`, in record order)."""
+def _read_after_lock(session: Session, participant: Participant) -> _AfterLock:
+    """The participant's allocation, scheduled visits and submitted values, read by a statement
+    of its own after the lock is granted: under READ COMMITTED a statement sees what was
+    committed when it began, so these, written by other holders of the same lock (a form save
+    opening a visit, a concurrent randomization), are never read by the locking statement,
+    which may have waited for them."""
     unattached: dict[str, object] = {}
     by_visit: dict[str, dict[str, object]] = {}
-    rows = session.execute(_SUBMITTED_VALUES, {"participant_id": participant.id}).all()
-    for data, visit_code in rows:
+    rows = session.execute(_AFTER_LOCK, {"participant_id": participant.id}).all()
+    for data, visit_code, _, _ in rows:
+        if data is None:
+            continue  # no submitted record: the one row carries the rest
         if visit_code is None:
-            unattached.update(data or {})
+            unattached.update(data)
         else:
-            by_visit.setdefault(visit_code, {}).update(data or {})
-    return unattached, by_visit
+            by_visit.setdefault(visit_code, {}).update(data)
+    _, _, allocation_id, codes = rows[0]  # the participant is locked: one row at least
+    return _AfterLock(
+        allocation_id,
+        frozenset(codes.split(_CODES_SEPARATOR)) if codes else frozenset(),
+        unattached,
+        by_visit,
+    )
+
+
+# Visit codes are protocol identifiers (letters, digits, "_", "-"): never a newline.
+_CODES_SEPARATOR = "\n"
+# one row per submitted record in record order (or one row of nulls), each with the
+# participant's allocation id and scheduled visit codes; built once per process
+_AFTER_LOCK = (
+    select(
+        FormRecord.data,
+        Visit.visit_code,
+        select(Allocation.id)
+        .where(
+            Allocation.trial_id == Participant.trial_id,
+            Allocation.participant_id == Participant.id,
+        )
+        .scalar_subquery(),
+        select(func.aggregate_strings(_ScheduledVisit.visit_code, _CODES_SEPARATOR))
+        .where(
+            _ScheduledVisit.participant_id == Participant.id,
+            _ScheduledVisit.is_unscheduled.is_(False),
+        )
+        .scalar_subquery(),
+    )
+    .select_from(Participant)
+    .outerjoin(
+        FormRecord,
+        (FormRecord.participant_id == Participant.id) & (FormRecord.status != "draft"),
+    )
+    .outerjoin(Visit, Visit.id == FormRecord.visit_id)
+    .where(Participant.id == bindparam("participant_id"))
+    .order_by(FormRecord.id)
+)
 
 
 def _cap_counts(session: Session, state_row: RandomizationState) -> dict[str, int]:
@@ -259,7 +303,11 @@ def randomize_participant(
         locked = _lock_participant(
             session, actor, trial, subject_code, new_allocation_id=is_postgres
         )
-        participant, state_row, existing = locked.participant, locked.state_row, locked.existing
+        participant, state_row = locked.participant, locked.state_row
+        guarded = _read_after_lock(session, participant)
+        existing = (
+            session.get(Allocation, guarded.allocation_id) if guarded.allocation_id else None
+        )
         if request_id and existing is not None and existing.request_id == request_id:
             return existing, False  # a retry
         if request_id and session.scalar(
@@ -279,8 +327,9 @@ def randomize_participant(
                 status=participant.status,
             )
         protocol = protocol_for(session, participant)
-        unattached, by_visit = _values_for_strata(session, participant)
-        key, factors = derive_stratum(protocol, unattached, locked.site_code, by_visit)
+        key, factors = derive_stratum(
+            protocol, guarded.unattached, locked.site_code, guarded.by_visit
+        )
         protocol_version_id = participant.protocol_version_id or trial.active_protocol_version_id
         if protocol_version_id is None:
             raise Conflict(f"trial {trial.code} has no active protocol version")
@@ -295,7 +344,7 @@ def randomize_participant(
         )
         # one insert; anchored on the site's calendar day
         plan_participant_visits(
-            session, actor, participant, protocol, zone=locked.zone, existing=locked.visit_codes
+            session, actor, participant, protocol, zone=locked.zone, existing=guarded.visit_codes
         )
         if state_row is None:
             raise Conflict(f"trial {trial.code} has no active randomization model")
@@ -519,47 +568,28 @@ class _Locked:
     zone: tzinfo
     state_row: RandomizationState | None  # read without its lock
     allocation_id: int | None  # drawn from the allocation's sequence (PostgreSQL)
-    existing: Allocation | None  # the participant's allocation, if it has one
-    visit_codes: frozenset[str]  # its scheduled visits' codes
 
 
 def _lock_participant(
     session: Session, actor: Actor, trial: Trial, subject_code: str, *, new_allocation_id: bool
 ) -> _Locked:
     """Lock the participant to randomize (one statement): it, its site's code and time zone,
-    the trial's randomization state row (unlocked), its allocation if it has one, the codes
-    of its scheduled visits and, with `new_allocation_id` (PostgreSQL), an id drawn from the
-    allocation's sequence."""
+    the trial's randomization state row (unlocked) and, with `new_allocation_id` (PostgreSQL),
+    an id drawn from the allocation's sequence. Rows other holders of the participant's lock
+    write are read after it (`_read_after_lock`)."""
     row = session.execute(
         _LOCK_FOR_ALLOCATION if new_allocation_id else _LOCK_FOR_ALLOCATION_NO_ID,
         {"trial_id": trial.id, "subject_code": subject_code},
     ).first()
     if row is None:
         raise NotFound("participant not found")
-    participant, sha256, site_code, timezone, state_row, existing, codes, allocation_id = row
+    participant, sha256, site_code, timezone, state_row, allocation_id = row
     require(actor, "randomize", trial.id, participant.site_id)
     note_version_sha(session, participant.protocol_version_id, sha256)
-    return _Locked(
-        participant,
-        site_code,
-        zone_named(timezone),
-        state_row,
-        allocation_id,
-        existing,
-        frozenset(codes.split(_CODES_SEPARATOR)) if codes else frozenset(),
-    )
-
-
-# Visit codes are protocol identifiers (letters, digits, "_", "-"): never a newline.
-_CODES_SEPARATOR = "\n"
+    return _Locked(participant, site_code, zone_named(timezone), state_row, allocation_id)
 
 
 def _lock_for_allocation(new_id: Any) -> Any:
-    visit_codes = (
-        select(func.aggregate_strings(Visit.visit_code, _CODES_SEPARATOR))
-        .where(Visit.participant_id == Participant.id, Visit.is_unscheduled.is_(False))
-        .scalar_subquery()
-    )
     return (
         select(
             Participant,
@@ -567,18 +597,11 @@ def _lock_for_allocation(new_id: Any) -> Any:
             Site.code,
             Site.timezone,
             RandomizationState,
-            Allocation,
-            visit_codes,
             new_id,
         )
         .join(Site, Site.id == Participant.site_id)
         .outerjoin(ProtocolVersion, ProtocolVersion.id == Participant.protocol_version_id)
         .outerjoin(RandomizationState, RandomizationState.trial_id == Participant.trial_id)
-        .outerjoin(
-            Allocation,
-            (Allocation.trial_id == Participant.trial_id)
-            & (Allocation.participant_id == Participant.id),
-        )
         .where(
             Participant.trial_id == bindparam("trial_id"),
             Participant.subject_code == bindparam("subject_code"),

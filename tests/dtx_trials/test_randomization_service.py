@@ -6,12 +6,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from dtx_trials.extensions import db
 from dtx_trials.models import (
@@ -21,6 +23,7 @@ from dtx_trials.models import (
     RandomizationState,
     Site,
     Trial,
+    Visit,
 )
 from dtx_trials.models.users import Role
 from dtx_trials.services import audit, protocols, randomization
@@ -272,3 +275,125 @@ def test_a_retry_returns_the_allocation_and_any_other_attempt_is_409(app: Flask)
     second, created = randomization.randomize_participant(db.session, inv, trial, subjects[1])
     assert created and second.seq_no == 2
     assert not randomization.replay_problems(db.session, trial)
+
+
+def _hold_participant_lock(trial_id: int, subject: str) -> Any:
+    """Another transaction holding the participant's lock (a connection in a transaction)."""
+    connection = db.engine.connect()
+    connection.begin()
+    connection.execute(
+        text("SELECT id FROM participant WHERE trial_id = :t AND subject_code = :s FOR UPDATE"),
+        {"t": trial_id, "s": subject},
+    )
+    return connection
+
+
+def _wait_for_lock_waiters(n: int) -> None:
+    """Until n backends wait for a row lock (a transaction id lock not granted)."""
+    deadline = time.monotonic() + 30
+    with db.engine.connect() as probe:
+        while time.monotonic() < deadline:
+            waiting = probe.execute(
+                text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            ).scalar_one()
+            if waiting >= n:
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"{n} lock waiters never appeared")
+
+
+def _randomize_in_thread(
+    app: Flask, trial_id: int, subject: str, request_id: str, out: list[Any]
+) -> threading.Thread:
+    def run() -> None:
+        with app.app_context():
+            try:
+                trial = db.session.get(Trial, trial_id)
+                allocation, created = randomization.randomize_participant(
+                    db.session, _investigator(trial_id), trial, subject, request_id=request_id
+                )
+                out.append((allocation.id, created))
+            except BaseException as exc:
+                out.append(exc)
+            finally:
+                db.session.remove()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_retry_waiting_for_the_original_gets_its_allocation(
+    app: Flask, database_url: str
+) -> None:
+    """Two requests with one request id (a client retrying a request still in flight) wait on
+    the participant's lock; the second, granted it after the first committed, answers with
+    the first's allocation, not a 409: what the lock guards is read after it is granted."""
+    trial_id, subjects = _mci_with_enrolled(1)
+    db.session.remove()
+    holder = _hold_participant_lock(trial_id, subjects[0])
+    out: list[Any] = []
+    threads = [_randomize_in_thread(app, trial_id, subjects[0], "req-twice", out)
+               for _ in range(2)]  # fmt: skip
+    _wait_for_lock_waiters(2)
+    holder.commit()
+    holder.close()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(isinstance(o, BaseException) for o in out), out
+    assert sorted(created for _, created in out) == [False, True]
+    assert len({allocation_id for allocation_id, _ in out}) == 1
+    _check_invariants(trial_id, 1)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_visit_opened_while_waiting_for_the_participant_lock_is_not_planned_again(
+    app: Flask, database_url: str
+) -> None:
+    """A form save opened a visit anchored on randomization (data entered before it) and
+    commits while the randomization waits on the participant's lock: the randomization sees
+    the visit and plans the others, no duplicate and no error."""
+    trial_id, subjects = _mci_with_enrolled(2)
+    trial = db.session.get(Trial, trial_id)
+    randomization.randomize_participant(db.session, _investigator(trial_id), trial, subjects[0])
+
+    def codes(subject: str) -> list[str]:
+        return list(
+            db.session.scalars(
+                select(Visit.visit_code)
+                .join(Participant, Participant.id == Visit.participant_id)
+                .where(Participant.subject_code == subject)
+                .order_by(Visit.visit_code)
+            )
+        )
+
+    anchored_on_randomization = sorted(set(codes(subjects[0])) - set(codes(subjects[1])))
+    opened = anchored_on_randomization[0]
+    participant_id = db.session.scalars(
+        select(Participant.id).where(Participant.subject_code == subjects[1])
+    ).one()
+    db.session.remove()
+    holder = _hold_participant_lock(trial_id, subjects[1])
+    holder.execute(
+        text(
+            "INSERT INTO visit (participant_id, visit_code, occurrence, is_unscheduled, "
+            "status) VALUES (:p, :v, 1, false, 'open')"
+        ),
+        {"p": participant_id, "v": opened},
+    )
+    out: list[Any] = []
+    thread = _randomize_in_thread(app, trial_id, subjects[1], "req-visit", out)
+    _wait_for_lock_waiters(1)
+    holder.commit()
+    holder.close()
+    thread.join(timeout=60)
+    assert len(out) == 1 and not isinstance(out[0], BaseException), out
+    assert codes(subjects[1]) == codes(subjects[0])  # each visit once
+    # the chain holds every row but the one this test inserted behind the app
+    hand_inserted = db.session.scalars(
+        select(Visit.id).where(Visit.participant_id == participant_id, Visit.visit_code == opened)
+    ).one()
+    assert [p.message for p in audit.verify(db.session).problems] == [
+        f"visit id={hand_inserted}: row has no audit trail (inserted behind the app)"
+    ]
