@@ -45,7 +45,7 @@ from bench.harness import (
     run_load,
     throwaway_database,
 )
-from bench.trial_setup import issue_token, prepare_mci_trial
+from bench.trial_setup import PARTICIPANTS_PER_SITE, issue_token, prepare_mci_trial
 from dtx_trials.models import Allocation, Participant, Trial
 from randomization.designs import Design, allocate, build_design
 from randomization.state import RandomizationState
@@ -68,7 +68,7 @@ class Sizes:
     n_timing_repeats: int
 
 
-FULL = Sizes((16, 64), 2500, 5000, 4, 10.0, (100, 10_000), 200)
+FULL = Sizes((16, 64), 2500, 2500, 4, 10.0, (100, 10_000), 200)
 QUICK = Sizes((2, 4), 8, 8, 2, 1.0, (10, 200), 20)
 _COUNTER_REQUESTS = 1_000_000  # the counter's queue: never drained within a run
 
@@ -101,6 +101,11 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
     n_participants = (
         2 * _warmup_count(sizes) + (sizes.n_requests + sizes.n_floor_requests) * n_levels
     )
+    # the sites (strata: site x MoCA band) of the trial the API alone was measured on, more
+    # participants at each: the design state, read and written whole by every allocation under
+    # the trial's lock, grows with the strata allocated to, so the trial keeps its shape
+    n_sites = -(-(_warmup_count(sizes) + sizes.n_requests * n_levels) // PARTICIPANTS_PER_SITE)
+    per_site = -(-n_participants // n_sites)
     with throwaway_database("rand") as url, tempfile.TemporaryDirectory() as instance:
         env = app_environment(url, instance)
         with (
@@ -108,7 +113,7 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
             GunicornServer("bench.bare_app:create_bare_app()", env, sizes.workers) as bare,
         ):
             # the workers boot while the database is prepared: neither needs the other yet
-            prepared = prepare_mci_trial(url, instance, n_participants)
+            prepared = prepare_mci_trial(url, instance, n_participants, per_site)
             create_bare_tables(url)
             token = issue_token(ours.port, prepared.username, prepared.password)
             headers = {"Authorization": f"Bearer {token}"}
