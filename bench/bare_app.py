@@ -6,10 +6,15 @@ gunicorn) doing the least a transactional endpoint can do.
 gap-free numbers under a row lock. ``POST /rows`` inserts the request's JSON as one row: the
 floor for a form submission. ``PUT /trials/{code}/participants/{subject}/visits/{visit}/floor``
 sends the statements an eCRF submit sends, with the least Python around them (`submit_floor`):
-the floor of the eCRF submit itself. All three authenticate as dtx-trials does: the bearer
-token is resolved by the same function (``accounts.actor_for_token``: one joined query, then
-the same short per-process cache), and a request without a live token is a 401. Serve it with
-``gunicorn 'bench.bare_app:create_bare_app()'`` and ``BENCH_DATABASE_URL`` set.
+the floor of the eCRF submit itself.
+``POST /trials/{code}/participants/{subject}/randomization/floor`` sends the statements a
+randomization sends on PostgreSQL (`floor_randomize`): the floor of the randomization. All
+four authenticate as dtx-trials does: the bearer token is resolved by the same function
+(``accounts.actor_for_token``: one joined query, then the same short per-process cache), and a
+request without a live token is a 401. Serve it with
+``gunicorn 'bench.bare_app:create_bare_app()'`` and ``BENCH_DATABASE_URL`` set (and
+``DTX_FIELD_KEY``: the randomization floor decrypts the trial's secret and seals its events as
+the trail does).
 """
 
 from __future__ import annotations
@@ -17,18 +22,49 @@ from __future__ import annotations
 import hmac
 import json
 import os
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, cast
+from types import SimpleNamespace
+from typing import Any, NamedTuple, cast
 
 from flask import Flask, Response, g, jsonify, request
-from sqlalchemy import Connection, Table, create_engine, insert, text
+from sqlalchemy import (
+    Connection,
+    Table,
+    bindparam,
+    create_engine,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from dtx_trials import crypto
 from dtx_trials.db import utcnow
-from dtx_trials.models import AuditChainHead, FormRecord, Visit
-from dtx_trials.services import audit, forms, participants, trials
+from dtx_trials.models import (
+    Allocation,
+    AuditChainHead,
+    AuditEvent,
+    FormRecord,
+    Participant,
+    ProtocolVersion,
+    RandomizationState,
+    Site,
+    Trial,
+    Visit,
+)
+from dtx_trials.services import audit, forms, participants, protocols, randomization, trials
 from dtx_trials.services.access import Actor
+from dtx_trials.services.deviations import zone_named
+from dtx_trials.services.errors import Conflict, ValidationError
+from ecrf.schedule import plan_visits
+from protocols.model import Protocol
+from randomization.designs import allocate
+from randomization.errors import RandomizationError
+from randomization.state import RandomizationState as DesignState
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS bench_counter (id integer PRIMARY KEY, n bigint NOT NULL)",
@@ -65,6 +101,7 @@ def create_bare_app(database_url: str | None = None) -> Flask:
     engine = create_engine(database_url or os.environ["BENCH_DATABASE_URL"], pool_pre_ping=True)
     app = Flask(__name__)
     app.extensions["bare_engine"] = engine  # disposed by in-process callers
+    _configure_field_key()
 
     @app.before_request
     def _authenticate() -> tuple[Response, int] | None:
@@ -116,6 +153,17 @@ def create_bare_app(database_url: str | None = None) -> Flask:
         if record is None:
             return jsonify({"message": "trial or participant not found"}), 404
         return jsonify({"record": record}), 200
+
+    @app.post("/trials/<code>/participants/<subject>/randomization/floor")
+    def randomize_floor(code: str, subject: str) -> tuple[Response, int]:
+        payload = request.get_json(silent=True)
+        request_id = payload.get("request_id") if isinstance(payload, dict) else None
+        try:
+            with engine.begin() as conn:  # a refusal rolls back what was written before it
+                status, answer = floor_randomize(conn, g.actor, heads, code, subject, request_id)
+        except FloorRefused as exc:
+            return jsonify({"message": exc.message}), exc.status
+        return jsonify(answer), status
 
     return app
 
@@ -267,4 +315,366 @@ def _write_floor_events(
         [{**row, "at": at, "head_chain": FLOOR_CHAIN, "head_seq": head[0],
           "head_hash": head[1]} for row in rows],
     )  # fmt: skip
+    return head
+
+
+def _configure_field_key() -> None:
+    """Install the field key ring from ``DTX_FIELD_KEY`` unless one is installed already (in
+    process, by the app factory): the randomization floor decrypts the trial's secret and
+    seals and HMAC-chains its events as the trail does."""
+    try:
+        crypto.cipher()
+    except crypto.FieldKeyError:
+        key = os.environ.get("DTX_FIELD_KEY")
+        if key:
+            crypto.configure(key)
+
+
+# ---------------------------------------------------------------- the randomization's floor
+#
+# `floor_randomize`: the statements `randomization.randomize_participant` sends on PostgreSQL
+# for an enrolled participant (9: the trial, the participant locked with its site, protocol
+# hash, the trial's randomization state row and a new allocation id; the existing allocation;
+# the submitted values for the strata; the participant's UPDATE; the planned visits' read and
+# their one multi-row INSERT; the state row's lock; the allocation's INSERT and the state's
+# UPDATE riding on the audit write), the app's own statement objects where they are module
+# level and the same SQL where they are built inline, with the least Python around them.
+# Unlike the eCRF floor, its rows are the trial's own: the allocations take their seq_no from
+# the same locked counter as the real endpoint's (one gap-free sequence), and the events go to
+# the trial's chain under the field key, with the trail's content (sealed arm and evidence),
+# so that `audit.verify` holds over both endpoints' rows.
+
+
+class FloorRefused(Exception):
+    """A request the floor answers with an error (nothing it wrote is kept)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_PARTICIPANT = cast(Table, Participant.__table__)
+_ALLOCATION = cast(Table, Allocation.__table__)
+_STATE = cast(Table, RandomizationState.__table__)
+_SITE = cast(Table, Site.__table__)
+_VERSION = cast(Table, ProtocolVersion.__table__)
+# `randomization._lock_participant`'s statement (built there per request)
+_LOCK_FOR_RANDOMIZATION = (
+    select(
+        Participant,
+        ProtocolVersion.sha256,
+        Site.code,
+        Site.timezone,
+        RandomizationState,
+        func.nextval(func.pg_get_serial_sequence("allocation", "id")),
+    )
+    .join(Site, Site.id == Participant.site_id)
+    .outerjoin(ProtocolVersion, ProtocolVersion.id == Participant.protocol_version_id)
+    .outerjoin(RandomizationState, RandomizationState.trial_id == Participant.trial_id)
+    .where(
+        Participant.trial_id == bindparam("trial_id"),
+        Participant.subject_code == bindparam("subject_code"),
+    )
+    .with_for_update(of=Participant)
+)
+_BY_REQUEST_ID = select(Allocation).where(
+    Allocation.trial_id == bindparam("trial_id"), Allocation.request_id == bindparam("request_id")
+)
+_EXISTING_ALLOCATION = select(Allocation).where(
+    Allocation.trial_id == bindparam("trial_id"),
+    Allocation.participant_id == bindparam("participant_id"),
+)
+# `randomization._values_for_strata`'s statement
+_VALUES_FOR_STRATA = (
+    select(FormRecord.data, Visit.visit_code)
+    .outerjoin(Visit, Visit.id == FormRecord.visit_id)
+    .where(FormRecord.participant_id == bindparam("participant_id"), FormRecord.status != "draft")
+    .order_by(FormRecord.id)
+)
+# the ORM's flush of the participant's two changed columns (SET from the parameters)
+_RANDOMIZED = update(_PARTICIPANT).where(_PARTICIPANT.c.id == bindparam("participant_id"))
+# `participants.plan_participant_visits`'s read and its flush (one multi-row INSERT)
+_PLANNED_VISITS = select(Visit).where(
+    Visit.participant_id == bindparam("participant_id"), Visit.is_unscheduled.is_(False)
+)
+_INSERT_VISITS = insert(_VISIT).returning(_VISIT.c.id, sort_by_parameter_order=True)
+
+
+def floor_randomize(
+    conn: Connection,
+    actor: Actor,
+    heads: dict[str, tuple[int, str]],
+    trial_code: str,
+    subject_code: str,
+    request_id: str | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """Randomize an enrolled participant with the statements of a randomization and nothing
+    else; return (201, receipt), or (200, receipt) for a retry of ``request_id``. The caller
+    commits; `FloorRefused` (404, 409, 422) when the real endpoint refuses too.
+
+    The same Python the allocation itself needs, as the service calls it: the protocol (the
+    process's memo by its hash), the stratum (`randomization.derive_stratum`), the planned
+    visits (`plan_visits`), the caps check and the draw (`randomization.allocate` with the
+    design `randomization.design_for` builds, on the state read under the lock), the seals of
+    the arm, evidence and design state, and the seven events (participant randomized, the
+    planned visits, the allocation, the state's advance) HMAC-chained on the trial's chain as
+    `audit.write_pending` does (the head this process last wrote is the guess). No ORM
+    object, no permission check, no response schema. The trial's first allocation is left to
+    the real endpoint (it reads the whole state row under the lock and counts the caps)."""
+    trial = conn.execute(trials._TRIAL_BY_CODE, {"code": trial_code}).first()
+    if trial is None:
+        raise FloorRefused(404, "trial not found")
+    locked = conn.execute(
+        _LOCK_FOR_RANDOMIZATION, {"trial_id": trial.id, "subject_code": subject_code}
+    ).first()
+    if locked is None:
+        raise FloorRefused(404, "participant not found")
+    row = locked._mapping
+    participant_id = row[_PARTICIPANT.c.id]
+    site_id = row[_PARTICIPANT.c.site_id]
+    if request_id:
+        previous = conn.execute(
+            _BY_REQUEST_ID, {"trial_id": trial.id, "request_id": request_id}
+        ).first()
+        if previous is not None:
+            if previous.participant_id != participant_id:
+                raise FloorRefused(409, "this request id was used for another participant")
+            return 200, _receipt(subject_code, previous._mapping)
+    if conn.execute(
+        _EXISTING_ALLOCATION, {"trial_id": trial.id, "participant_id": participant_id}
+    ).first() is not None:
+        raise FloorRefused(409, "participant is already randomized")
+    if row[_PARTICIPANT.c.status] != "enrolled":
+        raise FloorRefused(409, f"participant is {row[_PARTICIPANT.c.status]}")
+    state_id = row[_STATE.c.id]
+    if state_id is None or row[_STATE.c.cap_counts] is None:
+        raise FloorRefused(409, "the floor leaves a trial's first allocation to the real endpoint")
+    version_id = row[_PARTICIPANT.c.protocol_version_id] or trial.active_protocol_version_id
+    protocol = _protocol(conn, version_id, row[_VERSION.c.sha256] or trial.sha256)
+    unattached: dict[str, object] = {}
+    by_visit: dict[str, dict[str, object]] = {}
+    for data, visit_code in conn.execute(_VALUES_FOR_STRATA, {"participant_id": participant_id}):
+        if visit_code is None:
+            unattached.update(data or {})
+        else:
+            by_visit.setdefault(visit_code, {}).update(data or {})
+    site_code = row[_SITE.c.code]
+    try:
+        key, factors = randomization.derive_stratum(protocol, unattached, site_code, by_visit)
+    except ValidationError as exc:
+        raise FloorRefused(422, str(exc)) from exc
+    now = utcnow()
+    trial_id = trial.id
+    conn.execute(
+        _RANDOMIZED,
+        {"participant_id": participant_id, "status": "randomized", "randomized_at": now},
+    )
+    kid = crypto.cipher().current.kid
+    common = {
+        "chain": audit.chain_for(trial_id), "at": now, "trial_id": trial_id,
+        "actor_id": actor.user_id, "actor_name": actor.printed_name,
+        "actor_role": actor.primary_role(trial_id), "reason": None,
+        "request_id": actor.request_id, "auth_ref": audit.auth_ref_of(actor), "key_id": kid,
+    }  # fmt: skip
+    events = [
+        _event(common, "update", "participant.randomized", "participant", participant_id,
+               site_id, [{"field": "status", "old": "enrolled", "new": "randomized"},
+                         {"field": "randomized_at",
+                          "old": audit.to_jsonable(row[_PARTICIPANT.c.randomized_at]),
+                          "new": audit.to_jsonable(now)}]),
+    ]  # fmt: skip
+    planned_visits = conn.execute(_PLANNED_VISITS, {"participant_id": participant_id})
+    existing = {v.visit_code for v in planned_visits}
+    participant = _Anchors(
+        row[_PARTICIPANT.c.screened_at], row[_PARTICIPANT.c.enrolled_at], now
+    )
+    anchors = participants.anchors_of(
+        cast(Participant, participant), zone_named(row[_SITE.c.timezone])
+    )
+    visits = [
+        _new_row(
+            _VISIT, participant_id=participant_id, visit_code=planned.visit_id, occurrence=1,
+            is_unscheduled=False, planned_on=planned.planned_on,
+            window_start_on=planned.window_start_on, window_end_on=planned.window_end_on,
+            status="planned",
+        )
+        for planned in plan_visits(protocol.schedule, anchors)
+        if planned.visit_id not in existing
+    ]  # fmt: skip
+    if visits:
+        visit_ids = conn.execute(_INSERT_VISITS, visits).scalars().all()
+        events += [
+            _event(common, "create", "visit.plan", "visit", visit_id, site_id,
+                   [{"field": k, "old": None, "new": audit.to_jsonable(visit[k])}
+                    for k in Visit.__audited__])
+            for visit_id, visit in zip(visit_ids, visits, strict=True)
+        ]  # fmt: skip
+    # as the service: the design and the secret from the row read with the participant (the
+    # list never changes once an allocation exists), the old values of the advance event
+    # sealed now and reused if the lock finds the same row
+    design = randomization.design_for(protocol, row[_STATE.c.list_table])
+    secret = bytes.fromhex(row[_STATE.c.secret])
+    read = {name: row[_STATE.c[name]] for name in randomization._ADVANCED}
+    read_sealed = _audited(_STATE, read)
+    allocation = {
+        "id": locked[-1], "trial_id": trial_id,
+        "participant_id": participant_id,
+        "protocol_version_id": version_id, "stratum_key": key, "factors": dict(factors),
+        "activation_code": randomization._activation_code(
+            protocol.blinding.activation_code_prefix),
+        "request_id": request_id, "allocated_at": now, "allocated_by_id": actor.user_id,
+        "status": "allocated", "void_reason": None,
+    }  # fmt: skip
+    undrawn = _audited(_ALLOCATION, allocation)
+
+    # the trial's lock, held from here to commit
+    locked_state = conn.execute(randomization._LOCK_COUNTERS, {"state_id": state_id}).one()
+    counts = dict(locked_state.cap_counts)
+    try:
+        randomization._check_caps(
+            cast(Trial, trial), protocol, site_id, site_code, key, counts
+        )
+        result, next_state = allocate(
+            design,
+            DesignState.from_json(locked_state.state) if locked_state.state else DesignState(),
+            secret=secret, model=trial.code, seq_no=locked_state.next_seq, stratum_key=key,
+            factors=factors, algorithm=row[_STATE.c.rng_algorithm],
+        )  # fmt: skip
+    except (Conflict, RandomizationError) as exc:
+        raise FloorRefused(409, f"cannot randomize: {exc}") from exc
+    numbers = _Numbers(row[_STATE.c.list_numbers])
+    allocation.update(
+        seq_no=result.seq_no, method=result.method, arm_code=result.arm,
+        randomization_number=randomization.randomization_number(
+            cast(RandomizationState, numbers), result),
+        evidence=randomization._jsonable(result.evidence),
+    )  # fmt: skip
+    drawn = _audited(_ALLOCATION, allocation, randomization._DRAWN)
+    events.append(
+        _event(common, "create", "randomization.allocate", "allocation", allocation["id"],
+               site_id, [{"field": k, "old": None, "new": {**undrawn, **drawn}[k]}
+                         for k in Allocation.__audited__])
+    )  # fmt: skip
+    before = {name: getattr(locked_state, name) for name in randomization._ADVANCED}
+    before_sealed = read_sealed if before == read else _audited(_STATE, before)
+    advanced = {
+        "next_seq": result.seq_no + 1, "state": next_state.to_json(),
+        "cap_counts": randomization._count(counts, site_id, key, +1), "updated_at": now,
+    }  # fmt: skip
+    after = _audited(_STATE, advanced)
+    events.append(
+        _event(common, "update", "randomization.advance", "randomization_state", state_id, None,
+               [{"field": k, "old": before_sealed[k], "new": after[k]} for k in after
+                if before[k] != advanced[k]])
+    )  # fmt: skip
+    rider = audit.Rider(
+        randomization._ALLOCATE_RIDER,
+        {"alloc_state_id": state_id, "alloc_advance": randomization._row_json(advanced),
+         "alloc_row": randomization._row_json(
+             {name: allocation[name] for name in randomization._ALLOCATION_COLUMNS})},
+    )  # fmt: skip
+    chain = str(common["chain"])
+    heads[chain] = _write_with_rider(conn, chain, events, heads.get(chain), rider)
+    return 201, _receipt(subject_code, allocation)
+
+
+class _Anchors(NamedTuple):
+    """What `participants.anchors_of` reads of a participant."""
+
+    screened_at: datetime
+    enrolled_at: datetime | None
+    randomized_at: datetime | None
+
+
+class _Numbers(NamedTuple):
+    """What `randomization.randomization_number` reads of the state row."""
+
+    list_numbers: dict[str, Any] | None
+
+
+def _receipt(subject_code: str, allocation: Mapping[str, Any]) -> dict[str, Any]:
+    """The blinded receipt (no arm)."""
+    return {"subject_code": subject_code, "seq_no": allocation["seq_no"],
+            "randomization_number": allocation["randomization_number"],
+            "activation_code": allocation["activation_code"], "status": allocation["status"],
+            "allocated_at": audit.to_jsonable(allocation["allocated_at"])}  # fmt: skip
+
+
+def _protocol(conn: Connection, version_id: int, sha256: str | None) -> Protocol:
+    """The parsed protocol from the process's memo by its hash (`protocols.protocol_of`),
+    read from its version row the first time."""
+    protocol = protocols._PROTOCOLS.get(sha256) if sha256 else None
+    if protocol is None:
+        with Session(bind=conn) as session:
+            version = session.get(ProtocolVersion, version_id)
+            assert version is not None  # foreign key
+            protocol = protocols.protocol_of(version)
+    return protocol
+
+
+def _audited(table: Table, values: Mapping[str, Any], names: Iterable[str] | None = None
+             ) -> dict[str, Any]:
+    """The audited values of a row given as a mapping, as `audit.snapshot` makes them (sealed
+    columns sealed under the field key); ``names`` limits them (default: those given)."""
+    model = _MODELS[table.name]
+    sealed = set(getattr(model, "__sealed__", ()))
+    wanted = set(values if names is None else names)
+    out: dict[str, Any] = {}
+    for name in model.__audited__:
+        if name not in wanted:
+            continue
+        value = values[name]
+        if value is None:
+            out[name] = None
+        elif name in sealed:
+            out[name] = crypto.cipher().seal(audit._as_text(value), f"{table.name}.{name}")
+        else:
+            out[name] = audit.to_jsonable(value)
+    return out
+
+
+_MODELS: dict[str, Any] = {"allocation": Allocation, "randomization_state": RandomizationState}
+
+
+def _event(common: Mapping[str, Any], op: str, action: str, entity_type: str, entity_id: int,
+           site_id: int | None, changes: list[dict[str, Any]]) -> Any:
+    """One event prepared as `audit.append` prepares it (`audit._Prepared`: its canonical
+    JSON cut around the head's values and fed to the chain key's HMAC, before any lock)."""
+    return audit._Prepared(cast(AuditEvent, SimpleNamespace(
+        **common, op=op, action=action, entity_type=entity_type, entity_id=entity_id,
+        site_id=site_id, changes=changes, seq=None, prev_hash=None)))  # fmt: skip
+
+
+def _write_with_rider(
+    conn: Connection, chain: str, events: list[Any], guess: tuple[int, str] | None,
+    rider: audit.Rider,
+) -> tuple[int, str]:
+    """Write the events on the chain with the rider as `audit.write_pending` does on
+    PostgreSQL (one chain) and return the new head: with a guess, one statement writes the
+    rider, locks the head and writes the events if the head is still the guess, else the
+    events are chained on the head it locked and inserted with the head update; without a
+    guess the rider alone, the head's lock, the insert with the head update."""
+    found = None
+    if guess is not None:
+        rows, head = audit._chain_rows(events, *guess)
+        found = conn.execute(
+            audit._guessed_write_with(rider.sql),
+            {"chain": chain, "guess_seq": guess[0], "guess_hash": guess[1],
+             "head_seq": head[0], "head_hash": head[1],
+             "rows": "[" + ",".join(p.row_json(r["seq"], r["prev_hash"], r["hash"])
+                                    for p, r in zip(events, rows, strict=True)) + "]",
+             **rider.params},
+        ).first()  # fmt: skip
+        if found is not None and found.written:
+            return head
+    else:
+        conn.execute(audit._rider_alone(rider.sql), dict(rider.params))
+    if found is None:
+        found = conn.execute(audit._LOCK_HEAD, {"chain": chain}).one()  # the trial's chain exists
+    rows, head = audit._chain_rows(events, int(found.seq), str(found.hash))
+    conn.execute(
+        audit._INSERT_WITH_HEAD_UPDATE,
+        [{**row, "head_chain": chain, "head_seq": head[0], "head_hash": head[1]} for row in rows],
+    )
     return head

@@ -5,9 +5,13 @@ Part 1: the MCI example trial (permuted blocks stratified by site and MoCA band)
 PostgreSQL database, served by gunicorn (sync workers, 127.0.0.1); closed-loop clients POST
 ``/api/v1/trials/{code}/participants/{subject}/randomization`` with a bearer token, each for a
 different enrolled participant. Beside it, in the same run and with the same gunicorn
-settings, ``bench.bare_app`` increments one locked counter row. Afterwards the allocations
-must carry sequence numbers exactly 1..N with no participant twice, and the bare counter must
-equal the number of its successful requests.
+settings, ``bench.bare_app`` increments one locked counter row, and randomizes other
+participants of the same trial with the statements of a randomization sent by a minimal
+handler (``bare_app.floor_randomize``): the floor of the randomization, which shows how much
+of the distance to the bare counter is the statements themselves. Afterwards the allocations
+of both (one sequence: both take the trial's lock) must carry sequence numbers exactly 1..N
+with no participant twice, and the bare counter must equal the number of its successful
+requests.
 
 Part 2: the pure ``randomization.allocate`` with a Pocock-Simon minimization design, the state
 carried forward from participant 1; the median time of allocation k (and of k with the JSON
@@ -20,6 +24,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +45,7 @@ from bench.harness import (
     run_load,
     throwaway_database,
 )
-from bench.trial_setup import issue_token, prepare_mci_trial
+from bench.trial_setup import PARTICIPANTS_PER_SITE, issue_token, prepare_mci_trial
 from dtx_trials.models import Allocation, Participant, Trial
 from randomization.designs import Design, allocate, build_design
 from randomization.state import RandomizationState
@@ -55,14 +60,16 @@ class Sizes:
     # that its run, like the counter's, lasts `run_s` (the issue's fairness rule: >= 10 s
     # after the warm-up; a run that drains its participants earlier shows "no" as time-capped)
     n_requests: int
+    # the same for the minimal handler, which randomizes more per second than the API
+    n_floor_requests: int
     workers: int
     run_s: float  # each measured run, both endpoints (the counter's requests never run out)
     minimization_points: tuple[int, int]
     n_timing_repeats: int
 
 
-FULL = Sizes((16, 64), 2500, 4, 10.0, (100, 10_000), 200)
-QUICK = Sizes((2, 4), 8, 2, 1.0, (10, 200), 20)
+FULL = Sizes((16, 64), 2500, 2500, 4, 10.0, (100, 10_000), 200)
+QUICK = Sizes((2, 4), 8, 8, 2, 1.0, (10, 200), 20)
 _COUNTER_REQUESTS = 1_000_000  # the counter's queue: never drained within a run
 
 
@@ -84,8 +91,21 @@ def _warmup_count(sizes: Sizes) -> int:
 
 
 def run_http(sizes: Sizes) -> list[RatioRow]:
-    """Measure randomizations/s and latency against the bare counter; verify the sequence."""
-    n_participants = _warmup_count(sizes) + sizes.n_requests * len(sizes.client_levels)
+    """Measure randomizations/s and latency against the bare counter, and the minimal
+    handler's between them (the three back to back at each client level, the bare counter,
+    the minimal handler, the API); verify the sequence.
+
+    The API's warm-up makes the trial's first allocation (the minimal handler leaves it to
+    the real endpoint); the minimal handler randomizes participants of its own."""
+    n_levels = len(sizes.client_levels)
+    n_participants = (
+        2 * _warmup_count(sizes) + (sizes.n_requests + sizes.n_floor_requests) * n_levels
+    )
+    # the sites (strata: site x MoCA band) of the trial the API alone was measured on, more
+    # participants at each: the design state, read and written whole by every allocation under
+    # the trial's lock, grows with the strata allocated to, so the trial keeps its shape
+    n_sites = -(-(_warmup_count(sizes) + sizes.n_requests * n_levels) // PARTICIPANTS_PER_SITE)
+    per_site = -(-n_participants // n_sites)
     with throwaway_database("rand") as url, tempfile.TemporaryDirectory() as instance:
         env = app_environment(url, instance)
         with (
@@ -93,15 +113,19 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
             GunicornServer("bench.bare_app:create_bare_app()", env, sizes.workers) as bare,
         ):
             # the workers boot while the database is prepared: neither needs the other yet
-            prepared = prepare_mci_trial(url, instance, n_participants)
+            prepared = prepare_mci_trial(url, instance, n_participants, per_site)
             create_bare_tables(url)
             token = issue_token(ours.port, prepared.username, prepared.password)
             headers = {"Authorization": f"Bearer {token}"}
             pending = list(prepared.subjects)
 
-            def randomizations(n: int) -> list[HttpRequest]:
+            def randomizations(n: int, floor: bool = False) -> list[HttpRequest]:
                 taken, pending[:] = pending[:n], pending[n:]
-                path = f"/api/v1/trials/{prepared.code}/participants/{{}}/randomization"
+                path = (
+                    f"/trials/{prepared.code}/participants/{{}}/randomization/floor"
+                    if floor
+                    else f"/api/v1/trials/{prepared.code}/participants/{{}}/randomization"
+                )
                 return [HttpRequest("POST", path.format(s), {}, headers, s) for s in taken]
 
             def counters(n: int) -> list[HttpRequest]:
@@ -110,19 +134,38 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
             warmup = _warmup_count(sizes)
             ours_results = [run_load(ours.port, randomizations(warmup), sizes.workers, 60)]
             bare_results = [run_load(bare.port, counters(warmup), sizes.workers, 60)]
-            measured: list[tuple[LoadResult, LoadResult]] = []
+            floor_results = [
+                run_load(bare.port, randomizations(warmup, floor=True), sizes.workers, 60)
+            ]
+            measured: list[_Trio] = []
             for n_clients in sizes.client_levels:
                 bare_run = run_load(
                     bare.port, counters(_COUNTER_REQUESTS), n_clients, sizes.run_s
                 )
+                floor_run = run_load(
+                    bare.port, randomizations(sizes.n_floor_requests, floor=True), n_clients,
+                    sizes.run_s,
+                )  # fmt: skip
                 ours_run = run_load(
                     ours.port, randomizations(sizes.n_requests), n_clients, sizes.run_s
                 )
                 bare_results.append(bare_run)
+                floor_results.append(floor_run)
                 ours_results.append(ours_run)
-                measured.append((ours_run, bare_run))
-        verification = verify_allocations(url, prepared.code, ours_results, bare_results)
+                measured.append(_Trio(ours_run, floor_run, bare_run))
+        verification = verify_allocations(
+            url, prepared.code, ours_results, bare_results, floor_results
+        )
     return _report_http(measured, verification)
+
+
+@dataclass(frozen=True)
+class _Trio:
+    """One client level: the API, the minimal handler and the bare counter, back to back."""
+
+    ours: LoadResult
+    floor: LoadResult
+    bare: LoadResult
 
 
 @dataclass(frozen=True)
@@ -135,6 +178,8 @@ class Verification:
     bare_successes: int
     bare_lost: int  # bare requests whose connection failed before the answer
     n_lost: int  # randomizations whose connection failed before the answer
+    n_answered: int  # the API's 201 answers
+    n_floor_answered: int  # the minimal handler's 201 answers
 
     @property
     def ok(self) -> bool:
@@ -147,13 +192,18 @@ class Verification:
 
 
 def verify_allocations(
-    url: str, trial_code: str, ours: list[LoadResult], bare: list[LoadResult]
+    url: str,
+    trial_code: str,
+    ours: list[LoadResult],
+    bare: list[LoadResult],
+    floor: Sequence[LoadResult] = (),
 ) -> Verification:
-    """Check seq_no = 1..N over the N allocations, that every participant answered 201 is
-    randomized and every randomized one was answered 201 or lost its connection before the
-    answer (never refused), and the bare counter likewise."""
-    randomized = {o.tag for result in ours for o in result.ok(201)}
-    lost = {o.tag for result in ours for o in result.lost()}
+    """Check seq_no = 1..N over the N allocations of the trial (the API's and the minimal
+    handler's: one sequence), that every participant answered 201 by either is randomized and
+    every randomized one was answered 201 or lost its connection before the answer (never
+    refused), and the bare counter likewise."""
+    randomized = {o.tag for result in (*ours, *floor) for o in result.ok(201)}
+    lost = {o.tag for result in (*ours, *floor) for o in result.lost()}
     engine = create_engine(url)
     try:
         with Session(engine) as session:
@@ -184,16 +234,21 @@ def verify_allocations(
         bare_successes=sum(len(r.ok(201)) for r in bare),
         bare_lost=sum(len(r.lost()) for r in bare),
         n_lost=len(lost),
+        n_answered=sum(len(r.ok(201)) for r in ours),
+        n_floor_answered=sum(len(r.ok(201)) for r in floor),
     )
 
 
-def _report_http(
-    measured: list[tuple[LoadResult, LoadResult]], verification: Verification
-) -> list[RatioRow]:
+def _report_http(measured: list[_Trio], verification: Verification) -> list[RatioRow]:
     table: list[list[Any]] = []
     rows: list[RatioRow] = []
-    for ours, bare in measured:
-        for label, result in (("bare locked counter", bare), ("randomization API", ours)):
+    for trio in measured:
+        ours, floor, bare = trio.ours, trio.floor, trio.bare
+        for label, result in (
+            ("bare locked counter", bare),
+            ("same statements, minimal handler", floor),
+            ("randomization API", ours),
+        ):
             errors = {s: n for s, n in result.statuses().items() if s != 201}
             table.append(
                 [
@@ -208,33 +263,54 @@ def _report_http(
                     "yes" if result.is_time_capped else "no",
                 ]
             )
-        ratio = ours.throughput(201) / bare.throughput(201) if bare.throughput(201) else None
-        table.append(
-            ["**ours / bare**", ours.n_clients, "", "", ratio if ratio is not None else "-",
-             ours.latency_ms(50) / max(bare.latency_ms(50), 1e-9),
-             ours.latency_ms(99) / max(bare.latency_ms(99), 1e-9), "", ""]
-        )  # fmt: skip
-        rows.append(
-            RatioRow(NAME, f"randomizations/s, {ours.n_clients} clients", "req/s",
-                     ours.throughput(201), bare.throughput(201), "locked counter", True)
-        )  # fmt: skip
-        rows.append(
-            RatioRow(NAME, f"p99 latency, {ours.n_clients} clients", "ms",
-                     ours.latency_ms(99), bare.latency_ms(99), "locked counter", False)
-        )  # fmt: skip
+        for label, top, under in (
+            ("**ours / bare**", ours, bare),
+            ("**minimal handler / bare**", floor, bare),
+            ("**ours / minimal handler**", ours, floor),
+        ):
+            ratio = _ratio(top.throughput(201), under.throughput(201))
+            table.append(
+                [label, top.n_clients, "", "", ratio if ratio is not None else "-",
+                 top.latency_ms(50) / max(under.latency_ms(50), 1e-9),
+                 top.latency_ms(99) / max(under.latency_ms(99), 1e-9), "", ""]
+            )  # fmt: skip
+        n = ours.n_clients
+        rows += [
+            RatioRow(NAME, f"randomizations/s, {n} clients", "req/s",
+                     ours.throughput(201), bare.throughput(201), "locked counter", True),
+            RatioRow(NAME, f"p99 latency, {n} clients", "ms",
+                     ours.latency_ms(99), bare.latency_ms(99), "locked counter", False),
+            RatioRow(NAME, f"same statements, minimal handler vs locked counter, {n} clients",
+                     "req/s", floor.throughput(201), bare.throughput(201), "locked counter",
+                     True),
+            RatioRow(NAME, f"ours vs the minimal handler (same statements), {n} clients",
+                     "req/s", ours.throughput(201), floor.throughput(201), "minimal handler",
+                     True),
+        ]  # fmt: skip
     print_table(
-        "Randomization through the API vs a bare locked counter "
-        "(gunicorn sync workers, PostgreSQL)",
+        "Randomization through the API vs a bare locked counter, and the randomization's "
+        "statements sent by a minimal handler (gunicorn sync workers, PostgreSQL)",
         ["endpoint", "clients", "ok (201)", "other statuses", "req/s", "p50 ms", "p99 ms",
          "run s", "time-capped"],
         table,
     )  # fmt: skip
+    print(
+        "\nThe minimal handler (bench/bare_app.py, floor_randomize) sends the statements of a "
+        "randomization (trial; participant locked with its site, protocol hash, state row and "
+        "a new allocation id; existing allocation; values for the strata; participant UPDATE; "
+        "planned visits read and inserted; the state row locked; the allocation INSERT and "
+        "state UPDATE riding on the audit write) with the same stratum, visit plan, caps check, "
+        "design and draw (randomization.allocate) and the same seven sealed, HMAC-chained "
+        "events, but no ORM, no permission check and no response schema: what is left is the "
+        "work any handler of these statements must do."
+    )
     print_table(
         "Allocation sequence after the run",
-        ["allocations", "seq_no exactly 1..N", "duplicate participants",
-         "randomized = answered 201 (+ answers lost)", "bare counter (201s, answers lost)",
-         "verdict"],
-        [[verification.n_allocations, verification.is_gap_free,
+        ["allocations (API 201s, minimal handler 201s)", "seq_no exactly 1..N",
+         "duplicate participants", "randomized = answered 201 (+ answers lost)",
+         "bare counter (201s, answers lost)", "verdict"],
+        [[f"{verification.n_allocations} ({verification.n_answered}, "
+          f"{verification.n_floor_answered})", verification.is_gap_free,
           verification.n_duplicate_participants,
           f"{verification.are_subjects_matched} (+{verification.n_lost})",
           f"{verification.bare_counter} ({verification.bare_successes}, "
@@ -244,6 +320,10 @@ def _report_http(
     if not verification.ok:
         raise RuntimeError(f"randomization invariants violated: {verification}")
     return rows
+
+
+def _ratio(top: float, under: float) -> float | None:
+    return top / under if under else None
 
 
 # ---------------------------------------------------------------- part 2: minimization

@@ -16,8 +16,10 @@ one statement that locks, checks and moves a guessed head; see ``services/audit.
 
 CPU per request: randomizations and then submits of other participants, without the probes,
 against the bare app's locked counter and JSON insert (``bench/bare_app.py``) called the same
-way: this process's CPU plus that of the database's PostgreSQL backends (read from
-``/proc/<pid>/stat``: the server must run on this host, else the rows are not printed).
+way, and randomizations of yet other participants by the bare app's minimal handler of the
+same statements (``bare_app.floor_randomize``) against the same counter: this process's CPU
+plus that of the database's PostgreSQL backends (read from ``/proc/<pid>/stat``: the server
+must run on this host, else the rows are not printed).
 On a machine whose cores are all busy (load generator, servers and database share them) the
 throughput ratio through HTTP cannot pass (bare + c) / (ours + c) for long, where c is the CPU
 the HTTP server and the load generator spend per request, the same for both: c = cores / the
@@ -55,8 +57,9 @@ class Sizes(NamedTuple):
     cpu_requests: int  # requests of each kind timed for CPU (other participants)
 
 
-FULL = Sizes(260, 30, 200)
+FULL = Sizes(460, 30, 200)
 QUICK = Sizes(60, 4, 8)
+_FLOOR_WARMUP = 10  # the minimal handler's randomizations before its CPU is timed
 
 
 class Probe:
@@ -277,8 +280,11 @@ def _cpu(app: Any, url: str, prepared: Any, sizes: Sizes) -> list[list[Any]]:
     headers = {"Authorization": f"Bearer {token}"}
     base = f"/api/v1/trials/{MCI_CODE}"
     start = sizes.requests
-    subjects = list(prepared.subjects[start : start + sizes.cpu_requests])
-    if len(subjects) < sizes.cpu_requests:
+    n = sizes.cpu_requests
+    subjects = list(prepared.subjects[start : start + n])
+    # the minimal handler's own participants (warm-up first)
+    floor_subjects = list(prepared.subjects[start + n : start + 2 * n + _FLOOR_WARMUP])
+    if len(floor_subjects) < n + _FLOOR_WARMUP:
         raise RuntimeError("not enough enrolled participants for the CPU figures")
 
     def expect(status: int, answer: Any) -> None:
@@ -298,12 +304,20 @@ def _cpu(app: Any, url: str, prepared: Any, sizes: Sizes) -> list[list[Any]]:
         def bare_call(path: str, body: dict[str, Any] | None) -> Callable[[], None]:
             return lambda: expect(201, bare.post(path, json=body, headers=headers))
 
-        n = len(subjects)
+        def floor(subject: str) -> Callable[[], None]:
+            return bare_call(f"/trials/{MCI_CODE}/participants/{subject}/randomization/floor",
+                             {})  # fmt: skip
+
         for call in (bare_call("/counter", None), bare_call("/rows", ADAS)):
             for _ in range(10):  # warm-up: connections, token cache
                 call()
+        for subject in floor_subjects[:_FLOOR_WARMUP]:
+            floor(subject)()
         figures = [
             ("randomization", [randomize(s) for s in subjects], "bare locked counter",
+             [bare_call("/counter", None)] * n),
+            ("randomization, same statements by the minimal handler",
+             [floor(s) for s in floor_subjects[_FLOOR_WARMUP:]], "bare locked counter",
              [bare_call("/counter", None)] * n),
             ("eCRF submit", [submit(s) for s in subjects], "bare JSON insert",
              [bare_call("/rows", ADAS)] * n),

@@ -58,8 +58,15 @@ def _setup_app(database_url: str, instance_path: str) -> Any:
     return app
 
 
-def prepare_mci_trial(database_url: str, instance_path: str, n_participants: int) -> PreparedTrial:
-    """Migrate the database, load the MCI trial, add sites, an investigator and participants."""
+def prepare_mci_trial(
+    database_url: str,
+    instance_path: str,
+    n_participants: int,
+    participants_per_site: int = PARTICIPANTS_PER_SITE,
+) -> PreparedTrial:
+    """Migrate the database, load the MCI trial, add sites, an investigator and participants
+    (``participants_per_site`` each: the number of sites, and so of strata, is the trial's
+    shape; a benchmark that enrols more participants than it randomizes may keep it)."""
     from flask_migrate import upgrade
 
     app = _setup_app(database_url, instance_path)
@@ -69,7 +76,7 @@ def prepare_mci_trial(database_url: str, instance_path: str, n_participants: int
         accounts.create_user(
             db.session, CLI, username=USERNAME, printed_name="Bench Investigator", password=PASSWORD
         )
-        subjects = _enrol(n_participants, is_first_batch=True)
+        subjects = _enrol(n_participants, is_first_batch=True, per_site=participants_per_site)
         db.session.remove()
         db.engine.dispose()
     return PreparedTrial(MCI_CODE, tuple(subjects), USERNAME, PASSWORD)
@@ -88,7 +95,9 @@ def add_participants(
     return dataclasses.replace(prepared, subjects=prepared.subjects + tuple(subjects))
 
 
-def _enrol(n_participants: int, *, is_first_batch: bool) -> list[str]:
+def _enrol(
+    n_participants: int, *, is_first_batch: bool, per_site: int = PARTICIPANTS_PER_SITE
+) -> list[str]:
     """Add the sites n participants need (the trial's own sites first, then BNxx runtime
     sites, PARTICIPANTS_PER_SITE each), grant the investigator on them, enrol."""
     trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
@@ -96,7 +105,7 @@ def _enrol(n_participants: int, *, is_first_batch: bool) -> list[str]:
         db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
     )
     sites = existing if is_first_batch else []
-    needed = math.ceil(n_participants / PARTICIPANTS_PER_SITE) - len(sites)
+    needed = math.ceil(n_participants / per_site) - len(sites)
     sites += add_bench_sites(trial, first=sum(s.code.startswith("BN") for s in existing), n=needed)
     user = db.session.scalars(select(User).where(User.username == USERNAME)).one()
     for site in sites:

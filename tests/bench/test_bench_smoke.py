@@ -58,10 +58,17 @@ def test_randomization_quick(
     rows = randomization.run(quick=True)
     output = capsys.readouterr().out
     _assert_figures(rows, output, "Randomization through the API vs a bare locked counter")
-    assert "| OK" in output  # seq_no 1..N, no duplicates, bare counter matches
-    figures = {r.figure for r in rows}
-    assert {"randomizations/s, 2 clients", "randomizations/s, 4 clients"} <= figures
+    assert "| OK" in output  # seq_no 1..N over both endpoints, no duplicates, counter matches
+    assert "same statements, minimal handler" in output
+    figures = {r.figure: r for r in rows}
+    assert {"randomizations/s, 2 clients", "randomizations/s, 4 clients"} <= set(figures)
     assert any(f.startswith("minimization allocate") for f in figures)
+    for n in (2, 4):
+        # the minimal handler randomized (its rate > 0: _assert_figures) beside the API
+        floor = figures[f"same statements, minimal handler vs locked counter, {n} clients"]
+        ours_vs_floor = figures[f"ours vs the minimal handler (same statements), {n} clients"]
+        assert floor.baseline == figures[f"randomizations/s, {n} clients"].baseline
+        assert ours_vs_floor.baseline == floor.ours
 
 
 @pytest.mark.postgres
@@ -145,7 +152,8 @@ def test_roundtrips_quick(monkeypatch: pytest.MonkeyPatch,
     assert "| met" in page, page
     # CPU per request against the bare app's (the PostgreSQL of CI runs on this host)
     assert "CPU per request, in process" in output
-    for what in ("randomization", "eCRF submit"):
+    for what in ("randomization", "randomization, same statements by the minimal handler",
+                 "eCRF submit"):  # fmt: skip
         line = next(line for line in summary.splitlines() if f"CPU per {what}, app" in line)
         ours, bare = (float(cell.split()[0]) for cell in line.split("|")[3:5])
         assert ours > bare > 0, line

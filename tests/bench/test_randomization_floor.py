@@ -1,0 +1,96 @@
+"""The randomization's floor (`bench.bare_app.floor_randomize`) sends the statements of a
+randomization through the API, and its rows are valid rows of the trial: one gap-free
+allocation sequence with the API's, allocations that replay, a trail that verifies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import event, func, select
+
+from bench.bare_app import create_bare_app
+from dtx_trials.extensions import db
+from dtx_trials.models import Allocation, Participant, Trial, Visit
+from dtx_trials.services import audit, randomization
+from tests.dtx_trials.trial_flow import MCI_CODE, api, enrolled_mci_participant, load_trial
+
+_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+
+@contextmanager
+def counted(engine: Any) -> Iterator[list[str]]:
+    """The statements sent on the engine inside the block (transaction control left out)."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not statement.lstrip().upper().startswith(_CONTROL):
+            statements.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_floor_sends_the_randomization_statements_and_writes_valid_rows(
+    client: FlaskClient,
+) -> None:
+    staff = load_trial(client)
+    inv = staff["inv"]
+    path = "/participants/{}/randomization"
+    # the trial's first allocation is the real endpoint's (the floor leaves it to it)
+    api(client, inv, "POST", path.format(enrolled_mci_participant(client, staff)), {}, 201)
+    subjects = [enrolled_mci_participant(client, staff) for _ in range(4)]
+    bare = create_bare_app(db.engine.url.render_as_string(hide_password=False))
+    engine = bare.extensions["bare_engine"]
+    floor_client = bare.test_client()
+    floor_path = f"/trials/{MCI_CODE}/participants/{{}}/randomization/floor"
+    try:
+        first = floor_client.post(floor_path.format(subjects[0]), json={}, headers=inv.headers)
+        assert first.status_code == 201, first.get_json()
+        assert first.get_json()["seq_no"] == 2
+        assert "arm_code" not in first.get_json()  # the blinded receipt
+        with counted(engine) as floor:  # the head this process wrote last is the guess
+            second = floor_client.post(floor_path.format(subjects[1]), json={},
+                                       headers=inv.headers)  # fmt: skip
+        assert second.status_code == 201, second.get_json()
+        api(client, inv, "POST", path.format(subjects[2]), {}, 201)  # the head moved: stale
+        with counted(db.engine) as real:
+            api(client, inv, "POST", path.format(subjects[3]), {}, 201)
+        again = floor_client.post(floor_path.format(subjects[1]), json={}, headers=inv.headers)
+        assert again.status_code == 409, again.get_json()
+    finally:
+        engine.dispose()
+    # the same 9 statements, the same SQL but for the parameters' names (8 + one multi-row
+    # visit insert)
+    assert len(real) == 9, real
+    assert [_unnamed(s) for s in floor] == [_unnamed(s) for s in real]
+    db.session.remove()
+    trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
+    seq_nos = db.session.scalars(
+        select(Allocation.seq_no).where(Allocation.trial_id == trial.id).order_by(Allocation.seq_no)
+    ).all()
+    assert seq_nos == [1, 2, 3, 4, 5]
+    visits = dict(
+        db.session.execute(
+            select(Participant.subject_code, func.count(Visit.id))
+            .join(Visit, Visit.participant_id == Participant.id)
+            .where(Participant.subject_code.in_(subjects), Participant.status == "randomized")
+            .group_by(Participant.subject_code)
+        ).all()
+    )
+    assert len(visits) == 4 and len(set(visits.values())) == 1, visits  # floor's = API's
+    assert randomization.replay_problems(db.session, trial) == []
+    report = audit.verify(db.session)
+    assert report.ok, report.problems
+
+
+def _unnamed(statement: str) -> str:
+    return re.sub(r"%\(\w+\)s", "%(?)s", statement)
