@@ -33,17 +33,15 @@ from sqlalchemy import (
     Table,
     bindparam,
     create_engine,
-    func,
     insert,
     select,
     text,
-    update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from dtx_trials import crypto
-from dtx_trials.db import utcnow
+from dtx_trials.db import _update_by_key, utcnow
 from dtx_trials.models import (
     Allocation,
     AuditChainHead,
@@ -333,12 +331,12 @@ def _configure_field_key() -> None:
 # ---------------------------------------------------------------- the randomization's floor
 #
 # `floor_randomize`: the statements `randomization.randomize_participant` sends on PostgreSQL
-# for an enrolled participant (9: the trial, the participant locked with its site, protocol
-# hash, the trial's randomization state row and a new allocation id; the existing allocation;
-# the submitted values for the strata; the participant's UPDATE; the planned visits' read and
-# their one multi-row INSERT; the state row's lock; the allocation's INSERT and the state's
-# UPDATE riding on the audit write), the app's own statement objects where they are module
-# level and the same SQL where they are built inline, with the least Python around them.
+# for an enrolled participant (7: the trial; the participant locked with its site, protocol
+# hash, the trial's randomization state row and a new allocation id; after the lock, its
+# allocation, scheduled visits and submitted values; the participant's UPDATE; the planned
+# visits' one multi-row INSERT; the state row's lock; the allocation's INSERT and the state's
+# UPDATE riding on the audit write), the app's own statement objects, with the least Python
+# around them.
 # Unlike the eCRF floor, its rows are the trial's own: the allocations take their seq_no from
 # the same locked counter as the real endpoint's (one gap-free sequence), and the events go to
 # the trial's chain under the field key, with the trail's content (sealed arm and evidence),
@@ -359,45 +357,14 @@ _ALLOCATION = cast(Table, Allocation.__table__)
 _STATE = cast(Table, RandomizationState.__table__)
 _SITE = cast(Table, Site.__table__)
 _VERSION = cast(Table, ProtocolVersion.__table__)
-# `randomization._lock_participant`'s statement (built there per request)
-_LOCK_FOR_RANDOMIZATION = (
-    select(
-        Participant,
-        ProtocolVersion.sha256,
-        Site.code,
-        Site.timezone,
-        RandomizationState,
-        func.nextval(func.pg_get_serial_sequence("allocation", "id")),
-    )
-    .join(Site, Site.id == Participant.site_id)
-    .outerjoin(ProtocolVersion, ProtocolVersion.id == Participant.protocol_version_id)
-    .outerjoin(RandomizationState, RandomizationState.trial_id == Participant.trial_id)
-    .where(
-        Participant.trial_id == bindparam("trial_id"),
-        Participant.subject_code == bindparam("subject_code"),
-    )
-    .with_for_update(of=Participant)
-)
+# the participant's locking read and the read after it are the service's own statements
+# (`randomization._LOCK_FOR_ALLOCATION`, `randomization._AFTER_LOCK`)
 _BY_REQUEST_ID = select(Allocation).where(
     Allocation.trial_id == bindparam("trial_id"), Allocation.request_id == bindparam("request_id")
 )
-_EXISTING_ALLOCATION = select(Allocation).where(
-    Allocation.trial_id == bindparam("trial_id"),
-    Allocation.participant_id == bindparam("participant_id"),
-)
-# `randomization._values_for_strata`'s statement
-_VALUES_FOR_STRATA = (
-    select(FormRecord.data, Visit.visit_code)
-    .outerjoin(Visit, Visit.id == FormRecord.visit_id)
-    .where(FormRecord.participant_id == bindparam("participant_id"), FormRecord.status != "draft")
-    .order_by(FormRecord.id)
-)
-# the ORM's flush of the participant's two changed columns (SET from the parameters)
-_RANDOMIZED = update(_PARTICIPANT).where(_PARTICIPANT.c.id == bindparam("participant_id"))
-# `participants.plan_participant_visits`'s read and its flush (one multi-row INSERT)
-_PLANNED_VISITS = select(Visit).where(
-    Visit.participant_id == bindparam("participant_id"), Visit.is_unscheduled.is_(False)
-)
+# `db.update_row`'s statement for the participant's two changed columns
+_RANDOMIZED = _update_by_key(_PARTICIPANT, ("status", "randomized_at"))
+# `db.insert_rows`'s statement for the planned visits (one multi-row INSERT)
 _INSERT_VISITS = insert(_VISIT).returning(_VISIT.c.id, sort_by_parameter_order=True)
 
 
@@ -426,13 +393,24 @@ def floor_randomize(
     if trial is None:
         raise FloorRefused(404, "trial not found")
     locked = conn.execute(
-        _LOCK_FOR_RANDOMIZATION, {"trial_id": trial.id, "subject_code": subject_code}
+        randomization._LOCK_FOR_ALLOCATION, {"trial_id": trial.id, "subject_code": subject_code}
     ).first()
     if locked is None:
         raise FloorRefused(404, "participant not found")
     row = locked._mapping
     participant_id = row[_PARTICIPANT.c.id]
     site_id = row[_PARTICIPANT.c.site_id]
+    unattached: dict[str, object] = {}
+    by_visit: dict[str, dict[str, object]] = {}
+    guarded = conn.execute(randomization._AFTER_LOCK, {"participant_id": participant_id}).all()
+    for data, visit_code, _, _ in guarded:
+        if data is None:
+            continue
+        if visit_code is None:
+            unattached.update(data)
+        else:
+            by_visit.setdefault(visit_code, {}).update(data)
+    _, _, existing_id, codes = guarded[0]
     if request_id:
         previous = conn.execute(
             _BY_REQUEST_ID, {"trial_id": trial.id, "request_id": request_id}
@@ -441,9 +419,7 @@ def floor_randomize(
             if previous.participant_id != participant_id:
                 raise FloorRefused(409, "this request id was used for another participant")
             return 200, _receipt(subject_code, previous._mapping)
-    if conn.execute(
-        _EXISTING_ALLOCATION, {"trial_id": trial.id, "participant_id": participant_id}
-    ).first() is not None:
+    if existing_id is not None:
         raise FloorRefused(409, "participant is already randomized")
     if row[_PARTICIPANT.c.status] != "enrolled":
         raise FloorRefused(409, f"participant is {row[_PARTICIPANT.c.status]}")
@@ -452,13 +428,6 @@ def floor_randomize(
         raise FloorRefused(409, "the floor leaves a trial's first allocation to the real endpoint")
     version_id = row[_PARTICIPANT.c.protocol_version_id] or trial.active_protocol_version_id
     protocol = _protocol(conn, version_id, row[_VERSION.c.sha256] or trial.sha256)
-    unattached: dict[str, object] = {}
-    by_visit: dict[str, dict[str, object]] = {}
-    for data, visit_code in conn.execute(_VALUES_FOR_STRATA, {"participant_id": participant_id}):
-        if visit_code is None:
-            unattached.update(data or {})
-        else:
-            by_visit.setdefault(visit_code, {}).update(data or {})
     site_code = row[_SITE.c.code]
     try:
         key, factors = randomization.derive_stratum(protocol, unattached, site_code, by_visit)
@@ -466,10 +435,8 @@ def floor_randomize(
         raise FloorRefused(422, str(exc)) from exc
     now = utcnow()
     trial_id = trial.id
-    conn.execute(
-        _RANDOMIZED,
-        {"participant_id": participant_id, "status": "randomized", "randomized_at": now},
-    )
+    randomized = {"_key": participant_id, "status": "randomized", "randomized_at": now}
+    conn.execute(_RANDOMIZED, randomized)
     kid = crypto.cipher().current.kid
     common = {
         "chain": audit.chain_for(trial_id), "at": now, "trial_id": trial_id,
@@ -484,8 +451,7 @@ def floor_randomize(
                           "old": audit.to_jsonable(row[_PARTICIPANT.c.randomized_at]),
                           "new": audit.to_jsonable(now)}]),
     ]  # fmt: skip
-    planned_visits = conn.execute(_PLANNED_VISITS, {"participant_id": participant_id})
-    existing = {v.visit_code for v in planned_visits}
+    existing = set(codes.split(randomization._CODES_SEPARATOR)) if codes else set()
     participant = _Anchors(
         row[_PARTICIPANT.c.screened_at], row[_PARTICIPANT.c.enrolled_at], now
     )

@@ -68,9 +68,9 @@ def test_floor_sends_the_randomization_statements_and_writes_valid_rows(
         assert again.status_code == 409, again.get_json()
     finally:
         engine.dispose()
-    # the same 9 statements, the same SQL but for the parameters' names (8 + one multi-row
+    # the same 7 statements, the same SQL but for the parameters' names (6 + one multi-row
     # visit insert)
-    assert len(real) == 9, real
+    assert len(real) == 7, real
     assert [_unnamed(s) for s in floor] == [_unnamed(s) for s in real]
     db.session.remove()
     trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import itertools
 import threading
+from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import event as sa_event
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
@@ -369,3 +373,24 @@ def test_concurrent_writers_leave_a_valid_chain(app: Flask, backend: str) -> Non
     assert seqs == list(range(1, len(seqs) + 1))
     assert len(seqs) >= n_threads * per_thread
     assert audit.verify(db.session, trial_id).ok
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.dictionaries(st.text(max_size=6), _JSON_VALUES) | st.lists(_JSON_VALUES))
+def test_a_json_value_is_sealed_and_digested_as_its_walked_form(value: Any) -> None:
+    """What a JSON column holds is dumped as it is (no `to_jsonable` walk) to the same text the
+    walk gives, so a seal or digest does not depend on the path taken."""
+    assert audit._as_text(value) == audit.canonical_json(audit.to_jsonable(value))
+
+
+def test_a_value_json_cannot_hold_is_walked_first() -> None:
+    value = {"on": date(2026, 12, 5), "at": [datetime(2026, 12, 5, 1, 2, 3, tzinfo=UTC)]}
+    assert audit._as_text(value) == '{"at":["2026-12-05T01:02:03.000000Z"],"on":"2026-12-05"}'
