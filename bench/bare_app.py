@@ -158,7 +158,7 @@ def create_bare_app(database_url: str | None = None) -> Flask:
         request_id = payload.get("request_id") if isinstance(payload, dict) else None
         try:
             with engine.begin() as conn:  # a refusal rolls back what was written before it
-                status, answer = floor_randomize(conn, g.actor, heads, code, subject, request_id)
+                status, answer = floor_randomize(conn, g.actor, code, subject, request_id)
         except FloorRefused as exc:
             return jsonify({"message": exc.message}), exc.status
         return jsonify(answer), status
@@ -371,7 +371,6 @@ _INSERT_VISITS = insert(_VISIT).returning(_VISIT.c.id, sort_by_parameter_order=T
 def floor_randomize(
     conn: Connection,
     actor: Actor,
-    heads: dict[str, tuple[int, str]],
     trial_code: str,
     subject_code: str,
     request_id: str | None = None,
@@ -386,7 +385,7 @@ def floor_randomize(
     design `randomization.design_for` builds, on the state read under the lock), the seals of
     the arm, evidence and design state, and the seven events (participant randomized, the
     planned visits, the allocation, the state's advance) HMAC-chained on the trial's chain as
-    `audit.write_pending` does (the head this process last wrote is the guess). No ORM
+    `audit.write_pending` does (on the head locked with the counters). No ORM
     object, no permission check, no response schema. The trial's first allocation is left to
     the real endpoint (it reads the whole state row under the lock and counts the caps)."""
     trial = conn.execute(trials._TRIAL_BY_CODE, {"code": trial_code}).first()
@@ -495,7 +494,11 @@ def floor_randomize(
     undrawn = _audited(_ALLOCATION, allocation)
 
     # the trial's lock, held from here to commit
-    locked_state = conn.execute(randomization._LOCK_COUNTERS, {"state_id": state_id}).one()
+    # with the trial chain's head (the events' head, certain: `audit.hold_head`)
+    locked_state = conn.execute(
+        randomization._LOCK_COUNTERS_AND_HEAD,
+        {"state_id": state_id, "chain": audit.chain_for(trial.id)},
+    ).one()
     counts = dict(locked_state.cap_counts)
     try:
         randomization._check_caps(
@@ -541,7 +544,7 @@ def floor_randomize(
              {name: allocation[name] for name in randomization._ALLOCATION_COLUMNS})},
     )  # fmt: skip
     chain = str(common["chain"])
-    heads[chain] = _write_with_rider(conn, chain, events, heads.get(chain), rider)
+    _write_with_rider(conn, chain, events, (int(locked_state.seq), str(locked_state.hash)), rider)
     return 201, _receipt(subject_code, allocation)
 
 
@@ -613,34 +616,17 @@ def _event(common: Mapping[str, Any], op: str, action: str, entity_type: str, en
 
 
 def _write_with_rider(
-    conn: Connection, chain: str, events: list[Any], guess: tuple[int, str] | None,
-    rider: audit.Rider,
-) -> tuple[int, str]:
-    """Write the events on the chain with the rider as `audit.write_pending` does on
-    PostgreSQL (one chain) and return the new head: with a guess, one statement writes the
-    rider, locks the head and writes the events if the head is still the guess, else the
-    events are chained on the head it locked and inserted with the head update; without a
-    guess the rider alone, the head's lock, the insert with the head update."""
-    found = None
-    if guess is not None:
-        rows, head = audit._chain_rows(events, *guess)
-        found = conn.execute(
-            audit._guessed_write_with(rider.sql),
-            {"chain": chain, "guess_seq": guess[0], "guess_hash": guess[1],
-             "head_seq": head[0], "head_hash": head[1],
-             "rows": "[" + ",".join(p.row_json(r["seq"], r["prev_hash"], r["hash"])
-                                    for p, r in zip(events, rows, strict=True)) + "]",
-             **rider.params},
-        ).first()  # fmt: skip
-        if found is not None and found.written:
-            return head
-    else:
-        conn.execute(audit._rider_alone(rider.sql), dict(rider.params))
-    if found is None:
-        found = conn.execute(audit._LOCK_HEAD, {"chain": chain}).one()  # the trial's chain exists
-    rows, head = audit._chain_rows(events, int(found.seq), str(found.hash))
-    conn.execute(
-        audit._INSERT_WITH_HEAD_UPDATE,
-        [{**row, "head_chain": chain, "head_seq": head[0], "head_hash": head[1]} for row in rows],
-    )
-    return head
+    conn: Connection, chain: str, events: list[Any], held: tuple[int, str], rider: audit.Rider
+) -> None:
+    """Write the events on the chain's head, locked by the statement before (``held``), with
+    the rider, as `audit.write_pending` then does on PostgreSQL: one statement."""
+    rows, head = audit._chain_rows(events, *held)
+    found = conn.execute(
+        audit._guessed_write_with(rider.sql),
+        {"chain": chain, "guess_seq": held[0], "guess_hash": held[1],
+         "head_seq": head[0], "head_hash": head[1],
+         "rows": "[" + ",".join(p.row_json(r["seq"], r["prev_hash"], r["hash"])
+                                for p, r in zip(events, rows, strict=True)) + "]",
+         **rider.params},
+    ).first()  # fmt: skip
+    assert found is not None and found.written, "the head moved while held"

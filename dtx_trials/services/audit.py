@@ -14,8 +14,11 @@ prev_hash the hash before it, all inside the caller's transaction. On PostgreSQL
 process committed the chain's last head, the events are hashed on that head before the lock and
 one statement locks the head, checks it is still that head and only then moves it and inserts
 them (`_GUESSED_WRITE`); otherwise (another process wrote since) the same statement has locked
-the head and returned it, and the events are hashed on it and written as above. The head lock
-is therefore taken after every other lock and held only for those statements and the commit, so two
+the head and returned it, and the events are hashed on it and written as above. A randomization
+locks its trial's counters and the chain's head in one statement and notes the head
+(`hold_head`): its events are then written by one statement whichever process wrote last. The
+head lock is therefore taken after every other lock and held only for those statements and the
+commit (a randomization's, from its counters' lock), so two
 transactions of the same trial cannot both read the same head: the second waits, then sees the
 first one's committed head (READ COMMITTED re-reads the locked row). A rolled-back transaction
 leaves neither an event nor a moved head (its buffer is dropped), so seq numbers stay gap-free
@@ -339,9 +342,10 @@ def write_pending(session: Session, rider: Rider | None = None) -> None:
     is_postgres = bind.dialect.name == "postgresql"
     appended: dict[str, list[int]] = session.info.setdefault(APPENDED, {})
     written: dict[str, tuple[int, str]] = session.info.setdefault(_WRITTEN_HEADS, {})
+    held: dict[str, tuple[int, str]] = session.info.get(_HELD_HEADS, {})
     if is_postgres and len(by_chain) == 1:
         [(chain, events)] = by_chain.items()
-        guess = _last_heads.get((bind.engine.url, chain))
+        guess = held.get(chain) or _last_heads.get((bind.engine.url, chain))
         if guess is not None:
             rows, head = _chain_rows(events, *guess)
             found = session.execute(
@@ -355,7 +359,7 @@ def write_pending(session: Session, rider: Rider | None = None) -> None:
             ).first()  # fmt: skip
             rider = None  # written, whatever the head was
             if found is not None and found.written:
-                _written(events, rows, chain, guess[0], head, appended, written)
+                _written(events, rows, chain, guess[0], head, appended, written, held)
                 return
             if found is not None:  # the head moved since: this statement locked it
                 rows, head = _chain_rows(events, int(found.seq), str(found.hash))
@@ -364,7 +368,7 @@ def write_pending(session: Session, rider: Rider | None = None) -> None:
                     [{**row, "head_chain": chain, "head_seq": head[0], "head_hash": head[1]}
                      for row in rows],
                 )  # fmt: skip
-                _written(events, rows, chain, int(found.seq), head, appended, written)
+                _written(events, rows, chain, int(found.seq), head, appended, written, held)
                 return
     if rider is not None:
         session.execute(_rider_alone(rider.sql), dict(rider.params))
@@ -373,7 +377,7 @@ def write_pending(session: Session, rider: Rider | None = None) -> None:
     for chain in sorted(by_chain):
         seq, prev_hash = _lock_head(session, chain)
         rows, head = _chain_rows(by_chain[chain], seq, prev_hash)
-        _written(by_chain[chain], rows, chain, seq, head, appended, written)
+        _written(by_chain[chain], rows, chain, seq, head, appended, written, held)
         all_rows.extend(rows)
         heads.append({"head_chain": chain, "head_seq": head[0], "head_hash": head[1]})
     if is_postgres and len(heads) == 1:
@@ -407,14 +411,30 @@ def _written(
     head: tuple[int, str],
     appended: dict[str, list[int]],
     written: dict[str, tuple[int, str]],
+    held: dict[str, tuple[int, str]],
 ) -> None:
     """Note what was written: on the events (plain attribute sets, for callers holding them),
-    for the checkpoint scheduler, and the head for the next transaction's guess."""
+    for the checkpoint scheduler, the head for the next transaction's guess, and a head the
+    transaction holds (`hold_head`) where it now is."""
     for prepared, row in zip(events, rows, strict=True):
         event = prepared.event
         event.seq, event.prev_hash, event.hash = row["seq"], row["prev_hash"], row["hash"]
     appended.setdefault(chain, [seq + 1, head[0]])[1] = head[0]
     written[chain] = head
+    if chain in held:
+        held[chain] = head  # still locked, now here
+
+
+# Heads the transaction holds locked, read by the caller (`hold_head`): certain guesses.
+_HELD_HEADS = "dtx_audit_held_heads"
+
+
+def hold_head(session: Session, chain: str, seq: int, hash_: str) -> None:
+    """Note that the transaction holds the chain's head locked at (seq, hash) (the caller read
+    it ``FOR UPDATE``, with another lock it takes in the same statement: the randomization's
+    counters): the events are then hashed on it before the write, which writes them in one
+    statement on PostgreSQL, the guess being certain."""
+    session.info.setdefault(_HELD_HEADS, {})[chain] = (seq, hash_)
 
 
 # The head each chain had after the last commit of this process that wrote to it, by database:
@@ -593,6 +613,7 @@ def _forget_pending(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         session.info.pop(_PENDING, None)
         session.info.pop(_WRITTEN_HEADS, None)
+        session.info.pop(_HELD_HEADS, None)
 
 
 def event_hash(fields: Mapping[str, Any]) -> str:

@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import bindparam, func, literal, select
+from sqlalchemy import bindparam, func, literal, select, true
 from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from dtx_trials.db import transaction, update_row, utcnow
 from dtx_trials.models import (
     Allocation,
+    AuditChainHead,
     FormRecord,
     Participant,
     ProtocolVersion,
@@ -548,8 +549,19 @@ def _lock_counters(session: Session, state_row: RandomizationState) -> None:
     once the lock is granted), as their committed values: the row then holds what the lock
     holder sees and the ORM writes back only what the allocation changes. A Core statement
     built once, on the session's connection: nothing of the ORM's execution runs under the
-    lock (it reads no audit table and the session has nothing left to flush)."""
-    locked = session.connection().execute(_LOCK_COUNTERS, {"state_id": state_row.id}).one()
+    lock (it reads no audit table and the session has nothing left to flush). On PostgreSQL the
+    same statement locks the trial chain's head (`_LOCK_COUNTERS_AND_HEAD`)."""
+    connection = session.connection()
+    locked = None
+    if connection.dialect.name == "postgresql":
+        chain = audit.chain_for(state_row.trial_id)
+        locked = connection.execute(
+            _LOCK_COUNTERS_AND_HEAD, {"state_id": state_row.id, "chain": chain}
+        ).first()
+        if locked is not None:
+            audit.hold_head(session, chain, int(locked.seq), str(locked.hash))
+    if locked is None:  # SQLite (the database is locked), or a chain without a head yet
+        locked = connection.execute(_LOCK_COUNTERS, {"state_id": state_row.id}).one()
     for name in _ADVANCED:
         set_committed_value(state_row, name, getattr(locked, name))
 
@@ -557,6 +569,24 @@ def _lock_counters(session: Session, state_row: RandomizationState) -> None:
 _LOCK_COUNTERS = (
     select(*(RandomizationState.__table__.c[name] for name in _ADVANCED))
     .where(RandomizationState.__table__.c.id == bindparam("state_id"))
+    .with_for_update()
+)
+# PostgreSQL: the counters and the trial chain's head, both locked by one statement (both rows
+# read as the lock holder sees them): the allocation's events are then written on the head by
+# one statement, the guess certain, whichever worker wrote the chain last. The head is the
+# last lock taken, with the counters; under the counters' lock no other randomization writes
+# the chain, so the head is held only a little longer than the counters are.
+_LOCK_COUNTERS_AND_HEAD = (
+    select(
+        *(RandomizationState.__table__.c[name] for name in _ADVANCED),
+        AuditChainHead.__table__.c.seq,
+        AuditChainHead.__table__.c.hash,
+    )
+    .select_from(RandomizationState.__table__.join(AuditChainHead.__table__, true()))
+    .where(
+        RandomizationState.__table__.c.id == bindparam("state_id"),
+        AuditChainHead.__table__.c.chain == bindparam("chain"),
+    )
     .with_for_update()
 )
 

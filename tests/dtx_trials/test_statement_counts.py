@@ -174,6 +174,9 @@ def test_randomization_takes_the_trial_lock_last_and_briefly(
     first = enrolled_mci_participant(client, staff)
     api(client, staff["inv"], "POST", f"/participants/{first}/randomization", {}, 201)
     subject = enrolled_mci_participant(client, staff)
+    # no head remembered from this process's last commit (as when another worker wrote the
+    # chain last): the head is locked with the counters, the write still one statement
+    audit._last_heads.clear()
     with counted() as statements:
         api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
     # SQLite cannot match RETURNING rows of a multi-row insert to its parameters: one INSERT
@@ -186,6 +189,7 @@ def test_randomization_takes_the_trial_lock_last_and_briefly(
     if backend == "postgresql":
         # the state row's UPDATE and the allocation's INSERT ride on the audit write, one
         # statement (the head this process wrote last is the guess: see services/audit.py)
+        assert "audit_chain_head" in statements[lock] and "FOR UPDATE" in statements[lock]
         assert under_lock[0].startswith("WITH advance AS (UPDATE randomization_state "), under_lock
         assert "INSERT INTO allocation " in under_lock[0], under_lock
         assert "audit_chain_head" in under_lock[0], under_lock
