@@ -2,11 +2,13 @@
 
 `randomize_participant` is one transaction: lock the participant (the same statement reads the
 trial's randomization state row, unlocked: its design inputs, the list and the secret, are fixed
-once an allocation exists); check status and idempotency; derive the stratum from screening
-data; move the participant to `randomized` and plan its visits (one multi-row insert); then lock
-the trial's randomization state row (``SELECT ... FOR UPDATE`` of the counter, the design state
-and the cap counters only; the whole database on SQLite) and, holding it only for that, check
-the caps against the counters kept in that row, allocate with the pure design
+once an allocation exists); read, by a statement of its own after the lock, what other holders
+of that lock write (its allocation, scheduled visits and submitted values); check status and
+idempotency; derive the stratum from screening data; move the participant to `randomized` and
+plan its visits (one multi-row insert); then lock the trial's randomization state row
+(``SELECT ... FOR UPDATE`` of the counter, the design state and the cap counters only, with the
+trial chain's audit head on PostgreSQL; the whole database on SQLite) and, holding it only for
+that, check the caps against the counters kept in that row, allocate with the pure design
 (`randomization.allocate`, a function of the locked state, the trial secret and the sequence
 number), insert the allocation with ``seq_no = next_seq``, advance the counter, and write the
 audit events. On PostgreSQL the allocation's INSERT, the counter's UPDATE and the audit events
