@@ -24,21 +24,19 @@ from sqlalchemy.engine import make_url
 from dtx_trials import create_app
 from dtx_trials.db import Base
 from dtx_trials.extensions import db
+from tests import IN_CI, absent
 
 # Property tests check behaviour, not speed: no per-example deadline (CI machines are shared).
 settings.register_profile("dtx", deadline=None)
 settings.load_profile("dtx")
 
 FIELD_KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def _require_postgres() -> str:
     url = os.environ.get("TEST_DATABASE_URL")
     if not url:
-        if IN_CI:
-            pytest.fail("TEST_DATABASE_URL must be set under CI=true")
-        pytest.skip("PostgreSQL tests need TEST_DATABASE_URL")
+        absent("PostgreSQL tests need TEST_DATABASE_URL")
     return url
 
 

@@ -1,18 +1,1 @@
 """Tests of the benchmarks under bench/."""
-
-from __future__ import annotations
-
-import os
-from typing import NoReturn
-
-import pytest
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def absent(what: str) -> NoReturn:
-    """A tool or service the test needs is absent: a failure under CI=true (.ci/run installs
-    and starts them), a skip on a developer's machine."""
-    if IN_CI:
-        pytest.fail(f"{what} under CI=true")
-    pytest.skip(what)

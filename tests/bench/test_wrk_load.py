@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from bench.harness import HttpRequest, run_load
-from tests.bench import absent
+from tests import absent
 
 IDLE_TIMEOUT_S = 3.0
 STOP_PATH = "/__wrk_stopped"

@@ -8,7 +8,6 @@ under CI=true where that is a failure.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import threading
@@ -24,6 +23,7 @@ from werkzeug.serving import make_server
 from dtx_trials.extensions import db
 from dtx_trials.web.i18n import HTML_LANG, translate
 from protocols.loader import load_protocol
+from tests import absent
 from tests.conftest import make_test_app
 from tests.dtx_trials.trial_flow import LIBRARY, api, enrolled_mci_participant, load_trial
 from tests.helpers import PASSWORD
@@ -41,7 +41,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-IN_CI = os.environ.get("CI", "").lower() == "true"
 PROTOCOL = load_protocol(LIBRARY / "cognitive_impairment.yaml")
 # The staff flows run once per page language; the browser's language picks it (Accept-Language).
 LANGS = pytest.mark.parametrize("lang", ["en", "zh"])
@@ -64,9 +63,7 @@ def _need_browser() -> None:
         except ImportError:
             missing = "the playwright package is not installed"
     if missing:
-        if IN_CI:
-            pytest.fail(missing)
-        pytest.skip(missing)
+        absent(missing)
 
 
 @pytest.fixture(scope="module")
