@@ -28,6 +28,7 @@ from bench.harness import (
     HttpRequest,
     LoadResult,
     RatioRow,
+    Trio,
     app_environment,
     median_row,
     print_table,
@@ -143,7 +144,7 @@ def run(quick: bool = False) -> list[RatioRow]:
             n_ours, n_floor = len(pending) // reps, len(pending_floor) // reps
             # bare rows cost nothing to prepare: enough for a rate far above this machine's
             n_bare = int(HEADROOM * sizes.duration_s * max(warm_bare.throughput(201), 2_000))
-            trios: list[_Trio] = []
+            trios: list[Trio] = []
             for k in range(reps):
                 bare_run = run_load(bare.port, inserts(n_bare), sizes.n_clients, sizes.duration_s)
                 floor_run = run_load(
@@ -154,7 +155,7 @@ def run(quick: bool = False) -> list[RatioRow]:
                     ours.port, pending[k * n_ours : (k + 1) * n_ours], sizes.n_clients,
                     sizes.duration_s,
                 )  # fmt: skip
-                trios.append(_Trio(ours_run, floor_run, bare_run))
+                trios.append(Trio(ours_run, floor_run, bare_run))
         written = _Written(_count_submitted(url, "adas_cog"),
                            _count_submitted(url, FLOOR_FORM), read_counter(url)[1])  # fmt: skip
     runs = [warm_ours, warm_floor, warm_bare]
@@ -165,15 +166,6 @@ def run(quick: bool = False) -> list[RatioRow]:
     figures = [_report(t, sizes) for t in trios]
     _check_rows(written, answered, lost, runs)
     return [median_row([f[i] for f in figures]) for i in range(len(figures[0]))]
-
-
-@dataclass(frozen=True)
-class _Trio:
-    """One repetition: the real submit, the floor handler and the bare insert, back to back."""
-
-    ours: LoadResult
-    floor: LoadResult
-    bare: LoadResult
 
 
 @dataclass(frozen=True)
@@ -246,7 +238,7 @@ def _little_floor_ms(result: LoadResult, status: int) -> float:
     return 1000 * result.n_clients / throughput if throughput else 0.0
 
 
-def _report(trio: _Trio, sizes: Sizes) -> list[RatioRow]:
+def _report(trio: Trio, sizes: Sizes) -> list[RatioRow]:
     ours, floor, bare = trio.ours, trio.floor, trio.bare
     table: list[list[Any]] = []
     for label, result, status in (

@@ -521,6 +521,16 @@ class LoadResult:
         return self.ok(0)
 
 
+@dataclass(frozen=True)
+class Trio:
+    """One repetition of an endpoint, its floor (the same statements by a minimal handler)
+    and its bare baseline, run back to back."""
+
+    ours: LoadResult
+    floor: LoadResult
+    bare: LoadResult
+
+
 def rows_account_for_answers(rows: int, answered: int, lost: int) -> bool:
     """Whether a table's new rows match the answers: every acknowledged write is stored, and
     every stored row was acknowledged or sent on a connection that failed before its answer

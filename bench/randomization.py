@@ -38,6 +38,7 @@ from bench.harness import (
     HttpRequest,
     LoadResult,
     RatioRow,
+    Trio,
     app_environment,
     median_seconds,
     print_table,
@@ -137,7 +138,7 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
             floor_results = [
                 run_load(bare.port, randomizations(warmup, floor=True), sizes.workers, 60)
             ]
-            measured: list[_Trio] = []
+            measured: list[Trio] = []
             for n_clients in sizes.client_levels:
                 bare_run = run_load(
                     bare.port, counters(_COUNTER_REQUESTS), n_clients, sizes.run_s
@@ -152,20 +153,11 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
                 bare_results.append(bare_run)
                 floor_results.append(floor_run)
                 ours_results.append(ours_run)
-                measured.append(_Trio(ours_run, floor_run, bare_run))
+                measured.append(Trio(ours_run, floor_run, bare_run))
         verification = verify_allocations(
             url, prepared.code, ours_results, bare_results, floor_results
         )
     return _report_http(measured, verification)
-
-
-@dataclass(frozen=True)
-class _Trio:
-    """One client level: the API, the minimal handler and the bare counter, back to back."""
-
-    ours: LoadResult
-    floor: LoadResult
-    bare: LoadResult
 
 
 @dataclass(frozen=True)
@@ -239,7 +231,7 @@ def verify_allocations(
     )
 
 
-def _report_http(measured: list[_Trio], verification: Verification) -> list[RatioRow]:
+def _report_http(measured: list[Trio], verification: Verification) -> list[RatioRow]:
     table: list[list[Any]] = []
     rows: list[RatioRow] = []
     for trio in measured:
