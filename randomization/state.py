@@ -37,6 +37,44 @@ class StratumState:
     block_size: int = 0
     marginals: Mapping[str, Mapping[str, tuple[int, ...]]] = field(default_factory=dict)
 
+    @property
+    def n_active(self) -> int:
+        """The stratum's active (non-voided) allocations."""
+        return sum(self.counts)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict; `from_json` restores an equal stratum."""
+        return {
+            "n_slots": self.n_slots,
+            "counts": list(self.counts),
+            "block": [self.block_index, self.block_start, self.block_size],
+            "marginals": {
+                f: {lvl: list(c) for lvl, c in levels.items()}
+                for f, levels in self.marginals.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StratumState:
+        """Rebuild a stratum from `to_json` output; raise StateError if it is malformed."""
+        try:
+            block_index, block_start, block_size = (_int(v) for v in data["block"])
+            return cls(
+                n_slots=_int(data["n_slots"]),
+                counts=tuple(_int(c) for c in data["counts"]),
+                block_index=block_index,
+                block_start=block_start,
+                block_size=block_size,
+                marginals={
+                    _str(f): {_str(lvl): tuple(_int(c) for c in cs) for lvl, cs in lv.items()}
+                    for f, lv in dict(data["marginals"]).items()
+                },
+            )
+        except StateError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StateError(f"malformed stratum state: {exc!r}") from exc
+
 
 @dataclass(frozen=True, slots=True)
 class RandomizationState:
@@ -54,18 +92,7 @@ class RandomizationState:
             "last_seq_no": self.last_seq_no,
             "n_allocations": self.n_allocations,
             "voided_seq_nos": list(self.voided_seq_nos),
-            "strata": {
-                key: {
-                    "n_slots": s.n_slots,
-                    "counts": list(s.counts),
-                    "block": [s.block_index, s.block_start, s.block_size],
-                    "marginals": {
-                        f: {lvl: list(c) for lvl, c in levels.items()}
-                        for f, levels in s.marginals.items()
-                    },
-                }
-                for key, s in self.strata.items()
-            },
+            "strata": {key: s.to_json() for key, s in self.strata.items()},
         }
 
     @classmethod
@@ -74,20 +101,9 @@ class RandomizationState:
         try:
             if data["format"] != STATE_FORMAT:
                 raise StateError(f"unsupported randomization state format {data['format']!r}")
-            strata: dict[str, StratumState] = {}
-            for key, s in dict(data["strata"]).items():
-                block_index, block_start, block_size = (_int(v) for v in s["block"])
-                strata[_str(key)] = StratumState(
-                    n_slots=_int(s["n_slots"]),
-                    counts=tuple(_int(c) for c in s["counts"]),
-                    block_index=block_index,
-                    block_start=block_start,
-                    block_size=block_size,
-                    marginals={
-                        _str(f): {_str(lvl): tuple(_int(c) for c in cs) for lvl, cs in lv.items()}
-                        for f, lv in dict(s["marginals"]).items()
-                    },
-                )
+            strata = {
+                _str(key): StratumState.from_json(s) for key, s in dict(data["strata"]).items()
+            }
             return cls(
                 last_seq_no=_int(data["last_seq_no"]),
                 n_allocations=_int(data["n_allocations"]),
