@@ -50,6 +50,7 @@ from dtx_trials.models import (
     Participant,
     ProtocolVersion,
     RandomizationState,
+    RandomizationStratum,
     Site,
     Trial,
     Visit,
@@ -355,6 +356,7 @@ class FloorRefused(Exception):
 _PARTICIPANT = cast(Table, Participant.__table__)
 _ALLOCATION = cast(Table, Allocation.__table__)
 _STATE = cast(Table, RandomizationState.__table__)
+_STRATUM = cast(Table, RandomizationStratum.__table__)
 _SITE = cast(Table, Site.__table__)
 _VERSION = cast(Table, ProtocolVersion.__table__)
 # the participant's locking read and the read after it are the service's own statements
@@ -383,9 +385,10 @@ def floor_randomize(
     process's memo by its hash), the stratum (`randomization.derive_stratum`), the planned
     visits (`plan_visits`), the caps check and the draw (`randomization.allocate` with the
     design `randomization.design_for` builds, on the state read under the lock), the seals of
-    the arm, evidence and design state, and the seven events (participant randomized, the
-    planned visits, the allocation, the state's advance) HMAC-chained on the trial's chain as
-    `audit.write_pending` does (on the head locked with the counters). No ORM
+    the arm, evidence and design states, and the eight events (participant randomized, the
+    planned visits, the allocation, the state's and the stratum's advance) HMAC-chained on the
+    trial's chain as `audit.write_pending` does (on the head locked with the counters and the
+    stratum's row, `randomization._lock_for_draw`). No ORM
     object, no permission check, no response schema. The trial's first allocation is left to
     the real endpoint (it reads the whole state row under the lock and counts the caps)."""
     trial = conn.execute(trials._TRIAL_BY_CODE, {"code": trial_code}).first()
@@ -493,20 +496,21 @@ def floor_randomize(
     }  # fmt: skip
     undrawn = _audited(_ALLOCATION, allocation)
 
-    # the trial's lock, held from here to commit
-    # with the trial chain's head (the events' head, certain: `audit.hold_head`)
-    locked_state = conn.execute(
-        randomization._LOCK_COUNTERS_AND_HEAD,
-        {"state_id": state_id, "chain": audit.chain_for(trial.id)},
-    ).one()
+    # the trial's lock, held from here to commit, with the trial chain's head (the events'
+    # head, certain: `audit.hold_head`) and the stratum's row
+    locked_state, read = randomization._lock_for_draw(conn, state_id, trial_id, key)
+    if getattr(locked_state, "seq", None) is None:
+        raise FloorRefused(409, "the floor leaves a chain's first event to the real endpoint")
     counts = dict(locked_state.cap_counts)
+    trial_state = DesignState.from_json(locked_state.state) if locked_state.state else DesignState()
+    drawn_on, kept = randomization._with_stratum(trial_state, key, read)
     try:
         randomization._check_caps(
-            cast(Trial, trial), protocol, site_id, site_code, key, counts
+            cast(Trial, trial), protocol, site_id, site_code, key, counts, drawn_on
         )
         result, next_state = allocate(
             design,
-            DesignState.from_json(locked_state.state) if locked_state.state else DesignState(),
+            drawn_on,
             secret=secret, model=trial.code, seq_no=locked_state.next_seq, stratum_key=key,
             factors=factors, algorithm=row[_STATE.c.rng_algorithm],
         )  # fmt: skip
@@ -528,8 +532,9 @@ def floor_randomize(
     before = {name: getattr(locked_state, name) for name in randomization._ADVANCED}
     before_sealed = read_sealed if before == read else _audited(_STATE, before)
     advanced = {
-        "next_seq": result.seq_no + 1, "state": next_state.to_json(),
-        "cap_counts": randomization._count(counts, site_id, key, +1), "updated_at": now,
+        "next_seq": result.seq_no + 1,
+        "state": randomization._trial_part(next_state, kept).to_json(),
+        "cap_counts": randomization._count(counts, site_id, +1), "updated_at": now,
     }  # fmt: skip
     after = _audited(_STATE, advanced)
     events.append(
@@ -537,9 +542,31 @@ def floor_randomize(
                [{"field": k, "old": before_sealed[k], "new": after[k]} for k in after
                 if before[k] != advanced[k]])
     )  # fmt: skip
+    stratum = {
+        "id": read.id, "trial_id": trial_id, "stratum_key": key,
+        "state": next_state.strata[key].to_json(), "updated_at": now,
+    }  # fmt: skip
+    if read.state is None:  # the stratum's first allocation: its row is created
+        stratum_after = _audited(_STRATUM, stratum)
+        stratum_changes = [{"field": k, "old": None, "new": stratum_after[k]}
+                           for k in RandomizationStratum.__audited__]  # fmt: skip
+        stratum_op = "create"
+    else:
+        stratum_before = _audited(
+            _STRATUM, {"state": read.state, "updated_at": read.updated_at}
+        )
+        stratum_after = _audited(_STRATUM, stratum, randomization._STRATUM_WRITTEN)
+        stratum_changes = [{"field": k, "old": stratum_before[k], "new": stratum_after[k]}
+                           for k in randomization._STRATUM_WRITTEN]  # fmt: skip
+        stratum_op = "update"
+    events.append(
+        _event(common, stratum_op, "randomization.advance", "randomization_stratum",
+               cast(int, read.id), None, stratum_changes)
+    )  # fmt: skip
     rider = audit.Rider(
         randomization._ALLOCATE_RIDER,
         {"alloc_state_id": state_id, "alloc_advance": randomization._row_json(advanced),
+         "alloc_stratum": randomization._row_json(stratum),
          "alloc_row": randomization._row_json(
              {name: allocation[name] for name in randomization._ALLOCATION_COLUMNS})},
     )  # fmt: skip
@@ -603,7 +630,11 @@ def _audited(table: Table, values: Mapping[str, Any], names: Iterable[str] | Non
     return out
 
 
-_MODELS: dict[str, Any] = {"allocation": Allocation, "randomization_state": RandomizationState}
+_MODELS: dict[str, Any] = {
+    "allocation": Allocation,
+    "randomization_state": RandomizationState,
+    "randomization_stratum": RandomizationStratum,
+}
 
 
 def _event(common: Mapping[str, Any], op: str, action: str, entity_type: str, entity_id: int,

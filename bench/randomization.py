@@ -290,9 +290,10 @@ def _report_http(measured: list[Trio], verification: Verification) -> list[Ratio
         "\nThe minimal handler (bench/bare_app.py, floor_randomize) sends the statements of a "
         "randomization (trial; participant locked with its site, protocol hash, state row and "
         "a new allocation id; existing allocation; values for the strata; participant UPDATE; "
-        "planned visits read and inserted; the state row locked; the allocation INSERT and "
-        "state UPDATE riding on the audit write) with the same stratum, visit plan, caps check, "
-        "design and draw (randomization.allocate) and the same seven sealed, HMAC-chained "
+        "planned visits read and inserted; the state row locked with the chain head and the "
+        "stratum's row; the allocation INSERT, state UPDATE and stratum row riding on the audit "
+        "write) with the same stratum, visit plan, caps check, design and draw "
+        "(randomization.allocate) and the same eight sealed, HMAC-chained "
         "events, but no ORM, no permission check and no response schema: what is left is the "
         "work any handler of these statements must do."
     )

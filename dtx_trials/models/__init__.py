@@ -1,6 +1,6 @@
 """ORM models, one module per aggregate. Importing this package registers every table."""
 
-from dtx_trials.models.allocations import Allocation, RandomizationState
+from dtx_trials.models.allocations import Allocation, RandomizationState, RandomizationStratum
 from dtx_trials.models.analyses import AnalysisRun
 from dtx_trials.models.apps import AppToken, ServiceCredential
 from dtx_trials.models.audit import AuditChainHead, AuditEvent, KeyCheck
@@ -44,6 +44,7 @@ __all__ = [
     "ProtocolDeviation",
     "ProtocolVersion",
     "RandomizationState",
+    "RandomizationStratum",
     "Role",
     "SafetyEvent",
     "SafetyFollowUp",

@@ -17,7 +17,12 @@ from dtx_trials.db import Base, UTCDateTime, intpk, utcnow
 
 
 class RandomizationState(Base):
-    """One row per trial, locked FOR UPDATE by every allocation: the gap-free sequence counter."""
+    """One row per trial, locked FOR UPDATE by every allocation: the gap-free sequence counter.
+
+    `state` holds the trial-level part of the design state (last sequence number, number of
+    allocations, voided sequence numbers); each stratum's part is a `RandomizationStratum` row.
+    (A trial from before the stratum rows keeps its strata here until each is next allocated
+    in or voided: that moves it to its row.)"""
 
     __tablename__ = "randomization_state"
     __audited__ = (
@@ -49,8 +54,9 @@ class RandomizationState(Base):
     # randomization numbers of the uploaded list, stratum -> one per slot (None: none uploaded,
     # numbers are then R00001...)
     list_numbers: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    # active allocations counted for the caps ({"trial": n, "site:<id>": n, "stratum:<key>": n}),
-    # kept by every allocation and void under this row's lock; None until first counted
+    # active allocations counted for the caps ({"trial": n, "site:<id>": n}; a stratum's are its
+    # row's counts), kept by every allocation and void under this row's lock; None until first
+    # counted
     cap_counts: Mapped[dict[str, int] | None] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -100,3 +106,22 @@ class Allocation(Base):
     void_reason: Mapped[str | None] = mapped_column(Text)
     allocated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     allocated_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+
+
+class RandomizationStratum(Base):
+    """One stratum's design state (counts, permuted-block position, minimization marginals):
+    a row per stratum allocated in, written under the trial's lock (`RandomizationState`) by
+    the allocations and voids in that stratum only, so an allocation reads and writes its own
+    stratum, not the trial's every stratum."""
+
+    __tablename__ = "randomization_stratum"
+    __table_args__ = (UniqueConstraint("trial_id", "stratum_key"),)
+    __audited__ = ("trial_id", "stratum_key", "state", "updated_at")
+    # counts and block position reveal arms: sealed
+    __sealed__ = ("state",)
+
+    id: Mapped[intpk]
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id"))
+    stratum_key: Mapped[str] = mapped_column(String(300))
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)  # randomization.state.StratumState
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

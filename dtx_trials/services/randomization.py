@@ -21,6 +21,7 @@ sequence), so numbers are gap-free: a rollback returns nothing to anyone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import secrets
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import bindparam, func, literal, select, true
+from sqlalchemy import Connection, Table, bindparam, func, literal, select, true
 from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -41,6 +42,7 @@ from dtx_trials.models import (
     Participant,
     ProtocolVersion,
     RandomizationState,
+    RandomizationStratum,
     Site,
     Trial,
     Visit,
@@ -60,7 +62,7 @@ from protocols.model import Protocol
 from randomization.designs import Design, allocate, build_design, future_slots, replay, void
 from randomization.errors import RandomizationError
 from randomization.lists import parse_allocation_list_rows
-from randomization.state import AllocationResult, ReplayInput
+from randomization.state import AllocationResult, ReplayInput, StratumState
 from randomization.state import RandomizationState as DesignState
 from randomization.strata import SITE_FACTOR, UNSTRATIFIED, stratum_key
 
@@ -172,8 +174,118 @@ def derive_stratum(
 
 
 def _design_state(row: RandomizationState) -> DesignState:
-    """The pure design state stored in the locked row (empty before the first allocation)."""
+    """The trial-level design state stored in the locked row (empty before the first
+    allocation); a trial from before the stratum rows still holds some strata here."""
     return DesignState.from_json(row.state) if row.state else DesignState()
+
+
+@dataclass(frozen=True)
+class _StratumRead:
+    """A stratum's row as read under the trial's lock."""
+
+    id: int | None  # its id; for a row not written yet, drawn from its sequence (PostgreSQL)
+    state: Mapping[str, Any] | None  # None: no row yet
+    updated_at: datetime | None
+
+
+_NO_STRATUM_ROW = _StratumRead(None, None, None)
+
+
+def _with_stratum(
+    trial_state: DesignState, key: str, read: _StratumRead
+) -> tuple[DesignState, DesignState]:
+    """The design state an allocation or void in stratum `key` works on (the trial-level part
+    and that one stratum, from its row, or from the trial row of a trial from before the
+    stratum rows, or empty), and the trial-level part to store back (without that stratum,
+    which goes to its row)."""
+    rest = {k: v for k, v in trial_state.strata.items() if k != key}
+    stratum = (
+        StratumState.from_json(read.state)
+        if read.state is not None
+        else trial_state.strata.get(key)
+    )
+    kept = dataclasses.replace(trial_state, strata=rest)
+    if stratum is None:
+        return dataclasses.replace(trial_state, strata={}), kept
+    return dataclasses.replace(trial_state, strata={key: stratum}), kept
+
+
+def _trial_part(state: DesignState, kept: DesignState) -> DesignState:
+    """`state` (after an allocation or void) with the strata of `kept` in place of its own."""
+    return dataclasses.replace(state, strata=kept.strata)
+
+
+def _read_stratum(
+    connection: Connection, trial_id: int, key: str, *, new_id: bool
+) -> _StratumRead:
+    """Read stratum `key`'s row by a statement of its own (the trial's lock held: what the
+    last holder wrote is seen); with `new_id` (PostgreSQL) draw the id of a row not written
+    yet."""
+    row = connection.execute(_READ_STRATUM, {"trial_id": trial_id, "stratum_key": key}).first()
+    if row is not None:
+        return _StratumRead(row.id, row.state, row.updated_at)
+    if new_id:
+        return _StratumRead(connection.scalar(_NEW_STRATUM_ID), None, None)
+    return _NO_STRATUM_ROW
+
+
+_STRATUM_TABLE: Table = RandomizationStratum.__table__  # type: ignore[assignment]
+_READ_STRATUM = select(
+    _STRATUM_TABLE.c.id, _STRATUM_TABLE.c.state, _STRATUM_TABLE.c.updated_at
+).where(
+    _STRATUM_TABLE.c.trial_id == bindparam("trial_id"),
+    _STRATUM_TABLE.c.stratum_key == bindparam("stratum_key"),
+)
+_NEW_STRATUM_ID = select(func.nextval(func.pg_get_serial_sequence("randomization_stratum", "id")))
+# The columns an allocation or void writes in a stratum row.
+_STRATUM_WRITTEN = ("state", "updated_at")
+_STRATUM_COLUMNS = tuple(c.name for c in _STRATUM_TABLE.columns)
+
+
+@dataclass(frozen=True)
+class _StratumChange:
+    """Stratum `key`'s row as read under the trial's lock, and its state after the change."""
+
+    key: str
+    read: _StratumRead
+    after: StratumState
+    at: datetime
+
+
+def _advance_stratum(
+    session: Session,
+    actor: Actor,
+    action: str,
+    trial_id: int,
+    change: _StratumChange,
+    *,
+    orm: bool,
+) -> dict[str, Any]:
+    """Audit the stratum's row going from what was read to the state after the change (created
+    when it had no row), and write it through the session (`orm`), or leave the write to the
+    caller (PostgreSQL: the rider of the allocation's audit write); return the row's values."""
+    read = change.read
+    row: RandomizationStratum | None = None
+    if orm and read.id is not None:
+        row = session.get(RandomizationStratum, read.id)
+    if row is None:  # a row not written yet, or (not `orm`) a plain holder of the values read
+        row = RandomizationStratum(
+            id=read.id, trial_id=trial_id, stratum_key=change.key, state=read.state,
+            updated_at=read.updated_at,
+        )  # fmt: skip
+    written = {"state": change.after.to_json(), "updated_at": change.at}
+    if read.state is None:
+        for name, value in written.items():
+            setattr(row, name, value)
+        if orm:
+            session.add(row)
+        audit.record_create(session, actor, action, row)
+    else:
+        before = audit.snapshot(row, _STRATUM_WRITTEN)
+        for name, value in written.items():
+            setattr(row, name, value)
+        audit.record_update(session, actor, action, row, before, fields=_STRATUM_WRITTEN)
+    return {name: getattr(row, name) for name in _STRATUM_COLUMNS}
 
 
 def _lock_state(session: Session, trial: Trial) -> RandomizationState:
@@ -261,26 +373,29 @@ _AFTER_LOCK = (
 
 
 def _cap_counts(session: Session, state_row: RandomizationState) -> dict[str, int]:
-    """The active allocations by trial, site and stratum kept in the locked state row; counted
-    once from the allocations when the row has none yet (a trial from before the counters)."""
+    """The active allocations by trial and site kept in the locked state row (a stratum's are
+    its state's counts); counted once from the allocations when the row has none yet (a trial
+    from before the counters)."""
     if state_row.cap_counts is not None:
         return dict(state_row.cap_counts)
     counts: dict[str, int] = {"trial": 0}
-    for site_id, key, n in session.execute(
-        select(Participant.site_id, Allocation.stratum_key, func.count())
+    for site_id, n in session.execute(
+        select(Participant.site_id, func.count())
+        .select_from(Allocation)
         .join(Participant, Participant.id == Allocation.participant_id)
         .where(Allocation.trial_id == state_row.trial_id, Allocation.status == "allocated")
-        .group_by(Participant.site_id, Allocation.stratum_key)
+        .group_by(Participant.site_id)
     ):
         counts["trial"] += n
-        counts[f"site:{site_id}"] = counts.get(f"site:{site_id}", 0) + n
-        counts[f"stratum:{key}"] = counts.get(f"stratum:{key}", 0) + n
+        counts[f"site:{site_id}"] = n
     return counts
 
 
-def _count(counts: dict[str, int], site_id: int, key: str, delta: int) -> dict[str, int]:
-    out = dict(counts)
-    for name in ("trial", f"site:{site_id}", f"stratum:{key}"):
+def _count(counts: Mapping[str, int], site_id: int, delta: int) -> dict[str, int]:
+    """The counters after one allocation (+1) or void (-1) at the site (a trial from before the
+    stratum rows also counted strata here: those counts are dropped, the strata count)."""
+    out = {name: n for name, n in counts.items() if not name.startswith("stratum:")}
+    for name in ("trial", f"site:{site_id}"):
         out[name] = out.get(name, 0) + delta
     return out
 
@@ -381,20 +496,25 @@ def randomize_participant(
         )
         undrawn = audit.snapshot(allocation, _UNDRAWN) if is_postgres else None
 
-        # the trial's lock, held from here to commit: the counter, the design state and the
-        # cap counters read under it, then the O(1) allocation and one write (the allocation,
-        # the counters and the audit events) before COMMIT
+        # the trial's lock, held from here to commit: the counter, the trial-level design state,
+        # the cap counters and the stratum's row read under it, then the O(1) allocation and
+        # one write (the allocation, the counters, the stratum and the audit events) before
+        # COMMIT
         if frozen:
-            _lock_counters(session, state_row)
+            read_stratum = _lock_counters(session, state_row, key)
         else:
             state_row = _lock_state(session, trial)
             design = _design(protocol, state_row)
+            read_stratum = _read_stratum(
+                session.connection(), trial.id, key, new_id=is_postgres
+            )
         counts = _cap_counts(session, state_row)
-        _check_caps(trial, protocol, participant.site_id, locked.site_code, key, counts)
+        drawn_on, kept = _with_stratum(_design_state(state_row), key, read_stratum)
+        _check_caps(trial, protocol, participant.site_id, locked.site_code, key, counts, drawn_on)
         try:
             result, next_state = allocate(
                 design,
-                _design_state(state_row),
+                drawn_on,
                 secret=secret,
                 model=trial.code,
                 seq_no=state_row.next_seq,
@@ -413,14 +533,16 @@ def randomize_participant(
         state_before = read_snapshot if unchanged else audit.snapshot(state_row, _ADVANCED)
         advanced = {
             "next_seq": result.seq_no + 1,
-            "state": next_state.to_json(),
-            "cap_counts": _count(counts, participant.site_id, key, +1),
+            "state": _trial_part(next_state, kept).to_json(),
+            "cap_counts": _count(counts, participant.site_id, +1),
             "updated_at": now,
         }
+        stratum = _StratumChange(key, read_stratum, next_state.strata[key], now)
         if undrawn is None:
             _write_allocation_orm(
-                session, actor, allocation, state_row, state_before, advanced, participant.site_id
-            )
+                session, actor, allocation, state_row, state_before, advanced, stratum,
+                participant.site_id,
+            )  # fmt: skip
         else:
             _write_allocation(
                 session,
@@ -430,6 +552,7 @@ def randomize_participant(
                 state_row,
                 state_before,
                 advanced,
+                stratum,
                 participant.site_id,
             )
     return allocation, True
@@ -443,16 +566,22 @@ _ADVANCED = ("next_seq", "state", "cap_counts", "updated_at")
 _DRAWN = ("seq_no", "method", "arm_code", "randomization_number", "evidence")
 _UNDRAWN = tuple(name for name in Allocation.__audited__ if name not in _DRAWN)
 _ALLOCATION_COLUMNS = tuple(c.name for c in Allocation.__table__.columns)
-# PostgreSQL: the allocation's INSERT and the state row's UPDATE as data-modifying CTEs riding
-# on the audit events' write (`audit.Rider`); each row travels as one JSON object.
+# PostgreSQL: the allocation's INSERT, the state row's UPDATE and the stratum row's INSERT or
+# UPDATE as data-modifying CTEs riding on the audit events' write (`audit.Rider`); each row
+# travels as one JSON object.
 _ALLOCATE_RIDER = (
     "advance AS (UPDATE randomization_state SET {set} FROM json_populate_record("
     "NULL::randomization_state, CAST(:alloc_advance AS json)) AS r "
     "WHERE randomization_state.id = :alloc_state_id), "
+    "stratum AS (INSERT INTO randomization_stratum ({stratum_columns}) SELECT "
+    "{stratum_columns} FROM json_populate_record(NULL::randomization_stratum, "
+    "CAST(:alloc_stratum AS json)) ON CONFLICT (id) DO UPDATE SET {stratum_set}), "
     "allocate AS (INSERT INTO allocation ({columns}) SELECT {columns} FROM "
     "json_populate_record(NULL::allocation, CAST(:alloc_row AS json)))"
 ).format(
     set=", ".join(f"{name} = r.{name}" for name in _ADVANCED),
+    stratum_columns=", ".join(_STRATUM_COLUMNS),
+    stratum_set=", ".join(f"{name} = excluded.{name}" for name in _STRATUM_WRITTEN),
     columns=", ".join(_ALLOCATION_COLUMNS),
 )
 
@@ -476,11 +605,13 @@ def _write_allocation(
     state_row: RandomizationState,
     state_before: Mapping[str, Any],
     advanced: Mapping[str, Any],
+    stratum: _StratumChange,
     site_id: int,
 ) -> None:
-    """PostgreSQL: audit the allocation and the state row's advance, and write both rows and
-    the transaction's audit events in one statement (the rows ride on the events' write,
-    `audit.Rider`; the allocation's id was drawn from its sequence before the lock).
+    """PostgreSQL: audit the allocation and the state row's advance, and write the three rows
+    (with the stratum's, audited by `_advance_stratum`) and the transaction's audit events in
+    one statement (the rows ride on the events' write, `audit.Rider`; the allocation's id was
+    drawn from its sequence before the lock).
 
     The events are the ones `audit.record_create` and `record_update` make (the allocation's
     audited columns, those set before the lock prepared then, and the advanced columns), and
@@ -503,6 +634,9 @@ def _write_allocation(
     audit.record_update(
         session, actor, "randomization.advance", state_row, state_before, fields=_ADVANCED
     )
+    stratum_row = _advance_stratum(
+        session, actor, "randomization.advance", allocation.trial_id, stratum, orm=False
+    )
     row = _row_json({name: getattr(allocation, name) for name in _ALLOCATION_COLUMNS})
     make_transient_to_detached(allocation)
     session.add(allocation)
@@ -512,7 +646,7 @@ def _write_allocation(
         audit.Rider(
             _ALLOCATE_RIDER,
             {"alloc_state_id": state_row.id, "alloc_advance": _row_json(advanced),
-             "alloc_row": row},
+             "alloc_stratum": _row_json(stratum_row), "alloc_row": row},
         ),
     )  # fmt: skip
 
@@ -524,9 +658,10 @@ def _write_allocation_orm(
     state_row: RandomizationState,
     state_before: Mapping[str, Any],
     advanced: Mapping[str, Any],
+    stratum: _StratumChange,
     site_id: int,
 ) -> None:
-    """SQLite (the database already write-locked): the ORM writes the two rows and the audit
+    """SQLite (the database already write-locked): the ORM writes the three rows and the audit
     events are written at commit."""
     session.add(allocation)
     for name, value in advanced.items():
@@ -535,6 +670,9 @@ def _write_allocation_orm(
     audit.record_create(session, actor, "randomization.allocate", allocation, site_id=site_id)
     audit.record_update(
         session, actor, "randomization.advance", state_row, state_before, fields=_ADVANCED
+    )
+    _advance_stratum(
+        session, actor, "randomization.advance", allocation.trial_id, stratum, orm=True
     )
 
 
@@ -545,27 +683,50 @@ def _design(protocol: Protocol, state_row: RandomizationState) -> Design:
         raise Conflict(f"cannot randomize: {exc}") from exc
 
 
-def _lock_counters(session: Session, state_row: RandomizationState) -> None:
+def _lock_counters(session: Session, state_row: RandomizationState, key: str) -> _StratumRead:
     """Lock the state row and read the columns allocations change into the row already
     loaded (one ``SELECT ... FOR UPDATE``; READ COMMITTED returns the latest committed values
     once the lock is granted), as their committed values: the row then holds what the lock
-    holder sees and the ORM writes back only what the allocation changes. A Core statement
-    built once, on the session's connection: nothing of the ORM's execution runs under the
-    lock (it reads no audit table and the session has nothing left to flush). On PostgreSQL the
-    same statement locks the trial chain's head (`_LOCK_COUNTERS_AND_HEAD`)."""
-    connection = session.connection()
-    locked = None
-    if connection.dialect.name == "postgresql":
-        chain = audit.chain_for(state_row.trial_id)
-        locked = connection.execute(
-            _LOCK_COUNTERS_AND_HEAD, {"state_id": state_row.id, "chain": chain}
-        ).first()
-        if locked is not None:
-            audit.hold_head(session, chain, int(locked.seq), str(locked.hash))
-    if locked is None:  # SQLite (the database is locked), or a chain without a head yet
-        locked = connection.execute(_LOCK_COUNTERS, {"state_id": state_row.id}).one()
+    holder sees and the ORM writes back only what the allocation changes; return stratum
+    `key`'s row. Core statements built once, on the session's connection: nothing of the ORM's
+    execution runs under the lock (it reads no audit table and the session has nothing left to
+    flush).
+
+    On PostgreSQL one statement locks the counters, the trial chain's head and the stratum's
+    row (`_LOCK_FOR_DRAW`: every row it returns is locked, so each is the latest committed
+    version once the lock is granted, also one the previous holder wrote while this statement
+    waited); for a stratum without a row yet (it returns nothing: the join found no row when
+    the statement began) the counters and the head are locked by `_LOCK_COUNTERS_AND_HEAD` and
+    the stratum read by a statement of its own after the lock (`_read_stratum`)."""
+    locked, read = _lock_for_draw(session.connection(), state_row.id, state_row.trial_id, key)
+    if getattr(locked, "seq", None) is not None:
+        audit.hold_head(session, audit.chain_for(state_row.trial_id), locked.seq, locked.hash)
     for name in _ADVANCED:
         set_committed_value(state_row, name, getattr(locked, name))
+    return read
+
+
+def _lock_for_draw(
+    connection: Connection, state_id: int, trial_id: int, key: str
+) -> tuple[Any, _StratumRead]:
+    """The trial's lock for an allocation in stratum `key` (`_lock_counters`): return the
+    locked counters (with the chain head's ``seq`` and ``hash`` when it was locked too) and the
+    stratum's row."""
+    is_postgres = connection.dialect.name == "postgresql"
+    locked = None
+    read = None
+    if is_postgres:
+        params = {"state_id": state_id, "chain": audit.chain_for(trial_id)}
+        locked = connection.execute(_LOCK_FOR_DRAW, {**params, "stratum_key": key}).first()
+        if locked is not None:
+            read = _StratumRead(locked.stratum_id, locked.stratum_state, locked.stratum_updated_at)
+        else:
+            locked = connection.execute(_LOCK_COUNTERS_AND_HEAD, params).first()
+    if locked is None:  # SQLite (the database is locked), or a chain without a head yet
+        locked = connection.execute(_LOCK_COUNTERS, {"state_id": state_id}).one()
+    if read is None:
+        read = _read_stratum(connection, trial_id, key, new_id=is_postgres)
+    return locked, read
 
 
 _LOCK_COUNTERS = (
@@ -590,6 +751,21 @@ _LOCK_COUNTERS_AND_HEAD = (
         AuditChainHead.__table__.c.chain == bindparam("chain"),
     )
     .with_for_update()
+)
+# PostgreSQL: the same with stratum `stratum_key`'s row, locked too (the rows of the FROM list
+# are locked in its order: the counters first, as every path that takes them)
+_LOCK_FOR_DRAW = (
+    _LOCK_COUNTERS_AND_HEAD.add_columns(
+        _STRATUM_TABLE.c.id.label("stratum_id"),
+        _STRATUM_TABLE.c.state.label("stratum_state"),
+        _STRATUM_TABLE.c.updated_at.label("stratum_updated_at"),
+    )
+    .join_from(
+        AuditChainHead.__table__,
+        _STRATUM_TABLE,
+        (_STRATUM_TABLE.c.trial_id == RandomizationState.__table__.c.trial_id)
+        & (_STRATUM_TABLE.c.stratum_key == bindparam("stratum_key")),
+    )
 )
 
 
@@ -671,13 +847,16 @@ def _check_caps(
     site_code: str,
     key: str,
     counts: Mapping[str, int],
+    state: DesignState,
 ) -> None:
-    """409 when an allocation would pass a cap (the counters of the locked state row)."""
+    """409 when an allocation would pass a cap (the counters of the locked state row, the
+    stratum's active allocations in its design state)."""
     caps = protocol.randomization.caps
+    stratum = state.strata.get(key)
     checks = [
         (caps.trial, counts.get("trial", 0), f"trial {trial.code}"),
         (caps.per_site, counts.get(f"site:{site_id}", 0), f"site {site_code}"),
-        (caps.per_stratum, counts.get(f"stratum:{key}", 0), "this stratum"),
+        (caps.per_stratum, stratum.n_active if stratum else 0, "this stratum"),
     ]
     for cap, n, what in checks:
         if cap is not None and n >= cap:
@@ -863,9 +1042,15 @@ def void_allocation(
         )
         state_before = audit.snapshot(state_row)
         counts = _cap_counts(session, state_row)
-        state_row.state = void(design, _design_state(state_row), result).to_json()
-        state_row.cap_counts = _count(counts, participant.site_id, allocation.stratum_key, -1)
+        key = allocation.stratum_key
+        read = _read_stratum(session.connection(), trial.id, key, new_id=False)
+        voided_on, kept = _with_stratum(_design_state(state_row), key, read)
+        after = void(design, voided_on, result)
+        state_row.state = _trial_part(after, kept).to_json()
+        state_row.cap_counts = _count(counts, participant.site_id, -1)
         audit.record_update(session, actor, "randomization.retire_slot", state_row, state_before)
+        change = _StratumChange(key, read, after.strata[key], utcnow())
+        _advance_stratum(session, actor, "randomization.retire_slot", trial.id, change, orm=True)
         before = audit.snapshot(allocation)
         allocation.status = "voided"
         allocation.void_reason = reason.strip()
@@ -910,10 +1095,11 @@ def next_slots(session: Session, actor: Actor, trial: Trial, key: str, n: int) -
     if state_row is None:
         raise Conflict("trial has no randomization model")
     _, protocol = active_protocol(session, trial)
+    read = _read_stratum(session.connection(), trial.id, key, new_id=False)
     try:
         slots = future_slots(
             design_for(protocol, state_row.list_table),
-            _design_state(state_row),
+            _with_stratum(_design_state(state_row), key, read)[0],
             bytes.fromhex(state_row.secret),
             trial.code,
             key,

@@ -21,6 +21,7 @@ from dtx_trials.models import (
     AuditEvent,
     Participant,
     RandomizationState,
+    RandomizationStratum,
     Site,
     Trial,
     Visit,
@@ -65,6 +66,16 @@ def _check_invariants(trial_id: int, n: int) -> None:
     assert len({a.participant_id for a in rows}) == n
     state = db.session.scalars(select(RandomizationState)).one()
     assert state.next_seq == n + 1
+    # each stratum's counts in its own row (none left in the trial's row), as allocated
+    assert state.state["strata"] == {}
+    counts = {
+        row.stratum_key: row.state["counts"]
+        for row in db.session.scalars(select(RandomizationStratum))
+    }
+    allocated: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for a in rows:
+        allocated[a.stratum_key][0 if a.arm_code == "cogtrain" else 1] += 1
+    assert counts == allocated
     # permuted blocks of 4 and 6: within every stratum |D_j| <= 3 at every step
     running: dict[str, int] = defaultdict(int)
     for a in rows:

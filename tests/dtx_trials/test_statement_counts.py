@@ -13,7 +13,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, select
 
 from dtx_trials.extensions import db
-from dtx_trials.models import ApiToken, AuditEvent, Membership, RandomizationState
+from dtx_trials.models import (
+    Allocation,
+    ApiToken,
+    AuditEvent,
+    Membership,
+    RandomizationState,
+    RandomizationStratum,
+)
 from dtx_trials.services import accounts, audit
 from tests.dtx_trials.trial_flow import (
     MCI_SCREENING,
@@ -183,24 +190,58 @@ def test_randomization_takes_the_trial_lock_last_and_briefly(
     # per planned visit there (statements that never leave the process)
     visit_inserts = sum(1 for s in statements if s.startswith("INSERT INTO visit"))
     assert visit_inserts == (1 if backend == "postgresql" else 4), statements
-    assert len(statements) - visit_inserts == (6 if backend == "postgresql" else 10), statements
+    assert len(statements) - visit_inserts == (6 if backend == "postgresql" else 13), statements
     lock = next(i for i, s in enumerate(statements) if s.startswith("SELECT randomization_state"))
     under_lock = statements[lock + 1 :]
     if backend == "postgresql":
-        # the state row's UPDATE and the allocation's INSERT ride on the audit write, one
-        # statement (the head this process wrote last is the guess: see services/audit.py)
+        # the counters, the chain's head and the stratum's row (both participants are in the
+        # same stratum) locked by one statement; the state row's UPDATE, the stratum row's and
+        # the allocation's INSERT ride on the audit write, one statement (the head this process
+        # wrote last is the guess: see services/audit.py)
         assert "audit_chain_head" in statements[lock] and "FOR UPDATE" in statements[lock]
+        assert "JOIN randomization_stratum" in statements[lock], statements[lock]
         assert under_lock[0].startswith("WITH advance AS (UPDATE randomization_state "), under_lock
+        assert "INSERT INTO randomization_stratum " in under_lock[0], under_lock
         assert "INSERT INTO allocation " in under_lock[0], under_lock
         assert "audit_chain_head" in under_lock[0], under_lock
         assert len(under_lock) == 1, under_lock
     else:
-        assert under_lock[0].startswith("INSERT INTO allocation "), under_lock
-        assert under_lock[1].startswith("UPDATE randomization_state "), under_lock
-        assert len(under_lock) == 2 + 3, under_lock  # + the audit write
+        assert under_lock[0].startswith("SELECT randomization_stratum.id"), under_lock
+        assert under_lock[1].startswith("INSERT INTO allocation "), under_lock
+        assert under_lock[2].startswith("UPDATE randomization_state "), under_lock
+        assert under_lock[3].startswith("SELECT randomization_stratum.id"), under_lock  # ORM
+        assert under_lock[4].startswith("UPDATE randomization_stratum "), under_lock
+        assert len(under_lock) == 5 + 3, under_lock  # + the audit write
     assert not any("count(" in s for s in statements), statements
     state = db.session.scalars(select(RandomizationState)).one()
     assert state.cap_counts is not None and state.cap_counts["trial"] == 2
+    assert audit.verify(db.session).ok
+
+
+def test_a_strata_first_allocation_reads_its_row_after_the_lock(
+    client: FlaskClient, backend: str
+) -> None:
+    """PostgreSQL: a stratum without a row yet (the one-statement lock of counters, head and
+    stratum row finds nothing) locks the counters and the head, then reads the stratum's row
+    by a statement of its own and draws the new row's id; the write is still one statement."""
+    staff = load_trial(client)
+    first = enrolled_mci_participant(client, staff, raw_moca=20)
+    api(client, staff["inv"], "POST", f"/participants/{first}/randomization", {}, 201)
+    subject = enrolled_mci_participant(client, staff, raw_moca=24)  # another MoCA band
+    with counted() as statements:
+        api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+    lock = next(i for i, s in enumerate(statements) if s.startswith("SELECT randomization_state"))
+    after = statements[lock:]
+    if backend == "postgresql":
+        assert "JOIN randomization_stratum" in after[0] and "FOR UPDATE" in after[0], after
+        assert "randomization_stratum" not in after[1] and "FOR UPDATE" in after[1], after
+        assert after[2].startswith("SELECT randomization_stratum.id"), after
+        assert "nextval" in after[3], after
+        assert after[4].startswith("WITH advance AS (UPDATE randomization_state "), after
+        assert len(after) == 5, after
+    strata = db.session.scalars(select(RandomizationStratum.stratum_key)).all()
+    allocated = db.session.scalars(select(Allocation.stratum_key)).all()
+    assert len(strata) == 2 and sorted(strata) == sorted(allocated)
     assert audit.verify(db.session).ok
 
 

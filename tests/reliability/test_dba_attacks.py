@@ -224,6 +224,7 @@ def test_dba_attacks_are_detected_with_the_anchor_they_contradict(
             "device_observation",
             "protocol_version",
             "randomization_state",
+            "randomization_stratum",
             "allocation",
             "form_record",
             "consent",
@@ -297,6 +298,14 @@ def test_dba_attacks_are_detected_with_the_anchor_they_contradict(
             "randomization state",
             "UPDATE randomization_state SET state = CAST('{}' AS JSON) WHERE id = :i",
             "randomization_state",
+            "state",
+        ),
+        (
+            "a stratum's design state (its block position, to steer the next allocation)",
+            "UPDATE randomization_stratum SET state = CAST(json_build_object("
+            "'n_slots', 0, 'counts', json_build_array(0, 0), 'block', json_build_array(0, 0, 0),"
+            "'marginals', json_build_object()) AS JSON) WHERE id = :i",
+            "randomization_stratum",
             "state",
         ),
         (
