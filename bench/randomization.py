@@ -102,11 +102,10 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
     n_participants = (
         2 * _warmup_count(sizes) + (sizes.n_requests + sizes.n_floor_requests) * n_levels
     )
-    # the sites (strata: site x MoCA band) of the trial the API alone was measured on, more
-    # participants at each: the design state, read and written whole by every allocation under
-    # the trial's lock, grows with the strata allocated to, so the trial keeps its shape
-    n_sites = -(-(_warmup_count(sizes) + sizes.n_requests * n_levels) // PARTICIPANTS_PER_SITE)
-    per_site = -(-n_participants // n_sites)
+    # PARTICIPANTS_PER_SITE at each site (strata: site x MoCA band), under the protocol's cap
+    # of 80 per site whichever endpoint randomizes faster (an allocation reads and writes its
+    # own stratum's row: the number of strata does not weigh on it)
+    per_site = PARTICIPANTS_PER_SITE
     with throwaway_database("rand") as url, tempfile.TemporaryDirectory() as instance:
         env = app_environment(url, instance)
         with (
