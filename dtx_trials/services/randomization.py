@@ -6,16 +6,19 @@ once an allocation exists); read, by a statement of its own after the lock, what
 of that lock write (its allocation, scheduled visits and submitted values); check status and
 idempotency; derive the stratum from screening data; move the participant to `randomized` and
 plan its visits (one multi-row insert); then lock the trial's randomization state row
-(``SELECT ... FOR UPDATE`` of the counter, the design state and the cap counters only, with the
-trial chain's audit head on PostgreSQL; the whole database on SQLite) and, holding it only for
-that, check the caps against the counters kept in that row, allocate with the pure design
-(`randomization.allocate`, a function of the locked state, the trial secret and the sequence
-number), insert the allocation with ``seq_no = next_seq``, advance the counter, and write the
-audit events. On PostgreSQL the allocation's INSERT, the counter's UPDATE and the audit events
-are one statement (the rows ride on the events' write, `audit.Rider`), so the lock is held for
-the locking read, the allocation's Python, that statement and COMMIT; what does not depend on
-the draw (the allocation's other columns and their audit values, its id from the table's
-sequence) is prepared before the lock. The counter lives in the locked row (no database
+(``SELECT ... FOR UPDATE`` of the counter, the trial-level design state and the cap counters
+only, with the trial chain's audit head and the participant's stratum's row on PostgreSQL; the
+whole database on SQLite) and, holding it only for that, check the caps against the counters
+kept in that row, allocate with the pure design (`randomization.allocate`, a function of the
+locked state, the trial secret and the sequence number), insert the allocation with
+``seq_no = next_seq``, advance the counter and the stratum, and write the audit events. Each
+stratum's design state is a row of its own (`RandomizationStratum`), written only under the
+trial's lock, so an allocation reads, seals and writes its own stratum, never the trial's every
+stratum. On PostgreSQL the allocation's INSERT, the counter's UPDATE, the stratum's row and the
+audit events are one statement (the rows ride on the events' write, `audit.Rider`), so the lock
+is held for the locking read, the allocation's Python, that statement and COMMIT; what does not
+depend on the draw (the allocation's other columns and their audit values, its id from the
+table's sequence) is prepared before the lock. The counter lives in the locked row (no database
 sequence), so numbers are gap-free: a rollback returns nothing to anyone.
 """
 
