@@ -54,3 +54,35 @@ def test_sqlite_runs_with_wal_and_foreign_keys(tmp_path_factory: pytest.TempPath
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+# PostgreSQL: on SQLite the refused command's connection keeps the file's write lock in this
+# process (the command-line process exits with it), so the checks after it could not run here
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_stratum_rows_downgrade_refuses_to_lose_design_states(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Downgrading below the stratum rows with a stratum's design state in them refuses (it
+    would lose the state the next allocation in that stratum draws from) and leaves the schema
+    as it was."""
+    from sqlalchemy import select, text
+
+    from dtx_trials.models import RandomizationStratum, Trial
+    from dtx_trials.services import protocols
+    from tests.dtx_trials.trial_flow import LIBRARY
+    from tests.helpers import CLI
+
+    protocols.load_library_file(db.session, CLI, LIBRARY / "cognitive_impairment.yaml")
+    trial_id = db.session.scalars(select(Trial.id)).one()
+    db.session.add(RandomizationStratum(trial_id=trial_id, stratum_key="site=BJ01",
+                                        state={"n_slots": 0}, updated_at=db.func.now()))
+    db.session.commit()
+    db.session.remove()
+    with pytest.raises(SystemExit):  # flask-migrate's exit, the message logged
+        downgrade(revision="304fb9cd7329")
+    assert "randomization_stratum has rows" in caplog.text
+    assert "this downgrade would lose them" in caplog.text
+    db.session.remove()
+    version = db.session.scalar(text("SELECT version_num FROM alembic_version"))
+    assert version == "7b3e5a1c9d42"
+    assert "randomization_stratum" in inspect(db.engine).get_table_names()
