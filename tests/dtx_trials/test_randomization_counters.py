@@ -11,24 +11,20 @@ from dtx_trials.models import (
     Participant,
     RandomizationState,
     RandomizationStratum,
-    Site,
     Trial,
 )
 from dtx_trials.models.users import Role
-from dtx_trials.services import audit, protocols, randomization
+from dtx_trials.services import audit, randomization
 from dtx_trials.services.access import Actor, Grant
-from dtx_trials.services.simulation import insert_enrolled_mci_participants
-from tests.dtx_trials.trial_flow import LIBRARY
-from tests.helpers import CLI, make_user
+from tests.dtx_trials.trial_flow import mci_with_enrolled
+from tests.helpers import make_user
 
 
 def _trial_with_enrolled(n: int) -> tuple[Trial, list[str]]:
-    protocols.load_library_file(db.session, CLI, LIBRARY / "cognitive_impairment.yaml")
-    trial = db.session.scalars(select(Trial)).one()
-    sites = list(
-        db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
-    )
-    return trial, insert_enrolled_mci_participants(db.session, CLI, trial, sites, n)
+    trial_id, subjects = mci_with_enrolled(n)
+    trial = db.session.get(Trial, trial_id)
+    assert trial is not None
+    return trial, subjects
 
 
 def _stratum_active(key: str) -> int:

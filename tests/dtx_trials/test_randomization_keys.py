@@ -23,7 +23,7 @@ from dtx_trials.services import audit, protocols, randomization
 from dtx_trials.services.access import Actor, Grant
 from dtx_trials.services.integrity import check_integrity
 from dtx_trials.services.simulation import insert_enrolled_mci_participants
-from tests.dtx_trials.trial_flow import LIBRARY, MCI_CODE
+from tests.dtx_trials.trial_flow import LIBRARY, MCI_CODE, enrolled_at_sites, investigator_actor
 from tests.helpers import CLI
 
 SITES = ("BJ01", "GZ01", "HK01", "SH01")
@@ -53,23 +53,15 @@ def _load(path: Path, n: int, *, rng_algorithm: str | None = None) -> tuple[int,
     state.secret = "3c" * 32  # reproducible allocations
     audit.record_update(db.session, CLI, "randomization.secret_fixed", state, before)
     db.session.commit()
-    sites = list(
-        db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
-    )
-    return trial.id, insert_enrolled_mci_participants(db.session, CLI, trial, sites, n)
-
-
-def _investigator(trial_id: int) -> Actor:
-    return Actor(
-        user_id=None, username="inv", printed_name="Investigator", via="cli",
-        grants=(Grant(trial_id, None, Role.INVESTIGATOR),),
-    )
+    return trial.id, enrolled_at_sites(trial, n)
 
 
 def _randomize_all(trial_id: int, subjects: list[str]) -> list[Allocation]:
     for subject in subjects:
         trial = db.session.get(Trial, trial_id)
-        randomization.randomize_participant(db.session, _investigator(trial_id), trial, subject)
+        randomization.randomize_participant(
+            db.session, investigator_actor(trial_id), trial, subject
+        )
     db.session.remove()
     return list(db.session.scalars(select(Allocation).order_by(Allocation.seq_no)))
 

@@ -22,37 +22,14 @@ from dtx_trials.models import (
     Participant,
     RandomizationState,
     RandomizationStratum,
-    Site,
     Trial,
     Visit,
 )
 from dtx_trials.models.users import Role
 from dtx_trials.services import audit, protocols, randomization
 from dtx_trials.services.access import Actor, Grant
-from dtx_trials.services.simulation import insert_enrolled_mci_participants
 from tests.conftest import make_test_app
-from tests.dtx_trials.trial_flow import LIBRARY
-from tests.helpers import CLI
-
-
-def _mci_with_enrolled(n: int) -> tuple[int, list[str]]:
-    """Load the MCI trial and add n enrolled participants with screening data (audited)."""
-    protocols.load_library_file(db.session, CLI, LIBRARY / "cognitive_impairment.yaml")
-    trial = db.session.scalars(select(Trial)).one()
-    sites = list(
-        db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
-    )
-    return trial.id, insert_enrolled_mci_participants(db.session, CLI, trial, sites, n)
-
-
-def _investigator(trial_id: int) -> Actor:
-    return Actor(
-        user_id=None,
-        username="inv",
-        printed_name="Investigator",
-        via="cli",  # a service-level caller: no app session to name in the trail
-        grants=(Grant(trial_id, None, Role.INVESTIGATOR),),
-    )
+from tests.dtx_trials.trial_flow import investigator_actor, mci_with_enrolled
 
 
 def _check_invariants(trial_id: int, n: int) -> None:
@@ -87,7 +64,7 @@ def _check_invariants(trial_id: int, n: int) -> None:
 
 def test_concurrent_threads_gap_free(app: Flask, backend: str) -> None:
     n = 200 if backend == "postgresql" else 60
-    trial_id, subjects = _mci_with_enrolled(n)
+    trial_id, subjects = mci_with_enrolled(n)
     db.session.remove()
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -96,7 +73,7 @@ def test_concurrent_threads_gap_free(app: Flask, backend: str) -> None:
     def worker() -> None:
         with app.app_context():
             trial = db.session.get(Trial, trial_id)
-            actor = _investigator(trial_id)
+            actor = investigator_actor(trial_id)
             while True:
                 with lock:
                     if not queue:
@@ -128,7 +105,7 @@ def _process_worker(url: str, trial_id: int, subjects: list[str]) -> int:
         for subject in subjects:
             trial = db.session.get(Trial, trial_id)
             randomization.randomize_participant(
-                db.session, _investigator(trial_id), trial, subject, request_id=f"p-{subject}"
+                db.session, investigator_actor(trial_id), trial, subject, request_id=f"p-{subject}"
             )
             db.session.remove()
             done += 1
@@ -139,7 +116,7 @@ def _process_worker(url: str, trial_id: int, subjects: list[str]) -> int:
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_concurrent_processes_gap_free(app: Flask, database_url: str) -> None:
     n = 200
-    trial_id, subjects = _mci_with_enrolled(n)
+    trial_id, subjects = mci_with_enrolled(n)
     db.session.remove()
     chunks = [subjects[i::4] for i in range(4)]
     context = multiprocessing.get_context("spawn")
@@ -152,7 +129,7 @@ def test_concurrent_processes_gap_free(app: Flask, database_url: str) -> None:
 def test_failure_inside_the_transaction_leaves_no_trace(
     app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    trial_id, subjects = _mci_with_enrolled(2)
+    trial_id, subjects = mci_with_enrolled(2)
     trial = db.session.get(Trial, trial_id)
     events_before = db.session.scalar(select(func.count()).select_from(AuditEvent))
     state_before = dict(db.session.scalars(select(RandomizationState)).one().state)
@@ -162,7 +139,9 @@ def test_failure_inside_the_transaction_leaves_no_trace(
 
     monkeypatch.setattr(randomization, "plan_participant_visits", fail)
     with pytest.raises(RuntimeError, match="injected fault"):
-        randomization.randomize_participant(db.session, _investigator(trial_id), trial, subjects[0])
+        randomization.randomize_participant(
+            db.session, investigator_actor(trial_id), trial, subjects[0]
+        )
     monkeypatch.undo()
     db.session.remove()
     assert db.session.scalar(select(func.count()).select_from(Allocation)) == 0
@@ -175,13 +154,13 @@ def test_failure_inside_the_transaction_leaves_no_trace(
     assert participant.status == "enrolled"
     # and the next allocation still gets seq 1
     allocation, _ = randomization.randomize_participant(
-        db.session, _investigator(trial_id), db.session.get(Trial, trial_id), subjects[1]
+        db.session, investigator_actor(trial_id), db.session.get(Trial, trial_id), subjects[1]
     )
     assert allocation.seq_no == 1
 
 
 def test_cap_reached_is_409(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
-    trial_id, subjects = _mci_with_enrolled(3)
+    trial_id, subjects = mci_with_enrolled(3)
     from dtx_trials.services.errors import Conflict
 
     # a trial cap of 1: the protocol is immutable, so cap through a stub protocol view
@@ -195,7 +174,7 @@ def test_cap_reached_is_409(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None
         ),
     )
     monkeypatch.setattr(randomization, "protocol_for", lambda session, p: capped)
-    actor = _investigator(trial_id)
+    actor = investigator_actor(trial_id)
     randomization.randomize_participant(
         db.session, actor, db.session.get(Trial, trial_id), subjects[0]
     )
@@ -208,7 +187,7 @@ def test_cap_reached_is_409(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None
 def test_void_retires_the_slot(app: Flask) -> None:
     from tests.helpers import make_user
 
-    trial_id, subjects = _mci_with_enrolled(3)
+    trial_id, subjects = mci_with_enrolled(3)
     trial = db.session.get(Trial, trial_id)
     account = make_user("sponsor", role="sponsor_admin", trial=trial)
     sponsor = Actor(
@@ -218,7 +197,7 @@ def test_void_retires_the_slot(app: Flask) -> None:
         via="cli",
         grants=(Grant(trial_id, None, Role.SPONSOR_ADMIN),),
     )
-    inv = _investigator(trial_id)
+    inv = investigator_actor(trial_id)
     randomization.randomize_participant(db.session, inv, trial, subjects[0])
     voided = randomization.void_allocation(
         db.session,
@@ -241,10 +220,12 @@ def test_audit_verify_replays_allocations(app: Flask) -> None:
 
     from dtx_trials.services.integrity import check_integrity
 
-    trial_id, subjects = _mci_with_enrolled(4)
+    trial_id, subjects = mci_with_enrolled(4)
     trial = db.session.get(Trial, trial_id)
     for subject in subjects:
-        randomization.randomize_participant(db.session, _investigator(trial_id), trial, subject)
+        randomization.randomize_participant(
+            db.session, investigator_actor(trial_id), trial, subject
+        )
     assert check_integrity(db.session, trial_id).ok
     target = db.session.scalars(select(Allocation).where(Allocation.seq_no == 2)).one()
     flipped = "sham" if target.arm_code == "cogtrain" else "cogtrain"
@@ -263,9 +244,9 @@ def test_a_retry_returns_the_allocation_and_any_other_attempt_is_409(app: Flask)
     second randomization of the participant are 409s that write nothing."""
     from dtx_trials.services.errors import Conflict
 
-    trial_id, subjects = _mci_with_enrolled(2)
+    trial_id, subjects = mci_with_enrolled(2)
     trial = db.session.get(Trial, trial_id)
-    inv = _investigator(trial_id)
+    inv = investigator_actor(trial_id)
     first, created = randomization.randomize_participant(
         db.session, inv, trial, subjects[0], request_id="req-1"
     )
@@ -321,7 +302,7 @@ def _randomize_in_thread(
             try:
                 trial = db.session.get(Trial, trial_id)
                 allocation, created = randomization.randomize_participant(
-                    db.session, _investigator(trial_id), trial, subject, request_id=request_id
+                    db.session, investigator_actor(trial_id), trial, subject, request_id=request_id
                 )
                 out.append((allocation.id, created))
             except BaseException as exc:
@@ -341,7 +322,7 @@ def test_a_retry_waiting_for_the_original_gets_its_allocation(
     """Two requests with one request id (a client retrying a request still in flight) wait on
     the participant's lock; the second, granted it after the first committed, answers with
     the first's allocation, not a 409: what the lock guards is read after it is granted."""
-    trial_id, subjects = _mci_with_enrolled(1)
+    trial_id, subjects = mci_with_enrolled(1)
     db.session.remove()
     holder = _hold_participant_lock(trial_id, subjects[0])
     out: list[Any] = []
@@ -365,9 +346,11 @@ def test_a_visit_opened_while_waiting_for_the_participant_lock_is_not_planned_ag
     """A form save opened a visit anchored on randomization (data entered before it) and
     commits while the randomization waits on the participant's lock: the randomization sees
     the visit and plans the others, no duplicate and no error."""
-    trial_id, subjects = _mci_with_enrolled(2)
+    trial_id, subjects = mci_with_enrolled(2)
     trial = db.session.get(Trial, trial_id)
-    randomization.randomize_participant(db.session, _investigator(trial_id), trial, subjects[0])
+    randomization.randomize_participant(
+        db.session, investigator_actor(trial_id), trial, subjects[0]
+    )
 
     def codes(subject: str) -> list[str]:
         return list(

@@ -17,34 +17,21 @@ from dtx_trials.models import (
     AuditEvent,
     RandomizationState,
     RandomizationStratum,
-    Site,
     Trial,
 )
 from dtx_trials.models.users import Role
-from dtx_trials.services import audit, protocols, randomization
+from dtx_trials.services import audit, randomization
 from dtx_trials.services.access import Actor, Grant
 from dtx_trials.services.errors import PermissionDenied
-from dtx_trials.services.simulation import insert_enrolled_mci_participants
 from randomization.state import RandomizationState as DesignState
 from randomization.state import StratumState
-from tests.dtx_trials.trial_flow import LIBRARY
+from tests.dtx_trials.trial_flow import investigator_actor, mci_with_enrolled
 from tests.helpers import CLI, make_user
 
 
 def _trial(n: int) -> tuple[int, list[str]]:
-    protocols.load_library_file(db.session, CLI, LIBRARY / "cognitive_impairment.yaml")
-    trial = db.session.scalars(select(Trial)).one()
-    site = db.session.scalars(
-        select(Site).where(Site.trial_id == trial.id).order_by(Site.code)
-    ).first()
-    assert site is not None
     # one site: every participant's stratum is the site's and the screening MoCA band's
-    return trial.id, insert_enrolled_mci_participants(db.session, CLI, trial, [site], n)
-
-
-def _investigator(trial_id: int) -> Actor:
-    return Actor(user_id=None, username="inv", printed_name="Investigator", via="cli",
-                 grants=(Grant(trial_id, None, Role.INVESTIGATOR),))  # fmt: skip
+    return mci_with_enrolled(n, n_sites=1)
 
 
 class _Made(NamedTuple):
@@ -56,7 +43,7 @@ def _randomize(trial_id: int, subject: str) -> _Made:
     trial = db.session.get(Trial, trial_id)
     assert trial is not None
     allocation, created = randomization.randomize_participant(
-        db.session, _investigator(trial_id), trial, subject
+        db.session, investigator_actor(trial_id), trial, subject
     )
     assert created
     return _Made(allocation.stratum_key, allocation.seq_no)
@@ -171,7 +158,7 @@ def test_the_future_slots_of_a_stratum_are_the_arms_it_then_allocates(app: Flask
                          via="cli",
                          grants=(Grant(trial_id, None, Role.UNBLINDED_STATISTICIAN),))  # fmt: skip
     with pytest.raises(PermissionDenied):
-        randomization.next_slots(db.session, _investigator(trial_id), trial, "x", 1)
+        randomization.next_slots(db.session, investigator_actor(trial_id), trial, "x", 1)
     first = _randomize(trial_id, subjects[0])
     shown = randomization.next_slots(
         db.session, statistician, db.session.get(Trial, trial_id), first.stratum_key, 10

@@ -12,7 +12,10 @@ from sqlalchemy import select
 
 from dtx_trials.extensions import db
 from dtx_trials.models import Site, Trial
+from dtx_trials.models.users import Role
 from dtx_trials.services import protocols
+from dtx_trials.services.access import Actor, Grant
+from dtx_trials.services.simulation import insert_enrolled_mci_participants
 from tests.helpers import CLI, Account, login, make_user
 
 LIBRARY = Path(__file__).resolve().parents[2] / "protocols" / "library"
@@ -27,6 +30,30 @@ class TrialStaff:
 
     def __getitem__(self, name: str) -> Account:
         return self.accounts[name]
+
+
+def investigator_actor(trial_id: int) -> Actor:
+    """A service-level caller with the investigator's role at every site of the trial (no app
+    session to name in the trail)."""
+    return Actor(user_id=None, username="inv", printed_name="Investigator", via="cli",
+                 grants=(Grant(trial_id, None, Role.INVESTIGATOR),))  # fmt: skip
+
+
+def enrolled_at_sites(trial: Trial, n: int, n_sites: int | None = None) -> list[str]:
+    """Enrol n MCI participants with screening data (audited; the fast path of the load
+    tests) at the trial's first `n_sites` sites by code (all by default); their subjects."""
+    sites = list(
+        db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))
+    )
+    return insert_enrolled_mci_participants(db.session, CLI, trial, sites[:n_sites], n)
+
+
+def mci_with_enrolled(n: int, n_sites: int | None = None) -> tuple[int, list[str]]:
+    """Load the MCI example trial and enrol n participants (`enrolled_at_sites`); return the
+    trial's id and their subjects."""
+    protocols.load_library_file(db.session, CLI, LIBRARY / "cognitive_impairment.yaml")
+    trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
+    return trial.id, enrolled_at_sites(trial, n, n_sites)
 
 
 def library_code(filename: str) -> str:
