@@ -268,14 +268,12 @@ def _advance_stratum(
     when it had no row), and write it through the session (`orm`), or leave the write to the
     caller (PostgreSQL: the rider of the allocation's audit write); return the row's values."""
     read = change.read
-    row: RandomizationStratum | None = None
-    if orm and read.id is not None:
-        row = session.get(RandomizationStratum, read.id)
-    if row is None:  # a row not written yet, or (not `orm`) a plain holder of the values read
-        row = RandomizationStratum(
-            id=read.id, trial_id=trial_id, stratum_key=change.key, state=read.state,
-            updated_at=read.updated_at,
-        )  # fmt: skip
+    # the row as read (not read again): with `orm` added to the session as persistent (its
+    # values those read under the lock), so that the ORM writes only what changes
+    row = RandomizationStratum(
+        id=read.id, trial_id=trial_id, stratum_key=change.key, state=read.state,
+        updated_at=read.updated_at,
+    )  # fmt: skip
     written = {"state": change.after.to_json(), "updated_at": change.at}
     if read.state is None:
         for name, value in written.items():
@@ -284,6 +282,9 @@ def _advance_stratum(
             session.add(row)
         audit.record_create(session, actor, action, row)
     else:
+        if orm:
+            make_transient_to_detached(row)
+            session.add(row)
         before = audit.snapshot(row, _STRATUM_WRITTEN)
         for name, value in written.items():
             setattr(row, name, value)
