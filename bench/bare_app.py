@@ -63,7 +63,6 @@ from ecrf.schedule import plan_visits
 from protocols.model import Protocol
 from randomization.designs import allocate
 from randomization.errors import RandomizationError
-from randomization.state import RandomizationState as DesignState
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS bench_counter (id integer PRIMARY KEY, n bigint NOT NULL)",
@@ -502,8 +501,9 @@ def floor_randomize(
     if getattr(locked_state, "seq", None) is None:
         raise FloorRefused(409, "the floor leaves a chain's first event to the real endpoint")
     counts = dict(locked_state.cap_counts)
-    trial_state = DesignState.from_json(locked_state.state) if locked_state.state else DesignState()
-    drawn_on, kept = randomization._with_stratum(trial_state, key, read)
+    drawn_on, kept = randomization._with_stratum(
+        randomization._design_state(cast(RandomizationState, locked_state)), key, read
+    )
     try:
         randomization._check_caps(
             cast(Trial, trial), protocol, site_id, site_code, key, counts, drawn_on
