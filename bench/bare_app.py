@@ -41,7 +41,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from dtx_trials import crypto
-from dtx_trials.db import _update_by_key, utcnow
+from dtx_trials.db import _update_by_key, insert_many, utcnow
 from dtx_trials.models import (
     Allocation,
     AuditChainHead,
@@ -365,8 +365,6 @@ _BY_REQUEST_ID = select(Allocation).where(
 )
 # `db.update_row`'s statement for the participant's two changed columns
 _RANDOMIZED = _update_by_key(_PARTICIPANT, ("status", "randomized_at"))
-# `db.insert_rows`'s statement for the planned visits (one multi-row INSERT)
-_INSERT_VISITS = insert(_VISIT).returning(_VISIT.c.id, sort_by_parameter_order=True)
 
 
 def floor_randomize(
@@ -470,7 +468,7 @@ def floor_randomize(
         if planned.visit_id not in existing
     ]  # fmt: skip
     if visits:
-        visit_ids = conn.execute(_INSERT_VISITS, visits).scalars().all()
+        visit_ids = insert_many(conn, _VISIT, visits)  # `db.insert_rows`' statement
         events += [
             _event(common, "create", "visit.plan", "visit", visit_id, site_id,
                    [{"field": k, "old": None, "new": audit.to_jsonable(visit[k])}

@@ -23,12 +23,14 @@ from sqlalchemy import (
     Table,
     bindparam,
     event,
+    func,
     insert,
     inspect,
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import (
     DeclarativeBase,
     Session,
@@ -215,17 +217,49 @@ def insert_rows(session: Session, objs: Sequence[M]) -> None:
         assert inserted is not None
         ids = [inserted[0]]
     else:
-        # one multi-row INSERT where the dialect can match RETURNING rows to parameters
-        # (PostgreSQL); one per row otherwise (SQLite), the same rows either way
-        ids = list(
-            session.connection()
-            .execute(insert(table).returning(key, sort_by_parameter_order=True), rows)
-            .scalars()
-        )
+        ids = insert_many(session.connection(), table, rows)
     for obj, id_ in zip(objs, ids, strict=True):
         setattr(obj, key_attr, id_)
         make_transient_to_detached(obj)
         session.add(obj)
+
+
+def insert_many(
+    connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> list[Any]:
+    """Insert rows (each every column but the key, by column key) with one statement; return
+    their keys in the rows' order.
+
+    PostgreSQL: one array per column (`_unnest_insert`), so the statement's text and parameters
+    are the same whatever the number of rows (the driver parses it once per process, where a
+    multi-row VALUES is written out and parsed again at each call). SQLite: the dialect's own
+    insert of many rows (a statement per row, in process)."""
+    [key] = table.primary_key.columns
+    if connection.dialect.name == "postgresql":
+        arrays = {c.key: [row[c.key] for row in rows] for c in table.columns if c is not key}
+        # the keys drawn in the rows' order (`_unnest_insert`), so in ascending order
+        return sorted(connection.execute(_unnest_insert(table), arrays).scalars())
+    statement = insert(table).returning(key, sort_by_parameter_order=True)
+    return list(connection.execute(statement, list(rows)).scalars())
+
+
+@functools.lru_cache(maxsize=16)
+def _unnest_insert(table: Table) -> Any:
+    """PostgreSQL: ``INSERT INTO table (columns) SELECT ... FROM unnest(:c1, :c2, ...) WITH
+    ORDINALITY ORDER BY ordinality RETURNING key``, one array parameter per column but the
+    key (each of its column's type: the type's own conversion of every element), built once
+    per table. The key's default (its sequence) is drawn row by row in the order the rows
+    reach the insert, the arrays' order, so the returned keys sorted are the rows' keys in
+    order (what SQLAlchemy's own ordered multi-row insert relies on)."""
+    [key] = table.primary_key.columns
+    columns = [c for c in table.columns if c is not key]
+    rows = (
+        func.unnest(*(bindparam(c.key, type_=postgresql.ARRAY(c.type)) for c in columns))
+        .table_valued(*(c.key for c in columns), with_ordinality="ordinality")
+        .render_derived("r")
+    )
+    source = select(*(rows.c[c.key] for c in columns)).order_by(rows.c.ordinality)
+    return insert(table).from_select([c.key for c in columns], source).returning(key)
 
 
 def update_row(session: Session, obj: Base, values: Mapping[str, Any]) -> None:
