@@ -96,7 +96,9 @@ def read_counter(database_url: str) -> tuple[int, int]:
 
 def create_bare_app(database_url: str | None = None) -> Flask:
     """Build the baseline app on ``database_url`` (default: ``BENCH_DATABASE_URL``)."""
-    engine = create_engine(database_url or os.environ["BENCH_DATABASE_URL"], pool_pre_ping=True)
+    # its pool checks connections as the app's does (`db._discard_if_ended_by_server`, a
+    # listener of every pool of this process)
+    engine = create_engine(database_url or os.environ["BENCH_DATABASE_URL"])
     app = Flask(__name__)
     app.extensions["bare_engine"] = engine  # disposed by in-process callers
     _configure_field_key()

@@ -12,7 +12,6 @@ class DefaultConfig:
 
     SECRET_KEY: str | None = None
     SQLALCHEMY_DATABASE_URI: str | None = None
-    SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict[str, Any]] = {"pool_pre_ping": True}
     FIELD_KEY: str | None = None
     FIELD_KEYS_RETIRED: str | None = None  # earlier keys, read/verify only (after a rotation)
     KEY_CHECK_AT_START = True

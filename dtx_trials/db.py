@@ -14,8 +14,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
+from select import POLLIN, poll
 from typing import Annotated, Any, TypeVar, cast
 
+import psycopg
+from psycopg import pq
 from sqlalchemy import (
     DateTime,
     Integer,
@@ -31,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import (
     DeclarativeBase,
     Session,
@@ -39,6 +43,7 @@ from sqlalchemy.orm import (
     scoped_session,
 )
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.pool import Pool
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -126,6 +131,39 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+@event.listens_for(Pool, "checkout")
+def _discard_if_ended_by_server(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """PostgreSQL: a pooled connection whose session the server ended is replaced before use,
+    without a round trip for the live ones (the pool's ``pre_ping`` sent ``SELECT 1`` before
+    every request).
+
+    An idle connection receives nothing unless its session ended: a restart, a crash or
+    ``pg_terminate_backend`` sends the last message and closes the socket, which then polls
+    readable (or hung up). Such a connection (or one libpq already knows is bad) is pinged as
+    the pre-ping did; if the ping fails the pool discards it and opens a fresh one (the pool's
+    reconnection on `DisconnectionError`). Anything else that arrived unasked (a parameter
+    status after a configuration reload) passes the ping. A server that vanished without
+    closing its sockets is found by the request's first statement instead (a 503, as it was
+    with the ping, which would have waited for the network to time out)."""
+    pgconn = getattr(dbapi_connection, "pgconn", None)
+    if pgconn is None:  # SQLite
+        return
+    try:
+        if pgconn.status == pq.ConnStatus.OK and not _readable(pgconn.socket):
+            return
+        dbapi_connection.execute("SELECT 1")
+        dbapi_connection.rollback()
+    except psycopg.Error as exc:
+        raise DisconnectionError(f"the server ended the session: {type(exc).__name__}") from exc
+
+
+def _readable(fd: int) -> bool:
+    """Whether the socket has input, an end of file or an error pending (no wait)."""
+    poller = poll()
+    poller.register(fd, POLLIN)
+    return bool(poller.poll(0))
 
 
 @event.listens_for(Engine, "begin")

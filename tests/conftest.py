@@ -71,7 +71,6 @@ def make_test_app(url: str, **extra: Any) -> Flask:
             "SQLALCHEMY_DATABASE_URI": url,
             "FIELD_KEY": FIELD_KEY,
             "SECRET_KEY": "test-secret",
-            "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
             # still argon2id, at a cost that keeps hundreds of logins in the suite fast
             "ARGON2_TIME_COST": 1,
             "ARGON2_MEMORY_KIB": 1024,

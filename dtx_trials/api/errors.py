@@ -85,7 +85,7 @@ def rollback_quietly() -> None:
 
     On a dead connection the rollback fails too: the session's connections are then
     invalidated (discarded, not returned to the pool) without another round trip, and the pool
-    opens a fresh one on the next checkout (``pool_pre_ping``)."""
+    opens a fresh one on the next checkout (``db._discard_if_ended_by_server``)."""
     try:
         db.session.rollback()
     except SQLAlchemyError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask, Response
@@ -117,3 +118,82 @@ def test_rel_02_a_create_cut_off_by_a_dead_connection_is_safe_to_retry(
     assert participants() == 1
     with fresh.app_context():
         db.engine.dispose()
+
+
+def _pooled_backend_pids(app: Flask, n: int) -> list[int]:
+    """Check out n connections of the app's pool at once (so n distinct ones), return their
+    backends' pids, and give them back to the pool (idle there)."""
+    with app.app_context():
+        connections = [db.engine.connect() for _ in range(n)]
+        try:
+            return [c.exec_driver_sql("SELECT pg_backend_pid()").scalar() for c in connections]
+        finally:
+            for connection in connections:
+                connection.close()
+
+
+def _terminate(admin: Engine, pids: list[int]) -> None:
+    with admin.connect() as conn:
+        for pid in pids:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        for _ in range(500):
+            alive = conn.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)"),
+                {"pids": pids},
+            ).scalar()
+            if not alive:
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"backends {pids} still alive")
+
+
+def test_rel_02_pooled_connections_the_server_ended_are_replaced_before_use(
+    database_url: str, client: FlaskClient, admin: Engine
+) -> None:
+    """A restart or pg_terminate_backend while the connections sit in the pool: the next
+    requests are answered (200), not 503, on fresh connections."""
+    staff = load_trial(client)
+    fresh = make_test_app(database_url)
+    own = fresh.test_client()
+    assert own.get(BASE, headers=staff["sponsor"].headers).status_code == 200
+    ended = _pooled_backend_pids(fresh, 3)
+    _terminate(admin, ended)
+    for _ in range(3):
+        response = own.get(f"{BASE}/participants", headers=staff["sponsor"].headers)
+        assert response.status_code == 200, response.get_data(as_text=True)
+    now = _pooled_backend_pids(fresh, 3)
+    assert not set(now) & set(ended)
+    with fresh.app_context():
+        db.engine.dispose()
+
+
+def test_a_live_pooled_connection_is_used_without_a_round_trip(
+    database_url: str, client: FlaskClient, tmp_path: Path
+) -> None:
+    """The check at checkout sends nothing on a live connection (the pool's pre-ping sent
+    SELECT 1 before every request): libpq's own trace of the pooled connection shows the
+    request's statements and nothing before them."""
+    staff = load_trial(client)
+    fresh = make_test_app(database_url)
+    own = fresh.test_client()
+    assert own.get(BASE, headers=staff["sponsor"].headers).status_code == 200
+    trace = tmp_path / "libpq.trace"
+    with fresh.app_context(), db.engine.connect() as conn:
+        # the pool's one idle connection, traced from now on
+        pgconn = conn.connection.dbapi_connection.pgconn  # type: ignore[union-attr]
+    with trace.open("w") as out:
+        pgconn.trace(out.fileno())
+        try:
+            assert own.get(BASE, headers=staff["sponsor"].headers).status_code == 200
+        finally:
+            pgconn.untrace()
+    with fresh.app_context():
+        db.engine.dispose()
+    sent = [line.split("\t") for line in trace.read_text().splitlines()]
+    queries = [fields[4] for fields in sent if len(fields) > 4 and fields[1] == "F"
+               and fields[3] in ("Query", "Parse")]  # fmt: skip
+    # BEGIN, then the request's first statement (the trial's lookup); the pre-ping sent ";"
+    # first (SQLAlchemy's ping on psycopg)
+    assert len(queries) >= 2, trace.read_text()[:2000]
+    assert queries[0].strip() == '"BEGIN"', queries
+    assert "FROM trial" in queries[1] or "SELECT trial." in queries[1], queries

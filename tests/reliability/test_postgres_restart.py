@@ -1,4 +1,5 @@
-"""PostgreSQL restarted during load: the app recovers without restart (pool pre-ping), clients
+"""PostgreSQL restarted during load: the app recovers without restart (pooled connections the
+server ended are replaced at checkout: `db._discard_if_ended_by_server`), clients
 get clean 503s meanwhile, never a half-written record.
 
 A private PostgreSQL cluster (never the shared one) holds the MCI example trial; gunicorn (four
@@ -8,8 +9,8 @@ couple of seconds, first with ``pg_ctl stop -m fast`` (a restart), then with ``-
 (a crash, with recovery on start), while the clients keep sending; a client answered 503 or
 cut off retries the same request (same ``request_id``) until it is acknowledged. A third,
 quiet restart happens while no request is in flight, so that every worker holds a dead pooled
-connection afterwards: only pool pre-ping keeps its first use from failing. The app server is
-never restarted. Afterwards every acknowledged write must be in the database with
+connection afterwards: only the check at checkout keeps its first use from failing. The app
+server is never restarted. Afterwards every acknowledged write must be in the database with
 the acknowledged values, the allocations numbered 1..N, and ``dtx audit verify`` clean.
 """
 
@@ -53,8 +54,8 @@ OUTAGE_S = scaled(2.0, 3.0)  # how long the server stays down once stopped
 N_PARTICIPANTS = scaled(60, 900)  # each: one randomization and two form submits
 LOAD_LIMIT_S = scaled(90.0, 300.0)  # a bound for a hung run, not a target
 # (pg_ctl stop mode, whether the clients keep sending while it is down). The quiet restart
-# leaves every worker's pooled connection dead: only pool pre-ping keeps its first use from
-# failing; under traffic the failed requests themselves invalidate the pools.
+# leaves every worker's pooled connection dead: only the check at checkout keeps its first use
+# from failing; under traffic the failed requests themselves invalidate the pools.
 OUTAGE_PLAN = (("fast", True), ("immediate", True), ("fast", False))
 QUIET_OUTAGE_S = 0.5
 FORM_VISITS = ("baseline", "week_4")
