@@ -136,8 +136,8 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
 @event.listens_for(Pool, "checkout")
 def _discard_if_ended_by_server(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     """PostgreSQL: a pooled connection whose session the server ended is replaced before use,
-    without a round trip for the live ones (the pool's ``pre_ping`` sent ``SELECT 1`` before
-    every request).
+    without a round trip for the live ones (the pool's ``pre_ping`` sent an empty query, ``;``,
+    before every request's ``BEGIN``).
 
     An idle connection receives nothing unless its session ended: a restart, a crash or
     ``pg_terminate_backend`` sends the last message and closes the socket, which then polls
@@ -145,8 +145,8 @@ def _discard_if_ended_by_server(dbapi_connection: Any, record: Any, proxy: Any) 
     the pre-ping did; if the ping fails the pool discards it and opens a fresh one (the pool's
     reconnection on `DisconnectionError`). Anything else that arrived unasked (a parameter
     status after a configuration reload) passes the ping. A server that vanished without
-    closing its sockets is found by the request's first statement instead (a 503, as it was
-    with the ping, which would have waited for the network to time out)."""
+    closing its sockets is found by the request's first statement instead (a 503, and the
+    pool's reconnection as after any lost connection)."""
     pgconn = getattr(dbapi_connection, "pgconn", None)
     if pgconn is None:  # SQLite
         return
