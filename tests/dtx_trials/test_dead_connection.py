@@ -37,16 +37,7 @@ def admin(database_url: str) -> Iterator[Engine]:
 def kill_request_backend(admin: Engine) -> None:
     """Terminate the backend serving this request's session and wait until it is gone."""
     pid = db.session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
-    with admin.connect() as conn:
-        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        for _ in range(500):
-            alive = conn.execute(
-                text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
-            ).scalar()
-            if not alive:
-                return
-            time.sleep(0.01)
-    raise AssertionError(f"backend {pid} still alive")
+    _terminate(admin, [pid])
 
 
 def app_with_hook(database_url: str, when: str, hook: Callable[[], None]) -> Flask:
@@ -133,6 +124,7 @@ def _pooled_backend_pids(app: Flask, n: int) -> list[int]:
 
 
 def _terminate(admin: Engine, pids: list[int]) -> None:
+    """Terminate these backends and wait until PostgreSQL has really ended them."""
     with admin.connect() as conn:
         for pid in pids:
             conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
