@@ -2,13 +2,16 @@
 the cost of one minimization allocation early and late in a trial.
 
 Part 1: the MCI example trial (permuted blocks stratified by site and MoCA band) on a fresh
-PostgreSQL database, served by gunicorn (sync workers, 127.0.0.1); closed-loop clients POST
+PostgreSQL database, served by gunicorn (sync workers, 127.0.0.1); closed-loop clients (wrk) POST
 ``/api/v1/trials/{code}/participants/{subject}/randomization`` with a bearer token, each for a
 different enrolled participant. Beside it, in the same run and with the same gunicorn
 settings, ``bench.bare_app`` increments one locked counter row, and randomizes other
 participants of the same trial with the statements of a randomization sent by a minimal
 handler (``bare_app.floor_randomize``): the floor of the randomization, which shows how much
-of the distance to the bare counter is the statements themselves. Afterwards the allocations
+of the distance to the bare counter is the statements themselves. The three run back to back
+(the counter, the minimal handler, the API: a trio) three times at each client level, 10 s
+each; the summary gives the median trio's ratio and every trio's (the spread: on a shared
+2-core host one 10 s run can be a third off the next). Afterwards the allocations
 of both (one sequence: both take the trial's lock) must carry sequence numbers exactly 1..N
 with no participant twice, and the bare counter must equal the number of its successful
 requests.
@@ -40,6 +43,7 @@ from bench.harness import (
     RatioRow,
     Trio,
     app_environment,
+    median_row,
     median_seconds,
     print_table,
     rows_account_for_answers,
@@ -67,10 +71,13 @@ class Sizes:
     run_s: float  # each measured run, both endpoints (the counter's requests never run out)
     minimization_points: tuple[int, int]
     n_timing_repeats: int
+    # trios (the counter, the minimal handler, the API back to back) at each client level: the
+    # summary takes the median trio's ratio and prints every trio's (the spread)
+    repeats: int
 
 
-FULL = Sizes((16, 64), 2500, 2500, 4, 10.0, (100, 10_000), 200)
-QUICK = Sizes((2, 4), 8, 8, 2, 1.0, (10, 200), 20)
+FULL = Sizes((16, 64), 2500, 3000, 4, 10.0, (100, 10_000), 200, 3)
+QUICK = Sizes((2, 4), 8, 8, 2, 1.0, (10, 200), 20, 1)
 _COUNTER_REQUESTS = 1_000_000  # the counter's queue: never drained within a run
 
 
@@ -94,13 +101,14 @@ def _warmup_count(sizes: Sizes) -> int:
 def run_http(sizes: Sizes) -> list[RatioRow]:
     """Measure randomizations/s and latency against the bare counter, and the minimal
     handler's between them (the three back to back at each client level, the bare counter,
-    the minimal handler, the API); verify the sequence.
+    the minimal handler, the API, `sizes.repeats` times); verify the sequence.
 
     The API's warm-up makes the trial's first allocation (the minimal handler leaves it to
     the real endpoint); the minimal handler randomizes participants of its own."""
     n_levels = len(sizes.client_levels)
     n_participants = (
-        2 * _warmup_count(sizes) + (sizes.n_requests + sizes.n_floor_requests) * n_levels
+        2 * _warmup_count(sizes)
+        + (sizes.n_requests + sizes.n_floor_requests) * n_levels * sizes.repeats
     )
     # PARTICIPANTS_PER_SITE at each site (strata: site x MoCA band), under the protocol's cap
     # of 80 per site whichever endpoint randomizes faster (an allocation reads and writes its
@@ -139,20 +147,21 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
             ]
             measured: list[Trio] = []
             for n_clients in sizes.client_levels:
-                bare_run = run_load(
-                    bare.port, counters(_COUNTER_REQUESTS), n_clients, sizes.run_s
-                )
-                floor_run = run_load(
-                    bare.port, randomizations(sizes.n_floor_requests, floor=True), n_clients,
-                    sizes.run_s,
-                )  # fmt: skip
-                ours_run = run_load(
-                    ours.port, randomizations(sizes.n_requests), n_clients, sizes.run_s
-                )
-                bare_results.append(bare_run)
-                floor_results.append(floor_run)
-                ours_results.append(ours_run)
-                measured.append(Trio(ours_run, floor_run, bare_run))
+                for _ in range(sizes.repeats):
+                    bare_run = run_load(
+                        bare.port, counters(_COUNTER_REQUESTS), n_clients, sizes.run_s
+                    )
+                    floor_run = run_load(
+                        bare.port, randomizations(sizes.n_floor_requests, floor=True),
+                        n_clients, sizes.run_s,
+                    )  # fmt: skip
+                    ours_run = run_load(
+                        ours.port, randomizations(sizes.n_requests), n_clients, sizes.run_s
+                    )
+                    bare_results.append(bare_run)
+                    floor_results.append(floor_run)
+                    ours_results.append(ours_run)
+                    measured.append(Trio(ours_run, floor_run, bare_run))
         verification = verify_allocations(
             url, prepared.code, ours_results, bare_results, floor_results
         )
@@ -231,10 +240,14 @@ def verify_allocations(
 
 
 def _report_http(measured: list[Trio], verification: Verification) -> list[RatioRow]:
+    """Print every trio's runs and ratios and the sequence's verification; return, for each
+    figure at each client level, the median trio's (every trio's ratio in its spread)."""
     table: list[list[Any]] = []
     rows: list[RatioRow] = []
-    for trio in measured:
+    for index, trio in enumerate(measured):
         ours, floor, bare = trio.ours, trio.floor, trio.bare
+        # the trio's number at its client level
+        k = 1 + sum(t.ours.n_clients == ours.n_clients for t in measured[:index])
         for label, result in (
             ("bare locked counter", bare),
             ("same statements, minimal handler", floor),
@@ -245,6 +258,7 @@ def _report_http(measured: list[Trio], verification: Verification) -> list[Ratio
                 [
                     label,
                     result.n_clients,
+                    k,
                     len(result.ok(201)),
                     ", ".join(f"{s}: {n}" for s, n in sorted(errors.items())) or "none",
                     result.throughput(201),
@@ -261,7 +275,7 @@ def _report_http(measured: list[Trio], verification: Verification) -> list[Ratio
         ):
             ratio = _ratio(top.throughput(201), under.throughput(201))
             table.append(
-                [label, top.n_clients, "", "", ratio if ratio is not None else "-",
+                [label, top.n_clients, k, "", "", ratio if ratio is not None else "-",
                  top.latency_ms(50) / max(under.latency_ms(50), 1e-9),
                  top.latency_ms(99) / max(under.latency_ms(99), 1e-9), "", ""]
             )  # fmt: skip
@@ -281,7 +295,7 @@ def _report_http(measured: list[Trio], verification: Verification) -> list[Ratio
     print_table(
         "Randomization through the API vs a bare locked counter, and the randomization's "
         "statements sent by a minimal handler (gunicorn sync workers, PostgreSQL)",
-        ["endpoint", "clients", "ok (201)", "other statuses", "req/s", "p50 ms", "p99 ms",
+        ["endpoint", "clients", "trio", "ok (201)", "other statuses", "req/s", "p50 ms", "p99 ms",
          "run s", "time-capped"],
         table,
     )  # fmt: skip
@@ -311,7 +325,10 @@ def _report_http(measured: list[Trio], verification: Verification) -> list[Ratio
     )  # fmt: skip
     if not verification.ok:
         raise RuntimeError(f"randomization invariants violated: {verification}")
-    return rows
+    by_figure: dict[str, list[RatioRow]] = {}
+    for row in rows:
+        by_figure.setdefault(row.figure, []).append(row)
+    return [median_row(repeated) for repeated in by_figure.values()]
 
 
 def _ratio(top: float, under: float) -> float | None:
