@@ -7,7 +7,7 @@ Only code reached through an unblinded permission reads `Allocation.arm_code`; b
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -34,12 +34,18 @@ class RandomizationState(Base):
         "state",
         "list_table",
         "list_numbers",
-        "cap_counts",
         "updated_at",
     )
     # the secret, the design state and an uploaded list (and its numbers, in slot order) all
     # reveal arms: sealed
     __sealed__ = ("secret", "state", "list_table", "list_numbers")
+    __unaudited__: ClassVar[dict[str, str]] = {
+        # one counter per site: in every allocation's event (old and new) it grew with the
+        # trial's sites, walked, canonicalised, hashed and written under the trial's lock
+        "cap_counts": "derived from the allocations, which the trail holds (each allocation's "
+        "event with its site, each void's); `audit verify` counts the active allocations by "
+        "trial and site and names a counter that differs (randomization.replay_problems)",
+    }
 
     id: Mapped[intpk]
     trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id"), unique=True)
@@ -56,7 +62,7 @@ class RandomizationState(Base):
     list_numbers: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # active allocations counted for the caps ({"trial": n, "site:<id>": n}; a stratum's are its
     # row's counts), kept by every allocation and void under this row's lock; None until first
-    # counted
+    # counted (then counted from the allocations). Not in the trail (derived): verify recounts.
     cap_counts: Mapped[dict[str, int] | None] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

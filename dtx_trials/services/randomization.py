@@ -14,12 +14,15 @@ locked state, the trial secret and the sequence number), insert the allocation w
 ``seq_no = next_seq``, advance the counter and the stratum, and write the audit events. Each
 stratum's design state is a row of its own (`RandomizationStratum`), written only under the
 trial's lock, so an allocation reads, seals and writes its own stratum, never the trial's every
-stratum. On PostgreSQL the allocation's INSERT, the counter's UPDATE, the stratum's row and the
-audit events are one statement (the rows ride on the events' write, `audit.Rider`), so the lock
-is held for the locking read, the allocation's Python, that statement and COMMIT; what does not
-depend on the draw (the allocation's other columns and their audit values, its id from the
-table's sequence) is prepared before the lock. The counter lives in the locked row (no database
-sequence), so numbers are gap-free: a rollback returns nothing to anyone.
+stratum. The cap counters (the trial's and one per site) are derived data, not in the trail
+(the allocations are): the advance event carries the counter and the trial-level state, not a
+counter per site, and `replay_problems` recounts them. On PostgreSQL the allocation's INSERT, the
+counter's UPDATE, the stratum's row and the audit events are one statement (the rows ride on the
+events' write, `audit.Rider`), so the lock is held for the locking read, the allocation's
+Python, that statement and COMMIT; what does not depend on the draw (the allocation's other
+columns and their audit values, its id from the table's sequence) is prepared before the lock.
+The counter lives in the locked row (no database sequence), so numbers are gap-free: a rollback
+returns nothing to anyone.
 """
 
 from __future__ import annotations
@@ -382,12 +385,17 @@ def _cap_counts(session: Session, state_row: RandomizationState) -> dict[str, in
     from before the counters)."""
     if state_row.cap_counts is not None:
         return dict(state_row.cap_counts)
+    return _count_active(session, state_row.trial_id)
+
+
+def _count_active(session: Session, trial_id: int) -> dict[str, int]:
+    """The trial's active allocations, in all and by site, counted from the allocations."""
     counts: dict[str, int] = {"trial": 0}
     for site_id, n in session.execute(
         select(Participant.site_id, func.count())
         .select_from(Allocation)
         .join(Participant, Participant.id == Allocation.participant_id)
-        .where(Allocation.trial_id == state_row.trial_id, Allocation.status == "allocated")
+        .where(Allocation.trial_id == trial_id, Allocation.status == "allocated")
         .group_by(Participant.site_id)
     ):
         counts["trial"] += n
@@ -1211,7 +1219,8 @@ def replay_problems(session: Session, trial: Trial) -> list[str]:
     Each allocation is replayed with the design of the protocol version it was made under
     (every randomization key honoured) and the draw version the model recorded; the arm, the
     draw and its evidence (slot, block, scores, probabilities, u) must match, and so must the
-    stratum key and the randomization number of an uploaded list.
+    stratum key and the randomization number of an uploaded list. The caps' counters in the
+    state row (not in the trail: derived) must equal the active allocations by trial and site.
     """
     state_row = session.scalars(
         select(RandomizationState).where(RandomizationState.trial_id == trial.id)
@@ -1221,8 +1230,10 @@ def replay_problems(session: Session, trial: Trial) -> list[str]:
             select(Allocation).where(Allocation.trial_id == trial.id).order_by(Allocation.seq_no)
         )
     )
-    if state_row is None or not allocations:
+    if state_row is None:
         return []
+    if not allocations:
+        return _counter_problems(session, state_row)
     problems: list[str] = []
     protocols: dict[int, Protocol] = {}
     designs: dict[int, Design] = {}
@@ -1283,7 +1294,28 @@ def replay_problems(session: Session, trial: Trial) -> list[str]:
         number = randomization_number(state_row, result)
         if allocation.randomization_number != number:
             problems.append(f"{where}: randomization number is not the one its slot carries")
-    return problems
+    return problems + _counter_problems(session, state_row)
+
+
+def _counter_problems(session: Session, state_row: RandomizationState) -> list[str]:
+    """Where the caps' counters (trial and sites) differ from the active allocations: a
+    counter lowered behind the app would let a site or the trial pass its cap. None kept yet
+    (a row from before the counters) is counted at the next allocation: nothing to compare."""
+    stored = state_row.cap_counts
+    if stored is None:
+        return []
+    if not isinstance(stored, dict):
+        return [f"the caps' counters are not a mapping of counts: {_show(stored)}"]
+    counted = _count_active(session, state_row.trial_id)
+    names = sorted(
+        {name for name in stored if name == "trial" or name.startswith("site:")} | set(counted)
+    )
+    return [
+        f"the caps' counter {name} says {_show(stored.get(name, 0))} active allocations; "
+        f"the allocations say {counted.get(name, 0)}"
+        for name in names
+        if stored.get(name, 0) != counted.get(name, 0)
+    ]
 
 
 Overrides = Mapping[str, Mapping[str, object]]

@@ -1,5 +1,7 @@
 """The caps' counters in the locked randomization state row: kept by every allocation and void,
-counted once from the allocations for a row from before the counters, and covered by the trail."""
+counted once from the allocations for a row from before the counters; derived data, not in the
+trail: `audit verify` recounts them from the allocations and names a counter edited behind the
+app."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from sqlalchemy import select, update
 
 from dtx_trials.extensions import db
 from dtx_trials.models import (
+    AuditEvent,
     Participant,
     RandomizationState,
     RandomizationStratum,
@@ -16,6 +19,7 @@ from dtx_trials.models import (
 from dtx_trials.models.users import Role
 from dtx_trials.services import audit, randomization
 from dtx_trials.services.access import Actor, Grant
+from dtx_trials.services.integrity import check_integrity
 from tests.dtx_trials.trial_flow import mci_with_enrolled
 from tests.helpers import make_user
 
@@ -84,3 +88,79 @@ def test_a_state_row_from_before_the_counters_is_counted_once(app: Flask) -> Non
                                         subjects[2])  # fmt: skip
     counts = _state().cap_counts
     assert counts is not None and counts["trial"] == 3
+
+
+def _randomized(n: int) -> tuple[int, list[str]]:
+    trial, subjects = _trial_with_enrolled(n)
+    inv = Actor(user_id=None, username="inv", printed_name="Investigator", via="cli",
+                grants=(Grant(trial.id, None, Role.INVESTIGATOR),))  # fmt: skip
+    trial_id = trial.id
+    for subject in subjects:
+        randomization.randomize_participant(
+            db.session, inv, db.session.get(Trial, trial_id), subject
+        )
+    return trial_id, subjects
+
+
+def _set_counters(value: object) -> None:
+    """A DBA's edit of the counters, behind the app."""
+    db.session.execute(update(RandomizationState).values(cap_counts=value))
+    db.session.commit()
+
+
+def _allocation_problems(trial_id: int) -> list[str]:
+    db.session.remove()
+    report = check_integrity(db.session, trial_id)
+    return [p.message for p in report.problems if p.kind == "allocation"]
+
+
+def test_the_counters_are_derived_not_in_the_trail_and_verify_recounts_them(app: Flask) -> None:
+    """The advance event records the counter and the trial-level state, not one counter per
+    site (which grew every allocation's event with the trial's sites); the counters agree with
+    a count of the active allocations, so verify passes."""
+    trial_id, subjects = _randomized(4)
+    events = db.session.scalars(
+        select(AuditEvent).where(
+            AuditEvent.entity_type == "randomization_state",
+            AuditEvent.action == "randomization.advance",
+        )
+    ).all()
+    assert len(events) == len(subjects)
+    for event in events:
+        assert {c["field"] for c in event.changes} == {"next_seq", "state", "updated_at"}
+    counts = _state().cap_counts
+    assert counts is not None and counts["trial"] == len(subjects)
+    assert check_integrity(db.session, trial_id).ok
+
+
+def test_aud_dba_lowering_a_site_counter_is_named_by_verify(app: Flask) -> None:
+    """A DBA lowers a site's counter (so that the site could pass its cap): verify's recount
+    names the counter, and keeps naming it after the next allocation builds on it."""
+    trial_id, subjects = _randomized(3)
+    site_id = db.session.scalars(
+        select(Participant.site_id).where(Participant.subject_code == subjects[0])
+    ).one()
+    counts = _state().cap_counts
+    assert counts is not None
+    real = counts[f"site:{site_id}"]
+    _set_counters({**counts, f"site:{site_id}": 0})
+    [problem] = _allocation_problems(trial_id)
+    assert f"site:{site_id} says 0 active allocations; the allocations say {real}" in problem
+    # the trial's counter raised (its cap reached early) and one of another mapping
+    _set_counters({**counts, "trial": 99})
+    [problem] = _allocation_problems(trial_id)
+    assert f"trial says 99 active allocations; the allocations say {len(subjects)}" in problem
+    _set_counters(["not", "counts"])
+    assert any("not a mapping of counts" in p for p in _allocation_problems(trial_id))
+    # back to the truth: nothing named
+    _set_counters(counts)
+    assert _allocation_problems(trial_id) == []
+
+
+def test_aud_dba_counter_edit_before_any_allocation_is_named(app: Flask) -> None:
+    """Counters that claim allocations of a trial without any are named as well."""
+    trial, _ = _trial_with_enrolled(1)
+    trial_id = trial.id
+    assert _state().cap_counts is None  # the trial's state row, made when it was loaded
+    _set_counters({"trial": 5})
+    assert any("trial says 5" in p for p in _allocation_problems(trial_id))
