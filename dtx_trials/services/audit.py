@@ -417,8 +417,10 @@ def _written(
     for the checkpoint scheduler, the head for the next transaction's guess, and a head the
     transaction holds (`hold_head`) where it now is."""
     for prepared, row in zip(events, rows, strict=True):
-        event = prepared.event
-        event.seq, event.prev_hash, event.hash = row["seq"], row["prev_hash"], row["hash"]
+        # plain value holders (`append`): no instrumented attribute set
+        prepared.event.__dict__.update(
+            seq=row["seq"], prev_hash=row["prev_hash"], hash=row["hash"]
+        )
     appended.setdefault(chain, [seq + 1, head[0]])[1] = head[0]
     written[chain] = head
     if chain in held:
@@ -499,8 +501,10 @@ class _Prepared:
 
     def __init__(self, event: AuditEvent) -> None:
         self.event = event
-        self.row = {name: getattr(event, name) for name in _PREPARED_COLUMNS}
-        fields = hashed_fields(event)
+        # a new event's columns, as `append` set them (read past the ORM's instrumentation)
+        values = event.__dict__
+        self.row = {name: values.get(name) for name in _PREPARED_COLUMNS}
+        fields = hashed_fields(event, values)
         # one canonical dump with markers in the places of prev_hash and seq, cut at them
         whole = canonical_json({**fields, "prev_hash": _PREV_MARK, "seq": _SEQ_MARK})
         if whole.count(_PREV_MARK_JSON) == 1 and whole.count(_SEQ_MARK_JSON) == 1:
@@ -647,9 +651,13 @@ LEGACY_HASHED_FIELDS = (
 HASHED_FIELDS = (*LEGACY_HASHED_FIELDS, "auth_ref", "key_id")
 
 
-def hashed_fields(event: AuditEvent) -> dict[str, Any]:
-    names = LEGACY_HASHED_FIELDS if event.key_id is None else HASHED_FIELDS
-    return {name: to_jsonable(getattr(event, name)) for name in names}
+def hashed_fields(event: AuditEvent, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The event's hashed columns in their canonical JSON forms; ``values``: its column values
+    when at hand (a new event's, `_Prepared`), else read from the event."""
+    if values is None:
+        values = {name: getattr(event, name) for name in HASHED_FIELDS}
+    names = LEGACY_HASHED_FIELDS if values.get("key_id") is None else HASHED_FIELDS
+    return {name: to_jsonable(values.get(name)) for name in names}
 
 
 def auth_ref_of(actor: Actor) -> str | None:
