@@ -122,6 +122,10 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
         ):
             # the workers boot while the database is prepared: neither needs the other yet
             prepared = prepare_mci_trial(url, instance, n_participants, per_site)
+            print(
+                f"\nThe trial: {n_participants:,} participants enrolled, {per_site} a site "
+                f"({-(-n_participants // per_site):,} sites; strata: site x MoCA band)"
+            )
             create_bare_tables(url)
             token = issue_token(ours.port, prepared.username, prepared.password)
             headers = {"Authorization": f"Bearer {token}"}

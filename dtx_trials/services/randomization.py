@@ -1311,7 +1311,7 @@ def _counter_problems(session: Session, state_row: RandomizationState) -> list[s
         {name for name in stored if name == "trial" or name.startswith("site:")} | set(counted)
     )
     return [
-        f"the caps' counter {name} says {_show(stored.get(name, 0))} active allocations; "
+        f"the caps' counter {name} says {stored.get(name, 0)!r} active allocations; "
         f"the allocations say {counted.get(name, 0)}"
         for name in names
         if stored.get(name, 0) != counted.get(name, 0)
