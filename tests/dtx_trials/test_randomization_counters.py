@@ -90,15 +90,19 @@ def test_a_state_row_from_before_the_counters_is_counted_once(app: Flask) -> Non
     assert counts is not None and counts["trial"] == 3
 
 
-def _randomized(n: int) -> tuple[int, list[str]]:
-    trial, subjects = _trial_with_enrolled(n)
+def _randomize(trial_id: int, subjects: list[str]) -> None:
     inv = Actor(user_id=None, username="inv", printed_name="Investigator", via="cli",
-                grants=(Grant(trial.id, None, Role.INVESTIGATOR),))  # fmt: skip
-    trial_id = trial.id
+                grants=(Grant(trial_id, None, Role.INVESTIGATOR),))  # fmt: skip
     for subject in subjects:
         randomization.randomize_participant(
             db.session, inv, db.session.get(Trial, trial_id), subject
         )
+
+
+def _randomized(n: int) -> tuple[int, list[str]]:
+    trial, subjects = _trial_with_enrolled(n)
+    trial_id = trial.id
+    _randomize(trial_id, subjects)
     return trial_id, subjects
 
 
@@ -133,10 +137,12 @@ def test_the_counters_are_derived_not_in_the_trail_and_verify_recounts_them(app:
     assert check_integrity(db.session, trial_id).ok
 
 
-def test_aud_dba_lowering_a_site_counter_is_named_by_verify(app: Flask) -> None:
+def test_aud_05_dba_lowering_a_site_counter_is_named_by_verify(app: Flask) -> None:
     """A DBA lowers a site's counter (so that the site could pass its cap): verify's recount
-    names the counter, and keeps naming it after the next allocation builds on it."""
-    trial_id, subjects = _randomized(3)
+    names the counter, and still names it after the next allocation counted on from it."""
+    trial, subjects = _trial_with_enrolled(4)
+    trial_id = trial.id
+    _randomize(trial_id, subjects[:3])
     site_id = db.session.scalars(
         select(Participant.site_id).where(Participant.subject_code == subjects[0])
     ).one()
@@ -146,18 +152,24 @@ def test_aud_dba_lowering_a_site_counter_is_named_by_verify(app: Flask) -> None:
     _set_counters({**counts, f"site:{site_id}": 0})
     [problem] = _allocation_problems(trial_id)
     assert f"site:{site_id} says 0 active allocations; the allocations say {real}" in problem
+    _randomize(trial_id, subjects[3:])
+    [problem] = _allocation_problems(trial_id)
+    assert f"site:{site_id} says" in problem
+    lowered = _state().cap_counts
+    assert lowered is not None and lowered["trial"] == len(subjects)
+    # the truth: the lowered site's counter carried the edit on
+    counts = {**lowered, f"site:{site_id}": lowered[f"site:{site_id}"] + real}
+    _set_counters(counts)
+    assert _allocation_problems(trial_id) == []
     # the trial's counter raised (its cap reached early) and one of another mapping
     _set_counters({**counts, "trial": 99})
     [problem] = _allocation_problems(trial_id)
     assert f"trial says 99 active allocations; the allocations say {len(subjects)}" in problem
     _set_counters(["not", "counts"])
     assert any("not a mapping of counts" in p for p in _allocation_problems(trial_id))
-    # back to the truth: nothing named
-    _set_counters(counts)
-    assert _allocation_problems(trial_id) == []
 
 
-def test_aud_dba_counter_edit_before_any_allocation_is_named(app: Flask) -> None:
+def test_aud_05_dba_counter_edit_before_any_allocation_is_named(app: Flask) -> None:
     """Counters that claim allocations of a trial without any are named as well."""
     trial, _ = _trial_with_enrolled(1)
     trial_id = trial.id
