@@ -386,10 +386,10 @@ def floor_randomize(
     design `randomization.design_for` builds, on the state read under the lock), the seals of
     the arm, evidence and design states, and the eight events (participant randomized, the
     planned visits, the allocation, the state's and the stratum's advance) HMAC-chained on the
-    trial's chain as `audit.write_pending` does (on the head locked with the counters and the
-    stratum's row, `randomization._lock_for_draw`). No ORM
-    object, no permission check, no response schema. The trial's first allocation is left to
-    the real endpoint (it reads the whole state row under the lock and counts the caps)."""
+    trial's chain as `audit.write_pending` does (on the head locked with the counters, the
+    stratum's row and the site's counter, `randomization._lock_for_draw`). No ORM object, no
+    permission check, no response schema. The trial's first allocation is left to the real
+    endpoint (it reads the whole state row under the lock)."""
     trial = conn.execute(trials._TRIAL_BY_CODE, {"code": trial_code}).first()
     if trial is None:
         raise FloorRefused(404, "trial not found")
@@ -425,7 +425,7 @@ def floor_randomize(
     if row[_PARTICIPANT.c.status] != "enrolled":
         raise FloorRefused(409, f"participant is {row[_PARTICIPANT.c.status]}")
     state_id = row[_STATE.c.id]
-    if state_id is None or row[_STATE.c.cap_counts] is None:
+    if state_id is None or row[_STATE.c.next_seq] <= 1:
         raise FloorRefused(409, "the floor leaves a trial's first allocation to the real endpoint")
     version_id = row[_PARTICIPANT.c.protocol_version_id] or trial.active_protocol_version_id
     protocol = _protocol(conn, version_id, row[_VERSION.c.sha256] or trial.sha256)
@@ -496,18 +496,20 @@ def floor_randomize(
     undrawn = _audited(_ALLOCATION, allocation)
 
     # the trial's lock, held from here to commit, with the trial chain's head (the events'
-    # head, certain: `audit.hold_head`) and the stratum's row
-    locked_state, read = randomization._lock_for_draw(conn, state_id, trial_id, key)
+    # head, certain: `audit.hold_head`), the stratum's row and the site's counter
+    locked_state, read, site_active = randomization._lock_for_draw(
+        conn, state_id, trial_id, key, site_id
+    )
     if getattr(locked_state, "seq", None) is None:
         raise FloorRefused(409, "the floor leaves a chain's first event to the real endpoint")
-    counts = dict(locked_state.cap_counts)
     drawn_on, kept = randomization._with_stratum(
         randomization._design_state(cast(RandomizationState, locked_state)), key, read
     )
     try:
         randomization._check_caps(
-            cast(Trial, trial), protocol, site_id, site_code, key, counts, drawn_on
-        )
+            cast(Trial, trial), protocol, site_code, key, locked_state.active_allocations,
+            site_active, drawn_on,
+        )  # fmt: skip
         result, next_state = allocate(
             design,
             drawn_on,
@@ -534,7 +536,7 @@ def floor_randomize(
     advanced = {
         "next_seq": result.seq_no + 1,
         "state": randomization._trial_part(next_state, kept).to_json(),
-        "cap_counts": randomization._count(counts, site_id, +1), "updated_at": now,
+        "active_allocations": locked_state.active_allocations + 1, "updated_at": now,
     }  # fmt: skip
     after = _audited(_STATE, advanced)
     events.append(
@@ -568,7 +570,9 @@ def floor_randomize(
         {"alloc_state_id": state_id, "alloc_advance": randomization._row_json(advanced),
          "alloc_stratum": randomization._row_json(stratum),
          "alloc_row": randomization._row_json(
-             {name: allocation[name] for name in randomization._ALLOCATION_COLUMNS})},
+             {name: allocation[name] for name in randomization._ALLOCATION_COLUMNS}),
+         "alloc_trial_id": trial_id, "alloc_site_id": site_id,
+         "alloc_site_active": site_active + 1},
     )  # fmt: skip
     chain = str(common["chain"])
     _write_with_rider(conn, chain, events, (int(locked_state.seq), str(locked_state.hash)), rider)

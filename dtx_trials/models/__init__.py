@@ -1,6 +1,11 @@
 """ORM models, one module per aggregate. Importing this package registers every table."""
 
-from dtx_trials.models.allocations import Allocation, RandomizationState, RandomizationStratum
+from dtx_trials.models.allocations import (
+    Allocation,
+    RandomizationSiteCount,
+    RandomizationState,
+    RandomizationStratum,
+)
 from dtx_trials.models.analyses import AnalysisRun
 from dtx_trials.models.apps import AppToken, ServiceCredential
 from dtx_trials.models.audit import AuditChainHead, AuditEvent, KeyCheck
@@ -43,6 +48,7 @@ __all__ = [
     "Participant",
     "ProtocolDeviation",
     "ProtocolVersion",
+    "RandomizationSiteCount",
     "RandomizationState",
     "RandomizationStratum",
     "Role",

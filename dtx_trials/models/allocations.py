@@ -15,6 +15,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 from dtx_trials.crypto import EncryptedText
 from dtx_trials.db import Base, UTCDateTime, intpk, utcnow
 
+# Why the caps' counters are not in the trail (``__unaudited__``).
+_DERIVED = (
+    "derived from the allocations, which the trail holds (each allocation's event with its "
+    "site, each void's); `audit verify` counts the active allocations by trial and site and "
+    "names a counter that differs (randomization.replay_problems)"
+)
+
 
 class RandomizationState(Base):
     """One row per trial, locked FOR UPDATE by every allocation: the gap-free sequence counter.
@@ -40,11 +47,7 @@ class RandomizationState(Base):
     # reveal arms: sealed
     __sealed__ = ("secret", "state", "list_table", "list_numbers")
     __unaudited__: ClassVar[dict[str, str]] = {
-        # one counter per site: in every allocation's event (old and new) it grew with the
-        # trial's sites, walked, canonicalised, hashed and written under the trial's lock
-        "cap_counts": "derived from the allocations, which the trail holds (each allocation's "
-        "event with its site, each void's); `audit verify` counts the active allocations by "
-        "trial and site and names a counter that differs (randomization.replay_problems)",
+        "active_allocations": _DERIVED,
     }
 
     id: Mapped[intpk]
@@ -60,10 +63,10 @@ class RandomizationState(Base):
     # randomization numbers of the uploaded list, stratum -> one per slot (None: none uploaded,
     # numbers are then R00001...)
     list_numbers: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    # active allocations counted for the caps ({"trial": n, "site:<id>": n}; a stratum's are its
-    # row's counts), kept by every allocation and void under this row's lock; None until first
-    # counted (then counted from the allocations). Not in the trail (derived): verify recounts.
-    cap_counts: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    # the trial's active allocations, for its cap (a site's are its `RandomizationSiteCount`
+    # row's, a stratum's its row's counts): kept by every allocation and void under this row's
+    # lock. Not in the trail (derived): verify recounts.
+    active_allocations: Mapped[int] = mapped_column(default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -131,3 +134,21 @@ class RandomizationStratum(Base):
     stratum_key: Mapped[str] = mapped_column(String(300))
     state: Mapped[dict[str, Any]] = mapped_column(JSON)  # randomization.state.StratumState
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RandomizationSiteCount(Base):
+    """A site's active allocations, for the protocol's per-site cap: a row per site allocated
+    at, written under the trial's lock (`RandomizationState`) by the allocations and voids at
+    that site only, so an allocation reads and writes its own site's counter, not one counter
+    per site of the trial (which grew the locked row, and every allocation's read and write of
+    it, with the trial's sites). Derived data, not in the trail: verify recounts."""
+
+    __tablename__ = "randomization_site_count"
+    __unaudited__: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("id", "trial_id", "site_id", "active_allocations"), _DERIVED
+    )
+
+    id: Mapped[intpk]
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), unique=True)
+    active_allocations: Mapped[int]

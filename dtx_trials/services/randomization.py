@@ -37,6 +37,8 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, func, literal, select, true
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -47,6 +49,7 @@ from dtx_trials.models import (
     FormRecord,
     Participant,
     ProtocolVersion,
+    RandomizationSiteCount,
     RandomizationState,
     RandomizationStratum,
     Site,
@@ -221,26 +224,38 @@ def _trial_part(state: DesignState, kept: DesignState) -> DesignState:
     return dataclasses.replace(state, strata=kept.strata)
 
 
-def _read_stratum(
-    connection: Connection, trial_id: int, key: str, *, new_id: bool
-) -> _StratumRead:
-    """Read stratum `key`'s row by a statement of its own (the trial's lock held: what the
-    last holder wrote is seen); with `new_id` (PostgreSQL) draw the id of a row not written
-    yet."""
-    row = connection.execute(_READ_STRATUM, {"trial_id": trial_id, "stratum_key": key}).first()
-    if row is not None:
-        return _StratumRead(row.id, row.state, row.updated_at)
+def _read_under_lock(
+    connection: Connection, trial_id: int, key: str, site_id: int | None, *, new_id: bool
+) -> tuple[_StratumRead, int]:
+    """Stratum `key`'s row and the site's active allocations (0 before its first: no row),
+    read by a statement of their own (the trial's lock held: what the last holder wrote is
+    seen); with `new_id` (PostgreSQL) draw the id of a stratum row not written yet."""
+    row = connection.execute(
+        _READ_UNDER_LOCK, {"trial_id": trial_id, "stratum_key": key, "site_id": site_id}
+    ).one()
+    site_active = row.active_allocations if row.active_allocations is not None else 0
+    if row.id is not None:
+        return _StratumRead(row.id, row.state, row.updated_at), site_active
     if new_id:
-        return _StratumRead(connection.scalar(_NEW_STRATUM_ID), None, None)
-    return _NO_STRATUM_ROW
+        return _StratumRead(connection.scalar(_NEW_STRATUM_ID), None, None), site_active
+    return _NO_STRATUM_ROW, site_active
 
 
 _STRATUM_TABLE: Table = RandomizationStratum.__table__  # type: ignore[assignment]
-_READ_STRATUM = select(
-    _STRATUM_TABLE.c.id, _STRATUM_TABLE.c.state, _STRATUM_TABLE.c.updated_at
-).where(
-    _STRATUM_TABLE.c.trial_id == bindparam("trial_id"),
-    _STRATUM_TABLE.c.stratum_key == bindparam("stratum_key"),
+_SITE_COUNT: Table = RandomizationSiteCount.__table__  # type: ignore[assignment]
+# one row whatever exists: the stratum's row and the site's counter, each or nulls
+_ONE_ROW = select(literal(1).label("one")).subquery("one")
+_READ_UNDER_LOCK = select(
+    _STRATUM_TABLE.c.id,
+    _STRATUM_TABLE.c.state,
+    _STRATUM_TABLE.c.updated_at,
+    _SITE_COUNT.c.active_allocations,
+).select_from(
+    _ONE_ROW.outerjoin(
+        _STRATUM_TABLE,
+        (_STRATUM_TABLE.c.trial_id == bindparam("trial_id"))
+        & (_STRATUM_TABLE.c.stratum_key == bindparam("stratum_key")),
+    ).outerjoin(_SITE_COUNT, _SITE_COUNT.c.site_id == bindparam("site_id"))
 )
 _NEW_STRATUM_ID = select(func.nextval(func.pg_get_serial_sequence("randomization_stratum", "id")))
 # The columns an allocation or void writes in a stratum row.
@@ -379,15 +394,6 @@ _AFTER_LOCK = (
 )
 
 
-def _cap_counts(session: Session, state_row: RandomizationState) -> dict[str, int]:
-    """The active allocations by trial and site kept in the locked state row (a stratum's are
-    its state's counts); counted once from the allocations when the row has none yet (a trial
-    from before the counters)."""
-    if state_row.cap_counts is not None:
-        return dict(state_row.cap_counts)
-    return _count_active(session, state_row.trial_id)
-
-
 def _count_active(session: Session, trial_id: int) -> dict[str, int]:
     """The trial's active allocations, in all and by site, counted from the allocations."""
     counts: dict[str, int] = {"trial": 0}
@@ -401,15 +407,6 @@ def _count_active(session: Session, trial_id: int) -> dict[str, int]:
         counts["trial"] += n
         counts[f"site:{site_id}"] = n
     return counts
-
-
-def _count(counts: Mapping[str, int], site_id: int, delta: int) -> dict[str, int]:
-    """The counters after one allocation (+1) or void (-1) at the site (a trial from before the
-    stratum rows also counted strata here: those counts are dropped, the strata count)."""
-    out = {name: n for name, n in counts.items() if not name.startswith("stratum:")}
-    for name in ("trial", f"site:{site_id}"):
-        out[name] = out.get(name, 0) + delta
-    return out
 
 
 def randomize_participant(
@@ -512,17 +509,20 @@ def randomize_participant(
         # the cap counters and the stratum's row read under it, then the O(1) allocation and
         # one write (the allocation, the counters, the stratum and the audit events) before
         # COMMIT
+        site_id = participant.site_id
         if frozen:
-            read_stratum = _lock_counters(session, state_row, key)
+            read_stratum, site_active = _lock_counters(session, state_row, key, site_id)
         else:
             state_row = _lock_state(session, trial)
             design = _design(protocol, state_row)
-            read_stratum = _read_stratum(
-                session.connection(), trial.id, key, new_id=is_postgres
+            read_stratum, site_active = _read_under_lock(
+                session.connection(), trial.id, key, site_id, new_id=is_postgres
             )
-        counts = _cap_counts(session, state_row)
         drawn_on, kept = _with_stratum(_design_state(state_row), key, read_stratum)
-        _check_caps(trial, protocol, participant.site_id, locked.site_code, key, counts, drawn_on)
+        _check_caps(
+            trial, protocol, locked.site_code, key, state_row.active_allocations, site_active,
+            drawn_on,
+        )  # fmt: skip
         try:
             result, next_state = allocate(
                 design,
@@ -546,15 +546,15 @@ def randomize_participant(
         advanced = {
             "next_seq": result.seq_no + 1,
             "state": _trial_part(next_state, kept).to_json(),
-            "cap_counts": _count(counts, participant.site_id, +1),
+            "active_allocations": state_row.active_allocations + 1,
             "updated_at": now,
         }
         stratum = _StratumChange(key, read_stratum, next_state.strata[key], now)
+        site = _SiteCount(site_id, site_active + 1)
         if undrawn is None:
             _write_allocation_orm(
-                session, actor, allocation, state_row, state_before, advanced, stratum,
-                participant.site_id,
-            )  # fmt: skip
+                session, actor, allocation, state_row, state_before, advanced, stratum, site
+            )
         else:
             _write_allocation(
                 session,
@@ -565,22 +565,22 @@ def randomize_participant(
                 state_before,
                 advanced,
                 stratum,
-                participant.site_id,
+                site,
             )
     return allocation, True
 
 
 # The columns an allocation changes in the state row (the others only change without
 # allocations: the list upload, or never: the secret).
-_ADVANCED = ("next_seq", "state", "cap_counts", "updated_at")
+_ADVANCED = ("next_seq", "state", "active_allocations", "updated_at")
 # The allocation's columns set by the draw, under the lock; the other audited ones are known
 # (and their audit values prepared) before it.
 _DRAWN = ("seq_no", "method", "arm_code", "randomization_number", "evidence")
 _UNDRAWN = tuple(name for name in Allocation.__audited__ if name not in _DRAWN)
 _ALLOCATION_COLUMNS = tuple(c.name for c in Allocation.__table__.columns)
-# PostgreSQL: the allocation's INSERT, the state row's UPDATE and the stratum row's INSERT or
-# UPDATE as data-modifying CTEs riding on the audit events' write (`audit.Rider`); each row
-# travels as one JSON object.
+# PostgreSQL: the allocation's INSERT, the state row's UPDATE, the stratum row's and the site
+# counter's INSERT or UPDATE as data-modifying CTEs riding on the audit events' write
+# (`audit.Rider`); each row travels as one JSON object (the counter as three numbers).
 _ALLOCATE_RIDER = (
     "advance AS (UPDATE randomization_state SET {set} FROM json_populate_record("
     "NULL::randomization_state, CAST(:alloc_advance AS json)) AS r "
@@ -588,6 +588,9 @@ _ALLOCATE_RIDER = (
     "stratum AS (INSERT INTO randomization_stratum ({stratum_columns}) SELECT "
     "{stratum_columns} FROM json_populate_record(NULL::randomization_stratum, "
     "CAST(:alloc_stratum AS json)) ON CONFLICT (id) DO UPDATE SET {stratum_set}), "
+    "site_count AS (INSERT INTO randomization_site_count (trial_id, site_id, active_allocations) "
+    "VALUES (:alloc_trial_id, :alloc_site_id, :alloc_site_active) ON CONFLICT (site_id) "
+    "DO UPDATE SET active_allocations = excluded.active_allocations), "
     "allocate AS (INSERT INTO allocation ({columns}) SELECT {columns} FROM "
     "json_populate_record(NULL::allocation, CAST(:alloc_row AS json)))"
 ).format(
@@ -618,12 +621,12 @@ def _write_allocation(
     state_before: Mapping[str, Any],
     advanced: Mapping[str, Any],
     stratum: _StratumChange,
-    site_id: int,
+    site: _SiteCount,
 ) -> None:
-    """PostgreSQL: audit the allocation and the state row's advance, and write the three rows
-    (with the stratum's, audited by `_advance_stratum`) and the transaction's audit events in
-    one statement (the rows ride on the events' write, `audit.Rider`; the allocation's id was
-    drawn from its sequence before the lock).
+    """PostgreSQL: audit the allocation and the state row's advance, and write the four rows
+    (with the stratum's, audited by `_advance_stratum`, and the site's counter) and the
+    transaction's audit events in one statement (the rows ride on the events' write,
+    `audit.Rider`; the allocation's id was drawn from its sequence before the lock).
 
     The events are the ones `audit.record_create` and `record_update` make (the allocation's
     audited columns, those set before the lock prepared then, and the advanced columns), and
@@ -641,7 +644,7 @@ def _write_allocation(
         entity_id=allocation.id,
         changes=[{"field": k, "old": None, "new": values[k]} for k in Allocation.__audited__],
         trial_id=allocation.trial_id,
-        site_id=site_id,
+        site_id=site.site_id,
     )
     audit.record_update(
         session, actor, "randomization.advance", state_row, state_before, fields=_ADVANCED
@@ -658,7 +661,9 @@ def _write_allocation(
         audit.Rider(
             _ALLOCATE_RIDER,
             {"alloc_state_id": state_row.id, "alloc_advance": _row_json(advanced),
-             "alloc_stratum": _row_json(stratum_row), "alloc_row": row},
+             "alloc_stratum": _row_json(stratum_row), "alloc_row": row,
+             "alloc_trial_id": allocation.trial_id, "alloc_site_id": site.site_id,
+             "alloc_site_active": site.active},
         ),
     )  # fmt: skip
 
@@ -671,20 +676,44 @@ def _write_allocation_orm(
     state_before: Mapping[str, Any],
     advanced: Mapping[str, Any],
     stratum: _StratumChange,
-    site_id: int,
+    site: _SiteCount,
 ) -> None:
-    """SQLite (the database already write-locked): the ORM writes the three rows and the audit
-    events are written at commit."""
+    """SQLite (the database already write-locked): the ORM writes the three rows, one statement
+    the site's counter, and the audit events are written at commit."""
     session.add(allocation)
     for name, value in advanced.items():
         setattr(state_row, name, value)
     session.flush()
-    audit.record_create(session, actor, "randomization.allocate", allocation, site_id=site_id)
+    _write_site_count(session, allocation.trial_id, site)
+    audit.record_create(
+        session, actor, "randomization.allocate", allocation, site_id=site.site_id
+    )
     audit.record_update(
         session, actor, "randomization.advance", state_row, state_before, fields=_ADVANCED
     )
     _advance_stratum(
         session, actor, "randomization.advance", allocation.trial_id, stratum, orm=True
+    )
+
+
+@dataclass(frozen=True)
+class _SiteCount:
+    """A site's active allocations after an allocation or void there."""
+
+    site_id: int
+    active: int
+
+
+def _write_site_count(session: Session, trial_id: int, site: _SiteCount) -> None:
+    """Write the site's counter (its row created at its first allocation), under the trial's
+    lock: the value is the one read under it, moved by one."""
+    insert_ = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        insert_(_SITE_COUNT)
+        .values(trial_id=trial_id, site_id=site.site_id, active_allocations=site.active)
+        .on_conflict_do_update(
+            index_elements=["site_id"], set_={"active_allocations": site.active}
+        )
     )
 
 
@@ -695,50 +724,55 @@ def _design(protocol: Protocol, state_row: RandomizationState) -> Design:
         raise Conflict(f"cannot randomize: {exc}") from exc
 
 
-def _lock_counters(session: Session, state_row: RandomizationState, key: str) -> _StratumRead:
+def _lock_counters(
+    session: Session, state_row: RandomizationState, key: str, site_id: int
+) -> tuple[_StratumRead, int]:
     """Lock the state row and read the columns allocations change into the row already
     loaded (one ``SELECT ... FOR UPDATE``; READ COMMITTED returns the latest committed values
     once the lock is granted), as their committed values: the row then holds what the lock
     holder sees and the ORM writes back only what the allocation changes; return stratum
-    `key`'s row. Core statements built once, on the session's connection: nothing of the ORM's
-    execution runs under the lock (it reads no audit table and the session has nothing left to
-    flush).
+    `key`'s row and the site's active allocations. Core statements built once, on the
+    session's connection: nothing of the ORM's execution runs under the lock (it reads no audit
+    table and the session has nothing left to flush).
 
-    On PostgreSQL one statement locks the counters, the trial chain's head and the stratum's
-    row (`_LOCK_FOR_DRAW`: every row it returns is locked, so each is the latest committed
-    version once the lock is granted, also one the previous holder wrote while this statement
-    waited); for a stratum without a row yet (it returns nothing: the join found no row when
-    the statement began) the counters and the head are locked by `_LOCK_COUNTERS_AND_HEAD` and
-    the stratum read by a statement of its own after the lock (`_read_stratum`)."""
-    locked, read = _lock_for_draw(session.connection(), state_row.id, state_row.trial_id, key)
+    On PostgreSQL one statement locks the counters, the trial chain's head, the stratum's row
+    and the site's counter (`_LOCK_FOR_DRAW`: every row it returns is locked, so each is the
+    latest committed version once the lock is granted, also one the previous holder wrote
+    while this statement waited); for a stratum or a site without a row yet (it returns
+    nothing: the join found no row when the statement began) the counters and the head are
+    locked by `_LOCK_COUNTERS_AND_HEAD` and the stratum and the site read by a statement of
+    their own after the lock (`_read_under_lock`)."""
+    locked, read, site_active = _lock_for_draw(
+        session.connection(), state_row.id, state_row.trial_id, key, site_id
+    )
     if getattr(locked, "seq", None) is not None:
         audit.hold_head(session, audit.chain_for(state_row.trial_id), locked.seq, locked.hash)
     for name in _ADVANCED:
         set_committed_value(state_row, name, getattr(locked, name))
-    return read
+    return read, site_active
 
 
 def _lock_for_draw(
-    connection: Connection, state_id: int, trial_id: int, key: str
-) -> tuple[Any, _StratumRead]:
-    """The trial's lock for an allocation in stratum `key` (`_lock_counters`): return the
-    locked counters (with the chain head's ``seq`` and ``hash`` when it was locked too) and the
-    stratum's row."""
+    connection: Connection, state_id: int, trial_id: int, key: str, site_id: int
+) -> tuple[Any, _StratumRead, int]:
+    """The trial's lock for an allocation in stratum `key` at the site (`_lock_counters`):
+    return the locked counters (with the chain head's ``seq`` and ``hash`` when it was locked
+    too), the stratum's row and the site's active allocations."""
     is_postgres = connection.dialect.name == "postgresql"
     locked = None
-    read = None
     if is_postgres:
         params = {"state_id": state_id, "chain": audit.chain_for(trial_id)}
-        locked = connection.execute(_LOCK_FOR_DRAW, {**params, "stratum_key": key}).first()
+        locked = connection.execute(
+            _LOCK_FOR_DRAW, {**params, "stratum_key": key, "site_id": site_id}
+        ).first()
         if locked is not None:
             read = _StratumRead(locked.stratum_id, locked.stratum_state, locked.stratum_updated_at)
-        else:
-            locked = connection.execute(_LOCK_COUNTERS_AND_HEAD, params).first()
+            return locked, read, locked.site_active
+        locked = connection.execute(_LOCK_COUNTERS_AND_HEAD, params).first()
     if locked is None:  # SQLite (the database is locked), or a chain without a head yet
         locked = connection.execute(_LOCK_COUNTERS, {"state_id": state_id}).one()
-    if read is None:
-        read = _read_stratum(connection, trial_id, key, new_id=is_postgres)
-    return locked, read
+    read, site_active = _read_under_lock(connection, trial_id, key, site_id, new_id=is_postgres)
+    return locked, read, site_active
 
 
 _LOCK_COUNTERS = (
@@ -764,13 +798,15 @@ _LOCK_COUNTERS_AND_HEAD = (
     )
     .with_for_update()
 )
-# PostgreSQL: the same with stratum `stratum_key`'s row, locked too (the rows of the FROM list
-# are locked in its order: the counters first, as every path that takes them)
+# PostgreSQL: the same with stratum `stratum_key`'s row and site `site_id`'s counter, locked
+# too (the rows of the FROM list are locked in its order: the counters first, as every path
+# that takes them)
 _LOCK_FOR_DRAW = (
     _LOCK_COUNTERS_AND_HEAD.add_columns(
         _STRATUM_TABLE.c.id.label("stratum_id"),
         _STRATUM_TABLE.c.state.label("stratum_state"),
         _STRATUM_TABLE.c.updated_at.label("stratum_updated_at"),
+        _SITE_COUNT.c.active_allocations.label("site_active"),
     )
     .join_from(
         AuditChainHead.__table__,
@@ -778,6 +814,7 @@ _LOCK_FOR_DRAW = (
         (_STRATUM_TABLE.c.trial_id == RandomizationState.__table__.c.trial_id)
         & (_STRATUM_TABLE.c.stratum_key == bindparam("stratum_key")),
     )
+    .join_from(_STRATUM_TABLE, _SITE_COUNT, _SITE_COUNT.c.site_id == bindparam("site_id"))
 )
 
 
@@ -855,19 +892,19 @@ def _jsonable(evidence: Mapping[str, object]) -> dict[str, Any]:
 def _check_caps(
     trial: Trial,
     protocol: Protocol,
-    site_id: int,
     site_code: str,
     key: str,
-    counts: Mapping[str, int],
+    trial_active: int,
+    site_active: int,
     state: DesignState,
 ) -> None:
-    """409 when an allocation would pass a cap (the counters of the locked state row, the
-    stratum's active allocations in its design state)."""
+    """409 when an allocation would pass a cap (the trial's and the site's active allocations
+    read under the trial's lock, the stratum's in its design state)."""
     caps = protocol.randomization.caps
     stratum = state.strata.get(key)
     checks = [
-        (caps.trial, counts.get("trial", 0), f"trial {trial.code}"),
-        (caps.per_site, counts.get(f"site:{site_id}", 0), f"site {site_code}"),
+        (caps.trial, trial_active, f"trial {trial.code}"),
+        (caps.per_site, site_active, f"site {site_code}"),
         (caps.per_stratum, stratum.n_active if stratum else 0, "this stratum"),
     ]
     for cap, n, what in checks:
@@ -1053,13 +1090,15 @@ def void_allocation(
             evidence=allocation.evidence,
         )
         state_before = audit.snapshot(state_row)
-        counts = _cap_counts(session, state_row)
         key = allocation.stratum_key
-        read = _read_stratum(session.connection(), trial.id, key, new_id=False)
+        read, site_active = _read_under_lock(
+            session.connection(), trial.id, key, participant.site_id, new_id=False
+        )
         voided_on, kept = _with_stratum(_design_state(state_row), key, read)
         after = void(design, voided_on, result)
         state_row.state = _trial_part(after, kept).to_json()
-        state_row.cap_counts = _count(counts, participant.site_id, -1)
+        state_row.active_allocations = state_row.active_allocations - 1
+        _write_site_count(session, trial.id, _SiteCount(participant.site_id, site_active - 1))
         audit.record_update(session, actor, "randomization.retire_slot", state_row, state_before)
         change = _StratumChange(key, read, after.strata[key], utcnow())
         _advance_stratum(session, actor, "randomization.retire_slot", trial.id, change, orm=True)
@@ -1107,7 +1146,7 @@ def next_slots(session: Session, actor: Actor, trial: Trial, key: str, n: int) -
     if state_row is None:
         raise Conflict("trial has no randomization model")
     _, protocol = active_protocol(session, trial)
-    read = _read_stratum(session.connection(), trial.id, key, new_id=False)
+    read, _ = _read_under_lock(session.connection(), trial.id, key, None, new_id=False)
     try:
         slots = future_slots(
             design_for(protocol, state_row.list_table),
@@ -1298,22 +1337,21 @@ def replay_problems(session: Session, trial: Trial) -> list[str]:
 
 
 def _counter_problems(session: Session, state_row: RandomizationState) -> list[str]:
-    """Where the caps' counters (trial and sites) differ from the active allocations: a
-    counter lowered behind the app would let a site or the trial pass its cap. None kept yet
-    (a row from before the counters) is counted at the next allocation: nothing to compare."""
-    stored = state_row.cap_counts
-    if stored is None:
-        return []
-    if not isinstance(stored, dict):
-        return [f"the caps' counters are not a mapping of counts: {_show(stored)}"]
+    """Where the caps' counters (the trial's, and each site's row) differ from the active
+    allocations: a counter lowered behind the app would let a site or the trial pass its cap,
+    one raised would refuse allocations the protocol allows."""
+    stored: dict[str, object] = {"trial": state_row.active_allocations}
+    for site_id, active in session.execute(
+        select(_SITE_COUNT.c.site_id, _SITE_COUNT.c.active_allocations).where(
+            _SITE_COUNT.c.trial_id == state_row.trial_id
+        )
+    ):
+        stored[f"site:{site_id}"] = active
     counted = _count_active(session, state_row.trial_id)
-    names = sorted(
-        {name for name in stored if name == "trial" or name.startswith("site:")} | set(counted)
-    )
     return [
         f"the caps' counter {name} says {stored.get(name, 0)!r} active allocations; "
         f"the allocations say {counted.get(name, 0)}"
-        for name in names
+        for name in sorted(set(stored) | set(counted))
         if stored.get(name, 0) != counted.get(name, 0)
     ]
 

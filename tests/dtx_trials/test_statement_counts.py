@@ -18,6 +18,7 @@ from dtx_trials.models import (
     ApiToken,
     AuditEvent,
     Membership,
+    RandomizationSiteCount,
     RandomizationState,
     RandomizationStratum,
 )
@@ -190,7 +191,7 @@ def test_randomization_takes_the_trial_lock_last_and_briefly(
     # per planned visit there (statements that never leave the process)
     visit_inserts = sum(1 for s in statements if s.startswith("INSERT INTO visit"))
     assert visit_inserts == (1 if backend == "postgresql" else 4), statements
-    assert len(statements) - visit_inserts == (6 if backend == "postgresql" else 12), statements
+    assert len(statements) - visit_inserts == (6 if backend == "postgresql" else 13), statements
     lock = next(i for i, s in enumerate(statements) if s.startswith("SELECT randomization_state"))
     under_lock = statements[lock + 1 :]
     if backend == "postgresql":
@@ -200,8 +201,10 @@ def test_randomization_takes_the_trial_lock_last_and_briefly(
         # wrote last is the guess: see services/audit.py)
         assert "audit_chain_head" in statements[lock] and "FOR UPDATE" in statements[lock]
         assert "JOIN randomization_stratum" in statements[lock], statements[lock]
+        assert "JOIN randomization_site_count" in statements[lock], statements[lock]
         assert under_lock[0].startswith("WITH advance AS (UPDATE randomization_state "), under_lock
         assert "INSERT INTO randomization_stratum " in under_lock[0], under_lock
+        assert "INSERT INTO randomization_site_count " in under_lock[0], under_lock
         assert "INSERT INTO allocation " in under_lock[0], under_lock
         assert "audit_chain_head" in under_lock[0], under_lock
         assert len(under_lock) == 1, under_lock
@@ -209,11 +212,14 @@ def test_randomization_takes_the_trial_lock_last_and_briefly(
         assert under_lock[0].startswith("SELECT randomization_stratum.id"), under_lock
         assert under_lock[1].startswith("INSERT INTO allocation "), under_lock
         assert under_lock[2].startswith("UPDATE randomization_state "), under_lock
-        assert under_lock[3].startswith("UPDATE randomization_stratum "), under_lock
-        assert len(under_lock) == 4 + 3, under_lock  # + the audit write
+        assert under_lock[3].startswith("INSERT INTO randomization_site_count "), under_lock
+        assert under_lock[4].startswith("UPDATE randomization_stratum "), under_lock
+        assert len(under_lock) == 5 + 3, under_lock  # + the audit write
     assert not any("count(" in s for s in statements), statements
     state = db.session.scalars(select(RandomizationState)).one()
-    assert state.cap_counts is not None and state.cap_counts["trial"] == 2
+    assert state.active_allocations == 2
+    sites = db.session.scalars(select(RandomizationSiteCount.active_allocations)).all()
+    assert sites == [2], sites  # one site (the stratum's)
     assert audit.verify(db.session).ok
 
 
