@@ -6,18 +6,20 @@ once an allocation exists); read, by a statement of its own after the lock, what
 of that lock write (its allocation, scheduled visits and submitted values); check status and
 idempotency; derive the stratum from screening data; move the participant to `randomized` and
 plan its visits (one multi-row insert); then lock the trial's randomization state row
-(``SELECT ... FOR UPDATE`` of the counter, the trial-level design state and the cap counters
-only, with the trial chain's audit head and the participant's stratum's row on PostgreSQL; the
-whole database on SQLite) and, holding it only for that, check the caps against the counters
-kept in that row, allocate with the pure design (`randomization.allocate`, a function of the
-locked state, the trial secret and the sequence number), insert the allocation with
-``seq_no = next_seq``, advance the counter and the stratum, and write the audit events. Each
-stratum's design state is a row of its own (`RandomizationStratum`), written only under the
-trial's lock, so an allocation reads, seals and writes its own stratum, never the trial's every
-stratum. The cap counters (the trial's and one per site) are derived data, not in the trail
-(the allocations are): the advance event carries the counter and the trial-level state, not a
-counter per site, and `replay_problems` recounts them. On PostgreSQL the allocation's INSERT, the
-counter's UPDATE, the stratum's row and the audit events are one statement (the rows ride on the
+(``SELECT ... FOR UPDATE`` of the counter, the trial-level design state and the trial's active
+allocations only, with the trial chain's audit head, the participant's stratum's row and its
+site's counter row on PostgreSQL; the whole database on SQLite) and, holding it only for that,
+check the caps against the trial's, the site's and the stratum's active allocations, allocate
+with the pure design (`randomization.allocate`, a function of the locked state, the trial secret
+and the sequence number), insert the allocation with ``seq_no = next_seq``, advance the counter
+and the stratum, and write the audit events. Each stratum's design state is a row of its own
+(`RandomizationStratum`), written only under the trial's lock, so an allocation reads, seals and
+writes its own stratum, never the trial's every stratum; likewise a site's active allocations
+are a row of their own (`RandomizationSiteCount`), not one counter per site in the trial's row.
+The caps' counters (the trial's and the sites') are derived data, not in the trail (the
+allocations are): the advance event carries the counter and the trial-level state, and
+`replay_problems` recounts them. On PostgreSQL the allocation's INSERT, the counter's UPDATE,
+the stratum's and the site's rows and the audit events are one statement (the rows ride on the
 events' write, `audit.Rider`), so the lock is held for the locking read, the allocation's
 Python, that statement and COMMIT; what does not depend on the draw (the allocation's other
 columns and their audit values, its id from the table's sequence) is prepared before the lock.
@@ -506,9 +508,9 @@ def randomize_participant(
         undrawn = audit.snapshot(allocation, _UNDRAWN) if is_postgres else None
 
         # the trial's lock, held from here to commit: the counter, the trial-level design state,
-        # the cap counters and the stratum's row read under it, then the O(1) allocation and
-        # one write (the allocation, the counters, the stratum and the audit events) before
-        # COMMIT
+        # the trial's active allocations, the stratum's row and the site's counter read under
+        # it, then the O(1) allocation and one write (the allocation, the counters, the stratum
+        # and the audit events) before COMMIT
         site_id = participant.site_id
         if frozen:
             read_stratum, site_active = _lock_counters(session, state_row, key, site_id)
@@ -1258,8 +1260,9 @@ def replay_problems(session: Session, trial: Trial) -> list[str]:
     Each allocation is replayed with the design of the protocol version it was made under
     (every randomization key honoured) and the draw version the model recorded; the arm, the
     draw and its evidence (slot, block, scores, probabilities, u) must match, and so must the
-    stratum key and the randomization number of an uploaded list. The caps' counters in the
-    state row (not in the trail: derived) must equal the active allocations by trial and site.
+    stratum key and the randomization number of an uploaded list. The caps' counters, the
+    trial's in the state row and each site's row (not in the trail: derived), must equal the
+    active allocations by trial and site.
     """
     state_row = session.scalars(
         select(RandomizationState).where(RandomizationState.trial_id == trial.id)
