@@ -89,6 +89,18 @@ def _randomize(trial_id: int, subjects: list[str]) -> None:
         )
 
 
+def _void(trial_id: int, subject: str) -> None:
+    """Void the subject's allocation ("randomized in error") as a sponsor admin made for it."""
+    trial = db.session.get(Trial, trial_id)
+    account = make_user("sponsor", role="sponsor_admin", trial=trial)
+    sponsor = Actor(user_id=account.user.id, username="sponsor", printed_name="Sponsor",
+                    via="cli", grants=(Grant(trial_id, None, Role.SPONSOR_ADMIN),))  # fmt: skip
+    randomization.void_allocation(
+        db.session, sponsor, db.session.get(Trial, trial_id), subject,
+        password=account.password, reason="wrong participant",
+    )  # fmt: skip
+
+
 def _set_site(site_id: int, value: object) -> None:
     """A DBA's edit of a site's counter, behind the app."""
     db.session.execute(
@@ -116,9 +128,6 @@ def test_counters_follow_allocations_and_voids_site_by_site(app: Flask) -> None:
     stratum, and no other site's row changes."""
     trial, subjects = _trial_with_enrolled(6, n_sites=3)
     trial_id = trial.id
-    account = make_user("sponsor", role="sponsor_admin", trial=trial)
-    sponsor = Actor(user_id=account.user.id, username="sponsor", printed_name="Sponsor",
-                    via="cli", grants=(Grant(trial.id, None, Role.SPONSOR_ADMIN),))  # fmt: skip
     _randomize(trial_id, subjects)
     assert _trial_active() == 6
     sites = _site_rows()
@@ -130,10 +139,7 @@ def test_counters_follow_allocations_and_voids_site_by_site(app: Flask) -> None:
         .where(Participant.subject_code == subjects[0])
     ).one()
     active = _stratum_active(key)
-    randomization.void_allocation(
-        db.session, sponsor, db.session.get(Trial, trial_id), subjects[0],
-        password=account.password, reason="wrong participant",
-    )  # fmt: skip
+    _void(trial_id, subjects[0])
     assert _trial_active() == 5
     assert _site_rows() == {**sites, voided_site: 1}
     assert _stratum_active(key) == active - 1
@@ -242,14 +248,8 @@ def test_the_migration_counts_the_counters_from_the_allocations(app: Flask) -> N
     counter and a row per site are the active allocations, a voided one not counted."""
     trial, subjects = _trial_with_enrolled(5, n_sites=2)
     trial_id = trial.id
-    account = make_user("sponsor", role="sponsor_admin", trial=trial)
-    sponsor = Actor(user_id=account.user.id, username="sponsor", printed_name="Sponsor",
-                    via="cli", grants=(Grant(trial.id, None, Role.SPONSOR_ADMIN),))  # fmt: skip
     _randomize(trial_id, subjects)
-    randomization.void_allocation(
-        db.session, sponsor, db.session.get(Trial, trial_id), subjects[0],
-        password=account.password, reason="wrong participant",
-    )  # fmt: skip
+    _void(trial_id, subjects[0])
     expected = dict(_active_by_site())
     db.session.remove()
     downgrade(revision=BEFORE_SITE_ROWS)
