@@ -8,7 +8,8 @@ Estimators return these types only; no statsmodels or lifelines object ever leav
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Literal
@@ -28,6 +29,34 @@ JSONValue = float | int | str | bool | None | list["JSONValue"] | dict[str, "JSO
 
 class AnalysisError(ValueError):
     """Raise when an analysis cannot run on the data or parameters given."""
+
+
+def sample_mean(values: Iterable[float]) -> float | None:
+    """The mean of the values (None for none), exactly 0.0 when their sum is zero but for the
+    rounding of their binary forms: values entered with decimals are not exact in binary
+    (-0.3 + 0.1 + 0.2 sums to 2.8e-17), so a mean that is zero in the data's own decimals would
+    otherwise be reported as 0.000000000000000009 (or -0.0). The sum is correctly rounded
+    (``math.fsum``) and each value's binary form is within half an epsilon of it, so a sum
+    within an epsilon of the absolute values' sum cannot be told from zero."""
+    xs = [float(v) for v in values]
+    if not xs:
+        return None
+    total = math.fsum(xs)
+    if abs(total) <= sys.float_info.epsilon * math.fsum(abs(x) for x in xs):
+        return 0.0
+    return total / len(xs)
+
+
+def sample_sd(values: Iterable[float]) -> float | None:
+    """The sample standard deviation (n - 1; None below two values), exactly 0.0 when every
+    value is the same (a float mean of equal decimals is not always the value itself)."""
+    xs = [float(v) for v in values]
+    if len(xs) < 2:
+        return None
+    if min(xs) == max(xs):
+        return 0.0
+    mean = math.fsum(xs) / len(xs)
+    return math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
 
 
 def _json(value: object) -> JSONValue:

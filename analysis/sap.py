@@ -47,7 +47,13 @@ from analysis.multiplicity import (
     adjust_hochberg,
     adjust_holm,
 )
-from analysis.results import AnalysisError, EffectEstimate, Serialisable
+from analysis.results import (
+    AnalysisError,
+    EffectEstimate,
+    Serialisable,
+    sample_mean,
+    sample_sd,
+)
 from analysis.sensitivity import as_effect, impute_and_pool, tipping_point
 from analysis.subgroups import estimate_subgroup_effects
 from ecrf.model import FormDef, Label
@@ -454,14 +460,14 @@ def _mean_by_visit(
         return rows
     for (arm, visit), group in frame.dropna(subset=[column]).groupby(["arm", "visit"], sort=False):
         values = group[column].astype(float)
-        sd = float(values.std(ddof=1)) if len(values) > 1 else None
+        sd = sample_sd(values)
         rows.append(
             {
                 "arm": str(arm),
                 "visit": str(visit),
                 "day": days.get(str(visit)),
                 "n": len(values),
-                "mean": float(values.mean()),
+                "mean": sample_mean(values),
                 "se": sd / math.sqrt(len(values)) if sd is not None else None,
             }
         )
@@ -952,8 +958,8 @@ def _baseline_table(data: TrialData, labels: Sequence[str]) -> list[dict[str, An
                 )
                 cells[label] = {
                     "n": len(numbers),
-                    "mean": float(numbers.mean()) if len(numbers) else None,
-                    "sd": float(numbers.std(ddof=1)) if len(numbers) > 1 else None,
+                    "mean": sample_mean(numbers),
+                    "sd": sample_sd(numbers),
                     "median": float(numbers.median()) if len(numbers) else None,
                     "min": float(numbers.min()) if len(numbers) else None,
                     "max": float(numbers.max()) if len(numbers) else None,
@@ -1190,8 +1196,7 @@ def _pooled_summary(frame: pd.DataFrame, model: str, outcome: str) -> dict[str, 
         out.update(responders=int(observed.sum()),
                    proportion=float(observed.mean()) if len(observed) else None)
     else:
-        out.update(mean=float(observed.mean()) if len(observed) else None,
-                   sd=float(observed.std(ddof=1)) if len(observed) > 1 else None)
+        out.update(mean=sample_mean(observed), sd=sample_sd(observed))
     return out
 
 

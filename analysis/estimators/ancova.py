@@ -28,6 +28,8 @@ from analysis.results import (
     EndpointResult,
     LSMean,
     TestResult,
+    sample_mean,
+    sample_sd,
 )
 
 
@@ -195,8 +197,8 @@ def _fit_prepared(prepared: PreparedAncova, y: FloatArray, frame: pd.DataFrame) 
             ArmSummary(
                 arm=a,
                 n=len(vals),
-                mean=float(vals.mean()),
-                sd=float(vals.std()) if len(vals) > 1 else None,
+                mean=sample_mean(vals),
+                sd=sample_sd(vals),
             )
         )
     terms = [arm, *covariates, *strata]

@@ -61,6 +61,8 @@ from analysis.results import (
     EffectEstimate,
     EndpointResult,
     LSMean,
+    sample_mean,
+    sample_sd,
 )
 
 _LOG_2PI = float(np.log(2 * np.pi))
@@ -545,8 +547,8 @@ def fit_mmrm(
                 ArmSummary(
                     arm=a,
                     n=len(vals),
-                    mean=float(vals.mean()) if len(vals) else None,
-                    sd=float(vals.std()) if len(vals) > 1 else None,
+                    mean=sample_mean(vals),
+                    sd=sample_sd(vals),
                     visit=v,
                 )
             )
