@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Literal
 
+import numpy as np
+
 Scale = Literal[
     "difference",
     "odds_ratio",
@@ -38,25 +40,25 @@ def sample_mean(values: Iterable[float]) -> float | None:
     otherwise be reported as 0.000000000000000009 (or -0.0). The sum is correctly rounded
     (``math.fsum``) and each value's binary form is within half an epsilon of it, so a sum
     within an epsilon of the absolute values' sum cannot be told from zero."""
-    xs = [float(v) for v in values]
-    if not xs:
+    xs = np.asarray(values, dtype=float)
+    if not len(xs):
         return None
-    total = math.fsum(xs)
-    if abs(total) <= sys.float_info.epsilon * math.fsum(abs(x) for x in xs):
+    total = math.fsum(xs.tolist())
+    if abs(total) <= sys.float_info.epsilon * float(np.abs(xs).sum()):
         return 0.0
     return total / len(xs)
 
 
 def sample_sd(values: Iterable[float]) -> float | None:
-    """The sample standard deviation (n - 1; None below two values), exactly 0.0 when every
-    value is the same (a float mean of equal decimals is not always the value itself)."""
-    xs = [float(v) for v in values]
+    """The sample standard deviation (n - 1, numpy's two-pass; None below two values), exactly
+    0.0 when every value is the same (a float mean of equal decimals is not always the value
+    itself, so the deviations are not all zero)."""
+    xs = np.asarray(values, dtype=float)
     if len(xs) < 2:
         return None
-    if min(xs) == max(xs):
+    if xs.min() == xs.max():
         return 0.0
-    mean = math.fsum(xs) / len(xs)
-    return math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+    return float(np.std(xs, ddof=1))
 
 
 def _json(value: object) -> JSONValue:
