@@ -33,14 +33,20 @@ class AnalysisError(ValueError):
     """Raise when an analysis cannot run on the data or parameters given."""
 
 
+def _present(values: Iterable[float]) -> np.ndarray:
+    xs = np.asarray(values, dtype=float)
+    return xs[~np.isnan(xs)]
+
+
 def sample_mean(values: Iterable[float]) -> float | None:
     """The mean of the values (None for none), exactly 0.0 when their sum is zero but for the
     rounding of their binary forms: values entered with decimals are not exact in binary
     (-0.3 + 0.1 + 0.2 sums to 2.8e-17), so a mean that is zero in the data's own decimals would
     otherwise be reported as 0.000000000000000009 (or -0.0). The sum is correctly rounded
     (``math.fsum``) and each value's binary form is within half an epsilon of it, so a sum
-    within an epsilon of the absolute values' sum cannot be told from zero."""
-    xs = np.asarray(values, dtype=float)
+    within an epsilon of the absolute values' sum cannot be told from zero. Missing values
+    (NaN) are left out, as pandas' ``mean`` leaves them out."""
+    xs = _present(values)
     if not len(xs):
         return None
     total = math.fsum(xs.tolist())
@@ -52,8 +58,8 @@ def sample_mean(values: Iterable[float]) -> float | None:
 def sample_sd(values: Iterable[float]) -> float | None:
     """The sample standard deviation (n - 1, numpy's two-pass; None below two values), exactly
     0.0 when every value is the same (a float mean of equal decimals is not always the value
-    itself, so the deviations are not all zero)."""
-    xs = np.asarray(values, dtype=float)
+    itself, so the deviations are not all zero). Missing values (NaN) are left out."""
+    xs = _present(values)
     if len(xs) < 2:
         return None
     if xs.min() == xs.max():

@@ -108,3 +108,8 @@ def test_sample_mean_and_sd_agree_with_exact_arithmetic() -> None:
     assert sample_mean([]) is None and sample_sd([4.2]) is None
     assert sample_mean([0.1, 0.2, -0.3]) == 0.0 and sample_mean([1e-20, -1e-20]) == 0.0
     assert sample_mean([1e-20, 2e-20]) == pytest.approx(1.5e-20)  # tiny but not noise
+    # missing values left out, as pandas' mean and std leave them out
+    with_missing = pd.Series([1.5, float("nan"), 2.5, 4.0])
+    assert sample_mean(with_missing) == pytest.approx(float(with_missing.mean()), rel=1e-15)
+    assert sample_sd(with_missing) == pytest.approx(float(with_missing.std()), rel=1e-12)
+    assert sample_mean([float("nan")]) is None and sample_sd([float("nan"), 1.0]) is None
