@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 Scale = Literal[
     "difference",
@@ -33,9 +34,10 @@ class AnalysisError(ValueError):
     """Raise when an analysis cannot run on the data or parameters given."""
 
 
-def _present(values: Iterable[float]) -> np.ndarray:
-    xs = np.asarray(values, dtype=float)
-    return xs[~np.isnan(xs)]
+def _present(values: Iterable[float]) -> npt.NDArray[np.float64]:
+    xs = np.asarray(values, dtype=np.float64)
+    present: npt.NDArray[np.float64] = xs[~np.isnan(xs)]
+    return present
 
 
 def sample_mean(values: Iterable[float]) -> float | None:
