@@ -22,7 +22,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, NamedTuple, cast
@@ -355,9 +355,7 @@ class FloorRefused(Exception):
 
 
 _PARTICIPANT = cast(Table, Participant.__table__)
-_ALLOCATION = cast(Table, Allocation.__table__)
 _STATE = cast(Table, RandomizationState.__table__)
-_STRATUM = cast(Table, RandomizationStratum.__table__)
 _SITE = cast(Table, Site.__table__)
 _VERSION = cast(Table, ProtocolVersion.__table__)
 # the participant's locking read and the read after it are the service's own statements
@@ -483,7 +481,7 @@ def floor_randomize(
     design = randomization.design_for(protocol, row[_STATE.c.list_table])
     secret = bytes.fromhex(row[_STATE.c.secret])
     read = {name: row[_STATE.c[name]] for name in randomization._ADVANCED}
-    read_sealed = _audited(_STATE, read)
+    read_sealed = audit.snapshot_row(RandomizationState, read, read)
     allocation = {
         "id": locked[-1], "trial_id": trial_id,
         "participant_id": participant_id,
@@ -493,7 +491,7 @@ def floor_randomize(
         "request_id": request_id, "allocated_at": now, "allocated_by_id": actor.user_id,
         "status": "allocated", "void_reason": None,
     }  # fmt: skip
-    undrawn = _audited(_ALLOCATION, allocation)
+    undrawn = audit.snapshot_row(Allocation, allocation, allocation)
 
     # the trial's lock, held from here to commit, with the trial chain's head (the events'
     # head, certain: `audit.hold_head`), the stratum's row and the site's counter
@@ -525,20 +523,23 @@ def floor_randomize(
             cast(RandomizationState, numbers), result),
         evidence=randomization._jsonable(result.evidence),
     )  # fmt: skip
-    drawn = _audited(_ALLOCATION, allocation, randomization._DRAWN)
+    drawn = audit.snapshot_row(Allocation, allocation, randomization._DRAWN)
     events.append(
         _event(common, "create", "randomization.allocate", "allocation", allocation["id"],
                site_id, [{"field": k, "old": None, "new": {**undrawn, **drawn}[k]}
                          for k in Allocation.__audited__])
     )  # fmt: skip
     before = {name: getattr(locked_state, name) for name in randomization._ADVANCED}
-    before_sealed = read_sealed if before == read else _audited(_STATE, before)
+    before_sealed = (
+        read_sealed if before == read
+        else audit.snapshot_row(RandomizationState, before, before)
+    )  # fmt: skip
     advanced = {
         "next_seq": result.seq_no + 1,
         "state": randomization._trial_part(next_state, kept).to_json(),
         "active_allocations": locked_state.active_allocations + 1, "updated_at": now,
     }  # fmt: skip
-    after = _audited(_STATE, advanced)
+    after = audit.snapshot_row(RandomizationState, advanced, advanced)
     events.append(
         _event(common, "update", "randomization.advance", "randomization_state", state_id, None,
                [{"field": k, "old": before_sealed[k], "new": after[k]} for k in after
@@ -549,15 +550,18 @@ def floor_randomize(
         "state": next_state.strata[key].to_json(), "updated_at": now,
     }  # fmt: skip
     if read.state is None:  # the stratum's first allocation: its row is created
-        stratum_after = _audited(_STRATUM, stratum)
+        stratum_after = audit.snapshot_row(RandomizationStratum, stratum)
         stratum_changes = [{"field": k, "old": None, "new": stratum_after[k]}
                            for k in RandomizationStratum.__audited__]  # fmt: skip
         stratum_op = "create"
     else:
-        stratum_before = _audited(
-            _STRATUM, {"state": read.state, "updated_at": read.updated_at}
+        stratum_before = audit.snapshot_row(
+            RandomizationStratum, {"state": read.state, "updated_at": read.updated_at},
+            randomization._STRATUM_WRITTEN,
+        )  # fmt: skip
+        stratum_after = audit.snapshot_row(
+            RandomizationStratum, stratum, randomization._STRATUM_WRITTEN
         )
-        stratum_after = _audited(_STRATUM, stratum, randomization._STRATUM_WRITTEN)
         stratum_changes = [{"field": k, "old": stratum_before[k], "new": stratum_after[k]}
                            for k in randomization._STRATUM_WRITTEN]  # fmt: skip
         stratum_op = "update"
@@ -611,34 +615,6 @@ def _protocol(conn: Connection, version_id: int, sha256: str | None) -> Protocol
             assert version is not None  # foreign key
             protocol = protocols.protocol_of(version)
     return protocol
-
-
-def _audited(table: Table, values: Mapping[str, Any], names: Iterable[str] | None = None
-             ) -> dict[str, Any]:
-    """The audited values of a row given as a mapping, as `audit.snapshot` makes them (sealed
-    columns sealed under the field key); ``names`` limits them (default: those given)."""
-    model = _MODELS[table.name]
-    sealed = set(getattr(model, "__sealed__", ()))
-    wanted = set(values if names is None else names)
-    out: dict[str, Any] = {}
-    for name in model.__audited__:
-        if name not in wanted:
-            continue
-        value = values[name]
-        if value is None:
-            out[name] = None
-        elif name in sealed:
-            out[name] = crypto.cipher().seal(audit._as_text(value), f"{table.name}.{name}")
-        else:
-            out[name] = audit.to_jsonable(value)
-    return out
-
-
-_MODELS: dict[str, Any] = {
-    "allocation": Allocation,
-    "randomization_state": RandomizationState,
-    "randomization_stratum": RandomizationStratum,
-}
 
 
 def _event(common: Mapping[str, Any], op: str, action: str, entity_type: str, entity_id: int,

@@ -218,48 +218,32 @@ M = TypeVar("M", bound=Base)
 
 
 def insert_row(session: Session, obj: M) -> M:
-    """Insert a new object's row with one Core ``INSERT`` (see `insert_rows`)."""
-    insert_rows(session, [obj])
-    return obj
+    """Insert a new object's row with one Core ``INSERT`` (its key returned) and put it in the
+    session as persistent and clean: the row and the object a flush would give, without the
+    unit of work's per-flush bookkeeping (a hot path's new row; see save_form). Runs before any
+    pending change of the session is flushed: the caller has set what the row needs.
 
-
-def insert_rows(session: Session, objs: Sequence[M]) -> None:
-    """Insert new objects of one class with one Core ``INSERT`` (their keys returned, in order)
-    and put them in the session as persistent and clean: the rows and the objects a flush would
-    give, without the unit of work's per-flush bookkeeping (a hot path's new rows; see
-    save_form and plan_participant_visits). Runs before any pending change of the session is
-    flushed: the caller has set what the rows need.
-
-    Every column attribute but the primary key must be set on each object: no column default
-    is applied here (a ``ValueError`` names a missing one), so the rows hold exactly the values
-    the objects show."""
-    if not objs:
-        return
-    mapper = inspect(type(objs[0]))
+    Every column attribute but the primary key must be set on the object: no column default
+    is applied here (a ``ValueError`` names a missing one), so the row holds exactly the values
+    the object shows. (New rows no object is needed for: `insert_many`.)"""
+    mapper = inspect(type(obj))
     [key] = mapper.primary_key
-    columns = [(prop.key, prop.columns[0].key) for prop in mapper.column_attrs
-               if prop.columns[0] is not key]  # fmt: skip
-    rows: list[dict[str, Any]] = []
-    for obj in objs:
-        if type(obj) is not mapper.class_:
-            raise TypeError(f"insert_rows: {type(obj).__name__} among {mapper.class_.__name__}")
-        given = obj.__dict__
-        missing = [attr for attr, _ in columns if attr not in given]
-        if missing:
-            raise ValueError(f"insert_row: {type(obj).__name__}.{missing[0]} is not set")
-        rows.append({column: given[attr] for attr, column in columns})
+    given = obj.__dict__
+    row: dict[str, Any] = {}
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        if column is key:
+            continue
+        if prop.key not in given:
+            raise ValueError(f"insert_row: {type(obj).__name__}.{prop.key} is not set")
+        row[column.key] = given[prop.key]
     table = cast(Table, mapper.local_table)
-    key_attr = mapper.get_property_by_column(key).key
-    if len(rows) == 1:
-        inserted = session.connection().execute(insert(table), rows[0]).inserted_primary_key
-        assert inserted is not None
-        ids = [inserted[0]]
-    else:
-        ids = insert_many(session.connection(), table, rows)
-    for obj, id_ in zip(objs, ids, strict=True):
-        setattr(obj, key_attr, id_)
-        make_transient_to_detached(obj)
-        session.add(obj)
+    inserted = session.connection().execute(insert(table), row).inserted_primary_key
+    assert inserted is not None
+    setattr(obj, mapper.get_property_by_column(key).key, inserted[0])
+    make_transient_to_detached(obj)
+    session.add(obj)
+    return obj
 
 
 def insert_many(

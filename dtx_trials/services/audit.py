@@ -51,9 +51,9 @@ import hashlib
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -170,6 +170,8 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return to_jsonable(value.value)
     if isinstance(value, datetime):
+        if value.tzinfo is not None:  # an instant given in another zone is its UTC instant
+            value = value.astimezone(UTC)
         if value.year >= 1000:  # isoformat pads the year to 4 digits, strftime does not
             return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
         return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -235,14 +237,28 @@ def snapshot(obj: Base, fields: Iterable[str] | None = None) -> dict[str, Any]:
 
     ``fields`` limits the snapshot to those audited columns (a caller that changes only them:
     `record_update` then records the same changes without sealing the untouched columns)."""
-    sealed = set(getattr(obj, "__sealed__", ()))
-    digested = set(getattr(obj, "__digested__", ()))
-    table = obj.__tablename__
+    return _snapshot(type(obj), functools.partial(getattr, obj), fields)
+
+
+def snapshot_row(
+    model: type[Base], values: Mapping[str, Any], fields: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """`snapshot` of a row given as a mapping of its attributes (a row written without an ORM
+    object: every audited attribute, or those of ``fields``, must be in it)."""
+    return _snapshot(model, values.__getitem__, fields)
+
+
+def _snapshot(
+    model: type[Base], value_of: Callable[[str], Any], fields: Iterable[str] | None
+) -> dict[str, Any]:
+    sealed = set(getattr(model, "__sealed__", ()))
+    digested = set(getattr(model, "__digested__", ()))
+    table = model.__tablename__
     out: dict[str, Any] = {}
-    audited: tuple[str, ...] = obj.__audited__  # type: ignore[attr-defined]
+    audited: tuple[str, ...] = model.__audited__  # type: ignore[attr-defined]
     names = audited if fields is None else [n for n in audited if n in set(fields)]
     for name in names:
-        value = getattr(obj, name)
+        value = value_of(name)
         if value is None:
             out[name] = None
         elif name in sealed:
@@ -742,17 +758,55 @@ def record_create(
 ) -> AuditEvent:
     """Audit a new row: every covered column from None to its value."""
     session.flush()
-    changes = [{"field": k, "old": None, "new": v} for k, v in snapshot(obj).items()]
+    return _append_create(
+        session, actor, action, obj.__tablename__, obj.id, snapshot(obj),  # type: ignore[attr-defined]
+        trial_id=_trial_of(obj, trial_id),
+        site_id=site_id if site_id is not None else getattr(obj, "site_id", None),
+        reason=reason,
+    )  # fmt: skip
+
+
+def record_create_row(
+    session: Session,
+    actor: Actor,
+    action: str,
+    model: type[Base],
+    row_id: int,
+    values: Mapping[str, Any],
+    *,
+    trial_id: int | None,
+    site_id: int | None,
+) -> AuditEvent:
+    """`record_create` of a row written without an ORM object (`db.insert_many`): its key and
+    its attributes' values (every audited one)."""
+    return _append_create(
+        session, actor, action, model.__tablename__, row_id, snapshot_row(model, values),
+        trial_id=trial_id, site_id=site_id, reason=None,
+    )  # fmt: skip
+
+
+def _append_create(
+    session: Session,
+    actor: Actor,
+    action: str,
+    entity_type: str,
+    entity_id: int,
+    audited: Mapping[str, Any],
+    *,
+    trial_id: int | None,
+    site_id: int | None,
+    reason: str | None,
+) -> AuditEvent:
     return append(
         session,
         actor,
         op="create",
         action=action,
-        entity_type=obj.__tablename__,
-        entity_id=obj.id,
-        changes=changes,
-        trial_id=_trial_of(obj, trial_id),  # type: ignore[attr-defined]
-        site_id=site_id if site_id is not None else getattr(obj, "site_id", None),
+        entity_type=entity_type,
+        entity_id=entity_id,
+        changes=[{"field": k, "old": None, "new": v} for k, v in audited.items()],
+        trial_id=trial_id,
+        site_id=site_id,
         reason=reason,
     )
 

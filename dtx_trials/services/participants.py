@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from dtx_trials.db import insert_rows, lock_row, transaction, utcnow
+from dtx_trials.db import insert_many, lock_row, transaction, utcnow
 from dtx_trials.models import (
     Consent,
     FormRecord,
@@ -478,33 +478,35 @@ def plan_participant_visits(
         existing = set(
             session.scalars(_SCHEDULED_VISIT_CODES, {"participant_id": participant.id})
         )
-    new = [
-        Visit(
-            participant_id=participant.id,
-            visit_code=planned.visit_id,
-            occurrence=1,
-            is_unscheduled=False,
-            planned_on=planned.planned_on,
-            window_start_on=planned.window_start_on,
-            window_end_on=planned.window_end_on,
-            actual_on=None,
-            actual_at=None,
-            status="planned",
-            missed_reason=None,
-        )
+    rows = [
+        {
+            "participant_id": participant.id,
+            "visit_code": planned.visit_id,
+            "occurrence": 1,
+            "is_unscheduled": False,
+            "planned_on": planned.planned_on,
+            "window_start_on": planned.window_start_on,
+            "window_end_on": planned.window_end_on,
+            "actual_on": None,
+            "actual_at": None,
+            "status": "planned",
+            "missed_reason": None,
+        }
         for planned in plan_visits(protocol.schedule, anchors_of(participant, zone))
         if planned.visit_id not in existing
     ]
-    insert_rows(session, new)  # one multi-row insert (every column set above)
-    for visit in new:
-        audit.record_create(
-            session,
-            actor,
-            "visit.plan",
-            visit,
-            trial_id=participant.trial_id,
-            site_id=participant.site_id,
-        )
+    if not rows:
+        return
+    # one multi-row insert of every column, no ORM object (none is read in the transaction)
+    ids = insert_many(session.connection(), _VISIT, rows)
+    for visit_id, row in zip(ids, rows, strict=True):
+        audit.record_create_row(
+            session, actor, "visit.plan", Visit, visit_id, row,
+            trial_id=participant.trial_id, site_id=participant.site_id,
+        )  # fmt: skip
+
+
+_VISIT = cast(Table, Visit.__table__)
 
 
 def withdraw_participant(

@@ -347,7 +347,8 @@ def _read_after_lock(session: Session, participant: Participant) -> _AfterLock:
     which may have waited for them."""
     unattached: dict[str, object] = {}
     by_visit: dict[str, dict[str, object]] = {}
-    rows = session.execute(_AFTER_LOCK, {"participant_id": participant.id}).all()
+    # Core rows on the session's connection (the ORM's execution adds nothing here)
+    rows = session.connection().execute(_AFTER_LOCK, {"participant_id": participant.id}).all()
     for data, visit_code, _, _ in rows:
         if data is None:
             continue  # no submitted record: the one row carries the rest
