@@ -170,6 +170,11 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+# the most decimals a tiny value is written with in fixed notation (0.00000012); smaller ones
+# in scientific notation (2.8e-17), so that no value makes a number wider than a table's cell
+_MOST_DECIMALS = 8
+
+
 def fmt(value: Any, digits: int = 3, missing: str = "not estimable") -> str:
     """Format a number with ``digits`` decimals (never -0.000; tiny values keep 2 digits)."""
     number = _finite(value)
@@ -179,8 +184,11 @@ def fmt(value: Any, digits: int = 3, missing: str = "not estimable") -> str:
     if float(text) == 0.0:
         if number == 0.0:
             return f"{0.0:.{digits}f}"
-        # two significant digits, in fixed notation (-0.00045, 0.00000012)
+        # two significant digits, in fixed notation (-0.00045, 0.00000012) down to 1e-8, then
+        # in scientific notation (2.8e-17: a model's estimate of a zero difference, say)
         decimals = 1 - math.floor(math.log10(abs(number)))
+        if decimals > _MOST_DECIMALS:
+            return f"{number:.1e}"
         return f"{number:.{decimals}f}"
     return text
 

@@ -117,6 +117,9 @@ def test_p_values_follow_the_convention() -> None:
 def test_ci_bound_never_prints_negative_zero() -> None:
     assert fmt(-0.00045) == "-0.00045"
     assert fmt(1.2e-7) == "0.00000012"
+    assert fmt(1.2e-8) == "1.2e-08"  # past 8 decimals: scientific notation
+    assert fmt(2.8e-17) == "2.8e-17" and fmt(-2.2e-16, 2) == "-2.2e-16"
+    assert fmt(9.96e-9) == "1.0e-08" and fmt(1.04e-8) == "1.0e-08"
     assert fmt(-0.0) == "0.000"
     assert fmt(0.0) == "0.000"
     assert fmt(-0.5934) == "-0.593"
