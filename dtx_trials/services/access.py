@@ -8,13 +8,15 @@ different site — gets 404; an actor who can see the trial but lacks the action
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from dtx_trials.models.users import Role
 from dtx_trials.services.errors import NotFound, PermissionDenied
 
 R = Role
+_NOTHING_HELD: Mapping[Role, frozenset[int] | None] = {}
 
 # Action -> roles that hold it. One table, read by every route (through `can`).
 ACTION_ROLES: dict[str, frozenset[Role]] = {
@@ -132,14 +134,46 @@ class Actor:
     auth_ref: str | None = None
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
+    def held_in(self, trial_id: int) -> Mapping[Role, frozenset[int] | None]:
+        """The roles held in the trial, each with the sites it is held at (None: trial-wide)."""
+        return self._held.get(trial_id, _NOTHING_HELD)
+
     def roles_in(self, trial_id: int) -> frozenset[Role]:
-        return frozenset(g.role for g in self.grants if g.trial_id == trial_id)
+        return frozenset(self.held_in(trial_id))
+
+    def roles_at(self, trial_id: int, site_id: int | None) -> frozenset[Role]:
+        """The roles held at the site: trial-wide or granted there (trial-wide only for
+        ``site_id`` None)."""
+        return frozenset(
+            role
+            for role, sites in self.held_in(trial_id).items()
+            if sites is None or (site_id is not None and site_id in sites)
+        )
 
     def primary_role(self, trial_id: int | None) -> str | None:
         if trial_id is None:
             return "superuser" if self.is_superuser else None
-        roles = sorted(self.roles_in(trial_id))
-        return roles[0] if roles else None
+        held = self.held_in(trial_id)
+        return min(held) if held else None
+
+    @functools.cached_property
+    def _held(self) -> dict[int, dict[Role, frozenset[int] | None]]:
+        """`grants` indexed once per actor (a request's; `replace` makes a new one): every
+        permission check and every audit event's role reads it, so a monitor or investigator
+        granted at hundreds of sites pays for a lookup, not for a scan of every grant."""
+        sites: dict[int, dict[Role, set[int] | None]] = {}
+        for grant in self.grants:
+            held = sites.setdefault(grant.trial_id, {})
+            if grant.site_id is None:
+                held[grant.role] = None
+            elif grant.role not in held:
+                held[grant.role] = {grant.site_id}
+            elif (at := held[grant.role]) is not None:
+                at.add(grant.site_id)
+        return {
+            trial_id: {role: None if at is None else frozenset(at) for role, at in held.items()}
+            for trial_id, held in sites.items()
+        }
 
 
 SYSTEM = Actor(user_id=None, username="system", printed_name="System", via="system")
@@ -167,16 +201,16 @@ def can(actor: Actor, action: str, trial_id: int | None, site_id: int | None = N
     roles = ACTION_ROLES[action]
     if trial_id is None:
         return actor.is_superuser
-    for grant in actor.grants:
-        if grant.trial_id != trial_id or grant.role not in roles:
+    for role, sites in actor.held_in(trial_id).items():
+        if role not in roles:
             continue
         if (
-            grant.role == R.PARTICIPANT
+            role == R.PARTICIPANT
             and action in PARTICIPANT_CHANNELS
             and actor.via not in PARTICIPANT_CHANNELS[action]
         ):
             continue
-        if grant.site_id is None or site_id is None or grant.site_id == site_id:
+        if sites is None or site_id is None or site_id in sites:
             return True
     return False
 
@@ -192,23 +226,23 @@ def require(actor: Actor, action: str, trial_id: int, site_id: int | None = None
 
 def _sees(actor: Actor, trial_id: int, site_id: int | None) -> bool:
     return any(
-        g.trial_id == trial_id and (g.site_id is None or site_id is None or g.site_id == site_id)
-        for g in actor.grants
+        sites is None or site_id is None or site_id in sites
+        for sites in actor.held_in(trial_id).values()
     )
 
 
 def visible_sites(actor: Actor, action: str, trial_id: int) -> frozenset[int] | None:
     """Return the sites the actor may act on for `action` (None = every site), or raise."""
     roles = ACTION_ROLES[action]
-    sites: set[int] = set()
-    for grant in actor.grants:
-        if grant.trial_id == trial_id and grant.role in roles:
-            if grant.site_id is None:
+    visible: set[int] = set()
+    for role, sites in actor.held_in(trial_id).items():
+        if role in roles:
+            if sites is None:
                 return None
-            sites.add(grant.site_id)
-    if not sites:
+            visible |= sites
+    if not visible:
         require(actor, action, trial_id)
-    return frozenset(sites)
+    return frozenset(visible)
 
 
 def sees_arms(actor: Actor, trial_id: int, blinded: frozenset[Role]) -> bool:

@@ -74,11 +74,7 @@ def _check_respondent(actor: Actor, trial: Trial, site_id: int, form: FormDef) -
         if form.respondent != "participant":
             raise PermissionDenied(f"{form.id} is not answered by the participant")
         return
-    roles = {
-        g.role
-        for g in actor.grants
-        if g.trial_id == trial.id and (g.site_id is None or g.site_id == site_id)
-    }
+    roles = actor.roles_at(trial.id, site_id)
     if form.respondent == "outcome_assessor":
         if Role.OUTCOME_ASSESSOR not in roles:
             raise PermissionDenied(f"only an outcome assessor enters {form.id}")
