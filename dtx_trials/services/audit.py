@@ -826,7 +826,48 @@ def record_update(
     """Audit the covered columns that changed since `before` (a `snapshot`, limited to
     ``fields`` when the caller changed only those); None if none did."""
     session.flush()
-    after = snapshot(obj, fields)
+    return _append_update(
+        session, actor, action, obj.__tablename__, obj.id,  # type: ignore[attr-defined]
+        before, snapshot(obj, fields),
+        trial_id=_trial_of(obj, trial_id),
+        site_id=site_id if site_id is not None else getattr(obj, "site_id", None),
+        reason=reason,
+    )  # fmt: skip
+
+
+def record_update_row(
+    session: Session,
+    actor: Actor,
+    action: str,
+    model: type[Base],
+    row_id: int,
+    before: Mapping[str, Any],
+    values: Mapping[str, Any],
+    *,
+    trial_id: int | None,
+    site_id: int | None,
+) -> AuditEvent | None:
+    """`record_update` of a row written without the unit of work: `before` its `snapshot` (or
+    `snapshot_row`) of the columns written, `values` their new values."""
+    return _append_update(
+        session, actor, action, model.__tablename__, row_id, before,
+        snapshot_row(model, values, values), trial_id=trial_id, site_id=site_id, reason=None,
+    )  # fmt: skip
+
+
+def _append_update(
+    session: Session,
+    actor: Actor,
+    action: str,
+    entity_type: str,
+    entity_id: int,
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    *,
+    trial_id: int | None,
+    site_id: int | None,
+    reason: str | None,
+) -> AuditEvent | None:
     changes = [
         {"field": k, "old": before.get(k), "new": v}
         for k, v in after.items()
@@ -839,11 +880,11 @@ def record_update(
         actor,
         op="update",
         action=action,
-        entity_type=obj.__tablename__,
-        entity_id=obj.id,
+        entity_type=entity_type,
+        entity_id=entity_id,
         changes=changes,
-        trial_id=_trial_of(obj, trial_id),  # type: ignore[attr-defined]
-        site_id=site_id if site_id is not None else getattr(obj, "site_id", None),
+        trial_id=trial_id,
+        site_id=site_id,
         reason=reason,
     )
 

@@ -288,23 +288,35 @@ def _advance_stratum(
     when it had no row), and write it through the session (`orm`), or leave the write to the
     caller (PostgreSQL: the rider of the allocation's audit write); return the row's values."""
     read = change.read
-    # the row as read (not read again): with `orm` added to the session as persistent (its
-    # values those read under the lock), so that the ORM writes only what changes
-    row = RandomizationStratum(
-        id=read.id, trial_id=trial_id, stratum_key=change.key, state=read.state,
-        updated_at=read.updated_at,
-    )  # fmt: skip
+    values = {"id": read.id, "trial_id": trial_id, "stratum_key": change.key,
+              "state": read.state, "updated_at": read.updated_at}  # fmt: skip
     written = {"state": change.after.to_json(), "updated_at": change.at}
+    if not orm:  # audited from the values, no ORM object
+        assert read.id is not None  # PostgreSQL: a new row's id drawn before the lock
+        if read.state is None:
+            after = {**values, **written}
+            audit.record_create_row(
+                session, actor, action, RandomizationStratum, read.id, after,
+                trial_id=trial_id, site_id=None,
+            )  # fmt: skip
+            return after
+        before = audit.snapshot_row(RandomizationStratum, values, _STRATUM_WRITTEN)
+        audit.record_update_row(
+            session, actor, action, RandomizationStratum, read.id, before, written,
+            trial_id=trial_id, site_id=None,
+        )  # fmt: skip
+        return {**values, **written}
+    # the row as read (not read again), added to the session as persistent (its values those
+    # read under the lock), so that the ORM writes only what changes
+    row = RandomizationStratum(**values)
     if read.state is None:
         for name, value in written.items():
             setattr(row, name, value)
-        if orm:
-            session.add(row)
+        session.add(row)
         audit.record_create(session, actor, action, row)
     else:
-        if orm:
-            make_transient_to_detached(row)
-            session.add(row)
+        make_transient_to_detached(row)
+        session.add(row)
         before = audit.snapshot(row, _STRATUM_WRITTEN)
         for name, value in written.items():
             setattr(row, name, value)
@@ -469,9 +481,10 @@ def randomize_participant(
         before = audit.snapshot(participant, randomized)
         # one UPDATE of the locked row, no unit-of-work flush
         update_row(session, participant, randomized)
-        audit.record_update(
-            session, actor, "participant.randomized", participant, before, fields=randomized
-        )
+        audit.record_update_row(
+            session, actor, "participant.randomized", Participant, participant.id, before,
+            randomized, trial_id=participant.trial_id, site_id=participant.site_id,
+        )  # fmt: skip
         # one insert; anchored on the site's calendar day
         plan_participant_visits(
             session, actor, participant, protocol, zone=locked.zone, existing=guarded.visit_codes
@@ -649,9 +662,10 @@ def _write_allocation(
         trial_id=allocation.trial_id,
         site_id=site.site_id,
     )
-    audit.record_update(
-        session, actor, "randomization.advance", state_row, state_before, fields=_ADVANCED
-    )
+    audit.record_update_row(
+        session, actor, "randomization.advance", RandomizationState, state_row.id,
+        state_before, advanced, trial_id=state_row.trial_id, site_id=None,
+    )  # fmt: skip
     stratum_row = _advance_stratum(
         session, actor, "randomization.advance", allocation.trial_id, stratum, orm=False
     )
