@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 from dtx_trials.models.users import Role
 from dtx_trials.services.errors import NotFound, PermissionDenied
@@ -118,6 +119,31 @@ class Grant:
     role: Role
 
 
+class Grants(tuple[Grant, ...]):
+    """An actor's grants, indexed once (`by_trial`): every permission check and every audit
+    event's role reads the index, so a monitor or investigator granted at hundreds of sites pays
+    for a lookup, not for a scan of every grant. The same object passes from actor to actor
+    (`dataclasses.replace`: a cached token's actor made into each request's), and so does its
+    index."""
+
+    @functools.cached_property
+    def by_trial(self) -> dict[int, dict[Role, frozenset[int] | None]]:
+        """Per trial, each role held with the sites it is held at (None: trial-wide)."""
+        sites: dict[int, dict[Role, set[int] | None]] = {}
+        for grant in self:
+            held = sites.setdefault(grant.trial_id, {})
+            if grant.site_id is None:
+                held[grant.role] = None
+            elif grant.role not in held:
+                held[grant.role] = {grant.site_id}
+            elif (at := held[grant.role]) is not None:
+                at.add(grant.site_id)
+        return {
+            trial_id: {role: None if at is None else frozenset(at) for role, at in held.items()}
+            for trial_id, held in sites.items()
+        }
+
+
 @dataclass(frozen=True)
 class Actor:
     """The authenticated caller of a use case, with its grants loaded once per request."""
@@ -125,7 +151,7 @@ class Actor:
     user_id: int | None
     username: str
     printed_name: str
-    grants: tuple[Grant, ...] = ()
+    grants: tuple[Grant, ...] = ()  # held as `Grants` (indexed)
     is_superuser: bool = False
     request_id: str | None = None
     via: str = "api"  # api | web | cli | epro | system
@@ -134,9 +160,13 @@ class Actor:
     auth_ref: str | None = None
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
+    def __post_init__(self) -> None:
+        if type(self.grants) is not Grants:
+            object.__setattr__(self, "grants", Grants(self.grants))
+
     def held_in(self, trial_id: int) -> Mapping[Role, frozenset[int] | None]:
         """The roles held in the trial, each with the sites it is held at (None: trial-wide)."""
-        return self._held.get(trial_id, _NOTHING_HELD)
+        return cast(Grants, self.grants).by_trial.get(trial_id, _NOTHING_HELD)
 
     def roles_in(self, trial_id: int) -> frozenset[Role]:
         return frozenset(self.held_in(trial_id))
@@ -155,25 +185,6 @@ class Actor:
             return "superuser" if self.is_superuser else None
         held = self.held_in(trial_id)
         return min(held) if held else None
-
-    @functools.cached_property
-    def _held(self) -> dict[int, dict[Role, frozenset[int] | None]]:
-        """`grants` indexed once per actor (a request's; `replace` makes a new one): every
-        permission check and every audit event's role reads it, so a monitor or investigator
-        granted at hundreds of sites pays for a lookup, not for a scan of every grant."""
-        sites: dict[int, dict[Role, set[int] | None]] = {}
-        for grant in self.grants:
-            held = sites.setdefault(grant.trial_id, {})
-            if grant.site_id is None:
-                held[grant.role] = None
-            elif grant.role not in held:
-                held[grant.role] = {grant.site_id}
-            elif (at := held[grant.role]) is not None:
-                at.add(grant.site_id)
-        return {
-            trial_id: {role: None if at is None else frozenset(at) for role, at in held.items()}
-            for trial_id, held in sites.items()
-        }
 
 
 SYSTEM = Actor(user_id=None, username="system", printed_name="System", via="system")

@@ -78,9 +78,15 @@ def test_the_index_answers_as_a_scan_of_every_grant(
             access.visible_sites(actor, action, trial_id)
 
 
-def test_an_actor_with_more_grants_is_a_new_index() -> None:
-    """`replace` (the command line taking a role, say) builds a new actor: its index is its
-    own, never the one the first actor built."""
+def test_a_request_s_actor_shares_its_tokens_index_and_more_grants_are_a_new_one() -> None:
+    """The actor of each request is the cached token's actor with the request's id
+    (`replace`): the same grants, so the same index, built once. More grants (the command line
+    taking a role, say) make a new index, never the first actor's."""
+    cached = Actor(1, "m", "M", (Grant(1, 10, Role.MONITOR),), auth_ref="token:1")
+    assert cached.primary_role(1) == Role.MONITOR  # the index built
+    request = replace(cached, request_id="r1", extra={})
+    assert request.grants is cached.grants and "by_trial" in vars(request.grants)
+    assert request == replace(cached, request_id="r1") and request.grants == cached.grants
     monitor = Actor(1, "m", "M", (Grant(1, 10, Role.MONITOR),))
     assert access.can(monitor, "participant.read", 1, 10)
     assert not access.can(monitor, "participant.read", 1, 11)
