@@ -85,7 +85,11 @@ def login(client: FlaskClient, account: Account) -> Account:
     return account
 
 
-def fix_randomization_secret(trial_id: int, secret: str = "5a" * 32) -> None:
+# a known randomization secret (hex): allocations that are the same in every run
+KNOWN_SECRET = "5a" * 32
+
+
+def fix_randomization_secret(trial_id: int, secret: str = KNOWN_SECRET) -> None:
     """Give a trial a known randomization secret (audited as the operator's change), so that its
     allocations, and whatever depends on them, are the same in every run."""
     from sqlalchemy import select
