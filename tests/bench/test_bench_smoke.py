@@ -150,10 +150,23 @@ def test_roundtrips_quick(monkeypatch: pytest.MonkeyPatch,
     # CPU per request against the bare app's (the PostgreSQL of CI runs on this host)
     assert "CPU per request, in process" in output
     for what in ("randomization", "randomization, same statements by the minimal handler",
-                 "eCRF submit"):  # fmt: skip
+                 "eCRF submit", "eCRF submit, same statements by the minimal handler"):  # fmt: skip
         line = next(line for line in summary.splitlines() if f"CPU per {what}, app" in line)
         ours, bare = (float(cell.split()[0]) for cell in line.split("|")[3:5])
         assert ours > bare > 0, line
+    # each lock hold split into its statement, the statements after it, Python and the COMMIT,
+    # for the API's randomization and the minimal handler's: the parts add up to the hold
+    table = output.split("Database round trips per request", 1)[1].split("CPU per request", 1)[0]
+    for what in ("| randomization ", "| randomization, same statements by the minimal handler",
+                 "| eCRF submit, token cached"):  # fmt: skip
+        line = next(line for line in table.splitlines() if line.startswith(what))
+        held, *parts = (float(cell) for cell in line.split("|")[5:10])
+        assert held > 0 and all(part >= 0 for part in parts), line
+        # medians of each column: they add up to the median hold within rounding and spread
+        assert abs(sum(parts) - held) <= 0.5 * held, line
+    floor_hold = next(line for line in summary.splitlines()
+                      if "minimal handler of the randomization's statements" in line)  # fmt: skip
+    assert "trial lock held" in floor_hold and "| met" not in floor_hold, floor_hold
 
 
 def test_missing_postgresql_is_reported_not_raised(
