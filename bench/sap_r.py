@@ -116,14 +116,12 @@ def compare(data: TrialData, results: AnalysisResults, ours_sap_s: float) -> Non
         wall = time.perf_counter() - started
     if completed.returncode != 0:
         raise RuntimeError(f"Rscript (SAP models) failed: {completed.stderr[-500:]}")
-    figures = dict(line.split(" ", 1) for line in completed.stdout.splitlines() if " " in line)
-    r_s = float(figures.pop("elapsed"))
-    has_mice = figures.pop("mice") == "yes"
+    r_s, has_mice, figures = parse_r_output(completed.stdout)
     ours = _our_estimates(results)
     print_table(
         "The SAP's models in R on the same datasets (MI: the same model, other random draws)",
         ["figure", "ours", "R"],
-        [[name, _fmt(ours.get(name)), _fmt(float(value))] for name, value in figures.items()],
+        [[name, _fmt(ours.get(name)), _fmt(value)] for name, value in figures.items()],
     )
     print_table(
         "Time: our SAP stage (datasets, every model, tables) vs R's model fits alone",
@@ -132,6 +130,16 @@ def compare(data: TrialData, results: AnalysisResults, ours_sap_s: float) -> Non
         [[ours_sap_s, r_s, wall, ours_sap_s / r_s if r_s else "-",
           "mice, 20 imputations" if has_mice else "not run (apt-get install r-cran-mice)"]],
     )  # fmt: skip
+
+
+def parse_r_output(stdout: str) -> tuple[float, bool, dict[str, float | None]]:
+    """The R script's printout: its fits' seconds, whether mice ran, and each figure by name
+    (None where R printed NA: the MI estimate when mice is not installed)."""
+    printed = dict(line.split(" ", 1) for line in stdout.splitlines() if " " in line)
+    elapsed = float(printed.pop("elapsed"))
+    has_mice = printed.pop("mice") == "yes"
+    figures = {k: None if v.strip() == "NA" else float(v) for k, v in printed.items()}
+    return elapsed, has_mice, figures
 
 
 def _fmt(value: float | None) -> str:

@@ -121,6 +121,18 @@ def test_sap_quick_prints_stage_times(capsys: pytest.CaptureFixture[str]) -> Non
     assert "SAP + PDF at 300 participants" in output.split("Summary", 1)[1]
 
 
+def test_sap_r_printout_with_na_is_parsed_not_raised() -> None:
+    """R prints NA for the MI estimate when mice is not installed (`sprintf("%.10g", NA)`): the
+    comparison shows no value there instead of stopping `make bench` (it raised ValueError)."""
+    from bench.sap_r import parse_r_output
+
+    elapsed, has_mice, figures = parse_r_output(
+        "elapsed 0.412000\nmice no\nancova -0.4123456789\nmi_mar NA\ncox_hr 0.8\n"
+    )
+    assert (elapsed, has_mice) == (0.412, False)
+    assert figures == {"ancova": -0.4123456789, "mi_mar": None, "cox_hr": 0.8}
+
+
 @pytest.mark.postgres
 def test_device_ingest_quick(monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
