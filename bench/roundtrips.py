@@ -190,9 +190,9 @@ def run(quick: bool = False) -> list[RatioRow]:
                           "SECRET_KEY": "bench", "ARGON2_TIME_COST": 1,
                           "ARGON2_MEMORY_KIB": 1024})  # fmt: skip
         try:
-            with app.app_context():
-                rows, table = _measure(app, url, prepared, sizes)
-                cpu = _cpu(app, url, prepared, sizes)
+            with app.app_context(), _bare_client(url) as bare:
+                rows, table = _measure(app, bare, prepared, sizes)
+                cpu = _cpu(app, bare, prepared, sizes)
         finally:
             with app.app_context():
                 db.session.remove()
@@ -236,7 +236,7 @@ def run(quick: bool = False) -> list[RatioRow]:
 
 
 def _measure(
-    app: Any, url: str, prepared: Any, sizes: Sizes
+    app: Any, bare: Any, prepared: Any, sizes: Sizes
 ) -> tuple[list[RatioRow], list[list[Any]]]:
     from dtx_trials.services import accounts
 
@@ -260,16 +260,15 @@ def _measure(
     # the same statements by the minimal handler (its own participants, the last ones): how
     # long any handler of them holds the trial's lock
     floor_holds: list[Hold] = []
-    with _bare_client(url) as bare:
-        floor = Probe(bare.application.extensions["bare_engine"], "randomization_state")
-        for index, subject in enumerate(prepared.subjects[-sizes.requests - _FLOOR_WARMUP :]):
-            with floor.request():
-                answer = bare.post(f"/trials/{MCI_CODE}/participants/{subject}/randomization"
-                                   "/floor", json={}, headers=headers)  # fmt: skip
-            if answer.status_code != 201:
-                raise RuntimeError(f"the minimal handler answered {answer.status_code}")
-            if index >= _FLOOR_WARMUP:
-                floor_holds.append(Hold.of(floor))
+    floor = Probe(bare.application.extensions["bare_engine"], "randomization_state")
+    for index, subject in enumerate(prepared.subjects[-sizes.requests - _FLOOR_WARMUP :]):
+        with floor.request():
+            answer = bare.post(f"/trials/{MCI_CODE}/participants/{subject}/randomization/floor",
+                               json={}, headers=headers)  # fmt: skip
+        if answer.status_code != 201:
+            raise RuntimeError(f"the minimal handler answered {answer.status_code}")
+        if index >= _FLOOR_WARMUP:
+            floor_holds.append(Hold.of(floor))
 
     submit = Probe(db.engine, "audit_chain_head")
     warm_counts: list[float] = []
@@ -377,7 +376,7 @@ def _cpu_ms(engine: Any, calls: list[Callable[[], None]]) -> tuple[float, float]
     return 1000 * app_s / len(calls), 1000 * (after - before) / len(calls)
 
 
-def _cpu(app: Any, url: str, prepared: Any, sizes: Sizes) -> list[list[Any]]:
+def _cpu(app: Any, bare: Any, prepared: Any, sizes: Sizes) -> list[list[Any]]:
     """CPU per randomization and per submit against the bare app's counter and insert."""
     client = app.test_client()
     token = client.post(
@@ -413,50 +412,48 @@ def _cpu(app: Any, url: str, prepared: Any, sizes: Sizes) -> list[list[Any]]:
             ),
         )
 
-    with _bare_client(url) as bare:
+    def bare_call(path: str, body: dict[str, Any] | None) -> Callable[[], None]:
+        return lambda: expect(201, bare.post(path, json=body, headers=headers))
 
-        def bare_call(path: str, body: dict[str, Any] | None) -> Callable[[], None]:
-            return lambda: expect(201, bare.post(path, json=body, headers=headers))
+    def floor(subject: str) -> Callable[[], None]:
+        return bare_call(f"/trials/{MCI_CODE}/participants/{subject}/randomization/floor",
+                         {})  # fmt: skip
 
-        def floor(subject: str) -> Callable[[], None]:
-            return bare_call(f"/trials/{MCI_CODE}/participants/{subject}/randomization/floor",
-                             {})  # fmt: skip
+    for call in (bare_call("/counter", None), bare_call("/rows", ADAS)):
+        for _ in range(10):  # warm-up: connections, token cache
+            call()
 
-        for call in (bare_call("/counter", None), bare_call("/rows", ADAS)):
-            for _ in range(10):  # warm-up: connections, token cache
-                call()
+    def floor_submit(subject: str) -> Callable[[], None]:
+        return lambda: expect(
+            200,
+            bare.put(
+                f"/trials/{MCI_CODE}/participants/{subject}/visits/baseline/floor",
+                json={"values": ADAS},
+                headers=headers,
+            ),
+        )
 
-        def floor_submit(subject: str) -> Callable[[], None]:
-            return lambda: expect(
-                200,
-                bare.put(
-                    f"/trials/{MCI_CODE}/participants/{subject}/visits/baseline/floor",
-                    json={"values": ADAS},
-                    headers=headers,
-                ),
-            )
-
-        for subject in floor_subjects[:_FLOOR_WARMUP]:
-            floor(subject)()
-            floor_submit(subject)()
-        counter, insert = [bare_call("/counter", None)] * n, [bare_call("/rows", ADAS)] * n
-        floors = floor_subjects[_FLOOR_WARMUP:]  # randomized by the minimal handler, as ours
-        same = "same statements by the minimal handler"
-        figures = [
-            ("randomization", [randomize(s) for s in subjects], "bare locked counter", counter),
-            (f"randomization, {same}", [floor(s) for s in floors], "bare locked counter", counter),
-            ("eCRF submit", [submit(s) for s in subjects], "bare JSON insert", insert),
-            (f"eCRF submit, {same}", [floor_submit(s) for s in floors], "bare JSON insert", insert),
-        ]
-        table = []
-        for what, calls, baseline, bare_calls in figures:
-            ours, theirs = _cpu_ms(db.engine, calls), _cpu_ms(db.engine, bare_calls)
-            if ours is None or theirs is None:
-                print("\n(CPU per request not measured: PostgreSQL does not run on this host)")
-                return []
-            total, bare_total = sum(ours), sum(theirs)
-            table.append([what, ours[0], ours[1], total, baseline, bare_total, bare_total / total])
-        return table
+    for subject in floor_subjects[:_FLOOR_WARMUP]:
+        floor(subject)()
+        floor_submit(subject)()
+    counter, insert = [bare_call("/counter", None)] * n, [bare_call("/rows", ADAS)] * n
+    floors = floor_subjects[_FLOOR_WARMUP:]  # randomized by the minimal handler, as ours
+    same = "same statements by the minimal handler"
+    figures = [
+        ("randomization", [randomize(s) for s in subjects], "bare locked counter", counter),
+        (f"randomization, {same}", [floor(s) for s in floors], "bare locked counter", counter),
+        ("eCRF submit", [submit(s) for s in subjects], "bare JSON insert", insert),
+        (f"eCRF submit, {same}", [floor_submit(s) for s in floors], "bare JSON insert", insert),
+    ]
+    table = []
+    for what, calls, baseline, bare_calls in figures:
+        ours, theirs = _cpu_ms(db.engine, calls), _cpu_ms(db.engine, bare_calls)
+        if ours is None or theirs is None:
+            print("\n(CPU per request not measured: PostgreSQL does not run on this host)")
+            return []
+        total, bare_total = sum(ours), sum(theirs)
+        table.append([what, ours[0], ours[1], total, baseline, bare_total, bare_total / total])
+    return table
 
 
 @contextmanager

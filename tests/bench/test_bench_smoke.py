@@ -167,15 +167,14 @@ def test_roundtrips_quick(monkeypatch: pytest.MonkeyPatch,
         ours, bare = (float(cell.split()[0]) for cell in line.split("|")[3:5])
         assert ours > bare > 0, line
     # each lock hold split into its statement, the statements after it, Python and the COMMIT,
-    # for the API's randomization and the minimal handler's: the parts add up to the hold
+    # for the API's randomization and the minimal handler's: in each request every part lies
+    # within the hold, so each part's median lies within the hold's median
     table = output.split("Database round trips per request", 1)[1].split("CPU per request", 1)[0]
     for what in ("| randomization ", "| randomization, same statements by the minimal handler",
                  "| eCRF submit, token cached"):  # fmt: skip
         line = next(line for line in table.splitlines() if line.startswith(what))
         held, *parts = (float(cell) for cell in line.split("|")[5:10])
-        assert held > 0 and all(part >= 0 for part in parts), line
-        # medians of each column: they add up to the median hold within rounding and spread
-        assert abs(sum(parts) - held) <= 0.5 * held, line
+        assert held > 0 and all(0 <= part <= held for part in parts), line
     floor_hold = next(line for line in summary.splitlines()
                       if "minimal handler of the randomization's statements" in line)  # fmt: skip
     assert "trial lock held" in floor_hold and "| met" not in floor_hold, floor_hold
