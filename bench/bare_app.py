@@ -14,7 +14,8 @@ four authenticate as dtx-trials does: the bearer token is resolved by the same f
 request without a live token is a 401. Serve it with
 ``gunicorn 'bench.bare_app:create_bare_app()'`` and ``BENCH_DATABASE_URL`` set (and
 ``DTX_FIELD_KEY``: the randomization floor decrypts the trial's secret and seals its events as
-the trail does).
+the trail does). ``create_api_floor_app`` serves the randomization floor behind dtx-trials' own
+API stack instead: the least a randomization costs through it.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from dtx_trials.models import (
 from dtx_trials.services import audit, forms, participants, protocols, randomization, trials
 from dtx_trials.services.access import Actor
 from dtx_trials.services.deviations import zone_named
-from dtx_trials.services.errors import Conflict, ValidationError
+from dtx_trials.services.errors import Conflict, NotFound, ValidationError
 from ecrf.schedule import plan_visits
 from protocols.model import Protocol
 from randomization.designs import allocate
@@ -163,8 +164,51 @@ def create_bare_app(database_url: str | None = None) -> Flask:
                 status, answer = floor_randomize(conn, g.actor, code, subject, request_id)
         except FloorRefused as exc:
             return jsonify({"message": exc.message}), exc.status
+        answer["allocated_at"] = audit.to_jsonable(answer["allocated_at"])
         return jsonify(answer), status
 
+    return app
+
+
+def create_api_floor_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """dtx-trials' app with one more route: ``POST /api/v1/trials/{code}/participants/
+    {subject}/randomization/floor``, the minimal handler of the randomization's statements
+    (`floor_randomize`) behind the API's own stack in place of the service: the app's request
+    hooks (request id, bearer token, input checks, security headers), ``@idempotent`` (the
+    request is the unit of work, committed last), the argument and response schemas
+    (flask-smorest) and the ORM session's transaction. The least a randomization can cost
+    through the API's stack (it skips the API's trial read, its permission check and its
+    role-shaped response, which the real endpoint adds). Serve it with
+    ``gunicorn 'bench.bare_app:create_api_floor_app()'``, configured as the app."""
+    from flask.views import MethodView
+    from flask_smorest import Blueprint
+
+    from dtx_trials import create_app
+    from dtx_trials.api.blinding import AllocationReceiptSchema
+    from dtx_trials.api.context import current_actor
+    from dtx_trials.api.idempotency import idempotent
+    from dtx_trials.api.participants import RandomizeSchema
+    from dtx_trials.extensions import api, db
+
+    app = create_app(overrides)
+    blp = Blueprint("bench_floor", __name__, url_prefix="/api/v1/trials")
+    refusals = {404: NotFound, 409: Conflict, 422: ValidationError}
+
+    @blp.route("/<code>/participants/<subject>/randomization/floor")
+    class FloorRandomization(MethodView):
+        @idempotent
+        @blp.arguments(RandomizeSchema)
+        @blp.response(201, AllocationReceiptSchema)
+        def post(self, body: dict[str, Any], code: str, subject: str) -> Any:
+            try:
+                status, receipt = floor_randomize(
+                    db.session.connection(), current_actor(), code, subject, body["request_id"]
+                )
+            except FloorRefused as exc:
+                raise refusals[exc.status](exc.message) from exc
+            return receipt, status
+
+    api.register_blueprint(blp)
     return app
 
 
@@ -598,11 +642,11 @@ class _Numbers(NamedTuple):
 
 
 def _receipt(subject_code: str, allocation: Mapping[str, Any]) -> dict[str, Any]:
-    """The blinded receipt (no arm)."""
+    """The blinded receipt (no arm), its time a datetime (each app writes it its way)."""
     return {"subject_code": subject_code, "seq_no": allocation["seq_no"],
             "randomization_number": allocation["randomization_number"],
             "activation_code": allocation["activation_code"], "status": allocation["status"],
-            "allocated_at": audit.to_jsonable(allocation["allocated_at"])}  # fmt: skip
+            "allocated_at": allocation["allocated_at"]}  # fmt: skip
 
 
 def _protocol(conn: Connection, version_id: int, sha256: str | None) -> Protocol:

@@ -524,11 +524,13 @@ class LoadResult:
 @dataclass(frozen=True)
 class Trio:
     """One repetition of an endpoint, its floor (the same statements by a minimal handler)
-    and its bare baseline, run back to back."""
+    and its bare baseline, run back to back; and, where measured, the floor behind the API's
+    own stack (``bare_app.create_api_floor_app``), run with them."""
 
     ours: LoadResult
     floor: LoadResult
     bare: LoadResult
+    api_floor: LoadResult | None = None
 
 
 def rows_account_for_answers(rows: int, answered: int, lost: int) -> bool:

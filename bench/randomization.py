@@ -79,6 +79,10 @@ class Sizes:
 FULL = Sizes((16, 64), 2500, 3000, 4, 10.0, (100, 10_000), 200, 3)
 QUICK = Sizes((2, 4), 8, 8, 2, 1.0, (10, 200), 20, 1)
 _COUNTER_REQUESTS = 1_000_000  # the counter's queue: never drained within a run
+_API_PATH = "/api/v1/trials/{code}/participants/{subject}/randomization"
+_FLOOR_PATH = "/trials/{code}/participants/{subject}/randomization/floor"  # the bare app's
+_API_FLOOR_PATH = _API_PATH + "/floor"  # the minimal handler behind the API's stack
+_API_STACK = "the API's stack"
 
 
 def run(quick: bool = False) -> list[RatioRow]:
@@ -100,15 +104,16 @@ def _warmup_count(sizes: Sizes) -> int:
 
 def run_http(sizes: Sizes) -> list[RatioRow]:
     """Measure randomizations/s and latency against the bare counter, and the minimal
-    handler's between them (the three back to back at each client level, the bare counter,
-    the minimal handler, the API, `sizes.repeats` times); verify the sequence.
+    handler's between them, bare and behind the API's stack (the four back to back at each
+    client level, the bare counter, the minimal handler, the same behind the API's stack, the
+    API, `sizes.repeats` times); verify the sequence.
 
     The API's warm-up makes the trial's first allocation (the minimal handler leaves it to
     the real endpoint); the minimal handler randomizes participants of its own."""
     n_levels = len(sizes.client_levels)
     n_participants = (
-        2 * _warmup_count(sizes)
-        + (sizes.n_requests + sizes.n_floor_requests) * n_levels * sizes.repeats
+        3 * _warmup_count(sizes)
+        + (sizes.n_requests + 2 * sizes.n_floor_requests) * n_levels * sizes.repeats
     )
     # PARTICIPANTS_PER_SITE at each site (strata: site x MoCA band), under the protocol's cap
     # of 80 per site whichever endpoint randomizes faster (an allocation reads and writes its
@@ -119,6 +124,9 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
         with (
             GunicornServer("dtx_trials:create_app()", env, sizes.workers) as ours,
             GunicornServer("bench.bare_app:create_bare_app()", env, sizes.workers) as bare,
+            GunicornServer(
+                "bench.bare_app:create_api_floor_app()", env, sizes.workers
+            ) as api_floor,
         ):
             # the workers boot while the database is prepared: neither needs the other yet
             prepared = prepare_mci_trial(url, instance, n_participants, per_site)
@@ -131,14 +139,12 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
             headers = {"Authorization": f"Bearer {token}"}
             pending = list(prepared.subjects)
 
-            def randomizations(n: int, floor: bool = False) -> list[HttpRequest]:
+            def randomizations(n: int, path: str = _API_PATH) -> list[HttpRequest]:
                 taken, pending[:] = pending[:n], pending[n:]
-                path = (
-                    f"/trials/{prepared.code}/participants/{{}}/randomization/floor"
-                    if floor
-                    else f"/api/v1/trials/{prepared.code}/participants/{{}}/randomization"
-                )
-                return [HttpRequest("POST", path.format(s), {}, headers, s) for s in taken]
+                return [
+                    HttpRequest("POST", path.format(code=prepared.code, subject=s), {}, headers, s)
+                    for s in taken
+                ]
 
             def counters(n: int) -> list[HttpRequest]:
                 return [HttpRequest("POST", "/counter", {}, headers)] * n
@@ -147,8 +153,10 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
             ours_results = [run_load(ours.port, randomizations(warmup), sizes.workers, 60)]
             bare_results = [run_load(bare.port, counters(warmup), sizes.workers, 60)]
             floor_results = [
-                run_load(bare.port, randomizations(warmup, floor=True), sizes.workers, 60)
-            ]
+                run_load(bare.port, randomizations(warmup, _FLOOR_PATH), sizes.workers, 60),
+                run_load(api_floor.port, randomizations(warmup, _API_FLOOR_PATH),
+                         sizes.workers, 60),
+            ]  # fmt: skip
             measured: list[Trio] = []
             for n_clients in sizes.client_levels:
                 for _ in range(sizes.repeats):
@@ -156,16 +164,20 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
                         bare.port, counters(_COUNTER_REQUESTS), n_clients, sizes.run_s
                     )
                     floor_run = run_load(
-                        bare.port, randomizations(sizes.n_floor_requests, floor=True),
+                        bare.port, randomizations(sizes.n_floor_requests, _FLOOR_PATH),
+                        n_clients, sizes.run_s,
+                    )  # fmt: skip
+                    api_floor_run = run_load(
+                        api_floor.port, randomizations(sizes.n_floor_requests, _API_FLOOR_PATH),
                         n_clients, sizes.run_s,
                     )  # fmt: skip
                     ours_run = run_load(
                         ours.port, randomizations(sizes.n_requests), n_clients, sizes.run_s
                     )
                     bare_results.append(bare_run)
-                    floor_results.append(floor_run)
+                    floor_results += [floor_run, api_floor_run]
                     ours_results.append(ours_run)
-                    measured.append(Trio(ours_run, floor_run, bare_run))
+                    measured.append(Trio(ours_run, floor_run, bare_run, api_floor_run))
         verification = verify_allocations(
             url, prepared.code, ours_results, bare_results, floor_results
         )
@@ -183,7 +195,7 @@ class Verification:
     bare_lost: int  # bare requests whose connection failed before the answer
     n_lost: int  # randomizations whose connection failed before the answer
     n_answered: int  # the API's 201 answers
-    n_floor_answered: int  # the minimal handler's 201 answers
+    n_floor_answered: int  # the minimal handler's 201 answers (bare and behind the API's stack)
 
     @property
     def ok(self) -> bool:
@@ -249,14 +261,19 @@ def _report_http(measured: list[Trio], verification: Verification) -> list[Ratio
     table: list[list[Any]] = []
     rows: list[RatioRow] = []
     for index, trio in enumerate(measured):
-        ours, floor, bare = trio.ours, trio.floor, trio.bare
+        ours, floor, bare, api_floor = trio.ours, trio.floor, trio.bare, trio.api_floor
         # the trio's number at its client level
         k = 1 + sum(t.ours.n_clients == ours.n_clients for t in measured[:index])
-        for label, result in (
-            ("bare locked counter", bare),
-            ("same statements, minimal handler", floor),
-            ("randomization API", ours),
-        ):
+        runs = [("bare locked counter", bare), ("same statements, minimal handler", floor)]
+        ratios = [("**ours / bare**", ours, bare), ("**minimal handler / bare**", floor, bare),
+                  ("**ours / minimal handler**", ours, floor)]  # fmt: skip
+        if api_floor is not None:
+            runs.append((f"the same behind {_API_STACK}", api_floor))
+            ratios += [
+                (f"**minimal handler behind {_API_STACK} / bare**", api_floor, bare),
+                (f"**ours / minimal handler behind {_API_STACK}**", ours, api_floor),
+            ]
+        for label, result in [*runs, ("randomization API", ours)]:
             errors = {s: n for s, n in result.statuses().items() if s != 201}
             table.append(
                 [
@@ -272,11 +289,7 @@ def _report_http(measured: list[Trio], verification: Verification) -> list[Ratio
                     "yes" if result.is_time_capped else "no",
                 ]
             )
-        for label, top, under in (
-            ("**ours / bare**", ours, bare),
-            ("**minimal handler / bare**", floor, bare),
-            ("**ours / minimal handler**", ours, floor),
-        ):
+        for label, top, under in ratios:
             ratio = _ratio(top.throughput(201), under.throughput(201))
             table.append(
                 [label, top.n_clients, k, "", "", ratio if ratio is not None else "-",
@@ -296,9 +309,19 @@ def _report_http(measured: list[Trio], verification: Verification) -> list[Ratio
                      "req/s", ours.throughput(201), floor.throughput(201), "minimal handler",
                      True),
         ]  # fmt: skip
+        if api_floor is not None:
+            rows += [
+                RatioRow(NAME, f"minimal handler behind {_API_STACK} vs locked counter, "
+                         f"{n} clients", "req/s", api_floor.throughput(201),
+                         bare.throughput(201), "locked counter", True),
+                RatioRow(NAME, f"ours vs the minimal handler behind {_API_STACK}, {n} clients",
+                         "req/s", ours.throughput(201), api_floor.throughput(201),
+                         "minimal handler behind the API's stack", True),
+            ]  # fmt: skip
     print_table(
         "Randomization through the API vs a bare locked counter, and the randomization's "
-        "statements sent by a minimal handler (gunicorn sync workers, PostgreSQL)",
+        "statements sent by a minimal handler, bare and behind the API's stack (gunicorn sync "
+        "workers, PostgreSQL)",
         ["endpoint", "clients", "trio", "ok (201)", "other statuses", "req/s", "p50 ms", "p99 ms",
          "run s", "time-capped"],
         table,
@@ -312,11 +335,16 @@ def _report_http(measured: list[Trio], verification: Verification) -> list[Ratio
         "write) with the same stratum, visit plan, caps check, design and draw "
         "(randomization.allocate) and the same eight sealed, HMAC-chained "
         "events, but no ORM, no permission check and no response schema: what is left is the "
-        "work any handler of these statements must do."
+        "work any handler of these statements must do. Behind the API's stack "
+        "(bare_app.create_api_floor_app) the same handler serves a route of the app itself: "
+        "its request hooks (request id, bearer token, input checks, security headers), "
+        "@idempotent, the argument and response schemas and the ORM session's transaction, "
+        "still without the API's trial read, permission check and role-shaped response: the "
+        "least a randomization costs through the API's stack."
     )
     print_table(
         "Allocation sequence after the run",
-        ["allocations (API 201s, minimal handler 201s)", "seq_no exactly 1..N",
+        ["allocations (API 201s, minimal handler's 201s)", "seq_no exactly 1..N",
          "duplicate participants", "randomized = answered 201 (+ answers lost)",
          "bare counter (201s, answers lost)", "verdict"],
         [[f"{verification.n_allocations} ({verification.n_answered}, "

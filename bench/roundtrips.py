@@ -10,7 +10,9 @@ the one statement that locks, checks and moves a guessed head; see ``services/au
 hold is split into the locking statement (sent to answered), the statements sent after it, the
 COMMIT, and the rest: Python run with the lock held. The randomization's is measured also for
 the minimal handler of the same statements (``bare_app.floor_randomize``), the least any
-handler of them holds the lock for.
+handler of them holds the lock for, and for the same handler behind the API's own stack
+(``bare_app.create_api_floor_app``: its hooks, ``@idempotent`` and schemas, the ORM session's
+transaction), the least the API's stack holds it for.
 
 - eCRF submit: ``PUT .../forms/adas_cog`` with ``submit: true`` for randomized participants
   (a token already seen by this process, and one not seen: the first request of a token).
@@ -45,10 +47,9 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import event, text
 
-from bench.bare_app import create_bare_app, create_bare_tables
+from bench.bare_app import create_api_floor_app, create_bare_app, create_bare_tables
 from bench.harness import FIELD_KEY, RatioRow, print_table, throwaway_database
 from bench.trial_setup import MCI_CODE, prepare_mci_trial
-from dtx_trials import create_app
 from dtx_trials.extensions import db
 
 NAME = "roundtrips"
@@ -63,10 +64,12 @@ class Sizes(NamedTuple):
 
 
 # participants: the probed randomizations and submits first, then the CPU figures' (the API's,
-# then the minimal handler's with its warm-up), the minimal handler's probed ones last
-FULL = Sizes(480, 30, 200)  # 8 sites of 60 participants
+# then the minimal handler's with its warm-up), the minimal handler's probed ones behind the
+# API's stack, and the minimal handler's probed ones last (each with its warm-up)
+FULL = Sizes(520, 30, 200)  # 8 sites of 65 participants
 # quick: enough requests that the backends' CPU, counted in 10 ms ticks, orders ours and bare
-QUICK = Sizes(120, 4, 40)
+QUICK = Sizes(136, 4, 40)
+_SITES = 8  # participants in turn: the probed randomizations meet the same strata
 _FLOOR_WARMUP = 10  # the minimal handler's randomizations before its CPU is timed
 
 
@@ -185,8 +188,10 @@ class Hold(NamedTuple):
 def run(quick: bool = False) -> list[RatioRow]:
     sizes = QUICK if quick else FULL
     with throwaway_database("trips") as url, tempfile.TemporaryDirectory() as instance:
-        prepared = prepare_mci_trial(url, instance, sizes.participants)
-        app = create_app({"SQLALCHEMY_DATABASE_URI": url, "FIELD_KEY": FIELD_KEY,
+        prepared = prepare_mci_trial(url, instance, sizes.participants,
+                                     -(-sizes.participants // _SITES))  # fmt: skip
+        # the app, with the route of the minimal handler behind its stack
+        app = create_api_floor_app({"SQLALCHEMY_DATABASE_URI": url, "FIELD_KEY": FIELD_KEY,
                           "SECRET_KEY": "bench", "ARGON2_TIME_COST": 1,
                           "ARGON2_MEMORY_KIB": 1024})  # fmt: skip
         try:
@@ -257,18 +262,32 @@ def _measure(
         if answer.status_code != 201:
             raise RuntimeError(f"randomization answered {answer.status_code}: {answer.json}")
         rand_holds.append(Hold.of(randomize))
-    # the same statements by the minimal handler (its own participants, the last ones): how
-    # long any handler of them holds the trial's lock
-    floor_holds: list[Hold] = []
-    floor = Probe(bare.application.extensions["bare_engine"], "randomization_state")
-    for index, subject in enumerate(prepared.subjects[-sizes.requests - _FLOOR_WARMUP :]):
-        with floor.request():
-            answer = bare.post(f"/trials/{MCI_CODE}/participants/{subject}/randomization/floor",
-                               json={}, headers=headers)  # fmt: skip
-        if answer.status_code != 201:
-            raise RuntimeError(f"the minimal handler answered {answer.status_code}")
-        if index >= _FLOOR_WARMUP:
-            floor_holds.append(Hold.of(floor))
+    # the same statements by the minimal handler (its own participants, the last ones), bare
+    # and behind the API's stack: how long any handler of them holds the trial's lock
+    def holds_of(probe: Probe, post: Callable[[str], Any], subjects: list[str]) -> list[Hold]:
+        holds: list[Hold] = []
+        for index, subject in enumerate(subjects):
+            with probe.request():
+                answer = post(subject)
+            if answer.status_code != 201:
+                raise RuntimeError(f"the minimal handler answered {answer.status_code}")
+            if index >= _FLOOR_WARMUP:
+                holds.append(Hold.of(probe))
+        return holds
+
+    n = sizes.requests + _FLOOR_WARMUP
+    floor_path = f"/trials/{MCI_CODE}/participants/{{}}/randomization/floor"
+    bare_floor_holds = holds_of(
+        Probe(bare.application.extensions["bare_engine"], "randomization_state"),
+        lambda s: bare.post(floor_path.format(s), json={}, headers=headers),
+        list(prepared.subjects[-n:]),
+    )
+    api_floor_holds = holds_of(
+        Probe(db.engine, "randomization_state"),
+        lambda s: client.post(f"{base}/participants/{s}/randomization/floor", json={},
+                              headers=headers),
+        list(prepared.subjects[-2 * n : -n]),
+    )  # fmt: skip
 
     submit = Probe(db.engine, "audit_chain_head")
     warm_counts: list[float] = []
@@ -303,10 +322,11 @@ def _measure(
         return float(statistics.median(values))
 
     rand_counts = [float(h.statements) for h in rand_holds]
-    head, rand, rand_floor = (
+    head, rand, rand_floor, rand_api_floor = (
         Hold.median(head_holds),
         Hold.median(rand_holds),
-        Hold.median(floor_holds),
+        Hold.median(bare_floor_holds),
+        Hold.median(api_floor_holds),
     )
     table = [
         ["eCRF submit, token cached", med(warm_counts), max(warm_counts), "audit head",
@@ -316,9 +336,13 @@ def _measure(
         ["randomization", med(rand_counts), max(rand_counts), "randomization state row",
          *rand.columns()],
         ["randomization, same statements by the minimal handler",
-         med([float(h.statements) for h in floor_holds]),
-         max(float(h.statements) for h in floor_holds), "randomization state row",
+         med([float(h.statements) for h in bare_floor_holds]),
+         max(float(h.statements) for h in bare_floor_holds), "randomization state row",
          *rand_floor.columns()],
+        ["randomization, the same behind the API's stack",
+         med([float(h.statements) for h in api_floor_holds]),
+         max(float(h.statements) for h in api_floor_holds), "randomization state row",
+         *rand_api_floor.columns()],
         [f"participants list, page of 10 of {sizes.participants}", few, few, "", "", "", "",
          "", ""],
         [f"participants list, page of 50 of {sizes.participants}", many, many, "", "", "", "",
@@ -337,6 +361,8 @@ def _measure(
                  "the COMMIT alone", False),
         RatioRow(NAME, "minimal handler of the randomization's statements: trial lock held", "ms",
                  rand_floor.held, rand_floor.commit, "the COMMIT alone", False),
+        RatioRow(NAME, "the same behind the API's stack: trial lock held", "ms",
+                 rand_api_floor.held, rand_api_floor.commit, "the COMMIT alone", False),
         RatioRow(NAME, "list page statements, page of 50 vs page of 10", "statements",
                  float(many), float(few), "page of 10", False),
     ]  # fmt: skip

@@ -65,18 +65,21 @@ def drop_postgres_database(base_url: str, name: str) -> None:
 
 
 def make_test_app(url: str, **extra: Any) -> Flask:
-    return create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": url,
-            "FIELD_KEY": FIELD_KEY,
-            "SECRET_KEY": "test-secret",
-            # still argon2id, at a cost that keeps hundreds of logins in the suite fast
-            "ARGON2_TIME_COST": 1,
-            "ARGON2_MEMORY_KIB": 1024,
-            **extra,
-        }
-    )
+    return create_app(app_config(url, **extra))
+
+
+def app_config(url: str, **extra: Any) -> dict[str, Any]:
+    """The test app's configuration on the database at `url`."""
+    return {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": url,
+        "FIELD_KEY": FIELD_KEY,
+        "SECRET_KEY": "test-secret",
+        # still argon2id, at a cost that keeps hundreds of logins in the suite fast
+        "ARGON2_TIME_COST": 1,
+        "ARGON2_MEMORY_KIB": 1024,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

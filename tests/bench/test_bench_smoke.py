@@ -171,6 +171,7 @@ def test_roundtrips_quick(monkeypatch: pytest.MonkeyPatch,
     # within the hold, so each part's median lies within the hold's median
     table = output.split("Database round trips per request", 1)[1].split("CPU per request", 1)[0]
     for what in ("| randomization ", "| randomization, same statements by the minimal handler",
+                 "| randomization, the same behind the API's stack",
                  "| eCRF submit, token cached"):  # fmt: skip
         line = next(line for line in table.splitlines() if line.startswith(what))
         held, *parts = (float(cell) for cell in line.split("|")[5:10])
@@ -178,6 +179,9 @@ def test_roundtrips_quick(monkeypatch: pytest.MonkeyPatch,
     floor_hold = next(line for line in summary.splitlines()
                       if "minimal handler of the randomization's statements" in line)  # fmt: skip
     assert "trial lock held" in floor_hold and "| met" not in floor_hold, floor_hold
+    api_floor_hold = next(line for line in summary.splitlines()
+                          if "the same behind the API's stack: trial lock held" in line)
+    assert "| met" not in api_floor_hold, api_floor_hold  # no target: a floor
 
 
 def test_missing_postgresql_is_reported_not_raised(
