@@ -192,8 +192,8 @@ def run(quick: bool = False) -> list[RatioRow]:
                                      -(-sizes.participants // _SITES))  # fmt: skip
         # the app, with the route of the minimal handler behind its stack
         app = create_api_floor_app({"SQLALCHEMY_DATABASE_URI": url, "FIELD_KEY": FIELD_KEY,
-                          "SECRET_KEY": "bench", "ARGON2_TIME_COST": 1,
-                          "ARGON2_MEMORY_KIB": 1024})  # fmt: skip
+                                    "SECRET_KEY": "bench", "ARGON2_TIME_COST": 1,
+                                    "ARGON2_MEMORY_KIB": 1024})  # fmt: skip
         try:
             with app.app_context(), _bare_client(url) as bare:
                 rows, table = _measure(app, bare, prepared, sizes)

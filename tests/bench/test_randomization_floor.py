@@ -103,7 +103,8 @@ def test_floor_behind_the_api_stack_answers_as_the_api(client: FlaskClient) -> N
     subjects = [enrolled_mci_participant(client, staff) for _ in range(3)]
     api(client, inv, "POST", path.format(subjects[0]), {}, 201)  # the real endpoint's
     url = db.engine.url.render_as_string(hide_password=False)
-    # the app the test client serves, with the floor's route; the same process's token cache
+    # an app configured as the test client's, on the same database (the same users and
+    # tokens), with the floor's route
     floor_app = create_api_floor_app(app_config(url))
     floor_client = floor_app.test_client()
     floor_path = f"/api/v1/trials/{MCI_CODE}/participants/{{}}/randomization/floor"
