@@ -65,6 +65,17 @@ from protocols.model import Protocol
 from randomization.designs import allocate
 from randomization.errors import RandomizationError
 
+# the minimal handler's randomization routes, as clients format them (code=, subject=): on the
+# bare app, and behind the API's stack (`create_api_floor_app`)
+FLOOR_RANDOMIZE_PATH = "/trials/{code}/participants/{subject}/randomization/floor"
+API_FLOOR_RANDOMIZE_PATH = "/api/v1" + FLOOR_RANDOMIZE_PATH
+
+
+def _rule(path: str) -> str:
+    """A client's path template as a Flask rule."""
+    return path.replace("{", "<").replace("}", ">")
+
+
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS bench_counter (id integer PRIMARY KEY, n bigint NOT NULL)",
     "INSERT INTO bench_counter (id, n) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
@@ -155,7 +166,7 @@ def create_bare_app(database_url: str | None = None) -> Flask:
             return jsonify({"message": "trial or participant not found"}), 404
         return jsonify({"record": record}), 200
 
-    @app.post("/trials/<code>/participants/<subject>/randomization/floor")
+    @app.post(_rule(FLOOR_RANDOMIZE_PATH))
     def randomize_floor(code: str, subject: str) -> tuple[Response, int]:
         payload = request.get_json(silent=True)
         request_id = payload.get("request_id") if isinstance(payload, dict) else None
@@ -191,10 +202,10 @@ def create_api_floor_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from dtx_trials.extensions import api, db
 
     app = create_app(overrides)
-    blp = Blueprint("bench_floor", __name__, url_prefix="/api/v1/trials")
+    blp = Blueprint("bench_floor", __name__)
     refusals = {404: NotFound, 409: Conflict, 422: ValidationError}
 
-    @blp.route("/<code>/participants/<subject>/randomization/floor")
+    @blp.route(_rule(API_FLOOR_RANDOMIZE_PATH))
     class FloorRandomization(MethodView):
         @idempotent
         @blp.arguments(RandomizeSchema)

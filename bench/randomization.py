@@ -34,7 +34,12 @@ from typing import Any
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from bench.bare_app import create_bare_tables, read_counter
+from bench.bare_app import (
+    API_FLOOR_RANDOMIZE_PATH,
+    FLOOR_RANDOMIZE_PATH,
+    create_bare_tables,
+    read_counter,
+)
 from bench.harness import (
     BenchmarkUnavailable,
     GunicornServer,
@@ -80,8 +85,6 @@ FULL = Sizes((16, 64), 2500, 3000, 4, 10.0, (100, 10_000), 200, 3)
 QUICK = Sizes((2, 4), 8, 8, 2, 1.0, (10, 200), 20, 1)
 _COUNTER_REQUESTS = 1_000_000  # the counter's queue: never drained within a run
 _API_PATH = "/api/v1/trials/{code}/participants/{subject}/randomization"
-_FLOOR_PATH = "/trials/{code}/participants/{subject}/randomization/floor"  # the bare app's
-_API_FLOOR_PATH = _API_PATH + "/floor"  # the minimal handler behind the API's stack
 _API_STACK = "the API's stack"
 
 
@@ -153,8 +156,9 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
             ours_results = [run_load(ours.port, randomizations(warmup), sizes.workers, 60)]
             bare_results = [run_load(bare.port, counters(warmup), sizes.workers, 60)]
             floor_results = [
-                run_load(bare.port, randomizations(warmup, _FLOOR_PATH), sizes.workers, 60),
-                run_load(api_floor.port, randomizations(warmup, _API_FLOOR_PATH),
+                run_load(bare.port, randomizations(warmup, FLOOR_RANDOMIZE_PATH),
+                         sizes.workers, 60),
+                run_load(api_floor.port, randomizations(warmup, API_FLOOR_RANDOMIZE_PATH),
                          sizes.workers, 60),
             ]  # fmt: skip
             measured: list[Trio] = []
@@ -164,11 +168,12 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
                         bare.port, counters(_COUNTER_REQUESTS), n_clients, sizes.run_s
                     )
                     floor_run = run_load(
-                        bare.port, randomizations(sizes.n_floor_requests, _FLOOR_PATH),
+                        bare.port, randomizations(sizes.n_floor_requests, FLOOR_RANDOMIZE_PATH),
                         n_clients, sizes.run_s,
                     )  # fmt: skip
                     api_floor_run = run_load(
-                        api_floor.port, randomizations(sizes.n_floor_requests, _API_FLOOR_PATH),
+                        api_floor.port,
+                        randomizations(sizes.n_floor_requests, API_FLOOR_RANDOMIZE_PATH),
                         n_clients, sizes.run_s,
                     )  # fmt: skip
                     ours_run = run_load(

@@ -47,7 +47,13 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import event, text
 
-from bench.bare_app import create_api_floor_app, create_bare_app, create_bare_tables
+from bench.bare_app import (
+    API_FLOOR_RANDOMIZE_PATH,
+    FLOOR_RANDOMIZE_PATH,
+    create_api_floor_app,
+    create_bare_app,
+    create_bare_tables,
+)
 from bench.harness import FIELD_KEY, RatioRow, print_table, throwaway_database
 from bench.trial_setup import MCI_CODE, prepare_mci_trial
 from dtx_trials.extensions import db
@@ -276,16 +282,16 @@ def _measure(
         return holds
 
     n = sizes.requests + _FLOOR_WARMUP
-    floor_path = f"/trials/{MCI_CODE}/participants/{{}}/randomization/floor"
     bare_floor_holds = holds_of(
         Probe(bare.application.extensions["bare_engine"], "randomization_state"),
-        lambda s: bare.post(floor_path.format(s), json={}, headers=headers),
+        lambda s: bare.post(FLOOR_RANDOMIZE_PATH.format(code=MCI_CODE, subject=s), json={},
+                            headers=headers),
         list(prepared.subjects[-n:]),
     )
     api_floor_holds = holds_of(
         Probe(db.engine, "randomization_state"),
-        lambda s: client.post(f"{base}/participants/{s}/randomization/floor", json={},
-                              headers=headers),
+        lambda s: client.post(API_FLOOR_RANDOMIZE_PATH.format(code=MCI_CODE, subject=s),
+                              json={}, headers=headers),
         list(prepared.subjects[-2 * n : -n]),
     )  # fmt: skip
 
@@ -442,8 +448,7 @@ def _cpu(app: Any, bare: Any, prepared: Any, sizes: Sizes) -> list[list[Any]]:
         return lambda: expect(201, bare.post(path, json=body, headers=headers))
 
     def floor(subject: str) -> Callable[[], None]:
-        return bare_call(f"/trials/{MCI_CODE}/participants/{subject}/randomization/floor",
-                         {})  # fmt: skip
+        return bare_call(FLOOR_RANDOMIZE_PATH.format(code=MCI_CODE, subject=subject), {})
 
     for call in (bare_call("/counter", None), bare_call("/rows", ADAS)):
         for _ in range(10):  # warm-up: connections, token cache
