@@ -235,11 +235,20 @@ class KeyRing:
 _ring: KeyRing | None = None
 
 
-def configure(key_b64: str, retired: Iterable[str] = ()) -> KeyRing:
-    """Install the process-wide key ring (called by the app factory)."""
+def configure(key_b64: str, retired: Iterable[str] = ()) -> KeyRing | None:
+    """Install the process-wide key ring (called by the app factory); return the ring it
+    replaced (None: the first), which `restore` puts back."""
     global _ring
-    _ring = KeyRing(key_b64, retired)
-    return _ring
+    replaced, _ring = _ring, KeyRing(key_b64, retired)
+    return replaced
+
+
+def restore(ring: KeyRing | None) -> None:
+    """Reinstall a ring `configure` replaced: an app refused at start-up (a wrong key) leaves
+    the process's ring as it found it, so another app of the process never writes under the
+    refused key."""
+    global _ring
+    _ring = ring
 
 
 def cipher() -> KeyRing:

@@ -19,6 +19,7 @@ from dtx_trials import crypto
 from dtx_trials.extensions import db
 
 _STATE = "dtx_key_state"
+_REPLACED_RING = "dtx_replaced_key_ring"
 
 
 class KeyState:
@@ -37,7 +38,7 @@ def configure_keys(app: Flask) -> None:
     retired_file = Path(app.instance_path) / "field-retired.keys"
     if not retired and not app.config.get("TESTING") and retired_file.exists():
         retired = crypto.split_keys(retired_file.read_text())
-    crypto.configure(app.config["FIELD_KEY"], retired)
+    app.extensions[_REPLACED_RING] = crypto.configure(app.config["FIELD_KEY"], retired)
 
 
 def check_keys(app: Flask) -> KeyState:
@@ -79,6 +80,7 @@ def init_app(app: Flask) -> None:
         if state.error:
             from dtx_trials.services.keys import KeyMismatchError
 
+            crypto.restore(app.extensions[_REPLACED_RING])  # the refused key leaves with the app
             raise KeyMismatchError(state.error)
     # else (`dtx keys rotate`, `dtx keys status`): checked before the first request, if any
 

@@ -65,6 +65,11 @@ def test_wrong_field_key_stops_start_up_and_readyz_says_why(own_database: str) -
     _screen(first)
     with pytest.raises(keys.KeyMismatchError, match="wrong key"):
         make_test_app(own_database, FIELD_KEY=OTHER_KEY)
+    # the refused app leaves the process's key ring as it was: the running app still writes
+    # and reads under its own key, never the refused one
+    assert crypto.cipher().current.kid == crypto.FieldKey(FIELD_KEY).kid
+    with first.app_context():
+        assert audit.verify(db.session).ok
     # started without the check (e.g. the database was down): every request is refused
     late = make_test_app(own_database, FIELD_KEY=OTHER_KEY, KEY_CHECK_AT_START=False)
     client = late.test_client()
