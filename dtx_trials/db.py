@@ -217,6 +217,32 @@ def transaction(session: Session, *, commit_now: bool = False) -> Iterator[Sessi
 M = TypeVar("M", bound=Base)
 
 
+def loaded(
+    session: Session, model: type[M], values: Mapping[Any, Any], *, refresh: bool = False
+) -> M:
+    """The persistent object of a row read by a Core statement on the session's connection
+    (`values`: the row's mapping, keyed by column), as the ORM's query gives it, without its
+    loading machinery (a hot path's read: it costs more than the statement's round trip): the
+    object the session already holds for that row (its expired columns given the row's values,
+    the others kept), else a new one holding the row's columns as committed values, put in the
+    session as persistent and clean. With `refresh` a held object takes all the row's values,
+    as with ``populate_existing`` (a row read under its lock).
+    Unlike a query, nothing is flushed before the statement: the caller flushes what it needs
+    found."""
+    mapper = model.__mapper__
+    held = session.identity_map.get(mapper.identity_key_from_row(values))  # type: ignore[arg-type]
+    obj = held if held is not None else mapper.class_manager.new_instance()
+    # a held object keeps its loaded values (unless `refresh`); its expired ones are the row's
+    unloaded = None if held is None or refresh else inspect(held).unloaded
+    for prop in mapper.column_attrs:
+        if unloaded is None or prop.key in unloaded:
+            set_committed_value(obj, prop.key, values[prop.columns[0]])
+    if held is None:
+        make_transient_to_detached(obj)
+        session.add(obj)
+    return cast(M, obj)
+
+
 def insert_row(session: Session, obj: M) -> M:
     """Insert a new object's row with one Core ``INSERT`` (its key returned) and put it in the
     session as persistent and clean: the row and the object a flush would give, without the

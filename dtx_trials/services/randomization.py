@@ -44,7 +44,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
-from dtx_trials.db import transaction, update_row, utcnow
+from dtx_trials.db import loaded, transaction, update_row, utcnow
 from dtx_trials.models import (
     Allocation,
     AuditChainHead,
@@ -850,17 +850,38 @@ def _lock_participant(
     """Lock the participant to randomize (one statement): it, its site's code and time zone,
     the trial's randomization state row (unlocked) and, with `new_allocation_id` (PostgreSQL),
     an id drawn from the allocation's sequence. Rows other holders of the participant's lock
-    write are read after it (`_read_after_lock`)."""
-    row = session.execute(
+    write are read after it (`_read_after_lock`).
+
+    The statement runs on the session's connection and the rows become the session's objects
+    by `db.loaded` (the ORM's loading of them costs more than the statement's round trip); a
+    participant or state row the session held already takes the locked row's values."""
+    found = session.connection().execute(
         _LOCK_FOR_ALLOCATION if new_allocation_id else _LOCK_FOR_ALLOCATION_NO_ID,
         {"trial_id": trial.id, "subject_code": subject_code},
     ).first()
-    if row is None:
+    if found is None:
         raise NotFound("participant not found")
-    participant, sha256, site_code, timezone, state_row, allocation_id = row
+    values = found._mapping
+    participant = loaded(session, Participant, values, refresh=True)
+    state_row = (
+        loaded(session, RandomizationState, values, refresh=True)
+        if values[_STATE_TABLE.c.id] is not None
+        else None
+    )
+    sha256, site_code, timezone = (values[column] for column in _LOCKED_WITH_PARTICIPANT)
+    allocation_id = found[-1]  # the new id, the statement's last column
     require(actor, "randomize", trial.id, participant.site_id)
     note_version_sha(session, participant.protocol_version_id, sha256)
     return _Locked(participant, site_code, zone_named(timezone), state_row, allocation_id)
+
+
+_STATE_TABLE: Table = RandomizationState.__table__  # type: ignore[assignment]
+# the participant's protocol version's hash, its site's code and time zone in the lock's row
+_LOCKED_WITH_PARTICIPANT = (
+    ProtocolVersion.__table__.c.sha256,
+    Site.__table__.c.code,
+    Site.__table__.c.timezone,
+)
 
 
 def _lock_for_allocation(new_id: Any) -> Any:
@@ -881,7 +902,6 @@ def _lock_for_allocation(new_id: Any) -> Any:
             Participant.subject_code == bindparam("subject_code"),
         )
         .with_for_update(of=Participant)
-        .execution_options(populate_existing=True)
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from dtx_trials.db import lock_row, transaction
+from dtx_trials.db import loaded, lock_row, transaction
 from dtx_trials.models import Membership, ProtocolVersion, Site, Trial
 from dtx_trials.models.users import Role
 from dtx_trials.services import audit
@@ -59,15 +59,21 @@ _TRIAL_BY_CODE = (
     .outerjoin(ProtocolVersion, ProtocolVersion.id == Trial.active_protocol_version_id)
     .where(Trial.code == bindparam("code"))
 )
+_VERSION_SHA256 = ProtocolVersion.__table__.c.sha256
 
 
 def get_trial(session: Session, actor: Actor, code: str, action: str = "trial.read") -> Trial:
     """Return the trial by code if the actor may perform `action` on it (else 404/403)."""
-    row = session.execute(_TRIAL_BY_CODE, {"code": code}).first()
+    if session.new:  # a trial added and not flushed yet is found, as a query's autoflush finds it
+        session.flush()
+    # Core on the session's connection: the ORM's loading of one row costs more than the
+    # statement's round trip (every request of a trial runs this)
+    row = session.connection().execute(_TRIAL_BY_CODE, {"code": code}).first()
     if row is None:
         raise NotFound("trial not found")
-    trial, sha256 = row
-    note_version_sha(session, trial.active_protocol_version_id, sha256)
+    values = row._mapping
+    trial = loaded(session, Trial, values)
+    note_version_sha(session, trial.active_protocol_version_id, values[_VERSION_SHA256])
     if not actor.is_superuser or action != "trial.read":
         require(actor, action, trial.id)
     return trial

@@ -1,7 +1,7 @@
 """`db.insert_many`: new rows written by one statement on PostgreSQL (a statement per row on
 SQLite, in process), each row's key returned in the rows' order, every value as given (the
 column types' own conversions applied), on both databases; `db.insert_row`: one object's row,
-every column set."""
+every column set; `db.loaded`: a row read by Core as the session's object, as a query gives it."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, select
+from sqlalchemy import event, inspect, select
 from sqlalchemy.exc import DBAPIError
 
-from dtx_trials.db import insert_many, insert_row
+from dtx_trials.db import insert_many, insert_row, loaded
 from dtx_trials.extensions import db
 from dtx_trials.models import Allocation, AuditEvent, Participant, Trial, Visit
 from dtx_trials.services import audit, randomization
@@ -93,6 +93,53 @@ def test_insert_row_refuses_an_object_with_a_column_unset(app: Flask) -> None:
     db.session.expunge_all()
     stored = db.session.get(Visit, complete_id)
     assert stored is not None and stored.visit_code == "v2" and stored.missed_reason is None
+
+
+def test_loaded_is_the_object_a_query_gives(app: Flask, backend: str) -> None:
+    participant_id = _participant_id()
+    db.session.commit()
+    db.session.expunge_all()
+    by_id = select(Participant).where(Participant.id == participant_id)
+
+    def core_row() -> Any:
+        return db.session.connection().execute(by_id).one()._mapping
+
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    # a row the session does not hold: a new persistent, clean object of the row's values
+    new = loaded(db.session, Participant, core_row())
+    state = inspect(new)
+    assert state.persistent and not db.session.is_modified(new) and new in db.session
+    assert db.session.get(Participant, participant_id) is new  # the identity map's
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        assert (new.status, new.subject_code, new.site_id) == db.session.connection().execute(
+            select(Participant.status, Participant.subject_code, Participant.site_id).where(
+                Participant.id == participant_id)
+        ).one()  # fmt: skip
+        # held with a change not flushed: kept as it is, as a query without populate_existing
+        new.status = "withdrawn"
+        assert loaded(db.session, Participant, core_row()) is new and new.status == "withdrawn"
+        # with refresh (a row read under its lock): the row's values, as populate_existing
+        assert loaded(db.session, Participant, core_row(), refresh=True).status == "enrolled"
+        assert not db.session.is_modified(new)  # no change left to flush
+        # held and expired (after a commit): its columns are the row's, read by no other
+        # statement than the row's own
+        db.session.commit()
+        statements.clear()
+        assert loaded(db.session, Participant, core_row()) is new
+        assert new.status == "enrolled" and new.id == participant_id
+        assert [s for s in statements if not s.startswith("BEGIN")] == statements[-1:]
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    # the object writes through the unit of work as one the ORM loaded
+    new.status = "withdrawn"
+    db.session.commit()
+    db.session.expunge_all()
+    assert db.session.get(Participant, participant_id).status == "withdrawn"  # type: ignore[union-attr]
 
 
 def test_a_failed_multi_row_insert_writes_no_row(app: Flask, backend: str) -> None:
