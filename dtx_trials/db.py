@@ -227,8 +227,7 @@ def loaded(
     the others kept), else a new one holding the row's columns as committed values, put in the
     session as persistent and clean. With `refresh` a held object takes all the row's values,
     as with ``populate_existing`` (a row read under its lock).
-    Unlike a query, nothing is flushed before the statement: the caller flushes what it needs
-    found."""
+    The caller flushes the session before the statement, as a query's autoflush does."""
     mapper = model.__mapper__
     held = session.identity_map.get(mapper.identity_key_from_row(values))  # type: ignore[arg-type]
     obj = held if held is not None else mapper.class_manager.new_instance()

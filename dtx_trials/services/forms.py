@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from dtx_trials.db import insert_row, lock_row, transaction, utcnow
+from dtx_trials.db import insert_row, loaded, lock_row, transaction, utcnow
 from dtx_trials.models import DataQuery, FormRecord, Participant, Signature, Trial, Visit
 from dtx_trials.models.users import Role
 from dtx_trials.services import accounts, audit, safety
@@ -204,6 +204,7 @@ _VISITS_WITH_RECORDS = (
     .where(Visit.participant_id == bindparam("participant_id"))
     .order_by(Visit.id, FormRecord.id)
 )
+_RECORD_ID = FormRecord.__table__.c.id
 
 
 def save_form(
@@ -242,8 +243,18 @@ def save_form(
         _check_respondent(actor, trial, participant.site_id, form)
         _check_consented(session, participant, form, signed)
         # the participant's visits with their records, in one query: the visit, the record
-        # and the values of other visits that cross-visit checks read
-        rows = session.execute(_VISITS_WITH_RECORDS, {"participant_id": participant.id}).all()
+        # and the values of other visits that cross-visit checks read (Core rows made the
+        # session's objects, `db.loaded`: the ORM's loading costs more than the round trip)
+        session.flush()  # as a query's autoflush (a visit the move above planned is found)
+        rows = [
+            (
+                loaded(session, Visit, row),
+                loaded(session, FormRecord, row) if row[_RECORD_ID] is not None else None,
+            )
+            for row in session.connection()
+            .execute(_VISITS_WITH_RECORDS, {"participant_id": participant.id})
+            .mappings()
+        ]
         visit = _visit(
             session, actor, participant, protocol, visit_code, form,
             next((v for v, _ in rows if v.visit_code == visit_code), None),

@@ -10,7 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from dtx_trials.db import insert_many, lock_row, transaction, utcnow
+from dtx_trials.db import insert_many, loaded, lock_row, transaction, utcnow
 from dtx_trials.models import (
     Consent,
     FormRecord,
@@ -271,7 +271,6 @@ _LOCK_FOR_ENTRY = (
         Participant.subject_code == bindparam("subject_code"),
     )
     .with_for_update(of=Participant)
-    .execution_options(populate_existing=True)
 )
 
 
@@ -279,13 +278,17 @@ def lock_for_entry(
     session: Session, actor: Actor, trial: Trial, subject_code: str, action: str
 ) -> tuple[Participant, set[tuple[str, str]]]:
     """Lock a participant for data entry and return it with its standing consents
-    (document id, version), read in the same statement (see `missing_consents`)."""
-    row = session.execute(
+    (document id, version), read in the same statement (see `missing_consents`); the row
+    becomes the session's object by `db.loaded` (the ORM's loading costs more than the
+    statement's round trip), a participant the session held taking the locked row's values."""
+    session.flush()  # as a query's autoflush
+    row = session.connection().execute(
         _LOCK_FOR_ENTRY, {"trial_id": trial.id, "subject_code": subject_code}
     ).first()
     if row is None:
         raise NotFound("participant not found")
-    participant, sha256, version_no, version, text = row
+    participant = loaded(session, Participant, row._mapping, refresh=True)
+    sha256, version_no, version, text = row[-4:]  # the columns after the participant's
     require(actor, action, trial.id, participant.site_id)
     note_version_sha(session, participant.protocol_version_id, sha256)
     note_version_ref(session, participant.protocol_version_id, version_no, version)

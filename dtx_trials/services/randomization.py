@@ -855,6 +855,7 @@ def _lock_participant(
     The statement runs on the session's connection and the rows become the session's objects
     by `db.loaded` (the ORM's loading of them costs more than the statement's round trip); a
     participant or state row the session held already takes the locked row's values."""
+    session.flush()  # as a query's autoflush
     found = session.connection().execute(
         _LOCK_FOR_ALLOCATION if new_allocation_id else _LOCK_FOR_ALLOCATION_NO_ID,
         {"trial_id": trial.id, "subject_code": subject_code},

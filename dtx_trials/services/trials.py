@@ -64,10 +64,10 @@ _VERSION_SHA256 = ProtocolVersion.__table__.c.sha256
 
 def get_trial(session: Session, actor: Actor, code: str, action: str = "trial.read") -> Trial:
     """Return the trial by code if the actor may perform `action` on it (else 404/403)."""
-    if session.new:  # a trial added and not flushed yet is found, as a query's autoflush finds it
-        session.flush()
-    # Core on the session's connection: the ORM's loading of one row costs more than the
-    # statement's round trip (every request of a trial runs this)
+    # Core on the session's connection (after the flush a query's autoflush does): the ORM's
+    # loading of one row costs more than the statement's round trip (every request of a trial
+    # runs this)
+    session.flush()
     row = session.connection().execute(_TRIAL_BY_CODE, {"code": code}).first()
     if row is None:
         raise NotFound("trial not found")
