@@ -58,6 +58,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     LargeBinary,
     String,
     bindparam,
@@ -291,22 +292,22 @@ def _trial_of(obj: Base, trial_id: int | None) -> int | None:
     return getattr(obj, "trial_id", None)
 
 
-def _lock_head(session: Session, chain: str) -> tuple[int, str]:
+def _lock_head(connection: Connection, chain: str) -> tuple[int, str]:
     """Lock the chain's head row and return its (seq, hash): one ``SELECT ... FOR UPDATE`` (the
     first event of a chain creates the row first)."""
-    row = session.execute(_LOCK_HEAD, {"chain": chain}).first()
+    row = connection.execute(_LOCK_HEAD, {"chain": chain}).first()
     if row is None:
         stmt_insert = (
             pg_insert(AuditChainHead)
-            if session.get_bind().dialect.name == "postgresql"
+            if connection.dialect.name == "postgresql"
             else sqlite_insert(AuditChainHead)
         )
-        session.execute(
+        connection.execute(
             stmt_insert.values(chain=chain, seq=0, hash=GENESIS).on_conflict_do_nothing(
                 index_elements=["chain"]
             )
         )
-        row = session.execute(_LOCK_HEAD, {"chain": chain}).one()
+        row = connection.execute(_LOCK_HEAD, {"chain": chain}).one()
     return int(row.seq), str(row.hash)
 
 
@@ -345,26 +346,30 @@ def write_pending(session: Session, rider: Rider | None = None) -> None:
     prepared when it was appended (`_Prepared`), so an event costs one HMAC copy and update.
 
     A `rider` (PostgreSQL only) is the caller's last writes, sent in the statement that takes
-    the head with a guess (one round trip for both), or just before the events otherwise."""
+    the head with a guess (one round trip for both), or just before the events otherwise.
+
+    The statements run on the session's connection as Core statements (none is an ORM
+    statement): the session's execution layer would add its Python to a hold of the head and,
+    for a randomization, of the trial's lock."""
     pending: list[_Prepared] | None = session.info.pop(_PENDING, None)
     if not pending:
         if rider is not None:
-            session.execute(_rider_alone(rider.sql), dict(rider.params))
+            session.connection().execute(_rider_alone(rider.sql), dict(rider.params))
         return
+    connection = session.connection()
     by_chain: dict[str, list[_Prepared]] = defaultdict(list)
     for prepared in pending:
         by_chain[prepared.event.chain].append(prepared)
-    bind = session.get_bind()
-    is_postgres = bind.dialect.name == "postgresql"
+    is_postgres = connection.dialect.name == "postgresql"
     appended: dict[str, list[int]] = session.info.setdefault(APPENDED, {})
     written: dict[str, tuple[int, str]] = session.info.setdefault(_WRITTEN_HEADS, {})
     held: dict[str, tuple[int, str]] = session.info.get(_HELD_HEADS, {})
     if is_postgres and len(by_chain) == 1:
         [(chain, events)] = by_chain.items()
-        guess = held.get(chain) or _last_heads.get((bind.engine.url, chain))
+        guess = held.get(chain) or _last_heads.get((connection.engine.url, chain))
         if guess is not None:
             rows, head = _chain_rows(events, *guess)
-            found = session.execute(
+            found = connection.execute(
                 _GUESSED_WRITE if rider is None else _guessed_write_with(rider.sql),
                 {"chain": chain, "guess_seq": guess[0], "guess_hash": guess[1],
                  "head_seq": head[0], "head_hash": head[1],
@@ -379,7 +384,7 @@ def write_pending(session: Session, rider: Rider | None = None) -> None:
                 return
             if found is not None:  # the head moved since: this statement locked it
                 rows, head = _chain_rows(events, int(found.seq), str(found.hash))
-                session.execute(
+                connection.execute(
                     _INSERT_WITH_HEAD_UPDATE,
                     [{**row, "head_chain": chain, "head_seq": head[0], "head_hash": head[1]}
                      for row in rows],
@@ -387,11 +392,11 @@ def write_pending(session: Session, rider: Rider | None = None) -> None:
                 _written(events, rows, chain, int(found.seq), head, appended, written, held)
                 return
     if rider is not None:
-        session.execute(_rider_alone(rider.sql), dict(rider.params))
+        connection.execute(_rider_alone(rider.sql), dict(rider.params))
     all_rows: list[dict[str, Any]] = []
     heads: list[dict[str, Any]] = []
     for chain in sorted(by_chain):
-        seq, prev_hash = _lock_head(session, chain)
+        seq, prev_hash = _lock_head(connection, chain)
         rows, head = _chain_rows(by_chain[chain], seq, prev_hash)
         _written(by_chain[chain], rows, chain, seq, head, appended, written, held)
         all_rows.extend(rows)
@@ -399,11 +404,11 @@ def write_pending(session: Session, rider: Rider | None = None) -> None:
     if is_postgres and len(heads) == 1:
         # PostgreSQL runs a data-modifying WITH exactly once whether or not it is referenced;
         # SQLAlchemy sends the rows as one multi-row INSERT ("insertmanyvalues")
-        session.execute(_INSERT_WITH_HEAD_UPDATE, [{**row, **heads[0]} for row in all_rows])
+        connection.execute(_INSERT_WITH_HEAD_UPDATE, [{**row, **heads[0]} for row in all_rows])
     else:
         for params in heads:
-            session.execute(_HEAD_UPDATE, params)
-        session.execute(_INSERT, all_rows)
+            connection.execute(_HEAD_UPDATE, params)
+        connection.execute(_INSERT, all_rows)
 
 
 def _chain_rows(

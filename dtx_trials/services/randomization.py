@@ -519,7 +519,15 @@ def randomize_participant(
             status="allocated",
             void_reason=None,
         )
-        undrawn = audit.snapshot(allocation, _UNDRAWN) if is_postgres else None
+        undrawn = None
+        if is_postgres:
+            undrawn = audit.snapshot(allocation, _UNDRAWN)
+            # the session's persistent object now, its id drawn: under the lock the draw's
+            # columns are set as committed values (the row is written by `_write_allocation`'s
+            # statement, not by a flush); a refusal under the lock rolls back and leaves
+            # nothing written (the object, expired, is dropped with the request's session)
+            make_transient_to_detached(allocation)
+            session.add(allocation)
 
         # the trial's lock, held from here to commit: the counter, the trial-level design state,
         # the trial's active allocations, the stratum's row and the site's counter read under
@@ -552,11 +560,12 @@ def randomize_participant(
             )
         except RandomizationError as exc:
             raise Conflict(f"cannot randomize: {exc}") from exc
-        allocation.seq_no = result.seq_no
-        allocation.method = result.method
-        allocation.arm_code = result.arm
-        allocation.randomization_number = randomization_number(state_row, result)
-        allocation.evidence = _jsonable(result.evidence)
+        set_drawn = setattr if undrawn is None else set_committed_value
+        set_drawn(allocation, "seq_no", result.seq_no)
+        set_drawn(allocation, "method", result.method)
+        set_drawn(allocation, "arm_code", result.arm)
+        set_drawn(allocation, "randomization_number", randomization_number(state_row, result))
+        set_drawn(allocation, "evidence", _jsonable(result.evidence))
         unchanged = all(getattr(state_row, name) == read[name] for name in _ADVANCED)
         state_before = read_snapshot if unchanged else audit.snapshot(state_row, _ADVANCED)
         advanced = {
@@ -646,8 +655,8 @@ def _write_allocation(
 
     The events are the ones `audit.record_create` and `record_update` make (the allocation's
     audited columns, those set before the lock prepared then, and the advanced columns), and
-    the two rows are then known to the session as written (the allocation persistent with its
-    id and every column set, the state row's columns committed)."""
+    the two rows are then known to the session as written (the allocation, persistent since
+    before the lock, with the draw's columns committed; the state row's columns committed)."""
     for name, value in advanced.items():
         set_committed_value(state_row, name, value)
     values = {**undrawn, **audit.snapshot(allocation, _DRAWN)}
@@ -670,8 +679,6 @@ def _write_allocation(
         session, actor, "randomization.advance", allocation.trial_id, stratum, orm=False
     )
     row = _row_json({name: getattr(allocation, name) for name in _ALLOCATION_COLUMNS})
-    make_transient_to_detached(allocation)
-    session.add(allocation)
     session.flush()  # (nothing left to flush: the chain head stays the last lock taken)
     audit.write_pending(
         session,

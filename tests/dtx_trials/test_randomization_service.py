@@ -182,6 +182,23 @@ def test_cap_reached_is_409(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None
         randomization.randomize_participant(
             db.session, actor, db.session.get(Trial, trial_id), subjects[1]
         )
+    # refused under the trial's lock (where, on PostgreSQL, the allocation is already the
+    # session's object): nothing written, and the same session randomizes on
+    assert db.session.scalar(select(func.count()).select_from(Allocation)) == 1
+    refused = db.session.scalars(
+        select(Participant).where(Participant.subject_code == subjects[1])
+    ).one()
+    assert (refused.status, refused.randomized_at) == ("enrolled", None)
+    monkeypatch.setattr(randomization, "protocol_for", lambda session, p: protocol)
+    second, created = randomization.randomize_participant(
+        db.session, actor, db.session.get(Trial, trial_id), subjects[1]
+    )
+    assert created and second.seq_no == 2 and second.participant_id == refused.id
+    db.session.remove()
+    stored = db.session.scalars(select(Allocation).order_by(Allocation.seq_no)).all()
+    assert [(a.seq_no, a.arm_code) for a in stored][1] == (2, second.arm_code)
+    assert audit.verify(db.session, trial_id).ok
+    assert not randomization.replay_problems(db.session, db.session.get(Trial, trial_id))
 
 
 def test_void_retires_the_slot(app: Flask) -> None:
