@@ -77,10 +77,6 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from dtx_trials import trust
 
     trust.configure_keys(app)
-    from dtx_trials.services.accounts import configure_hasher, token_cache
-
-    configure_hasher(int(app.config["ARGON2_TIME_COST"]), int(app.config["ARGON2_MEMORY_KIB"]))
-    token_cache.seconds = float(app.config["TOKEN_CACHE_SECONDS"])
 
     from dtx_trials import models  # noqa: F401  (register tables)
 
@@ -92,6 +88,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     app.url_map.converters["int"] = RowIdConverter
     trust.init_app(app)  # key check (refuses a wrong key), request guard, anchoring
+    # process-wide settings, installed once the app is not refused (a refused app leaves the
+    # process as it found it)
+    from dtx_trials.services.accounts import configure_hasher, token_cache
+
+    configure_hasher(int(app.config["ARGON2_TIME_COST"]), int(app.config["ARGON2_MEMORY_KIB"]))
+    token_cache.seconds = float(app.config["TOKEN_CACHE_SECONDS"])
     register_api(app)
     register_web(app)
     edge.init_app(app)

@@ -243,12 +243,13 @@ def configure(key_b64: str, retired: Iterable[str] = ()) -> KeyRing | None:
     return replaced
 
 
-def restore(ring: KeyRing | None) -> None:
-    """Reinstall a ring `configure` replaced: an app refused at start-up (a wrong key) leaves
-    the process's ring as it found it, so another app of the process never writes under the
-    refused key."""
+def restore(ring: KeyRing | None, installed: KeyRing) -> None:
+    """Reinstall a ring `configure` replaced by `installed`, unless another ring was installed
+    since: an app whose key is refused (a wrong key) leaves the process's ring as it found it,
+    so another app of the process never writes under the refused key."""
     global _ring
-    _ring = ring
+    if _ring is installed:
+        _ring = ring
 
 
 def cipher() -> KeyRing:

@@ -20,6 +20,7 @@ from dtx_trials.extensions import db
 
 _STATE = "dtx_key_state"
 _REPLACED_RING = "dtx_replaced_key_ring"
+_OWN_RING = "dtx_key_ring"
 
 
 class KeyState:
@@ -39,6 +40,7 @@ def configure_keys(app: Flask) -> None:
     if not retired and not app.config.get("TESTING") and retired_file.exists():
         retired = crypto.split_keys(retired_file.read_text())
     app.extensions[_REPLACED_RING] = crypto.configure(app.config["FIELD_KEY"], retired)
+    app.extensions[_OWN_RING] = crypto.cipher()
 
 
 def check_keys(app: Flask) -> KeyState:
@@ -55,6 +57,10 @@ def check_keys(app: Flask) -> KeyState:
             check_field_key(db.session)  # one committed transaction of its own
         except KeyMismatchError as exc:
             state.error = str(exc)
+            # the refused key leaves the process (at start-up, or at a later first check:
+            # the app then refuses every request, and no other app of the process, nor this
+            # one's background work, writes under it)
+            crypto.restore(app.extensions[_REPLACED_RING], app.extensions[_OWN_RING])
         except (OperationalError, ProgrammingError, IntegrityError) as exc:
             # unreachable, or the key_check table does not exist yet (before `dtx db upgrade`)
             state.pending = f"key check not possible yet: {type(exc).__name__}"
@@ -80,8 +86,7 @@ def init_app(app: Flask) -> None:
         if state.error:
             from dtx_trials.services.keys import KeyMismatchError
 
-            crypto.restore(app.extensions[_REPLACED_RING])  # the refused key leaves with the app
-            raise KeyMismatchError(state.error)
+            raise KeyMismatchError(state.error)  # (the key ring as it was: `check_keys`)
     # else (`dtx keys rotate`, `dtx keys status`): checked before the first request, if any
 
     from dtx_trials.services import checkpoints

@@ -20,7 +20,7 @@ from dtx_trials import crypto
 from dtx_trials.anchors import DirectoryStore, read_anchor
 from dtx_trials.extensions import db
 from dtx_trials.models import AuditEvent, Participant
-from dtx_trials.services import audit, checkpoints, keys
+from dtx_trials.services import accounts, audit, checkpoints, keys
 from dtx_trials.services.integrity import check_integrity
 from tests.conftest import FIELD_KEY, make_test_app
 from tests.dtx_trials.trust_helpers import anchoring
@@ -63,20 +63,31 @@ def test_wrong_field_key_stops_start_up_and_readyz_says_why(own_database: str) -
     first = make_test_app(own_database)
     assert first.test_client().get("/readyz").get_json()["keys"] == "ok"  # key registered
     _screen(first)
+    hasher, cache_seconds = accounts._hasher, accounts.token_cache.seconds
     with pytest.raises(keys.KeyMismatchError, match="wrong key"):
-        make_test_app(own_database, FIELD_KEY=OTHER_KEY)
-    # the refused app leaves the process's key ring as it was: the running app still writes
-    # and reads under its own key, never the refused one
+        make_test_app(
+            own_database, FIELD_KEY=OTHER_KEY, ARGON2_TIME_COST=hasher.time_cost + 1,
+            TOKEN_CACHE_SECONDS=cache_seconds + 1,
+        )  # fmt: skip
+    # the refused app leaves the process as it was: the running app still writes and reads
+    # under its own key, never the refused one, and hashes and caches as configured
     assert crypto.cipher().current.kid == crypto.FieldKey(FIELD_KEY).kid
+    assert (accounts._hasher, accounts.token_cache.seconds) == (hasher, cache_seconds)
     with first.app_context():
         assert audit.verify(db.session).ok
-    # started without the check (e.g. the database was down): every request is refused
+    # started without the check (e.g. the database was down): every request is refused, and
+    # once the check has found the key wrong the process's ring is the one it found again
     late = make_test_app(own_database, FIELD_KEY=OTHER_KEY, KEY_CHECK_AT_START=False)
+    assert crypto.cipher().current.kid == crypto.FieldKey(OTHER_KEY).kid  # not checked yet
     client = late.test_client()
     ready = client.get("/readyz")
     assert ready.status_code == 503 and "wrong key" in ready.get_json()["keys"]
     assert client.get("/api/v1/trials").status_code == 503
     assert client.get("/healthz").status_code == 200
+    assert crypto.cipher().current.kid == crypto.FieldKey(FIELD_KEY).kid
+    with first.app_context():
+        assert audit.verify(db.session).ok
+    assert first.test_client().get("/readyz").get_json()["keys"] == "ok"
 
 
 @pytest.mark.parametrize("key", [OTHER_KEY, "not-base64!"], ids=["another-key", "not-base64"])
