@@ -16,7 +16,7 @@ import json
 import random
 import tempfile
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import text
 
@@ -72,54 +72,59 @@ def run(quick: bool = False) -> list[RatioRow]:
             ids = dict(db.session.execute(select(Participant.subject_code, Participant.id)
                                           .where(Participant.trial_id == trial.id)).all())
             trial_id = trial.id
-            client = app.test_client()
-            token = client.post("/api/v1/auth/tokens", json={
-                "username": "bench_dm", "password": DM_PASSWORD}).get_json()["token"]
-            records = _records(prepared.subjects, sizes.records)
-            with db.engine.begin() as conn:
-                if is_partitioned(conn):  # PostgreSQL: the records' months exist, as in use
-                    ensure_partitions(conn, today=datetime.date(2026, 1, 1), ahead=1)
-                conn.execute(text("CREATE TABLE bench_copy (participant_id int, stream text, "
-                                  "observed_at timestamp, value float8, unit text, "
-                                  "source text)"))
-            runs: list[tuple[float, float, float]] = []
-            for _ in range(reps):
-                # each repetition starts from an empty table: ours, then COPY of the same rows
-                # into the same indexed table (unique key, indexes, foreign keys), then COPY
-                # into a table without keys
-                with db.engine.begin() as conn:
-                    conn.execute(text("TRUNCATE device_observation, bench_copy"))
-                # the client's NDJSON bodies are made before the clock starts, as the COPY
-                # baselines' rows are (encoding them is the sender's work, 0.1 s CPU of 50k)
-                bodies = ["\n".join(json.dumps(r) for r in records[i:i + sizes.batch])
-                          for i in range(0, len(records), sizes.batch)]
-                started = time.perf_counter()
-                accepted = 0
-                for body in bodies:
-                    answer = client.post(f"/api/v1/trials/{prepared.code}/device-data",
-                                         data=body,
-                                         headers={"Authorization": f"Bearer {token}",
-                                                  "Content-Type": "application/x-ndjson"})
-                    accepted += answer.get_json()["accepted"]
-                ours_s = time.perf_counter() - started
-                if accepted != sizes.records:
-                    raise RuntimeError(
-                        f"device ingest accepted {accepted} of {sizes.records} records")
-                with db.engine.begin() as conn:
-                    conn.execute(text("TRUNCATE device_observation"))
-                now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-                same_s = _copy(
-                    "COPY device_observation (trial_id, participant_id, stream, observed_at, "
-                    "value, unit, source, received_at) FROM STDIN",
-                    [(trial_id, ids[str(r["subject"])], r["stream"], r["time"], r["value"],
-                      r["unit"], r["source"], now) for r in records])
-                bare_s = _copy(
-                    "COPY bench_copy FROM STDIN",
-                    [(ids[str(r["subject"])], r["stream"], r["time"], r["value"], r["unit"],
-                      r["source"]) for r in records])
-                runs.append((ours_s, same_s, bare_s))
+            engine = db.engine
             db.session.remove()
-            db.engine.dispose()
+        # no app context held around the requests: each request pushes its own, so each gets
+        # its own ORM session, as a served request does
+        client = app.test_client()
+        token = client.post("/api/v1/auth/tokens", json={
+            "username": "bench_dm", "password": DM_PASSWORD}).get_json()["token"]
+        records = _records(prepared.subjects, sizes.records)
+        with engine.begin() as conn:
+            if is_partitioned(conn):  # PostgreSQL: the records' months exist, as in use
+                ensure_partitions(conn, today=datetime.date(2026, 1, 1), ahead=1)
+            conn.execute(text("CREATE TABLE bench_copy (participant_id int, stream text, "
+                              "observed_at timestamp, value float8, unit text, "
+                              "source text)"))
+        runs: list[tuple[float, float, float]] = []
+        for _ in range(reps):
+            # each repetition starts from an empty table: ours, then COPY of the same rows
+            # into the same indexed table (unique key, indexes, foreign keys), then COPY
+            # into a table without keys
+            with engine.begin() as conn:
+                conn.execute(text("TRUNCATE device_observation, bench_copy"))
+            # the client's NDJSON bodies are made before the clock starts, as the COPY
+            # baselines' rows are (encoding them is the sender's work, 0.1 s CPU of 50k)
+            bodies = ["\n".join(json.dumps(r) for r in records[i:i + sizes.batch])
+                      for i in range(0, len(records), sizes.batch)]
+            started = time.perf_counter()
+            accepted = 0
+            for body in bodies:
+                answer = client.post(f"/api/v1/trials/{prepared.code}/device-data",
+                                     data=body,
+                                     headers={"Authorization": f"Bearer {token}",
+                                              "Content-Type": "application/x-ndjson"})
+                accepted += answer.get_json()["accepted"]
+            ours_s = time.perf_counter() - started
+            if accepted != sizes.records:
+                raise RuntimeError(
+                    f"device ingest accepted {accepted} of {sizes.records} records")
+            with engine.begin() as conn:
+                conn.execute(text("TRUNCATE device_observation"))
+            now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+            same_s = _copy(
+                engine,
+                "COPY device_observation (trial_id, participant_id, stream, observed_at, "
+                "value, unit, source, received_at) FROM STDIN",
+                [(trial_id, ids[str(r["subject"])], r["stream"], r["time"], r["value"],
+                  r["unit"], r["source"], now) for r in records])
+            bare_s = _copy(
+                engine,
+                "COPY bench_copy FROM STDIN",
+                [(ids[str(r["subject"])], r["stream"], r["time"], r["value"], r["unit"],
+                  r["source"]) for r in records])
+            runs.append((ours_s, same_s, bare_s))
+        engine.dispose()
     n = sizes.records
     table = [[f"run {k + 1}", n / o, n / s_, n / b, s_ / o, b / o]
              for k, (o, s_, b) in enumerate(runs)]
@@ -137,9 +142,9 @@ def run(quick: bool = False) -> list[RatioRow]:
     return [median_row(same), median_row(bare)]
 
 
-def _copy(sql: str, rows: list[tuple[object, ...]]) -> float:
+def _copy(engine: Any, sql: str, rows: list[tuple[object, ...]]) -> float:
     """Seconds to COPY the rows and commit."""
-    raw = db.engine.raw_connection()
+    raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
         started = time.perf_counter()

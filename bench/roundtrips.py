@@ -200,14 +200,17 @@ def run(quick: bool = False) -> list[RatioRow]:
         app = create_api_floor_app({"SQLALCHEMY_DATABASE_URI": url, "FIELD_KEY": FIELD_KEY,
                                     "SECRET_KEY": "bench", "ARGON2_TIME_COST": 1,
                                     "ARGON2_MEMORY_KIB": 1024})  # fmt: skip
+        with app.app_context():
+            engine = db.engine
+        # no app context held around the requests: each request pushes its own, so each gets
+        # its own ORM session, as a served request does (one held context would serve them all
+        # with one session and its identity map)
         try:
-            with app.app_context(), _bare_client(url) as bare:
-                rows, table = _measure(app, bare, prepared, sizes)
-                cpu = _cpu(app, bare, prepared, sizes)
+            with _bare_client(url) as bare:
+                rows, table = _measure(app, engine, bare, prepared, sizes)
+                cpu = _cpu(app, engine, bare, prepared, sizes)
         finally:
-            with app.app_context():
-                db.session.remove()
-                db.engine.dispose()
+            engine.dispose()
     print_table(
         "Database round trips per request and lock hold times (in-process, PostgreSQL)",
         [
@@ -247,7 +250,7 @@ def run(quick: bool = False) -> list[RatioRow]:
 
 
 def _measure(
-    app: Any, bare: Any, prepared: Any, sizes: Sizes
+    app: Any, engine: Any, bare: Any, prepared: Any, sizes: Sizes
 ) -> tuple[list[RatioRow], list[list[Any]]]:
     from dtx_trials.services import accounts
 
@@ -259,7 +262,7 @@ def _measure(
     base = f"/api/v1/trials/{MCI_CODE}"
     subjects = list(prepared.subjects[: sizes.requests])
 
-    randomize = Probe(db.engine, "randomization_state")
+    randomize = Probe(engine, "randomization_state")
     rand_holds: list[Hold] = []
     for subject in subjects:
         with randomize.request():
@@ -289,13 +292,13 @@ def _measure(
         list(prepared.subjects[-n:]),
     )
     api_floor_holds = holds_of(
-        Probe(db.engine, "randomization_state"),
+        Probe(engine, "randomization_state"),
         lambda s: client.post(API_FLOOR_RANDOMIZE_PATH.format(code=MCI_CODE, subject=s),
                               json={}, headers=headers),
         list(prepared.subjects[-2 * n : -n]),
     )  # fmt: skip
 
-    submit = Probe(db.engine, "audit_chain_head")
+    submit = Probe(engine, "audit_chain_head")
     warm_counts: list[float] = []
     cold_counts: list[float] = []
     head_holds: list[Hold] = []
@@ -313,7 +316,7 @@ def _measure(
         (cold_counts if index % 2 else warm_counts).append(len(submit.statements))
         head_holds.append(Hold.of(submit))
 
-    listing = Probe(db.engine, "-")
+    listing = Probe(engine, "-")
 
     def list_statements(per_page: int) -> int:
         with listing.request():
@@ -408,7 +411,7 @@ def _cpu_ms(engine: Any, calls: list[Callable[[], None]]) -> tuple[float, float]
     return 1000 * app_s / len(calls), 1000 * (after - before) / len(calls)
 
 
-def _cpu(app: Any, bare: Any, prepared: Any, sizes: Sizes) -> list[list[Any]]:
+def _cpu(app: Any, engine: Any, bare: Any, prepared: Any, sizes: Sizes) -> list[list[Any]]:
     """CPU per randomization and per submit against the bare app's counter and insert."""
     client = app.test_client()
     token = client.post(
@@ -478,7 +481,7 @@ def _cpu(app: Any, bare: Any, prepared: Any, sizes: Sizes) -> list[list[Any]]:
     ]
     table = []
     for what, calls, baseline, bare_calls in figures:
-        ours, theirs = _cpu_ms(db.engine, calls), _cpu_ms(db.engine, bare_calls)
+        ours, theirs = _cpu_ms(engine, calls), _cpu_ms(engine, bare_calls)
         if ours is None or theirs is None:
             print("\n(CPU per request not measured: PostgreSQL does not run on this host)")
             return []
