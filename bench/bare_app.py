@@ -415,9 +415,7 @@ _SITE = cast(Table, Site.__table__)
 _VERSION = cast(Table, ProtocolVersion.__table__)
 # the participant's locking read and the read after it are the service's own statements
 # (`randomization._LOCK_FOR_ALLOCATION`, `randomization._AFTER_LOCK`)
-_BY_REQUEST_ID = select(Allocation).where(
-    Allocation.trial_id == bindparam("trial_id"), Allocation.request_id == bindparam("request_id")
-)
+_ALLOCATION_BY_ID = select(Allocation.__table__).where(Allocation.id == bindparam("id"))
 # `db.update_row`'s statement for the participant's two changed columns
 _RANDOMIZED = _update_by_key(_PARTICIPANT, ("status", "randomized_at"))
 
@@ -456,23 +454,23 @@ def floor_randomize(
     site_id = row[_PARTICIPANT.c.site_id]
     unattached: dict[str, object] = {}
     by_visit: dict[str, dict[str, object]] = {}
-    guarded = conn.execute(randomization._AFTER_LOCK, {"participant_id": participant_id}).all()
-    for data, visit_code, _, _ in guarded:
+    guarded = conn.execute(
+        randomization._AFTER_LOCK,
+        {"participant_id": participant_id, "request_id": request_id or None},
+    ).all()
+    for data, visit_code, _, _, _ in guarded:
         if data is None:
             continue
         if visit_code is None:
             unattached.update(data)
         else:
             by_visit.setdefault(visit_code, {}).update(data)
-    _, _, existing_id, codes = guarded[0]
-    if request_id:
-        previous = conn.execute(
-            _BY_REQUEST_ID, {"trial_id": trial.id, "request_id": request_id}
-        ).first()
-        if previous is not None:
-            if previous.participant_id != participant_id:
-                raise FloorRefused(409, "this request id was used for another participant")
-            return 200, _receipt(subject_code, previous._mapping)
+    _, _, existing_id, request_allocation_id, codes = guarded[0]
+    if request_allocation_id is not None:
+        if request_allocation_id != existing_id:
+            raise FloorRefused(409, "this request id was used for another participant")
+        previous = conn.execute(_ALLOCATION_BY_ID, {"id": existing_id}).one()  # a retry
+        return 200, _receipt(subject_code, previous._mapping)
     if existing_id is not None:
         raise FloorRefused(409, "participant is already randomized")
     if row[_PARTICIPANT.c.status] != "enrolled":

@@ -143,11 +143,13 @@ def run_http(sizes: Sizes) -> list[RatioRow]:
             pending = list(prepared.subjects)
 
             def randomizations(n: int, path: str = _API_PATH) -> list[HttpRequest]:
+                """Each with a request id of its own, as a client that may retry sends it."""
                 taken, pending[:] = pending[:n], pending[n:]
                 return [
-                    HttpRequest("POST", path.format(code=prepared.code, subject=s), {}, headers, s)
+                    HttpRequest("POST", path.format(code=prepared.code, subject=s),
+                                {"request_id": f"bench.{s}"}, headers, s)
                     for s in taken
-                ]
+                ]  # fmt: skip
 
             def counters(n: int) -> list[HttpRequest]:
                 return [HttpRequest("POST", "/counter", {}, headers)] * n

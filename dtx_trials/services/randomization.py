@@ -346,31 +346,41 @@ class _AfterLock:
     """What the participant's lock guards, read once it is held (one statement)."""
 
     allocation_id: int | None  # the participant's allocation, if it has one
+    request_allocation_id: int | None  # the trial's allocation made with the request's id
     visit_codes: frozenset[str]  # its scheduled visits' codes
     unattached: dict[str, object]  # its submitted values not tied to a visit
     by_visit: dict[str, dict[str, object]]  # and per visit (as `clinical_values`)
 
 
-def _read_after_lock(session: Session, participant: Participant) -> _AfterLock:
-    """The participant's allocation, scheduled visits and submitted values, read by a statement
-    of its own after the lock is granted: under READ COMMITTED a statement sees what was
-    committed when it began, so these, written by other holders of the same lock (a form save
-    opening a visit, a concurrent randomization), are never read by the locking statement,
-    which may have waited for them."""
+def _read_after_lock(
+    session: Session, participant: Participant, request_id: str | None
+) -> _AfterLock:
+    """The participant's allocation, scheduled visits and submitted values, and the trial's
+    allocation made with `request_id` (a retry's, or another participant's), read by a
+    statement of its own after the lock is granted: under READ COMMITTED a statement sees what
+    was committed when it began, so these, written by other holders of the same lock (a form
+    save opening a visit, a concurrent randomization), are never read by the locking
+    statement, which may have waited for them."""
     unattached: dict[str, object] = {}
     by_visit: dict[str, dict[str, object]] = {}
     # Core rows on the session's connection (the ORM's execution adds nothing here)
-    rows = session.connection().execute(_AFTER_LOCK, {"participant_id": participant.id}).all()
-    for data, visit_code, _, _ in rows:
+    rows = (
+        session.connection()
+        .execute(_AFTER_LOCK, {"participant_id": participant.id, "request_id": request_id})
+        .all()
+    )
+    for data, visit_code, _, _, _ in rows:
         if data is None:
             continue  # no submitted record: the one row carries the rest
         if visit_code is None:
             unattached.update(data)
         else:
             by_visit.setdefault(visit_code, {}).update(data)
-    _, _, allocation_id, codes = rows[0]  # the participant is locked: one row at least
+    # the participant is locked: one row at least
+    _, _, allocation_id, request_allocation_id, codes = rows[0]
     return _AfterLock(
         allocation_id,
+        request_allocation_id,
         frozenset(codes.split(_CODES_SEPARATOR)) if codes else frozenset(),
         unattached,
         by_visit,
@@ -380,7 +390,9 @@ def _read_after_lock(session: Session, participant: Participant) -> _AfterLock:
 # Visit codes are protocol identifiers (letters, digits, "_", "-"): never a newline.
 _CODES_SEPARATOR = "\n"
 # one row per submitted record in record order (or one row of nulls), each with the
-# participant's allocation id and scheduled visit codes; built once per process
+# participant's allocation id, the id of the trial's allocation made with the request id
+# (null without one: `request_id = NULL` matches no row) and the participant's scheduled visit
+# codes; built once per process
 _AFTER_LOCK = (
     select(
         FormRecord.data,
@@ -389,6 +401,12 @@ _AFTER_LOCK = (
         .where(
             Allocation.trial_id == Participant.trial_id,
             Allocation.participant_id == Participant.id,
+        )
+        .scalar_subquery(),
+        select(Allocation.id)
+        .where(
+            Allocation.trial_id == Participant.trial_id,
+            Allocation.request_id == bindparam("request_id"),
         )
         .scalar_subquery(),
         select(func.aggregate_strings(_ScheduledVisit.visit_code, _CODES_SEPARATOR))
@@ -446,17 +464,13 @@ def randomize_participant(
             session, actor, trial, subject_code, new_allocation_id=is_postgres
         )
         participant, state_row = locked.participant, locked.state_row
-        guarded = _read_after_lock(session, participant)
+        guarded = _read_after_lock(session, participant, request_id or None)
         existing = (
             session.get(Allocation, guarded.allocation_id) if guarded.allocation_id else None
         )
-        if request_id and existing is not None and existing.request_id == request_id:
+        if existing is not None and guarded.request_allocation_id == existing.id:
             return existing, False  # a retry
-        if request_id and session.scalar(
-            select(Allocation.id).where(
-                Allocation.trial_id == trial.id, Allocation.request_id == request_id
-            )
-        ):
+        if guarded.request_allocation_id is not None:
             raise Conflict("this request id was used for another participant")
         if existing is not None:
             raise Conflict(

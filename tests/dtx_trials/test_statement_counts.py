@@ -177,7 +177,9 @@ def test_randomization_takes_the_trial_lock_last_and_briefly(
 ) -> None:
     """The randomization state row (the trial's lock) is locked after every read and the
     participant's own writes: from it to commit, only the allocation, the counters and the
-    audit write; the visits are planned by one multi-row insert; the caps read counters."""
+    audit write; the visits are planned by one multi-row insert; the caps read counters. The
+    request id is looked up by the read after the participant's lock (no statement of its
+    own), and so are a retry and another participant's use of it."""
     staff = load_trial(client)
     first = enrolled_mci_participant(client, staff)
     api(client, staff["inv"], "POST", f"/participants/{first}/randomization", {}, 201)
@@ -185,8 +187,20 @@ def test_randomization_takes_the_trial_lock_last_and_briefly(
     # no head remembered from this process's last commit (as when another worker wrote the
     # chain last): the head is locked with the counters, the write still one statement
     audit._last_heads.clear()
+    path = f"/participants/{subject}/randomization"
     with counted() as statements:
-        api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+        made = api(client, staff["inv"], "POST", path, {"request_id": "rq-1"}, 201)
+    with counted() as retry:
+        again = api(client, staff["inv"], "POST", path, {"request_id": "rq-1"}, 200)
+    assert again["randomization_number"] == made["randomization_number"]
+    # the trial, the participant locked, the read after it, the allocation itself
+    assert len(retry) == 4 and not any("FOR UPDATE" in s for s in retry[2:]), retry
+    other = enrolled_mci_participant(client, staff)
+    with counted() as refused:
+        body = api(client, staff["inv"], "POST", f"/participants/{other}/randomization",
+                   {"request_id": "rq-1"}, 409)  # fmt: skip
+    assert "request id was used for another participant" in body["message"], body
+    assert len(refused) == 3, refused
     # SQLite cannot match RETURNING rows of a multi-row insert to its parameters: one INSERT
     # per planned visit there (statements that never leave the process)
     visit_inserts = sum(1 for s in statements if s.startswith("INSERT INTO visit"))
