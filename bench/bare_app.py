@@ -42,7 +42,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from dtx_trials import crypto
-from dtx_trials.db import _update_by_key, insert_many, utcnow
+from dtx_trials.db import insert_many, utcnow
 from dtx_trials.models import (
     Allocation,
     AuditChainHead,
@@ -416,8 +416,6 @@ _VERSION = cast(Table, ProtocolVersion.__table__)
 # the participant's locking read and the read after it are the service's own statements
 # (`randomization._LOCK_FOR_ALLOCATION`, `randomization._AFTER_LOCK`)
 _ALLOCATION_BY_ID = select(Allocation.__table__).where(Allocation.id == bindparam("id"))
-# `db.update_row`'s statement for the participant's two changed columns
-_RANDOMIZED = _update_by_key(_PARTICIPANT, ("status", "randomized_at"))
 
 
 def floor_randomize(
@@ -488,7 +486,7 @@ def floor_randomize(
     now = utcnow()
     trial_id = trial.id
     randomized = {"_key": participant_id, "status": "randomized", "randomized_at": now}
-    conn.execute(_RANDOMIZED, randomized)
+    conn.execute(randomization._RANDOMIZED, randomized)
     kid = crypto.cipher().current.kid
     common = {
         "chain": audit.chain_for(trial_id), "at": now, "trial_id": trial_id,

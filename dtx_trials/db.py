@@ -309,26 +309,19 @@ def _unnest_insert(table: Table) -> Any:
     return insert(table).from_select([c.key for c in columns], source).returning(key)
 
 
-def update_row(session: Session, obj: Base, values: Mapping[str, Any]) -> None:
-    """Set columns of a persistent object's row with one Core ``UPDATE`` by its key, and on the
-    object as committed values: the row and the object a flush of these changes would give,
-    without the unit of work (a hot path's one changed row; see randomize_participant).
-
-    For rows the transaction holds locked; the object's other pending changes stay pending."""
-    mapper = inspect(type(obj))
-    [key] = mapper.primary_key
-    if mapper.version_id_col is not None:  # pragma: no cover - no such model yet
-        raise ValueError(f"update_row: {type(obj).__name__} is versioned; flush it instead")
-    columns = {mapper.get_property(name).columns[0].key: value for name, value in values.items()}
-    key_value = getattr(obj, mapper.get_property_by_column(key).key)
-    statement = _update_by_key(cast(Table, mapper.local_table), tuple(columns))
-    session.connection().execute(statement, {**columns, "_key": key_value})
-    for name, value in values.items():
-        set_committed_value(obj, name, value)
+def set_held(session: Session, model: type[Base], key: Any, values: Mapping[str, Any]) -> None:
+    """Give the session's object of the row with primary key `key`, if the session holds one,
+    `values` (by attribute) as committed values: after a Core statement wrote the row, the
+    object shows what the row holds, as after a flush (a hot path that wrote a row without an
+    ORM object; see randomize_participant). Nothing when the session holds no such object."""
+    held = session.identity_map.get(model.__mapper__.identity_key_from_primary_key([key]))
+    if held is not None:
+        for name, value in values.items():
+            set_committed_value(held, name, value)
 
 
 @functools.lru_cache(maxsize=64)
-def _update_by_key(table: Table, columns: tuple[str, ...]) -> Any:
+def update_by_key(table: Table, columns: tuple[str, ...]) -> Any:
     """``UPDATE table SET columns WHERE key = :_key``, built once per table and columns."""
     [key] = table.primary_key.columns
     return update(table).where(key == bindparam("_key")).values({c: bindparam(c) for c in columns})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, cast
+from typing import Protocol as Structural
 
 from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.orm import Session
@@ -36,6 +37,27 @@ from ecrf.checks import EligibilityResult, evaluate_eligibility
 from ecrf.schedule import PlannedVisit, days_outside_window, plan_visits, replan_after
 from protocols.model import Protocol
 
+
+class ParticipantRow(Structural):
+    """What a participant's protocol and visit plan are found from: a `Participant`, or the
+    columns of its row a hot path read without an ORM object (the randomization's)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def trial_id(self) -> int: ...
+    @property
+    def site_id(self) -> int: ...
+    @property
+    def protocol_version_id(self) -> int | None: ...
+    @property
+    def screened_at(self) -> datetime.datetime: ...
+    @property
+    def enrolled_at(self) -> datetime.datetime | None: ...
+    @property
+    def randomized_at(self) -> datetime.datetime | None: ...
+
+
 # status -> statuses it may move to
 TRANSITIONS: dict[str, frozenset[str]] = {
     "screening": frozenset({"consented", "screen_failed", "withdrawn"}),
@@ -59,7 +81,7 @@ def _move(participant: Participant, status: str) -> None:
     participant.status = status
 
 
-def protocol_for(session: Session, participant: Participant) -> Protocol:
+def protocol_for(session: Session, participant: ParticipantRow) -> Protocol:
     if participant.protocol_version_id is not None:
         return protocol_by_version_id(session, participant.protocol_version_id)
     trial = session.get(Trial, participant.trial_id)
@@ -439,7 +461,7 @@ def enroll_participant(
     return participant
 
 
-def anchors_of(participant: Participant, zone: datetime.tzinfo) -> dict[str, datetime.date]:
+def anchors_of(participant: ParticipantRow, zone: datetime.tzinfo) -> dict[str, datetime.date]:
     """The schedule's anchor days: the site's calendar day of screening, enrolment and
     randomization (stored in UTC; randomized at 00:30 in Beijing is that day, not the UTC
     day before)."""
@@ -464,7 +486,7 @@ _SCHEDULED_VISIT_CODES = select(Visit.visit_code).where(
 def plan_participant_visits(
     session: Session,
     actor: Actor,
-    participant: Participant,
+    participant: ParticipantRow,
     protocol: Protocol,
     today: datetime.date | None = None,
     zone: datetime.tzinfo | None = None,

@@ -44,7 +44,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
-from dtx_trials.db import loaded, transaction, update_row, utcnow
+from dtx_trials.db import set_held, transaction, update_by_key, utcnow
 from dtx_trials.models import (
     Allocation,
     AuditChainHead,
@@ -184,7 +184,7 @@ def derive_stratum(
     return stratum_key(site_code if spec.stratify_by_site else None, levels), factors
 
 
-def _design_state(row: RandomizationState) -> DesignState:
+def _design_state(row: RandomizationState | _StateRead) -> DesignState:
     """The trial-level design state stored in the locked row (empty before the first
     allocation); a trial from before the stratum rows still holds some strata here."""
     return DesignState.from_json(row.state) if row.state else DesignState()
@@ -353,7 +353,7 @@ class _AfterLock:
 
 
 def _read_after_lock(
-    session: Session, participant: Participant, request_id: str | None
+    session: Session, participant_id: int, request_id: str | None
 ) -> _AfterLock:
     """The participant's allocation, scheduled visits and submitted values, and the trial's
     allocation made with `request_id` (a retry's, or another participant's), read by a
@@ -366,7 +366,7 @@ def _read_after_lock(
     # Core rows on the session's connection (the ORM's execution adds nothing here)
     rows = (
         session.connection()
-        .execute(_AFTER_LOCK, {"participant_id": participant.id, "request_id": request_id})
+        .execute(_AFTER_LOCK, {"participant_id": participant_id, "request_id": request_id})
         .all()
     )
     for data, visit_code, _, _, _ in rows:
@@ -464,7 +464,7 @@ def randomize_participant(
             session, actor, trial, subject_code, new_allocation_id=is_postgres
         )
         participant, state_row = locked.participant, locked.state_row
-        guarded = _read_after_lock(session, participant, request_id or None)
+        guarded = _read_after_lock(session, participant.id, request_id or None)
         existing = (
             session.get(Allocation, guarded.allocation_id) if guarded.allocation_id else None
         )
@@ -492,9 +492,10 @@ def randomize_participant(
         now = utcnow()
         randomized = {"status": "randomized", "randomized_at": now}
         # only these columns change: nothing else is snapshot (nor sealed again)
-        before = audit.snapshot(participant, randomized)
+        before = audit.snapshot_row(Participant, dataclasses.asdict(participant), randomized)
         # one UPDATE of the locked row, no unit-of-work flush
-        update_row(session, participant, randomized)
+        session.connection().execute(_RANDOMIZED, {**randomized, "_key": participant.id})
+        participant = dataclasses.replace(participant, **randomized)
         audit.record_update_row(
             session, actor, "participant.randomized", Participant, participant.id, before,
             randomized, trial_id=participant.trial_id, site_id=participant.site_id,
@@ -516,7 +517,7 @@ def randomize_participant(
         # the advance event's old values as read now; reused if the lock finds the same row
         # (no allocation since), else sealed again under the lock
         read = {name: getattr(state_row, name) for name in _ADVANCED}
-        read_snapshot = audit.snapshot(state_row, _ADVANCED)
+        read_snapshot = audit.snapshot_row(RandomizationState, read, _ADVANCED)
         # the allocation as far as it does not depend on the draw, and the audited values of
         # those columns (the draw's five are set and sealed under the lock)
         allocation = Allocation(
@@ -549,9 +550,9 @@ def randomize_participant(
         # and the audit events) before COMMIT
         site_id = participant.site_id
         if frozen:
-            read_stratum, site_active = _lock_counters(session, state_row, key, site_id)
+            state_row, read_stratum, site_active = _lock_counters(session, state_row, key, site_id)
         else:
-            state_row = _lock_state(session, trial)
+            state_row = _lock_state_read(session, trial)
             design = _design(protocol, state_row)
             read_stratum, site_active = _read_under_lock(
                 session.connection(), trial.id, key, site_id, new_id=is_postgres
@@ -574,14 +575,19 @@ def randomize_participant(
             )
         except RandomizationError as exc:
             raise Conflict(f"cannot randomize: {exc}") from exc
-        set_drawn = setattr if undrawn is None else set_committed_value
+        set_drawn = set_committed_value if is_postgres else setattr
         set_drawn(allocation, "seq_no", result.seq_no)
         set_drawn(allocation, "method", result.method)
         set_drawn(allocation, "arm_code", result.arm)
         set_drawn(allocation, "randomization_number", randomization_number(state_row, result))
         set_drawn(allocation, "evidence", _jsonable(result.evidence))
-        unchanged = all(getattr(state_row, name) == read[name] for name in _ADVANCED)
-        state_before = read_snapshot if unchanged else audit.snapshot(state_row, _ADVANCED)
+        locked_read = {name: getattr(state_row, name) for name in _ADVANCED}
+        unchanged = locked_read == read
+        state_before = (
+            read_snapshot
+            if unchanged
+            else audit.snapshot_row(RandomizationState, locked_read, _ADVANCED)
+        )
         advanced = {
             "next_seq": result.seq_no + 1,
             "state": _trial_part(next_state, kept).to_json(),
@@ -606,6 +612,12 @@ def randomize_participant(
                 stratum,
                 site,
             )
+        # objects of the two rows the session held already show what the rows now hold
+        set_held(session, Participant, participant.id, dataclasses.asdict(participant))
+        set_held(
+            session, RandomizationState, state_row.id,
+            {**dataclasses.asdict(state_row), **advanced},
+        )  # fmt: skip
     return allocation, True
 
 
@@ -656,7 +668,7 @@ def _write_allocation(
     actor: Actor,
     allocation: Allocation,
     undrawn: Mapping[str, Any],
-    state_row: RandomizationState,
+    state_row: _StateRead,
     state_before: Mapping[str, Any],
     advanced: Mapping[str, Any],
     stratum: _StratumChange,
@@ -669,10 +681,8 @@ def _write_allocation(
 
     The events are the ones `audit.record_create` and `record_update` make (the allocation's
     audited columns, those set before the lock prepared then, and the advanced columns), and
-    the two rows are then known to the session as written (the allocation, persistent since
-    before the lock, with the draw's columns committed; the state row's columns committed)."""
-    for name, value in advanced.items():
-        set_committed_value(state_row, name, value)
+    the allocation is then known to the session as written (persistent since before the lock,
+    with the draw's columns committed)."""
     values = {**undrawn, **audit.snapshot(allocation, _DRAWN)}
     audit.append(
         session,
@@ -710,25 +720,26 @@ def _write_allocation_orm(
     session: Session,
     actor: Actor,
     allocation: Allocation,
-    state_row: RandomizationState,
+    state_row: _StateRead,
     state_before: Mapping[str, Any],
     advanced: Mapping[str, Any],
     stratum: _StratumChange,
     site: _SiteCount,
 ) -> None:
-    """SQLite (the database already write-locked): the ORM writes the three rows, one statement
-    the site's counter, and the audit events are written at commit."""
+    """SQLite (the database already write-locked): the ORM writes the allocation and the
+    stratum's row, one statement each the state row's advance and the site's counter, and the
+    audit events are written at commit."""
     session.add(allocation)
-    for name, value in advanced.items():
-        setattr(state_row, name, value)
     session.flush()
+    session.connection().execute(_ADVANCE, {**advanced, "_key": state_row.id})
     _write_site_count(session, allocation.trial_id, site)
     audit.record_create(
         session, actor, "randomization.allocate", allocation, site_id=site.site_id
     )
-    audit.record_update(
-        session, actor, "randomization.advance", state_row, state_before, fields=_ADVANCED
-    )
+    audit.record_update_row(
+        session, actor, "randomization.advance", RandomizationState, state_row.id,
+        state_before, advanced, trial_id=state_row.trial_id, site_id=None,
+    )  # fmt: skip
     _advance_stratum(
         session, actor, "randomization.advance", allocation.trial_id, stratum, orm=True
     )
@@ -755,7 +766,7 @@ def _write_site_count(session: Session, trial_id: int, site: _SiteCount) -> None
     )
 
 
-def _design(protocol: Protocol, state_row: RandomizationState) -> Design:
+def _design(protocol: Protocol, state_row: RandomizationState | _StateRead) -> Design:
     try:
         return design_for(protocol, state_row.list_table)
     except RandomizationError as exc:
@@ -763,12 +774,11 @@ def _design(protocol: Protocol, state_row: RandomizationState) -> Design:
 
 
 def _lock_counters(
-    session: Session, state_row: RandomizationState, key: str, site_id: int
-) -> tuple[_StratumRead, int]:
-    """Lock the state row and read the columns allocations change into the row already
-    loaded (one ``SELECT ... FOR UPDATE``; READ COMMITTED returns the latest committed values
-    once the lock is granted), as their committed values: the row then holds what the lock
-    holder sees and the ORM writes back only what the allocation changes; return stratum
+    session: Session, state_row: _StateRead, key: str, site_id: int
+) -> tuple[_StateRead, _StratumRead, int]:
+    """Lock the state row and read the columns allocations change (one ``SELECT ... FOR
+    UPDATE``; READ COMMITTED returns the latest committed values once the lock is granted);
+    return the row read before with those columns as the lock holder sees them, stratum
     `key`'s row and the site's active allocations. Core statements built once, on the
     session's connection: nothing of the ORM's execution runs under the lock (it reads no audit
     table and the session has nothing left to flush).
@@ -785,9 +795,8 @@ def _lock_counters(
     )
     if getattr(locked, "seq", None) is not None:
         audit.hold_head(session, audit.chain_for(state_row.trial_id), locked.seq, locked.hash)
-    for name in _ADVANCED:
-        set_committed_value(state_row, name, getattr(locked, name))
-    return read, site_active
+    advanced = {name: getattr(locked, name) for name in _ADVANCED}
+    return dataclasses.replace(state_row, **advanced), read, site_active
 
 
 def _lock_for_draw(
@@ -857,25 +866,86 @@ _LOCK_FOR_DRAW = (
 
 
 @dataclass(frozen=True)
+class _ParticipantRead:
+    """The participant's columns a randomization uses, as locked (a row, not an ORM object: its
+    identifiers, encrypted, are neither read nor decrypted)."""
+
+    id: int
+    trial_id: int
+    site_id: int
+    status: str
+    protocol_version_id: int | None
+    screened_at: datetime
+    enrolled_at: datetime | None
+    randomized_at: datetime | None
+
+
+@dataclass(frozen=True)
+class _StateRead:
+    """The trial's randomization state row's columns a randomization uses (a row, not an ORM
+    object); the `_ADVANCED` ones as last read (`_lock_counters` reads them under the lock)."""
+
+    id: int
+    trial_id: int
+    next_seq: int
+    state: dict[str, Any]
+    active_allocations: int
+    updated_at: datetime
+    secret: str
+    rng_algorithm: str
+    list_table: dict[str, Any] | None
+    list_numbers: dict[str, Any] | None
+
+
+_PARTICIPANT_TABLE: Table = Participant.__table__  # type: ignore[assignment]
+_STATE_TABLE: Table = RandomizationState.__table__  # type: ignore[assignment]
+# the columns read, in the order of the fields
+_PARTICIPANT_READ = tuple(
+    _PARTICIPANT_TABLE.c[field.name] for field in dataclasses.fields(_ParticipantRead)
+)
+_STATE_READ = tuple(_STATE_TABLE.c[field.name] for field in dataclasses.fields(_StateRead))
+# the UPDATEs by key: the participant randomized, the state row advanced
+_RANDOMIZED = update_by_key(_PARTICIPANT_TABLE, ("status", "randomized_at"))
+_ADVANCE = update_by_key(_STATE_TABLE, _ADVANCED)
+# the trial's first allocation: the whole state row read under its lock (the list uploaded
+# before it is read as committed)
+_LOCK_STATE_READ = (
+    select(*_STATE_READ).where(_STATE_TABLE.c.trial_id == bindparam("trial_id")).with_for_update()
+)
+
+
+def _state_read(values: Mapping[Any, Any]) -> _StateRead:
+    return _StateRead(*(values[column] for column in _STATE_READ))
+
+
+def _lock_state_read(session: Session, trial: Trial) -> _StateRead:
+    found = session.connection().execute(_LOCK_STATE_READ, {"trial_id": trial.id}).first()
+    if found is None:
+        raise Conflict(f"trial {trial.code} has no active randomization model")
+    return _state_read(found._mapping)
+
+
+@dataclass(frozen=True)
 class _Locked:
-    participant: Participant
+    participant: _ParticipantRead
     site_code: str
     zone: tzinfo
-    state_row: RandomizationState | None  # read without its lock
+    state_row: _StateRead | None  # read without its lock
     allocation_id: int | None  # drawn from the allocation's sequence (PostgreSQL)
 
 
 def _lock_participant(
     session: Session, actor: Actor, trial: Trial, subject_code: str, *, new_allocation_id: bool
 ) -> _Locked:
-    """Lock the participant to randomize (one statement): it, its site's code and time zone,
-    the trial's randomization state row (unlocked) and, with `new_allocation_id` (PostgreSQL),
-    an id drawn from the allocation's sequence. Rows other holders of the participant's lock
-    write are read after it (`_read_after_lock`).
+    """Lock the participant to randomize (one statement): the columns of it that a
+    randomization uses, its site's code and time zone, the trial's randomization state row
+    (unlocked) and, with `new_allocation_id` (PostgreSQL), an id drawn from the allocation's
+    sequence. Rows other holders of the participant's lock write are read after it
+    (`_read_after_lock`).
 
-    The statement runs on the session's connection and the rows become the session's objects
-    by `db.loaded` (the ORM's loading of them costs more than the statement's round trip); a
-    participant or state row the session held already takes the locked row's values."""
+    The statement runs on the session's connection and its rows stay rows (the ORM's loading of
+    them cost more than the statement's round trip); objects of them the session holds already
+    are given what the rows hold when the randomization has written them (`db.set_held`)."""
     session.flush()  # as a query's autoflush
     found = session.connection().execute(
         _LOCK_FOR_ALLOCATION if new_allocation_id else _LOCK_FOR_ALLOCATION_NO_ID,
@@ -884,12 +954,8 @@ def _lock_participant(
     if found is None:
         raise NotFound("participant not found")
     values = found._mapping
-    participant = loaded(session, Participant, values, refresh=True)
-    state_row = (
-        loaded(session, RandomizationState, values, refresh=True)
-        if values[_STATE_TABLE.c.id] is not None
-        else None
-    )
+    participant = _ParticipantRead(*(values[column] for column in _PARTICIPANT_READ))
+    state_row = _state_read(values) if values[_STATE_TABLE.c.id] is not None else None
     sha256, site_code, timezone = (values[column] for column in _LOCKED_WITH_PARTICIPANT)
     allocation_id = found[-1]  # the new id, the statement's last column
     require(actor, "randomize", trial.id, participant.site_id)
@@ -897,7 +963,6 @@ def _lock_participant(
     return _Locked(participant, site_code, zone_named(timezone), state_row, allocation_id)
 
 
-_STATE_TABLE: Table = RandomizationState.__table__  # type: ignore[assignment]
 # the participant's protocol version's hash, its site's code and time zone in the lock's row
 _LOCKED_WITH_PARTICIPANT = (
     ProtocolVersion.__table__.c.sha256,
@@ -909,11 +974,11 @@ _LOCKED_WITH_PARTICIPANT = (
 def _lock_for_allocation(new_id: Any) -> Any:
     return (
         select(
-            Participant,
+            *_PARTICIPANT_READ,
             ProtocolVersion.sha256,
             Site.code,
             Site.timezone,
-            RandomizationState,
+            *_STATE_READ,
             new_id,
         )
         .join(Site, Site.id == Participant.site_id)
@@ -934,7 +999,9 @@ _LOCK_FOR_ALLOCATION = _lock_for_allocation(
 _LOCK_FOR_ALLOCATION_NO_ID = _lock_for_allocation(literal(None))
 
 
-def randomization_number(state_row: RandomizationState, result: AllocationResult) -> str:
+def randomization_number(
+    state_row: RandomizationState | _StateRead, result: AllocationResult
+) -> str:
     """Return the allocation's randomization number: the uploaded list's number for its slot
     when the list came with numbers, else R + the zero-padded sequence number."""
     numbers = (state_row.list_numbers or {}).get(result.stratum_key)

@@ -1,7 +1,8 @@
 """`db.insert_many`: new rows written by one statement on PostgreSQL (a statement per row on
 SQLite, in process), each row's key returned in the rows' order, every value as given (the
 column types' own conversions applied), on both databases; `db.insert_row`: one object's row,
-every column set; `db.loaded`: a row read by Core as the session's object, as a query gives it."""
+every column set; `db.loaded`: a row read by Core as the session's object, as a query gives it;
+`db.set_held`: what a Core statement wrote, given to the object the session holds."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from flask import Flask
 from sqlalchemy import event, inspect, select
 from sqlalchemy.exc import DBAPIError
 
-from dtx_trials.db import insert_many, insert_row, loaded
+from dtx_trials.db import insert_many, insert_row, loaded, set_held
 from dtx_trials.extensions import db
 from dtx_trials.models import Allocation, AuditEvent, Participant, Trial, Visit
 from dtx_trials.services import audit, randomization
@@ -225,3 +226,23 @@ def test_planned_visits_are_audited_as_their_rows(app: Flask, backend: str) -> N
         assert [c["field"] for c in event_.changes] == list(Visit.__audited__)
     report = audit.verify(db.session, trial_id)
     assert report.problems == () and report.rows_checked > len(visits)
+
+
+def test_set_held_gives_a_held_object_the_written_values_and_adds_none(
+    app: Flask, backend: str
+) -> None:
+    """`db.set_held` after a Core statement wrote a row: the session's object of that row, if
+    it holds one, shows the written values as committed (nothing to flush); a row the session
+    does not hold gets no object."""
+    participant_id = _participant_id()
+    db.session.commit()
+    db.session.expunge_all()
+    set_held(db.session, Participant, participant_id, {"status": "withdrawn"})
+    assert len(db.session.identity_map) == 0
+    held = db.session.get(Participant, participant_id)
+    assert held is not None and held.status == "enrolled"
+    set_held(db.session, Participant, participant_id, {"status": "withdrawn"})
+    assert held.status == "withdrawn" and not db.session.is_modified(held)
+    db.session.commit()  # writes nothing: the row still holds its own value
+    db.session.expunge_all()
+    assert db.session.get(Participant, participant_id).status == "enrolled"  # type: ignore[union-attr]

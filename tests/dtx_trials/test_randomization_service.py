@@ -15,6 +15,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select, text
 
+from dtx_trials.db import deferred_commit
 from dtx_trials.extensions import db
 from dtx_trials.models import (
     Allocation,
@@ -197,6 +198,47 @@ def test_cap_reached_is_409(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None
     db.session.remove()
     stored = db.session.scalars(select(Allocation).order_by(Allocation.seq_no)).all()
     assert [(a.seq_no, a.arm_code) for a in stored][1] == (2, second.arm_code)
+    assert audit.verify(db.session, trial_id).ok
+    assert not randomization.replay_problems(db.session, db.session.get(Trial, trial_id))
+
+
+def test_objects_the_session_holds_show_what_the_randomization_wrote(app: Flask) -> None:
+    """The randomization reads and writes the participant's and the trial state's rows without
+    ORM objects (`_lock_participant`, `db.set_held`): objects of those rows that the session
+    holds, in a unit of work committed later (a request's), show what the rows hold once it
+    has written them, with nothing left to flush; the commit then writes nothing more."""
+    trial_id, subjects = mci_with_enrolled(2)
+    actor = investigator_actor(trial_id)
+    # the trial's first allocation reads the whole state row under its lock; the second the
+    # counters only (`_lock_counters`)
+    randomization.randomize_participant(
+        db.session, actor, db.session.get(Trial, trial_id), subjects[0]
+    )
+    db.session.remove()
+    with deferred_commit(db.session):
+        trial = db.session.get(Trial, trial_id)
+        held = db.session.scalars(
+            select(Participant).where(Participant.subject_code == subjects[1])
+        ).one()
+        state = db.session.scalars(select(RandomizationState)).one()
+        assert (held.status, state.next_seq, state.active_allocations) == ("enrolled", 2, 1)
+        allocation, created = randomization.randomize_participant(
+            db.session, actor, trial, subjects[1]
+        )
+        at = allocation.allocated_at
+        assert created and allocation.seq_no == 2
+        assert (held.status, held.randomized_at) == ("randomized", at)
+        assert (state.next_seq, state.active_allocations, state.updated_at) == (3, 2, at)
+        assert not db.session.is_modified(held) and not db.session.is_modified(state)
+        held.status = "randomized"  # a no-op change: the values are the row's
+        assert not db.session.is_modified(held)
+    db.session.commit()
+    db.session.remove()
+    stored = db.session.scalars(
+        select(Participant).where(Participant.subject_code == subjects[1])
+    ).one()
+    assert (stored.status, stored.randomized_at) == ("randomized", at)
+    assert db.session.scalars(select(RandomizationState.next_seq)).one() == 3
     assert audit.verify(db.session, trial_id).ok
     assert not randomization.replay_problems(db.session, db.session.get(Trial, trial_id))
 

@@ -22,6 +22,7 @@ from dtx_trials.models import (
     RandomizationState,
     RandomizationStratum,
 )
+from dtx_trials.models.participants import IDENTIFIER_COLUMNS
 from dtx_trials.services import accounts, audit
 from tests.dtx_trials.trial_flow import (
     MCI_SCREENING,
@@ -230,6 +231,9 @@ def test_randomization_takes_the_trial_lock_last_and_briefly(
         assert under_lock[4].startswith("UPDATE randomization_stratum "), under_lock
         assert len(under_lock) == 5 + 3, under_lock  # + the audit write
     assert not any("count(" in s for s in statements), statements
+    # the participant's identifiers (encrypted) are neither read nor decrypted
+    read = [f"participant.{c}" for c in IDENTIFIER_COLUMNS]
+    assert not any(c in s for s in statements for c in read), statements
     state = db.session.scalars(select(RandomizationState)).one()
     assert state.active_allocations == 2
     sites = db.session.scalars(select(RandomizationSiteCount.active_allocations)).all()
