@@ -304,7 +304,7 @@ def _measure(
     head_holds: list[Hold] = []
     for index, subject in enumerate(subjects):
         if index % 2:
-            accounts.token_cache.clear()  # as the first request of a token in this process
+            accounts.token_cache().clear()  # as the first request of a token in this process
         with submit.request():
             answer = client.put(
                 f"{base}/participants/{subject}/visits/baseline/forms/adas_cog",

@@ -88,12 +88,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     app.url_map.converters["int"] = RowIdConverter
     trust.init_app(app)  # key check (refuses a wrong key), request guard, anchoring
-    # process-wide settings, installed once the app is not refused (a refused app leaves the
-    # process as it found it)
-    from dtx_trials.services.accounts import configure_hasher, token_cache
+    from dtx_trials.services import accounts
 
-    configure_hasher(int(app.config["ARGON2_TIME_COST"]), int(app.config["ARGON2_MEMORY_KIB"]))
-    token_cache.seconds = float(app.config["TOKEN_CACHE_SECONDS"])
+    accounts.init_app(app)  # its own password hasher and token cache
     register_api(app)
     register_web(app)
     edge.init_app(app)

@@ -13,6 +13,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from flask import Flask, current_app, has_app_context
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -39,25 +40,15 @@ from dtx_trials.services.errors import (
 )
 from dtx_trials.services.protocols import blinded_roles
 
-_hasher = PasswordHasher()
-# A hash of a random password, verified when the username is unknown so that a login for a
-# non-existent account costs the same time as one for a real account.
-_dummy_hash = ""
-
-
-def configure_hasher(time_cost: int, memory_kib: int) -> None:
-    """Set the argon2id cost (the factory calls this from config; tests use a cheap setting)."""
-    global _hasher, _dummy_hash
-    if (_hasher.time_cost, _hasher.memory_cost) != (time_cost, memory_kib):
-        _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
-        _dummy_hash = ""
-
 
 def _dummy() -> str:
-    global _dummy_hash
-    if not _dummy_hash:
-        _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
-    return _dummy_hash
+    """A hash of a random password, verified when the username is unknown so that a login for
+    a non-existent account costs the same time as one for a real account (under the app's
+    hasher: the same cost)."""
+    own = credentials()
+    if not own.dummy_hash:
+        own.dummy_hash = own.hasher.hash(secrets.token_urlsafe(16))
+    return own.dummy_hash
 
 
 @dataclass(frozen=True)
@@ -88,7 +79,7 @@ def check_password_policy(password: str, policy: Policy, username: str = "") -> 
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return credentials().hasher.hash(password)
 
 
 def actor_for(
@@ -346,7 +337,7 @@ def set_password(
 
 def _verify(password_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash, password)
+        return credentials().hasher.verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
@@ -537,18 +528,20 @@ class _CachedToken:
 
 
 class TokenCache:
-    """The actors of recently presented API tokens, per process, keyed by the token's hash.
+    """The actors of recently presented API tokens, per app (`credentials`), keyed by the
+    token's hash.
 
     An entry is used for at most ``seconds`` (``TOKEN_CACHE_SECONDS``) and never past the
-    token's expiry. Any commit in this process that changes an account, a token or a role
-    grant empties the cache (`_note_account_change`), so a revocation, a deactivation or a
-    removed role is refused at once by this process, and by every other worker process within
-    ``seconds``. ``seconds=0`` turns the cache off (every request reads the database)."""
+    token's expiry. Any commit of the app that changes an account, a token or a role grant
+    empties its cache (`_note_account_change`), so a revocation, a deactivation or a removed
+    role is refused at once by this app, and by every other worker process (or other app of
+    the process) within ``seconds``. ``seconds=0`` turns the cache off (every request reads the
+    database)."""
 
     MAX_ENTRIES = 4096
 
-    def __init__(self) -> None:
-        self.seconds = 2.0
+    def __init__(self, seconds: float = 2.0) -> None:
+        self.seconds = seconds
         self._entries: dict[str, _CachedToken] = {}
         self._lock = threading.Lock()
 
@@ -577,7 +570,45 @@ class TokenCache:
             self._entries.clear()
 
 
-token_cache = TokenCache()
+@dataclass
+class Credentials:
+    """An app's password hasher (its argon2id cost, ``ARGON2_TIME_COST`` and
+    ``ARGON2_MEMORY_KIB``) and API-token cache (its lifetime, ``TOKEN_CACHE_SECONDS``): the
+    app's own (`init_app`), so that no other app of the process, a refused one included,
+    changes them; outside an app context the defaults."""
+
+    hasher: PasswordHasher
+    tokens: TokenCache
+    dummy_hash: str = ""  # `_dummy`'s, under this hasher
+
+
+_CREDENTIALS = "dtx_credentials"
+_DEFAULT_CREDENTIALS = Credentials(PasswordHasher(), TokenCache())
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its own hasher and token cache, from its configuration."""
+    config = app.config
+    hasher = PasswordHasher(
+        time_cost=int(config["ARGON2_TIME_COST"]), memory_cost=int(config["ARGON2_MEMORY_KIB"])
+    )
+    app.extensions[_CREDENTIALS] = Credentials(
+        hasher, TokenCache(float(config["TOKEN_CACHE_SECONDS"]))
+    )
+
+
+def credentials() -> Credentials:
+    """The current app's hasher and token cache (the defaults outside an app context)."""
+    if has_app_context():
+        own: Credentials | None = current_app.extensions.get(_CREDENTIALS)
+        if own is not None:
+            return own
+    return _DEFAULT_CREDENTIALS
+
+
+def token_cache() -> TokenCache:
+    """The current app's token cache."""
+    return credentials().tokens
 
 
 def actor_for_token(
@@ -587,7 +618,8 @@ def actor_for_token(
     inactive): from the token cache, else one query joining token, user and active grants."""
     token_hash = sha256_hex(token_text)
     now = utcnow()
-    cached = token_cache.get(token_hash, now)
+    tokens = token_cache()
+    cached = tokens.get(token_hash, now)
     if cached is None:
         rows = session.execute(
             select(
@@ -625,7 +657,7 @@ def actor_for_token(
             via="api",
             auth_ref=f"token:{token_id}",
         )
-        token_cache.put(token_hash, cached, expires_at)
+        tokens.put(token_hash, cached, expires_at)
     return replace(cached, request_id=request_id, extra={})
 
 
@@ -652,7 +684,7 @@ def _note_bulk_account_change(state: Any) -> None:
 @sa_event.listens_for(Session, "after_commit")
 def _forget_cached_tokens(session: Session) -> None:
     if session.info.pop(_ACCOUNT_CHANGED, False):
-        token_cache.clear()
+        token_cache().clear()
 
 
 @sa_event.listens_for(Session, "after_rollback")

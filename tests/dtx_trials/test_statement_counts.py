@@ -76,7 +76,7 @@ def test_ecrf_submit_takes_at_most_8_round_trips(client: FlaskClient, backend: s
     subject = enrolled_mci_participant(client, staff)
     api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
     path = f"/participants/{subject}/visits/{{}}/forms/adas_cog"
-    accounts.token_cache.clear()  # the first request of a token reads it from the database
+    accounts.token_cache().clear()  # the first request of a token reads it from the database
     with counted() as cold:
         saved = api(client, staff["inv"], "PUT", path.format("baseline"),
                     {"values": ADAS, "submit": True}, 200)  # fmt: skip
@@ -164,7 +164,7 @@ def test_a_removed_role_is_refused_at_once(client: FlaskClient) -> None:
 
 def test_an_uncached_token_still_resolves_in_one_query(client: FlaskClient) -> None:
     staff = load_trial(client)
-    accounts.token_cache.clear()
+    accounts.token_cache().clear()
     with counted() as statements:
         me = client.get("/api/v1/me", headers=staff["inv"].headers)
     assert me.status_code == 200

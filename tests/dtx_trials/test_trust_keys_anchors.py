@@ -63,21 +63,22 @@ def test_wrong_field_key_stops_start_up_and_readyz_says_why(own_database: str) -
     first = make_test_app(own_database)
     assert first.test_client().get("/readyz").get_json()["keys"] == "ok"  # key registered
     _screen(first)
-    hasher, cache_seconds = accounts._hasher, accounts.token_cache.seconds
+    with first.app_context():
+        own = accounts.credentials()
+        configured = (own.hasher.time_cost, own.tokens.seconds)
+    other = {"ARGON2_TIME_COST": configured[0] + 1, "TOKEN_CACHE_SECONDS": configured[1] + 1}
     with pytest.raises(keys.KeyMismatchError, match="wrong key"):
-        make_test_app(
-            own_database, FIELD_KEY=OTHER_KEY, ARGON2_TIME_COST=hasher.time_cost + 1,
-            TOKEN_CACHE_SECONDS=cache_seconds + 1,
-        )  # fmt: skip
+        make_test_app(own_database, FIELD_KEY=OTHER_KEY, **other)
     # the refused app leaves the process as it was: the running app still writes and reads
     # under its own key, never the refused one, and hashes and caches as configured
     assert crypto.cipher().current.kid == crypto.FieldKey(FIELD_KEY).kid
-    assert (accounts._hasher, accounts.token_cache.seconds) == (hasher, cache_seconds)
     with first.app_context():
+        assert accounts.credentials() is own
+        assert (own.hasher.time_cost, own.tokens.seconds) == configured
         assert audit.verify(db.session).ok
     # started without the check (e.g. the database was down): every request is refused, and
     # once the check has found the key wrong the process's ring is the one it found again
-    late = make_test_app(own_database, FIELD_KEY=OTHER_KEY, KEY_CHECK_AT_START=False)
+    late = make_test_app(own_database, FIELD_KEY=OTHER_KEY, KEY_CHECK_AT_START=False, **other)
     assert crypto.cipher().current.kid == crypto.FieldKey(OTHER_KEY).kid  # not checked yet
     client = late.test_client()
     ready = client.get("/readyz")
@@ -86,7 +87,12 @@ def test_wrong_field_key_stops_start_up_and_readyz_says_why(own_database: str) -
     assert client.get("/healthz").status_code == 200
     assert crypto.cipher().current.kid == crypto.FieldKey(FIELD_KEY).kid
     with first.app_context():
-        assert audit.verify(db.session).ok
+        # the late app's hasher cost and cache lifetime are its own: the first app's unchanged
+        assert (own.hasher.time_cost, own.tokens.seconds) == configured
+        assert accounts.credentials() is own and audit.verify(db.session).ok
+    with late.app_context():
+        theirs = accounts.credentials()
+        assert (theirs.hasher.time_cost, theirs.tokens.seconds) == tuple(other.values())
     assert first.test_client().get("/readyz").get_json()["keys"] == "ok"
 
 
