@@ -19,8 +19,7 @@ from dtx_trials import crypto
 from dtx_trials.extensions import db
 
 _STATE = "dtx_key_state"
-_REPLACED_RING = "dtx_replaced_key_ring"
-_OWN_RING = "dtx_key_ring"
+_RINGS = "dtx_key_rings"  # (the process's ring the app replaced, the app's own)
 
 
 class KeyState:
@@ -39,8 +38,8 @@ def configure_keys(app: Flask) -> None:
     retired_file = Path(app.instance_path) / "field-retired.keys"
     if not retired and not app.config.get("TESTING") and retired_file.exists():
         retired = crypto.split_keys(retired_file.read_text())
-    app.extensions[_REPLACED_RING] = crypto.configure(app.config["FIELD_KEY"], retired)
-    app.extensions[_OWN_RING] = crypto.cipher()
+    replaced = crypto.configure(app.config["FIELD_KEY"], retired)
+    app.extensions[_RINGS] = (replaced, crypto.cipher())
 
 
 def check_keys(app: Flask) -> KeyState:
@@ -60,7 +59,7 @@ def check_keys(app: Flask) -> KeyState:
             # the refused key leaves the process (at start-up, or at a later first check:
             # the app then refuses every request, and no other app of the process, nor this
             # one's background work, writes under it)
-            crypto.restore(app.extensions[_REPLACED_RING], app.extensions[_OWN_RING])
+            crypto.restore(*app.extensions[_RINGS])
         except (OperationalError, ProgrammingError, IntegrityError) as exc:
             # unreachable, or the key_check table does not exist yet (before `dtx db upgrade`)
             state.pending = f"key check not possible yet: {type(exc).__name__}"
