@@ -492,10 +492,12 @@ def randomize_participant(
         now = utcnow()
         randomized = {"status": "randomized", "randomized_at": now}
         # only these columns change: nothing else is snapshot (nor sealed again)
-        before = audit.snapshot_row(Participant, dataclasses.asdict(participant), randomized)
-        # one UPDATE of the locked row, no unit-of-work flush
+        before = audit.snapshot_row(Participant, vars(participant), randomized)
+        # one UPDATE of the locked row, no unit-of-work flush; an object of the row the session
+        # held already shows what the row now holds (a rollback expires it)
         session.connection().execute(_RANDOMIZED, {**randomized, "_key": participant.id})
         participant = dataclasses.replace(participant, **randomized)
+        set_held(session, Participant, participant.id, vars(participant))
         audit.record_update_row(
             session, actor, "participant.randomized", Participant, participant.id, before,
             randomized, trial_id=participant.trial_id, site_id=participant.site_id,
@@ -612,12 +614,8 @@ def randomize_participant(
                 stratum,
                 site,
             )
-        # objects of the two rows the session held already show what the rows now hold
-        set_held(session, Participant, participant.id, dataclasses.asdict(participant))
-        set_held(
-            session, RandomizationState, state_row.id,
-            {**dataclasses.asdict(state_row), **advanced},
-        )  # fmt: skip
+        # likewise the state row (under the lock: one lookup of the identity map)
+        set_held(session, RandomizationState, state_row.id, {**vars(state_row), **advanced})
     return allocation, True
 
 
