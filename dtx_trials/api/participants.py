@@ -174,7 +174,9 @@ class VisitSchema(Schema):
 
 class RandomizeSchema(StrictSchema):
     request_id = fields.String(
-        load_default=None, allow_none=True, validate=validate.Regexp(r"^[A-Za-z0-9._-]{1,80}$")
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(randomization.REQUEST_ID_PATTERN),
     )
 
 

@@ -78,6 +78,22 @@ from randomization.state import RandomizationState as DesignState
 from randomization.strata import SITE_FACTOR, UNSTRATIFIED, stratum_key
 
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
+# a randomization's request id (the API's schema checks the same pattern)
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._-]{1,80}$"
+
+
+def _checked_request_id(request_id: str | None) -> str | None:
+    """The request id as stored: None when none was given (an empty one is none), else one
+    that fits its column and the API's rule, or a 422 (the staff page's form sends it as typed;
+    on PostgreSQL a longer one failed the allocation's insert)."""
+    if not request_id:
+        return None
+    if re.fullmatch(REQUEST_ID_PATTERN, request_id) is None:
+        raise ValidationError(
+            "invalid request id",
+            {"request_id": ["1 to 80 letters, digits, '.', '_' or '-'"]},
+        )
+    return request_id
 _ScheduledVisit = aliased(Visit)
 
 
@@ -458,13 +474,14 @@ def randomize_participant(
     audit write (one statement on PostgreSQL). The visits do not depend on the arm and are part
     of the same transaction, so a failure anywhere still leaves nothing.
     """
+    request_id = _checked_request_id(request_id)
     with transaction(session):
         is_postgres = session.get_bind().dialect.name == "postgresql"
         locked = _lock_participant(
             session, actor, trial, subject_code, new_allocation_id=is_postgres
         )
         participant, state_row = locked.participant, locked.state_row
-        guarded = _read_after_lock(session, participant.id, request_id or None)
+        guarded = _read_after_lock(session, participant.id, request_id)
         existing = (
             session.get(Allocation, guarded.allocation_id) if guarded.allocation_id else None
         )

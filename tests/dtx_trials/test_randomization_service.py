@@ -297,6 +297,25 @@ def test_audit_verify_replays_allocations(app: Flask) -> None:
     assert any("allocation id=" in m and "arm_code" in m for m in messages)  # the trail, too
 
 
+def test_a_request_id_is_checked_and_an_empty_one_is_none(app: Flask) -> None:
+    """A request id longer than its column (or not of the API's characters) is a 422 with its
+    field, before anything is written (PostgreSQL failed the insert: a 500); an empty one is no
+    request id (stored as null, never matched), not an empty string."""
+    from dtx_trials.services.errors import ValidationError
+
+    trial_id, subjects = mci_with_enrolled(2)
+    trial = db.session.get(Trial, trial_id)
+    inv = investigator_actor(trial_id)
+    for bad in ("x" * 81, "bad id", "nul\x00"):
+        with pytest.raises(ValidationError) as refused:
+            randomization.randomize_participant(db.session, inv, trial, subjects[0], bad)
+        assert "request_id" in refused.value.errors
+    assert db.session.scalars(select(Allocation)).all() == []
+    first, _ = randomization.randomize_participant(db.session, inv, trial, subjects[0], "")
+    second, _ = randomization.randomize_participant(db.session, inv, trial, subjects[1], "")
+    assert (first.request_id, second.request_id, second.seq_no) == (None, None, 2)
+
+
 def test_a_retry_returns_the_allocation_and_any_other_attempt_is_409(app: Flask) -> None:
     """The participant's allocation is read with its lock: a retry with the request id returns
     it (created=False, nothing written), the same request id for another participant and a

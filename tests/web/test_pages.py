@@ -196,6 +196,10 @@ def test_screen_to_randomize_through_pages(app: Flask, client: FlaskClient) -> N
     eligible = inv.post(f"{page}/eligibility")
     assert eligible.status_code == 200 and "every criterion is met" in eligible.text
     assert inv.post(f"{page}/enroll").status_code == 302
+    # a request id that does not fit its column (the form sends it as typed): a 422, not a
+    # failed insert on PostgreSQL, and nothing written
+    assert inv.post(f"{page}/randomize", {"request_id": "x" * 81}).status_code == 422
+    assert db.session.scalars(select(Allocation)).all() == []
     randomized = inv.post(f"{page}/randomize", {"request_id": "web-1"})
     assert randomized.status_code == 302
     receipt = inv.text(page)
