@@ -12,17 +12,19 @@ from dtx_trials.models.users import Role
 from dtx_trials.services import audit, protocols, randomization
 from dtx_trials.services.access import Actor, Grant
 from tests.dtx_trials.trial_flow import LIBRARY, library_code
-from tests.helpers import CLI, fix_randomization_secret
+from tests.helpers import CLI, KNOWN_SECRET, fix_randomization_secret
 
 
-def populated_trial(filename: str, n: int, seed: int = 3, secret: str | None = None) -> Trial:
-    """The trial of a library protocol with n simulated participants; with ``secret`` its
-    randomization secret is fixed before any of them is randomized, so that every allocation,
-    and whatever depends on them, is the same in every run."""
+def populated_trial(
+    filename: str, n: int, seed: int = 3, secret: str = KNOWN_SECRET
+) -> Trial:
+    """The trial of a library protocol with n simulated participants; its randomization secret
+    is fixed before any of them is randomized, so that every allocation, and whatever depends on
+    them (an analysis's fit, an arm's count), is the same in every run: a test on a trial
+    randomized with a fresh secret passed or failed with its draw."""
     protocols.load_library_file(db.session, CLI, LIBRARY / filename)
     trial = db.session.scalars(select(Trial).where(Trial.code == library_code(filename))).one()
-    if secret is not None:
-        fix_randomization_secret(trial.id, secret)
+    fix_randomization_secret(trial.id, secret)
     _, protocol = protocols.active_protocol(db.session, trial)
     sites = list(
         db.session.scalars(select(Site).where(Site.trial_id == trial.id).order_by(Site.code))

@@ -19,7 +19,7 @@ from dtx_trials.extensions import db
 from dtx_trials.models import Allocation, AuditEvent, Participant, Trial
 from tests.dtx_trials.analysis_data import populated_trial
 from tests.dtx_trials.trial_flow import LIBRARY
-from tests.helpers import KNOWN_SECRET, login, make_user
+from tests.helpers import login, make_user
 
 CODE = "T2D-COACH-01"
 
@@ -37,7 +37,7 @@ def _variant(tmp_path: Path, comparative: bool) -> Path:
 
 def _trial(tmp_path: Path, *, comparative: bool, n: int = 40):  # type: ignore[no-untyped-def]
     # a known secret before any allocation: the label keys (and this test) are reproducible
-    return populated_trial(str(_variant(tmp_path, comparative)), n, secret=KNOWN_SECRET)
+    return populated_trial(str(_variant(tmp_path, comparative)), n)
 
 
 def _accounts(client: FlaskClient, trial: Trial) -> dict:  # type: ignore[type-arg]

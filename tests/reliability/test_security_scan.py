@@ -94,7 +94,7 @@ from tests.dtx_trials.trial_flow import (
     load_trial,
     trial_staff,
 )
-from tests.helpers import CLI, KNOWN_SECRET, PASSWORD, Account, login, make_user
+from tests.helpers import CLI, PASSWORD, Account, login, make_user
 from tests.reliability.conftest import Figures, scaled
 from tests.web.web_helpers import PageClient
 
@@ -352,7 +352,7 @@ def build_world(client: FlaskClient, app: Flask, n_blinded: int, *, run_analyses
     # participants' and the API's (and so what the grouping adversary sees), is the same in
     # every run (with a secret drawn at activation, a field such as the site, the stratification
     # factor, sorted all 12 participants by arm by chance in about one run in 150)
-    trial = populated_trial(BLINDED_FILE, n_blinded, secret=KNOWN_SECRET)
+    trial = populated_trial(BLINDED_FILE, n_blinded)
     staff = trial_staff(client, trial)
     home, other = list(staff.sites)[:2]
 
@@ -1670,10 +1670,10 @@ def _crawl_urls(route: Route, url: str) -> list[str]:
 def test_aud_08_the_grouping_adversary_finds_linkable_seals(app: Flask) -> None:
     """The adversary above is tested as well: the first release's trail (one unsalted seal per
     arm) sorts the participants by arm; today's salted seals do not."""
-    # A fixed secret: with a random one, 16 subjects in 8 strata (site x MoCA band) now and
-    # then left one arm with a single participant, and an unsalted seal shared by nobody sorts
-    # no one (the adversary, rightly, found nothing: a flaky test, not a flaky product).
-    populated_trial(BLINDED_FILE, 16, secret=KNOWN_SECRET)
+    # the trial's secret is fixed (populated_trial): with a fresh one, 16 subjects in 8 strata
+    # (site x MoCA band) now and then left an arm with one participant, whose unsalted seal
+    # nobody shares, and the adversary rightly found nothing
+    populated_trial(BLINDED_FILE, 16)
     allocations = list(db.session.scalars(select(Allocation)))
     per_arm = Counter(a.arm_code for a in allocations)
     assert len(per_arm) == 2 and min(per_arm.values()) >= 2 and len(allocations) >= 6, per_arm
