@@ -204,7 +204,12 @@ _VISITS_WITH_RECORDS = (
     .where(Visit.participant_id == bindparam("participant_id"))
     .order_by(Visit.id, FormRecord.id)
 )
-_RECORD_ID = FormRecord.__table__.c.id
+# the columns save_form reads of its rows
+_VISIT_CODE = Visit.__table__.c.visit_code
+_RECORD = FormRecord.__table__.c
+_RECORD_ID, _RECORD_VISIT_ID, _RECORD_FORM_CODE = _RECORD.id, _RECORD.visit_id, _RECORD.form_code
+_RECORD_REPEAT_INDEX, _RECORD_STATUS = _RECORD.repeat_index, _RECORD.status
+_RECORD_DATA = _RECORD.data
 
 
 def save_form(
@@ -243,38 +248,35 @@ def save_form(
         _check_respondent(actor, trial, participant.site_id, form)
         _check_consented(session, participant, form, signed)
         # the participant's visits with their records, in one query: the visit, the record
-        # and the values of other visits that cross-visit checks read (Core rows made the
-        # session's objects, `db.loaded`: the ORM's loading costs more than the round trip)
+        # and the values of other visits that cross-visit checks read. The rows stay rows (the
+        # ORM's loading costs more than the round trip); only the visit written to becomes the
+        # session's object (`db.loaded`), and a record changed is read again under its lock.
         session.flush()  # as a query's autoflush (a visit the move above planned is found)
-        rows = [
-            (
-                loaded(session, Visit, row),
-                loaded(session, FormRecord, row) if row[_RECORD_ID] is not None else None,
-            )
-            for row in session.connection()
+        rows = (
+            session.connection()
             .execute(_VISITS_WITH_RECORDS, {"participant_id": participant.id})
             .mappings()
-        ]
+            .all()
+        )
+        found = next((row for row in rows if row[_VISIT_CODE] == visit_code), None)
         visit = _visit(
             session, actor, participant, protocol, visit_code, form,
-            next((v for v, _ in rows if v.visit_code == visit_code), None),
+            loaded(session, Visit, found) if found is not None else None,
         )  # fmt: skip
-        record = next(
+        record_id = next(
             (
-                r
-                for _, r in rows
-                if r is not None
-                and r.visit_id == visit.id
-                and r.form_code == form.id
-                and r.repeat_index == repeat_index
+                row[_RECORD_ID]
+                for row in rows
+                if row[_RECORD_ID] is not None
+                and row[_RECORD_VISIT_ID] == visit.id
+                and row[_RECORD_FORM_CODE] == form.id
+                and row[_RECORD_REPEAT_INDEX] == repeat_index
             ),
             None,
         )
-        if record is not None:
-            # only a change takes the record's lock (a new record is guarded by the
-            # participant's lock and the unique key); signing and SDV lock the record alone
-            record = lock_row(session, FormRecord, record.id)
-            assert record is not None
+        # only a change takes the record's lock (a new record is guarded by the participant's
+        # lock and the unique key); signing and SDV lock the record alone
+        record = lock_row(session, FormRecord, record_id) if record_id is not None else None
         if (
             record is not None
             and expected_version is not None
@@ -297,7 +299,9 @@ def save_form(
         previous = dict(record.data or {}) if record else {}
         by_visit: dict[str, dict[str, object]] = {}
         submitted = sorted(  # as clinical_values: submitted data, in record order
-            (r.id, v.visit_code, r.data) for v, r in rows if r is not None and r.status != "draft"
+            (row[_RECORD_ID], row[_VISIT_CODE], row[_RECORD_DATA])
+            for row in rows
+            if row[_RECORD_ID] is not None and row[_RECORD_STATUS] != "draft"
         )
         for _, code_of_visit, data in submitted:
             by_visit.setdefault(code_of_visit, {}).update(data or {})
