@@ -227,17 +227,27 @@ def loaded(
     the others kept), else a new one holding the row's columns as committed values, put in the
     session as persistent and clean. With `refresh` a held object takes all the row's values,
     as with ``populate_existing`` (a row read under its lock).
+    A column the statement did not select is left as a deferred column is: a new object loads
+    it when it is first read (e.g. a participant's identifiers, which a data entry never reads
+    and so never decrypts), a held one keeps what it has (with `refresh`: reads it again when
+    it is next read).
     The caller flushes the session before the statement, as a query's autoflush does."""
     mapper = model.__mapper__
     held = session.identity_map.get(mapper.identity_key_from_row(values))  # type: ignore[arg-type]
     obj = held if held is not None else mapper.class_manager.new_instance()
     # a held object keeps its loaded values (unless `refresh`); its expired ones are the row's
     unloaded = None if held is None or refresh else inspect(held).unloaded
+    absent = []
     for prop in mapper.column_attrs:
-        if unloaded is None or prop.key in unloaded:
-            set_committed_value(obj, prop.key, values[prop.columns[0]])
+        column = prop.columns[0]
+        if column not in values:
+            absent.append(prop.key)
+        elif unloaded is None or prop.key in unloaded:
+            set_committed_value(obj, prop.key, values[column])
+    if held is not None and refresh and absent:
+        session.expire(held, absent)  # as populate_existing: read again when next read
     if held is None:
-        make_transient_to_detached(obj)
+        make_transient_to_detached(obj)  # (what the row lacks is marked expired)
         session.add(obj)
     return cast(M, obj)
 

@@ -272,9 +272,14 @@ _SEP_PAIR, _SEP_ITEM = "\x1e", "\x1f"  # record and unit separators (never in id
 
 # Built once per process with bound parameters: constructing this statement (and its cache
 # key) at every request cost more CPU than executing it (a data entry's hottest statement).
+# The participant's identifiers are not selected: a data entry does not read them, so it does
+# not decrypt them (`db.loaded` leaves them to load if something reads them).
+_ENTRY_COLUMNS = tuple(
+    c for c in Participant.__table__.columns if c.name not in IDENTIFIER_COLUMNS
+)
 _LOCK_FOR_ENTRY = (
     select(
-        Participant,
+        *_ENTRY_COLUMNS,
         ProtocolVersion.sha256,
         ProtocolVersion.version_no,
         ProtocolVersion.content["version"].as_string(),

@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from dtx_trials.db import insert_many, insert_row, loaded, set_held
 from dtx_trials.extensions import db
 from dtx_trials.models import Allocation, AuditEvent, Participant, Trial, Visit
+from dtx_trials.models.participants import IDENTIFIER_COLUMNS
 from dtx_trials.services import audit, randomization
 from tests.dtx_trials.trial_flow import investigator_actor, mci_with_enrolled
 
@@ -141,6 +142,51 @@ def test_loaded_is_the_object_a_query_gives(app: Flask, backend: str) -> None:
     db.session.commit()
     db.session.expunge_all()
     assert db.session.get(Participant, participant_id).status == "withdrawn"  # type: ignore[union-attr]
+
+
+def test_loaded_leaves_the_columns_a_row_lacks_to_load_when_read(
+    app: Flask, backend: str
+) -> None:
+    """A row without some columns (a data entry's lock reads no identifier): a new object
+    reads them, decrypted, by a statement of its own when one is first read; a held object
+    refreshed by such a row reads them again (another transaction may have changed them), as
+    populate_existing would."""
+    participant_id = _participant_id()
+    db.session.get(Participant, participant_id).full_name = "Wang Fang"  # type: ignore[union-attr]
+    db.session.commit()
+    db.session.expunge_all()
+    table = Participant.__table__
+    without_identifiers = select(
+        *(c for c in table.columns if c.name not in IDENTIFIER_COLUMNS)
+    ).where(table.c.id == participant_id)
+
+    def partial_row() -> Any:
+        return db.session.connection().execute(without_identifiers).one()._mapping
+
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    new = loaded(db.session, Participant, partial_row())
+    assert set(IDENTIFIER_COLUMNS) <= inspect(new).unloaded
+    assert not db.session.is_modified(new)
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        assert new.status == "enrolled" and statements == []  # what the row held: no statement
+        assert new.full_name == "Wang Fang"  # read (and decrypted) when read
+        assert len(statements) == 1 and "participant.full_name" in statements[0], statements
+        # another transaction changes the name: a held object refreshed by a row without it
+        # reads it again, one without refresh keeps what it has
+        db.session.connection().execute(
+            table.update().where(table.c.id == participant_id), {"full_name": "Zhang Wei"}
+        )
+        assert loaded(db.session, Participant, partial_row()).full_name == "Wang Fang"
+        assert loaded(db.session, Participant, partial_row(), refresh=True) is new
+        assert new.full_name == "Zhang Wei"
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    db.session.rollback()
 
 
 def test_a_failed_multi_row_insert_writes_no_row(app: Flask, backend: str) -> None:

@@ -93,6 +93,9 @@ def test_ecrf_submit_takes_at_most_8_round_trips(client: FlaskClient, backend: s
         assert not any(s.startswith("SELECT protocol_version") for s in statements), statements
         assert _audit_writes(statements) == (1, 1, 1), statements
         assert _audit_statements(statements) == (1 if backend == "postgresql" else 3), statements
+        # the participant's identifiers (encrypted) are neither read nor decrypted
+        read = [f"participant.{c}" for c in IDENTIFIER_COLUMNS]
+        assert not any(c in s for s in statements for c in read), statements
     # the response was built from the request's own state (no re-select after the write)
     assert saved["record"]["visit_code"] == "baseline"
     assert saved["record"]["status"] == "submitted"
