@@ -7,6 +7,8 @@ every column set; `db.loaded`: a row read by Core as the session's object, as a 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -34,6 +36,21 @@ def _participant_id() -> int:
 _VISIT = Visit.__table__
 
 
+@contextmanager
+def _sent() -> Iterator[list[str]]:
+    """The statements sent to the database inside the block."""
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+
+
 def _row(participant_id: int, code: str, day: int, **values: object) -> dict[str, Any]:
     start = datetime.date(2026, 3, 1) + datetime.timedelta(days=day)
     fields: dict[str, object] = dict(
@@ -58,16 +75,8 @@ def test_insert_many_returns_each_rows_key_in_order(app: Flask, backend: str) ->
     visits[3]["actual_on"] = datetime.date(2026, 3, 22)
     visits[5]["missed_reason"] = 'said "no", {away}, back in May'
     visits[7]["is_unscheduled"] = True
-    statements: list[str] = []
-
-    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", seen)
-    try:
+    with _sent() as statements:
         ids = insert_many(db.session.connection(), _VISIT, visits)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", seen)
     db.session.commit()
     assert len(statements) == (1 if backend == "postgresql" else 12), statements
     assert len(set(ids)) == 12 and ids == sorted(ids)
@@ -106,18 +115,12 @@ def test_loaded_is_the_object_a_query_gives(app: Flask, backend: str) -> None:
     def core_row() -> Any:
         return db.session.connection().execute(by_id).one()._mapping
 
-    statements: list[str] = []
-
-    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
-
     # a row the session does not hold: a new persistent, clean object of the row's values
     new = loaded(db.session, Participant, core_row())
     state = inspect(new)
     assert state.persistent and not db.session.is_modified(new) and new in db.session
     assert db.session.get(Participant, participant_id) is new  # the identity map's
-    event.listen(db.engine, "before_cursor_execute", seen)
-    try:
+    with _sent() as statements:
         assert (new.status, new.subject_code, new.site_id) == db.session.connection().execute(
             select(Participant.status, Participant.subject_code, Participant.site_id).where(
                 Participant.id == participant_id)
@@ -135,8 +138,6 @@ def test_loaded_is_the_object_a_query_gives(app: Flask, backend: str) -> None:
         assert loaded(db.session, Participant, core_row()) is new
         assert new.status == "enrolled" and new.id == participant_id
         assert [s for s in statements if not s.startswith("BEGIN")] == statements[-1:]
-    finally:
-        event.remove(db.engine, "before_cursor_execute", seen)
     # the object writes through the unit of work as one the ORM loaded
     new.status = "withdrawn"
     db.session.commit()
@@ -163,29 +164,22 @@ def test_loaded_leaves_the_columns_a_row_lacks_to_load_when_read(
     def partial_row() -> Any:
         return db.session.connection().execute(without_identifiers).one()._mapping
 
-    statements: list[str] = []
-
-    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
-
     new = loaded(db.session, Participant, partial_row())
     assert set(IDENTIFIER_COLUMNS) <= inspect(new).unloaded
     assert not db.session.is_modified(new)
-    event.listen(db.engine, "before_cursor_execute", seen)
-    try:
+    with _sent() as statements:
         assert new.status == "enrolled" and statements == []  # what the row held: no statement
         assert new.full_name == "Wang Fang"  # read (and decrypted) when read
         assert len(statements) == 1 and "participant.full_name" in statements[0], statements
-        # another transaction changes the name: a held object refreshed by a row without it
-        # reads it again, one without refresh keeps what it has
+        # the name changes (as another transaction may change it before a lock is granted): a
+        # held object refreshed by a row without it reads it again, one without refresh keeps
+        # what it has
         db.session.connection().execute(
             table.update().where(table.c.id == participant_id), {"full_name": "Zhang Wei"}
         )
         assert loaded(db.session, Participant, partial_row()).full_name == "Wang Fang"
         assert loaded(db.session, Participant, partial_row(), refresh=True) is new
         assert new.full_name == "Zhang Wei"
-    finally:
-        event.remove(db.engine, "before_cursor_execute", seen)
     db.session.rollback()
 
 
