@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from flask.testing import FlaskClient
+from sqlalchemy import event
 
 from dtx_trials.extensions import db
 from dtx_trials.models import Site, Trial, User
@@ -13,6 +17,25 @@ from dtx_trials.services.access import Actor, command_line
 
 CLI = command_line()
 PASSWORD = "correct horse battery"
+_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+
+@contextmanager
+def counted() -> Iterator[list[str]]:
+    """The statements sent to the database inside the block, whitespace collapsed (transaction
+    control left out: psycopg sends BEGIN with the first statement, SQLite's never leaves the
+    process)."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not statement.lstrip().upper().startswith(_CONTROL):
+            statements.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
 
 
 @dataclass

@@ -844,12 +844,15 @@ def move_to_version(
     """Move a participant to a protocol version (inside the caller's transaction, audited):
     their new forms follow it; records captured before keep the version they were captured
     under. Visits the new version adds are planned from the anchors known so far."""
-    before = audit.snapshot(participant)
+    # only the version changes: nothing else is snapshot (the identifiers are neither read,
+    # decrypted nor sealed again; a form save that moves the participant never reads them)
+    changed = ("protocol_version_id",)
+    before = audit.snapshot(participant, changed)
     participant.protocol_version_id = version.id
     audit.record_update(
         session, actor, "participant.protocol_version", participant, before,
-        reason=f"amendment v{version.version_no}: {why}",
-    )
+        reason=f"amendment v{version.version_no}: {why}", fields=changed,
+    )  # fmt: skip
     if participant.status in ("enrolled", "randomized"):
         plan_participant_visits(session, actor, participant, protocol_of(version))
 

@@ -94,6 +94,8 @@ def _checked_request_id(request_id: str | None) -> str | None:
             {"request_id": ["1 to 80 letters, digits, '.', '_' or '-'"]},
         )
     return request_id
+
+
 _ScheduledVisit = aliased(Visit)
 
 

@@ -18,10 +18,11 @@ from sqlalchemy import select
 
 from dtx_trials.extensions import db
 from dtx_trials.models import AuditEvent, FormRecord, Participant
+from dtx_trials.models.participants import IDENTIFIER_COLUMNS
 from dtx_trials.services import protocols
 from protocols.loader import load_protocol_report
 from tests.dtx_trials.trial_flow import LIBRARY, api, enrolled_mci_participant, load_trial
-from tests.helpers import CLI
+from tests.helpers import CLI, counted
 from tests.web.web_helpers import MCI, PageClient
 
 Doc = dict[str, Any]
@@ -110,8 +111,12 @@ def test_next_visit_moves_the_participant_when_their_next_visit_takes_place(
 
     # the first data of week 4 is their next visit: they move, then the data is validated
     week_4 = f"/participants/{subject}/visits/week_4/forms/adas_cog"
-    saved = api(client, inv, "PUT", week_4, adas(adas_video_rating=4), 200)
+    with counted() as statements:
+        saved = api(client, inv, "PUT", week_4, adas(adas_video_rating=4), 200)
     assert saved["record"]["protocol_version"] == {"version_no": 2, "version": "1.1"}
+    # the move is audited without reading (so decrypting) the participant's identifiers
+    read = [f"participant.{c}" for c in IDENTIFIER_COLUMNS]
+    assert not any(c in s for s in statements for c in read), statements
     shown = api(client, inv, "GET", f"/participants/{subject}", expect=200)
     assert shown["protocol_version"]["version_no"] == 2 and shown["amendment_pending"] is None
     [event] = moves(subject)

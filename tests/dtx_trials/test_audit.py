@@ -14,7 +14,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event as sa_event
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
@@ -23,7 +22,7 @@ from dtx_trials.extensions import db
 from dtx_trials.models import AuditEvent, Site, Trial
 from dtx_trials.services import audit
 from dtx_trials.services.errors import Conflict
-from tests.helpers import login, make_site, make_trial, make_user
+from tests.helpers import counted, login, make_site, make_trial, make_user
 
 
 def _raw(sql: str, **params: object) -> None:
@@ -314,16 +313,8 @@ def test_a_write_on_a_stale_head_guess_relinks_on_the_locked_head(
     make_site(trial, "S2", "Site two")  # "another process": its head is not what we guess
     audit._last_heads.clear()
     audit._last_heads.update(stale)
-    statements: list[str] = []
-
-    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
-
-    sa_event.listen(db.engine, "before_cursor_execute", record)
-    try:
+    with counted() as statements:
         make_site(trial, "S3", "Site three")
-    finally:
-        sa_event.remove(db.engine, "before_cursor_execute", record)
     writes = [s for s in statements if "audit_chain_head" in s or "audit_event" in s]
     if backend == "postgresql":
         assert len(writes) == 2 and "WHERE EXISTS (SELECT 1 FROM h)" in writes[0], writes

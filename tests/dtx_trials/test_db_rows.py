@@ -7,13 +7,11 @@ every column set; `db.loaded`: a row read by Core as the session's object, as a 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, inspect, select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import DBAPIError
 
 from dtx_trials.db import insert_many, insert_row, loaded, set_held
@@ -22,6 +20,7 @@ from dtx_trials.models import Allocation, AuditEvent, Participant, Trial, Visit
 from dtx_trials.models.participants import IDENTIFIER_COLUMNS
 from dtx_trials.services import audit, randomization
 from tests.dtx_trials.trial_flow import investigator_actor, mci_with_enrolled
+from tests.helpers import counted
 
 BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 
@@ -34,21 +33,6 @@ def _participant_id() -> int:
 
 
 _VISIT = Visit.__table__
-
-
-@contextmanager
-def _sent() -> Iterator[list[str]]:
-    """The statements sent to the database inside the block."""
-    statements: list[str] = []
-
-    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", seen)
-    try:
-        yield statements
-    finally:
-        event.remove(db.engine, "before_cursor_execute", seen)
 
 
 def _row(participant_id: int, code: str, day: int, **values: object) -> dict[str, Any]:
@@ -75,7 +59,7 @@ def test_insert_many_returns_each_rows_key_in_order(app: Flask, backend: str) ->
     visits[3]["actual_on"] = datetime.date(2026, 3, 22)
     visits[5]["missed_reason"] = 'said "no", {away}, back in May'
     visits[7]["is_unscheduled"] = True
-    with _sent() as statements:
+    with counted() as statements:
         ids = insert_many(db.session.connection(), _VISIT, visits)
     db.session.commit()
     assert len(statements) == (1 if backend == "postgresql" else 12), statements
@@ -120,7 +104,7 @@ def test_loaded_is_the_object_a_query_gives(app: Flask, backend: str) -> None:
     state = inspect(new)
     assert state.persistent and not db.session.is_modified(new) and new in db.session
     assert db.session.get(Participant, participant_id) is new  # the identity map's
-    with _sent() as statements:
+    with counted() as statements:
         assert (new.status, new.subject_code, new.site_id) == db.session.connection().execute(
             select(Participant.status, Participant.subject_code, Participant.site_id).where(
                 Participant.id == participant_id)
@@ -167,7 +151,7 @@ def test_loaded_leaves_the_columns_a_row_lacks_to_load_when_read(
     new = loaded(db.session, Participant, partial_row())
     assert set(IDENTIFIER_COLUMNS) <= inspect(new).unloaded
     assert not db.session.is_modified(new)
-    with _sent() as statements:
+    with counted() as statements:
         assert new.status == "enrolled" and statements == []  # what the row held: no statement
         assert new.full_name == "Wang Fang"  # read (and decrypted) when read
         assert len(statements) == 1 and "participant.full_name" in statements[0], statements

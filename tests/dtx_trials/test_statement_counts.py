@@ -5,12 +5,10 @@ IMMEDIATE`` never leaves the process."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from flask.testing import FlaskClient
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from dtx_trials.extensions import db
 from dtx_trials.models import (
@@ -31,27 +29,9 @@ from tests.dtx_trials.trial_flow import (
     enrolled_mci_participant,
     load_trial,
 )
-from tests.helpers import CLI
+from tests.helpers import CLI, counted
 
 ADAS = {f"adas_q{i + 1:02d}": 1 for i in range(13)}
-_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
-
-
-@contextmanager
-def counted() -> Iterator[list[str]]:
-    """The statements sent to the database inside the block (transaction control left out)."""
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if not statement.lstrip().upper().startswith(_CONTROL):
-            statements.append(" ".join(statement.split()))
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
-
 
 def _audit_writes(statements: list[str]) -> tuple[int, int, int]:
     """(head locks, head updates, audit_event inserts) among statements (on PostgreSQL, with
