@@ -450,20 +450,11 @@ def floor_randomize(
     row = locked._mapping
     participant_id = row[_PARTICIPANT.c.id]
     site_id = row[_PARTICIPANT.c.site_id]
-    unattached: dict[str, object] = {}
-    by_visit: dict[str, dict[str, object]] = {}
     guarded = conn.execute(
         randomization._AFTER_LOCK,
         {"participant_id": participant_id, "request_id": request_id or None},
     ).all()
-    for data, visit_code, _, _, _ in guarded:
-        if data is None:
-            continue
-        if visit_code is None:
-            unattached.update(data)
-        else:
-            by_visit.setdefault(visit_code, {}).update(data)
-    _, _, existing_id, request_allocation_id, codes = guarded[0]
+    existing_id, request_allocation_id, codes = guarded[0][randomization._RECORD_PART :]
     if request_allocation_id is not None:
         if request_allocation_id != existing_id:
             raise FloorRefused(409, "this request id was used for another participant")
@@ -479,8 +470,13 @@ def floor_randomize(
     version_id = row[_PARTICIPANT.c.protocol_version_id] or trial.active_protocol_version_id
     protocol = _protocol(conn, version_id, row[_VERSION.c.sha256] or trial.sha256)
     site_code = row[_SITE.c.code]
+    values = participants.submitted_values(
+        [row[: randomization._RECORD_PART] for row in guarded], participants.log_forms(protocol)
+    )
     try:
-        key, factors = randomization.derive_stratum(protocol, unattached, site_code, by_visit)
+        key, factors = randomization.derive_stratum(
+            protocol, values.unattached, site_code, values.by_visit
+        )
     except ValidationError as exc:
         raise FloorRefused(422, str(exc)) from exc
     now = utcnow()

@@ -28,9 +28,11 @@ from dtx_trials.services.participants import (
     current_protocol,
     get_participant,
     lock_for_entry,
+    log_forms,
     missing_consents,
     move_at_new_visit,
     protocol_for,
+    submitted_values,
     version_protocol,
 )
 from ecrf.checks import FormEvaluation, evaluate_form
@@ -297,14 +299,15 @@ def save_form(
             # version it was captured under, not the one the participant moved to
             form = _form(version_protocol(session, record.protocol_version_id), form_code)
         previous = dict(record.data or {}) if record else {}
-        by_visit: dict[str, dict[str, object]] = {}
-        submitted = sorted(  # as clinical_values: submitted data, in record order
-            (row[_RECORD_ID], row[_VISIT_CODE], row[_RECORD_DATA])
-            for row in rows
-            if row[_RECORD_ID] is not None and row[_RECORD_STATUS] != "draft"
-        )
-        for _, code_of_visit, data in submitted:
-            by_visit.setdefault(code_of_visit, {}).update(data or {})
+        # the visits' values the checks read (`submitted_values`: the rows in record order)
+        by_visit = submitted_values(
+            [
+                (row[_VISIT_CODE], row[_RECORD_FORM_CODE], row[_RECORD_REPEAT_INDEX],
+                 row[_RECORD_STATUS], row[_RECORD_DATA])
+                for row in sorted(rows, key=lambda row: row[_RECORD_ID] or 0)
+            ],
+            log_forms(protocol),
+        ).by_visit  # fmt: skip
         evaluation = evaluate_form(
             form, values, previous=previous, visits=by_visit, today=today, submit=submit
         )

@@ -4,7 +4,8 @@ withdrawal, visits. One function per use case, one transaction each, audit insid
 from __future__ import annotations
 
 import datetime
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 from typing import Protocol as Structural
 
@@ -362,28 +363,76 @@ def missing_consents_of(
     return {p.id: missing_consents(session, p, protocol, signed[p.id]) for p in participants}
 
 
+# A record as `submitted_values` reads it: (visit code or None, form code, repeat index,
+# status, data); a row of nulls (an outer join that found no record) is no record.
+RecordValues = tuple[
+    str | None, str | None, int | None, str | None, Mapping[str, object] | None
+]
+
+
+@dataclass(frozen=True)
+class SubmittedValues:
+    """A participant's values from their submitted records (`submitted_values`)."""
+
+    merged: dict[str, object]  # over every record
+    unattached: dict[str, object]  # over the records at no visit (a bulk import)
+    by_visit: dict[str, dict[str, object]]  # over each visit's records
+
+
+def log_forms(protocol: Protocol) -> frozenset[str]:
+    """The protocol's logs: the forms with any number of entries (AEs, con-meds)."""
+    return frozenset(form.id for form in protocol.forms if form.repeating)
+
+
+def submitted_values(records: Iterable[RecordValues], logs: Collection[str]) -> SubmittedValues:
+    """The values of a participant's records, given in record order (a later record's value
+    of a field replaces an earlier one's): what eligibility, stratification and cross-visit
+    checks read, one rule for all of them. A draft is no value; nor is a later occurrence of
+    a questionnaire's repeating window (``repeat_index`` > 1 of a form that is not a log, e.g.
+    the weekly PHQ-A from baseline): the visit's value is its first occurrence, as in the
+    analysis datasets. Every entry of a log (``logs``, `log_forms`) is a value."""
+    merged: dict[str, object] = {}
+    unattached: dict[str, object] = {}
+    by_visit: dict[str, dict[str, object]] = {}
+    for visit_code, form_code, repeat_index, status, data in records:
+        if status is None or status == "draft":
+            continue
+        if repeat_index != 1 and form_code not in logs:
+            continue
+        merged.update(data or {})
+        own = unattached if visit_code is None else by_visit.setdefault(visit_code, {})
+        own.update(data or {})
+    return SubmittedValues(merged, unattached, by_visit)
+
+
+# the columns of a record's `RecordValues`, its visit's code first
+RECORD_VALUE_COLUMNS = (
+    Visit.visit_code,
+    FormRecord.form_code,
+    FormRecord.repeat_index,
+    FormRecord.status,
+    FormRecord.data,
+)
+# a participant's records with their visits' codes, in record order (`clinical_values`)
+_RECORDS_WITH_VISITS = (
+    select(*RECORD_VALUE_COLUMNS)
+    .select_from(FormRecord)
+    .outerjoin(Visit, Visit.id == FormRecord.visit_id)
+    .where(FormRecord.participant_id == bindparam("participant_id"))
+    .order_by(FormRecord.id)
+)
+
+
 def clinical_values(
     session: Session, participant: Participant
 ) -> tuple[dict[str, object], dict[str, dict[str, object]]]:
-    """Return the participant's values merged across forms, and per visit (non-draft first)."""
-    merged: dict[str, object] = {}
-    by_visit: dict[str, dict[str, object]] = {}
-    logs = {f.id for f in protocol_for(session, participant).forms if f.repeating}
-    rows = session.execute(
-        select(FormRecord, Visit.visit_code)
-        .outerjoin(Visit, Visit.id == FormRecord.visit_id)
-        .where(FormRecord.participant_id == participant.id)
-        .order_by(FormRecord.id)
-    ).all()
-    for record, visit_code in rows:
-        if record.status == "draft":
-            continue
-        if record.repeat_index != 1 and record.form_code not in logs:
-            continue  # a repeating questionnaire's later windows are not the visit's values
-        merged.update(record.data or {})
-        if visit_code:
-            by_visit.setdefault(visit_code, {}).update(record.data or {})
-    return merged, by_visit
+    """Return the participant's values merged across forms, and per visit
+    (`submitted_values`)."""
+    rows = session.execute(_RECORDS_WITH_VISITS, {"participant_id": participant.id}).all()
+    values = submitted_values(
+        cast(list[RecordValues], rows), log_forms(protocol_for(session, participant))
+    )
+    return values.merged, values.by_visit
 
 
 def assess_eligibility(

@@ -36,7 +36,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, func, literal, select, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -63,9 +63,13 @@ from dtx_trials.services.access import Actor, require
 from dtx_trials.services.deviations import zone_named
 from dtx_trials.services.errors import Conflict, NotFound, ValidationError
 from dtx_trials.services.participants import (
+    RECORD_VALUE_COLUMNS,
+    RecordValues,
     get_participant,
+    log_forms,
     plan_participant_visits,
     protocol_for,
+    submitted_values,
 )
 from dtx_trials.services.protocols import active_protocol, note_version_sha, protocol_of
 from ecrf.expressions import ExpressionError, evaluate, truthy
@@ -366,8 +370,7 @@ class _AfterLock:
     allocation_id: int | None  # the participant's allocation, if it has one
     request_allocation_id: int | None  # the trial's allocation made with the request's id
     visit_codes: frozenset[str]  # its scheduled visits' codes
-    unattached: dict[str, object]  # its submitted values not tied to a visit
-    by_visit: dict[str, dict[str, object]]  # and per visit (as `clinical_values`)
+    records: list[RecordValues]  # its submitted records, in record order (`submitted_values`)
 
 
 def _read_after_lock(
@@ -379,42 +382,32 @@ def _read_after_lock(
     was committed when it began, so these, written by other holders of the same lock (a form
     save opening a visit, a concurrent randomization), are never read by the locking
     statement, which may have waited for them."""
-    unattached: dict[str, object] = {}
-    by_visit: dict[str, dict[str, object]] = {}
     # Core rows on the session's connection (the ORM's execution adds nothing here)
     rows = (
         session.connection()
         .execute(_AFTER_LOCK, {"participant_id": participant_id, "request_id": request_id})
         .all()
     )
-    for data, visit_code, _, _, _ in rows:
-        if data is None:
-            continue  # no submitted record: the one row carries the rest
-        if visit_code is None:
-            unattached.update(data)
-        else:
-            by_visit.setdefault(visit_code, {}).update(data)
-    # the participant is locked: one row at least
-    _, _, allocation_id, request_allocation_id, codes = rows[0]
+    # the participant is locked: one row at least (its record part nulls without a record)
+    allocation_id, request_allocation_id, codes = rows[0][_RECORD_PART:]
     return _AfterLock(
         allocation_id,
         request_allocation_id,
         frozenset(codes.split(_CODES_SEPARATOR)) if codes else frozenset(),
-        unattached,
-        by_visit,
+        [cast(RecordValues, row[:_RECORD_PART]) for row in rows],
     )
 
 
 # Visit codes are protocol identifiers (letters, digits, "_", "-"): never a newline.
 _CODES_SEPARATOR = "\n"
-# one row per submitted record in record order (or one row of nulls), each with the
-# participant's allocation id, the id of the trial's allocation made with the request id
-# (null without one: `request_id = NULL` matches no row) and the participant's scheduled visit
-# codes; built once per process
+_RECORD_PART = len(RECORD_VALUE_COLUMNS)  # a row of `_AFTER_LOCK`: `RecordValues`, the rest
+# one row per submitted record in record order (`RecordValues`, or nulls without a record),
+# each with the participant's allocation id, the id of the trial's allocation made with the
+# request id (null without one: `request_id = NULL` matches no row) and the participant's
+# scheduled visit codes; built once per process
 _AFTER_LOCK = (
     select(
-        FormRecord.data,
-        Visit.visit_code,
+        *RECORD_VALUE_COLUMNS,
         select(Allocation.id)
         .where(
             Allocation.trial_id == Participant.trial_id,
@@ -502,8 +495,9 @@ def randomize_participant(
                 status=participant.status,
             )
         protocol = protocol_for(session, participant)
+        values = submitted_values(guarded.records, log_forms(protocol))
         key, factors = derive_stratum(
-            protocol, guarded.unattached, locked.site_code, guarded.by_visit
+            protocol, values.unattached, locked.site_code, values.by_visit
         )
         protocol_version_id = participant.protocol_version_id or trial.active_protocol_version_id
         if protocol_version_id is None:
