@@ -1,12 +1,13 @@
 """First page of the staff lists with 10,000 participants: participants, record-status grid,
 queries, audit trail, as pages and through the API (time and the number of SQL statements).
 
-Builds the MCI example trial with 10,000 enrolled participants (each with a submitted form and
-two audit events) and 2,000 data queries, on SQLite and on a throwaway PostgreSQL database,
-then times the first page of ``/trials/<code>/participants``, ``/records``, ``/queries`` and
-``/audit`` through the Flask application (sign-in cookie, template rendering, every query the
-page makes), the first page of the API's ``/api/v1/trials/<code>/participants``, ``/queries``
-and ``/audit`` (bearer token, JSON), and, as the baseline measured in the same run, a bare
+Builds the MCI example trial with 10,000 participants (each enrolled with a submitted form
+and two audit events, then randomized with two weeks of app training) and 2,000 data queries,
+on SQLite and on a throwaway PostgreSQL database, then times the first page of
+``/trials/<code>/participants``, ``/records``, ``/queries`` and ``/audit`` through the Flask
+application (sign-in cookie, template rendering, every query the page makes), the first page
+of the API's ``/api/v1/trials/<code>/participants``, ``/queries``, ``/audit`` and
+``/adherence`` (bearer token, JSON), and, as the baseline measured in the same run, a bare
 ``SELECT`` of the same page of rows (same filter, order and LIMIT) on the same connection pool.
 The issue's targets on this machine: under 300 ms per page, at most 100 ms per API page.
 
@@ -42,6 +43,7 @@ MCI_CODE = "MCI-COGTRAIN-01"
 PASSWORD = "bench lists passphrase"  # noqa: S105  (a throwaway account in a throwaway database)
 PER_SITE = 500
 PAGE = 50
+TRAINING_DAYS = 14  # observations per participant for the adherence list
 TOKENS: dict[str, str] = {}  # username -> API bearer token of the current build
 
 
@@ -101,6 +103,7 @@ def build(app: Any, n_participants: int, n_queries: int) -> None:
             accounts.grant_role(db.session, cli, trial_id=trial.id, user_id=user.id, role=role)
             _, TOKENS[username] = accounts.issue_token(db.session, user, name="bench")
         insert_enrolled_mci_participants(db.session, cli, trial, sites, n_participants)
+        _randomize_with_training(trial.id)
         records = list(db.session.scalars(select(FormRecord.id).order_by(FormRecord.id)))
         step = max(1, len(records) // n_queries)
         for i, record_id in enumerate(records[::step][:n_queries]):
@@ -166,6 +169,37 @@ def _statements(engine: Any, call: Callable[[], object]) -> int:
     return len(sent)
 
 
+def _randomize_with_training(trial_id: int) -> None:
+    """Every participant randomized when screened (no allocation: a list's fixture), with
+    TRAINING_DAYS days of app training from then on: rows for the adherence list (its window
+    starts at randomization)."""
+    import datetime
+
+    from sqlalchemy import insert, update
+
+    from dtx_trials.extensions import db
+    from dtx_trials.models import DeviceObservation, Participant
+
+    db.session.execute(
+        update(Participant)
+        .where(Participant.trial_id == trial_id)
+        .values(status="randomized", randomized_at=Participant.screened_at)
+    )
+    randomized = db.session.execute(
+        select(Participant.id, Participant.randomized_at).where(Participant.trial_id == trial_id)
+    ).all()
+    rows = [
+        {"trial_id": trial_id, "participant_id": participant_id, "stream": "training_minutes",
+         "observed_at": at + datetime.timedelta(days=day, hours=1), "value": 10 + 3 * day,
+         "unit": "min", "source": "bench", "received_at": at}
+        for participant_id, at in randomized
+        for day in range(TRAINING_DAYS)
+    ]  # fmt: skip
+    for start in range(0, len(rows), 10_000):
+        db.session.execute(insert(DeviceObservation), rows[start : start + 10_000])
+    db.session.commit()
+
+
 def measure(app: Any, repeat: int) -> list[tuple[str, float, float, str, int]]:
     """Return (list, page ms, bare SELECT ms, what the baseline selects, statements) per list."""
     from dtx_trials.extensions import db
@@ -201,12 +235,18 @@ def measure(app: Any, repeat: int) -> list[tuple[str, float, float, str, int]]:
     }
     for name in ("participants", "queries", "audit"):
         baselines[f"API {name}"] = baselines[name]
+    baselines["API adherence"] = (
+        "SELECT * FROM participant WHERE trial_id = :t AND randomized_at IS NOT NULL "
+        "ORDER BY subject_code, id LIMIT 50",
+        {"t": trial_id},
+    )
     clients = {"participants": monitor, "records": monitor, "queries": monitor, "audit": auditor}
     api_client = app.test_client()
     tokens = {
         "API participants": TOKENS["bench_monitor"],
         "API queries": TOKENS["bench_monitor"],
         "API audit": TOKENS["bench_auditor"],
+        "API adherence": TOKENS["bench_monitor"],
     }
     rows = []
     for name, (sql, params) in baselines.items():

@@ -11,6 +11,7 @@ from marshmallow import Schema, fields
 
 from dtx_trials.api.context import current_actor
 from dtx_trials.api.idempotency import idempotent
+from dtx_trials.api.paging import PageArgs, page_headers
 from dtx_trials.edge import NDJSON, parse_json
 from dtx_trials.extensions import db
 from dtx_trials.services import devices as service
@@ -107,9 +108,16 @@ class DeviceData(MethodView):
 
 @blp.route("/<code>/adherence")
 class Adherence(MethodView):
+    @blp.arguments(PageArgs, location="query")
     @blp.response(200, AdherenceSchema(many=True))
-    def get(self, code: str) -> list[Any]:
-        """Each participant's adherence to the stream rules of the active protocol (no arms)."""
+    def get(self, args: dict[str, Any], code: str) -> Any:
+        """Each participant's adherence to the stream rules of the active protocol (no arms),
+        by subject code, a page at a time (``X-Total-Count`` and ``Link`` headers): the
+        participants at the sites I may see with a window start (randomized, or the rule's
+        start visit dated)."""
         actor = current_actor()
         trial = trials.get_trial(db.session, actor, code)
-        return list(service.trial_adherence(db.session, actor, trial).values())
+        result = service.adherence_page(
+            db.session, actor, trial, page=args["page"], per_page=args["per_page"]
+        )
+        return result.items, page_headers(result)

@@ -16,13 +16,18 @@ from dtx_trials.services.listing import MAX_PER_PAGE, Page
 API_PER_PAGE = 100
 
 
-class ListArgs(StrictSchema):
-    """Paging, stable sort and subject-code search shared by the list endpoints."""
+class PageArgs(StrictSchema):
+    """Paging shared by the list endpoints."""
 
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
     per_page = fields.Integer(
         load_default=API_PER_PAGE, validate=validate.Range(min=1, max=MAX_PER_PAGE)
     )
+
+
+class ListArgs(PageArgs):
+    """Paging, stable sort and subject-code search shared by the list endpoints."""
+
     q = fields.String(load_default=None, validate=validate.Length(min=1, max=32))
     dir = fields.String(load_default="asc", validate=validate.OneOf(["asc", "desc"]))
 

@@ -9,10 +9,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import CursorResult, Table, func, select
+from sqlalchemy import CursorResult, Table, func, or_, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -37,10 +37,16 @@ from dtx_trials.services import audit, device_batches
 from dtx_trials.services.access import Actor, can, require, visible_sites
 from dtx_trials.services.errors import DomainError
 from dtx_trials.services.listing import Page
+from dtx_trials.services.participants import (
+    RECORD_VALUE_COLUMNS,
+    RecordValues,
+    log_forms,
+    submitted_values,
+)
 from dtx_trials.services.protocols import active_protocol, protocol_of
 from ecrf.expressions import ExpressionError, evaluate
 from ecrf.fields import EARLIEST_DATE, LATEST_DATE
-from protocols.model import DeviceStream, Protocol
+from protocols.model import AdherenceRule, DeviceStream, Protocol
 
 MAX_RECORDS = 50_000
 FUTURE_TOLERANCE = datetime.timedelta(minutes=5)
@@ -708,7 +714,14 @@ def _zone(name: str) -> datetime.tzinfo:
         return datetime.UTC
 
 
-def _visit_day(visits: dict[str, Visit], code: str | None) -> datetime.date | None:
+class _VisitDays(NamedTuple):
+    """What adherence reads of a scheduled visit."""
+
+    actual_on: datetime.date | None
+    planned_on: datetime.date | None
+
+
+def _visit_day(visits: dict[str, _VisitDays], code: str | None) -> datetime.date | None:
     visit = visits.get(code) if code else None
     if visit is None:
         return None
@@ -762,6 +775,37 @@ def device_daily_totals(
     }
 
 
+def _adherence_rules(protocol: Protocol) -> list[tuple[str, AdherenceRule]]:
+    return [(s.id, s.adherence) for s in protocol.device_streams if s.adherence is not None]
+
+
+def _with_window(
+    trial: Trial, rules: Sequence[tuple[str, AdherenceRule]], site_ids: frozenset[int] | None
+) -> Any:
+    """The participants adherence is computed for, by subject code: those of the sites (all
+    without ``site_ids``) with a window start for some rule (randomized, or the rule's start
+    visit dated), as `_adherence_of` decides it."""
+    starts = {rule.window_start_visit for _, rule in rules if rule.window_start_visit}
+    dated_start = (
+        select(Visit.id)
+        .where(
+            Visit.participant_id == Participant.id,
+            Visit.is_unscheduled.is_(False),
+            Visit.visit_code.in_(sorted(starts)),
+            func.coalesce(Visit.actual_on, Visit.planned_on).is_not(None),
+        )
+        .exists()
+    )
+    stmt = select(Participant).where(
+        Participant.trial_id == trial.id,
+        or_(Participant.randomized_at.is_not(None), dated_start) if starts
+        else Participant.randomized_at.is_not(None),
+    )  # fmt: skip
+    if site_ids is not None:
+        stmt = stmt.where(Participant.site_id.in_(site_ids))
+    return stmt
+
+
 def adherence(
     session: Session,
     trial: Trial,
@@ -777,26 +821,76 @@ def adherence(
     planned), defaulting to randomization → today, and never past today. Days are the site's
     local calendar days, and so is "today": the site's local date at ``now`` (default: the
     current time), unless ``today`` fixes one date for every site. Participants with no known
-    window start are left out.
-    """
-    now = now or utcnow()
-    rules = [(s.id, s.adherence) for s in protocol.device_streams if s.adherence is not None]
+    window start are left out. The statements do not grow with the participants but by one
+    per `CHUNK` of them for each of their visits, values and observations."""
+    rules = _adherence_rules(protocol)
     if not rules:
         return {}
-    stmt = select(Participant).where(Participant.trial_id == trial.id)
-    if site_ids is not None:
-        stmt = stmt.where(Participant.site_id.in_(site_ids))
-    participants = list(session.scalars(stmt.order_by(Participant.subject_code)))
+    participants = list(
+        session.scalars(_with_window(trial, rules, site_ids).order_by(Participant.subject_code))
+    )
+    return _adherence_of(session, trial, protocol, participants, today=today, now=now)
+
+
+def adherence_page(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    *,
+    page: int,
+    per_page: int,
+    today: datetime.date | None = None,
+) -> Page[AdherenceResult]:
+    """One page of `adherence` under the trial's active protocol, by subject code: the
+    participants of the sites the actor may read with a window start (the count, then the
+    page's participants, the sites, their visits, values and observations: a fixed number of
+    statements whatever the trial's size)."""
+    sites = visible_sites(actor, "participant.read", trial.id)
+    _, protocol = active_protocol(session, trial)
+    rules = _adherence_rules(protocol)
+    if not rules:
+        session.rollback()
+        return Page([], page, per_page, 0)
+    listed = _with_window(trial, rules, sites)
+    total = session.scalar(select(func.count()).select_from(listed.subquery())) or 0
+    participants = list(
+        session.scalars(
+            listed.order_by(Participant.subject_code).offset((page - 1) * per_page).limit(per_page)
+        )
+    )
+    results = _adherence_of(session, trial, protocol, participants, today=today)
+    session.rollback()  # end the read transaction
+    return Page(list(results.values()), page, per_page, total)
+
+
+def _adherence_of(
+    session: Session,
+    trial: Trial,
+    protocol: Protocol,
+    participants: Sequence[Participant],
+    *,
+    today: datetime.date | None = None,
+    now: datetime.datetime | None = None,
+) -> dict[str, AdherenceResult]:
+    """`adherence` of these participants (in their order); their visits, values (when a
+    rule has a condition: `participants.submitted_values`) and observations read a `CHUNK`
+    of participants at a time."""
+    now = now or utcnow()
+    rules = _adherence_rules(protocol)
     zones = {
         site.id: _zone(site.timezone)
         for site in session.scalars(select(Site).where(Site.trial_id == trial.id))
     }
-    by_participant: dict[int, dict[str, list[tuple[datetime.date, float]]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    ids = [p.id for p in participants]
     site_of = {p.id: p.site_id for p in participants}
     stream_ids = [stream_id for stream_id, _ in rules]
+    needs_forms = any(rule.condition for _, rule in rules)
+    logs = log_forms(protocol)
+    observed: dict[int, dict[str, list[tuple[datetime.date, float]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    visits: dict[int, dict[str, _VisitDays]] = defaultdict(dict)
+    records: dict[int, list[RecordValues]] = defaultdict(list)
+    ids = [p.id for p in participants]
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
         for participant_id, stream, observed_at, value in session.execute(
@@ -812,43 +906,41 @@ def adherence(
         ):
             zone = zones.get(site_of[participant_id], datetime.UTC)
             day = observed_at.astimezone(zone).date()
-            by_participant[participant_id][stream].append((day, value))
-    needs_forms = any(rule.condition for _, rule in rules)
-    results: dict[str, AdherenceResult] = {}
-    for participant in participants:
-        visits = {
-            v.visit_code: v
-            for v in session.scalars(
-                select(Visit).where(
-                    Visit.participant_id == participant.id, Visit.is_unscheduled.is_(False)
-                )
-            )
-        }
-        values: dict[str, object] = {}
+            observed[participant_id][stream].append((day, value))
+        for participant_id, visit_code, actual_on, planned_on in session.execute(
+            select(Visit.participant_id, Visit.visit_code, Visit.actual_on, Visit.planned_on)
+            .where(Visit.participant_id.in_(chunk), Visit.is_unscheduled.is_(False))
+            .order_by(Visit.id)
+        ):
+            visits[participant_id][visit_code] = _VisitDays(actual_on, planned_on)
         if needs_forms:
-            for record in session.scalars(
-                select(FormRecord)
-                .where(FormRecord.participant_id == participant.id, FormRecord.status != "draft")
+            for participant_id, *values in session.execute(
+                select(FormRecord.participant_id, *RECORD_VALUE_COLUMNS)
+                .outerjoin(Visit, Visit.id == FormRecord.visit_id)
+                .where(FormRecord.participant_id.in_(chunk))
                 .order_by(FormRecord.id)
             ):
-                values.update(record.data or {})
+                records[participant_id].append(cast(RecordValues, tuple(values)))
+    results: dict[str, AdherenceResult] = {}
+    for participant in participants:
+        values = submitted_values(records[participant.id], logs).merged if needs_forms else {}
         zone = zones.get(participant.site_id, datetime.UTC)
         local_today = today or now.astimezone(zone).date()
         randomized_on = (
             participant.randomized_at.astimezone(zone).date() if participant.randomized_at else None
         )
+        own_visits = visits[participant.id]
         stream_results: list[StreamAdherenceResult] = []
         for stream_id, rule in rules:
-            assert rule is not None
-            start_on = _visit_day(visits, rule.window_start_visit) or randomized_on
+            start_on = _visit_day(own_visits, rule.window_start_visit) or randomized_on
             if start_on is None:
                 continue
-            end_on = min(_visit_day(visits, rule.window_end_visit) or local_today, local_today)
+            end_on = min(_visit_day(own_visits, rule.window_end_visit) or local_today, local_today)
             stream_results.append(
                 evaluate_stream_adherence(
                     stream_id,
                     rule,
-                    daily_totals(by_participant[participant.id][stream_id]),
+                    daily_totals(observed[participant.id][stream_id]),
                     start_on,
                     end_on,
                     condition_met=_condition_met(rule.condition, values),
@@ -859,17 +951,6 @@ def adherence(
                 participant.subject_code, stream_results
             )
     return results
-
-
-def trial_adherence(
-    session: Session, actor: Actor, trial: Trial, *, today: datetime.date | None = None
-) -> dict[str, AdherenceResult]:
-    """Adherence of the participants the actor may read, under the trial's active protocol."""
-    sites = visible_sites(actor, "participant.read", trial.id)
-    _, protocol = active_protocol(session, trial)
-    result = adherence(session, trial, protocol, today=today, site_ids=sites)
-    session.rollback()  # end the read transaction
-    return result
 
 
 def observations_page(

@@ -203,11 +203,12 @@ def test_lists_quick(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
     rows = lists.run(quick=True)
     output = capsys.readouterr().out
     _assert_figures(rows, output, "First page (50 rows) of each list")
-    # four pages (participants, records grid, queries, audit) and three API lists, per database
-    assert len(rows) == 14
+    # four pages (participants, records grid, queries, audit) and four API lists (participants,
+    # queries, audit, adherence), per database
+    assert len(rows) == 16
     assert {r.figure.removeprefix("API ").split()[0] for r in rows} == {"sqlite", "postgresql"}
     figures = " ".join(r.figure for r in rows)
-    assert "first page of records" in figures and "API" in figures
+    assert "first page of records" in figures and "first page of adherence" in figures
     assert "statements" in output
 
 

@@ -25,6 +25,7 @@ from tests.dtx_trials.trial_flow import (
     enrolled_mci_participant,
     load_trial,
 )
+from tests.helpers import counted
 
 DEVICE_DATA = f"/api/v1/trials/{MCI_CODE}/device-data"
 TODAY = datetime.datetime.now(datetime.UTC).date()
@@ -305,6 +306,19 @@ def test_adherence_on_a_known_data_set(client: FlaskClient) -> None:
     assert results[poor]["streams"][0]["value"] == pytest.approx(0.6)
     assert not results[poor]["adherent"]
     assert "arm" not in response.get_data(as_text=True)
+    # a page at a time, by subject code, with a fixed number of statements
+    pages = []
+    for page in (1, 2):
+        with counted() as statements:
+            answer = client.get(f"/api/v1/trials/{MCI_CODE}/adherence?page={page}&per_page=1",
+                                headers=staff["dm"].headers)  # fmt: skip
+        assert answer.status_code == 200 and answer.headers["X-Total-Count"] == "2"
+        pages.append(([r["subject_code"] for r in answer.get_json()], len(statements)))
+    assert [subjects for subjects, _ in pages] == [[s] for s in sorted((good, poor))]
+    with counted() as statements:
+        assert client.get(f"/api/v1/trials/{MCI_CODE}/adherence?per_page=2",
+                          headers=staff["dm"].headers).status_code == 200  # fmt: skip
+    assert pages[0][1] == pages[1][1] == len(statements)
     # other sites see none of these participants; roles without participant access see nothing
     other = client.get(f"/api/v1/trials/{MCI_CODE}/adherence", headers=staff["inv2"].headers)
     assert other.status_code == 200 and other.get_json() == []
