@@ -192,13 +192,13 @@ def create_api_floor_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     role-shaped response, which the real endpoint adds). Serve it with
     ``gunicorn 'bench.bare_app:create_api_floor_app()'``, configured as the app."""
     from flask.views import MethodView
-    from flask_smorest import Blueprint
 
     from dtx_trials import create_app
     from dtx_trials.api.blinding import AllocationReceiptSchema
     from dtx_trials.api.context import current_actor
     from dtx_trials.api.idempotency import idempotent
     from dtx_trials.api.participants import RandomizeSchema
+    from dtx_trials.api.schemas import Blueprint
     from dtx_trials.extensions import api, db
 
     app = create_app(overrides)

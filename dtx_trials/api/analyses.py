@@ -6,11 +6,10 @@ from typing import Any
 
 from flask import Response, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from dtx_trials.api.context import current_actor
-from dtx_trials.api.schemas import StrictSchema
+from dtx_trials.api.schemas import Blueprint, StrictSchema
 from dtx_trials.extensions import db
 from dtx_trials.jobs import enqueue_analysis
 from dtx_trials.models import AnalysisRun

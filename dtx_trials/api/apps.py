@@ -8,14 +8,13 @@ from typing import Any
 
 from flask import current_app, g
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from dtx_trials.api.context import current_actor
 from dtx_trials.api.devices import DeviceIngestResultSchema, _records_from_body
 from dtx_trials.api.forms import SaveResultSchema
 from dtx_trials.api.paging import page_headers
-from dtx_trials.api.schemas import StrictSchema
+from dtx_trials.api.schemas import Blueprint, StrictSchema
 from dtx_trials.extensions import db
 from dtx_trials.models import Trial
 from dtx_trials.services import apps as service

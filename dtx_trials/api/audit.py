@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import Response
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import func, select
 
 from dtx_trials.api.context import current_actor
@@ -15,6 +14,7 @@ from dtx_trials.api.schemas import (
     AuditExportQuerySchema,
     AuditPageSchema,
     AuditQuerySchema,
+    Blueprint,
     VerifyReportSchema,
 )
 from dtx_trials.extensions import db

@@ -6,12 +6,12 @@ from typing import Any
 
 from flask import g
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from dtx_trials.api.context import account_policy, current_actor
 from dtx_trials.api.schemas import (
     AccountActivationSchema,
+    Blueprint,
     IssuedTokenSchema,
     MeSchema,
     TokenRequestSchema,

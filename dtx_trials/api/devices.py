@@ -6,12 +6,12 @@ from typing import Any
 
 from flask import g, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from dtx_trials.api.context import current_actor
 from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.paging import PageArgs, page_headers
+from dtx_trials.api.schemas import Blueprint
 from dtx_trials.edge import NDJSON, parse_json
 from dtx_trials.extensions import db
 from dtx_trials.services import devices as service

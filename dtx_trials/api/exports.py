@@ -7,12 +7,11 @@ from typing import Any
 
 from flask import Response
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
 from analysis.exports.deid import PROFILES
 from dtx_trials.api.context import current_actor
-from dtx_trials.api.schemas import StrictSchema
+from dtx_trials.api.schemas import Blueprint, StrictSchema
 from dtx_trials.extensions import db
 from dtx_trials.services import cdisc_package, exports, trials
 from dtx_trials.services.errors import NotFound

@@ -7,14 +7,13 @@ from typing import Any
 
 from flask import g
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from dtx_trials.api.context import current_actor
 from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.paging import ListArgs, page_headers
-from dtx_trials.api.schemas import StrictSchema, version_ref
+from dtx_trials.api.schemas import Blueprint, StrictSchema, version_ref
 from dtx_trials.extensions import db
 from dtx_trials.models import DataQuery, FormRecord, Signature, Visit
 from dtx_trials.services import forms as service

@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import Response, g, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
@@ -20,7 +19,7 @@ from dtx_trials.api.blinding import (
 from dtx_trials.api.context import current_actor
 from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.paging import ListArgs, page_headers
-from dtx_trials.api.schemas import StrictSchema, version_ref, version_refs
+from dtx_trials.api.schemas import Blueprint, StrictSchema, version_ref, version_refs
 from dtx_trials.extensions import db
 from dtx_trials.models import AuditEvent, Participant, Site, User, Visit
 from dtx_trials.services import listing, notifications, randomization, trials

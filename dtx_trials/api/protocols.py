@@ -6,12 +6,11 @@ from typing import Any
 
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from dtx_trials.api.context import current_actor
 from dtx_trials.api.idempotency import idempotent
-from dtx_trials.api.schemas import StrictSchema
+from dtx_trials.api.schemas import Blueprint, StrictSchema
 from dtx_trials.extensions import db
 from dtx_trials.models import ProtocolVersion
 from dtx_trials.services import protocols as service

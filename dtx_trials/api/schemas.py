@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+import flask_smorest
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from webargs.flaskparser import FlaskParser
 
 from dtx_trials.models.users import Role
 from protocols.validation import is_iana_timezone
@@ -29,6 +31,24 @@ class StrictSchema(Schema):
         }
         if errors:
             raise ValidationError(errors)
+
+
+class StrictParser(FlaskParser):  # type: ignore[misc]
+    """Arguments as `StrictSchema` says: an unknown query parameter is a 422 naming it, as an
+    unknown body key is (webargs leaves query parameters it does not know out), so a
+    misspelt filter or page size is refused, not silently ignored."""
+
+    DEFAULT_UNKNOWN_BY_LOCATION: ClassVar[dict[str, str | None]] = {
+        **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
+        "query": RAISE,
+        "querystring": RAISE,
+    }
+
+
+class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
+    """The API's blueprints: their arguments parsed by `StrictParser`."""
+
+    ARGUMENTS_PARSER = StrictParser()
 
 
 class TokenRequestSchema(StrictSchema):

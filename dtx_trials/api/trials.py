@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from dtx_trials.api.context import current_actor
 from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.schemas import (
+    Blueprint,
     MembershipCreateSchema,
     MembershipSchema,
     SiteCreateSchema,

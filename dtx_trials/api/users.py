@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from dtx_trials.api.context import account_policy, current_actor
 from dtx_trials.api.idempotency import idempotent
-from dtx_trials.api.schemas import UserCreateSchema, UserSchema
+from dtx_trials.api.schemas import Blueprint, UserCreateSchema, UserSchema
 from dtx_trials.extensions import db
 from dtx_trials.models import Membership, User
 from dtx_trials.models.users import Role

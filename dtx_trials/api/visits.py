@@ -6,13 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from dtx_trials.api.context import current_actor
 from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.participants import VisitSchema
-from dtx_trials.api.schemas import StrictSchema
+from dtx_trials.api.schemas import Blueprint, StrictSchema
 from dtx_trials.extensions import db
 from dtx_trials.models import Participant, ProtocolDeviation, Visit
 from dtx_trials.services import deviations, trials

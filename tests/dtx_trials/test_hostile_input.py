@@ -369,3 +369,35 @@ def test_sec_09_xpt_export_with_a_chinese_ae_term_is_422_naming_it(
     assert "not printable ASCII" in errors["xpt"][0]
     # UTF-8 formats carry the term intact.
     assert client.get(f"{BASE}/exports/csv.zip", headers=unblinded).status_code == 200
+
+
+def test_sec_09_an_unknown_query_parameter_is_422_naming_it(
+    client: FlaskClient, staff: TrialStaff
+) -> None:
+    """Every API operation with query parameters (from the OpenAPI document) refuses one it
+    does not know, as a body refuses an unknown key: a misspelt filter or page size is not
+    silently dropped (a list would answer unfiltered)."""
+    subject = enrolled_mci_participant(client, staff)
+    spec = client.get("/api/v1/openapi.json").get_json()
+    values = {"code": MCI_CODE, "subject": subject}
+    checked = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if method != "get" or not any(
+                p["in"] == "query" for p in operation.get("parameters", [])
+            ):
+                continue
+            url = path
+            for name in (p["name"] for p in operation.get("parameters", []) if p["in"] == "path"):
+                url = url.replace("{" + name + "}", values.get(name, "1"))
+            response = client.get(f"{url}?stauts=open", headers=staff["dm"].headers)
+            if response.status_code == 401:  # another kind of caller (the app's)
+                continue
+            assert "stauts" in str(refused(response)), (url, response.get_json())
+            checked.append(url)
+    assert len(checked) >= 8, checked
+    # the known parameters still work
+    listed = client.get(f"{BASE}/participants?status=enrolled", headers=staff["dm"].headers)
+    assert listed.status_code == 200 and [p["subject_code"] for p in listed.get_json()] == [
+        subject
+    ]
