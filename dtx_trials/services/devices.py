@@ -829,7 +829,7 @@ def adherence(
     participants = list(
         session.scalars(_with_window(trial, rules, site_ids).order_by(Participant.subject_code))
     )
-    return _adherence_of(session, trial, protocol, participants, today=today, now=now)
+    return _adherence_of(session, trial, protocol, rules, participants, today=today, now=now)
 
 
 def adherence_page(
@@ -848,35 +848,34 @@ def adherence_page(
     sites = visible_sites(actor, "participant.read", trial.id)
     _, protocol = active_protocol(session, trial)
     rules = _adherence_rules(protocol)
-    if not rules:
-        session.rollback()
-        return Page([], page, per_page, 0)
-    listed = _with_window(trial, rules, sites)
-    total = session.scalar(select(func.count()).select_from(listed.subquery())) or 0
-    participants = list(
-        session.scalars(
+    try:
+        if not rules:
+            return Page([], page, per_page, 0)
+        listed = _with_window(trial, rules, sites)
+        total = session.scalar(select(func.count()).select_from(listed.subquery())) or 0
+        participants = list(session.scalars(
             listed.order_by(Participant.subject_code).offset((page - 1) * per_page).limit(per_page)
-        )
-    )
-    results = _adherence_of(session, trial, protocol, participants, today=today)
-    session.rollback()  # end the read transaction
-    return Page(list(results.values()), page, per_page, total)
+        ))  # fmt: skip
+        results = _adherence_of(session, trial, protocol, rules, participants, today=today)
+        return Page(list(results.values()), page, per_page, total)
+    finally:
+        session.rollback()  # end the read transaction
 
 
 def _adherence_of(
     session: Session,
     trial: Trial,
     protocol: Protocol,
+    rules: Sequence[tuple[str, AdherenceRule]],
     participants: Sequence[Participant],
     *,
     today: datetime.date | None = None,
     now: datetime.datetime | None = None,
 ) -> dict[str, AdherenceResult]:
-    """`adherence` of these participants (in their order); their visits, values (when a
-    rule has a condition: `participants.submitted_values`) and observations read a `CHUNK`
-    of participants at a time."""
+    """`adherence` of these participants (in their order) to the protocol's ``rules``; their
+    visits, values (when a rule has a condition: `participants.submitted_values`) and
+    observations read a `CHUNK` of participants at a time."""
     now = now or utcnow()
-    rules = _adherence_rules(protocol)
     zones = {
         site.id: _zone(site.timezone)
         for site in session.scalars(select(Site).where(Site.trial_id == trial.id))
