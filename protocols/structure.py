@@ -319,7 +319,7 @@ SITE = Obj(
     (
         Prop("code", Str("Site code", pattern=CODE_PATTERN, min_length=1), required=True),
         Prop("name", Str("Site name", min_length=1), required=True),
-        Prop("country", Str("ISO 3166 country code")),
+        Prop("country", Str("ISO 3166-1 alpha-2 country code (e.g. CN)")),
         Prop("timezone", Str("IANA time zone")),
         Prop("target", Int("Participants this site aims to enrol (dashboard target; the sum "
                            "over sites may differ from sample_size.n)", minimum=1)),

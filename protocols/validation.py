@@ -29,6 +29,7 @@ from ecrf.expressions import (
 from ecrf.model import FieldDef, FormDef
 
 from .cdisc import CODELISTS, REQUIRED_VARIABLES, SPONSOR_TERMS, mappable_variables
+from .countries import alpha3
 from .document import Path, Reporter, suggest
 from .model import (
     BINARY_MODELS,
@@ -310,6 +311,11 @@ def _check_sites(ctx: _Context) -> None:
             ctx.reporter.error(
                 ("sites", "initial", i, "timezone"),
                 f"'{site.timezone}' is not an IANA time zone (e.g. Asia/Shanghai, Europe/Paris)",
+            )
+        if site.country is not None and alpha3(site.country) is None:
+            ctx.reporter.error(
+                ("sites", "initial", i, "country"),
+                f"'{site.country}' is not an ISO 3166-1 alpha-2 country code (e.g. CN, HK, US)",
             )
 
 

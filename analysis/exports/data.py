@@ -69,11 +69,12 @@ class TrialMeta:
 
 @dataclass(frozen=True)
 class SiteInfo:
-    """A site; ``country`` is ISO 3166-1 alpha-3 (SDTM DM.COUNTRY)."""
+    """A site; ``country`` is ISO 3166-1 alpha-3 (SDTM DM.COUNTRY), None when the site has
+    none recorded (never a guess)."""
 
     code: str
     name: str
-    country: str = "CHN"
+    country: str | None
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,11 @@ class SubjectRecord:
     withdrawal_reason: str | None = None
     #: date of the screening data on which eligibility failed (DS SCREEN FAILURE)
     screen_failed_on: date | None = None
+
+
+#: the visit id of values entered at a participant's unscheduled visit (one per participant;
+#: its forms' entries are told apart by their repeat index)
+UNSCHEDULED = "unscheduled"
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,9 @@ class ExportData:
     coded_terms: Mapping[str, CodedTerm] = field(default_factory=dict)
     #: coded concomitant medications, likewise (CMDECOD)
     coded_medications: Mapping[str, CodedTerm] = field(default_factory=dict)
+    #: the forms that may be entered at a participant's unscheduled visit (the protocol's
+    #: ``schedule.unscheduled_forms`` and its logs): their values carry visit `UNSCHEDULED`
+    unscheduled_forms: tuple[str, ...] = ()
 
 
 def coding_key(verbatim: str) -> str:

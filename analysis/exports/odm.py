@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from analysis.exports.data import (
+    UNSCHEDULED,
     AuditEntry,
     ExportData,
     ExportError,
@@ -118,13 +119,20 @@ def _metadata(study: ET.Element, data: ExportData, mdv_oid: str) -> None:
     for order, visit in enumerate(data.visits, start=1):
         _el(protocol, "StudyEventRef", {"StudyEventOID": _oid("SE", visit.id),
                                         "OrderNumber": str(order), "Mandatory": "Yes"})
+    if data.unscheduled_forms:  # a participant's unscheduled visit, one each
+        _el(protocol, "StudyEventRef", {"StudyEventOID": _oid("SE", UNSCHEDULED),
+                                        "OrderNumber": str(len(data.visits) + 1),
+                                        "Mandatory": "No"})
     forms = form_index(data)
-    for visit in data.visits:
-        event = _el(mdv, "StudyEventDef", {"OID": _oid("SE", visit.id), "Name": visit.label.en,
-                                           "Repeating": "No", "Type": "Scheduled"})
-        for order, form_id in enumerate(visit.forms, start=1):
+    events = [(visit.id, visit.label.en, "Scheduled", visit.forms) for visit in data.visits]
+    if data.unscheduled_forms:
+        events.append((UNSCHEDULED, "Unscheduled", "Unscheduled", data.unscheduled_forms))
+    for visit_id, name, kind, form_ids in events:
+        event = _el(mdv, "StudyEventDef", {"OID": _oid("SE", visit_id), "Name": name,
+                                           "Repeating": "No", "Type": kind})
+        for order, form_id in enumerate(form_ids, start=1):
             if form_id not in forms:
-                raise ExportError(f"visit {visit.id} lists undefined form {form_id!r}")
+                raise ExportError(f"visit {visit_id} lists undefined form {form_id!r}")
             _el(event, "FormRef", {"FormOID": _oid("F", form_id), "OrderNumber": str(order),
                                    "Mandatory": "No"})
     for form in data.forms:

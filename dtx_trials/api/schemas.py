@@ -9,6 +9,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from webargs.flaskparser import FlaskParser
 
 from dtx_trials.models.users import Role
+from protocols.countries import alpha3
 from protocols.validation import is_iana_timezone
 
 # Every integer column of ours is a 32-bit INTEGER (ids, versions, counts): a request integer
@@ -108,13 +109,18 @@ def _iana_timezone(value: str) -> None:
         raise ValidationError("not an IANA time zone name (e.g. Asia/Shanghai)")
 
 
+def _iso_country(value: str) -> None:
+    if alpha3(value) is None:
+        raise ValidationError("not an ISO 3166-1 alpha-2 country code (e.g. CN, HK, US)")
+
+
 class SiteCreateSchema(StrictSchema):
     code = fields.String(
         required=True, validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
     )
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     name_zh = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
-    country = fields.String(load_default=None, allow_none=True, validate=validate.Length(equal=2))
+    country = fields.String(load_default=None, allow_none=True, validate=_iso_country)
     timezone = fields.String(
         load_default="UTC",
         validate=[validate.Length(max=60), _iana_timezone],
@@ -125,7 +131,7 @@ class SiteCreateSchema(StrictSchema):
 class SiteUpdateSchema(StrictSchema):
     name = fields.String(validate=validate.Length(min=1, max=200))
     name_zh = fields.String(allow_none=True, validate=validate.Length(max=200))
-    country = fields.String(allow_none=True, validate=validate.Length(equal=2))
+    country = fields.String(allow_none=True, validate=_iso_country)
     timezone = fields.String(validate=[validate.Length(max=60), _iana_timezone])
     is_active = fields.Boolean()
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))

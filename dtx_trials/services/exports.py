@@ -9,6 +9,7 @@ import datetime
 import hashlib
 import io
 import zipfile
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from analysis.exports import (
     build_xpt_exports,
 )
 from analysis.exports.data import (
+    UNSCHEDULED,
     ArmInfo,
     AuditEntry,
     DeviceValue,
@@ -53,11 +55,12 @@ from dtx_trials.models import (
 from dtx_trials.services import audit, coding
 from dtx_trials.services.access import Actor, require, sees_arms
 from dtx_trials.services.errors import ValidationError
+from dtx_trials.services.participants import RecordValues, log_forms, submitted_values
 from dtx_trials.services.protocols import active_protocol, blinded_roles
+from protocols.countries import alpha3
 from protocols.model import Protocol
 
 FORMATS = ("csv", "xpt", "odm", "fhir")
-COUNTRIES = {"CN": "CHN", "HK": "HKG", "TW": "TWN", "SG": "SGP", "US": "USA", "GB": "GBR"}
 STATUS = {"consented": "screening", "eligible": "screening"}
 PHASES = {
     "pivotal": "phase-3",
@@ -131,8 +134,10 @@ def _export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData
     known_visits = {v.id for v in protocol.schedule.visits}
     screening_visits = {v.id for v in protocol.schedule.visits if v.day < 0}
     values: list[FormValue] = []
-    merged: dict[int, dict[str, object]] = {}
+    # each participant's records as `participants.submitted_values` reads them (DM's values)
+    records_of: dict[int, list[RecordValues]] = defaultdict(list)
     record_index: dict[int, tuple[str, str, int]] = {}
+    owners: dict[int, int] = {}  # record id -> participant id
     for record in session.scalars(
         select(FormRecord)
         .join(Participant)
@@ -140,11 +145,18 @@ def _export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData
         .order_by(FormRecord.id)
     ):
         visit = visits.get(record.visit_id or -1)
-        visit_id = visit.visit_code if visit else "unscheduled"
-        if record.form_code not in known_forms or visit_id not in known_visits:
+        # a record is entered at a visit of the schedule or at the participant's unscheduled
+        # visit (`forms.save_form`); both are exported
+        if visit is None or record.form_code not in known_forms or not (
+            visit.visit_code in known_visits or visit.is_unscheduled
+        ):
             continue
+        visit_id = UNSCHEDULED if visit.is_unscheduled else visit.visit_code
         record_index[record.id] = (visit_id, record.form_code, record.repeat_index)
-        merged.setdefault(record.participant_id, {}).update(record.data or {})
+        owners[record.id] = record.participant_id
+        records_of[record.participant_id].append(
+            (visit_id, record.form_code, record.repeat_index, record.status, record.data)
+        )
         form = protocol.form(record.form_code)
         for f in form.fields:
             if f.id in (record.data or {}):
@@ -161,19 +173,22 @@ def _export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData
                         else "signed"
                         if record.status == "signed"
                         else "submitted",
-                        collected_on=visit.actual_on if visit else None,
+                        collected_on=visit.actual_on,
                     )
                 )
+    visits_of: dict[int, list[Visit]] = defaultdict(list)
+    for v in sorted(visits.values(), key=lambda v: (v.participant_id, v.id)):
+        visits_of[v.participant_id].append(v)
+    logs = log_forms(protocol)
     subjects = []
     for p in participants:
         allocation = allocations.get(p.id)
-        data = merged.get(p.id, {})
+        data = submitted_values(records_of[p.id], logs).merged
         age = _dm_value(protocol, "AGE", data)
         sex = _dm_value(protocol, "SEX", data)
         screening_dates = [
-            v.actual_on for v in visits.values()
-            if v.participant_id == p.id and v.actual_on is not None
-            and v.visit_code in screening_visits
+            v.actual_on for v in visits_of[p.id]
+            if v.actual_on is not None and v.visit_code in screening_visits
         ]
         subjects.append(
             SubjectRecord(
@@ -194,9 +209,10 @@ def _export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData
             )
         )
     visit_dates = tuple(
-        VisitDate(codes[v.participant_id], v.visit_code, v.actual_on)
-        for v in sorted(visits.values(), key=lambda v: (v.participant_id, v.id))
-        if v.actual_on is not None and v.participant_id in codes and not v.is_unscheduled
+        VisitDate(codes[p.id], UNSCHEDULED if v.is_unscheduled else v.visit_code, v.actual_on)
+        for p in participants
+        for v in visits_of[p.id]
+        if v.actual_on is not None and (v.visit_code in known_visits or v.is_unscheduled)
     )
     device_values = tuple(
         DeviceValue(codes[o.participant_id], o.stream, o.observed_at, o.value, o.unit)
@@ -208,28 +224,45 @@ def _export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData
         )
         if o.participant_id in codes
     )
-    users = {u.id: u for u in session.scalars(select(User))}
+    by_id = {p.id: p for p in participants}
+    signers = {
+        u.id: u
+        for u in session.scalars(
+            select(User).where(User.id.in_(
+                select(Signature.user_id)
+                .join(FormRecord, FormRecord.id == Signature.form_record_id)
+                .join(Participant, Participant.id == FormRecord.participant_id)
+                .where(Participant.trial_id == trial.id)
+            ))
+        )
+    }  # fmt: skip
     signatures = []
-    for s in session.scalars(select(Signature).where(Signature.status == "valid")):
-        where = record_index.get(s.form_record_id)
-        record = session.get(FormRecord, s.form_record_id)
-        if where is None or record is None:
+    for signature, participant_id in session.execute(
+        select(Signature, FormRecord.participant_id)
+        .join(FormRecord, FormRecord.id == Signature.form_record_id)
+        .join(Participant, Participant.id == FormRecord.participant_id)
+        .where(Participant.trial_id == trial.id, Signature.status == "valid")
+        .order_by(Signature.id)
+    ):
+        where = record_index.get(signature.form_record_id)
+        if where is None:
             continue
-        participant = next(p for p in participants if p.id == record.participant_id)
+        participant = by_id[participant_id]
         signatures.append(
             SignatureEntry(
                 subject_code=participant.subject_code,
                 visit_id=where[0],
                 form_id=where[1],
-                user_id=users[s.user_id].username,
-                user_name=s.printed_name,
+                user_id=signers[signature.user_id].username,
+                user_name=signature.printed_name,
                 site_code=sites[participant.site_id].code,
-                meaning=s.meaning,  # type: ignore[arg-type]
-                signed_at=s.signed_at,
+                meaning=signature.meaning,  # type: ignore[arg-type]
+                signed_at=signature.signed_at,
                 repeat=where[2],
             )
         )
-    trail = _audit_entries(session, trial, protocol, record_index, codes, sites, participants)
+    trail = _audit_entries(session, trial, protocol, record_index, owners, codes, sites,
+                           participants)
     return ExportData(
         trial=TrialMeta(
             code=trial.code,
@@ -250,9 +283,11 @@ def _export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData
         ),
         forms=protocol.forms,
         visits=protocol.schedule.visits,
-        sites=tuple(
-            SiteInfo(s.code, s.name, COUNTRIES.get(s.country or "", "CHN")) for s in sites.values()
+        unscheduled_forms=tuple(
+            f.id for f in protocol.forms
+            if f.id in protocol.schedule.unscheduled_forms or f.repeating
         ),
+        sites=tuple(SiteInfo(s.code, s.name, alpha3(s.country)) for s in sites.values()),
         subjects=tuple(subjects),
         values=tuple(values),
         exported_at=utcnow(),
@@ -271,15 +306,13 @@ def _audit_entries(
     trial: Trial,
     protocol: Protocol,
     record_index: dict[int, tuple[str, str, int]],
+    owners: dict[int, int],
     codes: dict[int, str],
     sites: dict[int, Site],
     participants: list[Participant],
 ) -> list[AuditEntry]:
-    """Field-level changes of form records from the audit trail (ODM AuditRecords)."""
-    owners = {
-        r.id: r.participant_id
-        for r in session.scalars(select(FormRecord).where(FormRecord.id.in_(list(record_index))))
-    }
+    """Field-level changes of the exported form records (``record_index``, whose participants
+    are ``owners``) from the audit trail (ODM AuditRecords)."""
     site_of = {p.id: sites[p.site_id].code for p in participants}
     exportable = {
         f.id

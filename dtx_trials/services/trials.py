@@ -16,6 +16,7 @@ from dtx_trials.services import audit
 from dtx_trials.services.access import Actor, require
 from dtx_trials.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from dtx_trials.services.protocols import note_version_sha
+from protocols.countries import alpha3
 from protocols.validation import is_iana_timezone
 
 CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
@@ -95,12 +96,22 @@ def _check_timezone(name: object) -> None:
         )
 
 
+def _check_country(code: object) -> None:
+    """A site's country is an ISO 3166-1 alpha-2 code or none (exports map it to alpha-3)."""
+    if code is not None and (not isinstance(code, str) or alpha3(code) is None):
+        raise ValidationError(
+            "unknown country",
+            {"country": [f"{code!r} is not an ISO 3166-1 alpha-2 country code (e.g. CN, HK)"]},
+        )
+
+
 def create_site(session: Session, actor: Actor, trial: Trial, data: Mapping[str, Any]) -> Site:
     """Add a site; refused while the trial runs if its protocol says sites.allow_runtime_sites:
     false (the protocol's initial sites are created when it is activated)."""
     require(actor, "site.manage", trial.id)
     code = _check_code(str(data.get("code", "")))
     _check_timezone(data.get("timezone") or "UTC")
+    _check_country(data.get("country"))
     if trial.active_protocol_version_id is not None:
         from dtx_trials.services.protocols import active_protocol
 
@@ -141,6 +152,8 @@ def update_site(
         require(actor, "site.manage", trial.id, site.id)
         if "timezone" in changes:
             _check_timezone(changes["timezone"])
+        if "country" in changes:
+            _check_country(changes["country"])
         before = audit.snapshot(site)
         for name in ("name", "name_zh", "country", "timezone", "is_active"):
             if name in changes:

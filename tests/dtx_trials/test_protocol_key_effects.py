@@ -71,6 +71,7 @@ from dtx_trials.services.simulation import insert_enrolled_mci_participants
 from ecrf.checks import evaluate_eligibility, evaluate_form
 from ecrf.render import form_to_json
 from ecrf.schedule import epro_windows, plan_visits, reminder_due, replan_after
+from protocols.countries import alpha3
 from protocols.loader import load_protocol_report
 from protocols.model import Protocol
 from protocols.schema import DESCRIPTIVE_KEYS, schema_leaves
@@ -618,7 +619,8 @@ def sdtm_export(n: int = 4) -> Callable[[Protocol], object]:
             trial=TrialMeta(code=protocol.code, title=protocol.title.en, protocol_version="1",
                             sponsor="probe", blinded=True),
             forms=protocol.forms, visits=protocol.schedule.visits,
-            sites=tuple(SiteInfo(s.code, s.name) for s in protocol.sites.initial_sites),
+            sites=tuple(SiteInfo(s.code, s.name, alpha3(s.country))
+                        for s in protocol.sites.initial_sites),
             subjects=subjects, values=tuple(values), exported_at=stamp,
             cdisc=protocol.cdisc, visit_dates=tuple(visit_dates), device_values=device,
         )

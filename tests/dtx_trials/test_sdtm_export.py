@@ -26,11 +26,12 @@ from dtx_trials.models import (
     DeviceObservation,
     FormRecord,
     Participant,
+    Site,
     Trial,
     Visit,
 )
 from dtx_trials.models.users import Role
-from dtx_trials.services import exports, protocols
+from dtx_trials.services import exports, forms, participants, protocols
 from dtx_trials.services.access import Actor, Grant
 from dtx_trials.services.errors import ValidationError
 from dtx_trials.services.protocols import active_protocol
@@ -242,3 +243,101 @@ def test_xpt_06_chinese_ae_term_refuses_with_the_participant_and_the_json_route(
     message = str(caught.value.errors)
     assert "AE.AETERM" in message and code in message and "Dataset-JSON" in message
     assert isinstance(caught.value.__cause__, XptError)
+
+
+def _exported(trial: Trial, formats: list[str]) -> dict[str, bytes]:
+    files, _ = exports.export_trial_files(db.session, _unblinded(trial), trial, formats)
+    return files
+
+
+def test_sdtm_02_an_unscheduled_visits_forms_are_exported_at_a_decimal_visitnum(
+    app: Flask,
+) -> None:
+    """A form entered at the participant's unscheduled visit (an adverse event, the protocol's
+    unscheduled ADAS-Cog) is in every export, not dropped: CSV and ODM under the visit
+    ``unscheduled`` (an ODM StudyEventDef of Type Unscheduled), SDTM at VISITNUM n.01 after
+    the last scheduled visit held on or before its date, with an SV record (SDTMIG's unplanned
+    visits); while the visit has no date its findings have no VISITNUM (none is made up)."""
+    trial = _load("cognitive_impairment.yaml")
+    populate_trial(db.session, trial, n_participants=8, seed=3, today=TODAY)
+    _, protocol = active_protocol(db.session, trial)
+    investigator = Actor(user_id=None, username="inv", printed_name="Inv", via="cli",
+                         grants=(Grant(trial.id, None, Role.INVESTIGATOR),))
+    ae, subject = db.session.execute(
+        select(FormRecord, Participant.subject_code)
+        .join(Participant, Participant.id == FormRecord.participant_id)
+        .where(Participant.trial_id == trial.id, FormRecord.form_code == "adverse_events")
+        .order_by(FormRecord.id)
+    ).first()  # type: ignore[misc]
+    forms.save_form(db.session, investigator, trial, subject, "unscheduled", "adverse_events",
+                    {**ae.data, "ae_term": "fall at home"}, submit=True, today=TODAY)
+    adas = {f"adas_q{i + 1:02d}": i % 4 for i in range(13)}
+    forms.save_form(db.session, investigator, trial, subject, "unscheduled", "adas_cog", adas,
+                    submit=True, today=TODAY)
+    study = trial.code
+
+    # undated: in every export, but SDTM cannot place it (no VISITNUM, no SV record)
+    files = _exported(trial, ["xpt", "csv", "odm"])
+    ae_rows = _read(files, "ae")
+    unscheduled = ae_rows[ae_rows["AETERM"] == "fall at home"]
+    assert list(unscheduled["AESPID"]) == ["unscheduled-1"]
+    assert list(unscheduled["USUBJID"]) == [f"{study}-{subject}"]
+    qs = _read(files, "qs")
+    mine = qs[(qs["USUBJID"] == f"{study}-{subject}") & (qs["VISIT"] == "UNSCHEDULED")]
+    assert len(mine) > 0 and all(v is None for v in mine["VISITNUM"])
+    long = pd.read_csv(io.BytesIO(files["csv/adverse_events_long.csv"]), dtype=str)
+    term = long[(long.iloc[:, 0] == subject) & (long.iloc[:, 5] == "ae_term")]
+    assert ("unscheduled", "fall at home") in set(zip(term.iloc[:, 2], term.iloc[:, 6],
+                                                       strict=True))
+    odm = files["odm/odm.xml"].decode()
+    assert 'Type="Unscheduled"' in odm and "fall at home" in odm
+
+    # dated: VISITNUM n.01 after the last scheduled visit held by then, and an SV record
+    held = db.session.execute(
+        select(Visit.visit_code, Visit.actual_on)
+        .join(Participant, Participant.id == Visit.participant_id)
+        .where(Participant.subject_code == subject, Participant.trial_id == trial.id,
+               Visit.actual_on.is_not(None), Visit.is_unscheduled.is_(False))
+    ).all()
+    on = min(day for _, day in held) + datetime.timedelta(days=1)
+    participants.record_visit_date(db.session, investigator, trial, subject, "unscheduled", on,
+                                   now=datetime.datetime(2026, 11, 2, 12, tzinfo=datetime.UTC))
+    order = {v.id: n for n, v in enumerate(protocol.schedule.visits, start=1)}
+    expected = round(max(order[code] for code, day in held if day <= on) + 0.01, 2)
+    files = _exported(trial, ["xpt"])
+    qs = _read(files, "qs")
+    mine = qs[(qs["USUBJID"] == f"{study}-{subject}") & qs["VISIT"].str.startswith("UNSCH")]
+    assert len(mine) > 0
+    assert list(mine["VISITNUM"]) == pytest.approx([expected] * len(mine))  # XPT: IBM floats
+    assert set(mine["VISIT"]) == {f"UNSCHEDULED {expected:.2f}"}
+    assert set(mine["QSDTC"]) == {on.isoformat()}
+    sv = _read(files, "sv")
+    visit_row = sv[(sv["USUBJID"] == f"{study}-{subject}") & (sv["VISIT"] == f"UNSCHEDULED "
+                                                                              f"{expected:.2f}")]
+    assert list(visit_row["SVSTDTC"]) == [on.isoformat()]
+    assert not sv.duplicated(["USUBJID", "VISITNUM"]).any()
+
+
+def test_sdtm_dm_country_is_the_sites_recorded_country_never_a_guess(app: Flask) -> None:
+    """DM.COUNTRY is the ISO 3166-1 alpha-3 code of the site's recorded country (any
+    country, not six known ones); a site with none refuses the SDTM export naming the site,
+    where CHN was exported before (the CSV export, which has no country, still builds)."""
+    trial = _load("cognitive_impairment.yaml")
+    populate_trial(db.session, trial, n_participants=8, seed=3, today=TODAY)
+    sites = list(db.session.scalars(select(Site).where(Site.trial_id == trial.id)
+                                    .order_by(Site.id)))
+    sites[0].country = "JP"
+    db.session.commit()
+    dm = _read(_exported(trial, ["xpt"]), "dm")
+    at_first = dm[dm["SITEID"] == sites[0].code]
+    assert len(at_first) > 0 and set(at_first["COUNTRY"]) == {"JPN"}
+    recorded = {"CN": "CHN", "HK": "HKG"}  # the protocol's other sites
+    for site in sites[1:]:
+        assert set(dm[dm["SITEID"] == site.code]["COUNTRY"]) <= {recorded[str(site.country)]}
+
+    sites[1].country = None
+    db.session.commit()
+    with pytest.raises(ValidationError) as refused:
+        _exported(trial, ["xpt"])
+    assert f"site(s) {sites[1].code} have no country" in str(refused.value.errors)
+    assert "csv/subjects.csv" in _exported(trial, ["csv"])

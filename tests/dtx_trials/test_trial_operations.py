@@ -69,6 +69,38 @@ def test_site_time_zone_is_an_iana_name(client: FlaskClient) -> None:
     assert created["timezone"] == "Asia/Hong_Kong"
 
 
+def test_site_country_is_an_iso_3166_alpha_2_code(client: FlaskClient) -> None:
+    """The API, and the service the dashboard's form calls, refuse a country code DM.COUNTRY
+    could not carry (before, any two letters were kept and exported as CHN; a longer one was
+    a database error on PostgreSQL)."""
+    import pytest
+
+    from dtx_trials.models import Trial
+    from dtx_trials.models.users import Role
+    from dtx_trials.services import trials
+    from dtx_trials.services.access import Actor, Grant
+    from dtx_trials.services.errors import ValidationError
+
+    staff = load_trial(client)
+    body = api(client, staff["sponsor"], "POST", "/sites",
+               {"code": "XX1", "name": "Nowhere", "country": "XZ"}, 422)
+    assert list(body["errors"]) == ["json"] and "country" in body["errors"]["json"], body
+    assert db.session.scalar(select(Site).where(Site.code == "XX1")) is None
+    api(client, staff["sponsor"], "PATCH", "/sites/BJ01", {"country": "China"}, 422)
+    api(client, staff["sponsor"], "PATCH", "/sites/BJ01", {"country": "JP"}, 200)
+    created = api(client, staff["sponsor"], "POST", "/sites",
+                  {"code": "DE01", "name": "Berlin", "country": "DE"}, 201)
+    assert created["country"] == "DE"
+    trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
+    sponsor = Actor(user_id=None, username="sponsor", printed_name="Sponsor", via="cli",
+                    grants=(Grant(trial.id, None, Role.SPONSOR_ADMIN),))
+    with pytest.raises(ValidationError) as refused:
+        trials.create_site(db.session, sponsor, trial,
+                           {"code": "WEB1", "name": "Web form", "country": "Chinese"})
+    assert "country" in refused.value.errors
+    assert db.session.scalar(select(Site).where(Site.code == "WEB1")) is None
+
+
 def test_adherence_counts_the_site_local_day_near_midnight(client: FlaskClient) -> None:
     """Haikou (UTC+8) at 00:30 local is 16:30 UTC the day before: a record sent at local
     'now' belongs to the local day that has just begun, and so does 'today'."""

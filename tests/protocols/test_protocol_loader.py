@@ -680,6 +680,20 @@ def test_site_timezone_must_be_an_iana_name() -> None:
     assert errors(replace(text, "Mars/Olympus", "../../etc/passwd")) != []
 
 
+def test_site_country_is_an_iso_3166_alpha_2_code() -> None:
+    """A site's country is exported as DM.COUNTRY (alpha-3): a code without one is refused
+    with its line, not exported as a guess."""
+    sites = "sites:\n  initial:\n    - {code: S1, name: One, country: XZ}\n"
+    text = replace(MINIMAL, "arms:\n", sites + "arms:\n")
+    issue = only_error(text)
+    assert issue.path == "sites.initial[0].country"
+    assert "'XZ'" in issue.message and "ISO 3166-1" in issue.message
+    assert issue.line == line_of(text, "country: XZ")
+    for good in ("CN", "JP", "DE"):
+        assert errors(replace(text, "country: XZ", f"country: {good}")) == []
+    assert errors(replace(text, "country: XZ", "country: cn")) != []
+
+
 def test_site_target_is_a_positive_integer() -> None:
     """Issue #22: `sites.initial[].target` (the dashboard's per-site target); the targets need
     not add up to sample_size.n (sites over-recruit, sites are added later)."""
