@@ -124,7 +124,14 @@ def _metadata(study: ET.Element, data: ExportData, mdv_oid: str) -> None:
                                         "OrderNumber": str(len(data.visits) + 1),
                                         "Mandatory": "No"})
     forms = form_index(data)
-    events = [(visit.id, visit.label.en, "Scheduled", visit.forms) for visit in data.visits]
+    # a log (adverse events, medications) is entered at any visit (`forms.save_form`): every
+    # event references it, so that each FormData is one of its StudyEventDef's FormRefs
+    logs = tuple(form.id for form in data.forms if form.repeating)
+    events = [
+        (visit.id, visit.label.en, "Scheduled",
+         (*visit.forms, *(log for log in logs if log not in visit.forms)))
+        for visit in data.visits
+    ]  # fmt: skip
     if data.unscheduled_forms:
         events.append((UNSCHEDULED, "Unscheduled", "Unscheduled", data.unscheduled_forms))
     for visit_id, name, kind, form_ids in events:

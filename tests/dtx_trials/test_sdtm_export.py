@@ -341,3 +341,43 @@ def test_sdtm_dm_country_is_the_sites_recorded_country_never_a_guess(app: Flask)
         _exported(trial, ["xpt"])
     assert f"site(s) {sites[1].code} have no country" in str(refused.value.errors)
     assert "csv/subjects.csv" in _exported(trial, ["csv"])
+
+
+def test_odm_02_a_real_trials_clinical_data_follows_its_metadata(app: Flask) -> None:
+    """The ODM of a simulated trial with logs entered at scheduled visits and an entry at the
+    unscheduled visit: valid against the ODM 1.3.2 XSD, and every StudyEventData is a
+    StudyEventDef whose FormRefs hold each of its FormData (a log is referenced by every event;
+    before, an adverse event at week 4 was FormData of an event that did not reference it)."""
+    import xml.etree.ElementTree as ET
+
+    import xmlschema
+    from odmlib import schema_manager
+
+    trial = _load("cognitive_impairment.yaml")
+    populate_trial(db.session, trial, n_participants=8, seed=3, today=TODAY)
+    investigator = Actor(user_id=None, username="inv", printed_name="Inv", via="cli",
+                         grants=(Grant(trial.id, None, Role.INVESTIGATOR),))
+    subject = db.session.scalars(select(Participant.subject_code).where(
+        Participant.trial_id == trial.id, Participant.status == "randomized")).first()
+    assert subject is not None
+    forms.save_form(db.session, investigator, trial, subject, "unscheduled", "adas_cog",
+                    {f"adas_q{i + 1:02d}": 1 for i in range(13)}, submit=True, today=TODAY)
+    odm = _exported(trial, ["odm"])["odm/odm.xml"]
+    schema = xmlschema.XMLSchema(schema_manager.get_schema_path("odm", "1.3.2"))
+    errors = list(schema.iter_errors(odm.decode("utf-8")))
+    assert errors == [], [f"{e.path}: {e.reason}" for e in errors[:3]]
+
+    ns = {"odm": "http://www.cdisc.org/ns/odm/v1.3"}
+    root = ET.fromstring(odm)  # noqa: S314 (our own output)
+    refs = {event.attrib["OID"]: {r.attrib["FormOID"] for r in event.iterfind("odm:FormRef", ns)}
+            for event in root.iterfind(".//odm:StudyEventDef", ns)}
+    kinds = {event.attrib["OID"]: event.attrib["Type"]
+             for event in root.iterfind(".//odm:StudyEventDef", ns)}
+    seen: set[tuple[str, str]] = set()
+    for event in root.iterfind(".//odm:StudyEventData", ns):
+        oid = event.attrib["StudyEventOID"]
+        for form in event.iterfind("odm:FormData", ns):
+            assert form.attrib["FormOID"] in refs[oid], (oid, form.attrib["FormOID"])
+            seen.add((kinds[oid], form.attrib["FormOID"]))
+    assert ("Unscheduled", "F.ADAS_COG") in {(k, f.upper()) for k, f in seen}
+    assert any(k == "Scheduled" and "ADVERSE" in f.upper() for k, f in seen)
