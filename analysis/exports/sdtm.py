@@ -117,20 +117,10 @@ class _Build:
         self.forms: dict[str, FormDef] = form_index(data)
         self.subjects: dict[str, SubjectRecord] = {s.subject_code: s for s in data.subjects}
         self.visit_numbers = {v.id: n for n, v in enumerate(data.visits, start=1)}
-        self.visit_labels = {v.id: v.label.en for v in data.visits}
+        # the unscheduled visit has no date to be placed by (one visit row holds a
+        # participant's every unscheduled entry): VISIT UNSCHEDULED, no VISITNUM, no SV row
+        self.visit_labels = {v.id: v.label.en for v in data.visits} | {UNSCHEDULED: "UNSCHEDULED"}
         self.visit_dates = {(v.subject_code, v.visit_id): v.on for v in data.visit_dates}
-        # a participant's unscheduled visit: the decimal VISITNUM after the last scheduled
-        # visit held on or before its date (3.01 after visit 3; SDTMIG's unplanned visits),
-        # none while it has no date (it cannot be placed, and SV has no row for it)
-        held: dict[str, list[tuple[date, int]]] = defaultdict(list)
-        for (subject, visit_id), on in self.visit_dates.items():
-            if visit_id in self.visit_numbers:
-                held[subject].append((on, self.visit_numbers[visit_id]))
-        self.unscheduled_numbers: dict[str, float] = {
-            subject: round(max((n for day, n in held[subject] if day <= on), default=0) + 0.01, 2)
-            for (subject, visit_id), on in self.visit_dates.items()
-            if visit_id == UNSCHEDULED
-        }
         records: dict[tuple[str, str, str, int], _Record] = {}
         for value in data.values:
             if value.subject_code not in self.subjects:
@@ -146,21 +136,6 @@ class _Build:
             self.records[record.form_id].append(record)
         self.rfstdtc: dict[str, str | None] = {}
         self.rfx: tuple[dict[str, str], dict[str, str]] = ({}, {})
-
-    def visit_number(self, subject: str, visit_id: str) -> float | None:
-        """SDTM VISITNUM: the schedule's order (1, 2, ...), a decimal for the unscheduled
-        visit, None for a visit with no number."""
-        if visit_id == UNSCHEDULED:
-            return self.unscheduled_numbers.get(subject)
-        return self.visit_numbers.get(visit_id)
-
-    def visit_label(self, subject: str, visit_id: str) -> str:
-        """SDTM VISIT, one per VISITNUM: the schedule's label, or UNSCHEDULED with its
-        number."""
-        if visit_id == UNSCHEDULED:
-            number = self.unscheduled_numbers.get(subject)
-            return "UNSCHEDULED" if number is None else f"UNSCHEDULED {number:.2f}"
-        return self.visit_labels.get(visit_id, visit_id)
 
     def field(self, form_id: str, field_id: str) -> FieldDef:
         return self.forms[form_id].field(field_id)
@@ -464,13 +439,13 @@ def sv_dataset(b: _Build) -> XptDataset:
         _v("SVSTDTC", "Start Date/Time of Visit"), _v("SVENDTC", "End Date/Time of Visit"),
         _v("SVSTDY", "Study Day of Start of Visit", "num", "Derived")]
     rows = []
-    held = [(v, b.visit_number(v.subject_code, v.visit_id)) for v in data.visit_dates]
-    for v, number in sorted(held, key=lambda h: (h[0].subject_code, h[1] or 0)):
-        if number is None:
+    for v in sorted(data.visit_dates, key=lambda v: (v.subject_code,
+                                                     b.visit_numbers.get(v.visit_id, 0))):
+        if v.visit_id not in b.visit_numbers:
             continue
         iso = v.on.isoformat()
-        rows.append((data.trial.code, "SV", usubjid(data, v.subject_code), number,
-                     b.visit_label(v.subject_code, v.visit_id), iso, iso,
+        rows.append((data.trial.code, "SV", usubjid(data, v.subject_code),
+                     b.visit_numbers[v.visit_id], b.visit_labels[v.visit_id], iso, iso,
                      study_day(iso, b.rfstdtc.get(v.subject_code))))
     return XptDataset("SV", DOMAIN_LABELS["SV"], tuple(variables), tuple(rows))
 
@@ -598,15 +573,15 @@ def findings_datasets(b: _Build) -> list[XptDataset]:
                 reason = missing_code(raw)
                 result, number = (None, None) if reason else _result(field_def, raw)
                 unit = test.unit if result is not None else None
-                visitnum = b.visit_number(record.subject, record.visit_id)
-                key = (f"{visitnum or 0:08.2f}", dtc or "",
+                key = (f"{b.visit_numbers.get(record.visit_id, 0):04d}", dtc or "",
                        f"{m_index:03d}", f"{t_index:03d}", record.repeat)
                 by_domain[p].append((key, [
                     data.trial.code, p, usubjid(data, record.subject), None, test.testcd,
                     test.test, mapping.category, mapping.method, test.laterality, result, unit,
                     result, number, unit if number is not None else None,
                     "NOT DONE" if reason else None, MISSING_CODES[reason] if reason else None,
-                    visitnum, b.visit_label(record.subject, record.visit_id), dtc,
+                    b.visit_numbers.get(record.visit_id),
+                    b.visit_labels.get(record.visit_id, record.visit_id), dtc,
                     study_day(dtc, b.rfstdtc.get(record.subject))]))
     datasets = []
     for p in ("VS", "LB", "QS", "OE", "XD"):

@@ -209,10 +209,10 @@ def _export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData
             )
         )
     visit_dates = tuple(
-        VisitDate(codes[p.id], UNSCHEDULED if v.is_unscheduled else v.visit_code, v.actual_on)
+        VisitDate(codes[p.id], v.visit_code, v.actual_on)
         for p in participants
         for v in visits_of[p.id]
-        if v.actual_on is not None and (v.visit_code in known_visits or v.is_unscheduled)
+        if v.actual_on is not None and v.visit_code in known_visits and not v.is_unscheduled
     )
     device_values = tuple(
         DeviceValue(codes[o.participant_id], o.stream, o.observed_at, o.value, o.unit)

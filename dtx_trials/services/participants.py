@@ -646,8 +646,7 @@ def record_visit_date(
     reanchor: bool | None = None,
     now: datetime.datetime | None = None,
 ) -> Visit:
-    """Record the date (and optionally the local time) a scheduled visit took place, or the
-    participant's unscheduled visit (``unscheduled``, where the protocol has forms for it).
+    """Record the date (and optionally the local time) a scheduled visit took place.
 
     The date and time are the site's local calendar and clock (its IANA time zone); a visit in
     the site's future is refused. The visit becomes `completed`; outside its window it raises an
@@ -666,23 +665,10 @@ def record_visit_date(
             raise Conflict(f"participant is {participant.status}; no new data may be entered")
         protocol = protocol_for(session, participant)
         definition = next((v for v in protocol.schedule.visits if v.id == visit_code), None)
-        # the participant's unscheduled visit, where the protocol lets forms be entered
-        # (`forms.save_form`): dated as any visit, with no window, plan or transition to it
-        unscheduled = (
-            visit_code == "unscheduled"
-            and bool(protocol.schedule.unscheduled_forms or log_forms(protocol))
-        )
-        if definition is None and not unscheduled:
-            known = [v.id for v in protocol.schedule.visits]
-            if protocol.schedule.unscheduled_forms or log_forms(protocol):
-                known.append("unscheduled")
+        if definition is None:
             raise ValidationError(
                 f"visit {visit_code} is not in the schedule",
-                {"visit": [f"one of: {', '.join(known)}"]},
-            )
-        if unscheduled and reanchor:
-            raise ValidationError(
-                "an unscheduled visit anchors no schedule", {"reanchor": ["not for this visit"]}
+                {"visit": [f"one of: {', '.join(v.id for v in protocol.schedule.visits)}"]},
             )
         zone, local_now = _site_now(session, participant, now)
         actual_at = (
@@ -699,8 +685,7 @@ def record_visit_date(
             v.visit_code: v
             for v in session.scalars(
                 select(Visit).where(
-                    Visit.participant_id == participant.id,
-                    Visit.is_unscheduled.is_(unscheduled),
+                    Visit.participant_id == participant.id, Visit.is_unscheduled.is_(False)
                 )
             )
         }
@@ -716,7 +701,7 @@ def record_visit_date(
             raise ValidationError(
                 "changing a recorded visit date needs a reason", {"reason": ["required"]}
             )
-        if reanchor and definition is not None:
+        if reanchor:
             # the caller fixes day 0 from this visit (the simulator, replaying a site's past):
             # every visit sharing the anchor, this one included, is re-planned first
             anchor_on = actual_on - datetime.timedelta(days=definition.day)
@@ -726,8 +711,7 @@ def record_visit_date(
                 f"{visit_code} took place on {actual_on.isoformat()}", only_planned=False,
             )
         if visit is None:
-            visit = Visit(participant_id=participant.id, visit_code=visit_code, status="open",
-                          is_unscheduled=unscheduled, occurrence=1)
+            visit = Visit(participant_id=participant.id, visit_code=visit_code, status="open")
             session.add(visit)
             audit.record_create(
                 session, actor, "visit.open", visit, trial_id=trial.id, site_id=participant.site_id
@@ -771,14 +755,14 @@ def record_visit_date(
                     f"{visit.window_start_on.isoformat()} – {visit.window_end_on.isoformat()}",
                     days_outside=off,
                 )
-        if reanchor is None and definition is not None:
+        if reanchor is None:
             # the protocol decides (schedule.visits[].reanchor): later visits not yet done
             _apply_plan(
                 session, actor, participant, visits,
                 replan_after(protocol.schedule, visit_code, actual_on),
                 f"{visit_code} took place on {actual_on.isoformat()}", only_planned=True,
             )
-        if not is_correction and not unscheduled:
+        if not is_correction:
             move_if_due(session, actor, participant, "visit")
     return visit
 

@@ -144,44 +144,6 @@ def test_without_reanchor_the_schedule_keeps_its_planned_dates(
     assert visits_of(client, staff, subject)["week_4"]["planned_on"] == before
 
 
-def test_the_unscheduled_visit_is_dated_as_any_visit_without_plan_or_deviation(
-    client: FlaskClient, tmp_path: Path
-) -> None:
-    """The participant's unscheduled visit (where the protocol has forms for it: its
-    unscheduled ADAS-Cog, its logs) takes a date as a scheduled visit does: opened by its first
-    data or by its date, completed, audited, a correction needs a reason; no window, no
-    deviation, no re-planning. Its date is what the SDTM export places it by."""
-    staff = load_variant(client, tmp_path, reanchor=True)
-    subject = enrolled_mci_participant(client, staff)
-    api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
-    url = f"/participants/{subject}/visits"
-    planned = visits_of(client, staff, subject)
-    on = local_today() - datetime.timedelta(days=2)
-    visit = api(client, staff["coord"], "POST", f"{url}/unscheduled/date",
-                {"date": on.isoformat()}, 200)
-    assert (visit["visit_code"], visit["is_unscheduled"]) == ("unscheduled", True)
-    assert (visit["status"], visit["actual_on"], visit["planned_on"]) == (
-        "completed", on.isoformat(), None)
-    assert visits_of(client, staff, subject) == planned  # nothing re-planned
-    assert api(client, staff["monitor"], "GET", "/deviations", expect=200) == []
-    body = api(client, staff["inv"], "POST", f"{url}/unscheduled/date",
-               {"date": (on - datetime.timedelta(days=1)).isoformat()}, 422)
-    assert "reason" in body["errors"]
-    api(client, staff["inv"], "POST", f"{url}/unscheduled/date",
-        {"date": (on - datetime.timedelta(days=1)).isoformat(), "reason": "typo"}, 200)
-    # the same visit row the forms are entered at, not a second one
-    api(client, staff["inv"], "PUT", f"{url}/unscheduled/forms/adverse_events",
-        {"values": {"ae_term": "headache"}}, 200)
-    rows = api(client, staff["inv"], "GET", f"{url}", expect=200)
-    assert [v["visit_code"] for v in rows if v["is_unscheduled"]] == ["unscheduled"]
-    actions = db.session.scalars(
-        select(AuditEvent.action).where(AuditEvent.entity_type == "visit",
-                                        AuditEvent.action.in_(["visit.open", "visit.date"]))
-        .order_by(AuditEvent.id)
-    ).all()
-    assert actions[-3:] == ["visit.open", "visit.date", "visit.date"]
-
-
 def test_schedule_anchors_are_the_sites_calendar_day() -> None:
     """Randomized at 00:30 in Beijing (16:30 UTC the day before): the schedule is anchored on
     the site's day, whatever the hour CI runs at (this failed between 16:00 and 24:00 UTC)."""
