@@ -999,21 +999,28 @@ def _schedule_context(participant: Participant, protocol: Protocol) -> dict[str,
         )
     )
     by_key = {(r.visit_id, r.form_code, r.repeat_index): r for r in records}
+    # the schedule's visits (dated on this page), then the unscheduled visit where the
+    # protocol has forms for it (`schedule.unscheduled_forms`; it takes no date)
+    rows = [(v.id, v.label.get(lang), v.forms, True) for v in protocol.schedule.visits]
+    if protocol.schedule.unscheduled_forms:
+        rows.append((LOG_VISIT, _t("unscheduled_visit"), protocol.schedule.unscheduled_forms,
+                     False))
     schedule = []
-    for visit_def in protocol.schedule.visits:
-        visit = visits.get(visit_def.id)
+    for visit_code, label, form_ids, dated in rows:
+        visit = visits.get(visit_code)
         schedule.append(
             {
-                "id": visit_def.id,
-                "label": visit_def.label.get(lang),
+                "id": visit_code,
+                "label": label,
                 "visit": visit,
+                "dated": dated,
                 "forms": [
                     (
                         form_id,
                         protocol.form(form_id).title.get(lang),
                         by_key.get((visit.id if visit else None, form_id, 1)),
                     )
-                    for form_id in visit_def.forms
+                    for form_id in form_ids
                 ],
             }
         )

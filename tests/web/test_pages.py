@@ -369,6 +369,24 @@ def test_repeating_form_entries(app: Flask, client: FlaskClient) -> None:
     assert 'value="Metformin"' in entry and 'data-show-if="[cm_ongoing] = &#39;0&#39;"' in entry
 
 
+def test_the_unscheduled_visits_forms_are_reached_from_the_participant_page(
+    app: Flask, client: FlaskClient
+) -> None:
+    """The protocol's unscheduled ADAS-Cog (`schedule.unscheduled_forms`) is linked from the
+    participant page's visit table (before, only a typed URL reached it), with its status once
+    entered; the unscheduled visit has no date form (it takes no date)."""
+    staff, subject = _randomized(client)
+    inv = PageClient(app, staff["inv"])
+    page = inv.text(f"{MCI}/participants/{subject}")
+    url = f"{MCI}/participants/{subject}/visits/unscheduled/forms/adas_cog"
+    assert "Unscheduled visit" in page and f'href="{url}"' in page
+    assert "visits/unscheduled/date" not in page and "visits/baseline/date" in page
+    values = {f"adas_q{i:02d}": "2" for i in range(1, 14)}
+    assert inv.post(url, {**values, "action": "submit"}).status_code == 302
+    row = inv.text(f"{MCI}/participants/{subject}").split("Unscheduled visit", 1)[1]
+    assert "submitted" in row.split("</tr>", 1)[0]
+
+
 def test_blinded_pages_never_show_the_arm(app: Flask, client: FlaskClient) -> None:
     staff, subject = _randomized(client)
     arm = db.session.scalars(select(Allocation.arm_code)).one()
