@@ -31,7 +31,7 @@ from dtx_trials.models import (
     Visit,
 )
 from dtx_trials.models.users import Role
-from dtx_trials.services import exports, forms, participants, protocols
+from dtx_trials.services import exports, forms, protocols
 from dtx_trials.services.access import Actor, Grant
 from dtx_trials.services.errors import ValidationError
 from dtx_trials.services.protocols import active_protocol
