@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
@@ -30,6 +31,9 @@ from tests.dtx_trials.trial_flow import (
     load_trial,
 )
 from tests.helpers import CLI, counted
+
+# every request counted here but a token's first finds its token in the cache
+pytestmark = pytest.mark.usefixtures("cached_tokens")
 
 ADAS = {f"adas_q{i + 1:02d}": 1 for i in range(13)}
 
