@@ -257,6 +257,7 @@ def test_fifty_thousand_records_in_one_batch_are_all_stored(
     assert n_observations() == 50_000
 
 
+@pytest.mark.usefixtures("cached_tokens")  # its pages' statement counts are compared
 def test_adherence_on_a_known_data_set(client: FlaskClient) -> None:
     staff = load_trial(client)
     good, poor, unrandomized = (enrolled_mci_participant(client, staff) for _ in range(3))
