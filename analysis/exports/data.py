@@ -206,8 +206,8 @@ class ExportData:
     coded_terms: Mapping[str, CodedTerm] = field(default_factory=dict)
     #: coded concomitant medications, likewise (CMDECOD)
     coded_medications: Mapping[str, CodedTerm] = field(default_factory=dict)
-    #: the forms that may be entered at a participant's unscheduled visit (the protocol's
-    #: ``schedule.unscheduled_forms`` and its logs): their values carry visit `UNSCHEDULED`
+    #: the protocol's ``schedule.unscheduled_forms``, entered at a participant's unscheduled
+    #: visit (with the logs, entered at any visit): their values carry visit `UNSCHEDULED`
     unscheduled_forms: tuple[str, ...] = ()
 
 

@@ -119,21 +119,23 @@ def _metadata(study: ET.Element, data: ExportData, mdv_oid: str) -> None:
     for order, visit in enumerate(data.visits, start=1):
         _el(protocol, "StudyEventRef", {"StudyEventOID": _oid("SE", visit.id),
                                         "OrderNumber": str(order), "Mandatory": "Yes"})
-    if data.unscheduled_forms:  # a participant's unscheduled visit, one each
+    # a log (adverse events, medications) is entered at any visit, the unscheduled one too
+    # (`forms.save_form`): every event references it, so that each FormData is one of its
+    # StudyEventDef's FormRefs
+    logs = tuple(form.id for form in data.forms if form.repeating)
+    unscheduled = (*data.unscheduled_forms, *logs)
+    if unscheduled:  # a participant's unscheduled visit, one each
         _el(protocol, "StudyEventRef", {"StudyEventOID": _oid("SE", UNSCHEDULED),
                                         "OrderNumber": str(len(data.visits) + 1),
                                         "Mandatory": "No"})
     forms = form_index(data)
-    # a log (adverse events, medications) is entered at any visit (`forms.save_form`): every
-    # event references it, so that each FormData is one of its StudyEventDef's FormRefs
-    logs = tuple(form.id for form in data.forms if form.repeating)
     events = [
         (visit.id, visit.label.en, "Scheduled",
          (*visit.forms, *(log for log in logs if log not in visit.forms)))
         for visit in data.visits
     ]  # fmt: skip
-    if data.unscheduled_forms:
-        events.append((UNSCHEDULED, "Unscheduled", "Unscheduled", data.unscheduled_forms))
+    if unscheduled:
+        events.append((UNSCHEDULED, "Unscheduled", "Unscheduled", unscheduled))
     for visit_id, name, kind, form_ids in events:
         event = _el(mdv, "StudyEventDef", {"OID": _oid("SE", visit_id), "Name": name,
                                            "Repeating": "No", "Type": kind})

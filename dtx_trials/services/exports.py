@@ -283,10 +283,7 @@ def _export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData
         ),
         forms=protocol.forms,
         visits=protocol.schedule.visits,
-        unscheduled_forms=tuple(
-            f.id for f in protocol.forms
-            if f.id in protocol.schedule.unscheduled_forms or f.repeating
-        ),
+        unscheduled_forms=tuple(protocol.schedule.unscheduled_forms),
         sites=tuple(SiteInfo(s.code, s.name, alpha3(s.country)) for s in sites.values()),
         subjects=tuple(subjects),
         values=tuple(values),
