@@ -183,6 +183,11 @@ class EproWindow:
     times: int | None = None
 
 
+#: the code of a participant's unscheduled visit (one per participant; its forms' entries are
+#: told apart by their repeat index): reserved, no schedule visit may take it
+UNSCHEDULED_VISIT = "unscheduled"
+
+
 @dataclass(frozen=True)
 class Schedule:
     visits: tuple[VisitDef, ...] = field(default_factory=tuple)

@@ -26,7 +26,7 @@ from ecrf.expressions import (
     parse,
     truthy,
 )
-from ecrf.model import FieldDef, FormDef
+from ecrf.model import UNSCHEDULED_VISIT, FieldDef, FormDef
 
 from .cdisc import CODELISTS, REQUIRED_VARIABLES, SPONSOR_TERMS, mappable_variables
 from .countries import alpha3
@@ -527,6 +527,10 @@ def _check_schedule(ctx: _Context) -> None:
     form_ids = {f.id for f in p.forms}
     scheduled: set[str] = set()
     for i, visit in enumerate(p.schedule.visits):
+        if visit.id == UNSCHEDULED_VISIT:
+            r.error(("schedule", "visits", i, "id"),
+                    f"'{UNSCHEDULED_VISIT}' is the code of every participant's unscheduled visit "
+                    "(schedule.unscheduled_forms, the logs); give this visit another id")
         if i and p.schedule.visits[i - 1].anchor == visit.anchor:
             before = p.schedule.visits[i - 1]
             if before.day + before.window_after >= visit.day - visit.window_before:

@@ -99,11 +99,6 @@ class SubjectRecord:
     screen_failed_on: date | None = None
 
 
-#: the visit id of values entered at a participant's unscheduled visit (one per participant;
-#: its forms' entries are told apart by their repeat index)
-UNSCHEDULED = "unscheduled"
-
-
 @dataclass(frozen=True)
 class FormValue:
     """One stored field value of one form instance, as a long row."""
@@ -207,7 +202,7 @@ class ExportData:
     #: coded concomitant medications, likewise (CMDECOD)
     coded_medications: Mapping[str, CodedTerm] = field(default_factory=dict)
     #: the protocol's ``schedule.unscheduled_forms``, entered at a participant's unscheduled
-    #: visit (with the logs, entered at any visit): their values carry visit `UNSCHEDULED`
+    #: visit (with the logs, entered at any visit): their values carry visit `UNSCHEDULED_VISIT`
     unscheduled_forms: tuple[str, ...] = ()
 
 

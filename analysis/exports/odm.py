@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from analysis.exports.data import (
-    UNSCHEDULED,
     AuditEntry,
     ExportData,
     ExportError,
@@ -34,7 +33,7 @@ from analysis.exports.data import (
     missing_code,
     text_of,
 )
-from ecrf.model import FieldDef, FormDef, Label
+from ecrf.model import UNSCHEDULED_VISIT, FieldDef, FormDef, Label
 
 ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
@@ -125,7 +124,7 @@ def _metadata(study: ET.Element, data: ExportData, mdv_oid: str) -> None:
     logs = tuple(form.id for form in data.forms if form.repeating)
     unscheduled = (*data.unscheduled_forms, *logs)
     if unscheduled:  # a participant's unscheduled visit, one each
-        _el(protocol, "StudyEventRef", {"StudyEventOID": _oid("SE", UNSCHEDULED),
+        _el(protocol, "StudyEventRef", {"StudyEventOID": _oid("SE", UNSCHEDULED_VISIT),
                                         "OrderNumber": str(len(data.visits) + 1),
                                         "Mandatory": "No"})
     forms = form_index(data)
@@ -135,7 +134,7 @@ def _metadata(study: ET.Element, data: ExportData, mdv_oid: str) -> None:
         for visit in data.visits
     ]  # fmt: skip
     if unscheduled:
-        events.append((UNSCHEDULED, "Unscheduled", "Unscheduled", unscheduled))
+        events.append((UNSCHEDULED_VISIT, "Unscheduled", "Unscheduled", unscheduled))
     for visit_id, name, kind, form_ids in events:
         event = _el(mdv, "StudyEventDef", {"OID": _oid("SE", visit_id), "Name": name,
                                            "Repeating": "No", "Type": kind})

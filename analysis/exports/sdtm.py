@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from analysis.exports.data import (
-    UNSCHEDULED,
     ExportData,
     ExportError,
     FieldValue,
@@ -36,7 +35,7 @@ from analysis.exports.data import (
     text_of,
 )
 from analysis.exports.xport import Cell, XptDataset, XptVariable
-from ecrf.model import MISSING_CODES, FieldDef, FormDef
+from ecrf.model import MISSING_CODES, UNSCHEDULED_VISIT, FieldDef, FormDef
 from protocols.cdisc import mappable_variables
 from protocols.model import CdiscSpec, DomainMap, VariableMap
 
@@ -119,7 +118,8 @@ class _Build:
         self.visit_numbers = {v.id: n for n, v in enumerate(data.visits, start=1)}
         # the unscheduled visit has no date to be placed by (one visit row holds a
         # participant's every unscheduled entry): VISIT UNSCHEDULED, no VISITNUM, no SV row
-        self.visit_labels = {v.id: v.label.en for v in data.visits} | {UNSCHEDULED: "UNSCHEDULED"}
+        self.visit_labels = {v.id: v.label.en for v in data.visits} | {
+            UNSCHEDULED_VISIT: "UNSCHEDULED"}
         self.visit_dates = {(v.subject_code, v.visit_id): v.on for v in data.visit_dates}
         records: dict[tuple[str, str, str, int], _Record] = {}
         for value in data.values:

@@ -23,7 +23,6 @@ from analysis.exports import (
     build_xpt_exports,
 )
 from analysis.exports.data import (
-    UNSCHEDULED,
     ArmInfo,
     AuditEntry,
     DeviceValue,
@@ -57,6 +56,7 @@ from dtx_trials.services.access import Actor, require, sees_arms
 from dtx_trials.services.errors import ValidationError
 from dtx_trials.services.participants import RecordValues, log_forms, submitted_values
 from dtx_trials.services.protocols import active_protocol, blinded_roles
+from ecrf.model import UNSCHEDULED_VISIT
 from protocols.countries import alpha3
 from protocols.model import Protocol
 
@@ -151,7 +151,7 @@ def _export_data(session: Session, trial: Trial, *, blinded: bool) -> ExportData
             visit.visit_code in known_visits or visit.is_unscheduled
         ):
             continue
-        visit_id = UNSCHEDULED if visit.is_unscheduled else visit.visit_code
+        visit_id = UNSCHEDULED_VISIT if visit.is_unscheduled else visit.visit_code
         record_index[record.id] = (visit_id, record.form_code, record.repeat_index)
         owners[record.id] = record.participant_id
         records_of[record.participant_id].append(

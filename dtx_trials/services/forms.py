@@ -36,7 +36,7 @@ from dtx_trials.services.participants import (
     version_protocol,
 )
 from ecrf.checks import FormEvaluation, evaluate_form
-from ecrf.model import FormDef
+from ecrf.model import UNSCHEDULED_VISIT, FormDef
 
 EDITABLE = frozenset({"draft", "submitted", "verified", "signed"})
 SIGNATURE_MEANINGS = ("authorship", "review", "approval", "responsibility")
@@ -126,7 +126,7 @@ def _visit(
     """The visit the form is entered at (``visit``: the participant's row of that code, if
     any), opened on first data entry when the schedule has it."""
     scheduled = visit_code in protocol.visits_of_form(form.id) or (
-        visit_code == "unscheduled" and form.id in protocol.schedule.unscheduled_forms
+        visit_code == UNSCHEDULED_VISIT and form.id in protocol.schedule.unscheduled_forms
     )
     if not scheduled and not form.repeating:
         raise ValidationError(
@@ -134,12 +134,12 @@ def _visit(
             {"visit": [f"scheduled at: {', '.join(protocol.visits_of_form(form.id)) or 'none'}"]},
         )
     known = [v.id for v in protocol.schedule.visits]
-    if not scheduled and visit_code not in known and visit_code != "unscheduled":
+    if not scheduled and visit_code not in known and visit_code != UNSCHEDULED_VISIT:
         # a log form (adverse events, medications) is entered at any visit of the schedule,
         # never at a visit the schedule does not have
         raise ValidationError(
             f"visit {visit_code} is not in the schedule",
-            {"visit": [f"one of: {', '.join([*known, 'unscheduled'])}"]},
+            {"visit": [f"one of: {', '.join([*known, UNSCHEDULED_VISIT])}"]},
         )
     if visit is None:
         # screening visits and visits not planned yet are opened on first data entry
@@ -149,7 +149,7 @@ def _visit(
                 participant_id=participant.id,
                 visit_code=visit_code,
                 occurrence=1,
-                is_unscheduled=visit_code == "unscheduled",
+                is_unscheduled=visit_code == UNSCHEDULED_VISIT,
                 planned_on=None,
                 window_start_on=None,
                 window_end_on=None,

@@ -35,6 +35,7 @@ from dtx_trials.services.protocols import (
     protocol_of,
 )
 from ecrf.checks import EligibilityResult, evaluate_eligibility
+from ecrf.model import UNSCHEDULED_VISIT
 from ecrf.schedule import PlannedVisit, days_outside_window, plan_visits, replan_after
 from protocols.model import Protocol
 
@@ -933,7 +934,7 @@ def _moves_at_visit(
     under a pending ``next_visit`` amendment: a scheduled visit holding no data yet (a log
     form — adverse events, medications — entered at any visit is not a visit taking place)."""
     pending = pending_version(session, participant)
-    if pending is None or pending[2] != "next_visit" or visit_code == "unscheduled":
+    if pending is None or pending[2] != "next_visit" or visit_code == UNSCHEDULED_VISIT:
         return False
     form = None
     for protocol in (pending[1], protocol_for(session, participant)):

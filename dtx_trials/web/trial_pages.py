@@ -71,13 +71,12 @@ from dtx_trials.services.errors import Conflict, DomainError, NotFound, Validati
 from dtx_trials.web import charts
 from dtx_trials.web.i18n import translate, translate_message
 from dtx_trials.web.pages import activation_link
-from ecrf.model import FormDef
+from ecrf.model import UNSCHEDULED_VISIT, FormDef
 from ecrf.render import form_to_json
 from protocols.loader import load_protocol_report
 from protocols.model import Protocol
 
 ECRF_STATIC = str(Path(__file__).resolve().parents[2] / "ecrf" / "static")
-LOG_VISIT = "unscheduled"  # repeating forms (adverse events, medications) are kept here
 AUDIT_PAGE_SIZE = 50
 MESSAGES_AFTER_REDIRECT = frozenset({"saved", "password_changed", "invited"})
 UNBLIND_CATEGORIES = ("serious_adverse_event", "medical_emergency", "regulatory", "other")
@@ -1003,8 +1002,8 @@ def _schedule_context(participant: Participant, protocol: Protocol) -> dict[str,
     # protocol has forms for it (`schedule.unscheduled_forms`; it takes no date)
     rows = [(v.id, v.label.get(lang), v.forms, True) for v in protocol.schedule.visits]
     if protocol.schedule.unscheduled_forms:
-        rows.append((LOG_VISIT, _t("unscheduled_visit"), protocol.schedule.unscheduled_forms,
-                     False))
+        rows.append((UNSCHEDULED_VISIT, _t("unscheduled_visit"),
+                     protocol.schedule.unscheduled_forms, False))
     schedule = []
     for visit_code, label, form_ids, dated in rows:
         visit = visits.get(visit_code)
@@ -1035,13 +1034,15 @@ def _schedule_context(participant: Participant, protocol: Protocol) -> dict[str,
                 "title": form.title.get(lang),
                 "entries": entries,
                 "visit_codes": {
-                    r.id: next((c for c, v in visits.items() if v.id == r.visit_id), LOG_VISIT)
+                    r.id: next(
+                        (c for c, v in visits.items() if v.id == r.visit_id), UNSCHEDULED_VISIT
+                    )
                     for r in entries
                 },
                 "next_index": max((r.repeat_index for r in entries), default=0) + 1,
             }
         )
-    return {"schedule": schedule, "logs": logs, "log_visit": LOG_VISIT}
+    return {"schedule": schedule, "logs": logs, "log_visit": UNSCHEDULED_VISIT}
 
 
 @bp.get("/trials/<code>/participants/<subject>")
@@ -1592,7 +1593,7 @@ def _record_action(
     trial = _trial(code)
     record, participant = form_service.get_record(db.session, _actor(), trial, record_id)
     visit = db.session.get(Visit, record.visit_id) if record.visit_id else None
-    visit_code = visit.visit_code if visit else LOG_VISIT
+    visit_code = visit.visit_code if visit else UNSCHEDULED_VISIT
     try:
         call(trial)
     except DomainError as exc:
@@ -1705,7 +1706,7 @@ def _render_queries(trial: Trial, status: int = 200, **extra: Any) -> tuple[str,
             "participant": row.participant,
             "site_code": row.site_code,
             "age_days": row.age_days,
-            "visit_code": row.visit_code or LOG_VISIT,
+            "visit_code": row.visit_code or UNSCHEDULED_VISIT,
             "may_answer": can(actor, "query.answer", trial.id, row.participant.site_id),
             "may_close": can(actor, "query.close", trial.id, row.participant.site_id),
         }

@@ -705,3 +705,16 @@ def test_site_target_is_a_positive_integer() -> None:
     assert "integer" in only_error(replace(text, "target: 0", "target: 2.5")).message
     protocol = load_protocol_text(replace(text, "target: 0", "target: 12345"))
     assert protocol.sites.initial_sites[0].target == 12345
+
+
+def test_no_schedule_visit_takes_the_unscheduled_visits_code() -> None:
+    # a visit named 'unscheduled' would be every participant's unscheduled visit too: its forms
+    # saved as unscheduled entries, exported under VISIT UNSCHEDULED with no VISITNUM
+    text = replace(MINIMAL, "- id: week_4", "- id: unscheduled")
+    text = text.replace("week_4", "unscheduled")
+    issue = only_error(text)
+    assert issue.path == "schedule.visits[1].id"
+    assert issue.message.startswith("'unscheduled' is the code of every participant's "
+                                    "unscheduled visit")
+    assert issue.line == line_of(text, "- id: unscheduled")
+    assert errors(text.replace("unscheduled", "unscheduled_1")) == []
