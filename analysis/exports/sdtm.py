@@ -329,8 +329,8 @@ def dm_dataset(b: _Build) -> XptDataset:
     without = sorted({s.site_code for s in data.subjects
                       if sites.get(s.site_code) is None or sites[s.site_code].country is None})
     if without:  # DM.COUNTRY is required, and never guessed
-        raise ExportError(f"DM.COUNTRY: site(s) {', '.join(without)} have no country recorded "
-                          "(set the site's ISO 3166-1 country code, then export again)")
+        raise ExportError(f"DM.COUNTRY: site(s) {', '.join(without)} have no ISO 3166-1 country "
+                          "recorded (set the site's country code, then export again)")
     maps = b.spec.domain_maps("DM")
     if not maps:
         raise ExportError("the cdisc mapping has no DM mapping (SEX is required)")

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from analysis.exports.xport import XptError
 from dtx_trials.extensions import db
@@ -317,8 +317,16 @@ def test_sdtm_dm_country_is_the_sites_recorded_country_never_a_guess(app: Flask)
     db.session.commit()
     with pytest.raises(ValidationError) as refused:
         _exported(trial, ["xpt"])
-    assert f"site(s) {sites[1].code} have no country" in str(refused.value.errors)
+    assert f"site(s) {sites[1].code} have no ISO 3166-1 country" in str(refused.value.errors)
     assert "csv/subjects.csv" in _exported(trial, ["csv"])
+
+    # a database administrator writes a code the services refuse: refused the same way, never
+    # exported as a guess
+    db.session.execute(update(Site).where(Site.id == sites[1].id).values(country="ZZ"))
+    db.session.commit()
+    with pytest.raises(ValidationError) as refused:
+        _exported(trial, ["xpt"])
+    assert f"site(s) {sites[1].code} have no ISO 3166-1 country" in str(refused.value.errors)
 
 
 def test_odm_02_a_real_trials_clinical_data_follows_its_metadata(app: Flask) -> None:

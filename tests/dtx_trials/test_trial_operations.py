@@ -87,6 +87,10 @@ def test_site_country_is_an_iso_3166_alpha_2_code(client: FlaskClient) -> None:
     assert list(body["errors"]) == ["json"] and "country" in body["errors"]["json"], body
     assert db.session.scalar(select(Site).where(Site.code == "XX1")) is None
     api(client, staff["sponsor"], "PATCH", "/sites/BJ01", {"country": "China"}, 422)
+    # hostile bytes (PostgreSQL refuses a NUL that SQLite stores) are a 422, never the database's
+    api(client, staff["sponsor"], "PATCH", "/sites/BJ01", {"country": "\x00\x00"}, 422)
+    api(client, staff["sponsor"], "POST", "/sites",
+        {"code": "XX2", "name": "Nul", "country": "J\x00"}, 422)
     api(client, staff["sponsor"], "PATCH", "/sites/BJ01", {"country": "JP"}, 200)
     created = api(client, staff["sponsor"], "POST", "/sites",
                   {"code": "DE01", "name": "Berlin", "country": "DE"}, 201)
