@@ -212,7 +212,7 @@ def report_sae(
         event = _event(session, actor, trial, event_id, "safety.report")
         if event.kind != "sae":
             raise Conflict("only an SAE has an expedited report")
-        if event.status == "reported":
+        if event.reported_at is not None:  # reported, or closed by its final follow-up
             raise Conflict("the initial report was already filed")
         before = audit.snapshot(event)
         event.status = "reported"

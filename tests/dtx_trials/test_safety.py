@@ -122,6 +122,18 @@ def test_sae_follow_ups_track_causality_expectedness_and_outcome(
     assert final["status"] == "closed" and len(final["follow_ups"]) == 2
     assert api(client, inv, "POST", follow, update, 409)["message"] == (
         "the SAE was closed by its final follow-up")
+    # a closed case's initial report is not filed again: neither reopened nor rewritten (its
+    # time, author, assessment and narrative; before, a closed event took a second report)
+    report = f"/safety-events/{event['id']}/report"
+    again = {"causality": "related", "expectedness": "expected", "narrative": "Rewritten."}
+    assert api(client, inv, "POST", report, again, 409)["message"] == (
+        "the initial report was already filed")
+    (closed,) = api(client, staff["monitor"], "GET", "/safety-events")
+    assert (closed["status"], closed["causality"], closed["expectedness"]) == (
+        "closed", "not_related", "unexpected")
+    assert closed["is_within_clock"] is True
+    stored = db.session.get(SafetyEvent, event["id"])
+    assert stored is not None and stored.narrative == "Fell at home; hospitalised overnight."
     assert [e["status"] for e in api(client, staff["monitor"], "GET",
                                      "/safety-events?status=closed")] == ["closed"]
     # the changed assessment is named in the trail, the closure is audited
