@@ -196,6 +196,11 @@ def code_term(session: Session, actor: Actor, trial: Trial, *, kind: str, verbat
         if (kind, " ".join(verbatim.split())) not in known:
             raise ValidationError("no record carries this verbatim term",
                                   {"verbatim": [verbatim[:80]]})
+        if len(coding_key(verbatim)) > MAX_TEXT:  # the queue shows what a form let through
+            raise ValidationError(
+                f"a verbatim term longer than {MAX_TEXT} characters is not coded (SDTM "
+                "--TERM holds 200): correct it on its form, through a data query",
+                {"verbatim": [f"{len(verbatim)} characters, at most {MAX_TEXT}"]})
         if (kind, coding_key(verbatim)) in _coded(session, trial):
             raise Conflict(f"'{verbatim[:80]}' is already coded")
         match = _dictionary(session, trial).get(coding_key(dictionary_term))

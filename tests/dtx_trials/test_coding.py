@@ -127,6 +127,46 @@ def test_auto_coding_codes_exact_matches_and_the_export_uses_them(app: Flask) ->
                                text=DICTIONARY.read_text(encoding="utf-8"))
 
 
+def test_a_verbatim_term_longer_than_200_characters_is_refused_not_a_server_error(
+    app: Flask, tmp_path: Path
+) -> None:
+    """A sponsor's AE form without max_length lets a long verbatim through; its coding is a
+    422 naming the field on both databases (before, the page's form reached PostgreSQL with a
+    210-character key for a 200-character column: a 500), and nothing is written."""
+    text = (ROOT / "protocols" / "library" / "pediatric_myopia.yaml").read_text(encoding="utf-8")
+    old = "label: {en: Event, zh: 事件}, required: true, max_length: 200,"
+    assert old in text
+    path = tmp_path / "myopia.yaml"
+    path.write_text(text.replace(old, "label: {en: Event, zh: 事件}, required: true,"),
+                    encoding="utf-8")
+    protocols.load_library_file(db.session, CLI, path)
+    trial = db.session.scalars(select(Trial).where(Trial.code == CODE)).one()
+    fix_randomization_secret(trial.id)
+    populate_trial(db.session, trial, n_participants=8, seed=21, today=TODAY)
+    record, subject, visit = db.session.execute(
+        select(FormRecord, Participant.subject_code, Visit.visit_code)
+        .join(Participant, Participant.id == FormRecord.participant_id)
+        .join(Visit, Visit.id == FormRecord.visit_id)
+        .where(Participant.trial_id == trial.id, FormRecord.form_code == "adverse_events")
+        .order_by(FormRecord.id)
+    ).first()  # type: ignore[misc]
+    long_term = "eye strain after " + "reading under poor light " * 8
+    assert len(long_term.strip()) > 200
+    forms.save_form(db.session, _as(trial, Role.INVESTIGATOR), trial, subject, visit,
+                    "adverse_events", {**record.data, "ae_term": long_term}, submit=True,
+                    repeat_index=101, today=TODAY)
+    manager = _as(trial, Role.DATA_MANAGER)
+    coding.load_dictionary(db.session, manager, trial, name="DTX-SYNTHETIC", version="1.0",
+                           text=DICTIONARY.read_text(encoding="utf-8"))
+    assert long_term.strip() in {i.verbatim for i in coding.coding_queue(db.session, manager,
+                                                                         trial)}
+    with pytest.raises(ValidationError) as refused:
+        coding.code_term(db.session, manager, trial, kind="ae", verbatim=long_term,
+                         dictionary_term="eye strain")
+    assert "verbatim" in refused.value.errors
+    assert db.session.scalar(select(func.count()).select_from(CodedTerm)) == 0
+
+
 @pytest.mark.parametrize(("text", "where"), [
     ("term,pt\nheadache,Headache\n", "line 1"),
     ("term,preferred_term,body_system\nheadache,Headache\n", "line 2"),
