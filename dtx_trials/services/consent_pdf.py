@@ -25,6 +25,7 @@ def build_consent_pdf(
     document_id: str,
     version: str,
     language: str,
+    read_in: str,
     title: str,
     body: str,
     answers: Sequence[tuple[str, str]],
@@ -33,7 +34,9 @@ def build_consent_pdf(
     signed_at: datetime.datetime,
     verification: str,
 ) -> bytes:
-    """Return the PDF bytes of one signed consent document."""
+    """Return the PDF bytes of one signed consent document: ``language`` the document's (the
+    approved version's), ``read_in`` the language its texts are given in, as the signer's page
+    showed them."""
     fonts = load_fonts()
     buffer = io.BytesIO()
     pdf = canvas.Canvas(buffer, pagesize=A4, invariant=True)
@@ -62,6 +65,8 @@ def build_consent_pdf(
 
     line(title, bold=True, size=14)
     line(f"{trial_code} · {document_id} v{version} ({language}) · {subject_code}")
+    if read_in != language:
+        line(f"Read and signed in: {read_in}")
     y -= LINE
     paragraph(body)
     y -= LINE

@@ -189,10 +189,15 @@ def _by_token(session: Session, token: str, now: datetime.datetime, *, lock: boo
     if lock:
         invitation = lock_row(session, ConsentInvitation, invitation.id)
         assert invitation is not None
+    participant = session.get(Participant, invitation.participant_id)
     if (
         invitation.signed_at is not None
         or invitation.revoked_at is not None
         or invitation.expires_at <= now
+        # a participant who has left the study (withdrawn, screen failed, completed) signs
+        # nothing more through a link sent before (as ePRO links and app tokens)
+        or participant is None
+        or participant.status not in ACTIVE_STATUSES
     ):
         raise LinkGoneError("the link can no longer be used")
     return invitation
@@ -273,10 +278,13 @@ def sign_invitation(
     typed_name: str,
     code: str,
     answers: Mapping[str, str],
+    read_in: str | None = None,
     now: datetime.datetime | None = None,
 ) -> Consent:
     """Sign on the link: every comprehension answer right (422 naming the wrong ones), the
-    typed name, and the one-time code (403; three wrong codes revoke the link)."""
+    typed name, and the one-time code (403; three wrong codes revoke the link). ``read_in``:
+    the language the signer's page showed the document's texts in (default: the document's
+    own); the signed PDF holds the texts in it."""
     now = now or utcnow()
     name = (typed_name or "").strip()
     with transaction(session):
@@ -316,13 +324,14 @@ def sign_invitation(
             raise OtpRejectedError(
                 "the code is not correct", attempts_left=MAX_CODE_FAILURES - failures
             )
-        lang = view.document.language
+        lang = read_in or view.document.language
         pdf = build_consent_pdf(
             trial_code=view.trial_code,
             subject_code=view.subject_code,
             document_id=view.document.id,
             version=view.document.version,
-            language=lang,
+            language=view.document.language,
+            read_in=lang,
             title=view.document.title.get(lang),
             body=view.document.body.get(lang) if view.document.body else "",
             answers=[

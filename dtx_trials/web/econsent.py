@@ -106,6 +106,16 @@ def _message(kind: str, status: int, lang: str) -> tuple[str, int]:
     ), status
 
 
+def _text_language(document: ConsentDocument, lang: str) -> tuple[str, dict[str, str]]:
+    """The language the document's text is shown in on a page in ``lang``, and the texts that
+    fell back to another: a document in a language with no page catalog (ja, ko, ...) is read in
+    its own language, the one it was approved in; one in English or Chinese follows the page's
+    language, a text missing in it falls back (Label.get) and is marked as such."""
+    if document.language.split("-")[0] in ("en", "zh"):
+        return i18n.HTML_LANG[lang], document_fallbacks(document, lang)
+    return document.language, {}
+
+
 def _page(token: str, status: int = 200, **extra: Any) -> tuple[str, int]:
     try:
         view = service.open_invitation(db.session, token)
@@ -116,13 +126,7 @@ def _page(token: str, status: int = 200, **extra: Any) -> tuple[str, int]:
     document = view.document
     lang = _lang(document.language)
     chrome = _chrome(lang)
-    # a document in a language with no page catalog (ja, ko, ...) is read in its own language,
-    # the one it was approved in; one in English or Chinese follows the page's language, a text
-    # missing in it falls back (Label.get) and is marked as such
-    if document.language.split("-")[0] in ("en", "zh"):
-        text_lang, fallbacks = chrome["html_lang"], document_fallbacks(document, lang)
-    else:
-        text_lang, fallbacks = document.language, {}
+    text_lang, fallbacks = _text_language(document, lang)
     return render_template(
         "econsent/sign.html",
         text_lang=text_lang,
@@ -166,9 +170,12 @@ def sign(token: str) -> Response | tuple[str, int]:
         key[len("q_"):]: value for key, value in request.form.items() if key.startswith("q_")
     }
     try:
+        # the signed record (its PDF) holds the text in the language this page showed it in
+        document = service.open_invitation(db.session, token).document
         service.sign_invitation(
             db.session, token, typed_name=request.form.get("typed_name", ""),
             code=request.form.get("code", "")[:20], answers=answers,
+            read_in=_text_language(document, _lang(document.language))[0],
         )
     except LinkNotFoundError:
         return _message("invalid", 404, _lang())

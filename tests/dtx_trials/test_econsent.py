@@ -166,6 +166,70 @@ def test_three_wrong_codes_revoke_the_link_and_expired_links_are_gone(
     assert signer.get("/econsent/not-a-token").status_code == 404
 
 
+def test_a_link_sent_before_the_participant_left_signs_nothing(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    """A participant withdrawn after an invitation was sent: the link is gone (410) for
+    opening, for a code and for signing, and no consent is created after the withdrawal
+    (before, the link still signed and asked the investigator to countersign)."""
+    staff = load_with_questions(client, tmp_path)
+    inv = staff["inv"]
+    subject = api(client, inv, "POST", "/participants",
+                  {"site": "BJ01", "identifiers": {"phone": "13900001111"}}, 201)["subject_code"]
+    issued = api(client, inv, "POST", f"/participants/{subject}/econsent",
+                 {"document_id": "main_icf", "version": "1.0", "language": "en",
+                  "channel": "sms"}, 201)
+    url = issued["url"].replace("http://localhost", "")
+    signer = app.test_client()
+    csrf = page_csrf(signer.get(url).get_data(as_text=True))
+    assert signer.post(f"{url}/code", data={"csrf_token": csrf}).status_code == 303
+    sms = db.session.scalars(select(Notification).where(Notification.kind == "econsent.code")).one()
+    code = re.search(r"(\d{6})", sms.body).group(1)  # type: ignore[union-attr]
+    api(client, inv, "POST", f"/participants/{subject}/withdrawal", {"reason": "moved"}, 200)
+    sign = {"csrf_token": csrf, "typed_name": "Li Lei", "code": code}
+    assert signer.post(f"{url}/sign", data=sign).status_code == 410
+    assert signer.post(f"{url}/code", data={"csrf_token": csrf}).status_code == 410
+    assert signer.get(url).status_code == 410
+    assert db.session.scalars(select(Consent)).all() == []
+    assert "econsent.countersign" not in set(db.session.scalars(select(Notification.kind)))
+
+
+def test_the_signed_pdf_holds_the_text_in_the_language_the_signer_read(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    """The zh-CN partner consent read on an English page (?lang=en): the signed PDF holds the
+    English text the page showed, says it was read in English and keeps the document's
+    identity (zh-CN); before, it held the Chinese text the signer never saw."""
+    import io
+
+    from pypdf import PdfReader
+
+    staff = load_with_questions(client, tmp_path)
+    inv = staff["inv"]
+    subject = api(client, inv, "POST", "/participants",
+                  {"site": "BJ01", "identifiers": {"phone": "13900001111"}}, 201)["subject_code"]
+    issued = api(client, inv, "POST", f"/participants/{subject}/econsent",
+                 {"document_id": "partner_icf", "version": "1.0", "language": "zh-CN",
+                  "channel": "sms", "address": "13900002222"}, 201)
+    url = issued["url"].replace("http://localhost", "")
+    signer = app.test_client()
+    page = signer.get(f"{url}?lang=en").get_data(as_text=True)
+    assert "You may stop at any time." in page and "您可以随时退出。" not in page
+    csrf = page_csrf(page)
+    assert signer.post(f"{url}/code?lang=en", data={"csrf_token": csrf}).status_code == 303
+    sms = db.session.scalars(select(Notification).where(Notification.kind == "econsent.code")).one()
+    code = re.search(r"(\d{6})", sms.body).group(1)  # type: ignore[union-attr]
+    done = signer.post(f"{url}/sign?lang=en", data={
+        "csrf_token": csrf, "typed_name": "Han Meimei", "code": code, "q_can_stop": "yes"})
+    assert done.status_code == 303, done.get_data(as_text=True)
+    consent = db.session.scalars(select(Consent)).one()
+    assert consent.language == "zh-CN" and consent.pdf is not None
+    text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(consent.pdf)).pages)
+    assert "Study partner consent" in text and "You may stop at any time." in text
+    assert "您可以随时退出" not in text
+    assert "(zh-CN)" in text and "Read and signed in: en" in text
+
+
 def test_a_consent_document_in_a_declared_language_is_read_in_it(
     app: Flask, client: FlaskClient, tmp_path: Path
 ) -> None:
