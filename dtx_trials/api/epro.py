@@ -31,12 +31,18 @@ class EproLinkIssueSchema(StrictSchema):
         load_default=service.DEFAULT_HOURS, validate=validate.Range(min=1, max=service.MAX_HOURS)
     )
     channel = fields.String(load_default="none", validate=validate.OneOf(service.CHANNELS))
+    repeat_index = fields.Integer(
+        load_default=1, validate=validate.Range(min=1, max=1000),
+        metadata={"description": "the occurrence of a repeating questionnaire window "
+                  "(schedule.epro every_days/times: week n is n); 1 otherwise"},
+    )
 
 
 class EproLinkSchema(Schema):
     id = fields.Integer()
     visit = fields.Function(lambda link: (link.meta or {}).get("visit_code"))
     form = fields.String(attribute="form_code")
+    repeat_index = fields.Function(lambda link: (link.meta or {}).get("repeat_index", 1))
     channel = fields.String(allow_none=True)
     otp_required = fields.Function(lambda link: link.otp_hash is not None)
     status = fields.Function(lambda link: service.link_status(link))

@@ -168,11 +168,14 @@ def issue_link(
     expires_in_hours: int = DEFAULT_HOURS,
     channel: str = "none",
     repeat_index: int = 1,
+    expires_at: datetime.datetime | None = None,
 ) -> IssuedLink:
     """Create a personal link for one participant, visit and ePRO form (site staff).
 
     Earlier open links for the same visit and form are revoked. With channel sms/email a
     one-time code goes to the participant's phone/e-mail and the link asks for it.
+    ``expires_at`` (the scheduler: the end of the questionnaire's window) replaces the
+    lifetime in hours.
     """
     if channel not in CHANNELS:
         raise ValidationError("unknown channel", {"channel": [f"one of {', '.join(CHANNELS)}"]})
@@ -184,7 +187,15 @@ def issue_link(
         participant = get_participant(session, actor, trial, subject_code, "epro.issue", lock=True)
         if participant.status not in forms.OPEN_PARTICIPANT_STATUSES:
             raise Conflict(f"participant is {participant.status}; no new data may be entered")
-        form_def = _participant_form(protocol_for(session, participant), form, visit)
+        protocol = protocol_for(session, participant)
+        form_def = _participant_form(protocol, form, visit)
+        occurrences = max((w.times or 1 for w in protocol.schedule.epro
+                           if w.form == form_def.id and w.visit == visit), default=1)
+        if not 1 <= repeat_index <= occurrences:
+            raise ValidationError(
+                f"form {form} at visit {visit} has {occurrences} window(s)",
+                {"repeat_index": [f"between 1 and {occurrences}"]},
+            )
         visit_row = _visit_row(session, participant, visit)
         record = _record(session, participant, visit_row, form_def.id, repeat_index)
         if record is not None and record.status != "draft":
@@ -200,7 +211,7 @@ def issue_link(
                 f"the participant has no {what} on file", {"channel": [f"no {what} on file"]}
             )
         now = utcnow()
-        for earlier in _open_links(session, participant, visit, form_def.id, now):
+        for earlier in _open_links(session, participant, visit, form_def.id, repeat_index, now):
             before = audit.snapshot(earlier)
             earlier.revoked_at = now
             audit.record_update(
@@ -223,7 +234,7 @@ def issue_link(
             channel=channel,
             created_at=now,
             created_by_id=actor.user_id,
-            expires_at=now + datetime.timedelta(hours=expires_in_hours),
+            expires_at=expires_at or now + datetime.timedelta(hours=expires_in_hours),
             # a repeating questionnaire (weekly, ...) answers its n-th window as entry n
             meta={"visit_code": visit, "otp_failures": 0,
                   **({"repeat_index": repeat_index} if repeat_index != 1 else {})},
@@ -287,8 +298,11 @@ def _open_links(
     participant: Participant,
     visit_code: str,
     form_code: str,
+    repeat_index: int,
     now: datetime.datetime,
 ) -> list[EproLink]:
+    """The open links of one window (visit, form, occurrence): a new link supersedes them,
+    never another week's."""
     links = session.scalars(
         select(EproLink).where(
             EproLink.participant_id == participant.id,
@@ -301,6 +315,7 @@ def _open_links(
         link
         for link in links
         if link.expires_at > now and (link.meta or {}).get("visit_code") == visit_code
+        and (link.meta or {}).get("repeat_index", 1) == repeat_index
     ]
 
 
@@ -491,7 +506,10 @@ def context_for(
     trial = session.get(Trial, participant.trial_id)
     assert trial is not None
     visit_code = str((link.meta or {}).get("visit_code", ""))
-    form = protocol_for(session, participant).form(link.form_code)
+    try:
+        form = protocol_for(session, participant).form(link.form_code)
+    except KeyError as exc:  # an amendment removed the questionnaire after the link was sent
+        raise LinkGoneError("this questionnaire is no longer part of the study") from exc
     repeat_index = int((link.meta or {}).get("repeat_index", 1))
     record = _record(session, participant, _visit_row(session, participant, visit_code), form.id,
                      repeat_index)

@@ -126,7 +126,8 @@ def tick(
     session.rollback()
     issued = reminded = n_open = 0
     for participant in participants:
-        today = now.astimezone(site_zone(sites.get(participant.site_id))).date()
+        zone = site_zone(sites.get(participant.site_id))
+        today = now.astimezone(zone).date()
         windows, visits = _windows(session, participant)
         for window in windows:
             if not window.is_open(today):
@@ -142,7 +143,7 @@ def tick(
                 continue
             is_reminder = link is not None
             session.rollback()
-            _issue(session, actor, trial, participant, window, link_base, now,
+            _issue(session, actor, trial, participant, window, link_base, now, zone,
                    is_reminder=is_reminder)
             if is_reminder:
                 reminded += 1
@@ -153,15 +154,16 @@ def tick(
 
 
 def _issue(session: Session, actor: Actor, trial: Trial, participant: Participant,
-           window: OpenQuestionnaire, link_base: str, now: datetime.datetime, *,
-           is_reminder: bool) -> None:
+           window: OpenQuestionnaire, link_base: str, now: datetime.datetime,
+           zone: datetime.tzinfo, *, is_reminder: bool) -> None:
+    # the link ends with the window: at the midnight after its last day on the site's clock
+    # (before, a day later in UTC plus 14 hours: answers taken up to a day after it closed)
     closes_at = datetime.datetime.combine(
-        window.closes_on + datetime.timedelta(days=1), datetime.time(), datetime.UTC
-    )
-    hours = max(1, min(epro.MAX_HOURS, int((closes_at - now).total_seconds() // 3600) + 14))
+        window.closes_on + datetime.timedelta(days=1), datetime.time(), zone
+    ).astimezone(datetime.UTC)
     issued = epro.issue_link(
         session, actor, trial, participant.subject_code, visit=window.visit, form=window.form,
-        sender=epro.LogSender(), expires_in_hours=hours, channel="none",
+        sender=epro.LogSender(), expires_at=closes_at, channel="none",
         repeat_index=window.occurrence,
     )
     with transaction(session):

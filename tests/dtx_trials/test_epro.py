@@ -270,6 +270,25 @@ def test_unknown_expired_and_revoked_links(
     assert all("token" not in str(item) for item in listed)
 
 
+def test_a_link_to_a_questionnaire_the_protocol_no_longer_has_is_gone_not_a_server_error(
+    client: FlaskClient, trial_with_subject: tuple[TrialStaff, str]
+) -> None:
+    """An amendment that removes a questionnaire (no data yet, so not a breaking change)
+    leaves its e-mailed links behind: the participant's form page answers 410, as for any
+    closed link (before, the protocol's KeyError was a 500). The link's form is set to one the
+    protocol does not have, which is what the amendment leaves the link with."""
+    staff, subject = trial_with_subject
+    issued = issue(client, staff, subject)
+    csrf = open_form(client, issued)
+    link = db.session.get(EproLink, issued["id"])
+    assert link is not None
+    link.form_code = "retired_questionnaire"
+    db.session.commit()
+    page = client.get(FORM_PAGE)
+    assert page.status_code == 410
+    assert client.post(FORM_PAGE, data={"csrf_token": csrf, "action": "save"}).status_code == 410
+
+
 def test_a_new_link_supersedes_the_open_one(
     client: FlaskClient, trial_with_subject: tuple[TrialStaff, str]
 ) -> None:

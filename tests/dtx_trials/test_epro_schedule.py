@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import re
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -58,6 +59,15 @@ def test_links_and_reminders_by_email_and_compliance(
     now = datetime.datetime.now(datetime.UTC)
     first = epro_schedule.tick(db.session, trial, link_base=BASE, now=now)
     assert (first.issued, first.reminded, first.open_windows) == (1, 0, 1)
+    # the link ends with the window (day 7's last minute at the site, Asia/Shanghai): never
+    # later (before: a day later in UTC plus 14 hours, 22:00 local on the day after)
+    issued = db.session.scalars(select(EproLink)).one()
+    ends = issued.expires_at.astimezone(ZoneInfo("Asia/Shanghai"))
+    assert (ends.hour, ends.minute, ends.second) == (0, 0, 0)
+    mail = db.session.scalars(select(Notification)).one()
+    last_day = re.search(r"Open until (\d{4}-\d{2}-\d{2})", mail.body)
+    assert last_day is not None
+    assert ends.date() == datetime.date.fromisoformat(last_day.group(1)) + datetime.timedelta(1)
     again = epro_schedule.tick(db.session, trial, link_base=BASE, now=now)
     assert (again.issued, again.reminded) == (0, 0)  # idempotent: the link is open
     # a day later, still unanswered: a reminder with a fresh link (the first one is revoked)
@@ -170,3 +180,43 @@ def test_a_weekly_questionnaire_opens_a_window_each_week_answered_as_its_own_ent
     [later] = epro_schedule.compliance(db.session, monitor, trial,
                                        now=now + datetime.timedelta(days=15))
     assert (later.n_due, later.n_answered, later.n_missed) == (3, 3, 0)
+
+
+def test_a_staff_link_answers_the_week_it_names_and_supersedes_only_that_weeks_link(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    """A coordinator re-sends a weekly questionnaire's link (the participant lost the mail):
+    the link names its week (`repeat_index`), supersedes only that week's open link and its
+    answer is that week's entry (before: every staff link was week 1, revoked every other
+    week's link, and its answer became the baseline value)."""
+    staff = load_weekly(client, tmp_path)
+    subject = enrolled_mci_participant(client, staff)
+    api(client, staff["inv"], "POST", f"/participants/{subject}/randomization", {}, 201)
+    trial = db.session.get(Trial, staff.trial.id)
+    assert trial is not None
+    now = datetime.datetime.now(datetime.UTC)
+    assert epro_schedule.tick(db.session, trial, link_base=BASE, now=now).issued == 1
+    week_1 = db.session.scalars(select(EproLink)).one()
+    links = f"/participants/{subject}/epro-links"
+    payload = {"visit": "baseline", "form": "app_experience"}
+    body = api(client, staff["coord"], "POST", links, {**payload, "repeat_index": 4}, 422)
+    assert "repeat_index" in body["errors"]
+    week_2 = api(client, staff["coord"], "POST", links, {**payload, "repeat_index": 2}, 201)
+    assert week_2["repeat_index"] == 2
+    db.session.refresh(week_1)
+    assert week_1.revoked_at is None  # week 1's link stands
+    phone = app.test_client()
+    opened = phone.get(week_2["url"].replace("http://localhost", ""))
+    assert opened.status_code == 303
+    page = phone.get(opened.headers["Location"]).get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    done = phone.post("/epro/form", data={"csrf_token": csrf, "action": "submit",
+                                          "app_ease": "9", "app_problem": "0"})
+    assert done.status_code == 303, done.get_data(as_text=True)[:300]
+    records = api(client, staff["inv"], "GET", f"/participants/{subject}/forms", expect=200)
+    assert [(r["repeat_index"], r["data"]["app_ease"]) for r in records
+            if r["form_code"] == "app_experience"] == [(2, 9)]
+    # the list names each link's week
+    listed = api(client, staff["coord"], "GET", links, None, 200)
+    assert sorted((item["repeat_index"], item["status"]) for item in listed) == [
+        (1, "issued"), (2, "completed")]
