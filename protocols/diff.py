@@ -144,8 +144,12 @@ def check_amendment(
     """Return the breaking changes of this amendment that the sponsor has not accepted.
 
     Breaking: removing a field that has data, changing the type of a field with data, removing
-    a choice code of a field with data, and changing the arms or the randomization model once a
-    participant has been allocated. Each change's ``id`` may be listed in ``accepted``.
+    a choice code of a field with data, changing the arms or the randomization model once a
+    participant has been allocated, and changing a consent document's text (title, body,
+    comprehension questions, signer) under the same version and language: a consent counts by
+    (document, version), so its earlier signers would count as consented to a text they never
+    read (give the changed text a new version). Each change's ``id`` may be listed in
+    ``accepted``.
     """
     with_data = set(fields_with_data)
     old_fields = old.field_index()
@@ -175,6 +179,17 @@ def check_amendment(
                     f"removed {path}.choices[{choice.code}]", True,
                     f"removes choice code '{choice.code}' of field '{field_id}', which has data",
                     f"choice_removed:{field_id}:{choice.code}"))
+    new_consents = {(d.id, d.version, d.language): d for d in new.consents}
+    for document in old.consents:
+        key = (document.id, document.version, document.language)
+        changed = new_consents.get(key)
+        if changed is not None and changed != document:
+            name = f"{document.id} v{document.version} ({document.language})"
+            found.append(Change(
+                "changed", f"consents[{document.id}]", None, None,
+                f"consents[{document.id}] text changed", True,
+                f"changes the text of consent {name} without a new version",
+                f"consent_text:{document.id}:{document.version}:{document.language}"))
     if has_allocations:
         old_model, new_model = _allocation_model(old), _allocation_model(new)
         for key in ("arms", "randomization"):

@@ -126,7 +126,9 @@ def _check_cdisc(ctx: _Context) -> None:
     for i, mapping in enumerate(spec.mappings):
         base: Path = ("cdisc", "mappings", i)
         domain = mapping.domain
-        if domain in ("DM", "DS", "EX") and domain in seen_domains:
+        # one form per domain the SDTM export builds from one mapping (AE and CM: their
+        # dataset is one form's records; a second form's events would be left out)
+        if domain in ("DM", "DS", "EX", "AE", "CM") and domain in seen_domains:
             ctx.reporter.error((*base, "domain"), f"{domain} is mapped twice (first at mapping "
                                f"{seen_domains[domain] + 1})")
         seen_domains.setdefault(domain, i)

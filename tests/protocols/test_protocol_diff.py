@@ -98,3 +98,26 @@ def test_reordering_visits_is_reported() -> None:
                                       "      forms: [outcome]\n" + extra_visit)))
     changes = diff_protocols(OLD, new)
     assert [(c.kind, c.path) for c in changes] == [("added", "schedule.visits[week_8]")]
+
+
+def test_a_consent_text_changed_under_the_same_version_is_breaking() -> None:
+    """A consent counts by (document, version): a new body or question under v1.0 would make
+    its earlier signers consented to a text they never read. A new version is not flagged
+    (its signers are asked again); wording elsewhere is not a consent change."""
+    library = Path(__file__).resolve().parents[2] / "protocols" / "library"
+    text = (library / "cognitive_impairment.yaml").read_text(encoding="utf-8")
+    old = load_protocol_text(text)
+    title = "title: {en: Study partner consent, zh: 研究伙伴知情同意书}"
+    assert text.count(title) == 1
+    reworded = load_protocol_text(text.replace(
+        title, "title: {en: Consent of the study partner, zh: 研究伙伴知情同意书}"))
+    found = check_amendment(old, reworded, fields_with_data=(), has_allocations=True)
+    assert [c.id for c in found] == ["consent_text:partner_icf:1.0:zh-CN"]
+    assert found[0].breaking_reason == (
+        "changes the text of consent partner_icf v1.0 (zh-CN) without a new version")
+    assert check_amendment(old, reworded, fields_with_data=(), has_allocations=True,
+                           accepted=[found[0].id]) == []
+    versioned = load_protocol_text(text.replace(
+        "{id: partner_icf, version: \"1.0\"", "{id: partner_icf, version: \"1.1\"").replace(
+        title, "title: {en: Consent of the study partner, zh: 研究伙伴知情同意书}"))
+    assert check_amendment(old, versioned, fields_with_data=(), has_allocations=True) == []

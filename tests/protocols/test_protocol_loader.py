@@ -718,3 +718,20 @@ def test_no_schedule_visit_takes_the_unscheduled_visits_code() -> None:
                                     "unscheduled visit")
     assert issue.line == line_of(text, "- id: unscheduled")
     assert errors(text.replace("unscheduled", "unscheduled_1")) == []
+
+
+def test_ae_mapped_from_a_second_form_is_refused_not_left_out_of_the_export() -> None:
+    """The SDTM AE (and CM) dataset is built from one mapping: a second form mapped to AE
+    would have its events coded but missing from ae.xpt, so the protocol is refused naming
+    the second mapping (as DM, DS and EX are)."""
+    text = (LIBRARY / "cognitive_impairment.yaml").read_text(encoding="utf-8")
+    first = "    - domain: AE\n      form: adverse_events\n      variables:\n" \
+            "        - {variable: AETERM, field: ae_term}\n"
+    assert text.count(first) == 1 and not errors(text)
+    text = text.replace(first, first + "        - {variable: AESTDTC, field: ae_onset_on}\n"
+                        + first, 1)
+    messages = [(i.path, i.message) for i in validate_protocol_text(text)
+                if i.severity == "error"]
+    assert len(messages) == 1, messages
+    path, message = messages[0]
+    assert path.endswith(".domain") and message.startswith("AE is mapped twice (first at mapping")
