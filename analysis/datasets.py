@@ -152,18 +152,22 @@ def visible_visits(data: TrialData, subject: SubjectData) -> dict[str, Values]:
 
 
 def baseline_values(data: TrialData, subject: SubjectData) -> dict[str, object]:
-    """Values known before treatment: visits anchored before randomization, then the rest
-    in schedule order for fields not seen yet (first non-blank value wins). Memoised."""
+    """Values known before treatment: the pre-treatment visits' (`pre_treatment_visits`), in
+    schedule order, the first non-blank value of each field winning. A field without one has
+    no baseline value: never a value collected after randomization. Memoised."""
     return dict(_baseline_view(data, subject))
+
+
+def pre_treatment_visits(protocol: Protocol) -> list[str]:
+    """The schedule's visits before treatment, in schedule order: those not anchored at
+    randomization, and those anchored at it on day 0 or before."""
+    return [v.id for v in protocol.schedule.visits if v.anchor != "randomization" or v.day <= 0]
 
 
 def _baseline_values(data: TrialData, subject: SubjectData) -> dict[str, object]:
     visits = _visits_view(data, subject)
-    order = [
-        v.id for v in data.protocol.schedule.visits if v.anchor != "randomization" or v.day <= 0
-    ]
     merged: dict[str, object] = {}
-    for visit in order + [v for v in visits if v not in order]:
+    for visit in pre_treatment_visits(data.protocol):
         for key, value in visits.get(visit, {}).items():
             if key not in merged and value not in (None, "", []) and not isinstance(value, dict):
                 merged[key] = value

@@ -535,12 +535,18 @@ class Builder:
             return (label, *(n_pct(int(values.get(a, 0)), n_by_arm[a]) for a in self.arms),
                     n_pct(sum(int(values.get(a, 0)) for a in self.arms), total))
 
+        received_label = L.t("Received the allocated DTx (recorded use)",
+                             "接受分配的数字疗法（有使用记录）")
         rows = [
             row(L.t("Randomized", "随机化"), n_by_arm),
-            row(L.t("Received the allocated DTx", "接受分配的数字疗法"),
-                {a: int(arms[a]["received"]) for a in self.arms}),
+            row(received_label, {a: int(arms[a]["received"]) for a in self.arms})
+            if all(arms[a]["received"] is not None for a in self.arms) else
+            # no DTx-use stream in the protocol: use is not recorded, never assumed
+            (received_label, *[L.t("not recorded", "未记录")] * (len(self.arms) + 1)),
             row(L.t("Completed the study", "完成研究"),
-                {a: int(arms[a].get("completed", 0)) for a in self.arms}),
+                {a: int(arms[a]["completed"]) for a in self.arms}),
+            row(L.t("Ongoing (in follow-up at the data cut-off)", "仍在随访（数据截止时）"),
+                {a: int(arms[a]["ongoing"]) for a in self.arms}),
             row(L.t("Discontinued the study", "中止研究"),
                 {a: int(arms[a]["discontinued"]) + int(arms[a]["lost_to_follow_up"])
                  for a in self.arms}),
@@ -609,8 +615,11 @@ class Builder:
             ConsortArm(
                 label=L.arm(label),
                 n_allocated=int(a["allocated"]),
-                n_received=int(a["received"]),
-                n_not_received=int(a["not_received"]),
+                n_received=None if a["received"] is None else int(a["received"]),
+                n_not_received=None if a["not_received"] is None else int(a["not_received"]),
+                not_received_reasons={
+                    L.t("no recorded use of the DTx", "无数字疗法使用记录"): int(a["not_received"])
+                } if a["not_received"] else {},
                 n_lost_to_follow_up=int(a["lost_to_follow_up"]),
                 lost_reasons={L.t("lost to follow-up", "失访"): int(a["lost_to_follow_up"])}
                 if a["lost_to_follow_up"] else {},

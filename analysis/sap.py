@@ -60,6 +60,7 @@ from ecrf.model import FormDef, Label
 from protocols.model import (
     BINARY_MODELS,
     SURVIVAL_MODELS,
+    USE_STREAM_KINDS,
     Arm,
     Endpoint,
     IntercurrentEvent,
@@ -832,6 +833,18 @@ def _multiplicity(
     }
 
 
+def _used_the_dtx(data: TrialData, s: SubjectData, streams: Sequence[str]) -> bool:
+    """Whether a participant's DTx-use streams record any use from treatment start to the
+    data cut-off."""
+    for stream in streams:
+        for day, value in s.device_days.get(stream, {}).items():
+            if value > 0 and (s.randomized_on is None or day >= s.randomized_on) and (
+                data.cutoff_on is None or day <= data.cutoff_on
+            ):
+                return True
+    return False
+
+
 def _disposition(
     data: TrialData,
     labels: Sequence[str],
@@ -849,9 +862,16 @@ def _disposition(
             if s.status == "withdrawn"
             else "other reasons (screening or randomization pending)"
         ] += 1
+    use_streams = [s.id for s in data.protocol.device_streams if s.kind in USE_STREAM_KINDS]
     per_arm: dict[str, dict[str, Any]] = {}
     for label in labels:
         randomized = [s for s in subjects if s.arm == label]
+        # received the allocated DTx: a day of recorded use from treatment start (to the
+        # cut-off); a protocol without a DTx-use stream cannot tell, so None (not recorded)
+        received = (
+            sum(1 for s in randomized if _used_the_dtx(data, s, use_streams))
+            if use_streams else None
+        )
         withdrawn = [s for s in randomized if s.withdrawn_on is not None]
         lost = [s for s in withdrawn if "lost" in (s.withdrawal_reason or "").lower()]
         analysed = (
@@ -859,15 +879,19 @@ def _disposition(
             if primary and primary.n_by_arm
             else 0
         )
+        # counted from each participant's status, never the randomized less the withdrawn
+        # (an interim report's participants still in follow-up are ongoing, not completed)
+        completed = sum(1 for s in randomized if s.status == "completed" and s.withdrawn_on is None)
         per_arm[label] = {
-            "completed": len(randomized) - len(withdrawn),
+            "completed": completed,
+            "ongoing": len(randomized) - len(withdrawn) - completed,
             "analysis_sets": {
                 population: sum(1 for s in randomized if in_population(data, s, population))
                 for population in ("fas", "per_protocol", "safety")
             },
             "allocated": len(randomized),
-            "received": len(randomized),
-            "not_received": 0,
+            "received": received,
+            "not_received": None if received is None else len(randomized) - received,
             "lost_to_follow_up": len(lost),
             "discontinued": len(withdrawn) - len(lost),
             "discontinued_reasons": dict(

@@ -35,6 +35,9 @@ StreamKind = Literal[
     "app_usage", "training_minutes", "step_count", "outdoor_time", "screen_time", "glucose",
     "heart_rate", "sleep", "custom",
 ]
+#: the stream kinds that record use of the DTx itself: a randomized participant with a day of
+#: use on one of them received the allocated DTx (disposition, CONSORT)
+USE_STREAM_KINDS = frozenset({"app_usage", "training_minutes"})
 Cadence = Literal["continuous", "hourly", "daily", "weekly", "per_session"]
 AdherenceMetric = Literal["fraction_of_days_meeting_minimum", "mean_per_day", "total"]
 EndpointRole = Literal["primary", "key_secondary", "secondary", "exploratory", "safety"]

@@ -39,6 +39,7 @@ from analysis.datasets import (
     TrialData,
     endpoint_frame,
     in_population,
+    pre_treatment_visits,
     subject_events,
     visible_visits,
 )
@@ -132,17 +133,13 @@ def baseline_visit(
 ) -> str | None:
     """Return the visit whose value is the subject's baseline (as `analysis.datasets` picks
     it): the endpoint's ``baseline_visit``, else the first pre-treatment visit in schedule
-    order with a value of the baseline field."""
+    order with a value of the baseline field (none: no baseline, never a later visit)."""
     spec = endpoint.analysis
     if spec.baseline_visit:
         return spec.baseline_visit
     visits = visible_visits(data, subject)
-    order = [
-        v.id for v in data.protocol.schedule.visits
-        if v.anchor != "randomization" or v.day <= 0
-    ]
     wanted = spec.baseline_field or field_id
-    for visit in order + [v for v in visits if v not in order]:
+    for visit in pre_treatment_visits(data.protocol):
         value = visits.get(visit, {}).get(wanted)
         if value not in (None, "", []) and not isinstance(value, dict):
             return visit

@@ -55,19 +55,22 @@ def validate_consort(data: ConsortData) -> None:
         name = f"arm {arm.label!r}"
         for field_name in (
             "n_allocated",
-            "n_received",
-            "n_not_received",
             "n_lost_to_follow_up",
             "n_discontinued",
             "n_analysed",
             "n_excluded_from_analysis",
         ):
             non_negative(f"{name} {field_name}", getattr(arm, field_name))
-        if arm.n_allocated != arm.n_received + arm.n_not_received:
-            problems.append(
-                f"{name}: allocated ({arm.n_allocated}) != received ({arm.n_received}) + "
-                f"not received ({arm.n_not_received}) (CON-05)"
-            )
+        if (arm.n_received is None) != (arm.n_not_received is None):
+            problems.append(f"{name}: received and not received are both counted or neither")
+        elif arm.n_received is not None and arm.n_not_received is not None:
+            non_negative(f"{name} n_received", arm.n_received)
+            non_negative(f"{name} n_not_received", arm.n_not_received)
+            if arm.n_allocated != arm.n_received + arm.n_not_received:
+                problems.append(
+                    f"{name}: allocated ({arm.n_allocated}) != received ({arm.n_received}) + "
+                    f"not received ({arm.n_not_received}) (CON-05)"
+                )
         if arm.n_allocated != arm.n_analysed + arm.n_excluded_from_analysis:
             problems.append(
                 f"{name}: allocated ({arm.n_allocated}) != analysed ({arm.n_analysed}) + "
@@ -75,7 +78,9 @@ def validate_consort(data: ConsortData) -> None:
             )
         if arm.n_lost_to_follow_up + arm.n_discontinued > arm.n_allocated:
             problems.append(f"{name}: more lost/discontinued than allocated")
-        reasons_sum(f"{name} not received", arm.n_not_received, arm.not_received_reasons, False)
+        if arm.n_not_received is not None:
+            reasons_sum(f"{name} not received", arm.n_not_received, arm.not_received_reasons,
+                        False)
         reasons_sum(f"{name} lost", arm.n_lost_to_follow_up, arm.lost_reasons, False)
         reasons_sum(f"{name} discontinued", arm.n_discontinued, arm.discontinued_reasons, False)
         reasons_sum(
@@ -117,8 +122,9 @@ def _arm_sections(arm: ConsortArm, lang: Language = "en"
                   ) -> tuple[list[str], list[str], list[str]]:
     allocation = [
         text("consort_allocated", lang, arm=arm.label, n=arm.n_allocated),
-        text("consort_received", lang, n=arm.n_received),
-        text("consort_not_received", lang, n=arm.n_not_received),
+        *([text("consort_received", lang, n=arm.n_received),
+           text("consort_not_received", lang, n=arm.n_not_received)]
+          if arm.n_received is not None else [text("consort_use_not_recorded", lang)]),
         *_reason_items(arm.not_received_reasons),
     ]
     follow_up = [

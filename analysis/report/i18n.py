@@ -63,6 +63,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "consort_received": ("Received allocated intervention (n={n})", "接受分配的干预 (n={n})"),
     "consort_not_received": ("Did not receive allocated intervention (n={n})",
                              "未接受分配的干预 (n={n})"),
+    "consort_use_not_recorded": ("Receipt of the allocated intervention: not recorded",
+                                 "是否接受分配的干预：未记录"),
     "consort_lost": ("Lost to follow-up (n={n})", "失访 (n={n})"),
     "consort_discontinued": ("Discontinued intervention (n={n})", "中止干预 (n={n})"),
     "consort_analysed": ("Analysed (n={n})", "纳入分析 (n={n})"),

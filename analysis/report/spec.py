@@ -121,8 +121,8 @@ class ConsortArm:
 
     label: str
     n_allocated: int
-    n_received: int
-    n_not_received: int
+    n_received: int | None  # None: the protocol records no use of the intervention
+    n_not_received: int | None
     not_received_reasons: Mapping[str, int] = field(default_factory=dict)
     n_lost_to_follow_up: int = 0
     lost_reasons: Mapping[str, int] = field(default_factory=dict)

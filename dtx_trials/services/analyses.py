@@ -60,7 +60,7 @@ from dtx_trials.services.protocols import (
     comparative_review_roles,
     protocol_of,
 )
-from protocols.model import Protocol
+from protocols.model import USE_STREAM_KINDS, Protocol
 
 PACKAGES = (
     "dtx-trials",
@@ -183,6 +183,8 @@ def build_trial_data(
         if v.visit_code in day_zero and v.actual_on is not None
     }
     adherence = _adherence(session, trial, protocol)
+    # the streams device-inactivity events are judged on, and those recording use of the DTx
+    # (whether each participant received it: disposition and CONSORT)
     device_days = device_daily_totals(
         session,
         trial,
@@ -192,6 +194,7 @@ def build_trial_data(
                 for e in protocol.intercurrent_events
                 if e.detected_by == "device_inactivity" and e.stream
             }
+            | {s.id for s in protocol.device_streams if s.kind in USE_STREAM_KINDS}
         ),
     )
     deviations: dict[int, list[str]] = defaultdict(list)

@@ -424,3 +424,67 @@ def test_inactivity_start_reads_the_days_of_use_as_the_daily_walk_does(
     first, last = D0 + datetime.timedelta(days=start), D0 + datetime.timedelta(days=end)
     assert inactivity_start(days, first, last, length) == inactivity_start_daily(
         days, first, last, length)
+
+
+def test_a_missing_baseline_is_missing_never_a_later_visits_value() -> None:
+    """Baseline (ICH E9: before treatment) comes from the pre-treatment visits only: a
+    participant whose baseline score was not done has no baseline, no change and no baseline
+    characteristic, in the analysis frame, Table 14.1's values and the BDS dataset's baseline
+    record alike (before, the week-4 value stood in for the baseline: a change of 0)."""
+    from analysis.adam.bds import baseline_visit
+    from analysis.datasets import baseline_values
+
+    p = protocol(ESTIMAND_A)
+    endpoint = p.endpoint("chg")
+    no_baseline = subject("P07", "act", {"w4": 3.0, "w8": 4.0, "w12": 5.0},
+                          extra_visits={"baseline": {"score": {"missing": "not_done"}}})
+    assert no_baseline.visits["baseline"] == {"score": {"missing": "not_done"}}
+    data = data_of(p, [*e1_subjects(), no_baseline])
+    frame = endpoint_frame(data, endpoint)
+    rows = frame[frame["subject"] == "P07"]
+    assert rows["value"].tolist() == [3.0, 4.0, 5.0]
+    assert rows["baseline"].isna().all() and rows["change"].isna().all()
+    assert "score" not in baseline_values(data, no_baseline)
+    assert baseline_values(data, no_baseline)["age"] == 50  # screening, before treatment
+    assert baseline_visit(data, no_baseline, endpoint, "score") is None
+    with_baseline = e1_subjects()[0]
+    assert baseline_visit(data, with_baseline, endpoint, "score") == "baseline"
+    assert cells(frame, "baseline")[("P01", "w12")] == 0.0
+
+
+def test_received_the_dtx_is_counted_from_recorded_use_or_said_not_recorded() -> None:
+    """RPT-03/CON-05: "received the allocated DTx" is a day of recorded use on a DTx-use
+    stream from treatment start to the cut-off (before, every randomized participant, and no
+    one "not received"); with no such stream in the protocol it is not recorded, in the
+    results, the disposition table and the CONSORT boxes, never assumed."""
+    from analysis.report.consort import _arm_sections, validate_consort
+    from analysis.report.spec import ConsortArm, ConsortData
+
+    data = _linear_trial("[{event: rescue, strategy: treatment_policy}]")
+    people = list(data.subjects)
+    for k, s in enumerate(people):
+        days = {day(-3): 20.0, day(5): 0.0}  # before treatment: not use of the allocated DTx
+        if k % 3 == 0:
+            days[day(9)] = 12.5
+        if k % 3 == 1:
+            days[day(400)] = 30.0  # after the cut-off: not seen
+        people[k] = replace(s, device_days={"app": days})
+    data = replace(data, subjects=tuple(people), cutoff_on=day(120))
+    arms = run_sap(data, blinded=False, seed=1).disposition["arms"]
+    for arm in ("act", "pbo"):
+        mine = [k for k, s in enumerate(people) if s.arm == arm]
+        assert arms[arm]["received"] == sum(1 for k in mine if k % 3 == 0) > 0
+        assert arms[arm]["received"] + arms[arm]["not_received"] == arms[arm]["allocated"]
+        assert arms[arm]["not_received"] > 0
+
+    no_use = replace(data.protocol, device_streams=tuple(
+        replace(stream, kind="step_count") for stream in data.protocol.device_streams))
+    arms = run_sap(replace(data, protocol=no_use), blinded=False, seed=1).disposition["arms"]
+    assert arms["act"]["received"] is None and arms["act"]["not_received"] is None
+    unknown = ConsortArm(label="Active", n_allocated=8, n_received=None, n_not_received=None,
+                         n_analysed=8)
+    validate_consort(ConsortData(n_assessed=8, n_excluded=0, excluded_reasons={},
+                                 n_randomized=8, arms=(unknown,)))
+    allocation = _arm_sections(unknown)[0]
+    assert "Receipt of the allocated intervention: not recorded" in allocation
+    assert not any("Received allocated" in line for line in allocation)

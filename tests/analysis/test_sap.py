@@ -60,8 +60,15 @@ def test_disposition_adds_up(case) -> None:  # type: ignore[no-untyped-def]
     assert d["assessed"] == d["excluded"] + d["randomized"]
     assert d["excluded"] == sum(d["excluded_reasons"].values())
     assert d["randomized"] == sum(a["allocated"] for a in d["arms"].values())
-    for arm in d["arms"].values():
+    for label, arm in d["arms"].items():
         assert arm["analysed"] + arm["excluded_from_analysis"] == arm["allocated"]
+        # every randomized participant is completed, ongoing or discontinued, each counted
+        # from the data (RPT-03): completed is never the randomized less the withdrawn
+        randomized = [s for s in data.subjects if s.arm == label]
+        assert arm["completed"] == sum(1 for s in randomized if s.status == "completed")
+        assert arm["ongoing"] == sum(1 for s in randomized if s.status == "randomized")
+        assert arm["completed"] + arm["ongoing"] + arm["discontinued"] + \
+            arm["lost_to_follow_up"] == arm["allocated"]
 
 
 def test_blinded_run_carries_no_real_arm(case) -> None:  # type: ignore[no-untyped-def]
