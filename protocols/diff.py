@@ -181,8 +181,7 @@ def check_amendment(
                     f"choice_removed:{field_id}:{choice.code}"))
     new_consents = {(d.id, d.version, d.language): d for d in new.consents}
     for document in old.consents:
-        key = (document.id, document.version, document.language)
-        changed = new_consents.get(key)
+        changed = new_consents.get((document.id, document.version, document.language))
         if changed is not None and changed != document:
             name = f"{document.id} v{document.version} ({document.language})"
             found.append(Change(
