@@ -49,19 +49,24 @@ def _trial(n: int = 16) -> Trial:
     trial = db.session.scalars(select(Trial).where(Trial.code == CODE)).one()
     fix_randomization_secret(trial.id)
     populate_trial(db.session, trial, n_participants=n, seed=21, today=TODAY)
-    record, subject, visit = db.session.execute(
-        select(FormRecord, Participant.subject_code, Visit.visit_code)
-        .join(Participant, Participant.id == FormRecord.participant_id)
-        .join(Visit, Visit.id == FormRecord.visit_id)
-        .where(Participant.trial_id == trial.id, FormRecord.form_code == "adverse_events")
-        .order_by(FormRecord.id)
-    ).first()  # type: ignore[misc]
+    record, subject, visit = _first_ae(trial)
     for k, term in enumerate(UNLISTED, start=1):
         forms.save_form(db.session, _as(trial, Role.INVESTIGATOR), trial, subject, visit,
                         "adverse_events",
                         {**record.data, "ae_term": term}, submit=True,
                         repeat_index=100 + k, today=TODAY)
     return trial
+
+
+def _first_ae(trial: Trial) -> tuple[FormRecord, str, str]:
+    """The trial's first adverse-event record, its participant's subject code and its visit."""
+    return db.session.execute(  # type: ignore[return-value]
+        select(FormRecord, Participant.subject_code, Visit.visit_code)
+        .join(Participant, Participant.id == FormRecord.participant_id)
+        .join(Visit, Visit.id == FormRecord.visit_id)
+        .where(Participant.trial_id == trial.id, FormRecord.form_code == "adverse_events")
+        .order_by(FormRecord.id)
+    ).first()
 
 
 def _as(trial: Trial, role: Role) -> Actor:
@@ -143,13 +148,7 @@ def test_a_verbatim_term_longer_than_200_characters_is_refused_not_a_server_erro
     trial = db.session.scalars(select(Trial).where(Trial.code == CODE)).one()
     fix_randomization_secret(trial.id)
     populate_trial(db.session, trial, n_participants=8, seed=21, today=TODAY)
-    record, subject, visit = db.session.execute(
-        select(FormRecord, Participant.subject_code, Visit.visit_code)
-        .join(Participant, Participant.id == FormRecord.participant_id)
-        .join(Visit, Visit.id == FormRecord.visit_id)
-        .where(Participant.trial_id == trial.id, FormRecord.form_code == "adverse_events")
-        .order_by(FormRecord.id)
-    ).first()  # type: ignore[misc]
+    record, subject, visit = _first_ae(trial)
     long_term = "eye strain after " + "reading under poor light " * 8
     assert len(long_term.strip()) > 200
     forms.save_form(db.session, _as(trial, Role.INVESTIGATOR), trial, subject, visit,

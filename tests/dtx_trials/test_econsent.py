@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -55,6 +56,26 @@ def page_csrf(html: str) -> str:
     return match.group(1)
 
 
+def invite(client: FlaskClient, inv: object, **invitation: str) -> dict[str, Any]:
+    """A new participant at BJ01 and a consent invitation for them: the invitation as answered
+    (201), with the participant's ``subject`` code."""
+    subject = api(client, inv, "POST", "/participants",
+                  {"site": "BJ01", "identifiers": {"phone": "13900001111"}}, 201)["subject_code"]
+    issued = api(client, inv, "POST", f"/participants/{subject}/econsent",
+                 {"version": "1.0", **invitation}, 201)
+    return {**issued, "subject": subject}
+
+
+def link_of(issued: dict[str, Any]) -> str:
+    return str(issued["url"]).replace("http://localhost", "")
+
+
+def sent_code() -> str:
+    """The one-time code of the (only) code message in the outbox."""
+    sms = db.session.scalars(select(Notification).where(Notification.kind == "econsent.code")).one()
+    return re.search(r"(\d{6})", sms.body).group(1)  # type: ignore[union-attr]
+
+
 def test_remote_consent_signed_on_a_link_and_countersigned(
     app: Flask, client: FlaskClient, tmp_path: Path
 ) -> None:
@@ -74,7 +95,7 @@ def test_remote_consent_signed_on_a_link_and_countersigned(
                  {**invite, "address": "partner@example.org"}, 201)
     assert issued["signer_role"] == "legally_authorized_representative"
     assert issued["delivered_to"] == "p***@example.org"
-    url = issued["url"].replace("http://localhost", "")
+    url = link_of(issued)
     token = url.rsplit("/", 1)[1]
     stored = db.session.scalars(select(ConsentInvitation)).one()
     assert stored.token_hash == hashlib.sha256(token.encode()).hexdigest()
@@ -142,13 +163,10 @@ def test_three_wrong_codes_revoke_the_link_and_expired_links_are_gone(
 ) -> None:
     staff = load_with_questions(client, tmp_path)
     inv = staff["inv"]
-    subject = api(client, inv, "POST", "/participants",
-                  {"site": "BJ01", "identifiers": {"phone": "13900001111"}}, 201)["subject_code"]
-    issued = api(client, inv, "POST", f"/participants/{subject}/econsent",
-                 {"document_id": "main_icf", "version": "1.0", "language": "en",
-                  "channel": "sms"}, 201)
+    issued = invite(client, inv, document_id="main_icf", language="en",
+                    channel="sms")
     assert issued["delivered_to"] == "139****1111"
-    url = issued["url"].replace("http://localhost", "")
+    url = link_of(issued)
     signer = app.test_client()
     csrf = page_csrf(signer.get(url).get_data(as_text=True))
     assert signer.post(f"{url}/code", data={"csrf_token": csrf}).status_code == 303
@@ -174,18 +192,15 @@ def test_a_link_sent_before_the_participant_left_signs_nothing(
     (before, the link still signed and asked the investigator to countersign)."""
     staff = load_with_questions(client, tmp_path)
     inv = staff["inv"]
-    subject = api(client, inv, "POST", "/participants",
-                  {"site": "BJ01", "identifiers": {"phone": "13900001111"}}, 201)["subject_code"]
-    issued = api(client, inv, "POST", f"/participants/{subject}/econsent",
-                 {"document_id": "main_icf", "version": "1.0", "language": "en",
-                  "channel": "sms"}, 201)
-    url = issued["url"].replace("http://localhost", "")
+    issued = invite(client, inv, document_id="main_icf", language="en",
+                    channel="sms")
+    url = link_of(issued)
     signer = app.test_client()
     csrf = page_csrf(signer.get(url).get_data(as_text=True))
     assert signer.post(f"{url}/code", data={"csrf_token": csrf}).status_code == 303
-    sms = db.session.scalars(select(Notification).where(Notification.kind == "econsent.code")).one()
-    code = re.search(r"(\d{6})", sms.body).group(1)  # type: ignore[union-attr]
-    api(client, inv, "POST", f"/participants/{subject}/withdrawal", {"reason": "moved"}, 200)
+    code = sent_code()
+    withdrawal = f"/participants/{issued['subject']}/withdrawal"
+    api(client, inv, "POST", withdrawal, {"reason": "moved"}, 200)
     sign = {"csrf_token": csrf, "typed_name": "Li Lei", "code": code}
     assert signer.post(f"{url}/sign", data=sign).status_code == 410
     assert signer.post(f"{url}/code", data={"csrf_token": csrf}).status_code == 410
@@ -206,19 +221,15 @@ def test_the_signed_pdf_holds_the_text_in_the_language_the_signer_read(
 
     staff = load_with_questions(client, tmp_path)
     inv = staff["inv"]
-    subject = api(client, inv, "POST", "/participants",
-                  {"site": "BJ01", "identifiers": {"phone": "13900001111"}}, 201)["subject_code"]
-    issued = api(client, inv, "POST", f"/participants/{subject}/econsent",
-                 {"document_id": "partner_icf", "version": "1.0", "language": "zh-CN",
-                  "channel": "sms", "address": "13900002222"}, 201)
-    url = issued["url"].replace("http://localhost", "")
+    issued = invite(client, inv, document_id="partner_icf", language="zh-CN",
+                    channel="sms", address="13900002222")
+    url = link_of(issued)
     signer = app.test_client()
     page = signer.get(f"{url}?lang=en").get_data(as_text=True)
     assert "You may stop at any time." in page and "您可以随时退出。" not in page
     csrf = page_csrf(page)
     assert signer.post(f"{url}/code?lang=en", data={"csrf_token": csrf}).status_code == 303
-    sms = db.session.scalars(select(Notification).where(Notification.kind == "econsent.code")).one()
-    code = re.search(r"(\d{6})", sms.body).group(1)  # type: ignore[union-attr]
+    code = sent_code()
     done = signer.post(f"{url}/sign?lang=en", data={
         "csrf_token": csrf, "typed_name": "Han Meimei", "code": code, "q_can_stop": "yes"})
     assert done.status_code == 303, done.get_data(as_text=True)
@@ -253,12 +264,9 @@ def test_a_consent_document_in_a_declared_language_is_read_in_it(
     trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
     staff = trial_staff(client, trial)
     inv = staff["inv"]
-    subject = api(client, inv, "POST", "/participants",
-                  {"site": "BJ01", "identifiers": {"phone": "13900001111"}}, 201)["subject_code"]
-    issued = api(client, inv, "POST", f"/participants/{subject}/econsent",
-                 {"document_id": "partner_icf", "version": "1.0", "language": "ja",
-                  "channel": "email", "address": "partner@example.org"}, 201)
-    page = app.test_client().get(issued["url"].replace("http://localhost", ""))
+    issued = invite(client, inv, document_id="partner_icf", language="ja",
+                    channel="email", address="partner@example.org")
+    page = app.test_client().get(link_of(issued))
     assert page.status_code == 200
     html = page.get_data(as_text=True)
     assert '<h1 lang="ja">研究パートナーの同意書</h1>' in html
@@ -274,12 +282,9 @@ def test_signing_page_in_traditional_chinese_marks_texts_it_lacks(
     without a Traditional version shows in Simplified Chinese, marked visibly and by lang."""
     staff = load_with_questions(client, tmp_path)
     inv = staff["inv"]
-    subject = api(client, inv, "POST", "/participants",
-                  {"site": "BJ01", "identifiers": {"phone": "13900001111"}}, 201)["subject_code"]
-    issued = api(client, inv, "POST", f"/participants/{subject}/econsent",
-                 {"document_id": "partner_icf", "version": "1.0", "language": "zh-CN",
-                  "channel": "email", "address": "partner@example.org"}, 201)
-    url = issued["url"].replace("http://localhost", "")
+    issued = invite(client, inv, document_id="partner_icf", language="zh-CN",
+                    channel="email", address="partner@example.org")
+    url = link_of(issued)
     signer = app.test_client()
     by_query = signer.get(f"{url}?lang=zh-Hant").get_data(as_text=True)
     by_browser = signer.get(url, headers={"Accept-Language": "zh-TW,zh;q=0.8"}).get_data(
