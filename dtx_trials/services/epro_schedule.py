@@ -157,13 +157,15 @@ def _issue(session: Session, actor: Actor, trial: Trial, participant: Participan
            window: OpenQuestionnaire, link_base: str, now: datetime.datetime,
            zone: datetime.tzinfo, *, is_reminder: bool) -> None:
     # the link ends with the window: at the midnight after its last day on the site's clock
-    # (before, a day later in UTC plus 14 hours: answers taken up to a day after it closed)
+    # (before, a day later in UTC plus 14 hours: answers taken up to a day after it closed);
+    # a window longer than a link may live (MAX_HOURS) gets a new link when this one ends
     closes_at = datetime.datetime.combine(
         window.closes_on + datetime.timedelta(days=1), datetime.time(), zone
     ).astimezone(datetime.UTC)
+    expires_at = min(closes_at, now + datetime.timedelta(hours=epro.MAX_HOURS))
     issued = epro.issue_link(
         session, actor, trial, participant.subject_code, visit=window.visit, form=window.form,
-        sender=epro.LogSender(), expires_at=closes_at, channel="none",
+        sender=epro.LogSender(), expires_at=expires_at, channel="none",
         repeat_index=window.occurrence,
     )
     with transaction(session):
