@@ -42,7 +42,7 @@ class EproLinkSchema(Schema):
     id = fields.Integer()
     visit = fields.Function(lambda link: (link.meta or {}).get("visit_code"))
     form = fields.String(attribute="form_code")
-    repeat_index = fields.Function(lambda link: (link.meta or {}).get("repeat_index", 1))
+    repeat_index = fields.Function(service.repeat_index_of)
     channel = fields.String(allow_none=True)
     otp_required = fields.Function(lambda link: link.otp_hash is not None)
     status = fields.Function(lambda link: service.link_status(link))

@@ -211,7 +211,7 @@ def issue_link(
                 f"the participant has no {what} on file", {"channel": [f"no {what} on file"]}
             )
         now = utcnow()
-        for earlier in _open_links(session, participant, visit, form_def.id, repeat_index, now):
+        for earlier in open_links(session, participant, visit, form_def.id, repeat_index, now):
             before = audit.snapshot(earlier)
             earlier.revoked_at = now
             audit.record_update(
@@ -293,7 +293,12 @@ def _record(
     ).first()
 
 
-def _open_links(
+def repeat_index_of(link: EproLink) -> int:
+    """The window (occurrence) of its questionnaire a link answers: 1 unless it says."""
+    return int((link.meta or {}).get("repeat_index", 1))
+
+
+def open_links(
     session: Session,
     participant: Participant,
     visit_code: str,
@@ -301,21 +306,21 @@ def _open_links(
     repeat_index: int,
     now: datetime.datetime,
 ) -> list[EproLink]:
-    """The open links of one window (visit, form, occurrence): a new link supersedes them,
-    never another week's."""
+    """The open links of one window (visit, form, occurrence), newest first: a new link
+    supersedes them, never another week's."""
     links = session.scalars(
         select(EproLink).where(
             EproLink.participant_id == participant.id,
             EproLink.form_code == form_code,
             EproLink.completed_at.is_(None),
             EproLink.revoked_at.is_(None),
-        )
+        ).order_by(EproLink.id.desc())
     )
     return [
         link
         for link in links
         if link.expires_at > now and (link.meta or {}).get("visit_code") == visit_code
-        and (link.meta or {}).get("repeat_index", 1) == repeat_index
+        and repeat_index_of(link) == repeat_index
     ]
 
 
@@ -510,7 +515,7 @@ def context_for(
         form = protocol_for(session, participant).form(link.form_code)
     except KeyError as exc:  # an amendment removed the questionnaire after the link was sent
         raise LinkGoneError("this questionnaire is no longer part of the study") from exc
-    repeat_index = int((link.meta or {}).get("repeat_index", 1))
+    repeat_index = repeat_index_of(link)
     record = _record(session, participant, _visit_row(session, participant, visit_code), form.id,
                      repeat_index)
     if record is not None and record.status != "draft":

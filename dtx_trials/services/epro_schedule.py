@@ -88,24 +88,9 @@ def _submitted(session: Session, participant: Participant, visit: Visit | None, 
 
 def _open_link(session: Session, participant: Participant, window: OpenQuestionnaire,
                now: datetime.datetime) -> EproLink | None:
-    for link in session.scalars(
-        select(EproLink)
-        .where(
-            EproLink.participant_id == participant.id,
-            EproLink.form_code == window.form,
-            EproLink.completed_at.is_(None),
-            EproLink.revoked_at.is_(None),
-        )
-        .order_by(EproLink.id.desc())
-    ):
-        meta = link.meta or {}
-        if (
-            link.expires_at > now
-            and meta.get("visit_code") == window.visit
-            and meta.get("repeat_index", 1) == window.occurrence
-        ):
-            return link
-    return None
+    found = epro.open_links(session, participant, window.visit, window.form, window.occurrence,
+                            now)
+    return found[0] if found else None
 
 
 def tick(
