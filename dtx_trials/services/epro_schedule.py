@@ -151,7 +151,7 @@ def _issue(session: Session, actor: Actor, trial: Trial, participant: Participan
     issued = epro.issue_link(
         session, actor, trial, participant.subject_code, visit=window.visit, form=window.form,
         sender=epro.LogSender(), expires_at=expires_at, channel="none",
-        repeat_index=window.occurrence,
+        repeat_index=window.occurrence, now=now,
     )
     with transaction(session):
         link = session.get(EproLink, issued.link.id)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from dtx_trials.channels import SmtpChannel
 from dtx_trials.extensions import db
-from dtx_trials.models import EproLink, Notification, Trial
+from dtx_trials.models import EproLink, Notification, Trial, Visit
 from dtx_trials.services import accounts, epro_schedule, notifications, protocols
 from tests.dtx_trials.trial_flow import (
     LIBRARY,
@@ -201,6 +201,18 @@ def test_a_staff_link_answers_the_week_it_names_and_supersedes_only_that_weeks_l
     payload = {"visit": "baseline", "form": "app_experience"}
     body = api(client, staff["coord"], "POST", links, {**payload, "repeat_index": 4}, 422)
     assert "repeat_index" in body["errors"]
+    # week 2's window has not opened: its answer would stand for a week not yet reached
+    # (before: issued, and answered in week 1 as week 2's entry)
+    body = api(client, staff["coord"], "POST", links, {**payload, "repeat_index": 2}, 409)
+    baseline = db.session.scalars(select(Visit).where(Visit.visit_code == "baseline")).one()
+    anchor = baseline.actual_on or baseline.planned_on
+    assert anchor is not None and body["opens_on"] == (anchor + datetime.timedelta(7)).isoformat()
+    assert db.session.scalars(select(EproLink)).all() == [week_1]
+    # a week later (the baseline visit's dates moved back a week)
+    for column in ("planned_on", "actual_on"):
+        if getattr(baseline, column) is not None:
+            setattr(baseline, column, getattr(baseline, column) - datetime.timedelta(7))
+    db.session.commit()
     week_2 = api(client, staff["coord"], "POST", links, {**payload, "repeat_index": 2}, 201)
     assert week_2["repeat_index"] == 2
     db.session.refresh(week_1)
