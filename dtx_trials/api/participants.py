@@ -98,6 +98,10 @@ class IdentifiersSchema(StrictSchema):
     address = fields.String(allow_none=True, validate=validate.Length(max=400))
 
 
+class IdentifiersChangeSchema(IdentifiersSchema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
+
+
 class ScreenSchema(StrictSchema):
     site = fields.String(required=True)
     identifiers = fields.Nested(IdentifiersSchema, load_default=dict)
@@ -313,6 +317,16 @@ class Identifiers(MethodView):
     def get(self, code: str, subject: str) -> dict[str, Any]:
         """Reveal the participant's direct identifiers to site staff (audited)."""
         return service.reveal_identifiers(db.session, current_actor(), _trial(code), subject)
+
+    @blp.arguments(IdentifiersChangeSchema)
+    @blp.response(200, ParticipantSchema)
+    def patch(self, body: dict[str, Any], code: str, subject: str) -> Participant:
+        """Change the identifiers named (a blank clears one), with a reason (audited, the
+        values sealed); the answer is the participant, pseudonymous."""
+        reason = body.pop("reason")
+        return service.change_identifiers(
+            db.session, current_actor(), _trial(code), subject, body, reason
+        )
 
 
 @blp.route("/<code>/participants/<subject>/consents")

@@ -106,8 +106,9 @@ def issue_invitation(
 ) -> IssuedInvitation:
     """Send a signer a personal link to read and sign one consent document (site staff).
 
-    ``address`` is the signer's phone (sms) or e-mail (email); a participant signer defaults to
-    the participant's own. Earlier open links for the same document are revoked.
+    ``address`` is the signer's phone (sms) or e-mail (email); a participant signer's is the
+    one on the participant's record (`_participant_address`). Earlier open links for the same
+    document are revoked.
     """
     if channel not in CHANNELS:
         raise ValidationError("unknown channel", {"channel": [f"one of {', '.join(CHANNELS)}"]})
@@ -123,8 +124,8 @@ def issue_invitation(
             raise Conflict(f"participant is {participant.status}")
         protocol = current_protocol(session, participant)
         document = _document(protocol.consents, document_id, version, language)
-        if address is None and document.signer == "participant":
-            address = participant.phone if channel == "sms" else participant.email
+        if document.signer == "participant":
+            address = _participant_address(participant, channel, address)
         if not address:
             what = "phone" if channel == "sms" else "e-mail"
             raise ValidationError(
@@ -175,6 +176,20 @@ def issue_invitation(
             entity_type="consent_invitation", entity_id=invitation.id,
         )
     return IssuedInvitation(invitation, token, mask_address(channel, address))
+
+
+def _participant_address(participant: Participant, channel: str, given: str | None) -> str | None:
+    """A participant signs at the phone or e-mail on their record: another address (a staff
+    member's own, say, who could then sign for them with the code sent there) is refused; a
+    new address is recorded on the participant first, an audited change."""
+    on_file = participant.phone if channel == "sms" else participant.email
+    if given is not None and given.strip() != (on_file or ""):
+        what = "phone" if channel == "sms" else "e-mail"
+        raise ValidationError(
+            f"a participant's link goes to the participant's {what} on record",
+            {"address": [f"the participant's {what} on record (change the record first)"]},
+        )
+    return on_file
 
 
 def _by_token(session: Session, token: str, now: datetime.datetime, *, lock: bool

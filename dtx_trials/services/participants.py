@@ -627,6 +627,40 @@ def reveal_identifiers(
         return {k: getattr(participant, k) for k in IDENTIFIER_COLUMNS}
 
 
+def change_identifiers(
+    session: Session,
+    actor: Actor,
+    trial: Trial,
+    subject_code: str,
+    changes: Mapping[str, str | None],
+    reason: str,
+) -> Participant:
+    """Correct or update a participant's direct identifiers (a new phone, say), with a reason:
+    the audit event holds the old and new values sealed, as at screening. A blank value
+    clears one; identifiers not named keep theirs."""
+    unknown = set(changes) - set(IDENTIFIER_COLUMNS)
+    if unknown:
+        raise ValidationError(
+            "unknown identifier", {k: ["not an identifier field"] for k in unknown}
+        )
+    if not changes:
+        raise ValidationError("nothing to change", {"identifiers": ["name one at least"]})
+    if not reason.strip():
+        raise ValidationError("a reason is required", {"reason": ["required"]})
+    with transaction(session):
+        participant = get_participant(
+            session, actor, trial, subject_code, "participant.identify", lock=True
+        )
+        before = audit.snapshot(participant)
+        for name, value in changes.items():
+            setattr(participant, name, (value or "").strip() or None)
+        audit.record_update(
+            session, actor, "participant.identifiers_changed", participant, before,
+            reason=reason.strip(),
+        )
+    return participant
+
+
 def _site_now(session: Session, participant: Participant, now: datetime.datetime) -> Any:
     from dtx_trials.services.deviations import site_zone
 

@@ -209,6 +209,48 @@ def test_a_link_sent_before_the_participant_left_signs_nothing(
     assert "econsent.countersign" not in set(db.session.scalars(select(Notification.kind)))
 
 
+def test_a_participants_link_goes_only_to_the_participants_address_on_record(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    """A coordinator cannot send a participant's signing link (and its one-time code) to
+    another address, say their own, and sign for the participant (before: any address was
+    taken). A new phone is recorded on the participant first, with a reason, audited sealed."""
+    staff = load_with_questions(client, tmp_path)
+    coord = staff["coord"]
+    subject = api(client, coord, "POST", "/participants",
+                  {"site": "BJ01", "identifiers": {"phone": "13900001111"}}, 201)["subject_code"]
+    base = f"/participants/{subject}"
+    invitation = {"document_id": "main_icf", "version": "1.0", "language": "en",
+                  "channel": "sms"}
+    body = api(client, coord, "POST", f"{base}/econsent",
+               {**invitation, "address": "13722223333"}, 422)
+    assert "address" in body["errors"]
+    assert db.session.scalars(select(ConsentInvitation)).all() == []
+    assert db.session.scalars(select(Notification)).all() == []
+    # the number on record, named or not, is taken
+    named = api(client, coord, "POST", f"{base}/econsent",
+                {**invitation, "address": "13900001111"}, 201)
+    assert named["delivered_to"] == "139****1111"
+    # the participant's new phone: recorded first (a reason is required; a monitor may not)
+    change = {"phone": "13722223333", "reason": "participant changed phone"}
+    api(client, staff["monitor"], "PATCH", f"{base}/identifiers", change, 403)
+    body = api(client, coord, "PATCH", f"{base}/identifiers", {"phone": "13722223333"}, 422)
+    assert "reason" in body["errors"]["json"]
+    changed = api(client, coord, "PATCH", f"{base}/identifiers", change, 200)
+    assert changed["subject_code"] == subject and "phone" not in changed
+    event = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.action == "participant.identifiers_changed")).one()
+    assert event.reason == "participant changed phone"
+    assert [c["field"] for c in event.changes] == ["phone"]
+    assert "13722223333" not in str(event.changes) and "13900001111" not in str(event.changes)
+    revealed = api(client, coord, "GET", f"{base}/identifiers", None, 200)
+    assert (revealed["phone"], revealed["full_name"]) == ("13722223333", None)
+    moved = api(client, coord, "POST", f"{base}/econsent", invitation, 201)
+    assert moved["delivered_to"] == "137****3333"
+    sent = db.session.scalars(select(Notification).order_by(Notification.id.desc())).first()
+    assert sent is not None and (sent.entity_id, sent.address) == (moved["id"], "13722223333")
+
+
 def test_the_signed_pdf_holds_the_text_in_the_language_the_signer_read(
     app: Flask, client: FlaskClient, tmp_path: Path
 ) -> None:

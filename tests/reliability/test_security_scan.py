@@ -182,6 +182,7 @@ API_BODIES: dict[str, Any] = {
     "participants.Participants": {"site": "BJ01"},
     "participants.Consents": {"document_id": "main_icf", "version": "1.0"},
     "participants.Withdrawal": {"reason": "probe"},
+    "participants.Identifiers": {"phone": "13900000000", "reason": "probe"},
     "participants.Randomization": {},
     "participants.Void": {"password": PASSWORD, "reason": "probe"},
     "participants.Unblinding": {"password": PASSWORD, "reason": "probe", "category": "other"},
