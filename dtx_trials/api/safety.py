@@ -25,7 +25,7 @@ blp = Blueprint(
 class SafetyArgs(StrictSchema):
     status = fields.String(
         load_default=None,
-        validate=validate.OneOf(["open", "acknowledged", "reported", "closed"]),
+        validate=validate.OneOf(["open", "acknowledged", "reported", "downgraded", "closed"]),
     )
 
 

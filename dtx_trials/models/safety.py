@@ -48,7 +48,7 @@ class SafetyEvent(Base):
     detected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # SAE: the expedited initial report is due; alert: escalation if not acknowledged
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # open|acknowledged|reported; an SAE is closed by its final follow-up
+    # open|acknowledged|reported|downgraded; an SAE is closed by its final follow-up
     status: Mapped[str] = mapped_column(String(20), default="open")
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     acknowledged_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))

@@ -95,7 +95,11 @@ def evaluate_record(
         return []
     now = now or utcnow()
     raised: list[SafetyEvent] = []
-    for trigger in triggered(protocol, record.form_code, dict(record.data or {})):
+    fired = triggered(protocol, record.form_code, dict(record.data or {}))
+    if record.form_code == protocol.safety.form:
+        _follow_seriousness(session, actor, trial, participant, protocol, record,
+                            serious=any(t.kind == "sae" for t in fired))
+    for trigger in fired:
         site = session.get(Site, participant.site_id)
         where = f"{participant.subject_code} ({site.code if site else 'site'})"
         if _exists(session, record, trigger.rule_id):
@@ -120,6 +124,45 @@ def evaluate_record(
             subject=subject, body=body,
         )
     return raised
+
+
+def _follow_seriousness(
+    session: Session, actor: Actor, trial: Trial, participant: Participant, protocol: Protocol,
+    record: FormRecord, *, serious: bool,
+) -> None:
+    """An AE record corrected so it no longer meets the serious criteria: its SAE, while no
+    initial report was filed, is downgraded (its clock and escalation stop; before, it stayed
+    open and was escalated as overdue). Corrected back to serious, the SAE opens again on its
+    first clock (awareness dates from the first report). A reported SAE keeps its case: the
+    downgrade is new information for the investigator's follow-up report."""
+    event = session.scalars(
+        select(SafetyEvent).where(
+            SafetyEvent.form_record_id == record.id, SafetyEvent.rule_id == "sae"
+        ).with_for_update()
+    ).first()
+    if event is None:
+        return
+    change = {
+        (False, "open"): ("downgraded", "safety.downgrade", "no longer meets the serious "
+                          "criteria: downgraded, no expedited report is due"),
+        (True, "downgraded"): ("open", "safety.reopen", "meets the serious criteria again: "
+                               "the initial report is due on its first clock"),
+    }.get((serious, event.status))
+    if change is None:
+        return
+    status, action, what = change
+    before = audit.snapshot(event)
+    event.status = status
+    audit.record_update(session, actor, action, event, before, trial_id=trial.id,
+                        site_id=event.site_id, reason=f"the AE record {what}")
+    notifications.notify_roles(
+        session, actor, trial=trial, roles=tuple(protocol.safety.notify),
+        site_id=participant.site_id, kind=action,
+        entity_type="safety_event", entity_id=event.id,
+        subject=f"{trial.code}: SAE for {participant.subject_code} "
+                f"{'downgraded' if status == 'downgraded' else 'open again'}",
+        body=f"{event.message}\nThe AE record {what}.",
+    )
 
 
 def _raise(
@@ -214,6 +257,9 @@ def report_sae(
             raise Conflict("only an SAE has an expedited report")
         if event.reported_at is not None:  # reported, or closed by its final follow-up
             raise Conflict("the initial report was already filed")
+        if event.status == "downgraded":
+            raise Conflict("the AE record no longer meets the serious criteria: no expedited "
+                           "report is due")
         before = audit.snapshot(event)
         event.status = "reported"
         event.reported_at = utcnow()

@@ -147,6 +147,52 @@ def test_sae_follow_ups_track_causality_expectedness_and_outcome(
     assert check_integrity(db.session).ok
 
 
+def test_an_sae_corrected_to_not_serious_is_downgraded_not_escalated(
+    client: FlaskClient, tmp_path: Path
+) -> None:
+    """The site corrects an AE entered as serious by mistake before the initial report: the
+    SAE is downgraded, its clock and escalation stop and the roles are told (before, it stayed
+    open and was escalated as an overdue report). Corrected back, it opens on its first
+    clock; a downgraded SAE takes no expedited report."""
+    staff = load_with_safety(client, tmp_path)
+    inv = staff["inv"]
+    subject = enrolled_mci_participant(client, staff)
+    url = f"/participants/{subject}/visits/baseline/forms/adverse_events"
+    api(client, inv, "PUT", url, {"values": {**AE, "ae_serious": "1"}, "submit": True}, 200)
+    (event,) = api(client, inv, "GET", "/safety-events", expect=200)
+    api(client, inv, "PUT", url, {"values": {**AE, "ae_serious": "0"}, "submit": True,
+                                  "reason": "not serious: no hospitalisation"}, 200)
+    (downgraded,) = api(client, staff["monitor"], "GET", "/safety-events?status=downgraded")
+    assert downgraded["id"] == event["id"] and downgraded["due_at"] == event["due_at"]
+    assert notified("safety.downgrade") == ["investigator", "monitor", "sponsor_admin"]
+    trial = db.session.get(Trial, staff.trial.id)
+    assert trial is not None
+    late = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=25)
+    assert safety.escalate_overdue(db.session, trial, now=late) == []
+    report = f"/safety-events/{event['id']}/report"
+    filed = {"causality": "not_related", "expectedness": "unexpected", "narrative": "Fell."}
+    assert "no expedited report is due" in api(client, inv, "POST", report, filed, 409)["message"]
+    # a second save while not serious changes nothing more
+    api(client, inv, "PUT", url, {"values": {**AE, "ae_serious": "0", "ae_term": "fall"},
+                                  "submit": True, "reason": "term"}, 200)
+    assert len(notified("safety.downgrade")) == 3
+    # serious after all: open again, due when first due (escalated now, being overdue)
+    api(client, inv, "PUT", url, {"values": {**AE, "ae_serious": "1"}, "submit": True,
+                                  "reason": "hospitalised after all"}, 200)
+    (reopened,) = api(client, inv, "GET", "/safety-events", expect=200)
+    assert (reopened["id"], reopened["status"], reopened["due_at"]) == (
+        event["id"], "open", event["due_at"])
+    assert notified("safety.reopen") == ["investigator", "monitor", "sponsor_admin"]
+    assert [e.id for e in safety.escalate_overdue(db.session, trial, now=late)] == [event["id"]]
+    reasons = [e.reason or "" for e in db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action.in_(["safety.downgrade", "safety.reopen"]))
+        .order_by(AuditEvent.id))]
+    assert [r.split(":")[0] for r in reasons] == [
+        "the AE record no longer meets the serious criteria",
+        "the AE record meets the serious criteria again"]
+    assert api(client, inv, "POST", report, filed, 200)["status"] == "reported"
+
+
 def test_alert_acknowledged_or_escalated(client: FlaskClient, tmp_path: Path) -> None:
     staff = load_with_safety(client, tmp_path)
     trial = db.session.get(Trial, staff.trial.id)
