@@ -24,7 +24,7 @@ from dtx_trials.extensions import db
 from dtx_trials.models import AuditEvent, Participant, Site, User, Visit
 from dtx_trials.services import listing, notifications, randomization, trials
 from dtx_trials.services import participants as service
-from dtx_trials.services.access import require
+from dtx_trials.services.access import visible_sites
 
 blp = Blueprint(
     "participants",
@@ -461,25 +461,26 @@ class Unblindings(MethodView):
     def get(self, code: str) -> list[dict[str, Any]]:
         """Emergency unblinding events (who, when, why) — never the arm."""
         actor, trial = current_actor(), _trial(code)
-        require(actor, "unblinding.read", trial.id)
-        events = db.session.scalars(
-            select(AuditEvent)
-            .where(
-                AuditEvent.chain == f"trial:{trial.id}",
-                AuditEvent.action == "randomization.emergency_unblinding",
-            )
-            .order_by(AuditEvent.seq)
+        sites = visible_sites(actor, "unblinding.read", trial.id)
+        stmt = select(AuditEvent).where(
+            AuditEvent.chain == f"trial:{trial.id}",
+            AuditEvent.action == "randomization.emergency_unblinding",
         )
+        if sites is not None:  # an investigator: their sites' events only
+            stmt = stmt.where(AuditEvent.site_id.in_(sites))
         out = []
-        for event in events:
+        for event in db.session.scalars(stmt.order_by(AuditEvent.seq)):
             details = {c["field"]: c.get("new") for c in event.changes}
             participant = db.session.get(Participant, event.entity_id)
+            protocol = service.protocol_for(db.session, participant) if participant else None
+            reason = event.reason or ""
             out.append(
                 {
                     "at": event.at,
                     "actor_name": event.actor_name,
                     "subject_code": participant.subject_code if participant else "",
-                    "reason": event.reason,
+                    # redacted when recorded; again for events recorded before that was so
+                    "reason": randomization.redact_arms(protocol, reason) if protocol else reason,
                     "category": details.get("category"),
                     "recipient": details.get("recipient"),
                 }

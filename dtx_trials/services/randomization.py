@@ -1070,6 +1070,18 @@ class Unblinding:
     signed_by: str
 
 
+def redact_arms(protocol: Protocol, text: str) -> str:
+    """``text`` with every arm code and name (en, zh) blacked out, so that a reason naming the
+    treatment does not carry it to blinded readers (the trail, the notice, the list)."""
+    terms = sorted(
+        {t for a in protocol.arms for t in (a.code, a.name.en, a.name.zh) if t},
+        key=len,
+        reverse=True,
+    )
+    pattern = re.compile("|".join(re.escape(t) for t in terms), re.IGNORECASE)
+    return pattern.sub("[arm withheld]", text)
+
+
 def emergency_unblind(
     session: Session,
     actor: Actor,
@@ -1101,6 +1113,9 @@ def emergency_unblind(
         if allocation is None:
             raise Conflict("participant is not randomized; there is nothing to unblind")
         protocol = protocol_for(session, participant)
+        # the trail is read by blinded users (monitors, auditors, the sponsor): a reason that
+        # names an arm is kept with the arm blacked out, as the notice shows it
+        reason = redact_arms(protocol, reason.strip())
         now = utcnow()
         audit.record_event(
             session,
@@ -1168,16 +1183,9 @@ def unblinding_message(
 ) -> tuple[str, str]:
     """Return (subject, body) of the unblinding notice: who, when, why, never the arm.
 
-    The free-text reason is shown with every arm code and name (en, zh) blacked out, so a
-    reason that names the treatment does not carry it to the recipients.
+    The free-text reason is shown with every arm code and name blacked out (`redact_arms`).
     """
-    terms = sorted(
-        {t for a in protocol.arms for t in (a.code, a.name.en, a.name.zh) if t},
-        key=len,
-        reverse=True,
-    )
-    pattern = re.compile("|".join(re.escape(t) for t in terms), re.IGNORECASE)
-    redacted = pattern.sub("[arm withheld]", reason)
+    redacted = redact_arms(protocol, reason)
     subject = f"[{trial_code}] Emergency unblinding of participant {subject_code}"
     body = "\n".join(
         [

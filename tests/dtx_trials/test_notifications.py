@@ -121,6 +121,17 @@ def test_emergency_unblinding_emails_the_named_roles_without_the_arm(
     unblinding = actions.index("randomization.emergency_unblinding")
     assert actions[unblinding + 2 : unblinding + 5] == ["notification.queued"] * 3
     assert check_integrity(db.session, staff.trial.id).ok
+    # the trail (read by the blinded sponsor, monitors, auditors) and the unblindings list hold
+    # the reason as the notice shows it; another site's investigator sees no event of this
+    # site (before: the reason in clear in both, and every site's events in the list)
+    redacted = "Seizure; check whether [arm withheld] training or [arm withheld] was given"
+    reasons = set(db.session.scalars(select(AuditEvent.reason).where(AuditEvent.action.in_(
+        ["randomization.emergency_unblinding", "participant.unblinded"]))))
+    assert reasons == {redacted}
+    for who in ("monitor", "sponsor", "auditor", "inv"):
+        listed = api(client, staff[who], "GET", "/unblindings", None, 200)
+        assert [(e["subject_code"], e["reason"]) for e in listed] == [(subject, redacted)], who
+    assert api(client, staff["inv2"], "GET", "/unblindings", None, 200) == []
 
 
 def test_a_protocol_without_the_key_notifies_sponsor_and_monitor(app: Flask) -> None:
