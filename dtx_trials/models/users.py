@@ -29,6 +29,12 @@ class Role(enum.StrEnum):
 SITE_BOUND_ROLES = frozenset(
     {Role.INVESTIGATOR, Role.COORDINATOR, Role.PARTICIPANT, Role.OUTCOME_ASSESSOR}
 )
+# Roles whose memberships never name one: their work (exports, analyses, the audit trail, the
+# trial's set-up) is the whole trial's, with no per-site view of it. A monitor may have either.
+TRIAL_WIDE_ROLES = frozenset(
+    {Role.SPONSOR_ADMIN, Role.STATISTICIAN, Role.UNBLINDED_STATISTICIAN, Role.DATA_MANAGER,
+     Role.AUDITOR}
+)
 
 
 class User(Base):

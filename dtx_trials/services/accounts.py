@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from dtx_trials.db import deferred_commit, lock_row, transaction, utcnow
 from dtx_trials.models import ApiToken, Membership, Site, Trial, User, WebSession
-from dtx_trials.models.users import SITE_BOUND_ROLES, Role
+from dtx_trials.models.users import SITE_BOUND_ROLES, TRIAL_WIDE_ROLES, Role
 from dtx_trials.services import audit, notifications
 from dtx_trials.services.access import (
     SYSTEM,
@@ -787,6 +787,12 @@ def grant_role(
             raise NotFound("user not found", {"user_id": ["no such user"]})
         if role_enum in SITE_BOUND_ROLES and site_id is None:
             raise ValidationError(f"role {role} needs a site", {"site": ["required for this role"]})
+        if role_enum in TRIAL_WIDE_ROLES and site_id is not None:
+            # (before: taken, and the grant read every site's exports and trail all the same)
+            raise ValidationError(
+                f"role {role} works on the whole trial, never one site",
+                {"site": ["must be empty for this role"]},
+            )
         if site_id is not None:
             site = session.get(Site, site_id)
             if site is None or site.trial_id != trial_id:
@@ -870,12 +876,15 @@ def approve_grant(
             raise PermissionDenied(
                 "a second administrator approves: not the one who asked for it, nor the grantee"
             )
-        if actor.user_id is not None and not actor.is_superuser and _appointed_by(
-            session, trial_id, actor.user_id, membership.requested_by_id
+        requester = membership.requested_by_id
+        if actor.user_id is not None and not actor.is_superuser and requester is not None and (
+            appointed_by(session, trial_id, actor.user_id, requester)
+            or appointed_by(session, trial_id, requester, actor.user_id)
         ):
             raise PermissionDenied(
                 "a second administrator approves: not one whose administrator role goes back "
-                "to the one who asked (an account they invited could be their own)"
+                "to the one who asked, nor one who appointed them (an account one of them "
+                "invited could be their own)"
             )
         trial = session.get(Trial, trial_id)
         assert trial is not None
@@ -897,11 +906,13 @@ def approve_grant(
     return membership
 
 
-def _appointed_by(
+def appointed_by(
     session: Session, trial_id: int, user_id: int, requester_id: int | None
 ) -> bool:
     """Whether ``user_id``'s sponsor-admin role in the trial was granted by ``requester_id``,
-    directly or through administrators that one appointed (A invites B, B invites D: D is A's)."""
+    directly or through administrators that one appointed (A invites B, B invites D: D is A's);
+    an appointment revoked since still counts (revoking a link does not make two people of
+    one)."""
     if requester_id is None:
         return False
     seen: set[int] = set()
@@ -914,7 +925,6 @@ def _appointed_by(
                     Membership.user_id.in_(frontier),
                     Membership.trial_id == trial_id,
                     Membership.role == Role.SPONSOR_ADMIN.value,
-                    Membership.is_active.is_(True),
                     Membership.requested_by_id.is_not(None),
                 )
             )

@@ -95,7 +95,8 @@ def recipients(
 ) -> list[tuple[User, str]]:
     """Return the active users holding any of `roles` in the trial, each once with a role.
 
-    Site-bound roles (investigator, coordinator) count only at `site_id`.
+    Site-bound roles (investigator, coordinator) count only at `site_id`, and a membership
+    limited to a site (a monitor's) only there when the notice is a site's.
     """
     wanted = {Role(role) for role in roles}
     rows = session.execute(
@@ -111,6 +112,10 @@ def recipients(
             continue
         if role in SITE_BOUND_ROLES and membership.site_id != site_id:
             continue
+        if membership.site_id is not None and site_id is not None and (
+            membership.site_id != site_id
+        ):
+            continue  # (before: a monitor of site B was sent site A's unblinding notice)
         found.setdefault(user.id, (user, role.value))
     return list(found.values())
 

@@ -143,10 +143,13 @@ def active_protocol(session: Session, trial: Trial) -> tuple[ProtocolVersion, Pr
 
 def blinded_roles(session: Session, trial: Trial) -> frozenset[Role]:
     """The account roles that must not learn this trial's allocation, as its active protocol
-    declares them (``blinding.blinded_roles``); before any activation, every role but the
-    unblinded ones of a trial created blinded."""
+    declares them (``blinding.blinded_roles``); before any activation every role but the
+    unblinded ones, since the protocol to come may blind them (an unblinded role granted then
+    waits for a second administrator, as in a blinded trial: before, a new trial counted as
+    open label and such a grant was active at once, and stayed active when a double-blind
+    protocol was activated)."""
     if trial.active_protocol_version_id is None:
-        return frozenset() if trial.blinding == "open" else ALL_BLINDABLE_ROLES
+        return ALL_BLINDABLE_ROLES
     return blinded_account_roles(active_protocol_model(session, trial).blinding.blinded_roles)
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from dtx_trials.extensions import db
 from dtx_trials.models import AuditEvent, Membership, Participant, Site, Trial
-from dtx_trials.services import protocols
+from dtx_trials.services import notifications, protocols
 from tests.dtx_trials.analysis_data import populated_trial
 from tests.dtx_trials.trial_flow import LIBRARY, MCI_CODE, TrialStaff, api, load_trial
 from tests.helpers import CLI, Account, login, make_user
@@ -91,6 +91,73 @@ def test_an_unblinded_grant_waits_for_a_second_administrator(
     assert client.get(f"{MCI}/allocations", headers=newcomer_headers).status_code == 200
     assert actions(body["id"]) == ["membership.request", "membership.approve"]
     assert client.post(approve, headers=other.headers).status_code == 409  # nothing pending
+
+
+def test_an_administrator_never_approves_what_an_administrator_they_appointed_asked(
+    client: FlaskClient, staff: TrialStaff
+) -> None:
+    """Admin A appoints P (an account A may control) as administrator, signs in as P, asks
+    for an unblinded role for S and approves it as A: refused, and still after A revokes P's
+    administrator role (before: approved, one person made S unblinded). An administrator
+    appointed apart from A approves."""
+    sponsor = staff["sponsor"]
+    puppet = login(client, make_user("puppet"))
+    made = grant(client, sponsor, puppet, "sponsor_admin")
+    assert made.status_code == 201 and made.get_json()["is_active"]
+    sock = login(client, make_user("sock"))
+    asked = grant(client, puppet, sock, "unblinded_statistician")
+    assert asked.status_code == 201 and asked.get_json()["is_pending_approval"]
+    approve = f"{MCI}/memberships/{asked.get_json()['id']}/approval"
+    refused = client.post(approve, headers=sponsor.headers)
+    assert refused.status_code == 403 and "appointed" in refused.get_json()["message"]
+    revoked = client.delete(f"{MCI}/memberships/{made.get_json()['id']}",
+                            headers=sponsor.headers)
+    assert revoked.status_code in (200, 204), revoked.get_json()
+    assert client.post(approve, headers=sponsor.headers).status_code == 403
+    assert client.get(f"{MCI}/allocations", headers=sock.headers).status_code == 404
+    other = second_admin(client, staff)  # appointed by the operator, not by A
+    assert client.post(approve, headers=other.headers).status_code == 200
+
+
+def test_an_unblinded_grant_before_any_protocol_waits_for_a_second_administrator(
+    client: FlaskClient, staff: TrialStaff
+) -> None:
+    """A new trial has no protocol yet, so it does not know whom it will blind: an unblinded
+    role granted then waits for approval as in a blinded trial (before: the trial counted as
+    open label, the grant was active at once and stayed so when the double-blind protocol was
+    activated)."""
+    created = client.post("/api/v1/trials", json={"code": "NEW-1", "title": "New trial"},
+                          headers=staff["sponsor"].headers)
+    assert created.status_code == 201, created.get_json()
+    newcomer = login(client, make_user("newcomer"))
+    asked = client.post("/api/v1/trials/NEW-1/memberships",
+                        json={"user_id": newcomer.user.id, "role": "unblinded_statistician"},
+                        headers=staff["sponsor"].headers)
+    assert asked.status_code == 201, asked.get_json()
+    assert asked.get_json()["is_pending_approval"] and not asked.get_json()["is_active"]
+
+
+def test_trial_wide_roles_take_no_site_and_a_sites_monitor_hears_of_its_site_only(
+    client: FlaskClient, staff: TrialStaff
+) -> None:
+    """A data manager, auditor, statistician or administrator "of one site" still read every
+    site's exports and trail: such a grant is refused (before: taken). A monitor of one site
+    is told of that site's events only (before: of every site's unblinding)."""
+    newcomer = login(client, make_user("newcomer"))
+    first, second = list(staff.sites)[:2]
+    for role in ("data_manager", "auditor", "statistician", "unblinded_statistician",
+                 "sponsor_admin"):
+        refused = grant(client, staff["sponsor"], newcomer, role, first)
+        assert refused.status_code == 422 and "site" in refused.get_json()["errors"], role
+    assert db.session.scalars(
+        select(Membership).where(Membership.user_id == newcomer.user.id)).all() == []
+    assert grant(client, staff["sponsor"], newcomer, "monitor", second).status_code == 201
+    at_first = {user.username for user, _ in notifications.recipients(
+        db.session, staff.trial.id, ["monitor"], staff.sites[first].id)}
+    at_second = {user.username for user, _ in notifications.recipients(
+        db.session, staff.trial.id, ["monitor"], staff.sites[second].id)}
+    assert "newcomer" not in at_first and "monitor" in at_first
+    assert {"newcomer", "monitor"} <= at_second
 
 
 def test_two_administrators_still_cannot_make_one_of_them_unblinded(
