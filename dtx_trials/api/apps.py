@@ -145,6 +145,9 @@ class AppCredentialSchema(Schema):
     scope = fields.String()
     created_at = fields.DateTime()
     revoked_at = fields.DateTime(allow_none=True)
+    approved_at = fields.DateTime(
+        allow_none=True, metadata={"description": "null: waits for a second administrator"})
+    approved_by_id = fields.Integer(allow_none=True)
 
 
 class AppIssuedCredentialSchema(AppCredentialSchema):
@@ -276,8 +279,20 @@ class Credentials(MethodView):
         actor = current_actor()
         trial = trials.get_trial(db.session, actor, code)
         credential, secret = service.create_credential(db.session, actor, trial, body["name"])
-        names = ("id", "name", "client_id", "scope", "created_at", "revoked_at")
+        names = ("id", "name", "client_id", "scope", "created_at", "revoked_at", "approved_at",
+                 "approved_by_id")
         return {**{n: getattr(credential, n) for n in names}, "client_secret": secret}
+
+
+@staff_blp.route("/<code>/service-credentials/<int:credential_id>/approval")
+class CredentialApproval(MethodView):
+    @staff_blp.response(200, AppCredentialSchema)
+    def post(self, code: str, credential_id: int) -> Any:
+        """Approve a credential another administrator created (not its creator, nor one
+        appointed by them or who appointed them); until then it gets no token."""
+        actor = current_actor()
+        trial = trials.get_trial(db.session, actor, code)
+        return service.approve_credential(db.session, actor, trial, credential_id)
 
 
 @staff_blp.route("/<code>/service-credentials/<int:credential_id>")

@@ -17,7 +17,8 @@ DEVICE_DATA_WRITE = "device_data.write"
 
 class ServiceCredential(Base):
     """Client credentials for an app vendor's backend, scoped to one trial and to device-data
-    write; created by a sponsor admin, the secret shown once."""
+    write; created by a sponsor admin, the secret shown once, live once a second administrator
+    approved it (``approved_at``)."""
 
     __tablename__ = "service_credential"
 
@@ -31,6 +32,8 @@ class ServiceCredential(Base):
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    approved_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
 
 
 class AppToken(Base):

@@ -33,7 +33,7 @@ from dtx_trials.models import (
 )
 from dtx_trials.models.apps import DEVICE_DATA_WRITE
 from dtx_trials.models.users import Role
-from dtx_trials.services import audit, devices, forms
+from dtx_trials.services import accounts, audit, devices, forms
 from dtx_trials.services.access import Actor, Grant, knows_allocation, require
 from dtx_trials.services.accounts import sha256_hex
 from dtx_trials.services.deviations import site_zone
@@ -203,7 +203,7 @@ def principal_for(
     credential = (
         session.get(ServiceCredential, token.credential_id) if token.credential_id else None
     )
-    if credential is None or credential.revoked_at is not None:
+    if credential is None or credential.revoked_at is not None or credential.approved_at is None:
         return None
     return AppPrincipal(token, trial, _service_actor(credential, token.id, request_id),
                         credential=credential)
@@ -216,12 +216,16 @@ def create_credential(
     session: Session, actor: Actor, trial: Trial, name: str
 ) -> tuple[ServiceCredential, str]:
     """A sponsor admin creates client credentials for an app vendor's backend; the secret is
-    returned once (only its SHA-256 is kept)."""
+    returned once (only its SHA-256 is kept). The credential writes participants' device data,
+    so it is live only once a second administrator approved it (`approve_credential`): one
+    administrator alone never holds a way to write clinical data (a superuser's or the
+    command line's is live at once)."""
     require(actor, "service.manage", trial.id)
     if not name.strip():
         raise ValidationError("a name is required", {"name": ["must not be blank"]})
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     with transaction(session):
+        at_once = actor.is_superuser or actor.via == "cli"
         credential = ServiceCredential(
             trial_id=trial.id,
             name=name.strip()[:100],
@@ -229,6 +233,8 @@ def create_credential(
             secret_hash=sha256_hex(secret),
             scope=DEVICE_DATA_WRITE,
             created_by_id=actor.user_id,
+            approved_at=utcnow() if at_once else None,
+            approved_by_id=actor.user_id if at_once else None,
         )
         session.add(credential)
         session.flush()
@@ -239,6 +245,38 @@ def create_credential(
                      "scope": credential.scope},
         )
     return credential, secret
+
+
+def approve_credential(
+    session: Session, actor: Actor, trial: Trial, credential_id: int
+) -> ServiceCredential:
+    """A second administrator approves a credential: not its creator, nor an administrator
+    appointed by the creator or who appointed them (`accounts.appointed_by`). Audited."""
+    require(actor, "service.manage", trial.id)
+    with transaction(session):
+        credential = lock_row(session, ServiceCredential, credential_id)
+        if credential is None or credential.trial_id != trial.id:
+            raise NotFound("service credential not found")
+        if credential.approved_at is not None or credential.revoked_at is not None:
+            raise Conflict("this credential is not waiting for approval")
+        creator = credential.created_by_id
+        if not actor.is_superuser and actor.user_id is not None and creator is not None and (
+            actor.user_id == creator
+            or accounts.appointed_by(session, trial.id, actor.user_id, creator)
+            or accounts.appointed_by(session, trial.id, creator, actor.user_id)
+        ):
+            raise PermissionDenied(
+                "a second administrator approves: not the credential's creator, nor one "
+                "appointed by them or who appointed them"
+            )
+        credential.approved_at = utcnow()
+        credential.approved_by_id = actor.user_id
+        audit.record_event(
+            session, actor, "service_credential.approve", entity_type="service_credential",
+            entity_id=credential.id, trial_id=trial.id,
+            details={"client_id": credential.client_id, "created_by_id": creator},
+        )
+    return credential
 
 
 def list_credentials(session: Session, actor: Actor, trial: Trial) -> list[ServiceCredential]:
@@ -296,6 +334,8 @@ def issue_service_token(
             or not secrets.compare_digest(credential.secret_hash, sha256_hex(client_secret))
         ):
             raise AuthenticationError("invalid client credentials")
+        if credential.approved_at is None:  # told only to the holder of the secret
+            raise PermissionDenied("this credential waits for a second administrator's approval")
         if scope is not None and scope != credential.scope:
             raise ValidationError("scope not granted",
                                   {"scope": [f"this credential holds {credential.scope}"]})

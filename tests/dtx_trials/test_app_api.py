@@ -29,7 +29,7 @@ from tests.dtx_trials.trial_flow import (
     enrolled_mci_participant,
     trial_staff,
 )
-from tests.helpers import CLI
+from tests.helpers import CLI, login, make_user
 
 ARM_WORDS = ("cogtrain", "sham", "Adaptive cognitive training", "Sham training")
 
@@ -211,6 +211,21 @@ def test_usage_upload_read_back_per_participant_and_exported(
     assert len(lines) == 3
 
 
+def approve_credential(client: FlaskClient, staff: TrialStaff, credential_id: int) -> None:
+    """A second administrator approves the credential the trial's administrator created; its
+    creator cannot, nor an administrator the creator appointed (an account it may control)."""
+    approval = f"/service-credentials/{credential_id}/approval"
+    api(client, staff["sponsor"], "POST", approval, None, 403)
+    puppet = login(client, make_user("puppet"))
+    api(client, staff["sponsor"], "POST", "/memberships",
+        {"user_id": puppet.user.id, "role": "sponsor_admin"}, 201)
+    api(client, puppet, "POST", approval, None, 403)
+    other = login(client, make_user("admin2", role="sponsor_admin", trial=staff.trial))
+    approved = api(client, other, "POST", approval, None, 200)
+    assert approved["approved_by_id"] == other.user.id and approved["approved_at"]
+    api(client, other, "POST", approval, None, 409)
+
+
 def test_service_credentials_write_device_data_of_their_trial_only(
     client: FlaskClient, tmp_path: Path
 ) -> None:
@@ -227,6 +242,12 @@ def test_service_credentials_write_device_data_of_their_trial_only(
     assert stored.secret_hash == sha256_hex(secret) and secret not in str(stored.__dict__)
 
     grant = {"grant_type": "client_credentials", "client_id": client_id}
+    # live once a second administrator approved it: one administrator alone never holds a
+    # way to write participants' device data (before: live at once, in its creator's hands)
+    assert created["approved_at"] is None
+    waiting = app_call(client, None, "POST", "/token", {**grant, "client_secret": secret}, 403)
+    assert "second administrator" in waiting["message"]
+    approve_credential(client, staff, created["id"])
     app_call(client, None, "POST", "/token", {**grant, "client_secret": "wrong"}, 401)
     app_call(client, None, "POST", "/token",
              {**grant, "client_secret": secret, "scope": "forms.write"}, 422)
@@ -243,7 +264,8 @@ def test_service_credentials_write_device_data_of_their_trial_only(
                       headers={"Authorization": f"Bearer {token}"}).status_code == 401
     actions = [e.action for e in db.session.scalars(
         select(AuditEvent).where(AuditEvent.action.like("service%")).order_by(AuditEvent.id))]
-    assert actions == ["service_credential.create", "service.token_issued"]
+    assert actions == ["service_credential.create", "service_credential.approve",
+                       "service.token_issued"]
 
     api(client, staff["sponsor"], "DELETE", f"/service-credentials/{created['id']}", expect=200)
     app_call(client, token, "POST", "/device-data", [usage(2, 40, subject)], 401)
@@ -268,6 +290,7 @@ def test_a_service_token_cannot_reach_another_trials_participant(
     assert foreign is not None and foreign != subject
     created = api(client, staff["sponsor"], "POST", "/service-credentials",
                   {"name": "CogTrain backend"}, 201)
+    approve_credential(client, staff, created["id"])
     token = app_call(client, None, "POST", "/token", {
         "grant_type": "client_credentials", "client_id": created["client_id"],
         "client_secret": created["client_secret"]}, 201)["access_token"]
