@@ -26,7 +26,7 @@ class Codelist:
 CODELISTS: dict[str, Codelist] = {
     c.code: c
     for c in (
-        Codelist("C66731", "SEX", ("F", "M", "U", "UNDIFFERENTIATED"), False),
+        Codelist("C66731", "SEX", ("F", "M", "U", "INTERSEX"), False),  # C45908, CT 2022-03+
         Codelist("C66742", "NY", ("N", "Y", "U", "NA"), False),
         Codelist("C66769", "AESEV", ("MILD", "MODERATE", "SEVERE"), False),
         Codelist("C66768", "OUT", (

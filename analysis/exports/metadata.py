@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from analysis.exports.xport import Cell, XptDataset, XptVariable
+from analysis.exports.xport import Cell, XptDataset, XptVariable, sas_format
 
 SAS_EPOCH = datetime.date(1960, 1, 1)
 SAS_EPOCH_DATETIME = datetime.datetime(1960, 1, 1)
@@ -77,18 +77,19 @@ def _decimals(value: float) -> int:
     return len(text.split(".")[1].rstrip("0")) if "." in text else 0
 
 
+_DATE_KINDS: dict[str, JsonType] = {"DATETIME": "datetime", "DATE": "date", "TIME": "time"}
+
+
 def column_type(dataset: XptDataset, index: int) -> ColumnType:
     """Return the column's Dataset-JSON / Define-XML typing, computed from its values."""
     variable = dataset.variables[index]
     values = [row[index] for row in dataset.rows if row[index] is not None]
     name = variable.name
     if variable.type == "num":
-        if name.endswith("DTM"):
-            return ColumnType("datetime", "integer", "integer", "DATETIME20.", None)
-        if name.endswith("DT"):
-            return ColumnType("date", "integer", "integer", "DATE9.", None)
-        if name.endswith("TM"):
-            return ColumnType("time", "integer", "integer", "TIME8.", None)
+        shown = sas_format(variable)
+        if shown is not None:
+            form, width = shown
+            return ColumnType(_DATE_KINDS[form], "integer", "integer", f"{form}{width}.", None)
         numbers = [float(v) for v in values]  # type: ignore[arg-type]
         if numbers and all(n.is_integer() for n in numbers):
             digits = max(len(str(int(abs(n)))) for n in numbers)

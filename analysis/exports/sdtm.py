@@ -322,8 +322,9 @@ def ds_dataset(b: _Build) -> XptDataset:
 # ------------------------------------------------------------------ DM
 
 
-def dm_dataset(b: _Build) -> XptDataset:
-    """DM: one row per participant; the mapped demographics, RF dates from the data."""
+def dm_dataset(b: _Build, others: Sequence[XptDataset] = ()) -> XptDataset:
+    """DM: one row per participant; the mapped demographics, RF dates from the data (RFPENDTC
+    the latest full date of the participant in any of the ``others`` datasets, `_last_dates`)."""
     data = b.data
     sites = {s.code: s for s in data.sites}
     without = sorted({s.site_code for s in data.subjects
@@ -373,7 +374,8 @@ def dm_dataset(b: _Build) -> XptDataset:
     dm_records: dict[str, _Record] = {}
     for record in b.records.get(mapping.form, []):
         dm_records.setdefault(record.subject, record)
-    last_dates = _last_dates(b)
+    last_dates = _last_dates(b, others)
+    has_exposure = bool(b.spec.domain_maps("EX"))
     rows: list[tuple[Cell, ...]] = []
     for s in data.subjects:
         site = sites.get(s.site_code)
@@ -392,7 +394,11 @@ def dm_dataset(b: _Build) -> XptDataset:
             "STUDYID": data.trial.code, "DOMAIN": "DM", "USUBJID": usubjid(data, s.subject_code),
             "SUBJID": s.subject_code, "RFSTDTC": rfx_first, "RFENDTC": rfx_last,
             "RFXSTDTC": rfx_first, "RFXENDTC": rfx_last, "RFICDTC": _iso(s.consented_on),
-            "RFPENDTC": last_dates.get(s.subject_code), "DTHDTC": death,
+            "RFPENDTC": max((d for d in (last_dates.get(s.subject_code),
+                                         death[:10] if isinstance(death, str)
+                                         and FULL_DATE.match(death) else None) if d),
+                            default=None),
+            "DTHDTC": death,
             "DTHFL": "Y" if death else None, "SITEID": s.site_code, "COUNTRY": site.country,
             **values,
         }
@@ -401,16 +407,27 @@ def dm_dataset(b: _Build) -> XptDataset:
             arm_code: str | None = arm.code if arm else None
             arm_name: str | None = arm.name if arm else None
             reason: str | None = None
+            actual_code, actual_name = arm_code, arm_name
             if arm is None:
                 reason = "SCREEN FAILURE" if s.status == "screen_failed" else "NOT ASSIGNED"
-            row.update(ARMCD=arm_code, ARM=arm_name, ACTARMCD=arm_code, ACTARM=arm_name,
+            elif has_exposure and rfx_first is None:
+                # randomized, no day of use in EX: the actual arm is none (before: the planned
+                # arm, as if treated); without an exposure mapping nothing tells, and the
+                # actual arm is taken as planned
+                actual_code = actual_name = None
+                reason = "ASSIGNED, NOT TREATED"
+            row.update(ARMCD=arm_code, ARM=arm_name, ACTARMCD=actual_code, ACTARM=actual_name,
                        ARMNRS=reason)
         rows.append(tuple(row.get(v.name) for v in variables))
     return XptDataset("DM", DOMAIN_LABELS["DM"], tuple(variables), tuple(rows))
 
 
-def _last_dates(b: _Build) -> dict[str, str]:
-    """Latest full date of any contact per participant (RFPENDTC)."""
+def _last_dates(b: _Build, others: Sequence[XptDataset]) -> dict[str, str]:
+    """Latest full date of any contact per participant (RFPENDTC): consent, withdrawal, and
+    every --DTC of the participant's records in the other datasets (visits, disposition,
+    events, exposure, findings), so that no date of the participant is later (CORE-000720;
+    before: consent, withdrawal, visits and disposition only, and a day of app use or an AE
+    after the last visit fell after RFPENDTC)."""
     out: dict[str, str] = {}
 
     def see(subject: str, day: str | None) -> None:
@@ -420,10 +437,19 @@ def _last_dates(b: _Build) -> dict[str, str]:
     for s in b.data.subjects:
         see(s.subject_code, _iso(s.consented_on))
         see(s.subject_code, _iso(s.withdrawn_on))
-    for (subject, _visit), on in b.visit_dates.items():
-        see(subject, on.isoformat())
-    for subject, found in _disposition(b).items():
-        see(subject, found[2] if isinstance(found[2], str) else None)
+    subject_of = {usubjid(b.data, s.subject_code): s.subject_code for s in b.data.subjects}
+    for dataset in others:
+        names = [v.name for v in dataset.variables]
+        if "USUBJID" not in names:
+            continue
+        at = names.index("USUBJID")
+        dated = [i for i, name in enumerate(names) if name.endswith("DTC")]
+        for row in dataset.rows:
+            subject = subject_of.get(str(row[at]))
+            if subject is not None:
+                for i in dated:
+                    value = row[i]
+                    see(subject, value if isinstance(value, str) else None)
     return out
 
 
@@ -708,12 +734,14 @@ def build_sdtm_datasets(data: ExportData) -> list[XptDataset]:
     SDTM-01..05; raise ExportError when the mapping needs a value the data lack."""
     b = _Build(data)
     ex = ex_dataset(b)
-    datasets = [ts_dataset(b), dm_dataset(b), ds_dataset(b), sv_dataset(b)]
+    others = [ds_dataset(b), sv_dataset(b)]
     for domain in ("AE", "CM"):
         built = _event_dataset(b, domain)
         if built is not None:
-            datasets.append(built)
-    datasets.append(ex)
-    datasets.extend(findings_datasets(b))
+            others.append(built)
+    others.append(ex)
+    others.extend(findings_datasets(b))
+    # DM last: its RFPENDTC is the latest date of each participant in the others
+    datasets = [ts_dataset(b), dm_dataset(b, others), *others]
     check_sdtm(datasets)
     return datasets

@@ -173,7 +173,23 @@ def _pad_records(data: bytes) -> bytes:
     return data if remainder == 0 else data + b" " * (RECORD - remainder)
 
 
+# The SAS display format of a numeric date, time or datetime, by the ADaM name's ending (*DTM
+# datetimes, *DT dates, *TM times): named in the file so that SAS and its readers show a date,
+# not a day count (XPT-07), and in define.xml and Dataset-JSON as the same format.
+_DATE_FORMATS = (("DTM", "DATETIME", 20), ("DT", "DATE", 9), ("TM", "TIME", 8))
+
+
+def sas_format(variable: XptVariable) -> tuple[str, int] | None:
+    """The (format name, width) of a numeric date, time or datetime variable, else None."""
+    if variable.type == "num":
+        for ending, name, width in _DATE_FORMATS:
+            if variable.name.endswith(ending):
+                return name, width
+    return None
+
+
 def _namestr(variable: XptVariable, number: int, length: int, position: int) -> bytes:
+    form, width = sas_format(variable) or ("", 0)
     record = struct.pack(
         ">hhhh8s40s8shhh2s8shhl52s",
         1 if variable.type == "num" else 2,
@@ -182,8 +198,8 @@ def _namestr(variable: XptVariable, number: int, length: int, position: int) -> 
         number,
         _pad(variable.name.encode("ascii"), 8),
         _pad(variable.label.encode("ascii"), 40),
-        b" " * 8,
-        0,
+        _pad(form.encode("ascii"), 8),
+        width,
         0,
         0 if variable.type == "char" else 1,
         b"\x00\x00",

@@ -192,3 +192,17 @@ def test_define_09_optional_sdtm_role_metadata_reaches_the_item_refs(tmp_path: P
     refs = {r.get("ItemOID"): r.get("Role") for r in root.findall(".//odm:ItemRef", NS)}
     assert refs["IT.DM.STUDYID"] == "Identifier" and refs["IT.DM.SEX"] == "Record Qualifier"
     assert refs["IT.DM.AGE"] is None
+
+
+def test_define_05_the_protocol_validator_accepts_every_term_define_lists() -> None:
+    """One controlled terminology: each term define.xml may list for a codelist is one the
+    protocol loader accepts in a mapping (before: SEX's C45908 was UNDIFFERENTIATED for the
+    loader and INTERSEX, its submission value since CT 2022, for define.xml)."""
+    from analysis.exports.metadata import CODELISTS as DEFINED
+    from protocols.cdisc import CODELISTS as VALIDATED
+
+    shared = [c for c in DEFINED.values() if c.code in VALIDATED]
+    assert {c.code for c in shared} >= {"C66731", "C66742", "C66769", "C66768", "C66781"}
+    for codelist in shared:
+        terms = {term for term, _ in codelist.terms}
+        assert terms <= set(VALIDATED[codelist.code].values), codelist.code

@@ -7,7 +7,7 @@ import io
 import math
 import re
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +25,8 @@ from analysis.exports import (
     build_xpt_exports,
     write_xpt,
 )
-from analysis.exports.sdtm import check_sdtm, study_day
+from analysis.exports.data import DeviceValue
+from analysis.exports.sdtm import build_sdtm_datasets, check_sdtm, study_day
 
 CREATED_AT = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
 
@@ -220,6 +221,49 @@ def test_unblinded_dm_has_arms(tmp_path: Path) -> None:
     assert list(frame["ACTARM"]) == ["CogniTrain app", "Sham app", "CogniTrain app"]
 
 
+def test_a_randomized_participant_without_use_has_no_actual_arm(tmp_path: Path) -> None:
+    """CORE-000223/224: randomized but no day of DTx use in EX: ARM as assigned, ACTARM null
+    with ARMNRS "ASSIGNED, NOT TREATED" (before: the planned arm, as if treated)."""
+    data = unblinded()
+    data = replace(data, device_values=tuple(
+        v for v in data.device_values if v.subject_code != "S002"))
+    path = tmp_path / "dm.xpt"
+    path.write_bytes(build_xpt_exports(data)["dm.xpt"])
+    frame, _ = pyreadstat.read_xport(str(path))
+    rows = frame.set_index("SUBJID")
+    assert rows.loc["S002", "ARMCD"] == "SHAM" and rows.loc["S002", "RFXSTDTC"] == ""
+    assert (rows.loc["S002", "ACTARMCD"], rows.loc["S002", "ARMNRS"]) == (
+        "", "ASSIGNED, NOT TREATED")
+    assert (rows.loc["S001", "ACTARMCD"], rows.loc["S001", "ARMNRS"]) == ("ACTIVE", "")
+
+
+def test_rfpendtc_is_the_latest_date_of_the_participant_in_any_dataset() -> None:
+    """CORE-000720: no --DTC of a participant after DM.RFPENDTC, the last contact of any
+    kind. A day of app use after the last visit moves it (before: visits, consent, withdrawal
+    and disposition only, so RFXENDTC and EXSTDTC fell after RFPENDTC)."""
+    data = make_export_data()
+    late = DeviceValue("S001", "app_minutes", datetime(2026, 5, 10, 21, 0, tzinfo=UTC), 30.0,
+                       "min")
+    data = replace(data, device_values=(*data.device_values, late))
+    datasets = {d.name: d for d in build_sdtm_datasets(data)}
+    dm = datasets["DM"]
+    names = [v.name for v in dm.variables]
+    last = {row[names.index("USUBJID")]: row[names.index("RFPENDTC")] for row in dm.rows}
+    assert last["STDY-S001".replace("STDY", data.trial.code)] == "2026-05-10"
+    checked = 0
+    for dataset in datasets.values():
+        columns = [v.name for v in dataset.variables]
+        if dataset.name in ("DM", "TS") or "USUBJID" not in columns:
+            continue
+        for row in dataset.rows:
+            for i, name in enumerate(columns):
+                if name.endswith("DTC") and isinstance(row[i], str) and row[i]:
+                    assert row[i][:10] <= last[row[columns.index("USUBJID")]], (
+                        dataset.name, name, row[i])
+                    checked += 1
+    assert checked > 20
+
+
 def test_ex_treatment_masked_when_blinded(xpt_files: dict[str, bytes]) -> None:
     frame = pd.read_sas(io.BytesIO(xpt_files["ex.xpt"]), format="xport", encoding="ascii")
     assert set(frame["EXTRT"]) == {"BLINDED TREATMENT"}
@@ -285,6 +329,29 @@ def test_xpt_numbers_round_trip(tmp_path_factory: pytest.TempPathFactory,
             assert got == 0 or math.isclose(got, expected, rel_tol=1e-15)
         else:
             assert math.isclose(got, expected, rel_tol=1e-15, abs_tol=0.0)
+
+
+def test_xpt_07_adam_numeric_dates_carry_their_sas_format(tmp_path: Path) -> None:
+    """A numeric ADaM date, time or datetime names its SAS format in the file, so SAS and its
+    readers show a date (before: no format, a bare day count such as 24180)."""
+    start = date(2026, 3, 15)
+    days = (start - date(1960, 1, 1)).days
+    adsl = XptDataset("ADSL", "Subject-Level Analysis Dataset", (
+        XptVariable("USUBJID", "Unique Subject Identifier", "char"),
+        XptVariable("TRTSDT", "Date of First Exposure to Treatment", "num"),
+        XptVariable("TRTSTM", "Time of First Exposure to Treatment", "num"),
+        XptVariable("TRTSDTM", "Datetime of First Exposure to Treatment", "num"),
+        XptVariable("AGE", "Age", "num"),
+    ), (("S-1", days, 9 * 3600, days * 86400 + 9 * 3600, 72),))
+    path = tmp_path / "adsl.xpt"
+    path.write_bytes(write_xpt(adsl, CREATED_AT))
+    frame, meta = pyreadstat.read_xport(str(path))
+    assert {name: meta.original_variable_types[name] for name in frame.columns} == {
+        "USUBJID": None, "TRTSDT": "DATE9.", "TRTSTM": "TIME8.", "TRTSDTM": "DATETIME20.",
+        "AGE": None}
+    assert frame["TRTSDT"][0] == start
+    assert frame["TRTSDTM"][0] == datetime(2026, 3, 15, 9, 0)
+    assert frame["AGE"][0] == 72
 
 
 def test_xpt_empty_dataset_reads_back(tmp_path: Path) -> None:
