@@ -6,11 +6,11 @@ from __future__ import annotations
 import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from dtx_trials.db import lock_row, transaction, utcnow
-from dtx_trials.models import Participant, ProtocolDeviation, Site, Trial, Visit
+from dtx_trials.models import FormRecord, Participant, ProtocolDeviation, Site, Trial, Visit
 from dtx_trials.services import audit
 from dtx_trials.services.access import Actor, require, visible_sites
 from dtx_trials.services.errors import Conflict, NotFound, ValidationError
@@ -166,7 +166,8 @@ def detect_missed_visits(
     session: Session, actor: Actor, trial: Trial, now: datetime.datetime | None = None
 ) -> list[ProtocolDeviation]:
     """Mark planned visits whose window closed (in the site's local calendar) without a visit
-    date as missed, raising a deviation for each; one transaction, audited."""
+    date or any submitted form as missed, raising a deviation for each; one transaction,
+    audited."""
     now = now or utcnow()
     raised: list[ProtocolDeviation] = []
     with transaction(session):
@@ -183,6 +184,11 @@ def detect_missed_visits(
                 Visit.status == "planned",
                 Visit.actual_on.is_(None),
                 Visit.window_end_on.is_not(None),
+                # a visit holding submitted forms took place, its date not recorded yet: not
+                # missed (before: swept as missed, and its date then refused)
+                ~exists().where(
+                    FormRecord.visit_id == Visit.id, FormRecord.status != "draft"
+                ),
             )
             .order_by(Visit.id)
         ).all()

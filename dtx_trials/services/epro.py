@@ -30,16 +30,14 @@ from sqlalchemy.orm import Session
 
 from dtx_trials.crypto import cipher
 from dtx_trials.db import lock_row, transaction, utcnow
-from dtx_trials.models import EproLink, FormRecord, Participant, Site, Trial, Visit, WebSession
+from dtx_trials.models import EproLink, FormRecord, Participant, Trial, Visit, WebSession
 from dtx_trials.models.users import Role
 from dtx_trials.services import audit, forms
 from dtx_trials.services.access import Actor, Grant
 from dtx_trials.services.accounts import Policy, open_session, sha256_hex
-from dtx_trials.services.deviations import site_zone
 from dtx_trials.services.errors import Conflict, DomainError, NotFound, ValidationError
 from dtx_trials.services.participants import get_participant, protocol_for
 from ecrf.model import FormDef
-from ecrf.schedule import epro_windows
 from protocols.model import Protocol
 
 log = logging.getLogger("dtx_trials.epro")
@@ -192,18 +190,10 @@ def issue_link(
             raise Conflict(f"participant is {participant.status}; no new data may be entered")
         protocol = protocol_for(session, participant)
         form_def = _participant_form(protocol, form, visit)
-        occurrences = max((w.times or 1 for w in protocol.schedule.epro
-                           if w.form == form_def.id and w.visit == visit), default=1)
-        if not 1 <= repeat_index <= occurrences:
-            raise ValidationError(
-                f"form {form} at visit {visit} has {occurrences} window(s)",
-                {"repeat_index": [f"between 1 and {occurrences}"]},
-            )
         now = now or utcnow()
         visit_row = _visit_row(session, participant, visit)
-        if repeat_index > 1:
-            _check_window_opened(session, participant, protocol, visit_row, form_def.id,
-                                 repeat_index, now)
+        forms.check_window(session, participant, protocol, visit, visit_row, form_def.id,
+                           repeat_index, now)
         record = _record(session, participant, visit_row, form_def.id, repeat_index)
         if record is not None and record.status != "draft":
             raise Conflict(f"form {form} at visit {visit} is already {record.status}")
@@ -266,29 +256,6 @@ def issue_link(
                 details={"channel": channel, "to": delivered_to},
             )
     return IssuedLink(link, token, delivered_to)
-
-
-def _check_window_opened(
-    session: Session, participant: Participant, protocol: Protocol, visit_row: Visit | None,
-    form_code: str, repeat_index: int, now: datetime.datetime,
-) -> None:
-    """Refuse a link to a later window of a repeating questionnaire before that window opens
-    (on the site's calendar): its answer is that window's entry, so an early one would stand
-    for a week the participant has not reached (the scheduler issues none before either)."""
-    on = (visit_row.actual_on or visit_row.planned_on) if visit_row is not None else None
-    if visit_row is None or on is None:
-        raise Conflict(f"the visit has no date yet: window {repeat_index} of form {form_code} "
-                       "has not opened")
-    windows = [w for w in epro_windows(protocol.schedule.epro, {visit_row.visit_code: on})
-               if w.form == form_code and w.occurrence == repeat_index]
-    zone = site_zone(session.get(Site, participant.site_id))
-    today = now.astimezone(zone).date()
-    if windows and today < windows[0].opens_on:
-        raise Conflict(
-            f"window {repeat_index} of form {form_code} at visit {visit_row.visit_code} "
-            f"opens on {windows[0].opens_on.isoformat()}",
-            opens_on=windows[0].opens_on.isoformat(),
-        )
 
 
 def _otp_digest(token_hash: str, code: str) -> str:

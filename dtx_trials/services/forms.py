@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from dtx_trials.db import insert_row, loaded, lock_row, transaction, utcnow
-from dtx_trials.models import DataQuery, FormRecord, Participant, Signature, Trial, Visit
+from dtx_trials.models import DataQuery, FormRecord, Participant, Signature, Site, Trial, Visit
 from dtx_trials.models.users import Role
 from dtx_trials.services import accounts, audit, safety
 from dtx_trials.services.access import Actor, require
@@ -37,6 +37,7 @@ from dtx_trials.services.participants import (
 )
 from ecrf.checks import FormEvaluation, evaluate_form
 from ecrf.model import UNSCHEDULED_VISIT, FormDef
+from ecrf.schedule import epro_windows
 
 EDITABLE = frozenset({"draft", "submitted", "verified", "signed"})
 SIGNATURE_MEANINGS = ("authorship", "review", "approval", "responsibility")
@@ -46,13 +47,15 @@ OPEN_PARTICIPANT_STATUSES = frozenset(
 
 
 def content_sha256(record: FormRecord) -> str:
-    """SHA-256 over the canonical JSON of what a signature covers."""
+    """SHA-256 over the canonical JSON of what a signature covers: the record's identity and
+    data. Not its version, which every status change moves (signing, SDV, a lock): the
+    signature's hash stays the record's until the data change (before: no signed record's
+    hash ever matched its signature's, the version having moved at the signing itself)."""
     body = {
         "record_id": record.id,
         "form": record.form_code,
         "visit_id": record.visit_id,
         "repeat_index": record.repeat_index,
-        "version": record.version,
         "data": record.data or {},
     }
     return hashlib.sha256(audit.canonical_json(body).encode()).hexdigest()
@@ -141,6 +144,13 @@ def _visit(
             f"visit {visit_code} is not in the schedule",
             {"visit": [f"one of: {', '.join([*known, UNSCHEDULED_VISIT])}"]},
         )
+    if visit is not None and visit.status == "missed":
+        # (before: data went into a visit recorded as not done, whose date then could never
+        # be recorded)
+        raise Conflict(
+            f"visit {visit_code} was recorded as missed ({visit.missed_reason}); its forms take "
+            "no data"
+        )
     if visit is None:
         # screening visits and visits not planned yet are opened on first data entry
         visit = insert_row(
@@ -168,6 +178,40 @@ def _visit(
             site_id=participant.site_id,
         )
     return visit
+
+
+def check_window(
+    session: Session, participant: Participant, protocol: Any, visit_code: str,
+    visit: Visit | None, form_code: str, repeat_index: int, now: datetime.datetime,
+) -> None:
+    """The n-th entry of a form at a visit is the n-th window of its repeating questionnaire
+    (``schedule.epro``): refused beyond the windows' ``times`` (422), and before that window
+    opens on the site's calendar (409 with ``opens_on``), whoever enters it (a staff link, the
+    site's own data entry): an early answer would stand for a week not reached yet."""
+    from dtx_trials.services.deviations import site_zone
+
+    occurrences = max((w.times or 1 for w in protocol.schedule.epro
+                       if w.form == form_code and w.visit == visit_code), default=1)
+    if not 1 <= repeat_index <= occurrences:
+        raise ValidationError(
+            f"form {form_code} at visit {visit_code} has {occurrences} window(s)",
+            {"repeat_index": [f"between 1 and {occurrences}"]},
+        )
+    if repeat_index == 1:
+        return
+    on = (visit.actual_on or visit.planned_on) if visit is not None else None
+    if on is None:
+        raise Conflict(f"visit {visit_code} has no date yet: window {repeat_index} of form "
+                       f"{form_code} has not opened")
+    window = next(w for w in epro_windows(protocol.schedule.epro, {visit_code: on})
+                  if w.form == form_code and w.occurrence == repeat_index)
+    today = now.astimezone(site_zone(session.get(Site, participant.site_id))).date()
+    if today < window.opens_on:
+        raise Conflict(
+            f"window {repeat_index} of form {form_code} at visit {visit_code} opens on "
+            f"{window.opens_on.isoformat()}",
+            opens_on=window.opens_on.isoformat(),
+        )
 
 
 @dataclass(frozen=True)
@@ -265,6 +309,12 @@ def save_form(
             session, actor, participant, protocol, visit_code, form,
             loaded(session, Visit, found) if found is not None else None,
         )  # fmt: skip
+        if not form.repeating and visit_code != UNSCHEDULED_VISIT and actor.via not in (
+            "epro", "app"
+        ):
+            # (an ePRO link and the app answer only a window open at the time)
+            check_window(session, participant, protocol, visit_code, visit, form.id,
+                         repeat_index, utcnow())
         record_id = next(
             (
                 row[_RECORD_ID]
@@ -291,6 +341,13 @@ def save_form(
             )
         if record is not None and record.status not in EDITABLE:
             raise Conflict(f"the form is {record.status}; it cannot change")
+        if record is not None and record.status != "draft" and not submit:
+            # a draft save skips the required fields and the warnings: a submitted form is
+            # corrected as a submission, checked as one (before: emptied by a draft save)
+            raise Conflict(
+                f"the form is {record.status}: a correction is saved as a submission "
+                "(submit: true, with a reason)"
+            )
         if record is not None and record.protocol_version_id not in (
             None,
             participant.protocol_version_id,
@@ -520,11 +577,11 @@ def sign_form(
 
 
 def signature_is_valid(record: FormRecord, signature: Signature) -> bool:
-    """A signature holds only for the exact content and version it was made on (SIG-02)."""
+    """A signature holds only for the exact content it was made on (SIG-02); a data change
+    also voids it (`_void_signatures`)."""
     return (
         signature.status == "valid"
         and signature.form_record_id == record.id
-        and signature.record_version == record.version
         and signature.content_sha256 == content_sha256(record)
     )
 
@@ -550,8 +607,12 @@ def set_record_status(
         record, participant = get_record(session, actor, trial, record_id, action, lock=True)
         if record.status not in allowed_from:
             raise Conflict(f"a {record.status} form cannot become {target}")
+        if target == "locked":
+            _refuse_unresolved_queries(session, [record.id])
         before = audit.snapshot(record)
         keep_signed = target == "verified" and record.status == "signed"
+        if target == "submitted" and _signed(session, record):
+            target = "signed"  # unlocked, its valid signature stands (before: "submitted")
         record.status = "signed" if keep_signed else target
         audit.record_update(
             session,
@@ -576,17 +637,49 @@ def set_record_status(
     return record
 
 
+def _refuse_unresolved_queries(session: Session, record_ids: list[int]) -> None:
+    """A record with an open or answered query is not locked (409 naming the queries):
+    locked, it could no longer be corrected to resolve them (before: locked, and the status
+    grid showed "locked" and hid the query)."""
+    unresolved = list(session.scalars(
+        select(DataQuery.id).where(
+            DataQuery.form_record_id.in_(record_ids),
+            DataQuery.status.in_(("open", "answered")),
+        ).order_by(DataQuery.id)
+    )) if record_ids else []
+    if unresolved:
+        raise Conflict(
+            f"{len(unresolved)} unresolved quer{'y' if len(unresolved) == 1 else 'ies'}: close "
+            "them before locking", queries=unresolved,
+        )
+
+
+def _signed(session: Session, record: FormRecord) -> bool:
+    """Whether a valid signature of the record's current content stands."""
+    return any(
+        signature_is_valid(record, s)
+        for s in session.scalars(
+            select(Signature).where(
+                Signature.form_record_id == record.id, Signature.status == "valid"
+            )
+        )
+    )
+
+
 def lock_participant(session: Session, actor: Actor, trial: Trial, subject_code: str) -> int:
-    """Lock every non-draft record of a participant (data manager); return how many."""
+    """Lock every non-draft record of a participant (data manager); return how many. None is
+    locked while one has an unresolved query."""
     with transaction(session):
         participant = get_participant(session, actor, trial, subject_code, "form.lock", lock=True)
         n = 0
-        for record in session.scalars(
+        records = list(session.scalars(
             select(FormRecord).where(
                 FormRecord.participant_id == participant.id,
                 FormRecord.status.in_(("submitted", "verified", "signed", "frozen")),
             )
-        ):
+        ))
+        _refuse_unresolved_queries(session, [r.id for r in records])
+        for record in records:
             before = audit.snapshot(record)
             record.status = "locked"
             audit.record_update(

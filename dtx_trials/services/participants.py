@@ -668,6 +668,11 @@ def _site_now(session: Session, participant: Participant, now: datetime.datetime
     return zone, now.astimezone(zone)
 
 
+# No visit of a trial run on this platform took place before this date: an earlier one is a
+# typing error (year 1 overflowed the time-zone conversion).
+EARLIEST_VISIT_DATE = datetime.date(1990, 1, 1)
+
+
 def record_visit_date(
     session: Session,
     actor: Actor,
@@ -705,6 +710,11 @@ def record_visit_date(
                 f"visit {visit_code} is not in the schedule",
                 {"visit": [f"one of: {', '.join(v.id for v in protocol.schedule.visits)}"]},
             )
+        if actual_on < EARLIEST_VISIT_DATE:  # (before: year 1 with a time was a 500)
+            raise ValidationError(
+                "the visit date is not a date of this trial",
+                {"date": [f"on or after {EARLIEST_VISIT_DATE.isoformat()}"]},
+            )
         zone, local_now = _site_now(session, participant, now)
         actual_at = (
             datetime.datetime.combine(actual_on, time, tzinfo=zone).astimezone(datetime.UTC)
@@ -727,6 +737,14 @@ def record_visit_date(
         visit = visits.get(visit_code)
         if visit is not None and visit.status == "missed":
             raise Conflict(f"visit {visit_code} was recorded as missed")
+        if visit is not None and session.scalars(
+            select(FormRecord.id).where(
+                FormRecord.visit_id == visit.id, FormRecord.status.in_(("frozen", "locked"))
+            )
+        ).first() is not None:
+            # the date is the collection date of the visit's locked values in every export
+            # (before: changed under them)
+            raise Conflict(f"visit {visit_code} holds frozen or locked forms; unlock them first")
         is_correction = (
             visit is not None
             and visit.actual_on is not None

@@ -213,6 +213,13 @@ def test_a_staff_link_answers_the_week_it_names_and_supersedes_only_that_weeks_l
         if getattr(baseline, column) is not None:
             setattr(baseline, column, getattr(baseline, column) - datetime.timedelta(7))
     db.session.commit()
+    # the site's own data entry keeps to the same windows (week 3 not open yet, no week 4)
+    entry = f"/participants/{subject}/visits/baseline/forms/app_experience"
+    answers = {"values": {"app_ease": "7", "app_problem": "0"}, "submit": True}
+    body = api(client, staff["coord"], "PUT", entry, {**answers, "repeat_index": 3}, 409)
+    assert body["opens_on"] == (anchor + datetime.timedelta(7)).isoformat()
+    body = api(client, staff["coord"], "PUT", entry, {**answers, "repeat_index": 4}, 422)
+    assert "repeat_index" in body["errors"]
     week_2 = api(client, staff["coord"], "POST", links, {**payload, "repeat_index": 2}, 201)
     assert week_2["repeat_index"] == 2
     db.session.refresh(week_1)

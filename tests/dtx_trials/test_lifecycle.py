@@ -333,6 +333,11 @@ def test_queries_sdv_and_lock(client: FlaskClient) -> None:
         {"values": moca(25), "submit": True, "reason": "x"},
         403,
     )
+    # the reopened query stands: a record with an unresolved query is not locked
+    refused = api(client, staff["dm"], "POST", f"/records/{rid}/lock", {}, 409)
+    assert refused["queries"] == [query["id"]]
+    api(client, staff["inv"], "POST", f"/queries/{query['id']}/answer", {"answer": "Same"}, 200)
+    api(client, staff["monitor"], "POST", f"/queries/{query['id']}/close", {}, 200)
     api(client, staff["dm"], "POST", f"/records/{rid}/lock", {}, 200)
     api(
         client,

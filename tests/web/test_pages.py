@@ -348,6 +348,11 @@ def test_form_reason_for_change_signature_and_monitor_actions(
     assert monitor.post(f"{MCI}/queries/{query_id}/reopen", {"note": "more"}).status_code == 302
     # the data manager locks; the form is then read-only
     dm = PageClient(app, staff["dm"])
+    # the reopened query stands: no lock until it is resolved
+    refused = dm.post(f"{MCI}/records/{record.id}/status", {"target": "locked"})
+    assert refused.status_code == 409 and "unresolved query" in refused.text
+    assert inv.post(f"{MCI}/queries/{query_id}/answer", {"answer": "Still 2"}).status_code == 302
+    assert monitor.post(f"{MCI}/queries/{query_id}/close").status_code == 302
     assert dm.post(f"{MCI}/records/{record.id}/status", {"target": "locked"}).status_code == 302
     locked = inv.text(url)
     assert "<fieldset disabled>" in locked and "locked" in locked
