@@ -32,8 +32,9 @@ class InviteSchema(StrictSchema):
         load_default=None,
         allow_none=True,
         validate=validate.Length(min=3, max=200),
-        metadata={"description": "a guardian's or representative's phone or e-mail; a "
-                  "participant signs at the one on record (another is a 422)"},
+        metadata={"description": "the signer's phone or e-mail: the one on the participant's "
+                  "record (the participant's, or the representative's), recorded when none is; "
+                  "another is a 422"},
     )
     expires_in_hours = fields.Integer(
         load_default=econsent.DEFAULT_HOURS,

@@ -96,6 +96,10 @@ class IdentifiersSchema(StrictSchema):
     email = fields.Email(allow_none=True)
     national_id = fields.String(allow_none=True, validate=validate.Length(max=40))
     address = fields.String(allow_none=True, validate=validate.Length(max=400))
+    representative_phone = fields.String(
+        allow_none=True, validate=validate.Length(max=40),
+        metadata={"description": "the guardian's or legally authorized representative's"})
+    representative_email = fields.Email(allow_none=True)
 
 
 class IdentifiersChangeSchema(IdentifiersSchema):

@@ -12,7 +12,10 @@ from dtx_trials.crypto import EncryptedText
 from dtx_trials.db import Base, UTCDateTime, intpk, utcnow
 
 # Direct identifiers: encrypted at rest, sealed (HMAC) in the audit trail, never exported.
-IDENTIFIER_COLUMNS = ("full_name", "phone", "email", "national_id", "address")
+# the participant's own, then the guardian's or legally authorized representative's contact
+# (where a consent signed for the participant is sent)
+IDENTIFIER_COLUMNS = ("full_name", "phone", "email", "national_id", "address",
+                      "representative_phone", "representative_email")
 
 
 class Participant(Base):
@@ -55,6 +58,10 @@ class Participant(Base):
     email: Mapped[str | None] = mapped_column(EncryptedText("participant.email"))
     national_id: Mapped[str | None] = mapped_column(EncryptedText("participant.national_id"))
     address: Mapped[str | None] = mapped_column(EncryptedText("participant.address"))
+    representative_phone: Mapped[str | None] = mapped_column(
+        EncryptedText("participant.representative_phone"))
+    representative_email: Mapped[str | None] = mapped_column(
+        EncryptedText("participant.representative_email"))
 
 
 class Consent(Base):

@@ -106,9 +106,8 @@ def issue_invitation(
 ) -> IssuedInvitation:
     """Send a signer a personal link to read and sign one consent document (site staff).
 
-    ``address`` is the signer's phone (sms) or e-mail (email); a participant signer's is the
-    one on the participant's record (`_participant_address`). Earlier open links for the same
-    document are revoked.
+    ``address`` is the signer's phone (sms) or e-mail (email): the one on the participant's
+    record (`_signer_address`). Earlier open links for the same document are revoked.
     """
     if channel not in CHANNELS:
         raise ValidationError("unknown channel", {"channel": [f"one of {', '.join(CHANNELS)}"]})
@@ -124,8 +123,8 @@ def issue_invitation(
             raise Conflict(f"participant is {participant.status}")
         protocol = current_protocol(session, participant)
         document = _document(protocol.consents, document_id, version, language)
-        if document.signer == "participant":
-            address = _participant_address(participant, channel, address)
+        address = _signer_address(session, actor, participant, document.signer, channel,
+                                  address)
         if not address:
             what = "phone" if channel == "sms" else "e-mail"
             raise ValidationError(
@@ -178,16 +177,33 @@ def issue_invitation(
     return IssuedInvitation(invitation, token, mask_address(channel, address))
 
 
-def _participant_address(participant: Participant, channel: str, given: str | None) -> str | None:
-    """A participant signs at the phone or e-mail on their record: another address (a staff
-    member's own, say, who could then sign for them with the code sent there) is refused; a
-    new address is recorded on the participant first, an audited change."""
-    on_file = participant.phone if channel == "sms" else participant.email
-    if given is not None and given.strip() != (on_file or ""):
-        what = "phone" if channel == "sms" else "e-mail"
+def _signer_address(
+    session: Session, actor: Actor, participant: Participant, signer: str, channel: str,
+    given: str | None,
+) -> str | None:
+    """The signer's phone or e-mail is the one on the participant's record: the participant's
+    own (``phone``, ``email``) or, for a guardian or legally authorized representative, the
+    representative's (``representative_phone``, ``representative_email``). Given while none is
+    recorded, it is recorded (audited, sealed); another than the recorded one is refused, and
+    changed first with its reason (PATCH identifiers): nobody sends a signer's link and code to
+    an address of their own unseen (before: any address was taken for any signer)."""
+    kind = "phone" if channel == "sms" else "email"
+    column = kind if signer == "participant" else f"representative_{kind}"
+    on_file: str | None = getattr(participant, column)
+    given = given.strip() if given and given.strip() else None
+    what = f"the {signer.replace('_', ' ')}'s {'phone' if kind == 'phone' else 'e-mail'}"
+    if on_file is None and given is not None:
+        before = audit.snapshot(participant)
+        setattr(participant, column, given)
+        audit.record_update(
+            session, actor, "participant.identifiers_changed", participant, before,
+            reason=f"{what}, given with a consent invitation",
+        )
+        return given
+    if given is not None and given != on_file:
         raise ValidationError(
-            f"a participant's link goes to the participant's {what} on record",
-            {"address": [f"the participant's {what} on record (change the record first)"]},
+            f"{what} on record is another: the link goes there",
+            {"address": [f"{what} on record (change the record first, with a reason)"]},
         )
     return on_file
 

@@ -249,6 +249,19 @@ def test_a_participants_link_goes_only_to_the_participants_address_on_record(
     assert moved["delivered_to"] == "137****3333"
     sent = db.session.scalars(select(Notification).order_by(Notification.id.desc())).first()
     assert sent is not None and (sent.entity_id, sent.address) == (moved["id"], "13722223333")
+    # a representative's link likewise: the first address given is recorded on the participant
+    # (audited), another one is refused
+    partner = {"document_id": "partner_icf", "version": "1.0", "language": "zh-CN",
+               "channel": "email"}
+    api(client, coord, "POST", f"{base}/econsent", {**partner, "address": "wang@example.org"},
+        201)
+    body = api(client, coord, "POST", f"{base}/econsent",
+               {**partner, "address": "coord@example.org"}, 422)
+    assert "address" in body["errors"]
+    revealed = api(client, coord, "GET", f"{base}/identifiers", None, 200)
+    assert revealed["representative_email"] == "wang@example.org"
+    assert api(client, coord, "POST", f"{base}/econsent", partner, 201)["delivered_to"] == (
+        "w***@example.org")
 
 
 def test_the_signed_pdf_holds_the_text_in_the_language_the_signer_read(
