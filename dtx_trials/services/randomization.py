@@ -29,6 +29,7 @@ returns nothing to anyone.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import re
@@ -44,6 +45,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
+from dtx_trials.crypto import cipher
 from dtx_trials.db import set_held, transaction, update_by_key, utcnow
 from dtx_trials.models import (
     Allocation,
@@ -1078,7 +1080,14 @@ def redact_arms(protocol: Protocol, text: str) -> str:
         key=len,
         reverse=True,
     )
-    pattern = re.compile("|".join(re.escape(t) for t in terms), re.IGNORECASE)
+
+    def word(term: str) -> str:
+        # a Latin-script term as a whole word (arm code "app" never inside "appendicitis"),
+        # a Chinese one wherever it stands (no spaces between its words)
+        escaped = re.escape(term)
+        return rf"(?<![A-Za-z0-9_]){escaped}(?![A-Za-z0-9_])" if term.isascii() else escaped
+
+    pattern = re.compile("|".join(word(t) for t in terms), re.IGNORECASE)
     return pattern.sub("[arm withheld]", text)
 
 
@@ -1115,7 +1124,15 @@ def emergency_unblind(
         protocol = protocol_for(session, participant)
         # the trail is read by blinded users (monitors, auditors, the sponsor): a reason that
         # names an arm is kept with the arm blacked out, as the notice shows it
-        reason = redact_arms(protocol, reason.strip())
+        signed_reason = reason.strip()
+        reason = redact_arms(protocol, signed_reason)
+        # the reason as signed is not lost: encrypted with the field key (as identifiers are),
+        # opaque to every reader of the trail, for the sponsor's custodian to disclose
+        kept = (
+            {"reason_as_signed_encrypted": base64.b64encode(
+                cipher().encrypt(signed_reason, "audit.unblinding_reason")).decode("ascii")}
+            if reason != signed_reason else {}
+        )
         now = utcnow()
         audit.record_event(
             session,
@@ -1125,13 +1142,14 @@ def emergency_unblind(
             entity_id=participant.id,
             trial_id=trial.id,
             site_id=participant.site_id,
-            reason=reason.strip(),
+            reason=reason,
             details={
                 "category": category,
                 "recipient": recipient or user.printed_name,
                 "signed_by": user.printed_name,
                 "signature_meaning": "emergency unblinding",
                 "randomization_number": allocation.randomization_number,
+                **kept,
             },
         )
         before = audit.snapshot(participant)

@@ -4,6 +4,7 @@ the outbox row commits or rolls back with its cause; RQ workers deliver and sche
 
 from __future__ import annotations
 
+import base64
 import datetime
 import os
 from typing import Any, ClassVar
@@ -20,10 +21,11 @@ from dtx_trials.channels import (
     SmtpChannel,
     channels_from_config,
 )
+from dtx_trials.crypto import cipher
 from dtx_trials.db import transaction, utcnow
 from dtx_trials.extensions import db
 from dtx_trials.models import AuditEvent, Notification, Trial
-from dtx_trials.services import audit, notifications, protocols
+from dtx_trials.services import audit, notifications, protocols, randomization
 from dtx_trials.services.integrity import check_integrity
 from protocols.loader import load_protocol
 from tests import absent
@@ -132,6 +134,22 @@ def test_emergency_unblinding_emails_the_named_roles_without_the_arm(
         listed = api(client, staff[who], "GET", "/unblindings", None, 200)
         assert [(e["subject_code"], e["reason"]) for e in listed] == [(subject, redacted)], who
     assert api(client, staff["inv2"], "GET", "/unblindings", None, 200) == []
+    # the reason as signed is kept, encrypted with the field key, opaque to the trail's readers
+    event = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.action == "randomization.emergency_unblinding")).one()
+    kept = next(c["new"] for c in event.changes if c["field"] == "reason_as_signed_encrypted")
+    assert "cogtrain" not in kept.lower() and "sham" not in kept.lower()
+    assert cipher().decrypt(base64.b64decode(kept), "audit.unblinding_reason") == (
+        "Seizure; check whether Sham training or cogtrain was given")
+
+
+def test_an_arm_is_blacked_out_as_a_word_never_inside_one() -> None:
+    """Arm code "app" (type 2 diabetes) is blacked out as a word, not inside "appendicitis";
+    a Chinese arm name wherever it stands."""
+    t2d = load_protocol(LIBRARY / "type2_diabetes.yaml")
+    assert randomization.redact_arms(
+        t2d, "Suspected appendicitis; is it the app? 指导应用加常规治疗组") == (
+        "Suspected appendicitis; is it the [arm withheld]? [arm withheld]组")
 
 
 def test_a_protocol_without_the_key_notifies_sponsor_and_monitor(app: Flask) -> None:
