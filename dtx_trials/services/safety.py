@@ -23,7 +23,7 @@ from dtx_trials.models import (
     Trial,
 )
 from dtx_trials.services import audit, notifications
-from dtx_trials.services.access import SYSTEM, Actor, require, visible_sites
+from dtx_trials.services.access import SYSTEM, Actor, can, require, visible_sites
 from dtx_trials.services.errors import Conflict, NotFound, ValidationError
 from ecrf.expressions import ExpressionError, evaluate, truthy
 from protocols.model import Protocol
@@ -133,8 +133,9 @@ def _follow_seriousness(
     """An AE record corrected so it no longer meets the serious criteria: its SAE, while no
     initial report was filed, is downgraded (its clock and escalation stop; before, it stayed
     open and was escalated as overdue). Corrected back to serious, the SAE opens again on its
-    first clock (awareness dates from the first report). A reported SAE keeps its case: the
-    downgrade is new information for the investigator's follow-up report."""
+    first clock (awareness dates from the first report). Only an investigator's correction
+    downgrades (seriousness is theirs to judge). A reported SAE keeps its case: the downgrade
+    is new information for the investigator's follow-up report."""
     event = session.scalars(
         select(SafetyEvent).where(
             SafetyEvent.form_record_id == record.id, SafetyEvent.rule_id == "sae"
@@ -149,6 +150,10 @@ def _follow_seriousness(
                                "the initial report is due on its first clock"),
     }.get((serious, event.status))
     if change is None:
+        return
+    if not serious and not can(actor, "safety.report", trial.id, participant.site_id):
+        # seriousness is the investigator's call: a coordinator's correction leaves the SAE
+        # open, its clock running, for the investigator to report or to correct the AE
         return
     status, action, what = change
     before = audit.snapshot(event)

@@ -160,6 +160,12 @@ def test_an_sae_corrected_to_not_serious_is_downgraded_not_escalated(
     url = f"/participants/{subject}/visits/baseline/forms/adverse_events"
     api(client, inv, "PUT", url, {"values": {**AE, "ae_serious": "1"}, "submit": True}, 200)
     (event,) = api(client, inv, "GET", "/safety-events", expect=200)
+    # seriousness is the investigator's call: a coordinator's correction leaves it open
+    api(client, staff["coord"], "PUT", url, {"values": {**AE, "ae_serious": "0"},
+                                             "submit": True, "reason": "typo"}, 200)
+    assert [e["status"] for e in api(client, inv, "GET", "/safety-events")] == ["open"]
+    api(client, inv, "PUT", url, {"values": {**AE, "ae_serious": "1"}, "submit": True,
+                                  "reason": "serious after all"}, 200)
     api(client, inv, "PUT", url, {"values": {**AE, "ae_serious": "0"}, "submit": True,
                                   "reason": "not serious: no hospitalisation"}, 200)
     (downgraded,) = api(client, staff["monitor"], "GET", "/safety-events?status=downgraded")
