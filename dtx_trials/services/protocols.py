@@ -21,11 +21,13 @@ from dtx_trials.models import (
     RandomizationState,
     Site,
     Trial,
+    User,
 )
 from dtx_trials.models.users import Role
 from dtx_trials.services import audit
 from dtx_trials.services.access import (
     ALL_BLINDABLE_ROLES,
+    UNBLINDED_ROLES,
     Actor,
     blinded_account_roles,
     knows_allocation,
@@ -273,6 +275,35 @@ def _refuse_mixed_blinding(session: Session, trial: Trial, blinded: frozenset[Ro
         )
 
 
+def _pend_unapproved_unblinded(session: Session, actor: Actor, trial: Trial) -> None:
+    """A version that blinds anyone: an unblinded role granted while the trial blinded nobody
+    (live at once, by one administrator) waits for a second administrator's approval from now
+    on, as one granted now would (before: it stayed live when an open-label version gave way
+    to a blinded one). Grants a superuser or the command line made, or a second administrator
+    approved, stand."""
+    now = utcnow()
+    for membership in session.scalars(
+        select(Membership)
+        .join(User, User.id == Membership.requested_by_id)
+        .where(
+            Membership.trial_id == trial.id,
+            Membership.is_active.is_(True),
+            Membership.role.in_([r.value for r in UNBLINDED_ROLES]),
+            Membership.approved_by_id.is_(None),
+            User.is_superuser.is_(False),
+        )
+        .order_by(Membership.id)
+    ):
+        before = audit.snapshot(membership)
+        membership.is_active = False
+        membership.pending_since = now
+        audit.record_update(
+            session, actor, "membership.request", membership, before,
+            reason="the trial's protocol now blinds roles: an unblinded role granted while it "
+                   "blinded none waits for a second administrator's approval",
+        )
+
+
 def activate_version(
     session: Session, actor: Actor, trial: Trial, version_no: int, accepted: Collection[str] = ()
 ) -> tuple[ProtocolVersion, list[Change]]:
@@ -292,7 +323,10 @@ def activate_version(
         is_amendment = locked.active_protocol_version_id is not None
         if locked.active_protocol_version_id == version.id:
             raise Conflict(f"version {version_no} is already active")
-        _refuse_mixed_blinding(session, locked, blinded_account_roles(new.blinding.blinded_roles))
+        new_blinded = blinded_account_roles(new.blinding.blinded_roles)
+        _refuse_mixed_blinding(session, locked, new_blinded)
+        if new_blinded:
+            _pend_unapproved_unblinded(session, actor, locked)
         if locked.active_protocol_version_id is not None:
             current = session.get(ProtocolVersion, locked.active_protocol_version_id)
             assert current is not None

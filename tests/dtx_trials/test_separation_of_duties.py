@@ -137,6 +137,46 @@ def test_an_unblinded_grant_before_any_protocol_waits_for_a_second_administrator
     assert asked.get_json()["is_pending_approval"] and not asked.get_json()["is_active"]
 
 
+def test_an_unblinded_grant_made_while_open_label_waits_when_the_trial_is_blinded(
+    client: FlaskClient, tmp_path: Path
+) -> None:
+    """One administrator activates an open-label version, grants an unblinded role (live at
+    once: nobody is blinded) and activates a double-blind version: the grant now waits for a
+    second administrator (before: it stayed live)."""
+    text = (LIBRARY / "cognitive_impairment.yaml").read_text(encoding="utf-8")
+    blinded = ("  level: double\n  blinded_roles: [participant, investigator, coordinator, "
+               "outcome_assessor, statistician, sponsor]\n")
+    assert blinded in text
+    open_label = tmp_path / "mci-open.yaml"
+    notify = "  unblinding_notify: [sponsor_admin, monitor, investigator]\n"
+    assert notify in text
+    open_label.write_text(
+        text.replace(blinded, "  level: open\n  blinded_roles: []\n").replace(notify, ""),
+        encoding="utf-8")
+    protocols.load_library_file(db.session, CLI, open_label)
+    trial = db.session.scalars(select(Trial).where(Trial.code == MCI_CODE)).one()
+    sponsor = login(client, make_user("sponsor", role="sponsor_admin", trial=trial))
+    newcomer = login(client, make_user("newcomer"))
+    made = grant(client, sponsor, newcomer, "unblinded_statistician")
+    assert made.status_code == 201 and made.get_json()["is_active"]
+    versions = f"{MCI}/protocol-versions"
+    uploaded = client.post(versions, data=text.encode("utf-8"),
+                           headers={**sponsor.headers, "Content-Type": "application/yaml"})
+    assert uploaded.status_code == 201, uploaded.get_json()
+    activate = f"{versions}/{uploaded.get_json()['version_no']}/activate"
+    activated = client.post(activate, json={}, headers=sponsor.headers)
+    if activated.status_code == 409:  # the blinding change, accepted by id
+        accepted = activated.get_json()["breaking_ids"]
+        activated = client.post(activate, json={"accepted_migrations": accepted},
+                                headers=sponsor.headers)
+    assert activated.status_code == 200, activated.get_json()
+    db.session.expire_all()
+    membership = db.session.get(Membership, made.get_json()["id"])
+    assert membership is not None and not membership.is_active and membership.pending_since
+    assert actions(membership.id) == ["membership.grant", "membership.request"]
+    assert client.get(f"{MCI}/allocations", headers=newcomer.headers).status_code == 404
+
+
 def test_trial_wide_roles_take_no_site_and_a_sites_monitor_hears_of_its_site_only(
     client: FlaskClient, staff: TrialStaff
 ) -> None:
