@@ -37,7 +37,14 @@ from analysis.intercurrent import (
 )
 from analysis.results import AnalysisError
 from ecrf.expressions import ExpressionError, MemoEvaluator, truthy
-from protocols.model import BINARY_MODELS, SURVIVAL_MODELS, Endpoint, Protocol, StratumLevel
+from protocols.model import (
+    BINARY_MODELS,
+    SURVIVAL_MODELS,
+    USE_STREAM_KINDS,
+    Endpoint,
+    Protocol,
+    StratumLevel,
+)
 
 _T = TypeVar("_T")
 POPULATIONS = ("itt", "fas", "per_protocol", "safety", "completers")
@@ -226,6 +233,22 @@ def _detect_subject_events(data: TrialData, subject: SubjectData) -> dict[str, E
         cutoff_on=data.cutoff_on,
         evaluators=_evaluators(data),
     )
+
+
+def used_the_dtx(data: TrialData, subject: SubjectData) -> bool | None:
+    """Whether a participant's DTx-use streams (``kind: app_usage | training_minutes``) record
+    any use from treatment start to the data cut-off; None when the protocol has no such stream
+    (nothing tells). The report's "received the allocated DTx" and ADSL's actual treatment."""
+    streams = [s.id for s in data.protocol.device_streams if s.kind in USE_STREAM_KINDS]
+    if not streams:
+        return None
+    for stream in streams:
+        for day, value in subject.device_days.get(stream, {}).items():
+            if value > 0 and (subject.randomized_on is None or day >= subject.randomized_on) and (
+                data.cutoff_on is None or day <= data.cutoff_on
+            ):
+                return True
+    return False
 
 
 def in_population(

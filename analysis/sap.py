@@ -31,6 +31,7 @@ from analysis.datasets import (
     endpoint_frame,
     in_population,
     subject_events,
+    used_the_dtx,
     visible_visits,
 )
 from analysis.estimators._covariance import CovarianceStructure
@@ -833,18 +834,6 @@ def _multiplicity(
     }
 
 
-def _used_the_dtx(data: TrialData, s: SubjectData, streams: Sequence[str]) -> bool:
-    """Whether a participant's DTx-use streams record any use from treatment start to the
-    data cut-off."""
-    for stream in streams:
-        for day, value in s.device_days.get(stream, {}).items():
-            if value > 0 and (s.randomized_on is None or day >= s.randomized_on) and (
-                data.cutoff_on is None or day <= data.cutoff_on
-            ):
-                return True
-    return False
-
-
 def _disposition(
     data: TrialData,
     labels: Sequence[str],
@@ -869,7 +858,7 @@ def _disposition(
         # received the allocated DTx: a day of recorded use from treatment start (to the
         # cut-off); a protocol without a DTx-use stream cannot tell, so None (not recorded)
         received = (
-            sum(1 for s in randomized if _used_the_dtx(data, s, use_streams))
+            sum(1 for s in randomized if used_the_dtx(data, s))
             if use_streams else None
         )
         withdrawn = [s for s in randomized if s.withdrawn_on is not None]

@@ -20,7 +20,13 @@ from analysis.adam.common import (
     var,
     yn,
 )
-from analysis.datasets import SubjectData, TrialData, in_population, subject_events
+from analysis.datasets import (
+    SubjectData,
+    TrialData,
+    in_population,
+    subject_events,
+    used_the_dtx,
+)
 from analysis.exports.xport import Cell, XptDataset, XptVariable
 
 DM_COPIED = (
@@ -140,7 +146,11 @@ def build_adsl(
             if randomized and subject.arm not in arms:
                 raise AdamError(f"subject {subject.subject}: unknown arm {subject.arm!r}")
             name, code = arms[subject.arm] if subject.arm is not None else (None, None)
-            row += [name, name, code, name, code]
+            # the actual treatment: none for a participant with no recorded use of the DTx (as
+            # DM's ACTARM and the report's "received"; before, the planned arm); taken as
+            # planned when the protocol records no use
+            actual = (None, None) if used_the_dtx(data, subject) is False else (name, code)
+            row += [name, name, code, actual[0], actual[1]]
         row += [
             yn(randomized) if population is None else yn(in_population(data, subject, population))
             for _, _, population in POPULATIONS
@@ -175,8 +185,9 @@ def adsl_methods(data: TrialData) -> dict[str, str]:
     methods = {
         "TRT01P": "Name of the arm the participant was randomized to (allocation record).",
         "TRT01PN": "Position of the randomized arm in the protocol's list of arms (1, 2, ...).",
-        "TRT01A": "Name of the arm whose app build was activated; the platform activates only "
-        "the allocated arm's build, so it equals TRT01P.",
+        "TRT01A": "TRT01P for a participant with a day of recorded use of the DTx (a DTx-use "
+        "stream, from treatment start to the data cut-off), null without one (as DM's ACTARM); "
+        "TRT01P when the protocol records no use.",
         "TRT01AN": "Position of TRT01A in the protocol's list of arms.",
         "RANDFL": "Y if the participant was randomized (has an allocation), else N.",
         "ITTFL": "Y if randomized (analysis.datasets.in_population 'itt'), else N.",

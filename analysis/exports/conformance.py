@@ -91,7 +91,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
 }
 FULL_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})")
 POPULATION_FLAGS = ("RANDFL", "ITTFL", "FASFL", "SAFFL", "PPROTFL")
-TREATMENT = frozenset({"ARM", "TRT01P", "TRT01A"})
+TREATMENT = frozenset({"ARM", "TRT01P"})
 
 
 @dataclass(frozen=True)
@@ -192,6 +192,8 @@ def check_datasets(datasets: Sequence[XptDataset]) -> list[Finding]:
                                          f"required variable {name} is missing"))
             elif dataset.rows and any(v in (None, "") for v in columns[name]):
                 rows: Sequence[int] = range(len(dataset.rows))
+                if dataset.name == "ADSL" and name in ("TRT01A", "TRT01AN"):
+                    continue  # null for a participant never treated (DM's ARMNRS says why)
                 if dataset.name == "ADSL" and name in TREATMENT and "RANDFL" in columns:
                     # never randomized: no treatment, as DM's ARM is null with ARMNRS
                     rows = [i for i in range(len(dataset.rows)) if columns["RANDFL"][i] == "Y"]

@@ -12,7 +12,7 @@ from functools import cache
 import pytest
 
 from analysis.adam import AdamError, build_adae, build_adam, build_adsl, source_dataset
-from analysis.datasets import TrialData
+from analysis.datasets import TrialData, used_the_dtx
 from analysis.exports.metadata import sas_date
 from analysis.exports.xport import XptDataset, XptVariable, validate_dataset
 from analysis.sap import AnalysisResults, run_sap
@@ -192,6 +192,10 @@ def test_cdisc9_28_adsl_one_record_per_subject_with_yn_population_flags(name: st
                                   and subject.withdrawn_on is None else "N")
         if subject.arm is not None:
             assert row["TRT01P"] == data.protocol.arm(subject.arm).name.en
+            # the actual treatment only with recorded use of the DTx (as DM's ACTARM)
+            used = used_the_dtx(data, subject)
+            assert used is not None  # every library protocol records use
+            assert row["TRT01A"] == (row["TRT01P"] if used else None)
             assert row["TRTSDT"] == sas_date(subject.randomized_on)  # type: ignore[arg-type]
             assert row["STRAT1R"] == subject.strata[data.protocol.randomization.factors[0].id]
             assert row["EOSSTT"] == ("DISCONTINUED" if subject.withdrawn_on else "ONGOING")
@@ -419,3 +423,21 @@ def test_adam_blinded_build_redacts_arm_names_from_protocol_texts() -> None:
     assert not [t for t in adam_methods(named, blinded=True).values() if arm in t]
     unblinded = build_adam(named, blinded=False)
     assert any(arm in c for d in unblinded for r in d.rows for c in r if isinstance(c, str))
+
+
+def test_adsl_actual_treatment_is_null_without_recorded_use_of_the_dtx() -> None:
+    """A randomized participant with no day of recorded DTx use: TRT01A/TRT01AN null, as DM's
+    ACTARM (before: the planned arm, as if treated), and no conformance finding for it."""
+    from analysis.exports.conformance import check_datasets
+
+    data = trial("type2_diabetes")
+    first = next(s for s in data.subjects if s.arm is not None)
+    data = dataclasses.replace(data, subjects=tuple(
+        dataclasses.replace(s, device_days={}) if s is first else s for s in data.subjects))
+    adsl = records(build_adam(data, blinded=False)[0])
+    row = next(r for r in adsl if r["SUBJID"] == first.subject)
+    assert row["TRT01P"] and (row["TRT01A"], row["TRT01AN"]) == (None, None)
+    others = [r for r in adsl if r["SUBJID"] != first.subject and r["RANDFL"] == "Y"]
+    assert all(r["TRT01A"] == r["TRT01P"] for r in others)
+    findings = check_datasets(build_adam(data, blinded=False))
+    assert not [f for f in findings if f.variable in ("TRT01A", "TRT01AN")]
