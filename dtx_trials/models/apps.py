@@ -33,7 +33,9 @@ class ServiceCredential(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    approved_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    # the approving user's id, as the trail's actor ids: a plain integer (SQLite adds a foreign
+    # key only by rebuilding the table, which the app tokens referring to it forbid)
+    approved_by_id: Mapped[int | None]
 
 
 class AppToken(Base):

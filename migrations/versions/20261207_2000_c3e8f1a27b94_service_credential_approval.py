@@ -6,7 +6,8 @@ Create Date: 2026-12-07 20:00:00.000000
 
 Credentials made before this revision have no approval: they wait for one (a second
 administrator approves each, `POST .../service-credentials/{id}/approval`), no approval is
-made up for them.
+made up for them. Columns added and dropped in place (no table rebuild: app tokens refer to
+the table).
 """
 
 from alembic import op
@@ -20,17 +21,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('service_credential', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('approved_at', sa.DateTime(), nullable=True))
-        batch_op.add_column(sa.Column('approved_by_id', sa.Integer(), nullable=True))
-        batch_op.create_foreign_key(
-            batch_op.f('fk_service_credential_approved_by_id_user'), 'user',
-            ['approved_by_id'], ['id'])
+    op.add_column('service_credential', sa.Column('approved_at', sa.DateTime(), nullable=True))
+    op.add_column('service_credential', sa.Column('approved_by_id', sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('service_credential', schema=None) as batch_op:
-        batch_op.drop_constraint(
-            batch_op.f('fk_service_credential_approved_by_id_user'), type_='foreignkey')
-        batch_op.drop_column('approved_by_id')
-        batch_op.drop_column('approved_at')
+    op.drop_column('service_credential', 'approved_by_id')
+    op.drop_column('service_credential', 'approved_at')

@@ -19,12 +19,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('participant', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('representative_phone', sa.LargeBinary(), nullable=True))
-        batch_op.add_column(sa.Column('representative_email', sa.LargeBinary(), nullable=True))
+    # in place, no table rebuild (every participant's rows refer to the table)
+    op.add_column('participant', sa.Column('representative_phone', sa.LargeBinary(), nullable=True))
+    op.add_column('participant', sa.Column('representative_email', sa.LargeBinary(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('participant', schema=None) as batch_op:
-        batch_op.drop_column('representative_email')
-        batch_op.drop_column('representative_phone')
+    op.drop_column('participant', 'representative_email')
+    op.drop_column('participant', 'representative_phone')

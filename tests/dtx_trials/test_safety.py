@@ -58,6 +58,20 @@ def notified(kind: str) -> list[str]:
     )
 
 
+def serious_adverse_event(
+    client: FlaskClient, tmp_path: Path
+) -> tuple[TrialStaff, str, dict[str, object]]:
+    """The safety trial, a participant's AE entered as serious by the investigator: the staff,
+    the AE form's path and the SAE as listed."""
+    staff = load_with_safety(client, tmp_path)
+    subject = enrolled_mci_participant(client, staff)
+    url = f"/participants/{subject}/visits/baseline/forms/adverse_events"
+    api(client, staff["inv"], "PUT", url, {"values": {**AE, "ae_serious": "1"}, "submit": True},
+        200)
+    (event,) = api(client, staff["inv"], "GET", "/safety-events", expect=200)
+    return staff, url, event
+
+
 def test_sae_clock_and_report(client: FlaskClient, tmp_path: Path) -> None:
     staff = load_with_safety(client, tmp_path)
     inv = staff["inv"]
@@ -95,12 +109,8 @@ def test_sae_clock_and_report(client: FlaskClient, tmp_path: Path) -> None:
 def test_sae_follow_ups_track_causality_expectedness_and_outcome(
     client: FlaskClient, tmp_path: Path
 ) -> None:
-    staff = load_with_safety(client, tmp_path)
+    staff, _, event = serious_adverse_event(client, tmp_path)
     inv = staff["inv"]
-    subject = enrolled_mci_participant(client, staff)
-    url = f"/participants/{subject}/visits/baseline/forms/adverse_events"
-    api(client, inv, "PUT", url, {"values": {**AE, "ae_serious": "1"}, "submit": True}, 200)
-    (event,) = api(client, inv, "GET", "/safety-events", expect=200)
     follow = f"/safety-events/{event['id']}/follow-ups"
     update = {"causality": "possibly", "expectedness": "unexpected", "outcome": "recovering",
               "narrative": "Discharged; physiotherapy started."}
@@ -154,12 +164,8 @@ def test_an_sae_corrected_to_not_serious_is_downgraded_not_escalated(
     SAE is downgraded, its clock and escalation stop and the roles are told (before, it stayed
     open and was escalated as an overdue report). Corrected back, it opens on its first
     clock; a downgraded SAE takes no expedited report."""
-    staff = load_with_safety(client, tmp_path)
+    staff, url, event = serious_adverse_event(client, tmp_path)
     inv = staff["inv"]
-    subject = enrolled_mci_participant(client, staff)
-    url = f"/participants/{subject}/visits/baseline/forms/adverse_events"
-    api(client, inv, "PUT", url, {"values": {**AE, "ae_serious": "1"}, "submit": True}, 200)
-    (event,) = api(client, inv, "GET", "/safety-events", expect=200)
     # seriousness is the investigator's call: a coordinator's correction leaves it open
     api(client, staff["coord"], "PUT", url, {"values": {**AE, "ae_serious": "0"},
                                              "submit": True, "reason": "typo"}, 200)

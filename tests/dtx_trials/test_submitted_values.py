@@ -5,8 +5,10 @@ in the analysis datasets). Before, the stratum and the checks took the last occu
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -96,6 +98,11 @@ def test_the_stratum_and_cross_visit_checks_read_a_windows_first_occurrence(
     staff = trial_staff(client, _load_with_a_daily_questionnaire(tmp_path))
     inv = staff["inv"]
     subject = enrolled_mci_participant(client, staff)
+    # the screening visit took place two days ago (the site's calendar): the first two daily
+    # windows have opened (a later one's answer is refused before it opens)
+    two_days_ago = datetime.datetime.now(ZoneInfo("Asia/Shanghai")).date() - datetime.timedelta(2)
+    api(client, inv, "POST", f"/participants/{subject}/visits/screening/date",
+        {"date": two_days_ago.isoformat()}, 200)
     _answer(client, inv, subject, ease=2, window=1)
     _answer(client, inv, subject, ease=9, window=2)  # the next day's answer: not screening's
     api(client, inv, "POST", f"/participants/{subject}/randomization", {}, 201)
