@@ -610,9 +610,10 @@ def set_record_status(
         if target == "locked":
             _refuse_unresolved_queries(session, [record.id])
         before = audit.snapshot(record)
-        keep_signed = target == "verified" and record.status == "signed"
-        if target == "submitted" and _signed(session, record):
-            target = "signed"  # unlocked, its valid signature stands (before: "submitted")
+        keep_signed = (target == "verified" and record.status == "signed") or (
+            # unlocked while its valid signature stands: signed again (before: "submitted")
+            target == "submitted" and _signed(session, record)
+        )
         record.status = "signed" if keep_signed else target
         audit.record_update(
             session,
@@ -624,7 +625,7 @@ def set_record_status(
             site_id=participant.site_id,
             reason=reason,
         )
-        if keep_signed:
+        if keep_signed and target == "verified":
             audit.record_event(
                 session,
                 actor,

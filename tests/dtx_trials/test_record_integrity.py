@@ -65,6 +65,10 @@ def test_a_signature_stands_through_lock_and_unlock_and_its_hash_is_the_records(
     api(client, staff["dm"], "POST", f"/records/{rid}/unlock", {"reason": "query"}, 200)
     unlocked = api(client, staff["inv"], "GET", f"/records/{rid}")
     assert unlocked["status"] == "signed"
+    trail = list(db.session.scalars(select(AuditEvent.action).where(
+        AuditEvent.entity_type == "form_record", AuditEvent.entity_id == rid
+    ).order_by(AuditEvent.seq)))
+    assert trail[-2:] == ["form.locked", "form.submitted"]  # the unlock, named as such
     assert [s["status"] for s in unlocked["signatures"]] == ["valid"]
     row, stored = db.session.get(FormRecord, rid), db.session.get(Signature, signature["id"])
     assert row is not None and stored is not None and forms.signature_is_valid(row, stored)
