@@ -21,10 +21,9 @@ from dtx_trials.api.idempotency import idempotent
 from dtx_trials.api.paging import ListArgs, page_headers
 from dtx_trials.api.schemas import Blueprint, StrictSchema, version_ref, version_refs
 from dtx_trials.extensions import db
-from dtx_trials.models import AuditEvent, Participant, Site, User, Visit
+from dtx_trials.models import Participant, Site, User, Visit
 from dtx_trials.services import listing, notifications, randomization, trials
 from dtx_trials.services import participants as service
-from dtx_trials.services.access import visible_sites
 
 blp = Blueprint(
     "participants",
@@ -464,32 +463,7 @@ class Unblindings(MethodView):
     @blp.response(200, UnblindingEventSchema(many=True))
     def get(self, code: str) -> list[dict[str, Any]]:
         """Emergency unblinding events (who, when, why) — never the arm."""
-        actor, trial = current_actor(), _trial(code)
-        sites = visible_sites(actor, "unblinding.read", trial.id)
-        stmt = select(AuditEvent).where(
-            AuditEvent.chain == f"trial:{trial.id}",
-            AuditEvent.action == "randomization.emergency_unblinding",
-        )
-        if sites is not None:  # an investigator: their sites' events only
-            stmt = stmt.where(AuditEvent.site_id.in_(sites))
-        out = []
-        for event in db.session.scalars(stmt.order_by(AuditEvent.seq)):
-            details = {c["field"]: c.get("new") for c in event.changes}
-            participant = db.session.get(Participant, event.entity_id)
-            protocol = service.protocol_for(db.session, participant) if participant else None
-            reason = event.reason or ""
-            out.append(
-                {
-                    "at": event.at,
-                    "actor_name": event.actor_name,
-                    "subject_code": participant.subject_code if participant else "",
-                    # redacted when recorded; again for events recorded before that was so
-                    "reason": randomization.redact_arms(protocol, reason) if protocol else reason,
-                    "category": details.get("category"),
-                    "recipient": details.get("recipient"),
-                }
-            )
-        return out
+        return randomization.list_unblindings(db.session, current_actor(), _trial(code))
 
 
 @blp.route("/<code>/notifications")

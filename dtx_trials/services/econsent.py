@@ -42,6 +42,7 @@ from dtx_trials.services.participants import (
     get_participant,
     missing_consents,
     move_if_due,
+    write_identifiers,
 )
 from protocols.model import ConsentDocument
 
@@ -193,12 +194,8 @@ def _signer_address(
     given = given.strip() if given and given.strip() else None
     what = f"the {signer.replace('_', ' ')}'s {'phone' if kind == 'phone' else 'e-mail'}"
     if on_file is None and given is not None:
-        before = audit.snapshot(participant)
-        setattr(participant, column, given)
-        audit.record_update(
-            session, actor, "participant.identifiers_changed", participant, before,
-            reason=f"{what}, given with a consent invitation",
-        )
+        write_identifiers(session, actor, participant, {column: given},
+                          f"{what}, given with a consent invitation")
         return given
     if given is not None and given != on_file:
         raise ValidationError(

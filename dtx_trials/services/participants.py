@@ -651,14 +651,22 @@ def change_identifiers(
         participant = get_participant(
             session, actor, trial, subject_code, "participant.identify", lock=True
         )
-        before = audit.snapshot(participant)
-        for name, value in changes.items():
-            setattr(participant, name, (value or "").strip() or None)
-        audit.record_update(
-            session, actor, "participant.identifiers_changed", participant, before,
-            reason=reason.strip(),
-        )
+        write_identifiers(session, actor, participant, changes, reason.strip())
     return participant
+
+
+def write_identifiers(
+    session: Session, actor: Actor, participant: Participant,
+    changes: Mapping[str, str | None], reason: str,
+) -> None:
+    """Set the named identifiers of a participant locked by the caller (a blank clears one),
+    audited as ``participant.identifiers_changed`` with the reason, the values sealed."""
+    before = audit.snapshot(participant)
+    for name, value in changes.items():
+        setattr(participant, name, (value or "").strip() or None)
+    audit.record_update(
+        session, actor, "participant.identifiers_changed", participant, before, reason=reason
+    )
 
 
 def _site_now(session: Session, participant: Participant, now: datetime.datetime) -> Any:

@@ -50,6 +50,7 @@ from dtx_trials.db import set_held, transaction, update_by_key, utcnow
 from dtx_trials.models import (
     Allocation,
     AuditChainHead,
+    AuditEvent,
     FormRecord,
     Participant,
     ProtocolVersion,
@@ -61,7 +62,7 @@ from dtx_trials.models import (
     Visit,
 )
 from dtx_trials.services import accounts, audit, notifications
-from dtx_trials.services.access import Actor, require
+from dtx_trials.services.access import Actor, require, visible_sites
 from dtx_trials.services.deviations import zone_named
 from dtx_trials.services.errors import Conflict, NotFound, ValidationError
 from dtx_trials.services.participants import (
@@ -1089,6 +1090,34 @@ def redact_arms(protocol: Protocol, text: str) -> str:
 
     pattern = re.compile("|".join(word(t) for t in terms), re.IGNORECASE)
     return pattern.sub("[arm withheld]", text)
+
+
+def list_unblindings(session: Session, actor: Actor, trial: Trial) -> list[dict[str, Any]]:
+    """The trial's emergency unblindings (who, when, why, category, recipient), never the arm;
+    an investigator sees their own sites' only. The reason is the trail's, redacted when
+    recorded, and again here for events recorded before that was so (`redact_arms`)."""
+    sites = visible_sites(actor, "unblinding.read", trial.id)
+    stmt = select(AuditEvent).where(
+        AuditEvent.chain == audit.chain_for(trial.id),
+        AuditEvent.action == "randomization.emergency_unblinding",
+    )
+    if sites is not None:
+        stmt = stmt.where(AuditEvent.site_id.in_(sites))
+    out = []
+    for event in session.scalars(stmt.order_by(AuditEvent.seq)):
+        details = {c["field"]: c.get("new") for c in event.changes}
+        participant = session.get(Participant, event.entity_id)
+        reason = event.reason or ""
+        out.append({
+            "at": event.at,
+            "actor_name": event.actor_name,
+            "subject_code": participant.subject_code if participant else "",
+            "reason": redact_arms(protocol_for(session, participant), reason)
+            if participant else reason,
+            "category": details.get("category"),
+            "recipient": details.get("recipient"),
+        })
+    return out
 
 
 def emergency_unblind(
